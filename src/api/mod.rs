@@ -1,0 +1,4 @@
+//! Wire formats. Each submodule turns one protocol's bytes into an engine `CheckRequest` and an
+//! engine `Decision` back into that protocol's answer. No policy logic lives here.
+
+pub mod grpc;

@@ -1,0 +1,154 @@
+//! Server settings. Every setting has a built-in default, may be set in one TOML file
+//! (`--config`), and may be overridden by a flag or an environment variable: flag or variable
+//! first, then the file, then the default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// The settings as given, each optional. The same struct reads flags, variables and the file.
+#[derive(Debug, Default, Clone, clap::Args, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// Address the gRPC API listens on [default: 127.0.0.1:50051]
+    #[arg(long, env = "WARRANT_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Directory with schema.cedarschema, *.cedar policies and entities.json [default: policies]
+    #[arg(long, env = "WARRANT_POLICIES")]
+    pub policies: Option<PathBuf>,
+    /// Most checks one BatchCheck may carry [default: 100]
+    #[arg(long, env = "WARRANT_BATCH_MAX_ITEMS")]
+    pub batch_max_items: Option<usize>,
+    /// Largest request message accepted, in bytes [default: 1048576]
+    #[arg(long, env = "WARRANT_MAX_MESSAGE_BYTES")]
+    pub max_message_bytes: Option<usize>,
+    /// Server-side time limit for one call, in milliseconds; a shorter client deadline wins
+    /// [default: 1000]
+    #[arg(long, env = "WARRANT_REQUEST_TIMEOUT_MS")]
+    pub request_timeout_ms: Option<u64>,
+    /// Longest a caller may rely on a decision (its valid_until), in milliseconds
+    /// [default: 60000]
+    #[arg(long, env = "WARRANT_DECISION_MAX_AGE_MS")]
+    pub decision_max_age_ms: Option<u64>,
+}
+
+/// The settings in force.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub policies: PathBuf,
+    pub batch_max_items: usize,
+    pub max_message_bytes: usize,
+    pub request_timeout: Duration,
+    pub decision_max_age: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read the configuration file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the configuration file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{setting}: {message}")]
+    Invalid {
+        setting: &'static str,
+        message: String,
+    },
+}
+
+impl Settings {
+    /// Reads a TOML configuration file.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|error| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: error.to_string(),
+        })
+    }
+
+    /// These settings, with `under` filling in whatever these leave unset.
+    pub fn over(self, under: Settings) -> Settings {
+        Settings {
+            listen: self.listen.or(under.listen),
+            policies: self.policies.or(under.policies),
+            batch_max_items: self.batch_max_items.or(under.batch_max_items),
+            max_message_bytes: self.max_message_bytes.or(under.max_message_bytes),
+            request_timeout_ms: self.request_timeout_ms.or(under.request_timeout_ms),
+            decision_max_age_ms: self.decision_max_age_ms.or(under.decision_max_age_ms),
+        }
+    }
+
+    /// Fills in the built-in defaults and checks the values.
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let config = Config {
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            policies: self.policies.unwrap_or_else(|| PathBuf::from("policies")),
+            batch_max_items: self.batch_max_items.unwrap_or(100),
+            max_message_bytes: self.max_message_bytes.unwrap_or(1024 * 1024),
+            request_timeout: Duration::from_millis(self.request_timeout_ms.unwrap_or(1_000)),
+            decision_max_age: Duration::from_millis(self.decision_max_age_ms.unwrap_or(60_000)),
+        };
+        let positive = [
+            ("batch_max_items", config.batch_max_items as u128),
+            ("max_message_bytes", config.max_message_bytes as u128),
+            ("request_timeout_ms", config.request_timeout.as_millis()),
+            ("decision_max_age_ms", config.decision_max_age.as_millis()),
+        ];
+        for (setting, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::Invalid {
+                    setting,
+                    message: "must be greater than zero".to_owned(),
+                });
+            }
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_the_file_and_the_file_over_defaults() {
+        let file: Settings = toml::from_str(
+            "listen = \"127.0.0.1:7000\"\nbatch_max_items = 5\npolicies = \"/etc/warrant\"\n",
+        )
+        .unwrap();
+        let flags = Settings {
+            batch_max_items: Some(9),
+            ..Settings::default()
+        };
+        let config = flags.over(file).resolve().unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7000".parse().unwrap());
+        assert_eq!(config.batch_max_items, 9);
+        assert_eq!(config.policies, PathBuf::from("/etc/warrant"));
+        assert_eq!(config.max_message_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn unknown_keys_and_zero_values_are_refused() {
+        assert!(toml::from_str::<Settings>("listen_on = \"x\"").is_err());
+        let zero = Settings {
+            batch_max_items: Some(0),
+            ..Settings::default()
+        };
+        assert!(
+            zero.resolve()
+                .unwrap_err()
+                .to_string()
+                .contains("batch_max_items")
+        );
+    }
+}

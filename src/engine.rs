@@ -1,0 +1,522 @@
+//! The decision. Takes a request that names a principal, an action, a resource and maybe an
+//! approval; resolves every fact about them from the stores; builds the Cedar request with
+//! `context.now` from the injected clock; evaluates; applies the fail-closed rules; and says how
+//! long the answer stays valid. Knows nothing of gRPC, HTTP or JSON.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cedar_policy::{
+    Authorizer, Context, Decision as CedarDecision, EntityId, EntityTypeName, EntityUid, Request,
+    RequestValidationError, RestrictedExpression,
+};
+use uuid::Uuid;
+
+use crate::clock::{Clock, UnixMillis};
+use crate::facts::{APPROVAL_TYPE, Approval, Facts, Identity};
+use crate::policy::PolicySnapshot;
+
+/// Context keys Warrant sets itself. A caller that supplies one is refused.
+pub const RESERVED_CONTEXT_KEYS: [&str; 2] = ["now", "approval"];
+
+/// Reasons Warrant gives for decisions it makes before or around Cedar.
+pub mod reason {
+    pub const UNKNOWN_PRINCIPAL: &str = "warrant:unknown-principal";
+    pub const UNKNOWN_RESOURCE: &str = "warrant:unknown-resource";
+    pub const UNKNOWN_APPROVAL: &str = "warrant:unknown-approval";
+    pub const APPROVAL_REPLAYED: &str = "warrant:approval-granted-to-another-identity";
+    pub const ACTION_NOT_APPLICABLE: &str = "warrant:action-not-applicable";
+    pub const NO_PERMITTING_POLICY: &str = "warrant:no-permitting-policy";
+    pub const EVALUATION_ERROR: &str = "warrant:evaluation-error";
+}
+
+/// An entity named by type and id, as a caller names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EntityRef {
+    pub type_name: String,
+    pub id: String,
+}
+
+impl EntityRef {
+    pub fn new(type_name: impl Into<String>, id: impl Into<String>) -> Self {
+        EntityRef {
+            type_name: type_name.into(),
+            id: id.into(),
+        }
+    }
+
+    pub fn from_uid(uid: &EntityUid) -> Self {
+        EntityRef {
+            type_name: uid.type_name().to_string(),
+            id: uid.id().unescaped().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for EntityRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}::{:?}", self.type_name, self.id)
+    }
+}
+
+/// A value in the caller's context: the part of Cedar's value space a caller may assert.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ContextValue {
+    Bool(bool),
+    Long(i64),
+    String(String),
+    Set(Vec<ContextValue>),
+    Record(BTreeMap<String, ContextValue>),
+}
+
+impl ContextValue {
+    fn to_cedar(&self) -> RestrictedExpression {
+        match self {
+            ContextValue::Bool(b) => RestrictedExpression::new_bool(*b),
+            ContextValue::Long(n) => RestrictedExpression::new_long(*n),
+            ContextValue::String(s) => RestrictedExpression::new_string(s.clone()),
+            ContextValue::Set(items) => {
+                RestrictedExpression::new_set(items.iter().map(ContextValue::to_cedar))
+            }
+            ContextValue::Record(fields) => RestrictedExpression::new_record(
+                fields.iter().map(|(k, v)| (k.clone(), v.to_cedar())),
+            )
+            .expect("new_record only refuses duplicate keys, and BTreeMap keys are unique"),
+        }
+    }
+}
+
+/// One question: may `principal` do `action` on `resource`, now?
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckRequest {
+    pub principal: EntityRef,
+    pub action: String,
+    pub resource: EntityRef,
+    /// The caller's own context, checked against the action's context in the schema.
+    pub context: BTreeMap<String, ContextValue>,
+    /// The approval the caller presents, by id.
+    pub approval_id: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// A request that cannot be decided because it is malformed. `field` names the culprit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {message}")]
+pub struct InvalidRequest {
+    pub field: String,
+    pub message: String,
+}
+
+impl InvalidRequest {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        InvalidRequest {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Effect {
+    Allow,
+    Deny,
+}
+
+/// A policy that failed to evaluate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyError {
+    pub policy_id: String,
+    pub message: String,
+}
+
+/// The presented approval as found, and what Warrant judged of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalEvidence {
+    pub approval: Arc<Approval>,
+    /// In its window, not revoked and granted to this principal, at decision time.
+    pub valid_at_decision: bool,
+    /// Presented by an identity other than the one it was granted to.
+    pub replay_suspected: bool,
+}
+
+/// The evidence a decision was made from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provenance {
+    pub principal: EntityRef,
+    /// `None` when the principal is unknown.
+    pub identity: Option<Arc<Identity>>,
+    pub approval: Option<ApprovalEvidence>,
+    pub resource: EntityRef,
+    /// Every scope the resource lies in, nearest first.
+    pub resource_scopes: Arc<[EntityUid]>,
+    pub decided_at: UnixMillis,
+    pub facts_version: Arc<str>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub effect: Effect,
+    pub decision_id: Uuid,
+    /// `@id`s of the determining policies, sorted; `warrant:*` for Warrant's own reasons.
+    pub reasons: Vec<String>,
+    pub errors: Vec<PolicyError>,
+    pub provenance: Provenance,
+    /// The caller may rely on this answer until then, and no longer.
+    pub valid_until: UnixMillis,
+    pub policy_version: Arc<str>,
+    pub request_id: Option<String>,
+}
+
+/// The policies and facts one decision is made from, always taken together.
+pub struct Snapshot {
+    pub policies: PolicySnapshot,
+    pub facts: Facts,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSettings {
+    /// The longest a caller may rely on any answer.
+    pub decision_max_age_ms: i64,
+}
+
+impl Default for EngineSettings {
+    fn default() -> Self {
+        EngineSettings {
+            decision_max_age_ms: 60_000,
+        }
+    }
+}
+
+pub struct Engine {
+    snapshot: Arc<Snapshot>,
+    clock: Arc<dyn Clock>,
+    settings: EngineSettings,
+    authorizer: Authorizer,
+}
+
+/// What Warrant resolved before evaluating, carried into the decision.
+struct Resolved<'a> {
+    principal_uid: EntityUid,
+    resource_uid: EntityUid,
+    identity: Option<&'a Arc<Identity>>,
+    approval: Option<&'a Arc<Approval>>,
+}
+
+impl Engine {
+    pub fn new(snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>, settings: EngineSettings) -> Self {
+        Engine {
+            snapshot,
+            clock,
+            settings,
+            authorizer: Authorizer::new(),
+        }
+    }
+
+    pub fn snapshot(&self) -> &Arc<Snapshot> {
+        &self.snapshot
+    }
+
+    /// Decides one request. `Err` only for a malformed request; every other problem is a deny.
+    pub fn check(&self, request: CheckRequest) -> Result<Decision, InvalidRequest> {
+        let span = tracing::info_span!(
+            "decision",
+            principal = %request.principal,
+            action = %request.action,
+            resource = %request.resource,
+            approval_id = request.approval_id.as_deref().unwrap_or(""),
+            decision = tracing::field::Empty,
+            decision_id = tracing::field::Empty,
+            reasons = tracing::field::Empty,
+            error_count = tracing::field::Empty,
+            policy_version = %self.snapshot.policies.version,
+        );
+        let _entered = span.enter();
+        let decision = self.decide(request)?;
+        span.record("decision", tracing::field::debug(decision.effect));
+        span.record("decision_id", tracing::field::display(decision.decision_id));
+        span.record("reasons", tracing::field::debug(&decision.reasons));
+        span.record("error_count", decision.errors.len());
+        Ok(decision)
+    }
+
+    fn decide(&self, request: CheckRequest) -> Result<Decision, InvalidRequest> {
+        let snapshot = &*self.snapshot;
+        let (principal_uid, action_uid, resource_uid) = self.parse_names(&request)?;
+        for key in RESERVED_CONTEXT_KEYS {
+            if request.context.contains_key(key) {
+                return Err(InvalidRequest::new(
+                    format!("context.{key}"),
+                    format!(
+                        "`{key}` is set by Warrant itself and cannot be supplied by the caller"
+                    ),
+                ));
+            }
+        }
+        let now = self.clock.now();
+        let facts = &snapshot.facts;
+        let resolved = Resolved {
+            identity: facts.identities.get(&principal_uid),
+            approval: request
+                .approval_id
+                .as_deref()
+                .and_then(|id| facts.approvals.get(id)),
+            principal_uid,
+            resource_uid,
+        };
+
+        // Facts Warrant checks itself, before any policy: fail closed on what it cannot resolve.
+        if resolved.identity.is_none() && facts.entities.get(&resolved.principal_uid).is_none() {
+            return Ok(self.warrant_deny(&request, &resolved, now, reason::UNKNOWN_PRINCIPAL));
+        }
+        if facts.entities.get(&resolved.resource_uid).is_none() {
+            return Ok(self.warrant_deny(&request, &resolved, now, reason::UNKNOWN_RESOURCE));
+        }
+        if request.approval_id.is_some() {
+            match resolved.approval {
+                None => {
+                    return Ok(self.warrant_deny(
+                        &request,
+                        &resolved,
+                        now,
+                        reason::UNKNOWN_APPROVAL,
+                    ));
+                }
+                Some(approval) if approval.subject != resolved.principal_uid => {
+                    return Ok(self.warrant_deny(
+                        &request,
+                        &resolved,
+                        now,
+                        reason::APPROVAL_REPLAYED,
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+
+        let mut context: Vec<(String, RestrictedExpression)> = request
+            .context
+            .iter()
+            .map(|(key, value)| (key.clone(), value.to_cedar()))
+            .collect();
+        context.push((
+            "now".to_owned(),
+            RestrictedExpression::new_datetime(now.to_cedar_datetime()),
+        ));
+        if let Some(approval) = resolved.approval {
+            context.push((
+                "approval".to_owned(),
+                RestrictedExpression::new_entity_uid(approval.uid.clone()),
+            ));
+        }
+        let context = Context::from_pairs(context)
+            .map_err(|error| InvalidRequest::new("context", error.to_string()))?;
+        let cedar_request = match Request::new(
+            resolved.principal_uid.clone(),
+            action_uid,
+            resolved.resource_uid.clone(),
+            context,
+            Some(&snapshot.policies.schema),
+        ) {
+            Ok(cedar_request) => cedar_request,
+            Err(RequestValidationError::InvalidPrincipalType(_))
+            | Err(RequestValidationError::InvalidResourceType(_)) => {
+                return Ok(self.warrant_deny(
+                    &request,
+                    &resolved,
+                    now,
+                    reason::ACTION_NOT_APPLICABLE,
+                ));
+            }
+            Err(RequestValidationError::InvalidContext(error)) => {
+                return Err(InvalidRequest::new("context", error.to_string()));
+            }
+            Err(RequestValidationError::UndeclaredAction(error)) => {
+                return Err(InvalidRequest::new("action", error.to_string()));
+            }
+            Err(RequestValidationError::UndeclaredPrincipalType(error)) => {
+                return Err(InvalidRequest::new("principal.type", error.to_string()));
+            }
+            Err(RequestValidationError::UndeclaredResourceType(error)) => {
+                return Err(InvalidRequest::new("resource.type", error.to_string()));
+            }
+            Err(other) => return Err(InvalidRequest::new("context", other.to_string())),
+        };
+
+        let response = self.authorizer.is_authorized(
+            &cedar_request,
+            &snapshot.policies.policies,
+            &facts.entities,
+        );
+        let diagnostics = response.diagnostics();
+        let errors: Vec<PolicyError> = diagnostics
+            .errors()
+            .map(|error| {
+                let cedar_policy::AuthorizationError::PolicyEvaluationError(error) = error;
+                PolicyError {
+                    policy_id: error.policy_id().to_string(),
+                    message: error.inner().to_string(),
+                }
+            })
+            .collect();
+        let mut reasons: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+        reasons.sort_unstable();
+        // Fail closed: Cedar skips a policy that errors, so a skipped forbid could have let an
+        // allow through. Any error at all is a deny.
+        let effect = if !errors.is_empty() {
+            reasons.push(reason::EVALUATION_ERROR.to_owned());
+            Effect::Deny
+        } else if response.decision() == CedarDecision::Allow {
+            Effect::Allow
+        } else {
+            if reasons.is_empty() {
+                reasons.push(reason::NO_PERMITTING_POLICY.to_owned());
+            }
+            Effect::Deny
+        };
+        Ok(self.decision(&request, &resolved, now, effect, reasons, errors))
+    }
+
+    /// Turns the caller's names into Cedar ids, refusing what the schema cannot know.
+    fn parse_names(
+        &self,
+        request: &CheckRequest,
+    ) -> Result<(EntityUid, EntityUid, EntityUid), InvalidRequest> {
+        let policies = &self.snapshot.policies;
+        let principal = entity_uid(&request.principal, "principal", policies)?;
+        let resource = entity_uid(&request.resource, "resource", policies)?;
+        if request.action.is_empty() {
+            return Err(InvalidRequest::new("action", "required"));
+        }
+        if !policies.actions.contains(&request.action) {
+            return Err(InvalidRequest::new(
+                "action",
+                format!("the schema declares no action {:?}", request.action),
+            ));
+        }
+        let action = EntityUid::from_type_name_and_id(
+            EntityTypeName::from_str("Action").expect("Action is a valid type name"),
+            EntityId::new(&request.action),
+        );
+        if let Some(approval_id) = &request.approval_id
+            && approval_id.is_empty()
+        {
+            return Err(InvalidRequest::new(
+                "approval_id",
+                "empty; omit it to present no approval",
+            ));
+        }
+        Ok((principal, action, resource))
+    }
+
+    fn warrant_deny(
+        &self,
+        request: &CheckRequest,
+        resolved: &Resolved<'_>,
+        now: UnixMillis,
+        why: &str,
+    ) -> Decision {
+        self.decision(
+            request,
+            resolved,
+            now,
+            Effect::Deny,
+            vec![why.to_owned()],
+            Vec::new(),
+        )
+    }
+
+    fn decision(
+        &self,
+        request: &CheckRequest,
+        resolved: &Resolved<'_>,
+        now: UnixMillis,
+        effect: Effect,
+        reasons: Vec<String>,
+        errors: Vec<PolicyError>,
+    ) -> Decision {
+        let snapshot = &*self.snapshot;
+        let approval = resolved.approval.map(|approval| {
+            let bound = approval.subject == resolved.principal_uid;
+            ApprovalEvidence {
+                valid_at_decision: bound && approval.is_valid_at(now),
+                replay_suspected: !bound,
+                approval: Arc::clone(approval),
+            }
+        });
+        // The answer holds until the first time bound in the facts it read moves.
+        let mut valid_until = now.saturating_add_millis(self.settings.decision_max_age_ms);
+        let mut bounds = Vec::with_capacity(3);
+        if let Some(evidence) = approval.as_ref().filter(|e| !e.replay_suspected) {
+            bounds.extend([evidence.approval.not_before, evidence.approval.expires_at]);
+        }
+        if let Some(expiry) = resolved.identity.and_then(|identity| identity.expires_at) {
+            bounds.push(expiry);
+        }
+        for bound in bounds {
+            if bound > now && bound < valid_until {
+                valid_until = bound;
+            }
+        }
+        let resource_scopes = snapshot
+            .facts
+            .resource_scopes
+            .get(&resolved.resource_uid)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([]));
+        Decision {
+            effect,
+            decision_id: new_decision_id(now),
+            reasons,
+            errors,
+            provenance: Provenance {
+                principal: request.principal.clone(),
+                identity: resolved.identity.cloned(),
+                approval,
+                resource: request.resource.clone(),
+                resource_scopes,
+                decided_at: now,
+                facts_version: Arc::clone(&snapshot.facts.version),
+            },
+            valid_until,
+            policy_version: Arc::clone(&snapshot.policies.version),
+            request_id: request.request_id.clone(),
+        }
+    }
+}
+
+fn entity_uid(
+    entity: &EntityRef,
+    field: &str,
+    policies: &PolicySnapshot,
+) -> Result<EntityUid, InvalidRequest> {
+    if entity.type_name.is_empty() {
+        return Err(InvalidRequest::new(format!("{field}.type"), "required"));
+    }
+    if entity.id.is_empty() {
+        return Err(InvalidRequest::new(format!("{field}.id"), "required"));
+    }
+    if !policies.entity_types.contains(&entity.type_name) || entity.type_name == APPROVAL_TYPE {
+        return Err(InvalidRequest::new(
+            format!("{field}.type"),
+            format!("the schema declares no {field} type {:?}", entity.type_name),
+        ));
+    }
+    let type_name = EntityTypeName::from_str(&entity.type_name)
+        .map_err(|error| InvalidRequest::new(format!("{field}.type"), error.to_string()))?;
+    Ok(EntityUid::from_type_name_and_id(
+        type_name,
+        EntityId::new(&entity.id),
+    ))
+}
+
+/// A UUIDv7 stamped with decision time (from the injected clock), random in its other bits.
+fn new_decision_id(now: UnixMillis) -> Uuid {
+    let millis = now.0.max(0) as u64;
+    let timestamp = uuid::Timestamp::from_unix(
+        uuid::NoContext,
+        millis / 1_000,
+        ((millis % 1_000) * 1_000_000) as u32,
+    );
+    Uuid::new_v7(timestamp)
+}

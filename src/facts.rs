@@ -1,0 +1,306 @@
+//! The facts store: the entities a decision is made from (identities and their owners, resources
+//! and their scopes, approvals), loaded from a Cedar entities file and validated against the
+//! schema. Besides Cedar's own `Entities`, it indexes the evidence Warrant reports and reasons
+//! about itself: an identity's owner and status, an approval's ticket, subject and window.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use cedar_policy::{Entities, Entity, EntityUid, EvalResult, Schema};
+use sha2::{Digest, Sha256};
+
+use crate::clock::UnixMillis;
+
+/// The facts file in a policy directory.
+pub const ENTITIES_FILE: &str = "entities.json";
+/// The entity type of approvals. An approval's single parent is the identity it was granted to.
+pub const APPROVAL_TYPE: &str = "Approval";
+
+/// The accountable human behind an identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Owner {
+    pub uid: EntityUid,
+    pub name: Option<String>,
+    pub email: Option<String>,
+}
+
+/// What Warrant knows about a non-human identity (any entity of a principal type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub owner: Option<Owner>,
+    pub status: Option<String>,
+    /// When the identity's credential stops being valid, if it has such a bound.
+    pub expires_at: Option<UnixMillis>,
+}
+
+/// An approval as the store holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Approval {
+    pub uid: EntityUid,
+    pub ticket: String,
+    pub approver: EntityUid,
+    /// The identity it was granted to.
+    pub subject: EntityUid,
+    /// Ids of the actions it covers.
+    pub actions: Vec<String>,
+    pub scope: EntityUid,
+    pub not_before: UnixMillis,
+    pub expires_at: UnixMillis,
+    pub revoked: bool,
+    pub playbook: Option<String>,
+}
+
+impl Approval {
+    /// Inside its window and not revoked, at `now`. (Binding to a subject is checked apart.)
+    pub fn is_valid_at(&self, now: UnixMillis) -> bool {
+        !self.revoked && self.not_before <= now && now < self.expires_at
+    }
+}
+
+/// One consistent set of facts. Immutable once built.
+pub struct Facts {
+    pub entities: Entities,
+    pub identities: HashMap<EntityUid, Arc<Identity>>,
+    pub approvals: HashMap<String, Arc<Approval>>,
+    /// For each resource, every scope it lies in, nearest first.
+    pub resource_scopes: HashMap<EntityUid, Arc<[EntityUid]>>,
+    /// `sha256:` of the facts file.
+    pub version: Arc<str>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FactsLoadError {
+    #[error("cannot read {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: entities do not fit the schema: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("{path}: {entity}: {message}")]
+    BadEntity {
+        path: PathBuf,
+        entity: String,
+        message: String,
+    },
+}
+
+impl Facts {
+    /// Loads `dir/entities.json`, validated against `schema`.
+    pub fn load(dir: &Path, schema: &Schema) -> Result<Self, FactsLoadError> {
+        let path = dir.join(ENTITIES_FILE);
+        let text = std::fs::read_to_string(&path).map_err(|source| FactsLoadError::Io {
+            path: path.clone(),
+            source,
+        })?;
+        Self::from_json(&text, schema).map_err(|error| match error {
+            FactsError::Invalid(message) => FactsLoadError::Invalid { path, message },
+            FactsError::BadEntity { entity, message } => FactsLoadError::BadEntity {
+                path,
+                entity,
+                message,
+            },
+        })
+    }
+
+    /// Builds facts from the text of a Cedar entities file.
+    pub fn from_json(text: &str, schema: &Schema) -> Result<Self, FactsError> {
+        let entities = Entities::from_json_str(text, Some(schema))
+            .map_err(|error| FactsError::Invalid(error_chain(&error)))?;
+        let principal_types: Vec<String> = schema.principals().map(|t| t.to_string()).collect();
+        let resource_types: Vec<String> = schema.resources().map(|t| t.to_string()).collect();
+
+        let mut identities = HashMap::new();
+        let mut approvals = HashMap::new();
+        let mut resource_scopes = HashMap::new();
+        for entity in entities.iter() {
+            let uid = entity.uid();
+            let type_name = uid.type_name().to_string();
+            if type_name == APPROVAL_TYPE {
+                let approval =
+                    read_approval(entity, &entities, &principal_types).map_err(|message| {
+                        FactsError::BadEntity {
+                            entity: uid.to_string(),
+                            message,
+                        }
+                    })?;
+                approvals.insert(uid.id().unescaped().to_owned(), Arc::new(approval));
+                continue;
+            }
+            if principal_types.contains(&type_name) {
+                let identity =
+                    read_identity(entity, &entities).map_err(|message| FactsError::BadEntity {
+                        entity: uid.to_string(),
+                        message,
+                    })?;
+                identities.insert(uid.clone(), Arc::new(identity));
+            }
+            if resource_types.contains(&type_name) {
+                resource_scopes.insert(uid.clone(), scopes_nearest_first(&entities, &uid));
+            }
+        }
+        let version = format!("sha256:{:x}", Sha256::digest(text.as_bytes())).into();
+        Ok(Facts {
+            entities,
+            identities,
+            approvals,
+            resource_scopes,
+            version,
+        })
+    }
+}
+
+/// Why a facts file was refused (without its path).
+#[derive(Debug, thiserror::Error)]
+pub enum FactsError {
+    #[error("entities do not fit the schema: {0}")]
+    Invalid(String),
+    #[error("{entity}: {message}")]
+    BadEntity { entity: String, message: String },
+}
+
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(inner) = source {
+        message.push_str(": ");
+        message.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    message
+}
+
+fn attr(entity: &Entity, name: &str) -> Option<EvalResult> {
+    entity.attr(name).and_then(Result::ok)
+}
+
+fn string_attr(entity: &Entity, name: &str) -> Result<Option<String>, String> {
+    match attr(entity, name) {
+        None => Ok(None),
+        Some(EvalResult::String(s)) => Ok(Some(s)),
+        Some(other) => Err(format!(
+            "attribute `{name}` must be a String, found {other}"
+        )),
+    }
+}
+
+fn entity_attr(entity: &Entity, name: &str) -> Result<Option<EntityUid>, String> {
+    match attr(entity, name) {
+        None => Ok(None),
+        Some(EvalResult::EntityUid(uid)) => Ok(Some(uid)),
+        Some(other) => Err(format!(
+            "attribute `{name}` must be an entity, found {other}"
+        )),
+    }
+}
+
+fn datetime_attr(entity: &Entity, name: &str) -> Result<Option<UnixMillis>, String> {
+    match attr(entity, name) {
+        None => Ok(None),
+        Some(EvalResult::ExtensionValue(text)) => {
+            // Cedar renders the value as `datetime("...")`.
+            let inner = text
+                .strip_prefix("datetime(\"")
+                .and_then(|rest| rest.strip_suffix("\")"));
+            inner
+                .and_then(UnixMillis::parse_cedar_datetime)
+                .map(Some)
+                .ok_or_else(|| format!("attribute `{name}` must be a datetime, found {text}"))
+        }
+        Some(other) => Err(format!(
+            "attribute `{name}` must be a datetime, found {other}"
+        )),
+    }
+}
+
+fn required<T>(value: Result<Option<T>, String>, name: &str) -> Result<T, String> {
+    value?.ok_or_else(|| format!("approval needs attribute `{name}`"))
+}
+
+fn read_identity(entity: &Entity, entities: &Entities) -> Result<Identity, String> {
+    let owner = entity_attr(entity, "owner")?.map(|uid| {
+        let human = entities.get(&uid);
+        Owner {
+            name: human.and_then(|h| string_attr(h, "name").ok().flatten()),
+            email: human.and_then(|h| string_attr(h, "email").ok().flatten()),
+            uid,
+        }
+    });
+    Ok(Identity {
+        owner,
+        status: string_attr(entity, "status")?,
+        expires_at: datetime_attr(entity, "expires_at")?,
+    })
+}
+
+fn read_approval(
+    entity: &Entity,
+    entities: &Entities,
+    principal_types: &[String],
+) -> Result<Approval, String> {
+    let uid = entity.uid();
+    let subjects: Vec<EntityUid> = entities
+        .ancestors(&uid)
+        .into_iter()
+        .flatten()
+        .filter(|parent| principal_types.contains(&parent.type_name().to_string()))
+        .cloned()
+        .collect();
+    let [subject] = <[EntityUid; 1]>::try_from(subjects).map_err(|found| {
+        format!(
+            "an approval is granted to exactly one identity, its parent; found {}",
+            found.len()
+        )
+    })?;
+    let actions = match attr(entity, "actions") {
+        Some(EvalResult::Set(set)) => set
+            .iter()
+            .map(|item| match item {
+                EvalResult::EntityUid(action) => Ok(action.id().unescaped().to_owned()),
+                other => Err(format!(
+                    "attribute `actions` must hold actions, found {other}"
+                )),
+            })
+            .collect::<Result<Vec<_>, _>>()?,
+        Some(other) => return Err(format!("attribute `actions` must be a set, found {other}")),
+        None => return Err("approval needs attribute `actions`".to_owned()),
+    };
+    let revoked = match attr(entity, "revoked") {
+        Some(EvalResult::Bool(b)) => b,
+        None => false,
+        Some(other) => return Err(format!("attribute `revoked` must be a Bool, found {other}")),
+    };
+    Ok(Approval {
+        ticket: required(string_attr(entity, "ticket"), "ticket")?,
+        approver: required(entity_attr(entity, "approver"), "approver")?,
+        subject,
+        actions,
+        scope: required(entity_attr(entity, "scope"), "scope")?,
+        not_before: required(datetime_attr(entity, "not_before"), "not_before")?,
+        expires_at: required(datetime_attr(entity, "expires_at"), "expires_at")?,
+        revoked,
+        playbook: string_attr(entity, "playbook")?,
+        uid,
+    })
+}
+
+/// The resource's ancestors, nearest first. In a scope tree a nearer scope has more ancestors
+/// than a farther one; ties (a DAG) are broken by name so the order is stable.
+fn scopes_nearest_first(entities: &Entities, uid: &EntityUid) -> Arc<[EntityUid]> {
+    let mut scopes: Vec<(usize, EntityUid)> = entities
+        .ancestors(uid)
+        .into_iter()
+        .flatten()
+        .map(|scope| {
+            let depth = entities.ancestors(scope).map_or(0, Iterator::count);
+            (depth, scope.clone())
+        })
+        .collect();
+    scopes.sort_by(|(a_depth, a), (b_depth, b)| {
+        b_depth
+            .cmp(a_depth)
+            .then_with(|| a.to_string().cmp(&b.to_string()))
+    });
+    scopes.into_iter().map(|(_, scope)| scope).collect()
+}

@@ -1,0 +1,12 @@
+//! Warrant: a zero-trust policy decision point for non-human identities. See ARCHITECTURE.md
+//! for the map of modules; a request flows api -> engine -> (facts, policy) -> Cedar -> api.
+
+pub mod api;
+pub mod cli;
+pub mod clock;
+pub mod config;
+pub mod engine;
+pub mod facts;
+pub mod policy;
+pub mod proto;
+pub mod server;

@@ -1,0 +1,89 @@
+//! The `warrant` command: `serve` runs the decision point, `check` asks a running one.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use warrant::cli::CheckArgs;
+use warrant::config::Settings;
+
+#[derive(Parser)]
+#[command(
+    name = "warrant",
+    version,
+    about = "A zero-trust policy decision point for non-human identities"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve decisions over gRPC (warrant.v1.Authorizer) from the policies in a directory.
+    Serve {
+        /// TOML configuration file; flags and environment variables override it.
+        #[arg(long, env = "WARRANT_CONFIG")]
+        config: Option<std::path::PathBuf>,
+        #[command(flatten)]
+        settings: Settings,
+    },
+    /// Ask a running Warrant for one decision and print it as JSON.
+    Check(CheckArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve { config, settings } => serve(config, settings).await,
+            Command::Check(args) => warrant::cli::check(args).await,
+        }
+    });
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(
+    config_file: Option<std::path::PathBuf>,
+    flags: Settings,
+) -> anyhow::Result<ExitCode> {
+    let from_file = match &config_file {
+        Some(path) => Settings::from_file(path)?,
+        None => Settings::default(),
+    };
+    let config = flags.over(from_file).resolve()?;
+    warrant::server::serve(
+        config,
+        |bound| {
+            // Scripts and tests read the bound address (port 0 picks a free one) from here.
+            println!("warrant listening on {bound}");
+        },
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        },
+    )
+    .await
+    .context("warrant serve")?;
+    Ok(ExitCode::SUCCESS)
+}
