@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -18,9 +19,9 @@ use crate::policy::PolicySnapshot;
 use crate::proto;
 
 /// Loads the policy directory: schema, policies (strictly validated) and facts.
-pub fn load_snapshot(config: &Config) -> anyhow::Result<Snapshot> {
-    let policies = PolicySnapshot::load(&config.policies)?;
-    let facts = Facts::load(&config.policies, &policies.schema)?;
+pub fn load_snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
+    let policies = PolicySnapshot::load(dir)?;
+    let facts = Facts::load(dir, &policies.schema)?;
     Ok(Snapshot { policies, facts })
 }
 
@@ -31,7 +32,7 @@ pub async fn serve(
     on_bound: impl FnOnce(SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let snapshot = load_snapshot(&config)?;
+    let snapshot = load_snapshot(&config.policies)?;
     tracing::info!(
         policies = snapshot.policies.policy_count(),
         policy_version = %snapshot.policies.version,

@@ -1,0 +1,137 @@
+//! Starts the real `warrant` binary on 127.0.0.1 with an ephemeral port and connects to it.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use warrant::proto;
+use warrant::proto::authorizer_client::AuthorizerClient;
+
+pub fn bundled_policies() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
+}
+
+/// A running server process, killed when dropped.
+pub struct Server {
+    child: Child,
+    pub addr: String,
+}
+
+impl Server {
+    /// Starts `warrant serve` on the bundled policies with extra flags.
+    pub fn start(extra: &[&str]) -> Server {
+        let policies = bundled_policies();
+        let mut args = vec!["serve", "--listen", "127.0.0.1:0", "--policies"];
+        args.push(policies.to_str().unwrap());
+        args.extend_from_slice(extra);
+        Self::start_with(&args).unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
+    }
+
+    /// Starts the binary with exactly these arguments; `Err` has its stderr if it did not start.
+    pub fn start_with(args: &[&str]) -> Result<Server, String> {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_warrant"))
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn warrant");
+        let stdout = child.stdout.take().unwrap();
+        let (sender, receiver) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("warrant listening on ") {
+                    let _ = sender.send(addr.to_owned());
+                }
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(addr) = receiver.recv_timeout(Duration::from_millis(50)) {
+                return Ok(Server { child, addr });
+            }
+            if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
+                let _ = child.kill();
+                let mut stderr = String::new();
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut stderr)
+                    .unwrap();
+                return Err(stderr);
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub async fn client(&self) -> AuthorizerClient<tonic::transport::Channel> {
+        AuthorizerClient::connect(self.url())
+            .await
+            .expect("connect")
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn entity(type_name: &str, id: &str) -> Option<proto::EntityRef> {
+    Some(proto::EntityRef {
+        r#type: type_name.to_owned(),
+        id: id.to_owned(),
+    })
+}
+
+/// A request from `Type::id` strings.
+pub fn request(
+    principal: &str,
+    action: &str,
+    resource: &str,
+    approval: &str,
+) -> proto::CheckRequest {
+    let split = |text: &str| {
+        let (t, i) = text.rsplit_once("::").unwrap();
+        entity(t, i)
+    };
+    proto::CheckRequest {
+        principal: split(principal),
+        action: action.to_owned(),
+        resource: split(resource),
+        context: None,
+        approval_id: approval.to_owned(),
+        request_id: String::new(),
+    }
+}
+
+pub fn context(json: serde_json::Value) -> Option<prost_types::Struct> {
+    fn value(json: serde_json::Value) -> prost_types::Value {
+        use prost_types::value::Kind;
+        let kind = match json {
+            serde_json::Value::Null => Kind::NullValue(0),
+            serde_json::Value::Bool(b) => Kind::BoolValue(b),
+            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
+            serde_json::Value::String(s) => Kind::StringValue(s),
+            serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
+                values: items.into_iter().map(value).collect(),
+            }),
+            serde_json::Value::Object(fields) => Kind::StructValue(prost_types::Struct {
+                fields: fields.into_iter().map(|(k, v)| (k, value(v))).collect(),
+            }),
+        };
+        prost_types::Value { kind: Some(kind) }
+    }
+    match value(json).kind {
+        Some(prost_types::value::Kind::StructValue(s)) => Some(s),
+        _ => panic!("context must be an object"),
+    }
+}

@@ -1,0 +1,315 @@
+//! The engine in-process, with an injected clock: fail-closed evaluation errors, the edges of an
+//! approval's window, how long an answer stays valid, and random requests that must never panic
+//! nor allow what the facts forbid.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use warrant::clock::{ManualClock, UnixMillis};
+use warrant::engine::{
+    CheckRequest, ContextValue, Effect, Engine, EngineSettings, EntityRef, reason,
+};
+use warrant::server::load_snapshot;
+
+fn at(text: &str) -> UnixMillis {
+    UnixMillis::parse_cedar_datetime(text).unwrap()
+}
+
+fn bundled_engine(now: &str) -> (Engine, Arc<ManualClock>) {
+    let clock = Arc::new(ManualClock::new(at(now)));
+    let snapshot = load_snapshot(&common::bundled_policies()).unwrap();
+    let engine = Engine::new(Arc::new(snapshot), clock.clone(), EngineSettings::default());
+    (engine, clock)
+}
+
+fn ask(
+    principal: (&str, &str),
+    action: &str,
+    resource: (&str, &str),
+    approval: Option<&str>,
+) -> CheckRequest {
+    CheckRequest {
+        principal: EntityRef::new(principal.0, principal.1),
+        action: action.to_owned(),
+        resource: EntityRef::new(resource.0, resource.1),
+        context: BTreeMap::new(),
+        approval_id: approval.map(str::to_owned),
+        request_id: None,
+    }
+}
+
+fn deploy(approval: &str) -> CheckRequest {
+    ask(
+        ("ServiceAccount", "deploy-bot"),
+        "update",
+        ("Config", "payments-api"),
+        Some(approval),
+    )
+}
+
+#[test]
+fn an_approval_is_valid_from_not_before_until_just_before_expires_at() {
+    // CHG-2001 is valid from 2099-01-01 to 2099-02-01.
+    let (engine, clock) = bundled_engine("2098-12-31T23:59:59.999Z");
+    let early = engine.check(deploy("CHG-2001")).unwrap();
+    assert_eq!(early.effect, Effect::Deny);
+    assert_eq!(early.reasons, ["approval-not-yet-valid"]);
+    // A deny that will become an allow holds only until then.
+    assert_eq!(early.valid_until, at("2099-01-01T00:00:00Z"));
+
+    clock.set(at("2099-01-01T00:00:00Z"));
+    let first = engine.check(deploy("CHG-2001")).unwrap();
+    assert_eq!(first.effect, Effect::Allow, "{:?}", first.reasons);
+
+    clock.set(at("2099-01-31T23:59:30Z"));
+    let last = engine.check(deploy("CHG-2001")).unwrap();
+    assert_eq!(last.effect, Effect::Allow);
+    // Never past the approval's expiry, even though the maximum age is a minute.
+    assert_eq!(last.valid_until, at("2099-02-01T00:00:00Z"));
+
+    clock.set(at("2099-02-01T00:00:00Z"));
+    let expired = engine.check(deploy("CHG-2001")).unwrap();
+    assert_eq!(expired.effect, Effect::Deny);
+    assert_eq!(expired.reasons, ["approval-expired"]);
+}
+
+#[test]
+fn an_answer_is_valid_for_the_configured_maximum_age_at_most() {
+    let clock = Arc::new(ManualClock::new(at("2026-11-27T12:00:00Z")));
+    let snapshot = load_snapshot(&common::bundled_policies()).unwrap();
+    let engine = Engine::new(
+        Arc::new(snapshot),
+        clock,
+        EngineSettings {
+            decision_max_age_ms: 5_000,
+        },
+    );
+    let answer = engine.check(deploy("CHG-1042")).unwrap();
+    assert_eq!(answer.effect, Effect::Allow);
+    assert_eq!(answer.valid_until, at("2026-11-27T12:00:05Z"));
+    assert_eq!(answer.provenance.decided_at, at("2026-11-27T12:00:00Z"));
+}
+
+#[test]
+fn a_credential_expiry_bounds_the_answer() {
+    // pipeline-etl's key expires 2099-01-01.
+    let (engine, _) = bundled_engine("2098-12-31T23:59:50Z");
+    let answer = engine
+        .check(ask(
+            ("ApiKey", "pipeline-etl"),
+            "read",
+            ("Dataset", "sales-2026"),
+            None,
+        ))
+        .unwrap();
+    assert_eq!(answer.effect, Effect::Allow);
+    assert_eq!(answer.valid_until, at("2099-01-01T00:00:00Z"));
+}
+
+/// A policy directory whose forbid fails to evaluate for large amounts (integer overflow).
+fn overflowing_policies() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("schema.cedarschema"),
+        r#"entity Bot = { owner?: Bot, status: String };
+entity Vault;
+action "withdraw" appliesTo { principal: [Bot], resource: [Vault], context: { now: datetime, amount: Long } };
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("policies.cedar"),
+        r#"@id("bots-withdraw")
+permit (principal, action, resource);
+
+@id("no-large-withdrawals")
+forbid (principal, action, resource) when { context.amount * 1000 > 1000000 };
+"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("entities.json"),
+        r#"[{"uid":{"type":"Bot","id":"b"},"attrs":{"status":"active"},"parents":[]},
+            {"uid":{"type":"Vault","id":"v"},"attrs":{},"parents":[]}]"#,
+    )
+    .unwrap();
+    dir
+}
+
+#[test]
+fn a_forbid_that_errors_makes_a_deny_not_a_skipped_rule() {
+    let dir = overflowing_policies();
+    let clock = Arc::new(ManualClock::new(at("2026-11-27T12:00:00Z")));
+    let engine = Engine::new(
+        Arc::new(load_snapshot(dir.path()).unwrap()),
+        clock,
+        EngineSettings::default(),
+    );
+    let withdraw = |amount: i64| CheckRequest {
+        context: BTreeMap::from([("amount".to_owned(), ContextValue::Long(amount))]),
+        ..ask(("Bot", "b"), "withdraw", ("Vault", "v"), None)
+    };
+    assert_eq!(engine.check(withdraw(10)).unwrap().effect, Effect::Allow);
+    assert_eq!(
+        engine.check(withdraw(5_000)).unwrap().reasons,
+        ["no-large-withdrawals"]
+    );
+
+    // i64::MAX * 1000 overflows: Cedar skips the forbid and would allow. Warrant denies.
+    let answer = engine.check(withdraw(i64::MAX)).unwrap();
+    assert_eq!(answer.effect, Effect::Deny);
+    assert_eq!(answer.errors.len(), 1);
+    assert_eq!(answer.errors[0].policy_id, "no-large-withdrawals");
+    assert!(
+        answer.errors[0].message.contains("overflow"),
+        "{}",
+        answer.errors[0].message
+    );
+    assert!(
+        answer
+            .reasons
+            .contains(&reason::EVALUATION_ERROR.to_owned())
+    );
+}
+
+// Random requests: drawn from the names the bundled facts know, plus names they do not.
+
+fn entity_type() -> impl Strategy<Value = String> {
+    prop::sample::select(vec![
+        "ServiceAccount",
+        "Agent",
+        "ApiKey",
+        "Config",
+        "Dataset",
+        "Tool",
+        "Database",
+        "Approval",
+        "Human",
+        "Scope",
+        "Robot",
+        "",
+        "Bad Type",
+        "A::B",
+    ])
+    .prop_map(str::to_owned)
+}
+
+fn entity_id() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::sample::select(vec![
+            "deploy-bot",
+            "legacy-cron",
+            "old-deployer",
+            "db-admin",
+            "reporting",
+            "pipeline-etl",
+            "pipeline-expired",
+            "procurement-agent",
+            "payments-api",
+            "search-api",
+            "payments-api-staging",
+            "sales-2026",
+            "salaries",
+            "vendor-portal",
+            "payments-transfer",
+            "customers-prod",
+            "production",
+            "alice",
+        ])
+        .prop_map(str::to_owned),
+        ".{0,12}",
+    ]
+}
+
+fn context_value() -> impl Strategy<Value = ContextValue> {
+    let leaf = prop_oneof![
+        any::<bool>().prop_map(ContextValue::Bool),
+        any::<i64>().prop_map(ContextValue::Long),
+        (0i64..10_000).prop_map(ContextValue::Long),
+        ".{0,8}".prop_map(ContextValue::String),
+    ];
+    leaf.prop_recursive(2, 8, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(ContextValue::Set),
+            prop::collection::btree_map("[a-z]{1,6}", inner, 0..3).prop_map(ContextValue::Record),
+        ]
+    })
+}
+
+fn context() -> impl Strategy<Value = BTreeMap<String, ContextValue>> {
+    let key = prop::sample::select(vec![
+        "vendor",
+        "amount",
+        "justification",
+        "now",
+        "approval",
+        "extra",
+    ]);
+    prop::collection::btree_map(key.prop_map(str::to_owned), context_value(), 0..4)
+}
+
+fn check_request() -> impl Strategy<Value = CheckRequest> {
+    (
+        (entity_type(), entity_id()),
+        prop::sample::select(vec![
+            "update",
+            "read",
+            "submit_vendor_request",
+            "export",
+            "delete",
+            "",
+        ]),
+        (entity_type(), entity_id()),
+        context(),
+        prop::option::of(prop::sample::select(vec![
+            "CHG-1042", "CHG-0990", "CHG-2001", "CHG-1001", "CHG-1043", "TASK-77", "INC-311",
+            "CHG-1500", "nope", "",
+        ])),
+    )
+        .prop_map(
+            |((pt, pi), action, (rt, ri), context, approval)| CheckRequest {
+                principal: EntityRef::new(pt, pi),
+                action: action.to_owned(),
+                resource: EntityRef::new(rt, ri),
+                context,
+                approval_id: approval.map(str::to_owned),
+                request_id: None,
+            },
+        )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 10_000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_requests_never_panic_and_never_allow_what_the_facts_forbid(
+        request in check_request(),
+        now in 1_700_000_000_000i64..4_200_000_000_000,
+    ) {
+        static ENGINE: std::sync::OnceLock<(Engine, Arc<ManualClock>)> = std::sync::OnceLock::new();
+        let (engine, clock) = ENGINE.get_or_init(|| bundled_engine("2026-11-27T12:00:00Z"));
+        clock.set(UnixMillis(now));
+        let presented = request.approval_id.clone();
+        match engine.check(request) {
+            Err(invalid) => prop_assert!(!invalid.field.is_empty() && !invalid.message.is_empty()),
+            Ok(decision) => {
+                prop_assert!(!decision.reasons.is_empty());
+                prop_assert!(decision.valid_until > decision.provenance.decided_at);
+                if decision.effect == Effect::Allow {
+                    prop_assert!(decision.errors.is_empty());
+                    let identity = decision.provenance.identity.as_ref().expect("known identity");
+                    prop_assert!(identity.owner.is_some());
+                    prop_assert_eq!(identity.status.as_deref(), Some("active"));
+                    if presented.is_some() {
+                        let approval = decision.provenance.approval.as_ref().expect("approval");
+                        prop_assert!(approval.valid_at_decision);
+                        prop_assert!(decision.valid_until <= approval.approval.expires_at);
+                    }
+                }
+            }
+        }
+    }
+}
