@@ -1,1 +1,148 @@
-fn main() {}
+//! One in-process decision through Warrant's engine against raw Cedar evaluation of the same
+//! request on the same policies and entities. The engine's overhead is the difference: resolving
+//! facts, building and validating the Cedar request, fail-closed checks, provenance, decision id.
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use cedar_policy::{Authorizer, Context, EntityUid, Request, RestrictedExpression};
+use criterion::{Criterion, criterion_group, criterion_main};
+use warrant::clock::{Clock, SystemClock};
+use warrant::engine::{CheckRequest, ContextValue, Effect, Engine, EngineSettings, EntityRef};
+use warrant::server::load_snapshot;
+
+struct Case {
+    name: &'static str,
+    request: CheckRequest,
+    cedar_context: Vec<(String, RestrictedExpression)>,
+}
+
+fn uid(text: &str) -> EntityUid {
+    EntityUid::from_str(text).unwrap()
+}
+
+fn cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "deploy-with-approval",
+            request: CheckRequest {
+                principal: EntityRef::new("ServiceAccount", "deploy-bot"),
+                action: "update".into(),
+                resource: EntityRef::new("Config", "payments-api"),
+                context: BTreeMap::new(),
+                approval_id: Some("CHG-1042".into()),
+                request_id: None,
+            },
+            cedar_context: vec![(
+                "approval".into(),
+                RestrictedExpression::new_entity_uid(uid(r#"Approval::"CHG-1042""#)),
+            )],
+        },
+        Case {
+            name: "agent-vendor-request",
+            request: CheckRequest {
+                principal: EntityRef::new("Agent", "procurement-agent"),
+                action: "submit_vendor_request".into(),
+                resource: EntityRef::new("Tool", "vendor-portal"),
+                context: BTreeMap::from([
+                    ("vendor".to_owned(), ContextValue::String("Acme".into())),
+                    ("amount".to_owned(), ContextValue::Long(1200)),
+                ]),
+                approval_id: Some("TASK-77".into()),
+                request_id: None,
+            },
+            cedar_context: vec![
+                (
+                    "approval".into(),
+                    RestrictedExpression::new_entity_uid(uid(r#"Approval::"TASK-77""#)),
+                ),
+                (
+                    "vendor".into(),
+                    RestrictedExpression::new_string("Acme".into()),
+                ),
+                ("amount".into(), RestrictedExpression::new_long(1200)),
+            ],
+        },
+        Case {
+            name: "api-key-read",
+            request: CheckRequest {
+                principal: EntityRef::new("ApiKey", "pipeline-etl"),
+                action: "read".into(),
+                resource: EntityRef::new("Dataset", "sales-2026"),
+                context: BTreeMap::new(),
+                approval_id: None,
+                request_id: None,
+            },
+            cedar_context: vec![],
+        },
+    ]
+}
+
+fn decision(c: &mut Criterion) {
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let snapshot = Arc::new(load_snapshot(&policies).unwrap());
+    let engine = Engine::new(
+        snapshot.clone(),
+        Arc::new(SystemClock),
+        EngineSettings::default(),
+    );
+    let authorizer = Authorizer::new();
+    for case in cases() {
+        let r = &case.request;
+        let mut context = case.cedar_context.clone();
+        context.push((
+            "now".into(),
+            RestrictedExpression::new_datetime(SystemClock.now().to_cedar_datetime()),
+        ));
+        let raw_request = Request::new(
+            uid(&format!(
+                "{}::\"{}\"",
+                r.principal.type_name, r.principal.id
+            )),
+            uid(&format!("Action::\"{}\"", r.action)),
+            uid(&format!("{}::\"{}\"", r.resource.type_name, r.resource.id)),
+            Context::from_pairs(context).unwrap(),
+            Some(&snapshot.policies.schema),
+        )
+        .unwrap();
+        // Both paths must give the same answer, or the comparison means nothing.
+        let raw = authorizer.is_authorized(
+            &raw_request,
+            &snapshot.policies.policies,
+            &snapshot.facts.entities,
+        );
+        let ours = engine.check(case.request.clone()).unwrap();
+        assert_eq!(
+            raw.decision() == cedar_policy::Decision::Allow,
+            ours.effect == Effect::Allow
+        );
+        assert_eq!(
+            ours.effect,
+            Effect::Allow,
+            "{}: {:?}",
+            case.name,
+            ours.reasons
+        );
+
+        let mut group = c.benchmark_group(case.name);
+        group.bench_function("raw-cedar", |b| {
+            b.iter(|| {
+                authorizer.is_authorized(
+                    black_box(&raw_request),
+                    &snapshot.policies.policies,
+                    &snapshot.facts.entities,
+                )
+            })
+        });
+        group.bench_function("warrant-engine", |b| {
+            b.iter(|| engine.check(black_box(case.request.clone())).unwrap())
+        });
+        group.finish();
+    }
+}
+
+criterion_group!(benches, decision);
+criterion_main!(benches);

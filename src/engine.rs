@@ -4,11 +4,10 @@
 //! long the answer stays valid. Knows nothing of gRPC, HTTP or JSON.
 
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, EntityId, EntityTypeName, EntityUid, Request,
+    Authorizer, Context, Decision as CedarDecision, EntityId, EntityUid, Request,
     RequestValidationError, RestrictedExpression,
 };
 use uuid::Uuid;
@@ -299,10 +298,7 @@ impl Engine {
             .iter()
             .map(|(key, value)| (key.clone(), value.to_cedar()))
             .collect();
-        context.push((
-            "now".to_owned(),
-            RestrictedExpression::new_datetime(now.to_cedar_datetime()),
-        ));
+        context.push(("now".to_owned(), cedar_datetime(now)));
         if let Some(approval) = resolved.approval {
             context.push((
                 "approval".to_owned(),
@@ -388,16 +384,16 @@ impl Engine {
         if request.action.is_empty() {
             return Err(InvalidRequest::new("action", "required"));
         }
-        if !policies.actions.contains(&request.action) {
-            return Err(InvalidRequest::new(
-                "action",
-                format!("the schema declares no action {:?}", request.action),
-            ));
-        }
-        let action = EntityUid::from_type_name_and_id(
-            EntityTypeName::from_str("Action").expect("Action is a valid type name"),
-            EntityId::new(&request.action),
-        );
+        let action = policies
+            .actions
+            .get(&request.action)
+            .cloned()
+            .ok_or_else(|| {
+                InvalidRequest::new(
+                    "action",
+                    format!("the schema declares no action {:?}", request.action),
+                )
+            })?;
         if let Some(approval_id) = &request.approval_id
             && approval_id.is_empty()
         {
@@ -496,18 +492,37 @@ fn entity_uid(
     if entity.id.is_empty() {
         return Err(InvalidRequest::new(format!("{field}.id"), "required"));
     }
-    if !policies.entity_types.contains(&entity.type_name) || entity.type_name == APPROVAL_TYPE {
-        return Err(InvalidRequest::new(
-            format!("{field}.type"),
-            format!("the schema declares no {field} type {:?}", entity.type_name),
-        ));
-    }
-    let type_name = EntityTypeName::from_str(&entity.type_name)
-        .map_err(|error| InvalidRequest::new(format!("{field}.type"), error.to_string()))?;
+    let type_name = policies
+        .entity_types
+        .get(&entity.type_name)
+        .filter(|_| entity.type_name != APPROVAL_TYPE)
+        .ok_or_else(|| {
+            InvalidRequest::new(
+                format!("{field}.type"),
+                format!("the schema declares no {field} type {:?}", entity.type_name),
+            )
+        })?;
     Ok(EntityUid::from_type_name_and_id(
-        type_name,
+        type_name.clone(),
         EntityId::new(&entity.id),
     ))
+}
+
+/// `now` as a Cedar `datetime` expression. Building one costs microseconds (Cedar resolves the
+/// extension's name on every call), so each thread keeps the one for the current millisecond.
+fn cedar_datetime(now: UnixMillis) -> RestrictedExpression {
+    thread_local! {
+        static LAST: std::cell::RefCell<Option<(UnixMillis, RestrictedExpression)>> =
+            const { std::cell::RefCell::new(None) };
+    }
+    LAST.with_borrow_mut(|last| match last {
+        Some((at, expression)) if *at == now => expression.clone(),
+        _ => {
+            let expression = RestrictedExpression::new_datetime(now.to_cedar_datetime());
+            *last = Some((now, expression.clone()));
+            expression
+        }
+    })
 }
 
 /// A UUIDv7 stamped with decision time (from the injected clock), random in its other bits.

@@ -2,13 +2,15 @@
 //! `@id` as its Cedar policy id (so reasons name stable ids), validates the set against the
 //! schema in strict mode and reports every problem with file, line and column.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
 
-use cedar_policy::{PolicyId, PolicySet, Schema, ValidationMode, Validator};
+use cedar_policy::{
+    EntityTypeName, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+};
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
 
@@ -21,10 +23,10 @@ pub struct PolicySnapshot {
     pub policies: PolicySet,
     /// `sha256:` of the schema and every policy file (names and contents).
     pub version: Arc<str>,
-    /// The ids of the actions the schema declares, e.g. "export".
-    pub actions: HashSet<String>,
-    /// Every entity type the schema declares, e.g. "ServiceAccount".
-    pub entity_types: HashSet<String>,
+    /// The actions the schema declares, by id (e.g. "export"), parsed once here.
+    pub actions: HashMap<String, EntityUid>,
+    /// Every entity type the schema declares, by name (e.g. "ServiceAccount"), parsed once here.
+    pub entity_types: HashMap<String, EntityTypeName>,
     pub policy_files: Vec<PathBuf>,
 }
 
@@ -236,9 +238,12 @@ impl PolicySnapshot {
         let version: Arc<str> = format!("sha256:{:x}", hasher.finalize()).into();
         let actions = schema
             .actions()
-            .map(|uid| uid.id().unescaped().to_owned())
+            .map(|uid| (uid.id().unescaped().to_owned(), uid.clone()))
             .collect();
-        let entity_types = schema.entity_types().map(|t| t.to_string()).collect();
+        let entity_types = schema
+            .entity_types()
+            .map(|t| (t.to_string(), t.clone()))
+            .collect();
         Ok(PolicySnapshot {
             schema,
             policies,
@@ -307,7 +312,7 @@ action "read" appliesTo { principal: [User], resource: [Doc] };
             .map(|p| p.id().to_string())
             .collect();
         assert_eq!(ids, ["readers"]);
-        assert!(snapshot.actions.contains("read"));
+        assert!(snapshot.actions.contains_key("read"));
         assert!(snapshot.version.starts_with("sha256:"));
     }
 
