@@ -677,3 +677,60 @@ fn the_check_command_prints_json_and_exits_by_decision() {
     let json: serde_json::Value = serde_json::from_slice(&denied.stdout).unwrap();
     assert_eq!(json["reasons"][0], "dataset-outside-identity-scopes");
 }
+
+#[tokio::test]
+async fn settings_come_from_the_config_file_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warrant.toml");
+    let policies = common::bundled_policies();
+    std::fs::write(
+        &config,
+        format!(
+            "policies = {:?}\nbatch_max_items = 2\nlisten = \"127.0.0.1:0\"\n",
+            policies.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let batch = |n| proto::BatchCheckRequest {
+        checks: vec![request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", ""); n],
+    };
+
+    let from_file = Server::start_with(&["serve", "--config", config]).unwrap();
+    let mut client = from_file.client().await;
+    assert_eq!(
+        client
+            .batch_check(batch(2))
+            .await
+            .unwrap()
+            .into_inner()
+            .results
+            .len(),
+        2
+    );
+    assert_eq!(
+        client.batch_check(batch(3)).await.unwrap_err().code(),
+        Code::InvalidArgument
+    );
+
+    let overridden =
+        Server::start_with(&["serve", "--config", config, "--batch-max-items", "3"]).unwrap();
+    let mut client = overridden.client().await;
+    assert_eq!(
+        client
+            .batch_check(batch(3))
+            .await
+            .unwrap()
+            .into_inner()
+            .results
+            .len(),
+        3
+    );
+
+    std::fs::write(dir.path().join("bad.toml"), "batch_max = 2\n").unwrap();
+    let bad = dir.path().join("bad.toml");
+    let stderr = Server::start_with(&["serve", "--config", bad.to_str().unwrap()])
+        .err()
+        .unwrap();
+    assert!(stderr.contains("batch_max"), "{stderr}");
+}
