@@ -83,12 +83,21 @@ fn cases() -> Vec<Case> {
 
 fn decision(c: &mut Criterion) {
     let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let snapshot = Arc::new(load_snapshot(&policies).unwrap());
+    let fresh = EngineSettings {
+        cache: None,
+        ..EngineSettings::default()
+    };
     let engine = Engine::new(
-        snapshot.clone(),
+        load_snapshot(&policies).unwrap(),
+        Arc::new(SystemClock),
+        fresh,
+    );
+    let cached = Engine::new(
+        load_snapshot(&policies).unwrap(),
         Arc::new(SystemClock),
         EngineSettings::default(),
     );
+    let snapshot = engine.snapshot();
     let authorizer = Authorizer::new();
     for case in cases() {
         let r = &case.request;
@@ -140,6 +149,17 @@ fn decision(c: &mut Criterion) {
         group.bench_function("warrant-engine", |b| {
             b.iter(|| engine.check(black_box(case.request.clone())).unwrap())
         });
+        // A cache hit: the same request again, within its validity.
+        group.bench_function("warrant-cache-hit", |b| {
+            b.iter(|| cached.check(black_box(case.request.clone())).unwrap())
+        });
+        assert!(
+            cached
+                .check(case.request.clone())
+                .unwrap()
+                .provenance
+                .answered_from_cache
+        );
         group.finish();
     }
 }

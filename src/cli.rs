@@ -151,6 +151,8 @@ pub fn response_to_json(response: &proto::CheckResponse) -> Value {
             "resource_scopes": p.resource_scopes.iter().map(|s| entity_json(&Some(s.clone()))).collect::<Vec<_>>(),
             "decided_at": time_json(&p.decided_at),
             "facts_version": p.facts_version,
+            "answered_from_cache": p.answered_from_cache,
+            "evaluation_id": p.evaluation_id,
         })
     });
     json!({

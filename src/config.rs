@@ -8,6 +8,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::cache::CacheSettings;
+use crate::engine::EngineSettings;
+
 /// The settings as given, each optional. The same struct reads flags, variables and the file.
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -28,21 +31,33 @@ pub struct Settings {
     /// [default: 1000]
     #[arg(long, env = "WARRANT_REQUEST_TIMEOUT_MS")]
     pub request_timeout_ms: Option<u64>,
-    /// Longest a caller may rely on a decision (its valid_until), in milliseconds
-    /// [default: 60000]
+    /// Longest a caller may rely on an allow (its valid_until, and its life in the cache), in
+    /// milliseconds [default: 60000]
     #[arg(long, env = "WARRANT_DECISION_MAX_AGE_MS")]
     pub decision_max_age_ms: Option<u64>,
+    /// The same for a deny, in milliseconds [default: 10000]
+    #[arg(long, env = "WARRANT_DENY_MAX_AGE_MS")]
+    pub deny_max_age_ms: Option<u64>,
+    /// Turn the decision cache off [default: on]
+    #[arg(long, env = "WARRANT_NO_CACHE", num_args = 0..=1, default_missing_value = "true")]
+    pub no_cache: Option<bool>,
+    /// Most decisions the cache holds [default: 100000]
+    #[arg(long, env = "WARRANT_CACHE_MAX_ENTRIES")]
+    pub cache_max_entries: Option<u64>,
+    /// Most bytes (estimated) the cache holds [default: 67108864]
+    #[arg(long, env = "WARRANT_CACHE_MAX_BYTES")]
+    pub cache_max_bytes: Option<u64>,
 }
 
 /// The settings in force.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
     pub policies: PathBuf,
     pub batch_max_items: usize,
     pub max_message_bytes: usize,
     pub request_timeout: Duration,
-    pub decision_max_age: Duration,
+    pub engine: EngineSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -83,11 +98,28 @@ impl Settings {
             max_message_bytes: self.max_message_bytes.or(under.max_message_bytes),
             request_timeout_ms: self.request_timeout_ms.or(under.request_timeout_ms),
             decision_max_age_ms: self.decision_max_age_ms.or(under.decision_max_age_ms),
+            deny_max_age_ms: self.deny_max_age_ms.or(under.deny_max_age_ms),
+            no_cache: self.no_cache.or(under.no_cache),
+            cache_max_entries: self.cache_max_entries.or(under.cache_max_entries),
+            cache_max_bytes: self.cache_max_bytes.or(under.cache_max_bytes),
         }
     }
 
     /// Fills in the built-in defaults and checks the values.
     pub fn resolve(self) -> Result<Config, ConfigError> {
+        let defaults = EngineSettings::default();
+        let cache_defaults = CacheSettings::default();
+        let millis = |value: Option<u64>, default: i64| {
+            value.map_or(default, |v| v.min(i64::MAX as u64) as i64)
+        };
+        let engine = EngineSettings {
+            allow_max_age_ms: millis(self.decision_max_age_ms, defaults.allow_max_age_ms),
+            deny_max_age_ms: millis(self.deny_max_age_ms, defaults.deny_max_age_ms),
+            cache: (!self.no_cache.unwrap_or(false)).then(|| CacheSettings {
+                max_entries: self.cache_max_entries.unwrap_or(cache_defaults.max_entries),
+                max_bytes: self.cache_max_bytes.unwrap_or(cache_defaults.max_bytes),
+            }),
+        };
         let config = Config {
             listen: self
                 .listen
@@ -96,13 +128,25 @@ impl Settings {
             batch_max_items: self.batch_max_items.unwrap_or(100),
             max_message_bytes: self.max_message_bytes.unwrap_or(1024 * 1024),
             request_timeout: Duration::from_millis(self.request_timeout_ms.unwrap_or(1_000)),
-            decision_max_age: Duration::from_millis(self.decision_max_age_ms.unwrap_or(60_000)),
+            engine,
         };
         let positive = [
             ("batch_max_items", config.batch_max_items as u128),
             ("max_message_bytes", config.max_message_bytes as u128),
             ("request_timeout_ms", config.request_timeout.as_millis()),
-            ("decision_max_age_ms", config.decision_max_age.as_millis()),
+            (
+                "decision_max_age_ms",
+                config.engine.allow_max_age_ms as u128,
+            ),
+            ("deny_max_age_ms", config.engine.deny_max_age_ms as u128),
+            (
+                "cache_max_entries",
+                config.engine.cache.map_or(1, |c| c.max_entries) as u128,
+            ),
+            (
+                "cache_max_bytes",
+                config.engine.cache.map_or(1, |c| c.max_bytes) as u128,
+            ),
         ];
         for (setting, value) in positive {
             if value == 0 {
@@ -135,6 +179,9 @@ mod tests {
         assert_eq!(config.batch_max_items, 9);
         assert_eq!(config.policies, PathBuf::from("/etc/warrant"));
         assert_eq!(config.max_message_bytes, 1024 * 1024);
+        assert!(config.engine.cache.is_some());
+        let no_cache: Settings = toml::from_str("no_cache = true").unwrap();
+        assert!(no_cache.resolve().unwrap().engine.cache.is_none());
     }
 
     #[test]

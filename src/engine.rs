@@ -6,11 +6,14 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use cedar_policy::{
     Authorizer, Context, Decision as CedarDecision, EntityId, EntityUid, Request,
     RequestValidationError, RestrictedExpression,
 };
 use uuid::Uuid;
+
+use crate::cache::{CacheKey, CacheSettings, CachedDecision, DecisionCache};
 
 use crate::clock::{Clock, UnixMillis};
 use crate::facts::{APPROVAL_TYPE, Approval, Facts, Identity};
@@ -151,6 +154,10 @@ pub struct Provenance {
     pub resource_scopes: Arc<[EntityUid]>,
     pub decided_at: UnixMillis,
     pub facts_version: Arc<str>,
+    /// The evaluation that produced this answer: this decision's own id when it was evaluated
+    /// fresh, the earlier decision's id when it was answered from the cache.
+    pub evaluation_id: Uuid,
+    pub answered_from_cache: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,23 +182,30 @@ pub struct Snapshot {
 
 #[derive(Debug, Clone, Copy)]
 pub struct EngineSettings {
-    /// The longest a caller may rely on any answer.
-    pub decision_max_age_ms: i64,
+    /// The longest a caller may rely on an allow (and the longest one is cached).
+    pub allow_max_age_ms: i64,
+    /// The longest a caller may rely on a deny (and the longest one is cached).
+    pub deny_max_age_ms: i64,
+    /// `None` turns the decision cache off.
+    pub cache: Option<CacheSettings>,
 }
 
 impl Default for EngineSettings {
     fn default() -> Self {
         EngineSettings {
-            decision_max_age_ms: 60_000,
+            allow_max_age_ms: 60_000,
+            deny_max_age_ms: 10_000,
+            cache: Some(CacheSettings::default()),
         }
     }
 }
 
 pub struct Engine {
-    snapshot: Arc<Snapshot>,
+    snapshot: ArcSwap<Snapshot>,
     clock: Arc<dyn Clock>,
     settings: EngineSettings,
     authorizer: Authorizer,
+    cache: Option<DecisionCache>,
 }
 
 /// What Warrant resolved before evaluating, carried into the decision.
@@ -202,22 +216,55 @@ struct Resolved<'a> {
     approval: Option<&'a Arc<Approval>>,
 }
 
+/// A decision before it is stamped: what was decided, not yet when or under which id.
+struct Verdict {
+    effect: Effect,
+    reasons: Vec<String>,
+    errors: Vec<PolicyError>,
+}
+
+impl Verdict {
+    fn warrant_deny(why: &str) -> Self {
+        Verdict {
+            effect: Effect::Deny,
+            reasons: vec![why.to_owned()],
+            errors: Vec::new(),
+        }
+    }
+}
+
 impl Engine {
-    pub fn new(snapshot: Arc<Snapshot>, clock: Arc<dyn Clock>, settings: EngineSettings) -> Self {
+    pub fn new(snapshot: Snapshot, clock: Arc<dyn Clock>, settings: EngineSettings) -> Self {
         Engine {
-            snapshot,
+            snapshot: ArcSwap::from_pointee(snapshot),
+            cache: settings.cache.map(DecisionCache::new),
             clock,
             settings,
             authorizer: Authorizer::new(),
         }
     }
 
-    pub fn snapshot(&self) -> &Arc<Snapshot> {
-        &self.snapshot
+    /// The policies and facts decisions are made from right now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Makes every later decision use `snapshot`. Cached decisions made from the old one are
+    /// unreachable from the moment this returns: their keys carry the old versions.
+    pub fn replace_snapshot(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+        if let Some(cache) = &self.cache {
+            cache.clear();
+        }
+    }
+
+    pub fn cache(&self) -> Option<&DecisionCache> {
+        self.cache.as_ref()
     }
 
     /// Decides one request. `Err` only for a malformed request; every other problem is a deny.
     pub fn check(&self, request: CheckRequest) -> Result<Decision, InvalidRequest> {
+        let snapshot = self.snapshot.load_full();
         let span = tracing::info_span!(
             "decision",
             principal = %request.principal,
@@ -226,22 +273,72 @@ impl Engine {
             approval_id = request.approval_id.as_deref().unwrap_or(""),
             decision = tracing::field::Empty,
             decision_id = tracing::field::Empty,
+            cached = tracing::field::Empty,
             reasons = tracing::field::Empty,
             error_count = tracing::field::Empty,
-            policy_version = %self.snapshot.policies.version,
+            policy_version = %snapshot.policies.version,
         );
         let _entered = span.enter();
-        let decision = self.decide(request)?;
+        let now = self.clock.now();
+        let decision = self.answer(&snapshot, request, now)?;
         span.record("decision", tracing::field::debug(decision.effect));
         span.record("decision_id", tracing::field::display(decision.decision_id));
+        span.record("cached", decision.provenance.answered_from_cache);
         span.record("reasons", tracing::field::debug(&decision.reasons));
         span.record("error_count", decision.errors.len());
         Ok(decision)
     }
 
-    fn decide(&self, request: CheckRequest) -> Result<Decision, InvalidRequest> {
-        let snapshot = &*self.snapshot;
-        let (principal_uid, action_uid, resource_uid) = self.parse_names(&request)?;
+    /// From the cache if a cached decision is still true now, else a fresh evaluation.
+    fn answer(
+        &self,
+        snapshot: &Snapshot,
+        request: CheckRequest,
+        now: UnixMillis,
+    ) -> Result<Decision, InvalidRequest> {
+        let Some(cache) = &self.cache else {
+            return self.evaluate(snapshot, &request, now);
+        };
+        // A malformed request is never cached, so looking up before validating is safe.
+        let key = CacheKey {
+            principal: request.principal.clone(),
+            action: request.action.clone(),
+            resource: request.resource.clone(),
+            context: request.context.clone(),
+            approval_id: request.approval_id.clone(),
+            policy_version: Arc::clone(&snapshot.policies.version),
+            facts_version: Arc::clone(&snapshot.facts.version),
+        };
+        if let Some(entry) = cache.get(&key, now) {
+            let mut decision = entry.decision.clone();
+            decision.decision_id = new_decision_id(now);
+            decision.provenance.decided_at = now;
+            decision.provenance.answered_from_cache = true;
+            decision.valid_until = entry.expires_at;
+            decision.request_id = request.request_id;
+            return Ok(decision);
+        }
+        let decision = self.evaluate(snapshot, &request, now)?;
+        // Errors are never cached; nor is anything under policies that do arithmetic on time.
+        if decision.errors.is_empty() && !snapshot.policies.time_use.arithmetic {
+            cache.insert(
+                key,
+                CachedDecision {
+                    expires_at: decision.valid_until,
+                    decision: decision.clone(),
+                },
+            );
+        }
+        Ok(decision)
+    }
+
+    fn evaluate(
+        &self,
+        snapshot: &Snapshot,
+        request: &CheckRequest,
+        now: UnixMillis,
+    ) -> Result<Decision, InvalidRequest> {
+        let (principal_uid, action_uid, resource_uid) = parse_names(&snapshot.policies, request)?;
         for key in RESERVED_CONTEXT_KEYS {
             if request.context.contains_key(key) {
                 return Err(InvalidRequest::new(
@@ -252,7 +349,6 @@ impl Engine {
                 ));
             }
         }
-        let now = self.clock.now();
         let facts = &snapshot.facts;
         let resolved = Resolved {
             identity: facts.identities.get(&principal_uid),
@@ -263,31 +359,34 @@ impl Engine {
             principal_uid,
             resource_uid,
         };
+        let verdict = match self.verdict(snapshot, request, &resolved, action_uid, now)? {
+            Ok(verdict) | Err(verdict) => verdict,
+        };
+        Ok(self.stamp(snapshot, request, &resolved, now, verdict))
+    }
 
+    /// The verdict on a well-formed request: `Err` holds a deny Warrant gave before Cedar ran.
+    fn verdict(
+        &self,
+        snapshot: &Snapshot,
+        request: &CheckRequest,
+        resolved: &Resolved<'_>,
+        action_uid: EntityUid,
+        now: UnixMillis,
+    ) -> Result<Result<Verdict, Verdict>, InvalidRequest> {
+        let facts = &snapshot.facts;
         // Facts Warrant checks itself, before any policy: fail closed on what it cannot resolve.
         if resolved.identity.is_none() && facts.entities.get(&resolved.principal_uid).is_none() {
-            return Ok(self.warrant_deny(&request, &resolved, now, reason::UNKNOWN_PRINCIPAL));
+            return Ok(Err(Verdict::warrant_deny(reason::UNKNOWN_PRINCIPAL)));
         }
         if facts.entities.get(&resolved.resource_uid).is_none() {
-            return Ok(self.warrant_deny(&request, &resolved, now, reason::UNKNOWN_RESOURCE));
+            return Ok(Err(Verdict::warrant_deny(reason::UNKNOWN_RESOURCE)));
         }
         if request.approval_id.is_some() {
             match resolved.approval {
-                None => {
-                    return Ok(self.warrant_deny(
-                        &request,
-                        &resolved,
-                        now,
-                        reason::UNKNOWN_APPROVAL,
-                    ));
-                }
+                None => return Ok(Err(Verdict::warrant_deny(reason::UNKNOWN_APPROVAL))),
                 Some(approval) if approval.subject != resolved.principal_uid => {
-                    return Ok(self.warrant_deny(
-                        &request,
-                        &resolved,
-                        now,
-                        reason::APPROVAL_REPLAYED,
-                    ));
+                    return Ok(Err(Verdict::warrant_deny(reason::APPROVAL_REPLAYED)));
                 }
                 Some(_) => {}
             }
@@ -317,15 +416,7 @@ impl Engine {
             Ok(cedar_request) => cedar_request,
             Err(RequestValidationError::InvalidPrincipalType(_))
             | Err(RequestValidationError::InvalidResourceType(_)) => {
-                return Ok(self.warrant_deny(
-                    &request,
-                    &resolved,
-                    now,
-                    reason::ACTION_NOT_APPLICABLE,
-                ));
-            }
-            Err(RequestValidationError::InvalidContext(error)) => {
-                return Err(InvalidRequest::new("context", error.to_string()));
+                return Ok(Err(Verdict::warrant_deny(reason::ACTION_NOT_APPLICABLE)));
             }
             Err(RequestValidationError::UndeclaredAction(error)) => {
                 return Err(InvalidRequest::new("action", error.to_string()));
@@ -370,68 +461,23 @@ impl Engine {
             }
             Effect::Deny
         };
-        Ok(self.decision(&request, &resolved, now, effect, reasons, errors))
+        Ok(Ok(Verdict {
+            effect,
+            reasons,
+            errors,
+        }))
     }
 
-    /// Turns the caller's names into Cedar ids, refusing what the schema cannot know.
-    fn parse_names(
+    /// Gives a verdict its id, time, validity and evidence.
+    fn stamp(
         &self,
-        request: &CheckRequest,
-    ) -> Result<(EntityUid, EntityUid, EntityUid), InvalidRequest> {
-        let policies = &self.snapshot.policies;
-        let principal = entity_uid(&request.principal, "principal", policies)?;
-        let resource = entity_uid(&request.resource, "resource", policies)?;
-        if request.action.is_empty() {
-            return Err(InvalidRequest::new("action", "required"));
-        }
-        let action = policies
-            .actions
-            .get(&request.action)
-            .cloned()
-            .ok_or_else(|| {
-                InvalidRequest::new(
-                    "action",
-                    format!("the schema declares no action {:?}", request.action),
-                )
-            })?;
-        if let Some(approval_id) = &request.approval_id
-            && approval_id.is_empty()
-        {
-            return Err(InvalidRequest::new(
-                "approval_id",
-                "empty; omit it to present no approval",
-            ));
-        }
-        Ok((principal, action, resource))
-    }
-
-    fn warrant_deny(
-        &self,
+        snapshot: &Snapshot,
         request: &CheckRequest,
         resolved: &Resolved<'_>,
         now: UnixMillis,
-        why: &str,
+        verdict: Verdict,
     ) -> Decision {
-        self.decision(
-            request,
-            resolved,
-            now,
-            Effect::Deny,
-            vec![why.to_owned()],
-            Vec::new(),
-        )
-    }
-
-    fn decision(
-        &self,
-        request: &CheckRequest,
-        resolved: &Resolved<'_>,
-        now: UnixMillis,
-        effect: Effect,
-        reasons: Vec<String>,
-        errors: Vec<PolicyError>,
-    ) -> Decision {
-        let snapshot = &*self.snapshot;
+        let facts = &snapshot.facts;
         let approval = resolved.approval.map(|approval| {
             let bound = approval.subject == resolved.principal_uid;
             ApprovalEvidence {
@@ -440,31 +486,39 @@ impl Engine {
                 approval: Arc::clone(approval),
             }
         });
-        // The answer holds until the first time bound in the facts it read moves.
-        let mut valid_until = now.saturating_add_millis(self.settings.decision_max_age_ms);
-        let mut bounds = Vec::with_capacity(3);
-        if let Some(evidence) = approval.as_ref().filter(|e| !e.replay_suspected) {
-            bounds.extend([evidence.approval.not_before, evidence.approval.expires_at]);
-        }
-        if let Some(expiry) = resolved.identity.and_then(|identity| identity.expires_at) {
-            bounds.push(expiry);
-        }
-        for bound in bounds {
-            if bound > now && bound < valid_until {
-                valid_until = bound;
-            }
-        }
-        let resource_scopes = snapshot
-            .facts
+        let max_age = match verdict.effect {
+            Effect::Allow => self.settings.allow_max_age_ms,
+            Effect::Deny => self.settings.deny_max_age_ms,
+        };
+        let time_use = &snapshot.policies.time_use;
+        let valid_until = if time_use.arithmetic {
+            // The policies compute with the clock: the answer is known for this millisecond only.
+            now.saturating_add_millis(1)
+        } else {
+            // Otherwise the answer can change only when the clock crosses a time the decision
+            // could have compared it with: in the facts of the entities it could read, or in
+            // the policies themselves.
+            let read = [&resolved.principal_uid, &resolved.resource_uid]
+                .into_iter()
+                .chain(resolved.approval.map(|approval| &approval.uid))
+                .chain(&time_use.entity_literals)
+                .map(|uid| facts.time_bounds(uid));
+            let horizon = now.saturating_add_millis(max_age);
+            read.chain([time_use.datetime_literals.as_slice()])
+                .filter_map(|bounds| next_change(bounds, now))
+                .fold(horizon, UnixMillis::min)
+        };
+        let decision_id = new_decision_id(now);
+        let resource_scopes = facts
             .resource_scopes
             .get(&resolved.resource_uid)
             .cloned()
             .unwrap_or_else(|| Arc::from([]));
         Decision {
-            effect,
-            decision_id: new_decision_id(now),
-            reasons,
-            errors,
+            effect: verdict.effect,
+            decision_id,
+            reasons: verdict.reasons,
+            errors: verdict.errors,
             provenance: Provenance {
                 principal: request.principal.clone(),
                 identity: resolved.identity.cloned(),
@@ -472,13 +526,58 @@ impl Engine {
                 resource: request.resource.clone(),
                 resource_scopes,
                 decided_at: now,
-                facts_version: Arc::clone(&snapshot.facts.version),
+                facts_version: Arc::clone(&facts.version),
+                evaluation_id: decision_id,
+                answered_from_cache: false,
             },
             valid_until,
             policy_version: Arc::clone(&snapshot.policies.version),
             request_id: request.request_id.clone(),
         }
     }
+}
+
+/// The first instant after `now` at which comparing the clock with one of `bounds` (sorted)
+/// can give a different result: a bound `t` changes `<` and `>=` at `t`, and `<=`, `>` and
+/// `==` at `t + 1ms`.
+fn next_change(bounds: &[UnixMillis], now: UnixMillis) -> Option<UnixMillis> {
+    let first_not_past = bounds.partition_point(|bound| *bound < now);
+    match bounds.get(first_not_past) {
+        Some(bound) if *bound == now => Some(now.saturating_add_millis(1)),
+        Some(bound) => Some(*bound),
+        None => None,
+    }
+}
+
+/// Turns the caller's names into Cedar ids, refusing what the schema cannot know.
+fn parse_names(
+    policies: &PolicySnapshot,
+    request: &CheckRequest,
+) -> Result<(EntityUid, EntityUid, EntityUid), InvalidRequest> {
+    let principal = entity_uid(&request.principal, "principal", policies)?;
+    let resource = entity_uid(&request.resource, "resource", policies)?;
+    if request.action.is_empty() {
+        return Err(InvalidRequest::new("action", "required"));
+    }
+    let action = policies
+        .actions
+        .get(&request.action)
+        .cloned()
+        .ok_or_else(|| {
+            InvalidRequest::new(
+                "action",
+                format!("the schema declares no action {:?}", request.action),
+            )
+        })?;
+    if let Some(approval_id) = &request.approval_id
+        && approval_id.is_empty()
+    {
+        return Err(InvalidRequest::new(
+            "approval_id",
+            "empty; omit it to present no approval",
+        ));
+    }
+    Ok((principal, action, resource))
 }
 
 fn entity_uid(

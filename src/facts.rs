@@ -65,6 +65,10 @@ pub struct Facts {
     pub approvals: HashMap<String, Arc<Approval>>,
     /// For each resource, every scope it lies in, nearest first.
     pub resource_scopes: HashMap<EntityUid, Arc<[EntityUid]>>,
+    /// For each entity that has any: every `datetime` in its attributes and tags and in those of
+    /// every entity reachable from it through entity-valued attributes, sorted. A decision that
+    /// reads an entity can only change when the clock crosses one of these.
+    time_bounds: HashMap<EntityUid, Arc<[UnixMillis]>>,
     /// `sha256:` of the facts file.
     pub version: Arc<str>,
 }
@@ -140,15 +144,109 @@ impl Facts {
                 resource_scopes.insert(uid.clone(), scopes_nearest_first(&entities, &uid));
             }
         }
+        let time_bounds = time_bounds_by_entity(&entities)?;
         let version = format!("sha256:{:x}", Sha256::digest(text.as_bytes())).into();
         Ok(Facts {
             entities,
             identities,
             approvals,
             resource_scopes,
+            time_bounds,
             version,
         })
     }
+
+    /// Every `datetime` a decision that reads `uid` might compare the clock with (see
+    /// `time_bounds`). Empty for an unknown entity or one that holds no time.
+    pub fn time_bounds(&self, uid: &EntityUid) -> &[UnixMillis] {
+        self.time_bounds.get(uid).map_or(&[], |bounds| bounds)
+    }
+}
+
+/// The datetimes an entity holds and the entities it refers to, read from its JSON form.
+#[derive(Default)]
+pub(crate) struct TimeReferences {
+    pub datetimes: Vec<UnixMillis>,
+    pub entities: Vec<EntityUid>,
+}
+
+impl TimeReferences {
+    /// Walks a Cedar JSON value (`__extn` and `__entity` escapes) for datetimes and entities.
+    pub(crate) fn collect(&mut self, value: &serde_json::Value) -> Result<(), String> {
+        use serde_json::Value;
+        match value {
+            Value::Array(items) => items.iter().try_for_each(|item| self.collect(item)),
+            Value::Object(fields) => {
+                if let Some(extension) = fields.get("__extn") {
+                    let function = extension.get("fn").and_then(Value::as_str);
+                    let arg = extension.get("arg").and_then(Value::as_str);
+                    if let (Some("datetime"), Some(arg)) = (function, arg) {
+                        let at = UnixMillis::parse_cedar_datetime(arg)
+                            .ok_or_else(|| format!("cannot read datetime {arg:?}"))?;
+                        self.datetimes.push(at);
+                    }
+                    return Ok(());
+                }
+                if let Some(reference) = fields.get("__entity") {
+                    let uid = EntityUid::from_json(reference.clone())
+                        .map_err(|error| format!("bad entity reference {reference}: {error}"))?;
+                    self.entities.push(uid);
+                    return Ok(());
+                }
+                fields.values().try_for_each(|field| self.collect(field))
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+fn time_bounds_by_entity(
+    entities: &Entities,
+) -> Result<HashMap<EntityUid, Arc<[UnixMillis]>>, FactsError> {
+    let mut direct: HashMap<EntityUid, TimeReferences> = HashMap::new();
+    for entity in entities.iter() {
+        let json = entity
+            .to_json_value()
+            .map_err(|error| FactsError::BadEntity {
+                entity: entity.uid().to_string(),
+                message: error.to_string(),
+            })?;
+        let mut found = TimeReferences::default();
+        for part in ["attrs", "tags"] {
+            if let Some(value) = json.get(part) {
+                found
+                    .collect(value)
+                    .map_err(|message| FactsError::BadEntity {
+                        entity: entity.uid().to_string(),
+                        message,
+                    })?;
+            }
+        }
+        direct.insert(entity.uid(), found);
+    }
+    let mut bounds = HashMap::new();
+    for uid in direct.keys() {
+        let mut seen = std::collections::HashSet::from([uid]);
+        let mut queue = vec![uid];
+        let mut times = Vec::new();
+        while let Some(next) = queue.pop() {
+            let Some(found) = direct.get(next) else {
+                continue;
+            };
+            times.extend_from_slice(&found.datetimes);
+            for reference in &found.entities {
+                if seen.insert(reference) {
+                    queue.push(reference);
+                }
+            }
+        }
+        if !times.is_empty() {
+            times.sort_unstable();
+            times.dedup();
+            bounds.insert(uid.clone(), Arc::from(times));
+        }
+    }
+    Ok(bounds)
 }
 
 /// Why a facts file was refused (without its path).

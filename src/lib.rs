@@ -2,6 +2,7 @@
 //! for the map of modules; a request flows api -> engine -> (facts, policy) -> Cedar -> api.
 
 pub mod api;
+pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;

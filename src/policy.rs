@@ -14,6 +14,8 @@ use cedar_policy::{
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
 
+use crate::clock::UnixMillis;
+
 /// The schema file every policy directory has.
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
 
@@ -28,6 +30,73 @@ pub struct PolicySnapshot {
     /// Every entity type the schema declares, by name (e.g. "ServiceAccount"), parsed once here.
     pub entity_types: HashMap<String, EntityTypeName>,
     pub policy_files: Vec<PathBuf>,
+    /// How the policies read the clock, for knowing how long a decision stays true.
+    pub time_use: TimeUse,
+}
+
+/// What the policies do with time. Comparing `context.now` with a fixed datetime can change a
+/// decision only when the clock crosses that datetime; arithmetic on it (`offset`, `toTime`, ...)
+/// can change a decision at any moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TimeUse {
+    /// Every `datetime("...")` literal in the policies, sorted.
+    pub datetime_literals: Vec<UnixMillis>,
+    /// Every entity a policy names in a condition: its attributes can be read.
+    pub entity_literals: Vec<EntityUid>,
+    /// A policy does arithmetic on datetimes, so no decision can be assumed to last.
+    pub arithmetic: bool,
+}
+
+impl TimeUse {
+    const ARITHMETIC: [&str; 4] = ["offset", "durationSince", "toDate", "toTime"];
+
+    fn collect(&mut self, value: &serde_json::Value) {
+        use serde_json::Value;
+        match value {
+            Value::Array(items) => items.iter().for_each(|item| self.collect(item)),
+            Value::Object(fields) => {
+                for (key, inner) in fields {
+                    if Self::ARITHMETIC.contains(&key.as_str()) {
+                        self.arithmetic = true;
+                    }
+                    let literal = inner
+                        .get(0)
+                        .and_then(|arg| arg.get("Value"))
+                        .and_then(Value::as_str);
+                    match (key.as_str(), literal) {
+                        ("datetime", Some(text)) => match UnixMillis::parse_cedar_datetime(text) {
+                            Some(at) => self.datetime_literals.push(at),
+                            // Not a datetime Warrant can read: assume nothing about time.
+                            None => self.arithmetic = true,
+                        },
+                        ("__entity", _) => {
+                            if let Ok(uid) = EntityUid::from_json(inner.clone()) {
+                                self.entity_literals.push(uid);
+                            }
+                        }
+                        _ => self.collect(inner),
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn of(policies: &PolicySet) -> Self {
+        let mut time_use = TimeUse::default();
+        for policy in policies.policies() {
+            match policy.to_json() {
+                // Conditions only: scope constraints compare entities but read no attributes.
+                Ok(json) => time_use.collect(&json["conditions"]),
+                Err(_) => time_use.arithmetic = true,
+            }
+        }
+        time_use.datetime_literals.sort_unstable();
+        time_use.datetime_literals.dedup();
+        time_use.entity_literals.sort_by_key(ToString::to_string);
+        time_use.entity_literals.dedup();
+        time_use
+    }
 }
 
 /// One problem in one file.
@@ -244,7 +313,9 @@ impl PolicySnapshot {
             .entity_types()
             .map(|t| (t.to_string(), t.clone()))
             .collect();
+        let time_use = TimeUse::of(&policies);
         Ok(PolicySnapshot {
+            time_use,
             schema,
             policies,
             version,
@@ -355,6 +426,50 @@ action "read" appliesTo { principal: [User], resource: [Doc] };
             "@id(\"x\")\npermit(principal, action, resource)\n  when { principal.level > };",
         )]));
         assert_eq!(found[0].line, 3, "{found:?}");
+    }
+
+    #[test]
+    fn time_literals_entity_literals_and_arithmetic_are_found() {
+        let plain = load(&[(
+            "t.cedar",
+            "@id(\"t\")\npermit(principal == User::\"u\", action, resource)\n  when { principal.level < 3 };",
+        )])
+        .unwrap();
+        assert_eq!(plain.time_use, TimeUse::default());
+
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join(SCHEMA_FILE),
+            "entity User = { until: datetime };\naction \"read\" appliesTo { principal: [User], resource: [User], context: { now: datetime } };",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("t.cedar"),
+            "@id(\"a\")\npermit(principal, action, resource) when { context.now < datetime(\"2027-01-01\") && context.now < User::\"boss\".until };",
+        )
+        .unwrap();
+        let literal = PolicySnapshot::load(dir.path()).unwrap();
+        assert_eq!(
+            literal.time_use.datetime_literals,
+            [UnixMillis::parse_cedar_datetime("2027-01-01").unwrap()]
+        );
+        assert_eq!(
+            literal.time_use.entity_literals[0].to_string(),
+            "User::\"boss\""
+        );
+        assert!(!literal.time_use.arithmetic);
+
+        std::fs::write(
+            dir.path().join("t.cedar"),
+            "@id(\"a\")\npermit(principal, action, resource) when { context.now.toTime() < duration(\"17h\") };",
+        )
+        .unwrap();
+        assert!(
+            PolicySnapshot::load(dir.path())
+                .unwrap()
+                .time_use
+                .arithmetic
+        );
     }
 
     #[test]

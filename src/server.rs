@@ -13,7 +13,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::api::grpc::AuthorizerService;
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::engine::{Engine, EngineSettings, Snapshot};
+use crate::engine::{Engine, Snapshot};
 use crate::facts::Facts;
 use crate::policy::PolicySnapshot;
 use crate::proto;
@@ -42,13 +42,23 @@ pub async fn serve(
         "policies and facts loaded from {}",
         config.policies.display()
     );
-    let engine = Arc::new(Engine::new(
-        Arc::new(snapshot),
-        Arc::new(SystemClock),
-        EngineSettings {
-            decision_max_age_ms: config.decision_max_age.as_millis().min(i64::MAX as u128) as i64,
-        },
-    ));
+    if snapshot.policies.time_use.arithmetic {
+        tracing::warn!(
+            "a policy does arithmetic on datetimes (offset, toTime, ...): its decisions can change \
+             at any moment, so none is cached and each is valid for one millisecond"
+        );
+    }
+    match &config.engine.cache {
+        Some(cache) => tracing::info!(
+            max_entries = cache.max_entries,
+            max_bytes = cache.max_bytes,
+            allow_max_age_ms = config.engine.allow_max_age_ms,
+            deny_max_age_ms = config.engine.deny_max_age_ms,
+            "decision cache on"
+        ),
+        None => tracing::info!("decision cache off"),
+    }
+    let engine = Arc::new(Engine::new(snapshot, Arc::new(SystemClock), config.engine));
 
     let authorizer = proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
         engine,

@@ -21,7 +21,7 @@ fn at(text: &str) -> UnixMillis {
 fn bundled_engine(now: &str) -> (Engine, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(at(now)));
     let snapshot = load_snapshot(&common::bundled_policies()).unwrap();
-    let engine = Engine::new(Arc::new(snapshot), clock.clone(), EngineSettings::default());
+    let engine = Engine::new(snapshot, clock.clone(), EngineSettings::default());
     (engine, clock)
 }
 
@@ -81,15 +81,20 @@ fn an_answer_is_valid_for_the_configured_maximum_age_at_most() {
     let clock = Arc::new(ManualClock::new(at("2026-11-27T12:00:00Z")));
     let snapshot = load_snapshot(&common::bundled_policies()).unwrap();
     let engine = Engine::new(
-        Arc::new(snapshot),
+        snapshot,
         clock,
         EngineSettings {
-            decision_max_age_ms: 5_000,
+            allow_max_age_ms: 5_000,
+            deny_max_age_ms: 2_000,
+            cache: None,
         },
     );
     let answer = engine.check(deploy("CHG-1042")).unwrap();
     assert_eq!(answer.effect, Effect::Allow);
     assert_eq!(answer.valid_until, at("2026-11-27T12:00:05Z"));
+    let denied = engine.check(deploy("CHG-1001")).unwrap();
+    assert_eq!(denied.effect, Effect::Deny);
+    assert_eq!(denied.valid_until, at("2026-11-27T12:00:02Z"));
     assert_eq!(answer.provenance.decided_at, at("2026-11-27T12:00:00Z"));
 }
 
@@ -144,7 +149,7 @@ fn a_forbid_that_errors_makes_a_deny_not_a_skipped_rule() {
     let dir = overflowing_policies();
     let clock = Arc::new(ManualClock::new(at("2026-11-27T12:00:00Z")));
     let engine = Engine::new(
-        Arc::new(load_snapshot(dir.path()).unwrap()),
+        load_snapshot(dir.path()).unwrap(),
         clock,
         EngineSettings::default(),
     );

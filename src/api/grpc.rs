@@ -229,6 +229,8 @@ pub fn check_response_to_proto(decision: engine::Decision) -> proto::CheckRespon
             resource_scopes: provenance.resource_scopes.iter().map(uid_ref).collect(),
             decided_at: Some(timestamp(provenance.decided_at)),
             facts_version: provenance.facts_version.to_string(),
+            answered_from_cache: provenance.answered_from_cache,
+            evaluation_id: provenance.evaluation_id.to_string(),
         }),
         valid_until: Some(timestamp(decision.valid_until)),
         policy_version: decision.policy_version.to_string(),

@@ -1,0 +1,192 @@
+//! The decision cache. Remembers a decision only while it provably equals a fresh evaluation:
+//! the key holds everything the decision was made from (the caller's names and full context,
+//! the presented approval, the policy and facts versions), and an entry dies at the first
+//! instant the decision could change (the earliest time bound it read) or at its maximum age,
+//! whichever comes first. A read never extends an entry's life.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use moka::notification::RemovalCause;
+
+use crate::clock::UnixMillis;
+use crate::engine::{ContextValue, Decision, EntityRef};
+
+/// How big the cache may grow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheSettings {
+    pub max_entries: u64,
+    /// An estimate: keys and decisions as laid out in memory, plus their strings.
+    pub max_bytes: u64,
+}
+
+impl Default for CacheSettings {
+    fn default() -> Self {
+        CacheSettings {
+            max_entries: 100_000,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// Everything a decision depends on besides the clock. Equality is structural: two requests
+/// share an entry only if every part is equal (no concatenated strings, no truncated hashes).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub principal: EntityRef,
+    pub action: String,
+    pub resource: EntityRef,
+    pub context: BTreeMap<String, ContextValue>,
+    pub approval_id: Option<String>,
+    pub policy_version: Arc<str>,
+    pub facts_version: Arc<str>,
+}
+
+/// A decision as first evaluated, and the instant it stops being true.
+#[derive(Debug)]
+pub struct CachedDecision {
+    pub decision: Decision,
+    pub expires_at: UnixMillis,
+}
+
+/// Counters for the metrics endpoint and for tests.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub inserts: AtomicU64,
+    /// Entries pushed out because the cache was full.
+    pub evictions: AtomicU64,
+}
+
+pub struct DecisionCache {
+    entries: moka::sync::Cache<CacheKey, Arc<CachedDecision>>,
+    counters: Arc<CacheCounters>,
+}
+
+/// Expiry fixed at insert from the entry's own `expires_at`; reads and updates leave it alone.
+struct FixedExpiry;
+
+impl moka::Expiry<CacheKey, Arc<CachedDecision>> for FixedExpiry {
+    fn expire_after_create(
+        &self,
+        _key: &CacheKey,
+        value: &Arc<CachedDecision>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        let lifetime = value.expires_at.0 - value.decision.provenance.decided_at.0;
+        Some(Duration::from_millis(lifetime.max(0) as u64))
+    }
+}
+
+impl DecisionCache {
+    pub fn new(settings: CacheSettings) -> Self {
+        let counters = Arc::new(CacheCounters::default());
+        let evictions = Arc::clone(&counters);
+        // Each entry weighs at least max_bytes / max_entries, so both bounds hold at once.
+        let floor = (settings.max_bytes / settings.max_entries.max(1)).max(1);
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(settings.max_bytes)
+            .weigher(move |key: &CacheKey, value: &Arc<CachedDecision>| {
+                estimated_bytes(key, value)
+                    .max(floor)
+                    .min(u64::from(u32::MAX)) as u32
+            })
+            .expire_after(FixedExpiry)
+            .eviction_listener(move |_key, _value, cause| {
+                if cause == RemovalCause::Size {
+                    evictions.evictions.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+            .build();
+        DecisionCache { entries, counters }
+    }
+
+    /// The cached decision for `key` if it is still true at `now`.
+    pub fn get(&self, key: &CacheKey, now: UnixMillis) -> Option<Arc<CachedDecision>> {
+        // moka's expiry runs on the machine's clock; the engine's clock is the one that counts.
+        let found = self
+            .entries
+            .get(key)
+            .filter(|entry| now < entry.expires_at && now >= entry.decision.provenance.decided_at);
+        let counter = if found.is_some() {
+            &self.counters.hits
+        } else {
+            &self.counters.misses
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        found
+    }
+
+    pub fn insert(&self, key: CacheKey, entry: CachedDecision) {
+        self.counters.inserts.fetch_add(1, Ordering::Relaxed);
+        self.entries.insert(key, Arc::new(entry));
+    }
+
+    /// Drops every entry (their keys are unreachable anyway once a version changes).
+    pub fn clear(&self) {
+        self.entries.invalidate_all();
+    }
+
+    pub fn counters(&self) -> &CacheCounters {
+        &self.counters
+    }
+
+    /// Entries held now (approximate: moka applies writes in batches).
+    pub fn entry_count(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.entry_count()
+    }
+
+    /// Estimated bytes held now.
+    pub fn weighted_size(&self) -> u64 {
+        self.entries.run_pending_tasks();
+        self.entries.weighted_size()
+    }
+}
+
+fn context_bytes(value: &ContextValue) -> u64 {
+    let inline = std::mem::size_of::<ContextValue>() as u64;
+    inline
+        + match value {
+            ContextValue::Bool(_) | ContextValue::Long(_) => 0,
+            ContextValue::String(s) => s.len() as u64,
+            ContextValue::Set(items) => items.iter().map(context_bytes).sum(),
+            ContextValue::Record(fields) => fields
+                .iter()
+                .map(|(k, v)| k.len() as u64 + context_bytes(v))
+                .sum(),
+        }
+}
+
+fn estimated_bytes(key: &CacheKey, value: &CachedDecision) -> u64 {
+    let entity = |e: &EntityRef| (e.type_name.len() + e.id.len()) as u64;
+    let key_bytes = std::mem::size_of::<CacheKey>() as u64
+        + entity(&key.principal)
+        + entity(&key.resource)
+        + key.action.len() as u64
+        + key.approval_id.as_ref().map_or(0, |id| id.len() as u64)
+        + key
+            .context
+            .iter()
+            .map(|(k, v)| k.len() as u64 + context_bytes(v))
+            .sum::<u64>();
+    let decision = &value.decision;
+    let decision_bytes = std::mem::size_of::<CachedDecision>() as u64
+        + decision
+            .reasons
+            .iter()
+            .map(|r| r.len() as u64 + 24)
+            .sum::<u64>()
+        + decision
+            .errors
+            .iter()
+            .map(|e| (e.policy_id.len() + e.message.len()) as u64 + 48)
+            .sum::<u64>()
+        + entity(&decision.provenance.principal)
+        + entity(&decision.provenance.resource)
+        + decision.request_id.as_ref().map_or(0, |id| id.len() as u64);
+    key_bytes + decision_bytes
+}
