@@ -125,11 +125,6 @@ impl DecisionCache {
         self.entries.insert(key, Arc::new(entry));
     }
 
-    /// Drops every entry (their keys are unreachable anyway once a version changes).
-    pub fn clear(&self) {
-        self.entries.invalidate_all();
-    }
-
     pub fn counters(&self) -> &CacheCounters {
         &self.counters
     }

@@ -174,10 +174,12 @@ pub struct Decision {
     pub request_id: Option<String>,
 }
 
-/// The policies and facts one decision is made from, always taken together.
+/// The policies and facts one decision is made from, always taken together. Either part can
+/// be replaced alone (a new `Facts` keeps the policies), hence the `Arc`s.
+#[derive(Clone)]
 pub struct Snapshot {
-    pub policies: PolicySnapshot,
-    pub facts: Facts,
+    pub policies: Arc<PolicySnapshot>,
+    pub facts: Arc<Facts>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -250,12 +252,11 @@ impl Engine {
     }
 
     /// Makes every later decision use `snapshot`. Cached decisions made from the old one are
-    /// unreachable from the moment this returns: their keys carry the old versions.
+    /// unreachable from the moment this returns: their keys carry the old versions. (They are
+    /// not cleared: they age out or are evicted, and come back into use only if the policies and
+    /// facts return to exactly those versions, where they are true again.)
     pub fn replace_snapshot(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
-        if let Some(cache) = &self.cache {
-            cache.clear();
-        }
     }
 
     pub fn cache(&self) -> Option<&DecisionCache> {

@@ -22,7 +22,10 @@ use crate::proto;
 pub fn load_snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
     let policies = PolicySnapshot::load(dir)?;
     let facts = Facts::load(dir, &policies.schema)?;
-    Ok(Snapshot { policies, facts })
+    Ok(Snapshot {
+        policies: Arc::new(policies),
+        facts: Arc::new(facts),
+    })
 }
 
 /// Binds the listener and serves until `shutdown` completes. `on_bound` hears the address

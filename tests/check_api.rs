@@ -734,3 +734,31 @@ async fn settings_come_from_the_config_file_and_flags_override_it() {
         .unwrap();
     assert!(stderr.contains("batch_max"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_repeated_check_is_answered_from_the_cache_unless_it_is_off() {
+    let ask = || {
+        request(
+            "ServiceAccount::deploy-bot",
+            "update",
+            "Config::payments-api",
+            "CHG-1042",
+        )
+    };
+    let server = Server::start(&[]);
+    let first = check(&server, ask()).await;
+    let second = check(&server, ask()).await;
+    let (p1, p2) = (first.provenance.unwrap(), second.provenance.unwrap());
+    assert!(!p1.answered_from_cache);
+    assert_eq!(p1.evaluation_id, first.decision_id);
+    assert!(p2.answered_from_cache);
+    assert_eq!(p2.evaluation_id, first.decision_id);
+    assert_ne!(second.decision_id, first.decision_id);
+    assert_eq!(second.valid_until, first.valid_until);
+    assert_eq!(second.reasons, first.reasons);
+
+    let uncached = Server::start(&["--no-cache"]);
+    check(&uncached, ask()).await;
+    let again = check(&uncached, ask()).await;
+    assert!(!again.provenance.unwrap().answered_from_cache);
+}
