@@ -8,6 +8,7 @@ use tracing_subscriber::EnvFilter;
 
 use warrant::cli::CheckArgs;
 use warrant::config::Settings;
+use warrant::loadgen::BenchArgs;
 
 #[derive(Parser)]
 #[command(
@@ -32,6 +33,8 @@ enum Command {
     },
     /// Ask a running Warrant for one decision and print it as JSON.
     Check(CheckArgs),
+    /// Drive a running Warrant with load and report throughput and latency.
+    Bench(BenchArgs),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve { config, settings } => serve(config, settings).await,
             Command::Check(args) => warrant::cli::check(args).await,
+            Command::Bench(args) => bench(args).await,
         }
     });
     match outcome {
@@ -86,4 +90,20 @@ async fn serve(
     .await
     .context("warrant serve")?;
     Ok(ExitCode::SUCCESS)
+}
+
+async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    let json = args.json;
+    let report = warrant::loadgen::run(args).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.to_text());
+    }
+    // Any failed call makes the run a failure, so scripts notice.
+    Ok(if report.errors.is_empty() && report.requests > 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

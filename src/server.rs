@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 use crate::api::grpc::AuthorizerService;
 use crate::clock::SystemClock;
@@ -83,7 +83,10 @@ pub async fn serve(
         .timeout(config.request_timeout)
         .add_service(authorizer)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            shutdown,
+        )
         .await
         .context("gRPC server failed")?;
     tracing::info!("shut down");

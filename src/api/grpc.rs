@@ -73,6 +73,13 @@ impl Authorizer for AuthorizerService {
             .collect();
         Ok(Response::new(proto::BatchCheckResponse { results }))
     }
+
+    async fn ping(
+        &self,
+        _request: Request<proto::PingRequest>,
+    ) -> Result<Response<proto::PingResponse>, Status> {
+        Ok(Response::new(proto::PingResponse {}))
+    }
 }
 
 fn invalid_argument(error: InvalidRequest) -> Status {

@@ -1,0 +1,385 @@
+//! `warrant bench`: the load generator. Drives a running server over gRPC with a set number of
+//! connections and requests in flight, closed-loop (as fast as answers come) or open-loop at a
+//! target rate (latency counted from when each request was due, so a stalled server cannot hide
+//! its queue: no coordinated omission), and reports throughput, an HDR latency histogram, errors
+//! by status and the decision mix, as text or JSON.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use tonic::transport::Channel;
+
+use crate::cli::parse_entity;
+use crate::proto;
+use crate::proto::authorizer_client::AuthorizerClient;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Method {
+    /// warrant.v1.Authorizer/Check
+    Check,
+    /// warrant.v1.Authorizer/BatchCheck with --batch-size items
+    Batch,
+    /// warrant.v1.Authorizer/Ping: an empty call, the cost of gRPC itself
+    Ping,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The server to drive.
+    #[arg(long, default_value = "http://127.0.0.1:50051")]
+    pub server: String,
+    #[arg(long, value_enum, default_value_t = Method::Check)]
+    pub method: Method,
+    /// HTTP/2 connections to open.
+    #[arg(long, default_value_t = 2)]
+    pub connections: usize,
+    /// Requests in flight at once, spread over the connections.
+    #[arg(long, default_value_t = 32)]
+    pub concurrency: usize,
+    /// Seconds to measure for (after the warm-up).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Stop after this many measured requests instead of after --duration.
+    #[arg(long)]
+    pub requests: Option<u64>,
+    /// Seconds of load before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    pub warmup: f64,
+    /// Target requests per second (open loop). Without it, each worker sends as soon as its
+    /// previous answer arrives (closed loop, to find saturation).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Fraction of requests that repeat one fixed request (cache hits once warm); the rest carry
+    /// a unique value in the context key --unique-key, so each is a miss. 1 = all the same, 0 = all
+    /// unique.
+    #[arg(long, default_value_t = 1.0)]
+    pub hit_ratio: f64,
+    /// The context key that makes a request unique (must be a String the action accepts).
+    #[arg(long, default_value = "justification")]
+    pub unique_key: String,
+    /// Items per BatchCheck.
+    #[arg(long, default_value_t = 10)]
+    pub batch_size: usize,
+    #[arg(long, default_value = "ServiceAccount::deploy-bot")]
+    pub principal: String,
+    #[arg(long, default_value = "update")]
+    pub action: String,
+    #[arg(long, default_value = "Config::payments-api")]
+    pub resource: String,
+    /// The approval to present; empty for none.
+    #[arg(long, default_value = "CHG-1042")]
+    pub approval: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Report {
+    pub method: Method,
+    pub connections: usize,
+    pub concurrency: usize,
+    pub target_rate: Option<f64>,
+    pub hit_ratio: f64,
+    pub batch_size: Option<usize>,
+    pub seconds: f64,
+    /// Calls answered without error.
+    pub requests: u64,
+    pub requests_per_second: f64,
+    /// Checks decided (BatchCheck counts each item).
+    pub decisions_per_second: f64,
+    pub latency_us: Latency,
+    pub errors: BTreeMap<String, u64>,
+    pub decisions: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p90: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+    pub mean: f64,
+}
+
+/// What one worker saw.
+struct Tally {
+    latency: Histogram<u64>,
+    ok: u64,
+    errors: BTreeMap<String, u64>,
+    decisions: BTreeMap<String, u64>,
+}
+
+impl Tally {
+    fn new() -> Self {
+        Tally {
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            ok: 0,
+            errors: BTreeMap::new(),
+            decisions: BTreeMap::new(),
+        }
+    }
+
+    fn merge(&mut self, other: Tally) {
+        self.latency
+            .add(&other.latency)
+            .expect("same histogram bounds");
+        self.ok += other.ok;
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
+        }
+        for (k, v) in other.decisions {
+            *self.decisions.entry(k).or_default() += v;
+        }
+    }
+}
+
+/// Shared by the workers: the schedule and the stop condition.
+struct Plan {
+    started: Instant,
+    measure_from: Instant,
+    stop_at: Instant,
+    /// Requests handed out so far (warm-up included): the schedule index in open loop.
+    issued: AtomicU64,
+    /// Measured requests handed out, against --requests.
+    measured: AtomicU64,
+    max_measured: Option<u64>,
+    interval: Option<Duration>,
+    unique: AtomicU64,
+}
+
+impl Plan {
+    /// The next request's due time, or `None` when the run is over.
+    fn next(&self) -> Option<Instant> {
+        let index = self.issued.fetch_add(1, Ordering::Relaxed);
+        let due = match self.interval {
+            Some(interval) => self.started + interval.mul_f64(index as f64),
+            None => Instant::now(),
+        };
+        if due >= self.stop_at {
+            return None;
+        }
+        if due >= self.measure_from
+            && let Some(max) = self.max_measured
+            && self.measured.fetch_add(1, Ordering::Relaxed) >= max
+        {
+            return None;
+        }
+        Some(due)
+    }
+}
+
+fn check_request(
+    args: &BenchArgs,
+    plan: &Plan,
+    rng: &mut u64,
+) -> anyhow::Result<proto::CheckRequest> {
+    // xorshift: cheap, and good enough to pick hits and misses.
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    let unique = (*rng % 1_000_000) as f64 / 1_000_000.0 >= args.hit_ratio;
+    let context = unique.then(|| {
+        let n = plan.unique.fetch_add(1, Ordering::Relaxed);
+        let value = prost_types::Value {
+            kind: Some(prost_types::value::Kind::StringValue(format!("bench-{n}"))),
+        };
+        prost_types::Struct {
+            fields: [(args.unique_key.clone(), value)].into_iter().collect(),
+        }
+    });
+    Ok(proto::CheckRequest {
+        principal: Some(parse_entity(&args.principal, "principal")?),
+        action: args.action.clone(),
+        resource: Some(parse_entity(&args.resource, "resource")?),
+        context,
+        approval_id: args.approval.clone(),
+        request_id: String::new(),
+    })
+}
+
+fn decision_name(decision: i32) -> String {
+    proto::Decision::try_from(decision)
+        .map(|d| d.as_str_name().trim_start_matches("DECISION_").to_owned())
+        .unwrap_or_else(|_| format!("unknown({decision})"))
+}
+
+async fn worker(
+    args: Arc<BenchArgs>,
+    plan: Arc<Plan>,
+    mut client: AuthorizerClient<Channel>,
+    seed: u64,
+) -> anyhow::Result<Tally> {
+    let mut tally = Tally::new();
+    let mut rng = seed | 1;
+    while let Some(due) = plan.next() {
+        tokio::time::sleep_until(due.into()).await;
+        let outcome = match args.method {
+            Method::Ping => client.ping(proto::PingRequest {}).await.map(|_| Vec::new()),
+            Method::Check => client
+                .check(check_request(&args, &plan, &mut rng)?)
+                .await
+                .map(|r| vec![r.into_inner().decision]),
+            Method::Batch => {
+                let checks = (0..args.batch_size)
+                    .map(|_| check_request(&args, &plan, &mut rng))
+                    .collect::<anyhow::Result<_>>()?;
+                client
+                    .batch_check(proto::BatchCheckRequest { checks })
+                    .await
+                    .map(|r| {
+                        r.into_inner()
+                            .results
+                            .into_iter()
+                            .map(|item| match item.result {
+                                Some(proto::batch_check_result::Result::Response(r)) => r.decision,
+                                _ => -1,
+                            })
+                            .collect()
+                    })
+            }
+        };
+        if due < plan.measure_from {
+            continue;
+        }
+        // From when the request was due, not when it was sent: a late start is the server's delay.
+        let micros = due.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+        match outcome {
+            Ok(decisions) => {
+                tally.ok += 1;
+                tally.latency.saturating_record(micros);
+                for decision in decisions {
+                    *tally.decisions.entry(decision_name(decision)).or_default() += 1;
+                }
+            }
+            Err(status) => {
+                *tally
+                    .errors
+                    .entry(format!("{:?}", status.code()))
+                    .or_default() += 1
+            }
+        }
+    }
+    Ok(tally)
+}
+
+pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
+    if args.connections == 0 || args.concurrency == 0 {
+        bail!("--connections and --concurrency must be at least 1");
+    }
+    if !(0.0..=1.0).contains(&args.hit_ratio) {
+        bail!("--hit-ratio must be between 0 and 1");
+    }
+    if args.rate.is_some_and(|rate| rate <= 0.0) {
+        bail!("--rate must be positive");
+    }
+    let mut channels = Vec::with_capacity(args.connections);
+    for _ in 0..args.connections {
+        // One endpoint per channel: each is its own HTTP/2 connection.
+        let channel = Channel::from_shared(args.server.clone())?
+            .tcp_nodelay(true)
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {}", args.server))?;
+        channels.push(channel);
+    }
+    let started = Instant::now();
+    let measure_from = started + Duration::from_secs_f64(args.warmup);
+    let stop_at = match args.requests {
+        Some(_) => measure_from + Duration::from_secs(3600),
+        None => measure_from + Duration::from_secs_f64(args.duration),
+    };
+    let plan = Arc::new(Plan {
+        started,
+        measure_from,
+        stop_at,
+        issued: AtomicU64::new(0),
+        measured: AtomicU64::new(0),
+        max_measured: args.requests,
+        interval: args.rate.map(|rate| Duration::from_secs_f64(1.0 / rate)),
+        unique: AtomicU64::new(0),
+    });
+    let args = Arc::new(args);
+    let workers: Vec<_> = (0..args.concurrency)
+        .map(|i| {
+            let client = AuthorizerClient::new(channels[i % channels.len()].clone());
+            let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1);
+            tokio::spawn(worker(Arc::clone(&args), Arc::clone(&plan), client, seed))
+        })
+        .collect();
+    let mut total = Tally::new();
+    for handle in workers {
+        total.merge(handle.await.context("a load worker failed")??);
+    }
+    let seconds = plan
+        .measure_from
+        .elapsed()
+        .as_secs_f64()
+        .min(match args.requests {
+            Some(_) => f64::MAX,
+            None => args.duration,
+        });
+    let decided: u64 = total.decisions.values().sum();
+    let latency = &total.latency;
+    Ok(Report {
+        method: args.method,
+        connections: args.connections,
+        concurrency: args.concurrency,
+        target_rate: args.rate,
+        hit_ratio: args.hit_ratio,
+        batch_size: (args.method == Method::Batch).then_some(args.batch_size),
+        seconds,
+        requests: total.ok,
+        requests_per_second: total.ok as f64 / seconds,
+        decisions_per_second: decided as f64 / seconds,
+        latency_us: Latency {
+            p50: latency.value_at_quantile(0.50),
+            p90: latency.value_at_quantile(0.90),
+            p99: latency.value_at_quantile(0.99),
+            p999: latency.value_at_quantile(0.999),
+            max: latency.max(),
+            mean: latency.mean(),
+        },
+        errors: total.errors,
+        decisions: total.decisions,
+    })
+}
+
+impl Report {
+    pub fn to_text(&self) -> String {
+        let mut text = format!(
+            "{:?} x {} connections, {} in flight, {}, hit ratio {}{}\n",
+            self.method,
+            self.connections,
+            self.concurrency,
+            self.target_rate
+                .map_or("closed loop".to_owned(), |rate| format!(
+                    "open loop at {rate} req/s"
+                )),
+            self.hit_ratio,
+            self.batch_size
+                .map_or(String::new(), |n| format!(", {n} per batch")),
+        );
+        text.push_str(&format!(
+            "  {} requests in {:.2} s: {:.0} req/s, {:.0} decisions/s\n",
+            self.requests, self.seconds, self.requests_per_second, self.decisions_per_second
+        ));
+        let l = &self.latency_us;
+        text.push_str(&format!(
+            "  latency us: p50 {} p90 {} p99 {} p99.9 {} max {} mean {:.1}\n",
+            l.p50, l.p90, l.p99, l.p999, l.max, l.mean
+        ));
+        text.push_str(&format!(
+            "  decisions: {:?}\n  errors: {:?}\n",
+            self.decisions, self.errors
+        ));
+        text
+    }
+}

@@ -1,0 +1,70 @@
+//! `warrant bench` against a real server: it runs, reports non-zero throughput and no errors, for
+//! every method and for the open loop. (A proof that it works, not a measurement: no timing is
+//! asserted.)
+
+mod common;
+
+use common::Server;
+
+fn bench(server: &Server, extra: &[&str]) -> serde_json::Value {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args([
+            "bench",
+            "--server",
+            &server.url(),
+            "--duration",
+            "0.5",
+            "--warmup",
+            "0.1",
+            "--json",
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+#[test]
+fn the_load_generator_drives_a_real_server() {
+    let server = Server::start(&[]);
+    for extra in [
+        &["--method", "ping"][..],
+        &["--method", "check", "--hit-ratio", "0.5"],
+        &["--method", "batch", "--batch-size", "5", "--hit-ratio", "0"],
+        &["--method", "check", "--rate", "200", "--concurrency", "4"],
+    ] {
+        let report = bench(&server, extra);
+        assert!(
+            report["requests"].as_u64().unwrap() > 0,
+            "{extra:?}: {report}"
+        );
+        assert!(
+            report["requests_per_second"].as_f64().unwrap() > 0.0,
+            "{extra:?}"
+        );
+        assert_eq!(report["errors"], serde_json::json!({}), "{extra:?}");
+        assert!(
+            report["latency_us"]["p99"].as_u64().unwrap()
+                >= report["latency_us"]["p50"].as_u64().unwrap()
+        );
+        if extra[1] != "ping" {
+            assert_eq!(
+                report["decisions"]["ALLOW"].as_u64().unwrap() as f64,
+                report["decisions_per_second"].as_f64().unwrap()
+                    * report["seconds"].as_f64().unwrap()
+            );
+        }
+    }
+}
+
+#[test]
+fn a_count_limited_run_sends_that_many() {
+    let server = Server::start(&[]);
+    let report = bench(&server, &["--requests", "300", "--concurrency", "3"]);
+    assert_eq!(report["requests"], 300);
+}
