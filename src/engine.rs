@@ -16,6 +16,7 @@ use uuid::Uuid;
 use crate::cache::{CacheKey, CacheSettings, CachedDecision, DecisionCache};
 
 use crate::clock::{Clock, UnixMillis};
+pub use crate::facts::EntityRef;
 use crate::facts::{APPROVAL_TYPE, Approval, Facts, Identity};
 use crate::policy::PolicySnapshot;
 
@@ -31,35 +32,6 @@ pub mod reason {
     pub const ACTION_NOT_APPLICABLE: &str = "warrant:action-not-applicable";
     pub const NO_PERMITTING_POLICY: &str = "warrant:no-permitting-policy";
     pub const EVALUATION_ERROR: &str = "warrant:evaluation-error";
-}
-
-/// An entity named by type and id, as a caller names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct EntityRef {
-    pub type_name: String,
-    pub id: String,
-}
-
-impl EntityRef {
-    pub fn new(type_name: impl Into<String>, id: impl Into<String>) -> Self {
-        EntityRef {
-            type_name: type_name.into(),
-            id: id.into(),
-        }
-    }
-
-    pub fn from_uid(uid: &EntityUid) -> Self {
-        EntityRef {
-            type_name: uid.type_name().to_string(),
-            id: uid.id().unescaped().to_owned(),
-        }
-    }
-}
-
-impl std::fmt::Display for EntityRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}::{:?}", self.type_name, self.id)
-    }
 }
 
 /// A value in the caller's context: the part of Cedar's value space a caller may assert.
@@ -151,7 +123,7 @@ pub struct Provenance {
     pub approval: Option<ApprovalEvidence>,
     pub resource: EntityRef,
     /// Every scope the resource lies in, nearest first.
-    pub resource_scopes: Arc<[EntityUid]>,
+    pub resource_scopes: Arc<[EntityRef]>,
     pub decided_at: UnixMillis,
     pub facts_version: Arc<str>,
     /// The evaluation that produced this answer: this decision's own id when it was evaluated
@@ -266,7 +238,7 @@ impl Engine {
     /// Decides one request. `Err` only for a malformed request; every other problem is a deny.
     pub fn check(&self, request: CheckRequest) -> Result<Decision, InvalidRequest> {
         let snapshot = self.snapshot.load_full();
-        let span = tracing::info_span!(
+        let span = tracing::debug_span!(
             "decision",
             principal = %request.principal,
             action = %request.action,

@@ -17,10 +17,39 @@ pub const ENTITIES_FILE: &str = "entities.json";
 /// The entity type of approvals. An approval's single parent is the identity it was granted to.
 pub const APPROVAL_TYPE: &str = "Approval";
 
+/// An entity named by type and id, as a caller names it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EntityRef {
+    pub type_name: String,
+    pub id: String,
+}
+
+impl EntityRef {
+    pub fn new(type_name: impl Into<String>, id: impl Into<String>) -> Self {
+        EntityRef {
+            type_name: type_name.into(),
+            id: id.into(),
+        }
+    }
+
+    pub fn from_uid(uid: &EntityUid) -> Self {
+        EntityRef {
+            type_name: uid.type_name().to_string(),
+            id: uid.id().unescaped().to_owned(),
+        }
+    }
+}
+
+impl std::fmt::Display for EntityRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}::{:?}", self.type_name, self.id)
+    }
+}
+
 /// The accountable human behind an identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Owner {
-    pub uid: EntityUid,
+    pub entity: EntityRef,
     pub name: Option<String>,
     pub email: Option<String>,
 }
@@ -39,12 +68,12 @@ pub struct Identity {
 pub struct Approval {
     pub uid: EntityUid,
     pub ticket: String,
-    pub approver: EntityUid,
+    pub approver: EntityRef,
     /// The identity it was granted to.
     pub subject: EntityUid,
     /// Ids of the actions it covers.
     pub actions: Vec<String>,
-    pub scope: EntityUid,
+    pub scope: EntityRef,
     pub not_before: UnixMillis,
     pub expires_at: UnixMillis,
     pub revoked: bool,
@@ -64,7 +93,7 @@ pub struct Facts {
     pub identities: HashMap<EntityUid, Arc<Identity>>,
     pub approvals: HashMap<String, Arc<Approval>>,
     /// For each resource, every scope it lies in, nearest first.
-    pub resource_scopes: HashMap<EntityUid, Arc<[EntityUid]>>,
+    pub resource_scopes: HashMap<EntityUid, Arc<[EntityRef]>>,
     /// For each entity that has any: every `datetime` in its attributes and tags and in those of
     /// every entity reachable from it through entity-valued attributes, sorted. A decision that
     /// reads an entity can only change when the clock crosses one of these.
@@ -322,7 +351,7 @@ fn read_identity(entity: &Entity, entities: &Entities) -> Result<Identity, Strin
         Owner {
             name: human.and_then(|h| string_attr(h, "name").ok().flatten()),
             email: human.and_then(|h| string_attr(h, "email").ok().flatten()),
-            uid,
+            entity: EntityRef::from_uid(&uid),
         }
     });
     Ok(Identity {
@@ -371,10 +400,10 @@ fn read_approval(
     };
     Ok(Approval {
         ticket: required(string_attr(entity, "ticket"), "ticket")?,
-        approver: required(entity_attr(entity, "approver"), "approver")?,
+        approver: EntityRef::from_uid(&required(entity_attr(entity, "approver"), "approver")?),
         subject,
         actions,
-        scope: required(entity_attr(entity, "scope"), "scope")?,
+        scope: EntityRef::from_uid(&required(entity_attr(entity, "scope"), "scope")?),
         not_before: required(datetime_attr(entity, "not_before"), "not_before")?,
         expires_at: required(datetime_attr(entity, "expires_at"), "expires_at")?,
         revoked,
@@ -385,7 +414,7 @@ fn read_approval(
 
 /// The resource's ancestors, nearest first. In a scope tree a nearer scope has more ancestors
 /// than a farther one; ties (a DAG) are broken by name so the order is stable.
-fn scopes_nearest_first(entities: &Entities, uid: &EntityUid) -> Arc<[EntityUid]> {
+fn scopes_nearest_first(entities: &Entities, uid: &EntityUid) -> Arc<[EntityRef]> {
     let mut scopes: Vec<(usize, EntityUid)> = entities
         .ancestors(uid)
         .into_iter()
@@ -400,5 +429,8 @@ fn scopes_nearest_first(entities: &Entities, uid: &EntityUid) -> Arc<[EntityUid]
             .cmp(a_depth)
             .then_with(|| a.to_string().cmp(&b.to_string()))
     });
-    scopes.into_iter().map(|(_, scope)| scope).collect()
+    scopes
+        .into_iter()
+        .map(|(_, scope)| EntityRef::from_uid(&scope))
+        .collect()
 }

@@ -176,33 +176,28 @@ impl Plan {
     }
 }
 
+/// The fixed request, or (for a miss) the same with a unique value in the context.
 fn check_request(
     args: &BenchArgs,
+    base: &proto::CheckRequest,
     plan: &Plan,
     rng: &mut u64,
-) -> anyhow::Result<proto::CheckRequest> {
+) -> proto::CheckRequest {
     // xorshift: cheap, and good enough to pick hits and misses.
     *rng ^= *rng << 13;
     *rng ^= *rng >> 7;
     *rng ^= *rng << 17;
-    let unique = (*rng % 1_000_000) as f64 / 1_000_000.0 >= args.hit_ratio;
-    let context = unique.then(|| {
+    let mut request = base.clone();
+    if (*rng % 1_000_000) as f64 / 1_000_000.0 >= args.hit_ratio {
         let n = plan.unique.fetch_add(1, Ordering::Relaxed);
         let value = prost_types::Value {
             kind: Some(prost_types::value::Kind::StringValue(format!("bench-{n}"))),
         };
-        prost_types::Struct {
+        request.context = Some(prost_types::Struct {
             fields: [(args.unique_key.clone(), value)].into_iter().collect(),
-        }
-    });
-    Ok(proto::CheckRequest {
-        principal: Some(parse_entity(&args.principal, "principal")?),
-        action: args.action.clone(),
-        resource: Some(parse_entity(&args.resource, "resource")?),
-        context,
-        approval_id: args.approval.clone(),
-        request_id: String::new(),
-    })
+        });
+    }
+    request
 }
 
 fn decision_name(decision: i32) -> String {
@@ -213,6 +208,7 @@ fn decision_name(decision: i32) -> String {
 
 async fn worker(
     args: Arc<BenchArgs>,
+    base: Arc<proto::CheckRequest>,
     plan: Arc<Plan>,
     mut client: AuthorizerClient<Channel>,
     seed: u64,
@@ -220,17 +216,20 @@ async fn worker(
     let mut tally = Tally::new();
     let mut rng = seed | 1;
     while let Some(due) = plan.next() {
-        tokio::time::sleep_until(due.into()).await;
+        // Tokio's timer ticks in milliseconds: sleep only when the request is not yet due.
+        if due > Instant::now() {
+            tokio::time::sleep_until(due.into()).await;
+        }
         let outcome = match args.method {
             Method::Ping => client.ping(proto::PingRequest {}).await.map(|_| Vec::new()),
             Method::Check => client
-                .check(check_request(&args, &plan, &mut rng)?)
+                .check(check_request(&args, &base, &plan, &mut rng))
                 .await
                 .map(|r| vec![r.into_inner().decision]),
             Method::Batch => {
                 let checks = (0..args.batch_size)
-                    .map(|_| check_request(&args, &plan, &mut rng))
-                    .collect::<anyhow::Result<_>>()?;
+                    .map(|_| check_request(&args, &base, &plan, &mut rng))
+                    .collect();
                 client
                     .batch_check(proto::BatchCheckRequest { checks })
                     .await
@@ -306,12 +305,26 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         interval: args.rate.map(|rate| Duration::from_secs_f64(1.0 / rate)),
         unique: AtomicU64::new(0),
     });
+    let base = Arc::new(proto::CheckRequest {
+        principal: Some(parse_entity(&args.principal, "principal")?),
+        action: args.action.clone(),
+        resource: Some(parse_entity(&args.resource, "resource")?),
+        context: None,
+        approval_id: args.approval.clone(),
+        request_id: String::new(),
+    });
     let args = Arc::new(args);
     let workers: Vec<_> = (0..args.concurrency)
         .map(|i| {
             let client = AuthorizerClient::new(channels[i % channels.len()].clone());
             let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1);
-            tokio::spawn(worker(Arc::clone(&args), Arc::clone(&plan), client, seed))
+            tokio::spawn(worker(
+                Arc::clone(&args),
+                Arc::clone(&base),
+                Arc::clone(&plan),
+                client,
+                seed,
+            ))
         })
         .collect();
     let mut total = Tally::new();

@@ -10,6 +10,10 @@ use warrant::cli::CheckArgs;
 use warrant::config::Settings;
 use warrant::loadgen::BenchArgs;
 
+// glibc's allocator showed as a fifth of the server's time under load; mimalloc halves that.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "warrant",

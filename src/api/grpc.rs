@@ -188,7 +188,7 @@ pub fn check_response_to_proto(decision: engine::Decision) -> proto::CheckRespon
     let owner = identity
         .and_then(|identity| identity.owner.as_ref())
         .map(|owner| proto::Owner {
-            entity: Some(uid_ref(&owner.uid)),
+            entity: Some(entity_ref(&owner.entity)),
             name: owner.name.clone().unwrap_or_default(),
             email: owner.email.clone().unwrap_or_default(),
         });
@@ -197,10 +197,10 @@ pub fn check_response_to_proto(decision: engine::Decision) -> proto::CheckRespon
         proto::ApprovalEvidence {
             id: approval.uid.id().unescaped().to_owned(),
             ticket: approval.ticket.clone(),
-            approver: Some(uid_ref(&approval.approver)),
+            approver: Some(entity_ref(&approval.approver)),
             subject: Some(uid_ref(&approval.subject)),
             actions: approval.actions.clone(),
-            scope: Some(uid_ref(&approval.scope)),
+            scope: Some(entity_ref(&approval.scope)),
             not_before: Some(timestamp(approval.not_before)),
             expires_at: Some(timestamp(approval.expires_at)),
             revoked: approval.revoked,
@@ -233,7 +233,7 @@ pub fn check_response_to_proto(decision: engine::Decision) -> proto::CheckRespon
                 .unwrap_or_default(),
             approval,
             resource: Some(entity_ref(&provenance.resource)),
-            resource_scopes: provenance.resource_scopes.iter().map(uid_ref).collect(),
+            resource_scopes: provenance.resource_scopes.iter().map(entity_ref).collect(),
             decided_at: Some(timestamp(provenance.decided_at)),
             facts_version: provenance.facts_version.to_string(),
             answered_from_cache: provenance.answered_from_cache,
