@@ -53,10 +53,12 @@ fn the_load_generator_drives_a_real_server() {
                 >= report["latency_us"]["p50"].as_u64().unwrap()
         );
         if extra[1] != "ping" {
-            assert_eq!(
-                report["decisions"]["ALLOW"].as_u64().unwrap() as f64,
-                report["decisions_per_second"].as_f64().unwrap()
-                    * report["seconds"].as_f64().unwrap()
+            let decided = report["decisions"]["ALLOW"].as_u64().unwrap() as f64;
+            let per_second = report["decisions_per_second"].as_f64().unwrap();
+            let seconds = report["seconds"].as_f64().unwrap();
+            assert!(
+                (decided - per_second * seconds).abs() < 1.0,
+                "{extra:?}: {report}"
             );
         }
     }
