@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 use serde::Serialize;
+use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
 use crate::cli::parse_entity;
@@ -206,20 +207,24 @@ fn decision_name(decision: i32) -> String {
         .unwrap_or_else(|_| format!("unknown({decision})"))
 }
 
+/// One request in flight at a time. Closed loop: the next as soon as the last is answered. Open
+/// loop: when the pacer says the next of this worker's requests is due.
 async fn worker(
     args: Arc<BenchArgs>,
     base: Arc<proto::CheckRequest>,
     plan: Arc<Plan>,
+    mut paced: Option<mpsc::UnboundedReceiver<Instant>>,
     mut client: AuthorizerClient<Channel>,
     seed: u64,
 ) -> anyhow::Result<Tally> {
     let mut tally = Tally::new();
     let mut rng = seed | 1;
-    while let Some(due) = plan.next() {
-        // Tokio's timer ticks in milliseconds: sleep only when the request is not yet due.
-        if due > Instant::now() {
-            tokio::time::sleep_until(due.into()).await;
-        }
+    loop {
+        let due = match &mut paced {
+            None => plan.next(),
+            Some(schedule) => schedule.recv().await,
+        };
+        let Some(due) = due else { break };
         let outcome = match args.method {
             Method::Ping => client.ping(proto::PingRequest {}).await.map(|_| Vec::new()),
             Method::Check => client
@@ -248,7 +253,8 @@ async fn worker(
         if due < plan.measure_from {
             continue;
         }
-        // From when the request was due, not when it was sent: a late start is the server's delay.
+        // From when the request was due: a worker held up by slow answers charges the wait to
+        // the server (no coordinated omission).
         let micros = due.elapsed().as_micros().clamp(1, 60_000_000) as u64;
         match outcome {
             Ok(decisions) => {
@@ -314,14 +320,43 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         request_id: String::new(),
     });
     let args = Arc::new(args);
-    let workers: Vec<_> = (0..args.concurrency)
-        .map(|i| {
+    // Open loop: a thread of its own releases each request at its due time, round robin over
+    // the workers. (Tokio's timer ticks in milliseconds, which would send requests in bursts; a
+    // thread's sleep is precise to tens of microseconds.)
+    let mut schedules: Vec<Option<mpsc::UnboundedReceiver<Instant>>> = Vec::new();
+    if plan.interval.is_some() {
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..args.concurrency)
+            .map(|_| mpsc::unbounded_channel())
+            .unzip();
+        schedules.extend(receivers.into_iter().map(Some));
+        let plan = Arc::clone(&plan);
+        std::thread::spawn(move || {
+            let mut index = 0usize;
+            while let Some(due) = plan.next() {
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                if senders[index % senders.len()].send(due).is_err() {
+                    break;
+                }
+                index += 1;
+            }
+        });
+    } else {
+        schedules.resize_with(args.concurrency, || None);
+    }
+    let workers: Vec<_> = schedules
+        .into_iter()
+        .enumerate()
+        .map(|(i, paced)| {
             let client = AuthorizerClient::new(channels[i % channels.len()].clone());
             let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1);
             tokio::spawn(worker(
                 Arc::clone(&args),
                 Arc::clone(&base),
                 Arc::clone(&plan),
+                paced,
                 client,
                 seed,
             ))
