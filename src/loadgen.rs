@@ -84,6 +84,8 @@ pub struct BenchArgs {
 #[derive(Debug, Serialize)]
 pub struct Report {
     pub method: Method,
+    /// The load generator's own runtime threads (it shares the machine with the server).
+    pub worker_threads: usize,
     pub connections: usize,
     pub concurrency: usize,
     pub target_rate: Option<f64>,
@@ -378,6 +380,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let latency = &total.latency;
     Ok(Report {
         method: args.method,
+        worker_threads: tokio::runtime::Handle::current().metrics().num_workers(),
         connections: args.connections,
         concurrency: args.concurrency,
         target_rate: args.rate,
@@ -403,10 +406,11 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
 impl Report {
     pub fn to_text(&self) -> String {
         let mut text = format!(
-            "{:?} x {} connections, {} in flight, {}, hit ratio {}{}\n",
+            "{:?} x {} connections, {} in flight, {} worker threads, {}, hit ratio {}{}\n",
             self.method,
             self.connections,
             self.concurrency,
+            self.worker_threads,
             self.target_rate
                 .map_or("closed loop".to_owned(), |rate| format!(
                     "open loop at {rate} req/s"

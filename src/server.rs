@@ -77,7 +77,11 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let bound = listener.local_addr()?;
-    tracing::info!(%bound, "serving warrant.v1.Authorizer");
+    tracing::info!(
+        %bound,
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        "serving warrant.v1.Authorizer"
+    );
     on_bound(bound);
     tonic::transport::Server::builder()
         .timeout(config.request_timeout)
