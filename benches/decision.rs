@@ -123,7 +123,7 @@ fn decision(c: &mut Criterion) {
             &snapshot.policies.policies,
             &snapshot.facts.entities,
         );
-        let ours = engine.check(case.request.clone()).unwrap();
+        let ours = engine.check(&case.request).unwrap();
         assert_eq!(
             raw.decision() == cedar_policy::Decision::Allow,
             ours.effect == Effect::Allow
@@ -147,15 +147,15 @@ fn decision(c: &mut Criterion) {
             })
         });
         group.bench_function("warrant-engine", |b| {
-            b.iter(|| engine.check(black_box(case.request.clone())).unwrap())
+            b.iter(|| engine.check(black_box(&case.request)).unwrap())
         });
         // A cache hit: the same request again, within its validity.
         group.bench_function("warrant-cache-hit", |b| {
-            b.iter(|| cached.check(black_box(case.request.clone())).unwrap())
+            b.iter(|| cached.check(black_box(&case.request)).unwrap())
         });
         assert!(
             cached
-                .check(case.request.clone())
+                .check(&case.request)
                 .unwrap()
                 .provenance
                 .answered_from_cache

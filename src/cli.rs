@@ -1,5 +1,6 @@
-//! `warrant check`: a gRPC client a person can use from a shell. Sends one Check to a running
-//! server and prints the answer as JSON.
+//! The shell's clients: `warrant check` sends one Check to a running server and prints the
+//! answer as JSON; `warrant log ...` verifies, shows and searches the provenance ledger in a
+//! data folder.
 
 use std::process::ExitCode;
 
@@ -165,4 +166,286 @@ pub fn response_to_json(response: &proto::CheckResponse) -> Value {
         "policy_version": response.policy_version,
         "request_id": response.request_id,
     })
+}
+
+#[derive(Debug, clap::Args)]
+pub struct LogArgs {
+    /// Warrant's data folder (the ledger is in its `ledger/`).
+    #[arg(long, global = true, default_value = "data", env = "WARRANT_DATA_DIR")]
+    pub data_dir: std::path::PathBuf,
+    /// The ledger's public key (hex). Without it, it is derived from the signing key in the
+    /// ledger folder.
+    #[arg(long, global = true)]
+    pub public_key: Option<String>,
+    #[command(subcommand)]
+    pub command: LogCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum LogCommand {
+    /// Check the whole ledger: hash chain, sequence, checkpoint signatures, truncation.
+    Verify,
+    /// Everything recorded about one decision.
+    Show {
+        decision_id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Decisions matching every filter given, oldest first.
+    Search {
+        /// Type::id
+        #[arg(long)]
+        principal: Option<String>,
+        /// An approval id or ticket.
+        #[arg(long)]
+        approval: Option<String>,
+        /// allow or deny
+        #[arg(long)]
+        decision: Option<String>,
+        /// RFC 3339; decisions at or after it.
+        #[arg(long)]
+        since: Option<String>,
+        /// RFC 3339; decisions before it.
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the ledger's public key (hex), for verifying elsewhere.
+    PublicKey,
+}
+
+fn ledger_key(args: &LogArgs) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
+    let ledger_dir = args.data_dir.join("ledger");
+    match &args.public_key {
+        Some(text) => {
+            let bytes: [u8; 32] = hex::decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .context("--public-key: not a hex Ed25519 public key")?;
+            Ok(ed25519_dalek::VerifyingKey::from_bytes(&bytes)?)
+        }
+        None => {
+            let path = ledger_dir.join("ledger-signing.key");
+            if !path.exists() {
+                bail!("no signing key at {}; give --public-key", path.display());
+            }
+            Ok(crate::ledger::load_or_create_signing_key(&path)?.verifying_key())
+        }
+    }
+}
+
+pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
+    use crate::ledger;
+    let key = ledger_key(&args)?;
+    let dir = args.data_dir.join("ledger");
+    match &args.command {
+        LogCommand::PublicKey => {
+            println!("{}", hex::encode(key.as_bytes()));
+            Ok(ExitCode::SUCCESS)
+        }
+        LogCommand::Verify => match ledger::verify(&dir, &key)? {
+            Ok(verified) => {
+                println!(
+                    "ok: {} records, {} checkpoints, {} records after the last checkpoint, head {}",
+                    verified.records,
+                    verified.checkpoints,
+                    verified.unsealed,
+                    hex::encode(verified.head)
+                );
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(damage) => {
+                println!("FAILED: {damage}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
+        LogCommand::Show { decision_id, json } => {
+            let records = ledger::records(&dir, &key)?;
+            let Some(record) = records.iter().find(|r| &r.decision_id == decision_id) else {
+                bail!("no decision {decision_id} in the ledger");
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(record)?);
+            } else {
+                print!("{}", record_text(record));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        LogCommand::Search {
+            principal,
+            approval,
+            decision,
+            since,
+            until,
+            json,
+        } => {
+            let principal = principal
+                .as_deref()
+                .map(|p| parse_entity(p, "principal"))
+                .transpose()?;
+            let bound = |text: &Option<String>, flag: &str| {
+                text.as_deref()
+                    .map(|t| {
+                        time::OffsetDateTime::parse(
+                            t,
+                            &time::format_description::well_known::Rfc3339,
+                        )
+                        .with_context(|| format!("--{flag}: not an RFC 3339 time"))
+                    })
+                    .transpose()
+            };
+            let (since, until) = (bound(since, "since")?, bound(until, "until")?);
+            let records = ledger::records(&dir, &key)?;
+            let matching: Vec<_> = records
+                .iter()
+                .filter(|r| {
+                    principal
+                        .as_ref()
+                        .is_none_or(|p| r.principal.type_name == p.r#type && r.principal.id == p.id)
+                })
+                .filter(|r| {
+                    approval.as_ref().is_none_or(|a| {
+                        r.approval_presented.as_ref() == Some(a)
+                            || r.approval.as_ref().is_some_and(|x| &x.ticket == a)
+                    })
+                })
+                .filter(|r| {
+                    decision
+                        .as_ref()
+                        .is_none_or(|d| r.decision.eq_ignore_ascii_case(d))
+                })
+                .filter(|r| {
+                    let at = time::OffsetDateTime::parse(
+                        &r.time,
+                        &time::format_description::well_known::Rfc3339,
+                    )
+                    .ok();
+                    since.is_none_or(|s| at.is_some_and(|at| at >= s))
+                        && until.is_none_or(|u| at.is_some_and(|at| at < u))
+                })
+                .collect();
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&matching)?);
+            } else {
+                for r in &matching {
+                    println!(
+                        "{}  {}  {:<5}  {}::{} {} {}::{}  {}",
+                        r.time,
+                        r.decision_id,
+                        r.decision,
+                        r.principal.type_name,
+                        r.principal.id,
+                        r.action,
+                        r.resource.type_name,
+                        r.resource.id,
+                        r.reasons.join(",")
+                    );
+                }
+                println!("{} decisions", matching.len());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// One record as a person reads it: who acted, who answers for it, what allowed it, why.
+fn record_text(r: &crate::ledger::Record) -> String {
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(format!(
+        "decision   {} {} at {}",
+        r.decision, r.decision_id, r.time
+    ));
+    line(format!(
+        "action     {}::{} {} {}::{}",
+        r.principal.type_name, r.principal.id, r.action, r.resource.type_name, r.resource.id
+    ));
+    match &r.owner {
+        Some(o) => line(format!(
+            "owner      {} <{}> ({}::{})",
+            o.name.as_deref().unwrap_or("?"),
+            o.email.as_deref().unwrap_or("?"),
+            o.entity.type_name,
+            o.entity.id
+        )),
+        None => line("owner      none".to_owned()),
+    }
+    line(format!(
+        "status     {}",
+        r.principal_status.as_deref().unwrap_or("unknown")
+    ));
+    match (&r.approval, &r.approval_presented) {
+        (Some(a), _) => {
+            line(format!(
+                "approval   {} ticket {} approved by {}::{} for {}::{}",
+                a.id,
+                a.ticket,
+                a.approver.type_name,
+                a.approver.id,
+                a.subject.type_name,
+                a.subject.id
+            ));
+            line(format!(
+                "           valid {} to {}, {}{}",
+                a.not_before,
+                a.expires_at,
+                if a.valid_at_decision {
+                    "valid at decision"
+                } else {
+                    "NOT valid at decision"
+                },
+                if a.replay_suspected {
+                    ", SUSPECTED REPLAY"
+                } else {
+                    ""
+                }
+            ));
+            line(format!(
+                "           covers {} in {}::{}{}",
+                a.actions.join(", "),
+                a.scope.type_name,
+                a.scope.id,
+                a.playbook
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(", playbook {p}"))
+            ));
+        }
+        (None, Some(id)) => line(format!("approval   {id} presented, not found")),
+        (None, None) => line("approval   none presented".to_owned()),
+    }
+    let scopes: Vec<_> = r
+        .resource_scopes
+        .iter()
+        .map(|s| format!("{}::{}", s.type_name, s.id))
+        .collect();
+    line(format!(
+        "scope      {}",
+        if scopes.is_empty() {
+            "none".to_owned()
+        } else {
+            scopes.join(" < ")
+        }
+    ));
+    line(format!("because    {}", r.reasons.join(", ")));
+    for e in &r.errors {
+        line(format!("error      {}: {}", e.policy_id, e.message));
+    }
+    line(format!("policies   {}", r.policy_version));
+    line(format!("facts      {}", r.facts_version));
+    if r.answered_from_cache {
+        line(format!("cached     reused evaluation {}", r.evaluation_id));
+    }
+    line(format!(
+        "caller     {}{}",
+        r.caller.as_deref().unwrap_or("unknown"),
+        r.request_id
+            .as_ref()
+            .map_or(String::new(), |id| format!(", request {id}"))
+    ));
+    line(format!("context    {}", r.context));
+    out
 }

@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::cache::CacheSettings;
 use crate::engine::EngineSettings;
+use crate::ledger::{LedgerMode, LedgerSettings};
 
 /// The settings as given, each optional. The same struct reads flags, variables and the file.
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
@@ -47,6 +48,33 @@ pub struct Settings {
     /// Most bytes (estimated) the cache holds [default: 67108864]
     #[arg(long, env = "WARRANT_CACHE_MAX_BYTES")]
     pub cache_max_bytes: Option<u64>,
+    /// Folder for Warrant's own data: the ledger and its signing key [default: data]
+    #[arg(long, env = "WARRANT_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// How decisions are recorded: durable (answered once on disk), async (answered once
+    /// queued), off [default: durable]
+    #[arg(long, env = "WARRANT_LEDGER", value_enum)]
+    pub ledger: Option<LedgerMode>,
+    /// Sign a checkpoint after this many records [default: 1000]
+    #[arg(long, env = "WARRANT_LEDGER_CHECKPOINT_RECORDS")]
+    pub ledger_checkpoint_records: Option<u64>,
+    /// ... or after this many milliseconds with unsigned records [default: 5000]
+    #[arg(long, env = "WARRANT_LEDGER_CHECKPOINT_MS")]
+    pub ledger_checkpoint_ms: Option<u64>,
+    /// Start a new segment file past this size [default: 67108864]
+    #[arg(long, env = "WARRANT_LEDGER_SEGMENT_BYTES")]
+    pub ledger_segment_bytes: Option<u64>,
+    /// Records waiting for the ledger writer, at most; in async mode, the most a crash can lose
+    /// [default: 10000]
+    #[arg(long, env = "WARRANT_LEDGER_QUEUE")]
+    pub ledger_queue: Option<usize>,
+    /// Context keys whose values the ledger masks, comma-separated
+    /// [default: token,password,secret,authorization,api_key]
+    #[arg(long, env = "WARRANT_LEDGER_MASK_KEYS", value_delimiter = ',')]
+    pub ledger_mask_keys: Option<Vec<String>>,
+    /// The ledger's Ed25519 signing key (hex); created in the data folder when not given
+    #[arg(long, env = "WARRANT_LEDGER_SIGNING_KEY")]
+    pub ledger_signing_key: Option<PathBuf>,
 }
 
 /// The settings in force.
@@ -58,6 +86,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub request_timeout: Duration,
     pub engine: EngineSettings,
+    /// `None` when the ledger is off.
+    pub ledger: Option<LedgerSettings>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -102,6 +132,16 @@ impl Settings {
             no_cache: self.no_cache.or(under.no_cache),
             cache_max_entries: self.cache_max_entries.or(under.cache_max_entries),
             cache_max_bytes: self.cache_max_bytes.or(under.cache_max_bytes),
+            data_dir: self.data_dir.or(under.data_dir),
+            ledger: self.ledger.or(under.ledger),
+            ledger_checkpoint_records: self
+                .ledger_checkpoint_records
+                .or(under.ledger_checkpoint_records),
+            ledger_checkpoint_ms: self.ledger_checkpoint_ms.or(under.ledger_checkpoint_ms),
+            ledger_segment_bytes: self.ledger_segment_bytes.or(under.ledger_segment_bytes),
+            ledger_queue: self.ledger_queue.or(under.ledger_queue),
+            ledger_mask_keys: self.ledger_mask_keys.or(under.ledger_mask_keys),
+            ledger_signing_key: self.ledger_signing_key.or(under.ledger_signing_key),
         }
     }
 
@@ -120,7 +160,27 @@ impl Settings {
                 max_bytes: self.cache_max_bytes.unwrap_or(cache_defaults.max_bytes),
             }),
         };
+        let mode = self.ledger.unwrap_or(LedgerMode::Durable);
+        let ledger = (mode != LedgerMode::Off).then(|| LedgerSettings {
+            dir: self
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("data"))
+                .join("ledger"),
+            mode,
+            checkpoint_records: self.ledger_checkpoint_records.unwrap_or(1_000),
+            checkpoint_interval: Duration::from_millis(self.ledger_checkpoint_ms.unwrap_or(5_000)),
+            segment_bytes: self.ledger_segment_bytes.unwrap_or(64 * 1024 * 1024),
+            queue: self.ledger_queue.unwrap_or(10_000),
+            mask_keys: self.ledger_mask_keys.clone().unwrap_or_else(|| {
+                ["token", "password", "secret", "authorization", "api_key"]
+                    .map(str::to_owned)
+                    .to_vec()
+            }),
+            signing_key: self.ledger_signing_key.clone(),
+        });
         let config = Config {
+            ledger,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),

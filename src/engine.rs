@@ -32,6 +32,8 @@ pub mod reason {
     pub const ACTION_NOT_APPLICABLE: &str = "warrant:action-not-applicable";
     pub const NO_PERMITTING_POLICY: &str = "warrant:no-permitting-policy";
     pub const EVALUATION_ERROR: &str = "warrant:evaluation-error";
+    /// The decision could not be written to the ledger, so it is not given.
+    pub const LEDGER_UNAVAILABLE: &str = "warrant:ledger-unavailable";
 }
 
 /// A value in the caller's context: the part of Cedar's value space a caller may assert.
@@ -236,7 +238,7 @@ impl Engine {
     }
 
     /// Decides one request. `Err` only for a malformed request; every other problem is a deny.
-    pub fn check(&self, request: CheckRequest) -> Result<Decision, InvalidRequest> {
+    pub fn check(&self, request: &CheckRequest) -> Result<Decision, InvalidRequest> {
         let snapshot = self.snapshot.load_full();
         let span = tracing::debug_span!(
             "decision",
@@ -266,11 +268,11 @@ impl Engine {
     fn answer(
         &self,
         snapshot: &Snapshot,
-        request: CheckRequest,
+        request: &CheckRequest,
         now: UnixMillis,
     ) -> Result<Decision, InvalidRequest> {
         let Some(cache) = &self.cache else {
-            return self.evaluate(snapshot, &request, now);
+            return self.evaluate(snapshot, request, now);
         };
         // A malformed request is never cached, so looking up before validating is safe.
         let key = CacheKey {
@@ -288,10 +290,10 @@ impl Engine {
             decision.provenance.decided_at = now;
             decision.provenance.answered_from_cache = true;
             decision.valid_until = entry.expires_at;
-            decision.request_id = request.request_id;
+            decision.request_id = request.request_id.clone();
             return Ok(decision);
         }
-        let decision = self.evaluate(snapshot, &request, now)?;
+        let decision = self.evaluate(snapshot, request, now)?;
         // Errors are never cached; nor is anything under policies that do arithmetic on time.
         if decision.errors.is_empty() && !snapshot.policies.time_use.arithmetic {
             cache.insert(

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod config;
 pub mod engine;
 pub mod facts;
+pub mod ledger;
 pub mod loadgen;
 pub mod policy;
 pub mod proto;

@@ -6,7 +6,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
-use warrant::cli::CheckArgs;
+use warrant::cli::{CheckArgs, LogArgs};
 use warrant::config::Settings;
 use warrant::loadgen::BenchArgs;
 
@@ -39,6 +39,8 @@ enum Command {
     Check(CheckArgs),
     /// Drive a running Warrant with load and report throughput and latency.
     Bench(BenchArgs),
+    /// Verify, show and search the provenance ledger.
+    Log(LogArgs),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +63,7 @@ fn main() -> ExitCode {
             Command::Serve { config, settings } => serve(config, settings).await,
             Command::Check(args) => warrant::cli::check(args).await,
             Command::Bench(args) => bench(args).await,
+            Command::Log(args) => warrant::cli::log(args),
         }
     });
     match outcome {
@@ -88,7 +91,19 @@ async fn serve(
             println!("warrant listening on {bound}");
         },
         async {
-            let _ = tokio::signal::ctrl_c().await;
+            // Stop on Ctrl-C or SIGTERM (what orchestrators send).
+            let terminate = async {
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(mut signal) => {
+                        signal.recv().await;
+                    }
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = terminate => {}
+            }
         },
     )
     .await

@@ -15,6 +15,7 @@ use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::engine::{Engine, Snapshot};
 use crate::facts::Facts;
+use crate::ledger::Ledger;
 use crate::policy::PolicySnapshot;
 use crate::proto;
 
@@ -63,8 +64,16 @@ pub async fn serve(
     }
     let engine = Arc::new(Engine::new(snapshot, Arc::new(SystemClock), config.engine));
 
+    let ledger = match &config.ledger {
+        Some(settings) => Some(Arc::new(Ledger::open(settings)?)),
+        None => {
+            tracing::warn!("the ledger is off: decisions leave no provenance record");
+            None
+        }
+    };
     let authorizer = proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
         engine,
+        ledger,
         config.batch_max_items,
     ))
     .max_decoding_message_size(config.max_message_bytes);

@@ -354,8 +354,8 @@ proptest! {
             match step {
                 Step::Check(index) => {
                     let now = pair.clock.now();
-                    let cached = pair.cached.check(requests[index].clone());
-                    let fresh = pair.fresh.check(requests[index].clone());
+                    let cached = pair.cached.check(&requests[index].clone());
+                    let fresh = pair.fresh.check(&requests[index].clone());
                     prop_assert_eq!(essence(&cached), essence(&fresh), "request {} at {:?}", index, now);
                     if let (Ok(cached), Ok(fresh)) = (&cached, &fresh) {
                         prop_assert!(cached.valid_until > now);
@@ -434,15 +434,15 @@ fn bundled() -> Arc<PolicySnapshot> {
 #[test]
 fn an_approval_that_expires_between_two_identical_checks() {
     let pair = Pair::new(bundled(), &world_with("A1", a1(-1_000, 6_000)));
-    let first = pair.cached.check(bot1_update_with("A1")).unwrap();
+    let first = pair.cached.check(&bot1_update_with("A1")).unwrap();
     assert_eq!(first.effect, Effect::Allow);
     assert_eq!(first.valid_until, t0().saturating_add_millis(5_000));
     pair.clock.advance_millis(4_999);
-    let hit = pair.cached.check(bot1_update_with("A1")).unwrap();
+    let hit = pair.cached.check(&bot1_update_with("A1")).unwrap();
     assert!(hit.provenance.answered_from_cache);
     assert_eq!(hit.effect, Effect::Allow);
     pair.clock.advance_millis(1);
-    let after = pair.cached.check(bot1_update_with("A1")).unwrap();
+    let after = pair.cached.check(&bot1_update_with("A1")).unwrap();
     assert_eq!(after.effect, Effect::Deny);
     assert_eq!(after.reasons, ["approval-expired"]);
     assert!(!after.provenance.answered_from_cache);
@@ -451,19 +451,19 @@ fn an_approval_that_expires_between_two_identical_checks() {
 #[test]
 fn an_approval_that_becomes_valid() {
     let pair = Pair::new(bundled(), &world_with("A1", a1(3_000, 60_000)));
-    let early = pair.cached.check(bot1_update_with("A1")).unwrap();
+    let early = pair.cached.check(&bot1_update_with("A1")).unwrap();
     assert_eq!(early.reasons, ["approval-not-yet-valid"]);
     assert_eq!(early.valid_until, t0().saturating_add_millis(3_000));
     pair.clock.advance_millis(2_999);
     assert!(
         pair.cached
-            .check(bot1_update_with("A1"))
+            .check(&bot1_update_with("A1"))
             .unwrap()
             .provenance
             .answered_from_cache
     );
     pair.clock.advance_millis(1);
-    let valid = pair.cached.check(bot1_update_with("A1")).unwrap();
+    let valid = pair.cached.check(&bot1_update_with("A1")).unwrap();
     assert_eq!(valid.effect, Effect::Allow);
     assert!(!valid.provenance.answered_from_cache);
 }
@@ -474,18 +474,18 @@ fn a_policy_reload_that_turns_allow_into_deny() {
     let variants = policy_variants();
     let pair = Pair::new(Arc::clone(&variants[0]), &world);
     assert_eq!(
-        pair.cached.check(bot1_update_with("A1")).unwrap().effect,
+        pair.cached.check(&bot1_update_with("A1")).unwrap().effect,
         Effect::Allow
     );
     assert!(
         pair.cached
-            .check(bot1_update_with("A1"))
+            .check(&bot1_update_with("A1"))
             .unwrap()
             .provenance
             .answered_from_cache
     );
     pair.replace(snapshot(Arc::clone(&variants[1]), &world));
-    let after = pair.cached.check(bot1_update_with("A1")).unwrap();
+    let after = pair.cached.check(&bot1_update_with("A1")).unwrap();
     assert_eq!(after.effect, Effect::Deny);
     assert_eq!(after.reasons, ["change-freeze"]);
 }
@@ -495,13 +495,13 @@ fn a_revocation_applies_to_the_very_next_check() {
     let mut world = world_with("A1", a1(0, 60_000));
     let pair = Pair::new(bundled(), &world);
     assert_eq!(
-        pair.cached.check(bot1_update_with("A1")).unwrap().effect,
+        pair.cached.check(&bot1_update_with("A1")).unwrap().effect,
         Effect::Allow
     );
     world.approvals.get_mut("A1").unwrap().revoked = true;
     pair.replace(snapshot(bundled(), &world));
     assert_eq!(
-        pair.cached.check(bot1_update_with("A1")).unwrap().reasons,
+        pair.cached.check(&bot1_update_with("A1")).unwrap().reasons,
         ["approval-revoked"]
     );
 }
@@ -523,11 +523,11 @@ fn two_requests_that_differ_only_in_context() {
     );
     for _ in 0..2 {
         assert_eq!(
-            pair.cached.check(vendor_request(100)).unwrap().effect,
+            pair.cached.check(&vendor_request(100)).unwrap().effect,
             Effect::Allow
         );
         assert_eq!(
-            pair.cached.check(vendor_request(9000)).unwrap().reasons,
+            pair.cached.check(&vendor_request(9000)).unwrap().reasons,
             ["vendor-request-over-approved-amount"]
         );
     }
@@ -537,7 +537,7 @@ fn two_requests_that_differ_only_in_context() {
 fn a_time_literal_in_a_policy_bounds_the_entry() {
     let world = world_with("A1", a1(-1_000, 600_000));
     let pair = Pair::new(Arc::clone(&policy_variants()[2]), &world);
-    let frozen = pair.cached.check(bot1_update_with("A1")).unwrap();
+    let frozen = pair.cached.check(&bot1_update_with("A1")).unwrap();
     assert_eq!(frozen.reasons, ["freeze-until-one-minute"]);
     assert_eq!(
         frozen.valid_until,
@@ -545,14 +545,14 @@ fn a_time_literal_in_a_policy_bounds_the_entry() {
         "deny max age"
     );
     pair.clock.advance_millis(55_000);
-    let frozen = pair.cached.check(bot1_update_with("A1")).unwrap();
+    let frozen = pair.cached.check(&bot1_update_with("A1")).unwrap();
     assert_eq!(
         frozen.valid_until,
         UnixMillis::parse_cedar_datetime("2030-01-01T00:01:00Z").unwrap()
     );
     pair.clock.advance_millis(5_000);
     assert_eq!(
-        pair.cached.check(bot1_update_with("A1")).unwrap().effect,
+        pair.cached.check(&bot1_update_with("A1")).unwrap().effect,
         Effect::Allow
     );
 }
@@ -562,13 +562,13 @@ fn a_hit_is_a_new_decision_that_names_the_evaluation_it_reused() {
     // An approval that began at exactly this millisecond bounds nothing useful (a policy could
     // test `now == not_before`), so this one began a second ago.
     let pair = Pair::new(bundled(), &world_with("A1", a1(-1_000, 60_000)));
-    let first = pair.cached.check(bot1_update_with("A1")).unwrap();
+    let first = pair.cached.check(&bot1_update_with("A1")).unwrap();
     assert!(!first.provenance.answered_from_cache);
     assert_eq!(first.provenance.evaluation_id, first.decision_id);
     pair.clock.advance_millis(10);
     let mut again = bot1_update_with("A1");
     again.request_id = Some("second".into());
-    let hit = pair.cached.check(again).unwrap();
+    let hit = pair.cached.check(&again).unwrap();
     assert!(hit.provenance.answered_from_cache);
     assert_ne!(hit.decision_id, first.decision_id);
     assert_eq!(hit.provenance.evaluation_id, first.decision_id);
@@ -600,7 +600,7 @@ fn decisions_with_evaluation_errors_are_not_cached() {
         request_id: None,
     };
     for _ in 0..2 {
-        let answer = engine.check(open.clone()).unwrap();
+        let answer = engine.check(&open.clone()).unwrap();
         assert_eq!(answer.effect, Effect::Deny);
         assert_eq!(answer.errors.len(), 1);
         assert!(!answer.provenance.answered_from_cache);
@@ -626,7 +626,7 @@ fn a_full_cache_evicts_and_counts_it() {
         request
             .context
             .insert("amount".into(), ContextValue::Long(n));
-        answers.insert(n, engine.check(request).unwrap().effect);
+        answers.insert(n, engine.check(&request).unwrap().effect);
     }
     let cache = engine.cache().unwrap();
     assert!(cache.entry_count() <= 8, "{}", cache.entry_count());
@@ -644,7 +644,7 @@ fn a_full_cache_evicts_and_counts_it() {
 fn a_freeze_that_starts_at_a_fixed_time_ends_cached_allows() {
     let pair = Pair::new(Arc::clone(&policy_variants()[3]), &World::new());
     let staging = requests()[5].clone();
-    let before = pair.cached.check(staging.clone()).unwrap();
+    let before = pair.cached.check(&staging.clone()).unwrap();
     assert_eq!(before.effect, Effect::Allow);
     assert_eq!(
         before.valid_until,
@@ -652,7 +652,7 @@ fn a_freeze_that_starts_at_a_fixed_time_ends_cached_allows() {
     );
     pair.clock.advance_millis(30_000);
     assert_eq!(
-        pair.cached.check(staging).unwrap().reasons,
+        pair.cached.check(&staging).unwrap().reasons,
         ["freeze-from-half-a-minute"]
     );
 }

@@ -54,24 +54,24 @@ fn deploy(approval: &str) -> CheckRequest {
 fn an_approval_is_valid_from_not_before_until_just_before_expires_at() {
     // CHG-2001 is valid from 2099-01-01 to 2099-02-01.
     let (engine, clock) = bundled_engine("2098-12-31T23:59:59.999Z");
-    let early = engine.check(deploy("CHG-2001")).unwrap();
+    let early = engine.check(&deploy("CHG-2001")).unwrap();
     assert_eq!(early.effect, Effect::Deny);
     assert_eq!(early.reasons, ["approval-not-yet-valid"]);
     // A deny that will become an allow holds only until then.
     assert_eq!(early.valid_until, at("2099-01-01T00:00:00Z"));
 
     clock.set(at("2099-01-01T00:00:00Z"));
-    let first = engine.check(deploy("CHG-2001")).unwrap();
+    let first = engine.check(&deploy("CHG-2001")).unwrap();
     assert_eq!(first.effect, Effect::Allow, "{:?}", first.reasons);
 
     clock.set(at("2099-01-31T23:59:30Z"));
-    let last = engine.check(deploy("CHG-2001")).unwrap();
+    let last = engine.check(&deploy("CHG-2001")).unwrap();
     assert_eq!(last.effect, Effect::Allow);
     // Never past the approval's expiry, even though the maximum age is a minute.
     assert_eq!(last.valid_until, at("2099-02-01T00:00:00Z"));
 
     clock.set(at("2099-02-01T00:00:00Z"));
-    let expired = engine.check(deploy("CHG-2001")).unwrap();
+    let expired = engine.check(&deploy("CHG-2001")).unwrap();
     assert_eq!(expired.effect, Effect::Deny);
     assert_eq!(expired.reasons, ["approval-expired"]);
 }
@@ -89,10 +89,10 @@ fn an_answer_is_valid_for_the_configured_maximum_age_at_most() {
             cache: None,
         },
     );
-    let answer = engine.check(deploy("CHG-1042")).unwrap();
+    let answer = engine.check(&deploy("CHG-1042")).unwrap();
     assert_eq!(answer.effect, Effect::Allow);
     assert_eq!(answer.valid_until, at("2026-11-27T12:00:05Z"));
-    let denied = engine.check(deploy("CHG-1001")).unwrap();
+    let denied = engine.check(&deploy("CHG-1001")).unwrap();
     assert_eq!(denied.effect, Effect::Deny);
     assert_eq!(denied.valid_until, at("2026-11-27T12:00:02Z"));
     assert_eq!(answer.provenance.decided_at, at("2026-11-27T12:00:00Z"));
@@ -103,7 +103,7 @@ fn a_credential_expiry_bounds_the_answer() {
     // pipeline-etl's key expires 2099-01-01.
     let (engine, _) = bundled_engine("2098-12-31T23:59:50Z");
     let answer = engine
-        .check(ask(
+        .check(&ask(
             ("ApiKey", "pipeline-etl"),
             "read",
             ("Dataset", "sales-2026"),
@@ -157,14 +157,14 @@ fn a_forbid_that_errors_makes_a_deny_not_a_skipped_rule() {
         context: BTreeMap::from([("amount".to_owned(), ContextValue::Long(amount))]),
         ..ask(("Bot", "b"), "withdraw", ("Vault", "v"), None)
     };
-    assert_eq!(engine.check(withdraw(10)).unwrap().effect, Effect::Allow);
+    assert_eq!(engine.check(&withdraw(10)).unwrap().effect, Effect::Allow);
     assert_eq!(
-        engine.check(withdraw(5_000)).unwrap().reasons,
+        engine.check(&withdraw(5_000)).unwrap().reasons,
         ["no-large-withdrawals"]
     );
 
     // i64::MAX * 1000 overflows: Cedar skips the forbid and would allow. Warrant denies.
-    let answer = engine.check(withdraw(i64::MAX)).unwrap();
+    let answer = engine.check(&withdraw(i64::MAX)).unwrap();
     assert_eq!(answer.effect, Effect::Deny);
     assert_eq!(answer.errors.len(), 1);
     assert_eq!(answer.errors[0].policy_id, "no-large-withdrawals");
@@ -298,7 +298,7 @@ proptest! {
         let (engine, clock) = ENGINE.get_or_init(|| bundled_engine("2026-11-27T12:00:00Z"));
         clock.set(UnixMillis(now));
         let presented = request.approval_id.clone();
-        match engine.check(request) {
+        match engine.check(&request) {
             Err(invalid) => prop_assert!(!invalid.field.is_empty() && !invalid.message.is_empty()),
             Ok(decision) => {
                 prop_assert!(!decision.reasons.is_empty());

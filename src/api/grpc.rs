@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::UnixMillis;
 use crate::engine::{self, ContextValue, Effect, Engine, InvalidRequest};
+use crate::ledger::{Ledger, Record};
 use crate::proto;
 use crate::proto::authorizer_server::Authorizer;
 
@@ -17,21 +18,49 @@ const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
 pub struct AuthorizerService {
     engine: Arc<Engine>,
+    ledger: Option<Arc<Ledger>>,
     batch_max_items: usize,
 }
 
 impl AuthorizerService {
-    pub fn new(engine: Arc<Engine>, batch_max_items: usize) -> Self {
+    pub fn new(engine: Arc<Engine>, ledger: Option<Arc<Ledger>>, batch_max_items: usize) -> Self {
         AuthorizerService {
             engine,
+            ledger,
             batch_max_items,
         }
     }
 
-    fn decide(&self, request: proto::CheckRequest) -> Result<proto::CheckResponse, Status> {
+    fn decide(
+        &self,
+        request: proto::CheckRequest,
+    ) -> Result<(engine::CheckRequest, engine::Decision), Status> {
         let request = check_request_from_proto(request).map_err(invalid_argument)?;
-        let decision = self.engine.check(request).map_err(invalid_argument)?;
-        Ok(check_response_to_proto(decision))
+        let decision = self.engine.check(&request).map_err(invalid_argument)?;
+        Ok((request, decision))
+    }
+
+    /// Records the decisions in the ledger before they are answered. If the ledger cannot take
+    /// them, they are answered as denies: nothing is allowed that is not on record.
+    async fn record(
+        &self,
+        decided: &mut [(engine::CheckRequest, engine::Decision)],
+        caller: Option<String>,
+    ) {
+        let Some(ledger) = &self.ledger else { return };
+        let records = decided
+            .iter()
+            .map(|(request, decision)| {
+                Record::of(decision, request, caller.clone(), ledger.mask_keys())
+            })
+            .collect();
+        if let Err(error) = ledger.append(records).await {
+            tracing::debug!(%error, "answering deny: the decision could not be recorded");
+            for (_, decision) in decided {
+                decision.effect = Effect::Deny;
+                decision.reasons = vec![engine::reason::LEDGER_UNAVAILABLE.to_owned()];
+            }
+        }
     }
 }
 
@@ -41,13 +70,18 @@ impl Authorizer for AuthorizerService {
         &self,
         request: Request<proto::CheckRequest>,
     ) -> Result<Response<proto::CheckResponse>, Status> {
-        self.decide(request.into_inner()).map(Response::new)
+        let caller = request.remote_addr().map(|addr| addr.to_string());
+        let mut decided = [self.decide(request.into_inner())?];
+        self.record(&mut decided, caller).await;
+        let [(_, decision)] = decided;
+        Ok(Response::new(check_response_to_proto(decision)))
     }
 
     async fn batch_check(
         &self,
         request: Request<proto::BatchCheckRequest>,
     ) -> Result<Response<proto::BatchCheckResponse>, Status> {
+        let caller = request.remote_addr().map(|addr| addr.to_string());
         let checks = request.into_inner().checks;
         if checks.len() > self.batch_max_items {
             return Err(Status::invalid_argument(format!(
@@ -56,17 +90,28 @@ impl Authorizer for AuthorizerService {
                 self.batch_max_items
             )));
         }
-        let results = checks
+        use proto::batch_check_result::Result as Item;
+        let mut decided = Vec::with_capacity(checks.len());
+        let mut failed = Vec::new();
+        for (index, check) in checks.into_iter().enumerate() {
+            match self.decide(check) {
+                Ok(done) => decided.push(done),
+                Err(status) => failed.push((index, status)),
+            }
+        }
+        self.record(&mut decided, caller).await;
+        let mut answers = decided
             .into_iter()
-            .enumerate()
-            .map(|(index, check)| {
-                use proto::batch_check_result::Result as Item;
-                let item = match self.decide(check) {
-                    Ok(response) => Item::Response(response),
-                    Err(status) => Item::Error(proto::ItemError {
+            .map(|(_, decision)| check_response_to_proto(decision));
+        let mut failed = failed.into_iter().peekable();
+        let results = (0..answers.len() + failed.len())
+            .map(|index| {
+                let item = match failed.next_if(|(at, _)| *at == index) {
+                    Some((_, status)) => Item::Error(proto::ItemError {
                         code: status.code() as i32,
                         message: format!("checks[{index}].{}", status.message()),
                     }),
+                    None => Item::Response(answers.next().expect("one answer per decided item")),
                 };
                 proto::BatchCheckResult { result: Some(item) }
             })

@@ -14,10 +14,11 @@ pub fn bundled_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
-/// A running server process, killed when dropped.
+/// A running server process, killed when dropped, with a data folder of its own.
 pub struct Server {
     child: Child,
     pub addr: String,
+    pub data: tempfile::TempDir,
 }
 
 impl Server {
@@ -30,10 +31,17 @@ impl Server {
         Self::start_with(&args).unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
     }
 
-    /// Starts the binary with exactly these arguments; `Err` has its stderr if it did not start.
+    /// Starts the binary with these arguments (and a fresh `--data-dir`); `Err` has its stderr
+    /// if it did not start.
     pub fn start_with(args: &[&str]) -> Result<Server, String> {
+        Self::start_in(tempfile::tempdir().unwrap(), args)
+    }
+
+    /// Starts the binary on an existing data folder (to restart a server on its ledger).
+    pub fn start_in(data: tempfile::TempDir, args: &[&str]) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warrant"))
             .args(args)
+            .args(["--data-dir", data.path().to_str().unwrap()])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -51,7 +59,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Ok(addr) = receiver.recv_timeout(Duration::from_millis(50)) {
-                return Ok(Server { child, addr });
+                return Ok(Server { child, addr, data });
             }
             if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
                 let _ = child.kill();
@@ -75,6 +83,19 @@ impl Server {
         AuthorizerClient::connect(self.url())
             .await
             .expect("connect")
+    }
+}
+
+impl Server {
+    /// Kills the process at once (SIGKILL) and hands back its data folder.
+    pub fn kill(mut self) -> tempfile::TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        std::mem::replace(&mut self.data, tempfile::tempdir().unwrap())
+    }
+
+    pub fn ledger_dir(&self) -> PathBuf {
+        self.data.path().to_path_buf()
     }
 }
 

@@ -32,8 +32,10 @@ def stubs():
 
 @pytest.fixture(scope="module")
 def server():
+    data = tempfile.mkdtemp(prefix="warrant-data-")
     process = subprocess.Popen(
-        [BINARY, "serve", "--listen", "127.0.0.1:0", "--policies", str(ROOT / "policies")],
+        [BINARY, "serve", "--listen", "127.0.0.1:0", "--policies", str(ROOT / "policies"),
+         "--data-dir", data],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
