@@ -402,7 +402,22 @@ impl Engine {
             Err(RequestValidationError::UndeclaredResourceType(error)) => {
                 return Err(InvalidRequest::new("resource.type", error.to_string()));
             }
-            Err(other) => return Err(InvalidRequest::new("context", other.to_string())),
+            // Cedar's message quotes the context's values, which may be secrets: name the keys only.
+            Err(_) => {
+                let keys: Vec<&str> = request.context.keys().map(String::as_str).collect();
+                return Err(InvalidRequest::new(
+                    "context",
+                    format!(
+                        "does not fit the context the schema declares for action {:?} (keys given: {})",
+                        request.action,
+                        if keys.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            keys.join(", ")
+                        }
+                    ),
+                ));
+            }
         };
 
         let response = self.authorizer.is_authorized(

@@ -1,0 +1,366 @@
+//! The provenance ledger through the real server and the real `warrant log` command: every
+//! kind of tampering is detected and named, a SIGKILL under load loses no acknowledged decision,
+//! a torn last write is cut, and a ledger that cannot be written makes Checks deny.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{Server, context, request};
+use warrant::proto::Decision;
+
+fn log(data: &Path, args: &[&str]) -> (bool, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(["log", "--data-dir", data.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.success(), text)
+}
+
+fn segment(data: &Path) -> PathBuf {
+    let dir = data.join("ledger");
+    let mut segments: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_str().unwrap().ends_with(".jsonl"))
+        .collect();
+    segments.sort();
+    assert_eq!(segments.len(), 1, "{segments:?}");
+    segments.pop().unwrap()
+}
+
+/// A ledger of ten decisions with a checkpoint every three, in a data folder of its own.
+async fn ten_decisions() -> tempfile::TempDir {
+    let server = Server::start(&["--ledger-checkpoint-records", "3"]);
+    let mut client = server.client().await;
+    for i in 0..10 {
+        let mut ask = request(
+            "ApiKey::pipeline-etl",
+            "read",
+            if i % 2 == 0 {
+                "Dataset::sales-2026"
+            } else {
+                "Dataset::salaries"
+            },
+            "",
+        );
+        ask.context = context(serde_json::json!({"justification": format!("run {i}")}));
+        client.check(ask).await.unwrap();
+    }
+    server.kill()
+}
+
+/// A copy of the data folder with the segment's lines changed by `tamper`.
+fn tampered(original: &Path, tamper: impl FnOnce(&mut Vec<String>)) -> tempfile::TempDir {
+    let copy = tempfile::tempdir().unwrap();
+    std::fs::create_dir(copy.path().join("ledger")).unwrap();
+    for entry in std::fs::read_dir(original.join("ledger")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(
+            &path,
+            copy.path().join("ledger").join(path.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let segment = segment(copy.path());
+    let mut lines: Vec<String> = std::fs::read_to_string(&segment)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    tamper(&mut lines);
+    std::fs::write(&segment, lines.join("\n") + "\n").unwrap();
+    copy
+}
+
+/// Index of the line holding record `seq`.
+fn record_line(lines: &[String], seq: u64) -> usize {
+    // Canonical JSON sorts keys: an entry ends `..."seq":N},"hash":...`.
+    let marker = format!("\"seq\":{seq}}},\"hash\"");
+    lines.iter().position(|l| l.contains(&marker)).unwrap()
+}
+
+#[tokio::test]
+async fn every_kind_of_tampering_is_detected_and_named() {
+    let ledger = ten_decisions().await;
+    let data = ledger.path();
+    let (ok, text) = log(data, &["verify"]);
+    assert!(ok, "{text}");
+    assert!(
+        text.starts_with("ok: 10 records, 3 checkpoints, 1 records after the last checkpoint"),
+        "{text}"
+    );
+
+    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<String>)>, &str)> = vec![
+        (
+            "edited",
+            Box::new(|l: &mut Vec<String>| {
+                let i = record_line(l, 4);
+                l[i] = l[i].replace("run 3", "run 9");
+            }),
+            "record 4 was edited",
+        ),
+        (
+            "flipped byte",
+            Box::new(|l: &mut Vec<String>| {
+                let i = record_line(l, 5);
+                l[i] = l[i].replacen('{', "[", 1);
+            }),
+            ":6: not a ledger line",
+        ),
+        (
+            "deleted",
+            Box::new(|l: &mut Vec<String>| {
+                let i = record_line(l, 2);
+                l.remove(i);
+            }),
+            "record 2 is missing",
+        ),
+        (
+            "swapped",
+            Box::new(|l: &mut Vec<String>| {
+                let (a, b) = (record_line(l, 5), record_line(l, 6));
+                l.swap(a, b);
+            }),
+            "found record 6 where 5 belongs",
+        ),
+        (
+            "tail cut",
+            Box::new(|l: &mut Vec<String>| {
+                let i = record_line(l, 8);
+                l.truncate(i);
+            }),
+            "the last signed checkpoint covers record 9 but the ledger ends at record 7",
+        ),
+        (
+            "signature replaced",
+            Box::new(|l: &mut Vec<String>| {
+                let i = l.iter().position(|x| x.contains("\"checkpoint\"")).unwrap();
+                let at = l[i].find("\"signature\":\"").unwrap() + 13;
+                let flipped = if &l[i][at..at + 1] == "0" { "1" } else { "0" };
+                l[i].replace_range(at..at + 1, flipped);
+            }),
+            "checkpoint at record 3: bad signature",
+        ),
+    ];
+    for (name, tamper, expected) in cases {
+        let copy = tampered(data, tamper);
+        let (ok, text) = log(copy.path(), &["verify"]);
+        assert!(!ok, "{name}: verify passed:\n{text}");
+        assert!(
+            text.contains(expected),
+            "{name}: expected {expected:?} in:\n{text}"
+        );
+    }
+
+    // A write torn in the middle of a line.
+    let copy = tampered(data, |_| {});
+    let segment = segment(copy.path());
+    let length = std::fs::metadata(&segment).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(length - 20)
+        .unwrap();
+    let (ok, text) = log(copy.path(), &["verify"]);
+    assert!(!ok && text.contains("ends mid-record"), "{text}");
+}
+
+#[tokio::test]
+async fn a_record_ties_the_action_to_identity_owner_approval_and_scope() {
+    let server = Server::start(&[]);
+    let mut ask = request(
+        "ServiceAccount::deploy-bot",
+        "update",
+        "Config::payments-api",
+        "CHG-1042",
+    );
+    ask.context = context(serde_json::json!({"justification": "rollout", "token": "s3cr3t"}));
+    ask.request_id = "req-7".into();
+    let answer = server.client().await.check(ask).await.unwrap().into_inner();
+    let data = server.kill();
+    let (ok, text) = log(data.path(), &["show", &answer.decision_id, "--json"]);
+    assert!(ok, "{text}");
+    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(record["decision"], "ALLOW");
+    assert_eq!(record["principal"]["id"], "deploy-bot");
+    assert_eq!(record["owner"]["name"], "Alice Martin");
+    assert_eq!(record["approval"]["ticket"], "CHG-1042");
+    assert_eq!(record["approval"]["approver"]["id"], "bob");
+    assert_eq!(record["approval"]["valid_at_decision"], true);
+    assert_eq!(record["resource_scopes"][1]["id"], "production");
+    assert_eq!(
+        record["reasons"][0],
+        "deploy-agent-updates-config-under-approval"
+    );
+    assert_eq!(record["request_id"], "req-7");
+    assert_eq!(record["context"]["justification"], "rollout");
+    assert_eq!(record["context"]["token"], "***", "masked");
+    assert!(record["caller"].as_str().unwrap().starts_with("127.0.0.1:"));
+    let (_, text) = log(data.path(), &["show", &answer.decision_id]);
+    assert!(text.contains("owner      Alice Martin"), "{text}");
+    let (_, text) = log(
+        data.path(),
+        &["search", "--approval", "CHG-1042", "--decision", "allow"],
+    );
+    assert!(
+        text.contains(&answer.decision_id) && text.contains("1 decisions"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_sigkill_under_load_loses_no_acknowledged_decision() {
+    let server = Server::start(&[]);
+    let url = server.url();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for worker in 0..8 {
+        let url = url.clone();
+        let stop = stop.clone();
+        clients.push(tokio::spawn(async move {
+            let mut client = warrant::proto::authorizer_client::AuthorizerClient::connect(url)
+                .await
+                .unwrap();
+            let mut acknowledged = Vec::new();
+            for n in 0.. {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let mut ask = request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", "");
+                ask.context =
+                    context(serde_json::json!({"justification": format!("{worker}-{n}")}));
+                match client.check(ask).await {
+                    Ok(answer) => acknowledged.push(answer.into_inner().decision_id),
+                    Err(_) => break, // the server is gone
+                }
+            }
+            acknowledged
+        }));
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let data = server.kill();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut acknowledged = Vec::new();
+    for client in clients {
+        acknowledged.extend(client.await.unwrap());
+    }
+    assert!(
+        acknowledged.len() > 50,
+        "only {} decisions before the kill",
+        acknowledged.len()
+    );
+
+    // A torn last write, as a crash in the middle of one would leave.
+    let segment = segment(data.path());
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
+    std::io::Write::write_all(&mut file, b"{\"entry\":{\"seq\":").unwrap();
+    drop(file);
+
+    // The restarted server cuts the torn write and carries on from a sound chain.
+    let restarted = Server::start_in(
+        data,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policies",
+            common::bundled_policies().to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let answer = restarted
+        .client()
+        .await
+        .check(request(
+            "ApiKey::pipeline-etl",
+            "read",
+            "Dataset::sales-2026",
+            "",
+        ))
+        .await
+        .unwrap();
+    acknowledged.push(answer.into_inner().decision_id);
+    let data = restarted.kill();
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(ok, "{text}");
+    let (ok, text) = log(data.path(), &["search", "--json"]);
+    assert!(ok, "{text}");
+    let recorded: std::collections::HashSet<String> =
+        serde_json::from_str::<Vec<serde_json::Value>>(&text)
+            .unwrap()
+            .into_iter()
+            .map(|r| r["decision_id"].as_str().unwrap().to_owned())
+            .collect();
+    let lost: Vec<_> = acknowledged
+        .iter()
+        .filter(|id| !recorded.contains(*id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged decisions are not in the ledger",
+        lost.len(),
+        acknowledged.len()
+    );
+}
+
+#[tokio::test]
+async fn a_ledger_that_cannot_be_written_makes_checks_deny_and_keeps_what_it_had() {
+    // Every batch starts a new segment, so the next one's name is known: make it /dev/full.
+    let server = Server::start(&["--ledger-segment-bytes", "1"]);
+    let mut client = server.client().await;
+    let ask = || request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", "");
+    for _ in 0..3 {
+        assert_eq!(
+            client.check(ask()).await.unwrap().into_inner().decision(),
+            Decision::Allow
+        );
+    }
+    let next = server
+        .ledger_dir()
+        .join("ledger")
+        .join(format!("segment-{:020}.jsonl", 4));
+    std::os::unix::fs::symlink("/dev/full", &next).unwrap();
+    for _ in 0..2 {
+        let answer = client.check(ask()).await.unwrap().into_inner();
+        assert_eq!(answer.decision(), Decision::Deny);
+        assert_eq!(answer.reasons, ["warrant:ledger-unavailable"]);
+    }
+    let data = server.kill();
+    std::fs::remove_file(&next).unwrap();
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(ok && text.starts_with("ok: 3 records"), "{text}");
+}
+
+#[tokio::test]
+async fn the_async_ledger_records_too() {
+    let server = Server::start(&["--ledger", "async", "--ledger-checkpoint-ms", "100"]);
+    let mut client = server.client().await;
+    for _ in 0..5 {
+        client
+            .check(request(
+                "ApiKey::pipeline-etl",
+                "read",
+                "Dataset::sales-2026",
+                "",
+            ))
+            .await
+            .unwrap();
+    }
+    // The writer seals what it has after 100 ms idle.
+    tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+    let data = server.kill();
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(
+        ok && text.starts_with("ok: 5 records, 1 checkpoints, 0 records after"),
+        "{text}"
+    );
+}
