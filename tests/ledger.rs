@@ -77,6 +77,9 @@ fn tampered(original: &Path, tamper: impl FnOnce(&mut Vec<String>)) -> tempfile:
     copy
 }
 
+/// A change to a segment's lines.
+type Tamper = Box<dyn FnOnce(&mut Vec<String>)>;
+
 /// Index of the line holding record `seq`.
 fn record_line(lines: &[String], seq: u64) -> usize {
     // Canonical JSON sorts keys: an entry ends `..."seq":N},"hash":...`.
@@ -95,7 +98,7 @@ async fn every_kind_of_tampering_is_detected_and_named() {
         "{text}"
     );
 
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<String>)>, &str)> = vec![
+    let cases: Vec<(&str, Tamper, &str)> = vec![
         (
             "edited",
             Box::new(|l: &mut Vec<String>| {
