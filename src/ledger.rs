@@ -54,68 +54,69 @@ pub struct LedgerSettings {
 /// An entity as recorded.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EntityName {
+    pub id: String,
     #[serde(rename = "type")]
     pub type_name: String,
-    pub id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerRecord {
+    pub email: Option<String>,
     pub entity: EntityName,
     pub name: Option<String>,
-    pub email: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRecord {
-    pub id: String,
-    pub ticket: String,
-    pub approver: EntityName,
-    pub subject: EntityName,
     pub actions: Vec<String>,
-    pub scope: EntityName,
-    pub not_before: String,
+    pub approver: EntityName,
     pub expires_at: String,
-    pub revoked: bool,
+    pub id: String,
+    pub not_before: String,
     pub playbook: Option<String>,
-    pub valid_at_decision: bool,
     pub replay_suspected: bool,
+    pub revoked: bool,
+    pub scope: EntityName,
+    pub subject: EntityName,
+    pub ticket: String,
+    pub valid_at_decision: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorRecord {
-    pub policy_id: String,
     pub message: String,
+    pub policy_id: String,
 }
 
-/// What the ledger keeps of one decision.
+/// What the ledger keeps of one decision. The fields of this struct and of those it holds are
+/// declared in sorted order, so serde_json writes them as RFC 8785 does (see `canonical`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Record {
-    pub decision_id: String,
-    pub time: String,
-    /// The caller as the transport saw it (peer address), when known.
-    pub caller: Option<String>,
-    pub principal: EntityName,
-    pub owner: Option<OwnerRecord>,
-    pub principal_status: Option<String>,
     pub action: String,
-    pub resource: EntityName,
-    pub resource_scopes: Vec<EntityName>,
+    pub answered_from_cache: bool,
+    pub approval: Option<ApprovalRecord>,
     /// The approval id the caller presented, found or not.
     pub approval_presented: Option<String>,
-    pub approval: Option<ApprovalRecord>,
-    pub decision: String,
-    pub reasons: Vec<String>,
-    pub errors: Vec<ErrorRecord>,
-    pub policy_version: String,
-    pub facts_version: String,
-    pub answered_from_cache: bool,
-    pub evaluation_id: String,
-    pub valid_until: String,
-    pub request_id: Option<String>,
-    pub trace_id: Option<String>,
+    /// The caller as the transport saw it (peer address), when known.
+    pub caller: Option<String>,
     /// The caller's context, with the configured keys masked.
     pub context: serde_json::Value,
+    pub decision: String,
+    pub decision_id: String,
+    pub errors: Vec<ErrorRecord>,
+    pub evaluation_id: String,
+    pub facts_version: String,
+    pub owner: Option<OwnerRecord>,
+    pub policy_version: String,
+    pub principal: EntityName,
+    pub principal_status: Option<String>,
+    pub reasons: Vec<String>,
+    pub request_id: Option<String>,
+    pub resource: EntityName,
+    pub resource_scopes: Vec<EntityName>,
+    pub time: String,
+    pub trace_id: Option<String>,
+    pub valid_until: String,
 }
 
 /// The hashed part of an entry.
@@ -170,11 +171,10 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
 }
 
 fn entry_hash(prev: &[u8; 32], entry: &Entry) -> [u8; 32] {
-    let canonical = serde_json_canonicalizer::to_vec(entry).expect("records serialise");
-    let mut hasher = Sha256::new();
-    hasher.update(prev);
-    hasher.update(&canonical);
-    hasher.finalize().into()
+    chain_hash(
+        prev,
+        &serde_json_canonicalizer::to_vec(entry).expect("records serialise"),
+    )
 }
 
 fn checkpoint_bytes(checkpoint: &Checkpoint) -> Vec<u8> {
@@ -581,8 +581,53 @@ pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Record>, LedgerErro
 }
 
 struct Pending {
-    record: Record,
+    /// The record's canonical JSON, made by the caller's thread so the writer only chains.
+    record: Vec<u8>,
     done: Option<oneshot::Sender<Result<u64, LedgerError>>>,
+}
+
+/// A record's RFC 8785 canonical JSON. serde_json writes the same bytes when the keys are in
+/// sorted order (the record's fields are declared so; the context's keys are checked, and for
+/// ASCII keys byte order is RFC 8785's UTF-16 order) and every number is an integer RFC 8785 prints
+/// exactly (|n| <= 2^53). Anything else goes through the general canonicaliser, which is slower.
+fn canonical(record: &Record) -> serde_json::Result<Vec<u8>> {
+    fn plain(value: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        const EXACT: i64 = 1 << 53;
+        match value {
+            Value::Number(n) => n.as_i64().is_some_and(|n| (-EXACT..=EXACT).contains(&n)),
+            Value::Array(items) => items.iter().all(plain),
+            // serde_json keeps maps in insertion order here (a dependency turns on
+            // `preserve_order`), so the keys must already be sorted.
+            Value::Object(fields) => {
+                fields.keys().zip(fields.keys().skip(1)).all(|(a, b)| a < b)
+                    && fields.iter().all(|(k, v)| k.is_ascii() && plain(v))
+            }
+            Value::Null | Value::Bool(_) | Value::String(_) => true,
+        }
+    }
+    if plain(&record.context) {
+        serde_json::to_vec(record)
+    } else {
+        serde_json_canonicalizer::to_vec(record)
+    }
+}
+
+/// The canonical JSON of `Entry { seq, record }` from the record's canonical JSON: RFC 8785
+/// orders the keys, and "record" sorts before "seq".
+fn entry_bytes(seq: u64, record: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(record.len() + 32);
+    bytes.extend_from_slice(b"{\"record\":");
+    bytes.extend_from_slice(record);
+    bytes.extend_from_slice(format!(",\"seq\":{seq}}}").as_bytes());
+    bytes
+}
+
+fn chain_hash(prev: &[u8; 32], entry: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(prev);
+    hasher.update(entry);
+    hasher.finalize().into()
 }
 
 /// The running ledger: hands records to the writer thread.
@@ -679,6 +724,8 @@ impl Ledger {
         }
         let mut waits = Vec::new();
         for record in records {
+            let record = canonical(&record)
+                .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
             let done = (self.mode == LedgerMode::Durable).then(|| {
                 let (sender, receiver) = oneshot::channel();
                 waits.push(receiver);
@@ -822,18 +869,16 @@ impl Writer {
         let mut bytes = Vec::with_capacity(batch.len() * 1024);
         let mut head = self.head;
         for (i, pending) in batch.iter().enumerate() {
-            let entry = Entry {
-                seq: first_seq + i as u64,
-                record: pending.record.clone(),
-            };
-            let hash = entry_hash(&head, &entry);
-            let line = Line::Entry {
-                entry: Box::new(entry),
-                prev: hex::encode(head),
-                hash: hex::encode(hash),
-            };
-            serde_json_canonicalizer::to_writer(&line, &mut bytes).expect("lines serialise");
-            bytes.push(b'\n');
+            let entry = entry_bytes(first_seq + i as u64, &pending.record);
+            let hash = chain_hash(&head, &entry);
+            // Itself canonical JSON: "entry" < "hash" < "prev".
+            bytes.extend_from_slice(b"{\"entry\":");
+            bytes.extend_from_slice(&entry);
+            bytes.extend_from_slice(b",\"hash\":\"");
+            bytes.extend_from_slice(hex::encode(hash).as_bytes());
+            bytes.extend_from_slice(b"\",\"prev\":\"");
+            bytes.extend_from_slice(hex::encode(head).as_bytes());
+            bytes.extend_from_slice(b"\"}\n");
             head = hash;
         }
         let durable = self.durable;
@@ -996,5 +1041,88 @@ impl Record {
             trace_id: None,
             context: serde_json::Value::Object(masked_fields(&request.context, mask_keys)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(context: serde_json::Value) -> Record {
+        let name = |t: &str, i: &str| EntityName {
+            type_name: t.into(),
+            id: i.into(),
+        };
+        Record {
+            decision_id: "01a2".into(),
+            time: "2026-11-27T12:00:00Z".into(),
+            caller: Some("127.0.0.1:1".into()),
+            principal: name("ServiceAccount", "bot-é"),
+            owner: None,
+            principal_status: Some("active".into()),
+            action: "update".into(),
+            resource: name("Config", "a\"b\\c\u{1}"),
+            resource_scopes: vec![name("Scope", "x")],
+            approval_presented: None,
+            approval: None,
+            decision: "DENY".into(),
+            reasons: vec!["r".into()],
+            errors: vec![],
+            policy_version: "v".into(),
+            facts_version: "f".into(),
+            answered_from_cache: false,
+            evaluation_id: "01a2".into(),
+            valid_until: "2026-11-27T12:01:00Z".into(),
+            request_id: None,
+            trace_id: None,
+            context,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn records_serialise_exactly_as_rfc_8785_says(
+            keys in proptest::collection::vec("[ -~]{0,6}", 0..5),
+            texts in proptest::collection::vec("\\PC{0,6}|[\\x00-\\x1f\\x7f\"\\\\]{1,3}", 5),
+            numbers in proptest::collection::vec(any_number(), 5),
+            id in "\\PC{0,8}",
+        ) {
+            let mut context = serde_json::Map::new();
+            for (i, key) in keys.iter().enumerate() {
+                let value = match i % 3 {
+                    0 => serde_json::json!(texts[i]),
+                    1 => serde_json::json!(numbers[i]),
+                    _ => serde_json::json!({"n": numbers[i], "s": texts[i], "l": [texts[i], numbers[i]]}),
+                };
+                context.insert(key.clone(), value);
+            }
+            let mut record = record(serde_json::Value::Object(context));
+            record.principal.id = id;
+            proptest::prop_assert_eq!(
+                String::from_utf8(canonical(&record).unwrap()).unwrap(),
+                serde_json_canonicalizer::to_string(&record).unwrap()
+            );
+        }
+    }
+
+    fn any_number() -> impl proptest::strategy::Strategy<Value = i64> {
+        use proptest::prelude::*;
+        prop_oneof![any::<i64>(), -1000i64..1000]
+    }
+
+    #[test]
+    fn the_writer_builds_the_same_bytes_as_canonicalising_the_entry() {
+        let context = serde_json::json!({"z": 1, "a": [true, "\u{1F600}"], "big": i64::MAX, "\u{e9}": {"y": -3, "b": "\t"}});
+        let record = record(context);
+        let fast = entry_bytes(42, &canonical(&record).unwrap());
+        let entry = Entry { seq: 42, record };
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            serde_json_canonicalizer::to_string(&entry).unwrap()
+        );
+        // And what a verifier reads back canonicalises to the same bytes again.
+        let line = serde_json_canonicalizer::to_string(&entry).unwrap();
+        let parsed: Entry = serde_json::from_str(&line).unwrap();
+        assert_eq!(serde_json_canonicalizer::to_string(&parsed).unwrap(), line);
     }
 }
