@@ -280,51 +280,30 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             until,
             json,
         } => {
-            let principal = principal
-                .as_deref()
-                .map(|p| parse_entity(p, "principal"))
-                .transpose()?;
             let bound = |text: &Option<String>, flag: &str| {
                 text.as_deref()
                     .map(|t| {
-                        time::OffsetDateTime::parse(
-                            t,
-                            &time::format_description::well_known::Rfc3339,
-                        )
-                        .with_context(|| format!("--{flag}: not an RFC 3339 time"))
+                        crate::clock::UnixMillis::parse_rfc3339(t)
+                            .with_context(|| format!("--{flag}: not an RFC 3339 time"))
                     })
                     .transpose()
             };
-            let (since, until) = (bound(since, "since")?, bound(until, "until")?);
+            let filter = ledger::Filter {
+                principal: principal
+                    .as_deref()
+                    .map(|p| parse_entity(p, "principal"))
+                    .transpose()?
+                    .map(|p| ledger::EntityName {
+                        id: p.id,
+                        type_name: p.r#type,
+                    }),
+                approval: approval.clone(),
+                decision: decision.clone(),
+                since: bound(since, "since")?,
+                until: bound(until, "until")?,
+            };
             let records = ledger::records(&dir, &key)?;
-            let matching: Vec<_> = records
-                .iter()
-                .filter(|r| {
-                    principal
-                        .as_ref()
-                        .is_none_or(|p| r.principal.type_name == p.r#type && r.principal.id == p.id)
-                })
-                .filter(|r| {
-                    approval.as_ref().is_none_or(|a| {
-                        r.approval_presented.as_ref() == Some(a)
-                            || r.approval.as_ref().is_some_and(|x| &x.ticket == a)
-                    })
-                })
-                .filter(|r| {
-                    decision
-                        .as_ref()
-                        .is_none_or(|d| r.decision.eq_ignore_ascii_case(d))
-                })
-                .filter(|r| {
-                    let at = time::OffsetDateTime::parse(
-                        &r.time,
-                        &time::format_description::well_known::Rfc3339,
-                    )
-                    .ok();
-                    since.is_none_or(|s| at.is_some_and(|at| at >= s))
-                        && until.is_none_or(|u| at.is_some_and(|at| at < u))
-                })
-                .collect();
+            let matching: Vec<_> = records.iter().filter(|r| filter.matches(r)).collect();
             if *json {
                 println!("{}", serde_json::to_string_pretty(&matching)?);
             } else {

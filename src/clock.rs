@@ -45,6 +45,13 @@ impl UnixMillis {
             .unwrap_or_else(|| format!("unix-ms:{}", self.0))
     }
 
+    /// Parses RFC 3339 text (e.g. `2026-11-27T13:35:00Z`).
+    pub fn parse_rfc3339(text: &str) -> Option<Self> {
+        OffsetDateTime::parse(text, &Rfc3339)
+            .ok()
+            .map(Self::from_offset)
+    }
+
     /// Parses the forms Cedar's `datetime()` accepts: `YYYY-MM-DD`, `YYYY-MM-DDThh:mm:ssZ`,
     /// `YYYY-MM-DDThh:mm:ss.SSSZ`, and the last two with a `+hhmm` / `-hhmm` offset instead of `Z`.
     pub fn parse_cedar_datetime(text: &str) -> Option<Self> {

@@ -4,11 +4,12 @@
 //! checkpoint. A writer thread batches concurrent appends into one write and one fsync (group
 //! commit); in durable mode a Check is answered only after its record is on disk.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
@@ -16,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 
+use crate::clock::UnixMillis;
 use crate::engine::{CheckRequest, ContextValue, Decision, Effect, EntityRef};
 
 /// The hash before the first entry.
@@ -249,6 +251,9 @@ fn segments(dir: &Path) -> Result<Vec<PathBuf>, LedgerError> {
 pub struct Place {
     pub segment: PathBuf,
     pub line: usize,
+    /// Byte offset and length of the line in its segment.
+    pub offset: u64,
+    pub length: u64,
 }
 
 impl std::fmt::Display for Place {
@@ -371,6 +376,8 @@ fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage>, LedgerEr
             let place = Place {
                 segment: path.clone(),
                 line: line_number,
+                offset,
+                length: read as u64,
             };
             let complete = buffer.last() == Some(&b'\n');
             let is_last_segment = index + 1 == segments.len();
@@ -504,10 +511,7 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Result<Verified, Damage>
                 return Ok(Err(Damage::BadCheckpoint {
                     seq: 0,
                     detail,
-                    place: Place {
-                        segment: dir.join(HEAD_FILE),
-                        line: 1,
-                    },
+                    place: head_place(dir),
                 }));
             }
             Ok(checkpoint) => {
@@ -526,10 +530,7 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Result<Verified, Damage>
                     return Ok(Err(Damage::BadCheckpoint {
                         seq: checkpoint.seq,
                         detail: "the signed head does not match the chain".into(),
-                        place: Place {
-                            segment: dir.join(HEAD_FILE),
-                            line: 1,
-                        },
+                        place: head_place(dir),
                     }));
                 }
             }
@@ -541,6 +542,15 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Result<Verified, Damage>
         unsealed: records - scan.last_checkpoint_seq.unwrap_or(0),
         head: scan.entries.last().map_or(GENESIS, |(_, hash, _)| *hash),
     }))
+}
+
+fn head_place(dir: &Path) -> Place {
+    Place {
+        segment: dir.join(HEAD_FILE),
+        line: 1,
+        offset: 0,
+        length: 0,
+    }
 }
 
 /// The last checkpoint, kept apart from the segments so a cut-off tail is noticed.
@@ -566,6 +576,38 @@ fn read_head(
     ))
 }
 
+/// Records after `after` matching `filter`, read in order without re-verifying the chain (the
+/// server verified it at start and has written it since).
+fn stored_records(
+    dir: &Path,
+    filter: &Filter,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<StoredRecord>, LedgerError> {
+    let mut found = Vec::new();
+    for path in segments(dir)? {
+        // Segments are named by their first sequence number.
+        let file = File::open(&path).map_err(io_error(&path))?;
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(io_error(&path))?;
+            let Ok(Line::Entry { entry, hash, .. }) = serde_json::from_str::<Line>(&line) else {
+                continue;
+            };
+            if entry.seq > after && filter.matches(&entry.record) {
+                found.push(StoredRecord {
+                    seq: entry.seq,
+                    hash,
+                    record: entry.record,
+                });
+                if found.len() >= limit {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Every record in the ledger, in order (for `warrant log show` and `search`).
 pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Record>, LedgerError> {
     match scan(dir, key)? {
@@ -580,7 +622,59 @@ pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Record>, LedgerErro
     }
 }
 
+/// Where a record's line is.
+#[derive(Debug, Clone)]
+struct Location {
+    segment: Arc<PathBuf>,
+    offset: u64,
+    length: u64,
+}
+
+/// Decision id to the line of its record: rebuilt from the segments at every start, kept up to
+/// date by the writer.
+type Index = Arc<RwLock<HashMap<String, Location>>>;
+
+/// A record as stored: its place in the chain and its canonical JSON.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub hash: String,
+    pub record: Record,
+}
+
+/// What `ListDecisions` and `warrant log search` select on; every given part must match.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub principal: Option<EntityName>,
+    /// An approval id as presented, or a ticket.
+    pub approval: Option<String>,
+    /// "ALLOW" or "DENY", any case.
+    pub decision: Option<String>,
+    pub since: Option<UnixMillis>,
+    pub until: Option<UnixMillis>,
+}
+
+impl Filter {
+    pub fn matches(&self, record: &Record) -> bool {
+        let time = UnixMillis::parse_rfc3339(&record.time);
+        self.principal
+            .as_ref()
+            .is_none_or(|p| &record.principal == p)
+            && self.approval.as_ref().is_none_or(|a| {
+                record.approval_presented.as_ref() == Some(a)
+                    || record.approval.as_ref().is_some_and(|x| &x.ticket == a)
+            })
+            && self
+                .decision
+                .as_ref()
+                .is_none_or(|d| record.decision.eq_ignore_ascii_case(d))
+            && self.since.is_none_or(|s| time.is_some_and(|t| t >= s))
+            && self.until.is_none_or(|u| time.is_some_and(|t| t < u))
+    }
+}
+
 struct Pending {
+    decision_id: String,
     /// The record's canonical JSON, made by the caller's thread so the writer only chains.
     record: Vec<u8>,
     done: Option<oneshot::Sender<Result<u64, LedgerError>>>,
@@ -613,6 +707,11 @@ fn canonical(record: &Record) -> serde_json::Result<Vec<u8>> {
     }
 }
 
+/// A record's canonical JSON as text.
+pub fn canonical_json(record: &Record) -> serde_json::Result<String> {
+    canonical(record).map(|bytes| String::from_utf8(bytes).expect("JSON is UTF-8"))
+}
+
 /// The canonical JSON of `Entry { seq, record }` from the record's canonical JSON: RFC 8785
 /// orders the keys, and "record" sorts before "seq".
 fn entry_bytes(seq: u64, record: &[u8]) -> Vec<u8> {
@@ -632,6 +731,8 @@ fn chain_hash(prev: &[u8; 32], entry: &[u8]) -> [u8; 32] {
 
 /// The running ledger: hands records to the writer thread.
 pub struct Ledger {
+    dir: PathBuf,
+    index: Index,
     sender: mpsc::SyncSender<Pending>,
     mode: LedgerMode,
     mask_keys: Vec<String>,
@@ -679,10 +780,27 @@ impl Ledger {
             mode = ?settings.mode,
             "ledger open"
         );
+        let mut index = HashMap::with_capacity(scan.entries.len());
+        let mut segment_names: HashMap<PathBuf, Arc<PathBuf>> = HashMap::new();
+        for (entry, _, place) in &scan.entries {
+            let segment = segment_names
+                .entry(place.segment.clone())
+                .or_insert_with(|| Arc::new(place.segment.clone()));
+            index.insert(
+                entry.record.decision_id.clone(),
+                Location {
+                    segment: Arc::clone(segment),
+                    offset: place.offset,
+                    length: place.length,
+                },
+            );
+        }
+        let index: Index = Arc::new(RwLock::new(index));
         let (sender, receiver) = mpsc::sync_channel(settings.queue.max(1));
         let failed = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
+            index: Arc::clone(&index),
             dir: settings.dir.clone(),
             segment: None,
             segment_path: last_segment,
@@ -703,6 +821,8 @@ impl Ledger {
             .spawn(move || writer.run(receiver))
             .map_err(|e| LedgerError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Ledger {
+            dir: settings.dir.clone(),
+            index,
             sender,
             mode: settings.mode,
             mask_keys: settings.mask_keys.clone(),
@@ -715,6 +835,47 @@ impl Ledger {
         &self.mask_keys
     }
 
+    /// The record of one decision.
+    pub fn get(&self, decision_id: &str) -> Result<Option<StoredRecord>, LedgerError> {
+        let Some(location) = self
+            .index
+            .read()
+            .expect("index lock")
+            .get(decision_id)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let path = location.segment.as_path();
+        let mut file = File::open(path).map_err(io_error(path))?;
+        let mut line = vec![0; location.length as usize];
+        file.seek(SeekFrom::Start(location.offset))
+            .and_then(|_| file.read_exact(&mut line))
+            .map_err(io_error(path))?;
+        match serde_json::from_slice::<Line>(&line) {
+            Ok(Line::Entry { entry, hash, .. }) => Ok(Some(StoredRecord {
+                seq: entry.seq,
+                hash,
+                record: entry.record,
+            })),
+            _ => Err(LedgerError::Corrupt(format!(
+                "{}: no record at byte {}",
+                path.display(),
+                location.offset
+            ))),
+        }
+    }
+
+    /// Up to `limit` records after sequence number `after` that match `filter`, in order.
+    pub fn list(
+        &self,
+        filter: &Filter,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, LedgerError> {
+        stored_records(&self.dir, filter, after, limit)
+    }
+
     /// Appends records (one decision's, or a batch's). In durable mode this resolves once all
     /// are on disk; in async mode once they are queued.
     pub async fn append(&self, records: Vec<Record>) -> Result<(), LedgerError> {
@@ -724,6 +885,7 @@ impl Ledger {
         }
         let mut waits = Vec::new();
         for record in records {
+            let decision_id = record.decision_id.clone();
             let record = canonical(&record)
                 .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
             let done = (self.mode == LedgerMode::Durable).then(|| {
@@ -733,7 +895,11 @@ impl Ledger {
             });
             self.pending.fetch_add(1, Ordering::Relaxed);
             // A full queue makes the caller wait: backpressure, never a dropped record.
-            match self.sender.try_send(Pending { record, done }) {
+            match self.sender.try_send(Pending {
+                decision_id,
+                record,
+                done,
+            }) {
                 Ok(()) => {}
                 Err(mpsc::TrySendError::Full(pending)) => {
                     let sender = self.sender.clone();
@@ -754,6 +920,7 @@ impl Ledger {
 }
 
 struct Writer {
+    index: Index,
     dir: PathBuf,
     segment: Option<File>,
     segment_path: Option<PathBuf>,
@@ -868,7 +1035,9 @@ impl Writer {
         let first_seq = self.next_seq;
         let mut bytes = Vec::with_capacity(batch.len() * 1024);
         let mut head = self.head;
+        let mut lines = Vec::with_capacity(batch.len());
         for (i, pending) in batch.iter().enumerate() {
+            let start = bytes.len() as u64;
             let entry = entry_bytes(first_seq + i as u64, &pending.record);
             let hash = chain_hash(&head, &entry);
             // Itself canonical JSON: "entry" < "hash" < "prev".
@@ -880,13 +1049,32 @@ impl Writer {
             bytes.extend_from_slice(hex::encode(head).as_bytes());
             bytes.extend_from_slice(b"\"}\n");
             head = hash;
+            lines.push((
+                pending.decision_id.clone(),
+                start,
+                bytes.len() as u64 - start,
+            ));
         }
         let durable = self.durable;
         let (path, file) = self.open_segment()?;
+        let base = file.metadata().map_err(io_error(&path))?.len();
         file.write_all(&bytes).map_err(io_error(&path))?;
         if durable {
             file.sync_data().map_err(io_error(&path))?;
         }
+        let segment = Arc::new(path);
+        let mut index = self.index.write().expect("index lock");
+        for (decision_id, start, length) in lines {
+            index.insert(
+                decision_id,
+                Location {
+                    segment: Arc::clone(&segment),
+                    offset: base + start,
+                    length,
+                },
+            );
+        }
+        drop(index);
         self.head = head;
         self.next_seq += batch.len() as u64;
         self.since_checkpoint += batch.len() as u64;

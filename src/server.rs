@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::grpc::AuthorizerService;
+use crate::api::grpc::{AuthorizerService, DecisionLogService};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::engine::{Engine, Snapshot};
@@ -71,6 +71,9 @@ pub async fn serve(
             None
         }
     };
+    let decision_log = ledger.clone().map(|ledger| {
+        proto::decision_log_server::DecisionLogServer::new(DecisionLogService::new(ledger))
+    });
     let authorizer = proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
         engine,
         ledger,
@@ -95,6 +98,7 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .timeout(config.request_timeout)
         .add_service(authorizer)
+        .add_optional_service(decision_log)
         .add_service(reflection)
         .serve_with_incoming_shutdown(
             TcpIncoming::from(listener).with_nodelay(Some(true)),

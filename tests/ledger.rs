@@ -367,3 +367,71 @@ async fn the_async_ledger_records_too() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn tools_look_decisions_up_over_grpc() {
+    use warrant::proto::decision_log_client::DecisionLogClient;
+    let server = Server::start(&[]);
+    let mut client = server.client().await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let dataset = if i == 2 {
+            "Dataset::salaries"
+        } else {
+            "Dataset::sales-2026"
+        };
+        let answer = client
+            .check(request("ApiKey::pipeline-etl", "read", dataset, ""))
+            .await
+            .unwrap();
+        ids.push(answer.into_inner().decision_id);
+    }
+    let mut log = DecisionLogClient::connect(server.url()).await.unwrap();
+
+    let found = log
+        .get_decision(warrant::proto::GetDecisionRequest {
+            decision_id: ids[2].clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((found.seq, found.decision.as_str()), (3, "DENY"));
+    let record: serde_json::Value = serde_json::from_str(&found.record_json).unwrap();
+    assert_eq!(record["reasons"][0], "dataset-outside-identity-scopes");
+    assert_eq!(record["owner"]["name"], "Dave Schmidt");
+    let missing = log
+        .get_decision(warrant::proto::GetDecisionRequest {
+            decision_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+
+    // Pages of two, allows only: 4 records over two pages.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = log
+            .list_decisions(warrant::proto::ListDecisionsRequest {
+                decision: Decision::Allow as i32,
+                page_size: 2,
+                page_token: token.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        seen.extend(page.records.into_iter().map(|r| r.decision_id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    let allowed: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 2)
+        .map(|(_, id)| id.clone())
+        .collect();
+    assert_eq!(seen, allowed);
+}
