@@ -10,7 +10,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::grpc::{AuthorizerService, DecisionLogService};
+use crate::api::grpc::{AuthorizerService, DecisionLogService, HEALTH_NAMES};
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::engine::{Engine, Snapshot};
@@ -74,9 +74,17 @@ pub async fn serve(
     let decision_log = ledger.clone().map(|ledger| {
         proto::decision_log_server::DecisionLogServer::new(DecisionLogService::new(ledger))
     });
+    // SERVING once policies, facts and the ledger are loaded; NOT_SERVING if the ledger fails.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in HEALTH_NAMES {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
     let authorizer = proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
         engine,
         ledger,
+        health,
         config.batch_max_items,
     ))
     .max_decoding_message_size(config.max_message_bytes);
@@ -97,6 +105,7 @@ pub async fn serve(
     on_bound(bound);
     tonic::transport::Server::builder()
         .timeout(config.request_timeout)
+        .add_service(health_service)
         .add_service(authorizer)
         .add_optional_service(decision_log)
         .add_service(reflection)

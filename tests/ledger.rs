@@ -332,11 +332,38 @@ async fn a_ledger_that_cannot_be_written_makes_checks_deny_and_keeps_what_it_had
         .join("ledger")
         .join(format!("segment-{:020}.jsonl", 4));
     std::os::unix::fs::symlink("/dev/full", &next).unwrap();
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = HealthClient::new(channel);
+    let status =
+        |s: i32| tonic_health::pb::health_check_response::ServingStatus::try_from(s).unwrap();
+    let overall = HealthCheckRequest {
+        service: String::new(),
+    };
+    assert_eq!(
+        status(
+            health
+                .check(overall.clone())
+                .await
+                .unwrap()
+                .into_inner()
+                .status
+        ),
+        tonic_health::pb::health_check_response::ServingStatus::Serving
+    );
     for _ in 0..2 {
         let answer = client.check(ask()).await.unwrap().into_inner();
         assert_eq!(answer.decision(), Decision::Deny);
         assert_eq!(answer.reasons, ["warrant:ledger-unavailable"]);
     }
+    assert_eq!(
+        status(health.check(overall).await.unwrap().into_inner().status),
+        tonic_health::pb::health_check_response::ServingStatus::NotServing
+    );
     let data = server.kill();
     std::fs::remove_file(&next).unwrap();
     let (ok, text) = log(data.path(), &["verify"]);

@@ -16,17 +16,27 @@ use crate::proto::authorizer_server::Authorizer;
 /// Largest integer a protobuf `Value` (a double) carries exactly.
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
+/// The gRPC health names Warrant reports: the server as a whole and the Check service.
+pub const HEALTH_NAMES: [&str; 2] = ["", "warrant.v1.Authorizer"];
+
 pub struct AuthorizerService {
     engine: Arc<Engine>,
     ledger: Option<Arc<Ledger>>,
+    health: tonic_health::server::HealthReporter,
     batch_max_items: usize,
 }
 
 impl AuthorizerService {
-    pub fn new(engine: Arc<Engine>, ledger: Option<Arc<Ledger>>, batch_max_items: usize) -> Self {
+    pub fn new(
+        engine: Arc<Engine>,
+        ledger: Option<Arc<Ledger>>,
+        health: tonic_health::server::HealthReporter,
+        batch_max_items: usize,
+    ) -> Self {
         AuthorizerService {
             engine,
             ledger,
+            health,
             batch_max_items,
         }
     }
@@ -56,6 +66,12 @@ impl AuthorizerService {
             .collect();
         if let Err(error) = ledger.append(records).await {
             tracing::debug!(%error, "answering deny: the decision could not be recorded");
+            // An orchestrator should route around a PDP that can only deny.
+            for name in HEALTH_NAMES {
+                self.health
+                    .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
             for (_, decision) in decided {
                 decision.effect = Effect::Deny;
                 decision.reasons = vec![engine::reason::LEDGER_UNAVAILABLE.to_owned()];
