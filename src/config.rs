@@ -48,6 +48,9 @@ pub struct Settings {
     /// Most bytes (estimated) the cache holds [default: 67108864]
     #[arg(long, env = "WARRANT_CACHE_MAX_BYTES")]
     pub cache_max_bytes: Option<u64>,
+    /// Address of the Prometheus metrics endpoint (GET /metrics) [default: 127.0.0.1:9464]
+    #[arg(long, env = "WARRANT_METRICS_LISTEN")]
+    pub metrics_listen: Option<SocketAddr>,
     /// Folder for Warrant's own data: the ledger and its signing key [default: data]
     #[arg(long, env = "WARRANT_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -81,6 +84,7 @@ pub struct Settings {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub metrics_listen: SocketAddr,
     pub policies: PathBuf,
     pub batch_max_items: usize,
     pub max_message_bytes: usize,
@@ -132,6 +136,7 @@ impl Settings {
             no_cache: self.no_cache.or(under.no_cache),
             cache_max_entries: self.cache_max_entries.or(under.cache_max_entries),
             cache_max_bytes: self.cache_max_bytes.or(under.cache_max_bytes),
+            metrics_listen: self.metrics_listen.or(under.metrics_listen),
             data_dir: self.data_dir.or(under.data_dir),
             ledger: self.ledger.or(under.ledger),
             ledger_checkpoint_records: self
@@ -181,6 +186,9 @@ impl Settings {
         });
         let config = Config {
             ledger,
+            metrics_listen: self
+                .metrics_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),

@@ -738,7 +738,16 @@ pub struct Ledger {
     mask_keys: Vec<String>,
     failed: Arc<AtomicBool>,
     /// Records appended but not yet on disk (for the async mode's bound).
-    pub pending: Arc<AtomicU64>,
+    pending: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+/// The ledger's counters, for the metrics endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerStats {
+    pub written: u64,
+    pub pending: u64,
+    pub failed: bool,
 }
 
 impl Ledger {
@@ -799,7 +808,9 @@ impl Ledger {
         let (sender, receiver) = mpsc::sync_channel(settings.queue.max(1));
         let failed = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(AtomicU64::new(0));
+        let written = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
+            written: Arc::clone(&written),
             index: Arc::clone(&index),
             dir: settings.dir.clone(),
             segment: None,
@@ -828,11 +839,20 @@ impl Ledger {
             mask_keys: settings.mask_keys.clone(),
             failed,
             pending,
+            written,
         })
     }
 
     pub fn mask_keys(&self) -> &[String] {
         &self.mask_keys
+    }
+
+    pub fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            written: self.written.load(Ordering::Relaxed),
+            pending: self.pending.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
     }
 
     /// The record of one decision.
@@ -920,6 +940,7 @@ impl Ledger {
 }
 
 struct Writer {
+    written: Arc<AtomicU64>,
     index: Index,
     dir: PathBuf,
     segment: Option<File>,
@@ -965,6 +986,8 @@ impl Writer {
                 .fetch_sub(batch.len() as u64, Ordering::Relaxed);
             match outcome {
                 Ok(first_seq) => {
+                    self.written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
                     for (i, pending) in batch.into_iter().enumerate() {
                         if let Some(done) = pending.done {
                             let _ = done.send(Ok(first_seq + i as u64));

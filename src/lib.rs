@@ -13,3 +13,4 @@ pub mod loadgen;
 pub mod policy;
 pub mod proto;
 pub mod server;
+pub mod telemetry;

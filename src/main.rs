@@ -86,8 +86,9 @@ async fn serve(
     let config = flags.over(from_file).resolve()?;
     warrant::server::serve(
         config,
-        |bound| {
-            // Scripts and tests read the bound address (port 0 picks a free one) from here.
+        |bound, metrics| {
+            // Scripts and tests read the bound addresses (port 0 picks a free one) from here.
+            println!("warrant metrics on http://{metrics}/metrics");
             println!("warrant listening on {bound}");
         },
         async {

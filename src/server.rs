@@ -18,6 +18,7 @@ use crate::facts::Facts;
 use crate::ledger::Ledger;
 use crate::policy::PolicySnapshot;
 use crate::proto;
+use crate::telemetry::{Metrics, serve_metrics};
 
 /// Loads the policy directory: schema, policies (strictly validated) and facts.
 pub fn load_snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
@@ -29,11 +30,11 @@ pub fn load_snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
     })
 }
 
-/// Binds the listener and serves until `shutdown` completes. `on_bound` hears the address
-/// actually bound (useful with port 0).
+/// Binds the listeners and serves until `shutdown` completes. `on_bound` hears the gRPC and
+/// metrics addresses actually bound (useful with port 0).
 pub async fn serve(
     config: Config,
-    on_bound: impl FnOnce(SocketAddr),
+    on_bound: impl FnOnce(SocketAddr, SocketAddr),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let snapshot = load_snapshot(&config.policies)?;
@@ -81,10 +82,20 @@ pub async fn serve(
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;
     }
+    let metrics = Arc::new(Metrics::default());
+    let metrics_bound = serve_metrics(
+        config.metrics_listen,
+        Arc::clone(&metrics),
+        Arc::clone(&engine),
+        ledger.clone(),
+    )
+    .await?;
+    tracing::info!(%metrics_bound, "serving Prometheus metrics at /metrics");
     let authorizer = proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
         engine,
         ledger,
         health,
+        metrics,
         config.batch_max_items,
     ))
     .max_decoding_message_size(config.max_message_bytes);
@@ -102,7 +113,7 @@ pub async fn serve(
         worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "serving warrant.v1.Authorizer"
     );
-    on_bound(bound);
+    on_bound(bound, metrics_bound);
     tonic::transport::Server::builder()
         .timeout(config.request_timeout)
         .add_service(health_service)

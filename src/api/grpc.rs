@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use prost_types::value::Kind;
 use tonic::{Request, Response, Status};
@@ -12,6 +13,7 @@ use crate::engine::{self, ContextValue, Effect, Engine, InvalidRequest};
 use crate::ledger::{self, Ledger, Record};
 use crate::proto;
 use crate::proto::authorizer_server::Authorizer;
+use crate::telemetry::{Api, Metrics};
 
 /// Largest integer a protobuf `Value` (a double) carries exactly.
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
@@ -23,6 +25,7 @@ pub struct AuthorizerService {
     engine: Arc<Engine>,
     ledger: Option<Arc<Ledger>>,
     health: tonic_health::server::HealthReporter,
+    metrics: Arc<Metrics>,
     batch_max_items: usize,
 }
 
@@ -31,12 +34,14 @@ impl AuthorizerService {
         engine: Arc<Engine>,
         ledger: Option<Arc<Ledger>>,
         health: tonic_health::server::HealthReporter,
+        metrics: Arc<Metrics>,
         batch_max_items: usize,
     ) -> Self {
         AuthorizerService {
             engine,
             ledger,
             health,
+            metrics,
             batch_max_items,
         }
     }
@@ -86,10 +91,16 @@ impl Authorizer for AuthorizerService {
         &self,
         request: Request<proto::CheckRequest>,
     ) -> Result<Response<proto::CheckResponse>, Status> {
+        let started = Instant::now();
         let caller = request.remote_addr().map(|addr| addr.to_string());
-        let mut decided = [self.decide(request.into_inner())?];
+        let decided = self
+            .decide(request.into_inner())
+            .inspect_err(|_| self.metrics.invalid(Api::Check))?;
+        let mut decided = [decided];
         self.record(&mut decided, caller).await;
         let [(_, decision)] = decided;
+        self.metrics.decided(Api::Check, decision.effect);
+        self.metrics.latency(Api::Check, started.elapsed());
         Ok(Response::new(check_response_to_proto(decision)))
     }
 
@@ -97,6 +108,7 @@ impl Authorizer for AuthorizerService {
         &self,
         request: Request<proto::BatchCheckRequest>,
     ) -> Result<Response<proto::BatchCheckResponse>, Status> {
+        let started = Instant::now();
         let caller = request.remote_addr().map(|addr| addr.to_string());
         let checks = request.into_inner().checks;
         if checks.len() > self.batch_max_items {
@@ -112,10 +124,17 @@ impl Authorizer for AuthorizerService {
         for (index, check) in checks.into_iter().enumerate() {
             match self.decide(check) {
                 Ok(done) => decided.push(done),
-                Err(status) => failed.push((index, status)),
+                Err(status) => {
+                    self.metrics.invalid(Api::BatchCheck);
+                    failed.push((index, status));
+                }
             }
         }
         self.record(&mut decided, caller).await;
+        for (_, decision) in &decided {
+            self.metrics.decided(Api::BatchCheck, decision.effect);
+        }
+        self.metrics.latency(Api::BatchCheck, started.elapsed());
         let mut answers = decided
             .into_iter()
             .map(|(_, decision)| check_response_to_proto(decision));

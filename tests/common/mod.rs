@@ -18,6 +18,8 @@ pub fn bundled_policies() -> PathBuf {
 pub struct Server {
     child: Child,
     pub addr: String,
+    /// The metrics endpoint's URL.
+    pub metrics: String,
     pub data: tempfile::TempDir,
 }
 
@@ -42,6 +44,7 @@ impl Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warrant"))
             .args(args)
             .args(["--data-dir", data.path().to_str().unwrap()])
+            .args(["--metrics-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -50,16 +53,25 @@ impl Server {
         let stdout = child.stdout.take().unwrap();
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
+            let mut metrics = String::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(url) = line.strip_prefix("warrant metrics on ") {
+                    metrics = url.to_owned();
+                }
                 if let Some(addr) = line.strip_prefix("warrant listening on ") {
-                    let _ = sender.send(addr.to_owned());
+                    let _ = sender.send((addr.to_owned(), metrics.clone()));
                 }
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok(addr) = receiver.recv_timeout(Duration::from_millis(50)) {
-                return Ok(Server { child, addr, data });
+            if let Ok((addr, metrics)) = receiver.recv_timeout(Duration::from_millis(50)) {
+                return Ok(Server {
+                    child,
+                    addr,
+                    metrics,
+                    data,
+                });
             }
             if child.try_wait().unwrap().is_some() || Instant::now() > deadline {
                 let _ = child.kill();

@@ -35,11 +35,13 @@ def server():
     data = tempfile.mkdtemp(prefix="warrant-data-")
     process = subprocess.Popen(
         [BINARY, "serve", "--listen", "127.0.0.1:0", "--policies", str(ROOT / "policies"),
-         "--data-dir", data],
+         "--data-dir", data, "--metrics-listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
         line = process.stdout.readline()
+        while line.startswith("warrant metrics on "):
+            line = process.stdout.readline()
         assert line.startswith("warrant listening on "), f"server did not start: {line!r}"
         yield line.removeprefix("warrant listening on ").strip()
     finally:

@@ -1,0 +1,257 @@
+//! Metrics for SREs: counters and latency histograms kept with atomics on the hot path, and a
+//! Prometheus text-format endpoint (`GET /metrics`) that reads them, with the cache's and the
+//! ledger's own counters, at scrape time.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use crate::engine::{Effect, Engine};
+use crate::ledger::Ledger;
+
+/// Upper bounds of the latency buckets, in seconds.
+const BUCKETS: [f64; 12] = [
+    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+];
+
+/// A latency histogram in Prometheus' cumulative form.
+#[derive(Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    count: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        if let Some(bucket) = BUCKETS.iter().position(|bound| seconds <= *bound) {
+            self.counts[bucket].fetch_add(1, Ordering::Relaxed);
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, count) in BUCKETS.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+        }
+        let count = self.count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
+        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+    }
+}
+
+/// The APIs decisions are asked through.
+#[derive(Debug, Clone, Copy)]
+pub enum Api {
+    Check,
+    BatchCheck,
+}
+
+impl Api {
+    const ALL: [Api; 2] = [Api::Check, Api::BatchCheck];
+
+    fn label(self) -> &'static str {
+        match self {
+            Api::Check => "check",
+            Api::BatchCheck => "batch_check",
+        }
+    }
+}
+
+#[derive(Default)]
+struct ApiMetrics {
+    allow: AtomicU64,
+    deny: AtomicU64,
+    invalid: AtomicU64,
+    latency: Histogram,
+}
+
+/// Everything the api layer counts.
+#[derive(Default)]
+pub struct Metrics {
+    apis: [ApiMetrics; 2],
+}
+
+impl Metrics {
+    fn api(&self, api: Api) -> &ApiMetrics {
+        &self.apis[api as usize]
+    }
+
+    pub fn decided(&self, api: Api, effect: Effect) {
+        let counter = match effect {
+            Effect::Allow => &self.api(api).allow,
+            Effect::Deny => &self.api(api).deny,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn invalid(&self, api: Api) {
+        self.api(api).invalid.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One call's time, from request to answer (a batch counts once).
+    pub fn latency(&self, api: Api, elapsed: Duration) {
+        self.api(api).latency.observe(elapsed);
+    }
+
+    /// The Prometheus text exposition of these metrics and of the engine's and ledger's.
+    pub fn render(&self, engine: &Engine, ledger: Option<&Ledger>) -> String {
+        let mut out = String::new();
+        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        family(
+            &mut out,
+            "warrant_decisions_total",
+            "counter",
+            "Decisions given, by API and decision.",
+        );
+        for api in Api::ALL {
+            let m = self.api(api);
+            for (decision, counter) in [("allow", &m.allow), ("deny", &m.deny)] {
+                let _ = writeln!(
+                    out,
+                    "warrant_decisions_total{{api=\"{}\",decision=\"{decision}\"}} {}",
+                    api.label(),
+                    counter.load(Ordering::Relaxed)
+                );
+            }
+        }
+        family(
+            &mut out,
+            "warrant_invalid_requests_total",
+            "counter",
+            "Requests refused as malformed (INVALID_ARGUMENT).",
+        );
+        for api in Api::ALL {
+            let _ = writeln!(
+                out,
+                "warrant_invalid_requests_total{{api=\"{}\"}} {}",
+                api.label(),
+                self.api(api).invalid.load(Ordering::Relaxed)
+            );
+        }
+        family(
+            &mut out,
+            "warrant_request_duration_seconds",
+            "histogram",
+            "Time from request to answer, by API.",
+        );
+        for api in Api::ALL {
+            self.api(api).latency.render(
+                &mut out,
+                "warrant_request_duration_seconds",
+                &format!("api=\"{}\"", api.label()),
+            );
+        }
+        if let Some(cache) = engine.cache() {
+            let c = cache.counters();
+            for (name, help, value) in [
+                (
+                    "warrant_cache_hits_total",
+                    "Checks answered from the decision cache.",
+                    c.hits.load(Ordering::Relaxed),
+                ),
+                (
+                    "warrant_cache_misses_total",
+                    "Cache lookups that found nothing (a malformed request is refused after its lookup).",
+                    c.misses.load(Ordering::Relaxed),
+                ),
+                (
+                    "warrant_cache_evictions_total",
+                    "Cached decisions pushed out because the cache was full.",
+                    c.evictions.load(Ordering::Relaxed),
+                ),
+            ] {
+                family(&mut out, name, "counter", help);
+                let _ = writeln!(out, "{name} {value}");
+            }
+            family(
+                &mut out,
+                "warrant_cache_entries",
+                "gauge",
+                "Decisions in the cache.",
+            );
+            let _ = writeln!(out, "warrant_cache_entries {}", cache.entry_count());
+            family(
+                &mut out,
+                "warrant_cache_bytes",
+                "gauge",
+                "Estimated bytes the cache holds.",
+            );
+            let _ = writeln!(out, "warrant_cache_bytes {}", cache.weighted_size());
+        }
+        let snapshot = engine.snapshot();
+        family(
+            &mut out,
+            "warrant_policy_info",
+            "gauge",
+            "The active policy set and facts.",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_policy_info{{policy_version=\"{}\",facts_version=\"{}\"}} 1",
+            snapshot.policies.version, snapshot.facts.version
+        );
+        if let Some(ledger) = ledger {
+            let stats = ledger.stats();
+            family(
+                &mut out,
+                "warrant_ledger_records_total",
+                "counter",
+                "Records written to the ledger.",
+            );
+            let _ = writeln!(out, "warrant_ledger_records_total {}", stats.written);
+            family(
+                &mut out,
+                "warrant_ledger_pending_records",
+                "gauge",
+                "Records accepted but not yet written: in async mode, what a crash now would lose.",
+            );
+            let _ = writeln!(out, "warrant_ledger_pending_records {}", stats.pending);
+            family(
+                &mut out,
+                "warrant_ledger_failed",
+                "gauge",
+                "1 once a ledger write has failed (every later Check is denied).",
+            );
+            let _ = writeln!(out, "warrant_ledger_failed {}", u8::from(stats.failed));
+        }
+        out
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until the process ends.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    engine: Arc<Engine>,
+    ledger: Option<Arc<Ledger>>,
+) -> anyhow::Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+    let bound = listener.local_addr()?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let text = metrics.render(&engine, ledger.as_deref());
+            async move { ([("content-type", "text/plain; version=0.0.4")], text) }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the metrics endpoint stopped");
+        }
+    });
+    Ok(bound)
+}

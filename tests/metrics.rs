@@ -1,0 +1,143 @@
+//! The metrics endpoint, scraped during a run and read with a Prometheus text-format parser: the
+//! counters move as the requests did.
+
+mod common;
+
+use common::{Server, request};
+
+async fn scrape(server: &Server) -> prometheus_parse::Scrape {
+    let (host, path) = server
+        .metrics
+        .trim_start_matches("http://")
+        .split_once('/')
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no {name} {labels:?}"));
+    match &sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        prometheus_parse::Value::Histogram(buckets) => buckets.last().unwrap().count,
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn counters_move_as_the_requests_did() {
+    let server = Server::start(&[]);
+    let before = scrape(&server).await;
+    assert_eq!(
+        value(
+            &before,
+            "warrant_decisions_total",
+            &[("api", "check"), ("decision", "allow")]
+        ),
+        0.0
+    );
+
+    let mut client = server.client().await;
+    for _ in 0..3 {
+        client
+            .check(request(
+                "ApiKey::pipeline-etl",
+                "read",
+                "Dataset::sales-2026",
+                "",
+            ))
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        client
+            .check(request(
+                "ApiKey::pipeline-etl",
+                "read",
+                "Dataset::salaries",
+                "",
+            ))
+            .await
+            .unwrap();
+    }
+    client
+        .check(request(
+            "ApiKey::pipeline-etl",
+            "delete",
+            "Dataset::salaries",
+            "",
+        ))
+        .await
+        .unwrap_err();
+    client
+        .batch_check(warrant::proto::BatchCheckRequest {
+            checks: vec![request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", ""); 4],
+        })
+        .await
+        .unwrap();
+
+    let after = scrape(&server).await;
+    assert_eq!(
+        value(
+            &after,
+            "warrant_decisions_total",
+            &[("api", "check"), ("decision", "allow")]
+        ),
+        3.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "warrant_decisions_total",
+            &[("api", "check"), ("decision", "deny")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "warrant_decisions_total",
+            &[("api", "batch_check"), ("decision", "allow")]
+        ),
+        4.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "warrant_invalid_requests_total",
+            &[("api", "check")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "warrant_request_duration_seconds_count",
+            &[("api", "check")]
+        ),
+        5.0
+    );
+    // Two distinct questions were evaluated, the other seven answered from the cache; the
+    // malformed one looked in the cache too (it is refused after the lookup).
+    assert_eq!(value(&after, "warrant_cache_misses_total", &[]), 3.0);
+    assert_eq!(value(&after, "warrant_cache_hits_total", &[]), 7.0);
+    assert_eq!(value(&after, "warrant_ledger_records_total", &[]), 9.0);
+    assert_eq!(value(&after, "warrant_ledger_failed", &[]), 0.0);
+}
