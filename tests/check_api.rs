@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, context, entity, request};
+use common::{Server, context, deploy, entity, pipeline_read, request};
 use tonic::Code;
 use warrant::proto::{self, Decision};
 
@@ -27,12 +27,7 @@ async fn scenario_allows_carry_their_evidence() {
     let server = Server::start(&[]);
 
     // 1. Deployment agent updates a production config under a valid ticketed approval.
-    let mut deploy = request(
-        "ServiceAccount::deploy-bot",
-        "update",
-        "Config::payments-api",
-        "CHG-1042",
-    );
+    let mut deploy = deploy("CHG-1042");
     deploy.request_id = "req-1".into();
     let answer = check(&server, deploy).await;
     assert_eq!(answer.decision(), Decision::Allow, "{answer:?}");
@@ -77,11 +72,7 @@ async fn scenario_allows_carry_their_evidence() {
     assert!(until <= millis(&approval.expires_at));
 
     // 2. A pipeline's API key reads a dataset in its scope.
-    let answer = check(
-        &server,
-        request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", ""),
-    )
-    .await;
+    let answer = check(&server, pipeline_read("Dataset::sales-2026")).await;
     assert_eq!(answer.decision(), Decision::Allow, "{answer:?}");
     assert_eq!(answer.reasons, ["identity-reads-datasets-in-its-scopes"]);
     assert_eq!(
@@ -174,32 +165,17 @@ async fn every_denial_has_its_own_reason() {
         ),
         (
             "expired approval",
-            request(
-                "ServiceAccount::deploy-bot",
-                "update",
-                "Config::payments-api",
-                "CHG-0990",
-            ),
+            deploy("CHG-0990"),
             vec!["approval-expired"],
         ),
         (
             "approval not yet valid",
-            request(
-                "ServiceAccount::deploy-bot",
-                "update",
-                "Config::payments-api",
-                "CHG-2001",
-            ),
+            deploy("CHG-2001"),
             vec!["approval-not-yet-valid"],
         ),
         (
             "revoked approval",
-            request(
-                "ServiceAccount::deploy-bot",
-                "update",
-                "Config::payments-api",
-                "CHG-1001",
-            ),
+            deploy("CHG-1001"),
             vec!["approval-revoked"],
         ),
         (
@@ -224,27 +200,17 @@ async fn every_denial_has_its_own_reason() {
         ),
         (
             "action not covered",
-            request(
-                "ServiceAccount::deploy-bot",
-                "update",
-                "Config::payments-api",
-                "CHG-1043",
-            ),
+            deploy("CHG-1043"),
             vec!["approval-does-not-cover-action"],
         ),
         (
             "production without approval",
-            request(
-                "ServiceAccount::deploy-bot",
-                "update",
-                "Config::payments-api",
-                "",
-            ),
+            deploy(""),
             vec!["production-change-needs-approval"],
         ),
         (
             "dataset outside key scope",
-            request("ApiKey::pipeline-etl", "read", "Dataset::salaries", ""),
+            pipeline_read("Dataset::salaries"),
             vec!["dataset-outside-identity-scopes"],
         ),
         (
@@ -315,12 +281,7 @@ async fn every_denial_has_its_own_reason() {
         ),
         (
             "unknown approval",
-            request(
-                "ServiceAccount::deploy-bot",
-                "update",
-                "Config::payments-api",
-                "CHG-404",
-            ),
+            deploy("CHG-404"),
             vec!["warrant:unknown-approval"],
         ),
         (
@@ -376,12 +337,7 @@ async fn decision_ids_are_unique() {
     let mut seen = std::collections::HashSet::new();
     for _ in 0..50 {
         let answer = client
-            .check(request(
-                "ApiKey::pipeline-etl",
-                "read",
-                "Dataset::sales-2026",
-                "",
-            ))
+            .check(pipeline_read("Dataset::sales-2026"))
             .await
             .unwrap()
             .into_inner();
@@ -393,7 +349,7 @@ async fn decision_ids_are_unique() {
 async fn bad_input_is_invalid_argument_naming_the_field() {
     let server = Server::start(&[]);
     let mut client = server.client().await;
-    let valid = || request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", "");
+    let valid = || pipeline_read("Dataset::sales-2026");
     let with_context = |json| {
         let mut r = valid();
         r.context = context(json);
@@ -507,7 +463,7 @@ async fn bad_input_is_invalid_argument_naming_the_field() {
 async fn oversized_messages_are_refused() {
     let server = Server::start(&["--max-message-bytes", "2048"]);
     let mut client = server.client().await;
-    let mut big = request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", "");
+    let mut big = pipeline_read("Dataset::sales-2026");
     big.context = context(serde_json::json!({"justification": "x".repeat(4096)}));
     let status = client.check(big).await.expect_err("too big");
     assert!(
@@ -516,12 +472,7 @@ async fn oversized_messages_are_refused() {
     );
     // The server is still there for the next caller.
     let answer = client
-        .check(request(
-            "ApiKey::pipeline-etl",
-            "read",
-            "Dataset::sales-2026",
-            "",
-        ))
+        .check(pipeline_read("Dataset::sales-2026"))
         .await
         .unwrap();
     assert_eq!(answer.into_inner().decision(), Decision::Allow);
@@ -533,11 +484,11 @@ async fn batch_check_answers_in_order_and_isolates_bad_items() {
     let mut client = server.client().await;
     let batch = proto::BatchCheckRequest {
         checks: vec![
-            request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", ""),
-            request("ApiKey::pipeline-etl", "read", "Dataset::salaries", ""),
+            pipeline_read("Dataset::sales-2026"),
+            pipeline_read("Dataset::salaries"),
             proto::CheckRequest {
                 action: "delete".into(),
-                ..request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", "")
+                ..pipeline_read("Dataset::sales-2026")
             },
         ],
     };
@@ -566,7 +517,7 @@ async fn batch_check_answers_in_order_and_isolates_bad_items() {
     }
 
     let too_many = proto::BatchCheckRequest {
-        checks: vec![request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", ""); 4],
+        checks: vec![pipeline_read("Dataset::sales-2026"); 4],
     };
     let status = client
         .batch_check(too_many)
@@ -693,7 +644,7 @@ async fn settings_come_from_the_config_file_and_flags_override_it() {
     .unwrap();
     let config = config.to_str().unwrap();
     let batch = |n| proto::BatchCheckRequest {
-        checks: vec![request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", ""); n],
+        checks: vec![pipeline_read("Dataset::sales-2026"); n],
     };
 
     let from_file = Server::start_with(&["serve", "--config", config]).unwrap();
@@ -737,14 +688,7 @@ async fn settings_come_from_the_config_file_and_flags_override_it() {
 
 #[tokio::test]
 async fn a_repeated_check_is_answered_from_the_cache_unless_it_is_off() {
-    let ask = || {
-        request(
-            "ServiceAccount::deploy-bot",
-            "update",
-            "Config::payments-api",
-            "CHG-1042",
-        )
-    };
+    let ask = || deploy("CHG-1042");
     let server = Server::start(&[]);
     let first = check(&server, ask()).await;
     let second = check(&server, ask()).await;

@@ -7,7 +7,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Server, context, request};
+use common::{Server, context, deploy, pipeline_read, request};
 use warrant::proto::Decision;
 
 fn log(data: &Path, args: &[&str]) -> (bool, String) {
@@ -177,12 +177,7 @@ async fn every_kind_of_tampering_is_detected_and_named() {
 #[tokio::test]
 async fn a_record_ties_the_action_to_identity_owner_approval_and_scope() {
     let server = Server::start(&[]);
-    let mut ask = request(
-        "ServiceAccount::deploy-bot",
-        "update",
-        "Config::payments-api",
-        "CHG-1042",
-    );
+    let mut ask = deploy("CHG-1042");
     ask.context = context(serde_json::json!({"justification": "rollout", "token": "s3cr3t"}));
     ask.request_id = "req-7".into();
     let answer = server.client().await.check(ask).await.unwrap().into_inner();
@@ -235,7 +230,7 @@ async fn a_sigkill_under_load_loses_no_acknowledged_decision() {
                 if stop.load(std::sync::atomic::Ordering::Relaxed) {
                     break;
                 }
-                let mut ask = request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", "");
+                let mut ask = pipeline_read("Dataset::sales-2026");
                 ask.context =
                     context(serde_json::json!({"justification": format!("{worker}-{n}")}));
                 match client.check(ask).await {
@@ -283,12 +278,7 @@ async fn a_sigkill_under_load_loses_no_acknowledged_decision() {
     let answer = restarted
         .client()
         .await
-        .check(request(
-            "ApiKey::pipeline-etl",
-            "read",
-            "Dataset::sales-2026",
-            "",
-        ))
+        .check(pipeline_read("Dataset::sales-2026"))
         .await
         .unwrap();
     acknowledged.push(answer.into_inner().decision_id);
@@ -320,7 +310,7 @@ async fn a_ledger_that_cannot_be_written_makes_checks_deny_and_keeps_what_it_had
     // Every batch starts a new segment, so the next one's name is known: make it /dev/full.
     let server = Server::start(&["--ledger-segment-bytes", "1"]);
     let mut client = server.client().await;
-    let ask = || request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", "");
+    let ask = || pipeline_read("Dataset::sales-2026");
     for _ in 0..3 {
         assert_eq!(
             client.check(ask()).await.unwrap().into_inner().decision(),
@@ -376,12 +366,7 @@ async fn the_async_ledger_records_too() {
     let mut client = server.client().await;
     for _ in 0..5 {
         client
-            .check(request(
-                "ApiKey::pipeline-etl",
-                "read",
-                "Dataset::sales-2026",
-                "",
-            ))
+            .check(pipeline_read("Dataset::sales-2026"))
             .await
             .unwrap();
     }

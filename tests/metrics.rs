@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{Server, request};
+use common::{Server, pipeline_read, request};
 
 async fn scrape(server: &Server) -> prometheus_parse::Scrape {
     let (host, path) = server
@@ -57,23 +57,13 @@ async fn counters_move_as_the_requests_did() {
     let mut client = server.client().await;
     for _ in 0..3 {
         client
-            .check(request(
-                "ApiKey::pipeline-etl",
-                "read",
-                "Dataset::sales-2026",
-                "",
-            ))
+            .check(pipeline_read("Dataset::sales-2026"))
             .await
             .unwrap();
     }
     for _ in 0..2 {
         client
-            .check(request(
-                "ApiKey::pipeline-etl",
-                "read",
-                "Dataset::salaries",
-                "",
-            ))
+            .check(pipeline_read("Dataset::salaries"))
             .await
             .unwrap();
     }
@@ -88,7 +78,7 @@ async fn counters_move_as_the_requests_did() {
         .unwrap_err();
     client
         .batch_check(warrant::proto::BatchCheckRequest {
-            checks: vec![request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", ""); 4],
+            checks: vec![pipeline_read("Dataset::sales-2026"); 4],
         })
         .await
         .unwrap();

@@ -146,6 +146,21 @@ pub fn request(
     }
 }
 
+/// The bundled pipeline key reading a dataset, with no approval.
+pub fn pipeline_read(dataset: &str) -> proto::CheckRequest {
+    request("ApiKey::pipeline-etl", "read", dataset, "")
+}
+
+/// The bundled deployment agent updating the payments config, presenting `approval`.
+pub fn deploy(approval: &str) -> proto::CheckRequest {
+    request(
+        "ServiceAccount::deploy-bot",
+        "update",
+        "Config::payments-api",
+        approval,
+    )
+}
+
 pub fn context(json: serde_json::Value) -> Option<prost_types::Struct> {
     fn value(json: serde_json::Value) -> prost_types::Value {
         use prost_types::value::Kind;
