@@ -1,0 +1,510 @@
+//! The chain on disk: entries and checkpoints as lines of segment files, their hashes and
+//! signatures, the signing key, and reading a ledger back (`scan`, `verify`, `records`).
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+
+use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::*;
+
+/// The hashed part of an entry.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(super) struct Entry {
+    pub(super) seq: u64,
+    pub(super) record: Record,
+}
+
+/// A line of a segment file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Line {
+    Entry {
+        entry: Box<Entry>,
+        prev: String,
+        hash: String,
+    },
+    Checkpoint {
+        checkpoint: Checkpoint,
+        signature: String,
+    },
+}
+
+/// A signed statement: the chain up to `seq` has head hash `head`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: u64,
+    pub head: String,
+    pub time: String,
+    pub key_id: String,
+}
+
+pub(super) fn entry_hash(prev: &[u8; 32], entry: &Entry) -> [u8; 32] {
+    chain_hash(
+        prev,
+        &serde_json_canonicalizer::to_vec(entry).expect("records serialise"),
+    )
+}
+
+pub(super) fn checkpoint_bytes(checkpoint: &Checkpoint) -> Vec<u8> {
+    serde_json_canonicalizer::to_vec(checkpoint).expect("checkpoints serialise")
+}
+
+pub fn key_id(key: &VerifyingKey) -> String {
+    hex::encode(&Sha256::digest(key.as_bytes())[..8])
+}
+
+/// Loads the signing key, or creates one (mode 0600) if the file does not exist.
+pub fn load_or_create_signing_key(path: &Path) -> Result<SigningKey, LedgerError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let bytes: [u8; 32] = hex::decode(text.trim())
+                .ok()
+                .and_then(|b| b.try_into().ok())
+                .ok_or_else(|| {
+                    LedgerError::Corrupt(format!(
+                        "{}: not a hex Ed25519 secret key",
+                        path.display()
+                    ))
+                })?;
+            Ok(SigningKey::from_bytes(&bytes))
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            let mut secret = [0u8; 32];
+            getrandom::fill(&mut secret)
+                .map_err(|e| LedgerError::Unavailable(format!("no randomness for a key: {e}")))?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io_error(parent))?;
+            }
+            let mut options = OpenOptions::new();
+            options.write(true).create_new(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+            let mut file = options.open(path).map_err(io_error(path))?;
+            file.write_all(hex::encode(secret).as_bytes())
+                .and_then(|()| file.sync_all())
+                .map_err(io_error(path))?;
+            tracing::info!(path = %path.display(), "created the ledger signing key");
+            Ok(SigningKey::from_bytes(&secret))
+        }
+        Err(error) => Err(LedgerError::Io {
+            path: path.to_path_buf(),
+            source: error,
+        }),
+    }
+}
+
+pub(super) fn segments(dir: &Path) -> Result<Vec<PathBuf>, LedgerError> {
+    let mut found = Vec::new();
+    match std::fs::read_dir(dir) {
+        Ok(listing) => {
+            for entry in listing {
+                let path = entry.map_err(io_error(dir))?.path();
+                let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with(SEGMENT_PREFIX) && name.ends_with(".jsonl") {
+                    found.push(path);
+                }
+            }
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(io_error(dir)(error)),
+    }
+    found.sort();
+    Ok(found)
+}
+
+/// Where a problem is: segment file and line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Place {
+    pub segment: PathBuf,
+    pub line: usize,
+    /// Byte offset and length of the line in its segment.
+    pub offset: u64,
+    pub length: u64,
+}
+
+impl std::fmt::Display for Place {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}", self.segment.display(), self.line)
+    }
+}
+
+/// What `verify` found wrong, at the first bad place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Damage {
+    /// A record's content no longer matches its hash.
+    Edited { seq: u64, place: Place },
+    /// A line that is not a ledger line at all.
+    Unreadable { place: Place },
+    /// Records absent from the sequence.
+    Missing {
+        expected: u64,
+        found: u64,
+        place: Place,
+    },
+    /// A record out of its place in the sequence.
+    Reordered {
+        expected: u64,
+        found: u64,
+        place: Place,
+    },
+    /// A record whose `prev` is not the hash of the record before it.
+    BrokenLink { seq: u64, place: Place },
+    /// The ledger ends before the last signed head, or mid-line.
+    Truncated { detail: String },
+    /// A checkpoint whose signature does not verify, or that names another head.
+    BadCheckpoint {
+        seq: u64,
+        detail: String,
+        place: Place,
+    },
+}
+
+impl std::fmt::Display for Damage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Damage::Edited { seq, place } => {
+                write!(
+                    f,
+                    "{place}: record {seq} was edited: its content does not match its hash"
+                )
+            }
+            Damage::Unreadable { place } => {
+                write!(f, "{place}: not a ledger line (edited or corrupt)")
+            }
+            Damage::Missing {
+                expected,
+                found,
+                place,
+            } => write!(
+                f,
+                "{place}: record {expected} is missing (the next record present is {found})"
+            ),
+            Damage::Reordered {
+                expected,
+                found,
+                place,
+            } => write!(
+                f,
+                "{place}: records are reordered: found record {found} where {expected} belongs"
+            ),
+            Damage::BrokenLink { seq, place } => write!(
+                f,
+                "{place}: record {seq} does not follow from the record before it (prev hash differs)"
+            ),
+            Damage::Truncated { detail } => write!(f, "truncated: {detail}"),
+            Damage::BadCheckpoint { seq, detail, place } => {
+                write!(f, "{place}: checkpoint at record {seq}: {detail}")
+            }
+        }
+    }
+}
+
+/// A summary of a sound ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verified {
+    pub records: u64,
+    pub checkpoints: u64,
+    /// Records after the last checkpoint (sound, but not yet signed).
+    pub unsealed: u64,
+    pub head: [u8; 32],
+}
+
+/// A ledger read back: every entry, and where the last good byte of the last segment is.
+pub(super) struct Scan {
+    pub(super) entries: Vec<(Entry, [u8; 32], Place)>,
+    pub(super) checkpoints: u64,
+    pub(super) last_checkpoint_seq: Option<u64>,
+    /// The last segment's path and the length of its sound prefix, if its end is torn.
+    pub(super) torn_tail: Option<(PathBuf, u64)>,
+}
+
+/// Reads and checks every segment in `dir`. `key` checks checkpoint signatures; a torn last
+/// line is reported in `Scan::torn_tail` (recovery cuts it; `verify` calls it truncation).
+pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage>, LedgerError> {
+    let segments = segments(dir)?;
+    let mut raw: Vec<(Line, Place)> = Vec::new();
+    let mut torn_tail = None;
+    for (index, path) in segments.iter().enumerate() {
+        let file = File::open(path).map_err(io_error(path))?;
+        let mut reader = BufReader::new(file);
+        let mut offset = 0u64;
+        let mut line_number = 0;
+        let mut buffer = Vec::new();
+        loop {
+            buffer.clear();
+            let read = reader
+                .read_until(b'\n', &mut buffer)
+                .map_err(io_error(path))?;
+            if read == 0 {
+                break;
+            }
+            line_number += 1;
+            let place = Place {
+                segment: path.clone(),
+                line: line_number,
+                offset,
+                length: read as u64,
+            };
+            let complete = buffer.last() == Some(&b'\n');
+            let is_last_segment = index + 1 == segments.len();
+            match serde_json::from_slice::<Line>(&buffer) {
+                Ok(line) if complete => raw.push((line, place)),
+                _ if !complete && is_last_segment => {
+                    torn_tail = Some((path.clone(), offset));
+                    break;
+                }
+                _ => return Ok(Err(Damage::Unreadable { place })),
+            }
+            offset += read as u64;
+        }
+    }
+
+    let present: std::collections::HashSet<u64> = raw
+        .iter()
+        .filter_map(|(line, _)| match line {
+            Line::Entry { entry, .. } => Some(entry.seq),
+            Line::Checkpoint { .. } => None,
+        })
+        .collect();
+    let mut entries = Vec::new();
+    let mut head = GENESIS;
+    let mut expected = 1u64;
+    let mut checkpoints = 0;
+    let mut last_checkpoint_seq = None;
+    for (line, place) in raw {
+        match line {
+            Line::Entry { entry, prev, hash } => {
+                if entry.seq != expected {
+                    let found = entry.seq;
+                    return Ok(Err(if present.contains(&expected) {
+                        Damage::Reordered {
+                            expected,
+                            found,
+                            place,
+                        }
+                    } else {
+                        Damage::Missing {
+                            expected,
+                            found,
+                            place,
+                        }
+                    }));
+                }
+                if prev != hex::encode(head) {
+                    return Ok(Err(Damage::BrokenLink {
+                        seq: entry.seq,
+                        place,
+                    }));
+                }
+                let computed = entry_hash(&head, &entry);
+                if hash != hex::encode(computed) {
+                    return Ok(Err(Damage::Edited {
+                        seq: entry.seq,
+                        place,
+                    }));
+                }
+                head = computed;
+                expected += 1;
+                entries.push((*entry, computed, place));
+            }
+            Line::Checkpoint {
+                checkpoint,
+                signature,
+            } => {
+                let bad = |detail: &str| Damage::BadCheckpoint {
+                    seq: checkpoint.seq,
+                    detail: detail.to_owned(),
+                    place: place.clone(),
+                };
+                if checkpoint.seq != expected - 1 || checkpoint.head != hex::encode(head) {
+                    return Ok(Err(bad("it does not name the chain's head at that point")));
+                }
+                if let Err(damage) = verify_signature(&checkpoint, &signature, key) {
+                    return Ok(Err(bad(&damage)));
+                }
+                checkpoints += 1;
+                last_checkpoint_seq = Some(checkpoint.seq);
+            }
+        }
+    }
+    Ok(Ok(Scan {
+        entries,
+        checkpoints,
+        last_checkpoint_seq,
+        torn_tail,
+    }))
+}
+
+pub(super) fn verify_signature(
+    checkpoint: &Checkpoint,
+    signature: &str,
+    key: &VerifyingKey,
+) -> Result<(), String> {
+    if checkpoint.key_id != key_id(key) {
+        return Err(format!(
+            "signed by key {}, not by this ledger's key {}",
+            checkpoint.key_id,
+            key_id(key)
+        ));
+    }
+    let signature = hex::decode(signature)
+        .ok()
+        .and_then(|bytes| Signature::from_slice(&bytes).ok())
+        .ok_or("the signature is not an Ed25519 signature")?;
+    key.verify_strict(&checkpoint_bytes(checkpoint), &signature)
+        .map_err(|_| "bad signature".to_owned())
+}
+
+/// Checks the whole ledger in `dir`: chain, sequence, checkpoint signatures, and that it reaches
+/// the last signed head. `Ok(Err(damage))` names the first problem.
+pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Result<Verified, Damage>, LedgerError> {
+    let scan = match scan(dir, key)? {
+        Ok(scan) => scan,
+        Err(damage) => return Ok(Err(damage)),
+    };
+    if let Some((segment, offset)) = &scan.torn_tail {
+        return Ok(Err(Damage::Truncated {
+            detail: format!(
+                "{} ends mid-record after byte {offset} (a torn write)",
+                segment.display()
+            ),
+        }));
+    }
+    let records = scan.entries.len() as u64;
+    if let Some(head) = read_head(dir, key)? {
+        match head {
+            Err(detail) => {
+                return Ok(Err(Damage::BadCheckpoint {
+                    seq: 0,
+                    detail,
+                    place: head_place(dir),
+                }));
+            }
+            Ok(checkpoint) => {
+                let at = scan.entries.get((checkpoint.seq as usize).wrapping_sub(1));
+                if checkpoint.seq > records {
+                    return Ok(Err(Damage::Truncated {
+                        detail: format!(
+                            "the last signed checkpoint covers record {} but the ledger ends at record {records}",
+                            checkpoint.seq
+                        ),
+                    }));
+                }
+                if checkpoint.seq > 0
+                    && at.map(|(_, hash, _)| hex::encode(hash)) != Some(checkpoint.head.clone())
+                {
+                    return Ok(Err(Damage::BadCheckpoint {
+                        seq: checkpoint.seq,
+                        detail: "the signed head does not match the chain".into(),
+                        place: head_place(dir),
+                    }));
+                }
+            }
+        }
+    }
+    Ok(Ok(Verified {
+        records,
+        checkpoints: scan.checkpoints,
+        unsealed: records - scan.last_checkpoint_seq.unwrap_or(0),
+        head: scan.entries.last().map_or(GENESIS, |(_, hash, _)| *hash),
+    }))
+}
+
+pub(super) fn head_place(dir: &Path) -> Place {
+    Place {
+        segment: dir.join(HEAD_FILE),
+        line: 1,
+        offset: 0,
+        length: 0,
+    }
+}
+
+/// The last checkpoint, kept apart from the segments so a cut-off tail is noticed.
+pub(super) fn read_head(
+    dir: &Path,
+    key: &VerifyingKey,
+) -> Result<Option<Result<Checkpoint, String>>, LedgerError> {
+    let path = dir.join(HEAD_FILE);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => return Err(io_error(&path)(error)),
+    };
+    let Ok(Line::Checkpoint {
+        checkpoint,
+        signature,
+    }) = serde_json::from_str::<Line>(&text)
+    else {
+        return Ok(Some(Err("the head file is not a checkpoint".into())));
+    };
+    Ok(Some(
+        verify_signature(&checkpoint, &signature, key).map(|()| checkpoint),
+    ))
+}
+
+/// Records after `after` matching `filter`, read in order without re-verifying the chain (the
+/// server verified it at start and has written it since).
+pub(super) fn stored_records(
+    dir: &Path,
+    filter: &Filter,
+    after: u64,
+    limit: usize,
+) -> Result<Vec<StoredRecord>, LedgerError> {
+    let mut found = Vec::new();
+    for path in segments(dir)? {
+        // Segments are named by their first sequence number.
+        let file = File::open(&path).map_err(io_error(&path))?;
+        for line in BufReader::new(file).lines() {
+            let line = line.map_err(io_error(&path))?;
+            let Ok(Line::Entry { entry, hash, .. }) = serde_json::from_str::<Line>(&line) else {
+                continue;
+            };
+            if entry.seq > after && filter.matches(&entry.record) {
+                found.push(StoredRecord {
+                    seq: entry.seq,
+                    hash,
+                    record: entry.record,
+                });
+                if found.len() >= limit {
+                    return Ok(found);
+                }
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Every record in the ledger, in order (for `warrant log show` and `search`).
+pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Record>, LedgerError> {
+    match scan(dir, key)? {
+        Ok(scan) => Ok(scan
+            .entries
+            .into_iter()
+            .map(|(entry, _, _)| entry.record)
+            .collect()),
+        Err(damage) => Err(LedgerError::Corrupt(format!(
+            "the ledger does not verify ({damage}); run `warrant log verify`"
+        ))),
+    }
+}
+
+/// The canonical JSON of `Entry { seq, record }` from the record's canonical JSON: RFC 8785
+/// orders the keys, and "record" sorts before "seq".
+pub(super) fn entry_bytes(seq: u64, record: &[u8]) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(record.len() + 32);
+    bytes.extend_from_slice(b"{\"record\":");
+    bytes.extend_from_slice(record);
+    bytes.extend_from_slice(format!(",\"seq\":{seq}}}").as_bytes());
+    bytes
+}
+
+pub(super) fn chain_hash(prev: &[u8; 32], entry: &[u8]) -> [u8; 32] {
+    let mut hasher = Sha256::new();
+    hasher.update(prev);
+    hasher.update(entry);
+    hasher.finalize().into()
+}

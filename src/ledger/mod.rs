@@ -1,0 +1,351 @@
+//! The provenance ledger: one record per decision (allow or deny, cached or fresh), appended to
+//! segment files in the data folder as a hash chain (each entry hashes the previous entry's hash
+//! with its own RFC 8785 canonical JSON), sealed every N records or T seconds by an Ed25519-signed
+//! checkpoint. A writer thread batches concurrent appends into one write and one fsync (group
+//! commit); in durable mode a Check is answered only after its record is on disk.
+
+mod chain;
+mod record;
+mod writer;
+
+use std::collections::HashMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock, mpsc};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use crate::clock::UnixMillis;
+
+pub use chain::{
+    Checkpoint, Damage, Place, Verified, key_id, load_or_create_signing_key, records, verify,
+};
+pub use record::{ApprovalRecord, EntityName, ErrorRecord, OwnerRecord, Record, canonical_json};
+
+use chain::{Line, scan, segments, stored_records};
+use record::canonical;
+use writer::Writer;
+
+/// The hash before the first entry.
+const GENESIS: [u8; 32] = [0; 32];
+const SEGMENT_PREFIX: &str = "segment-";
+const HEAD_FILE: &str = "ledger.head";
+const KEY_FILE: &str = "ledger-signing.key";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LedgerMode {
+    /// A Check returns only once its record is on disk (fsync, shared by concurrent Checks).
+    Durable,
+    /// A Check returns once its record is queued; a crash can lose the queue and the batch
+    /// being written (at most `ledger_queue` records).
+    Async,
+    /// No ledger at all.
+    Off,
+}
+
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    pub dir: PathBuf,
+    pub mode: LedgerMode,
+    pub checkpoint_records: u64,
+    pub checkpoint_interval: Duration,
+    pub segment_bytes: u64,
+    /// Records waiting for the writer, at most (appends wait when it is full: nothing is dropped).
+    pub queue: usize,
+    /// Context keys whose values are replaced by "***" in records.
+    pub mask_keys: Vec<String>,
+    /// The signing key file; `dir/ledger-signing.key` (created on first start) when `None`.
+    pub signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    #[error("ledger I/O on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Corrupt(String),
+    #[error("the ledger is not accepting records: {0}")]
+    Unavailable(String),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> LedgerError + '_ {
+    move |source| LedgerError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Where a record's line is.
+#[derive(Debug, Clone)]
+struct Location {
+    segment: Arc<PathBuf>,
+    offset: u64,
+    length: u64,
+}
+
+/// Decision id to the line of its record: rebuilt from the segments at every start, kept up to
+/// date by the writer.
+type Index = Arc<RwLock<HashMap<String, Location>>>;
+
+/// A record as stored: its place in the chain and its canonical JSON.
+#[derive(Debug, Clone)]
+pub struct StoredRecord {
+    pub seq: u64,
+    pub hash: String,
+    pub record: Record,
+}
+
+/// What `ListDecisions` and `warrant log search` select on; every given part must match.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    pub principal: Option<EntityName>,
+    /// An approval id as presented, or a ticket.
+    pub approval: Option<String>,
+    /// "ALLOW" or "DENY", any case.
+    pub decision: Option<String>,
+    pub since: Option<UnixMillis>,
+    pub until: Option<UnixMillis>,
+}
+
+impl Filter {
+    pub fn matches(&self, record: &Record) -> bool {
+        let time = UnixMillis::parse_rfc3339(&record.time);
+        self.principal
+            .as_ref()
+            .is_none_or(|p| &record.principal == p)
+            && self.approval.as_ref().is_none_or(|a| {
+                record.approval_presented.as_ref() == Some(a)
+                    || record.approval.as_ref().is_some_and(|x| &x.ticket == a)
+            })
+            && self
+                .decision
+                .as_ref()
+                .is_none_or(|d| record.decision.eq_ignore_ascii_case(d))
+            && self.since.is_none_or(|s| time.is_some_and(|t| t >= s))
+            && self.until.is_none_or(|u| time.is_some_and(|t| t < u))
+    }
+}
+
+struct Pending {
+    decision_id: String,
+    /// The record's canonical JSON, made by the caller's thread so the writer only chains.
+    record: Vec<u8>,
+    done: Option<oneshot::Sender<Result<u64, LedgerError>>>,
+}
+
+/// The running ledger: hands records to the writer thread.
+pub struct Ledger {
+    dir: PathBuf,
+    index: Index,
+    sender: mpsc::SyncSender<Pending>,
+    mode: LedgerMode,
+    mask_keys: Vec<String>,
+    failed: Arc<AtomicBool>,
+    /// Records appended but not yet on disk (for the async mode's bound).
+    pending: Arc<AtomicU64>,
+    written: Arc<AtomicU64>,
+}
+
+/// The ledger's counters, for the metrics endpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct LedgerStats {
+    pub written: u64,
+    pub pending: u64,
+    pub failed: bool,
+}
+
+impl Ledger {
+    /// Opens the ledger in `settings.dir`: checks what is there (refusing a damaged ledger),
+    /// cuts a torn last write, and starts the writer thread.
+    pub fn open(settings: &LedgerSettings) -> Result<Ledger, LedgerError> {
+        std::fs::create_dir_all(&settings.dir).map_err(io_error(&settings.dir))?;
+        let key_path = settings
+            .signing_key
+            .clone()
+            .unwrap_or_else(|| settings.dir.join(KEY_FILE));
+        let signing_key = load_or_create_signing_key(&key_path)?;
+        let verifying = signing_key.verifying_key();
+        let scan = scan(&settings.dir, &verifying)?.map_err(|damage| {
+            LedgerError::Corrupt(format!(
+                "the ledger in {} is damaged: {damage}; refusing to append to it",
+                settings.dir.display()
+            ))
+        })?;
+        if let Some((segment, length)) = &scan.torn_tail {
+            tracing::warn!(segment = %segment.display(), length, "cutting a torn last record left by a crash");
+            let file = OpenOptions::new()
+                .write(true)
+                .open(segment)
+                .map_err(io_error(segment))?;
+            file.set_len(*length)
+                .and_then(|()| file.sync_all())
+                .map_err(io_error(segment))?;
+        }
+        let (next_seq, head) = scan
+            .entries
+            .last()
+            .map_or((1, GENESIS), |(entry, hash, _)| (entry.seq + 1, *hash));
+        let last_segment = segments(&settings.dir)?.pop();
+        tracing::info!(
+            dir = %settings.dir.display(),
+            records = next_seq - 1,
+            key_id = %key_id(&verifying),
+            mode = ?settings.mode,
+            "ledger open"
+        );
+        let mut index = HashMap::with_capacity(scan.entries.len());
+        let mut segment_names: HashMap<PathBuf, Arc<PathBuf>> = HashMap::new();
+        for (entry, _, place) in &scan.entries {
+            let segment = segment_names
+                .entry(place.segment.clone())
+                .or_insert_with(|| Arc::new(place.segment.clone()));
+            index.insert(
+                entry.record.decision_id.clone(),
+                Location {
+                    segment: Arc::clone(segment),
+                    offset: place.offset,
+                    length: place.length,
+                },
+            );
+        }
+        let index: Index = Arc::new(RwLock::new(index));
+        let (sender, receiver) = mpsc::sync_channel(settings.queue.max(1));
+        let failed = Arc::new(AtomicBool::new(false));
+        let pending = Arc::new(AtomicU64::new(0));
+        let written = Arc::new(AtomicU64::new(0));
+        let mut writer = Writer {
+            written: Arc::clone(&written),
+            index: Arc::clone(&index),
+            dir: settings.dir.clone(),
+            segment: None,
+            segment_path: last_segment,
+            segment_bytes: settings.segment_bytes,
+            next_seq,
+            head,
+            since_checkpoint: next_seq - 1 - scan.last_checkpoint_seq.unwrap_or(0),
+            last_checkpoint: Instant::now(),
+            checkpoint_records: settings.checkpoint_records.max(1),
+            checkpoint_interval: settings.checkpoint_interval,
+            key: signing_key,
+            durable: settings.mode == LedgerMode::Durable,
+            failed: Arc::clone(&failed),
+            pending: Arc::clone(&pending),
+        };
+        std::thread::Builder::new()
+            .name("ledger-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|e| LedgerError::Unavailable(format!("cannot start the writer: {e}")))?;
+        Ok(Ledger {
+            dir: settings.dir.clone(),
+            index,
+            sender,
+            mode: settings.mode,
+            mask_keys: settings.mask_keys.clone(),
+            failed,
+            pending,
+            written,
+        })
+    }
+
+    pub fn mask_keys(&self) -> &[String] {
+        &self.mask_keys
+    }
+
+    pub fn stats(&self) -> LedgerStats {
+        LedgerStats {
+            written: self.written.load(Ordering::Relaxed),
+            pending: self.pending.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The record of one decision.
+    pub fn get(&self, decision_id: &str) -> Result<Option<StoredRecord>, LedgerError> {
+        let Some(location) = self
+            .index
+            .read()
+            .expect("index lock")
+            .get(decision_id)
+            .cloned()
+        else {
+            return Ok(None);
+        };
+        let path = location.segment.as_path();
+        let mut file = File::open(path).map_err(io_error(path))?;
+        let mut line = vec![0; location.length as usize];
+        file.seek(SeekFrom::Start(location.offset))
+            .and_then(|_| file.read_exact(&mut line))
+            .map_err(io_error(path))?;
+        match serde_json::from_slice::<Line>(&line) {
+            Ok(Line::Entry { entry, hash, .. }) => Ok(Some(StoredRecord {
+                seq: entry.seq,
+                hash,
+                record: entry.record,
+            })),
+            _ => Err(LedgerError::Corrupt(format!(
+                "{}: no record at byte {}",
+                path.display(),
+                location.offset
+            ))),
+        }
+    }
+
+    /// Up to `limit` records after sequence number `after` that match `filter`, in order.
+    pub fn list(
+        &self,
+        filter: &Filter,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, LedgerError> {
+        stored_records(&self.dir, filter, after, limit)
+    }
+
+    /// Appends records (one decision's, or a batch's). In durable mode this resolves once all
+    /// are on disk; in async mode once they are queued.
+    pub async fn append(&self, records: Vec<Record>) -> Result<(), LedgerError> {
+        let stopped = || LedgerError::Unavailable("the ledger writer has stopped".into());
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(LedgerError::Unavailable("an earlier write failed".into()));
+        }
+        let mut waits = Vec::new();
+        for record in records {
+            let decision_id = record.decision_id.clone();
+            let record = canonical(&record)
+                .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
+            let done = (self.mode == LedgerMode::Durable).then(|| {
+                let (sender, receiver) = oneshot::channel();
+                waits.push(receiver);
+                sender
+            });
+            self.pending.fetch_add(1, Ordering::Relaxed);
+            // A full queue makes the caller wait: backpressure, never a dropped record.
+            match self.sender.try_send(Pending {
+                decision_id,
+                record,
+                done,
+            }) {
+                Ok(()) => {}
+                Err(mpsc::TrySendError::Full(pending)) => {
+                    let sender = self.sender.clone();
+                    tokio::task::spawn_blocking(move || sender.send(pending).map_err(|_| ()))
+                        .await
+                        .map_err(|_| stopped())?
+                        .map_err(|()| stopped())?;
+                }
+                Err(mpsc::TrySendError::Disconnected(_)) => return Err(stopped()),
+            }
+        }
+        // All were sent before any wait, so they share the writer's next fsync.
+        for wait in waits {
+            wait.await.map_err(|_| stopped())??;
+        }
+        Ok(())
+    }
+}

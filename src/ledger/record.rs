@@ -1,0 +1,304 @@
+//! What the ledger keeps of a decision: the `Record` built from a decision and its request (with
+//! the context's secret keys masked), and its RFC 8785 canonical JSON.
+
+use serde::{Deserialize, Serialize};
+
+use crate::engine::{CheckRequest, ContextValue, Decision, Effect, EntityRef};
+
+/// An entity as recorded.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EntityName {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnerRecord {
+    pub email: Option<String>,
+    pub entity: EntityName,
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRecord {
+    pub actions: Vec<String>,
+    pub approver: EntityName,
+    pub expires_at: String,
+    pub id: String,
+    pub not_before: String,
+    pub playbook: Option<String>,
+    pub replay_suspected: bool,
+    pub revoked: bool,
+    pub scope: EntityName,
+    pub subject: EntityName,
+    pub ticket: String,
+    pub valid_at_decision: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorRecord {
+    pub message: String,
+    pub policy_id: String,
+}
+
+/// What the ledger keeps of one decision. The fields of this struct and of those it holds are
+/// declared in sorted order, so serde_json writes them as RFC 8785 does (see `canonical`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    pub action: String,
+    pub answered_from_cache: bool,
+    pub approval: Option<ApprovalRecord>,
+    /// The approval id the caller presented, found or not.
+    pub approval_presented: Option<String>,
+    /// The caller as the transport saw it (peer address), when known.
+    pub caller: Option<String>,
+    /// The caller's context, with the configured keys masked.
+    pub context: serde_json::Value,
+    pub decision: String,
+    pub decision_id: String,
+    pub errors: Vec<ErrorRecord>,
+    pub evaluation_id: String,
+    pub facts_version: String,
+    pub owner: Option<OwnerRecord>,
+    pub policy_version: String,
+    pub principal: EntityName,
+    pub principal_status: Option<String>,
+    pub reasons: Vec<String>,
+    pub request_id: Option<String>,
+    pub resource: EntityName,
+    pub resource_scopes: Vec<EntityName>,
+    pub time: String,
+    pub trace_id: Option<String>,
+    pub valid_until: String,
+}
+
+/// A record's RFC 8785 canonical JSON. serde_json writes the same bytes when the keys are in
+/// sorted order (the record's fields are declared so; the context's keys are checked, and for
+/// ASCII keys byte order is RFC 8785's UTF-16 order) and every number is an integer RFC 8785 prints
+/// exactly (|n| <= 2^53). Anything else goes through the general canonicaliser, which is slower.
+pub(super) fn canonical(record: &Record) -> serde_json::Result<Vec<u8>> {
+    fn plain(value: &serde_json::Value) -> bool {
+        use serde_json::Value;
+        const EXACT: i64 = 1 << 53;
+        match value {
+            Value::Number(n) => n.as_i64().is_some_and(|n| (-EXACT..=EXACT).contains(&n)),
+            Value::Array(items) => items.iter().all(plain),
+            // serde_json keeps maps in insertion order here (a dependency turns on
+            // `preserve_order`), so the keys must already be sorted.
+            Value::Object(fields) => {
+                fields.keys().zip(fields.keys().skip(1)).all(|(a, b)| a < b)
+                    && fields.iter().all(|(k, v)| k.is_ascii() && plain(v))
+            }
+            Value::Null | Value::Bool(_) | Value::String(_) => true,
+        }
+    }
+    if plain(&record.context) {
+        serde_json::to_vec(record)
+    } else {
+        serde_json_canonicalizer::to_vec(record)
+    }
+}
+
+/// A record's canonical JSON as text.
+pub fn canonical_json(record: &Record) -> serde_json::Result<String> {
+    canonical(record).map(|bytes| String::from_utf8(bytes).expect("JSON is UTF-8"))
+}
+
+pub(super) fn name(entity: &EntityRef) -> EntityName {
+    EntityName {
+        type_name: entity.type_name.clone(),
+        id: entity.id.clone(),
+    }
+}
+
+pub(super) fn context_json(value: &ContextValue, mask_keys: &[String]) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        ContextValue::Bool(b) => Value::Bool(*b),
+        ContextValue::Long(n) => Value::from(*n),
+        ContextValue::String(s) => Value::String(s.clone()),
+        ContextValue::Set(items) => Value::Array(
+            items
+                .iter()
+                .map(|item| context_json(item, mask_keys))
+                .collect(),
+        ),
+        ContextValue::Record(fields) => Value::Object(masked_fields(fields, mask_keys)),
+    }
+}
+
+/// A context as JSON, with the value of every key named in `mask_keys` (at any depth) hidden.
+pub(super) fn masked_fields(
+    fields: &std::collections::BTreeMap<String, ContextValue>,
+    mask_keys: &[String],
+) -> serde_json::Map<String, serde_json::Value> {
+    fields
+        .iter()
+        .map(|(key, value)| {
+            let shown = if mask_keys
+                .iter()
+                .any(|masked| masked.eq_ignore_ascii_case(key))
+            {
+                serde_json::Value::String("***".into())
+            } else {
+                context_json(value, mask_keys)
+            };
+            (key.clone(), shown)
+        })
+        .collect()
+}
+
+impl Record {
+    /// The record of `decision`, made for `request`, asked by `caller`.
+    pub fn of(
+        decision: &Decision,
+        request: &CheckRequest,
+        caller: Option<String>,
+        mask_keys: &[String],
+    ) -> Record {
+        let provenance = &decision.provenance;
+        let identity = provenance.identity.as_deref();
+        let approval = provenance.approval.as_ref().map(|evidence| {
+            let a = &evidence.approval;
+            ApprovalRecord {
+                id: a.uid.id().unescaped().to_owned(),
+                ticket: a.ticket.clone(),
+                approver: name(&a.approver),
+                subject: name(&EntityRef::from_uid(&a.subject)),
+                actions: a.actions.clone(),
+                scope: name(&a.scope),
+                not_before: a.not_before.to_rfc3339(),
+                expires_at: a.expires_at.to_rfc3339(),
+                revoked: a.revoked,
+                playbook: a.playbook.clone(),
+                valid_at_decision: evidence.valid_at_decision,
+                replay_suspected: evidence.replay_suspected,
+            }
+        });
+        Record {
+            decision_id: decision.decision_id.to_string(),
+            time: provenance.decided_at.to_rfc3339(),
+            caller,
+            principal: name(&provenance.principal),
+            owner: identity
+                .and_then(|i| i.owner.as_ref())
+                .map(|owner| OwnerRecord {
+                    entity: name(&owner.entity),
+                    name: owner.name.clone(),
+                    email: owner.email.clone(),
+                }),
+            principal_status: identity.and_then(|i| i.status.clone()),
+            action: request.action.clone(),
+            resource: name(&provenance.resource),
+            resource_scopes: provenance.resource_scopes.iter().map(name).collect(),
+            approval_presented: request.approval_id.clone(),
+            approval,
+            decision: match decision.effect {
+                Effect::Allow => "ALLOW".into(),
+                Effect::Deny => "DENY".into(),
+            },
+            reasons: decision.reasons.clone(),
+            errors: decision
+                .errors
+                .iter()
+                .map(|e| ErrorRecord {
+                    policy_id: e.policy_id.clone(),
+                    message: e.message.clone(),
+                })
+                .collect(),
+            policy_version: decision.policy_version.to_string(),
+            facts_version: provenance.facts_version.to_string(),
+            answered_from_cache: provenance.answered_from_cache,
+            evaluation_id: provenance.evaluation_id.to_string(),
+            valid_until: decision.valid_until.to_rfc3339(),
+            request_id: decision.request_id.clone(),
+            trace_id: None,
+            context: serde_json::Value::Object(masked_fields(&request.context, mask_keys)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::chain::{Entry, entry_bytes};
+
+    fn record(context: serde_json::Value) -> Record {
+        let name = |t: &str, i: &str| EntityName {
+            type_name: t.into(),
+            id: i.into(),
+        };
+        Record {
+            decision_id: "01a2".into(),
+            time: "2026-11-27T12:00:00Z".into(),
+            caller: Some("127.0.0.1:1".into()),
+            principal: name("ServiceAccount", "bot-é"),
+            owner: None,
+            principal_status: Some("active".into()),
+            action: "update".into(),
+            resource: name("Config", "a\"b\\c\u{1}"),
+            resource_scopes: vec![name("Scope", "x")],
+            approval_presented: None,
+            approval: None,
+            decision: "DENY".into(),
+            reasons: vec!["r".into()],
+            errors: vec![],
+            policy_version: "v".into(),
+            facts_version: "f".into(),
+            answered_from_cache: false,
+            evaluation_id: "01a2".into(),
+            valid_until: "2026-11-27T12:01:00Z".into(),
+            request_id: None,
+            trace_id: None,
+            context,
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn records_serialise_exactly_as_rfc_8785_says(
+            keys in proptest::collection::vec("[ -~]{0,6}", 0..5),
+            texts in proptest::collection::vec("\\PC{0,6}|[\\x00-\\x1f\\x7f\"\\\\]{1,3}", 5),
+            numbers in proptest::collection::vec(any_number(), 5),
+            id in "\\PC{0,8}",
+        ) {
+            let mut context = serde_json::Map::new();
+            for (i, key) in keys.iter().enumerate() {
+                let value = match i % 3 {
+                    0 => serde_json::json!(texts[i]),
+                    1 => serde_json::json!(numbers[i]),
+                    _ => serde_json::json!({"n": numbers[i], "s": texts[i], "l": [texts[i], numbers[i]]}),
+                };
+                context.insert(key.clone(), value);
+            }
+            let mut record = record(serde_json::Value::Object(context));
+            record.principal.id = id;
+            proptest::prop_assert_eq!(
+                String::from_utf8(canonical(&record).unwrap()).unwrap(),
+                serde_json_canonicalizer::to_string(&record).unwrap()
+            );
+        }
+    }
+
+    fn any_number() -> impl proptest::strategy::Strategy<Value = i64> {
+        use proptest::prelude::*;
+        prop_oneof![any::<i64>(), -1000i64..1000]
+    }
+
+    #[test]
+    fn the_writer_builds_the_same_bytes_as_canonicalising_the_entry() {
+        let context = serde_json::json!({"z": 1, "a": [true, "\u{1F600}"], "big": i64::MAX, "\u{e9}": {"y": -3, "b": "\t"}});
+        let record = record(context);
+        let fast = entry_bytes(42, &canonical(&record).unwrap());
+        let entry = Entry { seq: 42, record };
+        assert_eq!(
+            String::from_utf8(fast).unwrap(),
+            serde_json_canonicalizer::to_string(&entry).unwrap()
+        );
+        // And what a verifier reads back canonicalises to the same bytes again.
+        let line = serde_json_canonicalizer::to_string(&entry).unwrap();
+        let parsed: Entry = serde_json::from_str(&line).unwrap();
+        assert_eq!(serde_json_canonicalizer::to_string(&parsed).unwrap(), line);
+    }
+}

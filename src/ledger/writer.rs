@@ -1,0 +1,216 @@
+//! The writer thread: takes canonical records from the queue in batches, chains them, writes each
+//! batch with one write and (in durable mode) one fsync, signs checkpoints, keeps the index.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signer, SigningKey};
+
+use super::chain::{chain_hash, checkpoint_bytes, entry_bytes};
+use super::*;
+
+pub(super) struct Writer {
+    pub(super) written: Arc<AtomicU64>,
+    pub(super) index: Index,
+    pub(super) dir: PathBuf,
+    pub(super) segment: Option<File>,
+    pub(super) segment_path: Option<PathBuf>,
+    pub(super) segment_bytes: u64,
+    pub(super) next_seq: u64,
+    pub(super) head: [u8; 32],
+    pub(super) since_checkpoint: u64,
+    pub(super) last_checkpoint: Instant,
+    pub(super) checkpoint_records: u64,
+    pub(super) checkpoint_interval: Duration,
+    pub(super) key: SigningKey,
+    pub(super) durable: bool,
+    pub(super) failed: Arc<AtomicBool>,
+    pub(super) pending: Arc<AtomicU64>,
+}
+
+impl Writer {
+    pub(super) fn run(&mut self, receiver: mpsc::Receiver<Pending>) {
+        loop {
+            let first = match receiver.recv_timeout(self.checkpoint_interval) {
+                Ok(first) => first,
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if self.since_checkpoint > 0
+                        && let Err(error) = self.checkpoint()
+                    {
+                        self.fail(&error);
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            // Group commit: everything that is waiting goes into one write and one fsync.
+            let mut batch = vec![first];
+            while batch.len() < 4096 {
+                match receiver.try_recv() {
+                    Ok(more) => batch.push(more),
+                    Err(_) => break,
+                }
+            }
+            let outcome = self.write_batch(&batch);
+            self.pending
+                .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            match outcome {
+                Ok(first_seq) => {
+                    self.written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    for (i, pending) in batch.into_iter().enumerate() {
+                        if let Some(done) = pending.done {
+                            let _ = done.send(Ok(first_seq + i as u64));
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.fail(&error);
+                    for pending in batch {
+                        if let Some(done) = pending.done {
+                            let _ = done.send(Err(LedgerError::Unavailable(error.to_string())));
+                        }
+                    }
+                }
+            }
+        }
+        if self.since_checkpoint > 0 && !self.failed.load(Ordering::Relaxed) {
+            let _ = self.checkpoint();
+        }
+    }
+
+    fn fail(&self, error: &LedgerError) {
+        if !self.failed.swap(true, Ordering::Relaxed) {
+            tracing::error!(%error, "ledger write failed; every later Check is denied until restart");
+        }
+    }
+
+    fn open_segment(&mut self) -> Result<(PathBuf, &mut File), LedgerError> {
+        let rotate = match (&self.segment, &self.segment_path) {
+            (None, Some(path)) => path
+                .metadata()
+                .map(|m| m.len() >= self.segment_bytes)
+                .unwrap_or(true),
+            (Some(file), Some(path)) => {
+                file.metadata().map_err(io_error(path))?.len() >= self.segment_bytes
+            }
+            (_, None) => true,
+        };
+        if rotate {
+            let path = self
+                .dir
+                .join(format!("{SEGMENT_PREFIX}{:020}.jsonl", self.next_seq));
+            self.segment = None;
+            self.segment_path = Some(path);
+        }
+        let path = self
+            .segment_path
+            .clone()
+            .expect("a segment path was chosen");
+        if self.segment.is_none() {
+            let file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            if rotate {
+                // The new file's name must survive a crash too.
+                File::open(&self.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_error(&self.dir))?;
+            }
+            self.segment = Some(file);
+        }
+        Ok((path, self.segment.as_mut().expect("just opened")))
+    }
+
+    fn write_batch(&mut self, batch: &[Pending]) -> Result<u64, LedgerError> {
+        let first_seq = self.next_seq;
+        let mut bytes = Vec::with_capacity(batch.len() * 1024);
+        let mut head = self.head;
+        let mut lines = Vec::with_capacity(batch.len());
+        for (i, pending) in batch.iter().enumerate() {
+            let start = bytes.len() as u64;
+            let entry = entry_bytes(first_seq + i as u64, &pending.record);
+            let hash = chain_hash(&head, &entry);
+            // Itself canonical JSON: "entry" < "hash" < "prev".
+            bytes.extend_from_slice(b"{\"entry\":");
+            bytes.extend_from_slice(&entry);
+            bytes.extend_from_slice(b",\"hash\":\"");
+            bytes.extend_from_slice(hex::encode(hash).as_bytes());
+            bytes.extend_from_slice(b"\",\"prev\":\"");
+            bytes.extend_from_slice(hex::encode(head).as_bytes());
+            bytes.extend_from_slice(b"\"}\n");
+            head = hash;
+            lines.push((
+                pending.decision_id.clone(),
+                start,
+                bytes.len() as u64 - start,
+            ));
+        }
+        let durable = self.durable;
+        let (path, file) = self.open_segment()?;
+        let base = file.metadata().map_err(io_error(&path))?.len();
+        file.write_all(&bytes).map_err(io_error(&path))?;
+        if durable {
+            file.sync_data().map_err(io_error(&path))?;
+        }
+        let segment = Arc::new(path);
+        let mut index = self.index.write().expect("index lock");
+        for (decision_id, start, length) in lines {
+            index.insert(
+                decision_id,
+                Location {
+                    segment: Arc::clone(&segment),
+                    offset: base + start,
+                    length,
+                },
+            );
+        }
+        drop(index);
+        self.head = head;
+        self.next_seq += batch.len() as u64;
+        self.since_checkpoint += batch.len() as u64;
+        if self.since_checkpoint >= self.checkpoint_records
+            || self.last_checkpoint.elapsed() >= self.checkpoint_interval
+        {
+            self.checkpoint()?;
+        }
+        Ok(first_seq)
+    }
+
+    /// Signs the chain's head, appends the checkpoint and makes it the head file.
+    fn checkpoint(&mut self) -> Result<(), LedgerError> {
+        let checkpoint = Checkpoint {
+            seq: self.next_seq - 1,
+            head: hex::encode(self.head),
+            time: crate::clock::Clock::now(&crate::clock::SystemClock).to_rfc3339(),
+            key_id: key_id(&self.key.verifying_key()),
+        };
+        let signature = hex::encode(self.key.sign(&checkpoint_bytes(&checkpoint)).to_bytes());
+        let line = Line::Checkpoint {
+            checkpoint,
+            signature,
+        };
+        let mut bytes = serde_json_canonicalizer::to_vec(&line).expect("lines serialise");
+        bytes.push(b'\n');
+        let (path, file) = self.open_segment()?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_data())
+            .map_err(io_error(&path))?;
+        let head_path = self.dir.join(HEAD_FILE);
+        let temporary = self.dir.join(format!("{HEAD_FILE}.tmp"));
+        std::fs::write(&temporary, &bytes)
+            .and_then(|()| File::open(&temporary)?.sync_all())
+            .and_then(|()| std::fs::rename(&temporary, &head_path))
+            .and_then(|()| File::open(&self.dir)?.sync_all())
+            .map_err(io_error(&head_path))?;
+        self.since_checkpoint = 0;
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+}
