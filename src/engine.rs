@@ -624,3 +624,19 @@ fn new_decision_id(now: UnixMillis) -> Uuid {
     );
     Uuid::new_v7(timestamp)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_next_change_is_at_a_bound_or_just_after_one_that_is_now() {
+        let bounds = [UnixMillis(10), UnixMillis(20), UnixMillis(30)];
+        assert_eq!(next_change(&bounds, UnixMillis(5)), Some(UnixMillis(10)));
+        // `now == 20` can flip at 21 (for `<=`, `>`, `==`).
+        assert_eq!(next_change(&bounds, UnixMillis(20)), Some(UnixMillis(21)));
+        assert_eq!(next_change(&bounds, UnixMillis(21)), Some(UnixMillis(30)));
+        assert_eq!(next_change(&bounds, UnixMillis(31)), None);
+        assert_eq!(next_change(&[], UnixMillis(0)), None);
+    }
+}

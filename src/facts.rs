@@ -434,3 +434,41 @@ fn scopes_nearest_first(entities: &Entities, uid: &EntityUid) -> Arc<[EntityRef]
         .map(|(_, scope)| EntityRef::from_uid(&scope))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use std::str::FromStr;
+
+    use super::*;
+
+    #[test]
+    fn time_bounds_reach_through_entity_attributes() {
+        let (schema, _) = Schema::from_cedarschema_str(
+            r#"entity Human = { away_until?: datetime };
+entity Bot = { owner: Human, status: String, expires_at?: datetime };
+entity Doc;
+action "read" appliesTo { principal: [Bot], resource: [Doc] };"#,
+        )
+        .unwrap();
+        let facts = Facts::from_json(
+            r#"[
+  {"uid": {"type": "Human", "id": "h"}, "attrs": {"away_until": {"__extn": {"fn": "datetime", "arg": "2030-01-02"}}}, "parents": []},
+  {"uid": {"type": "Bot", "id": "b"}, "attrs": {"owner": {"__entity": {"type": "Human", "id": "h"}}, "status": "active",
+   "expires_at": {"__extn": {"fn": "datetime", "arg": "2030-01-01"}}}, "parents": []},
+  {"uid": {"type": "Doc", "id": "d"}, "attrs": {}, "parents": []}
+]"#,
+            &schema,
+        )
+        .unwrap();
+        let bot = EntityUid::from_str(r#"Bot::"b""#).unwrap();
+        let day = |d| UnixMillis::parse_cedar_datetime(d).unwrap();
+        // The bot's own expiry, and its owner's, which a policy can read as principal.owner.
+        assert_eq!(
+            facts.time_bounds(&bot),
+            [day("2030-01-01"), day("2030-01-02")]
+        );
+        assert_eq!(facts.identities[&bot].expires_at, Some(day("2030-01-01")));
+        let doc = EntityUid::from_str(r#"Doc::"d""#).unwrap();
+        assert!(facts.time_bounds(&doc).is_empty());
+    }
+}
