@@ -20,6 +20,9 @@ use crate::policy::PolicySnapshot;
 use crate::proto;
 use crate::telemetry::{Metrics, serve_metrics};
 
+/// How long calls in flight may take to finish once shutdown begins.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Loads the policy directory: schema, policies (strictly validated) and facts.
 pub fn load_snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
     let policies = PolicySnapshot::load(dir)?;
@@ -91,6 +94,7 @@ pub async fn serve(
     )
     .await?;
     tracing::info!(%metrics_bound, "serving Prometheus metrics at /metrics");
+    let ledger_at_exit = ledger.clone();
     let authorizer = proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
         engine,
         ledger,
@@ -114,18 +118,35 @@ pub async fn serve(
         "serving warrant.v1.Authorizer"
     );
     on_bound(bound, metrics_bound);
-    tonic::transport::Server::builder()
+    // On shutdown, calls in flight get `SHUTDOWN_GRACE` to finish; connections a client keeps
+    // open (gateways do) do not hold the process past it.
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let signal = {
+        let stopping = Arc::clone(&stopping);
+        async move {
+            shutdown.await;
+            stopping.notify_one();
+        }
+    };
+    let serving = tonic::transport::Server::builder()
         .timeout(config.request_timeout)
         .add_service(health_service)
         .add_service(authorizer)
         .add_optional_service(decision_log)
         .add_service(reflection)
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            shutdown,
-        )
-        .await
-        .context("gRPC server failed")?;
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
+    tokio::select! {
+        served = serving => served.context("gRPC server failed")?,
+        () = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+    }
+    if let Some(ledger) = ledger_at_exit {
+        match ledger.seal().await {
+            Ok(()) => tracing::info!("ledger sealed"),
+            Err(error) => tracing::error!(%error, "could not seal the ledger at shutdown"),
+        }
+    }
     tracing::info!("shut down");
     Ok(())
 }

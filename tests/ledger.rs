@@ -447,3 +447,25 @@ async fn tools_look_decisions_up_over_grpc() {
         .collect();
     assert_eq!(seen, allowed);
 }
+
+#[tokio::test]
+async fn a_graceful_stop_seals_every_record() {
+    let server = Server::start(&[]);
+    let mut client = server.client().await;
+    for _ in 0..3 {
+        client
+            .check(pipeline_read("Dataset::sales-2026"))
+            .await
+            .unwrap();
+    }
+    drop(client);
+    // Waiting for the process blocks: off the test's runtime, which must close the connection.
+    let data = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(
+        ok && text.starts_with("ok: 3 records, 1 checkpoints, 0 records after"),
+        "{text}"
+    );
+}

@@ -133,6 +133,13 @@ impl Filter {
     }
 }
 
+/// What the writer thread is sent.
+enum Message {
+    Record(Pending),
+    /// Sign a checkpoint over everything written so far, then answer.
+    Seal(oneshot::Sender<Result<(), LedgerError>>),
+}
+
 struct Pending {
     decision_id: String,
     /// The record's canonical JSON, made by the caller's thread so the writer only chains.
@@ -144,7 +151,7 @@ struct Pending {
 pub struct Ledger {
     dir: PathBuf,
     index: Index,
-    sender: mpsc::SyncSender<Pending>,
+    sender: mpsc::SyncSender<Message>,
     mode: LedgerMode,
     mask_keys: Vec<String>,
     failed: Arc<AtomicBool>,
@@ -266,6 +273,19 @@ impl Ledger {
         }
     }
 
+    /// Signs a checkpoint over every record written so far (at shutdown, so none is left
+    /// unsealed) and waits for it to be on disk.
+    pub async fn seal(&self) -> Result<(), LedgerError> {
+        let (done, wait) = oneshot::channel();
+        let sender = self.sender.clone();
+        let stopped = || LedgerError::Unavailable("the ledger writer has stopped".into());
+        tokio::task::spawn_blocking(move || sender.send(Message::Seal(done)).map_err(|_| ()))
+            .await
+            .map_err(|_| stopped())?
+            .map_err(|()| stopped())?;
+        wait.await.map_err(|_| stopped())?
+    }
+
     /// The record of one decision.
     pub fn get(&self, decision_id: &str) -> Result<Option<StoredRecord>, LedgerError> {
         let Some(location) = self
@@ -326,11 +346,11 @@ impl Ledger {
             });
             self.pending.fetch_add(1, Ordering::Relaxed);
             // A full queue makes the caller wait: backpressure, never a dropped record.
-            match self.sender.try_send(Pending {
+            match self.sender.try_send(Message::Record(Pending {
                 decision_id,
                 record,
                 done,
-            }) {
+            })) {
                 Ok(()) => {}
                 Err(mpsc::TrySendError::Full(pending)) => {
                     let sender = self.sender.clone();

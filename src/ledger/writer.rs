@@ -33,14 +33,20 @@ pub(super) struct Writer {
 }
 
 impl Writer {
-    pub(super) fn run(&mut self, receiver: mpsc::Receiver<Pending>) {
+    pub(super) fn run(&mut self, receiver: mpsc::Receiver<Message>) {
+        let mut seal: Option<tokio::sync::oneshot::Sender<Result<(), LedgerError>>> = None;
         loop {
+            if let Some(done) = seal.take() {
+                let _ = done.send(self.seal());
+            }
             let first = match receiver.recv_timeout(self.checkpoint_interval) {
-                Ok(first) => first,
+                Ok(Message::Record(first)) => first,
+                Ok(Message::Seal(done)) => {
+                    seal = Some(done);
+                    continue;
+                }
                 Err(mpsc::RecvTimeoutError::Timeout) => {
-                    if self.since_checkpoint > 0
-                        && let Err(error) = self.checkpoint()
-                    {
+                    if let Err(error) = self.seal() {
                         self.fail(&error);
                     }
                     continue;
@@ -51,7 +57,12 @@ impl Writer {
             let mut batch = vec![first];
             while batch.len() < 4096 {
                 match receiver.try_recv() {
-                    Ok(more) => batch.push(more),
+                    Ok(Message::Record(more)) => batch.push(more),
+                    // Sealed once this batch is written.
+                    Ok(Message::Seal(done)) => {
+                        seal = Some(done);
+                        break;
+                    }
                     Err(_) => break,
                 }
             }
@@ -78,9 +89,20 @@ impl Writer {
                 }
             }
         }
-        if self.since_checkpoint > 0 && !self.failed.load(Ordering::Relaxed) {
-            let _ = self.checkpoint();
+        if !self.failed.load(Ordering::Relaxed) {
+            let _ = self.seal();
         }
+    }
+
+    /// A checkpoint over everything written, unless there is nothing new to sign.
+    fn seal(&mut self) -> Result<(), LedgerError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(LedgerError::Unavailable("an earlier write failed".into()));
+        }
+        if self.since_checkpoint == 0 {
+            return Ok(());
+        }
+        self.checkpoint()
     }
 
     fn fail(&self, error: &LedgerError) {

@@ -106,6 +106,16 @@ impl Server {
         std::mem::replace(&mut self.data, tempfile::tempdir().unwrap())
     }
 
+    /// Asks the process to stop (SIGTERM), waits for it and hands back its data folder.
+    pub fn terminate(mut self) -> tempfile::TempDir {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        assert!(status.success());
+        let exit = self.child.wait().unwrap();
+        assert!(exit.success(), "warrant exited with {exit}");
+        std::mem::replace(&mut self.data, tempfile::tempdir().unwrap())
+    }
+
     pub fn ledger_dir(&self) -> PathBuf {
         self.data.path().to_path_buf()
     }
