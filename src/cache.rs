@@ -56,7 +56,6 @@ pub struct CachedDecision {
 pub struct CacheCounters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
-    pub inserts: AtomicU64,
     /// Entries pushed out because the cache was full.
     pub evictions: AtomicU64,
 }
@@ -121,7 +120,6 @@ impl DecisionCache {
     }
 
     pub fn insert(&self, key: CacheKey, entry: CachedDecision) {
-        self.counters.inserts.fetch_add(1, Ordering::Relaxed);
         self.entries.insert(key, Arc::new(entry));
     }
 

@@ -85,7 +85,8 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn json_to_value(value: Value) -> prost_types::Value {
+/// A JSON value as a protobuf `Value` (what a `google.protobuf.Struct` holds).
+pub fn json_to_value(value: Value) -> prost_types::Value {
     use prost_types::value::Kind;
     let kind = match value {
         Value::Null => Kind::NullValue(0),

@@ -82,14 +82,6 @@ impl UnixMillis {
     fn from_offset(t: OffsetDateTime) -> Self {
         UnixMillis((t.unix_timestamp_nanos() / 1_000_000) as i64)
     }
-
-    pub fn as_system_time(self) -> SystemTime {
-        if self.0 >= 0 {
-            UNIX_EPOCH + std::time::Duration::from_millis(self.0 as u64)
-        } else {
-            UNIX_EPOCH - std::time::Duration::from_millis(self.0.unsigned_abs())
-        }
-    }
 }
 
 /// Where decision time comes from.

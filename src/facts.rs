@@ -194,14 +194,14 @@ impl Facts {
 
 /// The datetimes an entity holds and the entities it refers to, read from its JSON form.
 #[derive(Default)]
-pub(crate) struct TimeReferences {
-    pub datetimes: Vec<UnixMillis>,
-    pub entities: Vec<EntityUid>,
+struct TimeReferences {
+    datetimes: Vec<UnixMillis>,
+    entities: Vec<EntityUid>,
 }
 
 impl TimeReferences {
     /// Walks a Cedar JSON value (`__extn` and `__entity` escapes) for datetimes and entities.
-    pub(crate) fn collect(&mut self, value: &serde_json::Value) -> Result<(), String> {
+    fn collect(&mut self, value: &serde_json::Value) -> Result<(), String> {
         use serde_json::Value;
         match value {
             Value::Array(items) => items.iter().try_for_each(|item| self.collect(item)),

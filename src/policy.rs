@@ -29,7 +29,6 @@ pub struct PolicySnapshot {
     pub actions: HashMap<String, EntityUid>,
     /// Every entity type the schema declares, by name (e.g. "ServiceAccount"), parsed once here.
     pub entity_types: HashMap<String, EntityTypeName>,
-    pub policy_files: Vec<PathBuf>,
     /// How the policies read the clock, for knowing how long a decision stays true.
     pub time_use: TimeUse,
 }
@@ -321,7 +320,6 @@ impl PolicySnapshot {
             version,
             actions,
             entity_types,
-            policy_files: sources.iter().map(|s| s.path.clone()).collect(),
         })
     }
 

@@ -172,23 +172,7 @@ pub fn deploy(approval: &str) -> proto::CheckRequest {
 }
 
 pub fn context(json: serde_json::Value) -> Option<prost_types::Struct> {
-    fn value(json: serde_json::Value) -> prost_types::Value {
-        use prost_types::value::Kind;
-        let kind = match json {
-            serde_json::Value::Null => Kind::NullValue(0),
-            serde_json::Value::Bool(b) => Kind::BoolValue(b),
-            serde_json::Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap()),
-            serde_json::Value::String(s) => Kind::StringValue(s),
-            serde_json::Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-                values: items.into_iter().map(value).collect(),
-            }),
-            serde_json::Value::Object(fields) => Kind::StructValue(prost_types::Struct {
-                fields: fields.into_iter().map(|(k, v)| (k, value(v))).collect(),
-            }),
-        };
-        prost_types::Value { kind: Some(kind) }
-    }
-    match value(json).kind {
+    match warrant::cli::json_to_value(json).kind {
         Some(prost_types::value::Kind::StructValue(s)) => Some(s),
         _ => panic!("context must be an object"),
     }
