@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
+use crate::facts::EntityRef;
 use crate::proto;
 use crate::proto::authorizer_client::AuthorizerClient;
 
@@ -294,7 +295,7 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
                     .as_deref()
                     .map(|p| parse_entity(p, "principal"))
                     .transpose()?
-                    .map(|p| ledger::EntityName {
+                    .map(|p| EntityRef {
                         id: p.id,
                         type_name: p.r#type,
                     }),

@@ -17,11 +17,13 @@ pub const ENTITIES_FILE: &str = "entities.json";
 /// The entity type of approvals. An approval's single parent is the identity it was granted to.
 pub const APPROVAL_TYPE: &str = "Approval";
 
-/// An entity named by type and id, as a caller names it.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// An entity named by type and id, as a caller names it. (Fields in sorted order: the ledger
+/// writes it as canonical JSON, `{"id":..,"type":..}`.)
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct EntityRef {
-    pub type_name: String,
     pub id: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
 }
 
 impl EntityRef {

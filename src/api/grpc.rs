@@ -10,6 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::UnixMillis;
 use crate::engine::{self, ContextValue, Effect, Engine, InvalidRequest};
+use crate::facts::EntityRef;
 use crate::ledger::{self, Ledger, Record};
 use crate::proto;
 use crate::proto::authorizer_server::Authorizer;
@@ -400,7 +401,7 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
             t.map(|t| UnixMillis(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000))
         };
         let filter = ledger::Filter {
-            principal: request.principal.map(|p| ledger::EntityName {
+            principal: request.principal.map(|p| EntityRef {
                 id: p.id,
                 type_name: p.r#type,
             }),

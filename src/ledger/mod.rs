@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::clock::UnixMillis;
+use crate::facts::EntityRef;
 
 pub use chain::{
     Checkpoint, Damage, Place, Verified, key_id, load_or_create_signing_key, records, verify,
 };
-pub use record::{ApprovalRecord, EntityName, ErrorRecord, OwnerRecord, Record, canonical_json};
+pub use record::{ApprovalRecord, ErrorRecord, OwnerRecord, Record, canonical_json};
 
 use chain::{Line, scan, segments, stored_records};
 use record::canonical;
@@ -105,7 +106,7 @@ pub struct StoredRecord {
 /// What `ListDecisions` and `warrant log search` select on; every given part must match.
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
-    pub principal: Option<EntityName>,
+    pub principal: Option<EntityRef>,
     /// An approval id as presented, or a ticket.
     pub approval: Option<String>,
     /// "ALLOW" or "DENY", any case.

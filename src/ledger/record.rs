@@ -5,33 +5,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::{CheckRequest, ContextValue, Decision, Effect, EntityRef};
 
-/// An entity as recorded.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EntityName {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub type_name: String,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerRecord {
     pub email: Option<String>,
-    pub entity: EntityName,
+    pub entity: EntityRef,
     pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApprovalRecord {
     pub actions: Vec<String>,
-    pub approver: EntityName,
+    pub approver: EntityRef,
     pub expires_at: String,
     pub id: String,
     pub not_before: String,
     pub playbook: Option<String>,
     pub replay_suspected: bool,
     pub revoked: bool,
-    pub scope: EntityName,
-    pub subject: EntityName,
+    pub scope: EntityRef,
+    pub subject: EntityRef,
     pub ticket: String,
     pub valid_at_decision: bool,
 }
@@ -62,12 +54,12 @@ pub struct Record {
     pub facts_version: String,
     pub owner: Option<OwnerRecord>,
     pub policy_version: String,
-    pub principal: EntityName,
+    pub principal: EntityRef,
     pub principal_status: Option<String>,
     pub reasons: Vec<String>,
     pub request_id: Option<String>,
-    pub resource: EntityName,
-    pub resource_scopes: Vec<EntityName>,
+    pub resource: EntityRef,
+    pub resource_scopes: Vec<EntityRef>,
     pub time: String,
     pub trace_id: Option<String>,
     pub valid_until: String,
@@ -103,13 +95,6 @@ pub(super) fn canonical(record: &Record) -> serde_json::Result<Vec<u8>> {
 /// A record's canonical JSON as text.
 pub fn canonical_json(record: &Record) -> serde_json::Result<String> {
     canonical(record).map(|bytes| String::from_utf8(bytes).expect("JSON is UTF-8"))
-}
-
-pub(super) fn name(entity: &EntityRef) -> EntityName {
-    EntityName {
-        type_name: entity.type_name.clone(),
-        id: entity.id.clone(),
-    }
 }
 
 pub(super) fn context_json(value: &ContextValue, mask_keys: &[String]) -> serde_json::Value {
@@ -164,10 +149,10 @@ impl Record {
             ApprovalRecord {
                 id: a.uid.id().unescaped().to_owned(),
                 ticket: a.ticket.clone(),
-                approver: name(&a.approver),
-                subject: name(&EntityRef::from_uid(&a.subject)),
+                approver: a.approver.clone(),
+                subject: EntityRef::from_uid(&a.subject),
                 actions: a.actions.clone(),
-                scope: name(&a.scope),
+                scope: a.scope.clone(),
                 not_before: a.not_before.to_rfc3339(),
                 expires_at: a.expires_at.to_rfc3339(),
                 revoked: a.revoked,
@@ -180,18 +165,18 @@ impl Record {
             decision_id: decision.decision_id.to_string(),
             time: provenance.decided_at.to_rfc3339(),
             caller,
-            principal: name(&provenance.principal),
+            principal: provenance.principal.clone(),
             owner: identity
                 .and_then(|i| i.owner.as_ref())
                 .map(|owner| OwnerRecord {
-                    entity: name(&owner.entity),
+                    entity: owner.entity.clone(),
                     name: owner.name.clone(),
                     email: owner.email.clone(),
                 }),
             principal_status: identity.and_then(|i| i.status.clone()),
             action: request.action.clone(),
-            resource: name(&provenance.resource),
-            resource_scopes: provenance.resource_scopes.iter().map(name).collect(),
+            resource: provenance.resource.clone(),
+            resource_scopes: provenance.resource_scopes.iter().cloned().collect(),
             approval_presented: request.approval_id.clone(),
             approval,
             decision: match decision.effect {
@@ -225,7 +210,7 @@ mod tests {
     use crate::ledger::chain::{Entry, entry_bytes};
 
     fn record(context: serde_json::Value) -> Record {
-        let name = |t: &str, i: &str| EntityName {
+        let name = |t: &str, i: &str| EntityRef {
             type_name: t.into(),
             id: i.into(),
         };
