@@ -4,7 +4,10 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let protos = ["proto/warrant/v1/authorizer.proto"];
+    let protos = [
+        "proto/warrant/v1/authorizer.proto",
+        "proto/warrant/v1/admin.proto",
+    ];
     println!("cargo:rerun-if-changed=proto");
     let file_descriptors = protox::compile(protos, ["proto"])?;
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);

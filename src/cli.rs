@@ -51,7 +51,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let context = match &args.context {
         Some(text) => {
             let value: Value = serde_json::from_str(text).context("--context: not JSON")?;
-            match json_to_value(value).kind {
+            match proto::json_to_value(value).kind {
                 Some(prost_types::value::Kind::StructValue(fields)) => Some(fields),
                 _ => bail!("--context: must be a JSON object"),
             }
@@ -86,35 +86,14 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// A JSON value as a protobuf `Value` (what a `google.protobuf.Struct` holds).
-pub fn json_to_value(value: Value) -> prost_types::Value {
-    use prost_types::value::Kind;
-    let kind = match value {
-        Value::Null => Kind::NullValue(0),
-        Value::Bool(b) => Kind::BoolValue(b),
-        Value::Number(n) => Kind::NumberValue(n.as_f64().unwrap_or(f64::NAN)),
-        Value::String(s) => Kind::StringValue(s),
-        Value::Array(items) => Kind::ListValue(prost_types::ListValue {
-            values: items.into_iter().map(json_to_value).collect(),
-        }),
-        Value::Object(fields) => Kind::StructValue(prost_types::Struct {
-            fields: fields
-                .into_iter()
-                .map(|(k, v)| (k, json_to_value(v)))
-                .collect(),
-        }),
-    };
-    prost_types::Value { kind: Some(kind) }
-}
-
-fn entity_json(entity: &Option<proto::EntityRef>) -> Value {
+pub(crate) fn entity_json(entity: &Option<proto::EntityRef>) -> Value {
     match entity {
         Some(entity) => json!({ "type": entity.r#type, "id": entity.id }),
         None => Value::Null,
     }
 }
 
-fn time_json(at: &Option<prost_types::Timestamp>) -> Value {
+pub(crate) fn time_json(at: &Option<prost_types::Timestamp>) -> Value {
     match at {
         Some(at) => {
             let millis = at.seconds * 1_000 + i64::from(at.nanos) / 1_000_000;
@@ -149,6 +128,8 @@ pub fn response_to_json(response: &proto::CheckResponse) -> Value {
                 "playbook": a.playbook,
                 "valid_at_decision": a.valid_at_decision,
                 "replay_suspected": a.replay_suspected,
+                "max_uses": a.max_uses,
+                "use_number": a.use_number,
             })),
             "resource": entity_json(&p.resource),
             "resource_scopes": p.resource_scopes.iter().map(|s| entity_json(&Some(s.clone()))).collect::<Vec<_>>(),

@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::cache::CacheSettings;
+use crate::control::Rules;
 use crate::engine::EngineSettings;
 use crate::ledger::{LedgerMode, LedgerSettings};
 
@@ -78,12 +79,40 @@ pub struct Settings {
     /// The ledger's Ed25519 signing key (hex); created in the data folder when not given
     #[arg(long, env = "WARRANT_LEDGER_SIGNING_KEY")]
     pub ledger_signing_key: Option<PathBuf>,
+    /// Address of the admin gRPC API (warrant.v1.Admin, warrant.v1.DecisionLog)
+    /// [default: 127.0.0.1:50052]
+    #[arg(long, env = "WARRANT_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+    /// The bearer token admin calls must send; when not given, one is created in the data
+    /// folder (admin.token, mode 0600). Set it by variable or file, not by flag, so it stays out
+    /// of the process list.
+    #[arg(skip)]
+    pub admin_token: Option<Secret>,
+    /// The longest an approval granted through the admin API may last, in hours [default: 720]
+    #[arg(long, env = "WARRANT_APPROVAL_MAX_VALIDITY_HOURS")]
+    pub approval_max_validity_hours: Option<u64>,
+}
+
+/// A value that is never printed (the admin token).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 /// The settings in force.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub listen: SocketAddr,
+    pub admin_listen: SocketAddr,
+    /// `None`: use (or create) the token file in the data folder.
+    pub admin_token: Option<Secret>,
+    pub data_dir: PathBuf,
+    pub rules: Rules,
     pub metrics_listen: SocketAddr,
     pub policies: PathBuf,
     pub batch_max_items: usize,
@@ -147,6 +176,11 @@ impl Settings {
             ledger_queue: self.ledger_queue.or(under.ledger_queue),
             ledger_mask_keys: self.ledger_mask_keys.or(under.ledger_mask_keys),
             ledger_signing_key: self.ledger_signing_key.or(under.ledger_signing_key),
+            admin_listen: self.admin_listen.or(under.admin_listen),
+            admin_token: self.admin_token.or(under.admin_token),
+            approval_max_validity_hours: self
+                .approval_max_validity_hours
+                .or(under.approval_max_validity_hours),
         }
     }
 
@@ -165,13 +199,13 @@ impl Settings {
                 max_bytes: self.cache_max_bytes.unwrap_or(cache_defaults.max_bytes),
             }),
         };
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data"));
         let mode = self.ledger.unwrap_or(LedgerMode::Durable);
         let ledger = (mode != LedgerMode::Off).then(|| LedgerSettings {
-            dir: self
-                .data_dir
-                .clone()
-                .unwrap_or_else(|| PathBuf::from("data"))
-                .join("ledger"),
+            dir: data_dir.join("ledger"),
             mode,
             checkpoint_records: self.ledger_checkpoint_records.unwrap_or(1_000),
             checkpoint_interval: Duration::from_millis(self.ledger_checkpoint_ms.unwrap_or(5_000)),
@@ -184,8 +218,19 @@ impl Settings {
             }),
             signing_key: self.ledger_signing_key.clone(),
         });
+        let max_validity_hours = self.approval_max_validity_hours.unwrap_or(720);
         let config = Config {
             ledger,
+            admin_listen: self
+                .admin_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50052))),
+            admin_token: self.admin_token.clone().filter(|t| !t.0.is_empty()),
+            data_dir,
+            rules: Rules {
+                approval_max_validity_ms: max_validity_hours
+                    .saturating_mul(3_600_000)
+                    .min(i64::MAX as u64) as i64,
+            },
             metrics_listen: self
                 .metrics_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
@@ -207,6 +252,10 @@ impl Settings {
                 config.engine.allow_max_age_ms as u128,
             ),
             ("deny_max_age_ms", config.engine.deny_max_age_ms as u128),
+            (
+                "approval_max_validity_hours",
+                u128::from(max_validity_hours),
+            ),
             (
                 "cache_max_entries",
                 config.engine.cache.map_or(1, |c| c.max_entries) as u128,

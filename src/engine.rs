@@ -34,6 +34,17 @@ pub mod reason {
     pub const EVALUATION_ERROR: &str = "warrant:evaluation-error";
     /// The decision could not be written to the ledger, so it is not given.
     pub const LEDGER_UNAVAILABLE: &str = "warrant:ledger-unavailable";
+    /// A limited approval whose every use is taken.
+    pub const APPROVAL_USES_EXHAUSTED: &str = "warrant:approval-uses-exhausted";
+    /// A use of a limited approval could not be recorded, so it is not allowed.
+    pub const APPROVAL_USE_NOT_RECORDED: &str = "warrant:approval-use-not-recorded";
+}
+
+/// Durable, atomic counting of the uses of limited approvals (`max_uses`).
+pub trait UseCounter: Send + Sync {
+    /// Records one use of the approval unless `max_uses` are recorded already: the number of
+    /// this use, or `None` when every use is taken.
+    fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, String>;
 }
 
 /// A value in the caller's context: the part of Cedar's value space a caller may assert.
@@ -114,6 +125,8 @@ pub struct ApprovalEvidence {
     pub valid_at_decision: bool,
     /// Presented by an identity other than the one it was granted to.
     pub replay_suspected: bool,
+    /// For a limited approval that allowed this decision: which use it was (1 is the first).
+    pub use_number: Option<u64>,
 }
 
 /// The evidence a decision was made from.
@@ -182,6 +195,8 @@ pub struct Engine {
     settings: EngineSettings,
     authorizer: Authorizer,
     cache: Option<DecisionCache>,
+    /// `None`: a limited approval allows nothing.
+    uses: Option<std::sync::Arc<dyn UseCounter>>,
 }
 
 /// What Warrant resolved before evaluating, carried into the decision.
@@ -197,6 +212,8 @@ struct Verdict {
     effect: Effect,
     reasons: Vec<String>,
     errors: Vec<PolicyError>,
+    /// The use of a limited approval this allow took.
+    approval_use: Option<u64>,
 }
 
 impl Verdict {
@@ -205,6 +222,7 @@ impl Verdict {
             effect: Effect::Deny,
             reasons: vec![why.to_owned()],
             errors: Vec::new(),
+            approval_use: None,
         }
     }
 }
@@ -217,7 +235,14 @@ impl Engine {
             clock,
             settings,
             authorizer: Authorizer::new(),
+            uses: None,
         }
+    }
+
+    /// Counts the uses of limited approvals with `uses`.
+    pub fn with_use_counter(mut self, uses: Arc<dyn UseCounter>) -> Self {
+        self.uses = Some(uses);
+        self
     }
 
     /// The policies and facts decisions are made from right now.
@@ -294,8 +319,14 @@ impl Engine {
             return Ok(decision);
         }
         let decision = self.evaluate(snapshot, request, now)?;
-        // Errors are never cached; nor is anything under policies that do arithmetic on time.
-        if decision.errors.is_empty() && !snapshot.policies.time_use.arithmetic {
+        // Errors are never cached; nor is anything under policies that do arithmetic on time,
+        // nor anything about a limited approval (each allow must take a use).
+        let limited = decision
+            .provenance
+            .approval
+            .as_ref()
+            .is_some_and(|evidence| evidence.approval.max_uses.is_some());
+        if decision.errors.is_empty() && !snapshot.policies.time_use.arithmetic && !limited {
             cache.insert(
                 key,
                 CachedDecision {
@@ -440,11 +471,36 @@ impl Engine {
         reasons.sort_unstable();
         // Fail closed: Cedar skips a policy that errors, so a skipped forbid could have let an
         // allow through. Any error at all is a deny.
+        let mut approval_use = None;
         let effect = if !errors.is_empty() {
             reasons.push(reason::EVALUATION_ERROR.to_owned());
             Effect::Deny
         } else if response.decision() == CedarDecision::Allow {
-            Effect::Allow
+            match resolved.approval.and_then(|a| Some((a, a.max_uses?))) {
+                None => Effect::Allow,
+                Some((approval, max_uses)) => {
+                    let id = approval.uid.id().unescaped();
+                    let counted = match &self.uses {
+                        Some(uses) => uses.consume(id, max_uses),
+                        None => Err("no use counter is configured".to_owned()),
+                    };
+                    match counted {
+                        Ok(Some(number)) => {
+                            approval_use = Some(number);
+                            Effect::Allow
+                        }
+                        Ok(None) => {
+                            return Ok(Err(Verdict::warrant_deny(reason::APPROVAL_USES_EXHAUSTED)));
+                        }
+                        Err(error) => {
+                            tracing::error!(approval = id, %error, "cannot record a use of a limited approval; denying");
+                            return Ok(Err(Verdict::warrant_deny(
+                                reason::APPROVAL_USE_NOT_RECORDED,
+                            )));
+                        }
+                    }
+                }
+            }
         } else {
             if reasons.is_empty() {
                 reasons.push(reason::NO_PERMITTING_POLICY.to_owned());
@@ -455,6 +511,7 @@ impl Engine {
             effect,
             reasons,
             errors,
+            approval_use,
         }))
     }
 
@@ -473,6 +530,7 @@ impl Engine {
             ApprovalEvidence {
                 valid_at_decision: bound && approval.is_valid_at(now),
                 replay_suspected: !bound,
+                use_number: verdict.approval_use,
                 approval: Arc::clone(approval),
             }
         });

@@ -16,6 +16,8 @@ use crate::clock::UnixMillis;
 pub const ENTITIES_FILE: &str = "entities.json";
 /// The entity type of approvals. An approval's single parent is the identity it was granted to.
 pub const APPROVAL_TYPE: &str = "Approval";
+/// The entity type of people: owners of identities, approvers of approvals.
+pub const HUMAN_TYPE: &str = "Human";
 
 /// An entity named by type and id, as a caller names it. (Fields in sorted order: the ledger
 /// writes it as canonical JSON, `{"id":..,"type":..}`.)
@@ -80,6 +82,8 @@ pub struct Approval {
     pub expires_at: UnixMillis,
     pub revoked: bool,
     pub playbook: Option<String>,
+    /// How many allowed decisions it may serve, if limited (1: a single-use approval).
+    pub max_uses: Option<u64>,
 }
 
 impl Approval {
@@ -100,7 +104,7 @@ pub struct Facts {
     /// every entity reachable from it through entity-valued attributes, sorted. A decision that
     /// reads an entity can only change when the clock crosses one of these.
     time_bounds: HashMap<EntityUid, Arc<[UnixMillis]>>,
-    /// `sha256:` of the facts file.
+    /// `sha256:` of the facts' JSON text (the file's, plus the live changes if there are any).
     pub version: Arc<str>,
 }
 
@@ -410,6 +414,16 @@ fn read_approval(
         expires_at: required(datetime_attr(entity, "expires_at"), "expires_at")?,
         revoked,
         playbook: string_attr(entity, "playbook")?,
+        max_uses: match attr(entity, "max_uses") {
+            None => None,
+            // At most 2^53, so the ledger's canonical JSON keeps it exact.
+            Some(EvalResult::Long(n)) if (1..=1 << 53).contains(&n) => Some(n as u64),
+            Some(other) => {
+                return Err(format!(
+                    "attribute `max_uses` must be a Long from 1 to 2^53, found {other}"
+                ));
+            }
+        },
         uid,
     })
 }

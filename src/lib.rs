@@ -1,11 +1,13 @@
 //! Warrant: a zero-trust policy decision point for non-human identities. See ARCHITECTURE.md
 //! for the map of modules; a request flows api -> engine -> (facts, policy) -> Cedar -> api.
 
+pub mod admin_cli;
 pub mod api;
 pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod facts;
 pub mod ledger;
@@ -13,4 +15,5 @@ pub mod loadgen;
 pub mod policy;
 pub mod proto;
 pub mod server;
+pub mod store;
 pub mod telemetry;

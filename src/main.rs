@@ -1,4 +1,5 @@
-//! The `warrant` command: `serve` runs the decision point, `check` asks a running one.
+//! The `warrant` command: `serve` runs the decision point; `check`, `approval`, `identity`,
+//! `reload` and `status` talk to a running one; `log` reads the ledger; `bench` loads a server.
 
 use std::process::ExitCode;
 
@@ -6,6 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tracing_subscriber::EnvFilter;
 
+use warrant::admin_cli::{AdminConnection, ApprovalArgs, IdentityArgs};
 use warrant::cli::{CheckArgs, LogArgs};
 use warrant::config::Settings;
 use warrant::loadgen::BenchArgs;
@@ -41,6 +43,14 @@ enum Command {
     Bench(BenchArgs),
     /// Verify, show and search the provenance ledger.
     Log(LogArgs),
+    /// Grant, revoke and look up approvals on a running Warrant.
+    Approval(ApprovalArgs),
+    /// Create, update, suspend, retire and look up identities on a running Warrant.
+    Identity(IdentityArgs),
+    /// Reload the policy folder of a running Warrant now (all or nothing).
+    Reload(AdminConnection),
+    /// What a running Warrant is serving: versions, counts, the last reload error.
+    Status(AdminConnection),
 }
 
 fn main() -> ExitCode {
@@ -64,6 +74,10 @@ fn main() -> ExitCode {
             Command::Check(args) => warrant::cli::check(args).await,
             Command::Bench(args) => bench(args).await,
             Command::Log(args) => warrant::cli::log(args),
+            Command::Approval(args) => warrant::admin_cli::approval(args).await,
+            Command::Identity(args) => warrant::admin_cli::identity(args).await,
+            Command::Reload(connection) => warrant::admin_cli::reload(connection).await,
+            Command::Status(connection) => warrant::admin_cli::status(connection).await,
         }
     });
     match outcome {
@@ -83,13 +97,28 @@ async fn serve(
         Some(path) => Settings::from_file(path)?,
         None => Settings::default(),
     };
-    let config = flags.over(from_file).resolve()?;
+    // The admin token comes from the environment or the file, never from a flag.
+    let from_env = Settings {
+        admin_token: std::env::var("WARRANT_ADMIN_TOKEN")
+            .ok()
+            .map(warrant::config::Secret),
+        ..Settings::default()
+    };
+    let config = flags.over(from_env).over(from_file).resolve()?;
     warrant::server::serve(
         config,
-        |bound, metrics| {
+        |bound| {
             // Scripts and tests read the bound addresses (port 0 picks a free one) from here.
-            println!("warrant metrics on http://{metrics}/metrics");
-            println!("warrant listening on {bound}");
+            println!("warrant metrics on http://{}/metrics", bound.metrics);
+            match &bound.admin_token_file {
+                Some(path) => println!(
+                    "warrant admin on {} (token in {})",
+                    bound.admin,
+                    path.display()
+                ),
+                None => println!("warrant admin on {} (token as configured)", bound.admin),
+            }
+            println!("warrant listening on {}", bound.check);
         },
         async {
             // Stop on Ctrl-C or SIGTERM (what orchestrators send).

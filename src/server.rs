@@ -1,5 +1,7 @@
-//! Runs the gRPC server: loads and validates policies and facts, builds the engine, and serves
-//! `warrant.v1.Authorizer` and server reflection on one listener until shut down.
+//! Runs the server: loads and validates policies and facts (with the live changes in the data
+//! folder), builds the engine, and serves until shut down: `warrant.v1.Authorizer`, health and
+//! reflection on the Check listener; `warrant.v1.Admin` and `warrant.v1.DecisionLog`, behind the
+//! admin token, on the admin listener; metrics over HTTP. Watches the policy folder.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -10,15 +12,28 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
-use crate::api::grpc::{AuthorizerService, DecisionLogService, HEALTH_NAMES};
+use crate::api::admin::{AdminService, BearerToken, DecisionLogService, admin_token};
+use crate::api::grpc::{AuthorizerService, HEALTH_NAMES};
 use crate::clock::SystemClock;
 use crate::config::Config;
-use crate::engine::{Engine, Snapshot};
+use crate::control::Control;
+use crate::engine::Snapshot;
 use crate::facts::Facts;
 use crate::ledger::Ledger;
 use crate::policy::PolicySnapshot;
 use crate::proto;
+use crate::store::LiveStore;
 use crate::telemetry::{Metrics, serve_metrics};
+
+/// The addresses the server bound (useful with port 0), and where the admin token is kept.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub check: SocketAddr,
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+    /// `None` when the token was configured rather than kept in the data folder.
+    pub admin_token_file: Option<std::path::PathBuf>,
+}
 
 /// How long calls in flight may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -33,23 +48,40 @@ pub fn load_snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
     })
 }
 
-/// Binds the listeners and serves until `shutdown` completes. `on_bound` hears the gRPC and
-/// metrics addresses actually bound (useful with port 0).
+/// Binds the listeners and serves until `shutdown` completes. `on_bound` hears what was bound.
 pub async fn serve(
     config: Config,
-    on_bound: impl FnOnce(SocketAddr, SocketAddr),
+    on_bound: impl FnOnce(Bound),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let snapshot = load_snapshot(&config.policies)?;
+    let store = LiveStore::open(&config.data_dir)?;
+    let control = Arc::new(Control::open(
+        &config.policies,
+        store,
+        Arc::new(SystemClock),
+        config.engine,
+        config.rules,
+    )?);
+    let engine = Arc::clone(control.engine());
+    let snapshot = engine.snapshot();
     tracing::info!(
         policies = snapshot.policies.policy_count(),
         policy_version = %snapshot.policies.version,
         entities = snapshot.facts.entities.len(),
         approvals = snapshot.facts.approvals.len(),
         facts_version = %snapshot.facts.version,
+        live_changes = control.status().live_changes,
         "policies and facts loaded from {}",
         config.policies.display()
     );
+    // Kept alive while serving; dropping it stops the watching.
+    let _watcher = match control.watch() {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch the policy folder; reload with ReloadPolicies");
+            None
+        }
+    };
     if snapshot.policies.time_use.arithmetic {
         tracing::warn!(
             "a policy does arithmetic on datetimes (offset, toTime, ...): its decisions can change \
@@ -66,7 +98,6 @@ pub async fn serve(
         ),
         None => tracing::info!("decision cache off"),
     }
-    let engine = Arc::new(Engine::new(snapshot, Arc::new(SystemClock), config.engine));
 
     let ledger = match &config.ledger {
         Some(settings) => Some(Arc::new(Ledger::open(settings)?)),
@@ -75,9 +106,7 @@ pub async fn serve(
             None
         }
     };
-    let decision_log = ledger.clone().map(|ledger| {
-        proto::decision_log_server::DecisionLogServer::new(DecisionLogService::new(ledger))
-    });
+
     // SERVING once policies, facts and the ledger are loaded; NOT_SERVING if the ledger fails.
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in HEALTH_NAMES {
@@ -89,10 +118,30 @@ pub async fn serve(
     let metrics_bound = serve_metrics(
         config.metrics_listen,
         Arc::clone(&metrics),
-        Arc::clone(&engine),
+        Arc::clone(&control),
         ledger.clone(),
     )
     .await?;
+    let (token, admin_token_file) = admin_token(
+        config.admin_token.as_ref().map(|t| t.0.as_str()),
+        &config.data_dir,
+    )?;
+    let bearer = BearerToken::new(token, Arc::clone(&metrics));
+    let admin = proto::admin_server::AdminServer::with_interceptor(
+        AdminService::new(Arc::clone(&control), Arc::clone(&metrics)),
+        bearer.clone(),
+    );
+    let decision_log = ledger.clone().map(|ledger| {
+        proto::decision_log_server::DecisionLogServer::with_interceptor(
+            DecisionLogService::new(ledger),
+            bearer,
+        )
+    });
+    let admin_listener = TcpListener::bind(config.admin_listen)
+        .await
+        .with_context(|| format!("cannot listen for admin calls on {}", config.admin_listen))?;
+    let admin_bound = admin_listener.local_addr()?;
+    tracing::info!(%admin_bound, token_file = ?admin_token_file, "serving warrant.v1.Admin");
     tracing::info!(%metrics_bound, "serving Prometheus metrics at /metrics");
     let ledger_at_exit = ledger.clone();
     let authorizer = proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
@@ -117,7 +166,12 @@ pub async fn serve(
         worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
         "serving warrant.v1.Authorizer"
     );
-    on_bound(bound, metrics_bound);
+    on_bound(Bound {
+        check: bound,
+        admin: admin_bound,
+        metrics: metrics_bound,
+        admin_token_file,
+    });
     // On shutdown, calls in flight get `SHUTDOWN_GRACE` to finish; connections a client keeps
     // open (gateways do) do not hold the process past it.
     let stopping = Arc::new(tokio::sync::Notify::new());
@@ -128,11 +182,23 @@ pub async fn serve(
             stopping.notify_one();
         }
     };
+    let admin_stopping = Arc::new(tokio::sync::Notify::new());
+    let admin_serving = tonic::transport::Server::builder()
+        .add_service(admin)
+        .add_optional_service(decision_log)
+        .serve_with_incoming_shutdown(TcpIncoming::from(admin_listener), {
+            let admin_stopping = Arc::clone(&admin_stopping);
+            async move { admin_stopping.notified().await }
+        });
+    let admin_task = tokio::spawn(async move {
+        if let Err(error) = admin_serving.await {
+            tracing::error!(%error, "the admin listener failed");
+        }
+    });
     let serving = tonic::transport::Server::builder()
         .timeout(config.request_timeout)
         .add_service(health_service)
         .add_service(authorizer)
-        .add_optional_service(decision_log)
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
     tokio::select! {
@@ -141,6 +207,8 @@ pub async fn serve(
             tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway");
         }
     }
+    admin_stopping.notify_one();
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
     if let Some(ledger) = ledger_at_exit {
         match ledger.seal().await {
             Ok(()) => tracing::info!("ledger sealed"),

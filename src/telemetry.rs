@@ -2,13 +2,16 @@
 //! Prometheus text-format endpoint (`GET /metrics`) that reads them, with the cache's and the
 //! ledger's own counters, at scrape time.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::engine::{Effect, Engine};
+use crate::clock::{Clock as _, SystemClock};
+use crate::control::Control;
+use crate::engine::Effect;
 use crate::ledger::Ledger;
 
 /// Upper bounds of the latency buckets, in seconds.
@@ -79,6 +82,9 @@ struct ApiMetrics {
 #[derive(Default)]
 pub struct Metrics {
     apis: [ApiMetrics; 2],
+    /// Admin calls by method and gRPC status code (admin calls are rare: a lock is fine).
+    admin_calls: Mutex<BTreeMap<(&'static str, i32), u64>>,
+    admin_unauthenticated: AtomicU64,
 }
 
 impl Metrics {
@@ -103,8 +109,22 @@ impl Metrics {
         self.api(api).latency.observe(elapsed);
     }
 
-    /// The Prometheus text exposition of these metrics and of the engine's and ledger's.
-    pub fn render(&self, engine: &Engine, ledger: Option<&Ledger>) -> String {
+    pub fn admin_call(&self, method: &'static str, code: tonic::Code) {
+        let mut calls = self
+            .admin_calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *calls.entry((method, code as i32)).or_default() += 1;
+    }
+
+    pub fn admin_unauthenticated(&self) {
+        self.admin_unauthenticated.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of these metrics and of the engine's, the control
+    /// plane's and the ledger's.
+    pub fn render(&self, control: &Control, ledger: Option<&Ledger>) -> String {
+        let engine = control.engine();
         let mut out = String::new();
         let family = |out: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
@@ -202,6 +222,76 @@ impl Metrics {
             "warrant_policy_info{{policy_version=\"{}\",facts_version=\"{}\"}} 1",
             snapshot.policies.version, snapshot.facts.version
         );
+        let status = control.status();
+        family(
+            &mut out,
+            "warrant_policy_reloads_total",
+            "counter",
+            "Policy reloads, by result (a failed one leaves the last good set serving).",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_policy_reloads_total{{result=\"success\"}} {}\nwarrant_policy_reloads_total{{result=\"failure\"}} {}",
+            status.reloads, status.reload_failures
+        );
+        family(
+            &mut out,
+            "warrant_policy_reload_failing",
+            "gauge",
+            "1 while the last reload failed and no later one succeeded.",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_policy_reload_failing {}",
+            u8::from(status.last_reload_error.is_some())
+        );
+        family(
+            &mut out,
+            "warrant_policy_age_seconds",
+            "gauge",
+            "Seconds since the serving policies were loaded.",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_policy_age_seconds {:.3}",
+            (SystemClock.now().0 - status.policies_loaded_at.0).max(0) as f64 / 1000.0
+        );
+        family(
+            &mut out,
+            "warrant_live_facts",
+            "gauge",
+            "Entities changed or created through the admin API.",
+        );
+        let _ = writeln!(out, "warrant_live_facts {}", status.live_changes);
+        family(
+            &mut out,
+            "warrant_admin_calls_total",
+            "counter",
+            "Authenticated admin calls, by method and gRPC status code.",
+        );
+        for ((method, code), count) in self
+            .admin_calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .iter()
+        {
+            let _ = writeln!(
+                out,
+                "warrant_admin_calls_total{{method=\"{method}\",code=\"{:?}\"}} {count}",
+                tonic::Code::from_i32(*code)
+            );
+        }
+        family(
+            &mut out,
+            "warrant_admin_unauthenticated_total",
+            "counter",
+            "Admin calls refused for a missing or wrong token.",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_admin_unauthenticated_total {}",
+            self.admin_unauthenticated.load(Ordering::Relaxed)
+        );
         if let Some(ledger) = ledger {
             let stats = ledger.stats();
             family(
@@ -234,7 +324,7 @@ impl Metrics {
 pub async fn serve_metrics(
     addr: SocketAddr,
     metrics: Arc<Metrics>,
-    engine: Arc<Engine>,
+    control: Arc<Control>,
     ledger: Option<Arc<Ledger>>,
 ) -> anyhow::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr)
@@ -244,7 +334,7 @@ pub async fn serve_metrics(
     let app = axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
-            let text = metrics.render(&engine, ledger.as_deref());
+            let text = metrics.render(&control, ledger.as_deref());
             async move { ([("content-type", "text/plain; version=0.0.4")], text) }
         }),
     );

@@ -398,7 +398,17 @@ async fn tools_look_decisions_up_over_grpc() {
             .unwrap();
         ids.push(answer.into_inner().decision_id);
     }
-    let mut log = DecisionLogClient::connect(server.url()).await.unwrap();
+    // The ledger is served on the admin listener only, behind the admin token.
+    let on_check_port = DecisionLogClient::connect(server.url())
+        .await
+        .unwrap()
+        .get_decision(warrant::proto::GetDecisionRequest {
+            decision_id: ids[2].clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(on_check_port.code(), tonic::Code::Unimplemented);
+    let mut log = server.decision_log_client().await;
 
     let found = log
         .get_decision(warrant::proto::GetDecisionRequest {

@@ -3,43 +3,7 @@
 
 mod common;
 
-use common::{Server, pipeline_read, request};
-
-async fn scrape(server: &Server) -> prometheus_parse::Scrape {
-    let (host, path) = server
-        .metrics
-        .trim_start_matches("http://")
-        .split_once('/')
-        .unwrap();
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(
-            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
-}
-
-fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
-    let sample = scrape
-        .samples
-        .iter()
-        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
-        .unwrap_or_else(|| panic!("no {name} {labels:?}"));
-    match &sample.value {
-        prometheus_parse::Value::Counter(v)
-        | prometheus_parse::Value::Gauge(v)
-        | prometheus_parse::Value::Untyped(v) => *v,
-        prometheus_parse::Value::Histogram(buckets) => buckets.last().unwrap().count,
-        other => panic!("{other:?}"),
-    }
-}
+use common::{Server, pipeline_read, request, scrape, value};
 
 #[tokio::test]
 async fn counters_move_as_the_requests_did() {

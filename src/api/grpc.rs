@@ -10,8 +10,7 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::UnixMillis;
 use crate::engine::{self, ContextValue, Effect, Engine, InvalidRequest};
-use crate::facts::EntityRef;
-use crate::ledger::{self, Ledger, Record};
+use crate::ledger::{Ledger, Record};
 use crate::proto;
 use crate::proto::authorizer_server::Authorizer;
 use crate::telemetry::{Api, Metrics};
@@ -194,7 +193,7 @@ pub fn check_request_from_proto(
     })
 }
 
-fn non_empty(text: String) -> Option<String> {
+pub(crate) fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)
 }
 
@@ -244,18 +243,18 @@ fn value_to_context(value: prost_types::Value, path: &str) -> Result<ContextValu
     }
 }
 
-fn entity_ref(entity: &engine::EntityRef) -> proto::EntityRef {
+pub(crate) fn entity_ref(entity: &engine::EntityRef) -> proto::EntityRef {
     proto::EntityRef {
         r#type: entity.type_name.clone(),
         id: entity.id.clone(),
     }
 }
 
-fn uid_ref(uid: &cedar_policy::EntityUid) -> proto::EntityRef {
+pub(crate) fn uid_ref(uid: &cedar_policy::EntityUid) -> proto::EntityRef {
     entity_ref(&engine::EntityRef::from_uid(uid))
 }
 
-fn timestamp(at: UnixMillis) -> prost_types::Timestamp {
+pub(crate) fn timestamp(at: UnixMillis) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.0.div_euclid(1_000),
         nanos: (at.0.rem_euclid(1_000) * 1_000_000) as i32,
@@ -288,6 +287,8 @@ pub fn check_response_to_proto(decision: engine::Decision) -> proto::CheckRespon
             playbook: approval.playbook.clone().unwrap_or_default(),
             valid_at_decision: evidence.valid_at_decision,
             replay_suspected: evidence.replay_suspected,
+            max_uses: approval.max_uses.unwrap_or(0),
+            use_number: evidence.use_number.unwrap_or(0),
         }
     });
     let decision_value = match decision.effect {
@@ -323,117 +324,5 @@ pub fn check_response_to_proto(decision: engine::Decision) -> proto::CheckRespon
         valid_until: Some(timestamp(decision.valid_until)),
         policy_version: decision.policy_version.to_string(),
         request_id: decision.request_id.unwrap_or_default(),
-    }
-}
-
-/// `warrant.v1.DecisionLog`: lookups in the provenance ledger.
-pub struct DecisionLogService {
-    ledger: Arc<Ledger>,
-}
-
-impl DecisionLogService {
-    pub fn new(ledger: Arc<Ledger>) -> Self {
-        DecisionLogService { ledger }
-    }
-}
-
-fn decision_record(stored: ledger::StoredRecord) -> Result<proto::DecisionRecord, Status> {
-    let record_json = ledger::canonical_json(&stored.record)
-        .map_err(|e| Status::internal(format!("cannot serialise a record: {e}")))?;
-    Ok(proto::DecisionRecord {
-        seq: stored.seq,
-        decision_id: stored.record.decision_id,
-        time: stored.record.time,
-        decision: stored.record.decision,
-        record_json,
-        hash: stored.hash,
-    })
-}
-
-fn ledger_status(error: ledger::LedgerError) -> Status {
-    tracing::error!(%error, "ledger lookup failed");
-    Status::internal(error.to_string())
-}
-
-#[tonic::async_trait]
-impl proto::decision_log_server::DecisionLog for DecisionLogService {
-    async fn get_decision(
-        &self,
-        request: Request<proto::GetDecisionRequest>,
-    ) -> Result<Response<proto::DecisionRecord>, Status> {
-        let id = request.into_inner().decision_id;
-        if id.is_empty() {
-            return Err(Status::invalid_argument("decision_id: required"));
-        }
-        let ledger = Arc::clone(&self.ledger);
-        let lookup = id.clone();
-        let found = tokio::task::spawn_blocking(move || ledger.get(&lookup))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(ledger_status)?;
-        match found {
-            Some(stored) => decision_record(stored).map(Response::new),
-            None => Err(Status::not_found(format!(
-                "decision_id: no decision {id} in the ledger"
-            ))),
-        }
-    }
-
-    async fn list_decisions(
-        &self,
-        request: Request<proto::ListDecisionsRequest>,
-    ) -> Result<Response<proto::ListDecisionsResponse>, Status> {
-        let request = request.into_inner();
-        let after = match request.page_token.as_str() {
-            "" => 0,
-            token => token.parse::<u64>().map_err(|_| {
-                Status::invalid_argument("page_token: not a token this server gave")
-            })?,
-        };
-        let limit = match request.page_size {
-            0 => 100,
-            n if n > 1000 => {
-                return Err(Status::invalid_argument("page_size: at most 1000"));
-            }
-            n => n as usize,
-        };
-        let millis = |t: Option<prost_types::Timestamp>| {
-            t.map(|t| UnixMillis(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000))
-        };
-        let filter = ledger::Filter {
-            principal: request.principal.map(|p| EntityRef {
-                id: p.id,
-                type_name: p.r#type,
-            }),
-            approval: non_empty(request.approval),
-            decision: match proto::Decision::try_from(request.decision) {
-                Ok(proto::Decision::Allow) => Some("ALLOW".into()),
-                Ok(proto::Decision::Deny) => Some("DENY".into()),
-                Ok(proto::Decision::Unspecified) => None,
-                Err(_) => return Err(Status::invalid_argument("decision: unknown value")),
-            },
-            since: millis(request.since),
-            until: millis(request.until),
-        };
-        let ledger = Arc::clone(&self.ledger);
-        // One more than a page tells whether another page follows.
-        let mut found = tokio::task::spawn_blocking(move || ledger.list(&filter, after, limit + 1))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(ledger_status)?;
-        let more = found.len() > limit;
-        found.truncate(limit);
-        let next_page_token = match (more, found.last()) {
-            (true, Some(last)) => last.seq.to_string(),
-            _ => String::new(),
-        };
-        let records = found
-            .into_iter()
-            .map(decision_record)
-            .collect::<Result<_, _>>()?;
-        Ok(Response::new(proto::ListDecisionsResponse {
-            records,
-            next_page_token,
-        }))
     }
 }

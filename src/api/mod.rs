@@ -1,4 +1,5 @@
 //! Wire formats. Each submodule turns one protocol's bytes into an engine `CheckRequest` and an
 //! engine `Decision` back into that protocol's answer. No policy logic lives here.
 
+pub mod admin;
 pub mod grpc;

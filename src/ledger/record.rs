@@ -18,6 +18,9 @@ pub struct ApprovalRecord {
     pub approver: EntityRef,
     pub expires_at: String,
     pub id: String,
+    /// Uses it grants, if limited.
+    #[serde(default)]
+    pub max_uses: Option<u64>,
     pub not_before: String,
     pub playbook: Option<String>,
     pub replay_suspected: bool,
@@ -25,6 +28,9 @@ pub struct ApprovalRecord {
     pub scope: EntityRef,
     pub subject: EntityRef,
     pub ticket: String,
+    /// Which of its uses this decision took (limited approvals that allowed it).
+    #[serde(default)]
+    pub use_number: Option<u64>,
     pub valid_at_decision: bool,
 }
 
@@ -157,6 +163,8 @@ impl Record {
                 expires_at: a.expires_at.to_rfc3339(),
                 revoked: a.revoked,
                 playbook: a.playbook.clone(),
+                max_uses: a.max_uses,
+                use_number: evidence.use_number,
                 valid_at_decision: evidence.valid_at_decision,
                 replay_suspected: evidence.replay_suspected,
             }

@@ -7,8 +7,15 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+use warrant::admin_cli::AddToken;
 use warrant::proto;
+use warrant::proto::admin_client::AdminClient;
 use warrant::proto::authorizer_client::AuthorizerClient;
+use warrant::proto::decision_log_client::DecisionLogClient;
+
+pub type Admin = AdminClient<InterceptedService<Channel, AddToken>>;
 
 pub fn bundled_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
@@ -20,6 +27,8 @@ pub struct Server {
     pub addr: String,
     /// The metrics endpoint's URL.
     pub metrics: String,
+    /// The admin API's address.
+    pub admin: String,
     pub data: tempfile::TempDir,
 }
 
@@ -45,6 +54,7 @@ impl Server {
             .args(args)
             .args(["--data-dir", data.path().to_str().unwrap()])
             .args(["--metrics-listen", "127.0.0.1:0"])
+            .args(["--admin-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -54,22 +64,27 @@ impl Server {
         let (sender, receiver) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
             let mut metrics = String::new();
+            let mut admin = String::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("warrant metrics on ") {
                     metrics = url.to_owned();
                 }
+                if let Some(rest) = line.strip_prefix("warrant admin on ") {
+                    admin = rest.split(' ').next().unwrap_or_default().to_owned();
+                }
                 if let Some(addr) = line.strip_prefix("warrant listening on ") {
-                    let _ = sender.send((addr.to_owned(), metrics.clone()));
+                    let _ = sender.send((addr.to_owned(), metrics.clone(), admin.clone()));
                 }
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((addr, metrics)) = receiver.recv_timeout(Duration::from_millis(50)) {
+            if let Ok((addr, metrics, admin)) = receiver.recv_timeout(Duration::from_millis(50)) {
                 return Ok(Server {
                     child,
                     addr,
                     metrics,
+                    admin,
                     data,
                 });
             }
@@ -95,6 +110,40 @@ impl Server {
         AuthorizerClient::connect(self.url())
             .await
             .expect("connect")
+    }
+
+    /// The token the server created in its data folder.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_owned()
+    }
+
+    async fn admin_channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.admin))
+            .unwrap()
+            .connect()
+            .await
+            .expect("connect to the admin API")
+    }
+
+    /// An admin client that sends the server's token.
+    pub async fn admin_client(&self) -> Admin {
+        AdminClient::with_interceptor(
+            self.admin_channel().await,
+            AddToken::bearer(&self.admin_token()).unwrap(),
+        )
+    }
+
+    /// A DecisionLog client (on the admin listener) that sends the server's token.
+    pub async fn decision_log_client(
+        &self,
+    ) -> DecisionLogClient<InterceptedService<Channel, AddToken>> {
+        DecisionLogClient::with_interceptor(
+            self.admin_channel().await,
+            AddToken::bearer(&self.admin_token()).unwrap(),
+        )
     }
 }
 
@@ -172,8 +221,45 @@ pub fn deploy(approval: &str) -> proto::CheckRequest {
 }
 
 pub fn context(json: serde_json::Value) -> Option<prost_types::Struct> {
-    match warrant::cli::json_to_value(json).kind {
+    match warrant::proto::json_to_value(json).kind {
         Some(prost_types::value::Kind::StructValue(s)) => Some(s),
         _ => panic!("context must be an object"),
+    }
+}
+
+/// Scrapes the server's metrics endpoint and parses it with a Prometheus text-format parser.
+pub async fn scrape(server: &Server) -> prometheus_parse::Scrape {
+    let (host, path) = server
+        .metrics
+        .trim_start_matches("http://")
+        .split_once('/')
+        .unwrap();
+    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+pub fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let sample = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == name && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .unwrap_or_else(|| panic!("no {name} {labels:?}"));
+    match &sample.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => *v,
+        prometheus_parse::Value::Histogram(buckets) => buckets.last().unwrap().count,
+        other => panic!("{other:?}"),
     }
 }

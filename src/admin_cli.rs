@@ -1,0 +1,558 @@
+//! The shell's admin client: `warrant approval ...`, `warrant identity ...`, `warrant reload`
+//! and `warrant status` call a running server's `warrant.v1.Admin` with the admin token and print
+//! what it answers as JSON.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+use serde_json::{Value, json};
+use tonic::metadata::MetadataValue;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::Channel;
+
+use crate::cli::{entity_json, parse_entity, time_json};
+use crate::clock::{Clock as _, SystemClock, UnixMillis};
+use crate::proto;
+use crate::proto::admin_client::AdminClient;
+
+#[derive(Debug, clap::Args)]
+pub struct AdminConnection {
+    /// The admin API to call.
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:50052",
+        env = "WARRANT_ADMIN"
+    )]
+    pub admin: String,
+    /// The data folder whose admin.token is sent, unless WARRANT_ADMIN_TOKEN is set.
+    #[arg(long, global = true, default_value = "data", env = "WARRANT_DATA_DIR")]
+    pub data_dir: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ApprovalArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    #[command(subcommand)]
+    pub command: ApprovalCommand,
+}
+
+// Parsed once per process: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, clap::Subcommand)]
+pub enum ApprovalCommand {
+    /// Grant an approval to an identity.
+    Grant {
+        /// Its id; Warrant picks one when not given.
+        #[arg(long)]
+        id: Option<String>,
+        /// The change or task ticket.
+        #[arg(long)]
+        ticket: String,
+        /// The human who approved, as Human::id.
+        #[arg(long)]
+        approver: String,
+        /// Who asked for it, as Type::id.
+        #[arg(long)]
+        requester: String,
+        /// The identity it is granted to, as Type::id.
+        #[arg(long)]
+        subject: String,
+        /// An action it covers (repeat for more).
+        #[arg(long = "action", required = true)]
+        actions: Vec<String>,
+        /// The scope that bounds it, as Scope::id.
+        #[arg(long)]
+        scope: String,
+        /// Start of validity, RFC 3339 [default: now]
+        #[arg(long)]
+        not_before: Option<String>,
+        /// End of validity, RFC 3339.
+        #[arg(long, conflicts_with = "valid_for")]
+        expires_at: Option<String>,
+        /// Or how long from not_before it lasts: 90s, 30m, 2h, 1d.
+        #[arg(long = "for")]
+        valid_for: Option<String>,
+        /// Allowed uses it grants (1: single use) [default: unlimited]
+        #[arg(long)]
+        max_uses: Option<u32>,
+        #[arg(long)]
+        playbook: Option<String>,
+        #[arg(long)]
+        justification: Option<String>,
+        /// Further attributes as a JSON object, e.g. '{"max_amount": 5000}'.
+        #[arg(long)]
+        attributes: Option<String>,
+    },
+    /// Revoke an approval.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// One approval, with its state and uses.
+    Show { id: String },
+    /// Approvals matching every filter given.
+    List {
+        /// Type::id of the identity they were granted to.
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        ticket: Option<String>,
+        /// pending, active, expired, revoked or exhausted.
+        #[arg(long)]
+        state: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct IdentityArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    #[command(subcommand)]
+    pub command: IdentityCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum IdentityCommand {
+    /// Add an identity.
+    Create {
+        /// Type::id, e.g. Agent::triage-bot
+        entity: String,
+        /// The accountable human, as Human::id.
+        #[arg(long)]
+        owner: String,
+        /// active, suspended or retired [default: active]
+        #[arg(long)]
+        status: Option<String>,
+        /// The type's other attributes as a JSON object (Cedar's JSON form).
+        #[arg(long)]
+        attributes: Option<String>,
+        /// A parent entity, as Type::id (repeat for more).
+        #[arg(long = "parent")]
+        parents: Vec<String>,
+    },
+    /// Change some of an identity's fields; the others stay.
+    Update {
+        entity: String,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+        /// Attributes to replace, as a JSON object; a null value removes one.
+        #[arg(long)]
+        attributes: Option<String>,
+        /// Replace the parents with these (comma-separated Type::id; empty for none).
+        #[arg(long, value_delimiter = ',', num_args = 0..)]
+        parents: Option<Vec<String>>,
+    },
+    /// Suspend an identity (status "suspended").
+    Suspend {
+        entity: String,
+    },
+    /// Retire an identity (status "retired").
+    Retire {
+        entity: String,
+    },
+    Show {
+        entity: String,
+    },
+    List {
+        #[arg(long = "type")]
+        type_name: Option<String>,
+        #[arg(long)]
+        owner: Option<String>,
+        #[arg(long)]
+        status: Option<String>,
+    },
+}
+
+type Client = AdminClient<InterceptedService<Channel, AddToken>>;
+
+/// Sends `authorization: Bearer <token>` with every call.
+#[derive(Clone)]
+pub struct AddToken(MetadataValue<tonic::metadata::Ascii>);
+
+impl AddToken {
+    pub fn bearer(token: &str) -> anyhow::Result<Self> {
+        MetadataValue::try_from(format!("Bearer {token}"))
+            .map(AddToken)
+            .context("the admin token is not a valid header value")
+    }
+}
+
+impl tonic::service::Interceptor for AddToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        request
+            .metadata_mut()
+            .insert("authorization", self.0.clone());
+        Ok(request)
+    }
+}
+
+impl AdminConnection {
+    fn token(&self) -> anyhow::Result<String> {
+        if let Ok(token) = std::env::var("WARRANT_ADMIN_TOKEN") {
+            return Ok(token);
+        }
+        let path = self.data_dir.join(crate::api::admin::TOKEN_FILE);
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "cannot read the admin token from {} (set WARRANT_ADMIN_TOKEN or --data-dir)",
+                path.display()
+            )
+        })?;
+        Ok(text.trim().to_owned())
+    }
+
+    pub async fn connect(&self) -> anyhow::Result<Client> {
+        let token = AddToken::bearer(&self.token()?)?;
+        let channel = Channel::from_shared(self.admin.clone())
+            .with_context(|| format!("not an address: {}", self.admin))?
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {}", self.admin))?;
+        Ok(AdminClient::with_interceptor(channel, token))
+    }
+}
+
+fn print(value: Value) -> anyhow::Result<ExitCode> {
+    println!("{}", serde_json::to_string_pretty(&value)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn call_failed(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{:?}: {}", status.code(), status.message())
+}
+
+fn time(text: &str, flag: &str) -> anyhow::Result<prost_types::Timestamp> {
+    let at = UnixMillis::parse_rfc3339(text)
+        .with_context(|| format!("--{flag}: not an RFC 3339 time: {text:?}"))?;
+    Ok(crate::api::grpc::timestamp(at))
+}
+
+/// `90s`, `30m`, `2h`, `1d` in milliseconds.
+fn duration_millis(text: &str) -> anyhow::Result<i64> {
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let number: i64 = number
+        .parse()
+        .with_context(|| format!("--for: expected e.g. 30m or 2h, got {text:?}"))?;
+    let unit = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => bail!("--for: the unit must be s, m, h or d, got {text:?}"),
+    };
+    Ok(number.saturating_mul(unit))
+}
+
+fn json_object(text: Option<&str>, flag: &str) -> anyhow::Result<Option<prost_types::Struct>> {
+    let Some(text) = text else { return Ok(None) };
+    let value: Value = serde_json::from_str(text).with_context(|| format!("--{flag}: not JSON"))?;
+    match proto::json_to_value(value).kind {
+        Some(prost_types::value::Kind::StructValue(fields)) => Ok(Some(fields)),
+        _ => bail!("--{flag}: must be a JSON object"),
+    }
+}
+
+fn struct_json(fields: &Option<prost_types::Struct>) -> Value {
+    fields
+        .clone()
+        .map_or(Value::Null, |f| Value::Object(proto::struct_to_json(f)))
+}
+
+fn approval_json(record: &proto::ApprovalRecord) -> Value {
+    let a = record.approval.clone().unwrap_or_default();
+    let state = proto::ApprovalState::try_from(record.state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("APPROVAL_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_default();
+    json!({
+        "id": a.id,
+        "ticket": a.ticket,
+        "state": state,
+        "approver": entity_json(&a.approver),
+        "requester": entity_json(&a.requester),
+        "subject": entity_json(&a.subject),
+        "actions": a.actions,
+        "scope": entity_json(&a.scope),
+        "not_before": time_json(&a.not_before),
+        "expires_at": time_json(&a.expires_at),
+        "max_uses": a.max_uses,
+        "uses": record.uses,
+        "playbook": a.playbook,
+        "justification": a.justification,
+        "attributes": struct_json(&a.attributes),
+        "origin": record.origin,
+        "granted_at": time_json(&record.granted_at),
+        "revoked_at": time_json(&record.revoked_at),
+        "revoke_reason": record.revoke_reason,
+    })
+}
+
+fn identity_json(record: &proto::IdentityRecord) -> Value {
+    let i = record.identity.clone().unwrap_or_default();
+    json!({
+        "entity": entity_json(&i.entity),
+        "owner": entity_json(&i.owner),
+        "status": i.status,
+        "attributes": struct_json(&i.attributes),
+        "parents": i.parents.iter().map(|p| entity_json(&Some(p.clone()))).collect::<Vec<_>>(),
+        "origin": record.origin,
+        "updated_at": time_json(&record.updated_at),
+    })
+}
+
+fn status_json(status: &proto::StatusResponse) -> Value {
+    json!({
+        "policy_version": status.policy_version,
+        "policies_loaded_at": time_json(&status.policies_loaded_at),
+        "policy_count": status.policy_count,
+        "facts_version": status.facts_version,
+        "entity_count": status.entity_count,
+        "identity_count": status.identity_count,
+        "approval_count": status.approval_count,
+        "live_changes": status.live_changes,
+        "reloads": status.reloads,
+        "reload_failures": status.reload_failures,
+        "last_reload_error": status.last_reload_error,
+        "last_reload_failed_at": time_json(&status.last_reload_failed_at),
+    })
+}
+
+pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.connection.connect().await?;
+    match args.command {
+        ApprovalCommand::Grant {
+            id,
+            ticket,
+            approver,
+            requester,
+            subject,
+            actions,
+            scope,
+            not_before,
+            expires_at,
+            valid_for,
+            max_uses,
+            playbook,
+            justification,
+            attributes,
+        } => {
+            let not_before = not_before.map(|t| time(&t, "not-before")).transpose()?;
+            let expires_at = match (expires_at, valid_for) {
+                (Some(at), _) => time(&at, "expires-at")?,
+                (None, Some(length)) => {
+                    let start = not_before.as_ref().map_or_else(
+                        || SystemClock.now(),
+                        |t| UnixMillis(t.seconds * 1_000 + i64::from(t.nanos) / 1_000_000),
+                    );
+                    crate::api::grpc::timestamp(
+                        start.saturating_add_millis(duration_millis(&length)?),
+                    )
+                }
+                (None, None) => bail!("give --expires-at or --for"),
+            };
+            let spec = proto::ApprovalSpec {
+                id: id.unwrap_or_default(),
+                ticket,
+                approver: Some(parse_entity(&approver, "approver")?),
+                requester: Some(parse_entity(&requester, "requester")?),
+                subject: Some(parse_entity(&subject, "subject")?),
+                actions,
+                scope: Some(parse_entity(&scope, "scope")?),
+                not_before,
+                expires_at: Some(expires_at),
+                max_uses: max_uses.unwrap_or(0),
+                playbook: playbook.unwrap_or_default(),
+                justification: justification.unwrap_or_default(),
+                attributes: json_object(attributes.as_deref(), "attributes")?,
+            };
+            let record = client
+                .grant_approval(proto::GrantApprovalRequest {
+                    approval: Some(spec),
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(approval_json(&record))
+        }
+        ApprovalCommand::Revoke { id, reason } => {
+            let record = client
+                .revoke_approval(proto::RevokeApprovalRequest {
+                    id,
+                    reason: reason.unwrap_or_default(),
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(approval_json(&record))
+        }
+        ApprovalCommand::Show { id } => {
+            let record = client
+                .get_approval(proto::GetApprovalRequest { id })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(approval_json(&record))
+        }
+        ApprovalCommand::List {
+            subject,
+            ticket,
+            state,
+        } => {
+            let state = match state.as_deref() {
+                None => proto::ApprovalState::Unspecified,
+                Some(name) => proto::ApprovalState::from_str_name(&format!(
+                    "APPROVAL_STATE_{}",
+                    name.to_uppercase()
+                ))
+                .with_context(|| {
+                    format!(
+                        "--state: one of pending, active, expired, revoked, exhausted; got {name:?}"
+                    )
+                })?,
+            };
+            let found = client
+                .list_approvals(proto::ListApprovalsRequest {
+                    subject: subject.map(|s| parse_entity(&s, "subject")).transpose()?,
+                    ticket: ticket.unwrap_or_default(),
+                    state: state as i32,
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(Value::Array(
+                found.approvals.iter().map(approval_json).collect(),
+            ))
+        }
+    }
+}
+
+pub async fn identity(args: IdentityArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.connection.connect().await?;
+    let update = |entity: &str, status: &str| -> anyhow::Result<proto::UpdateIdentityRequest> {
+        Ok(proto::UpdateIdentityRequest {
+            entity: Some(parse_entity(entity, "entity")?),
+            status: Some(status.to_owned()),
+            ..proto::UpdateIdentityRequest::default()
+        })
+    };
+    let record = match args.command {
+        IdentityCommand::Create {
+            entity,
+            owner,
+            status,
+            attributes,
+            parents,
+        } => {
+            let spec = proto::IdentitySpec {
+                entity: Some(parse_entity(&entity, "entity")?),
+                owner: Some(parse_entity(&owner, "owner")?),
+                status: status.unwrap_or_default(),
+                attributes: json_object(attributes.as_deref(), "attributes")?,
+                parents: parents
+                    .iter()
+                    .map(|p| parse_entity(p, "parent"))
+                    .collect::<anyhow::Result<_>>()?,
+            };
+            client
+                .create_identity(proto::CreateIdentityRequest {
+                    identity: Some(spec),
+                })
+                .await
+        }
+        IdentityCommand::Update {
+            entity,
+            owner,
+            status,
+            attributes,
+            parents,
+        } => {
+            let request = proto::UpdateIdentityRequest {
+                entity: Some(parse_entity(&entity, "entity")?),
+                owner: owner.map(|o| parse_entity(&o, "owner")).transpose()?,
+                status,
+                attributes: json_object(attributes.as_deref(), "attributes")?,
+                set_parents: parents.is_some(),
+                parents: parents
+                    .unwrap_or_default()
+                    .iter()
+                    .filter(|p| !p.is_empty())
+                    .map(|p| parse_entity(p, "parents"))
+                    .collect::<anyhow::Result<_>>()?,
+            };
+            client.update_identity(request).await
+        }
+        IdentityCommand::Suspend { entity } => {
+            client.update_identity(update(&entity, "suspended")?).await
+        }
+        IdentityCommand::Retire { entity } => {
+            client
+                .retire_identity(proto::RetireIdentityRequest {
+                    entity: Some(parse_entity(&entity, "entity")?),
+                })
+                .await
+        }
+        IdentityCommand::Show { entity } => {
+            client
+                .get_identity(proto::GetIdentityRequest {
+                    entity: Some(parse_entity(&entity, "entity")?),
+                })
+                .await
+        }
+        IdentityCommand::List {
+            type_name,
+            owner,
+            status,
+        } => {
+            let found = client
+                .list_identities(proto::ListIdentitiesRequest {
+                    r#type: type_name.unwrap_or_default(),
+                    owner: owner.map(|o| parse_entity(&o, "owner")).transpose()?,
+                    status: status.unwrap_or_default(),
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            return print(Value::Array(
+                found.identities.iter().map(identity_json).collect(),
+            ));
+        }
+    };
+    print(identity_json(&record.map_err(call_failed)?.into_inner()))
+}
+
+/// `warrant reload`: reload the policy folder now.
+pub async fn reload(connection: AdminConnection) -> anyhow::Result<ExitCode> {
+    let mut client = connection.connect().await?;
+    let status = client
+        .reload_policies(proto::ReloadPoliciesRequest {})
+        .await
+        .map_err(call_failed)?
+        .into_inner();
+    print(status_json(&status))
+}
+
+/// `warrant status`: what the server is serving.
+pub async fn status(connection: AdminConnection) -> anyhow::Result<ExitCode> {
+    let mut client = connection.connect().await?;
+    let status = client
+        .status(proto::StatusRequest {})
+        .await
+        .map_err(call_failed)?
+        .into_inner();
+    print(status_json(&status))
+}

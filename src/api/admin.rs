@@ -1,0 +1,592 @@
+//! The admin listener's gRPC services: `warrant.v1.Admin` (live approvals and identities,
+//! policy reloads, status) and `warrant.v1.DecisionLog` (ledger lookups), and the bearer-token
+//! check every call on that listener passes first. Wire conversion only: the rules live in
+//! `control`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status};
+
+use crate::api::grpc::{entity_ref, non_empty, timestamp, uid_ref};
+use crate::clock::UnixMillis;
+use crate::control::{
+    ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView, Control, ControlError,
+    IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView, Origin, StatusView,
+};
+use crate::facts::EntityRef;
+use crate::ledger::{self, Ledger};
+use crate::proto;
+use crate::telemetry::Metrics;
+
+/// The token file created in the data folder when no token is configured.
+pub const TOKEN_FILE: &str = "admin.token";
+
+/// The admin token: the configured one, else the one in `data_dir/admin.token`, created (32
+/// random bytes, hex, mode 0600) on first start. Returns the token and where it came from.
+pub fn admin_token(
+    configured: Option<&str>,
+    data_dir: &Path,
+) -> anyhow::Result<(String, Option<PathBuf>)> {
+    if let Some(token) = configured {
+        anyhow::ensure!(
+            token.len() >= 16,
+            "admin_token: at least 16 characters, please"
+        );
+        return Ok((token.to_owned(), None));
+    }
+    let path = data_dir.join(TOKEN_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let token = text.trim().to_owned();
+            anyhow::ensure!(!token.is_empty(), "{}: empty", path.display());
+            return Ok((token, Some(path)));
+        }
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => anyhow::bail!("cannot read {}: {error}", path.display()),
+    }
+    std::fs::create_dir_all(data_dir)?;
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let token = hex::encode(bytes);
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
+    writeln!(file, "{token}")?;
+    file.sync_all()?;
+    Ok((token, Some(path)))
+}
+
+/// Refuses a call without `authorization: Bearer <token>` (UNAUTHENTICATED, logged).
+#[derive(Clone)]
+pub struct BearerToken {
+    token: Arc<str>,
+    metrics: Arc<Metrics>,
+}
+
+impl BearerToken {
+    pub fn new(token: String, metrics: Arc<Metrics>) -> Self {
+        BearerToken {
+            token: token.into(),
+            metrics,
+        }
+    }
+}
+
+impl tonic::service::Interceptor for BearerToken {
+    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
+        let presented = request
+            .metadata()
+            .get("authorization")
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        let why = match presented {
+            None => "no bearer token",
+            Some(token) if equal_in_constant_time(token.as_bytes(), self.token.as_bytes()) => {
+                return Ok(request);
+            }
+            Some(_) => "wrong bearer token",
+        };
+        self.metrics.admin_unauthenticated();
+        tracing::warn!(peer = ?request.remote_addr(), "admin call refused: {why}");
+        Err(Status::unauthenticated(format!(
+            "{why}: send `authorization: Bearer <token>` (the admin token)"
+        )))
+    }
+}
+
+fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
+}
+
+/// `warrant.v1.Admin`.
+pub struct AdminService {
+    control: Arc<Control>,
+    metrics: Arc<Metrics>,
+}
+
+impl AdminService {
+    pub fn new(control: Arc<Control>, metrics: Arc<Metrics>) -> Self {
+        AdminService { control, metrics }
+    }
+
+    /// Runs `call` on the control plane off the async threads (it writes to disk), counts it,
+    /// and maps its error to a status.
+    async fn run<T: Send + 'static>(
+        &self,
+        method: &'static str,
+        call: impl FnOnce(&Control) -> Result<T, Status> + Send + 'static,
+    ) -> Result<Response<T>, Status> {
+        let control = Arc::clone(&self.control);
+        let outcome = tokio::task::spawn_blocking(move || call(&control))
+            .await
+            .unwrap_or_else(|error| Err(Status::internal(format!("admin call failed: {error}"))));
+        let code = match &outcome {
+            Ok(_) => tonic::Code::Ok,
+            Err(status) => status.code(),
+        };
+        self.metrics.admin_call(method, code);
+        if let Err(status) = &outcome
+            && code == tonic::Code::Internal
+        {
+            tracing::error!(method, error = status.message(), "admin call failed");
+        }
+        outcome.map(Response::new)
+    }
+}
+
+fn control_status(error: ControlError) -> Status {
+    match error {
+        ControlError::Invalid { .. } => Status::invalid_argument(error.to_string()),
+        ControlError::NotFound(message) => Status::not_found(message),
+        ControlError::AlreadyExists(message) => Status::already_exists(message),
+        ControlError::ReloadFailed(message) => Status::failed_precondition(format!(
+            "the reload failed and the last good policies keep serving: {message}"
+        )),
+        ControlError::Store(error) => Status::internal(error.to_string()),
+    }
+}
+
+fn entity(entity: Option<proto::EntityRef>) -> Option<EntityRef> {
+    entity.map(|e| EntityRef::new(e.r#type, e.id))
+}
+
+fn required_entity(value: Option<proto::EntityRef>, field: &str) -> Result<EntityRef, Status> {
+    entity(value).ok_or_else(|| Status::invalid_argument(format!("{field}: required")))
+}
+
+fn millis(at: Option<prost_types::Timestamp>) -> Option<UnixMillis> {
+    at.map(|t| UnixMillis(t.seconds.saturating_mul(1_000) + i64::from(t.nanos) / 1_000_000))
+}
+
+fn attributes(fields: Option<prost_types::Struct>) -> serde_json::Map<String, serde_json::Value> {
+    fields.map(proto::struct_to_json).unwrap_or_default()
+}
+
+fn attributes_proto(
+    fields: serde_json::Map<String, serde_json::Value>,
+) -> Option<prost_types::Struct> {
+    match proto::json_to_value(serde_json::Value::Object(fields)).kind {
+        Some(prost_types::value::Kind::StructValue(fields)) if !fields.fields.is_empty() => {
+            Some(fields)
+        }
+        _ => None,
+    }
+}
+
+fn origin(origin: Origin) -> String {
+    match origin {
+        Origin::File => "file",
+        Origin::Live => "live",
+    }
+    .to_owned()
+}
+
+fn state_proto(state: ApprovalState) -> proto::ApprovalState {
+    match state {
+        ApprovalState::Pending => proto::ApprovalState::Pending,
+        ApprovalState::Active => proto::ApprovalState::Active,
+        ApprovalState::Expired => proto::ApprovalState::Expired,
+        ApprovalState::Revoked => proto::ApprovalState::Revoked,
+        ApprovalState::Exhausted => proto::ApprovalState::Exhausted,
+    }
+}
+
+fn approval_proto(view: ApprovalView) -> proto::ApprovalRecord {
+    let a = &view.approval;
+    proto::ApprovalRecord {
+        approval: Some(proto::ApprovalSpec {
+            id: a.uid.id().unescaped().to_owned(),
+            ticket: a.ticket.clone(),
+            approver: Some(entity_ref(&a.approver)),
+            requester: view.meta.requester.as_ref().map(entity_ref),
+            subject: Some(uid_ref(&a.subject)),
+            actions: a.actions.clone(),
+            scope: Some(entity_ref(&a.scope)),
+            not_before: Some(timestamp(a.not_before)),
+            expires_at: Some(timestamp(a.expires_at)),
+            max_uses: a.max_uses.unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+            playbook: a.playbook.clone().unwrap_or_default(),
+            justification: view.meta.justification.clone().unwrap_or_default(),
+            attributes: attributes_proto(view.attributes),
+        }),
+        state: state_proto(view.state) as i32,
+        uses: view.uses,
+        origin: origin(view.origin),
+        granted_at: view.meta.granted_at.map(|t| timestamp(UnixMillis(t))),
+        revoked_at: view.meta.revoked_at.map(|t| timestamp(UnixMillis(t))),
+        revoke_reason: view.meta.revoke_reason.unwrap_or_default(),
+    }
+}
+
+fn identity_proto(view: IdentityView) -> proto::IdentityRecord {
+    proto::IdentityRecord {
+        identity: Some(proto::IdentitySpec {
+            entity: Some(entity_ref(&view.entity)),
+            owner: view.identity.owner.as_ref().map(|o| entity_ref(&o.entity)),
+            status: view.identity.status.clone().unwrap_or_default(),
+            attributes: attributes_proto(view.attributes),
+            parents: view.parents.iter().map(entity_ref).collect(),
+        }),
+        origin: origin(view.origin),
+        updated_at: view.meta.updated_at.map(|t| timestamp(UnixMillis(t))),
+    }
+}
+
+fn status_proto(status: StatusView) -> proto::StatusResponse {
+    let (error_at, error) = match status.last_reload_error {
+        Some((at, message)) => (Some(timestamp(at)), message),
+        None => (None, String::new()),
+    };
+    proto::StatusResponse {
+        policy_version: status.policy_version.to_string(),
+        policies_loaded_at: Some(timestamp(status.policies_loaded_at)),
+        policy_count: status.policy_count as u32,
+        facts_version: status.facts_version.to_string(),
+        entity_count: status.entity_count as u64,
+        identity_count: status.identity_count as u64,
+        approval_count: status.approval_count as u64,
+        live_changes: status.live_changes as u64,
+        last_reload_error: error,
+        last_reload_failed_at: error_at,
+        reloads: status.reloads,
+        reload_failures: status.reload_failures,
+    }
+}
+
+#[tonic::async_trait]
+impl proto::admin_server::Admin for AdminService {
+    async fn grant_approval(
+        &self,
+        request: Request<proto::GrantApprovalRequest>,
+    ) -> Result<Response<proto::ApprovalRecord>, Status> {
+        let spec = request
+            .into_inner()
+            .approval
+            .ok_or_else(|| Status::invalid_argument("approval: required"))?;
+        let grant = ApprovalGrant {
+            id: non_empty(spec.id),
+            ticket: spec.ticket,
+            approver: entity(spec.approver),
+            requester: entity(spec.requester),
+            subject: entity(spec.subject),
+            actions: spec.actions,
+            scope: entity(spec.scope),
+            not_before: millis(spec.not_before),
+            expires_at: millis(spec.expires_at),
+            max_uses: Some(u64::from(spec.max_uses)).filter(|n| *n > 0),
+            playbook: non_empty(spec.playbook),
+            justification: non_empty(spec.justification),
+            attributes: attributes(spec.attributes),
+        };
+        self.run("GrantApproval", move |control| {
+            control
+                .grant_approval(grant)
+                .map(approval_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn revoke_approval(
+        &self,
+        request: Request<proto::RevokeApprovalRequest>,
+    ) -> Result<Response<proto::ApprovalRecord>, Status> {
+        let request = request.into_inner();
+        if request.id.is_empty() {
+            return Err(Status::invalid_argument("id: required"));
+        }
+        self.run("RevokeApproval", move |control| {
+            control
+                .revoke_approval(&request.id, &request.reason)
+                .map(approval_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn get_approval(
+        &self,
+        request: Request<proto::GetApprovalRequest>,
+    ) -> Result<Response<proto::ApprovalRecord>, Status> {
+        let id = request.into_inner().id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("id: required"));
+        }
+        self.run("GetApproval", move |control| {
+            control
+                .approval(&id)
+                .map(approval_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn list_approvals(
+        &self,
+        request: Request<proto::ListApprovalsRequest>,
+    ) -> Result<Response<proto::ListApprovalsResponse>, Status> {
+        let request = request.into_inner();
+        let state = match proto::ApprovalState::try_from(request.state) {
+            Ok(proto::ApprovalState::Unspecified) => None,
+            Ok(proto::ApprovalState::Pending) => Some(ApprovalState::Pending),
+            Ok(proto::ApprovalState::Active) => Some(ApprovalState::Active),
+            Ok(proto::ApprovalState::Expired) => Some(ApprovalState::Expired),
+            Ok(proto::ApprovalState::Revoked) => Some(ApprovalState::Revoked),
+            Ok(proto::ApprovalState::Exhausted) => Some(ApprovalState::Exhausted),
+            Err(_) => return Err(Status::invalid_argument("state: unknown value")),
+        };
+        let filter = ApprovalFilter {
+            subject: entity(request.subject),
+            ticket: non_empty(request.ticket),
+            state,
+        };
+        self.run("ListApprovals", move |control| {
+            let approvals = control.approvals(&filter).map_err(control_status)?;
+            Ok(proto::ListApprovalsResponse {
+                approvals: approvals.into_iter().map(approval_proto).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn create_identity(
+        &self,
+        request: Request<proto::CreateIdentityRequest>,
+    ) -> Result<Response<proto::IdentityRecord>, Status> {
+        let spec = request
+            .into_inner()
+            .identity
+            .ok_or_else(|| Status::invalid_argument("identity: required"))?;
+        let spec = IdentitySpec {
+            entity: entity(spec.entity),
+            owner: entity(spec.owner),
+            status: non_empty(spec.status),
+            attributes: attributes(spec.attributes),
+            parents: spec
+                .parents
+                .into_iter()
+                .filter_map(|p| entity(Some(p)))
+                .collect(),
+        };
+        self.run("CreateIdentity", move |control| {
+            control
+                .create_identity(spec)
+                .map(identity_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn update_identity(
+        &self,
+        request: Request<proto::UpdateIdentityRequest>,
+    ) -> Result<Response<proto::IdentityRecord>, Status> {
+        let request = request.into_inner();
+        let target = required_entity(request.entity, "entity")?;
+        let update = IdentityUpdate {
+            owner: entity(request.owner),
+            status: request.status,
+            attributes: attributes(request.attributes),
+            parents: request.set_parents.then(|| {
+                request
+                    .parents
+                    .into_iter()
+                    .filter_map(|p| entity(Some(p)))
+                    .collect()
+            }),
+        };
+        self.run("UpdateIdentity", move |control| {
+            control
+                .update_identity(&target, update)
+                .map(identity_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn retire_identity(
+        &self,
+        request: Request<proto::RetireIdentityRequest>,
+    ) -> Result<Response<proto::IdentityRecord>, Status> {
+        let target = required_entity(request.into_inner().entity, "entity")?;
+        self.run("RetireIdentity", move |control| {
+            control
+                .retire_identity(&target)
+                .map(identity_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn get_identity(
+        &self,
+        request: Request<proto::GetIdentityRequest>,
+    ) -> Result<Response<proto::IdentityRecord>, Status> {
+        let target = required_entity(request.into_inner().entity, "entity")?;
+        self.run("GetIdentity", move |control| {
+            control
+                .identity(&target)
+                .map(identity_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn list_identities(
+        &self,
+        request: Request<proto::ListIdentitiesRequest>,
+    ) -> Result<Response<proto::ListIdentitiesResponse>, Status> {
+        let request = request.into_inner();
+        let filter = IdentityFilter {
+            type_name: non_empty(request.r#type),
+            owner: entity(request.owner),
+            status: non_empty(request.status),
+        };
+        self.run("ListIdentities", move |control| {
+            let identities = control.identities(&filter).map_err(control_status)?;
+            Ok(proto::ListIdentitiesResponse {
+                identities: identities.into_iter().map(identity_proto).collect(),
+            })
+        })
+        .await
+    }
+
+    async fn reload_policies(
+        &self,
+        _request: Request<proto::ReloadPoliciesRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
+        self.run("ReloadPolicies", |control| {
+            control
+                .reload_policies()
+                .map(status_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn status(
+        &self,
+        _request: Request<proto::StatusRequest>,
+    ) -> Result<Response<proto::StatusResponse>, Status> {
+        self.run("Status", |control| Ok(status_proto(control.status())))
+            .await
+    }
+}
+
+/// `warrant.v1.DecisionLog`: lookups in the provenance ledger.
+pub struct DecisionLogService {
+    ledger: Arc<Ledger>,
+}
+
+impl DecisionLogService {
+    pub fn new(ledger: Arc<Ledger>) -> Self {
+        DecisionLogService { ledger }
+    }
+}
+
+fn decision_record(stored: ledger::StoredRecord) -> Result<proto::DecisionRecord, Status> {
+    let record_json = ledger::canonical_json(&stored.record)
+        .map_err(|e| Status::internal(format!("cannot serialise a record: {e}")))?;
+    Ok(proto::DecisionRecord {
+        seq: stored.seq,
+        decision_id: stored.record.decision_id,
+        time: stored.record.time,
+        decision: stored.record.decision,
+        record_json,
+        hash: stored.hash,
+    })
+}
+
+fn ledger_status(error: ledger::LedgerError) -> Status {
+    tracing::error!(%error, "ledger lookup failed");
+    Status::internal(error.to_string())
+}
+
+#[tonic::async_trait]
+impl proto::decision_log_server::DecisionLog for DecisionLogService {
+    async fn get_decision(
+        &self,
+        request: Request<proto::GetDecisionRequest>,
+    ) -> Result<Response<proto::DecisionRecord>, Status> {
+        let id = request.into_inner().decision_id;
+        if id.is_empty() {
+            return Err(Status::invalid_argument("decision_id: required"));
+        }
+        let ledger = Arc::clone(&self.ledger);
+        let lookup = id.clone();
+        let found = tokio::task::spawn_blocking(move || ledger.get(&lookup))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(ledger_status)?;
+        match found {
+            Some(stored) => decision_record(stored).map(Response::new),
+            None => Err(Status::not_found(format!(
+                "decision_id: no decision {id} in the ledger"
+            ))),
+        }
+    }
+
+    async fn list_decisions(
+        &self,
+        request: Request<proto::ListDecisionsRequest>,
+    ) -> Result<Response<proto::ListDecisionsResponse>, Status> {
+        let request = request.into_inner();
+        let after = match request.page_token.as_str() {
+            "" => 0,
+            token => token.parse::<u64>().map_err(|_| {
+                Status::invalid_argument("page_token: not a token this server gave")
+            })?,
+        };
+        let limit = match request.page_size {
+            0 => 100,
+            n if n > 1000 => {
+                return Err(Status::invalid_argument("page_size: at most 1000"));
+            }
+            n => n as usize,
+        };
+        let millis = |t: Option<prost_types::Timestamp>| {
+            t.map(|t| UnixMillis(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000))
+        };
+        let filter = ledger::Filter {
+            principal: request.principal.map(|p| EntityRef {
+                id: p.id,
+                type_name: p.r#type,
+            }),
+            approval: non_empty(request.approval),
+            decision: match proto::Decision::try_from(request.decision) {
+                Ok(proto::Decision::Allow) => Some("ALLOW".into()),
+                Ok(proto::Decision::Deny) => Some("DENY".into()),
+                Ok(proto::Decision::Unspecified) => None,
+                Err(_) => return Err(Status::invalid_argument("decision: unknown value")),
+            },
+            since: millis(request.since),
+            until: millis(request.until),
+        };
+        let ledger = Arc::clone(&self.ledger);
+        // One more than a page tells whether another page follows.
+        let mut found = tokio::task::spawn_blocking(move || ledger.list(&filter, after, limit + 1))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(ledger_status)?;
+        let more = found.len() > limit;
+        found.truncate(limit);
+        let next_page_token = match (more, found.last()) {
+            (true, Some(last)) => last.seq.to_string(),
+            _ => String::new(),
+        };
+        let records = found
+            .into_iter()
+            .map(decision_record)
+            .collect::<Result<_, _>>()?;
+        Ok(Response::new(proto::ListDecisionsResponse {
+            records,
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,175 @@
+//! The live facts store: the approvals and identities changed through the admin API, and the
+//! use counts of limited approvals, kept in an embedded redb database in the data folder. Every
+//! write is committed durably before it returns. Knows nothing of rules or of Cedar: `control`
+//! decides what to write.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::facts::EntityRef;
+
+/// The database file in the data folder.
+pub const STORE_FILE: &str = "facts.redb";
+
+/// Live entities by their Cedar uid (`Type::"id"`), as JSON `LiveEntity`.
+const ENTITIES: TableDefinition<&str, &str> = TableDefinition::new("entities");
+/// Allowed uses of limited approvals, by approval id.
+const USES: TableDefinition<&str, u64> = TableDefinition::new("approval_uses");
+
+/// An entity as changed through the admin API: its whole Cedar JSON form (it replaces the
+/// entity of the same uid in `entities.json`), and what Warrant knows of the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveEntity {
+    /// `{"uid": .., "attrs": .., "parents": ..}` in Cedar's explicit JSON form.
+    pub entity: serde_json::Value,
+    #[serde(default)]
+    pub meta: ChangeMeta,
+}
+
+/// What the admin API records beside an entity. Times are Unix milliseconds.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChangeMeta {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requester: Option<EntityRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub justification: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub granted_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoke_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("the live facts store {path}: {message}")]
+    Open { path: PathBuf, message: String },
+    #[error("the live facts store: {0}")]
+    Io(String),
+    #[error("the live facts store holds a damaged entry {key:?}: {message}")]
+    Corrupt { key: String, message: String },
+}
+
+fn io(error: impl std::fmt::Display) -> StoreError {
+    StoreError::Io(error.to_string())
+}
+
+pub struct LiveStore {
+    db: Database,
+}
+
+impl LiveStore {
+    /// Opens (or creates) `dir/facts.redb`. redb recovers from a crash on open.
+    pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join(STORE_FILE);
+        let open_error = |message: String| StoreError::Open {
+            path: path.clone(),
+            message,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        let db = Database::create(&path).map_err(|e| open_error(e.to_string()))?;
+        let txn = db.begin_write().map_err(|e| open_error(e.to_string()))?;
+        txn.open_table(ENTITIES)
+            .map_err(|e| open_error(e.to_string()))?;
+        txn.open_table(USES)
+            .map_err(|e| open_error(e.to_string()))?;
+        txn.commit().map_err(|e| open_error(e.to_string()))?;
+        Ok(LiveStore { db })
+    }
+
+    /// Every live entity, by uid.
+    pub fn entities(&self) -> Result<BTreeMap<String, LiveEntity>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(ENTITIES).map_err(io)?;
+        let mut all = BTreeMap::new();
+        for row in table.iter().map_err(io)? {
+            let (key, value) = row.map_err(io)?;
+            let entity = serde_json::from_str(value.value()).map_err(|e| StoreError::Corrupt {
+                key: key.value().to_owned(),
+                message: e.to_string(),
+            })?;
+            all.insert(key.value().to_owned(), entity);
+        }
+        Ok(all)
+    }
+
+    /// Writes one entity, durably.
+    pub fn put(&self, uid: &str, entity: &LiveEntity) -> Result<(), StoreError> {
+        let json = serde_json::to_string(entity).map_err(io)?;
+        let txn = self.db.begin_write().map_err(io)?;
+        txn.open_table(ENTITIES)
+            .map_err(io)?
+            .insert(uid, json.as_str())
+            .map_err(io)?;
+        txn.commit().map_err(io)
+    }
+
+    /// Allowed uses recorded for an approval.
+    pub fn uses(&self, approval_id: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(USES).map_err(io)?;
+        Ok(table
+            .get(approval_id)
+            .map_err(io)?
+            .map_or(0, |count| count.value()))
+    }
+
+    /// Records one use of an approval unless `max_uses` are recorded already. Returns the
+    /// number of this use, or `None` when every use is taken. Atomic (redb runs one write
+    /// transaction at a time) and durable when it returns.
+    pub fn consume_use(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        let number = {
+            let mut table = txn.open_table(USES).map_err(io)?;
+            let used = table
+                .get(approval_id)
+                .map_err(io)?
+                .map_or(0, |count| count.value());
+            if used >= max_uses {
+                None
+            } else {
+                table.insert(approval_id, used + 1).map_err(io)?;
+                Some(used + 1)
+            }
+        };
+        match number {
+            Some(_) => txn.commit().map_err(io)?,
+            None => txn.abort().map_err(io)?,
+        }
+        Ok(number)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn entities_and_uses_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let entity = LiveEntity {
+            entity: serde_json::json!({"uid": {"type": "Approval", "id": "a"}, "attrs": {}, "parents": []}),
+            meta: ChangeMeta {
+                justification: Some("because".to_owned()),
+                ..ChangeMeta::default()
+            },
+        };
+        {
+            let store = LiveStore::open(dir.path()).unwrap();
+            store.put(r#"Approval::"a""#, &entity).unwrap();
+            assert_eq!(store.consume_use("a", 2).unwrap(), Some(1));
+        }
+        let store = LiveStore::open(dir.path()).unwrap();
+        assert_eq!(store.entities().unwrap()[r#"Approval::"a""#], entity);
+        assert_eq!(store.consume_use("a", 2).unwrap(), Some(2));
+        assert_eq!(store.consume_use("a", 2).unwrap(), None);
+        assert_eq!(store.uses("a").unwrap(), 2);
+        assert_eq!(store.uses("b").unwrap(), 0);
+    }
+}

@@ -1,0 +1,581 @@
+//! The admin API against the real server: live approvals and identities (the rules, durability,
+//! restarts, the cache), authentication, and the Check port's refusal of admin calls.
+
+mod common;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use common::{Admin, Server, deploy, entity, request, scrape, value};
+use warrant::proto;
+
+fn in_hours(hours: f64) -> Option<prost_types::Timestamp> {
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let at = now.as_secs_f64() + hours * 3600.0;
+    Some(prost_types::Timestamp {
+        seconds: at as i64,
+        nanos: 0,
+    })
+}
+
+/// A one-hour approval for the bundled deploy agent to update production configs.
+fn deploy_grant(id: &str) -> proto::ApprovalSpec {
+    proto::ApprovalSpec {
+        id: id.to_owned(),
+        ticket: format!("CHG-{id}"),
+        approver: entity("Human", "alice"),
+        requester: entity("Human", "bob"),
+        subject: entity("ServiceAccount", "deploy-bot"),
+        actions: vec!["update".to_owned()],
+        scope: entity("Scope", "production"),
+        expires_at: in_hours(1.0),
+        justification: "payments hotfix".to_owned(),
+        ..proto::ApprovalSpec::default()
+    }
+}
+
+async fn grant(
+    admin: &mut Admin,
+    spec: proto::ApprovalSpec,
+) -> Result<proto::ApprovalRecord, tonic::Status> {
+    admin
+        .grant_approval(proto::GrantApprovalRequest {
+            approval: Some(spec),
+        })
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+async fn revoke(admin: &mut Admin, id: &str) -> proto::ApprovalRecord {
+    admin
+        .revoke_approval(proto::RevokeApprovalRequest {
+            id: id.to_owned(),
+            reason: "change cancelled".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+async fn decide(server: &Server, check: proto::CheckRequest) -> proto::CheckResponse {
+    server
+        .client()
+        .await
+        .check(check)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn allowed(response: &proto::CheckResponse) -> bool {
+    response.decision == proto::Decision::Allow as i32
+}
+
+#[tokio::test]
+async fn a_granted_approval_allows_at_once_and_a_revocation_beats_the_cache_and_a_restart() {
+    let server = Server::start(&[]);
+    let mut admin = server.admin_client().await;
+    // Unknown before the grant.
+    let before = decide(&server, deploy("live-1")).await;
+    assert_eq!(before.reasons, ["warrant:unknown-approval"]);
+
+    let granted = grant(&mut admin, deploy_grant("live-1")).await.unwrap();
+    assert_eq!(granted.state, proto::ApprovalState::Active as i32);
+    assert_eq!(granted.origin, "live");
+    assert_eq!(
+        granted.approval.as_ref().unwrap().requester,
+        entity("Human", "bob")
+    );
+    let first = decide(&server, deploy("live-1")).await;
+    assert!(allowed(&first), "{:?}", first.reasons);
+    let approval = first
+        .provenance
+        .as_ref()
+        .unwrap()
+        .approval
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (approval.ticket.as_str(), approval.valid_at_decision),
+        ("CHG-live-1", true)
+    );
+    // The allow is cached now...
+    let cached = decide(&server, deploy("live-1")).await;
+    assert!(allowed(&cached) && cached.provenance.unwrap().answered_from_cache);
+
+    // ...and the revocation still wins on the very next Check.
+    let revoked = revoke(&mut admin, "live-1").await;
+    assert_eq!(revoked.state, proto::ApprovalState::Revoked as i32);
+    assert_eq!(revoked.revoke_reason, "change cancelled");
+    let after = decide(&server, deploy("live-1")).await;
+    assert!(!allowed(&after));
+    assert!(!after.provenance.as_ref().unwrap().answered_from_cache);
+    assert!(after.provenance.unwrap().approval.unwrap().revoked);
+
+    // A file approval can be revoked too; the change is an overlay, the file is untouched.
+    assert!(allowed(&decide(&server, deploy("CHG-1042")).await));
+    revoke(&mut admin, "CHG-1042").await;
+    assert!(!allowed(&decide(&server, deploy("CHG-1042")).await));
+    grant(&mut admin, deploy_grant("live-2")).await.unwrap();
+
+    // After a crash (SIGKILL) everything acknowledged is still there.
+    let data = server.kill();
+    let server = Server::start_in(data, &policies_args()).unwrap();
+    let mut admin = server.admin_client().await;
+    assert!(!allowed(&decide(&server, deploy("live-1")).await));
+    assert!(!allowed(&decide(&server, deploy("CHG-1042")).await));
+    assert!(allowed(&decide(&server, deploy("live-2")).await));
+    let listed = admin
+        .list_approvals(proto::ListApprovalsRequest {
+            state: proto::ApprovalState::Revoked as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ids: Vec<&str> = listed
+        .approvals
+        .iter()
+        .map(|a| a.approval.as_ref().unwrap().id.as_str())
+        .collect();
+    // CHG-1001 is revoked in the file.
+    assert_eq!(ids, ["CHG-1001", "CHG-1042", "live-1"]);
+}
+
+fn policies_args() -> Vec<&'static str> {
+    let policies = Box::leak(
+        common::bundled_policies()
+            .to_str()
+            .unwrap()
+            .to_owned()
+            .into_boxed_str(),
+    );
+    vec!["serve", "--listen", "127.0.0.1:0", "--policies", policies]
+}
+
+#[tokio::test]
+async fn grants_that_break_a_rule_are_refused_naming_it() {
+    let server = Server::start(&[]);
+    let mut admin = server.admin_client().await;
+    type Change = Box<dyn Fn(&mut proto::ApprovalSpec)>;
+    let cases: Vec<(&str, Change, &str)> = vec![
+        (
+            "approver is the requester",
+            Box::new(|s| s.requester = entity("Human", "alice")),
+            "approval.approver: separation of duties: the approver cannot be the requester",
+        ),
+        (
+            "approver is not a human",
+            Box::new(|s| s.approver = entity("ServiceAccount", "db-admin")),
+            "approval.approver: separation of duties: an approval is given by a Human",
+        ),
+        (
+            "granted to a human",
+            Box::new(|s| s.subject = entity("Human", "carol")),
+            "approval.subject: an approval is granted to an identity",
+        ),
+        (
+            "unknown approver",
+            Box::new(|s| s.approver = entity("Human", "mallory")),
+            "approval.approver: no Human::\"mallory\" is known",
+        ),
+        (
+            "window inverted",
+            Box::new(|s| {
+                s.not_before = in_hours(2.0);
+                s.expires_at = in_hours(1.0);
+            }),
+            "approval.expires_at: must be after not_before",
+        ),
+        (
+            "already over",
+            Box::new(|s| {
+                s.not_before = in_hours(-3.0);
+                s.expires_at = in_hours(-1.0);
+            }),
+            "approval.expires_at: must be in the future",
+        ),
+        (
+            "too long",
+            Box::new(|s| s.expires_at = in_hours(24.0 * 365.0)),
+            "approval.expires_at: the approval would last",
+        ),
+        (
+            "no expiry",
+            Box::new(|s| s.expires_at = None),
+            "approval.expires_at: required",
+        ),
+        (
+            "unknown action",
+            Box::new(|s| s.actions = vec!["update".into(), "delete".into()]),
+            "approval.actions[1]: the schema declares no action \"delete\"",
+        ),
+        (
+            "no ticket",
+            Box::new(|s| s.ticket.clear()),
+            "approval.ticket: required",
+        ),
+        (
+            "attribute set twice",
+            Box::new(|s| s.attributes = common::context(serde_json::json!({"revoked": true}))),
+            "approval.attributes.revoked: is set by its own field",
+        ),
+        (
+            "attribute the schema lacks",
+            Box::new(|s| s.attributes = common::context(serde_json::json!({"colour": "red"}))),
+            "approval: entities do not fit the schema",
+        ),
+    ];
+    for (name, change, expected) in cases {
+        let mut spec = deploy_grant("rule-test");
+        change(&mut spec);
+        let error = grant(&mut admin, spec).await.unwrap_err();
+        assert_eq!(
+            error.code(),
+            tonic::Code::InvalidArgument,
+            "{name}: {error:?}"
+        );
+        assert!(
+            error.message().starts_with(expected),
+            "{name}: {:?} does not start with {expected:?}",
+            error.message()
+        );
+    }
+    // Nothing of the refused grants was kept.
+    let answer = decide(&server, deploy("rule-test")).await;
+    assert_eq!(answer.reasons, ["warrant:unknown-approval"]);
+    let status = admin
+        .status(proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.live_changes, 0);
+
+    grant(&mut admin, deploy_grant("rule-test")).await.unwrap();
+    let taken = grant(&mut admin, deploy_grant("rule-test"))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists);
+    let taken = grant(&mut admin, deploy_grant("CHG-1042"))
+        .await
+        .unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists);
+}
+
+#[tokio::test]
+async fn an_approval_presented_by_another_identity_is_a_replay() {
+    let server = Server::start(&[]);
+    let mut admin = server.admin_client().await;
+    grant(&mut admin, deploy_grant("bound")).await.unwrap();
+    let answer = decide(
+        &server,
+        request(
+            "ServiceAccount::db-admin",
+            "update",
+            "Config::payments-api",
+            "bound",
+        ),
+    )
+    .await;
+    assert!(!allowed(&answer));
+    assert_eq!(
+        answer.reasons,
+        ["warrant:approval-granted-to-another-identity"]
+    );
+    let provenance = answer.provenance.unwrap();
+    let evidence = provenance.approval.unwrap();
+    assert!(evidence.replay_suspected);
+    assert_eq!(evidence.subject, entity("ServiceAccount", "deploy-bot"));
+    assert_eq!(provenance.principal, entity("ServiceAccount", "db-admin"));
+}
+
+#[tokio::test]
+async fn a_single_use_approval_allows_once_even_under_concurrency_and_across_restarts() {
+    let server = Server::start(&[]);
+    let mut admin = server.admin_client().await;
+    let mut spec = deploy_grant("break-glass");
+    spec.max_uses = 1;
+    grant(&mut admin, spec).await.unwrap();
+    let mut limited = deploy_grant("three-uses");
+    limited.max_uses = 3;
+    grant(&mut admin, limited).await.unwrap();
+
+    // Eight Checks at once against three uses: exactly three allows.
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let mut client = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            client
+                .check(deploy("three-uses"))
+                .await
+                .unwrap()
+                .into_inner()
+        }));
+    }
+    let mut uses = Vec::new();
+    let mut exhausted = 0;
+    for task in tasks {
+        let answer = task.await.unwrap();
+        if allowed(&answer) {
+            let evidence = answer.provenance.unwrap().approval.unwrap();
+            assert_eq!(evidence.max_uses, 3);
+            uses.push(evidence.use_number);
+        } else {
+            assert_eq!(answer.reasons, ["warrant:approval-uses-exhausted"]);
+            exhausted += 1;
+        }
+    }
+    uses.sort_unstable();
+    assert_eq!((uses, exhausted), (vec![1, 2, 3], 5));
+
+    let first = decide(&server, deploy("break-glass")).await;
+    assert!(allowed(&first));
+    assert!(!first.provenance.as_ref().unwrap().answered_from_cache);
+    let second = decide(&server, deploy("break-glass")).await;
+    assert_eq!(second.reasons, ["warrant:approval-uses-exhausted"]);
+    let shown = admin
+        .get_approval(proto::GetApprovalRequest {
+            id: "break-glass".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (shown.uses, shown.state),
+        (1, proto::ApprovalState::Exhausted as i32)
+    );
+
+    let data = server.kill();
+    let server = Server::start_in(data, &policies_args()).unwrap();
+    let after = decide(&server, deploy("break-glass")).await;
+    assert_eq!(after.reasons, ["warrant:approval-uses-exhausted"]);
+    // The ledger holds which use each allow took.
+    let mut log = server.decision_log_client().await;
+    let record = log
+        .get_decision(proto::GetDecisionRequest {
+            decision_id: first.decision_id,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let record: serde_json::Value = serde_json::from_str(&record.record_json).unwrap();
+    assert_eq!(record["approval"]["use_number"], 1);
+    assert_eq!(record["approval"]["max_uses"], 1);
+}
+
+#[tokio::test]
+async fn identities_change_in_part_and_a_suspension_stops_the_next_check() {
+    let server = Server::start(&[]);
+    let mut admin = server.admin_client().await;
+    assert!(allowed(&decide(&server, deploy("CHG-1042")).await));
+    assert!(allowed(&decide(&server, deploy("CHG-1042")).await));
+
+    // Suspend: only the status changes; the cached allow is not served again.
+    let suspended = admin
+        .update_identity(proto::UpdateIdentityRequest {
+            entity: entity("ServiceAccount", "deploy-bot"),
+            status: Some("suspended".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let identity = suspended.identity.unwrap();
+    assert_eq!(identity.status, "suspended");
+    assert_eq!(identity.owner, entity("Human", "alice"));
+    let attributes = proto_json(identity.attributes);
+    assert_eq!(attributes["environment"], "production");
+    let answer = decide(&server, deploy("CHG-1042")).await;
+    assert_eq!(answer.reasons, ["identity-not-active"]);
+
+    // A new owner, partially: the status stays suspended.
+    let moved = admin
+        .update_identity(proto::UpdateIdentityRequest {
+            entity: entity("ServiceAccount", "deploy-bot"),
+            owner: entity("Human", "carol"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .identity
+        .unwrap();
+    assert_eq!(
+        (moved.owner, moved.status.as_str()),
+        (entity("Human", "carol"), "suspended")
+    );
+    let bad_status = admin
+        .update_identity(proto::UpdateIdentityRequest {
+            entity: entity("ServiceAccount", "deploy-bot"),
+            status: Some("sleeping".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad_status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        bad_status
+            .message()
+            .starts_with("status: \"sleeping\" is not one of")
+    );
+    let owned_by_a_bot = admin
+        .update_identity(proto::UpdateIdentityRequest {
+            entity: entity("ServiceAccount", "deploy-bot"),
+            owner: entity("ServiceAccount", "db-admin"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        owned_by_a_bot
+            .message()
+            .starts_with("owner: an identity is owned by a Human")
+    );
+
+    // A new agent, created live, acts at once, and is retired.
+    let created = admin
+        .create_identity(proto::CreateIdentityRequest {
+            identity: Some(proto::IdentitySpec {
+                entity: entity("ApiKey", "nightly-report"),
+                owner: entity("Human", "dave"),
+                status: String::new(),
+                attributes: common::context(serde_json::json!({
+                    "environment": "production",
+                    "scopes": [{"__entity": {"type": "Scope", "id": "sales-datasets"}}],
+                })),
+                parents: vec![],
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(created.identity.unwrap().status, "active");
+    let read = request("ApiKey::nightly-report", "read", "Dataset::sales-2026", "");
+    let answer = decide(&server, read.clone()).await;
+    assert!(allowed(&answer), "{:?}", answer.reasons);
+    assert_eq!(
+        answer.provenance.unwrap().owner.unwrap().name,
+        "Dave Schmidt"
+    );
+    let missing_attribute = admin
+        .create_identity(proto::CreateIdentityRequest {
+            identity: Some(proto::IdentitySpec {
+                entity: entity("ApiKey", "half-made"),
+                owner: entity("Human", "dave"),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing_attribute.code(), tonic::Code::InvalidArgument);
+    assert!(
+        missing_attribute
+            .message()
+            .starts_with("identity: entities do not fit the schema")
+    );
+    admin
+        .retire_identity(proto::RetireIdentityRequest {
+            entity: entity("ApiKey", "nightly-report"),
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        decide(&server, read.clone()).await.reasons,
+        ["identity-not-active"]
+    );
+
+    // All of it survives a restart.
+    let data = server.terminate();
+    let server = Server::start_in(data, &policies_args()).unwrap();
+    let mut admin = server.admin_client().await;
+    let listed = admin
+        .list_identities(proto::ListIdentitiesRequest {
+            owner: entity("Human", "carol"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let found: Vec<(String, String)> = listed
+        .identities
+        .into_iter()
+        .map(|r| {
+            let i = r.identity.unwrap();
+            (i.entity.unwrap().id, i.status)
+        })
+        .collect();
+    assert!(
+        found.contains(&("deploy-bot".into(), "suspended".into())),
+        "{found:?}"
+    );
+    assert_eq!(decide(&server, read).await.reasons, ["identity-not-active"]);
+}
+
+fn proto_json(fields: Option<prost_types::Struct>) -> serde_json::Value {
+    serde_json::Value::Object(warrant::proto::struct_to_json(fields.unwrap_or_default()))
+}
+
+#[tokio::test]
+async fn admin_calls_need_the_token_and_never_reach_the_check_port() {
+    use warrant::proto::admin_client::AdminClient;
+    let server = Server::start(&[]);
+    let token_file = server.data.path().join("admin.token");
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(&token_file).unwrap().permissions(),
+    );
+    assert_eq!(mode & 0o777, 0o600);
+
+    let mut anonymous = AdminClient::connect(format!("http://{}", server.admin))
+        .await
+        .unwrap();
+    let refused = anonymous.status(proto::StatusRequest {}).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    let wrong = tonic::transport::Channel::from_shared(format!("http://{}", server.admin))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut wrong = AdminClient::with_interceptor(
+        wrong,
+        warrant::admin_cli::AddToken::bearer("not-the-token-at-all").unwrap(),
+    );
+    let refused = wrong
+        .grant_approval(proto::GrantApprovalRequest {
+            approval: Some(deploy_grant("sneaky")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+    assert_eq!(
+        decide(&server, deploy("sneaky")).await.reasons,
+        ["warrant:unknown-approval"]
+    );
+
+    // The Check port does not serve the admin API at all.
+    let mut on_check_port = AdminClient::connect(server.url()).await.unwrap();
+    let refused = on_check_port
+        .status(proto::StatusRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unimplemented);
+
+    let mut admin = server.admin_client().await;
+    let status = admin
+        .status(proto::StatusRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(status.policy_count, 20);
+    let metrics = scrape(&server).await;
+    assert_eq!(
+        value(&metrics, "warrant_admin_unauthenticated_total", &[]),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &metrics,
+            "warrant_admin_calls_total",
+            &[("method", "Status"), ("code", "Ok")]
+        ),
+        1.0
+    );
+}
