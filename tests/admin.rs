@@ -579,3 +579,173 @@ async fn admin_calls_need_the_token_and_never_reach_the_check_port() {
         1.0
     );
 }
+
+/// Runs `warrant ARGS` against the server's admin API; (exit status, stdout, stderr).
+fn shell(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(args)
+        .env("WARRANT_ADMIN", format!("http://{}", server.admin))
+        .env("WARRANT_DATA_DIR", server.data.path())
+        .env_remove("WARRANT_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+        String::from_utf8(output.stderr).unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn the_shell_commands_grant_revoke_suspend_and_report() {
+    let server = Server::start(&[]);
+    let (ok, out, err) = shell(
+        &server,
+        &[
+            "approval",
+            "grant",
+            "--id",
+            "cli-1",
+            "--ticket",
+            "CHG-55",
+            "--approver",
+            "Human::alice",
+            "--requester",
+            "Human::bob",
+            "--subject",
+            "ServiceAccount::deploy-bot",
+            "--action",
+            "update",
+            "--scope",
+            "Scope::production",
+            "--for",
+            "2h",
+            "--max-uses",
+            "2",
+            "--justification",
+            "rollback",
+        ],
+    );
+    assert!(ok, "{err}");
+    let granted: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            &granted["state"],
+            &granted["max_uses"],
+            &granted["requester"]["id"]
+        ),
+        (
+            &serde_json::json!("active"),
+            &serde_json::json!(2),
+            &serde_json::json!("bob")
+        )
+    );
+    assert!(allowed(&decide(&server, deploy("cli-1")).await));
+
+    let (ok, _, err) = shell(
+        &server,
+        &[
+            "approval",
+            "grant",
+            "--ticket",
+            "CHG-56",
+            "--approver",
+            "Human::bob",
+            "--requester",
+            "Human::bob",
+            "--subject",
+            "ServiceAccount::deploy-bot",
+            "--action",
+            "update",
+            "--scope",
+            "Scope::production",
+            "--for",
+            "1h",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("separation of duties"), "{err}");
+
+    let (ok, out, _) = shell(
+        &server,
+        &[
+            "approval",
+            "list",
+            "--state",
+            "active",
+            "--subject",
+            "ServiceAccount::deploy-bot",
+        ],
+    );
+    assert!(ok);
+    let listed: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = listed.iter().map(|a| a["id"].as_str().unwrap()).collect();
+    assert!(
+        ids.contains(&"cli-1") && ids.contains(&"CHG-1042"),
+        "{ids:?}"
+    );
+    let (ok, out, _) = shell(&server, &["approval", "show", "cli-1"]);
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["uses"],
+        1
+    );
+
+    let (ok, out, _) = shell(
+        &server,
+        &["approval", "revoke", "cli-1", "--reason", "done"],
+    );
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["state"],
+        "revoked"
+    );
+    assert!(!allowed(&decide(&server, deploy("cli-1")).await));
+
+    let (ok, _, err) = shell(
+        &server,
+        &["identity", "suspend", "ServiceAccount::deploy-bot"],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        decide(&server, deploy("CHG-1042")).await.reasons,
+        ["identity-not-active"]
+    );
+    let (ok, out, _) = shell(
+        &server,
+        &[
+            "identity",
+            "update",
+            "ServiceAccount::deploy-bot",
+            "--status",
+            "active",
+        ],
+    );
+    assert!(ok);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&out).unwrap()["status"],
+        "active"
+    );
+    assert!(allowed(&decide(&server, deploy("CHG-1042")).await));
+
+    let (ok, out, _) = shell(&server, &["status"]);
+    assert!(ok);
+    let status: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (
+            status["policy_count"].as_u64(),
+            status["live_changes"].as_u64()
+        ),
+        (Some(20), Some(2))
+    );
+
+    // Without the token the shell is refused.
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(["status"])
+        .env("WARRANT_ADMIN", format!("http://{}", server.admin))
+        .env("WARRANT_ADMIN_TOKEN", "wrong-token-of-some-length")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("Unauthenticated"));
+}

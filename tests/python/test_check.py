@@ -1,15 +1,17 @@
-"""Cross-language check: a Python grpcio client, with stubs compiled from Warrant's own proto,
-calls Check on a real server and gets one allow and one deny."""
+"""Cross-language check: a Python grpcio client, with stubs compiled from Warrant's own protos,
+calls Check on a real server and gets one allow and one deny, and grants and revokes an approval
+through the admin API with the server's token."""
 
 import os
 import pathlib
 import subprocess
 import sys
 import tempfile
+import time
 
 import grpc
 import pytest
-from google.protobuf import struct_pb2
+from google.protobuf import struct_pb2, timestamp_pb2
 from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -23,6 +25,7 @@ def stubs():
     status = protoc.main([
         "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"-I{include}",
         f"--python_out={out}", f"--grpc_python_out={out}", "warrant/v1/authorizer.proto",
+        "warrant/v1/admin.proto",
     ])
     assert status == 0, "protoc failed"
     sys.path.insert(0, out)
@@ -31,19 +34,31 @@ def stubs():
 
 
 @pytest.fixture(scope="module")
+def admin_stubs(stubs):
+    from warrant.v1 import admin_pb2, admin_pb2_grpc
+    return admin_pb2, admin_pb2_grpc
+
+
+@pytest.fixture(scope="module")
 def server():
     data = tempfile.mkdtemp(prefix="warrant-data-")
     process = subprocess.Popen(
         [BINARY, "serve", "--listen", "127.0.0.1:0", "--policies", str(ROOT / "policies"),
-         "--data-dir", data, "--metrics-listen", "127.0.0.1:0"],
+         "--data-dir", data, "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
-        line = process.stdout.readline()
-        while line.startswith("warrant metrics on "):
-            line = process.stdout.readline()
-        assert line.startswith("warrant listening on "), f"server did not start: {line!r}"
-        yield line.removeprefix("warrant listening on ").strip()
+        addresses = {}
+        for line in process.stdout:
+            for name in ("metrics", "admin", "listening"):
+                prefix = f"warrant {name} on "
+                if line.startswith(prefix):
+                    addresses[name] = line.removeprefix(prefix).split()[0]
+            if "listening" in addresses:
+                break
+        assert "listening" in addresses, "server did not start"
+        token = (pathlib.Path(data) / "admin.token").read_text().strip()
+        yield {"check": addresses["listening"], "admin": addresses["admin"], "token": token}
     finally:
         process.kill()
         process.wait()
@@ -51,7 +66,7 @@ def server():
 
 def test_allow_and_deny_over_grpcio(stubs, server):
     pb, pb_grpc = stubs
-    with grpc.insecure_channel(server) as channel:
+    with grpc.insecure_channel(server["check"]) as channel:
         client = pb_grpc.AuthorizerStub(channel)
         context = struct_pb2.Struct()
         context.update({"vendor": "Acme", "amount": 1200})
@@ -79,9 +94,41 @@ def test_allow_and_deny_over_grpcio(stubs, server):
 
 def test_bad_input_is_invalid_argument(stubs, server):
     pb, pb_grpc = stubs
-    with grpc.insecure_channel(server) as channel:
+    with grpc.insecure_channel(server["check"]) as channel:
         client = pb_grpc.AuthorizerStub(channel)
         with pytest.raises(grpc.RpcError) as raised:
             client.Check(pb.CheckRequest(action="read"), timeout=5)
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert raised.value.details().startswith("principal")
+
+
+def test_grant_and_revoke_through_the_admin_api(stubs, admin_stubs, server):
+    pb, pb_grpc = stubs
+    admin_pb, admin_pb_grpc = admin_stubs
+    deploy = pb.CheckRequest(
+        principal=pb.EntityRef(type="ServiceAccount", id="deploy-bot"),
+        action="update",
+        resource=pb.EntityRef(type="Config", id="payments-api"),
+        approval_id="PY-1",
+    )
+    expires = timestamp_pb2.Timestamp()
+    expires.FromSeconds(int(time.time()) + 3600)
+    grant = admin_pb.GrantApprovalRequest(approval=admin_pb.ApprovalSpec(
+        id="PY-1", ticket="CHG-PY", approver=pb.EntityRef(type="Human", id="alice"),
+        requester=pb.EntityRef(type="Human", id="bob"),
+        subject=pb.EntityRef(type="ServiceAccount", id="deploy-bot"), actions=["update"],
+        scope=pb.EntityRef(type="Scope", id="production"), expires_at=expires,
+    ))
+    with grpc.insecure_channel(server["admin"]) as admin_channel, \
+            grpc.insecure_channel(server["check"]) as check_channel:
+        admin = admin_pb_grpc.AdminStub(admin_channel)
+        check = pb_grpc.AuthorizerStub(check_channel)
+        with pytest.raises(grpc.RpcError) as raised:
+            admin.GrantApproval(grant, timeout=5)
+        assert raised.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        auth = [("authorization", f"Bearer {server['token']}")]
+        granted = admin.GrantApproval(grant, metadata=auth, timeout=5)
+        assert granted.state == admin_pb.APPROVAL_STATE_ACTIVE
+        assert check.Check(deploy, timeout=5).decision == pb.DECISION_ALLOW
+        admin.RevokeApproval(admin_pb.RevokeApprovalRequest(id="PY-1"), metadata=auth, timeout=5)
+        assert check.Check(deploy, timeout=5).decision == pb.DECISION_DENY
