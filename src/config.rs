@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::envoy::{ExtAuthz, ExtAuthzSettings};
 use crate::cache::CacheSettings;
 use crate::control::Rules;
 use crate::engine::EngineSettings;
@@ -91,6 +92,9 @@ pub struct Settings {
     /// The longest an approval granted through the admin API may last, in hours [default: 720]
     #[arg(long, env = "WARRANT_APPROVAL_MAX_VALIDITY_HOURS")]
     pub approval_max_validity_hours: Option<u64>,
+    /// Envoy ext_authz: the route table and how requests map to decisions (file only).
+    #[arg(skip)]
+    pub ext_authz: Option<ExtAuthzSettings>,
 }
 
 /// A value that is never printed (the admin token).
@@ -113,6 +117,7 @@ pub struct Config {
     pub admin_token: Option<Secret>,
     pub data_dir: PathBuf,
     pub rules: Rules,
+    pub ext_authz: ExtAuthz,
     pub metrics_listen: SocketAddr,
     pub policies: PathBuf,
     pub batch_max_items: usize,
@@ -181,6 +186,7 @@ impl Settings {
             approval_max_validity_hours: self
                 .approval_max_validity_hours
                 .or(under.approval_max_validity_hours),
+            ext_authz: self.ext_authz.or(under.ext_authz),
         }
     }
 
@@ -219,6 +225,13 @@ impl Settings {
             signing_key: self.ledger_signing_key.clone(),
         });
         let max_validity_hours = self.approval_max_validity_hours.unwrap_or(720);
+        let ext_authz =
+            ExtAuthz::new(&self.ext_authz.clone().unwrap_or_default()).map_err(|message| {
+                ConfigError::Invalid {
+                    setting: "ext_authz",
+                    message,
+                }
+            })?;
         let config = Config {
             ledger,
             admin_listen: self
@@ -226,6 +239,7 @@ impl Settings {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50052))),
             admin_token: self.admin_token.clone().filter(|t| !t.0.is_empty()),
             data_dir,
+            ext_authz,
             rules: Rules {
                 approval_max_validity_ms: max_validity_hours
                     .saturating_mul(3_600_000)

@@ -100,6 +100,9 @@ pub struct Facts {
     pub approvals: HashMap<String, Arc<Approval>>,
     /// For each resource, every scope it lies in, nearest first.
     pub resource_scopes: HashMap<EntityUid, Arc<[EntityRef]>>,
+    /// Identities by the SPIFFE ID of their workload (their `spiffe_id` attribute), for gateways
+    /// that name the caller by its mTLS certificate.
+    pub spiffe_ids: HashMap<String, EntityUid>,
     /// For each entity that has any: every `datetime` in its attributes and tags and in those of
     /// every entity reachable from it through entity-valued attributes, sorted. A decision that
     /// reads an entity can only change when the clock crosses one of these.
@@ -153,6 +156,7 @@ impl Facts {
         let mut identities = HashMap::new();
         let mut approvals = HashMap::new();
         let mut resource_scopes = HashMap::new();
+        let mut spiffe_ids = HashMap::new();
         for entity in entities.iter() {
             let uid = entity.uid();
             let type_name = uid.type_name().to_string();
@@ -174,6 +178,19 @@ impl Facts {
                         message,
                     })?;
                 identities.insert(uid.clone(), Arc::new(identity));
+                let spiffe_id =
+                    string_attr(entity, "spiffe_id").map_err(|message| FactsError::BadEntity {
+                        entity: uid.to_string(),
+                        message,
+                    })?;
+                if let Some(spiffe_id) = spiffe_id
+                    && let Some(other) = spiffe_ids.insert(spiffe_id.clone(), uid.clone())
+                {
+                    return Err(FactsError::BadEntity {
+                        entity: uid.to_string(),
+                        message: format!("spiffe_id {spiffe_id:?} is also {other}'s"),
+                    });
+                }
             }
             if resource_types.contains(&type_name) {
                 resource_scopes.insert(uid.clone(), scopes_nearest_first(&entities, &uid));
@@ -186,6 +203,7 @@ impl Facts {
             identities,
             approvals,
             resource_scopes,
+            spiffe_ids,
             time_bounds,
             version,
         })

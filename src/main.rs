@@ -27,6 +27,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// Serve decisions over gRPC (warrant.v1.Authorizer) from the policies in a directory.

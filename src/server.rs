@@ -1,6 +1,6 @@
 //! Runs the server: loads and validates policies and facts (with the live changes in the data
-//! folder), builds the engine, and serves until shut down: `warrant.v1.Authorizer`, health and
-//! reflection on the Check listener; `warrant.v1.Admin` and `warrant.v1.DecisionLog`, behind the
+//! folder), builds the engine, and serves until shut down: `warrant.v1.Authorizer`, Envoy's
+//! `envoy.service.auth.v3.Authorization`, health and reflection on the Check listener; `warrant.v1.Admin` and `warrant.v1.DecisionLog`, behind the
 //! admin token, on the admin listener; metrics over HTTP. Watches the policy folder.
 
 use std::future::Future;
@@ -9,11 +9,14 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::admin::{AdminService, BearerToken, DecisionLogService, admin_token};
-use crate::api::grpc::{AuthorizerService, HEALTH_NAMES};
+use crate::api::decider::{Decider, HEALTH_NAMES};
+use crate::api::envoy::ExtAuthzService;
+use crate::api::grpc::AuthorizerService;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::control::Control;
@@ -144,12 +147,15 @@ pub async fn serve(
     tracing::info!(%admin_bound, token_file = ?admin_token_file, "serving warrant.v1.Admin");
     tracing::info!(%metrics_bound, "serving Prometheus metrics at /metrics");
     let ledger_at_exit = ledger.clone();
+    let decider = Arc::new(Decider::new(engine, ledger, health, metrics));
     let authorizer = proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
-        engine,
-        ledger,
-        health,
-        metrics,
+        Arc::clone(&decider),
         config.batch_max_items,
+    ))
+    .max_decoding_message_size(config.max_message_bytes);
+    let ext_authz = AuthorizationServer::new(ExtAuthzService::new(
+        Arc::clone(&decider),
+        Arc::new(config.ext_authz.clone()),
     ))
     .max_decoding_message_size(config.max_message_bytes);
     let reflection = tonic_reflection::server::Builder::configure()
@@ -199,6 +205,7 @@ pub async fn serve(
         .timeout(config.request_timeout)
         .add_service(health_service)
         .add_service(authorizer)
+        .add_service(ext_authz)
         .add_service(reflection)
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
     tokio::select! {

@@ -57,15 +57,18 @@ impl Histogram {
 pub enum Api {
     Check,
     BatchCheck,
+    /// Envoy's `envoy.service.auth.v3.Authorization/Check`.
+    ExtAuthz,
 }
 
 impl Api {
-    const ALL: [Api; 2] = [Api::Check, Api::BatchCheck];
+    const ALL: [Api; 3] = [Api::Check, Api::BatchCheck, Api::ExtAuthz];
 
     fn label(self) -> &'static str {
         match self {
             Api::Check => "check",
             Api::BatchCheck => "batch_check",
+            Api::ExtAuthz => "ext_authz",
         }
     }
 }
@@ -81,7 +84,7 @@ struct ApiMetrics {
 /// Everything the api layer counts.
 #[derive(Default)]
 pub struct Metrics {
-    apis: [ApiMetrics; 2],
+    apis: [ApiMetrics; 3],
     /// Admin calls by method and gRPC status code (admin calls are rare: a lock is fine).
     admin_calls: Mutex<BTreeMap<(&'static str, i32), u64>>,
     admin_unauthenticated: AtomicU64,

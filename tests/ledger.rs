@@ -479,3 +479,51 @@ async fn a_graceful_stop_seals_every_record() {
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_ledger_written_before_records_grew_new_fields_still_verifies_and_grows() {
+    // tests/fixtures/ledger-before-max-uses: one decision and a checkpoint, written by Warrant
+    // before approval records had `max_uses` and `use_number`. What a line's hash covers is the
+    // line as written, so a field added since must not make it read as edited.
+    let data = tempfile::tempdir().unwrap();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/ledger-before-max-uses/ledger");
+    std::fs::create_dir(data.path().join("ledger")).unwrap();
+    for file in std::fs::read_dir(fixture).unwrap() {
+        let file = file.unwrap().path();
+        std::fs::copy(
+            &file,
+            data.path().join("ledger").join(file.file_name().unwrap()),
+        )
+        .unwrap();
+    }
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(
+        ok && text.starts_with("ok: 1 records, 1 checkpoints"),
+        "{text}"
+    );
+
+    let server = Server::start_in(
+        data,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policies",
+            common::bundled_policies().to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let answer = server
+        .client()
+        .await
+        .check(pipeline_read("Dataset::sales-2026"))
+        .await
+        .unwrap()
+        .into_inner();
+    let data = server.terminate();
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(ok && text.starts_with("ok: 2 records"), "{text}");
+    let (ok, text) = log(data.path(), &["show", &answer.decision_id]);
+    assert!(ok, "{text}");
+}

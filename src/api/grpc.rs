@@ -8,80 +8,42 @@ use std::time::Instant;
 use prost_types::value::Kind;
 use tonic::{Request, Response, Status};
 
+use crate::api::decider::Decider;
 use crate::clock::UnixMillis;
-use crate::engine::{self, ContextValue, Effect, Engine, InvalidRequest};
-use crate::ledger::{Ledger, Record};
+use crate::engine::{self, ContextValue, Effect, InvalidRequest};
 use crate::proto;
 use crate::proto::authorizer_server::Authorizer;
-use crate::telemetry::{Api, Metrics};
+use crate::telemetry::Api;
 
 /// Largest integer a protobuf `Value` (a double) carries exactly.
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
-/// The gRPC health names Warrant reports: the server as a whole and the Check service.
-pub const HEALTH_NAMES: [&str; 2] = ["", "warrant.v1.Authorizer"];
-
 pub struct AuthorizerService {
-    engine: Arc<Engine>,
-    ledger: Option<Arc<Ledger>>,
-    health: tonic_health::server::HealthReporter,
-    metrics: Arc<Metrics>,
+    decider: Arc<Decider>,
     batch_max_items: usize,
 }
 
 impl AuthorizerService {
-    pub fn new(
-        engine: Arc<Engine>,
-        ledger: Option<Arc<Ledger>>,
-        health: tonic_health::server::HealthReporter,
-        metrics: Arc<Metrics>,
-        batch_max_items: usize,
-    ) -> Self {
+    pub fn new(decider: Arc<Decider>, batch_max_items: usize) -> Self {
         AuthorizerService {
-            engine,
-            ledger,
-            health,
-            metrics,
+            decider,
             batch_max_items,
         }
     }
 
     fn decide(
         &self,
+        api: Api,
         request: proto::CheckRequest,
     ) -> Result<(engine::CheckRequest, engine::Decision), Status> {
-        let request = check_request_from_proto(request).map_err(invalid_argument)?;
-        let decision = self.engine.check(&request).map_err(invalid_argument)?;
+        let request = check_request_from_proto(request)
+            .inspect_err(|_| self.decider.metrics().invalid(api))
+            .map_err(invalid_argument)?;
+        let decision = self
+            .decider
+            .decide(api, &request)
+            .map_err(invalid_argument)?;
         Ok((request, decision))
-    }
-
-    /// Records the decisions in the ledger before they are answered. If the ledger cannot take
-    /// them, they are answered as denies: nothing is allowed that is not on record.
-    async fn record(
-        &self,
-        decided: &mut [(engine::CheckRequest, engine::Decision)],
-        caller: Option<String>,
-    ) {
-        let Some(ledger) = &self.ledger else { return };
-        let records = decided
-            .iter()
-            .map(|(request, decision)| {
-                Record::of(decision, request, caller.clone(), ledger.mask_keys())
-            })
-            .collect();
-        if let Err(error) = ledger.append(records).await {
-            tracing::debug!(%error, "answering deny: the decision could not be recorded");
-            // An orchestrator should route around a PDP that can only deny.
-            for name in HEALTH_NAMES {
-                self.health
-                    .set_service_status(name, tonic_health::ServingStatus::NotServing)
-                    .await;
-            }
-            for (_, decision) in decided {
-                decision.effect = Effect::Deny;
-                decision.reasons = vec![engine::reason::LEDGER_UNAVAILABLE.to_owned()];
-            }
-        }
     }
 }
 
@@ -93,14 +55,13 @@ impl Authorizer for AuthorizerService {
     ) -> Result<Response<proto::CheckResponse>, Status> {
         let started = Instant::now();
         let caller = request.remote_addr().map(|addr| addr.to_string());
-        let decided = self
-            .decide(request.into_inner())
-            .inspect_err(|_| self.metrics.invalid(Api::Check))?;
+        let decided = self.decide(Api::Check, request.into_inner())?;
         let mut decided = [decided];
-        self.record(&mut decided, caller).await;
+        self.decider.record(Api::Check, &mut decided, caller).await;
         let [(_, decision)] = decided;
-        self.metrics.decided(Api::Check, decision.effect);
-        self.metrics.latency(Api::Check, started.elapsed());
+        self.decider
+            .metrics()
+            .latency(Api::Check, started.elapsed());
         Ok(Response::new(check_response_to_proto(decision)))
     }
 
@@ -122,19 +83,17 @@ impl Authorizer for AuthorizerService {
         let mut decided = Vec::with_capacity(checks.len());
         let mut failed = Vec::new();
         for (index, check) in checks.into_iter().enumerate() {
-            match self.decide(check) {
+            match self.decide(Api::BatchCheck, check) {
                 Ok(done) => decided.push(done),
-                Err(status) => {
-                    self.metrics.invalid(Api::BatchCheck);
-                    failed.push((index, status));
-                }
+                Err(status) => failed.push((index, status)),
             }
         }
-        self.record(&mut decided, caller).await;
-        for (_, decision) in &decided {
-            self.metrics.decided(Api::BatchCheck, decision.effect);
-        }
-        self.metrics.latency(Api::BatchCheck, started.elapsed());
+        self.decider
+            .record(Api::BatchCheck, &mut decided, caller)
+            .await;
+        self.decider
+            .metrics()
+            .latency(Api::BatchCheck, started.elapsed());
         let mut answers = decided
             .into_iter()
             .map(|(_, decision)| check_response_to_proto(decision));

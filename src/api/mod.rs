@@ -2,4 +2,7 @@
 //! engine `Decision` back into that protocol's answer. No policy logic lives here.
 
 pub mod admin;
+pub mod decider;
+pub mod envoy;
 pub mod grpc;
+pub mod routes;

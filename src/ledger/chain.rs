@@ -42,11 +42,12 @@ pub struct Checkpoint {
     pub key_id: String,
 }
 
-pub(super) fn entry_hash(prev: &[u8; 32], entry: &Entry) -> [u8; 32] {
-    chain_hash(
-        prev,
-        &serde_json_canonicalizer::to_vec(entry).expect("records serialise"),
-    )
+/// The canonical JSON of a line's `entry` as it stands in the file, which is what was hashed.
+/// (Not the typed `Entry` serialised again: a field added to records since the line was written
+/// would change that, and every older ledger would read as edited.)
+fn written_entry_bytes(line: &[u8]) -> Option<Vec<u8>> {
+    let value: serde_json::Value = serde_json::from_slice(line).ok()?;
+    serde_json_canonicalizer::to_vec(value.get("entry")?).ok()
 }
 
 pub(super) fn checkpoint_bytes(checkpoint: &Checkpoint) -> Vec<u8> {
@@ -226,7 +227,8 @@ pub(super) struct Scan {
 /// line is reported in `Scan::torn_tail` (recovery cuts it; `verify` calls it truncation).
 pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage>, LedgerError> {
     let segments = segments(dir)?;
-    let mut raw: Vec<(Line, Place)> = Vec::new();
+    // Each line, where it is, and for an entry the bytes its hash covers.
+    let mut raw: Vec<(Line, Place, Option<Vec<u8>>)> = Vec::new();
     let mut torn_tail = None;
     for (index, path) in segments.iter().enumerate() {
         let file = File::open(path).map_err(io_error(path))?;
@@ -252,7 +254,16 @@ pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage
             let complete = buffer.last() == Some(&b'\n');
             let is_last_segment = index + 1 == segments.len();
             match serde_json::from_slice::<Line>(&buffer) {
-                Ok(line) if complete => raw.push((line, place)),
+                Ok(line) if complete => {
+                    let hashed = match &line {
+                        Line::Entry { .. } => match written_entry_bytes(&buffer) {
+                            Some(bytes) => Some(bytes),
+                            None => return Ok(Err(Damage::Unreadable { place })),
+                        },
+                        Line::Checkpoint { .. } => None,
+                    };
+                    raw.push((line, place, hashed));
+                }
                 _ if !complete && is_last_segment => {
                     torn_tail = Some((path.clone(), offset));
                     break;
@@ -265,7 +276,7 @@ pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage
 
     let present: std::collections::HashSet<u64> = raw
         .iter()
-        .filter_map(|(line, _)| match line {
+        .filter_map(|(line, _, _)| match line {
             Line::Entry { entry, .. } => Some(entry.seq),
             Line::Checkpoint { .. } => None,
         })
@@ -275,7 +286,7 @@ pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage
     let mut expected = 1u64;
     let mut checkpoints = 0;
     let mut last_checkpoint_seq = None;
-    for (line, place) in raw {
+    for (line, place, hashed) in raw {
         match line {
             Line::Entry { entry, prev, hash } => {
                 if entry.seq != expected {
@@ -300,7 +311,7 @@ pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage
                         place,
                     }));
                 }
-                let computed = entry_hash(&head, &entry);
+                let computed = chain_hash(&head, &hashed.unwrap_or_default());
                 if hash != hex::encode(computed) {
                     return Ok(Err(Damage::Edited {
                         seq: entry.seq,

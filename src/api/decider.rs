@@ -1,0 +1,93 @@
+//! The path every API shares once it has turned its wire format into engine requests: decide
+//! with the engine, record each decision in the ledger before it is answered (a decision that
+//! cannot be recorded is answered as a deny, and health turns NOT_SERVING), and count it.
+
+use std::sync::Arc;
+
+use crate::engine::{self, Effect, Engine, InvalidRequest};
+use crate::ledger::{Ledger, Record};
+use crate::telemetry::{Api, Metrics};
+
+/// The gRPC health names Warrant reports: the server as a whole and the Check services.
+pub const HEALTH_NAMES: [&str; 3] = [
+    "",
+    "warrant.v1.Authorizer",
+    "envoy.service.auth.v3.Authorization",
+];
+
+pub struct Decider {
+    engine: Arc<Engine>,
+    ledger: Option<Arc<Ledger>>,
+    health: tonic_health::server::HealthReporter,
+    metrics: Arc<Metrics>,
+}
+
+impl Decider {
+    pub fn new(
+        engine: Arc<Engine>,
+        ledger: Option<Arc<Ledger>>,
+        health: tonic_health::server::HealthReporter,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Decider {
+            engine,
+            ledger,
+            health,
+            metrics,
+        }
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Decides one request; a malformed one is counted against `api`.
+    pub fn decide(
+        &self,
+        api: Api,
+        request: &engine::CheckRequest,
+    ) -> Result<engine::Decision, InvalidRequest> {
+        self.engine
+            .check(request)
+            .inspect_err(|_| self.metrics.invalid(api))
+    }
+
+    /// Records the decisions in the ledger before they are answered, then counts them. If the
+    /// ledger cannot take them, they are answered as denies: nothing is allowed that is not on
+    /// record.
+    pub async fn record(
+        &self,
+        api: Api,
+        decided: &mut [(engine::CheckRequest, engine::Decision)],
+        caller: Option<String>,
+    ) {
+        if let Some(ledger) = &self.ledger {
+            let records = decided
+                .iter()
+                .map(|(request, decision)| {
+                    Record::of(decision, request, caller.clone(), ledger.mask_keys())
+                })
+                .collect();
+            if let Err(error) = ledger.append(records).await {
+                tracing::debug!(%error, "answering deny: the decision could not be recorded");
+                // An orchestrator should route around a PDP that can only deny.
+                for name in HEALTH_NAMES {
+                    self.health
+                        .set_service_status(name, tonic_health::ServingStatus::NotServing)
+                        .await;
+                }
+                for (_, decision) in decided.iter_mut() {
+                    decision.effect = Effect::Deny;
+                    decision.reasons = vec![engine::reason::LEDGER_UNAVAILABLE.to_owned()];
+                }
+            }
+        }
+        for (_, decision) in decided.iter() {
+            self.metrics.decided(api, decision.effect);
+        }
+    }
+}

@@ -1,0 +1,462 @@
+//! Envoy's external authorization API, `envoy.service.auth.v3.Authorization/Check`, served on
+//! the Check port so a gateway can point at Warrant with no adapter. Turns the HTTP request Envoy
+//! describes into an engine request (principal from the mTLS peer's SPIFFE ID, else a header the
+//! gateway sets; action and resource from the route table; approval and context from headers and
+//! attributes) and the decision into the answer Envoy expects. Never answers with a gRPC error:
+//! whatever goes wrong is a deny, so Envoy's `failure_mode_allow` can never turn it into an allow.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
+    HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, HttpStatusCode, OkHttpResponse,
+};
+use envoy_types::pb::envoy::config::core::v3::address::Address;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+use envoy_types::pb::google::rpc;
+use serde::Deserialize;
+use tonic::{Request, Response, Status};
+
+use crate::api::decider::Decider;
+use crate::api::routes::{RouteSpec, RouteTable};
+use crate::engine::{self, ContextValue, Effect, RESERVED_CONTEXT_KEYS};
+use crate::facts::EntityRef;
+use crate::telemetry::Api;
+
+/// The response header (to the upstream on allow, to the client on deny) with the decision id.
+pub const DECISION_ID_HEADER: &str = "x-warrant-decision-id";
+
+/// Warrant's reasons for gateway requests it refuses before the engine can decide.
+pub mod reason {
+    /// Neither an mTLS peer nor a trusted principal header named the caller.
+    pub const UNAUTHENTICATED: &str = "warrant:unauthenticated";
+    /// The mTLS peer's SPIFFE ID belongs to no identity.
+    pub const UNKNOWN_SPIFFE_ID: &str = "warrant:unknown-spiffe-id";
+    /// The trusted principal header does not hold `Type::id`.
+    pub const BAD_PRINCIPAL_HEADER: &str = "warrant:bad-principal-header";
+    /// No route maps the method and path to an action and resource.
+    pub const NO_ROUTE: &str = "warrant:no-route";
+    /// The path cannot be read (bad percent-encoding).
+    pub const BAD_PATH: &str = "warrant:bad-path";
+    /// Envoy's CheckRequest lacks the HTTP request.
+    pub const MALFORMED_CHECK: &str = "warrant:malformed-check-request";
+    /// The mapped request does not fit the schema (a route or context mapping that needs fixing).
+    pub const NOT_DECIDABLE: &str = "warrant:request-not-decidable";
+}
+
+/// What to do with a request no route matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Unmatched {
+    /// Deny it (403, `warrant:no-route`).
+    #[default]
+    Deny,
+    /// Let it through undecided and unrecorded: for gateways that send every route to Warrant
+    /// but guard only some.
+    Allow,
+}
+
+/// The `[ext_authz]` section of the configuration file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExtAuthzSettings {
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    #[serde(default)]
+    pub unmatched: Unmatched,
+    /// A header that names the principal (`Type::id`), set by a gateway that has verified the
+    /// caller. Off unless set; an mTLS peer's SPIFFE ID always wins over it.
+    pub principal_header: Option<String>,
+    /// The header that carries the presented approval's id [default: x-approval-id].
+    pub approval_header: Option<String>,
+    /// The context key that receives `{method, path, host, source_address}`; off unless set
+    /// (the schema must declare it).
+    pub http_context: Option<String>,
+    /// Request headers to pass on, by header name, to the context key that receives each.
+    #[serde(default)]
+    pub context_headers: BTreeMap<String, String>,
+    /// Envoy's per-route `context_extensions` to pass on, by key, to the context key that
+    /// receives each.
+    #[serde(default)]
+    pub context_extensions: BTreeMap<String, String>,
+}
+
+/// The ext_authz mapping in force, checked.
+#[derive(Debug, Clone)]
+pub struct ExtAuthz {
+    routes: RouteTable,
+    unmatched: Unmatched,
+    principal_header: Option<String>,
+    approval_header: String,
+    http_context: Option<String>,
+    context_headers: BTreeMap<String, String>,
+    context_extensions: BTreeMap<String, String>,
+}
+
+impl ExtAuthz {
+    /// Checks the settings; an error names the setting (`ext_authz.routes[1].path: ...`).
+    pub fn new(settings: &ExtAuthzSettings) -> Result<Self, String> {
+        let routes = RouteTable::new(&settings.routes).map_err(|e| format!("ext_authz.{e}"))?;
+        let targets = settings
+            .http_context
+            .iter()
+            .chain(settings.context_headers.values())
+            .chain(settings.context_extensions.values());
+        for key in targets {
+            if key.is_empty() || RESERVED_CONTEXT_KEYS.contains(&key.as_str()) {
+                return Err(format!(
+                    "ext_authz: {key:?} cannot receive request data (it is empty or Warrant's own)"
+                ));
+            }
+        }
+        let header = |name: &str| name.trim().to_ascii_lowercase();
+        Ok(ExtAuthz {
+            routes,
+            unmatched: settings.unmatched,
+            principal_header: settings.principal_header.as_deref().map(header),
+            approval_header: header(
+                settings
+                    .approval_header
+                    .as_deref()
+                    .unwrap_or("x-approval-id"),
+            ),
+            http_context: settings.http_context.clone(),
+            context_headers: settings
+                .context_headers
+                .iter()
+                .map(|(name, key)| (header(name), key.clone()))
+                .collect(),
+            context_extensions: settings.context_extensions.clone(),
+        })
+    }
+}
+
+pub struct ExtAuthzService {
+    decider: Arc<Decider>,
+    mapping: Arc<ExtAuthz>,
+}
+
+impl ExtAuthzService {
+    pub fn new(decider: Arc<Decider>, mapping: Arc<ExtAuthz>) -> Self {
+        ExtAuthzService { decider, mapping }
+    }
+}
+
+/// A deny given before the engine could decide.
+struct Refusal {
+    http: HttpStatusCode,
+    grpc: tonic::Code,
+    reason: &'static str,
+}
+
+impl Refusal {
+    fn forbidden(reason: &'static str) -> Self {
+        Refusal {
+            http: HttpStatusCode::Forbidden,
+            grpc: tonic::Code::PermissionDenied,
+            reason,
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Authorization for ExtAuthzService {
+    async fn check(
+        &self,
+        request: Request<CheckRequest>,
+    ) -> Result<Response<CheckResponse>, Status> {
+        let started = Instant::now();
+        let caller = request.remote_addr().map(|addr| addr.to_string());
+        let answer = match self.engine_request(request.into_inner()) {
+            Ok(Some(check)) => self.decide(check, caller).await,
+            Ok(None) => {
+                // Unmatched, and configured to pass: nothing was decided.
+                CheckResponse {
+                    status: Some(rpc::Status {
+                        code: tonic::Code::Ok as i32,
+                        ..rpc::Status::default()
+                    }),
+                    http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+                    ..CheckResponse::default()
+                }
+            }
+            Err(refusal) => {
+                self.decider.metrics().decided(Api::ExtAuthz, Effect::Deny);
+                denied(refusal.grpc, refusal.http, None, &[refusal.reason], None)
+            }
+        };
+        self.decider
+            .metrics()
+            .latency(Api::ExtAuthz, started.elapsed());
+        Ok(Response::new(answer))
+    }
+}
+
+impl ExtAuthzService {
+    /// The engine request Envoy's request maps to: `Ok(None)` for an unmatched route that is
+    /// let through.
+    fn engine_request(
+        &self,
+        request: CheckRequest,
+    ) -> Result<Option<engine::CheckRequest>, Refusal> {
+        let malformed = || Refusal {
+            http: HttpStatusCode::BadRequest,
+            grpc: tonic::Code::PermissionDenied,
+            reason: reason::MALFORMED_CHECK,
+        };
+        let attributes = request.attributes.ok_or_else(malformed)?;
+        let http = attributes
+            .request
+            .and_then(|r| r.http)
+            .ok_or_else(malformed)?;
+        if http.method.is_empty() || http.path.is_empty() {
+            return Err(malformed());
+        }
+        // Envoy sends `headers`, or `header_map` when told to encode raw headers.
+        let headers: HashMap<String, String> = if http.headers.is_empty() {
+            http.header_map
+                .map(|map| {
+                    map.headers
+                        .into_iter()
+                        .map(|h| {
+                            let value = if h.value.is_empty() {
+                                String::from_utf8_lossy(&h.raw_value).into_owned()
+                            } else {
+                                h.value
+                            };
+                            (h.key.to_ascii_lowercase(), value)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default()
+        } else {
+            http.headers
+        };
+        let source = attributes.source.unwrap_or_default();
+        let principal = self.principal(&source.principal, &headers)?;
+        let target = match self.mapping.routes.resolve(&http.method, &http.path) {
+            Some(Ok(target)) => target,
+            Some(Err(message)) => {
+                tracing::debug!(path = http.path, message, "refusing an unreadable path");
+                return Err(Refusal {
+                    http: HttpStatusCode::BadRequest,
+                    grpc: tonic::Code::PermissionDenied,
+                    reason: reason::BAD_PATH,
+                });
+            }
+            None if self.mapping.unmatched == Unmatched::Allow => return Ok(None),
+            None => return Err(Refusal::forbidden(reason::NO_ROUTE)),
+        };
+
+        let mut context = BTreeMap::new();
+        for (name, key) in &self.mapping.context_headers {
+            if let Some(value) = headers.get(name) {
+                context.insert(key.clone(), ContextValue::String(value.clone()));
+            }
+        }
+        for (name, key) in &self.mapping.context_extensions {
+            if let Some(value) = attributes.context_extensions.get(name) {
+                context.insert(key.clone(), ContextValue::String(value.clone()));
+            }
+        }
+        if let Some(key) = &self.mapping.http_context {
+            let path = http.path.split(['?', '#']).next().unwrap_or_default();
+            let record = BTreeMap::from([
+                (
+                    "method".to_owned(),
+                    ContextValue::String(http.method.clone()),
+                ),
+                ("path".to_owned(), ContextValue::String(path.to_owned())),
+                ("host".to_owned(), ContextValue::String(http.host.clone())),
+                (
+                    "source_address".to_owned(),
+                    ContextValue::String(socket_address(source.address.as_ref())),
+                ),
+            ]);
+            context.insert(key.clone(), ContextValue::Record(record));
+        }
+        Ok(Some(engine::CheckRequest {
+            principal,
+            action: target.action,
+            resource: target.resource,
+            context,
+            approval_id: headers
+                .get(&self.mapping.approval_header)
+                .filter(|id| !id.is_empty())
+                .cloned(),
+            request_id: Some(http.id).filter(|id| !id.is_empty()),
+        }))
+    }
+
+    /// The principal, in order of trust: the mTLS peer's SPIFFE ID, mapped to an identity by
+    /// the facts; then the gateway's principal header, if one is configured.
+    fn principal(
+        &self,
+        peer: &str,
+        headers: &HashMap<String, String>,
+    ) -> Result<EntityRef, Refusal> {
+        if !peer.is_empty() {
+            let snapshot = self.decider.engine().snapshot();
+            return match snapshot.facts.spiffe_ids.get(peer) {
+                Some(uid) => Ok(EntityRef::from_uid(uid)),
+                None => Err(Refusal::forbidden(reason::UNKNOWN_SPIFFE_ID)),
+            };
+        }
+        let named = self
+            .mapping
+            .principal_header
+            .as_ref()
+            .and_then(|name| headers.get(name));
+        match named {
+            Some(value) => match value.rsplit_once("::") {
+                Some((type_name, id)) if !type_name.is_empty() && !id.is_empty() => {
+                    Ok(EntityRef::new(type_name, id.trim_matches('"')))
+                }
+                _ => Err(Refusal::forbidden(reason::BAD_PRINCIPAL_HEADER)),
+            },
+            None => Err(Refusal {
+                http: HttpStatusCode::Unauthorized,
+                grpc: tonic::Code::Unauthenticated,
+                reason: reason::UNAUTHENTICATED,
+            }),
+        }
+    }
+
+    async fn decide(&self, check: engine::CheckRequest, caller: Option<String>) -> CheckResponse {
+        let decision = match self.decider.decide(Api::ExtAuthz, &check) {
+            Ok(decision) => decision,
+            Err(invalid) => {
+                // A route or context mapping the schema refuses: the operator has to fix it.
+                tracing::warn!(
+                    principal = %check.principal,
+                    action = check.action,
+                    resource = %check.resource,
+                    error = %invalid,
+                    "ext_authz request does not fit the schema; denying"
+                );
+                self.decider.metrics().decided(Api::ExtAuthz, Effect::Deny);
+                return denied(
+                    tonic::Code::PermissionDenied,
+                    HttpStatusCode::Forbidden,
+                    None,
+                    &[reason::NOT_DECIDABLE],
+                    None,
+                );
+            }
+        };
+        let mut decided = [(check, decision)];
+        self.decider
+            .record(Api::ExtAuthz, &mut decided, caller)
+            .await;
+        let [(_, decision)] = decided;
+        let decision_id = decision.decision_id.to_string();
+        let metadata = metadata(&decision_id, &decision.policy_version, decision.effect);
+        match decision.effect {
+            Effect::Allow => CheckResponse {
+                status: Some(rpc::Status {
+                    code: tonic::Code::Ok as i32,
+                    ..rpc::Status::default()
+                }),
+                http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                    headers: vec![header(DECISION_ID_HEADER, &decision_id)],
+                    ..OkHttpResponse::default()
+                })),
+                dynamic_metadata: Some(metadata),
+            },
+            Effect::Deny => {
+                let reasons: Vec<&str> = decision.reasons.iter().map(String::as_str).collect();
+                denied(
+                    tonic::Code::PermissionDenied,
+                    HttpStatusCode::Forbidden,
+                    Some(&decision_id),
+                    &reasons,
+                    Some(metadata),
+                )
+            }
+        }
+    }
+}
+
+/// A header Envoy sets, replacing any the client sent under the same name.
+fn header(key: &str, value: &str) -> HeaderValueOption {
+    HeaderValueOption {
+        header: Some(HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            ..HeaderValue::default()
+        }),
+        append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+        ..HeaderValueOption::default()
+    }
+}
+
+fn string_value(text: &str) -> Value {
+    Value {
+        kind: Some(Kind::StringValue(text.to_owned())),
+    }
+}
+
+/// What Envoy stores as the filter's dynamic metadata (for access logs and later filters).
+fn metadata(decision_id: &str, policy_version: &str, effect: Effect) -> Struct {
+    let decision = match effect {
+        Effect::Allow => "allow",
+        Effect::Deny => "deny",
+    };
+    Struct {
+        fields: [
+            ("decision_id", string_value(decision_id)),
+            ("policy_version", string_value(policy_version)),
+            ("decision", string_value(decision)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect(),
+    }
+}
+
+/// A deny as Envoy expects it: a gRPC status for Envoy, an HTTP answer for the client whose
+/// JSON body carries the decision id and reasons (policy ids and Warrant's own, nothing more).
+fn denied(
+    grpc: tonic::Code,
+    http: HttpStatusCode,
+    decision_id: Option<&str>,
+    reasons: &[&str],
+    metadata: Option<Struct>,
+) -> CheckResponse {
+    let body = serde_json::json!({
+        "decision": "deny",
+        "decision_id": decision_id,
+        "reasons": reasons,
+    });
+    let mut headers = vec![header("content-type", "application/json")];
+    if let Some(id) = decision_id {
+        headers.push(header(DECISION_ID_HEADER, id));
+    }
+    CheckResponse {
+        status: Some(rpc::Status {
+            code: grpc as i32,
+            message: reasons.join(", "),
+            ..rpc::Status::default()
+        }),
+        http_response: Some(HttpResponse::DeniedResponse(DeniedHttpResponse {
+            status: Some(HttpStatus { code: http as i32 }),
+            headers,
+            body: body.to_string(),
+        })),
+        dynamic_metadata: metadata,
+    }
+}
+
+fn socket_address(address: Option<&envoy_types::pb::envoy::config::core::v3::Address>) -> String {
+    match address.and_then(|a| a.address.as_ref()) {
+        Some(Address::SocketAddress(socket)) => match socket.port_specifier {
+            Some(PortSpecifier::PortValue(port)) => format!("{}:{port}", socket.address),
+            _ => socket.address.clone(),
+        },
+        Some(Address::Pipe(pipe)) => pipe.path.clone(),
+        _ => String::new(),
+    }
+}

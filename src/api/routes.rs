@@ -1,0 +1,324 @@
+//! The route table for gateway APIs: maps an HTTP method and path to the action and resource a
+//! request is about, from templates such as `GET /datasets/{name}` -> `read` on
+//! `Dataset::{name}`. `{name}` matches one path segment (percent-decoded); `{*rest}`, last in a
+//! template, matches the rest of the path. The first route that matches wins.
+
+use serde::Deserialize;
+
+use crate::facts::EntityRef;
+
+/// One route as configured.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// An HTTP method, or `*` for any.
+    pub method: String,
+    /// A path template, e.g. `/datasets/{name}`.
+    pub path: String,
+    /// The action's id, e.g. `read`.
+    pub action: String,
+    /// The resource, `Type::id`, where the id may use the path's captures: `Dataset::{name}`.
+    pub resource: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Capture(String),
+    Rest(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Piece {
+    Text(String),
+    Capture(String),
+}
+
+#[derive(Debug, Clone)]
+struct Route {
+    /// `None` for any method.
+    method: Option<String>,
+    segments: Vec<Segment>,
+    action: String,
+    resource_type: String,
+    resource_id: Vec<Piece>,
+}
+
+/// What a request is about, by its route.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    pub action: String,
+    pub resource: EntityRef,
+    /// The route's position in the table, for the record.
+    pub route: usize,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct RouteTable {
+    routes: Vec<Route>,
+}
+
+impl RouteTable {
+    /// Checks and compiles the routes. An error names the route (`routes[2].resource: ...`).
+    pub fn new(specs: &[RouteSpec]) -> Result<Self, String> {
+        let routes = specs
+            .iter()
+            .enumerate()
+            .map(|(i, spec)| Route::new(spec).map_err(|e| format!("routes[{i}].{e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(RouteTable { routes })
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.routes.is_empty()
+    }
+
+    /// The target of `method` on `path` (query string and fragment already removed or not):
+    /// `None` when no route matches, `Err` when the path cannot be read (bad percent-encoding).
+    pub fn resolve(&self, method: &str, path: &str) -> Option<Result<Target, String>> {
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        self.routes.iter().enumerate().find_map(|(index, route)| {
+            if route
+                .method
+                .as_deref()
+                .is_some_and(|m| !m.eq_ignore_ascii_case(method))
+            {
+                return None;
+            }
+            let captures = route.matches(&segments)?;
+            Some(captures.map(|captures| {
+                let id = route
+                    .resource_id
+                    .iter()
+                    .map(|piece| match piece {
+                        Piece::Text(text) => text.as_str(),
+                        Piece::Capture(name) => captures
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .map_or("", |(_, v)| v.as_str()),
+                    })
+                    .collect::<String>();
+                Target {
+                    action: route.action.clone(),
+                    resource: EntityRef::new(route.resource_type.clone(), id),
+                    route: index,
+                }
+            }))
+        })
+    }
+}
+
+impl Route {
+    fn new(spec: &RouteSpec) -> Result<Self, String> {
+        let method = match spec.method.trim() {
+            "*" => None,
+            "" => return Err("method: required (an HTTP method, or * for any)".to_owned()),
+            m if m.chars().all(|c| c.is_ascii_alphabetic()) => Some(m.to_ascii_uppercase()),
+            m => return Err(format!("method: {m:?} is not an HTTP method")),
+        };
+        if !spec.path.starts_with('/') {
+            return Err(format!("path: {:?} must start with /", spec.path));
+        }
+        let parts: Vec<&str> = spec.path.trim_start_matches('/').split('/').collect();
+        let mut segments = Vec::new();
+        for (i, part) in parts.iter().enumerate() {
+            let segment = match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
+                Some(rest) if rest.starts_with('*') => {
+                    if i + 1 != parts.len() {
+                        return Err(format!("path: {{{rest}}} must be the last segment"));
+                    }
+                    Segment::Rest(rest[1..].to_owned())
+                }
+                Some(name) => Segment::Capture(name.to_owned()),
+                None if part.contains(['{', '}']) => {
+                    return Err(format!(
+                        "path: {part:?}: a capture must be a whole segment, like {{name}}"
+                    ));
+                }
+                None => Segment::Literal((*part).to_owned()),
+            };
+            if let Segment::Capture(name) | Segment::Rest(name) = &segment
+                && (name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
+                return Err(format!("path: {name:?} is not a capture name"));
+            }
+            segments.push(segment);
+        }
+        let captured = |name: &str| {
+            segments
+                .iter()
+                .any(|s| matches!(s, Segment::Capture(n) | Segment::Rest(n) if n == name))
+        };
+        if spec.action.is_empty() {
+            return Err("action: required".to_owned());
+        }
+        let brace = spec.resource.find('{').unwrap_or(spec.resource.len());
+        let Some((resource_type, id_head)) = spec.resource[..brace].rsplit_once("::") else {
+            return Err(format!(
+                "resource: {:?} is not Type::id (e.g. Dataset::{{name}})",
+                spec.resource
+            ));
+        };
+        let mut resource_id = Vec::new();
+        let mut rest = format!("{id_head}{}", &spec.resource[brace..]);
+        while !rest.is_empty() {
+            match rest.find('{') {
+                Some(0) => {
+                    let end = rest
+                        .find('}')
+                        .ok_or_else(|| format!("resource: unclosed {{ in {:?}", spec.resource))?;
+                    let name = rest[1..end].to_owned();
+                    if !captured(&name) {
+                        return Err(format!(
+                            "resource: {{{name}}} is not captured by the path {:?}",
+                            spec.path
+                        ));
+                    }
+                    resource_id.push(Piece::Capture(name));
+                    rest = rest[end + 1..].to_owned();
+                }
+                Some(at) => {
+                    resource_id.push(Piece::Text(rest[..at].to_owned()));
+                    rest = rest[at..].to_owned();
+                }
+                None => {
+                    resource_id.push(Piece::Text(std::mem::take(&mut rest)));
+                }
+            }
+        }
+        if resource_type.is_empty() || resource_id.is_empty() {
+            return Err(format!("resource: {:?} is not Type::id", spec.resource));
+        }
+        Ok(Route {
+            method,
+            segments,
+            action: spec.action.clone(),
+            resource_type: resource_type.to_owned(),
+            resource_id,
+        })
+    }
+
+    /// The captures, if the path's segments match this route's.
+    fn matches(&self, path: &[&str]) -> Option<Result<Vec<(String, String)>, String>> {
+        let mut captures = Vec::new();
+        let mut at = 0;
+        for segment in &self.segments {
+            match segment {
+                Segment::Literal(literal) => {
+                    if path.get(at) != Some(&literal.as_str()) {
+                        return None;
+                    }
+                    at += 1;
+                }
+                Segment::Capture(name) => {
+                    let value = path.get(at).filter(|v| !v.is_empty())?;
+                    captures.push((name.clone(), (*value).to_owned()));
+                    at += 1;
+                }
+                Segment::Rest(name) => {
+                    let value = path[at.min(path.len())..].join("/");
+                    if value.is_empty() {
+                        return None;
+                    }
+                    captures.push((name.clone(), value));
+                    at = path.len();
+                }
+            }
+        }
+        if at != path.len() {
+            return None;
+        }
+        Some(
+            captures
+                .into_iter()
+                .map(|(name, raw)| percent_decode(&raw).map(|value| (name, value)))
+                .collect(),
+        )
+    }
+}
+
+/// Decodes `%XX` escapes; refuses a malformed escape or bytes that are not UTF-8.
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text
+                .get(i + 1..i + 3)
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+                .ok_or_else(|| format!("path: bad percent-encoding in {text:?}"))?;
+            out.push(hex);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| format!("path: {text:?} does not decode to UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(method: &str, path: &str, action: &str, resource: &str) -> RouteSpec {
+        RouteSpec {
+            method: method.into(),
+            path: path.into(),
+            action: action.into(),
+            resource: resource.into(),
+        }
+    }
+
+    #[test]
+    fn templates_match_segments_and_fill_the_resource() {
+        let table = RouteTable::new(&[
+            route("GET", "/datasets/{name}", "read", "Dataset::{name}"),
+            route("PUT", "/configs/{name}", "update", "Config::{name}"),
+            route("*", "/tools/{*path}", "use", "Tool::{path}"),
+            route(
+                "POST",
+                "/teams/{team}/exports/{db}",
+                "export",
+                "Ns::Database::{team}-{db}",
+            ),
+        ])
+        .unwrap();
+        let target = |m: &str, p: &str| table.resolve(m, p).map(Result::unwrap);
+        let read = target("get", "/datasets/sales%202026?limit=5").unwrap();
+        assert_eq!((read.action.as_str(), read.route), ("read", 0));
+        assert_eq!(read.resource, EntityRef::new("Dataset", "sales 2026"));
+        assert_eq!(target("GET", "/datasets/a/b"), None);
+        assert_eq!(target("GET", "/datasets/"), None);
+        assert_eq!(target("POST", "/datasets/a"), None);
+        assert_eq!(
+            target("DELETE", "/tools/a/b").unwrap().resource,
+            EntityRef::new("Tool", "a/b")
+        );
+        assert_eq!(
+            target("POST", "/teams/t1/exports/db2").unwrap().resource,
+            EntityRef::new("Ns::Database", "t1-db2")
+        );
+        assert!(table.resolve("GET", "/datasets/%zz").unwrap().is_err());
+    }
+
+    #[test]
+    fn bad_routes_are_refused_naming_the_field() {
+        let error = |spec: RouteSpec| RouteTable::new(&[spec]).unwrap_err();
+        assert!(
+            error(route("GET", "/d/{n}", "read", "Dataset::{m}")).starts_with("routes[0].resource")
+        );
+        assert!(error(route("GET", "d/{n}", "read", "Dataset::{n}")).starts_with("routes[0].path"));
+        assert!(
+            error(route("GET", "/d/{*n}/x", "read", "Dataset::{n}")).starts_with("routes[0].path")
+        );
+        assert!(
+            error(route("GET", "/d/x{n}", "read", "Dataset::{n}")).starts_with("routes[0].path")
+        );
+        assert!(error(route("G T", "/d", "read", "Dataset::x")).starts_with("routes[0].method"));
+        assert!(error(route("GET", "/d", "read", "Dataset")).starts_with("routes[0].resource"));
+        assert!(error(route("GET", "/d", "", "Dataset::x")).starts_with("routes[0].action"));
+    }
+}
