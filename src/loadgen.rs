@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 use crate::cli::parse_entity;
 use crate::proto;
 use crate::proto::authorizer_client::AuthorizerClient;
+use envoy_types::pb::envoy::service::auth::v3 as envoy;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -28,6 +29,9 @@ pub enum Method {
     Batch,
     /// warrant.v1.Authorizer/Ping: an empty call, the cost of gRPC itself
     Ping,
+    /// envoy.service.auth.v3.Authorization/Check, shaped as Envoy sends it: --http-method and
+    /// --path, the mTLS peer --peer, the approval in x-approval-id
+    ExtAuthz,
 }
 
 #[derive(Debug, Clone, clap::Args)]
@@ -76,6 +80,22 @@ pub struct BenchArgs {
     /// The approval to present; empty for none.
     #[arg(long, default_value = "CHG-1042")]
     pub approval: String,
+    /// ext-authz: the HTTP method of the request Envoy asks about.
+    #[arg(long, default_value = "PUT")]
+    pub http_method: String,
+    /// ext-authz: its path (the server's route table maps it to action and resource).
+    #[arg(long, default_value = "/configs/payments-api")]
+    pub path: String,
+    /// ext-authz: the mTLS peer's SPIFFE ID.
+    #[arg(
+        long,
+        default_value = "spiffe://prod.example.com/ns/deploy/sa/deploy-bot"
+    )]
+    pub peer: String,
+    /// ext-authz: the header that makes a request unique (the server must pass it to the
+    /// context, as examples/envoy/warrant.toml does with x-justification).
+    #[arg(long, default_value = "x-justification")]
+    pub unique_header: String,
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
@@ -179,6 +199,15 @@ impl Plan {
     }
 }
 
+/// Whether the next request is to be a cache miss.
+fn is_miss(args: &BenchArgs, rng: &mut u64) -> bool {
+    // xorshift: cheap, and good enough to pick hits and misses.
+    *rng ^= *rng << 13;
+    *rng ^= *rng >> 7;
+    *rng ^= *rng << 17;
+    (*rng % 1_000_000) as f64 / 1_000_000.0 >= args.hit_ratio
+}
+
 /// The fixed request, or (for a miss) the same with a unique value in the context.
 fn check_request(
     args: &BenchArgs,
@@ -186,12 +215,8 @@ fn check_request(
     plan: &Plan,
     rng: &mut u64,
 ) -> proto::CheckRequest {
-    // xorshift: cheap, and good enough to pick hits and misses.
-    *rng ^= *rng << 13;
-    *rng ^= *rng >> 7;
-    *rng ^= *rng << 17;
     let mut request = base.clone();
-    if (*rng % 1_000_000) as f64 / 1_000_000.0 >= args.hit_ratio {
+    if is_miss(args, rng) {
         let n = plan.unique.fetch_add(1, Ordering::Relaxed);
         let value = prost_types::Value {
             kind: Some(prost_types::value::Kind::StringValue(format!("bench-{n}"))),
@@ -201,6 +226,66 @@ fn check_request(
         });
     }
     request
+}
+
+/// The fixed ext_authz request, or (for a miss) the same with a unique header value.
+fn ext_authz_request(
+    args: &BenchArgs,
+    base: &envoy::CheckRequest,
+    plan: &Plan,
+    rng: &mut u64,
+) -> envoy::CheckRequest {
+    let mut request = base.clone();
+    if is_miss(args, rng)
+        && let Some(http) = request
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+    {
+        let n = plan.unique.fetch_add(1, Ordering::Relaxed);
+        http.headers
+            .insert(args.unique_header.clone(), format!("bench-{n}"));
+    }
+    request
+}
+
+fn ext_authz_base(args: &BenchArgs) -> envoy::CheckRequest {
+    use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+    use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+        HttpRequest, Peer, Request,
+    };
+    let mut headers: std::collections::HashMap<String, String> = [
+        (":authority", "bench.internal"),
+        (":method", args.http_method.as_str()),
+        (":path", args.path.as_str()),
+        (":scheme", "https"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    if !args.approval.is_empty() {
+        headers.insert("x-approval-id".to_owned(), args.approval.clone());
+    }
+    envoy::CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                principal: args.peer.clone(),
+                ..Peer::default()
+            }),
+            request: Some(Request {
+                http: Some(HttpRequest {
+                    method: args.http_method.clone(),
+                    path: args.path.clone(),
+                    host: "bench.internal".to_owned(),
+                    headers,
+                    ..HttpRequest::default()
+                }),
+                ..Request::default()
+            }),
+            ..AttributeContext::default()
+        }),
+    }
 }
 
 fn decision_name(decision: i32) -> String {
@@ -216,9 +301,12 @@ async fn worker(
     base: Arc<proto::CheckRequest>,
     plan: Arc<Plan>,
     mut paced: Option<mpsc::UnboundedReceiver<Instant>>,
-    mut client: AuthorizerClient<Channel>,
+    channel: Channel,
     seed: u64,
 ) -> anyhow::Result<Tally> {
+    let mut client = AuthorizerClient::new(channel.clone());
+    let mut gateway = envoy::authorization_client::AuthorizationClient::new(channel);
+    let envoy_base = ext_authz_base(&args);
     let mut tally = Tally::new();
     let mut rng = seed | 1;
     loop {
@@ -229,6 +317,18 @@ async fn worker(
         let Some(due) = due else { break };
         let outcome = match args.method {
             Method::Ping => client.ping(proto::PingRequest {}).await.map(|_| Vec::new()),
+            Method::ExtAuthz => gateway
+                .check(ext_authz_request(&args, &envoy_base, &plan, &mut rng))
+                .await
+                .map(|r| {
+                    // Envoy's reading: OK allows; anything else denies.
+                    let allowed = r.into_inner().status.is_some_and(|s| s.code == 0);
+                    vec![if allowed {
+                        proto::Decision::Allow as i32
+                    } else {
+                        proto::Decision::Deny as i32
+                    }]
+                }),
             Method::Check => client
                 .check(check_request(&args, &base, &plan, &mut rng))
                 .await
@@ -352,14 +452,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         .into_iter()
         .enumerate()
         .map(|(i, paced)| {
-            let client = AuthorizerClient::new(channels[i % channels.len()].clone());
+            let channel = channels[i % channels.len()].clone();
             let seed = 0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1);
             tokio::spawn(worker(
                 Arc::clone(&args),
                 Arc::clone(&base),
                 Arc::clone(&plan),
                 paced,
-                client,
+                channel,
                 seed,
             ))
         })

@@ -153,6 +153,13 @@ pub async fn serve(
         config.batch_max_items,
     ))
     .max_decoding_message_size(config.max_message_bytes);
+    match config.ext_authz.route_count() {
+        0 => tracing::info!(
+            "ext_authz has no routes: every ext_authz Check is denied (warrant:no-route); \
+             routes are set in the configuration file"
+        ),
+        routes => tracing::info!(routes, "serving envoy.service.auth.v3.Authorization"),
+    }
     let ext_authz = AuthorizationServer::new(ExtAuthzService::new(
         Arc::clone(&decider),
         Arc::new(config.ext_authz.clone()),

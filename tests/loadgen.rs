@@ -70,3 +70,15 @@ fn a_count_limited_run_sends_that_many() {
     let report = bench(&server, &["--requests", "300", "--concurrency", "3"]);
     assert_eq!(report["requests"], 300);
 }
+
+#[test]
+fn the_load_generator_drives_ext_authz() {
+    let config =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/envoy/warrant.toml");
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let report = bench(&server, &["--method", "ext-authz", "--hit-ratio", "0.5"]);
+    assert_eq!(report["errors"], serde_json::json!({}));
+    // Every request allowed: the route maps PUT /configs/payments-api to an update the
+    // deploy bot's approval covers; the misses differ only in x-justification.
+    assert_eq!(report["decisions"]["ALLOW"], report["requests"], "{report}");
+}

@@ -134,6 +134,13 @@ impl ExtAuthz {
     }
 }
 
+impl ExtAuthz {
+    /// How many routes the table has.
+    pub fn route_count(&self) -> usize {
+        self.routes.len()
+    }
+}
+
 pub struct ExtAuthzService {
     decider: Arc<Decider>,
     mapping: Arc<ExtAuthz>,

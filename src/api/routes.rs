@@ -69,6 +69,10 @@ impl RouteTable {
         Ok(RouteTable { routes })
     }
 
+    pub fn len(&self) -> usize {
+        self.routes.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.routes.is_empty()
     }

@@ -1,0 +1,476 @@
+//! Envoy's ext_authz v3 Check against the real server, with an `envoy-types` client sending
+//! CheckRequests shaped like Envoy's: the headers map (pseudo-headers included), a path with its
+//! query string, the mTLS peer's principal, context extensions, the raw `header_map` variant.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use common::Server;
+use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
+use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
+use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
+use envoy_types::pb::envoy::config::core::v3::{Address, HeaderMap, HeaderValue, SocketAddress};
+use envoy_types::pb::envoy::service::auth::v3::AttributeContext;
+use envoy_types::pb::envoy::service::auth::v3::attribute_context::{
+    HttpRequest, Peer, Request as AttrRequest,
+};
+use envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient;
+use envoy_types::pb::google::protobuf::value::Kind;
+
+const DEPLOY_BOT: &str = "spiffe://prod.example.com/ns/deploy/sa/deploy-bot";
+
+/// A server on examples/envoy/warrant.toml with `extra_toml` appended.
+fn start(extra_toml: &str) -> Server {
+    start_on(|example| format!("{example}\n{extra_toml}"))
+}
+
+/// A server on examples/envoy/warrant.toml as `edit` changes it.
+fn start_on(edit: impl FnOnce(String) -> String) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warrant.toml");
+    let example = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/envoy/warrant.toml"),
+    )
+    .unwrap();
+    std::fs::write(&config, edit(example)).unwrap();
+    // The file may go once the server has read it, which it has when it is listening.
+    Server::start(&["--config", config.to_str().unwrap()])
+}
+
+fn socket(ip: &str, port: u32) -> Option<Address> {
+    Some(Address {
+        address: Some(AddressKind::SocketAddress(SocketAddress {
+            address: ip.to_owned(),
+            port_specifier: Some(PortSpecifier::PortValue(port)),
+            ..SocketAddress::default()
+        })),
+    })
+}
+
+/// A CheckRequest as Envoy's ext_authz filter sends it for `method path` from a client whose
+/// mTLS certificate carries `peer` (empty for plain TLS / no client certificate).
+fn envoy_check(
+    method: &str,
+    path: &str,
+    peer: &str,
+    extra_headers: &[(&str, &str)],
+) -> CheckRequest {
+    let mut headers: HashMap<String, String> = [
+        (":authority", "payments.internal"),
+        (":method", method),
+        (":path", path),
+        (":scheme", "https"),
+        ("user-agent", "curl/8.5.0"),
+        ("x-forwarded-proto", "https"),
+        ("x-request-id", "5f1c2a4e-1111-4c1e-9b7a-2c0e4f1d9a01"),
+        ("x-envoy-expected-rq-timeout-ms", "200"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+    .collect();
+    for (k, v) in extra_headers {
+        headers.insert((*k).to_owned(), (*v).to_owned());
+    }
+    CheckRequest {
+        attributes: Some(AttributeContext {
+            source: Some(Peer {
+                address: socket("10.1.2.3", 51234),
+                principal: peer.to_owned(),
+                ..Peer::default()
+            }),
+            destination: Some(Peer {
+                address: socket("10.0.0.9", 8443),
+                principal: "spiffe://prod.example.com/ns/gw/sa/ingress".to_owned(),
+                ..Peer::default()
+            }),
+            request: Some(AttrRequest {
+                time: Some(envoy_types::pb::google::protobuf::Timestamp {
+                    seconds: 1_795_000_000,
+                    nanos: 0,
+                }),
+                http: Some(HttpRequest {
+                    id: "5f1c2a4e-1111-4c1e-9b7a-2c0e4f1d9a01".to_owned(),
+                    method: method.to_owned(),
+                    headers,
+                    path: path.to_owned(),
+                    host: "payments.internal".to_owned(),
+                    scheme: "https".to_owned(),
+                    protocol: "HTTP/2".to_owned(),
+                    ..HttpRequest::default()
+                }),
+            }),
+            context_extensions: HashMap::from([(
+                "change_reason".to_owned(),
+                "rollout 42".to_owned(),
+            )]),
+            ..AttributeContext::default()
+        }),
+    }
+}
+
+async fn ask(server: &Server, request: CheckRequest) -> CheckResponse {
+    AuthorizationClient::connect(server.url())
+        .await
+        .unwrap()
+        .check(request)
+        .await
+        .expect("ext_authz answers with a CheckResponse, never a gRPC error")
+        .into_inner()
+}
+
+fn grpc_code(response: &CheckResponse) -> tonic::Code {
+    tonic::Code::from(response.status.as_ref().unwrap().code)
+}
+
+/// The denied response's HTTP status, headers and JSON body.
+fn denial(response: &CheckResponse) -> (i32, HashMap<String, String>, serde_json::Value) {
+    match response.http_response.as_ref() {
+        Some(HttpResponse::DeniedResponse(denied)) => (
+            denied.status.as_ref().unwrap().code,
+            denied
+                .headers
+                .iter()
+                .map(|h| {
+                    let h = h.header.as_ref().unwrap();
+                    (h.key.clone(), h.value.clone())
+                })
+                .collect(),
+            serde_json::from_str(&denied.body).unwrap(),
+        ),
+        other => panic!("not a denial: {other:?}"),
+    }
+}
+
+fn metadata(response: &CheckResponse, key: &str) -> String {
+    match &response.dynamic_metadata.as_ref().unwrap().fields[key].kind {
+        Some(Kind::StringValue(text)) => text.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_approved_change_is_allowed_and_stamped_for_the_upstream() {
+    let server = start("");
+    let answer = ask(
+        &server,
+        envoy_check(
+            "PUT",
+            "/configs/payments-api?dry_run=1",
+            DEPLOY_BOT,
+            &[
+                ("x-approval-id", "CHG-1042"),
+                ("x-warrant-decision-id", "forged"),
+            ],
+        ),
+    )
+    .await;
+    assert_eq!(grpc_code(&answer), tonic::Code::Ok);
+    let Some(HttpResponse::OkResponse(ok)) = &answer.http_response else {
+        panic!("{answer:?}")
+    };
+    let stamp = ok.headers[0].header.as_ref().unwrap();
+    assert_eq!(stamp.key, "x-warrant-decision-id");
+    // Replaces whatever the client sent under that name.
+    assert_eq!(ok.headers[0].append_action, 2, "OVERWRITE_IF_EXISTS_OR_ADD");
+    assert_eq!(metadata(&answer, "decision_id"), stamp.value);
+    assert_eq!(metadata(&answer, "decision"), "allow");
+    assert!(metadata(&answer, "policy_version").starts_with("sha256:"));
+
+    // The same provenance as a native Check: the ledger has the decision, with what the gateway
+    // saw in the context.
+    let record = recorded(&server, &answer).await;
+    assert_eq!(record["principal"]["id"], "deploy-bot");
+    assert_eq!(record["resource"]["id"], "payments-api");
+    assert_eq!(record["approval"]["ticket"], "CHG-1042");
+    assert_eq!(record["request_id"], "5f1c2a4e-1111-4c1e-9b7a-2c0e4f1d9a01");
+    assert_eq!(
+        record["context"],
+        serde_json::json!({
+            "http": {"host": "payments.internal", "method": "PUT", "path": "/configs/payments-api",
+                     "source_address": "10.1.2.3:51234"},
+            "justification": "rollout 42",
+        })
+    );
+}
+
+#[tokio::test]
+async fn a_denied_change_gets_a_403_with_the_decision_and_its_reasons_only() {
+    let server = start("");
+    let answer = ask(
+        &server,
+        envoy_check("PUT", "/configs/payments-api", DEPLOY_BOT, &[]),
+    )
+    .await;
+    assert_eq!(grpc_code(&answer), tonic::Code::PermissionDenied);
+    let (status, headers, body) = denial(&answer);
+    assert_eq!(status, 403);
+    assert_eq!(headers["content-type"], "application/json");
+    assert_eq!(headers["x-warrant-decision-id"], body["decision_id"]);
+    assert_eq!(
+        body["reasons"],
+        serde_json::json!(["production-change-needs-approval"])
+    );
+    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["decision", "decision_id", "reasons"]);
+    assert_eq!(metadata(&answer, "decision"), "deny");
+
+    // A replayed approval: the agent's approval presented by another workload.
+    let replay = ask(
+        &server,
+        envoy_check(
+            "PUT",
+            "/configs/payments-api",
+            "spiffe://prod.example.com/ns/data/sa/db-admin",
+            &[("x-approval-id", "CHG-1042")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        denial(&replay).2["reasons"],
+        serde_json::json!(["warrant:approval-granted-to-another-identity"])
+    );
+}
+
+#[tokio::test]
+async fn no_principal_is_a_401_and_an_unknown_workload_a_403() {
+    let server = start("");
+    let anonymous = ask(&server, envoy_check("GET", "/datasets/sales-2026", "", &[])).await;
+    assert_eq!(grpc_code(&anonymous), tonic::Code::Unauthenticated);
+    let (status, _, body) = denial(&anonymous);
+    assert_eq!(
+        (status, &body["reasons"]),
+        (401, &serde_json::json!(["warrant:unauthenticated"]))
+    );
+    // Without a configured principal header, a header naming one is not trusted.
+    let claimed = ask(
+        &server,
+        envoy_check(
+            "GET",
+            "/datasets/sales-2026",
+            "",
+            &[("x-warrant-principal", "ApiKey::pipeline-etl")],
+        ),
+    )
+    .await;
+    assert_eq!(denial(&claimed).0, 401);
+    let stranger = ask(
+        &server,
+        envoy_check(
+            "GET",
+            "/datasets/sales-2026",
+            "spiffe://elsewhere.example.com/sa/x",
+            &[],
+        ),
+    )
+    .await;
+    let (status, _, body) = denial(&stranger);
+    assert_eq!(
+        (status, &body["reasons"]),
+        (403, &serde_json::json!(["warrant:unknown-spiffe-id"]))
+    );
+}
+
+#[tokio::test]
+async fn a_trusted_header_names_the_principal_but_never_over_the_mtls_peer() {
+    let server = start_with_principal_header();
+    let answer = ask(
+        &server,
+        envoy_check(
+            "GET",
+            "/datasets/sales-2026",
+            "",
+            &[("x-warrant-principal", "ApiKey::pipeline-etl")],
+        ),
+    )
+    .await;
+    assert_eq!(grpc_code(&answer), tonic::Code::Ok, "{answer:?}");
+    let malformed = ask(
+        &server,
+        envoy_check(
+            "GET",
+            "/datasets/sales-2026",
+            "",
+            &[("x-warrant-principal", "pipeline-etl")],
+        ),
+    )
+    .await;
+    assert_eq!(
+        denial(&malformed).2["reasons"],
+        serde_json::json!(["warrant:bad-principal-header"])
+    );
+    // The mTLS peer wins: the header claims the pipeline key, the certificate is the deploy bot.
+    let peer_wins = ask(
+        &server,
+        envoy_check(
+            "GET",
+            "/datasets/salaries",
+            DEPLOY_BOT,
+            &[("x-warrant-principal", "ApiKey::pipeline-etl")],
+        ),
+    )
+    .await;
+    let record = recorded(&server, &peer_wins).await;
+    assert_eq!(record["principal"]["id"], "deploy-bot");
+}
+
+/// The ledger's record of the decision an answer carries.
+async fn recorded(server: &Server, answer: &CheckResponse) -> serde_json::Value {
+    let record = server
+        .decision_log_client()
+        .await
+        .get_decision(warrant::proto::GetDecisionRequest {
+            decision_id: metadata(answer, "decision_id"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    serde_json::from_str(&record.record_json).unwrap()
+}
+
+fn start_with_principal_header() -> Server {
+    start_on(|example| {
+        example.replace(
+            "# principal_header = \"x-warrant-principal\"",
+            "principal_header = \"X-Warrant-Principal\"",
+        )
+    })
+}
+
+#[tokio::test]
+async fn unmatched_routes_malformed_checks_and_unreadable_paths_are_denied() {
+    let server = start("");
+    let cases: Vec<(CheckRequest, i32, &str)> = vec![
+        (
+            envoy_check("DELETE", "/configs/payments-api", DEPLOY_BOT, &[]),
+            403,
+            "warrant:no-route",
+        ),
+        (
+            envoy_check("GET", "/admin", DEPLOY_BOT, &[]),
+            403,
+            "warrant:no-route",
+        ),
+        (
+            envoy_check("GET", "/datasets/sales%2", DEPLOY_BOT, &[]),
+            400,
+            "warrant:bad-path",
+        ),
+        (
+            CheckRequest::default(),
+            400,
+            "warrant:malformed-check-request",
+        ),
+        (
+            {
+                let mut check = envoy_check("GET", "/datasets/x", DEPLOY_BOT, &[]);
+                check.attributes.as_mut().unwrap().request = None;
+                check
+            },
+            400,
+            "warrant:malformed-check-request",
+        ),
+    ];
+    for (check, status, reason) in cases {
+        let answer = ask(&server, check).await;
+        assert_eq!(grpc_code(&answer), tonic::Code::PermissionDenied);
+        let (got, _, body) = denial(&answer);
+        assert_eq!(
+            (got, &body["reasons"]),
+            (status, &serde_json::json!([reason]))
+        );
+    }
+    // Encoded segments are decoded before they name the resource.
+    let encoded = ask(
+        &server,
+        envoy_check("GET", "/datasets/sales%2D2026", DEPLOY_BOT, &[]),
+    )
+    .await;
+    assert_eq!(
+        recorded(&server, &encoded).await["resource"]["id"],
+        "sales-2026"
+    );
+}
+
+#[tokio::test]
+async fn raw_header_maps_and_routes_the_schema_refuses() {
+    let server = start(
+        "[[ext_authz.routes]]\nmethod = \"GET\"\npath = \"/widgets/{name}\"\naction = \"read\"\nresource = \"Widget::{name}\"\n",
+    );
+    // Envoy with `encode_raw_headers: true` sends header_map with raw values instead.
+    let mut check = envoy_check("PUT", "/configs/payments-api", DEPLOY_BOT, &[]);
+    let http = check
+        .attributes
+        .as_mut()
+        .unwrap()
+        .request
+        .as_mut()
+        .unwrap()
+        .http
+        .as_mut()
+        .unwrap();
+    let headers = std::mem::take(&mut http.headers);
+    http.header_map = Some(HeaderMap {
+        headers: headers
+            .into_iter()
+            .chain([("x-approval-id".to_owned(), "CHG-1042".to_owned())])
+            .map(|(key, value)| HeaderValue {
+                key,
+                raw_value: value.into_bytes(),
+                ..HeaderValue::default()
+            })
+            .collect(),
+    });
+    assert_eq!(grpc_code(&ask(&server, check).await), tonic::Code::Ok);
+
+    // A route to a type the schema does not know can never be decided: a deny, not an error.
+    let widget = ask(&server, envoy_check("GET", "/widgets/w1", DEPLOY_BOT, &[])).await;
+    let (status, _, body) = denial(&widget);
+    assert_eq!(
+        (status, &body["reasons"]),
+        (403, &serde_json::json!(["warrant:request-not-decidable"]))
+    );
+    // Counted as ext_authz decisions.
+    let metrics = common::scrape(&server).await;
+    assert_eq!(
+        common::value(
+            &metrics,
+            "warrant_decisions_total",
+            &[("api", "ext_authz"), ("decision", "allow")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        common::value(
+            &metrics,
+            "warrant_decisions_total",
+            &[("api", "ext_authz"), ("decision", "deny")]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test]
+async fn a_bad_route_table_stops_the_server_naming_the_route() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warrant.toml");
+    std::fs::write(
+        &config,
+        "[[ext_authz.routes]]\nmethod = \"GET\"\npath = \"/datasets/{name}\"\naction = \"read\"\nresource = \"Dataset::{id}\"\n",
+    )
+    .unwrap();
+    let stderr = Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .err()
+    .expect("the server must refuse the route table");
+    assert!(
+        stderr.contains("ext_authz.routes[0].resource: {id} is not captured"),
+        "{stderr}"
+    );
+}
