@@ -95,6 +95,17 @@ pub struct Settings {
     /// Envoy ext_authz: the route table and how requests map to decisions (file only).
     #[arg(skip)]
     pub ext_authz: Option<ExtAuthzSettings>,
+    /// Address of the AuthZEN Authorization API (HTTP/1.1 and HTTP/2) [default: 127.0.0.1:8080]
+    #[arg(long, env = "WARRANT_AUTHZEN_LISTEN")]
+    pub authzen_listen: Option<SocketAddr>,
+    /// The PDP's URL in the AuthZEN metadata, e.g. https://pdp.example.com [default: from the
+    /// request's Host header]
+    #[arg(long, env = "WARRANT_AUTHZEN_BASE_URL")]
+    pub authzen_base_url: Option<String>,
+    /// The bearer token AuthZEN callers must send; none required when not set (variable or
+    /// file only, like the admin token).
+    #[arg(skip)]
+    pub authzen_token: Option<Secret>,
 }
 
 /// A value that is never printed (the admin token).
@@ -118,6 +129,9 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub rules: Rules,
     pub ext_authz: ExtAuthz,
+    pub authzen_listen: SocketAddr,
+    pub authzen_base_url: Option<String>,
+    pub authzen_token: Option<Secret>,
     pub metrics_listen: SocketAddr,
     pub policies: PathBuf,
     pub batch_max_items: usize,
@@ -187,6 +201,9 @@ impl Settings {
                 .approval_max_validity_hours
                 .or(under.approval_max_validity_hours),
             ext_authz: self.ext_authz.or(under.ext_authz),
+            authzen_listen: self.authzen_listen.or(under.authzen_listen),
+            authzen_base_url: self.authzen_base_url.or(under.authzen_base_url),
+            authzen_token: self.authzen_token.or(under.authzen_token),
         }
     }
 
@@ -240,6 +257,11 @@ impl Settings {
             admin_token: self.admin_token.clone().filter(|t| !t.0.is_empty()),
             data_dir,
             ext_authz,
+            authzen_listen: self
+                .authzen_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            authzen_base_url: self.authzen_base_url.clone(),
+            authzen_token: self.authzen_token.clone().filter(|t| !t.0.is_empty()),
             rules: Rules {
                 approval_max_validity_ms: max_validity_hours
                     .saturating_mul(3_600_000)

@@ -439,7 +439,9 @@ impl Engine {
                 return Err(InvalidRequest::new(
                     "context",
                     format!(
-                        "does not fit the context the schema declares for action {:?} (keys given: {})",
+                        "does not fit the context the schema declares for action {:?} (keys \
+                         given: {}; Warrant adds `now`, a datetime, to every context, so the \
+                         schema must declare it)",
                         request.action,
                         if keys.is_empty() {
                             "none".to_owned()

@@ -104,6 +104,9 @@ async fn serve(
         admin_token: std::env::var("WARRANT_ADMIN_TOKEN")
             .ok()
             .map(warrant::config::Secret),
+        authzen_token: std::env::var("WARRANT_AUTHZEN_TOKEN")
+            .ok()
+            .map(warrant::config::Secret),
         ..Settings::default()
     };
     let config = flags.over(from_env).over(from_file).resolve()?;
@@ -120,6 +123,7 @@ async fn serve(
                 ),
                 None => println!("warrant admin on {} (token as configured)", bound.admin),
             }
+            println!("warrant authzen on http://{}", bound.authzen);
             println!("warrant listening on {}", bound.check);
         },
         async {

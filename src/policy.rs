@@ -31,6 +31,9 @@ pub struct PolicySnapshot {
     pub entity_types: HashMap<String, EntityTypeName>,
     /// How the policies read the clock, for knowing how long a decision stays true.
     pub time_use: TimeUse,
+    /// For each action id, the attributes its context declares: what APIs that pass free-form
+    /// caller attributes (AuthZEN) may put there.
+    pub context_keys: HashMap<String, Arc<std::collections::BTreeSet<String>>>,
 }
 
 /// What the policies do with time. Comparing `context.now` with a fixed datetime can change a
@@ -313,7 +316,9 @@ impl PolicySnapshot {
             .map(|t| (t.to_string(), t.clone()))
             .collect();
         let time_use = TimeUse::of(&policies);
+        let context_keys = declared_context_keys(&schema_file.text);
         Ok(PolicySnapshot {
+            context_keys,
             time_use,
             schema,
             policies,
@@ -326,6 +331,57 @@ impl PolicySnapshot {
     pub fn policy_count(&self) -> usize {
         self.policies.policies().count()
     }
+}
+
+/// The attribute names of each action's context, read from the schema's JSON form (Cedar's
+/// `Schema` does not expose them). A context given as a common type is looked up in the
+/// action's namespace, then the empty one.
+fn declared_context_keys(
+    schema_text: &str,
+) -> HashMap<String, Arc<std::collections::BTreeSet<String>>> {
+    use serde_json::Value;
+    let Ok((fragment, _)) = cedar_policy::SchemaFragment::from_cedarschema_str(schema_text) else {
+        return HashMap::new();
+    };
+    let Ok(Value::Object(namespaces)) = fragment.to_json_value() else {
+        return HashMap::new();
+    };
+    let common_type = |namespace: &str, name: &str| -> Option<&Value> {
+        let (space, short) = match name.rsplit_once("::") {
+            Some((space, short)) => (space, short),
+            None => (namespace, name),
+        };
+        [space, ""]
+            .into_iter()
+            .find_map(|space| namespaces.get(space)?.get("commonTypes")?.get(short))
+    };
+    let mut keys = HashMap::new();
+    for (namespace, body) in &namespaces {
+        let Some(Value::Object(actions)) = body.get("actions") else {
+            continue;
+        };
+        for (action, declaration) in actions {
+            let mut context = declaration.pointer("/appliesTo/context");
+            // A named type: follow it to its record (a common type may name another).
+            for _ in 0..8 {
+                match context.and_then(|c| c.get("type")).and_then(Value::as_str) {
+                    Some("Record") | None => break,
+                    Some("EntityOrCommon") => {
+                        let name = context.and_then(|c| c.get("name")).and_then(Value::as_str);
+                        context = name.and_then(|name| common_type(namespace, name));
+                    }
+                    Some(name) => context = common_type(namespace, name),
+                }
+            }
+            let names = context
+                .and_then(|c| c.get("attributes"))
+                .and_then(Value::as_object)
+                .map(|attributes| attributes.keys().cloned().collect())
+                .unwrap_or_default();
+            keys.insert(action.clone(), Arc::new(names));
+        }
+    }
+    keys
 }
 
 /// Where a policy's text starts in its file. Cedar keeps a parsed policy's source text, so the
@@ -475,5 +531,25 @@ action "read" appliesTo { principal: [User], resource: [Doc] };
         let dir = tempfile::tempdir().unwrap();
         let error = PolicySnapshot::load(dir.path()).err().unwrap();
         assert!(error.to_string().contains(SCHEMA_FILE), "{error}");
+    }
+
+    #[test]
+    fn context_keys_follow_common_types_and_namespaces() {
+        let keys = declared_context_keys(
+            r#"type Shared = { ticket: String };
+namespace Ops {
+  type Ctx = { now: datetime, reason?: String };
+  entity Bot;
+  action "deploy" appliesTo { principal: [Bot], resource: [Bot], context: Ctx };
+  action "page" appliesTo { principal: [Bot], resource: [Bot], context: Shared };
+  action "ping" appliesTo { principal: [Bot], resource: [Bot], context: { seq: Long } };
+  action "noop" appliesTo { principal: [Bot], resource: [Bot] };
+}"#,
+        );
+        let names = |action: &str| keys[action].iter().cloned().collect::<Vec<_>>();
+        assert_eq!(names("deploy"), ["now", "reason"]);
+        assert_eq!(names("page"), ["ticket"]);
+        assert_eq!(names("ping"), ["seq"]);
+        assert!(names("noop").is_empty());
     }
 }

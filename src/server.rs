@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tonic::transport::server::TcpIncoming;
 
 use crate::api::admin::{AdminService, BearerToken, DecisionLogService, admin_token};
+use crate::api::authzen::{self, AuthZen};
 use crate::api::decider::{Decider, HEALTH_NAMES};
 use crate::api::envoy::ExtAuthzService;
 use crate::api::grpc::AuthorizerService;
@@ -34,6 +35,7 @@ pub struct Bound {
     pub check: SocketAddr,
     pub admin: SocketAddr,
     pub metrics: SocketAddr,
+    pub authzen: SocketAddr,
     /// `None` when the token was configured rather than kept in the data folder.
     pub admin_token_file: Option<std::path::PathBuf>,
 }
@@ -160,6 +162,20 @@ pub async fn serve(
         ),
         routes => tracing::info!(routes, "serving envoy.service.auth.v3.Authorization"),
     }
+    let authzen_listener = TcpListener::bind(config.authzen_listen)
+        .await
+        .with_context(|| format!("cannot listen for AuthZEN on {}", config.authzen_listen))?;
+    let authzen_bound = authzen_listener.local_addr()?;
+    let authzen = authzen::router(
+        Arc::new(AuthZen::new(
+            Arc::clone(&decider),
+            config.authzen_token.as_ref().map(|t| t.0.clone()),
+            config.authzen_base_url.clone(),
+            config.batch_max_items,
+        )),
+        config.max_message_bytes,
+    );
+    tracing::info!(%authzen_bound, token_required = config.authzen_token.is_some(), "serving the AuthZEN Authorization API");
     let ext_authz = AuthorizationServer::new(ExtAuthzService::new(
         Arc::clone(&decider),
         Arc::new(config.ext_authz.clone()),
@@ -183,6 +199,7 @@ pub async fn serve(
         check: bound,
         admin: admin_bound,
         metrics: metrics_bound,
+        authzen: authzen_bound,
         admin_token_file,
     });
     // On shutdown, calls in flight get `SHUTDOWN_GRACE` to finish; connections a client keeps
@@ -203,6 +220,21 @@ pub async fn serve(
             let admin_stopping = Arc::clone(&admin_stopping);
             async move { admin_stopping.notified().await }
         });
+    let authzen_stopping = Arc::new(tokio::sync::Notify::new());
+    let authzen_task = tokio::spawn({
+        let authzen_stopping = Arc::clone(&authzen_stopping);
+        async move {
+            let served = axum::serve(
+                authzen_listener,
+                authzen.into_make_service_with_connect_info::<SocketAddr>(),
+            )
+            .with_graceful_shutdown(async move { authzen_stopping.notified().await })
+            .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "the AuthZEN listener failed");
+            }
+        }
+    });
     let admin_task = tokio::spawn(async move {
         if let Err(error) = admin_serving.await {
             tracing::error!(%error, "the admin listener failed");
@@ -222,7 +254,9 @@ pub async fn serve(
         }
     }
     admin_stopping.notify_one();
+    authzen_stopping.notify_one();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, authzen_task).await;
     if let Some(ledger) = ledger_at_exit {
         match ledger.seal().await {
             Ok(()) => tracing::info!("ledger sealed"),

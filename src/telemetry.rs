@@ -59,16 +59,19 @@ pub enum Api {
     BatchCheck,
     /// Envoy's `envoy.service.auth.v3.Authorization/Check`.
     ExtAuthz,
+    /// AuthZEN's evaluation and evaluations endpoints.
+    AuthZen,
 }
 
 impl Api {
-    const ALL: [Api; 3] = [Api::Check, Api::BatchCheck, Api::ExtAuthz];
+    const ALL: [Api; 4] = [Api::Check, Api::BatchCheck, Api::ExtAuthz, Api::AuthZen];
 
     fn label(self) -> &'static str {
         match self {
             Api::Check => "check",
             Api::BatchCheck => "batch_check",
             Api::ExtAuthz => "ext_authz",
+            Api::AuthZen => "authzen",
         }
     }
 }
@@ -84,7 +87,7 @@ struct ApiMetrics {
 /// Everything the api layer counts.
 #[derive(Default)]
 pub struct Metrics {
-    apis: [ApiMetrics; 3],
+    apis: [ApiMetrics; 4],
     /// Admin calls by method and gRPC status code (admin calls are rare: a lock is fine).
     admin_calls: Mutex<BTreeMap<(&'static str, i32), u64>>,
     admin_unauthenticated: AtomicU64,

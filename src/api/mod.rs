@@ -2,6 +2,7 @@
 //! engine `Decision` back into that protocol's answer. No policy logic lives here.
 
 pub mod admin;
+pub mod authzen;
 pub mod decider;
 pub mod envoy;
 pub mod grpc;

@@ -29,6 +29,8 @@ pub struct Server {
     pub metrics: String,
     /// The admin API's address.
     pub admin: String,
+    /// The AuthZEN API's base URL.
+    pub authzen: String,
     pub data: tempfile::TempDir,
 }
 
@@ -50,11 +52,26 @@ impl Server {
 
     /// Starts the binary on an existing data folder (to restart a server on its ledger).
     pub fn start_in(data: tempfile::TempDir, args: &[&str]) -> Result<Server, String> {
+        Self::start_in_with_env(data, args, &[])
+    }
+
+    /// Starts the binary with these arguments and environment variables.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
+        Self::start_in_with_env(tempfile::tempdir().unwrap(), args, env)
+    }
+
+    fn start_in_with_env(
+        data: tempfile::TempDir,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Result<Server, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_warrant"))
+            .envs(env.iter().copied())
             .args(args)
             .args(["--data-dir", data.path().to_str().unwrap()])
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])
+            .args(["--authzen-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -65,6 +82,7 @@ impl Server {
         std::thread::spawn(move || {
             let mut metrics = String::new();
             let mut admin = String::new();
+            let mut authzen = String::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
                 if let Some(url) = line.strip_prefix("warrant metrics on ") {
                     metrics = url.to_owned();
@@ -72,19 +90,30 @@ impl Server {
                 if let Some(rest) = line.strip_prefix("warrant admin on ") {
                     admin = rest.split(' ').next().unwrap_or_default().to_owned();
                 }
+                if let Some(url) = line.strip_prefix("warrant authzen on ") {
+                    authzen = url.to_owned();
+                }
                 if let Some(addr) = line.strip_prefix("warrant listening on ") {
-                    let _ = sender.send((addr.to_owned(), metrics.clone(), admin.clone()));
+                    let _ = sender.send((
+                        addr.to_owned(),
+                        metrics.clone(),
+                        admin.clone(),
+                        authzen.clone(),
+                    ));
                 }
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((addr, metrics, admin)) = receiver.recv_timeout(Duration::from_millis(50)) {
+            if let Ok((addr, metrics, admin, authzen)) =
+                receiver.recv_timeout(Duration::from_millis(50))
+            {
                 return Ok(Server {
                     child,
                     addr,
                     metrics,
                     admin,
+                    authzen,
                     data,
                 });
             }

@@ -2,12 +2,14 @@
 calls Check on a real server and gets one allow and one deny, and grants and revokes an approval
 through the admin API with the server's token."""
 
+import json
 import os
 import pathlib
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 import grpc
 import pytest
@@ -44,7 +46,8 @@ def server():
     data = tempfile.mkdtemp(prefix="warrant-data-")
     process = subprocess.Popen(
         [BINARY, "serve", "--listen", "127.0.0.1:0", "--policies", str(ROOT / "policies"),
-         "--data-dir", data, "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"],
+         "--data-dir", data, "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+         "--authzen-listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
@@ -132,3 +135,48 @@ def test_grant_and_revoke_through_the_admin_api(stubs, admin_stubs, server):
         assert check.Check(deploy, timeout=5).decision == pb.DECISION_ALLOW
         admin.RevokeApproval(admin_pb.RevokeApprovalRequest(id="PY-1"), metadata=auth, timeout=5)
         assert check.Check(deploy, timeout=5).decision == pb.DECISION_DENY
+
+
+@pytest.fixture(scope="module")
+def gateway_server():
+    data = tempfile.mkdtemp(prefix="warrant-data-")
+    process = subprocess.Popen(
+        [BINARY, "serve", "--listen", "127.0.0.1:0",
+         "--policies", str(ROOT / "policies" / "examples" / "authzen-gateway"),
+         "--data-dir", data, "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+         "--authzen-listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        authzen = None
+        for line in process.stdout:
+            if line.startswith("warrant authzen on "):
+                authzen = line.removeprefix("warrant authzen on ").strip()
+            if line.startswith("warrant listening on "):
+                break
+        assert authzen, "server did not start"
+        yield authzen
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_authzen_interop_cases_as_the_working_group_harness_sends_them(gateway_server):
+    """POST each case of the API-gateway scenario to /access/v1/evaluation with Python's own
+    HTTP client and compare `decision` with `expected`, as the AuthZEN interop harness does."""
+    cases = json.loads((ROOT / "tests" / "fixtures" / "authzen" / "decisions.json").read_text())
+    failures = []
+    for i, case in enumerate(cases["evaluation"]):
+        request = urllib.request.Request(
+            f"{gateway_server}/access/v1/evaluation",
+            data=json.dumps(case["request"]).encode(),
+            headers={"Content-Type": "application/json", "X-Request-ID": f"case-{i}"},
+        )
+        with urllib.request.urlopen(request, timeout=5) as response:
+            assert response.status == 200
+            assert response.headers["X-Request-ID"] == f"case-{i}"
+            decision = json.load(response)["decision"]
+        if decision != case["expected"]:
+            failures.append((i, case, decision))
+    assert len(cases["evaluation"]) == 25
+    assert failures == []
