@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
+use warrant::traces::LogFormat;
 
 use warrant::admin_cli::{AdminConnection, ApprovalArgs, IdentityArgs};
 use warrant::cli::{CheckArgs, LogArgs};
@@ -23,6 +23,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
     about = "A zero-trust policy decision point for non-human identities"
 )]
 struct Cli {
+    /// How logs are written to stderr (the level comes from RUST_LOG).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "WARRANT_LOG_FORMAT")]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -57,17 +60,22 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the async runtime: {error}");
             return ExitCode::FAILURE;
+        }
+    };
+    // The OTLP exporter needs the runtime, so logs and traces start inside it.
+    let tracing = {
+        let _inside = runtime.enter();
+        match warrant::traces::init(cli.log_format) {
+            Ok(tracing) => tracing,
+            Err(error) => {
+                eprintln!("error: {error:#}");
+                return ExitCode::FAILURE;
+            }
         }
     };
     let outcome = runtime.block_on(async {
@@ -82,6 +90,11 @@ fn main() -> ExitCode {
             Command::Status(connection) => warrant::admin_cli::status(connection).await,
         }
     });
+    {
+        // Flush the spans still buffered before the process ends.
+        let _inside = runtime.enter();
+        tracing.shutdown();
+    }
     match outcome {
         Ok(code) => code,
         Err(error) => {

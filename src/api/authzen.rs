@@ -20,6 +20,8 @@ use crate::api::decider::Decider;
 use crate::engine::{self, ContextValue, Effect, InvalidRequest, RESERVED_CONTEXT_KEYS};
 use crate::facts::EntityRef;
 use crate::telemetry::Api;
+use crate::traces::{self, TraceHeaders};
+use tracing::Instrument as _;
 
 pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
 pub const EVALUATIONS_PATH: &str = "/access/v1/evaluations";
@@ -150,7 +152,10 @@ impl AuthZen {
         semantic: Semantic,
         request_id: Option<String>,
         caller: String,
+        trace: &TraceHeaders,
     ) -> Vec<Result<Value, String>> {
+        let span = traces::api_span("authzen", trace);
+        let trace_id = traces::trace_id(&span, trace);
         let snapshot = self.decider.engine().snapshot();
         // Each answer: a decided request's index in `decided`, or an error.
         let mut answers: Vec<Result<usize, String>> = Vec::new();
@@ -160,9 +165,8 @@ impl AuthZen {
                 let request =
                     engine_request(&evaluation, &snapshot.policies.context_keys, &request_id)
                         .map_err(authzen_field)?;
-                let decision = self
-                    .decider
-                    .decide(Api::AuthZen, &request)
+                let decision = span
+                    .in_scope(|| self.decider.decide(Api::AuthZen, &request))
                     .map_err(authzen_field)?;
                 Ok((request, decision))
             });
@@ -187,7 +191,8 @@ impl AuthZen {
         }
         // On record before answered; a ledger failure turns them into denies.
         self.decider
-            .record(Api::AuthZen, &mut decided, Some(caller))
+            .record(Api::AuthZen, &mut decided, Some(caller), trace_id)
+            .instrument(span)
             .await;
         answers
             .into_iter()
@@ -243,6 +248,7 @@ async fn evaluation(
                 Semantic::ExecuteAll,
                 id,
                 peer.to_string(),
+                &trace_headers(&headers),
             )
             .await;
         answers
@@ -294,7 +300,13 @@ async fn evaluations(
             // No evaluations: the request is a single evaluation, answered as one.
             let evaluation = parse_evaluation(&body, &Map::new(), "").map_err(Refused::bad)?;
             let mut answers = authzen
-                .decide(vec![Ok(evaluation)], semantic, id, peer.to_string())
+                .decide(
+                    vec![Ok(evaluation)],
+                    semantic,
+                    id,
+                    peer.to_string(),
+                    &trace_headers(&headers),
+                )
                 .await;
             return answers
                 .pop()
@@ -320,7 +332,13 @@ async fn evaluations(
             })
             .collect();
         let answers: Vec<Value> = authzen
-            .decide(parsed, semantic, id, peer.to_string())
+            .decide(
+                parsed,
+                semantic,
+                id,
+                peer.to_string(),
+                &trace_headers(&headers),
+            )
             .await
             .into_iter()
             .map(|answer| {
@@ -354,6 +372,14 @@ async fn metadata(State(authzen): State<Arc<AuthZen>>, headers: HeaderMap) -> Re
             "access_evaluations_endpoint": format!("{base}{EVALUATIONS_PATH}"),
         }),
         headers.get("x-request-id"),
+    )
+}
+
+fn trace_headers(headers: &HeaderMap) -> TraceHeaders {
+    TraceHeaders::from_pairs(
+        headers
+            .iter()
+            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
     )
 }
 

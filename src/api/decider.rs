@@ -64,12 +64,16 @@ impl Decider {
         api: Api,
         decided: &mut [(engine::CheckRequest, engine::Decision)],
         caller: Option<String>,
+        trace_id: Option<String>,
     ) {
         if let Some(ledger) = &self.ledger {
             let records = decided
                 .iter()
                 .map(|(request, decision)| {
-                    Record::of(decision, request, caller.clone(), ledger.mask_keys())
+                    let mut record =
+                        Record::of(decision, request, caller.clone(), ledger.mask_keys());
+                    record.trace_id = trace_id.clone();
+                    record
                 })
                 .collect();
             if let Err(error) = ledger.append(records).await {

@@ -25,6 +25,8 @@ use crate::api::routes::{RouteSpec, RouteTable};
 use crate::engine::{self, ContextValue, Effect, RESERVED_CONTEXT_KEYS};
 use crate::facts::EntityRef;
 use crate::telemetry::Api;
+use crate::traces::{self, TraceHeaders};
+use tracing::Instrument as _;
 
 /// The response header (to the upstream on allow, to the client on deny) with the decision id.
 pub const DECISION_ID_HEADER: &str = "x-warrant-decision-id";
@@ -177,8 +179,41 @@ impl Authorization for ExtAuthzService {
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         let caller = request.remote_addr().map(|addr| addr.to_string());
+        // The trace is the HTTP request's (Envoy passes its headers), else the gRPC call's.
+        let mut headers = request
+            .get_ref()
+            .attributes
+            .as_ref()
+            .and_then(|a| a.request.as_ref())
+            .and_then(|r| r.http.as_ref())
+            .map(|http| {
+                let raw = http.header_map.iter().flat_map(|map| {
+                    map.headers.iter().map(|h| {
+                        (
+                            h.key.as_str(),
+                            std::str::from_utf8(&h.raw_value).unwrap_or(&h.value),
+                        )
+                    })
+                });
+                TraceHeaders::from_pairs(
+                    http.headers
+                        .iter()
+                        .map(|(k, v)| (k.as_str(), v.as_str()))
+                        .chain(raw),
+                )
+            })
+            .unwrap_or_default();
+        if headers.is_empty() {
+            headers = TraceHeaders::from_metadata(request.metadata());
+        }
+        let span = traces::api_span("ext_authz", &headers);
+        let trace_id = traces::trace_id(&span, &headers);
         let answer = match self.engine_request(request.into_inner()) {
-            Ok(Some(check)) => self.decide(check, caller).await,
+            Ok(Some(check)) => {
+                self.decide(check, caller, &span, trace_id)
+                    .instrument(span.clone())
+                    .await
+            }
             Ok(None) => {
                 // Unmatched, and configured to pass: nothing was decided.
                 CheckResponse {
@@ -332,8 +367,14 @@ impl ExtAuthzService {
         }
     }
 
-    async fn decide(&self, check: engine::CheckRequest, caller: Option<String>) -> CheckResponse {
-        let decision = match self.decider.decide(Api::ExtAuthz, &check) {
+    async fn decide(
+        &self,
+        check: engine::CheckRequest,
+        caller: Option<String>,
+        span: &tracing::Span,
+        trace_id: Option<String>,
+    ) -> CheckResponse {
+        let decision = match span.in_scope(|| self.decider.decide(Api::ExtAuthz, &check)) {
             Ok(decision) => decision,
             Err(invalid) => {
                 // A route or context mapping the schema refuses: the operator has to fix it.
@@ -356,7 +397,7 @@ impl ExtAuthzService {
         };
         let mut decided = [(check, decision)];
         self.decider
-            .record(Api::ExtAuthz, &mut decided, caller)
+            .record(Api::ExtAuthz, &mut decided, caller, trace_id)
             .await;
         let [(_, decision)] = decided;
         let decision_id = decision.decision_id.to_string();

@@ -14,6 +14,8 @@ use crate::engine::{self, ContextValue, Effect, InvalidRequest};
 use crate::proto;
 use crate::proto::authorizer_server::Authorizer;
 use crate::telemetry::Api;
+use crate::traces::{self, TraceHeaders};
+use tracing::Instrument as _;
 
 /// Largest integer a protobuf `Value` (a double) carries exactly.
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
@@ -55,9 +57,15 @@ impl Authorizer for AuthorizerService {
     ) -> Result<Response<proto::CheckResponse>, Status> {
         let started = Instant::now();
         let caller = request.remote_addr().map(|addr| addr.to_string());
-        let decided = self.decide(Api::Check, request.into_inner())?;
+        let headers = TraceHeaders::from_metadata(request.metadata());
+        let span = traces::api_span("check", &headers);
+        let trace_id = traces::trace_id(&span, &headers);
+        let decided = span.in_scope(|| self.decide(Api::Check, request.into_inner()))?;
         let mut decided = [decided];
-        self.decider.record(Api::Check, &mut decided, caller).await;
+        self.decider
+            .record(Api::Check, &mut decided, caller, trace_id)
+            .instrument(span)
+            .await;
         let [(_, decision)] = decided;
         self.decider
             .metrics()
@@ -71,6 +79,9 @@ impl Authorizer for AuthorizerService {
     ) -> Result<Response<proto::BatchCheckResponse>, Status> {
         let started = Instant::now();
         let caller = request.remote_addr().map(|addr| addr.to_string());
+        let headers = TraceHeaders::from_metadata(request.metadata());
+        let span = traces::api_span("batch_check", &headers);
+        let trace_id = traces::trace_id(&span, &headers);
         let checks = request.into_inner().checks;
         if checks.len() > self.batch_max_items {
             return Err(Status::invalid_argument(format!(
@@ -82,14 +93,17 @@ impl Authorizer for AuthorizerService {
         use proto::batch_check_result::Result as Item;
         let mut decided = Vec::with_capacity(checks.len());
         let mut failed = Vec::new();
-        for (index, check) in checks.into_iter().enumerate() {
-            match self.decide(Api::BatchCheck, check) {
-                Ok(done) => decided.push(done),
-                Err(status) => failed.push((index, status)),
+        span.in_scope(|| {
+            for (index, check) in checks.into_iter().enumerate() {
+                match self.decide(Api::BatchCheck, check) {
+                    Ok(done) => decided.push(done),
+                    Err(status) => failed.push((index, status)),
+                }
             }
-        }
+        });
         self.decider
-            .record(Api::BatchCheck, &mut decided, caller)
+            .record(Api::BatchCheck, &mut decided, caller, trace_id)
+            .instrument(span)
             .await;
         self.decider
             .metrics()
