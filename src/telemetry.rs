@@ -38,17 +38,26 @@ impl Histogram {
             .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
     }
 
+    /// Writes the series; `labels` is `key="value",...` or empty.
     fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let (bucket_labels, own_labels) = if labels.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (format!("{labels},"), format!("{{{labels}}}"))
+        };
         let mut cumulative = 0;
         for (bound, count) in BUCKETS.iter().zip(&self.counts) {
             cumulative += count.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{bucket_labels}le=\"{bound}\"}} {cumulative}"
+            );
         }
         let count = self.count.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {count}");
+        let _ = writeln!(out, "{name}_bucket{{{bucket_labels}le=\"+Inf\"}} {count}");
         let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {sum}");
-        let _ = writeln!(out, "{name}_count{{{labels}}} {count}");
+        let _ = writeln!(out, "{name}_sum{own_labels} {sum}");
+        let _ = writeln!(out, "{name}_count{own_labels} {count}");
     }
 }
 
@@ -82,6 +91,9 @@ struct ApiMetrics {
     deny: AtomicU64,
     invalid: AtomicU64,
     latency: Histogram,
+    /// Calls answered, by gRPC status code (0-16; HTTP APIs count 0 for 200, 3 for 400, 16
+    /// for 401).
+    codes: [AtomicU64; 17],
 }
 
 /// Everything the api layer counts.
@@ -91,6 +103,10 @@ pub struct Metrics {
     /// Admin calls by method and gRPC status code (admin calls are rare: a lock is fine).
     admin_calls: Mutex<BTreeMap<(&'static str, i32), u64>>,
     admin_unauthenticated: AtomicU64,
+    /// Time to get a batch of records accepted by the ledger (durable: on disk).
+    ledger_append: Histogram,
+    /// Decisions in which a policy failed to evaluate (each a deny).
+    evaluation_errors: AtomicU64,
 }
 
 impl Metrics {
@@ -104,6 +120,21 @@ impl Metrics {
             Effect::Deny => &self.api(api).deny,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One call answered with `code`.
+    pub fn answered(&self, api: Api, code: tonic::Code) {
+        if let Some(counter) = self.api(api).codes.get(code as usize) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn ledger_append(&self, elapsed: Duration) {
+        self.ledger_append.observe(elapsed);
+    }
+
+    pub fn evaluation_error(&self) {
+        self.evaluation_errors.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn invalid(&self, api: Api) {
@@ -166,6 +197,36 @@ impl Metrics {
                 self.api(api).invalid.load(Ordering::Relaxed)
             );
         }
+        family(
+            &mut out,
+            "warrant_grpc_responses_total",
+            "counter",
+            "Calls answered, by API and gRPC status code (HTTP APIs: OK for 200, InvalidArgument for 400, Unauthenticated for 401).",
+        );
+        for api in Api::ALL {
+            for (code, counter) in self.api(api).codes.iter().enumerate() {
+                let count = counter.load(Ordering::Relaxed);
+                if count > 0 {
+                    let _ = writeln!(
+                        out,
+                        "warrant_grpc_responses_total{{api=\"{}\",code=\"{:?}\"}} {count}",
+                        api.label(),
+                        tonic::Code::from_i32(code as i32)
+                    );
+                }
+            }
+        }
+        family(
+            &mut out,
+            "warrant_evaluation_errors_total",
+            "counter",
+            "Decisions in which a policy failed to evaluate (each answered as a deny).",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_evaluation_errors_total {}",
+            self.evaluation_errors.load(Ordering::Relaxed)
+        );
         family(
             &mut out,
             "warrant_request_duration_seconds",
@@ -321,6 +382,14 @@ impl Metrics {
                 "1 once a ledger write has failed (every later Check is denied).",
             );
             let _ = writeln!(out, "warrant_ledger_failed {}", u8::from(stats.failed));
+            family(
+                &mut out,
+                "warrant_ledger_append_duration_seconds",
+                "histogram",
+                "Time for the ledger to accept a call's records (in durable mode: until on disk).",
+            );
+            self.ledger_append
+                .render(&mut out, "warrant_ledger_append_duration_seconds", "");
         }
         out
     }
@@ -337,13 +406,35 @@ pub async fn serve_metrics(
         .await
         .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
     let bound = listener.local_addr()?;
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let text = metrics.render(&control, ledger.as_deref());
-            async move { ([("content-type", "text/plain; version=0.0.4")], text) }
-        }),
-    );
+    let ready_ledger = ledger.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let text = metrics.render(&control, ledger.as_deref());
+                async move { ([("content-type", "text/plain; version=0.0.4")], text) }
+            }),
+        )
+        // Liveness: the process answers.
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        // Readiness: as the gRPC health service says. Policies are loaded (or the server would
+        // not have started); the ledger must still be writable.
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let failed = ready_ledger.as_ref().is_some_and(|l| l.stats().failed);
+                async move {
+                    if failed {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: the ledger cannot be written, so every Check is denied\n",
+                        )
+                    } else {
+                        (axum::http::StatusCode::OK, "ready\n")
+                    }
+                }
+            }),
+        );
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the metrics endpoint stopped");

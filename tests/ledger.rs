@@ -354,6 +354,9 @@ async fn a_ledger_that_cannot_be_written_makes_checks_deny_and_keeps_what_it_had
         status(health.check(overall).await.unwrap().into_inner().status),
         tonic_health::pb::health_check_response::ServingStatus::NotServing
     );
+    // The HTTP readiness probe says the same, for orchestrators that prefer HTTP.
+    let (code, body) = common::http_get(&format!("{}/readyz", common::metrics_base(&server))).await;
+    assert_eq!(code, 503, "{body}");
     let data = server.kill();
     std::fs::remove_file(&next).unwrap();
     let (ok, text) = log(data.path(), &["verify"]);

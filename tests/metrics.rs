@@ -94,4 +94,57 @@ async fn counters_move_as_the_requests_did() {
     assert_eq!(value(&after, "warrant_cache_hits_total", &[]), 7.0);
     assert_eq!(value(&after, "warrant_ledger_records_total", &[]), 9.0);
     assert_eq!(value(&after, "warrant_ledger_failed", &[]), 0.0);
+    // One append per call that decided something: five Checks and one batch.
+    assert_eq!(
+        value(&after, "warrant_ledger_append_duration_seconds_count", &[]),
+        6.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "warrant_grpc_responses_total",
+            &[("api", "check"), ("code", "Ok")]
+        ),
+        5.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "warrant_grpc_responses_total",
+            &[("api", "check"), ("code", "InvalidArgument")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "warrant_grpc_responses_total",
+            &[("api", "batch_check"), ("code", "Ok")]
+        ),
+        1.0
+    );
+    assert_eq!(value(&after, "warrant_evaluation_errors_total", &[]), 0.0);
+    assert_eq!(value(&after, "warrant_policy_reload_failing", &[]), 0.0);
+    assert_eq!(
+        value(
+            &after,
+            "warrant_policy_reloads_total",
+            &[("result", "failure")]
+        ),
+        0.0
+    );
+}
+
+#[tokio::test]
+async fn liveness_and_readiness_over_http() {
+    let server = Server::start(&[]);
+    let base = common::metrics_base(&server);
+    assert_eq!(
+        common::http_get(&format!("{base}/healthz")).await,
+        (200, "ok\n".to_owned())
+    );
+    assert_eq!(
+        common::http_get(&format!("{base}/readyz")).await,
+        (200, "ready\n".to_owned())
+    );
 }

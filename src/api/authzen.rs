@@ -218,9 +218,16 @@ impl AuthZen {
         answer: Result<Value, Refused>,
         request_id: Option<&HeaderValue>,
     ) -> Response {
-        self.decider
-            .metrics()
-            .latency(Api::AuthZen, started.elapsed());
+        let metrics = self.decider.metrics();
+        metrics.latency(Api::AuthZen, started.elapsed());
+        metrics.answered(
+            Api::AuthZen,
+            match &answer {
+                Ok(_) => tonic::Code::Ok,
+                Err(Refused(StatusCode::UNAUTHORIZED, _)) => tonic::Code::Unauthenticated,
+                Err(_) => tonic::Code::InvalidArgument,
+            },
+        );
         match answer {
             Ok(body) => respond(StatusCode::OK, body, request_id),
             Err(refused) => refuse(refused, request_id),

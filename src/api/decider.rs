@@ -76,7 +76,10 @@ impl Decider {
                     record
                 })
                 .collect();
-            if let Err(error) = ledger.append(records).await {
+            let appending = std::time::Instant::now();
+            let appended = ledger.append(records).await;
+            self.metrics.ledger_append(appending.elapsed());
+            if let Err(error) = appended {
                 tracing::debug!(%error, "answering deny: the decision could not be recorded");
                 // An orchestrator should route around a PDP that can only deny.
                 for name in HEALTH_NAMES {
@@ -92,6 +95,9 @@ impl Decider {
         }
         for (_, decision) in decided.iter() {
             self.metrics.decided(api, decision.effect);
+            if !decision.errors.is_empty() {
+                self.metrics.evaluation_error();
+            }
         }
     }
 }

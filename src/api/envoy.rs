@@ -230,9 +230,9 @@ impl Authorization for ExtAuthzService {
                 denied(refusal.grpc, refusal.http, None, &[refusal.reason], None)
             }
         };
-        self.decider
-            .metrics()
-            .latency(Api::ExtAuthz, started.elapsed());
+        let metrics = self.decider.metrics();
+        metrics.latency(Api::ExtAuthz, started.elapsed());
+        metrics.answered(Api::ExtAuthz, tonic::Code::Ok);
         Ok(Response::new(answer))
     }
 }

@@ -55,6 +55,43 @@ impl Authorizer for AuthorizerService {
         &self,
         request: Request<proto::CheckRequest>,
     ) -> Result<Response<proto::CheckResponse>, Status> {
+        let answer = self.check_one(request).await;
+        self.decider
+            .metrics()
+            .answered(Api::Check, status_code(&answer));
+        answer
+    }
+
+    async fn batch_check(
+        &self,
+        request: Request<proto::BatchCheckRequest>,
+    ) -> Result<Response<proto::BatchCheckResponse>, Status> {
+        let answer = self.check_batch(request).await;
+        self.decider
+            .metrics()
+            .answered(Api::BatchCheck, status_code(&answer));
+        answer
+    }
+
+    async fn ping(
+        &self,
+        _request: Request<proto::PingRequest>,
+    ) -> Result<Response<proto::PingResponse>, Status> {
+        Ok(Response::new(proto::PingResponse {}))
+    }
+}
+
+fn status_code<T>(answer: &Result<T, Status>) -> tonic::Code {
+    answer
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok)
+}
+
+impl AuthorizerService {
+    async fn check_one(
+        &self,
+        request: Request<proto::CheckRequest>,
+    ) -> Result<Response<proto::CheckResponse>, Status> {
         let started = Instant::now();
         let caller = request.remote_addr().map(|addr| addr.to_string());
         let headers = TraceHeaders::from_metadata(request.metadata());
@@ -73,7 +110,7 @@ impl Authorizer for AuthorizerService {
         Ok(Response::new(check_response_to_proto(decision)))
     }
 
-    async fn batch_check(
+    async fn check_batch(
         &self,
         request: Request<proto::BatchCheckRequest>,
     ) -> Result<Response<proto::BatchCheckResponse>, Status> {
@@ -125,13 +162,6 @@ impl Authorizer for AuthorizerService {
             })
             .collect();
         Ok(Response::new(proto::BatchCheckResponse { results }))
-    }
-
-    async fn ping(
-        &self,
-        _request: Request<proto::PingRequest>,
-    ) -> Result<Response<proto::PingResponse>, Status> {
-        Ok(Response::new(proto::PingResponse {}))
     }
 }
 

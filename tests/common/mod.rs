@@ -258,24 +258,25 @@ pub fn context(json: serde_json::Value) -> Option<prost_types::Struct> {
 
 /// Scrapes the server's metrics endpoint and parses it with a Prometheus text-format parser.
 pub async fn scrape(server: &Server) -> prometheus_parse::Scrape {
-    let (host, path) = server
-        .metrics
-        .trim_start_matches("http://")
-        .split_once('/')
-        .unwrap();
-    let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    stream
-        .write_all(
-            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await
-        .unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).await.unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    let (status, body) = http_get(&server.metrics).await;
+    assert_eq!(status, 200, "{body}");
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned()))).unwrap()
+}
+
+/// GET a URL of the server's plain-HTTP endpoints: (status, body).
+pub async fn http_get(url: &str) -> (u16, String) {
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Empty<hyper::body::Bytes>>();
+    let response = client.get(url.parse().unwrap()).await.unwrap();
+    let status = response.status().as_u16();
+    use http_body_util::BodyExt as _;
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, String::from_utf8(body.to_vec()).unwrap())
+}
+
+/// The base URL (scheme and authority) of the metrics endpoint, for /healthz and /readyz.
+pub fn metrics_base(server: &Server) -> String {
+    server.metrics.trim_end_matches("/metrics").to_owned()
 }
 
 pub fn value(scrape: &prometheus_parse::Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
