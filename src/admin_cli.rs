@@ -556,3 +556,84 @@ pub async fn status(connection: AdminConnection) -> anyhow::Result<ExitCode> {
         .into_inner();
     print(status_json(&status))
 }
+
+/// `warrant log tail`: prints decisions as the server records them.
+pub async fn tail(args: crate::cli::LogArgs) -> anyhow::Result<ExitCode> {
+    let crate::cli::LogCommand::Tail {
+        admin,
+        principal,
+        decision,
+        action,
+        json,
+    } = args.command
+    else {
+        bail!("not a tail command");
+    };
+    let connection = AdminConnection {
+        admin,
+        data_dir: args.data_dir,
+    };
+    let token = AddToken::bearer(&connection.token()?)?;
+    let channel = Channel::from_shared(connection.admin.clone())
+        .with_context(|| format!("not an address: {}", connection.admin))?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {}", connection.admin))?;
+    let mut client =
+        crate::proto::decision_log_client::DecisionLogClient::with_interceptor(channel, token);
+    let decision = match decision.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None => proto::Decision::Unspecified,
+        Some("allow") => proto::Decision::Allow,
+        Some("deny") => proto::Decision::Deny,
+        Some(other) => bail!("--decision: allow or deny, not {other:?}"),
+    };
+    let mut stream = client
+        .tail_decisions(proto::TailDecisionsRequest {
+            principal: principal
+                .map(|p| parse_entity(&p, "principal"))
+                .transpose()?,
+            decision: decision as i32,
+            action: action.unwrap_or_default(),
+        })
+        .await
+        .map_err(call_failed)?
+        .into_inner();
+    use std::io::Write as _;
+    while let Some(record) = stream.message().await.map_err(call_failed)? {
+        let line = if json {
+            record.record_json
+        } else {
+            tail_line(&record.record_json)?
+        };
+        let mut out = std::io::stdout().lock();
+        // A closed pipe (`| head`) ends the tail quietly.
+        if writeln!(out, "{line}").and_then(|()| out.flush()).is_err() {
+            break;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One readable line for a record: when, what was decided, about what, and why.
+fn tail_line(record_json: &str) -> anyhow::Result<String> {
+    let record: crate::ledger::Record = serde_json::from_str(record_json)
+        .context("the server sent a record this tool cannot read")?;
+    let entity = |e: &crate::facts::EntityRef| format!("{}::{}", e.type_name, e.id);
+    let mut line = format!(
+        "{} {:<5} {} {} {}",
+        record.time,
+        record.decision,
+        entity(&record.principal),
+        record.action,
+        entity(&record.resource)
+    );
+    if let Some(approval) = &record.approval_presented {
+        line.push_str(&format!(" approval={approval}"));
+    }
+    line.push_str(&format!(" because {}", record.reasons.join(",")));
+    if record.answered_from_cache {
+        line.push_str(" (cached)");
+    }
+    line.push_str(&format!(" {}", record.decision_id));
+    Ok(line)
+}

@@ -196,6 +196,25 @@ pub enum LogCommand {
     },
     /// Print the ledger's public key (hex), for verifying elsewhere.
     PublicKey,
+    /// Follow decisions as a running Warrant records them, one line each (or JSON), until
+    /// interrupted. Needs the admin token (WARRANT_ADMIN_TOKEN or the data folder's).
+    Tail {
+        /// The admin API of the running server.
+        #[arg(long, default_value = "http://127.0.0.1:50052", env = "WARRANT_ADMIN")]
+        admin: String,
+        /// Type::id
+        #[arg(long)]
+        principal: Option<String>,
+        /// allow or deny
+        #[arg(long)]
+        decision: Option<String>,
+        /// An action id.
+        #[arg(long)]
+        action: Option<String>,
+        /// Each decision's whole record, as one line of JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn ledger_key(args: &LogArgs) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
@@ -223,6 +242,7 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
     let key = ledger_key(&args)?;
     let dir = args.data_dir.join("ledger");
     match &args.command {
+        LogCommand::Tail { .. } => bail!("`log tail` talks to a running server; see `tail`"),
         LogCommand::PublicKey => {
             println!("{}", hex::encode(key.as_bytes()));
             Ok(ExitCode::SUCCESS)

@@ -83,6 +83,9 @@ fn main() -> ExitCode {
             Command::Serve { config, settings } => serve(config, settings).await,
             Command::Check(args) => warrant::cli::check(args).await,
             Command::Bench(args) => bench(args).await,
+            Command::Log(args) if matches!(args.command, warrant::cli::LogCommand::Tail { .. }) => {
+                warrant::admin_cli::tail(args).await
+            }
             Command::Log(args) => warrant::cli::log(args),
             Command::Approval(args) => warrant::admin_cli::approval(args).await,
             Command::Identity(args) => warrant::admin_cli::identity(args).await,

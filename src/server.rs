@@ -136,9 +136,16 @@ pub async fn serve(
         AdminService::new(Arc::clone(&control), Arc::clone(&metrics)),
         bearer.clone(),
     );
-    let decision_log = ledger.clone().map(|ledger| {
+    let ledger_at_exit = ledger.clone();
+    let decider = Arc::new(Decider::new(
+        engine,
+        ledger.clone(),
+        health,
+        Arc::clone(&metrics),
+    ));
+    let decision_log = ledger.map(|ledger| {
         proto::decision_log_server::DecisionLogServer::with_interceptor(
-            DecisionLogService::new(ledger),
+            DecisionLogService::new(ledger, Arc::clone(&decider)),
             bearer,
         )
     });
@@ -148,8 +155,6 @@ pub async fn serve(
     let admin_bound = admin_listener.local_addr()?;
     tracing::info!(%admin_bound, token_file = ?admin_token_file, "serving warrant.v1.Admin");
     tracing::info!(%metrics_bound, "serving Prometheus metrics at /metrics");
-    let ledger_at_exit = ledger.clone();
-    let decider = Arc::new(Decider::new(engine, ledger, health, metrics));
     let authorizer = proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
         Arc::clone(&decider),
         config.batch_max_items,

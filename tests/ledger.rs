@@ -530,3 +530,80 @@ async fn a_ledger_written_before_records_grew_new_fields_still_verifies_and_grow
     let (ok, text) = log(data.path(), &["show", &answer.decision_id]);
     assert!(ok, "{text}");
 }
+
+#[tokio::test]
+async fn a_live_tail_follows_decisions_as_they_are_recorded() {
+    let server = Server::start(&[]);
+    let mut log = server.decision_log_client().await;
+    let mut denials = log
+        .tail_decisions(warrant::proto::TailDecisionsRequest {
+            decision: Decision::Deny as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut client = server.client().await;
+    client
+        .check(pipeline_read("Dataset::sales-2026"))
+        .await
+        .unwrap();
+    let denied = client
+        .check(pipeline_read("Dataset::salaries"))
+        .await
+        .unwrap()
+        .into_inner();
+    client.check(deploy("CHG-1042")).await.unwrap();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), denials.message())
+        .await
+        .expect("a denial arrives")
+        .unwrap()
+        .unwrap();
+    assert_eq!(first.decision_id, denied.decision_id);
+    assert_eq!(first.decision, "DENY");
+    let record: serde_json::Value = serde_json::from_str(&first.record_json).unwrap();
+    assert_eq!(record["reasons"][0], "dataset-outside-identity-scopes");
+
+    // The shell: one readable line per decision, filtered.
+    let mut tail = Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(["log", "tail", "--decision", "deny", "--action", "read"])
+        .env("WARRANT_ADMIN", format!("http://{}", server.admin))
+        .env("WARRANT_DATA_DIR", server.data.path())
+        .env_remove("WARRANT_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = tail.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = sender.send(line);
+        }
+    });
+    // Until the tail has subscribed, decisions pass it by: keep deciding until a line arrives.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let line = loop {
+        client.check(deploy("")).await.unwrap();
+        client
+            .check(pipeline_read("Dataset::salaries"))
+            .await
+            .unwrap();
+        if let Ok(line) = lines.recv_timeout(std::time::Duration::from_millis(100)) {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the tail printed nothing"
+        );
+    };
+    let _ = tail.kill();
+    let _ = tail.wait();
+    assert!(
+        line.contains(" DENY  ApiKey::pipeline-etl read Dataset::salaries because dataset-outside-identity-scopes"),
+        "{line}"
+    );
+}

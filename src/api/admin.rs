@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::api::decider::Decider;
 use crate::api::grpc::{entity_ref, non_empty, timestamp, uid_ref};
 use crate::clock::UnixMillis;
 use crate::control::{
@@ -482,13 +483,18 @@ impl proto::admin_server::Admin for AdminService {
 /// `warrant.v1.DecisionLog`: lookups in the provenance ledger.
 pub struct DecisionLogService {
     ledger: Arc<Ledger>,
+    decider: Arc<Decider>,
 }
 
 impl DecisionLogService {
-    pub fn new(ledger: Arc<Ledger>) -> Self {
-        DecisionLogService { ledger }
+    pub fn new(ledger: Arc<Ledger>, decider: Arc<Decider>) -> Self {
+        DecisionLogService { ledger, decider }
     }
 }
+
+type DecisionStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<proto::DecisionRecord, Status>> + Send>,
+>;
 
 fn decision_record(stored: ledger::StoredRecord) -> Result<proto::DecisionRecord, Status> {
     let record_json = ledger::canonical_json(&stored.record)
@@ -510,6 +516,45 @@ fn ledger_status(error: ledger::LedgerError) -> Status {
 
 #[tonic::async_trait]
 impl proto::decision_log_server::DecisionLog for DecisionLogService {
+    type TailDecisionsStream = DecisionStream;
+
+    async fn tail_decisions(
+        &self,
+        request: Request<proto::TailDecisionsRequest>,
+    ) -> Result<Response<Self::TailDecisionsStream>, Status> {
+        use tokio_stream::StreamExt as _;
+        let request = request.into_inner();
+        let decision = match proto::Decision::try_from(request.decision) {
+            Ok(proto::Decision::Allow) => Some("ALLOW"),
+            Ok(proto::Decision::Deny) => Some("DENY"),
+            Ok(proto::Decision::Unspecified) => None,
+            Err(_) => return Err(Status::invalid_argument("decision: unknown value")),
+        };
+        let filter = ledger::Filter {
+            principal: request.principal.map(|p| EntityRef::new(p.r#type, p.id)),
+            decision: decision.map(str::to_owned),
+            ..ledger::Filter::default()
+        };
+        let action = non_empty(request.action);
+        let stream = tokio_stream::wrappers::BroadcastStream::new(self.decider.subscribe())
+            .filter_map(move |item| match item {
+                Ok(record) => (filter.matches(&record)
+                    && action.as_ref().is_none_or(|a| &record.action == a))
+                .then(|| {
+                    decision_record(ledger::StoredRecord {
+                        seq: 0,
+                        hash: String::new(),
+                        record: (*record).clone(),
+                    })
+                }),
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "a decision tail fell behind and missed decisions");
+                    None
+                }
+            });
+        Ok(Response::new(Box::pin(stream)))
+    }
+
     async fn get_decision(
         &self,
         request: Request<proto::GetDecisionRequest>,

@@ -15,11 +15,17 @@ pub const HEALTH_NAMES: [&str; 3] = [
     "envoy.service.auth.v3.Authorization",
 ];
 
+/// How many recorded decisions a slow `TailDecisions` caller may fall behind before it misses
+/// some.
+const TAIL_BUFFER: usize = 1024;
+
 pub struct Decider {
     engine: Arc<Engine>,
     ledger: Option<Arc<Ledger>>,
     health: tonic_health::server::HealthReporter,
     metrics: Arc<Metrics>,
+    /// Every recorded decision, for live tails; costs nothing while nobody listens.
+    tail: tokio::sync::broadcast::Sender<Arc<Record>>,
 }
 
 impl Decider {
@@ -34,7 +40,13 @@ impl Decider {
             ledger,
             health,
             metrics,
+            tail: tokio::sync::broadcast::channel(TAIL_BUFFER).0,
         }
+    }
+
+    /// Decisions as they are recorded from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Record>> {
+        self.tail.subscribe()
     }
 
     pub fn engine(&self) -> &Engine {
@@ -67,7 +79,7 @@ impl Decider {
         trace_id: Option<String>,
     ) {
         if let Some(ledger) = &self.ledger {
-            let records = decided
+            let records: Vec<Record> = decided
                 .iter()
                 .map(|(request, decision)| {
                     let mut record =
@@ -76,8 +88,19 @@ impl Decider {
                     record
                 })
                 .collect();
+            let tailed: Vec<Arc<Record>> = if self.tail.receiver_count() > 0 {
+                records.iter().cloned().map(Arc::new).collect()
+            } else {
+                Vec::new()
+            };
             let appending = std::time::Instant::now();
             let appended = ledger.append(records).await;
+            if appended.is_ok() {
+                for record in tailed {
+                    // No receiver left is fine: the tail has hung up.
+                    let _ = self.tail.send(record);
+                }
+            }
             self.metrics.ledger_append(appending.elapsed());
             if let Err(error) = appended {
                 tracing::debug!(%error, "answering deny: the decision could not be recorded");
