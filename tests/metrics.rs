@@ -148,3 +148,54 @@ async fn liveness_and_readiness_over_http() {
         (200, "ready\n".to_owned())
     );
 }
+
+#[tokio::test]
+async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
+    let server = Server::start(&[]);
+    // One decision and one admin call, so that every family has a sample.
+    server
+        .client()
+        .await
+        .check(pipeline_read("Dataset::sales-2026"))
+        .await
+        .unwrap();
+    server
+        .admin_client()
+        .await
+        .status(warrant::proto::StatusRequest {})
+        .await
+        .unwrap();
+    let exported: std::collections::BTreeSet<String> = scrape(&server)
+        .await
+        .samples
+        .into_iter()
+        .map(|s| s.metric)
+        .collect();
+    let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grafana");
+    let mut used = std::collections::BTreeSet::new();
+    for file in ["dashboard.json", "alerts.yaml"] {
+        let text = std::fs::read_to_string(examples.join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("warrant_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            used.insert(name);
+        }
+    }
+    assert!(used.len() >= 15, "{used:?}");
+    let missing: Vec<&String> = used
+        .iter()
+        .filter(|name| {
+            // prometheus-parse folds histograms into one sample named without `_bucket`.
+            let base = name.trim_end_matches("_bucket");
+            !exported.contains(*name) && !exported.contains(base)
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "not exported: {missing:?}; exported: {exported:?}"
+    );
+}

@@ -244,3 +244,53 @@ async fn without_export_the_ledger_still_names_the_callers_trace() {
         serde_json::Value::Null
     );
 }
+
+#[test]
+fn logs_can_be_json_lines() {
+    use std::io::BufRead as _;
+    let data = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
+        .args(["--policies", common::bundled_policies().to_str().unwrap()])
+        .args(["--data-dir", data.path().to_str().unwrap()])
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--authzen-listen", "127.0.0.1:0"])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stderr = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut seen = Vec::new();
+    for line in stderr.lines().map_while(Result::ok) {
+        let event: serde_json::Value =
+            serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: not JSON: {line}"));
+        let message = event["fields"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        seen.push(message.clone());
+        if message == "serving warrant.v1.Authorizer" {
+            assert_eq!(event["level"], "INFO");
+            assert!(
+                event["fields"]["bound"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("127.0.0.1:")
+            );
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("serving warrant.v1.Authorizer"),
+        "{seen:?}"
+    );
+}
