@@ -26,6 +26,8 @@ pub struct Decider {
     metrics: Arc<Metrics>,
     /// Every recorded decision, for live tails; costs nothing while nobody listens.
     tail: tokio::sync::broadcast::Sender<Arc<Record>>,
+    /// Set when health turned NOT_SERVING, so that the reason is logged once.
+    not_serving: std::sync::atomic::AtomicBool,
 }
 
 impl Decider {
@@ -41,6 +43,7 @@ impl Decider {
             health,
             metrics,
             tail: tokio::sync::broadcast::channel(TAIL_BUFFER).0,
+            not_serving: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -103,7 +106,16 @@ impl Decider {
             }
             self.metrics.ledger_append(appending.elapsed());
             if let Err(error) = appended {
-                tracing::debug!(%error, "answering deny: the decision could not be recorded");
+                if !self
+                    .not_serving
+                    .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    tracing::error!(
+                        %error,
+                        "health is NOT_SERVING: decisions cannot be recorded, so every one is \
+                         answered as a deny until the ledger is fixed and Warrant restarted"
+                    );
+                }
                 // An orchestrator should route around a PDP that can only deny.
                 for name in HEALTH_NAMES {
                     self.health
