@@ -34,6 +34,16 @@ pub struct CheckArgs {
     /// A correlation id, echoed back.
     #[arg(long)]
     pub request_id: Option<String>,
+    /// Decide locally from a policy folder instead of asking a server, and show every policy's
+    /// own outcome (satisfied, not satisfied, failed) and the facts that were resolved.
+    #[arg(long)]
+    pub explain: bool,
+    /// With --explain: the policy folder.
+    #[arg(long, default_value = "policies", requires = "explain")]
+    pub policies: std::path::PathBuf,
+    /// With --explain: the time to decide at, RFC 3339 [default: now]
+    #[arg(long, requires = "explain")]
+    pub now: Option<String>,
 }
 
 /// Splits `Type::id` at the last `::` (types may be namespaced: `Ns::Type::id`).
@@ -47,7 +57,8 @@ pub fn parse_entity(text: &str, flag: &str) -> anyhow::Result<proto::EntityRef> 
     }
 }
 
-pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+/// The protobuf request the arguments describe.
+pub fn check_request(args: &CheckArgs) -> anyhow::Result<proto::CheckRequest> {
     let context = match &args.context {
         Some(text) => {
             let value: Value = serde_json::from_str(text).context("--context: not JSON")?;
@@ -58,14 +69,21 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let request = proto::CheckRequest {
+    Ok(proto::CheckRequest {
         principal: Some(parse_entity(&args.principal, "principal")?),
-        action: args.action,
+        action: args.action.clone(),
         resource: Some(parse_entity(&args.resource, "resource")?),
         context,
-        approval_id: args.approval.unwrap_or_default(),
-        request_id: args.request_id.unwrap_or_default(),
-    };
+        approval_id: args.approval.clone().unwrap_or_default(),
+        request_id: args.request_id.clone().unwrap_or_default(),
+    })
+}
+
+pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    if args.explain {
+        return crate::authoring::explain::run(&args);
+    }
+    let request = check_request(&args)?;
     let mut client = AuthorizerClient::connect(args.server.clone())
         .await
         .with_context(|| format!("cannot connect to {}", args.server))?;

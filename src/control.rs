@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::clock::{Clock, UnixMillis};
 use crate::engine::{Engine, EngineSettings, Snapshot, UseCounter};
 use crate::facts::{
-    APPROVAL_TYPE, Approval, ENTITIES_FILE, EntityRef, Facts, HUMAN_TYPE, Identity,
+    APPROVAL_TYPE, Approval, EntityRef, Facts, HUMAN_TYPE, Identity, load_entities_file, merged,
 };
 use crate::policy::PolicySnapshot;
 use crate::store::{ChangeMeta, LiveEntity, LiveStore, StoreError};
@@ -227,9 +227,9 @@ impl Control {
     ) -> anyhow::Result<Control> {
         let store = Arc::new(store);
         let policies = Arc::new(PolicySnapshot::load(policies_dir)?);
-        let base = load_base(policies_dir)?;
+        let base = load_entities_file(policies_dir)?;
         let live = store.entities()?;
-        let facts = build_facts(&policies.schema, &base, &live).map_err(|message| {
+        let facts = merged(&policies.schema, &base, live_entities(&live)).map_err(|message| {
             anyhow::anyhow!(
                 "{}: the policy folder's facts with the live changes in the data folder: {message}",
                 policies_dir.display()
@@ -282,8 +282,9 @@ impl Control {
         let loaded = PolicySnapshot::load(&self.policies_dir)
             .map_err(|error| error.to_string())
             .and_then(|policies| {
-                let base = load_base(&self.policies_dir).map_err(|error| error.to_string())?;
-                let facts = build_facts(&policies.schema, &base, &state.live)?;
+                let base =
+                    load_entities_file(&self.policies_dir).map_err(|error| error.to_string())?;
+                let facts = merged(&policies.schema, &base, live_entities(&state.live))?;
                 Ok((policies, base, facts))
             });
         let now = self.clock.now();
@@ -358,7 +359,11 @@ impl Control {
     ) -> Result<(), ControlError> {
         let key = uid.to_string();
         let previous = state.live.insert(key.clone(), entity.clone());
-        let built = build_facts(&state.policies.schema, &state.base, &state.live);
+        let built = merged(
+            &state.policies.schema,
+            &state.base,
+            live_entities(&state.live),
+        );
         let persisted = match built {
             Ok(facts) => self
                 .store
@@ -980,41 +985,8 @@ fn other_attributes(entity: &Value, known: &[&str]) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-/// Reads the folder's `entities.json` into a map by uid. Refuses an entity given twice.
-fn load_base(dir: &Path) -> anyhow::Result<BTreeMap<String, Value>> {
-    let path = dir.join(ENTITIES_FILE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
-    let entities: Vec<Value> = serde_json::from_str(&text).map_err(|error| {
-        anyhow::anyhow!("{}: not a JSON array of entities: {error}", path.display())
-    })?;
-    let mut base = BTreeMap::new();
-    for (i, entity) in entities.into_iter().enumerate() {
-        let uid = EntityUid::from_json(entity["uid"].clone()).map_err(|error| {
-            anyhow::anyhow!("{}: entity {i}: bad `uid`: {error}", path.display())
-        })?;
-        let key = uid.to_string();
-        if base.insert(key.clone(), entity).is_some() {
-            anyhow::bail!("{}: {key} is given twice", path.display());
-        }
-    }
-    Ok(base)
-}
-
-/// The facts the engine decides from: the file's entities with the live ones in their place.
-fn build_facts(
-    schema: &Schema,
-    base: &BTreeMap<String, Value>,
-    live: &BTreeMap<String, LiveEntity>,
-) -> Result<Facts, String> {
-    let mut merged: BTreeMap<&str, &Value> = base
-        .iter()
-        .map(|(key, value)| (key.as_str(), value))
-        .collect();
-    for (key, entity) in live {
-        merged.insert(key, &entity.entity);
-    }
-    let text = serde_json::to_string(&merged.values().collect::<Vec<_>>())
-        .map_err(|error| error.to_string())?;
-    Facts::from_json(&text, schema).map_err(|error| error.to_string())
+/// The live entities as changes to the file's.
+fn live_entities(live: &BTreeMap<String, LiveEntity>) -> impl Iterator<Item = (&str, &Value)> {
+    live.iter()
+        .map(|(key, entity)| (key.as_str(), &entity.entity))
 }

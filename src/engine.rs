@@ -207,6 +207,51 @@ struct Resolved<'a> {
     approval: Option<&'a Arc<Approval>>,
 }
 
+impl<'a> Resolved<'a> {
+    fn of(
+        facts: &'a Facts,
+        request: &CheckRequest,
+        principal_uid: EntityUid,
+        resource_uid: EntityUid,
+    ) -> Self {
+        Resolved {
+            identity: facts.identities.get(&principal_uid),
+            approval: request
+                .approval_id
+                .as_deref()
+                .and_then(|id| facts.approvals.get(id)),
+            principal_uid,
+            resource_uid,
+        }
+    }
+}
+
+/// What one policy, evaluated alone, makes of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyOutcome {
+    /// Its scope matches and its conditions hold: a permit would allow, a forbid denies.
+    Satisfied,
+    NotSatisfied,
+    /// It failed to evaluate (and so, in the whole set, makes the decision a deny).
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyExplanation {
+    pub policy_id: String,
+    /// `permit` or `forbid`.
+    pub effect: &'static str,
+    pub outcome: PolicyOutcome,
+}
+
+/// A decision and every policy's own outcome.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub decision: Decision,
+    /// Empty when Warrant decided before any policy ran (an unknown principal, say).
+    pub policies: Vec<PolicyExplanation>,
+}
+
 /// A decision before it is stamped: what was decided, not yet when or under which id.
 struct Verdict {
     effect: Effect,
@@ -289,6 +334,48 @@ impl Engine {
         Ok(decision)
     }
 
+    /// Decides `request` afresh (never from the cache) and evaluates each policy alone against
+    /// the same Cedar request, for `warrant check --explain`.
+    pub fn explain(&self, request: &CheckRequest) -> Result<Explanation, InvalidRequest> {
+        let snapshot = self.snapshot.load_full();
+        let now = self.clock.now();
+        let decision = self.evaluate(&snapshot, request, now)?;
+        let (principal_uid, action_uid, resource_uid) = parse_names(&snapshot.policies, request)?;
+        let resolved = Resolved::of(&snapshot.facts, request, principal_uid, resource_uid);
+        let policies = match self.cedar_request(&snapshot, request, &resolved, action_uid, now)? {
+            Err(_) => Vec::new(),
+            Ok(cedar_request) => snapshot
+                .policies
+                .policies
+                .policies()
+                .map(|policy| {
+                    let alone = cedar_policy::PolicySet::from_policies([policy.clone()])
+                        .expect("a set of one policy has no duplicate id");
+                    let response = self.authorizer.is_authorized(
+                        &cedar_request,
+                        &alone,
+                        &snapshot.facts.entities,
+                    );
+                    let diagnostics = response.diagnostics();
+                    let outcome = match diagnostics.errors().next() {
+                        Some(error) => PolicyOutcome::Failed(error.to_string()),
+                        None if diagnostics.reason().next().is_some() => PolicyOutcome::Satisfied,
+                        None => PolicyOutcome::NotSatisfied,
+                    };
+                    PolicyExplanation {
+                        policy_id: policy.id().to_string(),
+                        effect: match policy.effect() {
+                            cedar_policy::Effect::Permit => "permit",
+                            cedar_policy::Effect::Forbid => "forbid",
+                        },
+                        outcome,
+                    }
+                })
+                .collect(),
+        };
+        Ok(Explanation { decision, policies })
+    }
+
     /// From the cache if a cached decision is still true now, else a fresh evaluation.
     fn answer(
         &self,
@@ -355,16 +442,7 @@ impl Engine {
                 ));
             }
         }
-        let facts = &snapshot.facts;
-        let resolved = Resolved {
-            identity: facts.identities.get(&principal_uid),
-            approval: request
-                .approval_id
-                .as_deref()
-                .and_then(|id| facts.approvals.get(id)),
-            principal_uid,
-            resource_uid,
-        };
+        let resolved = Resolved::of(&snapshot.facts, request, principal_uid, resource_uid);
         let verdict = match self.verdict(snapshot, request, &resolved, action_uid, now)? {
             Ok(verdict) | Err(verdict) => verdict,
         };
@@ -380,6 +458,30 @@ impl Engine {
         action_uid: EntityUid,
         now: UnixMillis,
     ) -> Result<Result<Verdict, Verdict>, InvalidRequest> {
+        let cedar_request =
+            match self.cedar_request(snapshot, request, resolved, action_uid, now)? {
+                Ok(cedar_request) => cedar_request,
+                Err(verdict) => return Ok(Err(verdict)),
+            };
+        let facts = &snapshot.facts;
+        let response = self.authorizer.is_authorized(
+            &cedar_request,
+            &snapshot.policies.policies,
+            &facts.entities,
+        );
+        self.conclude(resolved, response)
+    }
+
+    /// The Cedar request for a well-formed request, with Warrant's own context (`now`, the
+    /// approval): `Err` holds a deny Warrant gives before Cedar runs.
+    fn cedar_request(
+        &self,
+        snapshot: &Snapshot,
+        request: &CheckRequest,
+        resolved: &Resolved<'_>,
+        action_uid: EntityUid,
+        now: UnixMillis,
+    ) -> Result<Result<Request, Verdict>, InvalidRequest> {
         let facts = &snapshot.facts;
         // Facts Warrant checks itself, before any policy: fail closed on what it cannot resolve.
         if resolved.identity.is_none() && facts.entities.get(&resolved.principal_uid).is_none() {
@@ -452,12 +554,16 @@ impl Engine {
                 ));
             }
         };
+        Ok(Ok(cedar_request))
+    }
 
-        let response = self.authorizer.is_authorized(
-            &cedar_request,
-            &snapshot.policies.policies,
-            &facts.entities,
-        );
+    /// Cedar's response under Warrant's rules: any error denies; a limited approval's allow
+    /// takes one of its uses.
+    fn conclude(
+        &self,
+        resolved: &Resolved<'_>,
+        response: cedar_policy::Response,
+    ) -> Result<Result<Verdict, Verdict>, InvalidRequest> {
         let diagnostics = response.diagnostics();
         let errors: Vec<PolicyError> = diagnostics
             .errors()

@@ -3,7 +3,7 @@
 //! schema. Besides Cedar's own `Entities`, it indexes the evidence Warrant reports and reasons
 //! about itself: an identity's owner and status, an approval's ticket, subject and window.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -467,6 +467,45 @@ fn scopes_nearest_first(entities: &Entities, uid: &EntityUid) -> Arc<[EntityRef]
         .into_iter()
         .map(|(_, scope)| EntityRef::from_uid(&scope))
         .collect()
+}
+
+/// The policy folder's `entities.json` by uid (`Type::"id"`), as JSON. Refuses an entity given
+/// twice.
+pub fn load_entities_file(dir: &Path) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+    let path = dir.join(ENTITIES_FILE);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+    let entities: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|error| {
+        anyhow::anyhow!("{}: not a JSON array of entities: {error}", path.display())
+    })?;
+    let mut base = BTreeMap::new();
+    for (i, entity) in entities.into_iter().enumerate() {
+        let uid = EntityUid::from_json(entity["uid"].clone()).map_err(|error| {
+            anyhow::anyhow!("{}: entity {i}: bad `uid`: {error}", path.display())
+        })?;
+        let key = uid.to_string();
+        if base.insert(key.clone(), entity).is_some() {
+            anyhow::bail!("{}: {key} is given twice", path.display());
+        }
+    }
+    Ok(base)
+}
+
+/// Facts from `base` (entities by uid) with each of `changes` in place of the entity of the same
+/// uid, or added.
+pub fn merged<'a>(
+    schema: &Schema,
+    base: &'a BTreeMap<String, serde_json::Value>,
+    changes: impl IntoIterator<Item = (&'a str, &'a serde_json::Value)>,
+) -> Result<Facts, String> {
+    let mut merged: BTreeMap<&str, &serde_json::Value> = base
+        .iter()
+        .map(|(key, value)| (key.as_str(), value))
+        .collect();
+    merged.extend(changes);
+    let text = serde_json::to_string(&merged.values().collect::<Vec<_>>())
+        .map_err(|error| error.to_string())?;
+    Facts::from_json(&text, schema).map_err(|error| error.to_string())
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 pub mod admin_cli;
 pub mod api;
+pub mod authoring;
 pub mod cache;
 pub mod cli;
 pub mod clock;

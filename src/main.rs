@@ -52,6 +52,25 @@ enum Command {
     Approval(ApprovalArgs),
     /// Create, update, suspend, retire and look up identities on a running Warrant.
     Identity(IdentityArgs),
+    /// Check a policy folder (schema, policies, facts) and print every problem with its file,
+    /// line and column; exit status 1 on any error.
+    Validate {
+        #[arg(default_value = "policies")]
+        dir: std::path::PathBuf,
+    },
+    /// Run the policy test files in DIR/tests/ (*.toml) and report failures.
+    Test {
+        #[arg(default_value = "policies")]
+        dir: std::path::PathBuf,
+    },
+    /// Format the *.cedar files of a policy folder in place (Cedar's formatter).
+    Fmt {
+        #[arg(default_value = "policies")]
+        dir: std::path::PathBuf,
+        /// Change nothing; exit status 1 if a file is not formatted.
+        #[arg(long)]
+        check: bool,
+    },
     /// Reload the policy folder of a running Warrant now (all or nothing).
     Reload(AdminConnection),
     /// What a running Warrant is serving: versions, counts, the last reload error.
@@ -90,6 +109,9 @@ fn main() -> ExitCode {
             Command::Approval(args) => warrant::admin_cli::approval(args).await,
             Command::Identity(args) => warrant::admin_cli::identity(args).await,
             Command::Reload(connection) => warrant::admin_cli::reload(connection).await,
+            Command::Validate { dir } => warrant::authoring::validate(&dir),
+            Command::Test { dir } => warrant::authoring::policy_tests::run(&dir),
+            Command::Fmt { dir, check } => warrant::authoring::fmt(&dir, check),
             Command::Status(connection) => warrant::admin_cli::status(connection).await,
         }
     });

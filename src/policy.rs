@@ -9,7 +9,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use cedar_policy::{
-    EntityTypeName, EntityUid, PolicyId, PolicySet, Schema, ValidationMode, Validator,
+    EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, ResourceConstraint,
+    Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 use sha2::{Digest, Sha256};
@@ -34,6 +35,9 @@ pub struct PolicySnapshot {
     /// For each action id, the attributes its context declares: what APIs that pass free-form
     /// caller attributes (AuthZEN) may put there.
     pub context_keys: HashMap<String, Arc<std::collections::BTreeSet<String>>>,
+    /// What is allowed but probably not meant: policies whose scope constrains neither principal
+    /// nor resource (evaluated for every request, and impossible to index).
+    pub warnings: Vec<Problem>,
 }
 
 /// What the policies do with time. Comparing `context.now` with a fixed datetime can change a
@@ -230,6 +234,7 @@ impl PolicySnapshot {
         };
 
         let mut problems = Vec::new();
+        let mut warnings = Vec::new();
         let mut policies = PolicySet::new();
         // Which file and offset each policy came from, for validation messages.
         let mut origin: HashMap<PolicyId, (usize, usize)> = HashMap::new();
@@ -269,6 +274,17 @@ impl PolicySnapshot {
                     continue;
                 }
                 origin.insert(id.clone(), (file_index, offset));
+                if matches!(policy.principal_constraint(), PrincipalConstraint::Any)
+                    && matches!(policy.resource_constraint(), ResourceConstraint::Any)
+                {
+                    warnings.push(source.problem_at(
+                        offset,
+                        format!(
+                            "policy \"{id}\" constrains neither principal nor resource in its \
+                             scope: it is evaluated for every request and cannot be indexed"
+                        ),
+                    ));
+                }
                 if let Err(error) = policies.add(policy.new_id(id)) {
                     problems.push(source.problem_at(offset, error.to_string()));
                 }
@@ -318,6 +334,7 @@ impl PolicySnapshot {
         let time_use = TimeUse::of(&policies);
         let context_keys = declared_context_keys(&schema_file.text);
         Ok(PolicySnapshot {
+            warnings,
             context_keys,
             time_use,
             schema,

@@ -1,0 +1,66 @@
+//! `warrant check --explain`: one request against a policy folder, evaluated by Warrant's engine,
+//! with every policy's own outcome beside the decision: satisfied, not satisfied, or failed
+//! (and why), and the facts Warrant resolved (owner, approval, scopes).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+
+use crate::api::grpc::{check_request_from_proto, check_response_to_proto};
+use crate::authoring::load_facts;
+use crate::cli::{CheckArgs, check_request, response_to_json};
+use crate::clock::{Clock as _, ManualClock, SystemClock, UnixMillis};
+use crate::engine::{Effect, Engine, EngineSettings, PolicyOutcome, Snapshot};
+use crate::policy::PolicySnapshot;
+
+/// Prints the explanation as JSON; exit status 0 on allow, 2 on deny (as `warrant check`).
+pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
+    let policies = Arc::new(PolicySnapshot::load(&args.policies)?);
+    let facts = load_facts(&args.policies, &policies).map_err(|p| anyhow::anyhow!("{p}"))?;
+    let now = match &args.now {
+        Some(text) => UnixMillis::parse_rfc3339(text)
+            .ok_or_else(|| anyhow::anyhow!("--now: not an RFC 3339 time: {text:?}"))?,
+        None => SystemClock.now(),
+    };
+    let engine = Engine::new(
+        Snapshot {
+            policies,
+            facts: Arc::new(facts),
+        },
+        Arc::new(ManualClock::new(now)),
+        EngineSettings {
+            cache: None,
+            ..EngineSettings::default()
+        },
+    );
+    let request = check_request_from_proto(check_request(args)?)
+        .map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
+    let explanation = engine
+        .explain(&request)
+        .map_err(|invalid| anyhow::anyhow!("{invalid}"))?;
+    let allowed = explanation.decision.effect == Effect::Allow;
+    let mut answer = response_to_json(&check_response_to_proto(explanation.decision));
+    let policies: Vec<Value> = explanation
+        .policies
+        .iter()
+        .map(|policy| {
+            let (outcome, message) = match &policy.outcome {
+                PolicyOutcome::Satisfied => ("satisfied", None),
+                PolicyOutcome::NotSatisfied => ("not satisfied", None),
+                PolicyOutcome::Failed(message) => ("failed", Some(message.clone())),
+            };
+            json!({"id": policy.policy_id, "effect": policy.effect, "outcome": outcome, "error": message})
+        })
+        .collect();
+    answer["policies"] = Value::Array(policies);
+    if explanation.policies.is_empty() {
+        answer["note"] = json!("Warrant decided before any policy ran; see reasons");
+    }
+    println!("{}", serde_json::to_string_pretty(&answer)?);
+    Ok(if allowed {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(2)
+    })
+}

@@ -1,0 +1,123 @@
+//! Tools for the people who write policies, all working on a policy folder without a server:
+//! `warrant validate` (every problem, with file, line and column), `warrant fmt` (the Cedar
+//! formatter), `warrant test` (policy test files, in `policy_tests`) and `warrant check
+//! --explain` (every policy's outcome for one request, in `explain`).
+
+pub mod explain;
+pub mod policy_tests;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::facts::{ENTITIES_FILE, Facts, load_entities_file, merged};
+use crate::policy::{PolicyLoadError, PolicySnapshot, Problem};
+
+/// `warrant validate`: schema, policies and facts, strictly. Prints every problem and warning
+/// as `file:line:column: message`, then a summary; exit status 1 on any error.
+pub fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
+    let mut errors: Vec<Problem> = Vec::new();
+    let mut warnings: Vec<Problem> = Vec::new();
+    match PolicySnapshot::load(dir) {
+        Ok(policies) => {
+            warnings.extend(policies.warnings.iter().cloned());
+            if let Err(problem) = load_facts(dir, &policies) {
+                errors.push(problem);
+            }
+        }
+        Err(PolicyLoadError::Invalid(problems)) => errors.extend(problems),
+        Err(error @ PolicyLoadError::Io { .. }) => errors.push(Problem {
+            file: dir.to_path_buf(),
+            line: 1,
+            column: 1,
+            message: error.to_string(),
+        }),
+    }
+    for problem in &errors {
+        println!("error: {problem}");
+    }
+    for problem in &warnings {
+        println!("warning: {problem}");
+    }
+    println!(
+        "{}: {} error(s), {} warning(s)",
+        dir.display(),
+        errors.len(),
+        warnings.len()
+    );
+    Ok(if errors.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The folder's facts, validated against the schema; a problem names the entity's line.
+pub(crate) fn load_facts(dir: &Path, policies: &PolicySnapshot) -> Result<Facts, Problem> {
+    let path = dir.join(ENTITIES_FILE);
+    let at_start = |message: String| Problem {
+        file: path.clone(),
+        line: 1,
+        column: 1,
+        message,
+    };
+    let base = load_entities_file(dir).map_err(|error| at_start(format!("{error:#}")))?;
+    merged(&policies.schema, &base, std::iter::empty()).map_err(|message| {
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let line = entity_line(&text, &message).unwrap_or(1);
+        Problem {
+            file: path.clone(),
+            line,
+            column: 1,
+            message,
+        }
+    })
+}
+
+/// The line where the entity a message names (`Type::"id"`) is defined, if it can be found.
+fn entity_line(text: &str, message: &str) -> Option<usize> {
+    let start = message.find("::\"")? + 3;
+    let end = start + message[start..].find('"')?;
+    let id = format!("\"{}\"", &message[start..end]);
+    let at = text.find(&id)?;
+    Some(text[..at].matches('\n').count() + 1)
+}
+
+/// The `*.cedar` files of a folder, sorted.
+fn policy_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dir.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "cedar"))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
+/// `warrant fmt`: formats every `*.cedar` file of the folder in place with the Cedar
+/// formatter; with `check`, changes nothing and exits 1 if any file is not formatted.
+pub fn fmt(dir: &Path, check: bool) -> anyhow::Result<ExitCode> {
+    let config = cedar_policy_formatter::Config::default();
+    let mut unformatted = 0;
+    for path in policy_files(dir)? {
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", path.display()))?;
+        let pretty = cedar_policy_formatter::policies_str_to_pretty(&text, &config)
+            .map_err(|e| anyhow::anyhow!("{}: {e:?}", path.display()))?;
+        if pretty == text {
+            continue;
+        }
+        unformatted += 1;
+        if check {
+            println!("{}: not formatted", path.display());
+        } else {
+            std::fs::write(&path, pretty)
+                .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+            println!("{}: formatted", path.display());
+        }
+    }
+    Ok(if check && unformatted > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
