@@ -42,6 +42,8 @@ pub struct CacheKey {
     pub approval_id: Option<String>,
     pub policy_version: Arc<str>,
     pub facts_version: Arc<str>,
+    /// The shadow policy set's version, when one is evaluated beside the active set.
+    pub shadow_version: Option<Arc<str>>,
 }
 
 /// A decision as first evaluated, and the instant it stops being true.

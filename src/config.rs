@@ -92,6 +92,10 @@ pub struct Settings {
     /// The longest an approval granted through the admin API may last, in hours [default: 720]
     #[arg(long, env = "WARRANT_APPROVAL_MAX_VALIDITY_HOURS")]
     pub approval_max_validity_hours: Option<u64>,
+    /// A candidate policy folder (schema and *.cedar) evaluated beside the active one on every
+    /// request: it answers nothing, but what it would have decided is recorded and counted
+    #[arg(long, env = "WARRANT_SHADOW_POLICIES")]
+    pub shadow_policies: Option<PathBuf>,
     /// Envoy ext_authz: the route table and how requests map to decisions (file only).
     #[arg(skip)]
     pub ext_authz: Option<ExtAuthzSettings>,
@@ -129,6 +133,7 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub rules: Rules,
     pub ext_authz: ExtAuthz,
+    pub shadow_policies: Option<PathBuf>,
     pub authzen_listen: SocketAddr,
     pub authzen_base_url: Option<String>,
     pub authzen_token: Option<Secret>,
@@ -201,6 +206,7 @@ impl Settings {
                 .approval_max_validity_hours
                 .or(under.approval_max_validity_hours),
             ext_authz: self.ext_authz.or(under.ext_authz),
+            shadow_policies: self.shadow_policies.or(under.shadow_policies),
             authzen_listen: self.authzen_listen.or(under.authzen_listen),
             authzen_base_url: self.authzen_base_url.or(under.authzen_base_url),
             authzen_token: self.authzen_token.or(under.authzen_token),
@@ -257,6 +263,7 @@ impl Settings {
             admin_token: self.admin_token.clone().filter(|t| !t.0.is_empty()),
             data_dir,
             ext_authz,
+            shadow_policies: self.shadow_policies.clone(),
             authzen_listen: self
                 .authzen_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),

@@ -38,6 +38,9 @@ pub mod reason {
     pub const APPROVAL_USES_EXHAUSTED: &str = "warrant:approval-uses-exhausted";
     /// A use of a limited approval could not be recorded, so it is not allowed.
     pub const APPROVAL_USE_NOT_RECORDED: &str = "warrant:approval-use-not-recorded";
+    /// The shadow (candidate) policies cannot take the request: their schema lacks the action,
+    /// or the request does not fit it.
+    pub const NOT_DECIDABLE_BY_CANDIDATE: &str = "warrant:not-decidable-by-candidate";
 }
 
 /// Durable, atomic counting of the uses of limited approvals (`max_uses`).
@@ -159,6 +162,17 @@ pub struct Decision {
     pub valid_until: UnixMillis,
     pub policy_version: Arc<str>,
     pub request_id: Option<String>,
+    /// What the shadow (candidate) policies would have decided, when they are configured.
+    pub shadow: Option<ShadowVerdict>,
+}
+
+/// A candidate policy set's verdict on a request it does not answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShadowVerdict {
+    pub effect: Effect,
+    pub reasons: Vec<String>,
+    pub error_count: usize,
+    pub policy_version: Arc<str>,
 }
 
 /// The policies and facts one decision is made from, always taken together. Either part can
@@ -197,6 +211,8 @@ pub struct Engine {
     cache: Option<DecisionCache>,
     /// `None`: a limited approval allows nothing.
     uses: Option<std::sync::Arc<dyn UseCounter>>,
+    /// Candidate policies evaluated beside the active ones, answering nothing.
+    shadow: arc_swap::ArcSwapOption<PolicySnapshot>,
 }
 
 /// What Warrant resolved before evaluating, carried into the decision.
@@ -281,7 +297,14 @@ impl Engine {
             settings,
             authorizer: Authorizer::new(),
             uses: None,
+            shadow: arc_swap::ArcSwapOption::empty(),
         }
+    }
+
+    /// Evaluates every later request against `candidate` too, recording what it would have
+    /// decided (`Decision::shadow`) without letting it answer. `None` stops that.
+    pub fn set_shadow(&self, candidate: Option<Arc<PolicySnapshot>>) {
+        self.shadow.store(candidate);
     }
 
     /// Counts the uses of limited approvals with `uses`.
@@ -339,7 +362,7 @@ impl Engine {
     pub fn explain(&self, request: &CheckRequest) -> Result<Explanation, InvalidRequest> {
         let snapshot = self.snapshot.load_full();
         let now = self.clock.now();
-        let decision = self.evaluate(&snapshot, request, now)?;
+        let decision = self.evaluate(&snapshot, None, request, now)?;
         let (principal_uid, action_uid, resource_uid) = parse_names(&snapshot.policies, request)?;
         let resolved = Resolved::of(&snapshot.facts, request, principal_uid, resource_uid);
         let policies = match self.cedar_request(&snapshot, request, &resolved, action_uid, now)? {
@@ -383,8 +406,9 @@ impl Engine {
         request: &CheckRequest,
         now: UnixMillis,
     ) -> Result<Decision, InvalidRequest> {
+        let shadow = self.shadow.load_full();
         let Some(cache) = &self.cache else {
-            return self.evaluate(snapshot, request, now);
+            return self.evaluate(snapshot, shadow.as_ref(), request, now);
         };
         // A malformed request is never cached, so looking up before validating is safe.
         let key = CacheKey {
@@ -395,6 +419,7 @@ impl Engine {
             approval_id: request.approval_id.clone(),
             policy_version: Arc::clone(&snapshot.policies.version),
             facts_version: Arc::clone(&snapshot.facts.version),
+            shadow_version: shadow.as_ref().map(|s| Arc::clone(&s.version)),
         };
         if let Some(entry) = cache.get(&key, now) {
             let mut decision = entry.decision.clone();
@@ -405,15 +430,19 @@ impl Engine {
             decision.request_id = request.request_id.clone();
             return Ok(decision);
         }
-        let decision = self.evaluate(snapshot, request, now)?;
-        // Errors are never cached; nor is anything under policies that do arithmetic on time,
-        // nor anything about a limited approval (each allow must take a use).
+        let decision = self.evaluate(snapshot, shadow.as_ref(), request, now)?;
+        // Errors are never cached (the shadow set's neither); nor is anything under policies
+        // that do arithmetic on time, nor anything about a limited approval (each allow must
+        // take a use).
         let limited = decision
             .provenance
             .approval
             .as_ref()
             .is_some_and(|evidence| evidence.approval.max_uses.is_some());
-        if decision.errors.is_empty() && !snapshot.policies.time_use.arithmetic && !limited {
+        let arithmetic = snapshot.policies.time_use.arithmetic
+            || shadow.as_ref().is_some_and(|s| s.time_use.arithmetic);
+        let shadow_failed = decision.shadow.as_ref().is_some_and(|s| s.error_count > 0);
+        if decision.errors.is_empty() && !arithmetic && !limited && !shadow_failed {
             cache.insert(
                 key,
                 CachedDecision {
@@ -428,6 +457,7 @@ impl Engine {
     fn evaluate(
         &self,
         snapshot: &Snapshot,
+        shadow: Option<&Arc<PolicySnapshot>>,
         request: &CheckRequest,
         now: UnixMillis,
     ) -> Result<Decision, InvalidRequest> {
@@ -446,7 +476,18 @@ impl Engine {
         let verdict = match self.verdict(snapshot, request, &resolved, action_uid, now)? {
             Ok(verdict) | Err(verdict) => verdict,
         };
-        Ok(self.stamp(snapshot, request, &resolved, now, verdict))
+        let shadow_verdict = shadow
+            .map(|candidate| self.shadow_verdict(snapshot, candidate, request, &resolved, now));
+        let mut decision = self.stamp(
+            snapshot,
+            shadow.map(|s| &**s),
+            request,
+            &resolved,
+            now,
+            verdict,
+        );
+        decision.shadow = shadow_verdict;
+        Ok(decision)
     }
 
     /// The verdict on a well-formed request: `Err` holds a deny Warrant gave before Cedar ran.
@@ -564,69 +605,79 @@ impl Engine {
         resolved: &Resolved<'_>,
         response: cedar_policy::Response,
     ) -> Result<Result<Verdict, Verdict>, InvalidRequest> {
-        let diagnostics = response.diagnostics();
-        let errors: Vec<PolicyError> = diagnostics
-            .errors()
-            .map(|error| {
-                let cedar_policy::AuthorizationError::PolicyEvaluationError(error) = error;
-                PolicyError {
-                    policy_id: error.policy_id().to_string(),
-                    message: error.inner().to_string(),
+        let mut verdict = cedar_verdict(&response);
+        if verdict.effect == Effect::Allow
+            && let Some((approval, max_uses)) =
+                resolved.approval.and_then(|a| Some((a, a.max_uses?)))
+        {
+            let id = approval.uid.id().unescaped();
+            let counted = match &self.uses {
+                Some(uses) => uses.consume(id, max_uses),
+                None => Err("no use counter is configured".to_owned()),
+            };
+            match counted {
+                Ok(Some(number)) => verdict.approval_use = Some(number),
+                Ok(None) => {
+                    return Ok(Err(Verdict::warrant_deny(reason::APPROVAL_USES_EXHAUSTED)));
                 }
-            })
-            .collect();
-        let mut reasons: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
-        reasons.sort_unstable();
-        // Fail closed: Cedar skips a policy that errors, so a skipped forbid could have let an
-        // allow through. Any error at all is a deny.
-        let mut approval_use = None;
-        let effect = if !errors.is_empty() {
-            reasons.push(reason::EVALUATION_ERROR.to_owned());
-            Effect::Deny
-        } else if response.decision() == CedarDecision::Allow {
-            match resolved.approval.and_then(|a| Some((a, a.max_uses?))) {
-                None => Effect::Allow,
-                Some((approval, max_uses)) => {
-                    let id = approval.uid.id().unescaped();
-                    let counted = match &self.uses {
-                        Some(uses) => uses.consume(id, max_uses),
-                        None => Err("no use counter is configured".to_owned()),
-                    };
-                    match counted {
-                        Ok(Some(number)) => {
-                            approval_use = Some(number);
-                            Effect::Allow
-                        }
-                        Ok(None) => {
-                            return Ok(Err(Verdict::warrant_deny(reason::APPROVAL_USES_EXHAUSTED)));
-                        }
-                        Err(error) => {
-                            tracing::error!(approval = id, %error, "cannot record a use of a limited approval; denying");
-                            return Ok(Err(Verdict::warrant_deny(
-                                reason::APPROVAL_USE_NOT_RECORDED,
-                            )));
-                        }
-                    }
+                Err(error) => {
+                    tracing::error!(approval = id, %error, "cannot record a use of a limited approval; denying");
+                    return Ok(Err(Verdict::warrant_deny(
+                        reason::APPROVAL_USE_NOT_RECORDED,
+                    )));
                 }
             }
-        } else {
-            if reasons.is_empty() {
-                reasons.push(reason::NO_PERMITTING_POLICY.to_owned());
+        }
+        Ok(Ok(verdict))
+    }
+
+    /// What the candidate (shadow) policies would have decided: the same facts, the same
+    /// request, the same fail-closed rules, but no approval use is taken and nothing answers.
+    fn shadow_verdict(
+        &self,
+        snapshot: &Snapshot,
+        candidate: &Arc<PolicySnapshot>,
+        request: &CheckRequest,
+        resolved: &Resolved<'_>,
+        now: UnixMillis,
+    ) -> ShadowVerdict {
+        let verdict = match candidate.actions.get(&request.action) {
+            None => Verdict::warrant_deny(reason::NOT_DECIDABLE_BY_CANDIDATE),
+            Some(action_uid) => {
+                let under_candidate = Snapshot {
+                    policies: Arc::clone(candidate),
+                    facts: Arc::clone(&snapshot.facts),
+                };
+                match self.cedar_request(
+                    &under_candidate,
+                    request,
+                    resolved,
+                    action_uid.clone(),
+                    now,
+                ) {
+                    Err(_) => Verdict::warrant_deny(reason::NOT_DECIDABLE_BY_CANDIDATE),
+                    Ok(Err(verdict)) => verdict,
+                    Ok(Ok(cedar_request)) => cedar_verdict(&self.authorizer.is_authorized(
+                        &cedar_request,
+                        &candidate.policies,
+                        &snapshot.facts.entities,
+                    )),
+                }
             }
-            Effect::Deny
         };
-        Ok(Ok(Verdict {
-            effect,
-            reasons,
-            errors,
-            approval_use,
-        }))
+        ShadowVerdict {
+            effect: verdict.effect,
+            reasons: verdict.reasons,
+            error_count: verdict.errors.len(),
+            policy_version: Arc::clone(&candidate.version),
+        }
     }
 
     /// Gives a verdict its id, time, validity and evidence.
     fn stamp(
         &self,
         snapshot: &Snapshot,
+        shadow: Option<&PolicySnapshot>,
         request: &CheckRequest,
         resolved: &Resolved<'_>,
         now: UnixMillis,
@@ -647,7 +698,9 @@ impl Engine {
             Effect::Deny => self.settings.deny_max_age_ms,
         };
         let time_use = &snapshot.policies.time_use;
-        let valid_until = if time_use.arithmetic {
+        // A shadow set's verdict is cached with the decision, so its times count too.
+        let shadow_time = shadow.map(|s| &s.time_use);
+        let valid_until = if time_use.arithmetic || shadow_time.is_some_and(|t| t.arithmetic) {
             // The policies compute with the clock: the answer is known for this millisecond only.
             now.saturating_add_millis(1)
         } else {
@@ -658,9 +711,11 @@ impl Engine {
                 .into_iter()
                 .chain(resolved.approval.map(|approval| &approval.uid))
                 .chain(&time_use.entity_literals)
+                .chain(shadow_time.into_iter().flat_map(|t| &t.entity_literals))
                 .map(|uid| facts.time_bounds(uid));
             let horizon = now.saturating_add_millis(max_age);
             read.chain([time_use.datetime_literals.as_slice()])
+                .chain(shadow_time.map(|t| t.datetime_literals.as_slice()))
                 .filter_map(|bounds| next_change(bounds, now))
                 .fold(horizon, UnixMillis::min)
         };
@@ -689,6 +744,7 @@ impl Engine {
             valid_until,
             policy_version: Arc::clone(&snapshot.policies.version),
             request_id: request.request_id.clone(),
+            shadow: None,
         }
     }
 }
@@ -702,6 +758,41 @@ fn next_change(bounds: &[UnixMillis], now: UnixMillis) -> Option<UnixMillis> {
         Some(bound) if *bound == now => Some(now.saturating_add_millis(1)),
         Some(bound) => Some(*bound),
         None => None,
+    }
+}
+
+/// Cedar's answer under Warrant's rules: any policy error denies (Cedar skips a policy that
+/// errors, so a skipped forbid could have let an allow through); a deny says why.
+fn cedar_verdict(response: &cedar_policy::Response) -> Verdict {
+    let diagnostics = response.diagnostics();
+    let errors: Vec<PolicyError> = diagnostics
+        .errors()
+        .map(|error| {
+            let cedar_policy::AuthorizationError::PolicyEvaluationError(error) = error;
+            PolicyError {
+                policy_id: error.policy_id().to_string(),
+                message: error.inner().to_string(),
+            }
+        })
+        .collect();
+    let mut reasons: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
+    reasons.sort_unstable();
+    let effect = if !errors.is_empty() {
+        reasons.push(reason::EVALUATION_ERROR.to_owned());
+        Effect::Deny
+    } else if response.decision() == CedarDecision::Allow {
+        Effect::Allow
+    } else {
+        if reasons.is_empty() {
+            reasons.push(reason::NO_PERMITTING_POLICY.to_owned());
+        }
+        Effect::Deny
+    };
+    Verdict {
+        effect,
+        reasons,
+        errors,
+        approval_use: None,
     }
 }
 

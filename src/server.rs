@@ -79,6 +79,17 @@ pub async fn serve(
         "policies and facts loaded from {}",
         config.policies.display()
     );
+    if let Some(dir) = &config.shadow_policies {
+        let candidate = PolicySnapshot::load(dir)
+            .with_context(|| format!("the shadow policies in {}", dir.display()))?;
+        tracing::info!(
+            policy_version = %candidate.version,
+            policies = candidate.policy_count(),
+            "shadow policies loaded from {}: evaluated beside the active set, answering nothing",
+            dir.display()
+        );
+        engine.set_shadow(Some(Arc::new(candidate)));
+    }
     // Kept alive while serving; dropping it stops the watching.
     let _watcher = match control.watch() {
         Ok(watcher) => Some(watcher),

@@ -107,6 +107,9 @@ pub struct Metrics {
     ledger_append: Histogram,
     /// Decisions in which a policy failed to evaluate (each a deny).
     evaluation_errors: AtomicU64,
+    /// Decisions the shadow policies agreed and disagreed with.
+    shadow_agreed: AtomicU64,
+    shadow_disagreed: AtomicU64,
 }
 
 impl Metrics {
@@ -131,6 +134,16 @@ impl Metrics {
 
     pub fn ledger_append(&self, elapsed: Duration) {
         self.ledger_append.observe(elapsed);
+    }
+
+    /// One decision that the shadow policies also judged.
+    pub fn shadow(&self, agreed: bool) {
+        let counter = if agreed {
+            &self.shadow_agreed
+        } else {
+            &self.shadow_disagreed
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn evaluation_error(&self) {
@@ -226,6 +239,18 @@ impl Metrics {
             out,
             "warrant_evaluation_errors_total {}",
             self.evaluation_errors.load(Ordering::Relaxed)
+        );
+        family(
+            &mut out,
+            "warrant_shadow_decisions_total",
+            "counter",
+            "Decisions the shadow (candidate) policies also judged, by whether they agreed with the answer.",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_shadow_decisions_total{{agreement=\"agree\"}} {}\nwarrant_shadow_decisions_total{{agreement=\"disagree\"}} {}",
+            self.shadow_agreed.load(Ordering::Relaxed),
+            self.shadow_disagreed.load(Ordering::Relaxed)
         );
         family(
             &mut out,

@@ -133,6 +133,9 @@ impl Decider {
             if !decision.errors.is_empty() {
                 self.metrics.evaluation_error();
             }
+            if let Some(shadow) = &decision.shadow {
+                self.metrics.shadow(shadow.effect == decision.effect);
+            }
         }
     }
 }

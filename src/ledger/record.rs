@@ -34,6 +34,16 @@ pub struct ApprovalRecord {
     pub valid_at_decision: bool,
 }
 
+/// A candidate policy set's verdict, beside the one that answered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShadowRecord {
+    /// "ALLOW" or "DENY".
+    pub decision: String,
+    pub error_count: usize,
+    pub policy_version: String,
+    pub reasons: Vec<String>,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorRecord {
     pub message: String,
@@ -66,6 +76,9 @@ pub struct Record {
     pub request_id: Option<String>,
     pub resource: EntityRef,
     pub resource_scopes: Vec<EntityRef>,
+    /// What the shadow (candidate) policies would have decided; absent without them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shadow: Option<ShadowRecord>,
     pub time: String,
     pub trace_id: Option<String>,
     pub valid_until: String,
@@ -208,6 +221,15 @@ impl Record {
             request_id: decision.request_id.clone(),
             trace_id: None,
             context: serde_json::Value::Object(masked_fields(&request.context, mask_keys)),
+            shadow: decision.shadow.as_ref().map(|shadow| ShadowRecord {
+                decision: match shadow.effect {
+                    Effect::Allow => "ALLOW".into(),
+                    Effect::Deny => "DENY".into(),
+                },
+                error_count: shadow.error_count,
+                policy_version: shadow.policy_version.to_string(),
+                reasons: shadow.reasons.clone(),
+            }),
         }
     }
 }
@@ -245,6 +267,13 @@ mod tests {
             request_id: None,
             trace_id: None,
             context,
+            // Present, so that the canonical-JSON tests cover its place among the fields.
+            shadow: Some(ShadowRecord {
+                decision: "DENY".into(),
+                error_count: 0,
+                policy_version: "sha256:candidate".into(),
+                reasons: vec!["freeze".into()],
+            }),
         }
     }
 
