@@ -359,11 +359,20 @@ impl Control {
     ) -> Result<(), ControlError> {
         let key = uid.to_string();
         let previous = state.live.insert(key.clone(), entity.clone());
-        let built = merged(
-            &state.policies.schema,
-            &state.base,
-            live_entities(&state.live),
-        );
+        // Most changes (an identity's status or owner, an approval granted or revoked) update
+        // the current facts in place; anything else rebuilds them from the file and the overlay.
+        let current = Arc::clone(&self.engine.snapshot().facts);
+        let built = match current
+            .with_changes(&state.policies.schema, std::slice::from_ref(&entity.entity))
+        {
+            Ok(Some(facts)) => Ok(facts),
+            Ok(None) => merged(
+                &state.policies.schema,
+                &state.base,
+                live_entities(&state.live),
+            ),
+            Err(error) => Err(error.to_string()),
+        };
         let persisted = match built {
             Ok(facts) => self
                 .store

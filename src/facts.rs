@@ -107,6 +107,10 @@ pub struct Facts {
     /// every entity reachable from it through entity-valued attributes, sorted. A decision that
     /// reads an entity can only change when the clock crosses one of these.
     time_bounds: HashMap<EntityUid, Arc<[UnixMillis]>>,
+    /// Each entity's own datetimes and entity references, and who refers to whom the other
+    /// way: what an incremental update needs to redo only the affected `time_bounds`.
+    direct_times: HashMap<EntityUid, Arc<TimeReferences>>,
+    referrers: HashMap<EntityUid, Vec<EntityUid>>,
     /// `sha256:` of the facts' JSON text (the file's, plus the live changes if there are any).
     pub version: Arc<str>,
 }
@@ -196,7 +200,7 @@ impl Facts {
                 resource_scopes.insert(uid.clone(), scopes_nearest_first(&entities, &uid));
             }
         }
-        let time_bounds = time_bounds_by_entity(&entities)?;
+        let (time_bounds, direct_times, referrers) = time_bounds_by_entity(&entities)?;
         let version = format!("sha256:{:x}", Sha256::digest(text.as_bytes())).into();
         Ok(Facts {
             entities,
@@ -205,8 +209,136 @@ impl Facts {
             resource_scopes,
             spiffe_ids,
             time_bounds,
+            direct_times,
+            referrers,
             version,
         })
+    }
+
+    /// These facts with `changes` (entities in Cedar's JSON form) in place of the entities of
+    /// the same uid, or added, without re-reading the others: for the admin API's changes to
+    /// identities and approvals. `Ok(None)` when a change is of a shape this cannot apply
+    /// exactly (another entity type, or different parents for an existing entity): build the
+    /// facts afresh then. The version chains the old one with the changes.
+    pub fn with_changes(
+        &self,
+        schema: &Schema,
+        changes: &[serde_json::Value],
+    ) -> Result<Option<Self>, FactsError> {
+        let parsed =
+            Entities::from_json_value(serde_json::Value::Array(changes.to_vec()), Some(schema))
+                .map_err(|error| FactsError::Invalid(error_chain(&error)))?;
+        let principal_types: Vec<String> = schema.principals().map(|t| t.to_string()).collect();
+        let resource_types: Vec<String> = schema.resources().map(|t| t.to_string()).collect();
+        let mut changed = Vec::new();
+        // (Parsing with a schema adds the schema's action entities: only the changes count.)
+        for change in changes {
+            let uid = EntityUid::from_json(change["uid"].clone())
+                .map_err(|error| FactsError::Invalid(format!("bad `uid`: {error}")))?;
+            let Some(entity) = parsed.get(&uid) else {
+                return Ok(None);
+            };
+            let type_name = uid.type_name().to_string();
+            if type_name != APPROVAL_TYPE && !principal_types.contains(&type_name) {
+                return Ok(None);
+            }
+            // New parents would change ancestors elsewhere: only a full build gets that right.
+            let parents: std::collections::BTreeSet<String> = parents_of(entity)?;
+            match self.entities.get(&uid) {
+                Some(old) if parents_of(old)? != parents => return Ok(None),
+                // An entity others already name (as a parent or in an attribute) but that did
+                // not exist: also left to a full build.
+                None if self.referrers.contains_key(&uid) => return Ok(None),
+                _ => {}
+            }
+            changed.push(entity.clone());
+        }
+        let entities = self
+            .entities
+            .clone()
+            .upsert_entities(changed.iter().cloned(), None)
+            .map_err(|error| FactsError::Invalid(error_chain(&error)))?;
+
+        let mut identities = self.identities.clone();
+        let mut approvals = self.approvals.clone();
+        let mut resource_scopes = self.resource_scopes.clone();
+        let mut spiffe_ids = self.spiffe_ids.clone();
+        let mut direct_times = self.direct_times.clone();
+        let mut referrers = self.referrers.clone();
+        let mut affected = Vec::new();
+        for entity in &changed {
+            let uid = entity.uid();
+            let bad = |message: String| FactsError::BadEntity {
+                entity: uid.to_string(),
+                message,
+            };
+            let entity = entities.get(&uid).expect("just upserted");
+            let type_name = uid.type_name().to_string();
+            if type_name == APPROVAL_TYPE {
+                let approval = read_approval(entity, &entities, &principal_types).map_err(bad)?;
+                approvals.insert(uid.id().unescaped().to_owned(), Arc::new(approval));
+            } else {
+                identities.insert(
+                    uid.clone(),
+                    Arc::new(read_identity(entity, &entities).map_err(bad)?),
+                );
+                spiffe_ids.retain(|_, owner| owner != &uid);
+                if let Some(spiffe_id) = string_attr(entity, "spiffe_id").map_err(bad)?
+                    && let Some(other) = spiffe_ids.insert(spiffe_id.clone(), uid.clone())
+                {
+                    return Err(bad(format!("spiffe_id {spiffe_id:?} is also {other}'s")));
+                }
+            }
+            if resource_types.contains(&type_name) {
+                resource_scopes.insert(uid.clone(), scopes_nearest_first(&entities, &uid));
+            }
+            // Time bounds: this entity's own references, and everyone who reaches it.
+            let found = direct_times_of(entity)?;
+            if let Some(old) = direct_times.get(&uid) {
+                for reference in &old.entities {
+                    if let Some(list) = referrers.get_mut(reference) {
+                        list.retain(|r| r != &uid);
+                    }
+                }
+            }
+            for reference in &found.entities {
+                referrers
+                    .entry(reference.clone())
+                    .or_default()
+                    .push(uid.clone());
+            }
+            direct_times.insert(uid.clone(), Arc::new(found));
+            affected.push(uid);
+        }
+        let mut time_bounds = self.time_bounds.clone();
+        let mut seen: std::collections::HashSet<EntityUid> = affected.iter().cloned().collect();
+        while let Some(uid) = affected.pop() {
+            match closure_of(&uid, &direct_times) {
+                Some(times) => time_bounds.insert(uid.clone(), times),
+                None => time_bounds.remove(&uid),
+            };
+            for referrer in referrers.get(&uid).into_iter().flatten() {
+                if seen.insert(referrer.clone()) {
+                    affected.push(referrer.clone());
+                }
+            }
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(self.version.as_bytes());
+        for change in changes {
+            hasher.update(change.to_string().as_bytes());
+        }
+        Ok(Some(Facts {
+            entities,
+            identities,
+            approvals,
+            resource_scopes,
+            spiffe_ids,
+            time_bounds,
+            direct_times,
+            referrers,
+            version: format!("sha256:{:x}", hasher.finalize()).into(),
+        }))
     }
 
     /// Every `datetime` a decision that reads `uid` might compare the clock with (see
@@ -217,7 +349,7 @@ impl Facts {
 }
 
 /// The datetimes an entity holds and the entities it refers to, read from its JSON form.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct TimeReferences {
     datetimes: Vec<UnixMillis>,
     entities: Vec<EntityUid>,
@@ -253,53 +385,73 @@ impl TimeReferences {
     }
 }
 
-fn time_bounds_by_entity(
-    entities: &Entities,
-) -> Result<HashMap<EntityUid, Arc<[UnixMillis]>>, FactsError> {
-    let mut direct: HashMap<EntityUid, TimeReferences> = HashMap::new();
+/// An entity's own datetimes and references, from its JSON form.
+fn direct_times_of(entity: &Entity) -> Result<TimeReferences, FactsError> {
+    let bad = |message: String| FactsError::BadEntity {
+        entity: entity.uid().to_string(),
+        message,
+    };
+    let json = entity.to_json_value().map_err(|e| bad(e.to_string()))?;
+    let mut found = TimeReferences::default();
+    for part in ["attrs", "tags"] {
+        if let Some(value) = json.get(part) {
+            found.collect(value).map_err(bad)?;
+        }
+    }
+    Ok(found)
+}
+
+/// Every datetime reachable from `uid` through entity references, sorted; `None` for none.
+fn closure_of(
+    uid: &EntityUid,
+    direct: &HashMap<EntityUid, Arc<TimeReferences>>,
+) -> Option<Arc<[UnixMillis]>> {
+    let mut seen = std::collections::HashSet::from([uid]);
+    let mut queue = vec![uid];
+    let mut times = Vec::new();
+    while let Some(next) = queue.pop() {
+        let Some(found) = direct.get(next) else {
+            continue;
+        };
+        times.extend_from_slice(&found.datetimes);
+        for reference in &found.entities {
+            if seen.insert(reference) {
+                queue.push(reference);
+            }
+        }
+    }
+    if times.is_empty() {
+        return None;
+    }
+    times.sort_unstable();
+    times.dedup();
+    Some(Arc::from(times))
+}
+
+type TimeIndexes = (
+    HashMap<EntityUid, Arc<[UnixMillis]>>,
+    HashMap<EntityUid, Arc<TimeReferences>>,
+    HashMap<EntityUid, Vec<EntityUid>>,
+);
+
+fn time_bounds_by_entity(entities: &Entities) -> Result<TimeIndexes, FactsError> {
+    let mut direct: HashMap<EntityUid, Arc<TimeReferences>> = HashMap::new();
+    let mut referrers: HashMap<EntityUid, Vec<EntityUid>> = HashMap::new();
     for entity in entities.iter() {
-        let json = entity
-            .to_json_value()
-            .map_err(|error| FactsError::BadEntity {
-                entity: entity.uid().to_string(),
-                message: error.to_string(),
-            })?;
-        let mut found = TimeReferences::default();
-        for part in ["attrs", "tags"] {
-            if let Some(value) = json.get(part) {
-                found
-                    .collect(value)
-                    .map_err(|message| FactsError::BadEntity {
-                        entity: entity.uid().to_string(),
-                        message,
-                    })?;
-            }
+        let found = direct_times_of(entity)?;
+        for reference in &found.entities {
+            referrers
+                .entry(reference.clone())
+                .or_default()
+                .push(entity.uid());
         }
-        direct.insert(entity.uid(), found);
+        direct.insert(entity.uid(), Arc::new(found));
     }
-    let mut bounds = HashMap::new();
-    for uid in direct.keys() {
-        let mut seen = std::collections::HashSet::from([uid]);
-        let mut queue = vec![uid];
-        let mut times = Vec::new();
-        while let Some(next) = queue.pop() {
-            let Some(found) = direct.get(next) else {
-                continue;
-            };
-            times.extend_from_slice(&found.datetimes);
-            for reference in &found.entities {
-                if seen.insert(reference) {
-                    queue.push(reference);
-                }
-            }
-        }
-        if !times.is_empty() {
-            times.sort_unstable();
-            times.dedup();
-            bounds.insert(uid.clone(), Arc::from(times));
-        }
-    }
-    Ok(bounds)
+    let bounds = direct
+        .keys()
+        .filter_map(|uid| closure_of(uid, &direct).map(|times| (uid.clone(), times)))
+        .collect();
+    Ok((bounds, direct, referrers))
 }
 
 /// Why a facts file was refused (without its path).
@@ -367,6 +519,20 @@ fn datetime_attr(entity: &Entity, name: &str) -> Result<Option<UnixMillis>, Stri
 
 fn required<T>(value: Result<Option<T>, String>, name: &str) -> Result<T, String> {
     value?.ok_or_else(|| format!("approval needs attribute `{name}`"))
+}
+
+/// An entity's parents, as text (for comparing two versions of it).
+fn parents_of(entity: &Entity) -> Result<std::collections::BTreeSet<String>, FactsError> {
+    let json = entity.to_json_value().map_err(|e| FactsError::BadEntity {
+        entity: entity.uid().to_string(),
+        message: e.to_string(),
+    })?;
+    Ok(json["parents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(ToString::to_string)
+        .collect())
 }
 
 fn read_identity(entity: &Entity, entities: &Entities) -> Result<Identity, String> {

@@ -318,3 +318,145 @@ proptest! {
         }
     }
 }
+
+/// One admin-style change to the bundled facts, as the admin API would write it.
+#[derive(Debug, Clone)]
+enum FactChange {
+    Status(usize, usize),
+    Owner(usize, usize),
+    Revoke(usize, bool),
+    Grant(usize, usize, i64),
+    NewIdentity(usize, usize),
+}
+
+const IDENTITIES: [(&str, &str); 4] = [
+    ("ServiceAccount", "deploy-bot"),
+    ("ServiceAccount", "db-admin"),
+    ("ApiKey", "pipeline-etl"),
+    ("Agent", "procurement-agent"),
+];
+const HUMANS: [&str; 3] = ["alice", "bob", "carol"];
+const STATUSES: [&str; 3] = ["active", "suspended", "retired"];
+const APPROVALS: [&str; 4] = ["CHG-1042", "CHG-1043", "TASK-77", "INC-311"];
+
+fn fact_change() -> impl Strategy<Value = FactChange> {
+    prop_oneof![
+        (0..4usize, 0..3usize).prop_map(|(i, s)| FactChange::Status(i, s)),
+        (0..4usize, 0..3usize).prop_map(|(i, h)| FactChange::Owner(i, h)),
+        (0..4usize, any::<bool>()).prop_map(|(a, r)| FactChange::Revoke(a, r)),
+        (0..4usize, 0..6usize, 1..5_000i64).prop_map(|(i, n, h)| FactChange::Grant(i, n, h)),
+        (0..3usize, 0..4usize).prop_map(|(h, n)| FactChange::NewIdentity(h, n)),
+    ]
+}
+
+/// The entity JSON a change writes, from the current form of the entity it changes.
+fn apply(change: &FactChange, current: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
+    use serde_json::json;
+    let key = |t: &str, id: &str| format!("{t}::\"{id}\"");
+    let entity = |t: &str, id: &str| json!({"__entity": {"type": t, "id": id}});
+    match change {
+        FactChange::Status(i, s) => {
+            let (t, id) = IDENTITIES[*i];
+            let mut e = current[&key(t, id)].clone();
+            e["attrs"]["status"] = json!(STATUSES[*s]);
+            e
+        }
+        FactChange::Owner(i, h) => {
+            let (t, id) = IDENTITIES[*i];
+            let mut e = current[&key(t, id)].clone();
+            e["attrs"]["owner"] = entity("Human", HUMANS[*h]);
+            e
+        }
+        FactChange::Revoke(a, revoked) => {
+            let mut e = current[&key("Approval", APPROVALS[*a])].clone();
+            e["attrs"]["revoked"] = json!(revoked);
+            e
+        }
+        FactChange::Grant(i, n, hours) => {
+            let (t, id) = IDENTITIES[*i];
+            let at = |h: i64| {
+                json!({"__extn": {"fn": "datetime",
+                    "arg": UnixMillis(1_790_000_000_000 + h * 3_600_000).to_cedar_datetime()}})
+            };
+            json!({
+                "uid": {"type": "Approval", "id": format!("live-{n}")},
+                "attrs": {
+                    "ticket": format!("CHG-L{n}"), "approver": entity("Human", "alice"),
+                    "actions": [entity("Action", "update"), entity("Action", "read")],
+                    "scope": entity("Scope", "production"), "not_before": at(0),
+                    "expires_at": at(*hours), "revoked": false,
+                },
+                "parents": [{"type": t, "id": id}],
+            })
+        }
+        FactChange::NewIdentity(h, n) => json!({
+            "uid": {"type": "Agent", "id": format!("agent-{n}")},
+            "attrs": {
+                "owner": entity("Human", HUMANS[*h]), "status": "active",
+                "environment": "production", "scopes": [entity("Scope", "production")],
+                "spiffe_id": format!("spiffe://test/agent-{n}"),
+            },
+            "parents": [],
+        }),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(100))]
+
+    /// Facts updated in place (the admin API's fast path) equal facts built afresh from the
+    /// file with the same changes, in everything a decision reads.
+    #[test]
+    fn facts_updated_in_place_equal_facts_built_afresh(
+        changes in proptest::collection::vec(fact_change(), 1..12)
+    ) {
+        let dir = common::bundled_policies();
+        let policies = warrant::policy::PolicySnapshot::load(&dir).unwrap();
+        let base = warrant::facts::load_entities_file(&dir).unwrap();
+        let mut overlay: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+        let mut facts = warrant::facts::merged(&policies.schema, &base, std::iter::empty()).unwrap();
+        for change in &changes {
+            let mut current = base.clone();
+            current.extend(overlay.clone());
+            let written = apply(change, &current);
+            let uid = cedar_policy::EntityUid::from_json(written["uid"].clone()).unwrap();
+            overlay.insert(uid.to_string(), written.clone());
+            let updated = facts
+                .with_changes(&policies.schema, std::slice::from_ref(&written))
+                .unwrap();
+            let fresh = warrant::facts::merged(
+                &policies.schema,
+                &base,
+                overlay.iter().map(|(k, v)| (k.as_str(), v)),
+            )
+            .unwrap();
+            // Changes to existing identities and approvals always take the fast path.
+            if matches!(change, FactChange::Status(..) | FactChange::Owner(..) | FactChange::Revoke(..)) {
+                prop_assert!(updated.is_some(), "{:?} was not applied in place", change);
+            }
+            let Some(updated) = updated else {
+                // A change the fast path leaves to a full build: nothing to compare.
+                facts = fresh;
+                continue;
+            };
+            facts = updated;
+            prop_assert_eq!(&facts.identities, &fresh.identities);
+            prop_assert_eq!(&facts.approvals, &fresh.approvals);
+            prop_assert_eq!(&facts.resource_scopes, &fresh.resource_scopes);
+            prop_assert_eq!(&facts.spiffe_ids, &fresh.spiffe_ids);
+            for entity in fresh.entities.iter() {
+                let uid = entity.uid();
+                let mine = facts.entities.get(&uid).expect("the same entities");
+                prop_assert_eq!(mine.to_json_value().unwrap(), entity.to_json_value().unwrap());
+                let ancestors = |e: &cedar_policy::Entities| {
+                    let mut all: Vec<String> = e.ancestors(&uid).into_iter().flatten().map(ToString::to_string).collect();
+                    all.sort();
+                    all
+                };
+                prop_assert_eq!(ancestors(&facts.entities), ancestors(&fresh.entities));
+                prop_assert_eq!(facts.time_bounds(&uid), fresh.time_bounds(&uid));
+            }
+            prop_assert_eq!(facts.entities.len(), fresh.entities.len());
+        }
+    }
+}
