@@ -204,6 +204,9 @@ pub struct Control {
     engine: Arc<Engine>,
     store: Arc<LiveStore>,
     policies_dir: PathBuf,
+    /// Candidate policies evaluated beside the active ones (`--shadow-policies`), reloaded with
+    /// them.
+    shadow_dir: Option<PathBuf>,
     clock: Arc<dyn Clock>,
     rules: Rules,
     state: Mutex<State>,
@@ -245,6 +248,7 @@ impl Control {
             engine: Arc::new(engine),
             store,
             policies_dir: policies_dir.to_path_buf(),
+            shadow_dir: None,
             rules,
             state: Mutex::new(State {
                 policies,
@@ -257,6 +261,22 @@ impl Control {
             }),
             clock,
         })
+    }
+
+    /// Evaluates the candidate policies in `dir` beside the active ones from now on, and
+    /// reloads them whenever the active ones are reloaded.
+    pub fn with_shadow(mut self, dir: &Path) -> anyhow::Result<Self> {
+        let candidate = PolicySnapshot::load(dir)
+            .map_err(|e| anyhow::anyhow!("the shadow policies in {}: {e}", dir.display()))?;
+        tracing::info!(
+            policy_version = %candidate.version,
+            policies = candidate.policy_count(),
+            "shadow policies loaded from {}: evaluated beside the active set, answering nothing",
+            dir.display()
+        );
+        self.engine.set_shadow(Some(Arc::new(candidate)));
+        self.shadow_dir = Some(dir.to_path_buf());
+        Ok(self)
     }
 
     pub fn engine(&self) -> &Arc<Engine> {
@@ -285,11 +305,24 @@ impl Control {
                 let base =
                     load_entities_file(&self.policies_dir).map_err(|error| error.to_string())?;
                 let facts = merged(&policies.schema, &base, live_entities(&state.live))?;
-                Ok((policies, base, facts))
+                let candidate = match &self.shadow_dir {
+                    Some(dir) => Some(PolicySnapshot::load(dir).map_err(|error| {
+                        format!("the shadow policies in {}: {error}", dir.display())
+                    })?),
+                    None => None,
+                };
+                Ok((policies, base, facts, candidate))
             });
         let now = self.clock.now();
         match loaded {
-            Ok((policies, base, facts)) => {
+            Ok((policies, base, facts, candidate)) => {
+                if let Some(candidate) = candidate {
+                    let current = self.engine.shadow().map(|s| Arc::clone(&s.version));
+                    if current.as_deref() != Some(&*candidate.version) {
+                        tracing::info!(policy_version = %candidate.version, "shadow policies reloaded");
+                        self.engine.set_shadow(Some(Arc::new(candidate)));
+                    }
+                }
                 let current = self.engine.snapshot();
                 if current.policies.version == policies.version
                     && current.facts.version == facts.version
@@ -839,6 +872,9 @@ impl Control {
                 }
             })?;
         watcher.watch(&self.policies_dir, notify::RecursiveMode::NonRecursive)?;
+        if let Some(dir) = &self.shadow_dir {
+            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+        }
         let control = Arc::downgrade(self);
         std::thread::Builder::new()
             .name("warrant-policy-watch".to_owned())

@@ -307,6 +307,11 @@ impl Engine {
         self.shadow.store(candidate);
     }
 
+    /// The candidate policies evaluated beside the active ones, if any.
+    pub fn shadow(&self) -> Option<Arc<PolicySnapshot>> {
+        self.shadow.load_full()
+    }
+
     /// Counts the uses of limited approvals with `uses`.
     pub fn with_use_counter(mut self, uses: Arc<dyn UseCounter>) -> Self {
         self.uses = Some(uses);

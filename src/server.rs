@@ -60,13 +60,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = LiveStore::open(&config.data_dir)?;
-    let control = Arc::new(Control::open(
+    let mut control = Control::open(
         &config.policies,
         store,
         Arc::new(SystemClock),
         config.engine,
         config.rules,
-    )?);
+    )?;
+    if let Some(dir) = &config.shadow_policies {
+        control = control.with_shadow(dir)?;
+    }
+    let control = Arc::new(control);
     let engine = Arc::clone(control.engine());
     let snapshot = engine.snapshot();
     tracing::info!(
@@ -79,17 +83,6 @@ pub async fn serve(
         "policies and facts loaded from {}",
         config.policies.display()
     );
-    if let Some(dir) = &config.shadow_policies {
-        let candidate = PolicySnapshot::load(dir)
-            .with_context(|| format!("the shadow policies in {}", dir.display()))?;
-        tracing::info!(
-            policy_version = %candidate.version,
-            policies = candidate.policy_count(),
-            "shadow policies loaded from {}: evaluated beside the active set, answering nothing",
-            dir.display()
-        );
-        engine.set_shadow(Some(Arc::new(candidate)));
-    }
     // Kept alive while serving; dropping it stops the watching.
     let _watcher = match control.watch() {
         Ok(watcher) => Some(watcher),

@@ -97,6 +97,26 @@ async fn the_candidate_set_judges_every_request_but_answers_none() {
         ),
         1.0
     );
+
+    // The team drops the freeze from the candidate: reloaded with the active set, the next
+    // read (even one the cache answered before) is judged by the new candidate.
+    std::fs::remove_file(candidate.path().join("freeze.cedar")).unwrap();
+    server
+        .admin_client()
+        .await
+        .reload_policies(proto::ReloadPoliciesRequest {})
+        .await
+        .unwrap();
+    let after = client
+        .check(pipeline_read("Dataset::sales-2026"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!after.provenance.unwrap().answered_from_cache);
+    assert_eq!(
+        record_of(&server, &after.decision_id).await["shadow"]["decision"],
+        "ALLOW"
+    );
 }
 
 #[tokio::test]
