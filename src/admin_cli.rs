@@ -355,10 +355,9 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             let expires_at = match (expires_at, valid_for) {
                 (Some(at), _) => time(&at, "expires-at")?,
                 (None, Some(length)) => {
-                    let start = not_before.as_ref().map_or_else(
-                        || SystemClock.now(),
-                        |t| UnixMillis(t.seconds * 1_000 + i64::from(t.nanos) / 1_000_000),
-                    );
+                    let start = not_before
+                        .as_ref()
+                        .map_or_else(|| SystemClock.now(), crate::api::grpc::unix_millis);
                     crate::api::grpc::timestamp(
                         start.saturating_add_millis(duration_millis(&length)?),
                     )

@@ -46,14 +46,14 @@ pub struct CheckArgs {
     pub now: Option<String>,
 }
 
-/// Splits `Type::id` at the last `::` (types may be namespaced: `Ns::Type::id`).
+/// A `Type::id` flag as a protobuf entity (see `EntityRef::parse`).
 pub fn parse_entity(text: &str, flag: &str) -> anyhow::Result<proto::EntityRef> {
-    match text.rsplit_once("::") {
-        Some((type_name, id)) if !type_name.is_empty() && !id.is_empty() => Ok(proto::EntityRef {
-            r#type: type_name.to_owned(),
-            id: id.trim_matches('"').to_owned(),
+    match EntityRef::parse(text) {
+        Some(entity) => Ok(proto::EntityRef {
+            r#type: entity.type_name,
+            id: entity.id,
         }),
-        _ => bail!("--{flag}: expected Type::id, got {text:?}"),
+        None => bail!("--{flag}: expected Type::id, got {text:?}"),
     }
 }
 
@@ -113,10 +113,7 @@ pub(crate) fn entity_json(entity: &Option<proto::EntityRef>) -> Value {
 
 pub(crate) fn time_json(at: &Option<prost_types::Timestamp>) -> Value {
     match at {
-        Some(at) => {
-            let millis = at.seconds * 1_000 + i64::from(at.nanos) / 1_000_000;
-            Value::String(crate::clock::UnixMillis(millis).to_rfc3339())
-        }
+        Some(at) => Value::String(crate::api::grpc::unix_millis(at).to_rfc3339()),
         None => Value::Null,
     }
 }

@@ -36,6 +36,17 @@ impl EntityRef {
         }
     }
 
+    /// `Type::id` (or Cedar's `Type::"id"`), split at the last `::` (types may be namespaced:
+    /// `Ns::Type::id`). `None` unless both parts are there.
+    pub fn parse(text: &str) -> Option<Self> {
+        match text.rsplit_once("::") {
+            Some((type_name, id)) if !type_name.is_empty() && !id.is_empty() => {
+                Some(EntityRef::new(type_name, id.trim_matches('"')))
+            }
+            _ => None,
+        }
+    }
+
     pub fn from_uid(uid: &EntityUid) -> Self {
         EntityRef {
             type_name: uid.type_name().to_string(),
@@ -176,25 +187,12 @@ impl Facts {
                 continue;
             }
             if principal_types.contains(&type_name) {
-                let identity =
-                    read_identity(entity, &entities).map_err(|message| FactsError::BadEntity {
+                index_identity(entity, &entities, &mut identities, &mut spiffe_ids).map_err(
+                    |message| FactsError::BadEntity {
                         entity: uid.to_string(),
                         message,
-                    })?;
-                identities.insert(uid.clone(), Arc::new(identity));
-                let spiffe_id =
-                    string_attr(entity, "spiffe_id").map_err(|message| FactsError::BadEntity {
-                        entity: uid.to_string(),
-                        message,
-                    })?;
-                if let Some(spiffe_id) = spiffe_id
-                    && let Some(other) = spiffe_ids.insert(spiffe_id.clone(), uid.clone())
-                {
-                    return Err(FactsError::BadEntity {
-                        entity: uid.to_string(),
-                        message: format!("spiffe_id {spiffe_id:?} is also {other}'s"),
-                    });
-                }
+                    },
+                )?;
             }
             if resource_types.contains(&type_name) {
                 resource_scopes.insert(uid.clone(), scopes_nearest_first(&entities, &uid));
@@ -278,16 +276,8 @@ impl Facts {
                 let approval = read_approval(entity, &entities, &principal_types).map_err(bad)?;
                 approvals.insert(uid.id().unescaped().to_owned(), Arc::new(approval));
             } else {
-                identities.insert(
-                    uid.clone(),
-                    Arc::new(read_identity(entity, &entities).map_err(bad)?),
-                );
                 spiffe_ids.retain(|_, owner| owner != &uid);
-                if let Some(spiffe_id) = string_attr(entity, "spiffe_id").map_err(bad)?
-                    && let Some(other) = spiffe_ids.insert(spiffe_id.clone(), uid.clone())
-                {
-                    return Err(bad(format!("spiffe_id {spiffe_id:?} is also {other}'s")));
-                }
+                index_identity(entity, &entities, &mut identities, &mut spiffe_ids).map_err(bad)?;
             }
             if resource_types.contains(&type_name) {
                 resource_scopes.insert(uid.clone(), scopes_nearest_first(&entities, &uid));
@@ -533,6 +523,23 @@ fn parents_of(entity: &Entity) -> Result<std::collections::BTreeSet<String>, Fac
         .flatten()
         .map(ToString::to_string)
         .collect())
+}
+
+/// Reads an identity into the identity index, and its SPIFFE ID, which must be its alone.
+fn index_identity(
+    entity: &Entity,
+    entities: &Entities,
+    identities: &mut HashMap<EntityUid, Arc<Identity>>,
+    spiffe_ids: &mut HashMap<String, EntityUid>,
+) -> Result<(), String> {
+    let uid = entity.uid();
+    identities.insert(uid.clone(), Arc::new(read_identity(entity, entities)?));
+    if let Some(spiffe_id) = string_attr(entity, "spiffe_id")?
+        && let Some(other) = spiffe_ids.insert(spiffe_id.clone(), uid)
+    {
+        return Err(format!("spiffe_id {spiffe_id:?} is also {other}'s"));
+    }
+    Ok(())
 }
 
 fn read_identity(entity: &Entity, entities: &Entities) -> Result<Identity, String> {

@@ -171,6 +171,9 @@ pub fn api_span(api: &'static str, headers: &TraceHeaders) -> tracing::Span {
 /// The trace a call's decisions belong to, for the ledger: the exported span's trace (the
 /// caller's, or a new one), else the caller's `traceparent`, else none.
 pub fn trace_id(span: &tracing::Span, headers: &TraceHeaders) -> Option<String> {
+    if span.is_disabled() {
+        return headers.trace_id();
+    }
     let context = span.context();
     let span_context = context.span().span_context().clone();
     if span_context.is_valid() {

@@ -119,7 +119,7 @@ async fn a_granted_approval_allows_at_once_and_a_revocation_beats_the_cache_and_
 
     // After a crash (SIGKILL) everything acknowledged is still there.
     let data = server.kill();
-    let server = Server::start_in(data, &policies_args()).unwrap();
+    let server = Server::restart_in(data);
     let mut admin = server.admin_client().await;
     assert!(!allowed(&decide(&server, deploy("live-1")).await));
     assert!(!allowed(&decide(&server, deploy("CHG-1042")).await));
@@ -139,17 +139,6 @@ async fn a_granted_approval_allows_at_once_and_a_revocation_beats_the_cache_and_
         .collect();
     // CHG-1001 is revoked in the file.
     assert_eq!(ids, ["CHG-1001", "CHG-1042", "live-1"]);
-}
-
-fn policies_args() -> Vec<&'static str> {
-    let policies = Box::leak(
-        common::bundled_policies()
-            .to_str()
-            .unwrap()
-            .to_owned()
-            .into_boxed_str(),
-    );
-    vec!["serve", "--listen", "127.0.0.1:0", "--policies", policies]
 }
 
 #[tokio::test]
@@ -345,7 +334,7 @@ async fn a_single_use_approval_allows_once_even_under_concurrency_and_across_res
     );
 
     let data = server.kill();
-    let server = Server::start_in(data, &policies_args()).unwrap();
+    let server = Server::restart_in(data);
     let after = decide(&server, deploy("break-glass")).await;
     assert_eq!(after.reasons, ["warrant:approval-uses-exhausted"]);
     // The ledger holds which use each allow took.
@@ -485,7 +474,7 @@ async fn identities_change_in_part_and_a_suspension_stops_the_next_check() {
 
     // All of it survives a restart.
     let data = server.terminate();
-    let server = Server::start_in(data, &policies_args()).unwrap();
+    let server = Server::restart_in(data);
     let mut admin = server.admin_client().await;
     let listed = admin
         .list_identities(proto::ListIdentitiesRequest {

@@ -264,17 +264,7 @@ async fn a_sigkill_under_load_loses_no_acknowledged_decision() {
     drop(file);
 
     // The restarted server cuts the torn write and carries on from a sound chain.
-    let restarted = Server::start_in(
-        data,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--policies",
-            common::bundled_policies().to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let restarted = Server::restart_in(data);
     let answer = restarted
         .client()
         .await
@@ -506,17 +496,7 @@ async fn a_ledger_written_before_records_grew_new_fields_still_verifies_and_grow
         "{text}"
     );
 
-    let server = Server::start_in(
-        data,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--policies",
-            common::bundled_policies().to_str().unwrap(),
-        ],
-    )
-    .unwrap();
+    let server = Server::restart_in(data);
     let answer = server
         .client()
         .await

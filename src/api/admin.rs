@@ -9,7 +9,7 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
-use crate::api::grpc::{entity_ref, non_empty, timestamp, uid_ref};
+use crate::api::grpc::{entity_ref, non_empty, timestamp, uid_ref, unix_millis};
 use crate::clock::UnixMillis;
 use crate::control::{
     ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView, Control, ControlError,
@@ -101,7 +101,8 @@ impl tonic::service::Interceptor for BearerToken {
     }
 }
 
-fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
+/// Compares a presented token with the expected one without stopping at the first difference.
+pub(crate) fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
@@ -162,7 +163,7 @@ fn required_entity(value: Option<proto::EntityRef>, field: &str) -> Result<Entit
 }
 
 fn millis(at: Option<prost_types::Timestamp>) -> Option<UnixMillis> {
-    at.map(|t| UnixMillis(t.seconds.saturating_mul(1_000) + i64::from(t.nanos) / 1_000_000))
+    at.as_ref().map(unix_millis)
 }
 
 fn attributes(fields: Option<prost_types::Struct>) -> serde_json::Map<String, serde_json::Value> {
@@ -536,20 +537,27 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
             ..ledger::Filter::default()
         };
         let action = non_empty(request.action);
-        let stream = tokio_stream::wrappers::BroadcastStream::new(self.decider.subscribe())
-            .filter_map(move |item| match item {
-                Ok(record) => (filter.matches(&record)
-                    && action.as_ref().is_none_or(|a| &record.action == a))
-                .then(|| {
-                    decision_record(ledger::StoredRecord {
-                        seq: 0,
-                        hash: String::new(),
-                        record: (*record).clone(),
-                    })
-                }),
-                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(missed)) => {
-                    tracing::warn!(missed, "a decision tail fell behind and missed decisions");
-                    None
+        let (receiver, listening) = self.decider.subscribe();
+        let stream =
+            tokio_stream::wrappers::BroadcastStream::new(receiver).filter_map(move |item| {
+                // Held as long as the stream: the decider builds tail records while it lives.
+                let _listening = &listening;
+                match item {
+                    Ok(record) => (filter.matches(&record)
+                        && action.as_ref().is_none_or(|a| &record.action == a))
+                    .then(|| {
+                        decision_record(ledger::StoredRecord {
+                            seq: 0,
+                            hash: String::new(),
+                            record: (*record).clone(),
+                        })
+                    }),
+                    Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(
+                        missed,
+                    )) => {
+                        tracing::warn!(missed, "a decision tail fell behind and missed decisions");
+                        None
+                    }
                 }
             });
         Ok(Response::new(Box::pin(stream)))
@@ -594,9 +602,6 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
                 return Err(Status::invalid_argument("page_size: at most 1000"));
             }
             n => n as usize,
-        };
-        let millis = |t: Option<prost_types::Timestamp>| {
-            t.map(|t| UnixMillis(t.seconds * 1000 + i64::from(t.nanos) / 1_000_000))
         };
         let filter = ledger::Filter {
             principal: request.principal.map(|p| EntityRef {

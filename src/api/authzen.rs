@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
+use crate::api::admin::equal_in_constant_time;
 use crate::api::decider::Decider;
 use crate::engine::{self, ContextValue, Effect, InvalidRequest, RESERVED_CONTEXT_KEYS};
 use crate::facts::EntityRef;
@@ -126,13 +127,8 @@ impl AuthZen {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let matches = presented.is_some_and(|p| {
-            p.len() == token.len()
-                && p.bytes()
-                    .zip(token.bytes())
-                    .fold(0u8, |diff, (a, b)| diff | (a ^ b))
-                    == 0
-        });
+        let matches =
+            presented.is_some_and(|p| equal_in_constant_time(p.as_bytes(), token.as_bytes()));
         if matches {
             Ok(())
         } else {

@@ -26,6 +26,9 @@ pub struct Decider {
     metrics: Arc<Metrics>,
     /// Every recorded decision, for live tails; costs nothing while nobody listens.
     tail: tokio::sync::broadcast::Sender<Arc<Record>>,
+    /// One clone per live tail (held by its stream): whether anyone listens is an atomic load,
+    /// not the broadcast channel's lock, on every Check.
+    listeners: Arc<()>,
     /// Set when health turned NOT_SERVING, so that the reason is logged once.
     not_serving: std::sync::atomic::AtomicBool,
 }
@@ -43,13 +46,15 @@ impl Decider {
             health,
             metrics,
             tail: tokio::sync::broadcast::channel(TAIL_BUFFER).0,
+            listeners: Arc::new(()),
             not_serving: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     /// Decisions as they are recorded from now on.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<Record>> {
-        self.tail.subscribe()
+    /// Keep the returned token as long as the receiver: it says someone listens.
+    pub fn subscribe(&self) -> (tokio::sync::broadcast::Receiver<Arc<Record>>, Arc<()>) {
+        (self.tail.subscribe(), Arc::clone(&self.listeners))
     }
 
     pub fn engine(&self) -> &Engine {
@@ -91,7 +96,7 @@ impl Decider {
                     record
                 })
                 .collect();
-            let tailed: Vec<Arc<Record>> = if self.tail.receiver_count() > 0 {
+            let tailed: Vec<Arc<Record>> = if Arc::strong_count(&self.listeners) > 1 {
                 records.iter().cloned().map(Arc::new).collect()
             } else {
                 Vec::new()

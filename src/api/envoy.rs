@@ -134,9 +134,7 @@ impl ExtAuthz {
             context_extensions: settings.context_extensions.clone(),
         })
     }
-}
 
-impl ExtAuthz {
     /// How many routes the table has.
     pub fn route_count(&self) -> usize {
         self.routes.len()
@@ -179,36 +177,23 @@ impl Authorization for ExtAuthzService {
     ) -> Result<Response<CheckResponse>, Status> {
         let started = Instant::now();
         let caller = request.remote_addr().map(|addr| addr.to_string());
-        // The trace is the HTTP request's (Envoy passes its headers), else the gRPC call's.
-        let mut headers = request
-            .get_ref()
+        let (metadata, _, mut request) = request.into_parts();
+        let headers = request
             .attributes
-            .as_ref()
-            .and_then(|a| a.request.as_ref())
-            .and_then(|r| r.http.as_ref())
-            .map(|http| {
-                let raw = http.header_map.iter().flat_map(|map| {
-                    map.headers.iter().map(|h| {
-                        (
-                            h.key.as_str(),
-                            std::str::from_utf8(&h.raw_value).unwrap_or(&h.value),
-                        )
-                    })
-                });
-                TraceHeaders::from_pairs(
-                    http.headers
-                        .iter()
-                        .map(|(k, v)| (k.as_str(), v.as_str()))
-                        .chain(raw),
-                )
-            })
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .map(take_headers)
             .unwrap_or_default();
-        if headers.is_empty() {
-            headers = TraceHeaders::from_metadata(request.metadata());
+        // The trace is the HTTP request's (Envoy passes its headers), else the gRPC call's.
+        let mut trace =
+            TraceHeaders::from_pairs(headers.iter().map(|(k, v)| (k.as_str(), v.as_str())));
+        if trace.is_empty() {
+            trace = TraceHeaders::from_metadata(&metadata);
         }
-        let span = traces::api_span("ext_authz", &headers);
-        let trace_id = traces::trace_id(&span, &headers);
-        let answer = match self.engine_request(request.into_inner()) {
+        let span = traces::api_span("ext_authz", &trace);
+        let trace_id = traces::trace_id(&span, &trace);
+        let answer = match self.engine_request(request, headers) {
             Ok(Some(check)) => {
                 self.decide(check, caller, &span, trace_id)
                     .instrument(span.clone())
@@ -243,6 +228,7 @@ impl ExtAuthzService {
     fn engine_request(
         &self,
         request: CheckRequest,
+        headers: HashMap<String, String>,
     ) -> Result<Option<engine::CheckRequest>, Refusal> {
         let malformed = || Refusal {
             http: HttpStatusCode::BadRequest,
@@ -257,26 +243,6 @@ impl ExtAuthzService {
         if http.method.is_empty() || http.path.is_empty() {
             return Err(malformed());
         }
-        // Envoy sends `headers`, or `header_map` when told to encode raw headers.
-        let headers: HashMap<String, String> = if http.headers.is_empty() {
-            http.header_map
-                .map(|map| {
-                    map.headers
-                        .into_iter()
-                        .map(|h| {
-                            let value = if h.value.is_empty() {
-                                String::from_utf8_lossy(&h.raw_value).into_owned()
-                            } else {
-                                h.value
-                            };
-                            (h.key.to_ascii_lowercase(), value)
-                        })
-                        .collect()
-                })
-                .unwrap_or_default()
-        } else {
-            http.headers
-        };
         let source = attributes.source.unwrap_or_default();
         let principal = self.principal(&source.principal, &headers)?;
         let target = match self.mapping.routes.resolve(&http.method, &http.path) {
@@ -353,12 +319,8 @@ impl ExtAuthzService {
             .as_ref()
             .and_then(|name| headers.get(name));
         match named {
-            Some(value) => match value.rsplit_once("::") {
-                Some((type_name, id)) if !type_name.is_empty() && !id.is_empty() => {
-                    Ok(EntityRef::new(type_name, id.trim_matches('"')))
-                }
-                _ => Err(Refusal::forbidden(reason::BAD_PRINCIPAL_HEADER)),
-            },
+            Some(value) => EntityRef::parse(value)
+                .ok_or_else(|| Refusal::forbidden(reason::BAD_PRINCIPAL_HEADER)),
             None => Err(Refusal {
                 http: HttpStatusCode::Unauthorized,
                 grpc: tonic::Code::Unauthenticated,
@@ -439,6 +401,32 @@ fn header(key: &str, value: &str) -> HeaderValueOption {
         append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
         ..HeaderValueOption::default()
     }
+}
+
+/// The HTTP request's headers by lower-case name, taken out of it: Envoy sends `headers`, or
+/// `header_map` (values possibly raw bytes) when told to encode raw headers.
+fn take_headers(
+    http: &mut envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+) -> HashMap<String, String> {
+    if !http.headers.is_empty() {
+        return std::mem::take(&mut http.headers);
+    }
+    http.header_map
+        .take()
+        .map(|map| {
+            map.headers
+                .into_iter()
+                .map(|h| {
+                    let value = if h.value.is_empty() {
+                        String::from_utf8_lossy(&h.raw_value).into_owned()
+                    } else {
+                        h.value
+                    };
+                    (h.key.to_ascii_lowercase(), value)
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 fn string_value(text: &str) -> Value {

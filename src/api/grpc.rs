@@ -257,6 +257,11 @@ pub(crate) fn uid_ref(uid: &cedar_policy::EntityUid) -> proto::EntityRef {
     entity_ref(&engine::EntityRef::from_uid(uid))
 }
 
+/// A protobuf timestamp in Unix milliseconds (sub-millisecond parts dropped).
+pub(crate) fn unix_millis(at: &prost_types::Timestamp) -> UnixMillis {
+    UnixMillis(at.seconds.saturating_mul(1_000) + i64::from(at.nanos) / 1_000_000)
+}
+
 pub(crate) fn timestamp(at: UnixMillis) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.0.div_euclid(1_000),

@@ -245,12 +245,7 @@ fn name(expected: Expected) -> &'static str {
 }
 
 fn entity(text: &str, field: &str) -> Result<EntityRef, String> {
-    match text.rsplit_once("::") {
-        Some((type_name, id)) if !type_name.is_empty() && !id.is_empty() => {
-            Ok(EntityRef::new(type_name, id.trim_matches('"')))
-        }
-        _ => Err(format!("{field}: expected Type::id, got {text:?}")),
-    }
+    EntityRef::parse(text).ok_or_else(|| format!("{field}: expected Type::id, got {text:?}"))
 }
 
 fn request_of(case: &Case) -> Result<CheckRequest, String> {

@@ -55,6 +55,20 @@ impl Server {
         Self::start_in_with_env(data, args, &[])
     }
 
+    /// Starts `warrant serve` on the bundled policies again, on an existing data folder.
+    pub fn restart_in(data: tempfile::TempDir) -> Server {
+        let policies = bundled_policies();
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policies",
+            policies.to_str().unwrap(),
+        ];
+        Self::start_in(data, &args)
+            .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
+    }
+
     /// Starts the binary with these arguments and environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Result<Server, String> {
         Self::start_in_with_env(tempfile::tempdir().unwrap(), args, env)
