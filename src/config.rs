@@ -13,6 +13,8 @@ use crate::cache::CacheSettings;
 use crate::control::Rules;
 use crate::engine::EngineSettings;
 use crate::ledger::{LedgerMode, LedgerSettings};
+use crate::limits::RequestLimits;
+use crate::listeners::ConnectionLimits;
 
 /// The settings as given, each optional. The same struct reads flags, variables and the file.
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
@@ -30,6 +32,33 @@ pub struct Settings {
     /// Largest request message accepted, in bytes [default: 1048576]
     #[arg(long, env = "WARRANT_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
+    /// Longest entity type, entity id, action name, approval id or request id, in bytes
+    /// [default: 256]
+    #[arg(long, env = "WARRANT_MAX_NAME_BYTES")]
+    pub max_name_bytes: Option<usize>,
+    /// Most bytes a request's context may hold (keys and strings; 8 for other values)
+    /// [default: 65536]
+    #[arg(long, env = "WARRANT_MAX_CONTEXT_BYTES")]
+    pub max_context_bytes: Option<usize>,
+    /// How deeply records and sets in a context may nest [default: 8]
+    #[arg(long, env = "WARRANT_MAX_CONTEXT_DEPTH")]
+    pub max_context_depth: Option<usize>,
+    /// Most connections each listener holds open at once; past it, new ones wait to be accepted
+    /// [default: 4096]
+    #[arg(long, env = "WARRANT_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// A connection with no bytes in either direction for this long is closed, in milliseconds
+    /// [default: 300000]
+    #[arg(long, env = "WARRANT_IDLE_TIMEOUT_MS")]
+    pub idle_timeout_ms: Option<u64>,
+    /// HTTP listeners (AuthZEN, metrics): time to read a request's headers, in milliseconds
+    /// [default: 10000]
+    #[arg(long, env = "WARRANT_HEADER_READ_TIMEOUT_MS")]
+    pub header_read_timeout_ms: Option<u64>,
+    /// HTTP/2 keepalive pings on the HTTP listeners, every this many milliseconds; a ping not
+    /// answered within the same time closes the connection [default: 60000]
+    #[arg(long, env = "WARRANT_HTTP2_KEEPALIVE_MS")]
+    pub http2_keepalive_ms: Option<u64>,
     /// Server-side time limit for one call, in milliseconds; a shorter client deadline wins
     /// [default: 1000]
     #[arg(long, env = "WARRANT_REQUEST_TIMEOUT_MS")]
@@ -143,6 +172,8 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub request_timeout: Duration,
     pub engine: EngineSettings,
+    /// What every listener holds to.
+    pub connections: ConnectionLimits,
     /// `None` when the ledger is off.
     pub ledger: Option<LedgerSettings>,
 }
@@ -184,6 +215,13 @@ impl Settings {
             batch_max_items: self.batch_max_items.or(under.batch_max_items),
             max_message_bytes: self.max_message_bytes.or(under.max_message_bytes),
             request_timeout_ms: self.request_timeout_ms.or(under.request_timeout_ms),
+            max_name_bytes: self.max_name_bytes.or(under.max_name_bytes),
+            max_context_bytes: self.max_context_bytes.or(under.max_context_bytes),
+            max_context_depth: self.max_context_depth.or(under.max_context_depth),
+            max_connections: self.max_connections.or(under.max_connections),
+            idle_timeout_ms: self.idle_timeout_ms.or(under.idle_timeout_ms),
+            header_read_timeout_ms: self.header_read_timeout_ms.or(under.header_read_timeout_ms),
+            http2_keepalive_ms: self.http2_keepalive_ms.or(under.http2_keepalive_ms),
             decision_max_age_ms: self.decision_max_age_ms.or(under.decision_max_age_ms),
             deny_max_age_ms: self.deny_max_age_ms.or(under.deny_max_age_ms),
             no_cache: self.no_cache.or(under.no_cache),
@@ -217,6 +255,7 @@ impl Settings {
     pub fn resolve(self) -> Result<Config, ConfigError> {
         let defaults = EngineSettings::default();
         let cache_defaults = CacheSettings::default();
+        let limit_defaults = RequestLimits::default();
         let millis = |value: Option<u64>, default: i64| {
             value.map_or(default, |v| v.min(i64::MAX as u64) as i64)
         };
@@ -227,6 +266,29 @@ impl Settings {
                 max_entries: self.cache_max_entries.unwrap_or(cache_defaults.max_entries),
                 max_bytes: self.cache_max_bytes.unwrap_or(cache_defaults.max_bytes),
             }),
+            limits: RequestLimits {
+                max_name_bytes: self.max_name_bytes.unwrap_or(limit_defaults.max_name_bytes),
+                max_context_bytes: self
+                    .max_context_bytes
+                    .unwrap_or(limit_defaults.max_context_bytes),
+                max_context_depth: self
+                    .max_context_depth
+                    .unwrap_or(limit_defaults.max_context_depth),
+            },
+        };
+        let connection_defaults = ConnectionLimits::default();
+        let ms =
+            |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
+        let connections = ConnectionLimits {
+            max_connections: self
+                .max_connections
+                .unwrap_or(connection_defaults.max_connections),
+            idle_timeout: ms(self.idle_timeout_ms, connection_defaults.idle_timeout),
+            header_read_timeout: ms(
+                self.header_read_timeout_ms,
+                connection_defaults.header_read_timeout,
+            ),
+            http2_keepalive: ms(self.http2_keepalive_ms, connection_defaults.http2_keepalive),
         };
         let data_dir = self
             .data_dir
@@ -285,11 +347,40 @@ impl Settings {
             max_message_bytes: self.max_message_bytes.unwrap_or(1024 * 1024),
             request_timeout: Duration::from_millis(self.request_timeout_ms.unwrap_or(1_000)),
             engine,
+            connections,
         };
         let positive = [
             ("batch_max_items", config.batch_max_items as u128),
             ("max_message_bytes", config.max_message_bytes as u128),
             ("request_timeout_ms", config.request_timeout.as_millis()),
+            (
+                "max_name_bytes",
+                config.engine.limits.max_name_bytes as u128,
+            ),
+            (
+                "max_context_bytes",
+                config.engine.limits.max_context_bytes as u128,
+            ),
+            (
+                "max_context_depth",
+                config.engine.limits.max_context_depth as u128,
+            ),
+            (
+                "max_connections",
+                config.connections.max_connections as u128,
+            ),
+            (
+                "idle_timeout_ms",
+                config.connections.idle_timeout.as_millis(),
+            ),
+            (
+                "header_read_timeout_ms",
+                config.connections.header_read_timeout.as_millis(),
+            ),
+            (
+                "http2_keepalive_ms",
+                config.connections.http2_keepalive.as_millis(),
+            ),
             (
                 "decision_max_age_ms",
                 config.engine.allow_max_age_ms as u128,

@@ -18,6 +18,7 @@ use crate::cache::{CacheKey, CacheSettings, CachedDecision, DecisionCache};
 use crate::clock::{Clock, UnixMillis};
 pub use crate::facts::EntityRef;
 use crate::facts::{APPROVAL_TYPE, Approval, Facts, Identity};
+use crate::limits::{RequestLimits, quote, truncate};
 use crate::policy::PolicySnapshot;
 
 /// Context keys Warrant sets itself. A caller that supplies one is refused.
@@ -41,6 +42,13 @@ pub mod reason {
     /// The shadow (candidate) policies cannot take the request: their schema lacks the action,
     /// or the request does not fit it.
     pub const NOT_DECIDABLE_BY_CANDIDATE: &str = "warrant:not-decidable-by-candidate";
+    /// The request was refused as malformed (a missing or oversized field, a value the schema
+    /// refuses); the record's error says which field.
+    pub const INVALID_REQUEST: &str = "warrant:invalid-request";
+    /// The request's bytes could not be read at all (not protobuf, not UTF-8, too large).
+    pub const MALFORMED_REQUEST: &str = "warrant:malformed-request";
+    /// No answer was ready within the server's time limit for a call.
+    pub const TIMED_OUT: &str = "warrant:timed-out";
 }
 
 /// Durable, atomic counting of the uses of limited approvals (`max_uses`).
@@ -78,7 +86,7 @@ impl ContextValue {
 }
 
 /// One question: may `principal` do `action` on `resource`, now?
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct CheckRequest {
     pub principal: EntityRef,
     pub action: String,
@@ -99,10 +107,12 @@ pub struct InvalidRequest {
 }
 
 impl InvalidRequest {
+    /// The field and message are cut to a few hundred bytes, so an error never echoes
+    /// unbounded input back to the caller.
     pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
         InvalidRequest {
-            field: field.into(),
-            message: message.into(),
+            field: truncate(&field.into(), 160),
+            message: truncate(&message.into(), 480),
         }
     }
 }
@@ -191,6 +201,8 @@ pub struct EngineSettings {
     pub deny_max_age_ms: i64,
     /// `None` turns the decision cache off.
     pub cache: Option<CacheSettings>,
+    /// The bounds a request must keep to be decided.
+    pub limits: RequestLimits,
 }
 
 impl Default for EngineSettings {
@@ -199,6 +211,7 @@ impl Default for EngineSettings {
             allow_max_age_ms: 60_000,
             deny_max_age_ms: 10_000,
             cache: Some(CacheSettings::default()),
+            limits: RequestLimits::default(),
         }
     }
 }
@@ -337,6 +350,7 @@ impl Engine {
 
     /// Decides one request. `Err` only for a malformed request; every other problem is a deny.
     pub fn check(&self, request: &CheckRequest) -> Result<Decision, InvalidRequest> {
+        self.settings.limits.check(request)?;
         let snapshot = self.snapshot.load_full();
         let span = tracing::debug_span!(
             "decision",
@@ -365,6 +379,7 @@ impl Engine {
     /// Decides `request` afresh (never from the cache) and evaluates each policy alone against
     /// the same Cedar request, for `warrant check --explain`.
     pub fn explain(&self, request: &CheckRequest) -> Result<Explanation, InvalidRequest> {
+        self.settings.limits.check(request)?;
         let snapshot = self.snapshot.load_full();
         let now = self.clock.now();
         let decision = self.evaluate(&snapshot, None, request, now)?;
@@ -402,6 +417,50 @@ impl Engine {
                 .collect(),
         };
         Ok(Explanation { decision, policies })
+    }
+
+    /// The limits requests are held to.
+    pub fn limits(&self) -> &RequestLimits {
+        &self.settings.limits
+    }
+
+    /// A deny for a request refused before it could be decided (malformed, over a limit,
+    /// unreadable, or refused by a wire API before the engine): stamped with an id and the
+    /// clock's time like any decision, so that it can be recorded and its id answered. `why` is
+    /// one of Warrant's reasons; `detail`, if any, says what was wrong (it is recorded as the
+    /// decision's error). Valid for no time at all, and never cached.
+    pub fn refusal(&self, request: &CheckRequest, why: &str, detail: Option<String>) -> Decision {
+        let snapshot = self.snapshot.load_full();
+        let now = self.clock.now();
+        let decision_id = new_decision_id(now);
+        let request = self.settings.limits.excerpt(request);
+        Decision {
+            effect: Effect::Deny,
+            decision_id,
+            reasons: vec![why.to_owned()],
+            errors: detail
+                .map(|message| PolicyError {
+                    policy_id: why.to_owned(),
+                    message,
+                })
+                .into_iter()
+                .collect(),
+            provenance: Provenance {
+                principal: request.principal,
+                identity: None,
+                approval: None,
+                resource: request.resource,
+                resource_scopes: Arc::from([]),
+                decided_at: now,
+                facts_version: Arc::clone(&snapshot.facts.version),
+                evaluation_id: decision_id,
+                answered_from_cache: false,
+            },
+            valid_until: now,
+            policy_version: Arc::clone(&snapshot.policies.version),
+            request_id: request.request_id,
+            shadow: None,
+        }
     }
 
     /// From the cache if a cached decision is still true now, else a fresh evaluation.
@@ -818,7 +877,7 @@ fn parse_names(
         .ok_or_else(|| {
             InvalidRequest::new(
                 "action",
-                format!("the schema declares no action {:?}", request.action),
+                format!("the schema declares no action {}", quote(&request.action)),
             )
         })?;
     if let Some(approval_id) = &request.approval_id
@@ -850,7 +909,10 @@ fn entity_uid(
         .ok_or_else(|| {
             InvalidRequest::new(
                 format!("{field}.type"),
-                format!("the schema declares no {field} type {:?}", entity.type_name),
+                format!(
+                    "the schema declares no {field} type {}",
+                    quote(&entity.type_name)
+                ),
             )
         })?;
     Ok(EntityUid::from_type_name_and_id(

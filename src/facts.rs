@@ -21,7 +21,7 @@ pub const HUMAN_TYPE: &str = "Human";
 
 /// An entity named by type and id, as a caller names it. (Fields in sorted order: the ledger
 /// writes it as canonical JSON, `{"id":..,"type":..}`.)
-#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct EntityRef {
     pub id: String,
     #[serde(rename = "type")]

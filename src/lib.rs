@@ -12,6 +12,8 @@ pub mod control;
 pub mod engine;
 pub mod facts;
 pub mod ledger;
+pub mod limits;
+pub mod listeners;
 pub mod loadgen;
 pub mod policy;
 pub mod proto;

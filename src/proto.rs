@@ -9,6 +9,11 @@ tonic::include_proto!("warrant.v1");
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/warrant_descriptor.bin"));
 
+/// The encoded `FileDescriptorSet` of Envoy's ext_authz service (from the protos `envoy-types`
+/// ships), for gRPC server reflection.
+pub const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
+
 /// JSON as a protobuf `Value` (numbers become doubles, as protobuf has no other kind).
 pub fn json_to_value(value: serde_json::Value) -> prost_types::Value {
     use prost_types::value::Kind;

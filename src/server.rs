@@ -11,11 +11,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 use crate::api::admin::{AdminService, BearerToken, DecisionLogService, admin_token};
 use crate::api::authzen::{self, AuthZen};
 use crate::api::decider::{Decider, HEALTH_NAMES};
+use crate::api::edge::Edge;
 use crate::api::envoy::ExtAuthzService;
 use crate::api::grpc::AuthorizerService;
 use crate::clock::SystemClock;
@@ -24,10 +24,11 @@ use crate::control::Control;
 use crate::engine::Snapshot;
 use crate::facts::Facts;
 use crate::ledger::Ledger;
+use crate::listeners::{self, serve_http};
 use crate::policy::PolicySnapshot;
 use crate::proto;
 use crate::store::LiveStore;
-use crate::telemetry::{Metrics, serve_metrics};
+use crate::telemetry::{Metrics, metrics_router};
 
 /// The addresses the server bound (useful with port 0), and where the admin token is kept.
 #[derive(Debug, Clone)]
@@ -124,13 +125,11 @@ pub async fn serve(
             .await;
     }
     let metrics = Arc::new(Metrics::default());
-    let metrics_bound = serve_metrics(
-        config.metrics_listen,
-        Arc::clone(&metrics),
-        Arc::clone(&control),
-        ledger.clone(),
-    )
-    .await?;
+    let metrics_listener = TcpListener::bind(config.metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen for metrics on {}", config.metrics_listen))?;
+    let metrics_bound = metrics_listener.local_addr()?;
+    let metrics_routes = metrics_router(Arc::clone(&metrics), Arc::clone(&control), ledger.clone());
     let (token, admin_token_file) = admin_token(
         config.admin_token.as_ref().map(|t| t.0.as_str()),
         &config.data_dir,
@@ -159,11 +158,15 @@ pub async fn serve(
     let admin_bound = admin_listener.local_addr()?;
     tracing::info!(%admin_bound, token_file = ?admin_token_file, "serving warrant.v1.Admin");
     tracing::info!(%metrics_bound, "serving Prometheus metrics at /metrics");
-    let authorizer = proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
+    let authorizer = Edge::authorizer(
+        proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
+            Arc::clone(&decider),
+            config.batch_max_items,
+        ))
+        .max_decoding_message_size(config.max_message_bytes),
         Arc::clone(&decider),
-        config.batch_max_items,
-    ))
-    .max_decoding_message_size(config.max_message_bytes);
+        config.request_timeout,
+    );
     match config.ext_authz.route_count() {
         0 => tracing::info!(
             "ext_authz has no routes: every ext_authz Check is denied (warrant:no-route); \
@@ -185,15 +188,16 @@ pub async fn serve(
         config.max_message_bytes,
     );
     tracing::info!(%authzen_bound, token_required = config.authzen_token.is_some(), "serving the AuthZEN Authorization API");
-    let ext_authz = AuthorizationServer::new(ExtAuthzService::new(
+    let ext_authz = Edge::ext_authz(
+        AuthorizationServer::new(ExtAuthzService::new(
+            Arc::clone(&decider),
+            Arc::new(config.ext_authz.clone()),
+        ))
+        .max_decoding_message_size(config.max_message_bytes),
         Arc::clone(&decider),
-        Arc::new(config.ext_authz.clone()),
-    ))
-    .max_decoding_message_size(config.max_message_bytes);
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .context("building the reflection service")?;
+        config.request_timeout,
+    );
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
 
     let listener = TcpListener::bind(config.listen)
         .await
@@ -212,60 +216,79 @@ pub async fn serve(
         admin_token_file,
     });
     // On shutdown, calls in flight get `SHUTDOWN_GRACE` to finish; connections a client keeps
-    // open (gateways do) do not hold the process past it.
-    let stopping = Arc::new(tokio::sync::Notify::new());
-    let signal = {
-        let stopping = Arc::clone(&stopping);
+    // open (gateways do) do not hold the process past it. One token stops every listener.
+    let stop = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let stop = stop.clone();
         async move {
             shutdown.await;
-            stopping.notify_one();
+            stop.cancel();
         }
-    };
-    let admin_stopping = Arc::new(tokio::sync::Notify::new());
-    let admin_serving = tonic::transport::Server::builder()
-        .add_service(admin)
-        .add_optional_service(decision_log)
-        .serve_with_incoming_shutdown(TcpIncoming::from(admin_listener), {
-            let admin_stopping = Arc::clone(&admin_stopping);
-            async move { admin_stopping.notified().await }
-        });
-    let authzen_stopping = Arc::new(tokio::sync::Notify::new());
-    let authzen_task = tokio::spawn({
-        let authzen_stopping = Arc::clone(&authzen_stopping);
+    });
+    let limits = config.connections;
+    let counters = &metrics.listeners;
+    let admin_task = tokio::spawn({
+        let incoming = listeners::incoming(listeners::accept(
+            admin_listener,
+            limits,
+            Arc::clone(&counters.admin),
+            stop.clone(),
+        ));
+        let stop = stop.clone();
         async move {
-            let served = axum::serve(
-                authzen_listener,
-                authzen.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { authzen_stopping.notified().await })
-            .await;
+            let served = tonic::transport::Server::builder()
+                .add_service(admin)
+                .add_optional_service(decision_log)
+                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+                .await;
             if let Err(error) = served {
-                tracing::error!(%error, "the AuthZEN listener failed");
+                tracing::error!(%error, "the admin listener failed");
             }
         }
     });
-    let admin_task = tokio::spawn(async move {
-        if let Err(error) = admin_serving.await {
-            tracing::error!(%error, "the admin listener failed");
-        }
-    });
+    let authzen_task = tokio::spawn(serve_http(
+        authzen_listener,
+        authzen,
+        limits,
+        Arc::clone(&counters.authzen),
+        stop.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    let metrics_task = tokio::spawn(serve_http(
+        metrics_listener,
+        metrics_routes,
+        limits,
+        Arc::clone(&counters.metrics),
+        stop.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    // The server's time limit for a call is applied by `Edge` around each decision service,
+    // which answers (and records) a time-out as Warrant's own refusal.
     let serving = tonic::transport::Server::builder()
-        .timeout(config.request_timeout)
         .add_service(health_service)
         .add_service(authorizer)
         .add_service(ext_authz)
-        .add_service(reflection)
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), signal);
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .serve_with_incoming_shutdown(
+            listeners::incoming(listeners::accept(
+                listener,
+                limits,
+                Arc::clone(&counters.check),
+                stop.clone(),
+            )),
+            stop.clone().cancelled_owned(),
+        );
     tokio::select! {
         served = serving => served.context("gRPC server failed")?,
-        () = async { stopping.notified().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+        () = async { stop.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
             tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway");
         }
     }
-    admin_stopping.notify_one();
-    authzen_stopping.notify_one();
+    stop.cancel();
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
     let _ = tokio::time::timeout(SHUTDOWN_GRACE, authzen_task).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, metrics_task).await;
     if let Some(ledger) = ledger_at_exit {
         match ledger.seal().await {
             Ok(()) => tracing::info!("ledger sealed"),
@@ -274,4 +297,33 @@ pub async fn serve(
     }
     tracing::info!("shut down");
     Ok(())
+}
+
+/// Reflection (v1, and v1alpha for the clients that still ask it) listing exactly what the
+/// Check listener serves: Authorizer, Envoy's Authorization, health and reflection itself.
+fn reflection() -> anyhow::Result<(
+    tonic_reflection::server::v1::ServerReflectionServer<
+        impl tonic_reflection::server::v1::ServerReflection,
+    >,
+    tonic_reflection::server::v1alpha::ServerReflectionServer<
+        impl tonic_reflection::server::v1alpha::ServerReflection,
+    >,
+)> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(proto::ENVOY_FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+            .with_service_name("warrant.v1.Authorizer")
+            .with_service_name("envoy.service.auth.v3.Authorization")
+            .with_service_name("grpc.health.v1.Health")
+    };
+    Ok((
+        builder()
+            .build_v1()
+            .context("building the reflection service")?,
+        builder()
+            .build_v1alpha()
+            .context("building the reflection service")?,
+    ))
 }

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,6 +12,7 @@ use crate::clock::{Clock as _, SystemClock};
 use crate::control::Control;
 use crate::engine::Effect;
 use crate::ledger::Ledger;
+use crate::listeners::ListenerCounters;
 
 /// Upper bounds of the latency buckets, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -96,10 +96,50 @@ struct ApiMetrics {
     codes: [AtomicU64; 17],
 }
 
+/// Warrant's reasons for refusing a request before deciding it, each counted per API (created
+/// at zero, so a rule sees the series before the first refusal).
+const REFUSAL_REASONS: [&str; 11] = [
+    crate::engine::reason::INVALID_REQUEST,
+    crate::engine::reason::MALFORMED_REQUEST,
+    crate::engine::reason::TIMED_OUT,
+    crate::api::envoy::reason::UNAUTHENTICATED,
+    crate::api::envoy::reason::UNKNOWN_SPIFFE_ID,
+    crate::api::envoy::reason::BAD_PRINCIPAL_HEADER,
+    crate::api::envoy::reason::NO_ROUTE,
+    crate::api::envoy::reason::BAD_PATH,
+    crate::api::envoy::reason::MALFORMED_CHECK,
+    crate::api::envoy::reason::NOT_DECIDABLE,
+    "other",
+];
+
+/// The listeners, each with its connection counters.
+#[derive(Default)]
+pub struct Listeners {
+    pub check: Arc<ListenerCounters>,
+    pub admin: Arc<ListenerCounters>,
+    pub authzen: Arc<ListenerCounters>,
+    pub metrics: Arc<ListenerCounters>,
+}
+
+impl Listeners {
+    fn all(&self) -> [(&'static str, &ListenerCounters); 4] {
+        [
+            ("check", &self.check),
+            ("admin", &self.admin),
+            ("authzen", &self.authzen),
+            ("metrics", &self.metrics),
+        ]
+    }
+}
+
 /// Everything the api layer counts.
 #[derive(Default)]
 pub struct Metrics {
+    /// Connections, by listener.
+    pub listeners: Listeners,
     apis: [ApiMetrics; 4],
+    /// Refusals by API and reason (`REFUSAL_REASONS`).
+    refusals: [[AtomicU64; REFUSAL_REASONS.len()]; 4],
     /// Admin calls by method and gRPC status code (admin calls are rare: a lock is fine).
     admin_calls: Mutex<BTreeMap<(&'static str, i32), u64>>,
     admin_unauthenticated: AtomicU64,
@@ -144,6 +184,15 @@ impl Metrics {
             &self.shadow_disagreed
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One request refused before it was decided, for `why` (one of Warrant's reasons).
+    pub fn refused(&self, api: Api, why: &str) {
+        let index = REFUSAL_REASONS
+            .iter()
+            .position(|known| *known == why)
+            .unwrap_or(REFUSAL_REASONS.len() - 1);
+        self.refusals[api as usize][index].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn evaluation_error(&self) {
@@ -209,6 +258,22 @@ impl Metrics {
                 api.label(),
                 self.api(api).invalid.load(Ordering::Relaxed)
             );
+        }
+        family(
+            &mut out,
+            "warrant_refusals_total",
+            "counter",
+            "Requests refused before they could be decided (each recorded as a deny), by API and Warrant's reason.",
+        );
+        for api in Api::ALL {
+            for (why, counter) in REFUSAL_REASONS.iter().zip(&self.refusals[api as usize]) {
+                let _ = writeln!(
+                    out,
+                    "warrant_refusals_total{{api=\"{}\",reason=\"{why}\"}} {}",
+                    api.label(),
+                    counter.load(Ordering::Relaxed)
+                );
+            }
         }
         family(
             &mut out,
@@ -384,6 +449,47 @@ impl Metrics {
             "warrant_admin_unauthenticated_total {}",
             self.admin_unauthenticated.load(Ordering::Relaxed)
         );
+        family(
+            &mut out,
+            "warrant_connections_open",
+            "gauge",
+            "Connections open now, by listener (each listener holds at most max_connections).",
+        );
+        for (name, counters) in self.listeners.all() {
+            let _ = writeln!(
+                out,
+                "warrant_connections_open{{listener=\"{name}\"}} {}",
+                counters.open()
+            );
+        }
+        for (metric, help, read) in [
+            (
+                "warrant_connections_accepted_total",
+                "Connections accepted, by listener.",
+                (|c: &ListenerCounters| c.accepted.load(Ordering::Relaxed))
+                    as fn(&ListenerCounters) -> u64,
+            ),
+            (
+                "warrant_connections_idle_closed_total",
+                "Connections closed for being idle past the idle timeout, by listener.",
+                |c| c.idle_closed.load(Ordering::Relaxed),
+            ),
+            (
+                "warrant_connection_accept_errors_total",
+                "Failed accepts (out of file descriptors, ...), each followed by a backoff, by listener.",
+                |c| c.accept_errors.load(Ordering::Relaxed),
+            ),
+            (
+                "warrant_connections_at_limit_total",
+                "Times a listener held max_connections and stopped accepting until one closed.",
+                |c| c.at_limit.load(Ordering::Relaxed),
+            ),
+        ] {
+            family(&mut out, metric, "counter", help);
+            for (name, counters) in self.listeners.all() {
+                let _ = writeln!(out, "{metric}{{listener=\"{name}\"}} {}", read(counters));
+            }
+        }
         if let Some(ledger) = ledger {
             let stats = ledger.stats();
             family(
@@ -420,19 +526,14 @@ impl Metrics {
     }
 }
 
-/// Serves `GET /metrics` on `addr` until the process ends.
-pub async fn serve_metrics(
-    addr: SocketAddr,
+/// The metrics listener's routes: `GET /metrics`, `/healthz` and `/readyz`.
+pub fn metrics_router(
     metrics: Arc<Metrics>,
     control: Arc<Control>,
     ledger: Option<Arc<Ledger>>,
-) -> anyhow::Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
-    let bound = listener.local_addr()?;
+) -> axum::Router {
     let ready_ledger = ledger.clone();
-    let app = axum::Router::new()
+    axum::Router::new()
         .route(
             "/metrics",
             axum::routing::get(move || {
@@ -459,11 +560,5 @@ pub async fn serve_metrics(
                     }
                 }
             }),
-        );
-    tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, app).await {
-            tracing::error!(%error, "the metrics endpoint stopped");
-        }
-    });
-    Ok(bound)
+        )
 }

@@ -307,6 +307,7 @@ impl Pair {
             allow_max_age_ms: 60_000,
             deny_max_age_ms: 10_000,
             cache: Some(CacheSettings::default()),
+            ..EngineSettings::default()
         };
         Pair {
             cached: Engine::new(snapshot.clone(), clock.clone(), settings),

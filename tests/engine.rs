@@ -87,6 +87,7 @@ fn an_answer_is_valid_for_the_configured_maximum_age_at_most() {
             allow_max_age_ms: 5_000,
             deny_max_age_ms: 2_000,
             cache: None,
+            ..EngineSettings::default()
         },
     );
     let answer = engine.check(&deploy("CHG-1042")).unwrap();

@@ -62,7 +62,16 @@ async fn counters_move_as_the_requests_did() {
             "warrant_decisions_total",
             &[("api", "check"), ("decision", "deny")]
         ),
-        2.0
+        // Two denied by policy, and the malformed one: every refusal is a recorded deny.
+        3.0
+    );
+    assert_eq!(
+        value(
+            &after,
+            "warrant_refusals_total",
+            &[("api", "check"), ("reason", "warrant:invalid-request")]
+        ),
+        1.0
     );
     assert_eq!(
         value(
@@ -86,18 +95,19 @@ async fn counters_move_as_the_requests_did() {
             "warrant_request_duration_seconds_count",
             &[("api", "check")]
         ),
-        5.0
+        // Every call, the refused one included.
+        6.0
     );
     // Two distinct questions were evaluated, the other seven answered from the cache; the
     // malformed one looked in the cache too (it is refused after the lookup).
     assert_eq!(value(&after, "warrant_cache_misses_total", &[]), 3.0);
     assert_eq!(value(&after, "warrant_cache_hits_total", &[]), 7.0);
-    assert_eq!(value(&after, "warrant_ledger_records_total", &[]), 9.0);
+    assert_eq!(value(&after, "warrant_ledger_records_total", &[]), 10.0);
     assert_eq!(value(&after, "warrant_ledger_failed", &[]), 0.0);
-    // One append per call that decided something: five Checks and one batch.
+    // One append per call: six Checks (one refused) and one batch.
     assert_eq!(
         value(&after, "warrant_ledger_append_duration_seconds_count", &[]),
-        6.0
+        7.0
     );
     assert_eq!(
         value(

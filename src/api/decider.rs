@@ -76,6 +76,27 @@ impl Decider {
             .inspect_err(|_| self.metrics.invalid(api))
     }
 
+    /// Refuses `request` before (or instead of) deciding it: the deny is recorded like any
+    /// decision (with what could be read of the request, cut to the limits) and counted, and
+    /// its id is what the caller is told. `why` is one of Warrant's reasons; `detail` says what
+    /// was wrong.
+    pub async fn refuse(
+        &self,
+        api: Api,
+        request: &engine::CheckRequest,
+        why: &str,
+        detail: Option<String>,
+        caller: Option<String>,
+        trace_id: Option<String>,
+    ) -> engine::Decision {
+        let decision = self.engine.refusal(request, why, detail);
+        self.metrics.refused(api, why);
+        let mut refused = [(self.engine.limits().excerpt(request), decision)];
+        self.record(api, &mut refused, caller, trace_id).await;
+        let [(_, decision)] = refused;
+        decision
+    }
+
     /// Records the decisions in the ledger before they are answered, then counts them. If the
     /// ledger cannot take them, they are answered as denies: nothing is allowed that is not on
     /// record.
@@ -135,7 +156,11 @@ impl Decider {
         }
         for (_, decision) in decided.iter() {
             self.metrics.decided(api, decision.effect);
-            if !decision.errors.is_empty() {
+            if decision
+                .reasons
+                .iter()
+                .any(|r| r == engine::reason::EVALUATION_ERROR)
+            {
                 self.metrics.evaluation_error();
             }
             if let Some(shadow) = &decision.shadow {

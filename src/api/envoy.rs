@@ -7,7 +7,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, CheckRequest, CheckResponse, DeniedHttpResponse, HeaderAppendAction,
@@ -157,6 +156,8 @@ struct Refusal {
     http: HttpStatusCode,
     grpc: tonic::Code,
     reason: &'static str,
+    /// What was wrong, for the record.
+    detail: Option<String>,
 }
 
 impl Refusal {
@@ -165,17 +166,18 @@ impl Refusal {
             http: HttpStatusCode::Forbidden,
             grpc: tonic::Code::PermissionDenied,
             reason,
+            detail: None,
         }
     }
 }
 
 #[tonic::async_trait]
 impl Authorization for ExtAuthzService {
+    // Calls are counted by their final status, with their latency, in `api::edge`.
     async fn check(
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let started = Instant::now();
         let caller = request.remote_addr().map(|addr| addr.to_string());
         let (metadata, _, mut request) = request.into_parts();
         let headers = request
@@ -193,31 +195,50 @@ impl Authorization for ExtAuthzService {
         }
         let span = traces::api_span("ext_authz", &trace);
         let trace_id = traces::trace_id(&span, &trace);
-        let answer = match self.engine_request(request, headers) {
+        let mut readable = engine::CheckRequest::default();
+        let answer = match self.engine_request(request, headers, &mut readable) {
             Ok(Some(check)) => {
                 self.decide(check, caller, &span, trace_id)
                     .instrument(span.clone())
                     .await
             }
             Ok(None) => {
-                // Unmatched, and configured to pass: nothing was decided.
+                // Unmatched, and configured to pass: nothing was decided, and no header that
+                // only Warrant may set passes with it.
                 CheckResponse {
                     status: Some(rpc::Status {
                         code: tonic::Code::Ok as i32,
                         ..rpc::Status::default()
                     }),
-                    http_response: Some(HttpResponse::OkResponse(OkHttpResponse::default())),
+                    http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
+                        headers_to_remove: vec![DECISION_ID_HEADER.to_owned()],
+                        ..OkHttpResponse::default()
+                    })),
                     ..CheckResponse::default()
                 }
             }
             Err(refusal) => {
-                self.decider.metrics().decided(Api::ExtAuthz, Effect::Deny);
-                denied(refusal.grpc, refusal.http, None, &[refusal.reason], None)
+                let decision = self
+                    .decider
+                    .refuse(
+                        Api::ExtAuthz,
+                        &readable,
+                        refusal.reason,
+                        refusal.detail,
+                        caller,
+                        trace_id,
+                    )
+                    .instrument(span)
+                    .await;
+                denied(
+                    refusal.grpc,
+                    refusal.http,
+                    Some(&decision.decision_id.to_string()),
+                    &[refusal.reason],
+                    None,
+                )
             }
         };
-        let metrics = self.decider.metrics();
-        metrics.latency(Api::ExtAuthz, started.elapsed());
-        metrics.answered(Api::ExtAuthz, tonic::Code::Ok);
         Ok(Response::new(answer))
     }
 }
@@ -225,15 +246,19 @@ impl Authorization for ExtAuthzService {
 impl ExtAuthzService {
     /// The engine request Envoy's request maps to: `Ok(None)` for an unmatched route that is
     /// let through.
+    /// `readable` collects what is known of the request as it is read, for the record of a
+    /// refusal.
     fn engine_request(
         &self,
         request: CheckRequest,
         headers: HashMap<String, String>,
+        readable: &mut engine::CheckRequest,
     ) -> Result<Option<engine::CheckRequest>, Refusal> {
         let malformed = || Refusal {
             http: HttpStatusCode::BadRequest,
             grpc: tonic::Code::PermissionDenied,
             reason: reason::MALFORMED_CHECK,
+            detail: None,
         };
         let attributes = request.attributes.ok_or_else(malformed)?;
         let http = attributes
@@ -243,8 +268,18 @@ impl ExtAuthzService {
         if http.method.is_empty() || http.path.is_empty() {
             return Err(malformed());
         }
+        readable.request_id = Some(http.id.clone()).filter(|id| !id.is_empty());
+        readable.approval_id = headers
+            .get(&self.mapping.approval_header)
+            .filter(|id| !id.is_empty())
+            .cloned();
         let source = attributes.source.unwrap_or_default();
+        if !source.principal.is_empty() {
+            // The peer as named, until it is found among the identities.
+            readable.principal = EntityRef::new("", source.principal.clone());
+        }
         let principal = self.principal(&source.principal, &headers)?;
+        readable.principal = principal.clone();
         let target = match self.mapping.routes.resolve(&http.method, &http.path) {
             Some(Ok(target)) => target,
             Some(Err(message)) => {
@@ -253,11 +288,27 @@ impl ExtAuthzService {
                     http: HttpStatusCode::BadRequest,
                     grpc: tonic::Code::PermissionDenied,
                     reason: reason::BAD_PATH,
+                    detail: Some(format!(
+                        "{message}: {} {}",
+                        crate::limits::quote(&http.method),
+                        crate::limits::quote(&http.path)
+                    )),
                 });
             }
             None if self.mapping.unmatched == Unmatched::Allow => return Ok(None),
-            None => return Err(Refusal::forbidden(reason::NO_ROUTE)),
+            None => {
+                return Err(Refusal {
+                    detail: Some(format!(
+                        "no route for {} {}",
+                        crate::limits::quote(&http.method),
+                        crate::limits::quote(&http.path)
+                    )),
+                    ..Refusal::forbidden(reason::NO_ROUTE)
+                });
+            }
         };
+        readable.action = target.action.clone();
+        readable.resource = target.resource.clone();
 
         let mut context = BTreeMap::new();
         for (name, key) in &self.mapping.context_headers {
@@ -325,6 +376,7 @@ impl ExtAuthzService {
                 http: HttpStatusCode::Unauthorized,
                 grpc: tonic::Code::Unauthenticated,
                 reason: reason::UNAUTHENTICATED,
+                detail: None,
             }),
         }
     }
@@ -347,11 +399,21 @@ impl ExtAuthzService {
                     error = %invalid,
                     "ext_authz request does not fit the schema; denying"
                 );
-                self.decider.metrics().decided(Api::ExtAuthz, Effect::Deny);
+                let refusal = self
+                    .decider
+                    .refuse(
+                        Api::ExtAuthz,
+                        &check,
+                        reason::NOT_DECIDABLE,
+                        Some(invalid.to_string()),
+                        caller,
+                        trace_id,
+                    )
+                    .await;
                 return denied(
                     tonic::Code::PermissionDenied,
                     HttpStatusCode::Forbidden,
-                    None,
+                    Some(&refusal.decision_id.to_string()),
                     &[reason::NOT_DECIDABLE],
                     None,
                 );
@@ -455,7 +517,7 @@ fn metadata(decision_id: &str, policy_version: &str, effect: Effect) -> Struct {
 
 /// A deny as Envoy expects it: a gRPC status for Envoy, an HTTP answer for the client whose
 /// JSON body carries the decision id and reasons (policy ids and Warrant's own, nothing more).
-fn denied(
+pub(crate) fn denied(
     grpc: tonic::Code,
     http: HttpStatusCode,
     decision_id: Option<&str>,

@@ -3,12 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
 
 use prost_types::value::Kind;
 use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
+use crate::api::edge::with_decision_id;
 use crate::clock::UnixMillis;
 use crate::engine::{self, ContextValue, Effect, InvalidRequest};
 use crate::proto;
@@ -19,6 +19,14 @@ use tracing::Instrument as _;
 
 /// Largest integer a protobuf `Value` (a double) carries exactly.
 const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// One request decided, or refused (with what could be read of it) as malformed. Short-lived
+/// and moved at once, so the size difference between the two does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    Decided(engine::CheckRequest, engine::Decision),
+    Refused(engine::CheckRequest, InvalidRequest),
+}
 
 pub struct AuthorizerService {
     decider: Arc<Decider>,
@@ -33,44 +41,145 @@ impl AuthorizerService {
         }
     }
 
-    fn decide(
-        &self,
-        api: Api,
-        request: proto::CheckRequest,
-    ) -> Result<(engine::CheckRequest, engine::Decision), Status> {
-        let request = check_request_from_proto(request)
-            .inspect_err(|_| self.decider.metrics().invalid(api))
-            .map_err(invalid_argument)?;
-        let decision = self
-            .decider
-            .decide(api, &request)
-            .map_err(invalid_argument)?;
-        Ok((request, decision))
+    /// Decides one request, or says why it cannot be decided.
+    fn decide(&self, api: Api, request: proto::CheckRequest) -> Outcome {
+        let readable = readable_request(&request);
+        let request = match check_request_from_proto(request) {
+            Ok(request) => request,
+            Err(invalid) => {
+                self.decider.metrics().invalid(api);
+                return Outcome::Refused(readable, invalid);
+            }
+        };
+        match self.decider.decide(api, &request) {
+            Ok(decision) => Outcome::Decided(request, decision),
+            Err(invalid) => Outcome::Refused(request, invalid),
+        }
     }
 }
 
 #[tonic::async_trait]
 impl Authorizer for AuthorizerService {
+    // Calls are counted by their final status, with their latency, in `api::edge`.
     async fn check(
         &self,
         request: Request<proto::CheckRequest>,
     ) -> Result<Response<proto::CheckResponse>, Status> {
-        let answer = self.check_one(request).await;
+        let caller = request.remote_addr().map(|addr| addr.to_string());
+        let headers = TraceHeaders::from_metadata(request.metadata());
+        let span = traces::api_span("check", &headers);
+        let trace_id = traces::trace_id(&span, &headers);
+        let decided = match span.in_scope(|| self.decide(Api::Check, request.into_inner())) {
+            Outcome::Decided(request, decision) => (request, decision),
+            Outcome::Refused(readable, invalid) => {
+                let refusal = self
+                    .decider
+                    .refuse(
+                        Api::Check,
+                        &readable,
+                        engine::reason::INVALID_REQUEST,
+                        Some(invalid.to_string()),
+                        caller,
+                        trace_id,
+                    )
+                    .instrument(span)
+                    .await;
+                return Err(with_decision_id(
+                    invalid_argument(invalid),
+                    &refusal.decision_id.to_string(),
+                ));
+            }
+        };
+        let mut decided = [decided];
         self.decider
-            .metrics()
-            .answered(Api::Check, status_code(&answer));
-        answer
+            .record(Api::Check, &mut decided, caller, trace_id)
+            .instrument(span)
+            .await;
+        let [(_, decision)] = decided;
+        Ok(Response::new(check_response_to_proto(decision)))
     }
 
     async fn batch_check(
         &self,
         request: Request<proto::BatchCheckRequest>,
     ) -> Result<Response<proto::BatchCheckResponse>, Status> {
-        let answer = self.check_batch(request).await;
+        let caller = request.remote_addr().map(|addr| addr.to_string());
+        let headers = TraceHeaders::from_metadata(request.metadata());
+        let span = traces::api_span("batch_check", &headers);
+        let trace_id = traces::trace_id(&span, &headers);
+        let checks = request.into_inner().checks;
+        if checks.len() > self.batch_max_items {
+            let invalid = InvalidRequest::new(
+                "checks",
+                format!(
+                    "the batch has {} items; the most one batch may have is {}",
+                    checks.len(),
+                    self.batch_max_items
+                ),
+            );
+            self.decider.metrics().invalid(Api::BatchCheck);
+            let refusal = self
+                .decider
+                .refuse(
+                    Api::BatchCheck,
+                    &checks.first().map(readable_request).unwrap_or_default(),
+                    engine::reason::INVALID_REQUEST,
+                    Some(invalid.to_string()),
+                    caller,
+                    trace_id,
+                )
+                .instrument(span)
+                .await;
+            return Err(with_decision_id(
+                invalid_argument(invalid),
+                &refusal.decision_id.to_string(),
+            ));
+        }
+        use proto::batch_check_result::Result as Item;
+        // Every item is decided or refused, and each of those is recorded in one append.
+        let mut recorded = Vec::with_capacity(checks.len());
+        let mut failed = Vec::new();
+        span.in_scope(|| {
+            for (index, check) in checks.into_iter().enumerate() {
+                match self.decide(Api::BatchCheck, check) {
+                    Outcome::Decided(request, decision) => recorded.push((request, decision)),
+                    Outcome::Refused(readable, invalid) => {
+                        let message = format!("checks[{index}].{invalid}");
+                        let refusal = self.decider.engine().refusal(
+                            &readable,
+                            engine::reason::INVALID_REQUEST,
+                            Some(message.clone()),
+                        );
+                        self.decider
+                            .metrics()
+                            .refused(Api::BatchCheck, engine::reason::INVALID_REQUEST);
+                        failed.push((index, recorded.len(), message));
+                        recorded.push((readable, refusal));
+                    }
+                }
+            }
+        });
         self.decider
-            .metrics()
-            .answered(Api::BatchCheck, status_code(&answer));
-        answer
+            .record(Api::BatchCheck, &mut recorded, caller, trace_id)
+            .instrument(span)
+            .await;
+        let mut failed = failed.into_iter().peekable();
+        let results = recorded
+            .into_iter()
+            .enumerate()
+            .map(|(at, (_, decision))| {
+                let item = match failed.next_if(|(_, slot, _)| *slot == at) {
+                    Some((_, _, message)) => Item::Error(proto::ItemError {
+                        code: tonic::Code::InvalidArgument as i32,
+                        message,
+                        decision_id: decision.decision_id.to_string(),
+                    }),
+                    None => Item::Response(check_response_to_proto(decision)),
+                };
+                proto::BatchCheckResult { result: Some(item) }
+            })
+            .collect();
+        Ok(Response::new(proto::BatchCheckResponse { results }))
     }
 
     async fn ping(
@@ -81,87 +190,21 @@ impl Authorizer for AuthorizerService {
     }
 }
 
-fn status_code<T>(answer: &Result<T, Status>) -> tonic::Code {
-    answer
-        .as_ref()
-        .map_or_else(Status::code, |_| tonic::Code::Ok)
-}
-
-impl AuthorizerService {
-    async fn check_one(
-        &self,
-        request: Request<proto::CheckRequest>,
-    ) -> Result<Response<proto::CheckResponse>, Status> {
-        let started = Instant::now();
-        let caller = request.remote_addr().map(|addr| addr.to_string());
-        let headers = TraceHeaders::from_metadata(request.metadata());
-        let span = traces::api_span("check", &headers);
-        let trace_id = traces::trace_id(&span, &headers);
-        let decided = span.in_scope(|| self.decide(Api::Check, request.into_inner()))?;
-        let mut decided = [decided];
-        self.decider
-            .record(Api::Check, &mut decided, caller, trace_id)
-            .instrument(span)
-            .await;
-        let [(_, decision)] = decided;
-        self.decider
-            .metrics()
-            .latency(Api::Check, started.elapsed());
-        Ok(Response::new(check_response_to_proto(decision)))
-    }
-
-    async fn check_batch(
-        &self,
-        request: Request<proto::BatchCheckRequest>,
-    ) -> Result<Response<proto::BatchCheckResponse>, Status> {
-        let started = Instant::now();
-        let caller = request.remote_addr().map(|addr| addr.to_string());
-        let headers = TraceHeaders::from_metadata(request.metadata());
-        let span = traces::api_span("batch_check", &headers);
-        let trace_id = traces::trace_id(&span, &headers);
-        let checks = request.into_inner().checks;
-        if checks.len() > self.batch_max_items {
-            return Err(Status::invalid_argument(format!(
-                "checks: the batch has {} items; the most one batch may have is {}",
-                checks.len(),
-                self.batch_max_items
-            )));
-        }
-        use proto::batch_check_result::Result as Item;
-        let mut decided = Vec::with_capacity(checks.len());
-        let mut failed = Vec::new();
-        span.in_scope(|| {
-            for (index, check) in checks.into_iter().enumerate() {
-                match self.decide(Api::BatchCheck, check) {
-                    Ok(done) => decided.push(done),
-                    Err(status) => failed.push((index, status)),
-                }
-            }
-        });
-        self.decider
-            .record(Api::BatchCheck, &mut decided, caller, trace_id)
-            .instrument(span)
-            .await;
-        self.decider
-            .metrics()
-            .latency(Api::BatchCheck, started.elapsed());
-        let mut answers = decided
-            .into_iter()
-            .map(|(_, decision)| check_response_to_proto(decision));
-        let mut failed = failed.into_iter().peekable();
-        let results = (0..answers.len() + failed.len())
-            .map(|index| {
-                let item = match failed.next_if(|(at, _)| *at == index) {
-                    Some((_, status)) => Item::Error(proto::ItemError {
-                        code: status.code() as i32,
-                        message: format!("checks[{index}].{}", status.message()),
-                    }),
-                    None => Item::Response(answers.next().expect("one answer per decided item")),
-                };
-                proto::BatchCheckResult { result: Some(item) }
-            })
-            .collect();
-        Ok(Response::new(proto::BatchCheckResponse { results }))
+/// What can be read of a request whatever is wrong with it: its names as given, no context.
+fn readable_request(request: &proto::CheckRequest) -> engine::CheckRequest {
+    let entity = |entity: &Option<proto::EntityRef>| {
+        entity.as_ref().map_or_else(
+            || engine::EntityRef::new("", ""),
+            |e| engine::EntityRef::new(e.r#type.clone(), e.id.clone()),
+        )
+    };
+    engine::CheckRequest {
+        principal: entity(&request.principal),
+        action: request.action.clone(),
+        resource: entity(&request.resource),
+        context: BTreeMap::new(),
+        approval_id: non_empty(request.approval_id.clone()),
+        request_id: non_empty(request.request_id.clone()),
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod authzen;
 pub mod decider;
+pub mod edge;
 pub mod envoy;
 pub mod grpc;
 pub mod routes;

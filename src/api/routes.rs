@@ -78,10 +78,12 @@ impl RouteTable {
     }
 
     /// The target of `method` on `path` (query string and fragment already removed or not):
-    /// `None` when no route matches, `Err` when the path cannot be read (bad percent-encoding).
+    /// `None` when no route matches, `Err` when the path is refused (see `canonical_segments`).
     pub fn resolve(&self, method: &str, path: &str) -> Option<Result<Target, String>> {
-        let path = path.split(['?', '#']).next().unwrap_or_default();
-        let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+        let segments = match canonical_segments(path) {
+            Ok(segments) => segments,
+            Err(problem) => return Some(Err(problem)),
+        };
         self.routes.iter().enumerate().find_map(|(index, route)| {
             if route
                 .method
@@ -91,26 +93,64 @@ impl RouteTable {
                 return None;
             }
             let captures = route.matches(&segments)?;
-            Some(captures.map(|captures| {
-                let id = route
-                    .resource_id
-                    .iter()
-                    .map(|piece| match piece {
-                        Piece::Text(text) => text.as_str(),
-                        Piece::Capture(name) => captures
-                            .iter()
-                            .find(|(n, _)| n == name)
-                            .map_or("", |(_, v)| v.as_str()),
-                    })
-                    .collect::<String>();
-                Target {
-                    action: route.action.clone(),
-                    resource: EntityRef::new(route.resource_type.clone(), id),
-                    route: index,
-                }
+            let id = route
+                .resource_id
+                .iter()
+                .map(|piece| match piece {
+                    Piece::Text(text) => text.as_str(),
+                    Piece::Capture(name) => captures
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map_or("", |(_, v)| v.as_str()),
+                })
+                .collect::<String>();
+            Some(Ok(Target {
+                action: route.action.clone(),
+                resource: EntityRef::new(route.resource_type.clone(), id),
+                route: index,
             }))
         })
     }
+}
+
+/// The path's segments, percent-decoded, as routes match them; `Err` for a path whose reading is
+/// ambiguous, which is refused rather than guessed at.
+///
+/// The rule: the query and fragment are dropped, one trailing `/` is dropped (`/a/` is `/a`),
+/// every segment is percent-decoded (so `/%61dmin` is `/admin`). Refused: a path that does not
+/// start with `/`; an empty segment (`//`); a `.` or `..` segment, plain or encoded; an encoded
+/// `/` or `\` inside a segment; a `\`, a `;` (path parameters) or a control character anywhere;
+/// bad percent-encoding or bytes that are not UTF-8. A refused path never reaches a route or
+/// the `unmatched` fallback, so a gateway and its upstream cannot read one path two ways.
+pub fn canonical_segments(path: &str) -> Result<Vec<String>, String> {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let Some(rest) = path.strip_prefix('/') else {
+        return Err("the path does not start with /".to_owned());
+    };
+    if path.contains(['\\', ';']) || path.chars().any(char::is_control) {
+        return Err("the path holds a backslash, a `;` or a control character".to_owned());
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.is_empty() {
+        return Ok(Vec::new());
+    }
+    rest.split('/')
+        .map(|raw| {
+            if raw.is_empty() {
+                return Err("the path has an empty segment (//)".to_owned());
+            }
+            let segment = percent_decode(raw)?;
+            if segment == "." || segment == ".." {
+                return Err("the path has a . or .. segment".to_owned());
+            }
+            if segment.contains(['/', '\\']) || segment.chars().any(char::is_control) {
+                return Err(
+                    "a path segment encodes a /, a backslash or a control character".to_owned(),
+                );
+            }
+            Ok(segment)
+        })
+        .collect()
 }
 
 impl Route {
@@ -203,21 +243,21 @@ impl Route {
         })
     }
 
-    /// The captures, if the path's segments match this route's.
-    fn matches(&self, path: &[&str]) -> Option<Result<Vec<(String, String)>, String>> {
+    /// The captures, if the path's (decoded) segments match this route's. Literal segments match
+    /// whatever their ASCII case, so a case-insensitive upstream cannot be reached around them.
+    fn matches(&self, path: &[String]) -> Option<Vec<(String, String)>> {
         let mut captures = Vec::new();
         let mut at = 0;
         for segment in &self.segments {
             match segment {
                 Segment::Literal(literal) => {
-                    if path.get(at) != Some(&literal.as_str()) {
+                    if !path.get(at)?.eq_ignore_ascii_case(literal) {
                         return None;
                     }
                     at += 1;
                 }
                 Segment::Capture(name) => {
-                    let value = path.get(at).filter(|v| !v.is_empty())?;
-                    captures.push((name.clone(), (*value).to_owned()));
+                    captures.push((name.clone(), path.get(at)?.clone()));
                     at += 1;
                 }
                 Segment::Rest(name) => {
@@ -230,15 +270,7 @@ impl Route {
                 }
             }
         }
-        if at != path.len() {
-            return None;
-        }
-        Some(
-            captures
-                .into_iter()
-                .map(|(name, raw)| percent_decode(&raw).map(|value| (name, value)))
-                .collect(),
-        )
+        (at == path.len()).then_some(captures)
     }
 }
 
@@ -252,7 +284,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
             let hex = text
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| format!("path: bad percent-encoding in {text:?}"))?;
+                .ok_or_else(|| "the path has bad percent-encoding".to_owned())?;
             out.push(hex);
             i += 3;
         } else {
@@ -260,7 +292,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| format!("path: {text:?} does not decode to UTF-8"))
+    String::from_utf8(out).map_err(|_| "the path does not decode to UTF-8".to_owned())
 }
 
 #[cfg(test)]
@@ -306,6 +338,54 @@ mod tests {
             EntityRef::new("Ns::Database", "t1-db2")
         );
         assert!(table.resolve("GET", "/datasets/%zz").unwrap().is_err());
+    }
+
+    #[test]
+    fn paths_are_read_one_way_or_refused() {
+        let table = RouteTable::new(&[
+            route("GET", "/admin/{name}", "administer", "Config::{name}"),
+            route("GET", "/public/{*rest}", "read", "Dataset::{rest}"),
+        ])
+        .unwrap();
+        let action = |m: &str, p: &str| table.resolve(m, p).map(|t| t.map(|t| t.action));
+        // Spellings of the guarded path reach the guarded route, never another one.
+        for path in [
+            "/admin/x",
+            "/admin/x/",
+            "/ADMIN/x",
+            "/%61dmin/x",
+            "/Admin/x?y=1",
+        ] {
+            assert_eq!(action("get", path), Some(Ok("administer".into())), "{path}");
+        }
+        // Ambiguous spellings are refused before any route or the unmatched fallback.
+        for path in [
+            "/public/../admin/x",
+            "/public/%2e%2e/admin/x",
+            "/public/.%2E/admin/x",
+            "/public/./x",
+            "//admin/x",
+            "/admin//x",
+            "/public/a%2Fb",
+            "/public/a%5Cb",
+            "/public/a\\b",
+            "/admin/x;jsessionid=1",
+            "/admin/x%00",
+            "admin/x",
+            "/admin/%zz",
+            "/admin/%ff",
+        ] {
+            assert!(matches!(action("GET", path), Some(Err(_))), "{path}");
+        }
+        assert_eq!(
+            table
+                .resolve("GET", "/public/a/b%20c")
+                .unwrap()
+                .unwrap()
+                .resource,
+            EntityRef::new("Dataset", "a/b c")
+        );
+        assert_eq!(action("GET", "/"), None);
     }
 
     #[test]

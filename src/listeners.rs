@@ -1,0 +1,312 @@
+//! The TCP side of every listener: a bounded number of connections (past it, new ones wait in
+//! the kernel's backlog), an idle timeout, TCP_NODELAY, and accept errors (EMFILE, ...) met with
+//! a backoff instead of a busy loop. The gRPC listeners take the accepted connections as a
+//! stream; the HTTP listeners (AuthZEN, metrics) are served here with hyper, which adds a header
+//! read timeout for HTTP/1 and keepalive pings for HTTP/2.
+
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
+
+/// The limits every listener holds to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnectionLimits {
+    /// Connections open at once, at most.
+    pub max_connections: usize,
+    /// A connection with no bytes read or written for this long is closed.
+    pub idle_timeout: Duration,
+    /// HTTP/1 (AuthZEN, metrics): the time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// HTTP/2 (AuthZEN, metrics): a keepalive ping this often, and this long to answer it.
+    pub http2_keepalive: Duration,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> Self {
+        ConnectionLimits {
+            max_connections: 4096,
+            idle_timeout: Duration::from_secs(300),
+            header_read_timeout: Duration::from_secs(10),
+            http2_keepalive: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What one listener counts; read at scrape time.
+#[derive(Debug, Default)]
+pub struct ListenerCounters {
+    pub accepted: AtomicU64,
+    pub closed: AtomicU64,
+    pub idle_closed: AtomicU64,
+    pub accept_errors: AtomicU64,
+    /// Times the listener stopped accepting because it held `max_connections`.
+    pub at_limit: AtomicU64,
+}
+
+impl ListenerCounters {
+    /// Connections open now.
+    pub fn open(&self) -> u64 {
+        self.accepted
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.closed.load(Ordering::Relaxed))
+    }
+}
+
+/// An accepted connection: holds its place among `max_connections` until dropped, and fails
+/// its reads once it has been idle for the idle timeout.
+pub struct Connection {
+    stream: TcpStream,
+    remote: Option<SocketAddr>,
+    _permit: OwnedSemaphorePermit,
+    counters: Arc<ListenerCounters>,
+    idle_timeout: Duration,
+    last_active: Instant,
+    idle: Pin<Box<Sleep>>,
+}
+
+impl Connection {
+    pub fn remote_addr(&self) -> Option<SocketAddr> {
+        self.remote
+    }
+
+    fn active(&mut self) {
+        self.last_active = Instant::now();
+    }
+
+    /// `Ready` once the connection has been idle for the timeout (the timer is moved on, not
+    /// reset, on activity: one timer per connection, re-armed only when it fires).
+    fn poll_idle(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            ready!(self.idle.as_mut().poll(cx));
+            let deadline = self.last_active + self.idle_timeout;
+            if deadline <= Instant::now() {
+                return Poll::Ready(());
+            }
+            self.idle.as_mut().reset(deadline);
+        }
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.counters.closed.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        match Pin::new(&mut self.stream).poll_read(cx, buf) {
+            Poll::Ready(result) => {
+                if buf.filled().len() > before {
+                    self.active();
+                }
+                Poll::Ready(result)
+            }
+            Poll::Pending => match self.poll_idle(cx) {
+                Poll::Ready(()) => {
+                    self.counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "connection idle past the idle timeout",
+                    )))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let written = ready!(Pin::new(&mut self.stream).poll_write(cx, data));
+        if written.as_ref().is_ok_and(|n| *n > 0) {
+            self.active();
+        }
+        Poll::Ready(written)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let written = ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, bufs));
+        if written.as_ref().is_ok_and(|n| *n > 0) {
+            self.active();
+        }
+        Poll::Ready(written)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl tonic::transport::server::Connected for Connection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.stream.connect_info()
+    }
+}
+
+/// Accepts connections on `listener` within `limits` until `stop` is cancelled, handing each
+/// to the returned channel.
+pub fn accept(
+    listener: TcpListener,
+    limits: ConnectionLimits,
+    counters: Arc<ListenerCounters>,
+    stop: CancellationToken,
+) -> tokio::sync::mpsc::Receiver<io::Result<Connection>> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::spawn(async move {
+        let mut backoff = Duration::from_millis(5);
+        loop {
+            let permit = match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    counters.at_limit.fetch_add(1, Ordering::Relaxed);
+                    tokio::select! {
+                        permit = Arc::clone(&slots).acquire_owned() => match permit {
+                            Ok(permit) => permit,
+                            Err(_) => return,
+                        },
+                        () = stop.cancelled() => return,
+                    }
+                }
+            };
+            let accepted = tokio::select! {
+                accepted = listener.accept() => accepted,
+                () = stop.cancelled() => return,
+                () = sender.closed() => return,
+            };
+            let (stream, remote) = match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors or memory, or an aborted handshake: try again later
+                    // rather than at once, so the process does not spin.
+                    counters.accept_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(%error, ?backoff, "accepting a connection failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+            };
+            backoff = Duration::from_millis(5);
+            let _ = stream.set_nodelay(true);
+            counters.accepted.fetch_add(1, Ordering::Relaxed);
+            let connection = Connection {
+                stream,
+                remote: Some(remote),
+                _permit: permit,
+                counters: Arc::clone(&counters),
+                idle_timeout: limits.idle_timeout,
+                last_active: Instant::now(),
+                idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
+            };
+            if sender.send(Ok(connection)).await.is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Serves `router` over HTTP/1.1 and HTTP/2 on `listener` within `limits` until `stop` is
+/// cancelled; then lets requests in flight finish for up to `grace`. Handlers see the peer as
+/// axum's `ConnectInfo<SocketAddr>`.
+pub async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: ConnectionLimits,
+    counters: Arc<ListenerCounters>,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt as _;
+
+    let mut connections = accept(listener, limits, counters, stop.clone());
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(limits.http2_keepalive)
+        .keep_alive_timeout(limits.http2_keepalive);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let connection = tokio::select! {
+            connection = connections.recv() => connection,
+            () = stop.cancelled() => break,
+        };
+        let Some(Ok(connection)) = connection else {
+            break;
+        };
+        let peer = connection
+            .remote_addr()
+            .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let router = router.clone();
+        let service = hyper::service::service_fn(
+            move |mut request: hyper::Request<hyper::body::Incoming>| {
+                request
+                    .extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
+                router.clone().oneshot(request)
+            },
+        );
+        let serving = builder
+            .serve_connection_with_upgrades(TokioIo::new(connection), service)
+            .into_owned();
+        let serving = graceful.watch(serving);
+        tokio::spawn(async move {
+            // A client that goes away or idles out ends its connection; nothing to report.
+            let _ = serving.await;
+        });
+    }
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("HTTP connections still open after {grace:?}; stopping anyway");
+    }
+}
+
+/// An accepted connection stream for tonic's `serve_with_incoming_shutdown`.
+pub fn incoming(
+    receiver: tokio::sync::mpsc::Receiver<io::Result<Connection>>,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<Connection>> {
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
