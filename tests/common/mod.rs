@@ -149,6 +149,19 @@ impl Server {
         format!("http://{}", self.addr)
     }
 
+    /// The Check listener's socket address.
+    pub fn check_addr(&self) -> std::net::SocketAddr {
+        self.addr.parse().expect("the Check listener's address")
+    }
+
+    /// The AuthZEN listener's socket address.
+    pub fn authzen_addr(&self) -> std::net::SocketAddr {
+        self.authzen
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the AuthZEN listener's address")
+    }
+
     pub async fn client(&self) -> AuthorizerClient<tonic::transport::Channel> {
         AuthorizerClient::connect(self.url())
             .await
