@@ -217,6 +217,11 @@ impl UseCounter for LiveStore {
         self.consume_use(approval_id, max_uses)
             .map_err(|error| error.to_string())
     }
+
+    fn release(&self, approval_id: &str) -> Result<(), String> {
+        self.release_use(approval_id)
+            .map_err(|error| error.to_string())
+    }
 }
 
 impl Control {

@@ -56,6 +56,10 @@ pub trait UseCounter: Send + Sync {
     /// Records one use of the approval unless `max_uses` are recorded already: the number of
     /// this use, or `None` when every use is taken.
     fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, String>;
+
+    /// Gives back one use, taken for a decision that could not be recorded: a use counts only
+    /// if its decision is on record.
+    fn release(&self, approval_id: &str) -> Result<(), String>;
 }
 
 /// A value in the caller's context: the part of Cedar's value space a caller may assert.
@@ -417,6 +421,23 @@ impl Engine {
                 .collect(),
         };
         Ok(Explanation { decision, policies })
+    }
+
+    /// Gives back the approval use `decision` took, if it took one: its record could not be
+    /// written, so it is answered as a deny and must not count.
+    pub fn release_use(&self, decision: &Decision) {
+        let Some(evidence) = &decision.provenance.approval else {
+            return;
+        };
+        if evidence.use_number.is_none() {
+            return;
+        }
+        let id = evidence.approval.uid.id().unescaped();
+        if let Some(uses) = &self.uses
+            && let Err(error) = uses.release(id)
+        {
+            tracing::error!(approval = id, %error, "cannot give back the use of an unrecorded decision");
+        }
     }
 
     /// The limits requests are held to.

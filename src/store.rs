@@ -144,6 +144,24 @@ impl LiveStore {
         }
         Ok(number)
     }
+
+    /// Gives back one use of an approval whose decision could not be recorded, so that the
+    /// count is the number of recorded uses. Atomic and durable when it returns.
+    pub fn release_use(&self, approval_id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut table = txn.open_table(USES).map_err(io)?;
+            let used = table
+                .get(approval_id)
+                .map_err(io)?
+                .map_or(0, |count| count.value());
+            table
+                .insert(approval_id, used.saturating_sub(1))
+                .map_err(io)?;
+        }
+        txn.commit().map_err(io)?;
+        Ok(())
+    }
 }
 
 #[cfg(test)]

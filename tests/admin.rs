@@ -738,3 +738,37 @@ async fn the_shell_commands_grant_revoke_suspend_and_report() {
     assert!(!output.status.success());
     assert!(String::from_utf8_lossy(&output.stderr).contains("Unauthenticated"));
 }
+
+#[tokio::test]
+async fn a_use_counts_only_if_its_decision_was_recorded() {
+    // Every batch starts a new segment, so the next one's name is known: make it /dev/full.
+    let server = Server::start(&["--ledger-segment-bytes", "1"]);
+    let mut admin = server.admin_client().await;
+    let mut spec = deploy_grant("break-glass");
+    spec.max_uses = 1;
+    grant(&mut admin, spec).await.unwrap();
+    let ledger = server.ledger_dir().join("ledger");
+    let segments = || {
+        std::fs::read_dir(&ledger)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("segment-")
+            })
+            .count()
+    };
+    let next = ledger.join(format!("segment-{:020}.jsonl", segments() + 1));
+    std::os::unix::fs::symlink("/dev/full", &next).unwrap();
+    let answer = decide(&server, deploy("break-glass")).await;
+    assert_eq!(answer.reasons, ["warrant:ledger-unavailable"]);
+    // Repaired and restarted: the single use is still there to take.
+    let data = server.kill();
+    std::fs::remove_file(&next).unwrap();
+    let server = Server::restart_in(data);
+    let answer = decide(&server, deploy("break-glass")).await;
+    assert_eq!(answer.decision(), proto::Decision::Allow, "{answer:?}");
+    assert_eq!(answer.provenance.unwrap().approval.unwrap().use_number, 1);
+}

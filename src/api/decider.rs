@@ -149,6 +149,8 @@ impl Decider {
                         .await;
                 }
                 for (_, decision) in decided.iter_mut() {
+                    // A use of a limited approval counts only if its decision is on record.
+                    self.engine.release_use(decision);
                     decision.effect = Effect::Deny;
                     decision.reasons = vec![engine::reason::LEDGER_UNAVAILABLE.to_owned()];
                 }

@@ -70,6 +70,13 @@ impl UseCounter for Uses {
         *used += 1;
         Ok(Some(*used))
     }
+
+    fn release(&self, approval_id: &str) -> Result<(), String> {
+        let mut uses = self.0.lock().map_err(|_| "poisoned".to_owned())?;
+        let used = uses.entry(approval_id.to_owned()).or_default();
+        *used = used.saturating_sub(1);
+        Ok(())
+    }
 }
 
 /// The outcome of one case.

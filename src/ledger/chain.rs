@@ -47,7 +47,9 @@ pub struct Checkpoint {
 /// would change that, and every older ledger would read as edited.)
 fn written_entry_bytes(line: &[u8]) -> Option<Vec<u8>> {
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
-    serde_json_canonicalizer::to_vec(value.get("entry")?).ok()
+    let mut bytes = Vec::new();
+    super::record::canonical_value(value.get("entry")?, &mut bytes).ok()?;
+    Some(bytes)
 }
 
 pub(super) fn checkpoint_bytes(checkpoint: &Checkpoint) -> Vec<u8> {

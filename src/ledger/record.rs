@@ -84,10 +84,13 @@ pub struct Record {
     pub valid_until: String,
 }
 
-/// A record's RFC 8785 canonical JSON. serde_json writes the same bytes when the keys are in
-/// sorted order (the record's fields are declared so; the context's keys are checked, and for
-/// ASCII keys byte order is RFC 8785's UTF-16 order) and every number is an integer RFC 8785 prints
-/// exactly (|n| <= 2^53). Anything else goes through the general canonicaliser, which is slower.
+/// A record's canonical JSON: RFC 8785 (JCS), except that an integer beyond 2^53 is written
+/// exactly rather than as the nearest double, so a 64-bit context value keeps its value on
+/// record. (For every integer within 2^53, every string and every key order this is byte for
+/// byte RFC 8785; a property test holds it to `serde_json_canonicalizer`.) serde_json writes the
+/// same bytes when the keys are in sorted order (the record's fields are declared so; the
+/// context's keys are checked, and for ASCII keys byte order is RFC 8785's UTF-16 order) and
+/// every number is a small integer; anything else takes the general path, which is slower.
 pub(super) fn canonical(record: &Record) -> serde_json::Result<Vec<u8>> {
     fn plain(value: &serde_json::Value) -> bool {
         use serde_json::Value;
@@ -107,8 +110,53 @@ pub(super) fn canonical(record: &Record) -> serde_json::Result<Vec<u8>> {
     if plain(&record.context) {
         serde_json::to_vec(record)
     } else {
-        serde_json_canonicalizer::to_vec(record)
+        let mut out = Vec::new();
+        canonical_value(&serde_json::to_value(record)?, &mut out)?;
+        Ok(out)
     }
+}
+
+/// Writes `value` as canonical JSON (see `canonical`): keys in UTF-16 order, integers exactly,
+/// other numbers as RFC 8785 writes them (only ledgers from before exact integers hold any).
+pub(super) fn canonical_value(
+    value: &serde_json::Value,
+    out: &mut Vec<u8>,
+) -> serde_json::Result<()> {
+    use serde_json::Value;
+    match value {
+        Value::Number(n) if n.is_i64() || n.is_u64() => {
+            out.extend_from_slice(n.to_string().as_bytes())
+        }
+        Value::Number(_) => out.extend_from_slice(
+            &serde_json_canonicalizer::to_vec(value).map_err(serde::ser::Error::custom)?,
+        ),
+        Value::Null | Value::Bool(_) | Value::String(_) => serde_json::to_writer(&mut *out, value)?,
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                canonical_value(item, out)?;
+            }
+            out.push(b']');
+        }
+        Value::Object(fields) => {
+            let mut keys: Vec<&String> = fields.keys().collect();
+            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
+            out.push(b'{');
+            for (i, key) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key)?;
+                out.push(b':');
+                canonical_value(&fields[key], out)?;
+            }
+            out.push(b'}');
+        }
+    }
+    Ok(())
 }
 
 /// A record's canonical JSON as text.
@@ -303,9 +351,26 @@ mod tests {
         }
     }
 
+    /// Integers RFC 8785 writes exactly (within 2^53), where Warrant's bytes must equal it.
     fn any_number() -> impl proptest::strategy::Strategy<Value = i64> {
         use proptest::prelude::*;
-        prop_oneof![any::<i64>(), -1000i64..1000]
+        const EXACT: i64 = 1 << 53;
+        prop_oneof![-EXACT..=EXACT, -1000i64..1000]
+    }
+
+    #[test]
+    fn integers_past_two_to_the_53_are_recorded_exactly_and_verify() {
+        for n in [9_007_199_254_740_993_i64, i64::MIN, i64::MAX] {
+            let record = record(serde_json::json!({"n": n, "é": [n]}));
+            let bytes = canonical(&record).unwrap();
+            let text = String::from_utf8(bytes.clone()).unwrap();
+            assert!(text.contains(&format!("\"n\":{n}")), "{text}");
+            // What a verifier recomputes from the written line is the same bytes.
+            let parsed: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+            let mut again = Vec::new();
+            canonical_value(&parsed, &mut again).unwrap();
+            assert_eq!(again, bytes);
+        }
     }
 
     #[test]
@@ -314,13 +379,16 @@ mod tests {
         let record = record(context);
         let fast = entry_bytes(42, &canonical(&record).unwrap());
         let entry = Entry { seq: 42, record };
+        let mut general = Vec::new();
+        canonical_value(&serde_json::to_value(&entry).unwrap(), &mut general).unwrap();
         assert_eq!(
             String::from_utf8(fast).unwrap(),
-            serde_json_canonicalizer::to_string(&entry).unwrap()
+            String::from_utf8(general.clone()).unwrap()
         );
         // And what a verifier reads back canonicalises to the same bytes again.
-        let line = serde_json_canonicalizer::to_string(&entry).unwrap();
-        let parsed: Entry = serde_json::from_str(&line).unwrap();
-        assert_eq!(serde_json_canonicalizer::to_string(&parsed).unwrap(), line);
+        let parsed: serde_json::Value = serde_json::from_slice(&general).unwrap();
+        let mut again = Vec::new();
+        canonical_value(&parsed, &mut again).unwrap();
+        assert_eq!(again, general);
     }
 }

@@ -177,9 +177,19 @@ impl Writer {
         let durable = self.durable;
         let (path, file) = self.open_segment()?;
         let base = file.metadata().map_err(io_error(&path))?.len();
-        file.write_all(&bytes).map_err(io_error(&path))?;
-        if durable {
-            file.sync_data().map_err(io_error(&path))?;
+        let written = file
+            .write_all(&bytes)
+            .and_then(|()| if durable { file.sync_data() } else { Ok(()) });
+        if let Err(error) = written {
+            // Part of the batch may be on disk, and its callers will be told DENY: cut the
+            // segment back to the last acknowledged record so that nothing on disk says
+            // otherwise. (If even that fails, the torn tail is cut at the next start, and the
+            // ledger stops taking records either way.)
+            let cut = file.set_len(base).and_then(|()| file.sync_data());
+            if let Err(cut_error) = cut {
+                tracing::error!(path = %path.display(), error = %cut_error, "cannot cut a failed batch back off the ledger");
+            }
+            return Err(io_error(&path)(error));
         }
         let segment = Arc::new(path);
         let mut index = self.index.write().expect("index lock");
@@ -200,7 +210,11 @@ impl Writer {
         if self.since_checkpoint >= self.checkpoint_records
             || self.last_checkpoint.elapsed() >= self.checkpoint_interval
         {
-            self.checkpoint()?;
+            // The batch is on disk and is answered as recorded; a checkpoint that cannot be
+            // written stops every later append instead.
+            if let Err(error) = self.checkpoint() {
+                self.fail(&error);
+            }
         }
         Ok(first_seq)
     }
