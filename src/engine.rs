@@ -661,23 +661,24 @@ impl Engine {
             Err(RequestValidationError::UndeclaredResourceType(error)) => {
                 return Err(InvalidRequest::new("resource.type", error.to_string()));
             }
-            // Cedar's message quotes the context's values, which may be secrets: name the keys only.
+            // Cedar's message quotes the context's values, which may be secrets: say which key
+            // does not fit, from the schema's declaration, and never the value.
             Err(_) => {
-                let keys: Vec<&str> = request.context.keys().map(String::as_str).collect();
-                return Err(InvalidRequest::new(
-                    "context",
-                    format!(
-                        "does not fit the context the schema declares for action {:?} (keys \
-                         given: {}; Warrant adds `now`, a datetime, to every context, so the \
-                         schema must declare it)",
-                        request.action,
-                        if keys.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            keys.join(", ")
-                        }
+                let misfit = snapshot
+                    .policies
+                    .contexts
+                    .get(&request.action)
+                    .and_then(|shape| shape.misfit(&request.context, &RESERVED_CONTEXT_KEYS));
+                return Err(match misfit {
+                    Some((field, message)) => InvalidRequest::new(field, message),
+                    None => InvalidRequest::new(
+                        "context",
+                        format!(
+                            "does not fit the context the schema declares for action {}",
+                            quote(&request.action)
+                        ),
                     ),
-                ));
+                });
             }
         };
         Ok(Ok(cedar_request))

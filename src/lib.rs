@@ -8,6 +8,7 @@ pub mod cache;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod context_shape;
 pub mod control;
 pub mod engine;
 pub mod facts;

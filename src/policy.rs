@@ -2,6 +2,7 @@
 //! `@id` as its Cedar policy id (so reasons name stable ids), validates the set against the
 //! schema in strict mode and reports every problem with file, line and column.
 
+use crate::context_shape::{ContextShape, Kind, declared_contexts};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ pub struct PolicySnapshot {
     pub time_use: TimeUse,
     /// For each action id, the attributes its context declares: what APIs that pass free-form
     /// caller attributes (AuthZEN) may put there.
-    pub context_keys: HashMap<String, Arc<std::collections::BTreeSet<String>>>,
+    pub contexts: HashMap<String, Arc<ContextShape>>,
     /// What is allowed but probably not meant: policies whose scope constrains neither principal
     /// nor resource (evaluated for every request, and impossible to index).
     pub warnings: Vec<Problem>,
@@ -332,10 +333,38 @@ impl PolicySnapshot {
             .map(|t| (t.to_string(), t.clone()))
             .collect();
         let time_use = TimeUse::of(&policies);
-        let context_keys = declared_context_keys(&schema_file.text);
+        let contexts = declared_contexts(&schema_file.text);
+        let mut missing_now: Vec<&String> = contexts
+            .iter()
+            .filter(|(_, shape)| {
+                shape
+                    .attributes
+                    .get("now")
+                    .is_none_or(|now| now.kind != Kind::Datetime)
+            })
+            .map(|(action, _)| action)
+            .collect();
+        missing_now.sort();
+        if !missing_now.is_empty() {
+            return Err(PolicyLoadError::Invalid(
+                missing_now
+                    .into_iter()
+                    .map(|action| {
+                        schema_file.problem_at(
+                            schema_file.text.find(action.as_str()).unwrap_or(0),
+                            format!(
+                                "action \"{action}\": its context must declare `now: datetime` \
+                                 (Warrant sets it on every request, so without it every request \
+                                 to this action is refused)"
+                            ),
+                        )
+                    })
+                    .collect(),
+            ));
+        }
         Ok(PolicySnapshot {
             warnings,
-            context_keys,
+            contexts,
             time_use,
             schema,
             policies,
@@ -348,57 +377,6 @@ impl PolicySnapshot {
     pub fn policy_count(&self) -> usize {
         self.policies.policies().count()
     }
-}
-
-/// The attribute names of each action's context, read from the schema's JSON form (Cedar's
-/// `Schema` does not expose them). A context given as a common type is looked up in the
-/// action's namespace, then the empty one.
-fn declared_context_keys(
-    schema_text: &str,
-) -> HashMap<String, Arc<std::collections::BTreeSet<String>>> {
-    use serde_json::Value;
-    let Ok((fragment, _)) = cedar_policy::SchemaFragment::from_cedarschema_str(schema_text) else {
-        return HashMap::new();
-    };
-    let Ok(Value::Object(namespaces)) = fragment.to_json_value() else {
-        return HashMap::new();
-    };
-    let common_type = |namespace: &str, name: &str| -> Option<&Value> {
-        let (space, short) = match name.rsplit_once("::") {
-            Some((space, short)) => (space, short),
-            None => (namespace, name),
-        };
-        [space, ""]
-            .into_iter()
-            .find_map(|space| namespaces.get(space)?.get("commonTypes")?.get(short))
-    };
-    let mut keys = HashMap::new();
-    for (namespace, body) in &namespaces {
-        let Some(Value::Object(actions)) = body.get("actions") else {
-            continue;
-        };
-        for (action, declaration) in actions {
-            let mut context = declaration.pointer("/appliesTo/context");
-            // A named type: follow it to its record (a common type may name another).
-            for _ in 0..8 {
-                match context.and_then(|c| c.get("type")).and_then(Value::as_str) {
-                    Some("Record") | None => break,
-                    Some("EntityOrCommon") => {
-                        let name = context.and_then(|c| c.get("name")).and_then(Value::as_str);
-                        context = name.and_then(|name| common_type(namespace, name));
-                    }
-                    Some(name) => context = common_type(namespace, name),
-                }
-            }
-            let names = context
-                .and_then(|c| c.get("attributes"))
-                .and_then(Value::as_object)
-                .map(|attributes| attributes.keys().cloned().collect())
-                .unwrap_or_default();
-            keys.insert(action.clone(), Arc::new(names));
-        }
-    }
-    keys
 }
 
 /// Where a policy's text starts in its file. Cedar keeps a parsed policy's source text, so the
@@ -421,7 +399,7 @@ mod tests {
     const SCHEMA: &str = r#"
 entity User = { level: Long };
 entity Doc;
-action "read" appliesTo { principal: [User], resource: [Doc] };
+action "read" appliesTo { principal: [User], resource: [Doc], context: { now: datetime } };
 "#;
 
     fn load(files: &[(&str, &str)]) -> Result<PolicySnapshot, PolicyLoadError> {
@@ -551,8 +529,8 @@ action "read" appliesTo { principal: [User], resource: [Doc] };
     }
 
     #[test]
-    fn context_keys_follow_common_types_and_namespaces() {
-        let keys = declared_context_keys(
+    fn context_shapes_follow_common_types_and_namespaces() {
+        let shapes = declared_contexts(
             r#"type Shared = { ticket: String };
 namespace Ops {
   type Ctx = { now: datetime, reason?: String };
@@ -563,7 +541,13 @@ namespace Ops {
   action "noop" appliesTo { principal: [Bot], resource: [Bot] };
 }"#,
         );
-        let names = |action: &str| keys[action].iter().cloned().collect::<Vec<_>>();
+        let names = |action: &str| {
+            shapes[action]
+                .attributes
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
         assert_eq!(names("deploy"), ["now", "reason"]);
         assert_eq!(names("page"), ["ticket"]);
         assert_eq!(names("ping"), ["seq"]);

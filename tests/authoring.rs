@@ -292,3 +292,24 @@ fn explain_shows_every_policy_and_the_resolved_facts() {
     );
     assert_eq!(answer["policies"], serde_json::json!([]));
 }
+
+#[test]
+fn validate_reports_an_action_whose_context_lacks_now() {
+    let dir = copy();
+    let schema = dir.path().join("schema.cedarschema");
+    let text = std::fs::read_to_string(&schema).unwrap();
+    std::fs::write(
+        &schema,
+        format!(
+            "{text}\naction \"audit\" appliesTo {{ principal: [Agent], resource: [Tool], context: {{ reason: String }} }};\n"
+        ),
+    )
+    .unwrap();
+    let (code, out) = warrant(&["validate", path(dir.path())]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("action \"audit\": its context must declare `now: datetime`"),
+        "{out}"
+    );
+    assert!(out.contains("schema.cedarschema:"), "{out}");
+}

@@ -41,6 +41,8 @@ struct Answer {
     request_id: Option<String>,
     content_type: String,
     body: String,
+    /// `x-warrant-decision-id`: a refusal's record.
+    decision_id: Option<String>,
 }
 
 impl Answer {
@@ -83,11 +85,13 @@ async fn call(
     };
     let request_id = header("x-request-id");
     let content_type = header("content-type").unwrap_or_default();
+    let decision_id = header("x-warrant-decision-id");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     Answer {
         status,
         request_id,
         content_type,
+        decision_id,
         body: String::from_utf8(body.to_vec()).unwrap(),
     }
 }
@@ -296,8 +300,10 @@ async fn evaluations_apply_defaults_overrides_and_the_three_semantics() {
         items[1]["context"]["error"]["message"]
             .as_str()
             .unwrap()
-            .starts_with("action.name: ")
+            .starts_with("evaluations[1].action.name: ")
     );
+    // The refused item is a recorded decision too.
+    assert!(items[1]["context"]["decision_id"].as_str().is_some());
     assert_eq!(
         items[2]["context"]["error"]["message"],
         "evaluations[2].action: required (in the evaluation or as a top-level default)"
@@ -531,4 +537,92 @@ async fn declared_context_attributes_and_the_approval_reach_the_decision() {
         "{}",
         fractional.body
     );
+}
+
+#[tokio::test]
+async fn nulls_and_undeclared_attributes_are_ignored_misfits_named_and_refusals_recorded() {
+    let server = Server::start(&[]);
+    let vendor = |context: Value| {
+        json!({
+            "subject": {"type": "Agent", "id": "procurement-agent"},
+            "action": {"name": "submit_vendor_request"},
+            "resource": {"type": "Tool", "id": "vendor-portal"},
+            "context": context,
+        })
+    };
+    let record = |id: &str| {
+        let id = id.to_owned();
+        let server = &server;
+        async move {
+            let record = server
+                .decision_log_client()
+                .await
+                .get_decision(warrant::proto::GetDecisionRequest { decision_id: id })
+                .await
+                .unwrap()
+                .into_inner();
+            serde_json::from_str::<Value>(&record.record_json).unwrap()
+        }
+    };
+    // A null and an attribute nested under a declared record that the schema does not declare
+    // are left out, not refused.
+    let tolerant = evaluate(
+        &server,
+        "/access/v1/evaluation",
+        &vendor(json!({
+            "approval_id": "TASK-77", "vendor": "Acme", "amount": 1200, "justification": null,
+            "http": {"method": "POST", "path": "/v", "host": "h", "source_address": "a", "tls": {"v": 1}},
+        })),
+    )
+    .await;
+    assert_eq!(tolerant.status, 200, "{}", tolerant.body);
+    let body = tolerant.json();
+    assert_eq!(body["decision"], true, "{body}");
+    let kept = record(body["context"]["decision_id"].as_str().unwrap()).await;
+    assert_eq!(
+        kept["context"],
+        json!({"amount": 1200, "http": {"host": "h", "method": "POST", "path": "/v", "source_address": "a"}, "vendor": "Acme"})
+    );
+    // 64-bit integers keep their value, on record too.
+    let big = evaluate(
+        &server,
+        "/access/v1/evaluation",
+        &vendor(json!({"approval_id": "TASK-77", "vendor": "Acme", "amount": 9_007_199_254_740_993_i64})),
+    )
+    .await;
+    let body = big.json();
+    let kept = record(body["context"]["decision_id"].as_str().unwrap()).await;
+    assert_eq!(kept["context"]["amount"], json!(9_007_199_254_740_993_i64));
+    // A value of the wrong kind is named by its key, and the refusal is on record.
+    for (context, expected) in [
+        (
+            json!({"vendor": "Acme", "amount": "lots"}),
+            "context.amount: expected a Long, got a String",
+        ),
+        (
+            json!({"vendor": "Acme"}),
+            "context.amount: required by the schema",
+        ),
+    ] {
+        let refused = evaluate(&server, "/access/v1/evaluation", &vendor(context)).await;
+        assert_eq!(refused.status, 400);
+        assert!(refused.body.starts_with(expected), "{}", refused.body);
+        let id = refused.decision_id.clone().expect("the refusal's id");
+        let kept = record(&id).await;
+        assert_eq!(kept["reasons"], json!(["warrant:invalid-request"]));
+        assert_eq!(kept["principal"]["id"], "procurement-agent");
+    }
+    // A body that is not JSON is refused and recorded as well.
+    let garbage = call(
+        &server,
+        false,
+        "POST",
+        "/access/v1/evaluation",
+        &[("content-type", "application/json")],
+        "{not json",
+    )
+    .await;
+    assert_eq!(garbage.status, 400);
+    let kept = record(&garbage.decision_id.clone().unwrap()).await;
+    assert_eq!(kept["decision"], "DENY");
 }

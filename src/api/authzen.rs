@@ -18,6 +18,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::admin::equal_in_constant_time;
 use crate::api::decider::Decider;
+use crate::context_shape::{ContextShape, Kind};
 use crate::engine::{self, ContextValue, Effect, InvalidRequest, RESERVED_CONTEXT_KEYS};
 use crate::facts::EntityRef;
 use crate::telemetry::Api;
@@ -83,13 +84,20 @@ struct Evaluation {
     context: Map<String, Value>,
 }
 
-/// A request refused whole: HTTP 4xx with a message that names the field.
-struct Refused(StatusCode, String);
+/// A request refused whole: HTTP 4xx with a message that names the field, and the id of the
+/// refusal's record once it has one.
+struct Refused(StatusCode, String, Option<String>);
 
 impl Refused {
     fn bad(message: impl Into<String>) -> Self {
-        Refused(StatusCode::BAD_REQUEST, message.into())
+        Refused(StatusCode::BAD_REQUEST, message.into(), None)
     }
+}
+
+/// An evaluation that could not be decided: why (naming the field), and its refusal's id.
+struct ItemRefusal {
+    message: String,
+    decision_id: String,
 }
 
 fn respond(status: StatusCode, body: Value, request_id: Option<&HeaderValue>) -> Response {
@@ -115,6 +123,11 @@ fn refuse(refused: Refused, request_id: Option<&HeaderValue>) -> Response {
     if let Some(id) = request_id {
         response.headers_mut().insert("x-request-id", id.clone());
     }
+    if let Some(decision_id) = refused.2.and_then(|id| HeaderValue::from_str(&id).ok()) {
+        response
+            .headers_mut()
+            .insert(crate::api::envoy::DECISION_ID_HEADER, decision_id);
+    }
     response
 }
 
@@ -136,12 +149,15 @@ impl AuthZen {
             Err(Refused(
                 StatusCode::UNAUTHORIZED,
                 "Authorization: a valid bearer token is required".to_owned(),
+                None,
             ))
         }
     }
 
-    /// Decides the evaluations in order under `semantic`, records them, and answers each: its
-    /// decision, or why it could not be decided (a message naming the field).
+    /// Decides the evaluations in order under `semantic`, records them (an evaluation that
+    /// cannot be decided is recorded as a refusal), and answers each: its decision, or why it
+    /// could not be decided (a message naming the field, prefixed with `at(i)`) and its
+    /// refusal's id.
     async fn decide(
         &self,
         evaluations: Vec<Result<Evaluation, String>>,
@@ -149,32 +165,47 @@ impl AuthZen {
         request_id: Option<String>,
         caller: String,
         trace: &TraceHeaders,
-    ) -> Vec<Result<Value, String>> {
+        at: impl Fn(usize) -> String,
+    ) -> Vec<Result<Value, ItemRefusal>> {
         let span = traces::api_span("authzen", trace);
         let trace_id = traces::trace_id(&span, trace);
         let snapshot = self.decider.engine().snapshot();
-        // Each answer: a decided request's index in `decided`, or an error.
-        let mut answers: Vec<Result<usize, String>> = Vec::new();
+        // Each answer: its index in `decided`, and the error if it was refused.
+        let mut answers: Vec<(usize, Option<String>)> = Vec::new();
         let mut decided = Vec::new();
-        for evaluation in evaluations {
+        for (i, evaluation) in evaluations.into_iter().enumerate() {
+            let mut readable = engine::CheckRequest {
+                request_id: request_id.clone(),
+                ..engine::CheckRequest::default()
+            };
             let outcome = evaluation.and_then(|evaluation| {
-                let request =
-                    engine_request(&evaluation, &snapshot.policies.context_keys, &request_id)
-                        .map_err(authzen_field)?;
+                readable = readable_request(&evaluation, &request_id);
+                let request = engine_request(&evaluation, &snapshot.policies.contexts, &request_id)
+                    .map_err(|e| format!("{}{}", at(i), authzen_field(e)))?;
+                readable = request.clone();
                 let decision = span
                     .in_scope(|| self.decider.decide(Api::AuthZen, &request))
-                    .map_err(authzen_field)?;
+                    .map_err(|e| format!("{}{}", at(i), authzen_field(e)))?;
                 Ok((request, decision))
             });
             let allowed = match outcome {
                 Ok(pair) => {
                     let allowed = pair.1.effect == Effect::Allow;
+                    answers.push((decided.len(), None));
                     decided.push(pair);
-                    answers.push(Ok(decided.len() - 1));
                     allowed
                 }
-                Err(error) => {
-                    answers.push(Err(error));
+                Err(message) => {
+                    let refusal = self.decider.engine().refusal(
+                        &readable,
+                        engine::reason::INVALID_REQUEST,
+                        Some(message.clone()),
+                    );
+                    self.decider
+                        .metrics()
+                        .refused(Api::AuthZen, engine::reason::INVALID_REQUEST);
+                    answers.push((decided.len(), Some(message)));
+                    decided.push((self.decider.engine().limits().excerpt(&readable), refusal));
                     false
                 }
             };
@@ -192,35 +223,83 @@ impl AuthZen {
             .await;
         answers
             .into_iter()
-            .map(|answer| {
-                answer.map(|index| {
-                    let decision = &decided[index].1;
-                    json!({
+            .map(|(index, refused)| {
+                let decision = &decided[index].1;
+                match refused {
+                    Some(message) => Err(ItemRefusal {
+                        message,
+                        decision_id: decision.decision_id.to_string(),
+                    }),
+                    None => Ok(json!({
                         "decision": decision.effect == Effect::Allow,
                         "context": {
                             "decision_id": decision.decision_id.to_string(),
                             "reasons": decision.reasons,
                         },
-                    })
-                })
+                    })),
+                }
             })
             .collect()
     }
 
-    /// Counts the call's time and sends its answer, echoing the request id.
-    fn finish(
+    /// Records a refusal of the whole call (one that has no record yet), with what could be
+    /// read of its request.
+    async fn record_refusal(
+        &self,
+        refused: &mut Refused,
+        readable: &engine::CheckRequest,
+        caller: String,
+        trace: &TraceHeaders,
+    ) {
+        if refused.2.is_some() {
+            return;
+        }
+        let why = if refused.0 == StatusCode::UNAUTHORIZED {
+            crate::api::envoy::reason::UNAUTHENTICATED
+        } else {
+            engine::reason::INVALID_REQUEST
+        };
+        let span = traces::api_span("authzen", trace);
+        let trace_id = traces::trace_id(&span, trace);
+        let decision = self
+            .decider
+            .refuse(
+                Api::AuthZen,
+                readable,
+                why,
+                Some(refused.1.clone()),
+                Some(caller),
+                trace_id,
+            )
+            .instrument(span)
+            .await;
+        refused.2 = Some(decision.decision_id.to_string());
+    }
+
+    /// Records a refusal that has no record yet, counts the call's time and sends its answer,
+    /// echoing the request id.
+    async fn finish(
         &self,
         started: Instant,
-        answer: Result<Value, Refused>,
+        mut answer: Result<Value, Refused>,
         request_id: Option<&HeaderValue>,
+        body: &[u8],
+        peer: SocketAddr,
+        trace: &TraceHeaders,
     ) -> Response {
+        if let Err(refused) = &mut answer {
+            let mut readable = readable_body(body);
+            readable.request_id = request_id.and_then(|v| v.to_str().ok()).map(str::to_owned);
+            self.record_refusal(refused, &readable, peer.to_string(), trace)
+                .await;
+        }
         let metrics = self.decider.metrics();
         metrics.latency(Api::AuthZen, started.elapsed());
         metrics.answered(
             Api::AuthZen,
             match &answer {
                 Ok(_) => tonic::Code::Ok,
-                Err(Refused(StatusCode::UNAUTHORIZED, _)) => tonic::Code::Unauthenticated,
+                Err(Refused(StatusCode::UNAUTHORIZED, ..)) => tonic::Code::Unauthenticated,
                 Err(_) => tonic::Code::InvalidArgument,
             },
         );
@@ -239,6 +318,7 @@ async fn evaluation(
 ) -> Response {
     let started = Instant::now();
     let request_id = headers.get("x-request-id");
+    let trace = trace_headers(&headers);
     let answer = async {
         authzen.authenticate(&headers)?;
         let body = json_object(&body)?;
@@ -251,16 +331,24 @@ async fn evaluation(
                 Semantic::ExecuteAll,
                 id,
                 peer.to_string(),
-                &trace_headers(&headers),
+                &trace,
+                |_| String::new(),
             )
             .await;
-        answers
-            .pop()
-            .unwrap_or_else(|| Err("no answer".to_owned()))
-            .map_err(Refused::bad)
+        match answers.pop() {
+            Some(Ok(answer)) => Ok(answer),
+            Some(Err(refused)) => Err(Refused(
+                StatusCode::BAD_REQUEST,
+                refused.message,
+                Some(refused.decision_id),
+            )),
+            None => Err(Refused::bad("no answer")),
+        }
     }
     .await;
-    authzen.finish(started, answer, request_id)
+    authzen
+        .finish(started, answer, request_id, &body, peer, &trace)
+        .await
 }
 
 async fn evaluations(
@@ -271,6 +359,7 @@ async fn evaluations(
 ) -> Response {
     let started = Instant::now();
     let request_id = headers.get("x-request-id");
+    let trace = trace_headers(&headers);
     let answer = async {
         authzen.authenticate(&headers)?;
         let body = json_object(&body)?;
@@ -282,8 +371,9 @@ async fn evaluations(
                 "permit_on_first_permit" => Semantic::PermitOnFirstPermit,
                 other => {
                     return Err(Refused::bad(format!(
-                        "options.evaluations_semantic: {other:?} is not one of execute_all, \
-                         deny_on_first_deny, permit_on_first_permit"
+                        "options.evaluations_semantic: {} is not one of execute_all, \
+                         deny_on_first_deny, permit_on_first_permit",
+                        crate::limits::quote(other)
                     )));
                 }
             },
@@ -308,13 +398,19 @@ async fn evaluations(
                     semantic,
                     id,
                     peer.to_string(),
-                    &trace_headers(&headers),
+                    &trace,
+                    |_| String::new(),
                 )
                 .await;
-            return answers
-                .pop()
-                .unwrap_or_else(|| Err("no answer".to_owned()))
-                .map_err(Refused::bad);
+            return match answers.pop() {
+                Some(Ok(answer)) => Ok(answer),
+                Some(Err(refused)) => Err(Refused(
+                    StatusCode::BAD_REQUEST,
+                    refused.message,
+                    Some(refused.decision_id),
+                )),
+                None => Err(Refused::bad("no answer")),
+            };
         }
         if items.len() > authzen.max_evaluations {
             return Err(Refused::bad(format!(
@@ -335,20 +431,19 @@ async fn evaluations(
             })
             .collect();
         let answers: Vec<Value> = authzen
-            .decide(
-                parsed,
-                semantic,
-                id,
-                peer.to_string(),
-                &trace_headers(&headers),
-            )
+            .decide(parsed, semantic, id, peer.to_string(), &trace, |i| {
+                format!("evaluations[{i}].")
+            })
             .await
             .into_iter()
             .map(|answer| {
-                answer.unwrap_or_else(|message| {
+                answer.unwrap_or_else(|refused| {
                     json!({
                         "decision": false,
-                        "context": {"error": {"status": 400, "message": message}},
+                        "context": {
+                            "decision_id": refused.decision_id,
+                            "error": {"status": 400, "message": refused.message},
+                        },
                     })
                 })
             })
@@ -356,7 +451,9 @@ async fn evaluations(
         Ok(json!({ "evaluations": answers }))
     }
     .await;
-    authzen.finish(started, answer, request_id)
+    authzen
+        .finish(started, answer, request_id, &body, peer, &trace)
+        .await
 }
 
 async fn metadata(State(authzen): State<Arc<AuthZen>>, headers: HeaderMap) -> Response {
@@ -451,28 +548,71 @@ fn text<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
     object.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
+/// What can be read of an evaluation whatever is wrong with it: its names, no context.
+fn readable_request(evaluation: &Evaluation, request_id: &Option<String>) -> engine::CheckRequest {
+    engine::CheckRequest {
+        principal: EntityRef::new(
+            text(&evaluation.subject, "type"),
+            text(&evaluation.subject, "id"),
+        ),
+        action: text(&evaluation.action, "name").to_owned(),
+        resource: EntityRef::new(
+            text(&evaluation.resource, "type"),
+            text(&evaluation.resource, "id"),
+        ),
+        request_id: request_id.clone(),
+        ..engine::CheckRequest::default()
+    }
+}
+
+/// What can be read of a request body refused whole: the top-level subject, action and
+/// resource names, if it is JSON at all.
+fn readable_body(body: &[u8]) -> engine::CheckRequest {
+    let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
+        return engine::CheckRequest::default();
+    };
+    let part = |name: &str| match body.get(name) {
+        Some(Value::Object(object)) => object.clone(),
+        _ => Map::new(),
+    };
+    readable_request(
+        &Evaluation {
+            subject: part("subject"),
+            action: part("action"),
+            resource: part("resource"),
+            context: Map::new(),
+        },
+        &None,
+    )
+}
+
 /// The engine request for an evaluation. Caller-asserted attributes go into the Cedar context
-/// under keys the action's context declares: each `context` entry under its own name, and the
-/// subject's, action's and resource's `properties` as records under `subject`, `action` and
-/// `resource`. Anything else is ignored, as AuthZEN asks of unknown fields; keys Warrant sets
+/// only where the action's context declares them: each `context` entry under its own name, and
+/// the subject's, action's and resource's `properties` as records under `subject`, `action` and
+/// `resource`, each keeping only the attributes the schema declares (at any depth). Anything
+/// else, and every `null`, is ignored, as AuthZEN asks of unknown fields; keys Warrant sets
 /// itself (`now`, `approval`) are never taken from the caller.
 fn engine_request(
     evaluation: &Evaluation,
-    context_keys: &std::collections::HashMap<String, Arc<std::collections::BTreeSet<String>>>,
+    contexts: &std::collections::HashMap<String, Arc<ContextShape>>,
     request_id: &Option<String>,
 ) -> Result<engine::CheckRequest, InvalidRequest> {
     let action = text(&evaluation.action, "name").to_owned();
-    let declared = context_keys.get(&action);
-    let accepts = |key: &str| {
-        !RESERVED_CONTEXT_KEYS.contains(&key) && declared.is_some_and(|keys| keys.contains(key))
+    let shape = contexts.get(&action);
+    let declared = |key: &str| {
+        shape
+            .filter(|_| !RESERVED_CONTEXT_KEYS.contains(&key))
+            .and_then(|shape| shape.attributes.get(key))
     };
     let mut context = BTreeMap::new();
     for (key, value) in &evaluation.context {
-        if key != APPROVAL_CONTEXT_KEY && accepts(key) {
-            context.insert(
-                key.clone(),
-                context_value(value, &format!("context.{key}"))?,
-            );
+        if key == APPROVAL_CONTEXT_KEY {
+            continue;
+        }
+        if let Some(declared) = declared(key)
+            && let Some(value) = declared_value(value, &declared.kind, &format!("context.{key}"))?
+        {
+            context.insert(key.clone(), value);
         }
     }
     for (key, entity) in [
@@ -480,13 +620,12 @@ fn engine_request(
         ("action", &evaluation.action),
         ("resource", &evaluation.resource),
     ] {
-        if let Some(properties) = entity.get("properties").filter(|p| p.is_object())
-            && accepts(key)
+        if let Some(properties) = entity.get("properties")
+            && let Some(declared) = declared(key)
+            && let Some(value) =
+                declared_value(properties, &declared.kind, &format!("{key}.properties"))?
         {
-            context.insert(
-                key.to_owned(),
-                context_value(properties, &format!("{key}.properties"))?,
-            );
+            context.insert(key.to_owned(), value);
         }
     }
     let approval_id = match evaluation.context.get(APPROVAL_CONTEXT_KEY) {
@@ -515,29 +654,67 @@ fn engine_request(
     })
 }
 
-/// A caller's JSON value in Cedar's terms: integers, strings, booleans, arrays, objects.
-fn context_value(value: &Value, at: &str) -> Result<ContextValue, InvalidRequest> {
-    Ok(match value {
+/// A caller's JSON value as the context value the schema declares for it: a record keeps only
+/// its declared attributes, and `null` is nothing at all. `None`: nothing to pass on.
+fn declared_value(
+    value: &Value,
+    kind: &Kind,
+    at: &str,
+) -> Result<Option<ContextValue>, InvalidRequest> {
+    match (value, kind) {
+        (Value::Null, _) => Ok(None),
+        (Value::Object(fields), Kind::Record(shape)) => {
+            let mut record = BTreeMap::new();
+            for (key, value) in fields {
+                if let Some(declared) = shape.attributes.get(key)
+                    && let Some(value) =
+                        declared_value(value, &declared.kind, &format!("{at}.{key}"))?
+                {
+                    record.insert(key.clone(), value);
+                }
+            }
+            Ok(Some(ContextValue::Record(record)))
+        }
+        (Value::Array(items), Kind::Set(element)) => {
+            let mut set = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                if let Some(value) = declared_value(item, element, &format!("{at}[{i}]"))? {
+                    set.push(value);
+                }
+            }
+            Ok(Some(ContextValue::Set(set)))
+        }
+        _ => context_value(value, at),
+    }
+}
+
+/// A caller's JSON value in Cedar's terms: integers (64-bit, exactly), strings, booleans,
+/// arrays, objects; `null` (at any depth) is left out.
+fn context_value(value: &Value, at: &str) -> Result<Option<ContextValue>, InvalidRequest> {
+    Ok(Some(match value {
+        Value::Null => return Ok(None),
         Value::Bool(b) => ContextValue::Bool(*b),
         Value::String(s) => ContextValue::String(s.clone()),
         Value::Number(n) => ContextValue::Long(n.as_i64().ok_or_else(|| {
             InvalidRequest::new(at, format!("{n} is not an integer Cedar can hold"))
         })?),
-        Value::Array(items) => ContextValue::Set(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, item)| context_value(item, &format!("{at}[{i}]")))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(fields) => ContextValue::Record(
-            fields
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), context_value(v, &format!("{at}.{k}"))?)))
-                .collect::<Result<_, InvalidRequest>>()?,
-        ),
-        Value::Null => return Err(InvalidRequest::new(at, "null has no Cedar value")),
-    })
+        Value::Array(items) => {
+            let mut set = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                set.extend(context_value(item, &format!("{at}[{i}]"))?);
+            }
+            ContextValue::Set(set)
+        }
+        Value::Object(fields) => {
+            let mut record = BTreeMap::new();
+            for (k, v) in fields {
+                if let Some(value) = context_value(v, &format!("{at}.{k}"))? {
+                    record.insert(k.clone(), value);
+                }
+            }
+            ContextValue::Record(record)
+        }
+    }))
 }
 
 /// The engine's field names in AuthZEN's words.
