@@ -886,8 +886,19 @@ impl Control {
             .spawn(move || {
                 // Ends when the watcher, and with it the sender, is dropped.
                 while receiver.recv().is_ok() {
-                    // Editors and deploy tools write several files: wait for quiet.
-                    while receiver.recv_timeout(RELOAD_DEBOUNCE).is_ok() {}
+                    // Editors and deploy tools write several files: wait for quiet, and for
+                    // the folder's files to stop changing (a writer that closes and reopens).
+                    loop {
+                        while receiver.recv_timeout(RELOAD_DEBOUNCE).is_ok() {}
+                        let Some(control) = control.upgrade() else {
+                            return;
+                        };
+                        let before = folder_state(&control.policies_dir);
+                        std::thread::sleep(RELOAD_DEBOUNCE);
+                        if folder_state(&control.policies_dir) == before {
+                            break;
+                        }
+                    }
                     let Some(control) = control.upgrade() else {
                         return;
                     };
@@ -900,15 +911,37 @@ impl Control {
     }
 }
 
-/// Whether a file event can change what is in the folder (reads, including our own, cannot).
+/// Whether a file event marks a finished change to the folder: a file closed after writing, a
+/// rename (an atomic deploy, or a symlink swap), a removal, a new directory. A plain write is
+/// not: the file is still open and may be half written (a rewrite in place truncates first),
+/// and its close will follow. Reads, including our own, change nothing.
 fn changes_content(kind: &notify::EventKind) -> bool {
     use notify::EventKind;
-    use notify::event::{AccessKind, AccessMode};
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
     match kind {
         EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
-        EventKind::Access(_) => false,
-        _ => true,
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => true,
+        EventKind::Create(CreateKind::Folder) => true,
+        // Unknown kinds (another platform's watcher): reload, the stable-content check guards.
+        EventKind::Any | EventKind::Other => true,
+        EventKind::Access(_) | EventKind::Create(_) | EventKind::Modify(_) => false,
     }
+}
+
+/// The folder's files as (name, length, modification time), to see that it has stopped
+/// changing before it is loaded.
+fn folder_state(dir: &Path) -> Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>)> {
+    let mut state: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let meta = std::fs::metadata(entry.path()).ok()?;
+            Some((entry.file_name(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    state.sort();
+    state
 }
 
 fn hours(millis: i64) -> String {

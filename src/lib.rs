@@ -12,6 +12,7 @@ pub mod context_shape;
 pub mod control;
 pub mod engine;
 pub mod facts;
+pub mod files;
 pub mod ledger;
 pub mod limits;
 pub mod listeners;

@@ -72,8 +72,9 @@ impl LiveStore {
             path: path.clone(),
             message,
         };
-        std::fs::create_dir_all(dir).map_err(|e| open_error(e.to_string()))?;
+        crate::files::private_dir(dir).map_err(|e| open_error(e.to_string()))?;
         let db = Database::create(&path).map_err(|e| open_error(e.to_string()))?;
+        crate::files::make_private(&path).map_err(|e| open_error(e.to_string()))?;
         let txn = db.begin_write().map_err(|e| open_error(e.to_string()))?;
         txn.open_table(ENTITIES)
             .map_err(|e| open_error(e.to_string()))?;

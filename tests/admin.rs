@@ -772,3 +772,45 @@ async fn a_use_counts_only_if_its_decision_was_recorded() {
     assert_eq!(answer.decision(), proto::Decision::Allow, "{answer:?}");
     assert_eq!(answer.provenance.unwrap().approval.unwrap().use_number, 1);
 }
+
+#[tokio::test]
+async fn secrets_and_evidence_are_private_and_a_loose_token_file_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let server = Server::start(&[]);
+    decide(&server, common::pipeline_read("Dataset::sales-2026")).await;
+    let data = server.kill();
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(data.path()), 0o700);
+    assert_eq!(mode(&data.path().join("ledger")), 0o700);
+    assert_eq!(mode(&data.path().join("facts.redb")), 0o600);
+    assert_eq!(mode(&data.path().join("admin.token")), 0o600);
+    assert_eq!(mode(&data.path().join("ledger/ledger-signing.key")), 0o600);
+    for entry in std::fs::read_dir(data.path().join("ledger")).unwrap() {
+        let path = entry.unwrap().path();
+        assert_eq!(mode(&path), 0o600, "{}", path.display());
+    }
+    // A token file others can read is refused at start, naming the file.
+    let token = data.path().join("admin.token");
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let policies = common::bundled_policies();
+    let serve = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        policies.to_str().unwrap(),
+    ];
+    let error = Server::start_in(data, &serve).err().expect("refused");
+    assert!(
+        error.contains("admin.token: readable by group or others"),
+        "{error}"
+    );
+    // So is a short one.
+    let data = tempfile::tempdir().unwrap();
+    let token = data.path().join("admin.token");
+    std::fs::write(&token, "short\n").unwrap();
+    std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let error = Server::start_in(data, &serve).err().expect("refused");
+    assert!(error.contains("at least 32"), "{error}");
+}

@@ -268,3 +268,50 @@ async fn checks_during_reloads_see_one_whole_set_or_the_other() {
     assert!(total > 0);
     assert!(seen_versions.len() <= 2);
 }
+
+#[tokio::test]
+async fn a_policy_file_caught_mid_rewrite_is_never_served() {
+    let policies = policy_copy();
+    let server = start_on(policies.path());
+    let suspended = || {
+        common::request(
+            "ServiceAccount::old-deployer",
+            "update",
+            "Config::payments-api-staging",
+            "",
+        )
+    };
+    let mut client = server.client().await;
+    let before = client.check(suspended()).await.unwrap().into_inner();
+    assert_eq!(before.reasons, ["identity-not-active"]);
+    // Rewrite identity.cedar in place: truncated at open, written 1.5 s later, then closed.
+    let path = policies.path().join("identity.cedar");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&path).unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        file.write_all(format!("{text}\n// reviewed\n").as_bytes())
+            .unwrap();
+    });
+    // During the window the half-written (empty) file is never loaded: the old set answers.
+    let window = Instant::now() + Duration::from_millis(1300);
+    while Instant::now() < window {
+        let answer = client.check(suspended()).await.unwrap().into_inner();
+        assert_eq!(answer.reasons, ["identity-not-active"]);
+        assert_eq!(answer.policy_version, before.policy_version);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    writer.join().unwrap();
+    // Once the file is closed, the whole new set is loaded.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let answer = client.check(suspended()).await.unwrap().into_inner();
+        assert_eq!(answer.reasons, ["identity-not-active"]);
+        if answer.policy_version != before.policy_version {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rewrite was never loaded");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

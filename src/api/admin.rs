@@ -25,6 +25,9 @@ pub const TOKEN_FILE: &str = "admin.token";
 
 /// The admin token: the configured one, else the one in `data_dir/admin.token`, created (32
 /// random bytes, hex, mode 0600) on first start. Returns the token and where it came from.
+/// The shortest admin token a token file may hold (one Warrant makes has 64 hex digits).
+const MIN_TOKEN_FILE_BYTES: usize = 32;
+
 pub fn admin_token(
     configured: Option<&str>,
     data_dir: &Path,
@@ -40,13 +43,25 @@ pub fn admin_token(
     match std::fs::read_to_string(&path) {
         Ok(text) => {
             let token = text.trim().to_owned();
-            anyhow::ensure!(!token.is_empty(), "{}: empty", path.display());
+            anyhow::ensure!(
+                !crate::files::readable_by_others(&path)?,
+                "{}: readable by group or others; the admin token must be private \
+                 (chmod 600 {0})",
+                path.display()
+            );
+            anyhow::ensure!(
+                token.len() >= MIN_TOKEN_FILE_BYTES,
+                "{}: the token is {} bytes; at least {MIN_TOKEN_FILE_BYTES} please (delete the \
+                 file to have a new one made)",
+                path.display(),
+                token.len()
+            );
             return Ok((token, Some(path)));
         }
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => anyhow::bail!("cannot read {}: {error}", path.display()),
     }
-    std::fs::create_dir_all(data_dir)?;
+    crate::files::private_dir(data_dir)?;
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let token = hex::encode(bytes);

@@ -173,7 +173,7 @@ impl Ledger {
     /// Opens the ledger in `settings.dir`: checks what is there (refusing a damaged ledger),
     /// cuts a torn last write, and starts the writer thread.
     pub fn open(settings: &LedgerSettings) -> Result<Ledger, LedgerError> {
-        std::fs::create_dir_all(&settings.dir).map_err(io_error(&settings.dir))?;
+        crate::files::private_dir(&settings.dir).map_err(io_error(&settings.dir))?;
         let key_path = settings
             .signing_key
             .clone()

@@ -1,7 +1,7 @@
 //! The writer thread: takes canonical records from the queue in batches, chains them, writes each
 //! batch with one write and (in durable mode) one fsync, signs checkpoints, keeps the index.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -134,7 +134,7 @@ impl Writer {
             .clone()
             .expect("a segment path was chosen");
         if self.segment.is_none() {
-            let file = OpenOptions::new()
+            let file = crate::files::private_file()
                 .create(true)
                 .append(true)
                 .open(&path)
@@ -240,8 +240,16 @@ impl Writer {
             .map_err(io_error(&path))?;
         let head_path = self.dir.join(HEAD_FILE);
         let temporary = self.dir.join(format!("{HEAD_FILE}.tmp"));
-        std::fs::write(&temporary, &bytes)
-            .and_then(|()| File::open(&temporary)?.sync_all())
+        crate::files::private_file()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&temporary)
+            .and_then(|mut file| {
+                use std::io::Write as _;
+                file.write_all(&bytes)?;
+                file.sync_all()
+            })
             .and_then(|()| std::fs::rename(&temporary, &head_path))
             .and_then(|()| File::open(&self.dir)?.sync_all())
             .map_err(io_error(&head_path))?;

@@ -1,0 +1,30 @@
+//! Folders and files that hold secrets and evidence (the data folder, the ledger, the facts
+//! store, keys and tokens): created readable by Warrant's user alone, 0700 and 0600.
+
+use std::fs::{self, OpenOptions};
+use std::io;
+use std::os::unix::fs::{OpenOptionsExt as _, PermissionsExt as _};
+use std::path::Path;
+
+/// Creates `dir` (and its parents) if missing, and makes it 0700.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::create_dir_all(dir)?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Open options that create a file as 0600.
+pub fn private_file() -> OpenOptions {
+    let mut options = OpenOptions::new();
+    options.mode(0o600);
+    options
+}
+
+/// Makes an existing file 0600 (for files a library creates itself).
+pub fn make_private(path: &Path) -> io::Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(0o600))
+}
+
+/// Whether anyone but the owner may read or write `path`.
+pub fn readable_by_others(path: &Path) -> io::Result<bool> {
+    Ok(fs::metadata(path)?.permissions().mode() & 0o077 != 0)
+}
