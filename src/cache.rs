@@ -142,46 +142,72 @@ impl DecisionCache {
     }
 }
 
-fn context_bytes(value: &ContextValue) -> u64 {
-    let inline = std::mem::size_of::<ContextValue>() as u64;
-    inline
-        + match value {
-            ContextValue::Bool(_) | ContextValue::Long(_) => 0,
-            ContextValue::String(s) => s.len() as u64,
-            ContextValue::Set(items) => items.iter().map(context_bytes).sum(),
-            ContextValue::Record(fields) => fields
-                .iter()
-                .map(|(k, v)| k.len() as u64 + context_bytes(v))
-                .sum(),
-        }
+/// What moka keeps per entry besides the key and value themselves (its hash table slot, the
+/// access-order and timer-wheel nodes, the entry's metadata), measured with a counting allocator
+/// by `tests/cache_memory.rs` on moka 0.12.
+const ENTRY_OVERHEAD: u64 = 256;
+
+/// The heap bytes of a `BTreeMap` with `len` entries of `(K, V)`: std allocates whole nodes of
+/// eleven slots, so even a map of one entry costs a full leaf.
+fn btree_bytes<K, V>(len: usize) -> u64 {
+    const SLOTS: u64 = 11;
+    if len == 0 {
+        return 0;
+    }
+    let slot = (std::mem::size_of::<K>() + std::mem::size_of::<V>()) as u64;
+    let leaf = SLOTS * slot + 16;
+    let leaves = (len as u64).div_ceil(SLOTS);
+    // Internal nodes add their own slots and twelve child pointers each.
+    let internal = leaves.saturating_sub(1).div_ceil(SLOTS) * (leaf + 12 * 8);
+    leaves * leaf + internal
 }
 
+/// The heap bytes a context holds (its values' inline size is counted by their container).
+fn context_heap_bytes(value: &ContextValue) -> u64 {
+    match value {
+        ContextValue::Bool(_) | ContextValue::Long(_) => 0,
+        ContextValue::String(s) => s.capacity() as u64,
+        ContextValue::Set(items) => {
+            (items.capacity() * std::mem::size_of::<ContextValue>()) as u64
+                + items.iter().map(context_heap_bytes).sum::<u64>()
+        }
+        ContextValue::Record(fields) => record_heap_bytes(fields),
+    }
+}
+
+fn record_heap_bytes(fields: &std::collections::BTreeMap<String, ContextValue>) -> u64 {
+    btree_bytes::<String, ContextValue>(fields.len())
+        + fields
+            .iter()
+            .map(|(k, v)| k.capacity() as u64 + context_heap_bytes(v))
+            .sum::<u64>()
+}
+
+/// What one entry costs: the key, the decision (its own heap, not the facts it shares with
+/// the snapshot through `Arc`s) and moka's bookkeeping.
 fn estimated_bytes(key: &CacheKey, value: &CachedDecision) -> u64 {
-    let entity = |e: &EntityRef| (e.type_name.len() + e.id.len()) as u64;
+    let entity = |e: &EntityRef| (e.type_name.capacity() + e.id.capacity()) as u64;
+    let text = |s: &String| s.capacity() as u64;
     let key_bytes = std::mem::size_of::<CacheKey>() as u64
         + entity(&key.principal)
         + entity(&key.resource)
-        + key.action.len() as u64
-        + key.approval_id.as_ref().map_or(0, |id| id.len() as u64)
-        + key
-            .context
-            .iter()
-            .map(|(k, v)| k.len() as u64 + context_bytes(v))
-            .sum::<u64>();
+        + text(&key.action)
+        + key.approval_id.as_ref().map_or(0, text)
+        + record_heap_bytes(&key.context);
     let decision = &value.decision;
     let decision_bytes = std::mem::size_of::<CachedDecision>() as u64
-        + decision
-            .reasons
-            .iter()
-            .map(|r| r.len() as u64 + 24)
-            .sum::<u64>()
+        // Behind the `Arc` moka keeps: its two counts.
+        + 16
+        + (decision.reasons.capacity() * std::mem::size_of::<String>()) as u64
+        + decision.reasons.iter().map(text).sum::<u64>()
+        + (decision.errors.capacity() * std::mem::size_of::<crate::engine::PolicyError>()) as u64
         + decision
             .errors
             .iter()
-            .map(|e| (e.policy_id.len() + e.message.len()) as u64 + 48)
+            .map(|e| (e.policy_id.capacity() + e.message.capacity()) as u64)
             .sum::<u64>()
         + entity(&decision.provenance.principal)
         + entity(&decision.provenance.resource)
-        + decision.request_id.as_ref().map_or(0, |id| id.len() as u64);
-    key_bytes + decision_bytes
+        + decision.request_id.as_ref().map_or(0, text);
+    key_bytes + decision_bytes + ENTRY_OVERHEAD
 }
