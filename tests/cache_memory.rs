@@ -77,5 +77,8 @@ fn the_cache_counts_what_its_entries_cost_within_a_fifth() {
     let live = LIVE.load(Ordering::Relaxed) - live_before;
     let ratio = counted as f64 / live as f64;
     println!("20,000 entries: {live} live bytes, {counted} counted, ratio {ratio:.2}");
-    assert!((0.8..=1.2).contains(&ratio), "counted {counted} for {live} live bytes");
+    assert!(
+        (0.8..=1.2).contains(&ratio),
+        "counted {counted} for {live} live bytes"
+    );
 }
