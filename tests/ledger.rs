@@ -587,3 +587,105 @@ async fn a_live_tail_follows_decisions_as_they_are_recorded() {
         "{line}"
     );
 }
+
+/// A small tmpfs mounted for the life of the value (root only), so that a disk fills up halfway
+/// through a batch.
+struct SmallDisk(PathBuf);
+
+impl SmallDisk {
+    fn mount(at: &Path, bytes: usize) -> Option<SmallDisk> {
+        std::fs::create_dir_all(at).unwrap();
+        let mounted = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={bytes}")])
+            .arg("tmpfs")
+            .arg(at)
+            .status()
+            .is_ok_and(|status| status.success());
+        mounted.then(|| SmallDisk(at.to_path_buf()))
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[tokio::test]
+async fn a_disk_that_fills_mid_batch_leaves_no_record_saying_allow_for_a_deny() {
+    let data = tempfile::tempdir().unwrap();
+    let Some(_disk) = SmallDisk::mount(&data.path().join("ledger"), 96 * 1024) else {
+        // Mounting needs root (as CI runs); elsewhere this test has nothing to stand on.
+        eprintln!("skipped: cannot mount a tmpfs here");
+        return;
+    };
+    let policies = common::bundled_policies();
+    let server = Server::start_in(
+        data,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--no-cache",
+        ],
+    )
+    .unwrap();
+    // Sixteen callers at once, each record a few KiB, until the disk is full.
+    let mut tasks = Vec::new();
+    for caller in 0..16 {
+        let mut client = server.client().await;
+        tasks.push(tokio::spawn(async move {
+            let mut answers = Vec::new();
+            for n in 0..40 {
+                let mut ask = pipeline_read("Dataset::sales-2026");
+                ask.context = context(serde_json::json!({
+                    "justification": format!("{caller}-{n}-{}", "x".repeat(3000))
+                }));
+                answers.push(client.check(ask).await.unwrap().into_inner());
+            }
+            answers
+        }));
+    }
+    let mut allowed = std::collections::HashSet::new();
+    let mut refused = 0;
+    for task in tasks {
+        for answer in task.await.unwrap() {
+            if answer.decision() == Decision::Allow {
+                allowed.insert(answer.decision_id);
+            } else {
+                assert_eq!(answer.reasons, ["warrant:ledger-unavailable"]);
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused > 0 && !allowed.is_empty(), "the disk never filled");
+    let data = server.kill();
+    // Every ALLOW on disk was answered ALLOW, and the chain verifies.
+    for line in std::fs::read_dir(data.path().join("ledger"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("segment-"))
+        .flat_map(|p| {
+            std::fs::read_to_string(p)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
+    {
+        let line: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if let Some(record) = line["entry"].get("record") {
+            if record["decision"] == "ALLOW" {
+                assert!(
+                    allowed.contains(record["decision_id"].as_str().unwrap()),
+                    "on record as ALLOW but answered DENY: {}",
+                    record["decision_id"]
+                );
+            }
+        }
+    }
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(ok, "{text}");
+}
