@@ -174,6 +174,10 @@ pub struct IdentityFilter {
 pub struct StatusView {
     pub policy_version: Arc<str>,
     pub policies_loaded_at: UnixMillis,
+    /// When the facts last changed (a live change, or a reload that changed them).
+    pub facts_changed_at: UnixMillis,
+    /// Changes to the facts since start.
+    pub facts_changes: u64,
     pub policy_count: usize,
     pub facts_version: Arc<str>,
     pub entity_count: usize,
@@ -192,6 +196,8 @@ struct State {
     /// The policy folder's `entities.json`, by uid, as last loaded successfully.
     base: BTreeMap<String, Value>,
     policies_loaded_at: UnixMillis,
+    facts_changed_at: UnixMillis,
+    facts_changes: u64,
     /// Every entity changed through the admin API, by uid: they replace the file's.
     live: BTreeMap<String, LiveEntity>,
     reloads: u64,
@@ -259,6 +265,8 @@ impl Control {
                 policies,
                 base,
                 policies_loaded_at: clock.now(),
+                facts_changed_at: clock.now(),
+                facts_changes: 0,
                 live,
                 reloads: 0,
                 reload_failures: 0,
@@ -342,6 +350,10 @@ impl Control {
                         "policies reloaded from {}",
                         self.policies_dir.display()
                     );
+                    if current.facts.version != facts.version {
+                        state.facts_changed_at = now;
+                        state.facts_changes += 1;
+                    }
                     self.engine.replace_snapshot(Snapshot {
                         policies: Arc::clone(&policies),
                         facts: Arc::new(facts),
@@ -375,6 +387,8 @@ impl Control {
         StatusView {
             policy_version: Arc::clone(&snapshot.policies.version),
             policies_loaded_at: state.policies_loaded_at,
+            facts_changed_at: state.facts_changed_at,
+            facts_changes: state.facts_changes,
             policy_count: snapshot.policies.policy_count(),
             facts_version: Arc::clone(&snapshot.facts.version),
             entity_count: snapshot.facts.entities.len(),
@@ -425,6 +439,8 @@ impl Control {
                     policies: Arc::clone(&state.policies),
                     facts: Arc::new(facts),
                 });
+                state.facts_changed_at = self.clock.now();
+                state.facts_changes += 1;
                 Ok(())
             }
             Err(error) => {

@@ -14,17 +14,19 @@ use crate::engine::Effect;
 use crate::ledger::Ledger;
 use crate::listeners::ListenerCounters;
 
-/// Upper bounds of the latency buckets, in seconds.
-const BUCKETS: [f64; 12] = [
-    0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+/// Upper bounds of the latency buckets, in seconds: from a cached decision's few microseconds
+/// to past the longest call a client or `request_timeout_ms` allows.
+const BUCKETS: [f64; 19] = [
+    0.000_005, 0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005,
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 ];
 
-/// A latency histogram in Prometheus' cumulative form.
+/// A latency histogram in Prometheus' cumulative form, its sum kept exactly (in nanoseconds).
 #[derive(Default)]
 pub struct Histogram {
     counts: [AtomicU64; BUCKETS.len()],
     count: AtomicU64,
-    sum_micros: AtomicU64,
+    sum_nanos: AtomicU64,
 }
 
 impl Histogram {
@@ -34,8 +36,10 @@ impl Histogram {
             self.counts[bucket].fetch_add(1, Ordering::Relaxed);
         }
         self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_micros
-            .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(
+            u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
     }
 
     /// Writes the series; `labels` is `key="value",...` or empty.
@@ -55,7 +59,7 @@ impl Histogram {
         }
         let count = self.count.load(Ordering::Relaxed);
         let _ = writeln!(out, "{name}_bucket{{{bucket_labels}le=\"+Inf\"}} {count}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let sum = self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9;
         let _ = writeln!(out, "{name}_sum{own_labels} {sum}");
         let _ = writeln!(out, "{name}_count{own_labels} {count}");
     }
@@ -91,6 +95,8 @@ struct ApiMetrics {
     deny: AtomicU64,
     invalid: AtomicU64,
     latency: Histogram,
+    /// Calls started and not yet answered.
+    in_flight: std::sync::atomic::AtomicI64,
     /// Calls answered, by gRPC status code (0-16; HTTP APIs count 0 for 200, 3 for 400, 16
     /// for 401).
     codes: [AtomicU64; 17],
@@ -163,6 +169,15 @@ impl Metrics {
             Effect::Deny => &self.api(api).deny,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A call started (paired with `call_ended`): the in-flight gauge.
+    pub fn call_started(&self, api: Api) {
+        self.api(api).in_flight.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn call_ended(&self, api: Api) {
+        self.api(api).in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// One call answered with `code`.
@@ -281,18 +296,31 @@ impl Metrics {
             "counter",
             "Calls answered, by API and gRPC status code (HTTP APIs: OK for 200, InvalidArgument for 400, Unauthenticated for 401).",
         );
+        // Every code, zeros included: a rule sees a series before its first increment.
         for api in Api::ALL {
             for (code, counter) in self.api(api).codes.iter().enumerate() {
-                let count = counter.load(Ordering::Relaxed);
-                if count > 0 {
-                    let _ = writeln!(
-                        out,
-                        "warrant_grpc_responses_total{{api=\"{}\",code=\"{:?}\"}} {count}",
-                        api.label(),
-                        tonic::Code::from_i32(code as i32)
-                    );
-                }
+                let _ = writeln!(
+                    out,
+                    "warrant_grpc_responses_total{{api=\"{}\",code=\"{:?}\"}} {}",
+                    api.label(),
+                    tonic::Code::from_i32(code as i32),
+                    counter.load(Ordering::Relaxed)
+                );
             }
+        }
+        family(
+            &mut out,
+            "warrant_in_flight_calls",
+            "gauge",
+            "Calls started and not yet answered, by API.",
+        );
+        for api in Api::ALL {
+            let _ = writeln!(
+                out,
+                "warrant_in_flight_calls{{api=\"{}\"}} {}",
+                api.label(),
+                self.api(api).in_flight.load(Ordering::Relaxed).max(0)
+            );
         }
         family(
             &mut out,
@@ -372,14 +400,33 @@ impl Metrics {
             &mut out,
             "warrant_policy_info",
             "gauge",
-            "The active policy set and facts.",
+            "The active policy set (its version changes only with a reload that changes it).",
         );
         let _ = writeln!(
             out,
-            "warrant_policy_info{{policy_version=\"{}\",facts_version=\"{}\"}} 1",
-            snapshot.policies.version, snapshot.facts.version
+            "warrant_policy_info{{policy_version=\"{}\"}} 1",
+            snapshot.policies.version
         );
         let status = control.status();
+        let now = SystemClock.now();
+        family(
+            &mut out,
+            "warrant_facts_changes_total",
+            "counter",
+            "Changes to the facts since start (admin changes, reloads that changed them).",
+        );
+        let _ = writeln!(out, "warrant_facts_changes_total {}", status.facts_changes);
+        family(
+            &mut out,
+            "warrant_facts_age_seconds",
+            "gauge",
+            "Seconds since the facts decisions are made from last changed.",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_facts_age_seconds {:.3}",
+            (now.0 - status.facts_changed_at.0).max(0) as f64 / 1000.0
+        );
         family(
             &mut out,
             "warrant_policy_reloads_total",
@@ -411,7 +458,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "warrant_policy_age_seconds {:.3}",
-            (SystemClock.now().0 - status.policies_loaded_at.0).max(0) as f64 / 1000.0
+            (now.0 - status.policies_loaded_at.0).max(0) as f64 / 1000.0
         );
         family(
             &mut out,
@@ -426,12 +473,18 @@ impl Metrics {
             "counter",
             "Authenticated admin calls, by method and gRPC status code.",
         );
-        for ((method, code), count) in self
+        // Every method's OK and INVALID_ARGUMENT series exist from the start.
+        let mut calls = self
             .admin_calls
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .iter()
-        {
+            .clone();
+        for method in crate::api::admin::ADMIN_METHODS {
+            for code in [tonic::Code::Ok, tonic::Code::InvalidArgument] {
+                calls.entry((method, code as i32)).or_default();
+            }
+        }
+        for ((method, code), count) in &calls {
             let _ = writeln!(
                 out,
                 "warrant_admin_calls_total{{method=\"{method}\",code=\"{:?}\"}} {count}",
@@ -521,8 +574,122 @@ impl Metrics {
             );
             self.ledger_append
                 .render(&mut out, "warrant_ledger_append_duration_seconds", "");
+            let (used, free) = ledger.disk_usage();
+            family(
+                &mut out,
+                "warrant_ledger_bytes",
+                "gauge",
+                "Bytes the ledger's files take on disk.",
+            );
+            let _ = writeln!(out, "warrant_ledger_bytes {used}");
+            if let Some(free) = free {
+                family(
+                    &mut out,
+                    "warrant_ledger_disk_free_bytes",
+                    "gauge",
+                    "Bytes free (for Warrant's user) on the file system that holds the ledger.",
+                );
+                let _ = writeln!(out, "warrant_ledger_disk_free_bytes {free}");
+            }
         }
+        family(
+            &mut out,
+            "warrant_build_info",
+            "gauge",
+            "The running build: its version and the commit it was built from.",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("WARRANT_COMMIT")
+        );
+        process_metrics(&mut out);
         out
+    }
+}
+
+/// The standard `process_*` metrics, read from /proc at scrape time (Linux; elsewhere none).
+fn process_metrics(out: &mut String) {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return;
+    };
+    // Fields after the command name (which may hold spaces), counted from field 3.
+    let Some(fields) = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
+    else {
+        return;
+    };
+    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
+    let ticks = rustix::param::clock_ticks_per_second() as f64;
+    let page = rustix::param::page_size() as f64;
+    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|text| {
+        text.lines()
+            .find_map(|line| line.strip_prefix("btime "))
+            .and_then(|b| b.trim().parse::<f64>().ok())
+    });
+    let mut write = |name: &str, kind: &str, help: &str, value: f64| {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+        );
+    };
+    if let (Some(user), Some(system)) = (field(14), field(15)) {
+        write(
+            "process_cpu_seconds_total",
+            "counter",
+            "User and system CPU time spent, in seconds.",
+            (user + system) / ticks,
+        );
+    }
+    if let (Some(start), Some(boot)) = (field(22), boot) {
+        write(
+            "process_start_time_seconds",
+            "gauge",
+            "Start time of the process since the Unix epoch, in seconds.",
+            boot + start / ticks,
+        );
+    }
+    if let Some(virtual_bytes) = field(23) {
+        write(
+            "process_virtual_memory_bytes",
+            "gauge",
+            "Virtual memory size in bytes.",
+            virtual_bytes,
+        );
+    }
+    if let Some(pages) = field(24) {
+        write(
+            "process_resident_memory_bytes",
+            "gauge",
+            "Resident memory size in bytes.",
+            pages * page,
+        );
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        write(
+            "process_open_fds",
+            "gauge",
+            "Number of open file descriptors.",
+            fds.count() as f64,
+        );
+    }
+    let max_fds = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|line| line.starts_with("Max open files"))
+                .and_then(|line| line.split_whitespace().nth(3))
+                .and_then(|soft| soft.parse::<f64>().ok())
+        });
+    if let Some(max_fds) = max_fds {
+        write(
+            "process_max_fds",
+            "gauge",
+            "Maximum number of open file descriptors.",
+            max_fds,
+        );
     }
 }
 

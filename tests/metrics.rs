@@ -209,3 +209,259 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
         "not exported: {missing:?}; exported: {exported:?}"
     );
 }
+
+/// The policy folder with one more policy that fails at run time (an overflow) on vendor
+/// requests: every such decision is a deny with an evaluation error.
+fn policies_with_an_erroring_policy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    for entry in std::fs::read_dir(common::bundled_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    std::fs::write(
+        dir.path().join("overflow.cedar"),
+        "@id(\"overflows\")\nforbid (principal, action == Action::\"submit_vendor_request\", resource)\nwhen { context.amount * 4611686018427387904 > 0 };\n",
+    )
+    .unwrap();
+    dir
+}
+
+#[tokio::test]
+async fn known_traffic_is_counted_exactly_timeouts_and_refusals_included() {
+    let policies = policies_with_an_erroring_policy();
+    let server = Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        policies.path().to_str().unwrap(),
+        "--request-timeout-ms",
+        "300",
+        "--ledger-segment-bytes",
+        "1",
+    ])
+    .unwrap();
+    // Every series a rule reads exists at zero before the first request.
+    let fresh = scrape(&server).await;
+    for (name, labels) in [
+        (
+            "warrant_grpc_responses_total",
+            vec![("api", "check"), ("code", "DeadlineExceeded")],
+        ),
+        (
+            "warrant_refusals_total",
+            vec![("api", "ext_authz"), ("reason", "warrant:no-route")],
+        ),
+        ("warrant_evaluation_errors_total", vec![]),
+        (
+            "warrant_admin_calls_total",
+            vec![("method", "GrantApproval"), ("code", "Ok")],
+        ),
+    ] {
+        assert_eq!(value(&fresh, name, &labels), 0.0, "{name} {labels:?}");
+    }
+
+    let mut client = server.client().await;
+    for _ in 0..3 {
+        client
+            .check(pipeline_read("Dataset::sales-2026"))
+            .await
+            .unwrap();
+    }
+    for _ in 0..2 {
+        client
+            .check(pipeline_read("Dataset::salaries"))
+            .await
+            .unwrap();
+    }
+    let mut vendor = request(
+        "Agent::procurement-agent",
+        "submit_vendor_request",
+        "Tool::vendor-portal",
+        "TASK-77",
+    );
+    vendor.context = common::context(serde_json::json!({"vendor": "Acme", "amount": 1200}));
+    let errored = client.check(vendor).await.unwrap().into_inner();
+    assert_eq!(errored.errors.len(), 1, "{errored:?}");
+    client
+        .check(request(
+            "ApiKey::pipeline-etl",
+            "delete",
+            "Dataset::salaries",
+            "",
+        ))
+        .await
+        .unwrap_err();
+    // ext_authz with no route table: every request is refused (answered OK to Envoy).
+    let mut envoy = envoy_types::pb::envoy::service::auth::v3::authorization_client::AuthorizationClient::connect(
+        server.url(),
+    )
+    .await
+    .unwrap();
+    for _ in 0..2 {
+        envoy
+            .check(envoy_types::ext_authz::v3::pb::CheckRequest::default())
+            .await
+            .unwrap();
+    }
+
+    let after = scrape(&server).await;
+    let check = |name: &str, labels: &[(&str, &str)]| value(&after, name, labels);
+    assert_eq!(
+        check(
+            "warrant_decisions_total",
+            &[("api", "check"), ("decision", "allow")]
+        ),
+        3.0
+    );
+    // Two by policy, one evaluation error, one refusal.
+    assert_eq!(
+        check(
+            "warrant_decisions_total",
+            &[("api", "check"), ("decision", "deny")]
+        ),
+        4.0
+    );
+    assert_eq!(check("warrant_evaluation_errors_total", &[]), 1.0);
+    assert_eq!(
+        check(
+            "warrant_refusals_total",
+            &[("api", "check"), ("reason", "warrant:invalid-request")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        check(
+            "warrant_refusals_total",
+            &[
+                ("api", "ext_authz"),
+                ("reason", "warrant:malformed-check-request")
+            ]
+        ),
+        2.0
+    );
+    assert_eq!(
+        check(
+            "warrant_grpc_responses_total",
+            &[("api", "check"), ("code", "Ok")]
+        ),
+        6.0
+    );
+    assert_eq!(
+        check(
+            "warrant_grpc_responses_total",
+            &[("api", "check"), ("code", "InvalidArgument")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        check(
+            "warrant_grpc_responses_total",
+            &[("api", "ext_authz"), ("code", "Ok")]
+        ),
+        2.0
+    );
+    assert_eq!(
+        check(
+            "warrant_request_duration_seconds_count",
+            &[("api", "check")]
+        ),
+        7.0
+    );
+    assert_eq!(check("warrant_in_flight_calls", &[("api", "check")]), 0.0);
+    assert!(check("warrant_request_duration_seconds_sum", &[("api", "check")]) > 0.0);
+
+    // A ledger that hangs (the next segment is a FIFO nobody reads): the Check is answered at
+    // the time limit, DEADLINE_EXCEEDED, and counted so.
+    let next = check("warrant_ledger_records_total", &[]) as u64 + 1;
+    let fifo = server
+        .ledger_dir()
+        .join("ledger")
+        .join(format!("segment-{next:020}.jsonl"));
+    let made = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let status = client
+        .check(pipeline_read("Dataset::sales-2026"))
+        .await
+        .expect_err("the ledger never answers");
+    assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+    let stuck = scrape(&server).await;
+    assert_eq!(
+        value(
+            &stuck,
+            "warrant_grpc_responses_total",
+            &[("api", "check"), ("code", "DeadlineExceeded")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &stuck,
+            "warrant_refusals_total",
+            &[("api", "check"), ("reason", "warrant:timed-out")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &stuck,
+            "warrant_request_duration_seconds_count",
+            &[("api", "check")]
+        ),
+        8.0
+    );
+    // Its latency is in the histogram: past the 250 ms bucket.
+    assert!(
+        value(
+            &stuck,
+            "warrant_request_duration_seconds_sum",
+            &[("api", "check")]
+        ) >= 0.3
+    );
+    drop(server);
+}
+
+#[tokio::test]
+async fn promtool_finds_the_exposition_well_formed() {
+    let server = Server::start(&[]);
+    server
+        .client()
+        .await
+        .check(pipeline_read("Dataset::sales-2026"))
+        .await
+        .unwrap();
+    let (code, text) =
+        common::http_get(&format!("{}/metrics", common::metrics_base(&server))).await;
+    assert_eq!(code, 200);
+    let promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    let Ok(mut promtool) = promtool else {
+        assert!(
+            std::env::var_os("WARRANT_REQUIRE_PROMTOOL").is_none(),
+            "promtool is required (scripts/test installs Debian's prometheus)"
+        );
+        eprintln!("skipped: no promtool here");
+        return;
+    };
+    use std::io::Write as _;
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let output = promtool.wait_with_output().unwrap();
+    let findings = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{findings}");
+    assert!(findings.trim().is_empty(), "{findings}");
+}

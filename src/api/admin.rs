@@ -25,6 +25,21 @@ pub const TOKEN_FILE: &str = "admin.token";
 
 /// The admin token: the configured one, else the one in `data_dir/admin.token`, created (32
 /// random bytes, hex, mode 0600) on first start. Returns the token and where it came from.
+/// Every admin method, as counted in `warrant_admin_calls_total`.
+pub const ADMIN_METHODS: [&str; 11] = [
+    "GrantApproval",
+    "RevokeApproval",
+    "GetApproval",
+    "ListApprovals",
+    "CreateIdentity",
+    "UpdateIdentity",
+    "RetireIdentity",
+    "GetIdentity",
+    "ListIdentities",
+    "ReloadPolicies",
+    "Status",
+];
+
 /// The shortest admin token a token file may hold (one Warrant makes has 64 hex digits).
 const MIN_TOKEN_FILE_BYTES: usize = 32;
 

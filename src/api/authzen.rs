@@ -8,7 +8,6 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, State};
@@ -18,6 +17,7 @@ use serde_json::{Map, Value, json};
 
 use crate::api::admin::equal_in_constant_time;
 use crate::api::decider::Decider;
+use crate::api::edge::CallGuard;
 use crate::context_shape::{ContextShape, Kind};
 use crate::engine::{self, ContextValue, Effect, InvalidRequest, RESERVED_CONTEXT_KEYS};
 use crate::facts::EntityRef;
@@ -280,7 +280,7 @@ impl AuthZen {
     /// echoing the request id.
     async fn finish(
         &self,
-        started: Instant,
+        mut guard: CallGuard,
         mut answer: Result<Value, Refused>,
         request_id: Option<&HeaderValue>,
         body: &[u8],
@@ -293,16 +293,11 @@ impl AuthZen {
             self.record_refusal(refused, &readable, peer.to_string(), trace)
                 .await;
         }
-        let metrics = self.decider.metrics();
-        metrics.latency(Api::AuthZen, started.elapsed());
-        metrics.answered(
-            Api::AuthZen,
-            match &answer {
-                Ok(_) => tonic::Code::Ok,
-                Err(Refused(StatusCode::UNAUTHORIZED, ..)) => tonic::Code::Unauthenticated,
-                Err(_) => tonic::Code::InvalidArgument,
-            },
-        );
+        guard.answered(match &answer {
+            Ok(_) => tonic::Code::Ok,
+            Err(Refused(StatusCode::UNAUTHORIZED, ..)) => tonic::Code::Unauthenticated,
+            Err(_) => tonic::Code::InvalidArgument,
+        });
         match answer {
             Ok(body) => respond(StatusCode::OK, body, request_id),
             Err(refused) => refuse(refused, request_id),
@@ -316,7 +311,8 @@ async fn evaluation(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
+    // Counted in flight, and once when answered, or as CANCELLED if the client goes away.
+    let guard = CallGuard::start(Arc::clone(&authzen.decider), Api::AuthZen, None);
     let request_id = headers.get("x-request-id");
     let trace = trace_headers(&headers);
     let answer = async {
@@ -347,7 +343,7 @@ async fn evaluation(
     }
     .await;
     authzen
-        .finish(started, answer, request_id, &body, peer, &trace)
+        .finish(guard, answer, request_id, &body, peer, &trace)
         .await
 }
 
@@ -357,7 +353,8 @@ async fn evaluations(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let started = Instant::now();
+    // Counted in flight, and once when answered, or as CANCELLED if the client goes away.
+    let guard = CallGuard::start(Arc::clone(&authzen.decider), Api::AuthZen, None);
     let request_id = headers.get("x-request-id");
     let trace = trace_headers(&headers);
     let answer = async {
@@ -452,7 +449,7 @@ async fn evaluations(
     }
     .await;
     authzen
-        .finish(started, answer, request_id, &body, peer, &trace)
+        .finish(guard, answer, request_id, &body, peer, &trace)
         .await
 }
 

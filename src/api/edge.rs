@@ -76,14 +76,37 @@ fn api_of(path: &str) -> Option<Api> {
     }
 }
 
-/// Counts the call once, when it ends: answered, or dropped because the caller went away or
-/// its deadline passed.
-struct CallGuard {
+/// Counts a call while it is in flight, and once when it ends: answered with the code it was
+/// given, or dropped because the caller went away (CANCELLED) or its deadline passed
+/// (DEADLINE_EXCEEDED), each with its latency.
+pub(crate) struct CallGuard {
     decider: Arc<Decider>,
     api: Api,
     started: Instant,
     client_deadline: Option<Duration>,
     code: Option<tonic::Code>,
+}
+
+impl CallGuard {
+    pub(crate) fn start(
+        decider: Arc<Decider>,
+        api: Api,
+        client_deadline: Option<Duration>,
+    ) -> Self {
+        decider.metrics().call_started(api);
+        CallGuard {
+            decider,
+            api,
+            started: Instant::now(),
+            client_deadline,
+            code: None,
+        }
+    }
+
+    /// The call's final status.
+    pub(crate) fn answered(&mut self, code: tonic::Code) {
+        self.code = Some(code);
+    }
 }
 
 impl Drop for CallGuard {
@@ -100,6 +123,7 @@ impl Drop for CallGuard {
             }
         });
         let metrics = self.decider.metrics();
+        metrics.call_ended(self.api);
         metrics.answered(self.api, code);
         metrics.latency(self.api, elapsed);
     }
@@ -163,13 +187,11 @@ where
                 .iter()
                 .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
         );
-        let guard = CallGuard {
-            decider: Arc::clone(&decider),
+        let guard = CallGuard::start(
+            Arc::clone(&decider),
             api,
-            started: Instant::now(),
-            client_deadline: client_deadline(request.headers()),
-            code: None,
-        };
+            client_deadline(request.headers()),
+        );
         Box::pin(async move {
             // Moved in whole (not field by field), so that it drops when the call ends.
             let mut guard = guard;
@@ -178,14 +200,14 @@ where
                 Ok(Ok(response)) => match tonic::Status::from_header_map(response.headers()) {
                     // Answered by the handler, which recorded its decision or refusal.
                     None => {
-                        guard.code = Some(tonic::Code::Ok);
+                        guard.answered(tonic::Code::Ok);
                         return Ok(response);
                     }
                     Some(status)
                         if status.code() == tonic::Code::Ok
                             || response.headers().contains_key(DECISION_ID_HEADER) =>
                     {
-                        guard.code = Some(status.code());
+                        guard.answered(status.code());
                         return Ok(response);
                     }
                     // Refused before the handler ran: the bytes could not be read. A decoding
@@ -216,20 +238,27 @@ where
             );
             let trace_id = traces::trace_id(&span, &trace);
             tracing::debug!(parent: &span, reason = why, detail, "refused before a decision");
-            let decision = decider
-                .refuse(
-                    api,
-                    &engine::CheckRequest::default(),
-                    why,
-                    Some(detail.clone()),
-                    caller,
-                    trace_id,
-                )
-                .await;
+            // Recorded like any decision, but never waited on past the time limit: a ledger
+            // that hangs must not hold the caller (a refusal is a deny either way).
+            let refusal = decider.engine().refusal(
+                &engine::CheckRequest::default(),
+                why,
+                Some(detail.clone()),
+            );
+            decider.metrics().refused(api, why);
+            let mut recorded = [(engine::CheckRequest::default(), refusal)];
+            let recording = decider.record(api, &mut recorded, caller, trace_id);
+            if tokio::time::timeout(timeout, recording).await.is_err() {
+                tracing::warn!(
+                    reason = why,
+                    "a refusal was not recorded within the time limit; answered anyway"
+                );
+            }
+            let [(_, decision)] = recorded;
             let decision_id = decision.decision_id.to_string();
             let response = match answers {
                 Answers::EnvoyDeny => {
-                    guard.code = Some(tonic::Code::Ok);
+                    guard.answered(tonic::Code::Ok);
                     let http = if why == reason::TIMED_OUT {
                         envoy_types::ext_authz::v3::pb::HttpStatusCode::Forbidden
                     } else {
@@ -245,7 +274,7 @@ where
                     ok_response(&answer)
                 }
                 Answers::Status => {
-                    guard.code = Some(code);
+                    guard.answered(code);
                     with_decision_id(tonic::Status::new(code, detail), &decision_id).into_http()
                 }
             };

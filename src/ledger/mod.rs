@@ -266,6 +266,23 @@ impl Ledger {
         &self.mask_keys
     }
 
+    /// Bytes the ledger's files take, and bytes free on their file system (read at scrape
+    /// time; `None` where the file system cannot say).
+    pub fn disk_usage(&self) -> (u64, Option<u64>) {
+        let used = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|entry| entry.metadata().ok())
+            .filter(std::fs::Metadata::is_file)
+            .map(|meta| meta.len())
+            .sum();
+        let free = rustix::fs::statvfs(&self.dir)
+            .ok()
+            .map(|fs| fs.f_bavail.saturating_mul(fs.f_frsize));
+        (used, free)
+    }
+
     pub fn stats(&self) -> LedgerStats {
         LedgerStats {
             written: self.written.load(Ordering::Relaxed),
