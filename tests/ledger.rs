@@ -676,14 +676,14 @@ async fn a_disk_that_fills_mid_batch_leaves_no_record_saying_allow_for_a_deny() 
         })
     {
         let line: serde_json::Value = serde_json::from_str(&line).unwrap();
-        if let Some(record) = line["entry"].get("record") {
-            if record["decision"] == "ALLOW" {
-                assert!(
-                    allowed.contains(record["decision_id"].as_str().unwrap()),
-                    "on record as ALLOW but answered DENY: {}",
-                    record["decision_id"]
-                );
-            }
+        if let Some(record) = line["entry"].get("record")
+            && record["decision"] == "ALLOW"
+        {
+            assert!(
+                allowed.contains(record["decision_id"].as_str().unwrap()),
+                "on record as ALLOW but answered DENY: {}",
+                record["decision_id"]
+            );
         }
     }
     let (ok, text) = log(data.path(), &["verify"]);
