@@ -33,41 +33,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 }
 
 /// The descriptor set of Envoy's ext_authz service, from the protos the `envoy-types` crate
-/// ships (found through `cargo metadata`), so that reflection on the Check port can describe
-/// every service it serves. Envoy's own generated code comes from `envoy-types` itself.
+/// ships, so that reflection on the Check port can describe every service it serves. Envoy's
+/// own generated code comes from `envoy-types` itself. The crate's sources are found in
+/// Cargo's registry (the version Cargo.lock names), else through `cargo metadata`; if neither
+/// finds them, reflection lists Envoy's service without describing it, and the build says so.
 fn envoy_descriptors(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let manifest = std::env::var("CARGO_MANIFEST_DIR")?;
-    let output = std::process::Command::new(cargo)
-        .args([
-            "metadata",
-            "--format-version",
-            "1",
-            "--offline",
-            "--filter-platform",
-        ])
-        .arg(std::env::var("TARGET")?)
-        .arg("--manifest-path")
-        .arg(PathBuf::from(&manifest).join("Cargo.toml"))
-        .output()?;
-    if !output.status.success() {
-        return Err(format!(
-            "cargo metadata failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        )
-        .into());
-    }
-    let metadata = String::from_utf8(output.stdout)?;
-    // The manifest path of the envoy-types package, without a JSON parser: it is the one
-    // `.../envoy-types-<version>/Cargo.toml` in the output.
-    let marker = "\"manifest_path\":\"";
-    let root = metadata
-        .match_indices(marker)
-        .map(|(at, _)| &metadata[at + marker.len()..])
-        .filter_map(|rest| rest.split('"').next())
-        .find(|path| path.contains("envoy-types-") && path.ends_with("Cargo.toml"))
-        .map(|path| PathBuf::from(path).with_file_name("proto"))
-        .ok_or("cargo metadata names no envoy-types package")?;
+    let target = out_dir.join("envoy_descriptor.bin");
+    let Some(root) = envoy_types_protos() else {
+        println!("cargo:warning=envoy-types' protos not found: reflection will not describe Envoy's service");
+        std::fs::write(&target, [])?;
+        return Ok(());
+    };
     let includes = [
         "data-plane-api",
         "googleapis",
@@ -77,9 +53,53 @@ fn envoy_descriptors(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error
     ]
     .map(|dir| root.join(dir));
     let descriptors = protox::compile(["envoy/service/auth/v3/external_auth.proto"], includes)?;
-    std::fs::write(
-        out_dir.join("envoy_descriptor.bin"),
-        prost::Message::encode_to_vec(&descriptors),
-    )?;
+    std::fs::write(&target, prost::Message::encode_to_vec(&descriptors))?;
     Ok(())
+}
+
+/// The `proto` folder of the locked envoy-types package.
+fn envoy_types_protos() -> Option<PathBuf> {
+    let manifest = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").ok()?);
+    let lock = std::fs::read_to_string(manifest.join("Cargo.lock")).ok()?;
+    let version = lock
+        .split("[[package]]")
+        .find(|package| package.contains("name = \"envoy-types\""))?
+        .lines()
+        .find_map(|line| line.strip_prefix("version = \""))?
+        .trim_end_matches('"')
+        .to_owned();
+    let wanted = format!("envoy-types-{version}");
+    let cargo_home = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|home| PathBuf::from(home).join(".cargo")));
+    let in_registry = cargo_home.and_then(|home| {
+        std::fs::read_dir(home.join("registry").join("src"))
+            .ok()?
+            .flatten()
+            .map(|index| index.path().join(&wanted).join("proto"))
+            .find(|path| path.is_dir())
+    });
+    in_registry.or_else(|| from_cargo_metadata(&manifest, &wanted))
+}
+
+/// The same, asked of `cargo metadata` (for vendored or unusual set-ups).
+fn from_cargo_metadata(manifest: &std::path::Path, wanted: &str) -> Option<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let output = std::process::Command::new(cargo)
+        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
+        .arg(std::env::var("TARGET").ok()?)
+        .arg("--manifest-path")
+        .arg(manifest.join("Cargo.toml"))
+        .output()
+        .ok()
+        .filter(|output| output.status.success())?;
+    let metadata = String::from_utf8(output.stdout).ok()?;
+    let marker = "\"manifest_path\":\"";
+    metadata
+        .match_indices(marker)
+        .map(|(at, _)| &metadata[at + marker.len()..])
+        .filter_map(|rest| rest.split('"').next())
+        .find(|path| path.contains(wanted) && path.ends_with("Cargo.toml"))
+        .map(|path| PathBuf::from(path).with_file_name("proto"))
+        .filter(|path| path.is_dir())
 }

@@ -310,19 +310,25 @@ fn reflection() -> anyhow::Result<(
     >,
 )> {
     let builder = || {
-        tonic_reflection::server::Builder::configure()
+        let builder = tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-            .register_encoded_file_descriptor_set(proto::ENVOY_FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
             .register_encoded_file_descriptor_set(
                 tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET,
             )
             .with_service_name("warrant.v1.Authorizer")
-            .with_service_name("envoy.service.auth.v3.Authorization")
             .with_service_name("grpc.health.v1.Health")
             .with_service_name("grpc.reflection.v1.ServerReflection")
-            .with_service_name("grpc.reflection.v1alpha.ServerReflection")
+            .with_service_name("grpc.reflection.v1alpha.ServerReflection");
+        // Empty when the build could not find envoy-types' protos (it warned then).
+        if proto::ENVOY_FILE_DESCRIPTOR_SET.is_empty() {
+            builder
+        } else {
+            builder
+                .register_encoded_file_descriptor_set(proto::ENVOY_FILE_DESCRIPTOR_SET)
+                .with_service_name("envoy.service.auth.v3.Authorization")
+        }
     };
     Ok((
         builder()
