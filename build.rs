@@ -40,7 +40,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 fn envoy_descriptors(out_dir: &std::path::Path) -> Result<(), Box<dyn std::error::Error>> {
     let target = out_dir.join("envoy_descriptor.bin");
     let Some(root) = envoy_types_protos() else {
-        println!("cargo:warning=envoy-types' protos not found: reflection will not describe Envoy's service");
+        println!(
+            "cargo:warning=envoy-types' protos not found: reflection will not describe Envoy's service"
+        );
         std::fs::write(&target, [])?;
         return Ok(());
     };
@@ -86,7 +88,13 @@ fn envoy_types_protos() -> Option<PathBuf> {
 fn from_cargo_metadata(manifest: &std::path::Path, wanted: &str) -> Option<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let output = std::process::Command::new(cargo)
-        .args(["metadata", "--format-version", "1", "--offline", "--filter-platform"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--filter-platform",
+        ])
         .arg(std::env::var("TARGET").ok()?)
         .arg("--manifest-path")
         .arg(manifest.join("Cargo.toml"))

@@ -171,18 +171,36 @@ pub struct LogArgs {
     /// Warrant's data folder (the ledger is in its `ledger/`).
     #[arg(long, global = true, default_value = "data", env = "WARRANT_DATA_DIR")]
     pub data_dir: std::path::PathBuf,
-    /// The ledger's public key (hex). Without it, it is derived from the signing key in the
-    /// ledger folder.
+    /// The ledger's public key (hex), kept apart from the data folder. Without it (or
+    /// --signing-key), it is derived from the signing key in the ledger folder, which whoever
+    /// can write that folder can replace: `verify` then says so and exits 2.
     #[arg(long, global = true)]
     pub public_key: Option<String>,
+    /// The server's signing key file, when it is configured outside the data folder
+    /// (`ledger_signing_key`): a pinned key, like --public-key.
+    #[arg(long, global = true, env = "WARRANT_LEDGER_SIGNING_KEY")]
+    pub signing_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: LogCommand,
 }
 
 #[derive(Debug, clap::Subcommand)]
 pub enum LogCommand {
-    /// Check the whole ledger: hash chain, sequence, checkpoint signatures, truncation.
-    Verify,
+    /// Check the whole ledger: hash chain, sequence, checkpoint signatures, truncation,
+    /// unsigned records; exit 1 on damage, 2 if the key was not pinned.
+    Verify {
+        /// A head kept from earlier (`warrant log head`, the server's log, DecisionLog/GetHead):
+        /// the ledger must contain record SEQ with chain hash HASH, or it was rolled back.
+        #[arg(long, value_name = "SEQ:HASH")]
+        expect_head: Option<String>,
+        /// Accept records after the last checkpoint (an async-mode ledger after a crash may
+        /// hold some; a durable one never does).
+        #[arg(long)]
+        allow_unsigned_tail: bool,
+    },
+    /// The ledger's signed head (`SEQ:HASH`, then the checkpoint): keep it somewhere else to
+    /// detect a rollback later with `verify --expect-head`.
+    Head,
     /// Everything recorded about one decision.
     Show {
         decision_id: String,
@@ -232,29 +250,33 @@ pub enum LogCommand {
     },
 }
 
-fn ledger_key(args: &LogArgs) -> anyhow::Result<ed25519_dalek::VerifyingKey> {
+/// The key to check signatures with, and whether it was pinned (given apart from the ledger
+/// folder) rather than read from the folder it is meant to check.
+fn ledger_key(args: &LogArgs) -> anyhow::Result<(ed25519_dalek::VerifyingKey, bool)> {
     let ledger_dir = args.data_dir.join("ledger");
-    match &args.public_key {
-        Some(text) => {
-            let bytes: [u8; 32] = hex::decode(text.trim())
-                .ok()
-                .and_then(|b| b.try_into().ok())
-                .context("--public-key: not a hex Ed25519 public key")?;
-            Ok(ed25519_dalek::VerifyingKey::from_bytes(&bytes)?)
-        }
-        None => {
-            let path = ledger_dir.join("ledger-signing.key");
-            if !path.exists() {
-                bail!("no signing key at {}; give --public-key", path.display());
-            }
-            Ok(crate::ledger::load_or_create_signing_key(&path)?.verifying_key())
-        }
+    if let Some(text) = &args.public_key {
+        let bytes: [u8; 32] = hex::decode(text.trim())
+            .ok()
+            .and_then(|b| b.try_into().ok())
+            .context("--public-key: not a hex Ed25519 public key")?;
+        return Ok((ed25519_dalek::VerifyingKey::from_bytes(&bytes)?, true));
     }
+    let (path, pinned) = match &args.signing_key {
+        Some(path) => (path.clone(), !path.starts_with(&ledger_dir)),
+        None => (ledger_dir.join("ledger-signing.key"), false),
+    };
+    if !path.exists() {
+        bail!("no signing key at {}; give --public-key", path.display());
+    }
+    Ok((
+        crate::ledger::load_or_create_signing_key(&path)?.verifying_key(),
+        pinned,
+    ))
 }
 
 pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
     use crate::ledger;
-    let key = ledger_key(&args)?;
+    let (key, pinned) = ledger_key(&args)?;
     let dir = args.data_dir.join("ledger");
     match &args.command {
         LogCommand::Tail { .. } => bail!("`log tail` talks to a running server; see `tail`"),
@@ -262,22 +284,65 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             println!("{}", hex::encode(key.as_bytes()));
             Ok(ExitCode::SUCCESS)
         }
-        LogCommand::Verify => match ledger::verify(&dir, &key)? {
-            Ok(verified) => {
+        LogCommand::Head => match ledger::read_head(&dir, &key)? {
+            None => bail!("{} has no head file", dir.display()),
+            Some(Err(problem)) => bail!("the head file does not verify: {problem}"),
+            Some(Ok(signed)) => {
+                let c = &signed.checkpoint;
+                println!("{}:{}", c.seq, c.head);
                 println!(
-                    "ok: {} records, {} checkpoints, {} records after the last checkpoint, head {}",
-                    verified.records,
-                    verified.checkpoints,
-                    verified.unsealed,
-                    hex::encode(verified.head)
+                    "signed {} by key {} (signature {})",
+                    c.time, c.key_id, signed.signature
                 );
                 Ok(ExitCode::SUCCESS)
             }
-            Err(damage) => {
-                println!("FAILED: {damage}");
-                Ok(ExitCode::FAILURE)
-            }
         },
+        LogCommand::Verify {
+            expect_head,
+            allow_unsigned_tail,
+        } => {
+            let expect = expect_head
+                .as_deref()
+                .map(|text| {
+                    let (seq, hash) = text
+                        .split_once(':')
+                        .context("--expect-head: SEQ:HASH, as `warrant log head` prints it")?;
+                    let seq: u64 = seq.parse().context("--expect-head: SEQ is not a number")?;
+                    anyhow::Ok((seq, hash.to_owned()))
+                })
+                .transpose()?;
+            let checks = ledger::VerifyOptions {
+                expect_head: expect,
+                allow_unsigned_tail: *allow_unsigned_tail,
+            };
+            let code = match ledger::verify(&dir, &key, &checks)? {
+                Ok(verified) => {
+                    println!(
+                        "ok: {} records, {} checkpoints, {} records after the last checkpoint, head {}:{}",
+                        verified.records,
+                        verified.checkpoints,
+                        verified.unsealed,
+                        verified.records,
+                        hex::encode(verified.head)
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(damage) => {
+                    println!("FAILED: {damage}");
+                    return Ok(ExitCode::FAILURE);
+                }
+            };
+            if !pinned {
+                println!(
+                    "UNPINNED: the signatures were checked with the key found in the ledger folder; \
+                     whoever can write that folder can replace the key and re-sign a forged \
+                     ledger. Pass --public-key (from `warrant log public-key`, kept elsewhere) or \
+                     --signing-key outside the folder."
+                );
+                return Ok(ExitCode::from(2));
+            }
+            Ok(code)
+        }
         LogCommand::Show { decision_id, json } => {
             let records = ledger::records(&dir, &key)?;
             let Some(record) = records.iter().find(|r| &r.decision_id == decision_id) else {

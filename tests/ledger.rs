@@ -11,9 +11,23 @@ use common::{Server, context, deploy, pipeline_read, request};
 use warrant::proto::Decision;
 
 fn log(data: &Path, args: &[&str]) -> (bool, String) {
+    // `verify` is given the key apart from the folder, as an auditor would.
+    let pinned = if args.first() == Some(&"verify") {
+        let key = Command::new(env!("CARGO_BIN_EXE_warrant"))
+            .args(["log", "--data-dir", data.to_str().unwrap(), "public-key"])
+            .output()
+            .unwrap();
+        vec![
+            "--public-key".to_owned(),
+            String::from_utf8(key.stdout).unwrap().trim().to_owned(),
+        ]
+    } else {
+        Vec::new()
+    };
     let output = Command::new(env!("CARGO_BIN_EXE_warrant"))
         .args(["log", "--data-dir", data.to_str().unwrap()])
         .args(args)
+        .args(&pinned)
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&output.stdout).into_owned()
@@ -94,7 +108,8 @@ async fn every_kind_of_tampering_is_detected_and_named() {
     let (ok, text) = log(data, &["verify"]);
     assert!(ok, "{text}");
     assert!(
-        text.starts_with("ok: 10 records, 3 checkpoints, 1 records after the last checkpoint"),
+        // Every durable batch (here, each of the ten Checks) is signed as it is written.
+        text.starts_with("ok: 10 records, 10 checkpoints, 0 records after the last checkpoint"),
         "{text}"
     );
 
@@ -113,13 +128,15 @@ async fn every_kind_of_tampering_is_detected_and_named() {
                 let i = record_line(l, 5);
                 l[i] = l[i].replacen('{', "[", 1);
             }),
-            ":6: not a ledger line",
+            // Each record is followed by its batch's signed checkpoint: record 5 is line 9.
+            ":9: not a ledger line",
         ),
         (
             "deleted",
             Box::new(|l: &mut Vec<String>| {
+                // The record and the checkpoint of its batch, as a careful forger would.
                 let i = record_line(l, 2);
-                l.remove(i);
+                l.drain(i..i + 2);
             }),
             "record 2 is missing",
         ),
@@ -137,7 +154,7 @@ async fn every_kind_of_tampering_is_detected_and_named() {
                 let i = record_line(l, 8);
                 l.truncate(i);
             }),
-            "the last signed checkpoint covers record 9 but the ledger ends at record 7",
+            "the last signed checkpoint covers record 10 but the ledger ends at record 7",
         ),
         (
             "signature replaced",
@@ -147,7 +164,7 @@ async fn every_kind_of_tampering_is_detected_and_named() {
                 let flipped = if &l[i][at..at + 1] == "0" { "1" } else { "0" };
                 l[i].replace_range(at..at + 1, flipped);
             }),
-            "checkpoint at record 3: bad signature",
+            "checkpoint at record 1: bad signature",
         ),
     ];
     for (name, tamper, expected) in cases {
@@ -368,7 +385,8 @@ async fn the_async_ledger_records_too() {
     let data = server.kill();
     let (ok, text) = log(data.path(), &["verify"]);
     assert!(
-        ok && text.starts_with("ok: 5 records, 1 checkpoints, 0 records after"),
+        // One as the first record was written (so there is always a head), one at the seal.
+        ok && text.starts_with("ok: 5 records, 2 checkpoints, 0 records after"),
         "{text}"
     );
 }
@@ -468,7 +486,7 @@ async fn a_graceful_stop_seals_every_record() {
         .unwrap();
     let (ok, text) = log(data.path(), &["verify"]);
     assert!(
-        ok && text.starts_with("ok: 3 records, 1 checkpoints, 0 records after"),
+        ok && text.starts_with("ok: 3 records, 3 checkpoints, 0 records after"),
         "{text}"
     );
 }
@@ -688,4 +706,172 @@ async fn a_disk_that_fills_mid_batch_leaves_no_record_saying_allow_for_a_deny() 
     }
     let (ok, text) = log(data.path(), &["verify"]);
     assert!(ok, "{text}");
+}
+
+/// Runs `warrant log` with exactly these arguments (no key added): (exit code, output).
+fn log_raw(data: &Path, args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(["log", "--data-dir", data.to_str().unwrap()])
+        .args(args)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned()
+        + &String::from_utf8_lossy(&output.stderr);
+    (output.status.code().unwrap_or(-1), text)
+}
+
+/// Appends to the last segment a record that follows the chain correctly (right sequence,
+/// right `prev`, right hash) but that Warrant never wrote: an ALLOW, by someone who can write
+/// the folder but does not hold the signing key.
+fn forge_allow(data: &Path) -> String {
+    use sha2::Digest as _;
+    let segment = segment(data);
+    let text = std::fs::read_to_string(&segment).unwrap();
+    let last: serde_json::Value = text
+        .lines()
+        .rev()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|l| l.get("entry").is_some())
+        .unwrap();
+    let mut entry = last["entry"].clone();
+    entry["seq"] = serde_json::json!(entry["seq"].as_u64().unwrap() + 1);
+    entry["record"]["decision"] = serde_json::json!("ALLOW");
+    let forged_id = "01a2ffff-0000-7000-8000-000000000001";
+    entry["record"]["decision_id"] = serde_json::json!(forged_id);
+    entry["record"]["reasons"] = serde_json::json!(["forged"]);
+    let prev = last["hash"].as_str().unwrap().to_owned();
+    let mut hasher = sha2::Sha256::new();
+    hasher.update(hex::decode(&prev).unwrap());
+    hasher.update(serde_json_canonicalizer::to_vec(&entry).unwrap());
+    let hash = hex::encode(hasher.finalize());
+    let line = serde_json::json!({"entry": entry, "hash": hash, "prev": prev});
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&segment)
+        .unwrap();
+    std::io::Write::write_all(
+        &mut file,
+        format!("{}\n", serde_json_canonicalizer::to_string(&line).unwrap()).as_bytes(),
+    )
+    .unwrap();
+    forged_id.to_owned()
+}
+
+#[tokio::test]
+async fn a_forged_tail_fails_verify_and_is_never_signed_by_a_restart() {
+    let server = Server::start(&[]);
+    let mut client = server.client().await;
+    for _ in 0..3 {
+        client
+            .check(pipeline_read("Dataset::salaries"))
+            .await
+            .unwrap();
+    }
+    drop(client);
+    let data = server.kill();
+    let forged = forge_allow(data.path());
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(!ok, "a forged tail passed verify:\n{text}");
+    assert!(
+        text.contains("1 records from record 4 on are not covered by any signed checkpoint"),
+        "{text}"
+    );
+    // The restarted server moves it out instead of signing it with its next checkpoint.
+    let server = Server::restart_in(data);
+    let missing = server
+        .decision_log_client()
+        .await
+        .get_decision(warrant::proto::GetDecisionRequest {
+            decision_id: forged.clone(),
+        })
+        .await
+        .expect_err("the forged record is not in the ledger");
+    assert_eq!(missing.code(), tonic::Code::NotFound);
+    server
+        .client()
+        .await
+        .check(pipeline_read("Dataset::sales-2026"))
+        .await
+        .unwrap();
+    let data = server.kill();
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(ok && text.starts_with("ok: 4 records"), "{text}");
+    let quarantined: Vec<_> = std::fs::read_dir(data.path().join("ledger"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("quarantine-"))
+        .collect();
+    assert_eq!(quarantined.len(), 1);
+    assert!(
+        std::fs::read_to_string(&quarantined[0])
+            .unwrap()
+            .contains(&forged)
+    );
+}
+
+#[tokio::test]
+async fn a_kept_head_catches_a_rollback_and_a_missing_head_or_unpinned_key_fails() {
+    let server = Server::start(&[]);
+    let mut client = server.client().await;
+    for _ in 0..2 {
+        client
+            .check(pipeline_read("Dataset::sales-2026"))
+            .await
+            .unwrap();
+    }
+    drop(client);
+    let data = server.kill();
+    // An earlier state of the folder, as an attacker would keep to roll back to.
+    let earlier = tempfile::tempdir().unwrap();
+    Command::new("cp")
+        .arg("-a")
+        .arg(data.path().join("ledger"))
+        .arg(earlier.path())
+        .status()
+        .unwrap();
+    let server = Server::restart_in(data);
+    let mut client = server.client().await;
+    for _ in 0..3 {
+        client
+            .check(pipeline_read("Dataset::sales-2026"))
+            .await
+            .unwrap();
+    }
+    drop(client);
+    // The server serves its newest published head (it publishes one every 1,000 records or
+    // 5 s, and at a graceful stop).
+    let served = server
+        .decision_log_client()
+        .await
+        .get_head(warrant::proto::GetHeadRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(served.seq >= 1 && served.head.len() == 64, "{served:?}");
+    let data = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    // An auditor keeps the head sealed at the stop.
+    let (ok, text) = log(data.path(), &["head"]);
+    assert!(ok && text.starts_with("5:"), "{text}");
+    let kept = text.lines().next().unwrap().to_owned();
+    let (ok, text) = log(data.path(), &["verify", "--expect-head", &kept]);
+    assert!(ok, "{text}");
+    // The same data folder rolled back to its earlier state, head file and all.
+    let key = log_raw(data.path(), &["public-key"]).1.trim().to_owned();
+    let (code, text) = log_raw(
+        earlier.path(),
+        &["verify", "--public-key", &key, "--expect-head", &kept],
+    );
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("rolled back"), "{text}");
+    // Without the head file, truncation cannot be told: a failure, not a skipped check.
+    std::fs::remove_file(data.path().join("ledger/ledger.head")).unwrap();
+    let (code, text) = log_raw(data.path(), &["verify", "--public-key", &key]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("ledger.head is missing"), "{text}");
+    // A key read from the folder under test is not trusted quietly.
+    let (code, text) = log_raw(earlier.path(), &["verify"]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("UNPINNED"), "{text}");
 }

@@ -549,6 +549,24 @@ fn ledger_status(error: ledger::LedgerError) -> Status {
 impl proto::decision_log_server::DecisionLog for DecisionLogService {
     type TailDecisionsStream = DecisionStream;
 
+    async fn get_head(
+        &self,
+        _request: Request<proto::GetHeadRequest>,
+    ) -> Result<Response<proto::LedgerHead>, Status> {
+        let signed = self
+            .ledger
+            .head()
+            .ok_or_else(|| Status::not_found("the ledger has no signed head yet"))?;
+        let c = signed.checkpoint;
+        Ok(Response::new(proto::LedgerHead {
+            seq: c.seq,
+            head: c.head,
+            time: c.time,
+            key_id: c.key_id,
+            signature: signed.signature,
+        }))
+    }
+
     async fn tail_decisions(
         &self,
         request: Request<proto::TailDecisionsRequest>,

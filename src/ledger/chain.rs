@@ -36,10 +36,22 @@ pub(super) enum Line {
 /// A signed statement: the chain up to `seq` has head hash `head`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
+    /// Written with a durable batch, in the same write: every record before it was
+    /// acknowledged only once this signature was on disk, so records after the last such
+    /// checkpoint were never acknowledged (or were not written by Warrant).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub batch: bool,
     pub seq: u64,
     pub head: String,
     pub time: String,
     pub key_id: String,
+}
+
+/// A checkpoint with its signature, as the head file and `GetHead` give it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignedHead {
+    pub checkpoint: Checkpoint,
+    pub signature: String,
 }
 
 /// The canonical JSON of a line's `entry` as it stands in the file, which is what was hashed.
@@ -164,6 +176,19 @@ pub enum Damage {
         detail: String,
         place: Place,
     },
+    /// Records after the last signed checkpoint: appended by someone without the key, or left
+    /// by a crash in async mode.
+    Unsigned {
+        records: u64,
+        first: u64,
+        place: Place,
+    },
+    /// A head kept from earlier is not in the ledger: it was rolled back or replaced.
+    NotTheExpectedHead {
+        seq: u64,
+        hash: String,
+        found: Option<String>,
+    },
 }
 
 impl std::fmt::Display for Damage {
@@ -202,6 +227,28 @@ impl std::fmt::Display for Damage {
             Damage::BadCheckpoint { seq, detail, place } => {
                 write!(f, "{place}: checkpoint at record {seq}: {detail}")
             }
+            Damage::Unsigned {
+                records,
+                first,
+                place,
+            } => write!(
+                f,
+                "{place}: {records} records from record {first} on are not covered by any \
+                 signed checkpoint: not written by this ledger's key holder, or left by a crash \
+                 in async mode (--allow-unsigned-tail accepts them)"
+            ),
+            Damage::NotTheExpectedHead { seq, hash, found } => match found {
+                Some(found) => write!(
+                    f,
+                    "record {seq} has hash {found}, not the expected head {hash}: the ledger was \
+                     replaced or rolled back"
+                ),
+                None => write!(
+                    f,
+                    "the ledger has no record {seq}, so not the expected head {seq}:{hash}: it \
+                     was rolled back"
+                ),
+            },
         }
     }
 }
@@ -221,6 +268,8 @@ pub(super) struct Scan {
     pub(super) entries: Vec<(Entry, [u8; 32], Place)>,
     pub(super) checkpoints: u64,
     pub(super) last_checkpoint_seq: Option<u64>,
+    /// Whether the last checkpoint was signed with a durable batch.
+    pub(super) last_checkpoint_batch: bool,
     /// The last segment's path and the length of its sound prefix, if its end is torn.
     pub(super) torn_tail: Option<(PathBuf, u64)>,
 }
@@ -288,6 +337,7 @@ pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage
     let mut expected = 1u64;
     let mut checkpoints = 0;
     let mut last_checkpoint_seq = None;
+    let mut last_checkpoint_batch = false;
     for (line, place, hashed) in raw {
         match line {
             Line::Entry { entry, prev, hash } => {
@@ -341,6 +391,7 @@ pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage
                 }
                 checkpoints += 1;
                 last_checkpoint_seq = Some(checkpoint.seq);
+                last_checkpoint_batch = checkpoint.batch;
             }
         }
     }
@@ -348,6 +399,7 @@ pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage
         entries,
         checkpoints,
         last_checkpoint_seq,
+        last_checkpoint_batch,
         torn_tail,
     }))
 }
@@ -372,9 +424,23 @@ pub(super) fn verify_signature(
         .map_err(|_| "bad signature".to_owned())
 }
 
-/// Checks the whole ledger in `dir`: chain, sequence, checkpoint signatures, and that it reaches
-/// the last signed head. `Ok(Err(damage))` names the first problem.
-pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Result<Verified, Damage>, LedgerError> {
+/// What `verify` checks beyond the chain itself.
+#[derive(Debug, Clone, Default)]
+pub struct VerifyOptions {
+    /// A head kept from earlier: the ledger must contain record `seq` with this chain hash.
+    pub expect_head: Option<(u64, String)>,
+    /// Accept records after the last checkpoint (async mode after a crash).
+    pub allow_unsigned_tail: bool,
+}
+
+/// Checks the whole ledger in `dir`: chain, sequence, checkpoint signatures, that the head file
+/// is there and the ledger reaches it, that no record lies after the last checkpoint, and that
+/// an expected head is in it. `Ok(Err(damage))` names the first problem.
+pub fn verify(
+    dir: &Path,
+    key: &VerifyingKey,
+    options: &VerifyOptions,
+) -> Result<Result<Verified, Damage>, LedgerError> {
     let scan = match scan(dir, key)? {
         Ok(scan) => scan,
         Err(damage) => return Ok(Err(damage)),
@@ -388,7 +454,17 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Result<Verified, Damage>
         }));
     }
     let records = scan.entries.len() as u64;
-    if let Some(head) = read_head(dir, key)? {
+    let head = read_head(dir, key)?;
+    if head.is_none() && records > 0 {
+        return Ok(Err(Damage::Truncated {
+            detail: format!(
+                "{} is missing: without the signed head, a ledger cut short cannot be told \
+                 from a whole one",
+                dir.join(HEAD_FILE).display()
+            ),
+        }));
+    }
+    if let Some(head) = head {
         match head {
             Err(detail) => {
                 return Ok(Err(Damage::BadCheckpoint {
@@ -397,7 +473,7 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Result<Verified, Damage>
                     place: head_place(dir),
                 }));
             }
-            Ok(checkpoint) => {
+            Ok(SignedHead { checkpoint, .. }) => {
                 let at = scan.entries.get((checkpoint.seq as usize).wrapping_sub(1));
                 if checkpoint.seq > records {
                     return Ok(Err(Damage::Truncated {
@@ -419,10 +495,32 @@ pub fn verify(dir: &Path, key: &VerifyingKey) -> Result<Result<Verified, Damage>
             }
         }
     }
+    let unsealed = records - scan.last_checkpoint_seq.unwrap_or(0);
+    if unsealed > 0 && !options.allow_unsigned_tail {
+        let (first, _, place) = &scan.entries[(records - unsealed) as usize];
+        return Ok(Err(Damage::Unsigned {
+            records: unsealed,
+            first: first.seq,
+            place: place.clone(),
+        }));
+    }
+    if let Some((seq, hash)) = &options.expect_head {
+        let found = scan
+            .entries
+            .get((*seq as usize).wrapping_sub(1))
+            .map(|(_, h, _)| hex::encode(h));
+        if found.as_deref() != Some(hash.as_str()) {
+            return Ok(Err(Damage::NotTheExpectedHead {
+                seq: *seq,
+                hash: hash.clone(),
+                found,
+            }));
+        }
+    }
     Ok(Ok(Verified {
         records,
         checkpoints: scan.checkpoints,
-        unsealed: records - scan.last_checkpoint_seq.unwrap_or(0),
+        unsealed,
         head: scan.entries.last().map_or(GENESIS, |(_, hash, _)| *hash),
     }))
 }
@@ -437,10 +535,10 @@ pub(super) fn head_place(dir: &Path) -> Place {
 }
 
 /// The last checkpoint, kept apart from the segments so a cut-off tail is noticed.
-pub(super) fn read_head(
+pub fn read_head(
     dir: &Path,
     key: &VerifyingKey,
-) -> Result<Option<Result<Checkpoint, String>>, LedgerError> {
+) -> Result<Option<Result<SignedHead, String>>, LedgerError> {
     let path = dir.join(HEAD_FILE);
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
@@ -454,9 +552,12 @@ pub(super) fn read_head(
     else {
         return Ok(Some(Err("the head file is not a checkpoint".into())));
     };
-    Ok(Some(
-        verify_signature(&checkpoint, &signature, key).map(|()| checkpoint),
-    ))
+    Ok(Some(verify_signature(&checkpoint, &signature, key).map(
+        |()| SignedHead {
+            checkpoint,
+            signature,
+        },
+    )))
 }
 
 /// Records after `after` matching `filter`, read in order without re-verifying the chain (the

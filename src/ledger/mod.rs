@@ -10,23 +10,25 @@ mod writer;
 
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom, Write as _};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, mpsc};
 use std::time::{Duration, Instant};
 
+use ed25519_dalek::VerifyingKey;
 use tokio::sync::oneshot;
 
 use crate::clock::UnixMillis;
 use crate::facts::EntityRef;
 
 pub use chain::{
-    Checkpoint, Damage, Place, Verified, key_id, load_or_create_signing_key, records, verify,
+    Checkpoint, Damage, Place, SignedHead, Verified, VerifyOptions, key_id,
+    load_or_create_signing_key, read_head, records, verify,
 };
 pub use record::{ApprovalRecord, ErrorRecord, OwnerRecord, Record, canonical_json};
 
-use chain::{Line, scan, segments, stored_records};
+use chain::{Line, segments, stored_records};
 use record::canonical;
 use writer::Writer;
 
@@ -151,6 +153,8 @@ struct Pending {
 /// The running ledger: hands records to the writer thread.
 pub struct Ledger {
     dir: PathBuf,
+    /// The checkpoint in the head file, as the writer last published it.
+    head: Arc<std::sync::Mutex<Option<SignedHead>>>,
     index: Index,
     sender: mpsc::SyncSender<Message>,
     mode: LedgerMode,
@@ -180,12 +184,7 @@ impl Ledger {
             .unwrap_or_else(|| settings.dir.join(KEY_FILE));
         let signing_key = load_or_create_signing_key(&key_path)?;
         let verifying = signing_key.verifying_key();
-        let scan = scan(&settings.dir, &verifying)?.map_err(|damage| {
-            LedgerError::Corrupt(format!(
-                "the ledger in {} is damaged: {damage}; refusing to append to it",
-                settings.dir.display()
-            ))
-        })?;
+        let scan = scan_sound(&settings.dir, &verifying)?;
         if let Some((segment, length)) = &scan.torn_tail {
             tracing::warn!(segment = %segment.display(), length, "cutting a torn last record left by a crash");
             let file = OpenOptions::new()
@@ -196,6 +195,12 @@ impl Ledger {
                 .and_then(|()| file.sync_all())
                 .map_err(io_error(segment))?;
         }
+        let scan = match quarantine_unsigned_tail(&settings.dir, &scan)? {
+            // Cut: read what remains.
+            true => scan_sound(&settings.dir, &verifying)?,
+            false => scan,
+        };
+        let published = read_head(&settings.dir, &verifying)?.and_then(Result::ok);
         let (next_seq, head) = scan
             .entries
             .last()
@@ -224,6 +229,7 @@ impl Ledger {
             );
         }
         let index: Index = Arc::new(RwLock::new(index));
+        let published = Arc::new(std::sync::Mutex::new(published));
         let (sender, receiver) = mpsc::sync_channel(settings.queue.max(1));
         let failed = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(AtomicU64::new(0));
@@ -245,6 +251,8 @@ impl Ledger {
             durable: settings.mode == LedgerMode::Durable,
             failed: Arc::clone(&failed),
             pending: Arc::clone(&pending),
+            published: Arc::clone(&published),
+            last_signed: None,
         };
         std::thread::Builder::new()
             .name("ledger-writer".into())
@@ -252,6 +260,7 @@ impl Ledger {
             .map_err(|e| LedgerError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Ledger {
             dir: settings.dir.clone(),
+            head: published,
             index,
             sender,
             mode: settings.mode,
@@ -260,6 +269,11 @@ impl Ledger {
             pending,
             written,
         })
+    }
+
+    /// The newest published checkpoint (the head file's), if any.
+    pub fn head(&self) -> Option<SignedHead> {
+        self.head.lock().ok().and_then(|head| head.clone())
     }
 
     pub fn mask_keys(&self) -> &[String] {
@@ -386,4 +400,86 @@ impl Ledger {
         }
         Ok(())
     }
+}
+
+/// Scans the ledger, refusing a damaged one.
+fn scan_sound(dir: &Path, key: &VerifyingKey) -> Result<chain::Scan, LedgerError> {
+    chain::scan(dir, key)?.map_err(|damage| {
+        LedgerError::Corrupt(format!(
+            "the ledger in {} is damaged: {damage}; refusing to append to it",
+            dir.display()
+        ))
+    })
+}
+
+/// Records after the last checkpoint when that checkpoint was signed with a durable batch
+/// cannot be evidence: every durable batch is signed in the same write that stores it, so such
+/// records were never acknowledged (a crash between the write and its signature) or were not
+/// written by Warrant (appended by someone without the key). They are moved out of the chain
+/// into `quarantine-<time>.jsonl` beside it, for inspection, and never signed. (After an async
+/// checkpoint, records may have been acknowledged before they were written: they are kept and
+/// signed by the next checkpoint, as the async mode documents.) `true` if anything was cut.
+fn quarantine_unsigned_tail(dir: &Path, scan: &chain::Scan) -> Result<bool, LedgerError> {
+    let signed_up_to = scan.last_checkpoint_seq.unwrap_or(0);
+    let Some((first, _, place)) = scan.entries.iter().find(|(e, _, _)| e.seq > signed_up_to) else {
+        return Ok(false);
+    };
+    let unsigned = scan.entries.len() as u64 - signed_up_to;
+    if !scan.last_checkpoint_batch {
+        tracing::warn!(
+            records = unsigned,
+            "records after the last checkpoint are not signed (an async ledger, or one from \
+             before batch signing); the next checkpoint signs them"
+        );
+        return Ok(false);
+    }
+    let quarantine = dir.join(format!(
+        "quarantine-{}.jsonl",
+        crate::clock::Clock::now(&crate::clock::SystemClock).0
+    ));
+    let mut out = crate::files::private_file()
+        .write(true)
+        .create_new(true)
+        .open(&quarantine)
+        .map_err(io_error(&quarantine))?;
+    let mut cut_segments = Vec::new();
+    for segment in segments(dir)? {
+        if segment < place.segment {
+            continue;
+        }
+        let bytes = std::fs::read(&segment).map_err(io_error(&segment))?;
+        let from = if segment == place.segment {
+            place.offset as usize
+        } else {
+            0
+        };
+        out.write_all(bytes.get(from..).unwrap_or_default())
+            .map_err(io_error(&quarantine))?;
+        cut_segments.push((segment, from));
+    }
+    out.sync_all().map_err(io_error(&quarantine))?;
+    for (segment, from) in cut_segments {
+        if from == 0 {
+            std::fs::remove_file(&segment).map_err(io_error(&segment))?;
+        } else {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(&segment)
+                .map_err(io_error(&segment))?;
+            file.set_len(from as u64)
+                .and_then(|()| file.sync_all())
+                .map_err(io_error(&segment))?;
+        }
+    }
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_error(dir))?;
+    tracing::error!(
+        records = unsigned,
+        first_seq = first.seq,
+        quarantine = %quarantine.display(),
+        "records after the last signed durable batch were never acknowledged or were not \
+         written by Warrant; moved out of the ledger"
+    );
+    Ok(true)
 }

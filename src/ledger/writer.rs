@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
 
-use super::chain::{chain_hash, checkpoint_bytes, entry_bytes};
+use super::chain::{SignedHead, chain_hash, checkpoint_bytes, entry_bytes};
 use super::*;
 
 pub(super) struct Writer {
@@ -30,6 +30,10 @@ pub(super) struct Writer {
     pub(super) durable: bool,
     pub(super) failed: Arc<AtomicBool>,
     pub(super) pending: Arc<AtomicU64>,
+    /// The checkpoint in the head file (shared with `Ledger::head`).
+    pub(super) published: Arc<std::sync::Mutex<Option<SignedHead>>>,
+    /// The newest checkpoint written into a segment, to publish when the head file is due.
+    pub(super) last_signed: Option<SignedHead>,
 }
 
 impl Writer {
@@ -94,15 +98,45 @@ impl Writer {
         }
     }
 
-    /// A checkpoint over everything written, unless there is nothing new to sign.
+    /// A checkpoint over everything written, unless there is nothing new to sign, and the
+    /// head file brought up to it.
     fn seal(&mut self) -> Result<(), LedgerError> {
         if self.failed.load(Ordering::Relaxed) {
             return Err(LedgerError::Unavailable("an earlier write failed".into()));
         }
-        if self.since_checkpoint == 0 {
-            return Ok(());
+        if self.since_checkpoint > 0 {
+            return self.checkpoint();
         }
-        self.checkpoint()
+        let published = self.published_seq();
+        match self.last_signed.clone() {
+            Some(signed) if signed.checkpoint.seq > published => self.publish(signed),
+            _ => Ok(()),
+        }
+    }
+
+    fn published_seq(&self) -> u64 {
+        self.published
+            .lock()
+            .ok()
+            .and_then(|head| head.as_ref().map(|h| h.checkpoint.seq))
+            .unwrap_or(0)
+    }
+
+    /// A signed checkpoint over the chain up to `seq`, whose hash is `head`, and its line.
+    fn sign(&self, batch: bool, seq: u64, head: &[u8; 32]) -> (SignedHead, Vec<u8>) {
+        let checkpoint = Checkpoint {
+            batch,
+            seq,
+            head: hex::encode(head),
+            time: crate::clock::Clock::now(&crate::clock::SystemClock).to_rfc3339(),
+            key_id: key_id(&self.key.verifying_key()),
+        };
+        let signature = hex::encode(self.key.sign(&checkpoint_bytes(&checkpoint)).to_bytes());
+        let signed = SignedHead {
+            checkpoint,
+            signature,
+        };
+        (signed.clone(), line_bytes(signed))
     }
 
     fn fail(&self, error: &LedgerError) {
@@ -175,6 +209,13 @@ impl Writer {
             ));
         }
         let durable = self.durable;
+        let signed = durable.then(|| {
+            // Signed with the batch, in the same write and fsync: nothing is acknowledged that
+            // is not covered by a signature on disk.
+            let (signed, line) = self.sign(true, first_seq + batch.len() as u64 - 1, &head);
+            bytes.extend_from_slice(&line);
+            signed
+        });
         let (path, file) = self.open_segment()?;
         let base = file.metadata().map_err(io_error(&path))?.len();
         let written = file
@@ -206,13 +247,24 @@ impl Writer {
         drop(index);
         self.head = head;
         self.next_seq += batch.len() as u64;
-        self.since_checkpoint += batch.len() as u64;
-        if self.since_checkpoint >= self.checkpoint_records
-            || self.last_checkpoint.elapsed() >= self.checkpoint_interval
-        {
+        if signed.is_some() {
+            self.last_signed = signed;
+        } else {
+            self.since_checkpoint += batch.len() as u64;
+        }
+        // The first records publish a head at once, so a ledger with records always has one.
+        let published = self.published_seq();
+        let due = published == 0
+            || self.next_seq - 1 - published >= self.checkpoint_records
+            || self.last_checkpoint.elapsed() >= self.checkpoint_interval;
+        if due {
             // The batch is on disk and is answered as recorded; a checkpoint that cannot be
             // written stops every later append instead.
-            if let Err(error) = self.checkpoint() {
+            let published = match self.last_signed.clone() {
+                Some(signed) if self.since_checkpoint == 0 => self.publish(signed),
+                _ => self.checkpoint(),
+            };
+            if let Err(error) = published {
                 self.fail(&error);
             }
         }
@@ -221,23 +273,20 @@ impl Writer {
 
     /// Signs the chain's head, appends the checkpoint and makes it the head file.
     fn checkpoint(&mut self) -> Result<(), LedgerError> {
-        let checkpoint = Checkpoint {
-            seq: self.next_seq - 1,
-            head: hex::encode(self.head),
-            time: crate::clock::Clock::now(&crate::clock::SystemClock).to_rfc3339(),
-            key_id: key_id(&self.key.verifying_key()),
-        };
-        let signature = hex::encode(self.key.sign(&checkpoint_bytes(&checkpoint)).to_bytes());
-        let line = Line::Checkpoint {
-            checkpoint,
-            signature,
-        };
-        let mut bytes = serde_json_canonicalizer::to_vec(&line).expect("lines serialise");
-        bytes.push(b'\n');
+        let (signed, bytes) = self.sign(false, self.next_seq - 1, &self.head);
         let (path, file) = self.open_segment()?;
         file.write_all(&bytes)
             .and_then(|()| file.sync_data())
             .map_err(io_error(&path))?;
+        self.since_checkpoint = 0;
+        self.last_signed = Some(signed.clone());
+        self.publish(signed)
+    }
+
+    /// Makes `signed` the head file (atomically), logs it, and serves it from `Ledger::head`:
+    /// whoever keeps these can later tell a rolled-back ledger (`verify --expect-head`).
+    fn publish(&mut self, signed: SignedHead) -> Result<(), LedgerError> {
+        let bytes = line_bytes(signed.clone());
         let head_path = self.dir.join(HEAD_FILE);
         let temporary = self.dir.join(format!("{HEAD_FILE}.tmp"));
         crate::files::private_file()
@@ -246,15 +295,37 @@ impl Writer {
             .truncate(true)
             .open(&temporary)
             .and_then(|mut file| {
-                use std::io::Write as _;
                 file.write_all(&bytes)?;
                 file.sync_all()
             })
             .and_then(|()| std::fs::rename(&temporary, &head_path))
             .and_then(|()| File::open(&self.dir)?.sync_all())
             .map_err(io_error(&head_path))?;
-        self.since_checkpoint = 0;
+        let span = tracing::info_span!("ledger.checkpoint");
+        span.in_scope(|| {
+            tracing::info!(
+                seq = signed.checkpoint.seq,
+                head = %signed.checkpoint.head,
+                key_id = %signed.checkpoint.key_id,
+                signature = %signed.signature,
+                "ledger head: keep SEQ:HEAD to detect a rollback with `warrant log verify --expect-head`"
+            );
+        });
+        if let Ok(mut published) = self.published.lock() {
+            *published = Some(signed);
+        }
         self.last_checkpoint = Instant::now();
         Ok(())
     }
+}
+
+/// A checkpoint's line, as segments and the head file hold it.
+fn line_bytes(signed: SignedHead) -> Vec<u8> {
+    let line = Line::Checkpoint {
+        checkpoint: signed.checkpoint,
+        signature: signed.signature,
+    };
+    let mut bytes = serde_json_canonicalizer::to_vec(&line).expect("lines serialise");
+    bytes.push(b'\n');
+    bytes
 }
