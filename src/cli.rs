@@ -201,6 +201,19 @@ pub enum LogCommand {
     /// The ledger's signed head (`SEQ:HASH`, then the checkpoint): keep it somewhere else to
     /// detect a rollback later with `verify --expect-head`.
     Head,
+    /// Every record after a cursor as JSON lines ({"hash","record","seq"}), for a SIEM or log
+    /// shipper; the last `seq` shipped is the cursor to resume from.
+    Export {
+        /// The last sequence number already shipped (0 for everything).
+        #[arg(long, default_value_t = 0)]
+        after: u64,
+        /// Keep following the ledger as it grows (until interrupted).
+        #[arg(long)]
+        follow: bool,
+        /// How often to look for new records when following, in milliseconds.
+        #[arg(long, default_value_t = 500)]
+        poll_ms: u64,
+    },
     /// Everything recorded about one decision.
     Show {
         decision_id: String,
@@ -282,6 +295,18 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
         LogCommand::Tail { .. } => bail!("`log tail` talks to a running server; see `tail`"),
         LogCommand::PublicKey => {
             println!("{}", hex::encode(key.as_bytes()));
+            Ok(ExitCode::SUCCESS)
+        }
+        LogCommand::Export {
+            after,
+            follow,
+            poll_ms,
+        } => {
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            let poll = follow.then(|| std::time::Duration::from_millis(*poll_ms));
+            // Stops when the reader goes away (a broken pipe ends the write) or on a signal.
+            ledger::export(&dir, *after, poll, &mut out, || false)?;
             Ok(ExitCode::SUCCESS)
         }
         LogCommand::Head => match ledger::read_head(&dir, &key)? {

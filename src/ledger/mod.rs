@@ -5,6 +5,7 @@
 //! commit); in durable mode a Check is answered only after its record is on disk.
 
 mod chain;
+mod export;
 mod record;
 mod writer;
 
@@ -26,6 +27,7 @@ pub use chain::{
     Checkpoint, Damage, Place, SignedHead, Verified, VerifyOptions, key_id,
     load_or_create_signing_key, read_head, records, verify,
 };
+pub use export::export;
 pub use record::{ApprovalRecord, ErrorRecord, OwnerRecord, Record, canonical_json};
 
 use chain::{Line, segments, stored_records};
