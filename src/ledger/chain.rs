@@ -274,10 +274,35 @@ pub(super) struct Scan {
     pub(super) torn_tail: Option<(PathBuf, u64)>,
 }
 
-/// Reads and checks every segment in `dir`. `key` checks checkpoint signatures; a torn last
-/// line is reported in `Scan::torn_tail` (recovery cuts it; `verify` calls it truncation).
-pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage>, LedgerError> {
-    let segments = segments(dir)?;
+/// The first sequence number in a segment, from its name.
+fn first_seq(segment: &Path) -> Option<u64> {
+    segment
+        .file_name()?
+        .to_str()?
+        .strip_prefix(SEGMENT_PREFIX)?
+        .strip_suffix(".jsonl")?
+        .parse()
+        .ok()
+}
+
+/// Reads and checks the segments in `dir`: all of them, or with an `anchor` (a checkpoint whose
+/// signature was checked) those from the one holding the anchor's record on, trusting what
+/// comes before it and checking that the chain passes through the anchor. `key` checks
+/// checkpoint signatures; a torn last line is reported in `Scan::torn_tail` (recovery cuts it;
+/// `verify` calls it truncation).
+pub(super) fn scan(
+    dir: &Path,
+    key: &VerifyingKey,
+    anchor: Option<&Checkpoint>,
+) -> Result<Result<Scan, Damage>, LedgerError> {
+    let mut segments = segments(dir)?;
+    if let Some(anchor) = anchor {
+        let start = segments
+            .iter()
+            .rposition(|s| first_seq(s).is_some_and(|first| first <= anchor.seq))
+            .unwrap_or(0);
+        segments.drain(..start);
+    }
     // Each line, where it is, and for an entry the bytes its hash covers.
     let mut raw: Vec<(Line, Place, Option<Vec<u8>>)> = Vec::new();
     let mut torn_tail = None;
@@ -338,7 +363,58 @@ pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage
     let mut checkpoints = 0;
     let mut last_checkpoint_seq = None;
     let mut last_checkpoint_batch = false;
+    // With an anchor, the lines before its record are taken as they are (they were checked
+    // when written, and `verify` checks them all); the anchor's record must hash to the
+    // anchor's signed head.
+    let mut trusting = anchor.is_some();
     for (line, place, hashed) in raw {
+        if trusting && let Some(anchor) = anchor {
+            match &line {
+                Line::Entry { entry, prev, hash } if entry.seq <= anchor.seq => {
+                    if entry.seq == anchor.seq {
+                        let prev = hex::decode(prev)
+                            .ok()
+                            .and_then(|p| <[u8; 32]>::try_from(p).ok())
+                            .unwrap_or(GENESIS);
+                        let computed = chain_hash(&prev, hashed.as_deref().unwrap_or_default());
+                        if hex::encode(computed) != anchor.head || *hash != anchor.head {
+                            return Ok(Err(Damage::BadCheckpoint {
+                                seq: anchor.seq,
+                                detail: "the signed head does not match the chain".into(),
+                                place,
+                            }));
+                        }
+                        trusting = false;
+                    }
+                    let stated = hex::decode(hash)
+                        .ok()
+                        .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                        .unwrap_or(GENESIS);
+                    head = stated;
+                    expected = entry.seq + 1;
+                    let Line::Entry { entry, .. } = line else {
+                        unreachable!("matched as an entry")
+                    };
+                    entries.push((*entry, stated, place));
+                    continue;
+                }
+                Line::Checkpoint { checkpoint, .. } if checkpoint.seq <= anchor.seq => {
+                    checkpoints += 1;
+                    last_checkpoint_seq = Some(checkpoint.seq);
+                    last_checkpoint_batch = checkpoint.batch;
+                    continue;
+                }
+                _ => {
+                    return Ok(Err(Damage::Truncated {
+                        detail: format!(
+                            "the signed head names record {} but the ledger does not hold it \
+                             where it should",
+                            anchor.seq
+                        ),
+                    }));
+                }
+            }
+        }
         match line {
             Line::Entry { entry, prev, hash } => {
                 if entry.seq != expected {
@@ -395,6 +471,14 @@ pub(super) fn scan(dir: &Path, key: &VerifyingKey) -> Result<Result<Scan, Damage
             }
         }
     }
+    if trusting && let Some(anchor) = anchor {
+        return Ok(Err(Damage::Truncated {
+            detail: format!(
+                "the signed head names record {} but the ledger ends before it",
+                anchor.seq
+            ),
+        }));
+    }
     Ok(Ok(Scan {
         entries,
         checkpoints,
@@ -441,7 +525,7 @@ pub fn verify(
     key: &VerifyingKey,
     options: &VerifyOptions,
 ) -> Result<Result<Verified, Damage>, LedgerError> {
-    let scan = match scan(dir, key)? {
+    let scan = match scan(dir, key, None)? {
         Ok(scan) => scan,
         Err(damage) => return Ok(Err(damage)),
     };
@@ -569,8 +653,14 @@ pub(super) fn stored_records(
     limit: usize,
 ) -> Result<Vec<StoredRecord>, LedgerError> {
     let mut found = Vec::new();
-    for path in segments(dir)? {
-        // Segments are named by their first sequence number.
+    let mut segments = segments(dir)?;
+    // Segments are named by their first sequence number: skip those wholly at or before `after`.
+    let start = segments
+        .iter()
+        .rposition(|s| first_seq(s).is_some_and(|first| first <= after + 1))
+        .unwrap_or(0);
+    segments.drain(..start);
+    for path in segments {
         let file = File::open(&path).map_err(io_error(&path))?;
         for line in BufReader::new(file).lines() {
             let line = line.map_err(io_error(&path))?;
@@ -594,7 +684,7 @@ pub(super) fn stored_records(
 
 /// Every record in the ledger, in order (for `warrant log show` and `search`).
 pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Record>, LedgerError> {
-    match scan(dir, key)? {
+    match scan(dir, key, None)? {
         Ok(scan) => Ok(scan
             .entries
             .into_iter()

@@ -6,6 +6,7 @@
 
 mod chain;
 mod export;
+mod index;
 mod record;
 mod writer;
 
@@ -186,7 +187,13 @@ impl Ledger {
             .unwrap_or_else(|| settings.dir.join(KEY_FILE));
         let signing_key = load_or_create_signing_key(&key_path)?;
         let verifying = signing_key.verifying_key();
-        let scan = scan_sound(&settings.dir, &verifying)?;
+        // Start-up reads only what the newest signed head does not already vouch for: from the
+        // segment that holds the head's record on (full verification is `warrant log verify`).
+        let anchor = read_head(&settings.dir, &verifying)?.and_then(Result::ok);
+        if anchor.is_none() {
+            tracing::warn!("no signed head to start from: reading the whole ledger");
+        }
+        let scan = scan_sound(&settings.dir, &verifying, anchor.as_ref())?;
         if let Some((segment, length)) = &scan.torn_tail {
             tracing::warn!(segment = %segment.display(), length, "cutting a torn last record left by a crash");
             let file = OpenOptions::new()
@@ -199,7 +206,7 @@ impl Ledger {
         }
         let scan = match quarantine_unsigned_tail(&settings.dir, &scan)? {
             // Cut: read what remains.
-            true => scan_sound(&settings.dir, &verifying)?,
+            true => scan_sound(&settings.dir, &verifying, anchor.as_ref())?,
             false => scan,
         };
         let published = read_head(&settings.dir, &verifying)?.and_then(Result::ok);
@@ -215,20 +222,31 @@ impl Ledger {
             mode = ?settings.mode,
             "ledger open"
         );
-        let mut index = HashMap::with_capacity(scan.entries.len());
-        let mut segment_names: HashMap<PathBuf, Arc<PathBuf>> = HashMap::new();
-        for (entry, _, place) in &scan.entries {
-            let segment = segment_names
-                .entry(place.segment.clone())
-                .or_insert_with(|| Arc::new(place.segment.clone()));
-            index.insert(
-                entry.record.decision_id.clone(),
-                Location {
-                    segment: Arc::clone(segment),
-                    offset: place.offset,
-                    length: place.length,
-                },
-            );
+        // In memory: the active (last) segment's records only. Sealed segments have index files;
+        // one missing (a ledger from before them, or a crash at rotation) is built now, once.
+        let mut sealed = segments(&settings.dir)?;
+        let active = sealed.pop();
+        for segment in &sealed {
+            if !index::index_path(segment).exists() {
+                tracing::info!(segment = %segment.display(), "building a missing segment index");
+                index::build_index(segment)?;
+            }
+        }
+        let mut index = HashMap::new();
+        if let Some(active) = &active {
+            let segment = Arc::new(active.clone());
+            for (entry, _, place) in &scan.entries {
+                if &place.segment == active {
+                    index.insert(
+                        entry.record.decision_id.clone(),
+                        Location {
+                            segment: Arc::clone(&segment),
+                            offset: place.offset,
+                            length: place.length,
+                        },
+                    );
+                }
+            }
         }
         let index: Index = Arc::new(RwLock::new(index));
         let published = Arc::new(std::sync::Mutex::new(published));
@@ -322,13 +340,23 @@ impl Ledger {
 
     /// The record of one decision.
     pub fn get(&self, decision_id: &str) -> Result<Option<StoredRecord>, LedgerError> {
-        let Some(location) = self
+        // The active segment's records are indexed in memory; every sealed segment has an index
+        // file (written when the writer left it).
+        let in_memory = self
             .index
             .read()
             .expect("index lock")
             .get(decision_id)
-            .cloned()
-        else {
+            .cloned();
+        let found = match in_memory {
+            Some(location) => Some(location),
+            None => {
+                let mut sealed = segments(&self.dir)?;
+                sealed.pop();
+                index::lookup(&sealed, decision_id)?
+            }
+        };
+        let Some(location) = found else {
             return Ok(None);
         };
         let path = location.segment.as_path();
@@ -404,9 +432,14 @@ impl Ledger {
     }
 }
 
-/// Scans the ledger, refusing a damaged one.
-fn scan_sound(dir: &Path, key: &VerifyingKey) -> Result<chain::Scan, LedgerError> {
-    chain::scan(dir, key)?.map_err(|damage| {
+/// Scans the ledger (from the segment holding `anchor`'s record, if given), refusing a damaged
+/// one.
+fn scan_sound(
+    dir: &Path,
+    key: &VerifyingKey,
+    anchor: Option<&SignedHead>,
+) -> Result<chain::Scan, LedgerError> {
+    chain::scan(dir, key, anchor.map(|a| &a.checkpoint))?.map_err(|damage| {
         LedgerError::Corrupt(format!(
             "the ledger in {} is damaged: {damage}; refusing to append to it",
             dir.display()

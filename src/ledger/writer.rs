@@ -157,6 +157,9 @@ impl Writer {
             (_, None) => true,
         };
         if rotate {
+            if let Some(sealed) = self.segment_path.take() {
+                self.seal_index(&sealed)?;
+            }
             let path = self
                 .dir
                 .join(format!("{SEGMENT_PREFIX}{:020}.jsonl", self.next_seq));
@@ -182,6 +185,34 @@ impl Writer {
             self.segment = Some(file);
         }
         Ok((path, self.segment.as_mut().expect("just opened")))
+    }
+
+    /// Moves a segment the writer is leaving from the in-memory index to its index file: the
+    /// file first, then the memory, so a lookup always finds the record in one or the other.
+    fn seal_index(&mut self, sealed: &std::path::Path) -> Result<(), LedgerError> {
+        let entries: Vec<(uuid::Uuid, u64, u32)> = {
+            let index = self.index.read().expect("index lock");
+            index
+                .iter()
+                .filter(|(_, location)| location.segment.as_path() == sealed)
+                .filter_map(|(id, location)| {
+                    Some((
+                        uuid::Uuid::parse_str(id).ok()?,
+                        location.offset,
+                        location.length as u32,
+                    ))
+                })
+                .collect()
+        };
+        if !sealed.exists() {
+            return Ok(());
+        }
+        super::index::write_index(sealed, entries)?;
+        self.index
+            .write()
+            .expect("index lock")
+            .retain(|_, location| location.segment.as_path() != sealed);
+        Ok(())
     }
 
     fn write_batch(&mut self, batch: &[Pending]) -> Result<u64, LedgerError> {
