@@ -263,9 +263,37 @@ pub struct Verified {
     pub head: [u8; 32],
 }
 
+/// One record as a scan found it: what start-up and `verify` need, and the record itself only
+/// when the scan was asked to keep records (so that reading a large segment costs little memory).
+pub(super) struct Scanned {
+    pub(super) seq: u64,
+    pub(super) decision_id: String,
+    pub(super) record: Option<Box<Record>>,
+    /// The chain hash of this record.
+    pub(super) hash: [u8; 32],
+    pub(super) place: Place,
+}
+
+/// A line as the first pass of a scan keeps it: an entry with its hash already computed from
+/// its own `prev` (the second pass checks that `prev` is the chain's head).
+enum RawLine {
+    Entry {
+        seq: u64,
+        decision_id: String,
+        record: Option<Box<Record>>,
+        prev: String,
+        hash: String,
+        computed: [u8; 32],
+    },
+    Checkpoint {
+        checkpoint: Checkpoint,
+        signature: String,
+    },
+}
+
 /// A ledger read back: every entry, and where the last good byte of the last segment is.
 pub(super) struct Scan {
-    pub(super) entries: Vec<(Entry, [u8; 32], Place)>,
+    pub(super) entries: Vec<Scanned>,
     pub(super) checkpoints: u64,
     pub(super) last_checkpoint_seq: Option<u64>,
     /// Whether the last checkpoint was signed with a durable batch.
@@ -294,6 +322,7 @@ pub(super) fn scan(
     dir: &Path,
     key: &VerifyingKey,
     anchor: Option<&Checkpoint>,
+    keep_records: bool,
 ) -> Result<Result<Scan, Damage>, LedgerError> {
     let mut segments = segments(dir)?;
     if let Some(anchor) = anchor {
@@ -303,8 +332,8 @@ pub(super) fn scan(
             .unwrap_or(0);
         segments.drain(..start);
     }
-    // Each line, where it is, and for an entry the bytes its hash covers.
-    let mut raw: Vec<(Line, Place, Option<Vec<u8>>)> = Vec::new();
+    // Each line and where it is.
+    let mut raw: Vec<(RawLine, Place)> = Vec::new();
     let mut torn_tail = None;
     for (index, path) in segments.iter().enumerate() {
         let file = File::open(path).map_err(io_error(path))?;
@@ -330,16 +359,37 @@ pub(super) fn scan(
             let complete = buffer.last() == Some(&b'\n');
             let is_last_segment = index + 1 == segments.len();
             match serde_json::from_slice::<Line>(&buffer) {
-                Ok(line) if complete => {
-                    let hashed = match &line {
-                        Line::Entry { .. } => match written_entry_bytes(&buffer) {
-                            Some(bytes) => Some(bytes),
-                            None => return Ok(Err(Damage::Unreadable { place })),
-                        },
-                        Line::Checkpoint { .. } => None,
+                Ok(Line::Entry { entry, prev, hash }) if complete => {
+                    let Some(hashed) = written_entry_bytes(&buffer) else {
+                        return Ok(Err(Damage::Unreadable { place }));
                     };
-                    raw.push((line, place, hashed));
+                    let prev_bytes = hex::decode(&prev)
+                        .ok()
+                        .and_then(|p| <[u8; 32]>::try_from(p).ok())
+                        .unwrap_or(GENESIS);
+                    let Entry { seq, record } = *entry;
+                    raw.push((
+                        RawLine::Entry {
+                            seq,
+                            decision_id: record.decision_id.clone(),
+                            record: keep_records.then(|| Box::new(record)),
+                            computed: chain_hash(&prev_bytes, &hashed),
+                            prev,
+                            hash,
+                        },
+                        place,
+                    ));
                 }
+                Ok(Line::Checkpoint {
+                    checkpoint,
+                    signature,
+                }) if complete => raw.push((
+                    RawLine::Checkpoint {
+                        checkpoint,
+                        signature,
+                    },
+                    place,
+                )),
                 _ if !complete && is_last_segment => {
                     torn_tail = Some((path.clone(), offset));
                     break;
@@ -352,9 +402,9 @@ pub(super) fn scan(
 
     let present: std::collections::HashSet<u64> = raw
         .iter()
-        .filter_map(|(line, _, _)| match line {
-            Line::Entry { entry, .. } => Some(entry.seq),
-            Line::Checkpoint { .. } => None,
+        .filter_map(|(line, _)| match line {
+            RawLine::Entry { seq, .. } => Some(*seq),
+            RawLine::Checkpoint { .. } => None,
         })
         .collect();
     let mut entries = Vec::new();
@@ -367,17 +417,19 @@ pub(super) fn scan(
     // when written, and `verify` checks them all); the anchor's record must hash to the
     // anchor's signed head.
     let mut trusting = anchor.is_some();
-    for (line, place, hashed) in raw {
+    for (line, place) in raw {
         if trusting && let Some(anchor) = anchor {
-            match &line {
-                Line::Entry { entry, prev, hash } if entry.seq <= anchor.seq => {
-                    if entry.seq == anchor.seq {
-                        let prev = hex::decode(prev)
-                            .ok()
-                            .and_then(|p| <[u8; 32]>::try_from(p).ok())
-                            .unwrap_or(GENESIS);
-                        let computed = chain_hash(&prev, hashed.as_deref().unwrap_or_default());
-                        if hex::encode(computed) != anchor.head || *hash != anchor.head {
+            match line {
+                RawLine::Entry {
+                    seq,
+                    decision_id,
+                    record,
+                    hash,
+                    computed,
+                    ..
+                } if seq <= anchor.seq => {
+                    if seq == anchor.seq {
+                        if hex::encode(computed) != anchor.head || hash != anchor.head {
                             return Ok(Err(Damage::BadCheckpoint {
                                 seq: anchor.seq,
                                 detail: "the signed head does not match the chain".into(),
@@ -386,19 +438,22 @@ pub(super) fn scan(
                         }
                         trusting = false;
                     }
-                    let stated = hex::decode(hash)
+                    let stated = hex::decode(&hash)
                         .ok()
                         .and_then(|h| <[u8; 32]>::try_from(h).ok())
                         .unwrap_or(GENESIS);
                     head = stated;
-                    expected = entry.seq + 1;
-                    let Line::Entry { entry, .. } = line else {
-                        unreachable!("matched as an entry")
-                    };
-                    entries.push((*entry, stated, place));
+                    expected = seq + 1;
+                    entries.push(Scanned {
+                        seq,
+                        decision_id,
+                        record,
+                        hash: stated,
+                        place,
+                    });
                     continue;
                 }
-                Line::Checkpoint { checkpoint, .. } if checkpoint.seq <= anchor.seq => {
+                RawLine::Checkpoint { checkpoint, .. } if checkpoint.seq <= anchor.seq => {
                     checkpoints += 1;
                     last_checkpoint_seq = Some(checkpoint.seq);
                     last_checkpoint_batch = checkpoint.batch;
@@ -416,9 +471,16 @@ pub(super) fn scan(
             }
         }
         match line {
-            Line::Entry { entry, prev, hash } => {
-                if entry.seq != expected {
-                    let found = entry.seq;
+            RawLine::Entry {
+                seq,
+                decision_id,
+                record,
+                prev,
+                hash,
+                computed,
+            } => {
+                if seq != expected {
+                    let found = seq;
                     return Ok(Err(if present.contains(&expected) {
                         Damage::Reordered {
                             expected,
@@ -434,23 +496,22 @@ pub(super) fn scan(
                     }));
                 }
                 if prev != hex::encode(head) {
-                    return Ok(Err(Damage::BrokenLink {
-                        seq: entry.seq,
-                        place,
-                    }));
+                    return Ok(Err(Damage::BrokenLink { seq, place }));
                 }
-                let computed = chain_hash(&head, &hashed.unwrap_or_default());
                 if hash != hex::encode(computed) {
-                    return Ok(Err(Damage::Edited {
-                        seq: entry.seq,
-                        place,
-                    }));
+                    return Ok(Err(Damage::Edited { seq, place }));
                 }
                 head = computed;
                 expected += 1;
-                entries.push((*entry, computed, place));
+                entries.push(Scanned {
+                    seq,
+                    decision_id,
+                    record,
+                    hash: computed,
+                    place,
+                });
             }
-            Line::Checkpoint {
+            RawLine::Checkpoint {
                 checkpoint,
                 signature,
             } => {
@@ -525,7 +586,7 @@ pub fn verify(
     key: &VerifyingKey,
     options: &VerifyOptions,
 ) -> Result<Result<Verified, Damage>, LedgerError> {
-    let scan = match scan(dir, key, None)? {
+    let scan = match scan(dir, key, None, false)? {
         Ok(scan) => scan,
         Err(damage) => return Ok(Err(damage)),
     };
@@ -568,7 +629,7 @@ pub fn verify(
                     }));
                 }
                 if checkpoint.seq > 0
-                    && at.map(|(_, hash, _)| hex::encode(hash)) != Some(checkpoint.head.clone())
+                    && at.map(|e| hex::encode(e.hash)) != Some(checkpoint.head.clone())
                 {
                     return Ok(Err(Damage::BadCheckpoint {
                         seq: checkpoint.seq,
@@ -581,18 +642,18 @@ pub fn verify(
     }
     let unsealed = records - scan.last_checkpoint_seq.unwrap_or(0);
     if unsealed > 0 && !options.allow_unsigned_tail {
-        let (first, _, place) = &scan.entries[(records - unsealed) as usize];
+        let first = &scan.entries[(records - unsealed) as usize];
         return Ok(Err(Damage::Unsigned {
             records: unsealed,
             first: first.seq,
-            place: place.clone(),
+            place: first.place.clone(),
         }));
     }
     if let Some((seq, hash)) = &options.expect_head {
         let found = scan
             .entries
             .get((*seq as usize).wrapping_sub(1))
-            .map(|(_, h, _)| hex::encode(h));
+            .map(|e| hex::encode(e.hash));
         if found.as_deref() != Some(hash.as_str()) {
             return Ok(Err(Damage::NotTheExpectedHead {
                 seq: *seq,
@@ -605,7 +666,7 @@ pub fn verify(
         records,
         checkpoints: scan.checkpoints,
         unsealed,
-        head: scan.entries.last().map_or(GENESIS, |(_, hash, _)| *hash),
+        head: scan.entries.last().map_or(GENESIS, |e| e.hash),
     }))
 }
 
@@ -684,11 +745,11 @@ pub(super) fn stored_records(
 
 /// Every record in the ledger, in order (for `warrant log show` and `search`).
 pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Record>, LedgerError> {
-    match scan(dir, key, None)? {
+    match scan(dir, key, None, true)? {
         Ok(scan) => Ok(scan
             .entries
             .into_iter()
-            .map(|(entry, _, _)| entry.record)
+            .filter_map(|e| e.record.map(|r| *r))
             .collect()),
         Err(damage) => Err(LedgerError::Corrupt(format!(
             "the ledger does not verify ({damage}); run `warrant log verify`"

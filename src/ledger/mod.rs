@@ -213,7 +213,7 @@ impl Ledger {
         let (next_seq, head) = scan
             .entries
             .last()
-            .map_or((1, GENESIS), |(entry, hash, _)| (entry.seq + 1, *hash));
+            .map_or((1, GENESIS), |entry| (entry.seq + 1, entry.hash));
         let last_segment = segments(&settings.dir)?.pop();
         tracing::info!(
             dir = %settings.dir.display(),
@@ -235,14 +235,14 @@ impl Ledger {
         let mut index = HashMap::new();
         if let Some(active) = &active {
             let segment = Arc::new(active.clone());
-            for (entry, _, place) in &scan.entries {
-                if &place.segment == active {
+            for entry in &scan.entries {
+                if &entry.place.segment == active {
                     index.insert(
-                        entry.record.decision_id.clone(),
+                        entry.decision_id.clone(),
                         Location {
                             segment: Arc::clone(&segment),
-                            offset: place.offset,
-                            length: place.length,
+                            offset: entry.place.offset,
+                            length: entry.place.length,
                         },
                     );
                 }
@@ -439,7 +439,7 @@ fn scan_sound(
     key: &VerifyingKey,
     anchor: Option<&SignedHead>,
 ) -> Result<chain::Scan, LedgerError> {
-    chain::scan(dir, key, anchor.map(|a| &a.checkpoint))?.map_err(|damage| {
+    chain::scan(dir, key, anchor.map(|a| &a.checkpoint), false)?.map_err(|damage| {
         LedgerError::Corrupt(format!(
             "the ledger in {} is damaged: {damage}; refusing to append to it",
             dir.display()
@@ -456,10 +456,11 @@ fn scan_sound(
 /// signed by the next checkpoint, as the async mode documents.) `true` if anything was cut.
 fn quarantine_unsigned_tail(dir: &Path, scan: &chain::Scan) -> Result<bool, LedgerError> {
     let signed_up_to = scan.last_checkpoint_seq.unwrap_or(0);
-    let Some((first, _, place)) = scan.entries.iter().find(|(e, _, _)| e.seq > signed_up_to) else {
+    let Some(first) = scan.entries.iter().find(|e| e.seq > signed_up_to) else {
         return Ok(false);
     };
-    let unsigned = scan.entries.len() as u64 - signed_up_to;
+    let place = &first.place;
+    let unsigned = scan.entries.last().map_or(0, |e| e.seq) - signed_up_to;
     if !scan.last_checkpoint_batch {
         tracing::warn!(
             records = unsigned,
