@@ -197,6 +197,21 @@ pub enum LogCommand {
         /// hold some; a durable one never does).
         #[arg(long)]
         allow_unsigned_tail: bool,
+        /// Verify joined with these archives (`warrant log archive --to`), oldest first, as one
+        /// chain.
+        #[arg(long = "archive", value_name = "DIR")]
+        archives: Vec<std::path::PathBuf>,
+    },
+    /// Move sealed segments whose every record is older than a time to an archive folder. The
+    /// archive verifies on its own (`--data-dir DIR`) and joined (`verify --archive DIR`); the
+    /// ledger starts and verifies from the signed checkpoint at the cut.
+    Archive {
+        /// RFC 3339: segments whose last record is before it.
+        #[arg(long)]
+        before: String,
+        /// The archive folder (its `ledger/` is created).
+        #[arg(long)]
+        to: std::path::PathBuf,
     },
     /// The ledger's signed head (`SEQ:HASH`, then the checkpoint): keep it somewhere else to
     /// detect a rollback later with `verify --expect-head`.
@@ -322,9 +337,32 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
         },
+        LogCommand::Archive { before, to } => {
+            let before = crate::clock::UnixMillis::parse_rfc3339(before)
+                .context("--before: not an RFC 3339 time")?;
+            match ledger::archive(&dir, &key, before, to)? {
+                Some(moved) => {
+                    println!(
+                        "archived {} segments (records {} to {}) to {}; the ledger now starts after {}:{}",
+                        moved.segments,
+                        moved.first,
+                        moved.last,
+                        to.display(),
+                        moved.anchor.checkpoint.seq,
+                        moved.anchor.checkpoint.head
+                    );
+                }
+                None => println!(
+                    "nothing to archive: no sealed segment is wholly before {}",
+                    before.to_rfc3339()
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         LogCommand::Verify {
             expect_head,
             allow_unsigned_tail,
+            archives,
         } => {
             let expect = expect_head
                 .as_deref()
@@ -337,6 +375,7 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
                 })
                 .transpose()?;
             let checks = ledger::VerifyOptions {
+                archives: archives.iter().map(|a| a.join("ledger")).collect(),
                 expect_head: expect,
                 allow_unsigned_tail: *allow_unsigned_tail,
             };

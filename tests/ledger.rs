@@ -1047,3 +1047,113 @@ fn ledger_segment(data: &Path, first_seq: u64) -> PathBuf {
     data.join("ledger")
         .join(format!("segment-{first_seq:020}.jsonl"))
 }
+
+#[tokio::test]
+async fn archived_segments_verify_alone_and_joined_and_the_ledger_restarts_from_the_cut() {
+    let server = Server::start(&["--ledger-segment-bytes", "1"]);
+    let mut client = server.client().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(
+            client
+                .check(pipeline_read("Dataset::sales-2026"))
+                .await
+                .unwrap()
+                .into_inner()
+                .decision_id,
+        );
+    }
+    drop(client);
+    let data = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let archive = tempfile::tempdir().unwrap();
+    let (ok, text) = log(
+        data.path(),
+        &[
+            "archive",
+            "--before",
+            "2999-01-01T00:00:00Z",
+            "--to",
+            archive.path().to_str().unwrap(),
+        ],
+    );
+    assert!(
+        ok && text.starts_with("archived 4 segments (records 1 to 4)"),
+        "{text}"
+    );
+    let key = log_raw(data.path(), &["public-key"]).1.trim().to_owned();
+    // The ledger alone, from its anchor; the archive alone; both joined.
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(ok && text.starts_with("ok: 1 records"), "{text}");
+    let (code, text) = log_raw(archive.path(), &["verify", "--public-key", &key]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("ok: 4 records"), "{text}");
+    let (code, text) = log_raw(
+        data.path(),
+        &[
+            "verify",
+            "--public-key",
+            &key,
+            "--archive",
+            archive.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("ok: 5 records"), "{text}");
+    // The restarted ledger goes on from the cut.
+    let server = Server::restart_in(data);
+    let answer = server
+        .client()
+        .await
+        .check(pipeline_read("Dataset::sales-2026"))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut log_client = server.decision_log_client().await;
+    log_client
+        .get_decision(warrant::proto::GetDecisionRequest {
+            decision_id: answer.decision_id.clone(),
+        })
+        .await
+        .unwrap();
+    let gone = log_client
+        .get_decision(warrant::proto::GetDecisionRequest {
+            decision_id: ids[0].clone(),
+        })
+        .await
+        .expect_err("archived");
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    let data = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(ok && text.starts_with("ok: 2 records"), "{text}");
+    let (code, text) = log_raw(
+        data.path(),
+        &[
+            "verify",
+            "--public-key",
+            &key,
+            "--archive",
+            archive.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("ok: 6 records"), "{text}");
+    // An edit in the archive is caught when joined too.
+    let first = ledger_segment(archive.path(), 1);
+    let text = std::fs::read_to_string(&first).unwrap();
+    std::fs::write(&first, text.replacen("sales-2026", "sales-2027", 1)).unwrap();
+    let (code, text) = log_raw(
+        data.path(),
+        &[
+            "verify",
+            "--public-key",
+            &key,
+            "--archive",
+            archive.path().to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 1, "{text}");
+}

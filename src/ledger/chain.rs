@@ -256,6 +256,8 @@ impl std::fmt::Display for Damage {
 /// A summary of a sound ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
+    /// The first record's sequence number (above 1 once older records are archived).
+    pub first: u64,
     pub records: u64,
     pub checkpoints: u64,
     /// Records after the last checkpoint (sound, but not yet signed).
@@ -313,24 +315,51 @@ fn first_seq(segment: &Path) -> Option<u64> {
         .ok()
 }
 
-/// Reads and checks the segments in `dir`: all of them, or with an `anchor` (a checkpoint whose
-/// signature was checked) those from the one holding the anchor's record on, trusting what
-/// comes before it and checking that the chain passes through the anchor. `key` checks
-/// checkpoint signatures; a torn last line is reported in `Scan::torn_tail` (recovery cuts it;
-/// `verify` calls it truncation).
+/// Where a scan starts. Each checkpoint's signature was checked by the caller.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Start<'a> {
+    /// The first record, after the genesis hash.
+    Genesis,
+    /// Within the segments: from the one holding this checkpoint's record, trusting what comes
+    /// before it there and checking that the chain passes through it (start-up from the head).
+    Within(&'a Checkpoint),
+    /// After this checkpoint, whose records are elsewhere (archived): the next record must
+    /// follow from its head.
+    After(&'a Checkpoint),
+}
+
+/// Reads and checks the segments in `dir` from `start` on. `key` checks checkpoint signatures;
+/// a torn last line is reported in `Scan::torn_tail` (recovery cuts it; `verify` calls it
+/// truncation).
 pub(super) fn scan(
     dir: &Path,
     key: &VerifyingKey,
-    anchor: Option<&Checkpoint>,
+    start: Start<'_>,
     keep_records: bool,
 ) -> Result<Result<Scan, Damage>, LedgerError> {
-    let mut segments = segments(dir)?;
-    if let Some(anchor) = anchor {
-        let start = segments
+    scan_segments(segments(dir)?, key, start, keep_records)
+}
+
+/// The same over a list of segments in chain order (a ledger joined with its archives).
+pub(super) fn scan_segments(
+    mut segments: Vec<PathBuf>,
+    key: &VerifyingKey,
+    start: Start<'_>,
+    keep_records: bool,
+) -> Result<Result<Scan, Damage>, LedgerError> {
+    let (anchor, after) = match start {
+        Start::Genesis => (None, None),
+        Start::Within(checkpoint) => (Some(checkpoint), None),
+        Start::After(checkpoint) => (None, Some(checkpoint)),
+    };
+    // The first segment that can hold the first record to check.
+    let first_needed = anchor.map(|a| a.seq).or(after.map(|a| a.seq + 1));
+    if let Some(first_needed) = first_needed {
+        let from = segments
             .iter()
-            .rposition(|s| first_seq(s).is_some_and(|first| first <= anchor.seq))
+            .rposition(|s| first_seq(s).is_some_and(|first| first <= first_needed))
             .unwrap_or(0);
-        segments.drain(..start);
+        segments.drain(..from);
     }
     // Each line and where it is.
     let mut raw: Vec<(RawLine, Place)> = Vec::new();
@@ -410,6 +439,13 @@ pub(super) fn scan(
     let mut entries = Vec::new();
     let mut head = GENESIS;
     let mut expected = 1u64;
+    if let Some(after) = after {
+        head = hex::decode(&after.head)
+            .ok()
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .unwrap_or(GENESIS);
+        expected = after.seq + 1;
+    }
     let mut checkpoints = 0;
     let mut last_checkpoint_seq = None;
     let mut last_checkpoint_batch = false;
@@ -418,6 +454,15 @@ pub(super) fn scan(
     // anchor's signed head.
     let mut trusting = anchor.is_some();
     for (line, place) in raw {
+        // After an archive's anchor, what precedes it (left by an archiving cut short) is not
+        // part of this ledger.
+        if let Some(after) = after {
+            match &line {
+                RawLine::Entry { seq, .. } if *seq <= after.seq => continue,
+                RawLine::Checkpoint { checkpoint, .. } if checkpoint.seq <= after.seq => continue,
+                _ => {}
+            }
+        }
         if trusting && let Some(anchor) = anchor {
             match line {
                 RawLine::Entry {
@@ -572,6 +617,8 @@ pub(super) fn verify_signature(
 /// What `verify` checks beyond the chain itself.
 #[derive(Debug, Clone, Default)]
 pub struct VerifyOptions {
+    /// Archive folders (oldest first) to verify joined with the ledger, as one chain.
+    pub archives: Vec<PathBuf>,
     /// A head kept from earlier: the ledger must contain record `seq` with this chain hash.
     pub expect_head: Option<(u64, String)>,
     /// Accept records after the last checkpoint (async mode after a crash).
@@ -586,7 +633,35 @@ pub fn verify(
     key: &VerifyingKey,
     options: &VerifyOptions,
 ) -> Result<Result<Verified, Damage>, LedgerError> {
-    let scan = match scan(dir, key, None, false)? {
+    let anchor = match read_checkpoint_file(&dir.join(ANCHOR_FILE), key)? {
+        Some(Ok(anchor)) => Some(anchor),
+        Some(Err(detail)) => {
+            return Ok(Err(Damage::BadCheckpoint {
+                seq: 0,
+                detail: format!("the archive anchor: {detail}"),
+                place: head_place(dir),
+            }));
+        }
+        None => None,
+    };
+    let mut joined = Vec::new();
+    for archive in &options.archives {
+        joined.extend(segments(archive)?);
+    }
+    joined.extend(segments(dir)?);
+    // Joined with its archives, the chain starts where the oldest archive starts.
+    let first_anchor = match options.archives.first() {
+        Some(oldest) => match read_checkpoint_file(&oldest.join(ANCHOR_FILE), key)? {
+            Some(Ok(anchor)) => Some(anchor),
+            _ => None,
+        },
+        None => anchor,
+    };
+    let start = match &first_anchor {
+        Some(anchor) => Start::After(&anchor.checkpoint),
+        None => Start::Genesis,
+    };
+    let scan = match scan_segments(joined, key, start, false)? {
         Ok(scan) => scan,
         Err(damage) => return Ok(Err(damage)),
     };
@@ -599,6 +674,17 @@ pub fn verify(
         }));
     }
     let records = scan.entries.len() as u64;
+    let last_seq = scan
+        .entries
+        .last()
+        .map_or(first_anchor.as_ref().map_or(0, |a| a.checkpoint.seq), |e| {
+            e.seq
+        });
+    let by_seq = |seq: u64| {
+        let first = scan.entries.first()?.seq;
+        scan.entries
+            .get(usize::try_from(seq.checked_sub(first)?).ok()?)
+    };
     let head = read_head(dir, key)?;
     if head.is_none() && records > 0 {
         return Ok(Err(Damage::Truncated {
@@ -619,18 +705,20 @@ pub fn verify(
                 }));
             }
             Ok(SignedHead { checkpoint, .. }) => {
-                let at = scan.entries.get((checkpoint.seq as usize).wrapping_sub(1));
-                if checkpoint.seq > records {
+                let at = by_seq(checkpoint.seq).map(|e| hex::encode(e.hash));
+                let at_anchor = first_anchor
+                    .as_ref()
+                    .filter(|a| a.checkpoint.seq == checkpoint.seq)
+                    .map(|a| a.checkpoint.head.clone());
+                if checkpoint.seq > last_seq {
                     return Ok(Err(Damage::Truncated {
                         detail: format!(
-                            "the last signed checkpoint covers record {} but the ledger ends at record {records}",
+                            "the last signed checkpoint covers record {} but the ledger ends at record {last_seq}",
                             checkpoint.seq
                         ),
                     }));
                 }
-                if checkpoint.seq > 0
-                    && at.map(|e| hex::encode(e.hash)) != Some(checkpoint.head.clone())
-                {
+                if checkpoint.seq > 0 && at.or(at_anchor) != Some(checkpoint.head.clone()) {
                     return Ok(Err(Damage::BadCheckpoint {
                         seq: checkpoint.seq,
                         detail: "the signed head does not match the chain".into(),
@@ -640,7 +728,11 @@ pub fn verify(
             }
         }
     }
-    let unsealed = records - scan.last_checkpoint_seq.unwrap_or(0);
+    let unsealed = last_seq
+        - scan
+            .last_checkpoint_seq
+            .unwrap_or(first_anchor.as_ref().map_or(0, |a| a.checkpoint.seq))
+            .min(last_seq);
     if unsealed > 0 && !options.allow_unsigned_tail {
         let first = &scan.entries[(records - unsealed) as usize];
         return Ok(Err(Damage::Unsigned {
@@ -650,10 +742,7 @@ pub fn verify(
         }));
     }
     if let Some((seq, hash)) = &options.expect_head {
-        let found = scan
-            .entries
-            .get((*seq as usize).wrapping_sub(1))
-            .map(|e| hex::encode(e.hash));
+        let found = by_seq(*seq).map(|e| hex::encode(e.hash));
         if found.as_deref() != Some(hash.as_str()) {
             return Ok(Err(Damage::NotTheExpectedHead {
                 seq: *seq,
@@ -663,6 +752,7 @@ pub fn verify(
         }
     }
     Ok(Ok(Verified {
+        first: scan.entries.first().map_or(last_seq + 1, |e| e.seq),
         records,
         checkpoints: scan.checkpoints,
         unsealed,
@@ -684,7 +774,16 @@ pub fn read_head(
     dir: &Path,
     key: &VerifyingKey,
 ) -> Result<Option<Result<SignedHead, String>>, LedgerError> {
-    let path = dir.join(HEAD_FILE);
+    read_checkpoint_file(&dir.join(HEAD_FILE), key)
+}
+
+/// A file holding one signed checkpoint line (the head, or an archive anchor), its signature
+/// checked.
+pub(super) fn read_checkpoint_file(
+    path: &Path,
+    key: &VerifyingKey,
+) -> Result<Option<Result<SignedHead, String>>, LedgerError> {
+    let path = path.to_path_buf();
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -695,7 +794,7 @@ pub fn read_head(
         signature,
     }) = serde_json::from_str::<Line>(&text)
     else {
-        return Ok(Some(Err("the head file is not a checkpoint".into())));
+        return Ok(Some(Err(format!("{} is not a checkpoint", path.display()))));
     };
     Ok(Some(verify_signature(&checkpoint, &signature, key).map(
         |()| SignedHead {
@@ -745,7 +844,12 @@ pub(super) fn stored_records(
 
 /// Every record in the ledger, in order (for `warrant log show` and `search`).
 pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Record>, LedgerError> {
-    match scan(dir, key, None, true)? {
+    let anchor = read_checkpoint_file(&dir.join(ANCHOR_FILE), key)?.and_then(Result::ok);
+    let start = match &anchor {
+        Some(anchor) => Start::After(&anchor.checkpoint),
+        None => Start::Genesis,
+    };
+    match scan(dir, key, start, true)? {
         Ok(scan) => Ok(scan
             .entries
             .into_iter()

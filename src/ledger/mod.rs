@@ -4,6 +4,7 @@
 //! checkpoint. A writer thread batches concurrent appends into one write and one fsync (group
 //! commit); in durable mode a Check is answered only after its record is on disk.
 
+mod archive;
 mod chain;
 mod export;
 mod index;
@@ -24,6 +25,7 @@ use tokio::sync::oneshot;
 use crate::clock::UnixMillis;
 use crate::facts::EntityRef;
 
+pub use archive::{Archived, archive};
 pub use chain::{
     Checkpoint, Damage, Place, SignedHead, Verified, VerifyOptions, key_id,
     load_or_create_signing_key, read_head, records, verify,
@@ -39,6 +41,8 @@ use writer::Writer;
 const GENESIS: [u8; 32] = [0; 32];
 const SEGMENT_PREFIX: &str = "segment-";
 const HEAD_FILE: &str = "ledger.head";
+/// Where the ledger starts once older segments are archived: the signed checkpoint at the cut.
+const ANCHOR_FILE: &str = "ledger.anchor";
 const KEY_FILE: &str = "ledger-signing.key";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
@@ -189,11 +193,29 @@ impl Ledger {
         let verifying = signing_key.verifying_key();
         // Start-up reads only what the newest signed head does not already vouch for: from the
         // segment that holds the head's record on (full verification is `warrant log verify`).
-        let anchor = read_head(&settings.dir, &verifying)?.and_then(Result::ok);
-        if anchor.is_none() {
-            tracing::warn!("no signed head to start from: reading the whole ledger");
-        }
-        let scan = scan_sound(&settings.dir, &verifying, anchor.as_ref())?;
+        let head = read_head(&settings.dir, &verifying)?.and_then(Result::ok);
+        let archived = chain::read_checkpoint_file(&settings.dir.join(ANCHOR_FILE), &verifying)?
+            .map(|anchor| {
+                anchor.map_err(|detail| {
+                    LedgerError::Corrupt(format!(
+                        "{}: {detail}",
+                        settings.dir.join(ANCHOR_FILE).display()
+                    ))
+                })
+            })
+            .transpose()?;
+        let start = match (&head, &archived) {
+            (Some(head), Some(anchor)) if head.checkpoint.seq <= anchor.checkpoint.seq => {
+                chain::Start::After(&anchor.checkpoint)
+            }
+            (Some(head), _) => chain::Start::Within(&head.checkpoint),
+            (None, Some(anchor)) => chain::Start::After(&anchor.checkpoint),
+            (None, None) => {
+                tracing::warn!("no signed head to start from: reading the whole ledger");
+                chain::Start::Genesis
+            }
+        };
+        let scan = scan_sound(&settings.dir, &verifying, start)?;
         if let Some((segment, length)) = &scan.torn_tail {
             tracing::warn!(segment = %segment.display(), length, "cutting a torn last record left by a crash");
             let file = OpenOptions::new()
@@ -206,14 +228,21 @@ impl Ledger {
         }
         let scan = match quarantine_unsigned_tail(&settings.dir, &scan)? {
             // Cut: read what remains.
-            true => scan_sound(&settings.dir, &verifying, anchor.as_ref())?,
+            true => scan_sound(&settings.dir, &verifying, start)?,
             false => scan,
         };
         let published = read_head(&settings.dir, &verifying)?.and_then(Result::ok);
-        let (next_seq, head) = scan
-            .entries
-            .last()
-            .map_or((1, GENESIS), |entry| (entry.seq + 1, entry.hash));
+        let (next_seq, head) = match (scan.entries.last(), &archived) {
+            (Some(entry), _) => (entry.seq + 1, entry.hash),
+            (None, Some(anchor)) => (
+                anchor.checkpoint.seq + 1,
+                hex::decode(&anchor.checkpoint.head)
+                    .ok()
+                    .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                    .unwrap_or(GENESIS),
+            ),
+            (None, None) => (1, GENESIS),
+        };
         let last_segment = segments(&settings.dir)?.pop();
         tracing::info!(
             dir = %settings.dir.display(),
@@ -432,14 +461,13 @@ impl Ledger {
     }
 }
 
-/// Scans the ledger (from the segment holding `anchor`'s record, if given), refusing a damaged
-/// one.
+/// Scans the ledger from `start`, refusing a damaged one.
 fn scan_sound(
     dir: &Path,
     key: &VerifyingKey,
-    anchor: Option<&SignedHead>,
+    start: chain::Start<'_>,
 ) -> Result<chain::Scan, LedgerError> {
-    chain::scan(dir, key, anchor.map(|a| &a.checkpoint), false)?.map_err(|damage| {
+    chain::scan(dir, key, start, false)?.map_err(|damage| {
         LedgerError::Corrupt(format!(
             "the ledger in {} is damaged: {damage}; refusing to append to it",
             dir.display()
