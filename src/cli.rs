@@ -340,7 +340,11 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
         LogCommand::Archive { before, to } => {
             let before = crate::clock::UnixMillis::parse_rfc3339(before)
                 .context("--before: not an RFC 3339 time")?;
-            match ledger::archive(&dir, &key, before, to)? {
+            let cut = ledger::Cut {
+                before: Some(before),
+                max_bytes: None,
+            };
+            match ledger::archive(&dir, &key, cut, to)? {
                 Some(moved) => {
                     println!(
                         "archived {} segments (records {} to {}) to {}; the ledger now starts after {}:{}",

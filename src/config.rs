@@ -12,7 +12,7 @@ use crate::api::envoy::{ExtAuthz, ExtAuthzSettings};
 use crate::cache::CacheSettings;
 use crate::control::Rules;
 use crate::engine::EngineSettings;
-use crate::ledger::{LedgerMode, LedgerSettings};
+use crate::ledger::{LedgerMode, LedgerSettings, Retention};
 use crate::limits::RequestLimits;
 use crate::listeners::ConnectionLimits;
 
@@ -106,6 +106,17 @@ pub struct Settings {
     /// [default: token,password,secret,authorization,api_key]
     #[arg(long, env = "WARRANT_LEDGER_MASK_KEYS", value_delimiter = ',')]
     pub ledger_mask_keys: Option<Vec<String>>,
+    /// Retention: archive sealed ledger segments older than this many hours into
+    /// ledger_archive_dir, hourly [default: keep everything]
+    #[arg(long, env = "WARRANT_LEDGER_RETAIN_HOURS")]
+    pub ledger_retain_hours: Option<u64>,
+    /// Retention: archive the oldest sealed ledger segments while the ledger takes more than
+    /// this many bytes [default: keep everything]
+    #[arg(long, env = "WARRANT_LEDGER_RETAIN_BYTES")]
+    pub ledger_retain_bytes: Option<u64>,
+    /// Where retention archives go: a new folder per run (each verifies alone and joined)
+    #[arg(long, env = "WARRANT_LEDGER_ARCHIVE_DIR")]
+    pub ledger_archive_dir: Option<PathBuf>,
     /// The ledger's Ed25519 signing key (hex); created in the data folder when not given
     #[arg(long, env = "WARRANT_LEDGER_SIGNING_KEY")]
     pub ledger_signing_key: Option<PathBuf>,
@@ -238,6 +249,9 @@ impl Settings {
             ledger_queue: self.ledger_queue.or(under.ledger_queue),
             ledger_mask_keys: self.ledger_mask_keys.or(under.ledger_mask_keys),
             ledger_signing_key: self.ledger_signing_key.or(under.ledger_signing_key),
+            ledger_retain_hours: self.ledger_retain_hours.or(under.ledger_retain_hours),
+            ledger_retain_bytes: self.ledger_retain_bytes.or(under.ledger_retain_bytes),
+            ledger_archive_dir: self.ledger_archive_dir.or(under.ledger_archive_dir),
             admin_listen: self.admin_listen.or(under.admin_listen),
             admin_token: self.admin_token.or(under.admin_token),
             approval_max_validity_hours: self
@@ -295,6 +309,25 @@ impl Settings {
             .clone()
             .unwrap_or_else(|| PathBuf::from("data"));
         let mode = self.ledger.unwrap_or(LedgerMode::Durable);
+        let limited = self.ledger_retain_hours.is_some() || self.ledger_retain_bytes.is_some();
+        let retention = match (&self.ledger_archive_dir, limited) {
+            (Some(archive_dir), true) => Some(Retention {
+                archive_dir: archive_dir.clone(),
+                max_age: self
+                    .ledger_retain_hours
+                    .map(|hours| Duration::from_secs(hours.saturating_mul(3600))),
+                max_bytes: self.ledger_retain_bytes,
+            }),
+            (None, true) => {
+                return Err(ConfigError::Invalid {
+                    setting: "ledger_archive_dir",
+                    message: "required with ledger_retain_hours or ledger_retain_bytes: \
+                              Warrant archives old segments, it never deletes them"
+                        .to_owned(),
+                });
+            }
+            (_, false) => None,
+        };
         let ledger = (mode != LedgerMode::Off).then(|| LedgerSettings {
             dir: data_dir.join("ledger"),
             mode,
@@ -308,6 +341,7 @@ impl Settings {
                     .to_vec()
             }),
             signing_key: self.ledger_signing_key.clone(),
+            retention,
         });
         let max_validity_hours = self.approval_max_validity_hours.unwrap_or(720);
         let ext_authz =

@@ -574,6 +574,17 @@ impl Metrics {
             );
             self.ledger_append
                 .render(&mut out, "warrant_ledger_append_duration_seconds", "");
+            family(
+                &mut out,
+                "warrant_ledger_archived_segments_total",
+                "counter",
+                "Ledger segments moved to archive folders by retention since start.",
+            );
+            let _ = writeln!(
+                out,
+                "warrant_ledger_archived_segments_total {}",
+                stats.archived_segments
+            );
             let (used, free) = ledger.disk_usage();
             family(
                 &mut out,

@@ -1157,3 +1157,77 @@ async fn archived_segments_verify_alone_and_joined_and_the_ledger_restarts_from_
     );
     assert_eq!(code, 1, "{text}");
 }
+
+#[tokio::test]
+async fn retention_archives_what_the_settings_no_longer_keep() {
+    let server = Server::start(&["--ledger-segment-bytes", "1"]);
+    let mut client = server.client().await;
+    for _ in 0..4 {
+        client
+            .check(pipeline_read("Dataset::sales-2026"))
+            .await
+            .unwrap();
+    }
+    drop(client);
+    let data = tokio::task::spawn_blocking(move || server.terminate())
+        .await
+        .unwrap();
+    let archives = tempfile::tempdir().unwrap();
+    let policies = common::bundled_policies();
+    // Keep no more than one byte: every sealed segment goes, the one being written stays.
+    let server = Server::start_in(
+        data,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--ledger-retain-bytes",
+            "1",
+            "--ledger-archive-dir",
+            archives.path().to_str().unwrap(),
+        ],
+    )
+    .unwrap();
+    let mut moved = 0.0;
+    for _ in 0..100 {
+        moved = common::value(
+            &common::scrape(&server).await,
+            "warrant_ledger_archived_segments_total",
+            &[],
+        );
+        if moved > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(moved, 3.0);
+    let data = server.kill();
+    let archive = std::fs::read_dir(archives.path())
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let key = log_raw(data.path(), &["public-key"]).1.trim().to_owned();
+    let (code, text) = log_raw(&archive, &["verify", "--public-key", &key]);
+    assert_eq!(code, 0, "{text}");
+    let (code, text) = log_raw(
+        data.path(),
+        &[
+            "verify",
+            "--public-key",
+            &key,
+            "--archive",
+            archive.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{text}");
+    assert!(text.starts_with("ok: 4 records"), "{text}");
+    // Retention needs somewhere to put what it moves: it never deletes.
+    let refused = Server::start_with(&["serve", "--ledger-retain-hours", "24"])
+        .err()
+        .expect("refused");
+    assert!(refused.contains("ledger_archive_dir"), "{refused}");
+}

@@ -59,17 +59,27 @@ fn segment_end(segment: &Path) -> Result<Option<(u64, u64, String, SignedHead)>,
     }
 }
 
-/// Moves the oldest sealed segments whose records are all before `before`, and that end on a
-/// signed checkpoint, to `to/ledger/`. The cut's checkpoint becomes the ledger's anchor (written
+/// Which sealed segments to move: those whose records are all before a time, and/or the oldest
+/// until the ledger's files take no more than a number of bytes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cut {
+    pub before: Option<UnixMillis>,
+    pub max_bytes: Option<u64>,
+}
+
+/// Moves the oldest sealed segments the cut selects, and that end on a signed checkpoint, to
+/// `to/ledger/`. The cut's checkpoint becomes the ledger's anchor (written
 /// before anything is removed, so a crash midway leaves copies, never a gap). `None` when no
 /// segment qualifies.
 pub fn archive(
     dir: &Path,
     key: &VerifyingKey,
-    before: UnixMillis,
+    select: Cut,
     to: &Path,
 ) -> Result<Option<Archived>, LedgerError> {
     let mut sealed = segments(dir)?;
+    let size = |path: &Path| std::fs::metadata(path).map_or(0, |m| m.len());
+    let mut remaining: u64 = sealed.iter().map(|s| size(s)).sum();
     // The last segment is the one being written.
     sealed.pop();
     let mut moving: Vec<PathBuf> = Vec::new();
@@ -78,10 +88,14 @@ pub fn archive(
         let Some((first, last, time, signed)) = segment_end(&segment)? else {
             break;
         };
-        let old = UnixMillis::parse_rfc3339(&time).is_some_and(|t| t < before);
-        if !old {
+        let old = select
+            .before
+            .is_some_and(|before| UnixMillis::parse_rfc3339(&time).is_some_and(|t| t < before));
+        let over = select.max_bytes.is_some_and(|max| remaining > max);
+        if !old && !over {
             break;
         }
+        remaining = remaining.saturating_sub(size(&segment));
         cut = Some((cut.as_ref().map_or(first, |c| c.0), last, signed));
         moving.push(segment);
     }

@@ -25,7 +25,7 @@ use tokio::sync::oneshot;
 use crate::clock::UnixMillis;
 use crate::facts::EntityRef;
 
-pub use archive::{Archived, archive};
+pub use archive::{Archived, Cut, archive};
 pub use chain::{
     Checkpoint, Damage, Place, SignedHead, Verified, VerifyOptions, key_id,
     load_or_create_signing_key, read_head, records, verify,
@@ -70,6 +70,18 @@ pub struct LedgerSettings {
     pub mask_keys: Vec<String>,
     /// The signing key file; `dir/ledger-signing.key` (created on first start) when `None`.
     pub signing_key: Option<PathBuf>,
+    /// Retention: what the server itself moves to archive folders. `None`: keep everything.
+    pub retention: Option<Retention>,
+}
+
+/// Keep in the ledger only what is younger than `max_age` and/or the newest `max_bytes`;
+/// older sealed segments are archived (as `warrant log archive` does) into a new folder under
+/// `archive_dir` every hour.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Retention {
+    pub archive_dir: PathBuf,
+    pub max_age: Option<Duration>,
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -159,6 +171,8 @@ struct Pending {
 
 /// The running ledger: hands records to the writer thread.
 pub struct Ledger {
+    /// Segments moved out by retention since start.
+    archived: Arc<AtomicU64>,
     dir: PathBuf,
     /// The checkpoint in the head file, as the writer last published it.
     head: Arc<std::sync::Mutex<Option<SignedHead>>>,
@@ -175,6 +189,8 @@ pub struct Ledger {
 /// The ledger's counters, for the metrics endpoint.
 #[derive(Debug, Clone, Copy)]
 pub struct LedgerStats {
+    /// Segments moved to archives by retention since start.
+    pub archived_segments: u64,
     pub written: u64,
     pub pending: u64,
     pub failed: bool,
@@ -303,11 +319,21 @@ impl Ledger {
             published: Arc::clone(&published),
             last_signed: None,
         };
+        let archived = Arc::new(AtomicU64::new(0));
+        if let Some(retention) = settings.retention.clone() {
+            let dir = settings.dir.clone();
+            let archived = Arc::clone(&archived);
+            std::thread::Builder::new()
+                .name("ledger-retention".into())
+                .spawn(move || retain(&dir, &verifying, &retention, &archived))
+                .map_err(|e| LedgerError::Unavailable(format!("cannot start retention: {e}")))?;
+        }
         std::thread::Builder::new()
             .name("ledger-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| LedgerError::Unavailable(format!("cannot start the writer: {e}")))?;
         Ok(Ledger {
+            archived,
             dir: settings.dir.clone(),
             head: published,
             index,
@@ -348,6 +374,7 @@ impl Ledger {
 
     pub fn stats(&self) -> LedgerStats {
         LedgerStats {
+            archived_segments: self.archived.load(Ordering::Relaxed),
             written: self.written.load(Ordering::Relaxed),
             pending: self.pending.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
@@ -546,4 +573,40 @@ fn quarantine_unsigned_tail(dir: &Path, scan: &chain::Scan) -> Result<bool, Ledg
          written by Warrant; moved out of the ledger"
     );
     Ok(true)
+}
+
+/// The retention thread: at start and then every hour, archives what the retention settings no
+/// longer keep into a new folder under `archive_dir`.
+fn retain(dir: &Path, key: &VerifyingKey, retention: &Retention, archived: &AtomicU64) {
+    let mut first = true;
+    loop {
+        if !std::mem::take(&mut first) {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+        let now = crate::clock::Clock::now(&crate::clock::SystemClock);
+        let cut = Cut {
+            before: retention.max_age.map(|age| {
+                now.saturating_add_millis(-(i64::try_from(age.as_millis()).unwrap_or(i64::MAX)))
+            }),
+            max_bytes: retention.max_bytes,
+        };
+        let to = retention
+            .archive_dir
+            .join(format!("ledger-archive-{}", now.0));
+        match archive(dir, key, cut, &to) {
+            Ok(Some(moved)) => {
+                archived.fetch_add(moved.segments as u64, Ordering::Relaxed);
+                tracing::info!(
+                    segments = moved.segments,
+                    first = moved.first,
+                    last = moved.last,
+                    to = %to.display(),
+                    anchor = %format!("{}:{}", moved.anchor.checkpoint.seq, moved.anchor.checkpoint.head),
+                    "retention archived old ledger segments"
+                );
+            }
+            Ok(None) => {}
+            Err(error) => tracing::error!(%error, "retention could not archive ledger segments"),
+        }
+    }
 }
