@@ -72,22 +72,10 @@ impl Authorizer for AuthorizerService {
         let decided = match span.in_scope(|| self.decide(Api::Check, request.into_inner())) {
             Outcome::Decided(request, decision) => (request, decision),
             Outcome::Refused(readable, invalid) => {
-                let refusal = self
-                    .decider
-                    .refuse(
-                        Api::Check,
-                        &readable,
-                        engine::reason::INVALID_REQUEST,
-                        Some(invalid.to_string()),
-                        caller,
-                        trace_id,
-                    )
+                return Err(self
+                    .refuse_call(Api::Check, &readable, invalid, caller, trace_id)
                     .instrument(span)
-                    .await;
-                return Err(with_decision_id(
-                    invalid_argument(invalid),
-                    &refusal.decision_id.to_string(),
-                ));
+                    .await);
             }
         };
         let mut decided = [decided];
@@ -118,22 +106,11 @@ impl Authorizer for AuthorizerService {
                 ),
             );
             self.decider.metrics().invalid(Api::BatchCheck);
-            let refusal = self
-                .decider
-                .refuse(
-                    Api::BatchCheck,
-                    &checks.first().map(readable_request).unwrap_or_default(),
-                    engine::reason::INVALID_REQUEST,
-                    Some(invalid.to_string()),
-                    caller,
-                    trace_id,
-                )
+            let readable = checks.first().map(readable_request).unwrap_or_default();
+            return Err(self
+                .refuse_call(Api::BatchCheck, &readable, invalid, caller, trace_id)
                 .instrument(span)
-                .await;
-            return Err(with_decision_id(
-                invalid_argument(invalid),
-                &refusal.decision_id.to_string(),
-            ));
+                .await);
         }
         use proto::batch_check_result::Result as Item;
         // Every item is decided or refused, and each of those is recorded in one append.
@@ -187,6 +164,32 @@ impl Authorizer for AuthorizerService {
         _request: Request<proto::PingRequest>,
     ) -> Result<Response<proto::PingResponse>, Status> {
         Ok(Response::new(proto::PingResponse {}))
+    }
+}
+
+impl AuthorizerService {
+    /// Refuses a whole call as malformed: the refusal is recorded, and the status carries its
+    /// decision id.
+    async fn refuse_call(
+        &self,
+        api: Api,
+        readable: &engine::CheckRequest,
+        invalid: InvalidRequest,
+        caller: Option<String>,
+        trace_id: Option<String>,
+    ) -> Status {
+        let refusal = self
+            .decider
+            .refuse(
+                api,
+                readable,
+                engine::reason::INVALID_REQUEST,
+                Some(invalid.to_string()),
+                caller,
+                trace_id,
+            )
+            .await;
+        with_decision_id(invalid_argument(invalid), &refusal.decision_id.to_string())
     }
 }
 

@@ -156,23 +156,5 @@ fn write_checkpoint_file(path: &Path, signed: &SignedHead) -> Result<(), LedgerE
     };
     let mut bytes = serde_json_canonicalizer::to_vec(&line).expect("lines serialise");
     bytes.push(b'\n');
-    let temporary = path.with_extension("tmp");
-    crate::files::private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temporary)
-        .and_then(|mut file| {
-            use std::io::Write as _;
-            file.write_all(&bytes)?;
-            file.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&temporary, path))
-        .map_err(io_error(path))?;
-    if let Some(parent) = path.parent() {
-        File::open(parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io_error(parent))?;
-    }
-    Ok(())
+    crate::files::write_atomically(path, &bytes).map_err(io_error(path))
 }

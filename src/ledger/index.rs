@@ -6,7 +6,7 @@
 //! rebuilt from its segment.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
@@ -35,18 +35,7 @@ pub(super) fn write_index(
         bytes.extend_from_slice(&length.to_le_bytes());
     }
     let path = index_path(segment);
-    let temporary = path.with_extension("idx.tmp");
-    crate::files::private_file()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&temporary)
-        .and_then(|mut file| {
-            file.write_all(&bytes)?;
-            file.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&temporary, &path))
-        .map_err(io_error(&path))
+    crate::files::write_atomically(&path, &bytes).map_err(io_error(&path))
 }
 
 /// Reads a segment's records' locations (for an index that is missing).

@@ -319,19 +319,7 @@ impl Writer {
     fn publish(&mut self, signed: SignedHead) -> Result<(), LedgerError> {
         let bytes = line_bytes(signed.clone());
         let head_path = self.dir.join(HEAD_FILE);
-        let temporary = self.dir.join(format!("{HEAD_FILE}.tmp"));
-        crate::files::private_file()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&temporary)
-            .and_then(|mut file| {
-                file.write_all(&bytes)?;
-                file.sync_all()
-            })
-            .and_then(|()| std::fs::rename(&temporary, &head_path))
-            .and_then(|()| File::open(&self.dir)?.sync_all())
-            .map_err(io_error(&head_path))?;
+        crate::files::write_atomically(&head_path, &bytes).map_err(io_error(&head_path))?;
         let span = tracing::info_span!("ledger.checkpoint");
         span.in_scope(|| {
             tracing::info!(
