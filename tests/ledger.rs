@@ -472,14 +472,7 @@ async fn tools_look_decisions_up_over_grpc() {
 #[tokio::test]
 async fn a_graceful_stop_seals_every_record() {
     let server = Server::start(&[]);
-    let mut client = server.client().await;
-    for _ in 0..3 {
-        client
-            .check(pipeline_read("Dataset::sales-2026"))
-            .await
-            .unwrap();
-    }
-    drop(client);
+    read_sales(&server, 3).await;
     // Waiting for the process blocks: off the test's runtime, which must close the connection.
     let data = tokio::task::spawn_blocking(move || server.terminate())
         .await
@@ -812,14 +805,7 @@ async fn a_forged_tail_fails_verify_and_is_never_signed_by_a_restart() {
 #[tokio::test]
 async fn a_kept_head_catches_a_rollback_and_a_missing_head_or_unpinned_key_fails() {
     let server = Server::start(&[]);
-    let mut client = server.client().await;
-    for _ in 0..2 {
-        client
-            .check(pipeline_read("Dataset::sales-2026"))
-            .await
-            .unwrap();
-    }
-    drop(client);
+    read_sales(&server, 2).await;
     let data = server.kill();
     // An earlier state of the folder, as an attacker would keep to roll back to.
     let earlier = tempfile::tempdir().unwrap();
@@ -830,14 +816,7 @@ async fn a_kept_head_catches_a_rollback_and_a_missing_head_or_unpinned_key_fails
         .status()
         .unwrap();
     let server = Server::restart_in(data);
-    let mut client = server.client().await;
-    for _ in 0..3 {
-        client
-            .check(pipeline_read("Dataset::sales-2026"))
-            .await
-            .unwrap();
-    }
-    drop(client);
+    read_sales(&server, 3).await;
     // The server serves its newest published head (it publishes one every 1,000 records or
     // 5 s, and at a graceful stop).
     let served = server
@@ -961,19 +940,7 @@ async fn export_streams_signed_records_after_a_cursor_and_follows() {
 async fn sealed_segments_are_found_by_their_index_files_and_a_restart_reads_only_the_tail() {
     // One segment per batch: every decision but the last lands in a sealed segment.
     let server = Server::start(&["--ledger-segment-bytes", "1"]);
-    let mut client = server.client().await;
-    let mut ids = Vec::new();
-    for _ in 0..6 {
-        ids.push(
-            client
-                .check(pipeline_read("Dataset::sales-2026"))
-                .await
-                .unwrap()
-                .into_inner()
-                .decision_id,
-        );
-    }
-    drop(client);
+    let ids = read_sales(&server, 6).await;
     let mut log_client = server.decision_log_client().await;
     for id in &ids {
         let found = log_client
@@ -1051,19 +1018,7 @@ fn ledger_segment(data: &Path, first_seq: u64) -> PathBuf {
 #[tokio::test]
 async fn archived_segments_verify_alone_and_joined_and_the_ledger_restarts_from_the_cut() {
     let server = Server::start(&["--ledger-segment-bytes", "1"]);
-    let mut client = server.client().await;
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        ids.push(
-            client
-                .check(pipeline_read("Dataset::sales-2026"))
-                .await
-                .unwrap()
-                .into_inner()
-                .decision_id,
-        );
-    }
-    drop(client);
+    let ids = read_sales(&server, 5).await;
     let data = tokio::task::spawn_blocking(move || server.terminate())
         .await
         .unwrap();
@@ -1161,14 +1116,7 @@ async fn archived_segments_verify_alone_and_joined_and_the_ledger_restarts_from_
 #[tokio::test]
 async fn retention_archives_what_the_settings_no_longer_keep() {
     let server = Server::start(&["--ledger-segment-bytes", "1"]);
-    let mut client = server.client().await;
-    for _ in 0..4 {
-        client
-            .check(pipeline_read("Dataset::sales-2026"))
-            .await
-            .unwrap();
-    }
-    drop(client);
+    read_sales(&server, 4).await;
     let data = tokio::task::spawn_blocking(move || server.terminate())
         .await
         .unwrap();
@@ -1230,4 +1178,21 @@ async fn retention_archives_what_the_settings_no_longer_keep() {
         .err()
         .expect("refused");
     assert!(refused.contains("ledger_archive_dir"), "{refused}");
+}
+
+/// `count` Checks (reads of Dataset::sales-2026, allowed) on `server`; their decision ids.
+async fn read_sales(server: &Server, count: usize) -> Vec<String> {
+    let mut client = server.client().await;
+    let mut ids = Vec::new();
+    for _ in 0..count {
+        ids.push(
+            client
+                .check(pipeline_read("Dataset::sales-2026"))
+                .await
+                .unwrap()
+                .into_inner()
+                .decision_id,
+        );
+    }
+    ids
 }
