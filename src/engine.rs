@@ -49,6 +49,8 @@ pub mod reason {
     pub const MALFORMED_REQUEST: &str = "warrant:malformed-request";
     /// No answer was ready within the server's time limit for a call.
     pub const TIMED_OUT: &str = "warrant:timed-out";
+    /// The request could not be decided because Warrant itself failed (a bug): denied.
+    pub const INTERNAL_ERROR: &str = "warrant:internal-error";
 }
 
 /// Durable, atomic counting of the uses of limited approvals (`max_uses`).

@@ -104,10 +104,11 @@ struct ApiMetrics {
 
 /// Warrant's reasons for refusing a request before deciding it, each counted per API (created
 /// at zero, so a rule sees the series before the first refusal).
-const REFUSAL_REASONS: [&str; 11] = [
+const REFUSAL_REASONS: [&str; 12] = [
     crate::engine::reason::INVALID_REQUEST,
     crate::engine::reason::MALFORMED_REQUEST,
     crate::engine::reason::TIMED_OUT,
+    crate::engine::reason::INTERNAL_ERROR,
     crate::api::envoy::reason::UNAUTHENTICATED,
     crate::api::envoy::reason::UNKNOWN_SPIFFE_ID,
     crate::api::envoy::reason::BAD_PRINCIPAL_HEADER,

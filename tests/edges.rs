@@ -448,3 +448,74 @@ async fn futures_held(addr: std::net::SocketAddr, count: usize) -> Vec<tokio::ne
     }
     held
 }
+
+#[tokio::test]
+async fn a_handler_that_panics_is_an_ok_status_deny_for_envoy_and_internal_for_check() {
+    use tower::{Service as _, ServiceExt as _};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+    let engine = std::sync::Arc::new(warrant::engine::Engine::new(
+        warrant::server::load_snapshot(&dir).unwrap(),
+        std::sync::Arc::new(warrant::clock::SystemClock),
+        warrant::engine::EngineSettings::default(),
+    ));
+    let (health, _) = tonic_health::server::health_reporter();
+    let metrics = std::sync::Arc::new(warrant::telemetry::Metrics::default());
+    let decider = std::sync::Arc::new(warrant::api::decider::Decider::new(
+        engine,
+        None,
+        health,
+        std::sync::Arc::clone(&metrics),
+    ));
+    let panicking = tower::service_fn(|_: http::Request<tonic::body::Body>| async {
+        if true {
+            panic!("a bug in a handler");
+        }
+        Ok::<http::Response<tonic::body::Body>, std::convert::Infallible>(http::Response::default())
+    });
+    let request = |path: &str| {
+        http::Request::post(path)
+            .header("content-type", "application/grpc")
+            .body(tonic::body::Body::empty())
+            .unwrap()
+    };
+    let mut envoy = warrant::api::edge::Edge::ext_authz(
+        panicking,
+        std::sync::Arc::clone(&decider),
+        Duration::from_secs(1),
+    );
+    let response = envoy
+        .ready()
+        .await
+        .unwrap()
+        .call(request(ENVOY_CHECK))
+        .await
+        .unwrap();
+    assert!(response.headers().get("grpc-status").is_none());
+    let collected = response.into_body().collect().await.unwrap();
+    assert_eq!(collected.trailers().unwrap()["grpc-status"], "0");
+    let body = collected.to_bytes();
+    let answer = CheckResponse::decode(&body[5..]).unwrap();
+    match answer.http_response {
+        Some(HttpResponse::DeniedResponse(denied)) => {
+            assert_eq!(denied.status.unwrap().code, 403);
+            assert!(
+                denied.body.contains("warrant:internal-error"),
+                "{}",
+                denied.body
+            );
+        }
+        other => panic!("not a deny: {other:?}"),
+    }
+    let mut check =
+        warrant::api::edge::Edge::authorizer(panicking, decider, Duration::from_secs(1));
+    let response = check
+        .ready()
+        .await
+        .unwrap()
+        .call(request(WARRANT_CHECK))
+        .await
+        .unwrap();
+    let status = tonic::Status::from_header_map(response.headers()).unwrap();
+    assert_eq!(status.code(), tonic::Code::Internal);
+    assert!(response.headers().contains_key("x-warrant-decision-id"));
+}

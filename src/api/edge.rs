@@ -12,6 +12,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut as _, Bytes, BytesMut};
+use futures_util::FutureExt as _;
 use http_body_util::BodyExt as _;
 use tonic::body::Body;
 use tonic::server::NamedService;
@@ -195,7 +196,14 @@ where
         Box::pin(async move {
             // Moved in whole (not field by field), so that it drops when the call ends.
             let mut guard = guard;
-            let answered = tokio::time::timeout(timeout, inner.call(request)).await;
+            // A handler that panics (an overflow check, say) is a refusal like any other, not a
+            // reset stream that a gateway might fail open on.
+            let handled = std::panic::AssertUnwindSafe(inner.call(request)).catch_unwind();
+            let answered = match tokio::time::timeout(timeout, handled).await {
+                Ok(Ok(answered)) => Ok(answered),
+                Ok(Err(_panic)) => Err(reason::INTERNAL_ERROR),
+                Err(_elapsed) => Err(reason::TIMED_OUT),
+            };
             let (why, code, detail) = match answered {
                 Ok(Ok(response)) => match tonic::Status::from_header_map(response.headers()) {
                     // Answered by the handler, which recorded its decision or refusal.
@@ -222,8 +230,16 @@ where
                         format!("{:?}: {}", status.code(), status.message()),
                     ),
                 },
-                Err(_elapsed) => (
-                    reason::TIMED_OUT,
+                Err(why) if why == reason::INTERNAL_ERROR => {
+                    tracing::error!("a decision handler panicked; the call is refused");
+                    (
+                        why,
+                        tonic::Code::Internal,
+                        "the request could not be decided".to_owned(),
+                    )
+                }
+                Err(why) => (
+                    why,
                     tonic::Code::DeadlineExceeded,
                     format!("no answer within {} ms", timeout.as_millis()),
                 ),
@@ -259,10 +275,11 @@ where
             let response = match answers {
                 Answers::EnvoyDeny => {
                     guard.answered(tonic::Code::Ok);
-                    let http = if why == reason::TIMED_OUT {
-                        envoy_types::ext_authz::v3::pb::HttpStatusCode::Forbidden
-                    } else {
+                    // 400 for bytes the client sent that cannot be read; 403 otherwise.
+                    let http = if why == reason::MALFORMED_REQUEST {
                         envoy_types::ext_authz::v3::pb::HttpStatusCode::BadRequest
+                    } else {
+                        envoy_types::ext_authz::v3::pb::HttpStatusCode::Forbidden
                     };
                     let answer = envoy::denied(
                         tonic::Code::PermissionDenied,
