@@ -3,14 +3,13 @@
 
 mod common;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use common::{Admin, Server, deploy, entity, request, scrape, value};
 use warrant::proto;
 
 fn in_hours(hours: f64) -> Option<prost_types::Timestamp> {
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
-    let at = now.as_secs_f64() + hours * 3600.0;
+    use warrant::clock::Clock as _;
+    let now = warrant::clock::SystemClock.now();
+    let at = now.0 as f64 / 1000.0 + hours * 3600.0;
     Some(prost_types::Timestamp {
         seconds: at as i64,
         nanos: 0,

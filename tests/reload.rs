@@ -152,10 +152,7 @@ async fn a_reload_that_breaks_live_facts_is_refused() {
     let policies = policy_copy();
     let server = start_on(policies.path());
     let mut admin = server.admin_client().await;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let now = warrant::clock::Clock::now(&warrant::clock::SystemClock).0 / 1000;
     admin
         .grant_approval(proto::GrantApprovalRequest {
             approval: Some(proto::ApprovalSpec {
