@@ -236,7 +236,11 @@ pub async fn serve(
         ));
         let stop = stop.clone();
         async move {
+            // Keepalive pings here: a `TailDecisions` stream on a quiet server sends nothing for
+            // minutes, and must not be closed as idle.
             let served = tonic::transport::Server::builder()
+                .http2_keepalive_interval(Some(limits.http2_keepalive))
+                .http2_keepalive_timeout(Some(limits.http2_keepalive))
                 .add_service(admin)
                 .add_optional_service(decision_log)
                 .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())

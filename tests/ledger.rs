@@ -1196,3 +1196,24 @@ async fn read_sales(server: &Server, count: usize) -> Vec<String> {
     }
     ids
 }
+
+#[tokio::test]
+async fn a_quiet_live_tail_outlives_the_idle_timeout() {
+    let server = Server::start(&["--idle-timeout-ms", "300", "--http2-keepalive-ms", "100"]);
+    let mut tail = server
+        .decision_log_client()
+        .await
+        .tail_decisions(warrant::proto::TailDecisionsRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    // Nothing is decided for several idle timeouts: the keepalive pings keep the stream open.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    read_sales(&server, 1).await;
+    let record = tokio::time::timeout(std::time::Duration::from_secs(10), tail.message())
+        .await
+        .expect("the tail is still open")
+        .unwrap()
+        .expect("a decision");
+    assert!(record.record_json.contains("sales-2026"));
+}
