@@ -196,16 +196,8 @@ impl AuthZen {
                     allowed
                 }
                 Err(message) => {
-                    let refusal = self.decider.engine().refusal(
-                        &readable,
-                        engine::reason::INVALID_REQUEST,
-                        Some(message.clone()),
-                    );
-                    self.decider
-                        .metrics()
-                        .refused(Api::AuthZen, engine::reason::INVALID_REQUEST);
-                    answers.push((decided.len(), Some(message)));
-                    decided.push((self.decider.engine().limits().excerpt(&readable), refusal));
+                    answers.push((decided.len(), Some(message.clone())));
+                    decided.push(self.decider.refused_item(Api::AuthZen, &readable, message));
                     false
                 }
             };

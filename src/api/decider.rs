@@ -76,6 +76,21 @@ impl Decider {
             .inspect_err(|_| self.metrics.invalid(api))
     }
 
+    /// A refused item of a batch, counted, to be recorded with the batch's decisions (one
+    /// append for the whole call): the request as its record keeps it, and the refusal.
+    pub fn refused_item(
+        &self,
+        api: Api,
+        readable: &engine::CheckRequest,
+        message: String,
+    ) -> (engine::CheckRequest, engine::Decision) {
+        let refusal = self
+            .engine
+            .refusal(readable, engine::reason::INVALID_REQUEST, Some(message));
+        self.metrics.refused(api, engine::reason::INVALID_REQUEST);
+        (self.engine.limits().excerpt(readable), refusal)
+    }
+
     /// Refuses `request` before (or instead of) deciding it: the deny is recorded like any
     /// decision (with what could be read of the request, cut to the limits) and counted, and
     /// its id is what the caller is told. `why` is one of Warrant's reasons; `detail` says what

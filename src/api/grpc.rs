@@ -122,16 +122,12 @@ impl Authorizer for AuthorizerService {
                     Outcome::Decided(request, decision) => recorded.push((request, decision)),
                     Outcome::Refused(readable, invalid) => {
                         let message = format!("checks[{index}].{invalid}");
-                        let refusal = self.decider.engine().refusal(
+                        failed.push((index, recorded.len(), message.clone()));
+                        recorded.push(self.decider.refused_item(
+                            Api::BatchCheck,
                             &readable,
-                            engine::reason::INVALID_REQUEST,
-                            Some(message.clone()),
-                        );
-                        self.decider
-                            .metrics()
-                            .refused(Api::BatchCheck, engine::reason::INVALID_REQUEST);
-                        failed.push((index, recorded.len(), message));
-                        recorded.push((readable, refusal));
+                            message,
+                        ));
                     }
                 }
             }
