@@ -115,6 +115,20 @@ impl TraceHeaders {
         )
     }
 
+    /// The same from HTTP headers: two lookups, whatever else the request carries.
+    pub fn from_http(headers: &http::HeaderMap) -> Self {
+        Self::from_pairs(
+            ["traceparent", "tracestate"]
+                .into_iter()
+                .filter_map(|name| {
+                    headers
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .map(|v| (name, v))
+                }),
+        )
+    }
+
     pub fn from_metadata(metadata: &tonic::metadata::MetadataMap) -> Self {
         Self::from_pairs(
             ["traceparent", "tracestate"]

@@ -306,7 +306,7 @@ async fn evaluation(
     // Counted in flight, and once when answered, or as CANCELLED if the client goes away.
     let guard = CallGuard::start(Arc::clone(&authzen.decider), Api::AuthZen, None);
     let request_id = headers.get("x-request-id");
-    let trace = trace_headers(&headers);
+    let trace = TraceHeaders::from_http(&headers);
     let answer = async {
         authzen.authenticate(&headers)?;
         let body = json_object(&body)?;
@@ -348,7 +348,7 @@ async fn evaluations(
     // Counted in flight, and once when answered, or as CANCELLED if the client goes away.
     let guard = CallGuard::start(Arc::clone(&authzen.decider), Api::AuthZen, None);
     let request_id = headers.get("x-request-id");
-    let trace = trace_headers(&headers);
+    let trace = TraceHeaders::from_http(&headers);
     let answer = async {
         authzen.authenticate(&headers)?;
         let body = json_object(&body)?;
@@ -461,14 +461,6 @@ async fn metadata(State(authzen): State<Arc<AuthZen>>, headers: HeaderMap) -> Re
             "access_evaluations_endpoint": format!("{base}{EVALUATIONS_PATH}"),
         }),
         headers.get("x-request-id"),
-    )
-}
-
-fn trace_headers(headers: &HeaderMap) -> TraceHeaders {
-    TraceHeaders::from_pairs(
-        headers
-            .iter()
-            .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
     )
 }
 

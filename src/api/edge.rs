@@ -177,17 +177,12 @@ where
                     .unwrap_or_else(|_| Ok(tonic::Status::deadline_exceeded("").into_http()))
             });
         };
+        // Kept for a refusal's record; formatted only if there is one.
         let caller = request
             .extensions()
             .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr())
-            .map(|addr| addr.to_string());
-        let trace = TraceHeaders::from_pairs(
-            request
-                .headers()
-                .iter()
-                .filter_map(|(name, value)| Some((name.as_str(), value.to_str().ok()?))),
-        );
+            .and_then(|info| info.remote_addr());
+        let trace = TraceHeaders::from_http(request.headers());
         let guard = CallGuard::start(
             Arc::clone(&decider),
             api,
@@ -263,7 +258,12 @@ where
             );
             decider.metrics().refused(api, why);
             let mut recorded = [(engine::CheckRequest::default(), refusal)];
-            let recording = decider.record(api, &mut recorded, caller, trace_id);
+            let recording = decider.record(
+                api,
+                &mut recorded,
+                caller.map(|addr| addr.to_string()),
+                trace_id,
+            );
             if tokio::time::timeout(timeout, recording).await.is_err() {
                 tracing::warn!(
                     reason = why,
