@@ -550,20 +550,6 @@ async fn nulls_and_undeclared_attributes_are_ignored_misfits_named_and_refusals_
             "context": context,
         })
     };
-    let record = |id: &str| {
-        let id = id.to_owned();
-        let server = &server;
-        async move {
-            let record = server
-                .decision_log_client()
-                .await
-                .get_decision(warrant::proto::GetDecisionRequest { decision_id: id })
-                .await
-                .unwrap()
-                .into_inner();
-            serde_json::from_str::<Value>(&record.record_json).unwrap()
-        }
-    };
     // A null and an attribute nested under a declared record that the schema does not declare
     // are left out, not refused.
     let tolerant = evaluate(
@@ -578,7 +564,9 @@ async fn nulls_and_undeclared_attributes_are_ignored_misfits_named_and_refusals_
     assert_eq!(tolerant.status, 200, "{}", tolerant.body);
     let body = tolerant.json();
     assert_eq!(body["decision"], true, "{body}");
-    let kept = record(body["context"]["decision_id"].as_str().unwrap()).await;
+    let kept = server
+        .record(body["context"]["decision_id"].as_str().unwrap())
+        .await;
     assert_eq!(
         kept["context"],
         json!({"amount": 1200, "http": {"host": "h", "method": "POST", "path": "/v", "source_address": "a"}, "vendor": "Acme"})
@@ -591,7 +579,9 @@ async fn nulls_and_undeclared_attributes_are_ignored_misfits_named_and_refusals_
     )
     .await;
     let body = big.json();
-    let kept = record(body["context"]["decision_id"].as_str().unwrap()).await;
+    let kept = server
+        .record(body["context"]["decision_id"].as_str().unwrap())
+        .await;
     assert_eq!(kept["context"]["amount"], json!(9_007_199_254_740_993_i64));
     // A value of the wrong kind is named by its key, and the refusal is on record.
     for (context, expected) in [
@@ -608,7 +598,7 @@ async fn nulls_and_undeclared_attributes_are_ignored_misfits_named_and_refusals_
         assert_eq!(refused.status, 400);
         assert!(refused.body.starts_with(expected), "{}", refused.body);
         let id = refused.decision_id.clone().expect("the refusal's id");
-        let kept = record(&id).await;
+        let kept = server.record(&id).await;
         assert_eq!(kept["reasons"], json!(["warrant:invalid-request"]));
         assert_eq!(kept["principal"]["id"], "procurement-agent");
     }
@@ -623,6 +613,6 @@ async fn nulls_and_undeclared_attributes_are_ignored_misfits_named_and_refusals_
     )
     .await;
     assert_eq!(garbage.status, 400);
-    let kept = record(&garbage.decision_id.clone().unwrap()).await;
+    let kept = server.record(garbage.decision_id.as_deref().unwrap()).await;
     assert_eq!(kept["decision"], "DENY");
 }

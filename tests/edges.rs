@@ -84,20 +84,6 @@ fn envoy_check_with_bad_utf8() -> Vec<u8> {
     check
 }
 
-/// The ledger record with this decision id, through the DecisionLog API.
-async fn record_of(server: &Server, decision_id: &str) -> serde_json::Value {
-    let record = server
-        .decision_log_client()
-        .await
-        .get_decision(warrant::proto::GetDecisionRequest {
-            decision_id: decision_id.to_owned(),
-        })
-        .await
-        .unwrap_or_else(|status| panic!("no record {decision_id}: {status:?}"))
-        .into_inner();
-    serde_json::from_str(&record.record_json).unwrap()
-}
-
 fn denied_envoy_answer(answer: &RawAnswer) -> (i32, serde_json::Value) {
     assert_eq!(
         answer.code, 0,
@@ -129,7 +115,7 @@ async fn ext_authz_answers_unreadable_and_oversized_requests_with_a_recorded_den
         body["reasons"],
         serde_json::json!(["warrant:malformed-request"])
     );
-    let record = record_of(&server, body["decision_id"].as_str().unwrap()).await;
+    let record = server.record(body["decision_id"].as_str().unwrap()).await;
     assert_eq!(record["decision"], "DENY");
     assert_eq!(
         record["reasons"],
@@ -138,7 +124,7 @@ async fn ext_authz_answers_unreadable_and_oversized_requests_with_a_recorded_den
     // Over the size limit: refused before decoding, still an OK-status deny.
     let answer = raw_call(&server, ENVOY_CHECK, &vec![0x0a; 4096]).await;
     let (_, body) = denied_envoy_answer(&answer);
-    record_of(&server, body["decision_id"].as_str().unwrap()).await;
+    server.record(body["decision_id"].as_str().unwrap()).await;
     // Not protobuf at all.
     let answer = raw_call(&server, ENVOY_CHECK, &[0xff, 0xff, 0xff]).await;
     denied_envoy_answer(&answer);
@@ -156,7 +142,7 @@ async fn undecodable_checks_are_invalid_argument_and_recorded() {
             answer.headers
         );
         let id = &answer.headers["x-warrant-decision-id"];
-        assert_eq!(record_of(&server, id).await["decision"], "DENY");
+        assert_eq!(server.record(id).await["decision"], "DENY");
     }
 }
 
@@ -180,7 +166,7 @@ async fn oversized_names_are_refused_briefly_and_recorded_cut_to_the_limit() {
         .expect("the refusal's decision id")
         .to_str()
         .unwrap();
-    let record = record_of(&server, id).await;
+    let record = server.record(id).await;
     assert_eq!(
         record["reasons"],
         serde_json::json!(["warrant:invalid-request"])
@@ -330,7 +316,7 @@ async fn refusals_before_the_engine_carry_a_recorded_decision_id() {
         panic!("denied");
     };
     let body: serde_json::Value = serde_json::from_str(&denied.body).unwrap();
-    let record = record_of(&server, body["decision_id"].as_str().unwrap()).await;
+    let record = server.record(body["decision_id"].as_str().unwrap()).await;
     assert_eq!(record["reasons"], serde_json::json!(["warrant:no-route"]));
     assert_eq!(record["principal"]["id"], "deploy-bot");
     // A malformed gRPC Check.
@@ -339,7 +325,7 @@ async fn refusals_before_the_engine_carry_a_recorded_decision_id() {
     no_action.action.clear();
     let status = client.check(no_action).await.expect_err("refused");
     let id = status.metadata().get("x-warrant-decision-id").unwrap();
-    let record = record_of(&server, id.to_str().unwrap()).await;
+    let record = server.record(id.to_str().unwrap()).await;
     assert_eq!(record["principal"]["id"], "pipeline-etl");
     assert_eq!(record["errors"][0]["message"], "action: required");
     // A bad BatchCheck item has its own recorded refusal.
@@ -357,7 +343,7 @@ async fn refusals_before_the_engine_carry_a_recorded_decision_id() {
         panic!("item 1 is an error: {results:?}");
     };
     assert!(error.message.starts_with("checks[1].action:"));
-    let record = record_of(&server, &error.decision_id).await;
+    let record = server.record(&error.decision_id).await;
     assert_eq!(record["action"], "no-such-action");
 }
 

@@ -317,16 +317,7 @@ async fn a_trusted_header_names_the_principal_but_never_over_the_mtls_peer() {
 
 /// The ledger's record of the decision an answer carries.
 async fn recorded(server: &Server, answer: &CheckResponse) -> serde_json::Value {
-    let record = server
-        .decision_log_client()
-        .await
-        .get_decision(warrant::proto::GetDecisionRequest {
-            decision_id: metadata(answer, "decision_id"),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    serde_json::from_str(&record.record_json).unwrap()
+    server.record(&metadata(answer, "decision_id")).await
 }
 
 fn start_with_principal_header() -> Server {

@@ -28,19 +28,6 @@ fn candidate() -> tempfile::TempDir {
     dir
 }
 
-async fn record_of(server: &Server, decision_id: &str) -> serde_json::Value {
-    let record = server
-        .decision_log_client()
-        .await
-        .get_decision(proto::GetDecisionRequest {
-            decision_id: decision_id.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    serde_json::from_str(&record.record_json).unwrap()
-}
-
 #[tokio::test]
 async fn the_candidate_set_judges_every_request_but_answers_none() {
     let candidate = candidate();
@@ -54,7 +41,7 @@ async fn the_candidate_set_judges_every_request_but_answers_none() {
         .unwrap()
         .into_inner();
     assert_eq!(read.decision, proto::Decision::Allow as i32);
-    let record = record_of(&server, &read.decision_id).await;
+    let record = server.record(&read.decision_id).await;
     assert_eq!(record["decision"], "ALLOW");
     assert_eq!(record["shadow"]["decision"], "DENY");
     assert_eq!(
@@ -71,13 +58,13 @@ async fn the_candidate_set_judges_every_request_but_answers_none() {
         .into_inner();
     assert!(again.provenance.unwrap().answered_from_cache);
     assert_eq!(
-        record_of(&server, &again.decision_id).await["shadow"]["decision"],
+        server.record(&again.decision_id).await["shadow"]["decision"],
         "DENY"
     );
 
     // Where both agree (an update is not a read), the record says so too.
     let update = client.check(deploy("CHG-1042")).await.unwrap().into_inner();
-    let record = record_of(&server, &update.decision_id).await;
+    let record = server.record(&update.decision_id).await;
     assert_eq!(record["shadow"]["decision"], "ALLOW");
 
     let metrics = scrape(&server).await;
@@ -114,7 +101,7 @@ async fn the_candidate_set_judges_every_request_but_answers_none() {
         .into_inner();
     assert!(!after.provenance.unwrap().answered_from_cache);
     assert_eq!(
-        record_of(&server, &after.decision_id).await["shadow"]["decision"],
+        server.record(&after.decision_id).await["shadow"]["decision"],
         "ALLOW"
     );
 }
@@ -129,7 +116,7 @@ async fn without_a_candidate_records_carry_no_shadow_and_a_broken_one_stops_the_
         .await
         .unwrap()
         .into_inner();
-    let record = record_of(&server, &read.decision_id).await;
+    let record = server.record(&read.decision_id).await;
     assert!(record.get("shadow").is_none(), "{record}");
 
     let broken = candidate();

@@ -118,16 +118,7 @@ fn with_traceparent<T>(message: T) -> tonic::Request<T> {
 }
 
 async fn recorded_trace_id(server: &Server, decision_id: &str) -> serde_json::Value {
-    let record = server
-        .decision_log_client()
-        .await
-        .get_decision(warrant::proto::GetDecisionRequest {
-            decision_id: decision_id.to_owned(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let record: serde_json::Value = serde_json::from_str(&record.record_json).unwrap();
+    let record = server.record(decision_id).await;
     record["trace_id"].clone()
 }
 

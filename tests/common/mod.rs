@@ -192,6 +192,20 @@ impl Server {
         )
     }
 
+    /// The ledger's record of a decision, as JSON, through `DecisionLog/GetDecision`.
+    pub async fn record(&self, decision_id: &str) -> serde_json::Value {
+        let record = self
+            .decision_log_client()
+            .await
+            .get_decision(proto::GetDecisionRequest {
+                decision_id: decision_id.to_owned(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("no record {decision_id}: {status:?}"))
+            .into_inner();
+        serde_json::from_str(&record.record_json).unwrap()
+    }
+
     /// A DecisionLog client (on the admin listener) that sends the server's token.
     pub async fn decision_log_client(
         &self,
