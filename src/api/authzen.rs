@@ -197,7 +197,12 @@ impl AuthZen {
                 }
                 Err(message) => {
                     answers.push((decided.len(), Some(message.clone())));
-                    decided.push(self.decider.refused_item(Api::AuthZen, &readable, message));
+                    decided.push(self.decider.refusal(
+                        Api::AuthZen,
+                        &readable,
+                        engine::reason::INVALID_REQUEST,
+                        Some(message),
+                    ));
                     false
                 }
             };

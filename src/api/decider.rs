@@ -76,18 +76,17 @@ impl Decider {
             .inspect_err(|_| self.metrics.invalid(api))
     }
 
-    /// A refused item of a batch, counted, to be recorded with the batch's decisions (one
-    /// append for the whole call): the request as its record keeps it, and the refusal.
-    pub fn refused_item(
+    /// A refusal of `readable` for `why`, counted and ready to record (alone, or with a
+    /// batch's decisions in one append): the request as its record keeps it, and the deny.
+    pub fn refusal(
         &self,
         api: Api,
         readable: &engine::CheckRequest,
-        message: String,
+        why: &str,
+        detail: Option<String>,
     ) -> (engine::CheckRequest, engine::Decision) {
-        let refusal = self
-            .engine
-            .refusal(readable, engine::reason::INVALID_REQUEST, Some(message));
-        self.metrics.refused(api, engine::reason::INVALID_REQUEST);
+        let refusal = self.engine.refusal(readable, why, detail);
+        self.metrics.refused(api, why);
         (self.engine.limits().excerpt(readable), refusal)
     }
 
@@ -104,9 +103,7 @@ impl Decider {
         caller: Option<String>,
         trace_id: Option<String>,
     ) -> engine::Decision {
-        let decision = self.engine.refusal(request, why, detail);
-        self.metrics.refused(api, why);
-        let mut refused = [(self.engine.limits().excerpt(request), decision)];
+        let mut refused = [self.refusal(api, request, why, detail)];
         self.record(api, &mut refused, caller, trace_id).await;
         let [(_, decision)] = refused;
         decision

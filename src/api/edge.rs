@@ -251,13 +251,12 @@ where
             tracing::debug!(parent: &span, reason = why, detail, "refused before a decision");
             // Recorded like any decision, but never waited on past the time limit: a ledger
             // that hangs must not hold the caller (a refusal is a deny either way).
-            let refusal = decider.engine().refusal(
+            let mut recorded = [decider.refusal(
+                api,
                 &engine::CheckRequest::default(),
                 why,
                 Some(detail.clone()),
-            );
-            decider.metrics().refused(api, why);
-            let mut recorded = [(engine::CheckRequest::default(), refusal)];
+            )];
             let recording = decider.record(
                 api,
                 &mut recorded,

@@ -123,10 +123,11 @@ impl Authorizer for AuthorizerService {
                     Outcome::Refused(readable, invalid) => {
                         let message = format!("checks[{index}].{invalid}");
                         failed.push((index, recorded.len(), message.clone()));
-                        recorded.push(self.decider.refused_item(
+                        recorded.push(self.decider.refusal(
                             Api::BatchCheck,
                             &readable,
-                            message,
+                            engine::reason::INVALID_REQUEST,
+                            Some(message),
                         ));
                     }
                 }
