@@ -470,6 +470,45 @@ async fn tools_look_decisions_up_over_grpc() {
 }
 
 #[tokio::test]
+async fn a_cache_hit_is_recorded_with_the_evaluations_whole_evidence_and_its_own_fields() {
+    let server = Server::start(&[]);
+    let mut client = server.client().await;
+    let mut ask = deploy("CHG-1042");
+    ask.context = context(serde_json::json!({"justification": "rollout", "token": "s3cr3t"}));
+    let mut answers = Vec::new();
+    for request_id in ["first", "second", "third"] {
+        ask.request_id = request_id.into();
+        answers.push(client.check(ask.clone()).await.unwrap().into_inner());
+    }
+    let mut records = Vec::new();
+    for answer in &answers {
+        records.push(server.record(&answer.decision_id).await);
+    }
+    let own = ["caller", "decision_id", "request_id", "time", "trace_id"];
+    let evidence = |record: &serde_json::Value| {
+        let mut record = record.as_object().unwrap().clone();
+        for field in own.iter().chain(&["answered_from_cache"]) {
+            record.remove(*field);
+        }
+        record
+    };
+    assert_eq!(records[0]["answered_from_cache"], false);
+    for (hit, answer) in records[1..].iter().zip(&answers[1..]) {
+        assert_eq!(hit["answered_from_cache"], true);
+        assert_eq!(hit["evaluation_id"], records[0]["decision_id"]);
+        assert_eq!(hit["decision_id"], answer.decision_id.as_str());
+        assert_eq!(evidence(hit), evidence(&records[0]));
+    }
+    assert_eq!(records[1]["request_id"], "second");
+    assert_eq!(records[2]["request_id"], "third");
+    assert_eq!(records[2]["context"]["token"], "***", "masked");
+    // Each hit's bytes on disk chain and verify like an evaluated record's.
+    let data = server.kill();
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(ok && text.starts_with("ok: 3 records"), "{text}");
+}
+
+#[tokio::test]
 async fn a_graceful_stop_seals_every_record() {
     let server = Server::start(&[]);
     read_sales(&server, 3).await;

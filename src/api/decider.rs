@@ -120,22 +120,35 @@ impl Decider {
         trace_id: Option<String>,
     ) {
         if let Some(ledger) = &self.ledger {
-            let records: Vec<Record> = decided
+            let records: Result<Vec<_>, _> = decided
                 .iter()
                 .map(|(request, decision)| {
-                    let mut record =
-                        Record::of(decision, request, caller.clone(), ledger.mask_keys());
-                    record.trace_id = trace_id.clone();
-                    record
+                    ledger.canonical_record(
+                        decision,
+                        request,
+                        caller.as_deref(),
+                        trace_id.as_deref(),
+                    )
                 })
                 .collect();
             let tailed: Vec<Arc<Record>> = if Arc::strong_count(&self.listeners) > 1 {
-                records.iter().cloned().map(Arc::new).collect()
+                decided
+                    .iter()
+                    .map(|(request, decision)| {
+                        let mut record =
+                            Record::of(decision, request, caller.clone(), ledger.mask_keys());
+                        record.trace_id = trace_id.clone();
+                        Arc::new(record)
+                    })
+                    .collect()
             } else {
                 Vec::new()
             };
             let appending = std::time::Instant::now();
-            let appended = ledger.append(records).await;
+            let appended = match records {
+                Ok(records) => ledger.append(records).await,
+                Err(error) => Err(error),
+            };
             if appended.is_ok() {
                 for record in tailed {
                     // No receiver left is fine: the tail has hung up.

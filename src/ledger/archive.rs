@@ -150,11 +150,6 @@ pub fn archive(
 
 /// Writes one signed checkpoint line to `path`, atomically.
 fn write_checkpoint_file(path: &Path, signed: &SignedHead) -> Result<(), LedgerError> {
-    let line = Line::Checkpoint {
-        checkpoint: signed.checkpoint.clone(),
-        signature: signed.signature.clone(),
-    };
-    let mut bytes = serde_json_canonicalizer::to_vec(&line).expect("lines serialise");
-    bytes.push(b'\n');
+    let bytes = super::chain::checkpoint_line(signed);
     crate::files::write_atomically(path, &bytes).map_err(io_error(path))
 }

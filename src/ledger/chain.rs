@@ -33,7 +33,8 @@ pub(super) enum Line {
     },
 }
 
-/// A signed statement: the chain up to `seq` has head hash `head`.
+/// A signed statement: the chain up to `seq` has head hash `head`. Its fields are declared in
+/// sorted order, so serde_json writes its canonical JSON (see `checkpoint_bytes`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Checkpoint {
     /// Written with a durable batch, in the same write: every record before it was
@@ -41,10 +42,10 @@ pub struct Checkpoint {
     /// checkpoint were never acknowledged (or were not written by Warrant).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub batch: bool,
-    pub seq: u64,
     pub head: String,
-    pub time: String,
     pub key_id: String,
+    pub seq: u64,
+    pub time: String,
 }
 
 /// A checkpoint with its signature, as the head file and `GetHead` give it.
@@ -64,8 +65,23 @@ fn written_entry_bytes(line: &[u8]) -> Option<Vec<u8>> {
     Some(bytes)
 }
 
+/// What a checkpoint's signature signs: its RFC 8785 canonical JSON. The fields are sorted and
+/// hold strings, a bool and an integer within 2^53 (a sequence number), for which serde_json's
+/// bytes are RFC 8785's (a test holds them to `serde_json_canonicalizer`); once per group
+/// commit, on the writer thread.
 pub(super) fn checkpoint_bytes(checkpoint: &Checkpoint) -> Vec<u8> {
-    serde_json_canonicalizer::to_vec(checkpoint).expect("checkpoints serialise")
+    serde_json::to_vec(checkpoint).expect("checkpoints serialise")
+}
+
+/// A checkpoint's line, as segments and the head file hold it: canonical JSON too
+/// ("checkpoint" < "signature").
+pub(super) fn checkpoint_line(signed: &SignedHead) -> Vec<u8> {
+    let mut bytes = b"{\"checkpoint\":".to_vec();
+    bytes.extend_from_slice(&checkpoint_bytes(&signed.checkpoint));
+    bytes.extend_from_slice(b",\"signature\":");
+    serde_json::to_writer(&mut bytes, &signed.signature).expect("a string serialises");
+    bytes.extend_from_slice(b"}\n");
+    bytes
 }
 
 pub fn key_id(key: &VerifyingKey) -> String {
@@ -867,7 +883,9 @@ pub(super) fn entry_bytes(seq: u64, record: &[u8]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(record.len() + 32);
     bytes.extend_from_slice(b"{\"record\":");
     bytes.extend_from_slice(record);
-    bytes.extend_from_slice(format!(",\"seq\":{seq}}}").as_bytes());
+    bytes.extend_from_slice(b",\"seq\":");
+    bytes.extend_from_slice(seq.to_string().as_bytes());
+    bytes.push(b'}');
     bytes
 }
 

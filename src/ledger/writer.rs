@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
 
-use super::chain::{SignedHead, chain_hash, checkpoint_bytes, entry_bytes};
+use super::chain::{SignedHead, chain_hash, checkpoint_bytes, checkpoint_line, entry_bytes};
 use super::*;
 
 pub(super) struct Writer {
@@ -136,7 +136,7 @@ impl Writer {
             checkpoint,
             signature,
         };
-        (signed.clone(), line_bytes(signed))
+        (signed.clone(), checkpoint_line(&signed))
     }
 
     fn fail(&self, error: &LedgerError) {
@@ -217,9 +217,15 @@ impl Writer {
 
     fn write_batch(&mut self, batch: &[Pending]) -> Result<u64, LedgerError> {
         let first_seq = self.next_seq;
-        let mut bytes = Vec::with_capacity(batch.len() * 1024);
+        let mut bytes =
+            Vec::with_capacity(batch.iter().map(|p| p.record.len() + 200).sum::<usize>() + 300);
         let mut head = self.head;
         let mut lines = Vec::with_capacity(batch.len());
+        let mut hex_buffer = [0u8; 64];
+        let mut hex = |hash: &[u8; 32]| -> [u8; 64] {
+            hex::encode_to_slice(hash, &mut hex_buffer).expect("64 bytes hold 32 in hex");
+            hex_buffer
+        };
         for (i, pending) in batch.iter().enumerate() {
             let start = bytes.len() as u64;
             let entry = entry_bytes(first_seq + i as u64, &pending.record);
@@ -228,9 +234,9 @@ impl Writer {
             bytes.extend_from_slice(b"{\"entry\":");
             bytes.extend_from_slice(&entry);
             bytes.extend_from_slice(b",\"hash\":\"");
-            bytes.extend_from_slice(hex::encode(hash).as_bytes());
+            bytes.extend_from_slice(&hex(&hash));
             bytes.extend_from_slice(b"\",\"prev\":\"");
-            bytes.extend_from_slice(hex::encode(head).as_bytes());
+            bytes.extend_from_slice(&hex(&head));
             bytes.extend_from_slice(b"\"}\n");
             head = hash;
             lines.push((
@@ -317,7 +323,7 @@ impl Writer {
     /// Makes `signed` the head file (atomically), logs it, and serves it from `Ledger::head`:
     /// whoever keeps these can later tell a rolled-back ledger (`verify --expect-head`).
     fn publish(&mut self, signed: SignedHead) -> Result<(), LedgerError> {
-        let bytes = line_bytes(signed.clone());
+        let bytes = checkpoint_line(&signed);
         let head_path = self.dir.join(HEAD_FILE);
         crate::files::write_atomically(&head_path, &bytes).map_err(io_error(&head_path))?;
         let span = tracing::info_span!("ledger.checkpoint");
@@ -336,15 +342,4 @@ impl Writer {
         self.last_checkpoint = Instant::now();
         Ok(())
     }
-}
-
-/// A checkpoint's line, as segments and the head file hold it.
-fn line_bytes(signed: SignedHead) -> Vec<u8> {
-    let line = Line::Checkpoint {
-        checkpoint: signed.checkpoint,
-        signature: signed.signature,
-    };
-    let mut bytes = serde_json_canonicalizer::to_vec(&line).expect("lines serialise");
-    bytes.push(b'\n');
-    bytes
 }
