@@ -5,15 +5,14 @@
 //! whichever comes first. A read never extends an entry's life.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
 
 use crate::clock::UnixMillis;
 use crate::engine::{ContextValue, Decision, EntityRef};
-use crate::ledger::RecordTemplate;
 
 /// How big the cache may grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,32 +51,7 @@ pub struct CacheKey {
 pub struct CachedDecision {
     pub decision: Decision,
     pub expires_at: UnixMillis,
-    /// The ledger's record of every hit on this entry, but each hit's own fields: made on the
-    /// first hit the ledger records (`None` if it could not be), shared by the rest.
-    pub record_template: OnceLock<Option<RecordTemplate>>,
 }
-
-impl CachedDecision {
-    pub fn new(decision: Decision, expires_at: UnixMillis) -> Self {
-        CachedDecision {
-            decision,
-            expires_at,
-            record_template: OnceLock::new(),
-        }
-    }
-}
-
-/// The cache entry a decision was answered from. Two are equal when they are the same entry.
-#[derive(Debug, Clone)]
-pub struct CacheEntry(pub Arc<CachedDecision>);
-
-impl PartialEq for CacheEntry {
-    fn eq(&self, other: &Self) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
-}
-
-impl Eq for CacheEntry {}
 
 /// Counters for the metrics endpoint and for tests.
 #[derive(Debug, Default)]

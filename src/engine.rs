@@ -13,7 +13,7 @@ use cedar_policy::{
 };
 use uuid::Uuid;
 
-use crate::cache::{CacheEntry, CacheKey, CacheSettings, CachedDecision, DecisionCache};
+use crate::cache::{CacheKey, CacheSettings, CachedDecision, DecisionCache};
 
 use crate::clock::{Clock, UnixMillis};
 pub use crate::facts::EntityRef;
@@ -180,8 +180,6 @@ pub struct Decision {
     pub request_id: Option<String>,
     /// What the shadow (candidate) policies would have decided, when they are configured.
     pub shadow: Option<ShadowVerdict>,
-    /// The cache entry this answer came from, when it came from the cache.
-    pub cache_entry: Option<CacheEntry>,
 }
 
 /// A candidate policy set's verdict on a request it does not answer.
@@ -485,7 +483,6 @@ impl Engine {
             policy_version: Arc::clone(&snapshot.policies.version),
             request_id: request.request_id,
             shadow: None,
-            cache_entry: None,
         }
     }
 
@@ -518,7 +515,6 @@ impl Engine {
             decision.provenance.answered_from_cache = true;
             decision.valid_until = entry.expires_at;
             decision.request_id = request.request_id.clone();
-            decision.cache_entry = Some(CacheEntry(entry));
             return Ok(decision);
         }
         let decision = self.evaluate(snapshot, shadow.as_ref(), request, now)?;
@@ -536,7 +532,10 @@ impl Engine {
         if decision.errors.is_empty() && !arithmetic && !limited && !shadow_failed {
             cache.insert(
                 key,
-                CachedDecision::new(decision.clone(), decision.valid_until),
+                CachedDecision {
+                    expires_at: decision.valid_until,
+                    decision: decision.clone(),
+                },
             );
         }
         Ok(decision)
@@ -834,7 +833,6 @@ impl Engine {
             policy_version: Arc::clone(&snapshot.policies.version),
             request_id: request.request_id.clone(),
             shadow: None,
-            cache_entry: None,
         }
     }
 }

@@ -120,35 +120,22 @@ impl Decider {
         trace_id: Option<String>,
     ) {
         if let Some(ledger) = &self.ledger {
-            let records: Result<Vec<_>, _> = decided
+            let records: Vec<Record> = decided
                 .iter()
                 .map(|(request, decision)| {
-                    ledger.canonical_record(
-                        decision,
-                        request,
-                        caller.as_deref(),
-                        trace_id.as_deref(),
-                    )
+                    let mut record =
+                        Record::of(decision, request, caller.clone(), ledger.mask_keys());
+                    record.trace_id = trace_id.clone();
+                    record
                 })
                 .collect();
             let tailed: Vec<Arc<Record>> = if Arc::strong_count(&self.listeners) > 1 {
-                decided
-                    .iter()
-                    .map(|(request, decision)| {
-                        let mut record =
-                            Record::of(decision, request, caller.clone(), ledger.mask_keys());
-                        record.trace_id = trace_id.clone();
-                        Arc::new(record)
-                    })
-                    .collect()
+                records.iter().cloned().map(Arc::new).collect()
             } else {
                 Vec::new()
             };
             let appending = std::time::Instant::now();
-            let appended = match records {
-                Ok(records) => ledger.append(records).await,
-                Err(error) => Err(error),
-            };
+            let appended = ledger.append(records).await;
             if appended.is_ok() {
                 for record in tailed {
                     // No receiver left is fine: the tail has hung up.

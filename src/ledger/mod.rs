@@ -23,7 +23,6 @@ use ed25519_dalek::VerifyingKey;
 use tokio::sync::oneshot;
 
 use crate::clock::UnixMillis;
-use crate::engine::{CheckRequest, Decision};
 use crate::facts::EntityRef;
 
 pub use archive::{Archived, Cut, archive};
@@ -32,9 +31,7 @@ pub use chain::{
     load_or_create_signing_key, read_head, records, verify,
 };
 pub use export::export;
-pub use record::{
-    ApprovalRecord, ErrorRecord, OwnerRecord, Record, RecordTemplate, canonical_json,
-};
+pub use record::{ApprovalRecord, ErrorRecord, OwnerRecord, Record, canonical_json};
 
 use chain::{Line, segments, stored_records};
 use record::canonical;
@@ -163,12 +160,6 @@ enum Message {
     Record(Pending),
     /// Sign a checkpoint over everything written so far, then answer.
     Seal(oneshot::Sender<Result<(), LedgerError>>),
-}
-
-/// One decision's record as canonical JSON, ready to append (`Ledger::canonical_record`).
-pub struct CanonicalRecord {
-    decision_id: String,
-    bytes: Vec<u8>,
 }
 
 struct Pending {
@@ -454,57 +445,18 @@ impl Ledger {
         stored_records(&self.dir, filter, after, limit)
     }
 
-    /// The record of `decision`, made for `request`, asked by `caller`, as the canonical JSON
-    /// `append` takes. A decision answered from the cache is its entry's record template with
-    /// this answer's own fields put in (the template is made on the entry's first hit).
-    pub fn canonical_record(
-        &self,
-        decision: &Decision,
-        request: &CheckRequest,
-        caller: Option<&str>,
-        trace_id: Option<&str>,
-    ) -> Result<CanonicalRecord, LedgerError> {
-        let decision_id = decision.decision_id.to_string();
-        if let Some(entry) = &decision.cache_entry {
-            let template = entry.0.record_template.get_or_init(|| {
-                RecordTemplate::of(&Record::of(decision, request, None, &self.mask_keys)).ok()
-            });
-            if let Some(template) = template {
-                let bytes = template.fill(&record::OwnFields {
-                    caller,
-                    decision_id: &decision_id,
-                    request_id: decision.request_id.as_deref(),
-                    time: &decision.provenance.decided_at.to_rfc3339(),
-                    trace_id,
-                });
-                return Ok(CanonicalRecord { decision_id, bytes });
-            }
-        }
-        let mut record = Record::of(
-            decision,
-            request,
-            caller.map(str::to_owned),
-            &self.mask_keys,
-        );
-        record.trace_id = trace_id.map(str::to_owned);
-        let bytes = canonical(&record)
-            .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
-        Ok(CanonicalRecord { decision_id, bytes })
-    }
-
     /// Appends records (one decision's, or a batch's). In durable mode this resolves once all
     /// are on disk; in async mode once they are queued.
-    pub async fn append(&self, records: Vec<CanonicalRecord>) -> Result<(), LedgerError> {
+    pub async fn append(&self, records: Vec<Record>) -> Result<(), LedgerError> {
         let stopped = || LedgerError::Unavailable("the ledger writer has stopped".into());
         if self.failed.load(Ordering::Relaxed) {
             return Err(LedgerError::Unavailable("an earlier write failed".into()));
         }
         let mut waits = Vec::new();
-        for CanonicalRecord {
-            decision_id,
-            bytes: record,
-        } in records
-        {
+        for record in records {
+            let decision_id = record.decision_id.clone();
+            let record = canonical(&record)
+                .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
             let done = (self.mode == LedgerMode::Durable).then(|| {
                 let (sender, receiver) = oneshot::channel();
                 waits.push(receiver);

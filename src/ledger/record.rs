@@ -159,92 +159,6 @@ pub(super) fn canonical_value(
     Ok(())
 }
 
-/// The canonical JSON of every record answered from one cache entry, but for the five fields
-/// each answer has of its own. Every hit on an entry repeats the evaluation's evidence (owner,
-/// approval, scopes, versions, the masked context): the template writes it once, and a hit's
-/// record is the template with its own caller, decision id, request id, time and trace id put in
-/// (byte for byte what `canonical` writes for the same record; a property test holds it to that).
-#[derive(Debug)]
-pub struct RecordTemplate {
-    /// The canonical bytes with the hole fields' values left out.
-    bytes: Vec<u8>,
-    /// Where each hole's value goes in `bytes`, in `HOLES` order.
-    holes: [usize; HOLES.len()],
-}
-
-/// The fields a record answered from the cache has of its own, in canonical (sorted) order.
-const HOLES: [&str; 5] = ["caller", "decision_id", "request_id", "time", "trace_id"];
-
-/// A hit's own values for the template's holes.
-pub struct OwnFields<'a> {
-    pub caller: Option<&'a str>,
-    pub decision_id: &'a str,
-    pub request_id: Option<&'a str>,
-    pub time: &'a str,
-    pub trace_id: Option<&'a str>,
-}
-
-impl RecordTemplate {
-    /// The template of `record`: its canonical JSON with the `HOLES` fields' values taken out.
-    pub fn of(record: &Record) -> serde_json::Result<RecordTemplate> {
-        let serde_json::Value::Object(fields) = serde_json::to_value(record)? else {
-            return Err(serde::ser::Error::custom("a record is a JSON object"));
-        };
-        let mut keys: Vec<&String> = fields.keys().collect();
-        // Field names are ASCII, where byte order is RFC 8785's UTF-16 order.
-        keys.sort();
-        let mut bytes = Vec::with_capacity(1024);
-        let mut holes = [0; HOLES.len()];
-        let mut filled = 0;
-        bytes.push(b'{');
-        for (i, key) in keys.into_iter().enumerate() {
-            if i > 0 {
-                bytes.push(b',');
-            }
-            serde_json::to_writer(&mut bytes, key)?;
-            bytes.push(b':');
-            match HOLES.iter().position(|hole| hole == key) {
-                Some(hole) => {
-                    holes[hole] = bytes.len();
-                    filled += 1;
-                }
-                None => canonical_value(&fields[key], &mut bytes)?,
-            }
-        }
-        bytes.push(b'}');
-        if filled != HOLES.len() {
-            return Err(serde::ser::Error::custom(
-                "a record lacks one of its own fields",
-            ));
-        }
-        Ok(RecordTemplate { bytes, holes })
-    }
-
-    /// The canonical JSON of the record with `own` fields.
-    pub fn fill(&self, own: &OwnFields<'_>) -> Vec<u8> {
-        let values = [
-            own.caller,
-            Some(own.decision_id),
-            own.request_id,
-            Some(own.time),
-            own.trace_id,
-        ];
-        let mut out = Vec::with_capacity(self.bytes.len() + 160);
-        let mut from = 0;
-        for (at, value) in self.holes.iter().zip(values) {
-            out.extend_from_slice(&self.bytes[from..*at]);
-            match value {
-                // Writing a string into a Vec cannot fail.
-                Some(text) => serde_json::to_writer(&mut out, text).expect("a string serialises"),
-                None => out.extend_from_slice(b"null"),
-            }
-            from = *at;
-        }
-        out.extend_from_slice(&self.bytes[from..]);
-        out
-    }
-}
-
 /// A record's canonical JSON as text.
 pub fn canonical_json(record: &Record) -> serde_json::Result<String> {
     canonical(record).map(|bytes| String::from_utf8(bytes).expect("JSON is UTF-8"))
@@ -433,36 +347,6 @@ mod tests {
             proptest::prop_assert_eq!(
                 String::from_utf8(canonical(&record).unwrap()).unwrap(),
                 serde_json_canonicalizer::to_string(&record).unwrap()
-            );
-        }
-
-        #[test]
-        fn a_filled_template_is_the_records_canonical_json(
-            context in proptest::collection::btree_map("[ -~]{0,6}|\\PC{1,3}", any_number(), 0..4),
-            own in proptest::collection::vec(proptest::option::of("\\PC{0,8}|[\\x00-\\x1f\"\\\\]{1,3}"), 5),
-            shadow in proptest::bool::ANY,
-        ) {
-            let mut record = record(serde_json::json!(context));
-            record.answered_from_cache = true;
-            if !shadow {
-                record.shadow = None;
-            }
-            let template = RecordTemplate::of(&record).unwrap();
-            record.caller = own[0].clone();
-            record.decision_id = own[1].clone().unwrap_or_default();
-            record.request_id = own[2].clone();
-            record.time = own[3].clone().unwrap_or_default();
-            record.trace_id = own[4].clone();
-            let filled = template.fill(&OwnFields {
-                caller: record.caller.as_deref(),
-                decision_id: &record.decision_id,
-                request_id: record.request_id.as_deref(),
-                time: &record.time,
-                trace_id: record.trace_id.as_deref(),
-            });
-            proptest::prop_assert_eq!(
-                String::from_utf8(filled).unwrap(),
-                String::from_utf8(canonical(&record).unwrap()).unwrap()
             );
         }
     }
