@@ -1,8 +1,6 @@
 //! The policy authors' commands, run as a user runs them: `warrant validate`, `warrant test`,
 //! `warrant fmt` and `warrant check --explain`, on the bundled folder and on broken copies.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 
@@ -22,7 +20,7 @@ fn warrant(args: &[&str]) -> (i32, String) {
 /// A copy of the bundled policy folder, tests included.
 fn copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    let from = common::bundled_policies();
+    let from = crate::common::bundled_policies();
     for sub in ["", "tests"] {
         std::fs::create_dir_all(dir.path().join(sub)).unwrap();
         for entry in std::fs::read_dir(from.join(sub)).unwrap() {
@@ -41,7 +39,7 @@ fn path(dir: &Path) -> &str {
 
 #[test]
 fn the_bundled_policies_validate_and_pass_their_tests() {
-    let bundled = common::bundled_policies();
+    let bundled = crate::common::bundled_policies();
     let (code, out) = warrant(&["validate", path(&bundled)]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(": 0 error(s), "), "{out}");
@@ -224,7 +222,7 @@ fn fmt_formats_in_place_and_check_says_what_is_not_formatted() {
 
 #[test]
 fn explain_shows_every_policy_and_the_resolved_facts() {
-    let bundled = common::bundled_policies();
+    let bundled = crate::common::bundled_policies();
     let (code, out) = warrant(&[
         "check",
         "--explain",

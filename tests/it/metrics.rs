@@ -1,9 +1,7 @@
 //! The metrics endpoint, scraped during a run and read with a Prometheus text-format parser: the
 //! counters move as the requests did.
 
-mod common;
-
-use common::{Server, pipeline_read, request, scrape, value};
+use crate::common::{Server, pipeline_read, request, scrape, value};
 
 #[tokio::test]
 async fn counters_move_as_the_requests_did() {
@@ -148,13 +146,13 @@ async fn counters_move_as_the_requests_did() {
 #[tokio::test]
 async fn liveness_and_readiness_over_http() {
     let server = Server::start(&[]);
-    let base = common::metrics_base(&server);
+    let base = crate::common::metrics_base(&server);
     assert_eq!(
-        common::http_get(&format!("{base}/healthz")).await,
+        crate::common::http_get(&format!("{base}/healthz")).await,
         (200, "ok\n".to_owned())
     );
     assert_eq!(
-        common::http_get(&format!("{base}/readyz")).await,
+        crate::common::http_get(&format!("{base}/readyz")).await,
         (200, "ready\n".to_owned())
     );
 }
@@ -214,7 +212,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
 /// requests: every such decision is a deny with an evaluation error.
 fn policies_with_an_erroring_policy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(common::bundled_policies()).unwrap() {
+    for entry in std::fs::read_dir(crate::common::bundled_policies()).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
             std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
@@ -282,7 +280,7 @@ async fn known_traffic_is_counted_exactly_timeouts_and_refusals_included() {
         "Tool::vendor-portal",
         "TASK-77",
     );
-    vendor.context = common::context(serde_json::json!({"vendor": "Acme", "amount": 1200}));
+    vendor.context = crate::common::context(serde_json::json!({"vendor": "Acme", "amount": 1200}));
     let errored = client.check(vendor).await.unwrap().into_inner();
     assert_eq!(errored.errors.len(), 1, "{errored:?}");
     client
@@ -436,7 +434,7 @@ async fn promtool_finds_the_exposition_well_formed() {
         .await
         .unwrap();
     let (code, text) =
-        common::http_get(&format!("{}/metrics", common::metrics_base(&server))).await;
+        crate::common::http_get(&format!("{}/metrics", crate::common::metrics_base(&server))).await;
     assert_eq!(code, 200);
     let promtool = std::process::Command::new("promtool")
         .args(["check", "metrics"])

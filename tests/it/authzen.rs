@@ -3,11 +3,9 @@
 //! with defaults and overrides, the metadata document, errors, request ids, the bearer token,
 //! caller-asserted attributes, and the ledger.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::Server;
+use crate::common::Server;
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
@@ -19,7 +17,7 @@ const MORTY: &str = "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2F
 const JERRY: &str = "CiRmZDQ2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs";
 
 fn gateway_policies() -> PathBuf {
-    common::bundled_policies().join("examples/authzen-gateway")
+    crate::common::bundled_policies().join("examples/authzen-gateway")
 }
 
 fn start_gateway(extra: &[&str]) -> Server {
@@ -196,9 +194,9 @@ async fn a_deny_is_200_false_with_the_decision_id_and_reasons_and_lands_in_the_l
         allowed.json()["context"]["reasons"],
         json!(["update-todo-needs-editor-or-evil-genius"])
     );
-    let metrics = common::scrape(&server).await;
+    let metrics = crate::common::scrape(&server).await;
     assert_eq!(
-        common::value(
+        crate::common::value(
             &metrics,
             "warrant_decisions_total",
             &[("api", "authzen"), ("decision", "deny")]
@@ -445,7 +443,7 @@ async fn the_metadata_document_and_the_bearer_token() {
 
     // With a token configured (by environment variable), calls without it are 401.
     let policies = gateway_policies();
-    let server = common::Server::start_with_env(
+    let server = crate::common::Server::start_with_env(
         &[
             "serve",
             "--listen",

@@ -1,9 +1,7 @@
 //! The admin API against the real server: live approvals and identities (the rules, durability,
 //! restarts, the cache), authentication, and the Check port's refusal of admin calls.
 
-mod common;
-
-use common::{Admin, Server, deploy, entity, request, scrape, value};
+use crate::common::{Admin, Server, deploy, entity, request, scrape, value};
 use warrant::proto;
 
 fn in_hours(hours: f64) -> Option<prost_types::Timestamp> {
@@ -204,12 +202,16 @@ async fn grants_that_break_a_rule_are_refused_naming_it() {
         ),
         (
             "attribute set twice",
-            Box::new(|s| s.attributes = common::context(serde_json::json!({"revoked": true}))),
+            Box::new(|s| {
+                s.attributes = crate::common::context(serde_json::json!({"revoked": true}))
+            }),
             "approval.attributes.revoked: is set by its own field",
         ),
         (
             "attribute the schema lacks",
-            Box::new(|s| s.attributes = common::context(serde_json::json!({"colour": "red"}))),
+            Box::new(|s| {
+                s.attributes = crate::common::context(serde_json::json!({"colour": "red"}))
+            }),
             "approval: entities do not fit the schema",
         ),
     ];
@@ -426,7 +428,7 @@ async fn identities_change_in_part_and_a_suspension_stops_the_next_check() {
                 entity: entity("ApiKey", "nightly-report"),
                 owner: entity("Human", "dave"),
                 status: String::new(),
-                attributes: common::context(serde_json::json!({
+                attributes: crate::common::context(serde_json::json!({
                     "environment": "production",
                     "scopes": [{"__entity": {"type": "Scope", "id": "sales-datasets"}}],
                 })),
@@ -776,7 +778,7 @@ async fn a_use_counts_only_if_its_decision_was_recorded() {
 async fn secrets_and_evidence_are_private_and_a_loose_token_file_is_refused() {
     use std::os::unix::fs::PermissionsExt as _;
     let server = Server::start(&[]);
-    decide(&server, common::pipeline_read("Dataset::sales-2026")).await;
+    decide(&server, crate::common::pipeline_read("Dataset::sales-2026")).await;
     let data = server.kill();
     let mode =
         |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
@@ -792,7 +794,7 @@ async fn secrets_and_evidence_are_private_and_a_loose_token_file_is_refused() {
     // A token file others can read is refused at start, naming the file.
     let token = data.path().join("admin.token");
     std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let policies = common::bundled_policies();
+    let policies = crate::common::bundled_policies();
     let serve = [
         "serve",
         "--listen",

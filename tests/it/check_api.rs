@@ -1,9 +1,7 @@
 //! The bundled scenarios, every denial reason, BatchCheck and bad input, against the real server
 //! over gRPC.
 
-mod common;
-
-use common::{Server, context, deploy, entity, pipeline_read, request};
+use crate::common::{Server, context, deploy, entity, pipeline_read, request};
 use tonic::Code;
 use warrant::proto::{self, Decision};
 
@@ -599,7 +597,7 @@ async fn reflection_lists_exactly_what_the_check_port_serves_in_v1_and_v1alpha()
 #[test]
 fn an_invalid_policy_stops_the_server_naming_file_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let bundled = common::bundled_policies();
+    let bundled = crate::common::bundled_policies();
     for file in ["schema.cedarschema", "entities.json", "identity.cedar"] {
         std::fs::copy(bundled.join(file), dir.path().join(file)).unwrap();
     }
@@ -608,7 +606,7 @@ fn an_invalid_policy_stops_the_server_naming_file_line_and_column() {
         "@id(\"typo\")\npermit(principal, action, resource)\nwhen { principal.stauts == \"active\" };\n",
     )
     .unwrap();
-    let stderr = common::Server::start_with(&[
+    let stderr = crate::common::Server::start_with(&[
         "serve",
         "--listen",
         "127.0.0.1:0",
@@ -663,7 +661,7 @@ fn the_check_command_prints_json_and_exits_by_decision() {
 async fn settings_come_from_the_config_file_and_flags_override_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("warrant.toml");
-    let policies = common::bundled_policies();
+    let policies = crate::common::bundled_policies();
     std::fs::write(
         &config,
         format!(

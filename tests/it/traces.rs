@@ -2,12 +2,10 @@
 //! trace service) started by the test receives Warrant's spans, inside the caller's trace, with
 //! the decision's attributes; the ledger records the trace id, with or without export.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, deploy};
+use crate::common::{Server, deploy};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -126,7 +124,7 @@ async fn recorded_trace_id(server: &Server, decision_id: &str) -> serde_json::Va
 async fn a_decision_is_a_span_inside_the_callers_trace_and_the_ledger_names_the_trace() {
     let collector = Collector::default();
     let endpoint = collector.start().await;
-    let policies = common::bundled_policies();
+    let policies = crate::common::bundled_policies();
     let server = Server::start_with_env(
         &[
             "serve",
@@ -242,7 +240,10 @@ fn logs_can_be_json_lines() {
     let data = tempfile::tempdir().unwrap();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
         .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
-        .args(["--policies", common::bundled_policies().to_str().unwrap()])
+        .args([
+            "--policies",
+            crate::common::bundled_policies().to_str().unwrap(),
+        ])
         .args(["--data-dir", data.path().to_str().unwrap()])
         .args([
             "--metrics-listen",

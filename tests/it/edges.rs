@@ -3,12 +3,10 @@
 //! Every refusal must be a recorded decision whose id the answer carries; ext_authz must never
 //! answer with a gRPC error.
 
-mod common;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::{Server, pipeline_read};
+use crate::common::{Server, pipeline_read};
 use envoy_types::ext_authz::v3::pb::{CheckResponse, HttpResponse};
 use http_body_util::BodyExt as _;
 use prost::Message as _;
@@ -188,7 +186,7 @@ async fn oversized_names_are_refused_briefly_and_recorded_cut_to_the_limit() {
         deep = serde_json::json!({ "a": deep });
     }
     let mut nested = pipeline_read("Dataset::sales-2026");
-    nested.context = common::context(serde_json::json!({ "justification": deep }));
+    nested.context = crate::common::context(serde_json::json!({ "justification": deep }));
     let status = client.check(nested).await.expect_err("refused");
     assert!(
         status.message().contains("max_context_depth"),
@@ -386,9 +384,9 @@ async fn idle_and_slow_connections_are_closed_and_checks_still_answer() {
         .check(pipeline_read("Dataset::sales-2026"))
         .await
         .unwrap();
-    let scrape = common::scrape(&server).await;
+    let scrape = crate::common::scrape(&server).await;
     assert!(
-        common::value(
+        crate::common::value(
             &scrape,
             "warrant_connections_idle_closed_total",
             &[("listener", "check")]
@@ -404,8 +402,8 @@ async fn a_listener_at_its_connection_limit_waits_and_counts() {
     // The third waits in the backlog; the limit is counted.
     let mut counted = 0.0;
     for _ in 0..50 {
-        let scrape = common::scrape(&server).await;
-        counted = common::value(
+        let scrape = crate::common::scrape(&server).await;
+        counted = crate::common::value(
             &scrape,
             "warrant_connections_at_limit_total",
             &[("listener", "authzen")],
@@ -416,9 +414,9 @@ async fn a_listener_at_its_connection_limit_waits_and_counts() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(counted >= 1.0);
-    let scrape = common::scrape(&server).await;
+    let scrape = crate::common::scrape(&server).await;
     assert_eq!(
-        common::value(
+        crate::common::value(
             &scrape,
             "warrant_connections_open",
             &[("listener", "authzen")]

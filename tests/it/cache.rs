@@ -3,8 +3,6 @@
 //! granted and revoked, identities suspended, policies replaced) and requires the same answer
 //! after every step. Then the specific edges, one test each.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
@@ -143,7 +141,7 @@ impl World {
 /// The bundled policies, and three variants: a change freeze on production, and freezes that
 /// end or start at a fixed time (datetime literals in a policy).
 fn policy_variants() -> Vec<Arc<PolicySnapshot>> {
-    let bundled = common::bundled_policies();
+    let bundled = crate::common::bundled_policies();
     let variant = |extra: &str| {
         let dir = tempfile::tempdir().unwrap();
         for entry in std::fs::read_dir(&bundled).unwrap() {
@@ -429,7 +427,7 @@ fn a1(not_before_ms: i64, expires_after_ms: i64) -> ApprovalState {
 }
 
 fn bundled() -> Arc<PolicySnapshot> {
-    Arc::new(PolicySnapshot::load(&common::bundled_policies()).unwrap())
+    Arc::new(PolicySnapshot::load(&crate::common::bundled_policies()).unwrap())
 }
 
 #[test]

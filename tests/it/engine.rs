@@ -2,8 +2,6 @@
 //! approval's window, how long an answer stays valid, and random requests that must never panic
 //! nor allow what the facts forbid.
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -20,7 +18,7 @@ fn at(text: &str) -> UnixMillis {
 
 fn bundled_engine(now: &str) -> (Engine, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(at(now)));
-    let snapshot = load_snapshot(&common::bundled_policies()).unwrap();
+    let snapshot = load_snapshot(&crate::common::bundled_policies()).unwrap();
     let engine = Engine::new(snapshot, clock.clone(), EngineSettings::default());
     (engine, clock)
 }
@@ -79,7 +77,7 @@ fn an_approval_is_valid_from_not_before_until_just_before_expires_at() {
 #[test]
 fn an_answer_is_valid_for_the_configured_maximum_age_at_most() {
     let clock = Arc::new(ManualClock::new(at("2026-11-27T12:00:00Z")));
-    let snapshot = load_snapshot(&common::bundled_policies()).unwrap();
+    let snapshot = load_snapshot(&crate::common::bundled_policies()).unwrap();
     let engine = Engine::new(
         snapshot,
         clock,
@@ -411,7 +409,7 @@ proptest! {
     fn facts_updated_in_place_equal_facts_built_afresh(
         changes in proptest::collection::vec(fact_change(), 1..12)
     ) {
-        let dir = common::bundled_policies();
+        let dir = crate::common::bundled_policies();
         let policies = warrant::policy::PolicySnapshot::load(&dir).unwrap();
         let base = warrant::facts::load_entities_file(&dir).unwrap();
         let mut overlay: BTreeMap<String, serde_json::Value> = BTreeMap::new();

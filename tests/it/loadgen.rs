@@ -2,9 +2,7 @@
 //! every method and for the open loop. (A proof that it works, not a measurement: no timing is
 //! asserted.)
 
-mod common;
-
-use common::Server;
+use crate::common::Server;
 
 fn bench(server: &Server, extra: &[&str]) -> serde_json::Value {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))

@@ -1,7 +1,5 @@
 //! Starts the real `warrant` binary on 127.0.0.1 with an ephemeral port and connects to it.
 
-#![allow(dead_code)]
-
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -2,12 +2,10 @@
 //! CheckRequests shaped like Envoy's: the headers map (pseudo-headers included), a path with its
 //! query string, the mTLS peer's principal, context extensions, the raw `header_map` variant.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::Path;
 
-use common::Server;
+use crate::common::Server;
 use envoy_types::ext_authz::v3::pb::{CheckRequest, CheckResponse, HttpResponse};
 use envoy_types::pb::envoy::config::core::v3::address::Address as AddressKind;
 use envoy_types::pb::envoy::config::core::v3::socket_address::PortSpecifier;
@@ -423,9 +421,9 @@ async fn raw_header_maps_and_routes_the_schema_refuses() {
         (403, &serde_json::json!(["warrant:request-not-decidable"]))
     );
     // Counted as ext_authz decisions.
-    let metrics = common::scrape(&server).await;
+    let metrics = crate::common::scrape(&server).await;
     assert_eq!(
-        common::value(
+        crate::common::value(
             &metrics,
             "warrant_decisions_total",
             &[("api", "ext_authz"), ("decision", "allow")]
@@ -433,7 +431,7 @@ async fn raw_header_maps_and_routes_the_schema_refuses() {
         1.0
     );
     assert_eq!(
-        common::value(
+        crate::common::value(
             &metrics,
             "warrant_decisions_total",
             &[("api", "ext_authz"), ("decision", "deny")]

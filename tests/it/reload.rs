@@ -2,12 +2,10 @@
 //! invalid one is refused while the last good set keeps answering, and Checks that run during
 //! reloads never see an error or a mix of two sets.
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Server, pipeline_read, scrape, value};
+use crate::common::{Server, pipeline_read, scrape, value};
 use warrant::proto;
 
 const FREEZE: &str =
@@ -16,7 +14,7 @@ const FREEZE: &str =
 /// A copy of the bundled policy folder, to edit.
 fn policy_copy() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(common::bundled_policies()).unwrap() {
+    for entry in std::fs::read_dir(crate::common::bundled_policies()).unwrap() {
         let path = entry.unwrap().path();
         if path.is_file() {
             std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
@@ -158,11 +156,11 @@ async fn a_reload_that_breaks_live_facts_is_refused() {
             approval: Some(proto::ApprovalSpec {
                 id: "once".into(),
                 ticket: "CHG-9".into(),
-                approver: common::entity("Human", "alice"),
-                requester: common::entity("Human", "bob"),
-                subject: common::entity("ServiceAccount", "deploy-bot"),
+                approver: crate::common::entity("Human", "alice"),
+                requester: crate::common::entity("Human", "bob"),
+                subject: crate::common::entity("ServiceAccount", "deploy-bot"),
                 actions: vec!["update".into()],
-                scope: common::entity("Scope", "production"),
+                scope: crate::common::entity("Scope", "production"),
                 expires_at: Some(prost_types::Timestamp {
                     seconds: now + 3600,
                     nanos: 0,
@@ -271,7 +269,7 @@ async fn a_policy_file_caught_mid_rewrite_is_never_served() {
     let policies = policy_copy();
     let server = start_on(policies.path());
     let suspended = || {
-        common::request(
+        crate::common::request(
             "ServiceAccount::old-deployer",
             "update",
             "Config::payments-api-staging",

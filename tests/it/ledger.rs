@@ -2,12 +2,10 @@
 //! kind of tampering is detected and named, a SIGKILL under load loses no acknowledged decision,
 //! a torn last write is cut, and a ledger that cannot be written makes Checks deny.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{Server, context, deploy, pipeline_read, request};
+use crate::common::{Server, context, deploy, pipeline_read, request};
 use warrant::proto::Decision;
 
 fn log(data: &Path, args: &[&str]) -> (bool, String) {
@@ -362,7 +360,8 @@ async fn a_ledger_that_cannot_be_written_makes_checks_deny_and_keeps_what_it_had
         tonic_health::pb::health_check_response::ServingStatus::NotServing
     );
     // The HTTP readiness probe says the same, for orchestrators that prefer HTTP.
-    let (code, body) = common::http_get(&format!("{}/readyz", common::metrics_base(&server))).await;
+    let (code, body) =
+        crate::common::http_get(&format!("{}/readyz", crate::common::metrics_base(&server))).await;
     assert_eq!(code, 503, "{body}");
     let data = server.kill();
     std::fs::remove_file(&next).unwrap();
@@ -669,7 +668,7 @@ async fn a_disk_that_fills_mid_batch_leaves_no_record_saying_allow_for_a_deny() 
         eprintln!("skipped: cannot mount a tmpfs here");
         return;
     };
-    let policies = common::bundled_policies();
+    let policies = crate::common::bundled_policies();
     let server = Server::start_in(
         data,
         &[
@@ -1160,7 +1159,7 @@ async fn retention_archives_what_the_settings_no_longer_keep() {
         .await
         .unwrap();
     let archives = tempfile::tempdir().unwrap();
-    let policies = common::bundled_policies();
+    let policies = crate::common::bundled_policies();
     // Keep no more than one byte: every sealed segment goes, the one being written stays.
     let server = Server::start_in(
         data,
@@ -1179,8 +1178,8 @@ async fn retention_archives_what_the_settings_no_longer_keep() {
     .unwrap();
     let mut moved = 0.0;
     for _ in 0..100 {
-        moved = common::value(
-            &common::scrape(&server).await,
+        moved = crate::common::value(
+            &crate::common::scrape(&server).await,
             "warrant_ledger_archived_segments_total",
             &[],
         );

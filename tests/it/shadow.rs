@@ -1,9 +1,7 @@
 //! Shadow policies against the real server: a candidate set is evaluated beside the active one,
 //! never answers, and what it would have decided is recorded in the ledger and counted.
 
-mod common;
-
-use common::{Server, deploy, pipeline_read, scrape, value};
+use crate::common::{Server, deploy, pipeline_read, scrape, value};
 use warrant::proto;
 
 /// The bundled policies plus a forbid on every read: the rollout a team wants to try.
@@ -18,7 +16,11 @@ fn candidate() -> tempfile::TempDir {
         "agents.cedar",
         "exports.cedar",
     ] {
-        std::fs::copy(common::bundled_policies().join(name), dir.path().join(name)).unwrap();
+        std::fs::copy(
+            crate::common::bundled_policies().join(name),
+            dir.path().join(name),
+        )
+        .unwrap();
     }
     std::fs::write(
         dir.path().join("freeze.cedar"),
@@ -130,7 +132,7 @@ async fn without_a_candidate_records_carry_no_shadow_and_a_broken_one_stops_the_
         "--listen",
         "127.0.0.1:0",
         "--policies",
-        common::bundled_policies().to_str().unwrap(),
+        crate::common::bundled_policies().to_str().unwrap(),
         "--shadow-policies",
         broken.path().to_str().unwrap(),
     ])

@@ -1,0 +1,21 @@
+//! Warrant's integration tests, in one binary so that the suite links once: each module is one
+//! area (the Check API, the ledger, Envoy, AuthZEN, ...), most of them against the real server
+//! binary on 127.0.0.1 with ephemeral ports (`common::Server`). The cache memory test stays a
+//! binary of its own: it counts every allocation of its process.
+
+mod admin;
+mod authoring;
+mod authzen;
+mod cache;
+mod check_api;
+mod common;
+mod edges;
+mod engine;
+mod envoy;
+mod fuzz_decoders;
+mod ledger;
+mod loadgen;
+mod metrics;
+mod reload;
+mod shadow;
+mod traces;
