@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use subtle::ConstantTimeEq as _;
 use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
@@ -118,7 +119,8 @@ impl tonic::service::Interceptor for BearerToken {
             .and_then(|value| value.strip_prefix("Bearer "));
         let why = match presented {
             None => "no bearer token",
-            Some(token) if equal_in_constant_time(token.as_bytes(), self.token.as_bytes()) => {
+            // Compared without stopping at the first difference.
+            Some(token) if bool::from(token.as_bytes().ct_eq(self.token.as_bytes())) => {
                 return Ok(request);
             }
             Some(_) => "wrong bearer token",
@@ -129,11 +131,6 @@ impl tonic::service::Interceptor for BearerToken {
             "{why}: send `authorization: Bearer <token>` (the admin token)"
         )))
     }
-}
-
-/// Compares a presented token with the expected one without stopping at the first difference.
-pub(crate) fn equal_in_constant_time(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |diff, (x, y)| diff | (x ^ y)) == 0
 }
 
 /// `warrant.v1.Admin`.

@@ -14,8 +14,8 @@ use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
+use subtle::ConstantTimeEq as _;
 
-use crate::api::admin::equal_in_constant_time;
 use crate::api::decider::Decider;
 use crate::api::edge::CallGuard;
 use crate::context_shape::{ContextShape, Kind};
@@ -140,8 +140,7 @@ impl AuthZen {
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.strip_prefix("Bearer "));
-        let matches =
-            presented.is_some_and(|p| equal_in_constant_time(p.as_bytes(), token.as_bytes()));
+        let matches = presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.as_bytes())));
         if matches {
             Ok(())
         } else {
