@@ -2,6 +2,9 @@
 //! request on the same policies and entities. The engine's overhead is the difference: resolving
 //! facts, building and validating the Cedar request, fail-closed checks, provenance, decision id.
 
+// A benchmark's set-up that fails should stop it loudly.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::collections::BTreeMap;
 use std::hint::black_box;
 use std::path::Path;

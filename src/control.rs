@@ -585,6 +585,7 @@ impl Control {
             }
             attrs.insert("max_uses".into(), json!(max_uses));
         }
+        #[expect(clippy::expect_used, reason = "a constant type name Cedar parses")]
         let uid = EntityUid::from_type_name_and_id(
             APPROVAL_TYPE.parse().expect("a valid type name"),
             EntityId::new(&id),
@@ -987,6 +988,7 @@ fn required_ref(entity: Option<&EntityRef>, field: &str) -> Result<EntityRef, Co
     }
 }
 
+#[expect(clippy::expect_used, reason = "a constant type name Cedar parses")]
 fn uid_of(entity: &EntityRef) -> EntityUid {
     match entity.type_name.parse() {
         Ok(type_name) => EntityUid::from_type_name_and_id(type_name, EntityId::new(&entity.id)),

@@ -83,6 +83,7 @@ impl ContextValue {
             ContextValue::Set(items) => {
                 RestrictedExpression::new_set(items.iter().map(ContextValue::to_cedar))
             }
+            #[expect(clippy::expect_used, reason = "BTreeMap keys are unique")]
             ContextValue::Record(fields) => RestrictedExpression::new_record(
                 fields.iter().map(|(k, v)| (k.clone(), v.to_cedar())),
             )
@@ -398,6 +399,7 @@ impl Engine {
                 .policies
                 .policies()
                 .map(|policy| {
+                    #[expect(clippy::expect_used, reason = "one policy has no duplicate id")]
                     let alone = cedar_policy::PolicySet::from_policies([policy.clone()])
                         .expect("a set of one policy has no duplicate id");
                     let response = self.authorizer.is_authorized(

@@ -270,7 +270,9 @@ impl Facts {
                 entity: uid.to_string(),
                 message,
             };
-            let entity = entities.get(&uid).expect("just upserted");
+            let Some(entity) = entities.get(&uid) else {
+                return Err(bad("missing from the entities it was just added to".into()));
+            };
             let type_name = uid.type_name().to_string();
             if type_name == APPROVAL_TYPE {
                 let approval = read_approval(entity, &entities, &principal_types).map_err(bad)?;

@@ -141,6 +141,7 @@ struct Tally {
 }
 
 impl Tally {
+    #[expect(clippy::expect_used, reason = "constant bounds the crate accepts")]
     fn new() -> Self {
         Tally {
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
@@ -150,6 +151,7 @@ impl Tally {
         }
     }
 
+    #[expect(clippy::expect_used, reason = "every tally has the same bounds")]
     fn merge(&mut self, other: Tally) {
         self.latency
             .add(&other.latency)

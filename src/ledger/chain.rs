@@ -69,12 +69,17 @@ fn written_entry_bytes(line: &[u8]) -> Option<Vec<u8>> {
 /// hold strings, a bool and an integer within 2^53 (a sequence number), for which serde_json's
 /// bytes are RFC 8785's (a test holds them to `serde_json_canonicalizer`); once per group
 /// commit, on the writer thread.
+#[expect(
+    clippy::expect_used,
+    reason = "strings, a bool and an integer always serialise"
+)]
 pub(super) fn checkpoint_bytes(checkpoint: &Checkpoint) -> Vec<u8> {
     serde_json::to_vec(checkpoint).expect("checkpoints serialise")
 }
 
 /// A checkpoint's line, as segments and the head file hold it: canonical JSON too
 /// ("checkpoint" < "signature").
+#[expect(clippy::expect_used, reason = "a string always serialises")]
 pub(super) fn checkpoint_line(signed: &SignedHead) -> Vec<u8> {
     let mut bytes = b"{\"checkpoint\":".to_vec();
     bytes.extend_from_slice(&checkpoint_bytes(&signed.checkpoint));

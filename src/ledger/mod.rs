@@ -401,7 +401,7 @@ impl Ledger {
         let in_memory = self
             .index
             .read()
-            .expect("index lock")
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(decision_id)
             .cloned();
         let found = match in_memory {

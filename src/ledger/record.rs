@@ -161,7 +161,7 @@ pub(super) fn canonical_value(
 
 /// A record's canonical JSON as text.
 pub fn canonical_json(record: &Record) -> serde_json::Result<String> {
-    canonical(record).map(|bytes| String::from_utf8(bytes).expect("JSON is UTF-8"))
+    canonical(record).and_then(|bytes| String::from_utf8(bytes).map_err(serde::ser::Error::custom))
 }
 
 pub(super) fn context_json(value: &ContextValue, mask_keys: &[String]) -> serde_json::Value {

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, PoisonError, mpsc};
 use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
@@ -166,32 +166,36 @@ impl Writer {
             self.segment = None;
             self.segment_path = Some(path);
         }
-        let path = self
-            .segment_path
-            .clone()
-            .expect("a segment path was chosen");
-        if self.segment.is_none() {
-            let file = crate::files::private_file()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .map_err(io_error(&path))?;
-            if rotate {
-                // The new file's name must survive a crash too.
-                File::open(&self.dir)
-                    .and_then(|d| d.sync_all())
-                    .map_err(io_error(&self.dir))?;
+        let Some(path) = self.segment_path.clone() else {
+            return Err(LedgerError::Unavailable(
+                "no segment chosen to write".into(),
+            ));
+        };
+        let file = match self.segment.take() {
+            Some(file) => file,
+            None => {
+                let file = crate::files::private_file()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(io_error(&path))?;
+                if rotate {
+                    // The new file's name must survive a crash too.
+                    File::open(&self.dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(io_error(&self.dir))?;
+                }
+                file
             }
-            self.segment = Some(file);
-        }
-        Ok((path, self.segment.as_mut().expect("just opened")))
+        };
+        Ok((path, self.segment.insert(file)))
     }
 
     /// Moves a segment the writer is leaving from the in-memory index to its index file: the
     /// file first, then the memory, so a lookup always finds the record in one or the other.
     fn seal_index(&mut self, sealed: &std::path::Path) -> Result<(), LedgerError> {
         let entries: Vec<(uuid::Uuid, u64, u32)> = {
-            let index = self.index.read().expect("index lock");
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
             index
                 .iter()
                 .filter(|(_, location)| location.segment.as_path() == sealed)
@@ -210,7 +214,7 @@ impl Writer {
         super::index::write_index(sealed, entries)?;
         self.index
             .write()
-            .expect("index lock")
+            .unwrap_or_else(PoisonError::into_inner)
             .retain(|_, location| location.segment.as_path() != sealed);
         Ok(())
     }
@@ -221,10 +225,14 @@ impl Writer {
             Vec::with_capacity(batch.iter().map(|p| p.record.len() + 200).sum::<usize>() + 300);
         let mut head = self.head;
         let mut lines = Vec::with_capacity(batch.len());
-        let mut hex_buffer = [0u8; 64];
-        let mut hex = |hash: &[u8; 32]| -> [u8; 64] {
-            hex::encode_to_slice(hash, &mut hex_buffer).expect("64 bytes hold 32 in hex");
-            hex_buffer
+        let hex = |hash: &[u8; 32]| -> [u8; 64] {
+            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+            let mut text = [0u8; 64];
+            for (i, byte) in hash.iter().enumerate() {
+                text[2 * i] = DIGITS[usize::from(byte >> 4)];
+                text[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
+            }
+            text
         };
         for (i, pending) in batch.iter().enumerate() {
             let start = bytes.len() as u64;
@@ -270,7 +278,7 @@ impl Writer {
             return Err(io_error(&path)(error));
         }
         let segment = Arc::new(path);
-        let mut index = self.index.write().expect("index lock");
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         for (decision_id, start, length) in lines {
             index.insert(
                 decision_id,

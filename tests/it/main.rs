@@ -3,6 +3,9 @@
 //! binary on 127.0.0.1 with ephemeral ports (`common::Server`). The cache memory test stays a
 //! binary of its own: it counts every allocation of its process.
 
+// A test's helper that cannot do its job fails the test: unwrapping is how it says so.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod admin;
 mod authoring;
 mod authzen;
