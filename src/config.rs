@@ -70,7 +70,7 @@ pub struct Settings {
     /// The same for a deny, in milliseconds [default: 10000]
     #[arg(long, env = "WARRANT_DENY_MAX_AGE_MS")]
     pub deny_max_age_ms: Option<u64>,
-    /// Turn the decision cache off [default: on]
+    /// Turn the decision cache off [default: false]
     #[arg(long, env = "WARRANT_NO_CACHE", num_args = 0..=1, default_missing_value = "true")]
     pub no_cache: Option<bool>,
     /// Most decisions the cache holds [default: 100000]
@@ -467,6 +467,100 @@ mod tests {
         assert!(config.engine.cache.is_some());
         let no_cache: Settings = toml::from_str("no_cache = true").unwrap();
         assert!(no_cache.resolve().unwrap().engine.cache.is_none());
+    }
+
+    /// Every default as `resolve` puts it in force, written as the README and `--help` state it.
+    fn defaults_in_force() -> Vec<(&'static str, String)> {
+        use clap::ValueEnum as _;
+        let config = Settings::default().resolve().unwrap();
+        let ledger = config.ledger.clone().unwrap();
+        let cache = config.engine.cache.unwrap();
+        let limits = &config.engine.limits;
+        let connections = &config.connections;
+        let ms = |d: Duration| d.as_millis().to_string();
+        vec![
+            ("listen", config.listen.to_string()),
+            ("policies", config.policies.display().to_string()),
+            ("batch_max_items", config.batch_max_items.to_string()),
+            ("max_message_bytes", config.max_message_bytes.to_string()),
+            ("request_timeout_ms", ms(config.request_timeout)),
+            ("max_name_bytes", limits.max_name_bytes.to_string()),
+            ("max_context_bytes", limits.max_context_bytes.to_string()),
+            ("max_context_depth", limits.max_context_depth.to_string()),
+            ("max_connections", connections.max_connections.to_string()),
+            ("idle_timeout_ms", ms(connections.idle_timeout)),
+            (
+                "header_read_timeout_ms",
+                ms(connections.header_read_timeout),
+            ),
+            ("http2_keepalive_ms", ms(connections.http2_keepalive)),
+            (
+                "decision_max_age_ms",
+                config.engine.allow_max_age_ms.to_string(),
+            ),
+            ("deny_max_age_ms", config.engine.deny_max_age_ms.to_string()),
+            ("no_cache", false.to_string()),
+            ("cache_max_entries", cache.max_entries.to_string()),
+            ("cache_max_bytes", cache.max_bytes.to_string()),
+            ("metrics_listen", config.metrics_listen.to_string()),
+            ("data_dir", config.data_dir.display().to_string()),
+            ("admin_listen", config.admin_listen.to_string()),
+            ("authzen_listen", config.authzen_listen.to_string()),
+            (
+                "approval_max_validity_hours",
+                (config.rules.approval_max_validity_ms / 3_600_000).to_string(),
+            ),
+            (
+                "ledger",
+                ledger
+                    .mode
+                    .to_possible_value()
+                    .unwrap()
+                    .get_name()
+                    .to_owned(),
+            ),
+            (
+                "ledger_checkpoint_records",
+                ledger.checkpoint_records.to_string(),
+            ),
+            ("ledger_checkpoint_ms", ms(ledger.checkpoint_interval)),
+            ("ledger_segment_bytes", ledger.segment_bytes.to_string()),
+            ("ledger_queue", ledger.queue.to_string()),
+            ("ledger_mask_keys", ledger.mask_keys.join(",")),
+        ]
+    }
+
+    #[test]
+    fn the_readme_and_help_state_the_defaults_in_force() {
+        use clap::CommandFactory as _;
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            settings: Settings,
+        }
+        let command = Serve::command();
+        let readme = include_str!("../README.md");
+        for (setting, value) in defaults_in_force() {
+            let row = readme
+                .lines()
+                .find(|line| line.starts_with(&format!("| `{setting}` |")))
+                .unwrap_or_else(|| panic!("README's settings table has no row for {setting}"));
+            let stated = row.split('|').nth(3).unwrap().trim().replace('`', "");
+            assert!(
+                stated.starts_with(&value),
+                "README says {setting} defaults to {stated:?}; it is {value}"
+            );
+            let help = command
+                .get_arguments()
+                .find(|arg| arg.get_id() == setting)
+                .and_then(|arg| arg.get_help())
+                .unwrap_or_else(|| panic!("--help has nothing for {setting}"))
+                .to_string();
+            assert!(
+                help.contains(&format!("[default: {value}]")),
+                "--help says of {setting}: {help:?}; its default is {value}"
+            );
+        }
     }
 
     #[test]
