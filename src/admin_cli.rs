@@ -617,7 +617,7 @@ pub async fn tail(args: crate::cli::LogArgs) -> anyhow::Result<ExitCode> {
 fn tail_line(record_json: &str) -> anyhow::Result<String> {
     let record: crate::ledger::Record = serde_json::from_str(record_json)
         .context("the server sent a record this tool cannot read")?;
-    let entity = |e: &crate::facts::EntityRef| format!("{}::{}", e.type_name, e.id);
+    let entity = |e: &crate::domain::EntityRef| format!("{}::{}", e.type_name, e.id);
     let mut line = format!(
         "{} {:<5} {} {} {}",
         record.time,

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use moka::notification::RemovalCause;
 
 use crate::clock::UnixMillis;
-use crate::engine::{ContextValue, Decision, EntityRef};
+use crate::domain::{ContextValue, Decision, EntityRef};
 
 /// How big the cache may grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -200,7 +200,7 @@ fn estimated_bytes(key: &CacheKey, value: &CachedDecision) -> u64 {
         + 16
         + (decision.reasons.capacity() * std::mem::size_of::<String>()) as u64
         + decision.reasons.iter().map(text).sum::<u64>()
-        + (decision.errors.capacity() * std::mem::size_of::<crate::engine::PolicyError>()) as u64
+        + (decision.errors.capacity() * std::mem::size_of::<crate::domain::PolicyError>()) as u64
         + decision
             .errors
             .iter()

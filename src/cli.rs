@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use crate::facts::EntityRef;
+use crate::domain::EntityRef;
 use crate::proto;
 use crate::proto::authorizer_client::AuthorizerClient;
 
@@ -79,10 +79,8 @@ pub fn check_request(args: &CheckArgs) -> anyhow::Result<proto::CheckRequest> {
     })
 }
 
+/// `warrant check` against a server (`--explain` is `authoring::explain::run`, in process).
 pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
-    if args.explain {
-        return crate::authoring::explain::run(&args);
-    }
     let request = check_request(&args)?;
     let mut client = AuthorizerClient::connect(args.server.clone())
         .await

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use crate::engine::ContextValue;
+use crate::domain::ContextValue;
 
 /// The kind of a declared attribute, as far as Warrant tells kinds apart.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -13,10 +13,9 @@ use cedar_policy::{EntityId, EntityUid, Schema};
 use serde_json::{Map, Value, json};
 
 use crate::clock::{Clock, UnixMillis};
+use crate::domain::{Approval, EntityRef, Identity};
 use crate::engine::{Engine, EngineSettings, Snapshot, UseCounter};
-use crate::facts::{
-    APPROVAL_TYPE, Approval, EntityRef, Facts, HUMAN_TYPE, Identity, load_entities_file, merged,
-};
+use crate::facts::{APPROVAL_TYPE, Facts, HUMAN_TYPE, load_entities_file, merged};
 use crate::policy::PolicySnapshot;
 use crate::store::{ChangeMeta, LiveEntity, LiveStore, StoreError};
 

@@ -3,7 +3,6 @@
 //! `context.now` from the injected clock; evaluates; applies the fail-closed rules; and says how
 //! long the answer stays valid. Knows nothing of gRPC, HTTP or JSON.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -16,42 +15,13 @@ use uuid::Uuid;
 use crate::cache::{CacheKey, CacheSettings, CachedDecision, DecisionCache};
 
 use crate::clock::{Clock, UnixMillis};
-pub use crate::facts::EntityRef;
-use crate::facts::{APPROVAL_TYPE, Approval, Facts, Identity};
-use crate::limits::{RequestLimits, quote, truncate};
+use crate::domain::{
+    Approval, ApprovalEvidence, CheckRequest, ContextValue, Decision, Effect, EntityRef, Identity,
+    InvalidRequest, PolicyError, Provenance, RESERVED_CONTEXT_KEYS, ShadowVerdict, reason,
+};
+use crate::facts::{APPROVAL_TYPE, Facts};
+use crate::limits::{RequestLimits, quote};
 use crate::policy::PolicySnapshot;
-
-/// Context keys Warrant sets itself. A caller that supplies one is refused.
-pub const RESERVED_CONTEXT_KEYS: [&str; 2] = ["now", "approval"];
-
-/// Reasons Warrant gives for decisions it makes before or around Cedar.
-pub mod reason {
-    pub const UNKNOWN_PRINCIPAL: &str = "warrant:unknown-principal";
-    pub const UNKNOWN_RESOURCE: &str = "warrant:unknown-resource";
-    pub const UNKNOWN_APPROVAL: &str = "warrant:unknown-approval";
-    pub const APPROVAL_REPLAYED: &str = "warrant:approval-granted-to-another-identity";
-    pub const ACTION_NOT_APPLICABLE: &str = "warrant:action-not-applicable";
-    pub const NO_PERMITTING_POLICY: &str = "warrant:no-permitting-policy";
-    pub const EVALUATION_ERROR: &str = "warrant:evaluation-error";
-    /// The decision could not be written to the ledger, so it is not given.
-    pub const LEDGER_UNAVAILABLE: &str = "warrant:ledger-unavailable";
-    /// A limited approval whose every use is taken.
-    pub const APPROVAL_USES_EXHAUSTED: &str = "warrant:approval-uses-exhausted";
-    /// A use of a limited approval could not be recorded, so it is not allowed.
-    pub const APPROVAL_USE_NOT_RECORDED: &str = "warrant:approval-use-not-recorded";
-    /// The shadow (candidate) policies cannot take the request: their schema lacks the action,
-    /// or the request does not fit it.
-    pub const NOT_DECIDABLE_BY_CANDIDATE: &str = "warrant:not-decidable-by-candidate";
-    /// The request was refused as malformed (a missing or oversized field, a value the schema
-    /// refuses); the record's error says which field.
-    pub const INVALID_REQUEST: &str = "warrant:invalid-request";
-    /// The request's bytes could not be read at all (not protobuf, not UTF-8, too large).
-    pub const MALFORMED_REQUEST: &str = "warrant:malformed-request";
-    /// No answer was ready within the server's time limit for a call.
-    pub const TIMED_OUT: &str = "warrant:timed-out";
-    /// The request could not be decided because Warrant itself failed (a bug): denied.
-    pub const INTERNAL_ERROR: &str = "warrant:internal-error";
-}
 
 /// Durable, atomic counting of the uses of limited approvals (`max_uses`).
 pub trait UseCounter: Send + Sync {
@@ -64,132 +34,19 @@ pub trait UseCounter: Send + Sync {
     fn release(&self, approval_id: &str) -> Result<(), String>;
 }
 
-/// A value in the caller's context: the part of Cedar's value space a caller may assert.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum ContextValue {
-    Bool(bool),
-    Long(i64),
-    String(String),
-    Set(Vec<ContextValue>),
-    Record(BTreeMap<String, ContextValue>),
-}
-
-impl ContextValue {
-    fn to_cedar(&self) -> RestrictedExpression {
-        match self {
-            ContextValue::Bool(b) => RestrictedExpression::new_bool(*b),
-            ContextValue::Long(n) => RestrictedExpression::new_long(*n),
-            ContextValue::String(s) => RestrictedExpression::new_string(s.clone()),
-            ContextValue::Set(items) => {
-                RestrictedExpression::new_set(items.iter().map(ContextValue::to_cedar))
-            }
-            #[expect(clippy::expect_used, reason = "BTreeMap keys are unique")]
-            ContextValue::Record(fields) => RestrictedExpression::new_record(
-                fields.iter().map(|(k, v)| (k.clone(), v.to_cedar())),
-            )
-            .expect("new_record only refuses duplicate keys, and BTreeMap keys are unique"),
-        }
+/// A context value as a Cedar expression.
+fn cedar_value(value: &ContextValue) -> RestrictedExpression {
+    match value {
+        ContextValue::Bool(b) => RestrictedExpression::new_bool(*b),
+        ContextValue::Long(n) => RestrictedExpression::new_long(*n),
+        ContextValue::String(s) => RestrictedExpression::new_string(s.clone()),
+        ContextValue::Set(items) => RestrictedExpression::new_set(items.iter().map(cedar_value)),
+        #[expect(clippy::expect_used, reason = "BTreeMap keys are unique")]
+        ContextValue::Record(fields) => RestrictedExpression::new_record(
+            fields.iter().map(|(k, v)| (k.clone(), cedar_value(v))),
+        )
+        .expect("new_record only refuses duplicate keys, and BTreeMap keys are unique"),
     }
-}
-
-/// One question: may `principal` do `action` on `resource`, now?
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct CheckRequest {
-    pub principal: EntityRef,
-    pub action: String,
-    pub resource: EntityRef,
-    /// The caller's own context, checked against the action's context in the schema.
-    pub context: BTreeMap<String, ContextValue>,
-    /// The approval the caller presents, by id.
-    pub approval_id: Option<String>,
-    pub request_id: Option<String>,
-}
-
-/// A request that cannot be decided because it is malformed. `field` names the culprit.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct InvalidRequest {
-    pub field: String,
-    pub message: String,
-}
-
-impl InvalidRequest {
-    /// The field and message are cut to a few hundred bytes, so an error never echoes
-    /// unbounded input back to the caller.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        InvalidRequest {
-            field: truncate(&field.into(), 160),
-            message: truncate(&message.into(), 480),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Effect {
-    Allow,
-    Deny,
-}
-
-/// A policy that failed to evaluate.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyError {
-    pub policy_id: String,
-    pub message: String,
-}
-
-/// The presented approval as found, and what Warrant judged of it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApprovalEvidence {
-    pub approval: Arc<Approval>,
-    /// In its window, not revoked and granted to this principal, at decision time.
-    pub valid_at_decision: bool,
-    /// Presented by an identity other than the one it was granted to.
-    pub replay_suspected: bool,
-    /// For a limited approval that allowed this decision: which use it was (1 is the first).
-    pub use_number: Option<u64>,
-}
-
-/// The evidence a decision was made from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Provenance {
-    pub principal: EntityRef,
-    /// `None` when the principal is unknown.
-    pub identity: Option<Arc<Identity>>,
-    pub approval: Option<ApprovalEvidence>,
-    pub resource: EntityRef,
-    /// Every scope the resource lies in, nearest first.
-    pub resource_scopes: Arc<[EntityRef]>,
-    pub decided_at: UnixMillis,
-    pub facts_version: Arc<str>,
-    /// The evaluation that produced this answer: this decision's own id when it was evaluated
-    /// fresh, the earlier decision's id when it was answered from the cache.
-    pub evaluation_id: Uuid,
-    pub answered_from_cache: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
-    pub effect: Effect,
-    pub decision_id: Uuid,
-    /// `@id`s of the determining policies, sorted; `warrant:*` for Warrant's own reasons.
-    pub reasons: Vec<String>,
-    pub errors: Vec<PolicyError>,
-    pub provenance: Provenance,
-    /// The caller may rely on this answer until then, and no longer.
-    pub valid_until: UnixMillis,
-    pub policy_version: Arc<str>,
-    pub request_id: Option<String>,
-    /// What the shadow (candidate) policies would have decided, when they are configured.
-    pub shadow: Option<ShadowVerdict>,
-}
-
-/// A candidate policy set's verdict on a request it does not answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ShadowVerdict {
-    pub effect: Effect,
-    pub reasons: Vec<String>,
-    pub error_count: usize,
-    pub policy_version: Arc<str>,
 }
 
 /// The policies and facts one decision is made from, always taken together. Either part can
@@ -633,7 +490,7 @@ impl Engine {
         let mut context: Vec<(String, RestrictedExpression)> = request
             .context
             .iter()
-            .map(|(key, value)| (key.clone(), value.to_cedar()))
+            .map(|(key, value)| (key.clone(), cedar_value(value)))
             .collect();
         context.push(("now".to_owned(), cedar_datetime(now)));
         if let Some(approval) = resolved.approval {

@@ -11,6 +11,7 @@ use cedar_policy::{Entities, Entity, EntityUid, EvalResult, Schema};
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
+use crate::domain::{Approval, EntityRef, Identity, Owner};
 
 /// The facts file in a policy directory.
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -18,91 +19,6 @@ pub const ENTITIES_FILE: &str = "entities.json";
 pub const APPROVAL_TYPE: &str = "Approval";
 /// The entity type of people: owners of identities, approvers of approvals.
 pub const HUMAN_TYPE: &str = "Human";
-
-/// An entity named by type and id, as a caller names it. (Fields in sorted order: the ledger
-/// writes it as canonical JSON, `{"id":..,"type":..}`.)
-#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-pub struct EntityRef {
-    pub id: String,
-    #[serde(rename = "type")]
-    pub type_name: String,
-}
-
-impl EntityRef {
-    pub fn new(type_name: impl Into<String>, id: impl Into<String>) -> Self {
-        EntityRef {
-            type_name: type_name.into(),
-            id: id.into(),
-        }
-    }
-
-    /// `Type::id` (or Cedar's `Type::"id"`), split at the last `::` (types may be namespaced:
-    /// `Ns::Type::id`). `None` unless both parts are there.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.rsplit_once("::") {
-            Some((type_name, id)) if !type_name.is_empty() && !id.is_empty() => {
-                Some(EntityRef::new(type_name, id.trim_matches('"')))
-            }
-            _ => None,
-        }
-    }
-
-    pub fn from_uid(uid: &EntityUid) -> Self {
-        EntityRef {
-            type_name: uid.type_name().to_string(),
-            id: uid.id().unescaped().to_owned(),
-        }
-    }
-}
-
-impl std::fmt::Display for EntityRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}::{:?}", self.type_name, self.id)
-    }
-}
-
-/// The accountable human behind an identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Owner {
-    pub entity: EntityRef,
-    pub name: Option<String>,
-    pub email: Option<String>,
-}
-
-/// What Warrant knows about a non-human identity (any entity of a principal type).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub owner: Option<Owner>,
-    pub status: Option<String>,
-    /// When the identity's credential stops being valid, if it has such a bound.
-    pub expires_at: Option<UnixMillis>,
-}
-
-/// An approval as the store holds it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Approval {
-    pub uid: EntityUid,
-    pub ticket: String,
-    pub approver: EntityRef,
-    /// The identity it was granted to.
-    pub subject: EntityUid,
-    /// Ids of the actions it covers.
-    pub actions: Vec<String>,
-    pub scope: EntityRef,
-    pub not_before: UnixMillis,
-    pub expires_at: UnixMillis,
-    pub revoked: bool,
-    pub playbook: Option<String>,
-    /// How many allowed decisions it may serve, if limited (1: a single-use approval).
-    pub max_uses: Option<u64>,
-}
-
-impl Approval {
-    /// Inside its window and not revoked, at `now`. (Binding to a subject is checked apart.)
-    pub fn is_valid_at(&self, now: UnixMillis) -> bool {
-        !self.revoked && self.not_before <= now && now < self.expires_at
-    }
-}
 
 /// One consistent set of facts. Immutable once built.
 pub struct Facts {

@@ -10,6 +10,7 @@ pub mod clock;
 pub mod config;
 pub mod context_shape;
 pub mod control;
+pub mod domain;
 pub mod engine;
 pub mod facts;
 pub mod files;

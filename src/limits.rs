@@ -4,8 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::engine::{CheckRequest, ContextValue, InvalidRequest};
-use crate::facts::EntityRef;
+use crate::domain::{CheckRequest, ContextValue, EntityRef, InvalidRequest, truncate};
 
 /// How much of a caller's text an error message quotes, in characters.
 const QUOTED_CHARS: usize = 48;
@@ -147,18 +146,6 @@ impl Budget {
             ContextValue::Record(fields) => self.record(fields, depth + 1),
         }
     }
-}
-
-/// `text` cut to at most `max_bytes` bytes at a character boundary, marked with `…` when cut.
-pub fn truncate(text: &str, max_bytes: usize) -> String {
-    if text.len() <= max_bytes {
-        return text.to_owned();
-    }
-    let mut end = max_bytes.saturating_sub('…'.len_utf8());
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}…", &text[..end])
 }
 
 /// A caller's text for an error message: quoted and escaped, and no more than a short prefix of

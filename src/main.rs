@@ -100,6 +100,7 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Serve { config, settings } => serve(config, settings).await,
+            Command::Check(args) if args.explain => warrant::authoring::explain::run(&args),
             Command::Check(args) => warrant::cli::check(args).await,
             Command::Bench(args) => bench(args).await,
             Command::Log(args) if matches!(args.command, warrant::cli::LogCommand::Tail { .. }) => {

@@ -14,6 +14,21 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 pub const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
 
+/// Every method of `warrant.v1.Admin`, as counted in `warrant_admin_calls_total`.
+pub const ADMIN_METHODS: [&str; 11] = [
+    "GrantApproval",
+    "RevokeApproval",
+    "GetApproval",
+    "ListApprovals",
+    "CreateIdentity",
+    "UpdateIdentity",
+    "RetireIdentity",
+    "GetIdentity",
+    "ListIdentities",
+    "ReloadPolicies",
+    "Status",
+];
+
 /// JSON as a protobuf `Value` (numbers become doubles, as protobuf has no other kind).
 pub fn json_to_value(value: serde_json::Value) -> prost_types::Value {
     use prost_types::value::Kind;

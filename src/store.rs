@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::facts::EntityRef;
+use crate::domain::EntityRef;
 
 /// The database file in the data folder.
 pub const STORE_FILE: &str = "facts.redb";

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock as _, SystemClock};
 use crate::control::Control;
-use crate::engine::Effect;
+use crate::domain::Effect;
 use crate::ledger::Ledger;
 use crate::listeners::ListenerCounters;
 
@@ -105,17 +105,17 @@ struct ApiMetrics {
 /// Warrant's reasons for refusing a request before deciding it, each counted per API (created
 /// at zero, so a rule sees the series before the first refusal).
 const REFUSAL_REASONS: [&str; 12] = [
-    crate::engine::reason::INVALID_REQUEST,
-    crate::engine::reason::MALFORMED_REQUEST,
-    crate::engine::reason::TIMED_OUT,
-    crate::engine::reason::INTERNAL_ERROR,
-    crate::api::envoy::reason::UNAUTHENTICATED,
-    crate::api::envoy::reason::UNKNOWN_SPIFFE_ID,
-    crate::api::envoy::reason::BAD_PRINCIPAL_HEADER,
-    crate::api::envoy::reason::NO_ROUTE,
-    crate::api::envoy::reason::BAD_PATH,
-    crate::api::envoy::reason::MALFORMED_CHECK,
-    crate::api::envoy::reason::NOT_DECIDABLE,
+    crate::domain::reason::INVALID_REQUEST,
+    crate::domain::reason::MALFORMED_REQUEST,
+    crate::domain::reason::TIMED_OUT,
+    crate::domain::reason::INTERNAL_ERROR,
+    crate::domain::reason::UNAUTHENTICATED,
+    crate::domain::reason::UNKNOWN_SPIFFE_ID,
+    crate::domain::reason::BAD_PRINCIPAL_HEADER,
+    crate::domain::reason::NO_ROUTE,
+    crate::domain::reason::BAD_PATH,
+    crate::domain::reason::MALFORMED_CHECK,
+    crate::domain::reason::NOT_DECIDABLE,
     "other",
 ];
 
@@ -480,7 +480,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        for method in crate::api::admin::ADMIN_METHODS {
+        for method in crate::proto::ADMIN_METHODS {
             for code in [tonic::Code::Ok, tonic::Code::InvalidArgument] {
                 calls.entry((method, code as i32)).or_default();
             }

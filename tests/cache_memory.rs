@@ -13,7 +13,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use warrant::cache::CacheSettings;
 use warrant::clock::{ManualClock, UnixMillis};
-use warrant::engine::{CheckRequest, ContextValue, Engine, EngineSettings, EntityRef};
+use warrant::domain::{CheckRequest, ContextValue, EntityRef};
+use warrant::engine::{Engine, EngineSettings};
 
 struct Counting;
 

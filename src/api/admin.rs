@@ -16,7 +16,7 @@ use crate::control::{
     ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView, Control, ControlError,
     IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView, Origin, StatusView,
 };
-use crate::facts::EntityRef;
+use crate::domain::EntityRef;
 use crate::ledger::{self, Ledger};
 use crate::proto;
 use crate::telemetry::Metrics;
@@ -24,26 +24,11 @@ use crate::telemetry::Metrics;
 /// The token file created in the data folder when no token is configured.
 pub const TOKEN_FILE: &str = "admin.token";
 
-/// The admin token: the configured one, else the one in `data_dir/admin.token`, created (32
-/// random bytes, hex, mode 0600) on first start. Returns the token and where it came from.
-/// Every admin method, as counted in `warrant_admin_calls_total`.
-pub const ADMIN_METHODS: [&str; 11] = [
-    "GrantApproval",
-    "RevokeApproval",
-    "GetApproval",
-    "ListApprovals",
-    "CreateIdentity",
-    "UpdateIdentity",
-    "RetireIdentity",
-    "GetIdentity",
-    "ListIdentities",
-    "ReloadPolicies",
-    "Status",
-];
-
 /// The shortest admin token a token file may hold (one Warrant makes has 64 hex digits).
 const MIN_TOKEN_FILE_BYTES: usize = 32;
 
+/// The admin token: the configured one, else the one in `data_dir/admin.token`, created (32
+/// random bytes, hex, mode 0600) on first start. Returns the token and where it came from.
 pub fn admin_token(
     configured: Option<&str>,
     data_dir: &Path,

@@ -19,8 +19,7 @@ use subtle::ConstantTimeEq as _;
 use crate::api::decider::Decider;
 use crate::api::edge::CallGuard;
 use crate::context_shape::{ContextShape, Kind};
-use crate::engine::{self, ContextValue, Effect, InvalidRequest, RESERVED_CONTEXT_KEYS};
-use crate::facts::EntityRef;
+use crate::domain::{self, ContextValue, Effect, EntityRef, InvalidRequest, RESERVED_CONTEXT_KEYS};
 use crate::telemetry::Api;
 use crate::traces::{self, TraceHeaders};
 use tracing::Instrument as _;
@@ -173,9 +172,9 @@ impl AuthZen {
         let mut answers: Vec<(usize, Option<String>)> = Vec::new();
         let mut decided = Vec::new();
         for (i, evaluation) in evaluations.into_iter().enumerate() {
-            let mut readable = engine::CheckRequest {
+            let mut readable = domain::CheckRequest {
                 request_id: request_id.clone(),
-                ..engine::CheckRequest::default()
+                ..domain::CheckRequest::default()
             };
             let outcome = evaluation.and_then(|evaluation| {
                 readable = readable_request(&evaluation, &request_id);
@@ -199,7 +198,7 @@ impl AuthZen {
                     decided.push(self.decider.refusal(
                         Api::AuthZen,
                         &readable,
-                        engine::reason::INVALID_REQUEST,
+                        domain::reason::INVALID_REQUEST,
                         Some(message),
                     ));
                     false
@@ -243,7 +242,7 @@ impl AuthZen {
     async fn record_refusal(
         &self,
         refused: &mut Refused,
-        readable: &engine::CheckRequest,
+        readable: &domain::CheckRequest,
         caller: String,
         trace: &TraceHeaders,
     ) {
@@ -251,9 +250,9 @@ impl AuthZen {
             return;
         }
         let why = if refused.0 == StatusCode::UNAUTHORIZED {
-            crate::api::envoy::reason::UNAUTHENTICATED
+            crate::domain::reason::UNAUTHENTICATED
         } else {
-            engine::reason::INVALID_REQUEST
+            domain::reason::INVALID_REQUEST
         };
         let span = traces::api_span("authzen", trace);
         let trace_id = traces::trace_id(&span, trace);
@@ -534,8 +533,8 @@ fn text<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
 }
 
 /// What can be read of an evaluation whatever is wrong with it: its names, no context.
-fn readable_request(evaluation: &Evaluation, request_id: &Option<String>) -> engine::CheckRequest {
-    engine::CheckRequest {
+fn readable_request(evaluation: &Evaluation, request_id: &Option<String>) -> domain::CheckRequest {
+    domain::CheckRequest {
         principal: EntityRef::new(
             text(&evaluation.subject, "type"),
             text(&evaluation.subject, "id"),
@@ -546,15 +545,15 @@ fn readable_request(evaluation: &Evaluation, request_id: &Option<String>) -> eng
             text(&evaluation.resource, "id"),
         ),
         request_id: request_id.clone(),
-        ..engine::CheckRequest::default()
+        ..domain::CheckRequest::default()
     }
 }
 
 /// What can be read of a request body refused whole: the top-level subject, action and
 /// resource names, if it is JSON at all.
-fn readable_body(body: &[u8]) -> engine::CheckRequest {
+fn readable_body(body: &[u8]) -> domain::CheckRequest {
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
-        return engine::CheckRequest::default();
+        return domain::CheckRequest::default();
     };
     let part = |name: &str| match body.get(name) {
         Some(Value::Object(object)) => object.clone(),
@@ -581,7 +580,7 @@ fn engine_request(
     evaluation: &Evaluation,
     contexts: &std::collections::HashMap<String, Arc<ContextShape>>,
     request_id: &Option<String>,
-) -> Result<engine::CheckRequest, InvalidRequest> {
+) -> Result<domain::CheckRequest, InvalidRequest> {
     let action = text(&evaluation.action, "name").to_owned();
     let shape = contexts.get(&action);
     let declared = |key: &str| {
@@ -623,7 +622,7 @@ fn engine_request(
             ));
         }
     };
-    Ok(engine::CheckRequest {
+    Ok(domain::CheckRequest {
         principal: EntityRef::new(
             text(&evaluation.subject, "type"),
             text(&evaluation.subject, "id"),

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::engine::{self, Effect, Engine, InvalidRequest};
+use crate::domain::{self, Effect, InvalidRequest};
+use crate::engine::Engine;
 use crate::ledger::{Ledger, Record};
 use crate::telemetry::{Api, Metrics};
 
@@ -69,8 +70,8 @@ impl Decider {
     pub fn decide(
         &self,
         api: Api,
-        request: &engine::CheckRequest,
-    ) -> Result<engine::Decision, InvalidRequest> {
+        request: &domain::CheckRequest,
+    ) -> Result<domain::Decision, InvalidRequest> {
         self.engine
             .check(request)
             .inspect_err(|_| self.metrics.invalid(api))
@@ -81,10 +82,10 @@ impl Decider {
     pub fn refusal(
         &self,
         api: Api,
-        readable: &engine::CheckRequest,
+        readable: &domain::CheckRequest,
         why: &str,
         detail: Option<String>,
-    ) -> (engine::CheckRequest, engine::Decision) {
+    ) -> (domain::CheckRequest, domain::Decision) {
         let refusal = self.engine.refusal(readable, why, detail);
         self.metrics.refused(api, why);
         (self.engine.limits().excerpt(readable), refusal)
@@ -97,12 +98,12 @@ impl Decider {
     pub async fn refuse(
         &self,
         api: Api,
-        request: &engine::CheckRequest,
+        request: &domain::CheckRequest,
         why: &str,
         detail: Option<String>,
         caller: Option<String>,
         trace_id: Option<String>,
-    ) -> engine::Decision {
+    ) -> domain::Decision {
         let mut refused = [self.refusal(api, request, why, detail)];
         self.record(api, &mut refused, caller, trace_id).await;
         let [(_, decision)] = refused;
@@ -115,7 +116,7 @@ impl Decider {
     pub async fn record(
         &self,
         api: Api,
-        decided: &mut [(engine::CheckRequest, engine::Decision)],
+        decided: &mut [(domain::CheckRequest, domain::Decision)],
         caller: Option<String>,
         trace_id: Option<String>,
     ) {
@@ -164,7 +165,7 @@ impl Decider {
                     // A use of a limited approval counts only if its decision is on record.
                     self.engine.release_use(decision);
                     decision.effect = Effect::Deny;
-                    decision.reasons = vec![engine::reason::LEDGER_UNAVAILABLE.to_owned()];
+                    decision.reasons = vec![domain::reason::LEDGER_UNAVAILABLE.to_owned()];
                 }
             }
         }
@@ -173,7 +174,7 @@ impl Decider {
             if decision
                 .reasons
                 .iter()
-                .any(|r| r == engine::reason::EVALUATION_ERROR)
+                .any(|r| r == domain::reason::EVALUATION_ERROR)
             {
                 self.metrics.evaluation_error();
             }

@@ -19,7 +19,7 @@ use tonic::server::NamedService;
 
 use crate::api::decider::Decider;
 use crate::api::envoy::{self, DECISION_ID_HEADER};
-use crate::engine::{self, reason};
+use crate::domain::{self, reason};
 use crate::telemetry::Api;
 use crate::traces::{self, TraceHeaders};
 
@@ -253,7 +253,7 @@ where
             // that hangs must not hold the caller (a refusal is a deny either way).
             let mut recorded = [decider.refusal(
                 api,
-                &engine::CheckRequest::default(),
+                &domain::CheckRequest::default(),
                 why,
                 Some(detail.clone()),
             )];

@@ -21,32 +21,13 @@ use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
 use crate::api::routes::{RouteSpec, RouteTable};
-use crate::engine::{self, ContextValue, Effect, RESERVED_CONTEXT_KEYS};
-use crate::facts::EntityRef;
+use crate::domain::{self, ContextValue, Effect, EntityRef, RESERVED_CONTEXT_KEYS, reason};
 use crate::telemetry::Api;
 use crate::traces::{self, TraceHeaders};
 use tracing::Instrument as _;
 
 /// The response header (to the upstream on allow, to the client on deny) with the decision id.
 pub const DECISION_ID_HEADER: &str = "x-warrant-decision-id";
-
-/// Warrant's reasons for gateway requests it refuses before the engine can decide.
-pub mod reason {
-    /// Neither an mTLS peer nor a trusted principal header named the caller.
-    pub const UNAUTHENTICATED: &str = "warrant:unauthenticated";
-    /// The mTLS peer's SPIFFE ID belongs to no identity.
-    pub const UNKNOWN_SPIFFE_ID: &str = "warrant:unknown-spiffe-id";
-    /// The trusted principal header does not hold `Type::id`.
-    pub const BAD_PRINCIPAL_HEADER: &str = "warrant:bad-principal-header";
-    /// No route maps the method and path to an action and resource.
-    pub const NO_ROUTE: &str = "warrant:no-route";
-    /// The path cannot be read (bad percent-encoding).
-    pub const BAD_PATH: &str = "warrant:bad-path";
-    /// Envoy's CheckRequest lacks the HTTP request.
-    pub const MALFORMED_CHECK: &str = "warrant:malformed-check-request";
-    /// The mapped request does not fit the schema (a route or context mapping that needs fixing).
-    pub const NOT_DECIDABLE: &str = "warrant:request-not-decidable";
-}
 
 /// What to do with a request no route matches.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -195,7 +176,7 @@ impl Authorization for ExtAuthzService {
         }
         let span = traces::api_span("ext_authz", &trace);
         let trace_id = traces::trace_id(&span, &trace);
-        let mut readable = engine::CheckRequest::default();
+        let mut readable = domain::CheckRequest::default();
         let answer = match self.engine_request(request, headers, &mut readable) {
             Ok(Some(check)) => {
                 self.decide(check, caller, &span, trace_id)
@@ -252,8 +233,8 @@ impl ExtAuthzService {
         &self,
         request: CheckRequest,
         headers: HashMap<String, String>,
-        readable: &mut engine::CheckRequest,
-    ) -> Result<Option<engine::CheckRequest>, Refusal> {
+        readable: &mut domain::CheckRequest,
+    ) -> Result<Option<domain::CheckRequest>, Refusal> {
         let malformed = || Refusal {
             http: HttpStatusCode::BadRequest,
             grpc: tonic::Code::PermissionDenied,
@@ -337,7 +318,7 @@ impl ExtAuthzService {
             ]);
             context.insert(key.clone(), ContextValue::Record(record));
         }
-        Ok(Some(engine::CheckRequest {
+        Ok(Some(domain::CheckRequest {
             principal,
             action: target.action,
             resource: target.resource,
@@ -383,7 +364,7 @@ impl ExtAuthzService {
 
     async fn decide(
         &self,
-        check: engine::CheckRequest,
+        check: domain::CheckRequest,
         caller: Option<String>,
         span: &tracing::Span,
         trace_id: Option<String>,

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use crate::api::decider::Decider;
 use crate::api::edge::with_decision_id;
 use crate::clock::UnixMillis;
-use crate::engine::{self, ContextValue, Effect, InvalidRequest};
+use crate::domain::{self, ContextValue, Effect, InvalidRequest};
 use crate::proto;
 use crate::proto::authorizer_server::Authorizer;
 use crate::telemetry::Api;
@@ -24,8 +24,8 @@ const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 /// and moved at once, so the size difference between the two does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Decided(engine::CheckRequest, engine::Decision),
-    Refused(engine::CheckRequest, InvalidRequest),
+    Decided(domain::CheckRequest, domain::Decision),
+    Refused(domain::CheckRequest, InvalidRequest),
 }
 
 pub struct AuthorizerService {
@@ -126,7 +126,7 @@ impl Authorizer for AuthorizerService {
                         recorded.push(self.decider.refusal(
                             Api::BatchCheck,
                             &readable,
-                            engine::reason::INVALID_REQUEST,
+                            domain::reason::INVALID_REQUEST,
                             Some(message),
                         ));
                     }
@@ -170,7 +170,7 @@ impl AuthorizerService {
     async fn refuse_call(
         &self,
         api: Api,
-        readable: &engine::CheckRequest,
+        readable: &domain::CheckRequest,
         invalid: InvalidRequest,
         caller: Option<String>,
         trace_id: Option<String>,
@@ -180,7 +180,7 @@ impl AuthorizerService {
             .refuse(
                 api,
                 readable,
-                engine::reason::INVALID_REQUEST,
+                domain::reason::INVALID_REQUEST,
                 Some(invalid.to_string()),
                 caller,
                 trace_id,
@@ -191,14 +191,14 @@ impl AuthorizerService {
 }
 
 /// What can be read of a request whatever is wrong with it: its names as given, no context.
-fn readable_request(request: &proto::CheckRequest) -> engine::CheckRequest {
+fn readable_request(request: &proto::CheckRequest) -> domain::CheckRequest {
     let entity = |entity: &Option<proto::EntityRef>| {
         entity.as_ref().map_or_else(
-            || engine::EntityRef::new("", ""),
-            |e| engine::EntityRef::new(e.r#type.clone(), e.id.clone()),
+            || domain::EntityRef::new("", ""),
+            |e| domain::EntityRef::new(e.r#type.clone(), e.id.clone()),
         )
     };
-    engine::CheckRequest {
+    domain::CheckRequest {
         principal: entity(&request.principal),
         action: request.action.clone(),
         resource: entity(&request.resource),
@@ -215,7 +215,7 @@ fn invalid_argument(error: InvalidRequest) -> Status {
 /// Converts a protobuf `CheckRequest` into the engine's, naming the field of anything missing.
 pub fn check_request_from_proto(
     request: proto::CheckRequest,
-) -> Result<engine::CheckRequest, InvalidRequest> {
+) -> Result<domain::CheckRequest, InvalidRequest> {
     let principal = request
         .principal
         .ok_or_else(|| InvalidRequest::new("principal", "required"))?;
@@ -229,10 +229,10 @@ pub fn check_request_from_proto(
         Some(context) => struct_to_context(context, "context")?,
         None => BTreeMap::new(),
     };
-    Ok(engine::CheckRequest {
-        principal: engine::EntityRef::new(principal.r#type, principal.id),
+    Ok(domain::CheckRequest {
+        principal: domain::EntityRef::new(principal.r#type, principal.id),
         action: request.action,
-        resource: engine::EntityRef::new(resource.r#type, resource.id),
+        resource: domain::EntityRef::new(resource.r#type, resource.id),
         context,
         approval_id: non_empty(request.approval_id),
         request_id: non_empty(request.request_id),
@@ -289,7 +289,7 @@ fn value_to_context(value: prost_types::Value, path: &str) -> Result<ContextValu
     }
 }
 
-pub(crate) fn entity_ref(entity: &engine::EntityRef) -> proto::EntityRef {
+pub(crate) fn entity_ref(entity: &domain::EntityRef) -> proto::EntityRef {
     proto::EntityRef {
         r#type: entity.type_name.clone(),
         id: entity.id.clone(),
@@ -297,7 +297,7 @@ pub(crate) fn entity_ref(entity: &engine::EntityRef) -> proto::EntityRef {
 }
 
 pub(crate) fn uid_ref(uid: &cedar_policy::EntityUid) -> proto::EntityRef {
-    entity_ref(&engine::EntityRef::from_uid(uid))
+    entity_ref(&domain::EntityRef::from_uid(uid))
 }
 
 /// A protobuf timestamp in Unix milliseconds (sub-millisecond parts dropped).
@@ -313,7 +313,7 @@ pub(crate) fn timestamp(at: UnixMillis) -> prost_types::Timestamp {
 }
 
 /// Converts an engine decision into the protobuf answer.
-pub fn check_response_to_proto(decision: engine::Decision) -> proto::CheckResponse {
+pub fn check_response_to_proto(decision: domain::Decision) -> proto::CheckResponse {
     let provenance = &decision.provenance;
     let identity = provenance.identity.as_deref();
     let owner = identity

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 
-use crate::facts::EntityRef;
+use crate::domain::EntityRef;
 
 /// One route as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -12,10 +12,9 @@ use std::sync::{Arc, Mutex};
 use serde::Deserialize;
 
 use crate::clock::{ManualClock, UnixMillis};
-use crate::engine::{
-    CheckRequest, ContextValue, Effect, Engine, EngineSettings, Snapshot, UseCounter,
-};
-use crate::facts::{EntityRef, load_entities_file, merged};
+use crate::domain::{CheckRequest, ContextValue, Effect, EntityRef};
+use crate::engine::{Engine, EngineSettings, Snapshot, UseCounter};
+use crate::facts::{load_entities_file, merged};
 use crate::policy::{PolicyLoadError, PolicySnapshot};
 
 /// The folder of test files in a policy folder.

@@ -23,7 +23,7 @@ use ed25519_dalek::VerifyingKey;
 use tokio::sync::oneshot;
 
 use crate::clock::UnixMillis;
-use crate::facts::EntityRef;
+use crate::domain::EntityRef;
 
 pub use archive::{Archived, Cut, archive};
 pub use chain::{

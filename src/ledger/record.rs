@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{CheckRequest, ContextValue, Decision, Effect, EntityRef};
+use crate::domain::{CheckRequest, ContextValue, Decision, Effect, EntityRef};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerRecord {

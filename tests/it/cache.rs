@@ -10,10 +10,8 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 use warrant::cache::CacheSettings;
 use warrant::clock::{Clock, ManualClock, UnixMillis};
-use warrant::engine::{
-    CheckRequest, ContextValue, Decision, Effect, Engine, EngineSettings, EntityRef,
-    InvalidRequest, Snapshot,
-};
+use warrant::domain::{CheckRequest, ContextValue, Decision, Effect, EntityRef, InvalidRequest};
+use warrant::engine::{Engine, EngineSettings, Snapshot};
 use warrant::facts::Facts;
 use warrant::policy::PolicySnapshot;
 

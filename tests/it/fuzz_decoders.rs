@@ -16,7 +16,8 @@ use warrant::api::decider::Decider;
 use warrant::api::envoy::{ExtAuthz, ExtAuthzService, ExtAuthzSettings};
 use warrant::api::grpc::check_request_from_proto;
 use warrant::clock::SystemClock;
-use warrant::engine::{Effect, Engine, EngineSettings, EntityRef};
+use warrant::domain::{Effect, EntityRef};
+use warrant::engine::{Engine, EngineSettings};
 use warrant::proto;
 use warrant::telemetry::Metrics;
 
