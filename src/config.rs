@@ -203,6 +203,8 @@ pub enum ConfigError {
         setting: &'static str,
         message: String,
     },
+    #[error(transparent)]
+    ExtAuthz(#[from] crate::api::envoy::ExtAuthzError),
 }
 
 impl Settings {
@@ -344,13 +346,7 @@ impl Settings {
             retention,
         });
         let max_validity_hours = self.approval_max_validity_hours.unwrap_or(720);
-        let ext_authz =
-            ExtAuthz::new(&self.ext_authz.clone().unwrap_or_default()).map_err(|message| {
-                ConfigError::Invalid {
-                    setting: "ext_authz",
-                    message,
-                }
-            })?;
+        let ext_authz = ExtAuthz::new(&self.ext_authz.clone().unwrap_or_default())?;
         let config = Config {
             ledger,
             admin_listen: self

@@ -217,18 +217,6 @@ pub struct Control {
     state: Mutex<State>,
 }
 
-impl UseCounter for LiveStore {
-    fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, String> {
-        self.consume_use(approval_id, max_uses)
-            .map_err(|error| error.to_string())
-    }
-
-    fn release(&self, approval_id: &str) -> Result<(), String> {
-        self.release_use(approval_id)
-            .map_err(|error| error.to_string())
-    }
-}
-
 impl Control {
     /// Loads the policy folder and the live changes in `store`, and builds the engine on them.
     pub fn open(
@@ -316,7 +304,8 @@ impl Control {
             .and_then(|policies| {
                 let base =
                     load_entities_file(&self.policies_dir).map_err(|error| error.to_string())?;
-                let facts = merged(&policies.schema, &base, live_entities(&state.live))?;
+                let facts = merged(&policies.schema, &base, live_entities(&state.live))
+                    .map_err(|error| error.to_string())?;
                 let candidate = match &self.shadow_dir {
                     Some(dir) => Some(PolicySnapshot::load(dir).map_err(|error| {
                         format!("the shadow policies in {}: {error}", dir.display())
@@ -422,7 +411,7 @@ impl Control {
                 &state.base,
                 live_entities(&state.live),
             ),
-            Err(error) => Err(error.to_string()),
+            Err(error) => Err(error),
         };
         let persisted = match built {
             Ok(facts) => self
@@ -430,7 +419,7 @@ impl Control {
                 .put(&key, &entity)
                 .map(|()| facts)
                 .map_err(ControlError::from),
-            Err(message) => Err(invalid(field, message)),
+            Err(error) => Err(invalid(field, error.to_string())),
         };
         match persisted {
             Ok(facts) => {

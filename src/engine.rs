@@ -27,12 +27,17 @@ use crate::policy::PolicySnapshot;
 pub trait UseCounter: Send + Sync {
     /// Records one use of the approval unless `max_uses` are recorded already: the number of
     /// this use, or `None` when every use is taken.
-    fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, String>;
+    fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, UseCountError>;
 
     /// Gives back one use, taken for a decision that could not be recorded: a use counts only
     /// if its decision is on record.
-    fn release(&self, approval_id: &str) -> Result<(), String>;
+    fn release(&self, approval_id: &str) -> Result<(), UseCountError>;
 }
+
+/// A use of a limited approval that could not be counted: the counter's own error.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot count a use of a limited approval: {0}")]
+pub struct UseCountError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
 /// A context value as a Cedar expression.
 fn cedar_value(value: &ContextValue) -> RestrictedExpression {
@@ -560,7 +565,7 @@ impl Engine {
             let id = approval.uid.id().unescaped();
             let counted = match &self.uses {
                 Some(uses) => uses.consume(id, max_uses),
-                None => Err("no use counter is configured".to_owned()),
+                None => Err(UseCountError("no use counter is configured".into())),
             };
             match counted {
                 Ok(Some(number)) => verdict.approval_use = Some(number),

@@ -54,7 +54,7 @@ pub enum FactsLoadError {
     #[error("{path}: {entity}: {message}")]
     BadEntity {
         path: PathBuf,
-        entity: String,
+        entity: EntityRef,
         message: String,
     },
 }
@@ -95,7 +95,7 @@ impl Facts {
                 let approval =
                     read_approval(entity, &entities, &principal_types).map_err(|message| {
                         FactsError::BadEntity {
-                            entity: uid.to_string(),
+                            entity: EntityRef::from_uid(&uid),
                             message,
                         }
                     })?;
@@ -105,7 +105,7 @@ impl Facts {
             if principal_types.contains(&type_name) {
                 index_identity(entity, &entities, &mut identities, &mut spiffe_ids).map_err(
                     |message| FactsError::BadEntity {
-                        entity: uid.to_string(),
+                        entity: EntityRef::from_uid(&uid),
                         message,
                     },
                 )?;
@@ -183,7 +183,7 @@ impl Facts {
         for entity in &changed {
             let uid = entity.uid();
             let bad = |message: String| FactsError::BadEntity {
-                entity: uid.to_string(),
+                entity: EntityRef::from_uid(&uid),
                 message,
             };
             let Some(entity) = entities.get(&uid) else {
@@ -296,7 +296,7 @@ impl TimeReferences {
 /// An entity's own datetimes and references, from its JSON form.
 fn direct_times_of(entity: &Entity) -> Result<TimeReferences, FactsError> {
     let bad = |message: String| FactsError::BadEntity {
-        entity: entity.uid().to_string(),
+        entity: EntityRef::from_uid(&entity.uid()),
         message,
     };
     let json = entity.to_json_value().map_err(|e| bad(e.to_string()))?;
@@ -367,8 +367,32 @@ fn time_bounds_by_entity(entities: &Entities) -> Result<TimeIndexes, FactsError>
 pub enum FactsError {
     #[error("entities do not fit the schema: {0}")]
     Invalid(String),
+    /// One entity is wrong (an owner that is not a `Human`, an approval without a ticket...).
     #[error("{entity}: {message}")]
-    BadEntity { entity: String, message: String },
+    BadEntity { entity: EntityRef, message: String },
+}
+
+impl FactsError {
+    /// The entity the error is about, when it names one. Cedar's conformance errors keep the
+    /// entity's uid private and name it only in their text (`in attribute `status` on
+    /// `ServiceAccount::"bot"``), so for those it is read from the first `Type::"id"` there.
+    pub fn entity(&self) -> Option<EntityRef> {
+        match self {
+            FactsError::BadEntity { entity, .. } => Some(entity.clone()),
+            FactsError::Invalid(message) => {
+                let quote = message.find("::\"")?;
+                let type_start = message[..quote]
+                    .rfind(|c: char| !(c.is_alphanumeric() || c == '_' || c == ':'))
+                    .map_or(0, |at| at + 1);
+                let id_start = quote + 3;
+                let id_end = id_start + message[id_start..].find('"')?;
+                Some(EntityRef::new(
+                    &message[type_start..quote],
+                    &message[id_start..id_end],
+                ))
+            }
+        }
+    }
 }
 
 fn error_chain(error: &dyn std::error::Error) -> String {
@@ -432,7 +456,7 @@ fn required<T>(value: Result<Option<T>, String>, name: &str) -> Result<T, String
 /// An entity's parents, as text (for comparing two versions of it).
 fn parents_of(entity: &Entity) -> Result<std::collections::BTreeSet<String>, FactsError> {
     let json = entity.to_json_value().map_err(|e| FactsError::BadEntity {
-        entity: entity.uid().to_string(),
+        entity: EntityRef::from_uid(&entity.uid()),
         message: e.to_string(),
     })?;
     Ok(json["parents"]
@@ -588,15 +612,15 @@ pub fn merged<'a>(
     schema: &Schema,
     base: &'a BTreeMap<String, serde_json::Value>,
     changes: impl IntoIterator<Item = (&'a str, &'a serde_json::Value)>,
-) -> Result<Facts, String> {
+) -> Result<Facts, FactsError> {
     let mut merged: BTreeMap<&str, &serde_json::Value> = base
         .iter()
         .map(|(key, value)| (key.as_str(), value))
         .collect();
     merged.extend(changes);
     let text = serde_json::to_string(&merged.values().collect::<Vec<_>>())
-        .map_err(|error| error.to_string())?;
-    Facts::from_json(&text, schema).map_err(|error| error.to_string())
+        .map_err(|error| FactsError::Invalid(error.to_string()))?;
+    Facts::from_json(&text, schema)
 }
 
 #[cfg(test)]
@@ -604,6 +628,25 @@ mod tests {
     use std::str::FromStr;
 
     use super::*;
+
+    #[test]
+    fn an_error_names_its_entity_whether_warrant_or_cedar_found_it() {
+        let cedar = FactsError::Invalid(
+            "entity does not conform to the schema: in attribute `status` on \
+             `Ns::ServiceAccount::\"old-deployer\"`, type mismatch"
+                .into(),
+        );
+        assert_eq!(
+            cedar.entity(),
+            Some(EntityRef::new("Ns::ServiceAccount", "old-deployer"))
+        );
+        let ours = FactsError::BadEntity {
+            entity: EntityRef::new("Approval", "a-1"),
+            message: "no ticket".into(),
+        };
+        assert_eq!(ours.entity(), Some(EntityRef::new("Approval", "a-1")));
+        assert_eq!(FactsError::Invalid("bad JSON".into()).entity(), None);
+    }
 
     #[test]
     fn time_bounds_reach_through_entity_attributes() {

@@ -10,6 +10,7 @@ use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition}
 use serde::{Deserialize, Serialize};
 
 use crate::domain::EntityRef;
+use crate::engine::{UseCountError, UseCounter};
 
 /// The database file in the data folder.
 pub const STORE_FILE: &str = "facts.redb";
@@ -48,16 +49,26 @@ pub struct ChangeMeta {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the live facts store {path}: {message}")]
-    Open { path: PathBuf, message: String },
+    #[error("the live facts store {path}: {source}")]
+    Open {
+        path: PathBuf,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
     #[error("the live facts store: {0}")]
-    Io(String),
-    #[error("the live facts store holds a damaged entry {key:?}: {message}")]
-    Corrupt { key: String, message: String },
+    Database(#[from] redb::Error),
+    #[error("the live facts store: cannot write an entity: {0}")]
+    Serialise(#[from] serde_json::Error),
+    #[error("the live facts store holds a damaged entry {key:?}: {source}")]
+    Corrupt {
+        key: String,
+        #[source]
+        source: serde_json::Error,
+    },
 }
 
-fn io(error: impl std::fmt::Display) -> StoreError {
-    StoreError::Io(error.to_string())
+fn io(error: impl Into<redb::Error>) -> StoreError {
+    StoreError::Database(error.into())
 }
 
 pub struct LiveStore {
@@ -68,19 +79,17 @@ impl LiveStore {
     /// Opens (or creates) `dir/facts.redb`. redb recovers from a crash on open.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         let path = dir.join(STORE_FILE);
-        let open_error = |message: String| StoreError::Open {
+        let open_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: path.clone(),
-            message,
+            source,
         };
-        crate::files::private_dir(dir).map_err(|e| open_error(e.to_string()))?;
-        let db = Database::create(&path).map_err(|e| open_error(e.to_string()))?;
-        crate::files::make_private(&path).map_err(|e| open_error(e.to_string()))?;
-        let txn = db.begin_write().map_err(|e| open_error(e.to_string()))?;
-        txn.open_table(ENTITIES)
-            .map_err(|e| open_error(e.to_string()))?;
-        txn.open_table(USES)
-            .map_err(|e| open_error(e.to_string()))?;
-        txn.commit().map_err(|e| open_error(e.to_string()))?;
+        crate::files::private_dir(dir).map_err(|e| open_error(e.into()))?;
+        let db = Database::create(&path).map_err(|e| open_error(e.into()))?;
+        crate::files::make_private(&path).map_err(|e| open_error(e.into()))?;
+        let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
+        txn.open_table(ENTITIES).map_err(|e| open_error(e.into()))?;
+        txn.open_table(USES).map_err(|e| open_error(e.into()))?;
+        txn.commit().map_err(|e| open_error(e.into()))?;
         Ok(LiveStore { db })
     }
 
@@ -91,10 +100,11 @@ impl LiveStore {
         let mut all = BTreeMap::new();
         for row in table.iter().map_err(io)? {
             let (key, value) = row.map_err(io)?;
-            let entity = serde_json::from_str(value.value()).map_err(|e| StoreError::Corrupt {
-                key: key.value().to_owned(),
-                message: e.to_string(),
-            })?;
+            let entity =
+                serde_json::from_str(value.value()).map_err(|source| StoreError::Corrupt {
+                    key: key.value().to_owned(),
+                    source,
+                })?;
             all.insert(key.value().to_owned(), entity);
         }
         Ok(all)
@@ -102,7 +112,7 @@ impl LiveStore {
 
     /// Writes one entity, durably.
     pub fn put(&self, uid: &str, entity: &LiveEntity) -> Result<(), StoreError> {
-        let json = serde_json::to_string(entity).map_err(io)?;
+        let json = serde_json::to_string(entity)?;
         let txn = self.db.begin_write().map_err(io)?;
         txn.open_table(ENTITIES)
             .map_err(io)?
@@ -162,6 +172,18 @@ impl LiveStore {
         }
         txn.commit().map_err(io)?;
         Ok(())
+    }
+}
+
+impl UseCounter for LiveStore {
+    fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, UseCountError> {
+        self.consume_use(approval_id, max_uses)
+            .map_err(|error| UseCountError(error.into()))
+    }
+
+    fn release(&self, approval_id: &str) -> Result<(), UseCountError> {
+        self.release_use(approval_id)
+            .map_err(|error| UseCountError(error.into()))
     }
 }
 

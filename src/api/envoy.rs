@@ -20,7 +20,7 @@ use serde::Deserialize;
 use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
-use crate::api::routes::{RouteSpec, RouteTable};
+use crate::api::routes::{RouteError, RouteSpec, RouteTable};
 use crate::domain::{self, ContextValue, Effect, EntityRef, RESERVED_CONTEXT_KEYS, reason};
 use crate::telemetry::Api;
 use crate::traces::{self, TraceHeaders};
@@ -78,10 +78,21 @@ pub struct ExtAuthz {
     context_extensions: BTreeMap<String, String>,
 }
 
+/// Envoy settings that cannot be used, naming the setting.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExtAuthzError {
+    #[error("ext_authz.{0}")]
+    Route(#[from] RouteError),
+    #[error(
+        "ext_authz: context key {key:?} cannot receive request data (it is empty or Warrant's own)"
+    )]
+    ContextKey { key: String },
+}
+
 impl ExtAuthz {
     /// Checks the settings; an error names the setting (`ext_authz.routes[1].path: ...`).
-    pub fn new(settings: &ExtAuthzSettings) -> Result<Self, String> {
-        let routes = RouteTable::new(&settings.routes).map_err(|e| format!("ext_authz.{e}"))?;
+    pub fn new(settings: &ExtAuthzSettings) -> Result<Self, ExtAuthzError> {
+        let routes = RouteTable::new(&settings.routes)?;
         let targets = settings
             .http_context
             .iter()
@@ -89,9 +100,7 @@ impl ExtAuthz {
             .chain(settings.context_extensions.values());
         for key in targets {
             if key.is_empty() || RESERVED_CONTEXT_KEYS.contains(&key.as_str()) {
-                return Err(format!(
-                    "ext_authz: {key:?} cannot receive request data (it is empty or Warrant's own)"
-                ));
+                return Err(ExtAuthzError::ContextKey { key: key.clone() });
             }
         }
         let header = |name: &str| name.trim().to_ascii_lowercase();
@@ -263,14 +272,14 @@ impl ExtAuthzService {
         readable.principal = principal.clone();
         let target = match self.mapping.routes.resolve(&http.method, &http.path) {
             Some(Ok(target)) => target,
-            Some(Err(message)) => {
-                tracing::debug!(path = http.path, message, "refusing an unreadable path");
+            Some(Err(problem)) => {
+                tracing::debug!(path = http.path, %problem, "refusing an unreadable path");
                 return Err(Refusal {
                     http: HttpStatusCode::BadRequest,
                     grpc: tonic::Code::PermissionDenied,
                     reason: reason::BAD_PATH,
                     detail: Some(format!(
-                        "{message}: {} {}",
+                        "{problem}: {} {}",
                         crate::limits::quote(&http.method),
                         crate::limits::quote(&http.path)
                     )),

@@ -53,18 +53,47 @@ pub struct Target {
     pub route: usize,
 }
 
+/// A route that cannot be compiled: which one (its index), which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("routes[{route}].{field}: {message}")]
+pub struct RouteError {
+    pub route: usize,
+    /// `method`, `path`, `action` or `resource`.
+    pub field: &'static str,
+    pub message: String,
+}
+
+/// What is wrong with one route, before its index is known.
+struct RouteProblem {
+    field: &'static str,
+    message: String,
+}
+
+fn problem(field: &'static str, message: impl Into<String>) -> RouteProblem {
+    RouteProblem {
+        field,
+        message: message.into(),
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
     routes: Vec<Route>,
 }
 
 impl RouteTable {
-    /// Checks and compiles the routes. An error names the route (`routes[2].resource: ...`).
-    pub fn new(specs: &[RouteSpec]) -> Result<Self, String> {
+    /// Checks and compiles the routes. An error names the route and its field.
+    pub fn new(specs: &[RouteSpec]) -> Result<Self, RouteError> {
         let routes = specs
             .iter()
             .enumerate()
-            .map(|(i, spec)| Route::new(spec).map_err(|e| format!("routes[{i}].{e}")))
+            .map(|(route, spec)| {
+                Route::new(spec).map_err(|RouteProblem { field, message }| RouteError {
+                    route,
+                    field,
+                    message,
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok(RouteTable { routes })
     }
@@ -79,7 +108,7 @@ impl RouteTable {
 
     /// The target of `method` on `path` (query string and fragment already removed or not):
     /// `None` when no route matches, `Err` when the path is refused (see `canonical_segments`).
-    pub fn resolve(&self, method: &str, path: &str) -> Option<Result<Target, String>> {
+    pub fn resolve(&self, method: &str, path: &str) -> Option<Result<Target, BadPath>> {
         let segments = match canonical_segments(path) {
             Ok(segments) => segments,
             Err(problem) => return Some(Err(problem)),
@@ -113,6 +142,25 @@ impl RouteTable {
     }
 }
 
+/// Why a path is refused (see `canonical_segments`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadPath {
+    #[error("the path does not start with /")]
+    NotAbsolute,
+    #[error("the path holds a backslash, a `;` or a control character")]
+    ForbiddenCharacter,
+    #[error("the path has an empty segment (//)")]
+    EmptySegment,
+    #[error("the path has a . or .. segment")]
+    DotSegment,
+    #[error("a path segment encodes a /, a backslash or a control character")]
+    EncodedSeparator,
+    #[error("the path has bad percent-encoding")]
+    BadPercentEncoding,
+    #[error("the path does not decode to UTF-8")]
+    NotUtf8,
+}
+
 /// The path's segments, percent-decoded, as routes match them; `Err` for a path whose reading is
 /// ambiguous, which is refused rather than guessed at.
 ///
@@ -122,13 +170,13 @@ impl RouteTable {
 /// `/` or `\` inside a segment; a `\`, a `;` (path parameters) or a control character anywhere;
 /// bad percent-encoding or bytes that are not UTF-8. A refused path never reaches a route or
 /// the `unmatched` fallback, so a gateway and its upstream cannot read one path two ways.
-pub fn canonical_segments(path: &str) -> Result<Vec<String>, String> {
+pub fn canonical_segments(path: &str) -> Result<Vec<String>, BadPath> {
     let path = path.split(['?', '#']).next().unwrap_or_default();
     let Some(rest) = path.strip_prefix('/') else {
-        return Err("the path does not start with /".to_owned());
+        return Err(BadPath::NotAbsolute);
     };
     if path.contains(['\\', ';']) || path.chars().any(char::is_control) {
-        return Err("the path holds a backslash, a `;` or a control character".to_owned());
+        return Err(BadPath::ForbiddenCharacter);
     }
     let rest = rest.strip_suffix('/').unwrap_or(rest);
     if rest.is_empty() {
@@ -137,16 +185,14 @@ pub fn canonical_segments(path: &str) -> Result<Vec<String>, String> {
     rest.split('/')
         .map(|raw| {
             if raw.is_empty() {
-                return Err("the path has an empty segment (//)".to_owned());
+                return Err(BadPath::EmptySegment);
             }
             let segment = percent_decode(raw)?;
             if segment == "." || segment == ".." {
-                return Err("the path has a . or .. segment".to_owned());
+                return Err(BadPath::DotSegment);
             }
             if segment.contains(['/', '\\']) || segment.chars().any(char::is_control) {
-                return Err(
-                    "a path segment encodes a /, a backslash or a control character".to_owned(),
-                );
+                return Err(BadPath::EncodedSeparator);
             }
             Ok(segment)
         })
@@ -154,15 +200,18 @@ pub fn canonical_segments(path: &str) -> Result<Vec<String>, String> {
 }
 
 impl Route {
-    fn new(spec: &RouteSpec) -> Result<Self, String> {
+    fn new(spec: &RouteSpec) -> Result<Self, RouteProblem> {
         let method = match spec.method.trim() {
             "*" => None,
-            "" => return Err("method: required (an HTTP method, or * for any)".to_owned()),
+            "" => return Err(problem("method", "required (an HTTP method, or * for any)")),
             m if m.chars().all(|c| c.is_ascii_alphabetic()) => Some(m.to_ascii_uppercase()),
-            m => return Err(format!("method: {m:?} is not an HTTP method")),
+            m => return Err(problem("method", format!("{m:?} is not an HTTP method"))),
         };
         if !spec.path.starts_with('/') {
-            return Err(format!("path: {:?} must start with /", spec.path));
+            return Err(problem(
+                "path",
+                format!("{:?} must start with /", spec.path),
+            ));
         }
         let parts: Vec<&str> = spec.path.trim_start_matches('/').split('/').collect();
         let mut segments = Vec::new();
@@ -170,14 +219,18 @@ impl Route {
             let segment = match part.strip_prefix('{').and_then(|p| p.strip_suffix('}')) {
                 Some(rest) if rest.starts_with('*') => {
                     if i + 1 != parts.len() {
-                        return Err(format!("path: {{{rest}}} must be the last segment"));
+                        return Err(problem(
+                            "path",
+                            format!("{{{rest}}} must be the last segment"),
+                        ));
                     }
                     Segment::Rest(rest[1..].to_owned())
                 }
                 Some(name) => Segment::Capture(name.to_owned()),
                 None if part.contains(['{', '}']) => {
-                    return Err(format!(
-                        "path: {part:?}: a capture must be a whole segment, like {{name}}"
+                    return Err(problem(
+                        "path",
+                        format!("{part:?}: a capture must be a whole segment, like {{name}}"),
                     ));
                 }
                 None => Segment::Literal((*part).to_owned()),
@@ -185,7 +238,7 @@ impl Route {
             if let Segment::Capture(name) | Segment::Rest(name) = &segment
                 && (name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
             {
-                return Err(format!("path: {name:?} is not a capture name"));
+                return Err(problem("path", format!("{name:?} is not a capture name")));
             }
             segments.push(segment);
         }
@@ -195,13 +248,16 @@ impl Route {
                 .any(|s| matches!(s, Segment::Capture(n) | Segment::Rest(n) if n == name))
         };
         if spec.action.is_empty() {
-            return Err("action: required".to_owned());
+            return Err(problem("action", "required"));
         }
         let brace = spec.resource.find('{').unwrap_or(spec.resource.len());
         let Some((resource_type, id_head)) = spec.resource[..brace].rsplit_once("::") else {
-            return Err(format!(
-                "resource: {:?} is not Type::id (e.g. Dataset::{{name}})",
-                spec.resource
+            return Err(problem(
+                "resource",
+                format!(
+                    "{:?} is not Type::id (e.g. Dataset::{{name}})",
+                    spec.resource
+                ),
             ));
         };
         let mut resource_id = Vec::new();
@@ -209,14 +265,14 @@ impl Route {
         while !rest.is_empty() {
             match rest.find('{') {
                 Some(0) => {
-                    let end = rest
-                        .find('}')
-                        .ok_or_else(|| format!("resource: unclosed {{ in {:?}", spec.resource))?;
+                    let end = rest.find('}').ok_or_else(|| {
+                        problem("resource", format!("unclosed {{ in {:?}", spec.resource))
+                    })?;
                     let name = rest[1..end].to_owned();
                     if !captured(&name) {
-                        return Err(format!(
-                            "resource: {{{name}}} is not captured by the path {:?}",
-                            spec.path
+                        return Err(problem(
+                            "resource",
+                            format!("{{{name}}} is not captured by the path {:?}", spec.path),
                         ));
                     }
                     resource_id.push(Piece::Capture(name));
@@ -232,7 +288,10 @@ impl Route {
             }
         }
         if resource_type.is_empty() || resource_id.is_empty() {
-            return Err(format!("resource: {:?} is not Type::id", spec.resource));
+            return Err(problem(
+                "resource",
+                format!("{:?} is not Type::id", spec.resource),
+            ));
         }
         Ok(Route {
             method,
@@ -275,7 +334,7 @@ impl Route {
 }
 
 /// Decodes `%XX` escapes; refuses a malformed escape or bytes that are not UTF-8.
-fn percent_decode(text: &str) -> Result<String, String> {
+fn percent_decode(text: &str) -> Result<String, BadPath> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -284,7 +343,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
             let hex = text
                 .get(i + 1..i + 3)
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| "the path has bad percent-encoding".to_owned())?;
+                .ok_or(BadPath::BadPercentEncoding)?;
             out.push(hex);
             i += 3;
         } else {
@@ -292,7 +351,7 @@ fn percent_decode(text: &str) -> Result<String, String> {
             i += 1;
         }
     }
-    String::from_utf8(out).map_err(|_| "the path does not decode to UTF-8".to_owned())
+    String::from_utf8(out).map_err(|_| BadPath::NotUtf8)
 }
 
 #[cfg(test)]
@@ -390,19 +449,22 @@ mod tests {
 
     #[test]
     fn bad_routes_are_refused_naming_the_field() {
-        let error = |spec: RouteSpec| RouteTable::new(&[spec]).unwrap_err();
-        assert!(
-            error(route("GET", "/d/{n}", "read", "Dataset::{m}")).starts_with("routes[0].resource")
+        let field = |spec: RouteSpec| RouteTable::new(&[spec]).unwrap_err().field;
+        assert_eq!(
+            field(route("GET", "/d/{n}", "read", "Dataset::{m}")),
+            "resource"
         );
-        assert!(error(route("GET", "d/{n}", "read", "Dataset::{n}")).starts_with("routes[0].path"));
-        assert!(
-            error(route("GET", "/d/{*n}/x", "read", "Dataset::{n}")).starts_with("routes[0].path")
+        assert_eq!(field(route("GET", "d/{n}", "read", "Dataset::{n}")), "path");
+        assert_eq!(
+            field(route("GET", "/d/{*n}/x", "read", "Dataset::{n}")),
+            "path"
         );
-        assert!(
-            error(route("GET", "/d/x{n}", "read", "Dataset::{n}")).starts_with("routes[0].path")
+        assert_eq!(
+            field(route("GET", "/d/x{n}", "read", "Dataset::{n}")),
+            "path"
         );
-        assert!(error(route("G T", "/d", "read", "Dataset::x")).starts_with("routes[0].method"));
-        assert!(error(route("GET", "/d", "read", "Dataset")).starts_with("routes[0].resource"));
-        assert!(error(route("GET", "/d", "", "Dataset::x")).starts_with("routes[0].action"));
+        assert_eq!(field(route("G T", "/d", "read", "Dataset::x")), "method");
+        assert_eq!(field(route("GET", "/d", "read", "Dataset")), "resource");
+        assert_eq!(field(route("GET", "/d", "", "Dataset::x")), "action");
     }
 }

@@ -9,6 +9,7 @@ pub mod policy_tests;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::domain::EntityRef;
 use crate::facts::{ENTITIES_FILE, Facts, load_entities_file, merged};
 use crate::policy::{PolicyLoadError, PolicySnapshot, Problem};
 
@@ -61,23 +62,24 @@ pub(crate) fn load_facts(dir: &Path, policies: &PolicySnapshot) -> Result<Facts,
         message,
     };
     let base = load_entities_file(dir).map_err(|error| at_start(format!("{error:#}")))?;
-    merged(&policies.schema, &base, std::iter::empty()).map_err(|message| {
-        let text = std::fs::read_to_string(&path).unwrap_or_default();
-        let line = entity_line(&text, &message).unwrap_or(1);
+    merged(&policies.schema, &base, std::iter::empty()).map_err(|error| {
+        let line = error.entity().and_then(|entity| {
+            std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|text| entity_line(&text, &entity))
+        });
         Problem {
             file: path.clone(),
-            line,
+            line: line.unwrap_or(1),
             column: 1,
-            message,
+            message: error.to_string(),
         }
     })
 }
 
-/// The line where the entity a message names (`Type::"id"`) is defined, if it can be found.
-fn entity_line(text: &str, message: &str) -> Option<usize> {
-    let start = message.find("::\"")? + 3;
-    let end = start + message[start..].find('"')?;
-    let id = format!("\"{}\"", &message[start..end]);
+/// The line where `entity`'s id first stands in the entities file, if it can be found.
+fn entity_line(text: &str, entity: &EntityRef) -> Option<usize> {
+    let id = serde_json::to_string(&entity.id).ok()?;
     let at = text.find(&id)?;
     Some(text[..at].matches('\n').count() + 1)
 }

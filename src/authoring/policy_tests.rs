@@ -7,13 +7,13 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::process::ExitCode;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Deserialize;
 
 use crate::clock::{ManualClock, UnixMillis};
 use crate::domain::{CheckRequest, ContextValue, Effect, EntityRef};
-use crate::engine::{Engine, EngineSettings, Snapshot, UseCounter};
+use crate::engine::{Engine, EngineSettings, Snapshot, UseCountError, UseCounter};
 use crate::facts::{load_entities_file, merged};
 use crate::policy::{PolicyLoadError, PolicySnapshot};
 
@@ -60,8 +60,8 @@ enum Expected {
 struct Uses(Mutex<HashMap<String, u64>>);
 
 impl UseCounter for Uses {
-    fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, String> {
-        let mut uses = self.0.lock().map_err(|_| "poisoned".to_owned())?;
+    fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, UseCountError> {
+        let mut uses = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let used = uses.entry(approval_id.to_owned()).or_default();
         if *used >= max_uses {
             return Ok(None);
@@ -70,8 +70,8 @@ impl UseCounter for Uses {
         Ok(Some(*used))
     }
 
-    fn release(&self, approval_id: &str) -> Result<(), String> {
-        let mut uses = self.0.lock().map_err(|_| "poisoned".to_owned())?;
+    fn release(&self, approval_id: &str) -> Result<(), UseCountError> {
+        let mut uses = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let used = uses.entry(approval_id.to_owned()).or_default();
         *used = used.saturating_sub(1);
         Ok(())
