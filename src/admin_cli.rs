@@ -77,7 +77,7 @@ pub enum ApprovalCommand {
         valid_for: Option<String>,
         /// Allowed uses it grants (1: single use) [default: unlimited]
         #[arg(long)]
-        max_uses: Option<u32>,
+        max_uses: Option<u64>,
         #[arg(long)]
         playbook: Option<String>,
         #[arg(long)]

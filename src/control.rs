@@ -13,7 +13,7 @@ use cedar_policy::{EntityId, EntityUid, Schema};
 use serde_json::{Map, Value, json};
 
 use crate::clock::{Clock, UnixMillis};
-use crate::domain::{Approval, EntityRef, Identity};
+use crate::domain::{Approval, EntityRef, Identity, MAX_EXACT_INTEGER};
 use crate::engine::{Engine, EngineSettings, Snapshot, UseCounter};
 use crate::facts::{APPROVAL_TYPE, Facts, HUMAN_TYPE, load_entities_file, merged};
 use crate::policy::PolicySnapshot;
@@ -568,7 +568,7 @@ impl Control {
             attrs.insert("playbook".into(), json!(playbook));
         }
         if let Some(max_uses) = grant.max_uses.filter(|n| *n > 0) {
-            if max_uses > 1 << 53 {
+            if max_uses > MAX_EXACT_INTEGER as u64 {
                 return Err(invalid("approval.max_uses", "at most 2^53"));
             }
             attrs.insert("max_uses".into(), json!(max_uses));

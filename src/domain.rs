@@ -190,6 +190,21 @@ pub enum Effect {
     Deny,
 }
 
+impl Effect {
+    /// `ALLOW` or `DENY`, as records and the APIs' enums spell it (`to_ascii_lowercase` for the
+    /// HTTP APIs and metric labels).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Effect::Allow => "ALLOW",
+            Effect::Deny => "DENY",
+        }
+    }
+}
+
+/// The largest integer every JSON reader keeps exactly (2^53): the bound on integers from
+/// callers' JSON and on counts Warrant writes into records (`max_uses`).
+pub const MAX_EXACT_INTEGER: i64 = 1 << 53;
+
 /// A policy that failed to evaluate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyError {

@@ -11,7 +11,7 @@ use cedar_policy::{Entities, Entity, EntityUid, EvalResult, Schema};
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
-use crate::domain::{Approval, EntityRef, Identity, Owner};
+use crate::domain::{Approval, EntityRef, Identity, MAX_EXACT_INTEGER, Owner};
 
 /// The facts file in a policy directory.
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -550,7 +550,7 @@ fn read_approval(
         max_uses: match attr(entity, "max_uses") {
             None => None,
             // At most 2^53, so the ledger's canonical JSON keeps it exact.
-            Some(EvalResult::Long(n)) if (1..=1 << 53).contains(&n) => Some(n as u64),
+            Some(EvalResult::Long(n)) if (1..=MAX_EXACT_INTEGER).contains(&n) => Some(n as u64),
             Some(other) => {
                 return Err(format!(
                     "attribute `max_uses` must be a Long from 1 to 2^53, found {other}"

@@ -67,7 +67,9 @@ fn value_to_json(value: prost_types::Value) -> serde_json::Value {
     match value.kind {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
-        Some(Kind::NumberValue(n)) if n.fract() == 0.0 && n.abs() <= 9_007_199_254_740_992.0 => {
+        Some(Kind::NumberValue(n))
+            if n.fract() == 0.0 && n.abs() <= crate::domain::MAX_EXACT_INTEGER as f64 =>
+        {
             Value::from(n as i64)
         }
         Some(Kind::NumberValue(n)) => {

@@ -16,7 +16,7 @@ use crate::control::{
     ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView, Control, ControlError,
     IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView, Origin, StatusView,
 };
-use crate::domain::EntityRef;
+use crate::domain::{Effect, EntityRef};
 use crate::ledger::{self, Ledger};
 use crate::proto;
 use crate::telemetry::Metrics;
@@ -166,6 +166,16 @@ fn control_status(error: ControlError) -> Status {
     }
 }
 
+/// A filter's `decision` as records spell it; `None` for any.
+fn decision_filter(decision: i32) -> Result<Option<&'static str>, Status> {
+    match proto::Decision::try_from(decision) {
+        Ok(proto::Decision::Allow) => Ok(Some(Effect::Allow.as_str())),
+        Ok(proto::Decision::Deny) => Ok(Some(Effect::Deny.as_str())),
+        Ok(proto::Decision::Unspecified) => Ok(None),
+        Err(_) => Err(Status::invalid_argument("decision: unknown value")),
+    }
+}
+
 fn entity(entity: Option<proto::EntityRef>) -> Option<EntityRef> {
     entity.map(|e| EntityRef::new(e.r#type, e.id))
 }
@@ -224,7 +234,7 @@ fn approval_proto(view: ApprovalView) -> proto::ApprovalRecord {
             scope: Some(entity_ref(&a.scope)),
             not_before: Some(timestamp(a.not_before)),
             expires_at: Some(timestamp(a.expires_at)),
-            max_uses: a.max_uses.unwrap_or(0).min(u64::from(u32::MAX)) as u32,
+            max_uses: a.max_uses.unwrap_or(0),
             playbook: a.playbook.clone().unwrap_or_default(),
             justification: view.meta.justification.clone().unwrap_or_default(),
             attributes: attributes_proto(view.attributes),
@@ -293,7 +303,7 @@ impl proto::admin_server::Admin for AdminService {
             scope: entity(spec.scope),
             not_before: millis(spec.not_before),
             expires_at: millis(spec.expires_at),
-            max_uses: Some(u64::from(spec.max_uses)).filter(|n| *n > 0),
+            max_uses: Some(spec.max_uses).filter(|n| *n > 0),
             playbook: non_empty(spec.playbook),
             justification: non_empty(spec.justification),
             attributes: attributes(spec.attributes),
@@ -555,12 +565,7 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
     ) -> Result<Response<Self::TailDecisionsStream>, Status> {
         use tokio_stream::StreamExt as _;
         let request = request.into_inner();
-        let decision = match proto::Decision::try_from(request.decision) {
-            Ok(proto::Decision::Allow) => Some("ALLOW"),
-            Ok(proto::Decision::Deny) => Some("DENY"),
-            Ok(proto::Decision::Unspecified) => None,
-            Err(_) => return Err(Status::invalid_argument("decision: unknown value")),
-        };
+        let decision = decision_filter(request.decision)?;
         let filter = ledger::Filter {
             principal: request.principal.map(|p| EntityRef::new(p.r#type, p.id)),
             decision: decision.map(str::to_owned),
@@ -639,12 +644,7 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
                 type_name: p.r#type,
             }),
             approval: non_empty(request.approval),
-            decision: match proto::Decision::try_from(request.decision) {
-                Ok(proto::Decision::Allow) => Some("ALLOW".into()),
-                Ok(proto::Decision::Deny) => Some("DENY".into()),
-                Ok(proto::Decision::Unspecified) => None,
-                Err(_) => return Err(Status::invalid_argument("decision: unknown value")),
-            },
+            decision: decision_filter(request.decision)?.map(str::to_owned),
             since: millis(request.since),
             until: millis(request.until),
         };

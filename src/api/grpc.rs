@@ -10,15 +10,12 @@ use tonic::{Request, Response, Status};
 use crate::api::decider::Decider;
 use crate::api::edge::with_decision_id;
 use crate::clock::UnixMillis;
-use crate::domain::{self, ContextValue, Effect, InvalidRequest};
+use crate::domain::{self, ContextValue, Effect, InvalidRequest, MAX_EXACT_INTEGER};
 use crate::proto;
 use crate::proto::authorizer_server::Authorizer;
 use crate::telemetry::Api;
 use crate::traces::{self, TraceHeaders};
 use tracing::Instrument as _;
-
-/// Largest integer a protobuf `Value` (a double) carries exactly.
-const MAX_EXACT_INTEGER: f64 = 9_007_199_254_740_992.0;
 
 /// One request decided, or refused (with what could be read of it) as malformed. Short-lived
 /// and moved at once, so the size difference between the two does not matter.
@@ -267,7 +264,7 @@ fn value_to_context(value: prost_types::Value, path: &str) -> Result<ContextValu
         Some(Kind::BoolValue(b)) => Ok(ContextValue::Bool(b)),
         Some(Kind::StringValue(s)) => Ok(ContextValue::String(s)),
         Some(Kind::NumberValue(n)) => {
-            if n.is_finite() && n.fract() == 0.0 && n.abs() <= MAX_EXACT_INTEGER {
+            if n.is_finite() && n.fract() == 0.0 && n.abs() <= MAX_EXACT_INTEGER as f64 {
                 Ok(ContextValue::Long(n as i64))
             } else {
                 Err(InvalidRequest::new(

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::domain::{CheckRequest, ContextValue, Decision, Effect, EntityRef};
+use crate::domain::{CheckRequest, ContextValue, Decision, EntityRef};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OwnerRecord {
@@ -93,8 +93,8 @@ pub struct Record {
 /// every number is a small integer; anything else takes the general path, which is slower.
 pub(super) fn canonical(record: &Record) -> serde_json::Result<Vec<u8>> {
     fn plain(value: &serde_json::Value) -> bool {
+        use crate::domain::MAX_EXACT_INTEGER as EXACT;
         use serde_json::Value;
-        const EXACT: i64 = 1 << 53;
         match value {
             Value::Number(n) => n.as_i64().is_some_and(|n| (-EXACT..=EXACT).contains(&n)),
             Value::Array(items) => items.iter().all(plain),
@@ -248,10 +248,7 @@ impl Record {
             resource_scopes: provenance.resource_scopes.iter().cloned().collect(),
             approval_presented: request.approval_id.clone(),
             approval,
-            decision: match decision.effect {
-                Effect::Allow => "ALLOW".into(),
-                Effect::Deny => "DENY".into(),
-            },
+            decision: decision.effect.as_str().to_owned(),
             reasons: decision.reasons.clone(),
             errors: decision
                 .errors
@@ -270,10 +267,7 @@ impl Record {
             trace_id: None,
             context: serde_json::Value::Object(masked_fields(&request.context, mask_keys)),
             shadow: decision.shadow.as_ref().map(|shadow| ShadowRecord {
-                decision: match shadow.effect {
-                    Effect::Allow => "ALLOW".into(),
-                    Effect::Deny => "DENY".into(),
-                },
+                decision: shadow.effect.as_str().to_owned(),
                 error_count: shadow.error_count,
                 policy_version: shadow.policy_version.to_string(),
                 reasons: shadow.reasons.clone(),

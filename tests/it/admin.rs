@@ -208,6 +208,11 @@ async fn grants_that_break_a_rule_are_refused_naming_it() {
             "approval.attributes.revoked: is set by its own field",
         ),
         (
+            "more uses than JSON counts exactly",
+            Box::new(|s| s.max_uses = (1 << 53) + 1),
+            "approval.max_uses: at most 2^53",
+        ),
+        (
             "attribute the schema lacks",
             Box::new(|s| {
                 s.attributes = crate::common::context(serde_json::json!({"colour": "red"}))
