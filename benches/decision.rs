@@ -127,13 +127,13 @@ fn decision(c: &mut Criterion) {
             uid(&format!("Action::\"{}\"", r.action)),
             uid(&format!("{}::\"{}\"", r.resource.type_name, r.resource.id)),
             Context::from_pairs(context).unwrap(),
-            Some(&snapshot.policies.schema),
+            Some(snapshot.policies.schema()),
         )
         .unwrap();
         // Both paths must give the same answer, or the comparison means nothing.
         let raw = authorizer.is_authorized(
             &raw_request,
-            &snapshot.policies.policies,
+            snapshot.policies.policies(),
             &snapshot.facts.entities,
         );
         let ours = engine.check(&case.request).unwrap();
@@ -154,7 +154,7 @@ fn decision(c: &mut Criterion) {
             b.iter(|| {
                 authorizer.is_authorized(
                     black_box(&raw_request),
-                    &snapshot.policies.policies,
+                    snapshot.policies.policies(),
                     &snapshot.facts.entities,
                 )
             })

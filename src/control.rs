@@ -230,7 +230,7 @@ impl Control {
         let policies = Arc::new(PolicySnapshot::load(policies_dir)?);
         let base = load_entities_file(policies_dir)?;
         let live = store.entities()?;
-        let facts = merged(&policies.schema, &base, live_entities(&live)).map_err(|message| {
+        let facts = merged(policies.schema(), &base, live_entities(&live)).map_err(|message| {
             anyhow::anyhow!(
                 "{}: the policy folder's facts with the live changes in the data folder: {message}",
                 policies_dir.display()
@@ -269,7 +269,7 @@ impl Control {
         let candidate = PolicySnapshot::load(dir)
             .map_err(|e| anyhow::anyhow!("the shadow policies in {}: {e}", dir.display()))?;
         tracing::info!(
-            policy_version = %candidate.version,
+            policy_version = %candidate.version(),
             policies = candidate.policy_count(),
             "shadow policies loaded from {}: evaluated beside the active set, answering nothing",
             dir.display()
@@ -304,7 +304,7 @@ impl Control {
             .and_then(|policies| {
                 let base =
                     load_entities_file(&self.policies_dir).map_err(|error| error.to_string())?;
-                let facts = merged(&policies.schema, &base, live_entities(&state.live))
+                let facts = merged(policies.schema(), &base, live_entities(&state.live))
                     .map_err(|error| error.to_string())?;
                 let candidate = match &self.shadow_dir {
                     Some(dir) => Some(PolicySnapshot::load(dir).map_err(|error| {
@@ -318,21 +318,21 @@ impl Control {
         match loaded {
             Ok((policies, base, facts, candidate)) => {
                 if let Some(candidate) = candidate {
-                    let current = self.engine.shadow().map(|s| Arc::clone(&s.version));
-                    if current.as_deref() != Some(&*candidate.version) {
-                        tracing::info!(policy_version = %candidate.version, "shadow policies reloaded");
+                    let current = self.engine.shadow().map(|s| Arc::clone(s.version()));
+                    if current.as_deref() != Some(candidate.version().as_ref()) {
+                        tracing::info!(policy_version = %candidate.version(), "shadow policies reloaded");
                         self.engine.set_shadow(Some(Arc::new(candidate)));
                     }
                 }
                 let current = self.engine.snapshot();
-                if current.policies.version == policies.version
+                if current.policies.version() == policies.version()
                     && current.facts.version == facts.version
                 {
                     tracing::debug!("policy folder unchanged");
                 } else {
                     let policies = Arc::new(policies);
                     tracing::info!(
-                        policy_version = %policies.version,
+                        policy_version = %policies.version(),
                         facts_version = %facts.version,
                         policies = policies.policy_count(),
                         "policies reloaded from {}",
@@ -373,7 +373,7 @@ impl Control {
     fn status_of(&self, state: &State) -> StatusView {
         let snapshot = self.engine.snapshot();
         StatusView {
-            policy_version: Arc::clone(&snapshot.policies.version),
+            policy_version: Arc::clone(snapshot.policies.version()),
             policies_loaded_at: state.policies_loaded_at,
             facts_changed_at: state.facts_changed_at,
             facts_changes: state.facts_changes,
@@ -402,12 +402,13 @@ impl Control {
         // Most changes (an identity's status or owner, an approval granted or revoked) update
         // the current facts in place; anything else rebuilds them from the file and the overlay.
         let current = Arc::clone(&self.engine.snapshot().facts);
-        let built = match current
-            .with_changes(&state.policies.schema, std::slice::from_ref(&entity.entity))
-        {
+        let built = match current.with_changes(
+            state.policies.schema(),
+            std::slice::from_ref(&entity.entity),
+        ) {
             Ok(Some(facts)) => Ok(facts),
             Ok(None) => merged(
-                &state.policies.schema,
+                state.policies.schema(),
                 &state.base,
                 live_entities(&state.live),
             ),
@@ -496,7 +497,7 @@ impl Control {
                 "approval.subject",
                 format!(
                     "an approval is granted to an identity ({}), not to a {}",
-                    identity_types(&state.policies.schema).join(", "),
+                    identity_types(state.policies.schema()).join(", "),
                     subject.type_name
                 ),
             ));
@@ -510,7 +511,7 @@ impl Control {
         }
         let mut actions = Vec::new();
         for (i, action) in grant.actions.iter().enumerate() {
-            let uid = state.policies.actions.get(action).ok_or_else(|| {
+            let uid = state.policies.actions().get(action).ok_or_else(|| {
                 invalid(
                     format!("approval.actions[{i}]"),
                     format!("the schema declares no action {action:?}"),
@@ -689,13 +690,13 @@ impl Control {
         let mut state = self.state();
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let entity = required_ref(spec.entity.as_ref(), "identity.entity")?;
-        if !identity_types(&state.policies.schema).contains(&entity.type_name) {
+        if !identity_types(state.policies.schema()).contains(&entity.type_name) {
             return Err(invalid(
                 "identity.entity.type",
                 format!(
                     "{:?} is not an identity type of the schema ({})",
                     entity.type_name,
-                    identity_types(&state.policies.schema).join(", ")
+                    identity_types(state.policies.schema()).join(", ")
                 ),
             ));
         }
@@ -995,7 +996,7 @@ fn known(
     entity: &EntityRef,
     field: &str,
 ) -> Result<EntityUid, ControlError> {
-    if !policies.entity_types.contains_key(&entity.type_name) {
+    if !policies.entity_types().contains_key(&entity.type_name) {
         return Err(invalid(
             format!("{field}.type"),
             format!("the schema declares no entity type {:?}", entity.type_name),

@@ -232,7 +232,7 @@ impl Engine {
             cached = tracing::field::Empty,
             reasons = tracing::field::Empty,
             error_count = tracing::field::Empty,
-            policy_version = %snapshot.policies.version,
+            policy_version = %snapshot.policies.version(),
         );
         let _entered = span.enter();
         let now = self.clock.now();
@@ -258,7 +258,7 @@ impl Engine {
             Err(_) => Vec::new(),
             Ok(cedar_request) => snapshot
                 .policies
-                .policies
+                .policies()
                 .policies()
                 .map(|policy| {
                     #[expect(clippy::expect_used, reason = "one policy has no duplicate id")]
@@ -344,7 +344,7 @@ impl Engine {
                 answered_from_cache: false,
             },
             valid_until: now,
-            policy_version: Arc::clone(&snapshot.policies.version),
+            policy_version: Arc::clone(snapshot.policies.version()),
             request_id: request.request_id,
             shadow: None,
         }
@@ -368,9 +368,9 @@ impl Engine {
             resource: request.resource.clone(),
             context: request.context.clone(),
             approval_id: request.approval_id.clone(),
-            policy_version: Arc::clone(&snapshot.policies.version),
+            policy_version: Arc::clone(snapshot.policies.version()),
             facts_version: Arc::clone(&snapshot.facts.version),
-            shadow_version: shadow.as_ref().map(|s| Arc::clone(&s.version)),
+            shadow_version: shadow.as_ref().map(|s| Arc::clone(s.version())),
         };
         if let Some(entry) = cache.get(&key, now) {
             let mut decision = entry.decision.clone();
@@ -390,8 +390,8 @@ impl Engine {
             .approval
             .as_ref()
             .is_some_and(|evidence| evidence.approval.max_uses.is_some());
-        let arithmetic = snapshot.policies.time_use.arithmetic
-            || shadow.as_ref().is_some_and(|s| s.time_use.arithmetic);
+        let arithmetic = snapshot.policies.time_use().arithmetic
+            || shadow.as_ref().is_some_and(|s| s.time_use().arithmetic);
         let shadow_failed = decision.shadow.as_ref().is_some_and(|s| s.error_count > 0);
         if decision.errors.is_empty() && !arithmetic && !limited && !shadow_failed {
             cache.insert(
@@ -458,7 +458,7 @@ impl Engine {
         let facts = &snapshot.facts;
         let response = self.authorizer.is_authorized(
             &cedar_request,
-            &snapshot.policies.policies,
+            snapshot.policies.policies(),
             &facts.entities,
         );
         self.conclude(resolved, response)
@@ -511,7 +511,7 @@ impl Engine {
             action_uid,
             resolved.resource_uid.clone(),
             context,
-            Some(&snapshot.policies.schema),
+            Some(snapshot.policies.schema()),
         ) {
             Ok(cedar_request) => cedar_request,
             Err(RequestValidationError::InvalidPrincipalType(_))
@@ -532,7 +532,7 @@ impl Engine {
             Err(_) => {
                 let misfit = snapshot
                     .policies
-                    .contexts
+                    .contexts()
                     .get(&request.action)
                     .and_then(|shape| shape.misfit(&request.context, &RESERVED_CONTEXT_KEYS));
                 return Err(match misfit {
@@ -593,7 +593,7 @@ impl Engine {
         resolved: &Resolved<'_>,
         now: UnixMillis,
     ) -> ShadowVerdict {
-        let verdict = match candidate.actions.get(&request.action) {
+        let verdict = match candidate.actions().get(&request.action) {
             None => Verdict::warrant_deny(reason::NOT_DECIDABLE_BY_CANDIDATE),
             Some(action_uid) => {
                 let under_candidate = Snapshot {
@@ -611,7 +611,7 @@ impl Engine {
                     Ok(Err(verdict)) => verdict,
                     Ok(Ok(cedar_request)) => cedar_verdict(&self.authorizer.is_authorized(
                         &cedar_request,
-                        &candidate.policies,
+                        candidate.policies(),
                         &snapshot.facts.entities,
                     )),
                 }
@@ -621,7 +621,7 @@ impl Engine {
             effect: verdict.effect,
             reasons: verdict.reasons,
             error_count: verdict.errors.len(),
-            policy_version: Arc::clone(&candidate.version),
+            policy_version: Arc::clone(candidate.version()),
         }
     }
 
@@ -649,9 +649,9 @@ impl Engine {
             Effect::Allow => self.settings.allow_max_age_ms,
             Effect::Deny => self.settings.deny_max_age_ms,
         };
-        let time_use = &snapshot.policies.time_use;
+        let time_use = &snapshot.policies.time_use();
         // A shadow set's verdict is cached with the decision, so its times count too.
-        let shadow_time = shadow.map(|s| &s.time_use);
+        let shadow_time = shadow.map(|s| s.time_use());
         let valid_until = if time_use.arithmetic || shadow_time.is_some_and(|t| t.arithmetic) {
             // The policies compute with the clock: the answer is known for this millisecond only.
             now.saturating_add_millis(1)
@@ -694,7 +694,7 @@ impl Engine {
                 answered_from_cache: false,
             },
             valid_until,
-            policy_version: Arc::clone(&snapshot.policies.version),
+            policy_version: Arc::clone(snapshot.policies.version()),
             request_id: request.request_id.clone(),
             shadow: None,
         }
@@ -759,7 +759,7 @@ fn parse_names(
         return Err(InvalidRequest::new("action", "required"));
     }
     let action = policies
-        .actions
+        .actions()
         .get(&request.action)
         .cloned()
         .ok_or_else(|| {
@@ -791,7 +791,7 @@ fn entity_uid(
         return Err(InvalidRequest::new(format!("{field}.id"), "required"));
     }
     let type_name = policies
-        .entity_types
+        .entity_types()
         .get(&entity.type_name)
         .filter(|_| entity.type_name != APPROVAL_TYPE)
         .ok_or_else(|| {

@@ -23,22 +23,22 @@ pub const SCHEMA_FILE: &str = "schema.cedarschema";
 
 /// A validated policy set and the schema it was validated against. Immutable once built.
 pub struct PolicySnapshot {
-    pub schema: Schema,
-    pub policies: PolicySet,
+    schema: Schema,
+    policies: PolicySet,
     /// `sha256:` of the schema and every policy file (names and contents).
-    pub version: Arc<str>,
+    version: Arc<str>,
     /// The actions the schema declares, by id (e.g. "export"), parsed once here.
-    pub actions: HashMap<String, EntityUid>,
+    actions: HashMap<String, EntityUid>,
     /// Every entity type the schema declares, by name (e.g. "ServiceAccount"), parsed once here.
-    pub entity_types: HashMap<String, EntityTypeName>,
+    entity_types: HashMap<String, EntityTypeName>,
     /// How the policies read the clock, for knowing how long a decision stays true.
-    pub time_use: TimeUse,
+    time_use: TimeUse,
     /// For each action id, the attributes its context declares: what APIs that pass free-form
     /// caller attributes (AuthZEN) may put there.
-    pub contexts: HashMap<String, Arc<ContextShape>>,
+    contexts: HashMap<String, Arc<ContextShape>>,
     /// What is allowed but probably not meant: policies whose scope constrains neither principal
     /// nor resource (evaluated for every request, and impossible to index).
-    pub warnings: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 /// What the policies do with time. Comparing `context.now` with a fixed datetime can change a
@@ -198,6 +198,48 @@ impl SourceFile {
 }
 
 impl PolicySnapshot {
+    // The snapshot's parts, read-only: one that exists was loaded and validated whole.
+
+    /// The schema.
+    pub fn schema(&self) -> &Schema {
+        &self.schema
+    }
+
+    /// The policies.
+    pub fn policies(&self) -> &PolicySet {
+        &self.policies
+    }
+
+    /// `sha256:` of the schema and every policy file.
+    pub fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+
+    /// The actions the schema declares, by id.
+    pub fn actions(&self) -> &HashMap<String, EntityUid> {
+        &self.actions
+    }
+
+    /// Every entity type the schema declares, by name.
+    pub fn entity_types(&self) -> &HashMap<String, EntityTypeName> {
+        &self.entity_types
+    }
+
+    /// How the policies read the clock.
+    pub fn time_use(&self) -> &TimeUse {
+        &self.time_use
+    }
+
+    /// Each action's declared context, by action id.
+    pub fn contexts(&self) -> &HashMap<String, Arc<ContextShape>> {
+        &self.contexts
+    }
+
+    /// Policies that are allowed but probably not meant.
+    pub fn warnings(&self) -> &[Problem] {
+        &self.warnings
+    }
+
     /// Loads `dir/schema.cedarschema` and every `dir/*.cedar`, in file-name order.
     pub fn load(dir: &Path) -> Result<Self, PolicyLoadError> {
         let schema_file = SourceFile::read(dir.join(SCHEMA_FILE))?;

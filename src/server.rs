@@ -47,7 +47,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Loads the policy directory: schema, policies (strictly validated) and facts.
 pub fn load_snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
     let policies = PolicySnapshot::load(dir)?;
-    let facts = Facts::load(dir, &policies.schema)?;
+    let facts = Facts::load(dir, policies.schema())?;
     Ok(Snapshot {
         policies: Arc::new(policies),
         facts: Arc::new(facts),
@@ -76,7 +76,7 @@ pub async fn serve(
     let snapshot = engine.snapshot();
     tracing::info!(
         policies = snapshot.policies.policy_count(),
-        policy_version = %snapshot.policies.version,
+        policy_version = %snapshot.policies.version(),
         entities = snapshot.facts.entities.len(),
         approvals = snapshot.facts.approvals.len(),
         facts_version = %snapshot.facts.version,
@@ -92,7 +92,7 @@ pub async fn serve(
             None
         }
     };
-    if snapshot.policies.time_use.arithmetic {
+    if snapshot.policies.time_use().arithmetic {
         tracing::warn!(
             "a policy does arithmetic on datetimes (offset, toTime, ...): its decisions can change \
              at any moment, so none is cached and each is valid for one millisecond"

@@ -406,7 +406,7 @@ impl Metrics {
         let _ = writeln!(
             out,
             "warrant_policy_info{{policy_version=\"{}\"}} 1",
-            snapshot.policies.version
+            snapshot.policies.version()
         );
         let status = control.status();
         let now = SystemClock.now();

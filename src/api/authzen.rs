@@ -178,8 +178,9 @@ impl AuthZen {
             };
             let outcome = evaluation.and_then(|evaluation| {
                 readable = readable_request(&evaluation, &request_id);
-                let request = engine_request(&evaluation, &snapshot.policies.contexts, &request_id)
-                    .map_err(|e| format!("{}{}", at(i), authzen_field(e)))?;
+                let request =
+                    engine_request(&evaluation, snapshot.policies.contexts(), &request_id)
+                        .map_err(|e| format!("{}{}", at(i), authzen_field(e)))?;
                 readable = request.clone();
                 let decision = span
                     .in_scope(|| self.decider.decide(Api::AuthZen, &request))

@@ -20,7 +20,7 @@ pub fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
     let mut warnings: Vec<Problem> = Vec::new();
     match PolicySnapshot::load(dir) {
         Ok(policies) => {
-            warnings.extend(policies.warnings.iter().cloned());
+            warnings.extend(policies.warnings().iter().cloned());
             if let Err(problem) = load_facts(dir, &policies) {
                 errors.push(problem);
             }
@@ -62,7 +62,7 @@ pub(crate) fn load_facts(dir: &Path, policies: &PolicySnapshot) -> Result<Facts,
         message,
     };
     let base = load_entities_file(dir).map_err(|error| at_start(format!("{error:#}")))?;
-    merged(&policies.schema, &base, std::iter::empty()).map_err(|error| {
+    merged(policies.schema(), &base, std::iter::empty()).map_err(|error| {
         let line = error.entity().and_then(|entity| {
             std::fs::read_to_string(&path)
                 .ok()

@@ -102,7 +102,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
     };
     let base = load_entities_file(dir)?;
     let base_facts = Arc::new(
-        merged(&policies.schema, &base, std::iter::empty())
+        merged(policies.schema(), &base, std::iter::empty())
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("entities.json").display()))?,
     );
     let tests_dir = dir.join(TESTS_DIR);
@@ -189,7 +189,7 @@ fn run_case(
             changes.push((uid.to_string(), json));
         }
         match merged(
-            &policies.schema,
+            policies.schema(),
             base,
             changes.iter().map(|(k, v)| (k.as_str(), v)),
         ) {

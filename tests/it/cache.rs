@@ -326,7 +326,7 @@ impl Pair {
 }
 
 fn snapshot(policies: Arc<PolicySnapshot>, world: &World) -> Snapshot {
-    let facts = Facts::from_json(&world.entities_json(), &policies.schema).unwrap();
+    let facts = Facts::from_json(&world.entities_json(), policies.schema()).unwrap();
     Snapshot {
         policies,
         facts: Arc::new(facts),

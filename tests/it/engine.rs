@@ -412,7 +412,7 @@ proptest! {
         let policies = warrant::policy::PolicySnapshot::load(&dir).unwrap();
         let base = warrant::facts::load_entities_file(&dir).unwrap();
         let mut overlay: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-        let mut facts = warrant::facts::merged(&policies.schema, &base, std::iter::empty()).unwrap();
+        let mut facts = warrant::facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
         for change in &changes {
             let mut current = base.clone();
             current.extend(overlay.clone());
@@ -420,10 +420,10 @@ proptest! {
             let uid = cedar_policy::EntityUid::from_json(written["uid"].clone()).unwrap();
             overlay.insert(uid.to_string(), written.clone());
             let updated = facts
-                .with_changes(&policies.schema, std::slice::from_ref(&written))
+                .with_changes(policies.schema(), std::slice::from_ref(&written))
                 .unwrap();
             let fresh = warrant::facts::merged(
-                &policies.schema,
+                policies.schema(),
                 &base,
                 overlay.iter().map(|(k, v)| (k.as_str(), v)),
             )
