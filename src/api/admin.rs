@@ -12,10 +12,9 @@ use tonic::{Request, Response, Status};
 use crate::api::decider::Decider;
 use crate::api::grpc::{entity_ref, non_empty, timestamp, uid_ref, unix_millis};
 use crate::clock::UnixMillis;
-use crate::control::{
-    ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView, Control, ControlError,
-    IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView, Origin, StatusView,
-};
+use crate::control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
+use crate::control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
+use crate::control::{Control, ControlError, Origin, StatusView};
 use crate::domain::{Effect, EntityRef};
 use crate::ledger::{self, Ledger};
 use crate::proto;

@@ -1,0 +1,300 @@
+//! Approvals through the admin API: granting one (Warrant's rules beyond the schema:
+//! separation of duties, a bounded window, known actions and scope), revoking it, and reading
+//! them back with their state.
+
+use super::*;
+
+/// Approval attributes set by their own fields of a grant, not through `attributes`.
+const APPROVAL_FIELDS: [&str; 9] = [
+    "ticket",
+    "approver",
+    "actions",
+    "scope",
+    "not_before",
+    "expires_at",
+    "revoked",
+    "playbook",
+    "max_uses",
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalState {
+    Pending,
+    Active,
+    Expired,
+    Revoked,
+    Exhausted,
+}
+
+/// A grant, as asked for.
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalGrant {
+    pub id: Option<String>,
+    pub ticket: String,
+    pub approver: Option<EntityRef>,
+    pub requester: Option<EntityRef>,
+    pub subject: Option<EntityRef>,
+    pub actions: Vec<String>,
+    pub scope: Option<EntityRef>,
+    /// Now when `None`.
+    pub not_before: Option<UnixMillis>,
+    pub expires_at: Option<UnixMillis>,
+    pub max_uses: Option<u64>,
+    pub playbook: Option<String>,
+    pub justification: Option<String>,
+    /// Further attributes the schema declares for approvals, in Cedar's JSON form.
+    pub attributes: Map<String, Value>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ApprovalView {
+    pub approval: Arc<Approval>,
+    /// Its attributes beyond the ones `Approval` holds, in Cedar's JSON form.
+    pub attributes: Map<String, Value>,
+    pub meta: ChangeMeta,
+    pub uses: u64,
+    pub origin: Origin,
+    pub state: ApprovalState,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ApprovalFilter {
+    pub subject: Option<EntityRef>,
+    pub ticket: Option<String>,
+    pub state: Option<ApprovalState>,
+}
+
+impl Control {
+    pub fn grant_approval(&self, grant: ApprovalGrant) -> Result<ApprovalView, ControlError> {
+        let mut state = self.state();
+        let facts = Arc::clone(&self.engine.snapshot().facts);
+        let now = self.clock.now();
+        let id = match grant.id.as_deref() {
+            Some("") | None => format!("apr-{}", uuid::Uuid::now_v7()),
+            Some(id) => id.to_owned(),
+        };
+        if facts.approvals.contains_key(&id) {
+            return Err(ControlError::AlreadyExists(format!(
+                "an approval with id {id:?} exists"
+            )));
+        }
+        if grant.ticket.is_empty() {
+            return Err(invalid("approval.ticket", "required"));
+        }
+        let approver = required_ref(grant.approver.as_ref(), "approval.approver")?;
+        let requester = required_ref(grant.requester.as_ref(), "approval.requester")?;
+        let subject = required_ref(grant.subject.as_ref(), "approval.subject")?;
+        let scope = required_ref(grant.scope.as_ref(), "approval.scope")?;
+        // Separation of duties: a human approves, and not the one who asked.
+        if approver.type_name != HUMAN_TYPE {
+            return Err(invalid(
+                "approval.approver",
+                format!(
+                    "separation of duties: an approval is given by a {HUMAN_TYPE}, not by a {}",
+                    approver.type_name
+                ),
+            ));
+        }
+        known(&facts, &state.policies, &approver, "approval.approver")?;
+        known(&facts, &state.policies, &requester, "approval.requester")?;
+        if approver == requester {
+            return Err(invalid(
+                "approval.approver",
+                format!("separation of duties: the approver cannot be the requester ({approver})"),
+            ));
+        }
+        let subject_uid = known(&facts, &state.policies, &subject, "approval.subject")?;
+        if !facts.identities.contains_key(&subject_uid) {
+            return Err(invalid(
+                "approval.subject",
+                format!(
+                    "an approval is granted to an identity ({}), not to a {}",
+                    identity_types(state.policies.schema()).join(", "),
+                    subject.type_name
+                ),
+            ));
+        }
+        known(&facts, &state.policies, &scope, "approval.scope")?;
+        if grant.actions.is_empty() {
+            return Err(invalid(
+                "approval.actions",
+                "at least one action is required",
+            ));
+        }
+        let mut actions = Vec::new();
+        for (i, action) in grant.actions.iter().enumerate() {
+            let uid = state.policies.actions().get(action).ok_or_else(|| {
+                invalid(
+                    format!("approval.actions[{i}]"),
+                    format!("the schema declares no action {action:?}"),
+                )
+            })?;
+            actions.push(entity_json(uid));
+        }
+        // Validity: a window that is the right way round, not over, and not too long.
+        let not_before = grant.not_before.unwrap_or(now);
+        let expires_at = grant
+            .expires_at
+            .ok_or_else(|| invalid("approval.expires_at", "required"))?;
+        if expires_at <= not_before {
+            return Err(invalid(
+                "approval.expires_at",
+                format!("must be after not_before ({})", not_before.to_rfc3339()),
+            ));
+        }
+        if expires_at <= now {
+            return Err(invalid(
+                "approval.expires_at",
+                format!("must be in the future (now is {})", now.to_rfc3339()),
+            ));
+        }
+        let length = expires_at.0 - not_before.0;
+        if length > self.rules.approval_max_validity_ms {
+            return Err(invalid(
+                "approval.expires_at",
+                format!(
+                    "the approval would last {}, longer than the maximum of {} \
+                     (setting approval_max_validity_hours)",
+                    hours(length),
+                    hours(self.rules.approval_max_validity_ms)
+                ),
+            ));
+        }
+        let mut attrs = Map::new();
+        for (key, value) in &grant.attributes {
+            if APPROVAL_FIELDS.contains(&key.as_str()) {
+                return Err(invalid(
+                    format!("approval.attributes.{key}"),
+                    "is set by its own field of the grant",
+                ));
+            }
+            attrs.insert(key.clone(), value.clone());
+        }
+        attrs.insert("ticket".into(), json!(grant.ticket));
+        attrs.insert("approver".into(), entity_json(&uid_of(&approver)));
+        attrs.insert("actions".into(), Value::Array(actions));
+        attrs.insert("scope".into(), entity_json(&uid_of(&scope)));
+        attrs.insert("not_before".into(), datetime_json(not_before));
+        attrs.insert("expires_at".into(), datetime_json(expires_at));
+        attrs.insert("revoked".into(), json!(false));
+        if let Some(playbook) = grant.playbook.filter(|p| !p.is_empty()) {
+            attrs.insert("playbook".into(), json!(playbook));
+        }
+        if let Some(max_uses) = grant.max_uses.filter(|n| *n > 0) {
+            if max_uses > MAX_EXACT_INTEGER as u64 {
+                return Err(invalid("approval.max_uses", "at most 2^53"));
+            }
+            attrs.insert("max_uses".into(), json!(max_uses));
+        }
+        #[expect(clippy::expect_used, reason = "a constant type name Cedar parses")]
+        let uid = EntityUid::from_type_name_and_id(
+            APPROVAL_TYPE.parse().expect("a valid type name"),
+            EntityId::new(&id),
+        );
+        let entity = LiveEntity {
+            entity: json!({
+                "uid": {"type": APPROVAL_TYPE, "id": id},
+                "attrs": attrs,
+                "parents": [{"type": subject.type_name, "id": subject.id}],
+            }),
+            meta: ChangeMeta {
+                requester: Some(requester),
+                justification: grant.justification.filter(|j| !j.is_empty()),
+                granted_at: Some(now.0),
+                ..ChangeMeta::default()
+            },
+        };
+        self.change(&mut state, &uid, entity, "approval")?;
+        tracing::info!(approval = id, ticket = grant.ticket, %approver, %subject, "approval granted");
+        self.approval_in(&state, &id)
+    }
+
+    pub fn revoke_approval(&self, id: &str, reason: &str) -> Result<ApprovalView, ControlError> {
+        let mut state = self.state();
+        let view = self.approval_in(&state, id)?;
+        if view.approval.revoked {
+            return Ok(view);
+        }
+        let key = view.approval.uid.to_string();
+        let (mut entity, mut meta, _) = self
+            .current(&state, &key)
+            .ok_or_else(|| ControlError::NotFound(format!("no approval {id:?}")))?;
+        entity["attrs"]["revoked"] = json!(true);
+        meta.revoked_at = Some(self.clock.now().0);
+        meta.revoke_reason = Some(reason.to_owned()).filter(|r| !r.is_empty());
+        let uid = view.approval.uid.clone();
+        self.change(&mut state, &uid, LiveEntity { entity, meta }, "id")?;
+        tracing::info!(approval = id, reason, "approval revoked");
+        self.approval_in(&state, id)
+    }
+
+    pub fn approval(&self, id: &str) -> Result<ApprovalView, ControlError> {
+        self.approval_in(&self.state(), id)
+    }
+
+    fn approval_in(&self, state: &State, id: &str) -> Result<ApprovalView, ControlError> {
+        let facts = Arc::clone(&self.engine.snapshot().facts);
+        let approval = facts
+            .approvals
+            .get(id)
+            .ok_or_else(|| ControlError::NotFound(format!("no approval {id:?}")))?;
+        self.approval_view(state, approval)
+    }
+
+    fn approval_view(
+        &self,
+        state: &State,
+        approval: &Arc<Approval>,
+    ) -> Result<ApprovalView, ControlError> {
+        let key = approval.uid.to_string();
+        let (entity, meta, origin) = self
+            .current(state, &key)
+            .ok_or_else(|| ControlError::NotFound(format!("no approval {key}")))?;
+        let id = approval.uid.id().unescaped();
+        let uses = match approval.max_uses {
+            Some(_) => self.store.uses(id)?,
+            None => 0,
+        };
+        let now = self.clock.now();
+        let state = if approval.revoked {
+            ApprovalState::Revoked
+        } else if now >= approval.expires_at {
+            ApprovalState::Expired
+        } else if approval.max_uses.is_some_and(|max| uses >= max) {
+            ApprovalState::Exhausted
+        } else if now < approval.not_before {
+            ApprovalState::Pending
+        } else {
+            ApprovalState::Active
+        };
+        Ok(ApprovalView {
+            approval: Arc::clone(approval),
+            attributes: other_attributes(&entity, &APPROVAL_FIELDS),
+            meta,
+            uses,
+            origin,
+            state,
+        })
+    }
+
+    pub fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<ApprovalView>, ControlError> {
+        let state = self.state();
+        let facts = Arc::clone(&self.engine.snapshot().facts);
+        let subject = filter.subject.as_ref().map(uid_of);
+        let mut found: Vec<&Arc<Approval>> = facts
+            .approvals
+            .values()
+            .filter(|a| subject.as_ref().is_none_or(|s| &a.subject == s))
+            .filter(|a| filter.ticket.as_ref().is_none_or(|t| &a.ticket == t))
+            .collect();
+        found.sort_by(|a, b| a.uid.id().unescaped().cmp(b.uid.id().unescaped()));
+        let mut views = Vec::new();
+        for approval in found {
+            let view = self.approval_view(&state, approval)?;
+            if filter.state.is_none_or(|s| s == view.state) {
+                views.push(view);
+            }
+        }
+        Ok(views)
+    }
+}

@@ -1,0 +1,273 @@
+//! Identities through the admin API: creating one (owned by a known Human), updating its
+//! status, owner or attributes, retiring it, and reading them back.
+
+use super::*;
+
+/// The statuses an identity can have.
+pub const IDENTITY_STATUSES: [&str; 3] = ["active", "suspended", "retired"];
+
+/// A new identity.
+#[derive(Debug, Clone, Default)]
+pub struct IdentitySpec {
+    pub entity: Option<EntityRef>,
+    pub owner: Option<EntityRef>,
+    /// "active" when `None`.
+    pub status: Option<String>,
+    pub attributes: Map<String, Value>,
+    pub parents: Vec<EntityRef>,
+}
+
+/// A partial update: only what is `Some` changes.
+#[derive(Debug, Clone, Default)]
+pub struct IdentityUpdate {
+    pub owner: Option<EntityRef>,
+    pub status: Option<String>,
+    /// Each key replaces that attribute; `null` removes it.
+    pub attributes: Map<String, Value>,
+    pub parents: Option<Vec<EntityRef>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct IdentityView {
+    pub entity: EntityRef,
+    pub identity: Arc<Identity>,
+    /// Its attributes beyond owner and status, in Cedar's JSON form.
+    pub attributes: Map<String, Value>,
+    pub parents: Vec<EntityRef>,
+    pub meta: ChangeMeta,
+    pub origin: Origin,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct IdentityFilter {
+    pub type_name: Option<String>,
+    pub owner: Option<EntityRef>,
+    pub status: Option<String>,
+}
+
+impl Control {
+    pub fn create_identity(&self, spec: IdentitySpec) -> Result<IdentityView, ControlError> {
+        let mut state = self.state();
+        let facts = Arc::clone(&self.engine.snapshot().facts);
+        let entity = required_ref(spec.entity.as_ref(), "identity.entity")?;
+        if !identity_types(state.policies.schema()).contains(&entity.type_name) {
+            return Err(invalid(
+                "identity.entity.type",
+                format!(
+                    "{:?} is not an identity type of the schema ({})",
+                    entity.type_name,
+                    identity_types(state.policies.schema()).join(", ")
+                ),
+            ));
+        }
+        let uid = uid_of(&entity);
+        if facts.entities.get(&uid).is_some() {
+            return Err(ControlError::AlreadyExists(format!("{entity} exists")));
+        }
+        let owner = required_ref(spec.owner.as_ref(), "identity.owner")?;
+        let mut attrs = Map::new();
+        for (key, value) in spec.attributes {
+            if key == "owner" || key == "status" {
+                return Err(invalid(
+                    format!("identity.attributes.{key}"),
+                    "is set by its own field",
+                ));
+            }
+            attrs.insert(key, value);
+        }
+        attrs.insert(
+            "owner".into(),
+            owner_json(&facts, &state.policies, &owner, "identity.owner")?,
+        );
+        let status = spec.status.unwrap_or_else(|| "active".to_owned());
+        attrs.insert("status".into(), status_json(&status, "identity.status")?);
+        let parents = parents_json(&facts, &state.policies, &spec.parents, "identity.parents")?;
+        let live = LiveEntity {
+            entity: json!({
+                "uid": {"type": entity.type_name, "id": entity.id},
+                "attrs": attrs,
+                "parents": parents,
+            }),
+            meta: ChangeMeta {
+                updated_at: Some(self.clock.now().0),
+                ..ChangeMeta::default()
+            },
+        };
+        self.change(&mut state, &uid, live, "identity")?;
+        tracing::info!(identity = %entity, %owner, status, "identity created");
+        self.identity_in(&state, &entity)
+    }
+
+    pub fn update_identity(
+        &self,
+        entity: &EntityRef,
+        update: IdentityUpdate,
+    ) -> Result<IdentityView, ControlError> {
+        let mut state = self.state();
+        let facts = Arc::clone(&self.engine.snapshot().facts);
+        let uid = uid_of(entity);
+        if !facts.identities.contains_key(&uid) {
+            return Err(ControlError::NotFound(format!("no identity {entity}")));
+        }
+        let key = uid.to_string();
+        let (mut json, mut meta, _) = self
+            .current(&state, &key)
+            .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
+        let mut attrs = json["attrs"].as_object().cloned().unwrap_or_default();
+        for (key, value) in update.attributes {
+            if key == "owner" || key == "status" {
+                return Err(invalid(
+                    format!("attributes.{key}"),
+                    "is set by its own field",
+                ));
+            }
+            if value.is_null() {
+                attrs.remove(&key);
+            } else {
+                attrs.insert(key, value);
+            }
+        }
+        if let Some(owner) = &update.owner {
+            attrs.insert(
+                "owner".into(),
+                owner_json(&facts, &state.policies, owner, "owner")?,
+            );
+        }
+        if let Some(status) = &update.status {
+            attrs.insert("status".into(), status_json(status, "status")?);
+        }
+        json["attrs"] = Value::Object(attrs);
+        if let Some(parents) = &update.parents {
+            json["parents"] = parents_json(&facts, &state.policies, parents, "parents")?;
+        }
+        meta.updated_at = Some(self.clock.now().0);
+        self.change(
+            &mut state,
+            &uid,
+            LiveEntity { entity: json, meta },
+            "attributes",
+        )?;
+        tracing::info!(identity = %entity, owner = ?update.owner, status = ?update.status, "identity updated");
+        self.identity_in(&state, entity)
+    }
+
+    pub fn retire_identity(&self, entity: &EntityRef) -> Result<IdentityView, ControlError> {
+        self.update_identity(
+            entity,
+            IdentityUpdate {
+                status: Some("retired".to_owned()),
+                ..IdentityUpdate::default()
+            },
+        )
+    }
+
+    pub fn identity(&self, entity: &EntityRef) -> Result<IdentityView, ControlError> {
+        self.identity_in(&self.state(), entity)
+    }
+
+    fn identity_in(&self, state: &State, entity: &EntityRef) -> Result<IdentityView, ControlError> {
+        let facts = Arc::clone(&self.engine.snapshot().facts);
+        let uid = uid_of(entity);
+        let identity = facts
+            .identities
+            .get(&uid)
+            .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
+        let (json, meta, origin) = self
+            .current(state, &uid.to_string())
+            .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
+        let parents = json["parents"]
+            .as_array()
+            .map(|parents| {
+                parents
+                    .iter()
+                    .filter_map(|p| EntityUid::from_json(p.clone()).ok())
+                    .map(|uid| EntityRef::from_uid(&uid))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(IdentityView {
+            entity: entity.clone(),
+            identity: Arc::clone(identity),
+            attributes: other_attributes(&json, &["owner", "status"]),
+            parents,
+            meta,
+            origin,
+        })
+    }
+
+    pub fn identities(&self, filter: &IdentityFilter) -> Result<Vec<IdentityView>, ControlError> {
+        let state = self.state();
+        let facts = Arc::clone(&self.engine.snapshot().facts);
+        let mut found: Vec<(&EntityUid, &Arc<Identity>)> = facts
+            .identities
+            .iter()
+            .filter(|(uid, _)| {
+                filter
+                    .type_name
+                    .as_ref()
+                    .is_none_or(|t| &uid.type_name().to_string() == t)
+            })
+            .filter(|(_, i)| {
+                filter
+                    .owner
+                    .as_ref()
+                    .is_none_or(|o| i.owner.as_ref().is_some_and(|owner| &owner.entity == o))
+            })
+            .filter(|(_, i)| {
+                filter
+                    .status
+                    .as_ref()
+                    .is_none_or(|s| i.status.as_ref() == Some(s))
+            })
+            .collect();
+        found.sort_by_key(|(uid, _)| uid.to_string());
+        found
+            .into_iter()
+            .map(|(uid, _)| self.identity_in(&state, &EntityRef::from_uid(uid)))
+            .collect()
+    }
+}
+
+fn owner_json(
+    facts: &Facts,
+    policies: &PolicySnapshot,
+    owner: &EntityRef,
+    field: &str,
+) -> Result<Value, ControlError> {
+    if owner.type_name != HUMAN_TYPE {
+        return Err(invalid(
+            field,
+            format!(
+                "an identity is owned by a {HUMAN_TYPE}, not by a {}",
+                owner.type_name
+            ),
+        ));
+    }
+    let uid = known(facts, policies, owner, field)?;
+    Ok(entity_json(&uid))
+}
+
+fn status_json(status: &str, field: &str) -> Result<Value, ControlError> {
+    if IDENTITY_STATUSES.contains(&status) {
+        Ok(json!(status))
+    } else {
+        Err(invalid(
+            field,
+            format!("{status:?} is not one of {}", IDENTITY_STATUSES.join(", ")),
+        ))
+    }
+}
+
+fn parents_json(
+    facts: &Facts,
+    policies: &PolicySnapshot,
+    parents: &[EntityRef],
+    field: &str,
+) -> Result<Value, ControlError> {
+    let mut all = Vec::new();
+    for (i, parent) in parents.iter().enumerate() {
+        known(facts, policies, parent, &format!("{field}[{i}]"))?;
+        all.push(json!({"type": parent.type_name, "id": parent.id}));
+    }
+    Ok(Value::Array(all))
+}

@@ -1,0 +1,372 @@
+//! The control plane: every change to what decisions are made from goes through here. Admin
+//! calls (grant or revoke an approval; create, update or retire an identity) and policy reloads
+//! (from the folder watcher or `ReloadPolicies`) are checked against Warrant's rules, a whole new
+//! snapshot is built and validated, the change is persisted, and only then is the snapshot
+//! swapped into the engine. Changes run one at a time; one that fails leaves everything as it was.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use cedar_policy::{EntityId, EntityUid, Schema};
+use serde_json::{Map, Value, json};
+
+use crate::clock::{Clock, UnixMillis};
+use crate::domain::{Approval, EntityRef, Identity, MAX_EXACT_INTEGER};
+use crate::engine::{Engine, EngineSettings, Snapshot, UseCounter};
+use crate::facts::{APPROVAL_TYPE, Facts, HUMAN_TYPE, load_entities_file, merged};
+use crate::policy::PolicySnapshot;
+use crate::store::{ChangeMeta, LiveEntity, LiveStore, StoreError};
+
+pub mod approvals;
+pub mod identities;
+mod reload;
+
+/// The rules the control plane enforces beyond the schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Rules {
+    /// The longest an approval may last, from `not_before` to `expires_at`.
+    pub approval_max_validity_ms: i64,
+}
+
+impl Default for Rules {
+    fn default() -> Self {
+        Rules {
+            approval_max_validity_ms: 30 * 24 * 3_600_000,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The change breaks a rule or does not fit the schema; `field` names the culprit.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A policy reload failed; the last good set keeps serving.
+    #[error("{0}")]
+    ReloadFailed(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn invalid(field: impl Into<String>, message: impl Into<String>) -> ControlError {
+    ControlError::Invalid {
+        field: field.into(),
+        message: message.into(),
+    }
+}
+
+/// Where an entity's current form comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// The policy folder's `entities.json`, unchanged.
+    File,
+    /// Changed or created through the admin API.
+    Live,
+}
+
+#[derive(Debug, Clone)]
+pub struct StatusView {
+    pub policy_version: Arc<str>,
+    pub policies_loaded_at: UnixMillis,
+    /// When the facts last changed (a live change, or a reload that changed them).
+    pub facts_changed_at: UnixMillis,
+    /// Changes to the facts since start.
+    pub facts_changes: u64,
+    pub policy_count: usize,
+    pub facts_version: Arc<str>,
+    pub entity_count: usize,
+    pub identity_count: usize,
+    pub approval_count: usize,
+    pub live_changes: usize,
+    pub last_reload_error: Option<(UnixMillis, String)>,
+    pub reloads: u64,
+    pub reload_failures: u64,
+}
+
+/// What the control plane holds between changes. Guarded by one mutex: changes are serialised.
+struct State {
+    /// The policy folder's policies, as last loaded successfully.
+    policies: Arc<PolicySnapshot>,
+    /// The policy folder's `entities.json`, by uid, as last loaded successfully.
+    base: BTreeMap<String, Value>,
+    policies_loaded_at: UnixMillis,
+    facts_changed_at: UnixMillis,
+    facts_changes: u64,
+    /// Every entity changed through the admin API, by uid: they replace the file's.
+    live: BTreeMap<String, LiveEntity>,
+    reloads: u64,
+    reload_failures: u64,
+    /// Cleared by the next successful reload.
+    last_reload_error: Option<(UnixMillis, String)>,
+}
+
+pub struct Control {
+    engine: Arc<Engine>,
+    store: Arc<LiveStore>,
+    policies_dir: PathBuf,
+    /// Candidate policies evaluated beside the active ones (`--shadow-policies`), reloaded with
+    /// them.
+    shadow_dir: Option<PathBuf>,
+    clock: Arc<dyn Clock>,
+    rules: Rules,
+    state: Mutex<State>,
+}
+
+impl Control {
+    /// Loads the policy folder and the live changes in `store`, and builds the engine on them.
+    pub fn open(
+        policies_dir: &Path,
+        store: LiveStore,
+        clock: Arc<dyn Clock>,
+        settings: EngineSettings,
+        rules: Rules,
+    ) -> anyhow::Result<Control> {
+        let store = Arc::new(store);
+        let policies = Arc::new(PolicySnapshot::load(policies_dir)?);
+        let base = load_entities_file(policies_dir)?;
+        let live = store.entities()?;
+        let facts = merged(policies.schema(), &base, live_entities(&live)).map_err(|message| {
+            anyhow::anyhow!(
+                "{}: the policy folder's facts with the live changes in the data folder: {message}",
+                policies_dir.display()
+            )
+        })?;
+        let snapshot = Snapshot {
+            policies: Arc::clone(&policies),
+            facts: Arc::new(facts),
+        };
+        let engine = Engine::new(snapshot, Arc::clone(&clock), settings)
+            .with_use_counter(Arc::clone(&store) as Arc<dyn UseCounter>);
+        Ok(Control {
+            engine: Arc::new(engine),
+            store,
+            policies_dir: policies_dir.to_path_buf(),
+            shadow_dir: None,
+            rules,
+            state: Mutex::new(State {
+                policies,
+                base,
+                policies_loaded_at: clock.now(),
+                facts_changed_at: clock.now(),
+                facts_changes: 0,
+                live,
+                reloads: 0,
+                reload_failures: 0,
+                last_reload_error: None,
+            }),
+            clock,
+        })
+    }
+
+    /// Evaluates the candidate policies in `dir` beside the active ones from now on, and
+    /// reloads them whenever the active ones are reloaded.
+    pub fn with_shadow(mut self, dir: &Path) -> anyhow::Result<Self> {
+        let candidate = PolicySnapshot::load(dir)
+            .map_err(|e| anyhow::anyhow!("the shadow policies in {}: {e}", dir.display()))?;
+        tracing::info!(
+            policy_version = %candidate.version(),
+            policies = candidate.policy_count(),
+            "shadow policies loaded from {}: evaluated beside the active set, answering nothing",
+            dir.display()
+        );
+        self.engine.set_shadow(Some(Arc::new(candidate)));
+        self.shadow_dir = Some(dir.to_path_buf());
+        Ok(self)
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    pub fn policies_dir(&self) -> &Path {
+        &self.policies_dir
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave a half change: the snapshot is swapped
+        // last, and `live` is restored on every error path.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn status(&self) -> StatusView {
+        self.status_of(&self.state())
+    }
+
+    fn status_of(&self, state: &State) -> StatusView {
+        let snapshot = self.engine.snapshot();
+        StatusView {
+            policy_version: Arc::clone(snapshot.policies.version()),
+            policies_loaded_at: state.policies_loaded_at,
+            facts_changed_at: state.facts_changed_at,
+            facts_changes: state.facts_changes,
+            policy_count: snapshot.policies.policy_count(),
+            facts_version: Arc::clone(&snapshot.facts.version),
+            entity_count: snapshot.facts.entities.len(),
+            identity_count: snapshot.facts.identities.len(),
+            approval_count: snapshot.facts.approvals.len(),
+            live_changes: state.live.len(),
+            last_reload_error: state.last_reload_error.clone(),
+            reloads: state.reloads,
+            reload_failures: state.reload_failures,
+        }
+    }
+
+    /// Makes `entity` the live form of `uid`: builds the new facts first, persists, then swaps.
+    fn change(
+        &self,
+        state: &mut State,
+        uid: &EntityUid,
+        entity: LiveEntity,
+        field: &str,
+    ) -> Result<(), ControlError> {
+        let key = uid.to_string();
+        let previous = state.live.insert(key.clone(), entity.clone());
+        // Most changes (an identity's status or owner, an approval granted or revoked) update
+        // the current facts in place; anything else rebuilds them from the file and the overlay.
+        let current = Arc::clone(&self.engine.snapshot().facts);
+        let built = match current.with_changes(
+            state.policies.schema(),
+            std::slice::from_ref(&entity.entity),
+        ) {
+            Ok(Some(facts)) => Ok(facts),
+            Ok(None) => merged(
+                state.policies.schema(),
+                &state.base,
+                live_entities(&state.live),
+            ),
+            Err(error) => Err(error),
+        };
+        let persisted = match built {
+            Ok(facts) => self
+                .store
+                .put(&key, &entity)
+                .map(|()| facts)
+                .map_err(ControlError::from),
+            Err(error) => Err(invalid(field, error.to_string())),
+        };
+        match persisted {
+            Ok(facts) => {
+                self.engine.replace_snapshot(Snapshot {
+                    policies: Arc::clone(&state.policies),
+                    facts: Arc::new(facts),
+                });
+                state.facts_changed_at = self.clock.now();
+                state.facts_changes += 1;
+                Ok(())
+            }
+            Err(error) => {
+                match previous {
+                    Some(previous) => state.live.insert(key, previous),
+                    None => state.live.remove(&key),
+                };
+                Err(error)
+            }
+        }
+    }
+
+    /// The current JSON form of an entity and what the admin API recorded of it.
+    fn current(&self, state: &State, key: &str) -> Option<(Value, ChangeMeta, Origin)> {
+        match state.live.get(key) {
+            Some(live) => Some((live.entity.clone(), live.meta.clone(), Origin::Live)),
+            None => state
+                .base
+                .get(key)
+                .map(|entity| (entity.clone(), ChangeMeta::default(), Origin::File)),
+        }
+    }
+}
+
+fn hours(millis: i64) -> String {
+    format!("{:.1} h", millis as f64 / 3_600_000.0)
+}
+
+/// The principal types of the schema: the kinds of identity.
+fn identity_types(schema: &Schema) -> Vec<String> {
+    let mut types: Vec<String> = schema
+        .principals()
+        .map(ToString::to_string)
+        .filter(|t| t != APPROVAL_TYPE)
+        .collect();
+    types.sort();
+    types.dedup();
+    types
+}
+
+fn required_ref(entity: Option<&EntityRef>, field: &str) -> Result<EntityRef, ControlError> {
+    match entity {
+        Some(entity) if !entity.type_name.is_empty() && !entity.id.is_empty() => Ok(entity.clone()),
+        Some(entity) if entity.type_name.is_empty() => {
+            Err(invalid(format!("{field}.type"), "required"))
+        }
+        Some(_) => Err(invalid(format!("{field}.id"), "required")),
+        None => Err(invalid(field, "required")),
+    }
+}
+
+#[expect(clippy::expect_used, reason = "a constant type name Cedar parses")]
+fn uid_of(entity: &EntityRef) -> EntityUid {
+    match entity.type_name.parse() {
+        Ok(type_name) => EntityUid::from_type_name_and_id(type_name, EntityId::new(&entity.id)),
+        // A type name Cedar cannot parse names nothing: give a uid no entity can have.
+        Err(_) => EntityUid::from_type_name_and_id(
+            "__warrant_invalid".parse().expect("a valid type name"),
+            EntityId::new(&entity.id),
+        ),
+    }
+}
+
+/// The entity, which must exist in `facts` and be of a type the schema declares.
+fn known(
+    facts: &Facts,
+    policies: &PolicySnapshot,
+    entity: &EntityRef,
+    field: &str,
+) -> Result<EntityUid, ControlError> {
+    if !policies.entity_types().contains_key(&entity.type_name) {
+        return Err(invalid(
+            format!("{field}.type"),
+            format!("the schema declares no entity type {:?}", entity.type_name),
+        ));
+    }
+    let uid = uid_of(entity);
+    if facts.entities.get(&uid).is_none() {
+        return Err(invalid(field, format!("no {entity} is known")));
+    }
+    Ok(uid)
+}
+
+fn entity_json(uid: &EntityUid) -> Value {
+    json!({"__entity": {"type": uid.type_name().to_string(), "id": uid.id().unescaped()}})
+}
+
+fn datetime_json(at: UnixMillis) -> Value {
+    json!({"__extn": {"fn": "datetime", "arg": at.to_cedar_datetime()}})
+}
+
+/// An entity's attributes except `known` ones.
+fn other_attributes(entity: &Value, known: &[&str]) -> Map<String, Value> {
+    entity["attrs"]
+        .as_object()
+        .map(|attrs| {
+            attrs
+                .iter()
+                .filter(|(key, _)| !known.contains(&key.as_str()))
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The live entities as changes to the file's.
+fn live_entities(live: &BTreeMap<String, LiveEntity>) -> impl Iterator<Item = (&str, &Value)> {
+    live.iter()
+        .map(|(key, entity)| (key.as_str(), &entity.entity))
+}

@@ -1,0 +1,162 @@
+//! Policy reloads: the folder (and the shadow folder) loaded, validated and swapped in whole,
+//! on `ReloadPolicies` or when the folder watcher sees a change settle.
+
+use super::*;
+
+/// How long the folder must be quiet after a change before it is reloaded.
+const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
+
+impl Control {
+    /// Reloads the policy folder: all or nothing. On failure the last good set keeps serving,
+    /// and the error is logged, counted and kept for `status`.
+    pub fn reload_policies(&self) -> Result<StatusView, ControlError> {
+        let mut state = self.state();
+        let loaded = PolicySnapshot::load(&self.policies_dir)
+            .map_err(|error| error.to_string())
+            .and_then(|policies| {
+                let base =
+                    load_entities_file(&self.policies_dir).map_err(|error| error.to_string())?;
+                let facts = merged(policies.schema(), &base, live_entities(&state.live))
+                    .map_err(|error| error.to_string())?;
+                let candidate = match &self.shadow_dir {
+                    Some(dir) => Some(PolicySnapshot::load(dir).map_err(|error| {
+                        format!("the shadow policies in {}: {error}", dir.display())
+                    })?),
+                    None => None,
+                };
+                Ok((policies, base, facts, candidate))
+            });
+        let now = self.clock.now();
+        match loaded {
+            Ok((policies, base, facts, candidate)) => {
+                if let Some(candidate) = candidate {
+                    let current = self.engine.shadow().map(|s| Arc::clone(s.version()));
+                    if current.as_deref() != Some(candidate.version().as_ref()) {
+                        tracing::info!(policy_version = %candidate.version(), "shadow policies reloaded");
+                        self.engine.set_shadow(Some(Arc::new(candidate)));
+                    }
+                }
+                let current = self.engine.snapshot();
+                if current.policies.version() == policies.version()
+                    && current.facts.version == facts.version
+                {
+                    tracing::debug!("policy folder unchanged");
+                } else {
+                    let policies = Arc::new(policies);
+                    tracing::info!(
+                        policy_version = %policies.version(),
+                        facts_version = %facts.version,
+                        policies = policies.policy_count(),
+                        "policies reloaded from {}",
+                        self.policies_dir.display()
+                    );
+                    if current.facts.version != facts.version {
+                        state.facts_changed_at = now;
+                        state.facts_changes += 1;
+                    }
+                    self.engine.replace_snapshot(Snapshot {
+                        policies: Arc::clone(&policies),
+                        facts: Arc::new(facts),
+                    });
+                    state.policies = policies;
+                    state.base = base;
+                    state.policies_loaded_at = now;
+                    state.reloads += 1;
+                }
+                state.last_reload_error = None;
+                Ok(self.status_of(&state))
+            }
+            Err(message) => {
+                tracing::error!(
+                    error = %message,
+                    "policy reload failed; the last good policies keep serving"
+                );
+                state.reload_failures += 1;
+                state.last_reload_error = Some((now, message.clone()));
+                Err(ControlError::ReloadFailed(message))
+            }
+        }
+    }
+
+    /// Watches the policy folder and reloads it once changes have settled. Watching stops when
+    /// the returned watcher is dropped.
+    pub fn watch(self: &Arc<Self>) -> notify::Result<notify::RecommendedWatcher> {
+        use notify::Watcher as _;
+        let (sender, receiver) = std::sync::mpsc::channel();
+        let mut watcher =
+            notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+                let relevant = match &event {
+                    Ok(event) => changes_content(&event.kind),
+                    Err(_) => true,
+                };
+                if relevant {
+                    let _ = sender.send(());
+                }
+            })?;
+        watcher.watch(&self.policies_dir, notify::RecursiveMode::NonRecursive)?;
+        if let Some(dir) = &self.shadow_dir {
+            watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+        }
+        let control = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("warrant-policy-watch".to_owned())
+            .spawn(move || {
+                // Ends when the watcher, and with it the sender, is dropped.
+                while receiver.recv().is_ok() {
+                    // Editors and deploy tools write several files: wait for quiet, and for
+                    // the folder's files to stop changing (a writer that closes and reopens).
+                    loop {
+                        while receiver.recv_timeout(RELOAD_DEBOUNCE).is_ok() {}
+                        let Some(control) = control.upgrade() else {
+                            return;
+                        };
+                        let before = folder_state(&control.policies_dir);
+                        std::thread::sleep(RELOAD_DEBOUNCE);
+                        if folder_state(&control.policies_dir) == before {
+                            break;
+                        }
+                    }
+                    let Some(control) = control.upgrade() else {
+                        return;
+                    };
+                    // A failure is logged, counted and kept for Status by reload_policies.
+                    let _ = control.reload_policies();
+                }
+            })
+            .map_err(notify::Error::io)?;
+        Ok(watcher)
+    }
+}
+
+/// Whether a file event marks a finished change to the folder: a file closed after writing, a
+/// rename (an atomic deploy, or a symlink swap), a removal, a new directory. A plain write is
+/// not: the file is still open and may be half written (a rewrite in place truncates first),
+/// and its close will follow. Reads, including our own, change nothing.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::EventKind;
+    use notify::event::{AccessKind, AccessMode, CreateKind, ModifyKind};
+    match kind {
+        EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        EventKind::Modify(ModifyKind::Name(_)) | EventKind::Remove(_) => true,
+        EventKind::Create(CreateKind::Folder) => true,
+        // Unknown kinds (another platform's watcher): reload, the stable-content check guards.
+        EventKind::Any | EventKind::Other => true,
+        EventKind::Access(_) | EventKind::Create(_) | EventKind::Modify(_) => false,
+    }
+}
+
+/// The folder's files as (name, length, modification time), to see that it has stopped
+/// changing before it is loaded.
+fn folder_state(dir: &Path) -> Vec<(std::ffi::OsString, u64, Option<std::time::SystemTime>)> {
+    let mut state: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let meta = std::fs::metadata(entry.path()).ok()?;
+            Some((entry.file_name(), meta.len(), meta.modified().ok()))
+        })
+        .collect();
+    state.sort();
+    state
+}
