@@ -134,7 +134,7 @@ fn decision(c: &mut Criterion) {
         let raw = authorizer.is_authorized(
             &raw_request,
             snapshot.policies.policies(),
-            &snapshot.facts.entities,
+            snapshot.facts.entities(),
         );
         let ours = engine.check(&case.request).unwrap();
         assert_eq!(
@@ -155,7 +155,7 @@ fn decision(c: &mut Criterion) {
                 authorizer.is_authorized(
                     black_box(&raw_request),
                     snapshot.policies.policies(),
-                    &snapshot.facts.entities,
+                    snapshot.facts.entities(),
                 )
             })
         });

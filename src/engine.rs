@@ -113,11 +113,11 @@ impl<'a> Resolved<'a> {
         resource_uid: EntityUid,
     ) -> Self {
         Resolved {
-            identity: facts.identities.get(&principal_uid),
+            identity: facts.identities().get(&principal_uid),
             approval: request
                 .approval_id
                 .as_deref()
-                .and_then(|id| facts.approvals.get(id)),
+                .and_then(|id| facts.approvals().get(id)),
             principal_uid,
             resource_uid,
         }
@@ -267,7 +267,7 @@ impl Engine {
                     let response = self.authorizer.is_authorized(
                         &cedar_request,
                         &alone,
-                        &snapshot.facts.entities,
+                        snapshot.facts.entities(),
                     );
                     let diagnostics = response.diagnostics();
                     let outcome = match diagnostics.errors().next() {
@@ -339,7 +339,7 @@ impl Engine {
                 resource: request.resource,
                 resource_scopes: Arc::from([]),
                 decided_at: now,
-                facts_version: Arc::clone(&snapshot.facts.version),
+                facts_version: Arc::clone(snapshot.facts.version()),
                 evaluation_id: decision_id,
                 answered_from_cache: false,
             },
@@ -369,7 +369,7 @@ impl Engine {
             context: request.context.clone(),
             approval_id: request.approval_id.clone(),
             policy_version: Arc::clone(snapshot.policies.version()),
-            facts_version: Arc::clone(&snapshot.facts.version),
+            facts_version: Arc::clone(snapshot.facts.version()),
             shadow_version: shadow.as_ref().map(|s| Arc::clone(s.version())),
         };
         if let Some(entry) = cache.get(&key, now) {
@@ -459,7 +459,7 @@ impl Engine {
         let response = self.authorizer.is_authorized(
             &cedar_request,
             snapshot.policies.policies(),
-            &facts.entities,
+            facts.entities(),
         );
         self.conclude(resolved, response)
     }
@@ -476,10 +476,10 @@ impl Engine {
     ) -> Result<Result<Request, Verdict>, InvalidRequest> {
         let facts = &snapshot.facts;
         // Facts Warrant checks itself, before any policy: fail closed on what it cannot resolve.
-        if resolved.identity.is_none() && facts.entities.get(&resolved.principal_uid).is_none() {
+        if resolved.identity.is_none() && facts.entities().get(&resolved.principal_uid).is_none() {
             return Ok(Err(Verdict::warrant_deny(reason::UNKNOWN_PRINCIPAL)));
         }
-        if facts.entities.get(&resolved.resource_uid).is_none() {
+        if facts.entities().get(&resolved.resource_uid).is_none() {
             return Ok(Err(Verdict::warrant_deny(reason::UNKNOWN_RESOURCE)));
         }
         if request.approval_id.is_some() {
@@ -612,7 +612,7 @@ impl Engine {
                     Ok(Ok(cedar_request)) => cedar_verdict(&self.authorizer.is_authorized(
                         &cedar_request,
                         candidate.policies(),
-                        &snapshot.facts.entities,
+                        snapshot.facts.entities(),
                     )),
                 }
             }
@@ -673,7 +673,7 @@ impl Engine {
         };
         let decision_id = new_decision_id(now);
         let resource_scopes = facts
-            .resource_scopes
+            .resource_scopes()
             .get(&resolved.resource_uid)
             .cloned()
             .unwrap_or_else(|| Arc::from([]));
@@ -689,7 +689,7 @@ impl Engine {
                 resource: request.resource.clone(),
                 resource_scopes,
                 decided_at: now,
-                facts_version: Arc::clone(&facts.version),
+                facts_version: Arc::clone(facts.version()),
                 evaluation_id: decision_id,
                 answered_from_cache: false,
             },

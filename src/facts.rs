@@ -22,14 +22,14 @@ pub const HUMAN_TYPE: &str = "Human";
 
 /// One consistent set of facts. Immutable once built.
 pub struct Facts {
-    pub entities: Entities,
-    pub identities: HashMap<EntityUid, Arc<Identity>>,
-    pub approvals: HashMap<String, Arc<Approval>>,
+    entities: Entities,
+    identities: HashMap<EntityUid, Arc<Identity>>,
+    approvals: HashMap<String, Arc<Approval>>,
     /// For each resource, every scope it lies in, nearest first.
-    pub resource_scopes: HashMap<EntityUid, Arc<[EntityRef]>>,
+    resource_scopes: HashMap<EntityUid, Arc<[EntityRef]>>,
     /// Identities by the SPIFFE ID of their workload (their `spiffe_id` attribute), for gateways
     /// that name the caller by its mTLS certificate.
-    pub spiffe_ids: HashMap<String, EntityUid>,
+    spiffe_ids: HashMap<String, EntityUid>,
     /// For each entity that has any: every `datetime` in its attributes and tags and in those of
     /// every entity reachable from it through entity-valued attributes, sorted. A decision that
     /// reads an entity can only change when the clock crosses one of these.
@@ -39,7 +39,7 @@ pub struct Facts {
     direct_times: HashMap<EntityUid, Arc<TimeReferences>>,
     referrers: HashMap<EntityUid, Vec<EntityUid>>,
     /// `sha256:` of the facts' JSON text (the file's, plus the live changes if there are any).
-    pub version: Arc<str>,
+    version: Arc<str>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,6 +60,39 @@ pub enum FactsLoadError {
 }
 
 impl Facts {
+    // The facts' parts, read-only: a `Facts` is immutable once built (`from_json`,
+    // `with_changes`), and its indexes agree with its entities.
+
+    /// Cedar's entities, as policies read them.
+    pub fn entities(&self) -> &Entities {
+        &self.entities
+    }
+
+    /// What Warrant knows of each identity, by uid.
+    pub fn identities(&self) -> &HashMap<EntityUid, Arc<Identity>> {
+        &self.identities
+    }
+
+    /// Approvals, by id.
+    pub fn approvals(&self) -> &HashMap<String, Arc<Approval>> {
+        &self.approvals
+    }
+
+    /// For each resource, every scope it lies in, nearest first.
+    pub fn resource_scopes(&self) -> &HashMap<EntityUid, Arc<[EntityRef]>> {
+        &self.resource_scopes
+    }
+
+    /// Identities by the SPIFFE ID of their workload.
+    pub fn spiffe_ids(&self) -> &HashMap<String, EntityUid> {
+        &self.spiffe_ids
+    }
+
+    /// `sha256:` of the facts' JSON text.
+    pub fn version(&self) -> &Arc<str> {
+        &self.version
+    }
+
     /// Loads `dir/entities.json`, validated against `schema`.
     pub fn load(dir: &Path, schema: &Schema) -> Result<Self, FactsLoadError> {
         let path = dir.join(ENTITIES_FILE);

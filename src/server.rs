@@ -77,9 +77,9 @@ pub async fn serve(
     tracing::info!(
         policies = snapshot.policies.policy_count(),
         policy_version = %snapshot.policies.version(),
-        entities = snapshot.facts.entities.len(),
-        approvals = snapshot.facts.approvals.len(),
-        facts_version = %snapshot.facts.version,
+        entities = snapshot.facts.entities().len(),
+        approvals = snapshot.facts.approvals().len(),
+        facts_version = %snapshot.facts.version(),
         live_changes = control.status().live_changes,
         "policies and facts loaded from {}",
         config.policies.display()

@@ -349,7 +349,7 @@ impl ExtAuthzService {
     ) -> Result<EntityRef, Refusal> {
         if !peer.is_empty() {
             let snapshot = self.decider.engine().snapshot();
-            return match snapshot.facts.spiffe_ids.get(peer) {
+            return match snapshot.facts.spiffe_ids().get(peer) {
                 Some(uid) => Ok(EntityRef::from_uid(uid)),
                 None => Err(Refusal::forbidden(reason::UNKNOWN_SPIFFE_ID)),
             };

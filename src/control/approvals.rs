@@ -73,7 +73,7 @@ impl Control {
             Some("") | None => format!("apr-{}", uuid::Uuid::now_v7()),
             Some(id) => id.to_owned(),
         };
-        if facts.approvals.contains_key(&id) {
+        if facts.approvals().contains_key(&id) {
             return Err(ControlError::AlreadyExists(format!(
                 "an approval with id {id:?} exists"
             )));
@@ -104,7 +104,7 @@ impl Control {
             ));
         }
         let subject_uid = known(&facts, &state.policies, &subject, "approval.subject")?;
-        if !facts.identities.contains_key(&subject_uid) {
+        if !facts.identities().contains_key(&subject_uid) {
             return Err(invalid(
                 "approval.subject",
                 format!(
@@ -235,7 +235,7 @@ impl Control {
     fn approval_in(&self, state: &State, id: &str) -> Result<ApprovalView, ControlError> {
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let approval = facts
-            .approvals
+            .approvals()
             .get(id)
             .ok_or_else(|| ControlError::NotFound(format!("no approval {id:?}")))?;
         self.approval_view(state, approval)
@@ -282,7 +282,7 @@ impl Control {
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let subject = filter.subject.as_ref().map(uid_of);
         let mut found: Vec<&Arc<Approval>> = facts
-            .approvals
+            .approvals()
             .values()
             .filter(|a| subject.as_ref().is_none_or(|s| &a.subject == s))
             .filter(|a| filter.ticket.as_ref().is_none_or(|t| &a.ticket == t))

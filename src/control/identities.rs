@@ -61,7 +61,7 @@ impl Control {
             ));
         }
         let uid = uid_of(&entity);
-        if facts.entities.get(&uid).is_some() {
+        if facts.entities().get(&uid).is_some() {
             return Err(ControlError::AlreadyExists(format!("{entity} exists")));
         }
         let owner = required_ref(spec.owner.as_ref(), "identity.owner")?;
@@ -106,7 +106,7 @@ impl Control {
         let mut state = self.state();
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let uid = uid_of(entity);
-        if !facts.identities.contains_key(&uid) {
+        if !facts.identities().contains_key(&uid) {
             return Err(ControlError::NotFound(format!("no identity {entity}")));
         }
         let key = uid.to_string();
@@ -169,7 +169,7 @@ impl Control {
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let uid = uid_of(entity);
         let identity = facts
-            .identities
+            .identities()
             .get(&uid)
             .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
         let (json, meta, origin) = self
@@ -199,7 +199,7 @@ impl Control {
         let state = self.state();
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let mut found: Vec<(&EntityUid, &Arc<Identity>)> = facts
-            .identities
+            .identities()
             .iter()
             .filter(|(uid, _)| {
                 filter

@@ -208,10 +208,10 @@ impl Control {
             facts_changed_at: state.facts_changed_at,
             facts_changes: state.facts_changes,
             policy_count: snapshot.policies.policy_count(),
-            facts_version: Arc::clone(&snapshot.facts.version),
-            entity_count: snapshot.facts.entities.len(),
-            identity_count: snapshot.facts.identities.len(),
-            approval_count: snapshot.facts.approvals.len(),
+            facts_version: Arc::clone(snapshot.facts.version()),
+            entity_count: snapshot.facts.entities().len(),
+            identity_count: snapshot.facts.identities().len(),
+            approval_count: snapshot.facts.approvals().len(),
             live_changes: state.live.len(),
             last_reload_error: state.last_reload_error.clone(),
             reloads: state.reloads,
@@ -337,7 +337,7 @@ fn known(
         ));
     }
     let uid = uid_of(entity);
-    if facts.entities.get(&uid).is_none() {
+    if facts.entities().get(&uid).is_none() {
         return Err(invalid(field, format!("no {entity} is known")));
     }
     Ok(uid)

@@ -38,19 +38,19 @@ impl Control {
                 }
                 let current = self.engine.snapshot();
                 if current.policies.version() == policies.version()
-                    && current.facts.version == facts.version
+                    && current.facts.version() == facts.version()
                 {
                     tracing::debug!("policy folder unchanged");
                 } else {
                     let policies = Arc::new(policies);
                     tracing::info!(
                         policy_version = %policies.version(),
-                        facts_version = %facts.version,
+                        facts_version = %facts.version(),
                         policies = policies.policy_count(),
                         "policies reloaded from {}",
                         self.policies_dir.display()
                     );
-                    if current.facts.version != facts.version {
+                    if current.facts.version() != facts.version() {
                         state.facts_changed_at = now;
                         state.facts_changes += 1;
                     }

@@ -438,23 +438,23 @@ proptest! {
                 continue;
             };
             facts = updated;
-            prop_assert_eq!(&facts.identities, &fresh.identities);
-            prop_assert_eq!(&facts.approvals, &fresh.approvals);
-            prop_assert_eq!(&facts.resource_scopes, &fresh.resource_scopes);
-            prop_assert_eq!(&facts.spiffe_ids, &fresh.spiffe_ids);
-            for entity in fresh.entities.iter() {
+            prop_assert_eq!(&facts.identities(), &fresh.identities());
+            prop_assert_eq!(&facts.approvals(), &fresh.approvals());
+            prop_assert_eq!(&facts.resource_scopes(), &fresh.resource_scopes());
+            prop_assert_eq!(&facts.spiffe_ids(), &fresh.spiffe_ids());
+            for entity in fresh.entities().iter() {
                 let uid = entity.uid();
-                let mine = facts.entities.get(&uid).expect("the same entities");
+                let mine = facts.entities().get(&uid).expect("the same entities");
                 prop_assert_eq!(mine.to_json_value().unwrap(), entity.to_json_value().unwrap());
                 let ancestors = |e: &cedar_policy::Entities| {
                     let mut all: Vec<String> = e.ancestors(&uid).into_iter().flatten().map(ToString::to_string).collect();
                     all.sort();
                     all
                 };
-                prop_assert_eq!(ancestors(&facts.entities), ancestors(&fresh.entities));
+                prop_assert_eq!(ancestors(facts.entities()), ancestors(fresh.entities()));
                 prop_assert_eq!(facts.time_bounds(&uid), fresh.time_bounds(&uid));
             }
-            prop_assert_eq!(facts.entities.len(), fresh.entities.len());
+            prop_assert_eq!(facts.entities().len(), fresh.entities().len());
         }
     }
 }

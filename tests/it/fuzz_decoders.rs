@@ -99,7 +99,7 @@ impl Target {
         .parse::<cedar_policy::EntityUid>() else {
             return false;
         };
-        snapshot.facts.entities.get(&uid).is_some()
+        snapshot.facts.entities().get(&uid).is_some()
     }
 
     /// The native Check: decode, convert, decide.
@@ -141,7 +141,7 @@ impl Target {
         {
             let snapshot = self.engine.snapshot();
             assert!(
-                snapshot.facts.spiffe_ids.contains_key(&peer),
+                snapshot.facts.spiffe_ids().contains_key(&peer),
                 "allowed an unknown peer {peer:?}"
             );
             self.allows[1].set(self.allows[1].get() + 1);
