@@ -14,8 +14,8 @@ use std::sync::Arc;
 use cedar_policy::{Authorizer, Context, EntityUid, Request, RestrictedExpression};
 use criterion::{Criterion, criterion_group, criterion_main};
 use warrant::clock::{Clock, SystemClock};
+use warrant::decide::engine::{Engine, EngineSettings};
 use warrant::domain::{CheckRequest, ContextValue, Effect, EntityRef};
-use warrant::engine::{Engine, EngineSettings};
 use warrant::server::load_snapshot;
 
 struct Case {

@@ -9,11 +9,11 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::api::envoy::{ExtAuthz, ExtAuthzSettings};
-use crate::cache::CacheSettings;
 use crate::control::Rules;
-use crate::engine::EngineSettings;
+use crate::decide::cache::CacheSettings;
+use crate::decide::engine::EngineSettings;
+use crate::decide::limits::RequestLimits;
 use crate::ledger::{LedgerMode, LedgerSettings, Retention};
-use crate::limits::RequestLimits;
 use crate::listeners::ConnectionLimits;
 
 /// The settings as given, each optional. The same struct reads flags, variables and the file.

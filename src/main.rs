@@ -5,9 +5,9 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use warrant::traces::LogFormat;
+use warrant::observability::traces::LogFormat;
 
-use warrant::admin_cli::{AdminConnection, ApprovalArgs, IdentityArgs};
+use warrant::cli::admin::{AdminConnection, ApprovalArgs, IdentityArgs};
 use warrant::cli::{CheckArgs, LogArgs};
 use warrant::config::Settings;
 use warrant::loadgen::BenchArgs;
@@ -89,7 +89,7 @@ fn main() -> ExitCode {
     // The OTLP exporter needs the runtime, so logs and traces start inside it.
     let tracing = {
         let _inside = runtime.enter();
-        match warrant::traces::init(cli.log_format) {
+        match warrant::observability::traces::init(cli.log_format) {
             Ok(tracing) => tracing,
             Err(error) => {
                 eprintln!("error: {error:#}");
@@ -104,16 +104,16 @@ fn main() -> ExitCode {
             Command::Check(args) => warrant::cli::check(args).await,
             Command::Bench(args) => bench(args).await,
             Command::Log(args) if matches!(args.command, warrant::cli::LogCommand::Tail { .. }) => {
-                warrant::admin_cli::tail(args).await
+                warrant::cli::admin::tail(args).await
             }
             Command::Log(args) => warrant::cli::log(args),
-            Command::Approval(args) => warrant::admin_cli::approval(args).await,
-            Command::Identity(args) => warrant::admin_cli::identity(args).await,
-            Command::Reload(connection) => warrant::admin_cli::reload(connection).await,
+            Command::Approval(args) => warrant::cli::admin::approval(args).await,
+            Command::Identity(args) => warrant::cli::admin::identity(args).await,
+            Command::Reload(connection) => warrant::cli::admin::reload(connection).await,
             Command::Validate { dir } => warrant::authoring::validate(&dir),
             Command::Test { dir } => warrant::authoring::policy_tests::run(&dir),
             Command::Fmt { dir, check } => warrant::authoring::fmt(&dir, check),
-            Command::Status(connection) => warrant::admin_cli::status(connection).await,
+            Command::Status(connection) => warrant::cli::admin::status(connection).await,
         }
     });
     {

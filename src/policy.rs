@@ -2,7 +2,7 @@
 //! `@id` as its Cedar policy id (so reasons name stable ids), validates the set against the
 //! schema in strict mode and reports every problem with file, line and column.
 
-use crate::context_shape::{ContextShape, Kind, declared_contexts};
+use crate::decide::context_shape::{ContextShape, Kind, declared_contexts};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -21,14 +21,14 @@ use crate::api::grpc::AuthorizerService;
 use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::control::Control;
-use crate::engine::Snapshot;
+use crate::decide::engine::Snapshot;
 use crate::facts::Facts;
 use crate::ledger::Ledger;
 use crate::listeners::{self, serve_http};
+use crate::observability::metrics::{Metrics, metrics_router};
 use crate::policy::PolicySnapshot;
 use crate::proto;
 use crate::store::LiveStore;
-use crate::telemetry::{Metrics, metrics_router};
 
 /// The addresses the server bound (useful with port 0), and where the admin token is kept.
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
+use crate::decide::engine::{UseCountError, UseCounter};
 use crate::domain::EntityRef;
-use crate::engine::{UseCountError, UseCounter};
 
 /// The database file in the data folder.
 pub const STORE_FILE: &str = "facts.redb";

@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use warrant::cache::CacheSettings;
 use warrant::clock::{ManualClock, UnixMillis};
+use warrant::decide::cache::CacheSettings;
+use warrant::decide::engine::{Engine, EngineSettings};
 use warrant::domain::{CheckRequest, ContextValue, EntityRef};
-use warrant::engine::{Engine, EngineSettings};
 
 struct Counting;
 

@@ -17,8 +17,8 @@ use crate::control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, I
 use crate::control::{Control, ControlError, Origin, StatusView};
 use crate::domain::{Effect, EntityRef};
 use crate::ledger::{self, Ledger};
+use crate::observability::metrics::Metrics;
 use crate::proto;
-use crate::telemetry::Metrics;
 
 /// The token file created in the data folder when no token is configured.
 pub const TOKEN_FILE: &str = "admin.token";

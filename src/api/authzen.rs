@@ -18,10 +18,10 @@ use subtle::ConstantTimeEq as _;
 
 use crate::api::decider::Decider;
 use crate::api::edge::CallGuard;
-use crate::context_shape::{ContextShape, Kind};
+use crate::decide::context_shape::{ContextShape, Kind};
 use crate::domain::{self, ContextValue, Effect, EntityRef, InvalidRequest, RESERVED_CONTEXT_KEYS};
-use crate::telemetry::Api;
-use crate::traces::{self, TraceHeaders};
+use crate::observability::metrics::Api;
+use crate::observability::traces::{self, TraceHeaders};
 use tracing::Instrument as _;
 
 pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
@@ -366,7 +366,7 @@ async fn evaluations(
                     return Err(Refused::bad(format!(
                         "options.evaluations_semantic: {} is not one of execute_all, \
                          deny_on_first_deny, permit_on_first_permit",
-                        crate::limits::quote(other)
+                        crate::decide::limits::quote(other)
                     )));
                 }
             },

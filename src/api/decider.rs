@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
+use crate::decide::engine::Engine;
 use crate::domain::{self, Effect, InvalidRequest};
-use crate::engine::Engine;
 use crate::ledger::{Ledger, Record};
-use crate::telemetry::{Api, Metrics};
+use crate::observability::metrics::{Api, Metrics};
 
 /// The gRPC health names Warrant reports: the server as a whole and the Check services.
 pub const HEALTH_NAMES: [&str; 3] = [

@@ -20,8 +20,8 @@ use tonic::server::NamedService;
 use crate::api::decider::Decider;
 use crate::api::envoy::{self, DECISION_ID_HEADER};
 use crate::domain::{self, reason};
-use crate::telemetry::Api;
-use crate::traces::{self, TraceHeaders};
+use crate::observability::metrics::Api;
+use crate::observability::traces::{self, TraceHeaders};
 
 /// Which service an `Edge` wraps: how its refusals are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

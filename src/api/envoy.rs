@@ -22,8 +22,8 @@ use tonic::{Request, Response, Status};
 use crate::api::decider::Decider;
 use crate::api::routes::{RouteError, RouteSpec, RouteTable};
 use crate::domain::{self, ContextValue, Effect, EntityRef, RESERVED_CONTEXT_KEYS, reason};
-use crate::telemetry::Api;
-use crate::traces::{self, TraceHeaders};
+use crate::observability::metrics::Api;
+use crate::observability::traces::{self, TraceHeaders};
 use tracing::Instrument as _;
 
 /// The response header (to the upstream on allow, to the client on deny) with the decision id.
@@ -280,8 +280,8 @@ impl ExtAuthzService {
                     reason: reason::BAD_PATH,
                     detail: Some(format!(
                         "{problem}: {} {}",
-                        crate::limits::quote(&http.method),
-                        crate::limits::quote(&http.path)
+                        crate::decide::limits::quote(&http.method),
+                        crate::decide::limits::quote(&http.path)
                     )),
                 });
             }
@@ -290,8 +290,8 @@ impl ExtAuthzService {
                 return Err(Refusal {
                     detail: Some(format!(
                         "no route for {} {}",
-                        crate::limits::quote(&http.method),
-                        crate::limits::quote(&http.path)
+                        crate::decide::limits::quote(&http.method),
+                        crate::decide::limits::quote(&http.path)
                     )),
                     ..Refusal::forbidden(reason::NO_ROUTE)
                 });

@@ -11,10 +11,10 @@ use crate::api::decider::Decider;
 use crate::api::edge::with_decision_id;
 use crate::clock::UnixMillis;
 use crate::domain::{self, ContextValue, Effect, InvalidRequest, MAX_EXACT_INTEGER};
+use crate::observability::metrics::Api;
+use crate::observability::traces::{self, TraceHeaders};
 use crate::proto;
 use crate::proto::authorizer_server::Authorizer;
-use crate::telemetry::Api;
-use crate::traces::{self, TraceHeaders};
 use tracing::Instrument as _;
 
 /// One request decided, or refused (with what could be read of it) as malformed. Short-lived

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Deserialize;
 
 use crate::clock::{ManualClock, UnixMillis};
+use crate::decide::engine::{Engine, EngineSettings, Snapshot, UseCountError, UseCounter};
 use crate::domain::{CheckRequest, ContextValue, Effect, EntityRef};
-use crate::engine::{Engine, EngineSettings, Snapshot, UseCountError, UseCounter};
 use crate::facts::{load_entities_file, merged};
 use crate::policy::{PolicyLoadError, PolicySnapshot};
 

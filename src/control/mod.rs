@@ -13,8 +13,8 @@ use cedar_policy::{EntityId, EntityUid, Schema};
 use serde_json::{Map, Value, json};
 
 use crate::clock::{Clock, UnixMillis};
+use crate::decide::engine::{Engine, EngineSettings, Snapshot, UseCounter};
 use crate::domain::{Approval, EntityRef, Identity, MAX_EXACT_INTEGER};
-use crate::engine::{Engine, EngineSettings, Snapshot, UseCounter};
 use crate::facts::{APPROVAL_TYPE, Facts, HUMAN_TYPE, load_entities_file, merged};
 use crate::policy::PolicySnapshot;
 use crate::store::{ChangeMeta, LiveEntity, LiveStore, StoreError};

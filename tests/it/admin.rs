@@ -531,7 +531,7 @@ async fn admin_calls_need_the_token_and_never_reach_the_check_port() {
         .unwrap();
     let mut wrong = AdminClient::with_interceptor(
         wrong,
-        warrant::admin_cli::AddToken::bearer("not-the-token-at-all").unwrap(),
+        warrant::cli::admin::AddToken::bearer("not-the-token-at-all").unwrap(),
     );
     let refused = wrong
         .grant_approval(proto::GrantApprovalRequest {

@@ -8,10 +8,10 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use warrant::cache::CacheSettings;
 use warrant::clock::{Clock, ManualClock, UnixMillis};
+use warrant::decide::cache::CacheSettings;
+use warrant::decide::engine::{Engine, EngineSettings, Snapshot};
 use warrant::domain::{CheckRequest, ContextValue, Decision, Effect, EntityRef, InvalidRequest};
-use warrant::engine::{Engine, EngineSettings, Snapshot};
 use warrant::facts::Facts;
 use warrant::policy::PolicySnapshot;
 

@@ -437,13 +437,13 @@ async fn futures_held(addr: std::net::SocketAddr, count: usize) -> Vec<tokio::ne
 async fn a_handler_that_panics_is_an_ok_status_deny_for_envoy_and_internal_for_check() {
     use tower::{Service as _, ServiceExt as _};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let engine = std::sync::Arc::new(warrant::engine::Engine::new(
+    let engine = std::sync::Arc::new(warrant::decide::engine::Engine::new(
         warrant::server::load_snapshot(&dir).unwrap(),
         std::sync::Arc::new(warrant::clock::SystemClock),
-        warrant::engine::EngineSettings::default(),
+        warrant::decide::engine::EngineSettings::default(),
     ));
     let (health, _) = tonic_health::server::health_reporter();
-    let metrics = std::sync::Arc::new(warrant::telemetry::Metrics::default());
+    let metrics = std::sync::Arc::new(warrant::observability::metrics::Metrics::default());
     let decider = std::sync::Arc::new(warrant::api::decider::Decider::new(
         engine,
         None,

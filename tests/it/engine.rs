@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use warrant::clock::{ManualClock, UnixMillis};
+use warrant::decide::engine::{Engine, EngineSettings};
 use warrant::domain::{CheckRequest, ContextValue, Effect, EntityRef, reason};
-use warrant::engine::{Engine, EngineSettings};
 use warrant::server::load_snapshot;
 
 fn at(text: &str) -> UnixMillis {

@@ -16,10 +16,10 @@ use warrant::api::decider::Decider;
 use warrant::api::envoy::{ExtAuthz, ExtAuthzService, ExtAuthzSettings};
 use warrant::api::grpc::check_request_from_proto;
 use warrant::clock::SystemClock;
+use warrant::decide::engine::{Engine, EngineSettings};
 use warrant::domain::{Effect, EntityRef};
-use warrant::engine::{Engine, EngineSettings};
+use warrant::observability::metrics::Metrics;
 use warrant::proto;
-use warrant::telemetry::Metrics;
 
 /// Principals the fuzzer names: known ones, unknown ones, and near misses.
 const PRINCIPALS: [(&str, &str); 6] = [
@@ -112,7 +112,7 @@ impl Target {
         };
         if let Ok(decision) = self
             .decider
-            .decide(warrant::telemetry::Api::Check, &request)
+            .decide(warrant::observability::metrics::Api::Check, &request)
             && decision.effect == Effect::Allow
         {
             assert!(self.known(&request.principal), "allowed {request:?}");

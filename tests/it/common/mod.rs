@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
-use warrant::admin_cli::AddToken;
+use warrant::cli::admin::AddToken;
 use warrant::proto;
 use warrant::proto::admin_client::AdminClient;
 use warrant::proto::authorizer_client::AuthorizerClient;

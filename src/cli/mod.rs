@@ -11,6 +11,8 @@ use crate::domain::EntityRef;
 use crate::proto;
 use crate::proto::authorizer_client::AuthorizerClient;
 
+pub mod admin;
+
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
     /// The server to ask.

@@ -12,15 +12,15 @@ use cedar_policy::{
 };
 use uuid::Uuid;
 
-use crate::cache::{CacheKey, CacheSettings, CachedDecision, DecisionCache};
+use crate::decide::cache::{CacheKey, CacheSettings, CachedDecision, DecisionCache};
 
 use crate::clock::{Clock, UnixMillis};
+use crate::decide::limits::{RequestLimits, quote};
 use crate::domain::{
     Approval, ApprovalEvidence, CheckRequest, ContextValue, Decision, Effect, EntityRef, Identity,
     InvalidRequest, PolicyError, Provenance, RESERVED_CONTEXT_KEYS, ShadowVerdict, reason,
 };
 use crate::facts::{APPROVAL_TYPE, Facts};
-use crate::limits::{RequestLimits, quote};
 use crate::policy::PolicySnapshot;
 
 /// Durable, atomic counting of the uses of limited approvals (`max_uses`).
