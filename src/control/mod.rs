@@ -370,3 +370,138 @@ fn live_entities(live: &BTreeMap<String, LiveEntity>) -> impl Iterator<Item = (&
     live.iter()
         .map(|(key, entity)| (key.as_str(), &entity.entity))
 }
+
+#[cfg(test)]
+mod tests {
+    //! The control plane in process, on the bundled policies, with a manual clock: what each
+    //! change does to the very next decision, and that a refused change leaves nothing behind.
+
+    use std::collections::BTreeMap;
+
+    use super::approvals::{ApprovalGrant, ApprovalState};
+    use super::identities::IdentityUpdate;
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::domain::{CheckRequest, Effect};
+
+    const HOUR: i64 = 3_600_000;
+
+    fn control(now: UnixMillis) -> (Arc<Control>, Arc<ManualClock>, tempfile::TempDir) {
+        let data = tempfile::tempdir().unwrap();
+        let store = LiveStore::open(data.path()).unwrap();
+        let clock = Arc::new(ManualClock::new(now));
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let control = Control::open(
+            &policies,
+            store,
+            clock.clone(),
+            EngineSettings::default(),
+            Rules::default(),
+        )
+        .unwrap();
+        (Arc::new(control), clock, data)
+    }
+
+    fn deploy(approval: &str) -> CheckRequest {
+        CheckRequest {
+            principal: EntityRef::new("ServiceAccount", "deploy-bot"),
+            action: "update".into(),
+            resource: EntityRef::new("Config", "payments-api"),
+            context: BTreeMap::new(),
+            approval_id: Some(approval.into()),
+            request_id: None,
+        }
+    }
+
+    fn grant(id: &str, now: UnixMillis) -> ApprovalGrant {
+        ApprovalGrant {
+            id: Some(id.into()),
+            ticket: format!("CHG-{id}"),
+            approver: Some(EntityRef::new("Human", "alice")),
+            requester: Some(EntityRef::new("Human", "bob")),
+            subject: Some(EntityRef::new("ServiceAccount", "deploy-bot")),
+            actions: vec!["update".into()],
+            scope: Some(EntityRef::new("Scope", "production")),
+            expires_at: Some(UnixMillis(now.0 + HOUR)),
+            justification: Some("payments hotfix".into()),
+            ..ApprovalGrant::default()
+        }
+    }
+
+    fn effect(control: &Control, request: &CheckRequest) -> (Effect, Vec<String>) {
+        let decision = control.engine().check(request).unwrap();
+        (decision.effect, decision.reasons)
+    }
+
+    #[test]
+    fn a_grant_allows_at_once_until_it_expires_or_is_revoked() {
+        let now = UnixMillis::parse_cedar_datetime("2026-06-01T12:00:00Z").unwrap();
+        let (control, clock, _data) = control(now);
+        assert_eq!(
+            effect(&control, &deploy("live-1")).1,
+            ["warrant:unknown-approval"]
+        );
+        let view = control.grant_approval(grant("live-1", now)).unwrap();
+        assert_eq!(view.state, ApprovalState::Active);
+        assert_eq!(effect(&control, &deploy("live-1")).0, Effect::Allow);
+
+        // The cached allow does not outlive the approval.
+        clock.set(UnixMillis(now.0 + HOUR));
+        assert_eq!(effect(&control, &deploy("live-1")).0, Effect::Deny);
+        assert_eq!(
+            control.approval("live-1").unwrap().state,
+            ApprovalState::Expired
+        );
+
+        clock.set(now);
+        control.grant_approval(grant("live-2", now)).unwrap();
+        assert_eq!(effect(&control, &deploy("live-2")).0, Effect::Allow);
+        control.revoke_approval("live-2", "rolled back").unwrap();
+        assert_eq!(effect(&control, &deploy("live-2")).0, Effect::Deny);
+        assert_eq!(
+            control.approval("live-2").unwrap().state,
+            ApprovalState::Revoked
+        );
+    }
+
+    #[test]
+    fn a_refused_change_names_its_field_and_leaves_the_facts_as_they_were() {
+        let now = UnixMillis::parse_cedar_datetime("2026-06-01T12:00:00Z").unwrap();
+        let (control, _clock, _data) = control(now);
+        let facts_before = Arc::clone(control.engine().snapshot().facts.version());
+        let mut own = grant("self-approved", now);
+        own.approver = own.requester.clone();
+        match control.grant_approval(own) {
+            Err(ControlError::Invalid { field, .. }) => assert_eq!(field, "approval.approver"),
+            other => panic!("a self-approval was not refused: {other:?}"),
+        }
+        let mut forever = grant("too-long", now);
+        forever.expires_at = Some(UnixMillis(now.0 + 10_000 * HOUR));
+        assert!(matches!(
+            control.grant_approval(forever),
+            Err(ControlError::Invalid { field, .. }) if field == "approval.expires_at"
+        ));
+        assert_eq!(control.engine().snapshot().facts.version(), &facts_before);
+        assert!(matches!(
+            control.approval("self-approved"),
+            Err(ControlError::NotFound(_))
+        ));
+    }
+
+    #[test]
+    fn suspending_an_identity_denies_its_next_check_and_reactivating_allows_again() {
+        let now = UnixMillis::parse_cedar_datetime("2026-06-01T12:00:00Z").unwrap();
+        let (control, _clock, _data) = control(now);
+        control.grant_approval(grant("live-3", now)).unwrap();
+        assert_eq!(effect(&control, &deploy("live-3")).0, Effect::Allow);
+        let bot = EntityRef::new("ServiceAccount", "deploy-bot");
+        let status = |status: &str| IdentityUpdate {
+            status: Some(status.into()),
+            ..IdentityUpdate::default()
+        };
+        control.update_identity(&bot, status("suspended")).unwrap();
+        assert_eq!(effect(&control, &deploy("live-3")).0, Effect::Deny);
+        control.update_identity(&bot, status("active")).unwrap();
+        assert_eq!(effect(&control, &deploy("live-3")).0, Effect::Allow);
+    }
+}
