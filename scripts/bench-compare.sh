@@ -6,7 +6,8 @@ set -u
 cd "$(dirname "$0")/.."
 OLD=$1
 NEW=$2
-LOAD=$NEW
+# The load generator built beside the new server (or set LOAD).
+LOAD=${LOAD:-$(dirname "$NEW")/warrant-bench}
 run() { # binary ledger method hit
   local bin=$1 ledger=$2 method=$3 hit=$4
   local data; data=$(mktemp -d)
@@ -15,7 +16,7 @@ run() { # binary ledger method hit
   local pid=$!
   sleep 1.5
   local out
-  out=$($LOAD bench --server http://127.0.0.1:50061 --method "$method" --hit-ratio "$hit" --concurrency 64 --duration 5 --json 2>/dev/null)
+  out=$($LOAD --server http://127.0.0.1:50061 --method "$method" --hit-ratio "$hit" --concurrency 64 --duration 5 --json 2>/dev/null)
   kill $pid; wait $pid 2>/dev/null; rm -rf "$data"
   echo "$out" | python3 -c "import json,sys; d=json.load(sys.stdin); print(f\"{d.get('requests_per_second', d.get('rps',0)):.0f} p50={d.get('latency_us',{}).get('p50','?')} p99={d.get('latency_us',{}).get('p99','?')}\")" 2>/dev/null || echo "$out" | head -3
 }

@@ -7,6 +7,8 @@
 set -eu
 records=$1; shift
 fill=$1
+# Its load comes from the warrant-bench built beside it (or set LOAD).
+load=${LOAD:-$(dirname "$fill")/warrant-bench}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 ports=(--listen 127.0.0.1:50071 --admin-listen 127.0.0.1:50072 --metrics-listen 127.0.0.1:50073 --authzen-listen 127.0.0.1:50074)
@@ -18,7 +20,7 @@ sleep 1.5
 while :; do
   written=$(curl -s 127.0.0.1:50073/metrics | awk '/^warrant_ledger_records_total /{print $2}')
   [ "${written%.*}" -ge "$records" ] && break
-  "$fill" bench --server http://127.0.0.1:50071 --hit-ratio 1 --concurrency 64 --duration 5 > /dev/null 2>&1
+  "$load" --server http://127.0.0.1:50071 --hit-ratio 1 --concurrency 64 --duration 5 > /dev/null 2>&1
 done
 kill -TERM $pid; wait $pid || true
 echo "ledger: $written records, $(du -sh "$work/data/ledger" | cut -f1)"

@@ -9,6 +9,7 @@ policy_counts=${1:-"10 100 1000 10000"}
 identity_counts=${2:-"1000"}
 cargo build --release --quiet
 W=target/release/warrant
+B=target/release/warrant-bench
 work=$(mktemp -d)
 trap 'rm -rf "$work"; kill $(jobs -p) 2>/dev/null || true' EXIT
 for identities in $identity_counts; do
@@ -26,7 +27,7 @@ for identities in $identity_counts; do
     ready=$(date +%s.%N)
     addr=$(sed -n 's/warrant listening on //p' "$work/out")
     rss_kib=$(awk '/VmRSS/ {print $2}' /proc/$pid/status)
-    report=$("$W" bench --server "http://$addr" --principal ServiceAccount::sa-0 --action read \
+    report=$("$B" --server "http://$addr" --principal ServiceAccount::sa-0 --action read \
       --resource Dataset::ds-0 --approval "" --hit-ratio 0 --concurrency 1 --connections 1 \
       --duration 5 --json)
     python3 - "$policies" "$identities" "$start" "$ready" "$rss_kib" "$report" <<'PY'

@@ -14,7 +14,6 @@ pub mod facts;
 pub mod files;
 pub mod ledger;
 pub mod listeners;
-pub mod loadgen;
 pub mod observability;
 pub mod policy;
 pub mod proto;

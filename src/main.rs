@@ -1,5 +1,5 @@
 //! The `warrant` command: `serve` runs the decision point; `check`, `approval`, `identity`,
-//! `reload` and `status` talk to a running one; `log` reads the ledger; `bench` loads a server.
+//! `reload` and `status` talk to a running one; `log` reads the ledger. The load generator is `warrant-bench`.
 
 use std::process::ExitCode;
 
@@ -10,7 +10,6 @@ use warrant::observability::traces::LogFormat;
 use warrant::cli::admin::{AdminConnection, ApprovalArgs, IdentityArgs};
 use warrant::cli::{CheckArgs, LogArgs};
 use warrant::config::Settings;
-use warrant::loadgen::BenchArgs;
 
 // glibc's allocator showed as a fifth of the server's time under load; mimalloc halves that.
 #[global_allocator]
@@ -44,8 +43,6 @@ enum Command {
     },
     /// Ask a running Warrant for one decision and print it as JSON.
     Check(CheckArgs),
-    /// Drive a running Warrant with load and report throughput and latency.
-    Bench(BenchArgs),
     /// Verify, show and search the provenance ledger.
     Log(LogArgs),
     /// Grant, revoke and look up approvals on a running Warrant.
@@ -102,7 +99,6 @@ fn main() -> ExitCode {
             Command::Serve { config, settings } => serve(config, settings).await,
             Command::Check(args) if args.explain => warrant::authoring::explain::run(&args),
             Command::Check(args) => warrant::cli::check(args).await,
-            Command::Bench(args) => bench(args).await,
             Command::Log(args) if matches!(args.command, warrant::cli::LogCommand::Tail { .. }) => {
                 warrant::cli::admin::tail(args).await
             }
@@ -184,20 +180,4 @@ async fn serve(
     .await
     .context("warrant serve")?;
     Ok(ExitCode::SUCCESS)
-}
-
-async fn bench(args: BenchArgs) -> anyhow::Result<ExitCode> {
-    let json = args.json;
-    let report = warrant::loadgen::run(args).await?;
-    if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.to_text());
-    }
-    // Any failed call makes the run a failure, so scripts notice.
-    Ok(if report.errors.is_empty() && report.requests > 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }

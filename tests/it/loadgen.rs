@@ -1,13 +1,12 @@
-//! `warrant bench` against a real server: it runs, reports non-zero throughput and no errors, for
+//! `warrant-bench` against a real server: it runs, reports non-zero throughput and no errors, for
 //! every method and for the open loop. (A proof that it works, not a measurement: no timing is
 //! asserted.)
 
 use crate::common::Server;
 
 fn bench(server: &Server, extra: &[&str]) -> serde_json::Value {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_warrant-bench"))
         .args([
-            "bench",
             "--server",
             &server.url(),
             "--duration",

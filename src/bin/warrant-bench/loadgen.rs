@@ -1,4 +1,4 @@
-//! `warrant bench`: the load generator. Drives a running server over gRPC with a set number of
+//! The load generator behind `warrant-bench`. Drives a running server over gRPC with a set number of
 //! connections and requests in flight, closed-loop (as fast as answers come) or open-loop at a
 //! target rate (latency counted from when each request was due, so a stalled server cannot hide
 //! its queue: no coordinated omission), and reports throughput, an HDR latency histogram, errors
@@ -15,10 +15,10 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use crate::cli::parse_entity;
-use crate::proto;
-use crate::proto::authorizer_client::AuthorizerClient;
 use envoy_types::pb::envoy::service::auth::v3 as envoy;
+use warrant::cli::parse_entity;
+use warrant::proto;
+use warrant::proto::authorizer_client::AuthorizerClient;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]
