@@ -10,7 +10,6 @@ use subtle::ConstantTimeEq as _;
 use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
-use crate::api::grpc::{entity_ref, non_empty, timestamp, uid_ref, unix_millis};
 use crate::clock::UnixMillis;
 use crate::control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
 use crate::control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
@@ -19,6 +18,7 @@ use crate::domain::{Effect, EntityRef};
 use crate::ledger::{self, Ledger};
 use crate::observability::metrics::Metrics;
 use crate::proto;
+use crate::proto::convert::{entity_ref, non_empty, timestamp, uid_ref, unix_millis};
 
 /// The token file created in the data folder when no token is configured.
 pub const TOKEN_FILE: &str = "admin.token";

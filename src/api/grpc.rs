@@ -1,20 +1,19 @@
-//! The native gRPC API, `warrant.v1.Authorizer`: Check and BatchCheck. Converts protobuf to the
-//! engine's types (naming the field of anything malformed) and decisions back to protobuf.
+//! The native gRPC API, `warrant.v1.Authorizer`: Check and BatchCheck, each decided, recorded
+//! and answered (the messages are converted by `proto::convert`).
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use prost_types::value::Kind;
 use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
 use crate::api::edge::with_decision_id;
-use crate::clock::UnixMillis;
-use crate::domain::{self, ContextValue, Effect, InvalidRequest, MAX_EXACT_INTEGER};
+use crate::domain::{self, InvalidRequest};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
 use crate::proto;
 use crate::proto::authorizer_server::Authorizer;
+use crate::proto::convert::{check_request_from_proto, check_response_to_proto, non_empty};
 use tracing::Instrument as _;
 
 /// One request decided, or refused (with what could be read of it) as malformed. Short-lived
@@ -207,170 +206,4 @@ fn readable_request(request: &proto::CheckRequest) -> domain::CheckRequest {
 
 fn invalid_argument(error: InvalidRequest) -> Status {
     Status::invalid_argument(error.to_string())
-}
-
-/// Converts a protobuf `CheckRequest` into the engine's, naming the field of anything missing.
-pub fn check_request_from_proto(
-    request: proto::CheckRequest,
-) -> Result<domain::CheckRequest, InvalidRequest> {
-    let principal = request
-        .principal
-        .ok_or_else(|| InvalidRequest::new("principal", "required"))?;
-    let resource = request
-        .resource
-        .ok_or_else(|| InvalidRequest::new("resource", "required"))?;
-    if request.action.is_empty() {
-        return Err(InvalidRequest::new("action", "required"));
-    }
-    let context = match request.context {
-        Some(context) => struct_to_context(context, "context")?,
-        None => BTreeMap::new(),
-    };
-    Ok(domain::CheckRequest {
-        principal: domain::EntityRef::new(principal.r#type, principal.id),
-        action: request.action,
-        resource: domain::EntityRef::new(resource.r#type, resource.id),
-        context,
-        approval_id: non_empty(request.approval_id),
-        request_id: non_empty(request.request_id),
-    })
-}
-
-pub(crate) fn non_empty(text: String) -> Option<String> {
-    (!text.is_empty()).then_some(text)
-}
-
-fn struct_to_context(
-    value: prost_types::Struct,
-    path: &str,
-) -> Result<BTreeMap<String, ContextValue>, InvalidRequest> {
-    value
-        .fields
-        .into_iter()
-        .map(|(key, value)| {
-            let field = format!("{path}.{key}");
-            let value = value_to_context(value, &field)?;
-            Ok((key, value))
-        })
-        .collect()
-}
-
-fn value_to_context(value: prost_types::Value, path: &str) -> Result<ContextValue, InvalidRequest> {
-    match value.kind {
-        None | Some(Kind::NullValue(_)) => Err(InvalidRequest::new(
-            path,
-            "null has no Cedar value; leave the key out instead",
-        )),
-        Some(Kind::BoolValue(b)) => Ok(ContextValue::Bool(b)),
-        Some(Kind::StringValue(s)) => Ok(ContextValue::String(s)),
-        Some(Kind::NumberValue(n)) => {
-            if n.is_finite() && n.fract() == 0.0 && n.abs() <= MAX_EXACT_INTEGER as f64 {
-                Ok(ContextValue::Long(n as i64))
-            } else {
-                Err(InvalidRequest::new(
-                    path,
-                    format!("{n} is not an integer; Cedar numbers are 64-bit integers"),
-                ))
-            }
-        }
-        Some(Kind::ListValue(list)) => list
-            .values
-            .into_iter()
-            .enumerate()
-            .map(|(index, item)| value_to_context(item, &format!("{path}[{index}]")))
-            .collect::<Result<_, _>>()
-            .map(ContextValue::Set),
-        Some(Kind::StructValue(record)) => {
-            struct_to_context(record, path).map(ContextValue::Record)
-        }
-    }
-}
-
-pub(crate) fn entity_ref(entity: &domain::EntityRef) -> proto::EntityRef {
-    proto::EntityRef {
-        r#type: entity.type_name.clone(),
-        id: entity.id.clone(),
-    }
-}
-
-pub(crate) fn uid_ref(uid: &cedar_policy::EntityUid) -> proto::EntityRef {
-    entity_ref(&domain::EntityRef::from_uid(uid))
-}
-
-/// A protobuf timestamp in Unix milliseconds (sub-millisecond parts dropped).
-pub(crate) fn unix_millis(at: &prost_types::Timestamp) -> UnixMillis {
-    UnixMillis(at.seconds.saturating_mul(1_000) + i64::from(at.nanos) / 1_000_000)
-}
-
-pub(crate) fn timestamp(at: UnixMillis) -> prost_types::Timestamp {
-    prost_types::Timestamp {
-        seconds: at.0.div_euclid(1_000),
-        nanos: (at.0.rem_euclid(1_000) * 1_000_000) as i32,
-    }
-}
-
-/// Converts an engine decision into the protobuf answer.
-pub fn check_response_to_proto(decision: domain::Decision) -> proto::CheckResponse {
-    let provenance = &decision.provenance;
-    let identity = provenance.identity.as_deref();
-    let owner = identity
-        .and_then(|identity| identity.owner.as_ref())
-        .map(|owner| proto::Owner {
-            entity: Some(entity_ref(&owner.entity)),
-            name: owner.name.clone().unwrap_or_default(),
-            email: owner.email.clone().unwrap_or_default(),
-        });
-    let approval = provenance.approval.as_ref().map(|evidence| {
-        let approval = &evidence.approval;
-        proto::ApprovalEvidence {
-            id: approval.uid.id().unescaped().to_owned(),
-            ticket: approval.ticket.clone(),
-            approver: Some(entity_ref(&approval.approver)),
-            subject: Some(uid_ref(&approval.subject)),
-            actions: approval.actions.clone(),
-            scope: Some(entity_ref(&approval.scope)),
-            not_before: Some(timestamp(approval.not_before)),
-            expires_at: Some(timestamp(approval.expires_at)),
-            revoked: approval.revoked,
-            playbook: approval.playbook.clone().unwrap_or_default(),
-            valid_at_decision: evidence.valid_at_decision,
-            replay_suspected: evidence.replay_suspected,
-            max_uses: approval.max_uses.unwrap_or(0),
-            use_number: evidence.use_number.unwrap_or(0),
-        }
-    });
-    let decision_value = match decision.effect {
-        Effect::Allow => proto::Decision::Allow,
-        Effect::Deny => proto::Decision::Deny,
-    };
-    proto::CheckResponse {
-        decision: decision_value as i32,
-        decision_id: decision.decision_id.to_string(),
-        reasons: decision.reasons,
-        errors: decision
-            .errors
-            .into_iter()
-            .map(|error| proto::PolicyError {
-                policy_id: error.policy_id,
-                message: error.message,
-            })
-            .collect(),
-        provenance: Some(proto::Provenance {
-            principal: Some(entity_ref(&provenance.principal)),
-            owner,
-            principal_status: identity
-                .and_then(|identity| identity.status.clone())
-                .unwrap_or_default(),
-            approval,
-            resource: Some(entity_ref(&provenance.resource)),
-            resource_scopes: provenance.resource_scopes.iter().map(entity_ref).collect(),
-            decided_at: Some(timestamp(provenance.decided_at)),
-            facts_version: provenance.facts_version.to_string(),
-            answered_from_cache: provenance.answered_from_cache,
-            evaluation_id: provenance.evaluation_id.to_string(),
-        }),
-        valid_until: Some(timestamp(decision.valid_until)),
-        policy_version: decision.policy_version.to_string(),
-        request_id: decision.request_id.unwrap_or_default(),
-    }
 }

@@ -7,13 +7,13 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use crate::api::grpc::{check_request_from_proto, check_response_to_proto};
 use crate::authoring::load_facts;
 use crate::cli::{CheckArgs, check_request, response_to_json};
 use crate::clock::{Clock as _, ManualClock, SystemClock, UnixMillis};
 use crate::decide::engine::{Engine, EngineSettings, PolicyOutcome, Snapshot};
 use crate::domain::Effect;
 use crate::policy::PolicySnapshot;
+use crate::proto::convert::{check_request_from_proto, check_response_to_proto};
 
 /// Prints the explanation as JSON; exit status 0 on allow, 2 on deny (as `warrant check`).
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {

@@ -233,7 +233,7 @@ fn call_failed(status: tonic::Status) -> anyhow::Error {
 fn time(text: &str, flag: &str) -> anyhow::Result<prost_types::Timestamp> {
     let at = UnixMillis::parse_rfc3339(text)
         .with_context(|| format!("--{flag}: not an RFC 3339 time: {text:?}"))?;
-    Ok(crate::api::grpc::timestamp(at))
+    Ok(crate::proto::convert::timestamp(at))
 }
 
 /// `90s`, `30m`, `2h`, `1d` in milliseconds.
@@ -357,8 +357,8 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                 (None, Some(length)) => {
                     let start = not_before
                         .as_ref()
-                        .map_or_else(|| SystemClock.now(), crate::api::grpc::unix_millis);
-                    crate::api::grpc::timestamp(
+                        .map_or_else(|| SystemClock.now(), crate::proto::convert::unix_millis);
+                    crate::proto::convert::timestamp(
                         start.saturating_add_millis(duration_millis(&length)?),
                     )
                 }

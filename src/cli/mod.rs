@@ -113,7 +113,7 @@ pub(crate) fn entity_json(entity: &Option<proto::EntityRef>) -> Value {
 
 pub(crate) fn time_json(at: &Option<prost_types::Timestamp>) -> Value {
     match at {
-        Some(at) => Value::String(crate::api::grpc::unix_millis(at).to_rfc3339()),
+        Some(at) => Value::String(crate::proto::convert::unix_millis(at).to_rfc3339()),
         None => Value::Null,
     }
 }

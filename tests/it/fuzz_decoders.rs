@@ -14,12 +14,12 @@ use tower::ServiceExt as _;
 use warrant::api::authzen::{self, AuthZen};
 use warrant::api::decider::Decider;
 use warrant::api::envoy::{ExtAuthz, ExtAuthzService, ExtAuthzSettings};
-use warrant::api::grpc::check_request_from_proto;
 use warrant::clock::SystemClock;
 use warrant::decide::engine::{Engine, EngineSettings};
 use warrant::domain::{Effect, EntityRef};
 use warrant::observability::metrics::Metrics;
 use warrant::proto;
+use warrant::proto::convert::check_request_from_proto;
 
 /// Principals the fuzzer names: known ones, unknown ones, and near misses.
 const PRINCIPALS: [(&str, &str); 6] = [

@@ -1,9 +1,17 @@
 //! The generated protobuf and gRPC code for `warrant.v1`, the descriptor set that server
-//! reflection serves, and conversions between JSON and protobuf's `Struct`.
+//! reflection serves, conversions between JSON and protobuf's `Struct`, and (`convert`) between
+//! the messages and Warrant's own types.
 
-#![allow(clippy::all, missing_docs)]
+pub mod convert;
 
-tonic::include_proto!("warrant.v1");
+/// The code `build.rs` generates from `proto/warrant/v1/*.proto` (exported as `proto::*`); not
+/// Warrant's to lint.
+#[allow(clippy::all, missing_docs)]
+mod generated {
+    tonic::include_proto!("warrant.v1");
+}
+
+pub use generated::*;
 
 /// The encoded `FileDescriptorSet` of `proto/`, for gRPC server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
