@@ -12,9 +12,11 @@ use anyhow::Context as _;
 use envoy_types::ext_authz::v3::pb::AuthorizationServer;
 use tokio::net::TcpListener;
 
-use crate::api::admin::{AdminService, BearerToken, DecisionLogService, admin_token};
+use crate::api::admin::AdminService;
+use crate::api::auth::{BearerToken, admin_token};
 use crate::api::authzen::{self, AuthZen};
 use crate::api::decider::{Decider, HEALTH_NAMES};
+use crate::api::decision_log::DecisionLogService;
 use crate::api::edge::Edge;
 use crate::api::envoy::ExtAuthzService;
 use crate::api::grpc::AuthorizerService;

@@ -1,121 +1,19 @@
-//! The admin listener's gRPC services: `warrant.v1.Admin` (live approvals and identities,
-//! policy reloads, status) and `warrant.v1.DecisionLog` (ledger lookups), and the bearer-token
-//! check every call on that listener passes first. Wire conversion only: the rules live in
-//! `control`.
+//! `warrant.v1.Admin` on the admin listener: live approvals and identities, policy reloads and
+//! status. Wire conversion only: the rules live in `control`. (Beside it on the same listener:
+//! `decision_log`, and `auth`, the bearer token every call passes first.)
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use subtle::ConstantTimeEq as _;
 use tonic::{Request, Response, Status};
 
-use crate::api::decider::Decider;
 use crate::clock::UnixMillis;
 use crate::control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
 use crate::control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
 use crate::control::{Control, ControlError, Origin, StatusView};
-use crate::domain::{Effect, EntityRef};
-use crate::ledger::{self, Ledger};
+use crate::domain::EntityRef;
 use crate::observability::metrics::Metrics;
 use crate::proto;
 use crate::proto::convert::{entity_ref, non_empty, timestamp, uid_ref, unix_millis};
-
-/// The token file created in the data folder when no token is configured.
-pub const TOKEN_FILE: &str = "admin.token";
-
-/// The shortest admin token a token file may hold (one Warrant makes has 64 hex digits).
-const MIN_TOKEN_FILE_BYTES: usize = 32;
-
-/// The admin token: the configured one, else the one in `data_dir/admin.token`, created (32
-/// random bytes, hex, mode 0600) on first start. Returns the token and where it came from.
-pub fn admin_token(
-    configured: Option<&str>,
-    data_dir: &Path,
-) -> anyhow::Result<(String, Option<PathBuf>)> {
-    if let Some(token) = configured {
-        anyhow::ensure!(
-            token.len() >= 16,
-            "admin_token: at least 16 characters, please"
-        );
-        return Ok((token.to_owned(), None));
-    }
-    let path = data_dir.join(TOKEN_FILE);
-    match std::fs::read_to_string(&path) {
-        Ok(text) => {
-            let token = text.trim().to_owned();
-            anyhow::ensure!(
-                !crate::files::readable_by_others(&path)?,
-                "{}: readable by group or others; the admin token must be private \
-                 (chmod 600 {0})",
-                path.display()
-            );
-            anyhow::ensure!(
-                token.len() >= MIN_TOKEN_FILE_BYTES,
-                "{}: the token is {} bytes; at least {MIN_TOKEN_FILE_BYTES} please (delete the \
-                 file to have a new one made)",
-                path.display(),
-                token.len()
-            );
-            return Ok((token, Some(path)));
-        }
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-        Err(error) => anyhow::bail!("cannot read {}: {error}", path.display()),
-    }
-    crate::files::private_dir(data_dir)?;
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let token = hex::encode(bytes);
-    use std::io::Write as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", path.display()))?;
-    writeln!(file, "{token}")?;
-    file.sync_all()?;
-    Ok((token, Some(path)))
-}
-
-/// Refuses a call without `authorization: Bearer <token>` (UNAUTHENTICATED, logged).
-#[derive(Clone)]
-pub struct BearerToken {
-    token: Arc<str>,
-    metrics: Arc<Metrics>,
-}
-
-impl BearerToken {
-    pub fn new(token: String, metrics: Arc<Metrics>) -> Self {
-        BearerToken {
-            token: token.into(),
-            metrics,
-        }
-    }
-}
-
-impl tonic::service::Interceptor for BearerToken {
-    fn call(&mut self, request: Request<()>) -> Result<Request<()>, Status> {
-        let presented = request
-            .metadata()
-            .get("authorization")
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        let why = match presented {
-            None => "no bearer token",
-            // Compared without stopping at the first difference.
-            Some(token) if bool::from(token.as_bytes().ct_eq(self.token.as_bytes())) => {
-                return Ok(request);
-            }
-            Some(_) => "wrong bearer token",
-        };
-        self.metrics.admin_unauthenticated();
-        tracing::warn!(peer = ?request.remote_addr(), "admin call refused: {why}");
-        Err(Status::unauthenticated(format!(
-            "{why}: send `authorization: Bearer <token>` (the admin token)"
-        )))
-    }
-}
 
 /// `warrant.v1.Admin`.
 pub struct AdminService {
@@ -165,26 +63,12 @@ fn control_status(error: ControlError) -> Status {
     }
 }
 
-/// A filter's `decision` as records spell it; `None` for any.
-fn decision_filter(decision: i32) -> Result<Option<&'static str>, Status> {
-    match proto::Decision::try_from(decision) {
-        Ok(proto::Decision::Allow) => Ok(Some(Effect::Allow.as_str())),
-        Ok(proto::Decision::Deny) => Ok(Some(Effect::Deny.as_str())),
-        Ok(proto::Decision::Unspecified) => Ok(None),
-        Err(_) => Err(Status::invalid_argument("decision: unknown value")),
-    }
-}
-
 fn entity(entity: Option<proto::EntityRef>) -> Option<EntityRef> {
     entity.map(|e| EntityRef::new(e.r#type, e.id))
 }
 
 fn required_entity(value: Option<proto::EntityRef>, field: &str) -> Result<EntityRef, Status> {
     entity(value).ok_or_else(|| Status::invalid_argument(format!("{field}: required")))
-}
-
-fn millis(at: Option<prost_types::Timestamp>) -> Option<UnixMillis> {
-    at.as_ref().map(unix_millis)
 }
 
 fn attributes(fields: Option<prost_types::Struct>) -> serde_json::Map<String, serde_json::Value> {
@@ -300,8 +184,8 @@ impl proto::admin_server::Admin for AdminService {
             subject: entity(spec.subject),
             actions: spec.actions,
             scope: entity(spec.scope),
-            not_before: millis(spec.not_before),
-            expires_at: millis(spec.expires_at),
+            not_before: spec.not_before.as_ref().map(unix_millis),
+            expires_at: spec.expires_at.as_ref().map(unix_millis),
             max_uses: Some(spec.max_uses).filter(|n| *n > 0),
             playbook: non_empty(spec.playbook),
             justification: non_empty(spec.justification),
@@ -499,173 +383,5 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<proto::StatusResponse>, Status> {
         self.run("Status", |control| Ok(status_proto(control.status())))
             .await
-    }
-}
-
-/// `warrant.v1.DecisionLog`: lookups in the provenance ledger.
-pub struct DecisionLogService {
-    ledger: Arc<Ledger>,
-    decider: Arc<Decider>,
-}
-
-impl DecisionLogService {
-    pub fn new(ledger: Arc<Ledger>, decider: Arc<Decider>) -> Self {
-        DecisionLogService { ledger, decider }
-    }
-}
-
-type DecisionStream = std::pin::Pin<
-    Box<dyn tokio_stream::Stream<Item = Result<proto::DecisionRecord, Status>> + Send>,
->;
-
-fn decision_record(stored: ledger::StoredRecord) -> Result<proto::DecisionRecord, Status> {
-    let record_json = ledger::canonical_json(&stored.record)
-        .map_err(|e| Status::internal(format!("cannot serialise a record: {e}")))?;
-    Ok(proto::DecisionRecord {
-        seq: stored.seq,
-        decision_id: stored.record.decision_id,
-        time: stored.record.time,
-        decision: stored.record.decision,
-        record_json,
-        hash: stored.hash,
-    })
-}
-
-fn ledger_status(error: ledger::LedgerError) -> Status {
-    tracing::error!(%error, "ledger lookup failed");
-    Status::internal(error.to_string())
-}
-
-#[tonic::async_trait]
-impl proto::decision_log_server::DecisionLog for DecisionLogService {
-    type TailDecisionsStream = DecisionStream;
-
-    async fn get_head(
-        &self,
-        _request: Request<proto::GetHeadRequest>,
-    ) -> Result<Response<proto::LedgerHead>, Status> {
-        let signed = self
-            .ledger
-            .head()
-            .ok_or_else(|| Status::not_found("the ledger has no signed head yet"))?;
-        let c = signed.checkpoint;
-        Ok(Response::new(proto::LedgerHead {
-            seq: c.seq,
-            head: c.head,
-            time: c.time,
-            key_id: c.key_id,
-            signature: signed.signature,
-        }))
-    }
-
-    async fn tail_decisions(
-        &self,
-        request: Request<proto::TailDecisionsRequest>,
-    ) -> Result<Response<Self::TailDecisionsStream>, Status> {
-        use tokio_stream::StreamExt as _;
-        let request = request.into_inner();
-        let decision = decision_filter(request.decision)?;
-        let filter = ledger::Filter {
-            principal: request.principal.map(|p| EntityRef::new(p.r#type, p.id)),
-            decision: decision.map(str::to_owned),
-            ..ledger::Filter::default()
-        };
-        let action = non_empty(request.action);
-        let (receiver, listening) = self.decider.subscribe();
-        let stream =
-            tokio_stream::wrappers::BroadcastStream::new(receiver).filter_map(move |item| {
-                // Held as long as the stream: the decider builds tail records while it lives.
-                let _listening = &listening;
-                match item {
-                    Ok(record) => (filter.matches(&record)
-                        && action.as_ref().is_none_or(|a| &record.action == a))
-                    .then(|| {
-                        decision_record(ledger::StoredRecord {
-                            seq: 0,
-                            hash: String::new(),
-                            record: (*record).clone(),
-                        })
-                    }),
-                    Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(
-                        missed,
-                    )) => {
-                        tracing::warn!(missed, "a decision tail fell behind and missed decisions");
-                        None
-                    }
-                }
-            });
-        Ok(Response::new(Box::pin(stream)))
-    }
-
-    async fn get_decision(
-        &self,
-        request: Request<proto::GetDecisionRequest>,
-    ) -> Result<Response<proto::DecisionRecord>, Status> {
-        let id = request.into_inner().decision_id;
-        if id.is_empty() {
-            return Err(Status::invalid_argument("decision_id: required"));
-        }
-        let ledger = Arc::clone(&self.ledger);
-        let lookup = id.clone();
-        let found = tokio::task::spawn_blocking(move || ledger.get(&lookup))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(ledger_status)?;
-        match found {
-            Some(stored) => decision_record(stored).map(Response::new),
-            None => Err(Status::not_found(format!(
-                "decision_id: no decision {id} in the ledger"
-            ))),
-        }
-    }
-
-    async fn list_decisions(
-        &self,
-        request: Request<proto::ListDecisionsRequest>,
-    ) -> Result<Response<proto::ListDecisionsResponse>, Status> {
-        let request = request.into_inner();
-        let after = match request.page_token.as_str() {
-            "" => 0,
-            token => token.parse::<u64>().map_err(|_| {
-                Status::invalid_argument("page_token: not a token this server gave")
-            })?,
-        };
-        let limit = match request.page_size {
-            0 => 100,
-            n if n > 1000 => {
-                return Err(Status::invalid_argument("page_size: at most 1000"));
-            }
-            n => n as usize,
-        };
-        let filter = ledger::Filter {
-            principal: request.principal.map(|p| EntityRef {
-                id: p.id,
-                type_name: p.r#type,
-            }),
-            approval: non_empty(request.approval),
-            decision: decision_filter(request.decision)?.map(str::to_owned),
-            since: millis(request.since),
-            until: millis(request.until),
-        };
-        let ledger = Arc::clone(&self.ledger);
-        // One more than a page tells whether another page follows.
-        let mut found = tokio::task::spawn_blocking(move || ledger.list(&filter, after, limit + 1))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(ledger_status)?;
-        let more = found.len() > limit;
-        found.truncate(limit);
-        let next_page_token = match (more, found.last()) {
-            (true, Some(last)) => last.seq.to_string(),
-            _ => String::new(),
-        };
-        let records = found
-            .into_iter()
-            .map(decision_record)
-            .collect::<Result<_, _>>()?;
-        Ok(Response::new(proto::ListDecisionsResponse {
-            records,
-            next_page_token,
-        }))
     }
 }

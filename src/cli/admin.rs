@@ -200,7 +200,7 @@ impl AdminConnection {
         if let Ok(token) = std::env::var("WARRANT_ADMIN_TOKEN") {
             return Ok(token);
         }
-        let path = self.data_dir.join(crate::api::admin::TOKEN_FILE);
+        let path = self.data_dir.join(crate::api::auth::TOKEN_FILE);
         let text = std::fs::read_to_string(&path).with_context(|| {
             format!(
                 "cannot read the admin token from {} (set WARRANT_ADMIN_TOKEN or --data-dir)",
