@@ -98,48 +98,105 @@ impl Approval {
 /// Context keys Warrant sets itself. A caller that supplies one is refused.
 pub const RESERVED_CONTEXT_KEYS: [&str; 2] = ["now", "approval"];
 
-/// Reasons Warrant gives for decisions it makes before or around Cedar.
-pub mod reason {
-    pub const UNKNOWN_PRINCIPAL: &str = "warrant:unknown-principal";
-    pub const UNKNOWN_RESOURCE: &str = "warrant:unknown-resource";
-    pub const UNKNOWN_APPROVAL: &str = "warrant:unknown-approval";
-    pub const APPROVAL_REPLAYED: &str = "warrant:approval-granted-to-another-identity";
-    pub const ACTION_NOT_APPLICABLE: &str = "warrant:action-not-applicable";
-    pub const NO_PERMITTING_POLICY: &str = "warrant:no-permitting-policy";
-    pub const EVALUATION_ERROR: &str = "warrant:evaluation-error";
+/// Reasons Warrant gives for decisions it makes itself, before or around Cedar (a decision's
+/// other reasons are the `@id`s of its determining policies). `as_str` is how records, answers
+/// and metric labels spell them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Reason {
+    UnknownPrincipal,
+    UnknownResource,
+    UnknownApproval,
+    ApprovalReplayed,
+    ActionNotApplicable,
+    NoPermittingPolicy,
+    EvaluationError,
     /// The decision could not be written to the ledger, so it is not given.
-    pub const LEDGER_UNAVAILABLE: &str = "warrant:ledger-unavailable";
+    LedgerUnavailable,
     /// A limited approval whose every use is taken.
-    pub const APPROVAL_USES_EXHAUSTED: &str = "warrant:approval-uses-exhausted";
+    ApprovalUsesExhausted,
     /// A use of a limited approval could not be recorded, so it is not allowed.
-    pub const APPROVAL_USE_NOT_RECORDED: &str = "warrant:approval-use-not-recorded";
+    ApprovalUseNotRecorded,
     /// The shadow (candidate) policies cannot take the request: their schema lacks the action,
     /// or the request does not fit it.
-    pub const NOT_DECIDABLE_BY_CANDIDATE: &str = "warrant:not-decidable-by-candidate";
+    NotDecidableByCandidate,
     /// The request was refused as malformed (a missing or oversized field, a value the schema
     /// refuses); the record's error says which field.
-    pub const INVALID_REQUEST: &str = "warrant:invalid-request";
+    InvalidRequest,
     /// The request's bytes could not be read at all (not protobuf, not UTF-8, too large).
-    pub const MALFORMED_REQUEST: &str = "warrant:malformed-request";
+    MalformedRequest,
     /// No answer was ready within the server's time limit for a call.
-    pub const TIMED_OUT: &str = "warrant:timed-out";
+    TimedOut,
     /// The request could not be decided because Warrant itself failed (a bug): denied.
-    pub const INTERNAL_ERROR: &str = "warrant:internal-error";
-    // Envoy ext_authz: the gateway's request could not become a question.
+    InternalError,
     /// Neither an mTLS peer nor a trusted principal header named the caller.
-    pub const UNAUTHENTICATED: &str = "warrant:unauthenticated";
+    Unauthenticated,
     /// The mTLS peer's SPIFFE ID belongs to no identity.
-    pub const UNKNOWN_SPIFFE_ID: &str = "warrant:unknown-spiffe-id";
+    UnknownSpiffeId,
     /// The trusted principal header does not hold `Type::id`.
-    pub const BAD_PRINCIPAL_HEADER: &str = "warrant:bad-principal-header";
+    BadPrincipalHeader,
     /// No route maps the method and path to an action and resource.
-    pub const NO_ROUTE: &str = "warrant:no-route";
+    NoRoute,
     /// The path cannot be read (bad percent-encoding).
-    pub const BAD_PATH: &str = "warrant:bad-path";
+    BadPath,
     /// Envoy's CheckRequest lacks the HTTP request.
-    pub const MALFORMED_CHECK: &str = "warrant:malformed-check-request";
+    MalformedCheck,
     /// The mapped request does not fit the schema (a route or context mapping that needs fixing).
-    pub const NOT_DECIDABLE: &str = "warrant:request-not-decidable";
+    NotDecidable,
+}
+
+impl Reason {
+    /// Every reason, in declaration order.
+    pub const ALL: [Reason; 22] = [
+        Reason::UnknownPrincipal,
+        Reason::UnknownResource,
+        Reason::UnknownApproval,
+        Reason::ApprovalReplayed,
+        Reason::ActionNotApplicable,
+        Reason::NoPermittingPolicy,
+        Reason::EvaluationError,
+        Reason::LedgerUnavailable,
+        Reason::ApprovalUsesExhausted,
+        Reason::ApprovalUseNotRecorded,
+        Reason::NotDecidableByCandidate,
+        Reason::InvalidRequest,
+        Reason::MalformedRequest,
+        Reason::TimedOut,
+        Reason::InternalError,
+        Reason::Unauthenticated,
+        Reason::UnknownSpiffeId,
+        Reason::BadPrincipalHeader,
+        Reason::NoRoute,
+        Reason::BadPath,
+        Reason::MalformedCheck,
+        Reason::NotDecidable,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Reason::UnknownPrincipal => "warrant:unknown-principal",
+            Reason::UnknownResource => "warrant:unknown-resource",
+            Reason::UnknownApproval => "warrant:unknown-approval",
+            Reason::ApprovalReplayed => "warrant:approval-granted-to-another-identity",
+            Reason::ActionNotApplicable => "warrant:action-not-applicable",
+            Reason::NoPermittingPolicy => "warrant:no-permitting-policy",
+            Reason::EvaluationError => "warrant:evaluation-error",
+            Reason::LedgerUnavailable => "warrant:ledger-unavailable",
+            Reason::ApprovalUsesExhausted => "warrant:approval-uses-exhausted",
+            Reason::ApprovalUseNotRecorded => "warrant:approval-use-not-recorded",
+            Reason::NotDecidableByCandidate => "warrant:not-decidable-by-candidate",
+            Reason::InvalidRequest => "warrant:invalid-request",
+            Reason::MalformedRequest => "warrant:malformed-request",
+            Reason::TimedOut => "warrant:timed-out",
+            Reason::InternalError => "warrant:internal-error",
+            Reason::Unauthenticated => "warrant:unauthenticated",
+            Reason::UnknownSpiffeId => "warrant:unknown-spiffe-id",
+            Reason::BadPrincipalHeader => "warrant:bad-principal-header",
+            Reason::NoRoute => "warrant:no-route",
+            Reason::BadPath => "warrant:bad-path",
+            Reason::MalformedCheck => "warrant:malformed-check-request",
+            Reason::NotDecidable => "warrant:request-not-decidable",
+        }
+    }
 }
 
 /// A value in the caller's context: the part of Cedar's value space a caller may assert.
@@ -277,4 +334,24 @@ pub fn truncate(text: &str, max_bytes: usize) -> String {
         end -= 1;
     }
     format!("{}…", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_warrants_own_distinct_and_in_the_readme() {
+        let readme = include_str!("../README.md");
+        let mut seen = std::collections::HashSet::new();
+        for reason in Reason::ALL {
+            let text = reason.as_str();
+            assert!(text.starts_with("warrant:"), "{reason:?}: {text}");
+            assert!(seen.insert(text), "{text} twice");
+            assert!(
+                readme.contains(&format!("`{text}`")),
+                "README does not list {text}"
+            );
+        }
+    }
 }

@@ -19,7 +19,9 @@ use subtle::ConstantTimeEq as _;
 use crate::api::decider::Decider;
 use crate::api::edge::CallGuard;
 use crate::decide::context_shape::{ContextShape, Kind};
-use crate::domain::{self, ContextValue, Effect, EntityRef, InvalidRequest, RESERVED_CONTEXT_KEYS};
+use crate::domain::{
+    self, ContextValue, Effect, EntityRef, InvalidRequest, RESERVED_CONTEXT_KEYS, Reason,
+};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
 use tracing::Instrument as _;
@@ -199,7 +201,7 @@ impl AuthZen {
                     decided.push(self.decider.refusal(
                         Api::AuthZen,
                         &readable,
-                        domain::reason::INVALID_REQUEST,
+                        domain::Reason::InvalidRequest.as_str(),
                         Some(message),
                     ));
                     false
@@ -251,9 +253,9 @@ impl AuthZen {
             return;
         }
         let why = if refused.0 == StatusCode::UNAUTHORIZED {
-            crate::domain::reason::UNAUTHENTICATED
+            Reason::Unauthenticated.as_str()
         } else {
-            domain::reason::INVALID_REQUEST
+            domain::Reason::InvalidRequest.as_str()
         };
         let span = traces::api_span("authzen", trace);
         let trace_id = traces::trace_id(&span, trace);

@@ -165,7 +165,7 @@ impl Decider {
                     // A use of a limited approval counts only if its decision is on record.
                     self.engine.release_use(decision);
                     decision.effect = Effect::Deny;
-                    decision.reasons = vec![domain::reason::LEDGER_UNAVAILABLE.to_owned()];
+                    decision.reasons = vec![domain::Reason::LedgerUnavailable.as_str().to_owned()];
                 }
             }
         }
@@ -174,7 +174,7 @@ impl Decider {
             if decision
                 .reasons
                 .iter()
-                .any(|r| r == domain::reason::EVALUATION_ERROR)
+                .any(|r| r == domain::Reason::EvaluationError.as_str())
             {
                 self.metrics.evaluation_error();
             }

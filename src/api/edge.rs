@@ -19,7 +19,7 @@ use tonic::server::NamedService;
 
 use crate::api::decider::Decider;
 use crate::api::envoy::{self, DECISION_ID_HEADER};
-use crate::domain::{self, reason};
+use crate::domain::{self, Reason};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
 
@@ -196,8 +196,8 @@ where
             let handled = std::panic::AssertUnwindSafe(inner.call(request)).catch_unwind();
             let answered = match tokio::time::timeout(timeout, handled).await {
                 Ok(Ok(answered)) => Ok(answered),
-                Ok(Err(_panic)) => Err(reason::INTERNAL_ERROR),
-                Err(_elapsed) => Err(reason::TIMED_OUT),
+                Ok(Err(_panic)) => Err(Reason::InternalError.as_str()),
+                Err(_elapsed) => Err(Reason::TimedOut.as_str()),
             };
             let (why, code, detail) = match answered {
                 Ok(Ok(response)) => match tonic::Status::from_header_map(response.headers()) {
@@ -217,7 +217,7 @@ where
                     // failure is the caller's (tonic says INTERNAL); a size limit keeps its
                     // OUT_OF_RANGE.
                     Some(status) => (
-                        reason::MALFORMED_REQUEST,
+                        Reason::MalformedRequest.as_str(),
                         match status.code() {
                             tonic::Code::Internal => tonic::Code::InvalidArgument,
                             code => code,
@@ -225,7 +225,7 @@ where
                         format!("{:?}: {}", status.code(), status.message()),
                     ),
                 },
-                Err(why) if why == reason::INTERNAL_ERROR => {
+                Err(why) if why == Reason::InternalError.as_str() => {
                     tracing::error!("a decision handler panicked; the call is refused");
                     (
                         why,
@@ -275,7 +275,7 @@ where
                 Answers::EnvoyDeny => {
                     guard.answered(tonic::Code::Ok);
                     // 400 for bytes the client sent that cannot be read; 403 otherwise.
-                    let http = if why == reason::MALFORMED_REQUEST {
+                    let http = if why == Reason::MalformedRequest.as_str() {
                         envoy_types::ext_authz::v3::pb::HttpStatusCode::BadRequest
                     } else {
                         envoy_types::ext_authz::v3::pb::HttpStatusCode::Forbidden

@@ -21,7 +21,7 @@ use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
 use crate::api::routes::{RouteError, RouteSpec, RouteTable};
-use crate::domain::{self, ContextValue, Effect, EntityRef, RESERVED_CONTEXT_KEYS, reason};
+use crate::domain::{self, ContextValue, Effect, EntityRef, RESERVED_CONTEXT_KEYS, Reason};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
 use tracing::Instrument as _;
@@ -247,7 +247,7 @@ impl ExtAuthzService {
         let malformed = || Refusal {
             http: HttpStatusCode::BadRequest,
             grpc: tonic::Code::PermissionDenied,
-            reason: reason::MALFORMED_CHECK,
+            reason: Reason::MalformedCheck.as_str(),
             detail: None,
         };
         let attributes = request.attributes.ok_or_else(malformed)?;
@@ -277,7 +277,7 @@ impl ExtAuthzService {
                 return Err(Refusal {
                     http: HttpStatusCode::BadRequest,
                     grpc: tonic::Code::PermissionDenied,
-                    reason: reason::BAD_PATH,
+                    reason: Reason::BadPath.as_str(),
                     detail: Some(format!(
                         "{problem}: {} {}",
                         crate::decide::limits::quote(&http.method),
@@ -293,7 +293,7 @@ impl ExtAuthzService {
                         crate::decide::limits::quote(&http.method),
                         crate::decide::limits::quote(&http.path)
                     )),
-                    ..Refusal::forbidden(reason::NO_ROUTE)
+                    ..Refusal::forbidden(Reason::NoRoute.as_str())
                 });
             }
         };
@@ -351,7 +351,7 @@ impl ExtAuthzService {
             let snapshot = self.decider.engine().snapshot();
             return match snapshot.facts.spiffe_ids().get(peer) {
                 Some(uid) => Ok(EntityRef::from_uid(uid)),
-                None => Err(Refusal::forbidden(reason::UNKNOWN_SPIFFE_ID)),
+                None => Err(Refusal::forbidden(Reason::UnknownSpiffeId.as_str())),
             };
         }
         let named = self
@@ -361,11 +361,11 @@ impl ExtAuthzService {
             .and_then(|name| headers.get(name));
         match named {
             Some(value) => EntityRef::parse(value)
-                .ok_or_else(|| Refusal::forbidden(reason::BAD_PRINCIPAL_HEADER)),
+                .ok_or_else(|| Refusal::forbidden(Reason::BadPrincipalHeader.as_str())),
             None => Err(Refusal {
                 http: HttpStatusCode::Unauthorized,
                 grpc: tonic::Code::Unauthenticated,
-                reason: reason::UNAUTHENTICATED,
+                reason: Reason::Unauthenticated.as_str(),
                 detail: None,
             }),
         }
@@ -394,7 +394,7 @@ impl ExtAuthzService {
                     .refuse(
                         Api::ExtAuthz,
                         &check,
-                        reason::NOT_DECIDABLE,
+                        Reason::NotDecidable.as_str(),
                         Some(invalid.to_string()),
                         caller,
                         trace_id,
@@ -404,7 +404,7 @@ impl ExtAuthzService {
                     tonic::Code::PermissionDenied,
                     HttpStatusCode::Forbidden,
                     Some(&refusal.decision_id.to_string()),
-                    &[reason::NOT_DECIDABLE],
+                    &[Reason::NotDecidable.as_str()],
                     None,
                 );
             }

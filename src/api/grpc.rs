@@ -122,7 +122,7 @@ impl Authorizer for AuthorizerService {
                         recorded.push(self.decider.refusal(
                             Api::BatchCheck,
                             &readable,
-                            domain::reason::INVALID_REQUEST,
+                            domain::Reason::InvalidRequest.as_str(),
                             Some(message),
                         ));
                     }
@@ -176,7 +176,7 @@ impl AuthorizerService {
             .refuse(
                 api,
                 readable,
-                domain::reason::INVALID_REQUEST,
+                domain::Reason::InvalidRequest.as_str(),
                 Some(invalid.to_string()),
                 caller,
                 trace_id,

@@ -18,7 +18,7 @@ use crate::clock::{Clock, UnixMillis};
 use crate::decide::limits::{RequestLimits, quote};
 use crate::domain::{
     Approval, ApprovalEvidence, CheckRequest, ContextValue, Decision, Effect, EntityRef, Identity,
-    InvalidRequest, PolicyError, Provenance, RESERVED_CONTEXT_KEYS, ShadowVerdict, reason,
+    InvalidRequest, PolicyError, Provenance, RESERVED_CONTEXT_KEYS, Reason, ShadowVerdict,
 };
 use crate::facts::{APPROVAL_TYPE, Facts};
 use crate::policy::PolicySnapshot;
@@ -477,16 +477,20 @@ impl Engine {
         let facts = &snapshot.facts;
         // Facts Warrant checks itself, before any policy: fail closed on what it cannot resolve.
         if resolved.identity.is_none() && facts.entities().get(&resolved.principal_uid).is_none() {
-            return Ok(Err(Verdict::warrant_deny(reason::UNKNOWN_PRINCIPAL)));
+            return Ok(Err(Verdict::warrant_deny(
+                Reason::UnknownPrincipal.as_str(),
+            )));
         }
         if facts.entities().get(&resolved.resource_uid).is_none() {
-            return Ok(Err(Verdict::warrant_deny(reason::UNKNOWN_RESOURCE)));
+            return Ok(Err(Verdict::warrant_deny(Reason::UnknownResource.as_str())));
         }
         if request.approval_id.is_some() {
             match resolved.approval {
-                None => return Ok(Err(Verdict::warrant_deny(reason::UNKNOWN_APPROVAL))),
+                None => return Ok(Err(Verdict::warrant_deny(Reason::UnknownApproval.as_str()))),
                 Some(approval) if approval.subject != resolved.principal_uid => {
-                    return Ok(Err(Verdict::warrant_deny(reason::APPROVAL_REPLAYED)));
+                    return Ok(Err(Verdict::warrant_deny(
+                        Reason::ApprovalReplayed.as_str(),
+                    )));
                 }
                 Some(_) => {}
             }
@@ -516,7 +520,9 @@ impl Engine {
             Ok(cedar_request) => cedar_request,
             Err(RequestValidationError::InvalidPrincipalType(_))
             | Err(RequestValidationError::InvalidResourceType(_)) => {
-                return Ok(Err(Verdict::warrant_deny(reason::ACTION_NOT_APPLICABLE)));
+                return Ok(Err(Verdict::warrant_deny(
+                    Reason::ActionNotApplicable.as_str(),
+                )));
             }
             Err(RequestValidationError::UndeclaredAction(error)) => {
                 return Err(InvalidRequest::new("action", error.to_string()));
@@ -570,12 +576,14 @@ impl Engine {
             match counted {
                 Ok(Some(number)) => verdict.approval_use = Some(number),
                 Ok(None) => {
-                    return Ok(Err(Verdict::warrant_deny(reason::APPROVAL_USES_EXHAUSTED)));
+                    return Ok(Err(Verdict::warrant_deny(
+                        Reason::ApprovalUsesExhausted.as_str(),
+                    )));
                 }
                 Err(error) => {
                     tracing::error!(approval = id, %error, "cannot record a use of a limited approval; denying");
                     return Ok(Err(Verdict::warrant_deny(
-                        reason::APPROVAL_USE_NOT_RECORDED,
+                        Reason::ApprovalUseNotRecorded.as_str(),
                     )));
                 }
             }
@@ -594,7 +602,7 @@ impl Engine {
         now: UnixMillis,
     ) -> ShadowVerdict {
         let verdict = match candidate.actions().get(&request.action) {
-            None => Verdict::warrant_deny(reason::NOT_DECIDABLE_BY_CANDIDATE),
+            None => Verdict::warrant_deny(Reason::NotDecidableByCandidate.as_str()),
             Some(action_uid) => {
                 let under_candidate = Snapshot {
                     policies: Arc::clone(candidate),
@@ -607,7 +615,7 @@ impl Engine {
                     action_uid.clone(),
                     now,
                 ) {
-                    Err(_) => Verdict::warrant_deny(reason::NOT_DECIDABLE_BY_CANDIDATE),
+                    Err(_) => Verdict::warrant_deny(Reason::NotDecidableByCandidate.as_str()),
                     Ok(Err(verdict)) => verdict,
                     Ok(Ok(cedar_request)) => cedar_verdict(&self.authorizer.is_authorized(
                         &cedar_request,
@@ -730,13 +738,13 @@ fn cedar_verdict(response: &cedar_policy::Response) -> Verdict {
     let mut reasons: Vec<String> = diagnostics.reason().map(ToString::to_string).collect();
     reasons.sort_unstable();
     let effect = if !errors.is_empty() {
-        reasons.push(reason::EVALUATION_ERROR.to_owned());
+        reasons.push(Reason::EvaluationError.as_str().to_owned());
         Effect::Deny
     } else if response.decision() == CedarDecision::Allow {
         Effect::Allow
     } else {
         if reasons.is_empty() {
-            reasons.push(reason::NO_PERMITTING_POLICY.to_owned());
+            reasons.push(Reason::NoPermittingPolicy.as_str().to_owned());
         }
         Effect::Deny
     };

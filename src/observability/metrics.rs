@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use crate::clock::{Clock as _, SystemClock};
 use crate::control::Control;
-use crate::domain::Effect;
+use crate::domain::{Effect, Reason};
 use crate::ledger::Ledger;
 use crate::listeners::ListenerCounters;
 
@@ -105,17 +105,17 @@ struct ApiMetrics {
 /// Warrant's reasons for refusing a request before deciding it, each counted per API (created
 /// at zero, so a rule sees the series before the first refusal).
 const REFUSAL_REASONS: [&str; 12] = [
-    crate::domain::reason::INVALID_REQUEST,
-    crate::domain::reason::MALFORMED_REQUEST,
-    crate::domain::reason::TIMED_OUT,
-    crate::domain::reason::INTERNAL_ERROR,
-    crate::domain::reason::UNAUTHENTICATED,
-    crate::domain::reason::UNKNOWN_SPIFFE_ID,
-    crate::domain::reason::BAD_PRINCIPAL_HEADER,
-    crate::domain::reason::NO_ROUTE,
-    crate::domain::reason::BAD_PATH,
-    crate::domain::reason::MALFORMED_CHECK,
-    crate::domain::reason::NOT_DECIDABLE,
+    Reason::InvalidRequest.as_str(),
+    Reason::MalformedRequest.as_str(),
+    Reason::TimedOut.as_str(),
+    Reason::InternalError.as_str(),
+    Reason::Unauthenticated.as_str(),
+    Reason::UnknownSpiffeId.as_str(),
+    Reason::BadPrincipalHeader.as_str(),
+    Reason::NoRoute.as_str(),
+    Reason::BadPath.as_str(),
+    Reason::MalformedCheck.as_str(),
+    Reason::NotDecidable.as_str(),
     "other",
 ];
 

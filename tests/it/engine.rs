@@ -8,7 +8,7 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use warrant::clock::{ManualClock, UnixMillis};
 use warrant::decide::engine::{Engine, EngineSettings};
-use warrant::domain::{CheckRequest, ContextValue, Effect, EntityRef, reason};
+use warrant::domain::{CheckRequest, ContextValue, Effect, EntityRef, Reason};
 use warrant::server::load_snapshot;
 
 fn at(text: &str) -> UnixMillis {
@@ -174,7 +174,7 @@ fn a_forbid_that_errors_makes_a_deny_not_a_skipped_rule() {
     assert!(
         answer
             .reasons
-            .contains(&reason::EVALUATION_ERROR.to_owned())
+            .contains(&Reason::EvaluationError.as_str().to_owned())
     );
 }
 
