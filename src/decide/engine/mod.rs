@@ -23,6 +23,12 @@ use crate::domain::{
 use crate::facts::{APPROVAL_TYPE, Facts};
 use crate::policy::PolicySnapshot;
 
+mod cedar_request;
+pub mod explain;
+mod validity;
+
+use cedar_request::parse_names;
+
 /// Durable, atomic counting of the uses of limited approvals (`max_uses`).
 pub trait UseCounter: Send + Sync {
     /// Records one use of the approval unless `max_uses` are recorded already: the number of
@@ -38,21 +44,6 @@ pub trait UseCounter: Send + Sync {
 #[derive(Debug, thiserror::Error)]
 #[error("cannot count a use of a limited approval: {0}")]
 pub struct UseCountError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
-
-/// A context value as a Cedar expression.
-fn cedar_value(value: &ContextValue) -> RestrictedExpression {
-    match value {
-        ContextValue::Bool(b) => RestrictedExpression::new_bool(*b),
-        ContextValue::Long(n) => RestrictedExpression::new_long(*n),
-        ContextValue::String(s) => RestrictedExpression::new_string(s.clone()),
-        ContextValue::Set(items) => RestrictedExpression::new_set(items.iter().map(cedar_value)),
-        #[expect(clippy::expect_used, reason = "BTreeMap keys are unique")]
-        ContextValue::Record(fields) => RestrictedExpression::new_record(
-            fields.iter().map(|(k, v)| (k.clone(), cedar_value(v))),
-        )
-        .expect("new_record only refuses duplicate keys, and BTreeMap keys are unique"),
-    }
-}
 
 /// The policies and facts one decision is made from, always taken together. Either part can
 /// be replaced alone (a new `Facts` keeps the policies), hence the `Arc`s.
@@ -122,32 +113,6 @@ impl<'a> Resolved<'a> {
             resource_uid,
         }
     }
-}
-
-/// What one policy, evaluated alone, makes of a request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum PolicyOutcome {
-    /// Its scope matches and its conditions hold: a permit would allow, a forbid denies.
-    Satisfied,
-    NotSatisfied,
-    /// It failed to evaluate (and so, in the whole set, makes the decision a deny).
-    Failed(String),
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PolicyExplanation {
-    pub policy_id: String,
-    /// `permit` or `forbid`.
-    pub effect: &'static str,
-    pub outcome: PolicyOutcome,
-}
-
-/// A decision and every policy's own outcome.
-#[derive(Debug, Clone)]
-pub struct Explanation {
-    pub decision: Decision,
-    /// Empty when Warrant decided before any policy ran (an unknown principal, say).
-    pub policies: Vec<PolicyExplanation>,
 }
 
 /// A decision before it is stamped: what was decided, not yet when or under which id.
@@ -243,50 +208,6 @@ impl Engine {
         span.record("reasons", tracing::field::debug(&decision.reasons));
         span.record("error_count", decision.errors.len());
         Ok(decision)
-    }
-
-    /// Decides `request` afresh (never from the cache) and evaluates each policy alone against
-    /// the same Cedar request, for `warrant check --explain`.
-    pub fn explain(&self, request: &CheckRequest) -> Result<Explanation, InvalidRequest> {
-        self.settings.limits.check(request)?;
-        let snapshot = self.snapshot.load_full();
-        let now = self.clock.now();
-        let decision = self.evaluate(&snapshot, None, request, now)?;
-        let (principal_uid, action_uid, resource_uid) = parse_names(&snapshot.policies, request)?;
-        let resolved = Resolved::of(&snapshot.facts, request, principal_uid, resource_uid);
-        let policies = match self.cedar_request(&snapshot, request, &resolved, action_uid, now)? {
-            Err(_) => Vec::new(),
-            Ok(cedar_request) => snapshot
-                .policies
-                .policies()
-                .policies()
-                .map(|policy| {
-                    #[expect(clippy::expect_used, reason = "one policy has no duplicate id")]
-                    let alone = cedar_policy::PolicySet::from_policies([policy.clone()])
-                        .expect("a set of one policy has no duplicate id");
-                    let response = self.authorizer.is_authorized(
-                        &cedar_request,
-                        &alone,
-                        snapshot.facts.entities(),
-                    );
-                    let diagnostics = response.diagnostics();
-                    let outcome = match diagnostics.errors().next() {
-                        Some(error) => PolicyOutcome::Failed(error.to_string()),
-                        None if diagnostics.reason().next().is_some() => PolicyOutcome::Satisfied,
-                        None => PolicyOutcome::NotSatisfied,
-                    };
-                    PolicyExplanation {
-                        policy_id: policy.id().to_string(),
-                        effect: match policy.effect() {
-                            cedar_policy::Effect::Permit => "permit",
-                            cedar_policy::Effect::Forbid => "forbid",
-                        },
-                        outcome,
-                    }
-                })
-                .collect(),
-        };
-        Ok(Explanation { decision, policies })
     }
 
     /// Gives back the approval use `decision` took, if it took one: its record could not be
@@ -464,98 +385,6 @@ impl Engine {
         self.conclude(resolved, response)
     }
 
-    /// The Cedar request for a well-formed request, with Warrant's own context (`now`, the
-    /// approval): `Err` holds a deny Warrant gives before Cedar runs.
-    fn cedar_request(
-        &self,
-        snapshot: &Snapshot,
-        request: &CheckRequest,
-        resolved: &Resolved<'_>,
-        action_uid: EntityUid,
-        now: UnixMillis,
-    ) -> Result<Result<Request, Verdict>, InvalidRequest> {
-        let facts = &snapshot.facts;
-        // Facts Warrant checks itself, before any policy: fail closed on what it cannot resolve.
-        if resolved.identity.is_none() && facts.entities().get(&resolved.principal_uid).is_none() {
-            return Ok(Err(Verdict::warrant_deny(
-                Reason::UnknownPrincipal.as_str(),
-            )));
-        }
-        if facts.entities().get(&resolved.resource_uid).is_none() {
-            return Ok(Err(Verdict::warrant_deny(Reason::UnknownResource.as_str())));
-        }
-        if request.approval_id.is_some() {
-            match resolved.approval {
-                None => return Ok(Err(Verdict::warrant_deny(Reason::UnknownApproval.as_str()))),
-                Some(approval) if approval.subject != resolved.principal_uid => {
-                    return Ok(Err(Verdict::warrant_deny(
-                        Reason::ApprovalReplayed.as_str(),
-                    )));
-                }
-                Some(_) => {}
-            }
-        }
-
-        let mut context: Vec<(String, RestrictedExpression)> = request
-            .context
-            .iter()
-            .map(|(key, value)| (key.clone(), cedar_value(value)))
-            .collect();
-        context.push(("now".to_owned(), cedar_datetime(now)));
-        if let Some(approval) = resolved.approval {
-            context.push((
-                "approval".to_owned(),
-                RestrictedExpression::new_entity_uid(approval.uid.clone()),
-            ));
-        }
-        let context = Context::from_pairs(context)
-            .map_err(|error| InvalidRequest::new("context", error.to_string()))?;
-        let cedar_request = match Request::new(
-            resolved.principal_uid.clone(),
-            action_uid,
-            resolved.resource_uid.clone(),
-            context,
-            Some(snapshot.policies.schema()),
-        ) {
-            Ok(cedar_request) => cedar_request,
-            Err(RequestValidationError::InvalidPrincipalType(_))
-            | Err(RequestValidationError::InvalidResourceType(_)) => {
-                return Ok(Err(Verdict::warrant_deny(
-                    Reason::ActionNotApplicable.as_str(),
-                )));
-            }
-            Err(RequestValidationError::UndeclaredAction(error)) => {
-                return Err(InvalidRequest::new("action", error.to_string()));
-            }
-            Err(RequestValidationError::UndeclaredPrincipalType(error)) => {
-                return Err(InvalidRequest::new("principal.type", error.to_string()));
-            }
-            Err(RequestValidationError::UndeclaredResourceType(error)) => {
-                return Err(InvalidRequest::new("resource.type", error.to_string()));
-            }
-            // Cedar's message quotes the context's values, which may be secrets: say which key
-            // does not fit, from the schema's declaration, and never the value.
-            Err(_) => {
-                let misfit = snapshot
-                    .policies
-                    .contexts()
-                    .get(&request.action)
-                    .and_then(|shape| shape.misfit(&request.context, &RESERVED_CONTEXT_KEYS));
-                return Err(match misfit {
-                    Some((field, message)) => InvalidRequest::new(field, message),
-                    None => InvalidRequest::new(
-                        "context",
-                        format!(
-                            "does not fit the context the schema declares for action {}",
-                            quote(&request.action)
-                        ),
-                    ),
-                });
-            }
-        };
-        Ok(Ok(cedar_request))
-    }
-
     /// Cedar's response under Warrant's rules: any error denies; a limited approval's allow
     /// takes one of its uses.
     fn conclude(
@@ -632,93 +461,6 @@ impl Engine {
             policy_version: Arc::clone(candidate.version()),
         }
     }
-
-    /// Gives a verdict its id, time, validity and evidence.
-    fn stamp(
-        &self,
-        snapshot: &Snapshot,
-        shadow: Option<&PolicySnapshot>,
-        request: &CheckRequest,
-        resolved: &Resolved<'_>,
-        now: UnixMillis,
-        verdict: Verdict,
-    ) -> Decision {
-        let facts = &snapshot.facts;
-        let approval = resolved.approval.map(|approval| {
-            let bound = approval.subject == resolved.principal_uid;
-            ApprovalEvidence {
-                valid_at_decision: bound && approval.is_valid_at(now),
-                replay_suspected: !bound,
-                use_number: verdict.approval_use,
-                approval: Arc::clone(approval),
-            }
-        });
-        let max_age = match verdict.effect {
-            Effect::Allow => self.settings.allow_max_age_ms,
-            Effect::Deny => self.settings.deny_max_age_ms,
-        };
-        let time_use = &snapshot.policies.time_use();
-        // A shadow set's verdict is cached with the decision, so its times count too.
-        let shadow_time = shadow.map(|s| s.time_use());
-        let valid_until = if time_use.arithmetic || shadow_time.is_some_and(|t| t.arithmetic) {
-            // The policies compute with the clock: the answer is known for this millisecond only.
-            now.saturating_add_millis(1)
-        } else {
-            // Otherwise the answer can change only when the clock crosses a time the decision
-            // could have compared it with: in the facts of the entities it could read, or in
-            // the policies themselves.
-            let read = [&resolved.principal_uid, &resolved.resource_uid]
-                .into_iter()
-                .chain(resolved.approval.map(|approval| &approval.uid))
-                .chain(&time_use.entity_literals)
-                .chain(shadow_time.into_iter().flat_map(|t| &t.entity_literals))
-                .map(|uid| facts.time_bounds(uid));
-            let horizon = now.saturating_add_millis(max_age);
-            read.chain([time_use.datetime_literals.as_slice()])
-                .chain(shadow_time.map(|t| t.datetime_literals.as_slice()))
-                .filter_map(|bounds| next_change(bounds, now))
-                .fold(horizon, UnixMillis::min)
-        };
-        let decision_id = new_decision_id(now);
-        let resource_scopes = facts
-            .resource_scopes()
-            .get(&resolved.resource_uid)
-            .cloned()
-            .unwrap_or_else(|| Arc::from([]));
-        Decision {
-            effect: verdict.effect,
-            decision_id,
-            reasons: verdict.reasons,
-            errors: verdict.errors,
-            provenance: Provenance {
-                principal: request.principal.clone(),
-                identity: resolved.identity.cloned(),
-                approval,
-                resource: request.resource.clone(),
-                resource_scopes,
-                decided_at: now,
-                facts_version: Arc::clone(facts.version()),
-                evaluation_id: decision_id,
-                answered_from_cache: false,
-            },
-            valid_until,
-            policy_version: Arc::clone(snapshot.policies.version()),
-            request_id: request.request_id.clone(),
-            shadow: None,
-        }
-    }
-}
-
-/// The first instant after `now` at which comparing the clock with one of `bounds` (sorted)
-/// can give a different result: a bound `t` changes `<` and `>=` at `t`, and `<=`, `>` and
-/// `==` at `t + 1ms`.
-fn next_change(bounds: &[UnixMillis], now: UnixMillis) -> Option<UnixMillis> {
-    let first_not_past = bounds.partition_point(|bound| *bound < now);
-    match bounds.get(first_not_past) {
-        Some(bound) if *bound == now => Some(now.saturating_add_millis(1)),
-        Some(bound) => Some(*bound),
-        None => None,
-    }
 }
 
 /// Cedar's answer under Warrant's rules: any policy error denies (Cedar skips a policy that
@@ -756,84 +498,6 @@ fn cedar_verdict(response: &cedar_policy::Response) -> Verdict {
     }
 }
 
-/// Turns the caller's names into Cedar ids, refusing what the schema cannot know.
-fn parse_names(
-    policies: &PolicySnapshot,
-    request: &CheckRequest,
-) -> Result<(EntityUid, EntityUid, EntityUid), InvalidRequest> {
-    let principal = entity_uid(&request.principal, "principal", policies)?;
-    let resource = entity_uid(&request.resource, "resource", policies)?;
-    if request.action.is_empty() {
-        return Err(InvalidRequest::new("action", "required"));
-    }
-    let action = policies
-        .actions()
-        .get(&request.action)
-        .cloned()
-        .ok_or_else(|| {
-            InvalidRequest::new(
-                "action",
-                format!("the schema declares no action {}", quote(&request.action)),
-            )
-        })?;
-    if let Some(approval_id) = &request.approval_id
-        && approval_id.is_empty()
-    {
-        return Err(InvalidRequest::new(
-            "approval_id",
-            "empty; omit it to present no approval",
-        ));
-    }
-    Ok((principal, action, resource))
-}
-
-fn entity_uid(
-    entity: &EntityRef,
-    field: &str,
-    policies: &PolicySnapshot,
-) -> Result<EntityUid, InvalidRequest> {
-    if entity.type_name.is_empty() {
-        return Err(InvalidRequest::new(format!("{field}.type"), "required"));
-    }
-    if entity.id.is_empty() {
-        return Err(InvalidRequest::new(format!("{field}.id"), "required"));
-    }
-    let type_name = policies
-        .entity_types()
-        .get(&entity.type_name)
-        .filter(|_| entity.type_name != APPROVAL_TYPE)
-        .ok_or_else(|| {
-            InvalidRequest::new(
-                format!("{field}.type"),
-                format!(
-                    "the schema declares no {field} type {}",
-                    quote(&entity.type_name)
-                ),
-            )
-        })?;
-    Ok(EntityUid::from_type_name_and_id(
-        type_name.clone(),
-        EntityId::new(&entity.id),
-    ))
-}
-
-/// `now` as a Cedar `datetime` expression. Building one costs microseconds (Cedar resolves the
-/// extension's name on every call), so each thread keeps the one for the current millisecond.
-fn cedar_datetime(now: UnixMillis) -> RestrictedExpression {
-    thread_local! {
-        static LAST: std::cell::RefCell<Option<(UnixMillis, RestrictedExpression)>> =
-            const { std::cell::RefCell::new(None) };
-    }
-    LAST.with_borrow_mut(|last| match last {
-        Some((at, expression)) if *at == now => expression.clone(),
-        _ => {
-            let expression = RestrictedExpression::new_datetime(now.to_cedar_datetime());
-            *last = Some((now, expression.clone()));
-            expression
-        }
-    })
-}
-
 /// A UUIDv7 stamped with decision time (from the injected clock), random in its other bits.
 fn new_decision_id(now: UnixMillis) -> Uuid {
     let millis = now.0.max(0) as u64;
@@ -843,20 +507,4 @@ fn new_decision_id(now: UnixMillis) -> Uuid {
         ((millis % 1_000) * 1_000_000) as u32,
     );
     Uuid::new_v7(timestamp)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_next_change_is_at_a_bound_or_just_after_one_that_is_now() {
-        let bounds = [UnixMillis(10), UnixMillis(20), UnixMillis(30)];
-        assert_eq!(next_change(&bounds, UnixMillis(5)), Some(UnixMillis(10)));
-        // `now == 20` can flip at 21 (for `<=`, `>`, `==`).
-        assert_eq!(next_change(&bounds, UnixMillis(20)), Some(UnixMillis(21)));
-        assert_eq!(next_change(&bounds, UnixMillis(21)), Some(UnixMillis(30)));
-        assert_eq!(next_change(&bounds, UnixMillis(31)), None);
-        assert_eq!(next_change(&[], UnixMillis(0)), None);
-    }
 }

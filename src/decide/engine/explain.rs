@@ -1,0 +1,76 @@
+//! `Engine::explain` (`warrant check --explain`): the decision, and each policy evaluated alone
+//! against the same Cedar request, so an author sees which policy said what.
+
+use super::*;
+
+/// What one policy, evaluated alone, makes of a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicyOutcome {
+    /// Its scope matches and its conditions hold: a permit would allow, a forbid denies.
+    Satisfied,
+    NotSatisfied,
+    /// It failed to evaluate (and so, in the whole set, makes the decision a deny).
+    Failed(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyExplanation {
+    pub policy_id: String,
+    /// `permit` or `forbid`.
+    pub effect: &'static str,
+    pub outcome: PolicyOutcome,
+}
+
+/// A decision and every policy's own outcome.
+#[derive(Debug, Clone)]
+pub struct Explanation {
+    pub decision: Decision,
+    /// Empty when Warrant decided before any policy ran (an unknown principal, say).
+    pub policies: Vec<PolicyExplanation>,
+}
+
+impl Engine {
+    /// Decides `request` afresh (never from the cache) and evaluates each policy alone against
+    /// the same Cedar request, for `warrant check --explain`.
+    pub fn explain(&self, request: &CheckRequest) -> Result<Explanation, InvalidRequest> {
+        self.settings.limits.check(request)?;
+        let snapshot = self.snapshot.load_full();
+        let now = self.clock.now();
+        let decision = self.evaluate(&snapshot, None, request, now)?;
+        let (principal_uid, action_uid, resource_uid) = parse_names(&snapshot.policies, request)?;
+        let resolved = Resolved::of(&snapshot.facts, request, principal_uid, resource_uid);
+        let policies = match self.cedar_request(&snapshot, request, &resolved, action_uid, now)? {
+            Err(_) => Vec::new(),
+            Ok(cedar_request) => snapshot
+                .policies
+                .policies()
+                .policies()
+                .map(|policy| {
+                    #[expect(clippy::expect_used, reason = "one policy has no duplicate id")]
+                    let alone = cedar_policy::PolicySet::from_policies([policy.clone()])
+                        .expect("a set of one policy has no duplicate id");
+                    let response = self.authorizer.is_authorized(
+                        &cedar_request,
+                        &alone,
+                        snapshot.facts.entities(),
+                    );
+                    let diagnostics = response.diagnostics();
+                    let outcome = match diagnostics.errors().next() {
+                        Some(error) => PolicyOutcome::Failed(error.to_string()),
+                        None if diagnostics.reason().next().is_some() => PolicyOutcome::Satisfied,
+                        None => PolicyOutcome::NotSatisfied,
+                    };
+                    PolicyExplanation {
+                        policy_id: policy.id().to_string(),
+                        effect: match policy.effect() {
+                            cedar_policy::Effect::Permit => "permit",
+                            cedar_policy::Effect::Forbid => "forbid",
+                        },
+                        outcome,
+                    }
+                })
+                .collect(),
+        };
+        Ok(Explanation { decision, policies })
+    }
+}

@@ -1,0 +1,109 @@
+//! How long a decision stays true (`valid_until`): the earliest of now plus the maximum age and
+//! the next instant at which a time the decision could read is crossed.
+
+use super::*;
+
+impl Engine {
+    /// Gives a verdict its id, time, validity and evidence.
+    pub(super) fn stamp(
+        &self,
+        snapshot: &Snapshot,
+        shadow: Option<&PolicySnapshot>,
+        request: &CheckRequest,
+        resolved: &Resolved<'_>,
+        now: UnixMillis,
+        verdict: Verdict,
+    ) -> Decision {
+        let facts = &snapshot.facts;
+        let approval = resolved.approval.map(|approval| {
+            let bound = approval.subject == resolved.principal_uid;
+            ApprovalEvidence {
+                valid_at_decision: bound && approval.is_valid_at(now),
+                replay_suspected: !bound,
+                use_number: verdict.approval_use,
+                approval: Arc::clone(approval),
+            }
+        });
+        let max_age = match verdict.effect {
+            Effect::Allow => self.settings.allow_max_age_ms,
+            Effect::Deny => self.settings.deny_max_age_ms,
+        };
+        let time_use = &snapshot.policies.time_use();
+        // A shadow set's verdict is cached with the decision, so its times count too.
+        let shadow_time = shadow.map(|s| s.time_use());
+        let valid_until = if time_use.arithmetic || shadow_time.is_some_and(|t| t.arithmetic) {
+            // The policies compute with the clock: the answer is known for this millisecond only.
+            now.saturating_add_millis(1)
+        } else {
+            // Otherwise the answer can change only when the clock crosses a time the decision
+            // could have compared it with: in the facts of the entities it could read, or in
+            // the policies themselves.
+            let read = [&resolved.principal_uid, &resolved.resource_uid]
+                .into_iter()
+                .chain(resolved.approval.map(|approval| &approval.uid))
+                .chain(&time_use.entity_literals)
+                .chain(shadow_time.into_iter().flat_map(|t| &t.entity_literals))
+                .map(|uid| facts.time_bounds(uid));
+            let horizon = now.saturating_add_millis(max_age);
+            read.chain([time_use.datetime_literals.as_slice()])
+                .chain(shadow_time.map(|t| t.datetime_literals.as_slice()))
+                .filter_map(|bounds| next_change(bounds, now))
+                .fold(horizon, UnixMillis::min)
+        };
+        let decision_id = new_decision_id(now);
+        let resource_scopes = facts
+            .resource_scopes()
+            .get(&resolved.resource_uid)
+            .cloned()
+            .unwrap_or_else(|| Arc::from([]));
+        Decision {
+            effect: verdict.effect,
+            decision_id,
+            reasons: verdict.reasons,
+            errors: verdict.errors,
+            provenance: Provenance {
+                principal: request.principal.clone(),
+                identity: resolved.identity.cloned(),
+                approval,
+                resource: request.resource.clone(),
+                resource_scopes,
+                decided_at: now,
+                facts_version: Arc::clone(facts.version()),
+                evaluation_id: decision_id,
+                answered_from_cache: false,
+            },
+            valid_until,
+            policy_version: Arc::clone(snapshot.policies.version()),
+            request_id: request.request_id.clone(),
+            shadow: None,
+        }
+    }
+}
+
+/// The first instant after `now` at which comparing the clock with one of `bounds` (sorted)
+/// can give a different result: a bound `t` changes `<` and `>=` at `t`, and `<=`, `>` and
+/// `==` at `t + 1ms`.
+pub(super) fn next_change(bounds: &[UnixMillis], now: UnixMillis) -> Option<UnixMillis> {
+    let first_not_past = bounds.partition_point(|bound| *bound < now);
+    match bounds.get(first_not_past) {
+        Some(bound) if *bound == now => Some(now.saturating_add_millis(1)),
+        Some(bound) => Some(*bound),
+        None => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    pub(super) fn the_next_change_is_at_a_bound_or_just_after_one_that_is_now() {
+        let bounds = [UnixMillis(10), UnixMillis(20), UnixMillis(30)];
+        assert_eq!(next_change(&bounds, UnixMillis(5)), Some(UnixMillis(10)));
+        // `now == 20` can flip at 21 (for `<=`, `>`, `==`).
+        assert_eq!(next_change(&bounds, UnixMillis(20)), Some(UnixMillis(21)));
+        assert_eq!(next_change(&bounds, UnixMillis(21)), Some(UnixMillis(30)));
+        assert_eq!(next_change(&bounds, UnixMillis(31)), None);
+        assert_eq!(next_change(&[], UnixMillis(0)), None);
+    }
+}
