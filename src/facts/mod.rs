@@ -13,6 +13,12 @@ use sha2::{Digest, Sha256};
 use crate::clock::UnixMillis;
 use crate::domain::{Approval, EntityRef, Identity, MAX_EXACT_INTEGER, Owner};
 
+mod evidence;
+mod time_bounds;
+
+use evidence::{index_identity, read_approval, scopes_nearest_first};
+use time_bounds::{TimeReferences, closure_of, direct_times_of, time_bounds_by_entity};
+
 /// The facts file in a policy directory.
 pub const ENTITIES_FILE: &str = "entities.json";
 /// The entity type of approvals. An approval's single parent is the identity it was granted to.
@@ -289,112 +295,6 @@ impl Facts {
     }
 }
 
-/// The datetimes an entity holds and the entities it refers to, read from its JSON form.
-#[derive(Debug, Default)]
-struct TimeReferences {
-    datetimes: Vec<UnixMillis>,
-    entities: Vec<EntityUid>,
-}
-
-impl TimeReferences {
-    /// Walks a Cedar JSON value (`__extn` and `__entity` escapes) for datetimes and entities.
-    fn collect(&mut self, value: &serde_json::Value) -> Result<(), String> {
-        use serde_json::Value;
-        match value {
-            Value::Array(items) => items.iter().try_for_each(|item| self.collect(item)),
-            Value::Object(fields) => {
-                if let Some(extension) = fields.get("__extn") {
-                    let function = extension.get("fn").and_then(Value::as_str);
-                    let arg = extension.get("arg").and_then(Value::as_str);
-                    if let (Some("datetime"), Some(arg)) = (function, arg) {
-                        let at = UnixMillis::parse_cedar_datetime(arg)
-                            .ok_or_else(|| format!("cannot read datetime {arg:?}"))?;
-                        self.datetimes.push(at);
-                    }
-                    return Ok(());
-                }
-                if let Some(reference) = fields.get("__entity") {
-                    let uid = EntityUid::from_json(reference.clone())
-                        .map_err(|error| format!("bad entity reference {reference}: {error}"))?;
-                    self.entities.push(uid);
-                    return Ok(());
-                }
-                fields.values().try_for_each(|field| self.collect(field))
-            }
-            _ => Ok(()),
-        }
-    }
-}
-
-/// An entity's own datetimes and references, from its JSON form.
-fn direct_times_of(entity: &Entity) -> Result<TimeReferences, FactsError> {
-    let bad = |message: String| FactsError::BadEntity {
-        entity: EntityRef::from_uid(&entity.uid()),
-        message,
-    };
-    let json = entity.to_json_value().map_err(|e| bad(e.to_string()))?;
-    let mut found = TimeReferences::default();
-    for part in ["attrs", "tags"] {
-        if let Some(value) = json.get(part) {
-            found.collect(value).map_err(bad)?;
-        }
-    }
-    Ok(found)
-}
-
-/// Every datetime reachable from `uid` through entity references, sorted; `None` for none.
-fn closure_of(
-    uid: &EntityUid,
-    direct: &HashMap<EntityUid, Arc<TimeReferences>>,
-) -> Option<Arc<[UnixMillis]>> {
-    let mut seen = std::collections::HashSet::from([uid]);
-    let mut queue = vec![uid];
-    let mut times = Vec::new();
-    while let Some(next) = queue.pop() {
-        let Some(found) = direct.get(next) else {
-            continue;
-        };
-        times.extend_from_slice(&found.datetimes);
-        for reference in &found.entities {
-            if seen.insert(reference) {
-                queue.push(reference);
-            }
-        }
-    }
-    if times.is_empty() {
-        return None;
-    }
-    times.sort_unstable();
-    times.dedup();
-    Some(Arc::from(times))
-}
-
-type TimeIndexes = (
-    HashMap<EntityUid, Arc<[UnixMillis]>>,
-    HashMap<EntityUid, Arc<TimeReferences>>,
-    HashMap<EntityUid, Vec<EntityUid>>,
-);
-
-fn time_bounds_by_entity(entities: &Entities) -> Result<TimeIndexes, FactsError> {
-    let mut direct: HashMap<EntityUid, Arc<TimeReferences>> = HashMap::new();
-    let mut referrers: HashMap<EntityUid, Vec<EntityUid>> = HashMap::new();
-    for entity in entities.iter() {
-        let found = direct_times_of(entity)?;
-        for reference in &found.entities {
-            referrers
-                .entry(reference.clone())
-                .or_default()
-                .push(entity.uid());
-        }
-        direct.insert(entity.uid(), Arc::new(found));
-    }
-    let bounds = direct
-        .keys()
-        .filter_map(|uid| closure_of(uid, &direct).map(|times| (uid.clone(), times)))
-        .collect();
-    Ok((bounds, direct, referrers))
-}
-
 /// Why a facts file was refused (without its path).
 #[derive(Debug, thiserror::Error)]
 pub enum FactsError {
@@ -439,53 +339,6 @@ fn error_chain(error: &dyn std::error::Error) -> String {
     message
 }
 
-fn attr(entity: &Entity, name: &str) -> Option<EvalResult> {
-    entity.attr(name).and_then(Result::ok)
-}
-
-fn string_attr(entity: &Entity, name: &str) -> Result<Option<String>, String> {
-    match attr(entity, name) {
-        None => Ok(None),
-        Some(EvalResult::String(s)) => Ok(Some(s)),
-        Some(other) => Err(format!(
-            "attribute `{name}` must be a String, found {other}"
-        )),
-    }
-}
-
-fn entity_attr(entity: &Entity, name: &str) -> Result<Option<EntityUid>, String> {
-    match attr(entity, name) {
-        None => Ok(None),
-        Some(EvalResult::EntityUid(uid)) => Ok(Some(uid)),
-        Some(other) => Err(format!(
-            "attribute `{name}` must be an entity, found {other}"
-        )),
-    }
-}
-
-fn datetime_attr(entity: &Entity, name: &str) -> Result<Option<UnixMillis>, String> {
-    match attr(entity, name) {
-        None => Ok(None),
-        Some(EvalResult::ExtensionValue(text)) => {
-            // Cedar renders the value as `datetime("...")`.
-            let inner = text
-                .strip_prefix("datetime(\"")
-                .and_then(|rest| rest.strip_suffix("\")"));
-            inner
-                .and_then(UnixMillis::parse_cedar_datetime)
-                .map(Some)
-                .ok_or_else(|| format!("attribute `{name}` must be a datetime, found {text}"))
-        }
-        Some(other) => Err(format!(
-            "attribute `{name}` must be a datetime, found {other}"
-        )),
-    }
-}
-
-fn required<T>(value: Result<Option<T>, String>, name: &str) -> Result<T, String> {
-    value?.ok_or_else(|| format!("approval needs attribute `{name}`"))
-}
-
 /// An entity's parents, as text (for comparing two versions of it).
 fn parents_of(entity: &Entity) -> Result<std::collections::BTreeSet<String>, FactsError> {
     let json = entity.to_json_value().map_err(|e| FactsError::BadEntity {
@@ -498,123 +351,6 @@ fn parents_of(entity: &Entity) -> Result<std::collections::BTreeSet<String>, Fac
         .flatten()
         .map(ToString::to_string)
         .collect())
-}
-
-/// Reads an identity into the identity index, and its SPIFFE ID, which must be its alone.
-fn index_identity(
-    entity: &Entity,
-    entities: &Entities,
-    identities: &mut HashMap<EntityUid, Arc<Identity>>,
-    spiffe_ids: &mut HashMap<String, EntityUid>,
-) -> Result<(), String> {
-    let uid = entity.uid();
-    identities.insert(uid.clone(), Arc::new(read_identity(entity, entities)?));
-    if let Some(spiffe_id) = string_attr(entity, "spiffe_id")?
-        && let Some(other) = spiffe_ids.insert(spiffe_id.clone(), uid)
-    {
-        return Err(format!("spiffe_id {spiffe_id:?} is also {other}'s"));
-    }
-    Ok(())
-}
-
-fn read_identity(entity: &Entity, entities: &Entities) -> Result<Identity, String> {
-    let owner = entity_attr(entity, "owner")?.map(|uid| {
-        let human = entities.get(&uid);
-        Owner {
-            name: human.and_then(|h| string_attr(h, "name").ok().flatten()),
-            email: human.and_then(|h| string_attr(h, "email").ok().flatten()),
-            entity: EntityRef::from_uid(&uid),
-        }
-    });
-    Ok(Identity {
-        owner,
-        status: string_attr(entity, "status")?,
-        expires_at: datetime_attr(entity, "expires_at")?,
-    })
-}
-
-fn read_approval(
-    entity: &Entity,
-    entities: &Entities,
-    principal_types: &[String],
-) -> Result<Approval, String> {
-    let uid = entity.uid();
-    let subjects: Vec<EntityUid> = entities
-        .ancestors(&uid)
-        .into_iter()
-        .flatten()
-        .filter(|parent| principal_types.contains(&parent.type_name().to_string()))
-        .cloned()
-        .collect();
-    let [subject] = <[EntityUid; 1]>::try_from(subjects).map_err(|found| {
-        format!(
-            "an approval is granted to exactly one identity, its parent; found {}",
-            found.len()
-        )
-    })?;
-    let actions = match attr(entity, "actions") {
-        Some(EvalResult::Set(set)) => set
-            .iter()
-            .map(|item| match item {
-                EvalResult::EntityUid(action) => Ok(action.id().unescaped().to_owned()),
-                other => Err(format!(
-                    "attribute `actions` must hold actions, found {other}"
-                )),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        Some(other) => return Err(format!("attribute `actions` must be a set, found {other}")),
-        None => return Err("approval needs attribute `actions`".to_owned()),
-    };
-    let revoked = match attr(entity, "revoked") {
-        Some(EvalResult::Bool(b)) => b,
-        None => false,
-        Some(other) => return Err(format!("attribute `revoked` must be a Bool, found {other}")),
-    };
-    Ok(Approval {
-        ticket: required(string_attr(entity, "ticket"), "ticket")?,
-        approver: EntityRef::from_uid(&required(entity_attr(entity, "approver"), "approver")?),
-        subject,
-        actions,
-        scope: EntityRef::from_uid(&required(entity_attr(entity, "scope"), "scope")?),
-        not_before: required(datetime_attr(entity, "not_before"), "not_before")?,
-        expires_at: required(datetime_attr(entity, "expires_at"), "expires_at")?,
-        revoked,
-        playbook: string_attr(entity, "playbook")?,
-        max_uses: match attr(entity, "max_uses") {
-            None => None,
-            // At most 2^53, so the ledger's canonical JSON keeps it exact.
-            Some(EvalResult::Long(n)) if (1..=MAX_EXACT_INTEGER).contains(&n) => Some(n as u64),
-            Some(other) => {
-                return Err(format!(
-                    "attribute `max_uses` must be a Long from 1 to 2^53, found {other}"
-                ));
-            }
-        },
-        uid,
-    })
-}
-
-/// The resource's ancestors, nearest first. In a scope tree a nearer scope has more ancestors
-/// than a farther one; ties (a DAG) are broken by name so the order is stable.
-fn scopes_nearest_first(entities: &Entities, uid: &EntityUid) -> Arc<[EntityRef]> {
-    let mut scopes: Vec<(usize, EntityUid)> = entities
-        .ancestors(uid)
-        .into_iter()
-        .flatten()
-        .map(|scope| {
-            let depth = entities.ancestors(scope).map_or(0, Iterator::count);
-            (depth, scope.clone())
-        })
-        .collect();
-    scopes.sort_by(|(a_depth, a), (b_depth, b)| {
-        b_depth
-            .cmp(a_depth)
-            .then_with(|| a.to_string().cmp(&b.to_string()))
-    });
-    scopes
-        .into_iter()
-        .map(|(_, scope)| EntityRef::from_uid(&scope))
-        .collect()
 }
 
 /// The policy folder's `entities.json` by uid (`Type::"id"`), as JSON. Refuses an entity given
