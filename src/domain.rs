@@ -98,105 +98,70 @@ impl Approval {
 /// Context keys Warrant sets itself. A caller that supplies one is refused.
 pub const RESERVED_CONTEXT_KEYS: [&str; 2] = ["now", "approval"];
 
-/// Reasons Warrant gives for decisions it makes itself, before or around Cedar (a decision's
-/// other reasons are the `@id`s of its determining policies). `as_str` is how records, answers
-/// and metric labels spell them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Reason {
-    UnknownPrincipal,
-    UnknownResource,
-    UnknownApproval,
-    ApprovalReplayed,
-    ActionNotApplicable,
-    NoPermittingPolicy,
-    EvaluationError,
-    /// The decision could not be written to the ledger, so it is not given.
-    LedgerUnavailable,
-    /// A limited approval whose every use is taken.
-    ApprovalUsesExhausted,
-    /// A use of a limited approval could not be recorded, so it is not allowed.
-    ApprovalUseNotRecorded,
-    /// The shadow (candidate) policies cannot take the request: their schema lacks the action,
-    /// or the request does not fit it.
-    NotDecidableByCandidate,
-    /// The request was refused as malformed (a missing or oversized field, a value the schema
-    /// refuses); the record's error says which field.
-    InvalidRequest,
-    /// The request's bytes could not be read at all (not protobuf, not UTF-8, too large).
-    MalformedRequest,
-    /// No answer was ready within the server's time limit for a call.
-    TimedOut,
-    /// The request could not be decided because Warrant itself failed (a bug): denied.
-    InternalError,
-    /// Neither an mTLS peer nor a trusted principal header named the caller.
-    Unauthenticated,
-    /// The mTLS peer's SPIFFE ID belongs to no identity.
-    UnknownSpiffeId,
-    /// The trusted principal header does not hold `Type::id`.
-    BadPrincipalHeader,
-    /// No route maps the method and path to an action and resource.
-    NoRoute,
-    /// The path cannot be read (bad percent-encoding).
-    BadPath,
-    /// Envoy's CheckRequest lacks the HTTP request.
-    MalformedCheck,
-    /// The mapped request does not fit the schema (a route or context mapping that needs fixing).
-    NotDecidable,
+/// Defines `Reason` from one list: the variants, `ALL` and `as_str` cannot disagree.
+macro_rules! reasons {
+    ($($(#[$doc:meta])* $variant:ident => $text:literal,)*) => {
+        /// Reasons Warrant gives for decisions it makes itself, before or around Cedar (a
+        /// decision's other reasons are the `@id`s of its determining policies). `as_str` is how
+        /// records, answers and metric labels spell them.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Reason {
+            $($(#[$doc])* $variant,)*
+        }
+
+        impl Reason {
+            /// Every reason, in declaration order.
+            pub const ALL: &'static [Reason] = &[$(Reason::$variant,)*];
+
+            pub const fn as_str(self) -> &'static str {
+                match self {
+                    $(Reason::$variant => $text,)*
+                }
+            }
+        }
+    };
 }
 
-impl Reason {
-    /// Every reason, in declaration order.
-    pub const ALL: [Reason; 22] = [
-        Reason::UnknownPrincipal,
-        Reason::UnknownResource,
-        Reason::UnknownApproval,
-        Reason::ApprovalReplayed,
-        Reason::ActionNotApplicable,
-        Reason::NoPermittingPolicy,
-        Reason::EvaluationError,
-        Reason::LedgerUnavailable,
-        Reason::ApprovalUsesExhausted,
-        Reason::ApprovalUseNotRecorded,
-        Reason::NotDecidableByCandidate,
-        Reason::InvalidRequest,
-        Reason::MalformedRequest,
-        Reason::TimedOut,
-        Reason::InternalError,
-        Reason::Unauthenticated,
-        Reason::UnknownSpiffeId,
-        Reason::BadPrincipalHeader,
-        Reason::NoRoute,
-        Reason::BadPath,
-        Reason::MalformedCheck,
-        Reason::NotDecidable,
-    ];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Reason::UnknownPrincipal => "warrant:unknown-principal",
-            Reason::UnknownResource => "warrant:unknown-resource",
-            Reason::UnknownApproval => "warrant:unknown-approval",
-            Reason::ApprovalReplayed => "warrant:approval-granted-to-another-identity",
-            Reason::ActionNotApplicable => "warrant:action-not-applicable",
-            Reason::NoPermittingPolicy => "warrant:no-permitting-policy",
-            Reason::EvaluationError => "warrant:evaluation-error",
-            Reason::LedgerUnavailable => "warrant:ledger-unavailable",
-            Reason::ApprovalUsesExhausted => "warrant:approval-uses-exhausted",
-            Reason::ApprovalUseNotRecorded => "warrant:approval-use-not-recorded",
-            Reason::NotDecidableByCandidate => "warrant:not-decidable-by-candidate",
-            Reason::InvalidRequest => "warrant:invalid-request",
-            Reason::MalformedRequest => "warrant:malformed-request",
-            Reason::TimedOut => "warrant:timed-out",
-            Reason::InternalError => "warrant:internal-error",
-            Reason::Unauthenticated => "warrant:unauthenticated",
-            Reason::UnknownSpiffeId => "warrant:unknown-spiffe-id",
-            Reason::BadPrincipalHeader => "warrant:bad-principal-header",
-            Reason::NoRoute => "warrant:no-route",
-            Reason::BadPath => "warrant:bad-path",
-            Reason::MalformedCheck => "warrant:malformed-check-request",
-            Reason::NotDecidable => "warrant:request-not-decidable",
-        }
-    }
+reasons! {
+    UnknownPrincipal => "warrant:unknown-principal",
+    UnknownResource => "warrant:unknown-resource",
+    UnknownApproval => "warrant:unknown-approval",
+    ApprovalReplayed => "warrant:approval-granted-to-another-identity",
+    ActionNotApplicable => "warrant:action-not-applicable",
+    NoPermittingPolicy => "warrant:no-permitting-policy",
+    EvaluationError => "warrant:evaluation-error",
+    /// The decision could not be written to the ledger, so it is not given.
+    LedgerUnavailable => "warrant:ledger-unavailable",
+    /// A limited approval whose every use is taken.
+    ApprovalUsesExhausted => "warrant:approval-uses-exhausted",
+    /// A use of a limited approval could not be recorded, so it is not allowed.
+    ApprovalUseNotRecorded => "warrant:approval-use-not-recorded",
+    /// The shadow (candidate) policies cannot take the request: their schema lacks the action,
+    /// or the request does not fit it.
+    NotDecidableByCandidate => "warrant:not-decidable-by-candidate",
+    /// The request was refused as malformed (a missing or oversized field, a value the schema
+    /// refuses); the record's error says which field.
+    InvalidRequest => "warrant:invalid-request",
+    /// The request's bytes could not be read at all (not protobuf, not UTF-8, too large).
+    MalformedRequest => "warrant:malformed-request",
+    /// No answer was ready within the server's time limit for a call.
+    TimedOut => "warrant:timed-out",
+    /// The request could not be decided because Warrant itself failed (a bug): denied.
+    InternalError => "warrant:internal-error",
+    /// Neither an mTLS peer nor a trusted principal header named the caller.
+    Unauthenticated => "warrant:unauthenticated",
+    /// The mTLS peer's SPIFFE ID belongs to no identity.
+    UnknownSpiffeId => "warrant:unknown-spiffe-id",
+    /// The trusted principal header does not hold `Type::id`.
+    BadPrincipalHeader => "warrant:bad-principal-header",
+    /// No route maps the method and path to an action and resource.
+    NoRoute => "warrant:no-route",
+    /// The path cannot be read (bad percent-encoding).
+    BadPath => "warrant:bad-path",
+    /// Envoy's CheckRequest lacks the HTTP request.
+    MalformedCheck => "warrant:malformed-check-request",
+    /// The mapped request does not fit the schema (a route or context mapping that needs fixing).
+    NotDecidable => "warrant:request-not-decidable",
 }
 
 /// A value in the caller's context: the part of Cedar's value space a caller may assert.
@@ -344,7 +309,7 @@ mod tests {
     fn every_reason_is_warrants_own_distinct_and_in_the_readme() {
         let readme = include_str!("../README.md");
         let mut seen = std::collections::HashSet::new();
-        for reason in Reason::ALL {
+        for reason in Reason::ALL.iter().copied() {
             let text = reason.as_str();
             assert!(text.starts_with("warrant:"), "{reason:?}: {text}");
             assert!(seen.insert(text), "{text} twice");
