@@ -149,7 +149,12 @@ async fn a_decision_is_a_span_inside_the_callers_trace_and_the_ledger_names_the_
         .into_inner();
 
     let spans = collector
-        .wait_for(TRACE_ID, |spans| spans.iter().any(|s| s.name == "decision"))
+        // The API span ends after the decision span inside it, so it may come in a later batch.
+        .wait_for(TRACE_ID, |spans| {
+            ["decision", "warrant.decide"]
+                .iter()
+                .all(|name| spans.iter().any(|s| s.name == *name))
+        })
         .await;
     let api = spans
         .iter()
