@@ -213,12 +213,19 @@ pub enum Effect {
 }
 
 impl Effect {
-    /// `ALLOW` or `DENY`, as records and the APIs' enums spell it (`to_ascii_lowercase` for the
-    /// HTTP APIs and metric labels).
+    /// `ALLOW` or `DENY`, as records and the APIs' enums spell it.
     pub fn as_str(self) -> &'static str {
         match self {
             Effect::Allow => "ALLOW",
             Effect::Deny => "DENY",
+        }
+    }
+
+    /// `allow` or `deny`, as Envoy's dynamic metadata and metric labels spell it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Effect::Allow => "allow",
+            Effect::Deny => "deny",
         }
     }
 }

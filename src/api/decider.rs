@@ -130,17 +130,12 @@ impl Decider {
                     record
                 })
                 .collect();
-            let tailed: Vec<Arc<Record>> = if Arc::strong_count(&self.listeners) > 1 {
-                records.iter().cloned().map(Arc::new).collect()
-            } else {
-                Vec::new()
-            };
             let appending = std::time::Instant::now();
-            let appended = ledger.append(records).await;
-            if appended.is_ok() {
-                for record in tailed {
+            let appended = ledger.append(&records).await;
+            if appended.is_ok() && Arc::strong_count(&self.listeners) > 1 {
+                for record in records {
                     // No receiver left is fine: the tail has hung up.
-                    let _ = self.tail.send(record);
+                    let _ = self.tail.send(Arc::new(record));
                 }
             }
             self.metrics.ledger_append(appending.elapsed());

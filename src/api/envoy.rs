@@ -489,12 +489,11 @@ fn string_value(text: &str) -> Value {
 
 /// What Envoy stores as the filter's dynamic metadata (for access logs and later filters).
 fn metadata(decision_id: &str, policy_version: &str, effect: Effect) -> Struct {
-    let decision = effect.as_str().to_ascii_lowercase();
     Struct {
         fields: [
             ("decision_id", string_value(decision_id)),
             ("policy_version", string_value(policy_version)),
-            ("decision", string_value(&decision)),
+            ("decision", string_value(effect.label())),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

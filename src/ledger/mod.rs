@@ -447,7 +447,7 @@ impl Ledger {
 
     /// Appends records (one decision's, or a batch's). In durable mode this resolves once all
     /// are on disk; in async mode once they are queued.
-    pub async fn append(&self, records: Vec<Record>) -> Result<(), LedgerError> {
+    pub async fn append(&self, records: &[Record]) -> Result<(), LedgerError> {
         let stopped = || LedgerError::Unavailable("the ledger writer has stopped".into());
         if self.failed.load(Ordering::Relaxed) {
             return Err(LedgerError::Unavailable("an earlier write failed".into()));
@@ -455,7 +455,7 @@ impl Ledger {
         let mut waits = Vec::new();
         for record in records {
             let decision_id = record.decision_id.clone();
-            let record = canonical(&record)
+            let record = canonical(record)
                 .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
             let done = (self.mode == LedgerMode::Durable).then(|| {
                 let (sender, receiver) = oneshot::channel();

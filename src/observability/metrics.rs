@@ -252,11 +252,12 @@ impl Metrics {
         );
         for api in Api::ALL {
             let m = self.api(api);
-            for (decision, counter) in [("allow", &m.allow), ("deny", &m.deny)] {
+            for (effect, counter) in [(Effect::Allow, &m.allow), (Effect::Deny, &m.deny)] {
                 let _ = writeln!(
                     out,
-                    "warrant_decisions_total{{api=\"{}\",decision=\"{decision}\"}} {}",
+                    "warrant_decisions_total{{api=\"{}\",decision=\"{}\"}} {}",
                     api.label(),
+                    effect.label(),
                     counter.load(Ordering::Relaxed)
                 );
             }
