@@ -882,16 +882,14 @@ pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Record>, LedgerErro
     }
 }
 
-/// The canonical JSON of `Entry { seq, record }` from the record's canonical JSON: RFC 8785
-/// orders the keys, and "record" sorts before "seq".
-pub(super) fn entry_bytes(seq: u64, record: &[u8]) -> Vec<u8> {
-    let mut bytes = Vec::with_capacity(record.len() + 32);
-    bytes.extend_from_slice(b"{\"record\":");
-    bytes.extend_from_slice(record);
-    bytes.extend_from_slice(b",\"seq\":");
-    bytes.extend_from_slice(seq.to_string().as_bytes());
-    bytes.push(b'}');
-    bytes
+/// Appends the canonical JSON of `Entry { seq, record }` to `out`, from the record's canonical
+/// JSON: RFC 8785 orders the keys, and "record" sorts before "seq".
+pub(super) fn write_entry(seq: u64, record: &[u8], out: &mut Vec<u8>) {
+    out.extend_from_slice(b"{\"record\":");
+    out.extend_from_slice(record);
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(seq.to_string().as_bytes());
+    out.push(b'}');
 }
 
 pub(super) fn chain_hash(prev: &[u8; 32], entry: &[u8]) -> [u8; 32] {

@@ -279,7 +279,7 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ledger::chain::{Entry, entry_bytes};
+    use crate::ledger::chain::{Entry, write_entry};
 
     fn record(context: serde_json::Value) -> Record {
         let name = |t: &str, i: &str| EntityRef {
@@ -398,7 +398,8 @@ mod tests {
     fn the_writer_builds_the_same_bytes_as_canonicalising_the_entry() {
         let context = serde_json::json!({"z": 1, "a": [true, "\u{1F600}"], "big": i64::MAX, "\u{e9}": {"y": -3, "b": "\t"}});
         let record = record(context);
-        let fast = entry_bytes(42, &canonical(&record).unwrap());
+        let mut fast = Vec::new();
+        write_entry(42, &canonical(&record).unwrap(), &mut fast);
         let entry = Entry { seq: 42, record };
         let mut general = Vec::new();
         canonical_value(&serde_json::to_value(&entry).unwrap(), &mut general).unwrap();

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use ed25519_dalek::{Signer, SigningKey};
 
-use super::chain::{SignedHead, chain_hash, checkpoint_bytes, checkpoint_line, entry_bytes};
+use super::chain::{SignedHead, chain_hash, checkpoint_bytes, checkpoint_line, write_entry};
 use super::*;
 
 pub(super) struct Writer {
@@ -225,28 +225,30 @@ impl Writer {
             Vec::with_capacity(batch.iter().map(|p| p.record.len() + 200).sum::<usize>() + 300);
         let mut head = self.head;
         let mut lines = Vec::with_capacity(batch.len());
-        let hex = |hash: &[u8; 32]| -> [u8; 64] {
-            const DIGITS: &[u8; 16] = b"0123456789abcdef";
+        // Each record's `prev` is the hash the one before it was written with: encoded once.
+        let hex = |hash: &[u8; 32]| -> Result<[u8; 64], LedgerError> {
             let mut text = [0u8; 64];
-            for (i, byte) in hash.iter().enumerate() {
-                text[2 * i] = DIGITS[usize::from(byte >> 4)];
-                text[2 * i + 1] = DIGITS[usize::from(byte & 0x0f)];
-            }
-            text
+            hex::encode_to_slice(hash, &mut text)
+                .map_err(|e| LedgerError::Unavailable(format!("cannot write a hash: {e}")))?;
+            Ok(text)
         };
+        let mut prev_hex = hex(&head)?;
         for (i, pending) in batch.iter().enumerate() {
             let start = bytes.len() as u64;
-            let entry = entry_bytes(first_seq + i as u64, &pending.record);
-            let hash = chain_hash(&head, &entry);
-            // Itself canonical JSON: "entry" < "hash" < "prev".
+            // The line is itself canonical JSON ("entry" < "hash" < "prev"); its entry is written
+            // in place and hashed where it stands.
             bytes.extend_from_slice(b"{\"entry\":");
-            bytes.extend_from_slice(&entry);
+            let entry_start = bytes.len();
+            write_entry(first_seq + i as u64, &pending.record, &mut bytes);
+            let hash = chain_hash(&head, &bytes[entry_start..]);
+            let hash_hex = hex(&hash)?;
             bytes.extend_from_slice(b",\"hash\":\"");
-            bytes.extend_from_slice(&hex(&hash));
+            bytes.extend_from_slice(&hash_hex);
             bytes.extend_from_slice(b"\",\"prev\":\"");
-            bytes.extend_from_slice(&hex(&head));
+            bytes.extend_from_slice(&prev_hex);
             bytes.extend_from_slice(b"\"}\n");
             head = hash;
+            prev_hex = hash_hex;
             lines.push((
                 pending.decision_id.clone(),
                 start,
