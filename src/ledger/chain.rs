@@ -2,7 +2,7 @@
 //! signatures, the signing key, and reading a ledger back (`scan`, `verify`, `records`).
 
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::{Signature, SigningKey, VerifyingKey};
@@ -386,31 +386,21 @@ pub(super) fn scan_segments(
     let mut raw: Vec<(RawLine, Place)> = Vec::new();
     let mut torn_tail = None;
     for (index, path) in segments.iter().enumerate() {
-        let file = File::open(path).map_err(io_error(path))?;
-        let mut reader = BufReader::new(file);
-        let mut offset = 0u64;
+        let mut lines = SegmentLines::open(path, 0)?;
         let mut line_number = 0;
-        let mut buffer = Vec::new();
-        loop {
-            buffer.clear();
-            let read = reader
-                .read_until(b'\n', &mut buffer)
-                .map_err(io_error(path))?;
-            if read == 0 {
-                break;
-            }
+        while let Some((offset, buffer)) = lines.next_line()? {
             line_number += 1;
             let place = Place {
                 segment: path.clone(),
                 line: line_number,
                 offset,
-                length: read as u64,
+                length: buffer.len() as u64,
             };
             let complete = buffer.last() == Some(&b'\n');
             let is_last_segment = index + 1 == segments.len();
-            match serde_json::from_slice::<Line>(&buffer) {
+            match serde_json::from_slice::<Line>(buffer) {
                 Ok(Line::Entry { entry, prev, hash }) if complete => {
-                    let Some(hashed) = written_entry_bytes(&buffer) else {
+                    let Some(hashed) = written_entry_bytes(buffer) else {
                         return Ok(Err(Damage::Unreadable { place }));
                     };
                     let prev_bytes = hex::decode(&prev)
@@ -446,7 +436,6 @@ pub(super) fn scan_segments(
                 }
                 _ => return Ok(Err(Damage::Unreadable { place })),
             }
-            offset += read as u64;
         }
     }
 
@@ -879,6 +868,45 @@ pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Record>, LedgerErro
         Err(damage) => Err(LedgerError::Corrupt(format!(
             "the ledger does not verify ({damage}); run `warrant log verify`"
         ))),
+    }
+}
+
+/// A segment's lines from a byte offset, each with the offset it starts at. The last line may
+/// lack its newline (a line being written, or a torn tail): callers tell by its last byte.
+pub(super) struct SegmentLines {
+    path: PathBuf,
+    reader: BufReader<File>,
+    offset: u64,
+    buffer: Vec<u8>,
+}
+
+impl SegmentLines {
+    pub(super) fn open(path: &Path, from: u64) -> Result<Self, LedgerError> {
+        let mut file = File::open(path).map_err(io_error(path))?;
+        if from > 0 {
+            file.seek(SeekFrom::Start(from)).map_err(io_error(path))?;
+        }
+        Ok(SegmentLines {
+            path: path.to_path_buf(),
+            reader: BufReader::new(file),
+            offset: from,
+            buffer: Vec::new(),
+        })
+    }
+
+    /// The next line (newline included when there is one) and its offset; `None` at the end.
+    pub(super) fn next_line(&mut self) -> Result<Option<(u64, &[u8])>, LedgerError> {
+        self.buffer.clear();
+        let read = self
+            .reader
+            .read_until(b'\n', &mut self.buffer)
+            .map_err(io_error(&self.path))?;
+        if read == 0 {
+            return Ok(None);
+        }
+        let start = self.offset;
+        self.offset += read as u64;
+        Ok(Some((start, &self.buffer)))
     }
 }
 

@@ -6,12 +6,11 @@
 //! `--after SEQ` gives exactly the records after it, none twice, none missed, across restarts of
 //! either side.
 
-use std::fs::File;
-use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::chain::{Line, segments};
+use super::chain::{Line, SegmentLines, segments};
 use super::{LedgerError, io_error};
 
 /// Where the export has read up to: a segment and the byte after its last complete line.
@@ -73,22 +72,14 @@ fn export_segment(
     cursor: &mut u64,
     out: &mut impl Write,
 ) -> Result<u64, LedgerError> {
-    let mut file = File::open(segment).map_err(io_error(segment))?;
-    file.seek(SeekFrom::Start(offset))
-        .map_err(io_error(segment))?;
-    let mut reader = BufReader::new(file);
+    let mut lines = SegmentLines::open(segment, offset)?;
     let mut at = offset;
-    let mut buffer = Vec::new();
-    loop {
-        buffer.clear();
-        let read = reader
-            .read_until(b'\n', &mut buffer)
-            .map_err(io_error(segment))?;
-        if read == 0 || buffer.last() != Some(&b'\n') {
-            return Ok(at);
+    while let Some((start, line)) = lines.next_line()? {
+        if line.last() != Some(&b'\n') {
+            return Ok(start);
         }
-        at += read as u64;
-        match serde_json::from_slice::<Line>(&buffer) {
+        at = start + line.len() as u64;
+        match serde_json::from_slice::<Line>(line) {
             Ok(Line::Entry { entry, hash, .. }) if entry.seq > *cursor => {
                 let line =
                     serde_json::json!({"hash": hash, "record": entry.record, "seq": entry.seq});
@@ -112,4 +103,5 @@ fn export_segment(
             _ => {}
         }
     }
+    Ok(at)
 }

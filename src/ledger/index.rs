@@ -6,12 +6,12 @@
 //! rebuilt from its segment.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
+use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use uuid::Uuid;
 
-use super::chain::Line;
+use super::chain::{Line, SegmentLines};
 use super::{LedgerError, Location, io_error};
 
 /// id (16) + offset (8) + length (4).
@@ -40,25 +40,14 @@ pub(super) fn write_index(
 
 /// Reads a segment's records' locations (for an index that is missing).
 pub(super) fn build_index(segment: &Path) -> Result<(), LedgerError> {
-    let file = File::open(segment).map_err(io_error(segment))?;
-    let mut reader = BufReader::new(file);
+    let mut lines = SegmentLines::open(segment, 0)?;
     let mut entries = Vec::new();
-    let mut offset = 0u64;
-    let mut buffer = Vec::new();
-    loop {
-        buffer.clear();
-        let read = reader
-            .read_until(b'\n', &mut buffer)
-            .map_err(io_error(segment))?;
-        if read == 0 {
-            break;
-        }
-        if let Ok(Line::Entry { entry, .. }) = serde_json::from_slice::<Line>(&buffer)
+    while let Some((offset, line)) = lines.next_line()? {
+        if let Ok(Line::Entry { entry, .. }) = serde_json::from_slice::<Line>(line)
             && let Ok(id) = Uuid::parse_str(&entry.record.decision_id)
         {
-            entries.push((id, offset, read as u32));
+            entries.push((id, offset, line.len() as u32));
         }
-        offset += read as u64;
     }
     write_index(segment, entries)
 }
