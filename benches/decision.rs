@@ -159,6 +159,25 @@ fn decision(c: &mut Criterion) {
                 )
             })
         });
+        // What a fresh decision adds to gather the entities it can read (`Facts::slice`).
+        let mut roots = vec![
+            raw_request.principal().unwrap().clone(),
+            raw_request.action().unwrap().clone(),
+            raw_request.resource().unwrap().clone(),
+        ];
+        if let Some(id) = &r.approval_id {
+            roots.push(uid(&format!("Approval::\"{id}\"")));
+        }
+        roots.extend(snapshot.policies.time_use().entity_literals.iter().cloned());
+        eprintln!(
+            "{}: a slice of {} entities of {}",
+            case.name,
+            snapshot.facts.slice(roots.iter(), None).unwrap().len(),
+            snapshot.facts.entities().len()
+        );
+        group.bench_function("facts-slice", |b| {
+            b.iter(|| snapshot.facts.slice(black_box(roots.iter()), None).unwrap())
+        });
         group.bench_function("warrant-engine", |b| {
             b.iter(|| engine.check(black_box(&case.request)).unwrap())
         });

@@ -288,10 +288,94 @@ impl Facts {
         }))
     }
 
+    /// The part of the facts a decision can read: every entity in `roots` (the principal, the
+    /// action, the resource, the presented approval, the entities the policies name) and every
+    /// entity reachable from them through entity-valued attributes and tags, at any depth, with
+    /// `described` (a resource the caller described, whose parents must be among the roots)
+    /// added. Each entity keeps its whole ancestor set, so `in` answers as over the whole facts;
+    /// an ancestor's own attributes are not reachable from a policy unless something refers to
+    /// it, and then it is in the slice. Roots the facts do not hold are left out (Cedar then
+    /// finds no such entity, exactly as over the whole facts).
+    pub fn slice<'a>(
+        &self,
+        roots: impl IntoIterator<Item = &'a EntityUid>,
+        described: Option<&Entity>,
+    ) -> Result<Slice, FactsError> {
+        let mut seen: std::collections::HashSet<&EntityUid> = std::collections::HashSet::new();
+        let mut queue: Vec<&EntityUid> = roots.into_iter().collect();
+        let described_refs = described.map(direct_times_of).transpose()?;
+        if let Some(refs) = &described_refs {
+            queue.extend(&refs.entities);
+        }
+        let mut picked: Vec<Arc<cedar_policy_core::ast::Entity>> = Vec::new();
+        let mut described_parents = Vec::new();
+        while let Some(uid) = queue.pop() {
+            if !seen.insert(uid) {
+                continue;
+            }
+            if described.is_some_and(|entity| &entity.uid() == uid) {
+                continue;
+            }
+            if let Some(entity) = self.entities.get(uid) {
+                picked.push(Arc::new(entity.as_ref().clone()));
+            }
+            if let Some(found) = self.direct_times.get(uid) {
+                queue.extend(&found.entities);
+            }
+        }
+        if let Some(entity) = described {
+            // Its ancestors: its parents and all of theirs, so that its ancestor set is closed
+            // like every other entity's.
+            for parent in entity.as_ref().parents() {
+                if let Some(known) = self.entities.get(&EntityUid::from(parent.clone())) {
+                    described_parents.extend(known.as_ref().ancestors().cloned());
+                }
+            }
+            let mut closed = entity.as_ref().clone();
+            let parents: std::collections::HashSet<_> = closed.parents().cloned().collect();
+            for ancestor in described_parents {
+                if !parents.contains(&ancestor) {
+                    closed.add_indirect_ancestor(ancestor);
+                }
+            }
+            picked.push(Arc::new(closed));
+        }
+        // Every entity's ancestor set was closed when the whole facts were built, so the slice
+        // needs no transitive closure of its own (Cedar's would cost more than the evaluation).
+        cedar_policy_core::entities::Entities::new()
+            .add_entities(
+                picked,
+                None::<&cedar_policy_core::entities::NoEntitiesSchema>,
+                cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
+                cedar_policy_core::extensions::Extensions::all_available(),
+            )
+            .map(Slice)
+            .map_err(|error| FactsError::Invalid(error_chain(&error)))
+    }
+
     /// Every `datetime` a decision that reads `uid` might compare the clock with (see
     /// `time_bounds`). Empty for an unknown entity or one that holds no time.
     pub fn time_bounds(&self, uid: &EntityUid) -> &[UnixMillis] {
         self.time_bounds.get(uid).map_or(&[], |bounds| bounds)
+    }
+}
+
+/// The entities one decision can read (`Facts::slice`).
+pub struct Slice(cedar_policy_core::entities::Entities);
+
+impl Slice {
+    /// As Cedar's entities, for `is_authorized`.
+    pub fn entities(&self) -> &Entities {
+        use ref_cast::RefCast as _;
+        Entities::ref_cast(&self.0)
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 }
 

@@ -458,3 +458,168 @@ proptest! {
         }
     }
 }
+
+/// A world for the slice property: users in nested groups with managers, folders in folders,
+/// documents in folders with owners, reviewers and a record that names a folder.
+const SLICE_SCHEMA: &str = r#"
+entity Group in [Group];
+entity User in [Group] = { manager?: User, level: Long };
+entity Folder in [Folder] = { owner: User };
+entity Doc in [Folder] = { owner: User, reviewers: Set<User>, meta: { folder: Folder } };
+action "read" appliesTo { principal: [User], resource: [Doc, Folder], context: { now: datetime } };
+"#;
+
+/// Policies that read through every kind of path a slice must keep: attributes of attributes,
+/// sets of entities, records, ancestors of referred entities, and entities named by literals.
+const SLICE_POLICIES: &str = r#"
+@id("owner") permit (principal, action, resource) when { resource.owner == principal };
+@id("manager-of-owner") permit (principal, action, resource)
+  when { resource.owner has manager && resource.owner.manager == principal };
+@id("grand-manager") permit (principal, action, resource)
+  when { principal has manager && principal.manager has manager
+         && principal.manager.manager.level > 7 && resource in Folder::"f0" };
+@id("reviewer") permit (principal, action, resource is Doc) when { resource.reviewers.contains(principal) };
+@id("folder-owner-group") permit (principal, action, resource is Doc)
+  when { resource.meta.folder.owner in Group::"g1" && principal in Group::"g0" };
+@id("named-user") forbid (principal, action, resource)
+  when { User::"u0".level > 8 && principal in Group::"g2" };
+@id("owner-level") forbid (principal, action, resource is Doc)
+  when { resource.meta.folder.owner.level > principal.level + 5 };
+"#;
+
+#[derive(Debug, Clone)]
+struct SliceWorld {
+    /// Per user: manager, level, groups.
+    users: Vec<(Option<usize>, i64, Vec<usize>)>,
+    /// Per group: parent groups (only later ones, so no cycles).
+    groups: Vec<Vec<usize>>,
+    /// Per folder: parent folders (later ones) and owner.
+    folders: Vec<(Vec<usize>, usize)>,
+    /// Per doc: folders, owner, reviewers, meta folder.
+    docs: Vec<(Vec<usize>, usize, Vec<usize>, usize)>,
+}
+
+fn slice_world() -> impl Strategy<Value = SliceWorld> {
+    let subset = |n: usize| proptest::collection::vec(0..n, 0..3);
+    (
+        proptest::collection::vec((prop::option::of(0..6usize), 0..10i64, subset(4)), 6),
+        proptest::collection::vec(subset(4), 4),
+        proptest::collection::vec((subset(4), 0..6usize), 4),
+        proptest::collection::vec((subset(4), 0..6usize, subset(6), 0..4usize), 5),
+    )
+        .prop_map(|(users, groups, folders, docs)| {
+            let later = |i: usize, parents: Vec<usize>| -> Vec<usize> {
+                parents.into_iter().filter(|p| *p > i).collect()
+            };
+            SliceWorld {
+                groups: groups
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, p)| later(i, p))
+                    .collect(),
+                folders: folders
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, (p, owner))| (later(i, p), owner))
+                    .collect(),
+                users,
+                docs,
+            }
+        })
+}
+
+fn slice_world_json(world: &SliceWorld) -> serde_json::Value {
+    use serde_json::json;
+    let r = |t: &str, i: usize, prefix: &str| json!({"type": t, "id": format!("{prefix}{i}")});
+    let e = |t: &str, i: usize, prefix: &str| json!({"__entity": r(t, i, prefix)});
+    let mut all = Vec::new();
+    for (i, parents) in world.groups.iter().enumerate() {
+        let parents: Vec<_> = parents.iter().map(|p| r("Group", *p, "g")).collect();
+        all.push(json!({"uid": r("Group", i, "g"), "attrs": {}, "parents": parents}));
+    }
+    for (i, (manager, level, groups)) in world.users.iter().enumerate() {
+        let mut attrs = json!({"level": level});
+        if let Some(m) = manager {
+            attrs["manager"] = e("User", *m, "u");
+        }
+        let parents: Vec<_> = groups.iter().map(|g| r("Group", *g, "g")).collect();
+        all.push(json!({"uid": r("User", i, "u"), "attrs": attrs, "parents": parents}));
+    }
+    for (i, (parents, owner)) in world.folders.iter().enumerate() {
+        let parents: Vec<_> = parents.iter().map(|p| r("Folder", *p, "f")).collect();
+        all.push(
+            json!({"uid": r("Folder", i, "f"), "attrs": {"owner": e("User", *owner, "u")},
+            "parents": parents}),
+        );
+    }
+    for (i, (folders, owner, reviewers, meta)) in world.docs.iter().enumerate() {
+        let parents: Vec<_> = folders.iter().map(|p| r("Folder", *p, "f")).collect();
+        let reviewers: Vec<_> = reviewers.iter().map(|u| e("User", *u, "u")).collect();
+        all.push(json!({"uid": r("Doc", i, "d"), "attrs": {
+            "owner": e("User", *owner, "u"), "reviewers": reviewers,
+            "meta": {"folder": e("Folder", *meta, "f")}}, "parents": parents}));
+    }
+    serde_json::Value::Array(all)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    /// A decision over the slice a request can reach equals the decision over the whole facts:
+    /// the same effect, the same determining policies, the same errors.
+    #[test]
+    fn a_decision_over_a_slice_equals_one_over_the_whole_facts(world in slice_world()) {
+        use cedar_policy::{Authorizer, Context, EntityUid, Request};
+        static POLICIES: std::sync::OnceLock<warrant::policy::PolicySnapshot> =
+            std::sync::OnceLock::new();
+        let policies = POLICIES.get_or_init(|| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("schema.cedarschema"), SLICE_SCHEMA).unwrap();
+            std::fs::write(dir.path().join("world.cedar"), SLICE_POLICIES).unwrap();
+            warrant::policy::PolicySnapshot::load(dir.path()).unwrap()
+        });
+        let facts = warrant::facts::Facts::from_json(
+            &slice_world_json(&world).to_string(),
+            policies.schema(),
+        )
+        .unwrap();
+        let action: EntityUid = r#"Action::"read""#.parse().unwrap();
+        let literals = &policies.time_use().entity_literals;
+        prop_assert!(literals.len() >= 4, "the policies name entities: {literals:?}");
+        let resources = (0..5)
+            .map(|i| format!(r#"Doc::"d{i}""#))
+            .chain((0..4).map(|i| format!(r#"Folder::"f{i}""#)));
+        for resource in resources {
+            let resource: EntityUid = resource.parse().unwrap();
+            for user in 0..6 {
+                let principal: EntityUid = format!(r#"User::"u{user}""#).parse().unwrap();
+                let context = Context::from_pairs([(
+                    "now".to_owned(),
+                    cedar_policy::RestrictedExpression::new_datetime("2026-11-29"),
+                )])
+                .unwrap();
+                let request = Request::new(
+                    principal.clone(), action.clone(), resource.clone(), context,
+                    Some(policies.schema()),
+                )
+                .unwrap();
+                let whole = Authorizer::new().is_authorized(&request, policies.policies(), facts.entities());
+                let roots = [&principal, &action, &resource].into_iter().chain(literals);
+                let slice = facts.slice(roots, None).unwrap();
+                prop_assert!(slice.len() < facts.entities().len());
+                let sliced = Authorizer::new().is_authorized(&request, policies.policies(), slice.entities());
+                prop_assert_eq!(whole.decision(), sliced.decision(), "{} on {}", principal, resource);
+                let reasons = |r: &cedar_policy::Response| {
+                    let mut v: Vec<String> = r.diagnostics().reason().map(ToString::to_string).collect();
+                    v.sort();
+                    v
+                };
+                prop_assert_eq!(reasons(&whole), reasons(&sliced));
+                prop_assert_eq!(
+                    whole.diagnostics().errors().count(),
+                    sliced.diagnostics().errors().count()
+                );
+            }
+        }
+    }
+}

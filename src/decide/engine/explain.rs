@@ -39,9 +39,19 @@ impl Engine {
         let decision = self.evaluate(&snapshot, None, request, now)?;
         let (principal_uid, action_uid, resource_uid) = parse_names(&snapshot.policies, request)?;
         let resolved = Resolved::of(&snapshot.facts, request, principal_uid, resource_uid);
-        let policies = match self.cedar_request(&snapshot, request, &resolved, action_uid, now)? {
-            Err(_) => Vec::new(),
-            Ok(cedar_request) => snapshot
+        let cedar_request =
+            match self.cedar_request(&snapshot, request, &resolved, action_uid.clone(), now)? {
+                Err(_) => None,
+                Ok(cedar_request) => {
+                    let literals = &snapshot.policies.time_use().entity_literals;
+                    slice(&snapshot.facts, &resolved, &action_uid, literals)
+                        .ok()
+                        .map(|entities| (cedar_request, entities))
+                }
+            };
+        let policies = match cedar_request {
+            None => Vec::new(),
+            Some((cedar_request, entities)) => snapshot
                 .policies
                 .policies()
                 .policies()
@@ -49,11 +59,9 @@ impl Engine {
                     #[expect(clippy::expect_used, reason = "one policy has no duplicate id")]
                     let alone = cedar_policy::PolicySet::from_policies([policy.clone()])
                         .expect("a set of one policy has no duplicate id");
-                    let response = self.authorizer.is_authorized(
-                        &cedar_request,
-                        &alone,
-                        snapshot.facts.entities(),
-                    );
+                    let response =
+                        self.authorizer
+                            .is_authorized(&cedar_request, &alone, entities.entities());
                     let diagnostics = response.diagnostics();
                     let outcome = match diagnostics.errors().next() {
                         Some(error) => PolicyOutcome::Failed(error.to_string()),

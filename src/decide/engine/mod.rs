@@ -372,15 +372,19 @@ impl Engine {
         now: UnixMillis,
     ) -> Result<Result<Verdict, Verdict>, InvalidRequest> {
         let cedar_request =
-            match self.cedar_request(snapshot, request, resolved, action_uid, now)? {
+            match self.cedar_request(snapshot, request, resolved, action_uid.clone(), now)? {
                 Ok(cedar_request) => cedar_request,
                 Err(verdict) => return Ok(Err(verdict)),
             };
-        let facts = &snapshot.facts;
+        let literals = &snapshot.policies.time_use().entity_literals;
+        let entities = match slice(&snapshot.facts, resolved, &action_uid, literals) {
+            Ok(entities) => entities,
+            Err(verdict) => return Ok(Err(verdict)),
+        };
         let response = self.authorizer.is_authorized(
             &cedar_request,
             snapshot.policies.policies(),
-            facts.entities(),
+            entities.entities(),
         );
         self.conclude(resolved, response)
     }
@@ -446,11 +450,17 @@ impl Engine {
                 ) {
                     Err(_) => Verdict::warrant_deny(Reason::NotDecidableByCandidate.as_str()),
                     Ok(Err(verdict)) => verdict,
-                    Ok(Ok(cedar_request)) => cedar_verdict(&self.authorizer.is_authorized(
-                        &cedar_request,
-                        candidate.policies(),
-                        snapshot.facts.entities(),
-                    )),
+                    Ok(Ok(cedar_request)) => {
+                        let literals = &candidate.time_use().entity_literals;
+                        match slice(&snapshot.facts, resolved, action_uid, literals) {
+                            Err(verdict) => verdict,
+                            Ok(entities) => cedar_verdict(&self.authorizer.is_authorized(
+                                &cedar_request,
+                                candidate.policies(),
+                                entities.entities(),
+                            )),
+                        }
+                    }
                 }
             }
         };
@@ -461,6 +471,33 @@ impl Engine {
             policy_version: Arc::clone(candidate.version()),
         }
     }
+}
+
+/// The entities a decision can read (`Facts::slice`): the principal, the action, the resource,
+/// the presented approval and the entities the policies name, with all they refer to. A slice
+/// that cannot be built denies (fail closed) with the reason in the errors.
+fn slice(
+    facts: &Facts,
+    resolved: &Resolved<'_>,
+    action_uid: &EntityUid,
+    literals: &[EntityUid],
+) -> Result<crate::facts::Slice, Verdict> {
+    let roots = [&resolved.principal_uid, action_uid, &resolved.resource_uid]
+        .into_iter()
+        .chain(resolved.approval.map(|approval| &approval.uid))
+        .chain(literals);
+    facts.slice(roots, None).map_err(|error| {
+        tracing::error!(%error, "cannot gather the facts of a decision; denying");
+        Verdict {
+            effect: Effect::Deny,
+            reasons: vec![Reason::InternalError.as_str().to_owned()],
+            errors: vec![PolicyError {
+                policy_id: Reason::InternalError.as_str().to_owned(),
+                message: error.to_string(),
+            }],
+            approval_use: None,
+        }
+    })
 }
 
 /// Cedar's answer under Warrant's rules: any policy error denies (Cedar skips a policy that
