@@ -39,6 +39,7 @@ fn cases() -> Vec<Case> {
                 context: BTreeMap::new(),
                 approval_id: Some("CHG-1042".into()),
                 request_id: None,
+                resource_description: None,
             },
             cedar_context: vec![(
                 "approval".into(),
@@ -57,6 +58,7 @@ fn cases() -> Vec<Case> {
                 ]),
                 approval_id: Some("TASK-77".into()),
                 request_id: None,
+                resource_description: None,
             },
             cedar_context: vec![
                 (
@@ -79,6 +81,7 @@ fn cases() -> Vec<Case> {
                 context: BTreeMap::new(),
                 approval_id: None,
                 request_id: None,
+                resource_description: None,
             },
             cedar_context: vec![],
         },

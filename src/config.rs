@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::authzen::AnswerContext;
 use crate::api::envoy::{ExtAuthz, ExtAuthzSettings};
 use crate::control::Rules;
 use crate::decide::cache::CacheSettings;
@@ -150,6 +151,10 @@ pub struct Settings {
     /// file only, like the admin token).
     #[arg(skip)]
     pub authzen_token: Option<Secret>,
+    /// What an AuthZEN answer's context holds: full (decision_id and reasons) or decision_only
+    /// (none; the ids are in the x-warrant-decision-id header) [default: full]
+    #[arg(long, env = "WARRANT_AUTHZEN_ANSWER_CONTEXT", value_enum)]
+    pub authzen_answer_context: Option<AnswerContext>,
 }
 
 /// A value that is never printed (the admin token).
@@ -177,6 +182,7 @@ pub struct Config {
     pub authzen_listen: SocketAddr,
     pub authzen_base_url: Option<String>,
     pub authzen_token: Option<Secret>,
+    pub authzen_answer_context: AnswerContext,
     pub metrics_listen: SocketAddr,
     pub policies: PathBuf,
     pub batch_max_items: usize,
@@ -264,6 +270,7 @@ impl Settings {
             authzen_listen: self.authzen_listen.or(under.authzen_listen),
             authzen_base_url: self.authzen_base_url.or(under.authzen_base_url),
             authzen_token: self.authzen_token.or(under.authzen_token),
+            authzen_answer_context: self.authzen_answer_context.or(under.authzen_answer_context),
         }
     }
 
@@ -361,6 +368,7 @@ impl Settings {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             authzen_base_url: self.authzen_base_url.clone(),
             authzen_token: self.authzen_token.clone().filter(|t| !t.0.is_empty()),
+            authzen_answer_context: self.authzen_answer_context.unwrap_or_default(),
             rules: Rules {
                 approval_max_validity_ms: max_validity_hours
                     .saturating_mul(3_600_000)
@@ -502,6 +510,15 @@ mod tests {
             ("data_dir", config.data_dir.display().to_string()),
             ("admin_listen", config.admin_listen.to_string()),
             ("authzen_listen", config.authzen_listen.to_string()),
+            (
+                "authzen_answer_context",
+                config
+                    .authzen_answer_context
+                    .to_possible_value()
+                    .unwrap()
+                    .get_name()
+                    .to_owned(),
+            ),
             (
                 "approval_max_validity_hours",
                 (config.rules.approval_max_validity_ms / 3_600_000).to_string(),

@@ -185,6 +185,42 @@ pub struct CheckRequest {
     /// The approval the caller presents, by id.
     pub approval_id: Option<String>,
     pub request_id: Option<String>,
+    /// What the caller says of the resource. Used only for a resource Warrant's facts do not
+    /// hold, of a type the schema marks `@described_by_caller`; ignored (and recorded as
+    /// ignored) for a resource the facts hold.
+    pub resource_description: Option<ResourceDescription>,
+}
+
+/// A resource as the caller describes it: its attributes (undeclared ones are ignored) and its
+/// parents among the entities Warrant's facts hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct ResourceDescription {
+    pub attributes: BTreeMap<String, ContextValue>,
+    pub parents: Vec<EntityRef>,
+}
+
+/// Where the facts about a decision's resource came from.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum ResourceFacts {
+    /// Warrant's own facts hold it (anything the caller said of it was ignored).
+    #[default]
+    Stored,
+    /// The caller described it: a resource of a `@described_by_caller` type that the facts do
+    /// not hold, decided on what the request carried.
+    DescribedByCaller,
+    /// Neither: the resource is unknown (and the request denied), or the request was refused
+    /// before its resource was looked up.
+    Unknown,
+}
+
+impl ResourceFacts {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ResourceFacts::Stored => "stored",
+            ResourceFacts::DescribedByCaller => "described_by_caller",
+            ResourceFacts::Unknown => "unknown",
+        }
+    }
 }
 
 /// A request that cannot be decided because it is malformed. `field` names the culprit.
@@ -263,6 +299,10 @@ pub struct Provenance {
     pub resource: EntityRef,
     /// Every scope the resource lies in, nearest first.
     pub resource_scopes: Arc<[EntityRef]>,
+    /// Whether the resource's facts are Warrant's own or the caller's.
+    pub resource_facts: ResourceFacts,
+    /// The caller described a resource that Warrant's facts hold: the description was ignored.
+    pub resource_description_ignored: bool,
     pub decided_at: UnixMillis,
     pub facts_version: Arc<str>,
     /// The evaluation that produced this answer: this decision's own id when it was evaluated

@@ -2,7 +2,9 @@
 //! `@id` as its Cedar policy id (so reasons name stable ids), validates the set against the
 //! schema in strict mode and reports every problem with file, line and column.
 
-use crate::decide::context_shape::{ContextShape, Kind, declared_contexts};
+use crate::decide::context_shape::{
+    ContextShape, DESCRIBED_BY_CALLER, Kind, declared_contexts, described_types,
+};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -36,6 +38,9 @@ pub struct PolicySnapshot {
     /// For each action id, the attributes its context declares: what APIs that pass free-form
     /// caller attributes (AuthZEN) may put there.
     contexts: HashMap<String, Arc<ContextShape>>,
+    /// The entity types marked `@described_by_caller`, with their attributes: a resource of one
+    /// of these that the facts do not hold is decided on what the request says of it.
+    described: HashMap<String, Arc<ContextShape>>,
     /// What is allowed but probably not meant: policies whose scope constrains neither principal
     /// nor resource (evaluated for every request, and impossible to index).
     warnings: Vec<Problem>,
@@ -404,9 +409,21 @@ impl PolicySnapshot {
                     .collect(),
             ));
         }
+        let described = described_types(&schema_file.text);
+        if described.contains_key(crate::facts::APPROVAL_TYPE) {
+            return Err(PolicyLoadError::Invalid(vec![schema_file.problem_at(
+                schema_file.text.find(DESCRIBED_BY_CALLER).unwrap_or(0),
+                format!(
+                    "`{}` cannot be @{DESCRIBED_BY_CALLER}: approvals are Warrant's own facts, \
+                     never a caller's",
+                    crate::facts::APPROVAL_TYPE
+                ),
+            )]));
+        }
         Ok(PolicySnapshot {
             warnings,
             contexts,
+            described,
             time_use,
             schema,
             policies,
@@ -414,6 +431,11 @@ impl PolicySnapshot {
             actions,
             entity_types,
         })
+    }
+
+    /// The entity types a caller may describe (`@described_by_caller`), with their attributes.
+    pub fn described_types(&self) -> &HashMap<String, Arc<ContextShape>> {
+        &self.described
     }
 
     pub fn policy_count(&self) -> usize {

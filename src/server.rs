@@ -186,6 +186,7 @@ pub async fn serve(
             config.authzen_token.as_ref().map(|t| t.0.clone()),
             config.authzen_base_url.clone(),
             config.batch_max_items,
+            config.authzen_answer_context,
         )),
         config.max_message_bytes,
     );

@@ -33,8 +33,22 @@ pub const METADATA_PATH: &str = "/.well-known/authzen-configuration";
 pub const APPROVAL_CONTEXT_KEY: &str = "approval_id";
 
 /// How an AuthZEN endpoint is served.
+/// What an AuthZEN answer's `context` holds for a decided evaluation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
+pub enum AnswerContext {
+    /// `decision_id` and `reasons`.
+    #[default]
+    Full,
+    /// None: the answer is `{"decision": ...}` alone, as the working group's interop runners
+    /// compare it. The decision ids are in the `x-warrant-decision-id` header either way.
+    DecisionOnly,
+}
+
 pub struct AuthZen {
     decider: Arc<Decider>,
+    answer_context: AnswerContext,
     /// When set, `/access/*` calls need `Authorization: Bearer <token>`.
     token: Option<String>,
     /// The PDP's identifier in the metadata; from the `Host` header when not set.
@@ -48,9 +62,11 @@ impl AuthZen {
         token: Option<String>,
         base_url: Option<String>,
         max_evaluations: usize,
+        answer_context: AnswerContext,
     ) -> Self {
         AuthZen {
             decider,
+            answer_context,
             token,
             base_url: base_url.map(|url| url.trim_end_matches('/').to_owned()),
             max_evaluations,
@@ -297,9 +313,48 @@ impl AuthZen {
             Err(_) => tonic::Code::InvalidArgument,
         });
         match answer {
-            Ok(body) => respond(StatusCode::OK, body, request_id),
+            Ok(mut body) => {
+                let decision_ids = self.decision_ids(&mut body);
+                let mut response = respond(StatusCode::OK, body, request_id);
+                if let Ok(ids) = HeaderValue::from_str(&decision_ids.join(",")) {
+                    response
+                        .headers_mut()
+                        .insert(crate::api::envoy::DECISION_ID_HEADER, ids);
+                }
+                response
+            }
             Err(refused) => refuse(refused, request_id),
         }
+    }
+}
+
+impl AuthZen {
+    /// The decision id of every answer in `body`, in order (one for `/evaluation`, one per item
+    /// for `/evaluations`); with `AnswerContext::DecisionOnly`, each decided answer's `context`
+    /// is removed (a refused item keeps its `context.error`).
+    fn decision_ids(&self, body: &mut Value) -> Vec<String> {
+        let strip = self.answer_context == AnswerContext::DecisionOnly;
+        let mut ids = Vec::new();
+        let mut visit = |answer: &mut Value| {
+            let Some(object) = answer.as_object_mut() else {
+                return;
+            };
+            let context = object.get("context");
+            if let Some(id) = context
+                .and_then(|c| c.get("decision_id"))
+                .and_then(Value::as_str)
+            {
+                ids.push(id.to_owned());
+            }
+            if strip && context.is_some_and(|c| c.get("error").is_none()) {
+                object.remove("context");
+            }
+        };
+        match body.get_mut("evaluations").and_then(Value::as_array_mut) {
+            Some(items) => items.iter_mut().for_each(&mut visit),
+            None => visit(body),
+        }
+        ids
     }
 }
 
@@ -625,6 +680,23 @@ fn engine_request(
             ));
         }
     };
+    // The resource's properties also describe it, for a resource of a `@described_by_caller`
+    // type that Warrant's facts do not hold (the engine keeps the declared attributes only).
+    let resource_description = match evaluation.resource.get("properties") {
+        Some(Value::Object(properties)) => {
+            let mut attributes = BTreeMap::new();
+            for (key, value) in properties {
+                if let Some(value) = context_value(value, &format!("resource.properties.{key}"))? {
+                    attributes.insert(key.clone(), value);
+                }
+            }
+            Some(domain::ResourceDescription {
+                attributes,
+                parents: Vec::new(),
+            })
+        }
+        _ => None,
+    };
     Ok(domain::CheckRequest {
         principal: EntityRef::new(
             text(&evaluation.subject, "type"),
@@ -638,6 +710,7 @@ fn engine_request(
         context,
         approval_id,
         request_id: request_id.clone(),
+        resource_description,
     })
 }
 

@@ -337,6 +337,7 @@ impl ExtAuthzService {
                 .filter(|id| !id.is_empty())
                 .cloned(),
             request_id: Some(http.id).filter(|id| !id.is_empty()),
+            resource_description: None,
         }))
     }
 

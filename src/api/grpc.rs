@@ -201,6 +201,7 @@ fn readable_request(request: &proto::CheckRequest) -> domain::CheckRequest {
         context: BTreeMap::new(),
         approval_id: non_empty(request.approval_id.clone()),
         request_id: non_empty(request.request_id.clone()),
+        resource_description: None,
     }
 }
 

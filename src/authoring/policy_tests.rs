@@ -13,7 +13,7 @@ use serde::Deserialize;
 
 use crate::clock::{ManualClock, UnixMillis};
 use crate::decide::engine::{Engine, EngineSettings, Snapshot, UseCountError, UseCounter};
-use crate::domain::{CheckRequest, ContextValue, Effect, EntityRef};
+use crate::domain::{CheckRequest, ContextValue, Effect, EntityRef, ResourceDescription};
 use crate::facts::{load_entities_file, merged};
 use crate::policy::{PolicyLoadError, PolicySnapshot};
 
@@ -40,6 +40,11 @@ struct Case {
     approval: Option<String>,
     #[serde(default)]
     context: toml::Table,
+    /// What the request says of a resource of a `@described_by_caller` type.
+    resource_attributes: Option<toml::Table>,
+    /// The described resource's parents, as `Type::id`.
+    #[serde(default)]
+    resource_parents: Vec<String>,
     expect: Expected,
     /// The determining policy ids (or `warrant:*` reasons), in any order.
     reasons: Option<Vec<String>>,
@@ -265,6 +270,32 @@ fn request_of(case: &Case) -> Result<CheckRequest, String> {
             ))
         })
         .collect::<Result<BTreeMap<_, _>, String>>()?;
+    let resource_description =
+        if case.resource_attributes.is_none() && case.resource_parents.is_empty() {
+            None
+        } else {
+            let attributes = case
+                .resource_attributes
+                .iter()
+                .flatten()
+                .map(|(key, value)| {
+                    Ok((
+                        key.clone(),
+                        context_value(value, &format!("resource_attributes.{key}"))?,
+                    ))
+                })
+                .collect::<Result<BTreeMap<_, _>, String>>()?;
+            let parents = case
+                .resource_parents
+                .iter()
+                .enumerate()
+                .map(|(i, parent)| entity(parent, &format!("resource_parents[{i}]")))
+                .collect::<Result<_, _>>()?;
+            Some(ResourceDescription {
+                attributes,
+                parents,
+            })
+        };
     Ok(CheckRequest {
         principal: entity(&case.principal, "principal")?,
         action: case.action.clone(),
@@ -272,6 +303,7 @@ fn request_of(case: &Case) -> Result<CheckRequest, String> {
         context,
         approval_id: case.approval.clone(),
         request_id: None,
+        resource_description,
     })
 }
 

@@ -30,6 +30,13 @@ pub struct CheckArgs {
     /// The caller's context as a JSON object, e.g. '{"amount": 1200}'
     #[arg(long)]
     pub context: Option<String>,
+    /// What the request says of a resource of a `@described_by_caller` type, as a JSON object,
+    /// e.g. '{"ownerID": "rick@the-citadel.com"}'
+    #[arg(long)]
+    pub resource_attributes: Option<String>,
+    /// A parent of the described resource, as Type::id (repeatable)
+    #[arg(long = "resource-parent")]
+    pub resource_parents: Vec<String>,
     /// The id of the approval presented, e.g. CHG-1042
     #[arg(long)]
     pub approval: Option<String>,
@@ -71,6 +78,22 @@ pub fn check_request(args: &CheckArgs) -> anyhow::Result<proto::CheckRequest> {
         }
         None => None,
     };
+    let resource_attributes = match &args.resource_attributes {
+        Some(text) => {
+            let value: Value =
+                serde_json::from_str(text).context("--resource-attributes: not JSON")?;
+            match proto::json_to_value(value).kind {
+                Some(prost_types::value::Kind::StructValue(fields)) => Some(fields),
+                _ => bail!("--resource-attributes: must be a JSON object"),
+            }
+        }
+        None => None,
+    };
+    let resource_parents = args
+        .resource_parents
+        .iter()
+        .map(|parent| parse_entity(parent, "resource-parent"))
+        .collect::<anyhow::Result<_>>()?;
     Ok(proto::CheckRequest {
         principal: Some(parse_entity(&args.principal, "principal")?),
         action: args.action.clone(),
@@ -78,6 +101,8 @@ pub fn check_request(args: &CheckArgs) -> anyhow::Result<proto::CheckRequest> {
         context,
         approval_id: args.approval.clone().unwrap_or_default(),
         request_id: args.request_id.clone().unwrap_or_default(),
+        resource_attributes,
+        resource_parents,
     })
 }
 

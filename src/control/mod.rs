@@ -410,6 +410,7 @@ mod tests {
             context: BTreeMap::new(),
             approval_id: Some(approval.into()),
             request_id: None,
+            resource_description: None,
         }
     }
 

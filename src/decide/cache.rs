@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use moka::notification::RemovalCause;
 
 use crate::clock::UnixMillis;
-use crate::domain::{ContextValue, Decision, EntityRef};
+use crate::domain::{ContextValue, Decision, EntityRef, ResourceDescription};
 
 /// How big the cache may grow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +40,8 @@ pub struct CacheKey {
     pub resource: EntityRef,
     pub context: BTreeMap<String, ContextValue>,
     pub approval_id: Option<String>,
+    /// What the caller said of the resource (decided on when the facts do not hold it).
+    pub resource_description: Option<ResourceDescription>,
     pub policy_version: Arc<str>,
     pub facts_version: Arc<str>,
     /// The shadow policy set's version, when one is evaluated beside the active set.
@@ -193,7 +195,12 @@ fn estimated_bytes(key: &CacheKey, value: &CachedDecision) -> u64 {
         + entity(&key.resource)
         + text(&key.action)
         + key.approval_id.as_ref().map_or(0, text)
-        + record_heap_bytes(&key.context);
+        + record_heap_bytes(&key.context)
+        + key.resource_description.as_ref().map_or(0, |d| {
+            record_heap_bytes(&d.attributes)
+                + (d.parents.capacity() * std::mem::size_of::<EntityRef>()) as u64
+                + d.parents.iter().map(entity).sum::<u64>()
+        });
     let decision = &value.decision;
     let decision_bytes = std::mem::size_of::<CachedDecision>() as u64
         // Behind the `Arc` moka keeps: its two counts.

@@ -153,6 +153,84 @@ pub fn declared_contexts(schema_text: &str) -> HashMap<String, Arc<ContextShape>
     shapes
 }
 
+/// The annotation that marks an entity type whose resources a caller may describe.
+pub const DESCRIBED_BY_CALLER: &str = "described_by_caller";
+
+/// The entity types the schema marks `@described_by_caller`, by their full name, with the
+/// attributes each declares.
+pub fn described_types(schema_text: &str) -> HashMap<String, Arc<ContextShape>> {
+    use serde_json::Value;
+    let Ok((fragment, _)) = cedar_policy::SchemaFragment::from_cedarschema_str(schema_text) else {
+        return HashMap::new();
+    };
+    let Ok(Value::Object(namespaces)) = fragment.to_json_value() else {
+        return HashMap::new();
+    };
+    let mut described = HashMap::new();
+    for (namespace, body) in &namespaces {
+        let Some(Value::Object(types)) = body.get("entityTypes") else {
+            continue;
+        };
+        let reader = Reader {
+            namespaces: &namespaces,
+            namespace,
+        };
+        for (name, declaration) in types {
+            if declaration
+                .pointer(&format!("/annotations/{DESCRIBED_BY_CALLER}"))
+                .is_none()
+            {
+                continue;
+            }
+            let shape = match declaration.get("shape").map(|shape| reader.kind(shape, 0)) {
+                Some(Kind::Record(shape)) => shape,
+                _ => ContextShape::default(),
+            };
+            let full_name = if namespace.is_empty() {
+                name.clone()
+            } else {
+                format!("{namespace}::{name}")
+            };
+            described.insert(full_name, Arc::new(shape));
+        }
+    }
+    described
+}
+
+impl ContextShape {
+    /// `fields` with only the attributes this shape declares, at any depth: what a caller says
+    /// beyond the schema is ignored, not refused.
+    pub fn keep_declared(
+        &self,
+        fields: &BTreeMap<String, ContextValue>,
+    ) -> BTreeMap<String, ContextValue> {
+        fields
+            .iter()
+            .filter_map(|(key, value)| {
+                let declared = self.attributes.get(key)?;
+                Some((key.clone(), declared.kind.keep_declared(value)))
+            })
+            .collect()
+    }
+}
+
+impl Kind {
+    fn keep_declared(&self, value: &ContextValue) -> ContextValue {
+        match (self, value) {
+            (Kind::Record(shape), ContextValue::Record(fields)) => {
+                ContextValue::Record(shape.keep_declared(fields))
+            }
+            (Kind::Set(element), ContextValue::Set(items)) => ContextValue::Set(
+                items
+                    .iter()
+                    .map(|item| element.keep_declared(item))
+                    .collect(),
+            ),
+            _ => value.clone(),
+        }
+    }
+}
+
 struct Reader<'a> {
     namespaces: &'a serde_json::Map<String, serde_json::Value>,
     namespace: &'a str,
@@ -231,6 +309,41 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn types_marked_described_by_caller_are_found_with_their_attributes() {
+        let described = described_types(
+            r#"namespace App {
+  @described_by_caller
+  entity Todo = { ownerID?: String, meta?: { tag: String } };
+  entity User;
+  action "read" appliesTo { principal: [User], resource: [Todo], context: { now: datetime } };
+}"#,
+        );
+        assert_eq!(described.keys().collect::<Vec<_>>(), ["App::Todo"]);
+        let shape = &described["App::Todo"];
+        assert!(!shape.attributes["ownerID"].required);
+        let sent = BTreeMap::from([
+            ("ownerID".to_owned(), ContextValue::String("rick".into())),
+            ("color".to_owned(), ContextValue::String("red".into())),
+            (
+                "meta".to_owned(),
+                ContextValue::Record(BTreeMap::from([
+                    ("tag".to_owned(), ContextValue::String("x".into())),
+                    ("extra".to_owned(), ContextValue::Bool(true)),
+                ])),
+            ),
+        ]);
+        let kept = shape.keep_declared(&sent);
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["meta", "ownerID"]);
+        assert_eq!(
+            kept["meta"],
+            ContextValue::Record(BTreeMap::from([(
+                "tag".to_owned(),
+                ContextValue::String("x".into())
+            )]))
+        );
+    }
 
     #[test]
     fn shapes_follow_common_types_and_name_the_key_that_does_not_fit() {

@@ -59,7 +59,38 @@ impl RequestLimits {
             bytes: 0,
             limits: *self,
         };
-        budget.record(&request.context, 1)
+        budget.record(&request.context, 1)?;
+        if let Some(description) = &request.resource_description {
+            for (i, parent) in description.parents.iter().enumerate() {
+                for (part, text) in [("type", &parent.type_name), ("id", &parent.id)] {
+                    if text.len() > self.max_name_bytes {
+                        return Err(InvalidRequest::new(
+                            format!("resource_parents[{i}].{part}"),
+                            format!(
+                                "{} bytes; the limit is {} (max_name_bytes)",
+                                text.len(),
+                                self.max_name_bytes
+                            ),
+                        ));
+                    }
+                }
+            }
+            // The description (attributes and parents' names) is held to the same size and depth
+            // as a context, on its own.
+            let mut budget = Budget {
+                bytes: 0,
+                limits: *self,
+            };
+            budget
+                .record(&description.attributes, 1)
+                .map_err(|error| InvalidRequest::new("resource_attributes", error.message))?;
+            for parent in &description.parents {
+                budget
+                    .spend(parent.type_name.len() + parent.id.len())
+                    .map_err(|error| InvalidRequest::new("resource_parents", error.message))?;
+            }
+        }
+        Ok(())
     }
 
     /// What a refusal's record keeps of `request`: every name cut to the limit, and the context
@@ -82,6 +113,10 @@ impl RequestLimits {
             },
             approval_id: request.approval_id.as_deref().map(cut),
             request_id: request.request_id.as_deref().map(cut),
+            resource_description: request
+                .resource_description
+                .clone()
+                .filter(|_| self.check(request).is_ok()),
         }
     }
 }
@@ -171,6 +206,7 @@ mod tests {
             context,
             approval_id: None,
             request_id: None,
+            resource_description: None,
         }
     }
 

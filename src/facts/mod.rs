@@ -353,6 +353,32 @@ impl Facts {
             .map_err(|error| FactsError::Invalid(error_chain(&error)))
     }
 
+    /// The first entity `entity` refers to (in its attributes or tags) that these facts do not
+    /// hold, if any.
+    pub fn unknown_reference(&self, entity: &Entity) -> Option<EntityUid> {
+        let found = direct_times_of(entity).ok()?;
+        found
+            .entities
+            .into_iter()
+            .find(|uid| self.entities.get(uid).is_none())
+    }
+
+    /// The datetimes a decision reading `entity` (not itself in these facts: a resource the
+    /// caller described) might compare the clock with: its own and those of every entity it
+    /// refers to, sorted.
+    pub fn time_bounds_of(&self, entity: &Entity) -> Vec<UnixMillis> {
+        let Ok(found) = direct_times_of(entity) else {
+            return Vec::new();
+        };
+        let mut times = found.datetimes;
+        for reference in &found.entities {
+            times.extend_from_slice(self.time_bounds(reference));
+        }
+        times.sort_unstable();
+        times.dedup();
+        times
+    }
+
     /// Every `datetime` a decision that reads `uid` might compare the clock with (see
     /// `time_bounds`). Empty for an unknown entity or one that holds no time.
     pub fn time_bounds(&self, uid: &EntityUid) -> &[UnixMillis] {

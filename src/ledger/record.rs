@@ -50,6 +50,15 @@ pub struct ErrorRecord {
     pub policy_id: String,
 }
 
+/// A resource as the caller described it, on record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescriptionRecord {
+    pub attributes: serde_json::Value,
+    /// True when the facts hold the resource, so the description played no part.
+    pub ignored: bool,
+    pub parents: Vec<EntityRef>,
+}
+
 /// What the ledger keeps of one decision. The fields of this struct and of those it holds are
 /// declared in sorted order, so serde_json writes them as RFC 8785 does (see `canonical`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +84,14 @@ pub struct Record {
     pub reasons: Vec<String>,
     pub request_id: Option<String>,
     pub resource: EntityRef,
+    /// What the caller said of the resource (attributes masked like the context): decided on
+    /// when `resource_facts` is `described_by_caller`, else ignored. Absent when it said nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_description: Option<DescriptionRecord>,
+    /// Where the resource's facts came from: `stored`, `described_by_caller` or `unknown`.
+    /// (Absent in records written before callers could describe resources.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource_facts: Option<String>,
     pub resource_scopes: Vec<EntityRef>,
     /// What the shadow (candidate) policies would have decided; absent without them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -107,7 +124,11 @@ pub(super) fn canonical(record: &Record) -> serde_json::Result<Vec<u8>> {
             Value::Null | Value::Bool(_) | Value::String(_) => true,
         }
     }
-    if plain(&record.context) {
+    let description_plain = record
+        .resource_description
+        .as_ref()
+        .is_none_or(|description| plain(&description.attributes));
+    if plain(&record.context) && description_plain {
         serde_json::to_vec(record)
     } else {
         let mut out = Vec::new();
@@ -266,6 +287,17 @@ impl Record {
             request_id: decision.request_id.clone(),
             trace_id: None,
             context: serde_json::Value::Object(masked_fields(&request.context, mask_keys)),
+            resource_description: request.resource_description.as_ref().map(|description| {
+                DescriptionRecord {
+                    attributes: serde_json::Value::Object(masked_fields(
+                        &description.attributes,
+                        mask_keys,
+                    )),
+                    ignored: provenance.resource_description_ignored,
+                    parents: description.parents.clone(),
+                }
+            }),
+            resource_facts: Some(provenance.resource_facts.as_str().to_owned()),
             shadow: decision.shadow.as_ref().map(|shadow| ShadowRecord {
                 decision: shadow.effect.as_str().to_owned(),
                 error_count: shadow.error_count,
@@ -295,6 +327,8 @@ mod tests {
             principal_status: Some("active".into()),
             action: "update".into(),
             resource: name("Config", "a\"b\\c\u{1}"),
+            resource_description: None,
+            resource_facts: None,
             resource_scopes: vec![name("Scope", "x")],
             approval_presented: None,
             approval: None,

@@ -28,6 +28,34 @@ pub fn check_request_from_proto(
         Some(context) => struct_to_context(context, "context")?,
         None => BTreeMap::new(),
     };
+    let resource_description =
+        if request.resource_attributes.is_none() && request.resource_parents.is_empty() {
+            None
+        } else {
+            let attributes = match request.resource_attributes {
+                Some(attributes) => struct_to_context(attributes, "resource_attributes")?,
+                None => BTreeMap::new(),
+            };
+            let parents = request
+                .resource_parents
+                .into_iter()
+                .enumerate()
+                .map(|(i, parent)| {
+                    if parent.r#type.is_empty() || parent.id.is_empty() {
+                        Err(InvalidRequest::new(
+                            format!("resource_parents[{i}]"),
+                            "needs both type and id",
+                        ))
+                    } else {
+                        Ok(domain::EntityRef::new(parent.r#type, parent.id))
+                    }
+                })
+                .collect::<Result<_, _>>()?;
+            Some(domain::ResourceDescription {
+                attributes,
+                parents,
+            })
+        };
     Ok(domain::CheckRequest {
         principal: domain::EntityRef::new(principal.r#type, principal.id),
         action: request.action,
@@ -35,6 +63,7 @@ pub fn check_request_from_proto(
         context,
         approval_id: non_empty(request.approval_id),
         request_id: non_empty(request.request_id),
+        resource_description,
     })
 }
 
@@ -170,6 +199,8 @@ pub fn check_response_to_proto(decision: domain::Decision) -> proto::CheckRespon
             facts_version: provenance.facts_version.to_string(),
             answered_from_cache: provenance.answered_from_cache,
             evaluation_id: provenance.evaluation_id.to_string(),
+            resource_facts: provenance.resource_facts.as_str().to_owned(),
+            resource_description_ignored: provenance.resource_description_ignored,
         }),
         valid_until: Some(timestamp(decision.valid_until)),
         policy_version: decision.policy_version.to_string(),

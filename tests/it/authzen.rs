@@ -614,3 +614,85 @@ async fn nulls_and_undeclared_attributes_are_ignored_misfits_named_and_refusals_
     let kept = server.record(garbage.decision_id.as_deref().unwrap()).await;
     assert_eq!(kept["decision"], "DENY");
 }
+
+/// The working group's Todo interop scenario, all 43 cases, compared as its runner compares them:
+/// `/evaluation`'s `decision` with the expected boolean, `/evaluations`' whole `evaluations`
+/// array with the expected array. Todos are described by the caller (their `ownerID`); users
+/// read by email are too.
+#[tokio::test]
+async fn the_todo_interop_scenario_passes_in_full_as_its_runner_compares() {
+    let policies = crate::common::bundled_policies().join("examples/authzen-todo");
+    let server = Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        policies.to_str().unwrap(),
+        "--authzen-answer-context",
+        "decision_only",
+    ])
+    .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"));
+    let cases: Value =
+        serde_json::from_str(include_str!("../fixtures/authzen/todo-decisions.json")).unwrap();
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    for (endpoint, key) in [("evaluation", "evaluation"), ("evaluations", "evaluations")] {
+        for case in cases[key].as_array().unwrap() {
+            let answer = call(
+                &server,
+                false,
+                "POST",
+                &format!("/access/v1/{endpoint}"),
+                &[("content-type", "application/json")],
+                &case["request"].to_string(),
+            )
+            .await;
+            let body = answer.json();
+            let got = if endpoint == "evaluation" {
+                body["decision"].clone()
+            } else {
+                body["evaluations"].clone()
+            };
+            // The decision ids stay reachable: one per answer, in the header.
+            let ids = answer.decision_id.clone().unwrap_or_default();
+            let expected_ids = got.as_array().map_or(1, Vec::len);
+            assert_eq!(ids.split(',').count(), expected_ids, "{ids}");
+            if got == case["expected"] {
+                passed += 1;
+            } else {
+                failed.push(format!("{} -> {got}", case["request"]));
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "{passed} passed; failed:\n{}",
+        failed.join("\n")
+    );
+    assert_eq!(passed, 43);
+    // A described todo's decision is on record with the caller's description.
+    let answer = call(
+        &server,
+        false,
+        "POST",
+        "/access/v1/evaluation",
+        &[("content-type", "application/json")],
+        &json!({
+            "subject": {"type": "user", "id": MORTY},
+            "action": {"name": "can_update_todo"},
+            "resource": {"type": "todo", "id": "t-9",
+                         "properties": {"ownerID": "morty@the-citadel.com", "color": "red"}},
+        })
+        .to_string(),
+    )
+    .await;
+    assert_eq!(answer.json(), json!({"decision": true}));
+    let record = server.record(&answer.decision_id.unwrap()).await;
+    assert_eq!(record["resource_facts"], "described_by_caller");
+    assert_eq!(
+        record["resource_description"],
+        json!({"attributes": {"color": "red", "ownerID": "morty@the-citadel.com"},
+               "ignored": false, "parents": []})
+    );
+    assert!(record["caller"].as_str().unwrap().starts_with("127.0.0.1:"));
+}

@@ -186,6 +186,7 @@ fn requests() -> Vec<CheckRequest> {
             context: BTreeMap::new(),
             approval_id: approval.map(str::to_owned),
             request_id: None,
+            resource_description: None,
         };
     let bot1 = ("ServiceAccount", "bot-1");
     let vendor = |amount: i64| CheckRequest {
@@ -595,6 +596,7 @@ fn decisions_with_evaluation_errors_are_not_cached() {
         context: BTreeMap::new(),
         approval_id: None,
         request_id: None,
+        resource_description: None,
     };
     for _ in 0..2 {
         let answer = engine.check(&open.clone()).unwrap();

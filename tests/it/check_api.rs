@@ -734,3 +734,92 @@ async fn a_repeated_check_is_answered_from_the_cache_unless_it_is_off() {
     let again = check(&uncached, ask()).await;
     assert!(!again.provenance.unwrap().answered_from_cache);
 }
+
+/// Resources the caller describes, over gRPC: a todo Warrant has never been told about is
+/// decided on the attributes the request carries (undeclared ones ignored); attributes that do
+/// not fit the schema are refused naming the field; a type not marked `@described_by_caller`
+/// stays unknown; a resource the facts hold is decided on the stored facts, the description
+/// ignored and marked so in the provenance and the record.
+#[tokio::test]
+async fn resources_described_by_the_caller() {
+    const MORTY: &str = "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs";
+    let todo_policies = crate::common::bundled_policies().join("examples/authzen-todo");
+    let todo = Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        todo_policies.to_str().unwrap(),
+    ])
+    .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"));
+    let update = |owner: serde_json::Value| proto::CheckRequest {
+        resource_attributes: context(serde_json::json!({"ownerID": owner, "color": "red"})),
+        ..request(
+            &format!("user::{MORTY}"),
+            "can_update_todo",
+            "todo::t-1",
+            "",
+        )
+    };
+    // Morty is an editor: his own todo, yes; Rick's, no.
+    let own = check(&todo, update(serde_json::json!("morty@the-citadel.com"))).await;
+    assert_eq!(own.decision(), Decision::Allow, "{:?}", own.reasons);
+    let provenance = own.provenance.clone().unwrap();
+    assert_eq!(provenance.resource_facts, "described_by_caller");
+    assert!(!provenance.resource_description_ignored);
+    let record = todo.record(&own.decision_id).await;
+    assert_eq!(record["resource_facts"], "described_by_caller");
+    assert_eq!(
+        record["resource_description"]["attributes"]["ownerID"],
+        "morty@the-citadel.com"
+    );
+    let other = check(&todo, update(serde_json::json!("rick@the-citadel.com"))).await;
+    assert_eq!(other.decision(), Decision::Deny);
+    assert_eq!(other.reasons, ["warrant:no-permitting-policy"]);
+    // An attribute of the wrong type is refused, naming it.
+    let mut client = todo.client().await;
+    let status = client
+        .check(update(serde_json::json!(7)))
+        .await
+        .expect_err("a number is not a String");
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("resource_attributes:"),
+        "{}",
+        status.message()
+    );
+    assert!(status.message().contains("ownerID"), "{}", status.message());
+    // A principal is never described: an unknown user is unknown whatever the request says.
+    let stranger = proto::CheckRequest {
+        resource_attributes: context(serde_json::json!({"ownerID": "x"})),
+        ..request("user::stranger", "can_update_todo", "todo::t-1", "")
+    };
+    let answer = check(&todo, stranger).await;
+    assert_eq!(answer.reasons, ["warrant:unknown-principal"]);
+
+    // The bundled policies mark no type: an unknown dataset stays unknown, and a known one is
+    // decided on its stored facts, the description ignored.
+    let bundled = Server::start(&[]);
+    let unknown = proto::CheckRequest {
+        resource_attributes: context(serde_json::json!({"classification": "public"})),
+        ..pipeline_read("Dataset::never-heard-of")
+    };
+    let answer = check(&bundled, unknown).await;
+    assert_eq!(answer.decision(), Decision::Deny);
+    assert_eq!(answer.reasons, ["warrant:unknown-resource"]);
+    assert_eq!(answer.provenance.unwrap().resource_facts, "unknown");
+    let known = proto::CheckRequest {
+        resource_attributes: context(serde_json::json!({"classification": "restricted"})),
+        ..pipeline_read("Dataset::sales-2026")
+    };
+    let plain = check(&bundled, pipeline_read("Dataset::sales-2026")).await;
+    let answer = check(&bundled, known).await;
+    assert_eq!(answer.decision(), plain.decision());
+    assert_eq!(answer.reasons, plain.reasons);
+    let provenance = answer.provenance.unwrap();
+    assert_eq!(provenance.resource_facts, "stored");
+    assert!(provenance.resource_description_ignored);
+    let record = bundled.record(&answer.decision_id).await;
+    assert_eq!(record["resource_description"]["ignored"], true);
+    assert_eq!(record["resource_facts"], "stored");
+}

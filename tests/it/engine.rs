@@ -35,6 +35,7 @@ fn ask(
         context: BTreeMap::new(),
         approval_id: approval.map(str::to_owned),
         request_id: None,
+        resource_description: None,
     }
 }
 
@@ -280,6 +281,7 @@ fn check_request() -> impl Strategy<Value = CheckRequest> {
                 context,
                 approval_id: approval.map(str::to_owned),
                 request_id: None,
+                resource_description: None,
             },
         )
 }

@@ -76,7 +76,13 @@ impl Target {
             Arc::new(ExtAuthz::new(&routes).unwrap()),
         );
         let authzen = authzen::router(
-            Arc::new(AuthZen::new(Arc::clone(&decider), None, None, 20)),
+            Arc::new(AuthZen::new(
+                Arc::clone(&decider),
+                None,
+                None,
+                20,
+                Default::default(),
+            )),
             1 << 20,
         );
         Target {

@@ -421,7 +421,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         resource: Some(parse_entity(&args.resource, "resource")?),
         context: None,
         approval_id: args.approval.clone(),
-        request_id: String::new(),
+        ..proto::CheckRequest::default()
     });
     let args = Arc::new(args);
     // Open loop: a thread of its own releases each request at its due time, round robin over

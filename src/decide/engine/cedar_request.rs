@@ -21,7 +21,7 @@ impl Engine {
                 Reason::UnknownPrincipal.as_str(),
             )));
         }
-        if facts.entities().get(&resolved.resource_uid).is_none() {
+        if resolved.resource_facts == ResourceFacts::Unknown {
             return Ok(Err(Verdict::warrant_deny(Reason::UnknownResource.as_str())));
         }
         if request.approval_id.is_some() {

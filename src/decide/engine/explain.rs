@@ -38,7 +38,7 @@ impl Engine {
         let now = self.clock.now();
         let decision = self.evaluate(&snapshot, None, request, now)?;
         let (principal_uid, action_uid, resource_uid) = parse_names(&snapshot.policies, request)?;
-        let resolved = Resolved::of(&snapshot.facts, request, principal_uid, resource_uid);
+        let resolved = Resolved::of(&snapshot, request, principal_uid, resource_uid)?;
         let cedar_request =
             match self.cedar_request(&snapshot, request, &resolved, action_uid.clone(), now)? {
                 Err(_) => None,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use cedar_policy::{
-    Authorizer, Context, Decision as CedarDecision, EntityId, EntityUid, Request,
+    Authorizer, Context, Decision as CedarDecision, Entity, EntityId, EntityUid, Request,
     RequestValidationError, RestrictedExpression,
 };
 use uuid::Uuid;
@@ -18,12 +18,14 @@ use crate::clock::{Clock, UnixMillis};
 use crate::decide::limits::{RequestLimits, quote};
 use crate::domain::{
     Approval, ApprovalEvidence, CheckRequest, ContextValue, Decision, Effect, EntityRef, Identity,
-    InvalidRequest, PolicyError, Provenance, RESERVED_CONTEXT_KEYS, Reason, ShadowVerdict,
+    InvalidRequest, PolicyError, Provenance, RESERVED_CONTEXT_KEYS, Reason, ResourceFacts,
+    ShadowVerdict,
 };
 use crate::facts::{APPROVAL_TYPE, Facts};
 use crate::policy::PolicySnapshot;
 
 mod cedar_request;
+mod described;
 pub mod explain;
 mod validity;
 
@@ -94,16 +96,29 @@ struct Resolved<'a> {
     resource_uid: EntityUid,
     identity: Option<&'a Arc<Identity>>,
     approval: Option<&'a Arc<Approval>>,
+    /// The resource as the caller described it: only for a resource the facts do not hold, of a
+    /// type the schema marks `@described_by_caller`.
+    described: Option<Entity>,
+    resource_facts: ResourceFacts,
+    /// The caller described a resource the facts hold; its description was ignored.
+    description_ignored: bool,
 }
 
 impl<'a> Resolved<'a> {
     fn of(
-        facts: &'a Facts,
+        snapshot: &'a Snapshot,
         request: &CheckRequest,
         principal_uid: EntityUid,
         resource_uid: EntityUid,
-    ) -> Self {
-        Resolved {
+    ) -> Result<Self, InvalidRequest> {
+        let facts = &snapshot.facts;
+        let stored = facts.entities().get(&resource_uid).is_some();
+        let described = if stored {
+            None
+        } else {
+            described::described_resource(snapshot, request, &resource_uid)?
+        };
+        Ok(Resolved {
             identity: facts.identities().get(&principal_uid),
             approval: request
                 .approval_id
@@ -111,7 +126,14 @@ impl<'a> Resolved<'a> {
                 .and_then(|id| facts.approvals().get(id)),
             principal_uid,
             resource_uid,
-        }
+            resource_facts: match (stored, &described) {
+                (true, _) => ResourceFacts::Stored,
+                (false, Some(_)) => ResourceFacts::DescribedByCaller,
+                (false, None) => ResourceFacts::Unknown,
+            },
+            description_ignored: stored && request.resource_description.is_some(),
+            described,
+        })
     }
 }
 
@@ -259,6 +281,8 @@ impl Engine {
                 approval: None,
                 resource: request.resource,
                 resource_scopes: Arc::from([]),
+                resource_facts: ResourceFacts::Unknown,
+                resource_description_ignored: false,
                 decided_at: now,
                 facts_version: Arc::clone(snapshot.facts.version()),
                 evaluation_id: decision_id,
@@ -289,6 +313,7 @@ impl Engine {
             resource: request.resource.clone(),
             context: request.context.clone(),
             approval_id: request.approval_id.clone(),
+            resource_description: request.resource_description.clone(),
             policy_version: Arc::clone(snapshot.policies.version()),
             facts_version: Arc::clone(snapshot.facts.version()),
             shadow_version: shadow.as_ref().map(|s| Arc::clone(s.version())),
@@ -344,7 +369,7 @@ impl Engine {
                 ));
             }
         }
-        let resolved = Resolved::of(&snapshot.facts, request, principal_uid, resource_uid);
+        let resolved = Resolved::of(snapshot, request, principal_uid, resource_uid)?;
         let verdict = match self.verdict(snapshot, request, &resolved, action_uid, now)? {
             Ok(verdict) | Err(verdict) => verdict,
         };
@@ -486,18 +511,20 @@ fn slice(
         .into_iter()
         .chain(resolved.approval.map(|approval| &approval.uid))
         .chain(literals);
-    facts.slice(roots, None).map_err(|error| {
-        tracing::error!(%error, "cannot gather the facts of a decision; denying");
-        Verdict {
-            effect: Effect::Deny,
-            reasons: vec![Reason::InternalError.as_str().to_owned()],
-            errors: vec![PolicyError {
-                policy_id: Reason::InternalError.as_str().to_owned(),
-                message: error.to_string(),
-            }],
-            approval_use: None,
-        }
-    })
+    facts
+        .slice(roots, resolved.described.as_ref())
+        .map_err(|error| {
+            tracing::error!(%error, "cannot gather the facts of a decision; denying");
+            Verdict {
+                effect: Effect::Deny,
+                reasons: vec![Reason::InternalError.as_str().to_owned()],
+                errors: vec![PolicyError {
+                    policy_id: Reason::InternalError.as_str().to_owned(),
+                    message: error.to_string(),
+                }],
+                approval_use: None,
+            }
+        })
 }
 
 /// Cedar's answer under Warrant's rules: any policy error denies (Cedar skips a policy that

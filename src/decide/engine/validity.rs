@@ -45,7 +45,12 @@ impl Engine {
                 .chain(shadow_time.into_iter().flat_map(|t| &t.entity_literals))
                 .map(|uid| facts.time_bounds(uid));
             let horizon = now.saturating_add_millis(max_age);
-            read.chain([time_use.datetime_literals.as_slice()])
+            let described = resolved
+                .described
+                .as_ref()
+                .map(|entity| facts.time_bounds_of(entity))
+                .unwrap_or_default();
+            read.chain([time_use.datetime_literals.as_slice(), described.as_slice()])
                 .chain(shadow_time.map(|t| t.datetime_literals.as_slice()))
                 .filter_map(|bounds| next_change(bounds, now))
                 .fold(horizon, UnixMillis::min)
@@ -67,6 +72,8 @@ impl Engine {
                 approval,
                 resource: request.resource.clone(),
                 resource_scopes,
+                resource_facts: resolved.resource_facts,
+                resource_description_ignored: resolved.description_ignored,
                 decided_at: now,
                 facts_version: Arc::clone(facts.version()),
                 evaluation_id: decision_id,

@@ -269,7 +269,7 @@ pub fn request(
         resource: split(resource),
         context: None,
         approval_id: approval.to_owned(),
-        request_id: String::new(),
+        ..proto::CheckRequest::default()
     }
 }
 
