@@ -438,7 +438,8 @@ impl FactsError {
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// An error's message with every source's after it, `: `-separated.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(inner) = source {

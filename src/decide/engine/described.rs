@@ -57,18 +57,12 @@ pub(super) fn described_resource(
         Some(policies.schema()),
     )
     .map_err(|error| {
-        let mut message = error.to_string();
-        let mut source = std::error::Error::source(&error);
-        while let Some(inner) = source {
-            message.push_str(": ");
-            message.push_str(&inner.to_string());
-            source = inner.source();
-        }
         InvalidRequest::new(
             "resource_attributes",
             format!(
-                "does not fit the schema's {}: {message}",
-                resource_uid.type_name()
+                "does not fit the schema's {}: {}",
+                resource_uid.type_name(),
+                crate::facts::error_chain(&error)
             ),
         )
     })?;
