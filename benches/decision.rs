@@ -181,6 +181,10 @@ fn decision(c: &mut Criterion) {
         group.bench_function("facts-slice", |b| {
             b.iter(|| snapshot.facts.slice(black_box(roots.iter()), None).unwrap())
         });
+        // What a cache miss adds to remember what the decision read (`Facts::reads`).
+        group.bench_function("facts-reads", |b| {
+            b.iter(|| snapshot.facts.reads(black_box(roots.iter()), None).unwrap())
+        });
         group.bench_function("warrant-engine", |b| {
             b.iter(|| engine.check(black_box(&case.request)).unwrap())
         });

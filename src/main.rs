@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use warrant::observability::traces::LogFormat;
 
-use warrant::cli::admin::{AdminConnection, ApprovalArgs, IdentityArgs};
+use warrant::cli::admin::{AdminConnection, ApprovalArgs, EntityArgs, IdentityArgs};
 use warrant::cli::{CheckArgs, LogArgs};
 use warrant::config::Settings;
 
@@ -49,6 +49,8 @@ enum Command {
     Approval(ApprovalArgs),
     /// Create, update, suspend, retire and look up identities on a running Warrant.
     Identity(IdentityArgs),
+    /// Put, show and remove any other entity (resources, scopes, humans) on a running Warrant.
+    Entity(EntityArgs),
     /// Check a policy folder (schema, policies, facts) and print every problem with its file,
     /// line and column; exit status 1 on any error.
     Validate {
@@ -105,6 +107,7 @@ fn main() -> ExitCode {
             Command::Log(args) => warrant::cli::log(args),
             Command::Approval(args) => warrant::cli::admin::approval(args).await,
             Command::Identity(args) => warrant::cli::admin::identity(args).await,
+            Command::Entity(args) => warrant::cli::admin::entity(args).await,
             Command::Reload(connection) => warrant::cli::admin::reload(connection).await,
             Command::Validate { dir } => warrant::authoring::validate(&dir),
             Command::Test { dir } => warrant::authoring::policy_tests::run(&dir),

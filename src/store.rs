@@ -45,6 +45,10 @@ pub struct ChangeMeta {
     pub revoke_reason: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_at: Option<i64>,
+    /// Set when the entity was removed: `entity` is then its last form, kept for the audit
+    /// trail, and the facts no longer hold it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retired_at: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,4 +1,4 @@
-//! `warrant.v1.Admin` on the admin listener: live approvals and identities, policy reloads and
+//! `warrant.v1.Admin` on the admin listener: live approvals, identities and entities, policy reloads and
 //! status. Wire conversion only: the rules live in `control`. (Beside it on the same listener:
 //! `decision_log`, and `auth`, the bearer token every call passes first.)
 
@@ -8,6 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::UnixMillis;
 use crate::control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
+use crate::control::entities::{ChangeReason, EntitySpec, EntityView};
 use crate::control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
 use crate::control::{Control, ControlError, Origin, StatusView};
 use crate::domain::EntityRef;
@@ -65,6 +66,10 @@ fn control_status(error: ControlError) -> Status {
 
 fn entity(entity: Option<proto::EntityRef>) -> Option<EntityRef> {
     entity.map(|e| EntityRef::new(e.r#type, e.id))
+}
+
+fn entities(list: Vec<proto::EntityRef>) -> Vec<EntityRef> {
+    list.into_iter().filter_map(|e| entity(Some(e))).collect()
 }
 
 fn required_entity(value: Option<proto::EntityRef>, field: &str) -> Result<EntityRef, Status> {
@@ -128,6 +133,29 @@ fn approval_proto(view: ApprovalView) -> proto::ApprovalRecord {
         granted_at: view.meta.granted_at.map(|t| timestamp(UnixMillis(t))),
         revoked_at: view.meta.revoked_at.map(|t| timestamp(UnixMillis(t))),
         revoke_reason: view.meta.revoke_reason.unwrap_or_default(),
+    }
+}
+
+fn entity_proto(view: EntityView) -> proto::EntityRecord {
+    proto::EntityRecord {
+        entity: Some(proto::EntitySpec {
+            entity: Some(entity_ref(&view.entity)),
+            attributes: attributes_proto(view.attributes),
+            parents: view.parents.iter().map(entity_ref).collect(),
+            tags: attributes_proto(view.tags),
+        }),
+        origin: origin(view.origin),
+        updated_at: view.meta.updated_at.map(|t| timestamp(UnixMillis(t))),
+        requester: view.meta.requester.as_ref().map(entity_ref),
+        justification: view.meta.justification.unwrap_or_default(),
+        retired_at: view.meta.retired_at.map(|t| timestamp(UnixMillis(t))),
+    }
+}
+
+fn change_reason(requester: Option<proto::EntityRef>, justification: String) -> ChangeReason {
+    ChangeReason {
+        requester: entity(requester),
+        justification: non_empty(justification),
     }
 }
 
@@ -275,11 +303,7 @@ impl proto::admin_server::Admin for AdminService {
             owner: entity(spec.owner),
             status: non_empty(spec.status),
             attributes: attributes(spec.attributes),
-            parents: spec
-                .parents
-                .into_iter()
-                .filter_map(|p| entity(Some(p)))
-                .collect(),
+            parents: entities(spec.parents),
         };
         self.run("CreateIdentity", move |control| {
             control
@@ -300,13 +324,7 @@ impl proto::admin_server::Admin for AdminService {
             owner: entity(request.owner),
             status: request.status,
             attributes: attributes(request.attributes),
-            parents: request.set_parents.then(|| {
-                request
-                    .parents
-                    .into_iter()
-                    .filter_map(|p| entity(Some(p)))
-                    .collect()
-            }),
+            parents: request.set_parents.then(|| entities(request.parents)),
         };
         self.run("UpdateIdentity", move |control| {
             control
@@ -360,6 +378,60 @@ impl proto::admin_server::Admin for AdminService {
             Ok(proto::ListIdentitiesResponse {
                 identities: identities.into_iter().map(identity_proto).collect(),
             })
+        })
+        .await
+    }
+
+    async fn put_entity(
+        &self,
+        request: Request<proto::PutEntityRequest>,
+    ) -> Result<Response<proto::EntityRecord>, Status> {
+        let request = request.into_inner();
+        let spec = request
+            .entity
+            .ok_or_else(|| Status::invalid_argument("entity: required"))?;
+        let spec = EntitySpec {
+            entity: entity(spec.entity),
+            attributes: attributes(spec.attributes),
+            parents: entities(spec.parents),
+            tags: attributes(spec.tags),
+        };
+        let reason = change_reason(request.requester, request.justification);
+        self.run("PutEntity", move |control| {
+            control
+                .put_entity(spec, reason)
+                .map(entity_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn get_entity(
+        &self,
+        request: Request<proto::GetEntityRequest>,
+    ) -> Result<Response<proto::EntityRecord>, Status> {
+        let target = required_entity(request.into_inner().entity, "entity")?;
+        self.run("GetEntity", move |control| {
+            control
+                .entity(&target)
+                .map(entity_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn retire_entity(
+        &self,
+        request: Request<proto::RetireEntityRequest>,
+    ) -> Result<Response<proto::EntityRecord>, Status> {
+        let request = request.into_inner();
+        let target = required_entity(request.entity, "entity")?;
+        let reason = change_reason(request.requester, request.justification);
+        self.run("RetireEntity", move |control| {
+            control
+                .retire_entity(&target, reason)
+                .map(entity_proto)
+                .map_err(control_status)
         })
         .await
     }

@@ -196,7 +196,7 @@ fn run_case(
         match merged(
             policies.schema(),
             base,
-            changes.iter().map(|(k, v)| (k.as_str(), v)),
+            changes.iter().map(|(k, v)| (k.as_str(), Some(v))),
         ) {
             Ok(facts) => Arc::new(facts),
             Err(e) => return Outcome::Broken(format!("entities: {e}")),

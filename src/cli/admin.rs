@@ -1,4 +1,5 @@
-//! The shell's admin client: `warrant approval ...`, `warrant identity ...`, `warrant reload`
+//! The shell's admin client: `warrant approval ...`, `warrant identity ...`,
+//! `warrant entity ...`, `warrant reload`
 //! and `warrant status` call a running server's `warrant.v1.Admin` with the admin token and print
 //! what it answers as JSON.
 
@@ -169,6 +170,49 @@ pub enum IdentityCommand {
     },
 }
 
+#[derive(Debug, clap::Args)]
+pub struct EntityArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    #[command(subcommand)]
+    pub command: EntityCommand,
+}
+
+/// Resources, scopes, humans: any entity type the schema declares except identities and
+/// approvals, which have commands of their own.
+#[derive(Debug, clap::Subcommand)]
+pub enum EntityCommand {
+    /// Create an entity, or replace it whole.
+    Put {
+        /// Type::id, e.g. Dataset::sales-2027
+        entity: String,
+        /// Every attribute, as a JSON object (Cedar's JSON form).
+        #[arg(long)]
+        attributes: Option<String>,
+        /// A parent entity, as Type::id (repeat for more).
+        #[arg(long = "parent")]
+        parents: Vec<String>,
+        /// Tags, as a JSON object, if the schema gives the type any.
+        #[arg(long)]
+        tags: Option<String>,
+        /// Who asked for the change, as Type::id.
+        #[arg(long)]
+        requester: Option<String>,
+        #[arg(long)]
+        justification: Option<String>,
+    },
+    /// Show any entity (identities and approvals too) in Cedar's JSON form.
+    Get { entity: String },
+    /// Remove an entity nothing names (no entity, no policy).
+    Retire {
+        entity: String,
+        #[arg(long)]
+        requester: Option<String>,
+        #[arg(long)]
+        justification: Option<String>,
+    },
+}
+
 type Client = AdminClient<InterceptedService<Channel, AddToken>>;
 
 /// Sends `authorization: Bearer <token>` with every call.
@@ -312,6 +356,21 @@ fn identity_json(record: &proto::IdentityRecord) -> Value {
         "parents": i.parents.iter().map(|p| entity_json(&Some(p.clone()))).collect::<Vec<_>>(),
         "origin": record.origin,
         "updated_at": time_json(&record.updated_at),
+    })
+}
+
+fn entity_record_json(record: &proto::EntityRecord) -> Value {
+    let e = record.entity.clone().unwrap_or_default();
+    json!({
+        "entity": entity_json(&e.entity),
+        "attributes": struct_json(&e.attributes),
+        "parents": e.parents.iter().map(|p| entity_json(&Some(p.clone()))).collect::<Vec<_>>(),
+        "tags": struct_json(&e.tags),
+        "origin": record.origin,
+        "updated_at": time_json(&record.updated_at),
+        "requester": entity_json(&record.requester),
+        "justification": record.justification,
+        "retired_at": time_json(&record.retired_at),
     })
 }
 
@@ -532,6 +591,62 @@ pub async fn identity(args: IdentityArgs) -> anyhow::Result<ExitCode> {
         }
     };
     print(identity_json(&record.map_err(call_failed)?.into_inner()))
+}
+
+pub async fn entity(args: EntityArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.connection.connect().await?;
+    let requester =
+        |requester: Option<String>| requester.map(|r| parse_entity(&r, "requester")).transpose();
+    let record = match args.command {
+        EntityCommand::Put {
+            entity,
+            attributes,
+            parents,
+            tags,
+            requester: asked_by,
+            justification,
+        } => {
+            let spec = proto::EntitySpec {
+                entity: Some(parse_entity(&entity, "entity")?),
+                attributes: json_object(attributes.as_deref(), "attributes")?,
+                parents: parents
+                    .iter()
+                    .map(|p| parse_entity(p, "parent"))
+                    .collect::<anyhow::Result<_>>()?,
+                tags: json_object(tags.as_deref(), "tags")?,
+            };
+            client
+                .put_entity(proto::PutEntityRequest {
+                    entity: Some(spec),
+                    requester: requester(asked_by)?,
+                    justification: justification.unwrap_or_default(),
+                })
+                .await
+        }
+        EntityCommand::Get { entity } => {
+            client
+                .get_entity(proto::GetEntityRequest {
+                    entity: Some(parse_entity(&entity, "entity")?),
+                })
+                .await
+        }
+        EntityCommand::Retire {
+            entity,
+            requester: asked_by,
+            justification,
+        } => {
+            client
+                .retire_entity(proto::RetireEntityRequest {
+                    entity: Some(parse_entity(&entity, "entity")?),
+                    requester: requester(asked_by)?,
+                    justification: justification.unwrap_or_default(),
+                })
+                .await
+        }
+    };
+    print(entity_record_json(
+        &record.map_err(call_failed)?.into_inner(),
+    ))
 }
 
 /// `warrant reload`: reload the policy folder now.

@@ -175,16 +175,7 @@ impl Control {
         let (json, meta, origin) = self
             .current(state, &uid.to_string())
             .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
-        let parents = json["parents"]
-            .as_array()
-            .map(|parents| {
-                parents
-                    .iter()
-                    .filter_map(|p| EntityUid::from_json(p.clone()).ok())
-                    .map(|uid| EntityRef::from_uid(&uid))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let parents = parents_of(&json);
         Ok(IdentityView {
             entity: entity.clone(),
             identity: Arc::clone(identity),
@@ -256,18 +247,4 @@ fn status_json(status: &str, field: &str) -> Result<Value, ControlError> {
             format!("{status:?} is not one of {}", IDENTITY_STATUSES.join(", ")),
         ))
     }
-}
-
-fn parents_json(
-    facts: &Facts,
-    policies: &PolicySnapshot,
-    parents: &[EntityRef],
-    field: &str,
-) -> Result<Value, ControlError> {
-    let mut all = Vec::new();
-    for (i, parent) in parents.iter().enumerate() {
-        known(facts, policies, parent, &format!("{field}[{i}]"))?;
-        all.push(json!({"type": parent.type_name, "id": parent.id}));
-    }
-    Ok(Value::Array(all))
 }

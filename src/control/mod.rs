@@ -20,6 +20,7 @@ use crate::policy::PolicySnapshot;
 use crate::store::{ChangeMeta, LiveEntity, LiveStore, StoreError};
 
 pub mod approvals;
+pub mod entities;
 pub mod identities;
 mod reload;
 
@@ -232,16 +233,21 @@ impl Control {
         // Most changes (an identity's status or owner, an approval granted or revoked) update
         // the current facts in place; anything else rebuilds them from the file and the overlay.
         let current = Arc::clone(&self.engine.snapshot().facts);
-        let built = match current.with_changes(
-            state.policies.schema(),
-            std::slice::from_ref(&entity.entity),
-        ) {
+        let in_place = match entity.meta.retired_at {
+            None => current.with_changes(
+                state.policies.schema(),
+                std::slice::from_ref(&entity.entity),
+            ),
+            Some(_) => Ok(None),
+        };
+        let built = match in_place {
             Ok(Some(facts)) => Ok(facts),
             Ok(None) => merged(
                 state.policies.schema(),
                 &state.base,
                 live_entities(&state.live),
-            ),
+            )
+            .map(|facts| facts.succeeding(&current)),
             Err(error) => Err(error),
         };
         let persisted = match built {
@@ -351,6 +357,35 @@ fn datetime_json(at: UnixMillis) -> Value {
     json!({"__extn": {"fn": "datetime", "arg": at.to_cedar_datetime()}})
 }
 
+/// `parents` in JSON, each a known entity of a declared type.
+fn parents_json(
+    facts: &Facts,
+    policies: &PolicySnapshot,
+    parents: &[EntityRef],
+    field: &str,
+) -> Result<Value, ControlError> {
+    let mut all = Vec::new();
+    for (i, parent) in parents.iter().enumerate() {
+        known(facts, policies, parent, &format!("{field}[{i}]"))?;
+        all.push(json!({"type": parent.type_name, "id": parent.id}));
+    }
+    Ok(Value::Array(all))
+}
+
+/// An entity's parents, from its JSON form.
+fn parents_of(entity: &Value) -> Vec<EntityRef> {
+    entity["parents"]
+        .as_array()
+        .map(|parents| {
+            parents
+                .iter()
+                .filter_map(|p| EntityUid::from_json(p.clone()).ok())
+                .map(|uid| EntityRef::from_uid(&uid))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 /// An entity's attributes except `known` ones.
 fn other_attributes(entity: &Value, known: &[&str]) -> Map<String, Value> {
     entity["attrs"]
@@ -365,10 +400,14 @@ fn other_attributes(entity: &Value, known: &[&str]) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
-/// The live entities as changes to the file's.
-fn live_entities(live: &BTreeMap<String, LiveEntity>) -> impl Iterator<Item = (&str, &Value)> {
-    live.iter()
-        .map(|(key, entity)| (key.as_str(), &entity.entity))
+/// The live entities as changes to the file's (`None` for a removed one).
+fn live_entities(
+    live: &BTreeMap<String, LiveEntity>,
+) -> impl Iterator<Item = (&str, Option<&Value>)> {
+    live.iter().map(|(key, entity)| {
+        let current = entity.meta.retired_at.is_none().then_some(&entity.entity);
+        (key.as_str(), current)
+    })
 }
 
 #[cfg(test)]
@@ -504,5 +543,72 @@ mod tests {
         assert_eq!(effect(&control, &deploy("live-3")).0, Effect::Deny);
         control.update_identity(&bot, status("active")).unwrap();
         assert_eq!(effect(&control, &deploy("live-3")).0, Effect::Allow);
+    }
+
+    #[test]
+    fn a_cached_decision_keeps_answering_through_changes_to_entities_it_did_not_read() {
+        let now = UnixMillis::parse_cedar_datetime("2026-06-01T12:00:00Z").unwrap();
+        let (control, clock, _data) = control(now);
+        control.grant_approval(grant("live-4", now)).unwrap();
+        // (At the approval's first instant, a decision is known for that millisecond only.)
+        clock.set(UnixMillis(now.0 + 1_000));
+        let answer = |request: &CheckRequest| control.engine().check(request).unwrap();
+        assert!(!answer(&deploy("live-4")).provenance.answered_from_cache);
+        let cache = control.engine().cache().unwrap();
+        let hits = cache
+            .counters()
+            .hits
+            .load(std::sync::atomic::Ordering::Relaxed);
+        // A hundred changes to other identities, in place and (with new parents) rebuilt, and
+        // grants to others: the cached allow keeps answering, under each new facts version.
+        let other = EntityRef::new("ServiceAccount", "reporting");
+        for i in 0..100 {
+            let update = IdentityUpdate {
+                status: Some(if i % 2 == 0 { "suspended" } else { "active" }.into()),
+                parents: (i % 10 == 0).then(Vec::new),
+                ..IdentityUpdate::default()
+            };
+            control.update_identity(&other, update).unwrap();
+            if i % 25 == 0 {
+                let mut to_other = grant(&format!("other-{i}"), now);
+                to_other.subject = Some(EntityRef::new("ServiceAccount", "db-admin"));
+                to_other.scope = Some(EntityRef::new("Scope", "customer-databases"));
+                control.grant_approval(to_other).unwrap();
+            }
+            let decision = answer(&deploy("live-4"));
+            assert_eq!(decision.effect, Effect::Allow);
+            assert!(decision.provenance.answered_from_cache, "change {i}");
+            assert_eq!(
+                &decision.provenance.facts_version,
+                control.engine().snapshot().facts.version()
+            );
+        }
+        assert_eq!(
+            cache
+                .counters()
+                .hits
+                .load(std::sync::atomic::Ordering::Relaxed),
+            hits + 100
+        );
+        // A change to what it read (its principal) is seen at once.
+        control
+            .update_identity(
+                &EntityRef::new("ServiceAccount", "deploy-bot"),
+                IdentityUpdate {
+                    status: Some("suspended".into()),
+                    ..IdentityUpdate::default()
+                },
+            )
+            .unwrap();
+        let decision = answer(&deploy("live-4"));
+        assert_eq!(decision.effect, Effect::Deny);
+        assert!(!decision.provenance.answered_from_cache);
+        assert!(
+            cache
+                .counters()
+                .stale
+                .load(std::sync::atomic::Ordering::Relaxed)
+                >= 1
+        );
     }
 }

@@ -17,7 +17,8 @@ impl Control {
                 let base =
                     load_entities_file(&self.policies_dir).map_err(|error| error.to_string())?;
                 let facts = merged(policies.schema(), &base, live_entities(&state.live))
-                    .map_err(|error| error.to_string())?;
+                    .map_err(|error| error.to_string())?
+                    .succeeding(&self.engine.snapshot().facts);
                 let candidate = match &self.shadow_dir {
                     Some(dir) => Some(PolicySnapshot::load(dir).map_err(|error| {
                         format!("the shadow policies in {}: {error}", dir.display())

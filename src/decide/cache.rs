@@ -1,8 +1,10 @@
 //! The decision cache. Remembers a decision only while it provably equals a fresh evaluation:
-//! the key holds everything the decision was made from (the caller's names and full context,
-//! the presented approval, the policy and facts versions), and an entry dies at the first
-//! instant the decision could change (the earliest time bound it read) or at its maximum age,
-//! whichever comes first. A read never extends an entry's life.
+//! the key holds everything the request said (the caller's names and full context, the
+//! presented approval, the resource's description) and the policy versions; the entry holds the
+//! revision of every entity the decision read, and is answered only while each still has that
+//! revision, so a change to the facts forgets exactly the decisions that read what it changed.
+//! An entry dies at the first instant the decision could change (the earliest time bound it
+//! read) or at its maximum age, whichever comes first. A read never extends an entry's life.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -10,6 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use moka::notification::RemovalCause;
+
+use cedar_policy::EntityUid;
 
 use crate::clock::UnixMillis;
 use crate::domain::{ContextValue, Decision, EntityRef, ResourceDescription};
@@ -31,8 +35,9 @@ impl Default for CacheSettings {
     }
 }
 
-/// Everything a decision depends on besides the clock. Equality is structural: two requests
-/// share an entry only if every part is equal (no concatenated strings, no truncated hashes).
+/// Everything a decision depends on besides the clock and the facts it read. Equality is
+/// structural: two requests share an entry only if every part is equal (no concatenated
+/// strings, no truncated hashes).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct CacheKey {
     pub principal: EntityRef,
@@ -43,16 +48,25 @@ pub struct CacheKey {
     /// What the caller said of the resource (decided on when the facts do not hold it).
     pub resource_description: Option<ResourceDescription>,
     pub policy_version: Arc<str>,
-    pub facts_version: Arc<str>,
+    /// The facts' lineage (`Facts::lineage`): the revisions an entry holds mean something only
+    /// within it.
+    pub facts_lineage: u64,
     /// The shadow policy set's version, when one is evaluated beside the active set.
     pub shadow_version: Option<Arc<str>>,
 }
 
-/// A decision as first evaluated, and the instant it stops being true.
+/// The entities a decision read, each with its revision then (`Facts::reads`).
+pub type Reads = Box<[(EntityUid, u64)]>;
+
+/// A decision as first evaluated, the instant it stops being true, and what it read at which
+/// revision of the facts.
 #[derive(Debug)]
 pub struct CachedDecision {
     pub decision: Decision,
     pub expires_at: UnixMillis,
+    pub reads: Reads,
+    /// `Facts::revision` of the facts it was made from.
+    pub read_at: u64,
 }
 
 /// Counters for the metrics endpoint and for tests.
@@ -60,6 +74,9 @@ pub struct CachedDecision {
 pub struct CacheCounters {
     pub hits: AtomicU64,
     pub misses: AtomicU64,
+    /// Lookups that found an entry made before a change to an entity it read (counted among
+    /// the misses too).
+    pub stale: AtomicU64,
     /// Entries pushed out because the cache was full.
     pub evictions: AtomicU64,
 }
@@ -107,13 +124,26 @@ impl DecisionCache {
         DecisionCache { entries, counters }
     }
 
-    /// The cached decision for `key` if it is still true at `now`.
-    pub fn get(&self, key: &CacheKey, now: UnixMillis) -> Option<Arc<CachedDecision>> {
+    /// The cached decision for `key` if it is still true at `now` and every entity it read is
+    /// still at the revision it read (`unchanged(read_at, reads)`, e.g. `Facts::unchanged_since`).
+    pub fn get(
+        &self,
+        key: &CacheKey,
+        now: UnixMillis,
+        unchanged: impl Fn(u64, &[(EntityUid, u64)]) -> bool,
+    ) -> Option<Arc<CachedDecision>> {
         // moka's expiry runs on the machine's clock; the engine's clock is the one that counts.
         let found = self
             .entries
             .get(key)
             .filter(|entry| now < entry.expires_at && now >= entry.decision.provenance.decided_at);
+        let found = match found {
+            Some(entry) if !unchanged(entry.read_at, &entry.reads) => {
+                self.counters.stale.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+            found => found,
+        };
         let counter = if found.is_some() {
             &self.counters.hits
         } else {
@@ -205,6 +235,8 @@ fn estimated_bytes(key: &CacheKey, value: &CachedDecision) -> u64 {
     let decision_bytes = std::mem::size_of::<CachedDecision>() as u64
         // Behind the `Arc` moka keeps: its two counts.
         + 16
+        // The uids share their names with the facts (`Arc`s, inline short ids).
+        + (value.reads.len() * std::mem::size_of::<(EntityUid, u64)>()) as u64
         + (decision.reasons.capacity() * std::mem::size_of::<String>()) as u64
         + decision.reasons.iter().map(text).sum::<u64>()
         + (decision.errors.capacity() * std::mem::size_of::<crate::domain::PolicyError>()) as u64

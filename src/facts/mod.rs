@@ -46,6 +46,39 @@ pub struct Facts {
     referrers: HashMap<EntityUid, Vec<EntityUid>>,
     /// `sha256:` of the facts' JSON text (the file's, plus the live changes if there are any).
     version: Arc<str>,
+    /// What changed when, for caches that must forget only what a change touched.
+    revisions: Revisions,
+}
+
+/// Per-entity revisions: every change to the facts has a number, and each entity carries the
+/// number of the last change that created or altered it (its attributes, tags, parents or
+/// ancestors). An entity no change has touched since the first build is at revision 0. An
+/// entity the facts do not hold is at the number of the last change that removed one, so that
+/// reading "absent" stays true only while no entity has been removed (or created under that uid:
+/// a created entity gets the creating change's number). The map holds present entities only.
+#[derive(Debug, Clone)]
+struct Revisions {
+    /// Facts built from nothing start a lineage of their own; changes to them stay in it.
+    /// Revisions compare only within one lineage.
+    lineage: u64,
+    /// The number of the change that made these facts.
+    current: u64,
+    by_entity: HashMap<EntityUid, u64>,
+    /// The number of the last change that removed an entity.
+    last_removal: u64,
+}
+
+impl Revisions {
+    /// The revisions of facts built from nothing: a new lineage, every entity at 0.
+    fn first() -> Self {
+        static LINEAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        Revisions {
+            lineage: LINEAGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            current: 0,
+            by_entity: HashMap::new(),
+            last_removal: 0,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -165,14 +198,15 @@ impl Facts {
             direct_times,
             referrers,
             version,
+            revisions: Revisions::first(),
         })
     }
 
     /// These facts with `changes` (entities in Cedar's JSON form) in place of the entities of
-    /// the same uid, or added, without re-reading the others: for the admin API's changes to
-    /// identities and approvals. `Ok(None)` when a change is of a shape this cannot apply
-    /// exactly (another entity type, or different parents for an existing entity): build the
-    /// facts afresh then. The version chains the old one with the changes.
+    /// the same uid, or added, without re-reading the others: for the admin API's changes.
+    /// `Ok(None)` when a change is of a shape this cannot apply exactly (a `Human`, whose name
+    /// is part of the identities it owns; different parents for an existing entity, which move
+    /// every entity below it; an entity others already name): build the facts afresh then. The version chains the old one with the changes.
     pub fn with_changes(
         &self,
         schema: &Schema,
@@ -192,7 +226,8 @@ impl Facts {
                 return Ok(None);
             };
             let type_name = uid.type_name().to_string();
-            if type_name != APPROVAL_TYPE && !principal_types.contains(&type_name) {
+            // A human's name and email are part of the identities it owns: rebuilt whole.
+            if type_name == HUMAN_TYPE || uid.type_name().basename() == "Action" {
                 return Ok(None);
             }
             // New parents would change ancestors elsewhere: only a full build gets that right.
@@ -232,7 +267,7 @@ impl Facts {
             if type_name == APPROVAL_TYPE {
                 let approval = read_approval(entity, &entities, &principal_types).map_err(bad)?;
                 approvals.insert(uid.id().unescaped().to_owned(), Arc::new(approval));
-            } else {
+            } else if principal_types.contains(&type_name) {
                 spiffe_ids.retain(|_, owner| owner != &uid);
                 index_identity(entity, &entities, &mut identities, &mut spiffe_ids).map_err(bad)?;
             }
@@ -275,6 +310,11 @@ impl Facts {
         for change in changes {
             hasher.update(change.to_string().as_bytes());
         }
+        let mut revisions = self.revisions.clone();
+        revisions.current += 1;
+        for entity in &changed {
+            revisions.by_entity.insert(entity.uid(), revisions.current);
+        }
         Ok(Some(Facts {
             entities,
             identities,
@@ -285,7 +325,142 @@ impl Facts {
             direct_times,
             referrers,
             version: format!("sha256:{:x}", hasher.finalize()).into(),
+            revisions,
         }))
+    }
+
+    /// These facts, built afresh, as the change that follows `previous`: every entity that is
+    /// new or differs from its form there (attributes, tags, parents, ancestors) gets this
+    /// change's revision, the others keep theirs, and if any entity of `previous` is gone, this
+    /// change counts as a removal. Costs one comparison per entity. What Warrant derives from
+    /// an entity (an identity's owner, an approval's subject, time bounds) comes from it and the
+    /// entities it refers to, which a decision's reads hold too; a resource's scope order also
+    /// depends on its scopes' depths, compared here.
+    pub fn succeeding(mut self, previous: &Facts) -> Facts {
+        let mut revisions = Revisions {
+            lineage: previous.revisions.lineage,
+            current: previous.revisions.current + 1,
+            by_entity: HashMap::with_capacity(previous.revisions.by_entity.len()),
+            last_removal: previous.revisions.last_removal,
+        };
+        for entity in self.entities.iter() {
+            let uid = entity.uid();
+            let revision = match previous.entities.get(&uid) {
+                // (A resource's scopes are ordered by their depth, which can change while its
+                // ancestor set does not: compare the order too.)
+                Some(before)
+                    if before.as_ref().deep_eq(entity.as_ref())
+                        && self.resource_scopes.get(&uid) == previous.resource_scopes.get(&uid) =>
+                {
+                    match previous.revisions.by_entity.get(&uid) {
+                        Some(revision) => *revision,
+                        None => continue,
+                    }
+                }
+                _ => revisions.current,
+            };
+            revisions.by_entity.insert(uid, revision);
+        }
+        if previous
+            .entities
+            .iter()
+            .any(|entity| self.entities.get(&entity.uid()).is_none())
+        {
+            revisions.last_removal = revisions.current;
+        }
+        self.revisions = revisions;
+        self
+    }
+
+    /// The lineage these facts belong to: facts built from nothing start one, and the facts
+    /// derived from them by changes (`with_changes`, `succeeding`) stay in it. Revisions of two
+    /// facts compare only if their lineages are equal.
+    pub fn lineage(&self) -> u64 {
+        self.revisions.lineage
+    }
+
+    /// The revision of `uid` in these facts (see `Revisions`): equal in two facts of one lineage
+    /// exactly when no change between them touched that entity.
+    pub fn revision_of(&self, uid: &EntityUid) -> u64 {
+        match self.revisions.by_entity.get(uid) {
+            Some(revision) => *revision,
+            None if self.entities.get(uid).is_some() => 0,
+            None => self.revisions.last_removal,
+        }
+    }
+
+    /// What a decision over `roots` (and `described`) read, with the revision of each: the
+    /// entities `slice` gathers, the roots the facts do not hold, and the described resource's
+    /// parents and references. A decision cached with this list stays true while every entity
+    /// on it keeps its revision.
+    pub fn reads<'a>(
+        &self,
+        roots: impl IntoIterator<Item = &'a EntityUid>,
+        described: Option<&Entity>,
+    ) -> Result<Vec<(EntityUid, u64)>, FactsError> {
+        // What the described resource names: its attributes' and tags' entities, its parents.
+        let mut described_roots = Vec::new();
+        if let Some(entity) = described {
+            described_roots = direct_times_of(entity)?.entities;
+            described_roots.extend(entity.as_ref().parents().cloned().map(EntityUid::from));
+        }
+        let skip = described.map(Entity::uid);
+        let roots: Vec<&EntityUid> = roots.into_iter().collect();
+        Ok(self
+            .reachable(roots, &described_roots, skip.as_ref())
+            .into_iter()
+            .map(|uid| (uid.clone(), self.revision_of(uid)))
+            .collect())
+    }
+
+    /// The number of the change that made these facts (0 for facts built from nothing).
+    pub fn revision(&self) -> u64 {
+        self.revisions.current
+    }
+
+    /// Whether every entity in `reads` (`Facts::reads` of these facts' lineage, at revision
+    /// `read_at`) still has the revision it had: then a decision that read them decides the
+    /// same now. While no entity has been removed since `read_at`, the one lookup per entity in
+    /// the (small) map of changed entities tells it: an entity that was created, changed or
+    /// moved since is there with a later revision; one absent from the map has not changed.
+    pub fn unchanged_since(&self, read_at: u64, reads: &[(EntityUid, u64)]) -> bool {
+        if self.revisions.last_removal > read_at {
+            return reads
+                .iter()
+                .all(|(uid, revision)| self.revision_of(uid) == *revision);
+        }
+        reads.iter().all(|(uid, revision)| {
+            self.revisions
+                .by_entity
+                .get(uid)
+                .is_none_or(|now| now == revision)
+        })
+    }
+
+    /// Every uid in `roots` and `more_roots`, and every one reachable from them through
+    /// entity-valued attributes and tags, each once, `skip` excepted. Uids the facts do not hold
+    /// are included; nothing is reached through them.
+    fn reachable<'s>(
+        &'s self,
+        roots: impl IntoIterator<Item = &'s EntityUid>,
+        more_roots: &'s [EntityUid],
+        skip: Option<&EntityUid>,
+    ) -> Vec<&'s EntityUid> {
+        let mut queue: Vec<&EntityUid> = roots.into_iter().collect();
+        queue.extend(more_roots);
+        let mut seen: std::collections::HashSet<&EntityUid> =
+            std::collections::HashSet::with_capacity(queue.len() * 2);
+        let mut reached = Vec::with_capacity(queue.len() * 2);
+        while let Some(uid) = queue.pop() {
+            if skip == Some(uid) || !seen.insert(uid) {
+                continue;
+            }
+            if let Some(found) = self.direct_times.get(uid) {
+                queue.extend(&found.entities);
+            }
+            reached.push(uid);
+        }
+        reached
     }
 
     /// The part of the facts a decision can read: every entity in `roots` (the principal, the
@@ -301,28 +476,19 @@ impl Facts {
         roots: impl IntoIterator<Item = &'a EntityUid>,
         described: Option<&Entity>,
     ) -> Result<Slice, FactsError> {
-        let mut seen: std::collections::HashSet<&EntityUid> = std::collections::HashSet::new();
-        let mut queue: Vec<&EntityUid> = roots.into_iter().collect();
-        let described_refs = described.map(direct_times_of).transpose()?;
-        if let Some(refs) = &described_refs {
-            queue.extend(&refs.entities);
-        }
-        let mut picked: Vec<Arc<cedar_policy_core::ast::Entity>> = Vec::new();
+        let described_refs = match described {
+            Some(entity) => direct_times_of(entity)?.entities,
+            None => Vec::new(),
+        };
+        let skip = described.map(Entity::uid);
+        let roots: Vec<&EntityUid> = roots.into_iter().collect();
+        let mut picked: Vec<Arc<cedar_policy_core::ast::Entity>> = self
+            .reachable(roots, &described_refs, skip.as_ref())
+            .into_iter()
+            .filter_map(|uid| self.entities.get(uid))
+            .map(|entity| Arc::new(entity.as_ref().clone()))
+            .collect();
         let mut described_parents = Vec::new();
-        while let Some(uid) = queue.pop() {
-            if !seen.insert(uid) {
-                continue;
-            }
-            if described.is_some_and(|entity| &entity.uid() == uid) {
-                continue;
-            }
-            if let Some(entity) = self.entities.get(uid) {
-                picked.push(Arc::new(entity.as_ref().clone()));
-            }
-            if let Some(found) = self.direct_times.get(uid) {
-                queue.extend(&found.entities);
-            }
-        }
         if let Some(entity) = described {
             // Its ancestors: its parents and all of theirs, so that its ancestor set is closed
             // like every other entity's.
@@ -353,14 +519,46 @@ impl Facts {
             .map_err(|error| FactsError::Invalid(error_chain(&error)))
     }
 
-    /// The first entity `entity` refers to (in its attributes or tags) that these facts do not
-    /// hold, if any.
+    /// The first entity `entity` refers to (in its attributes or tags), itself aside, that these
+    /// facts do not hold, if any.
     pub fn unknown_reference(&self, entity: &Entity) -> Option<EntityUid> {
         let found = direct_times_of(entity).ok()?;
+        let own = entity.uid();
         found
             .entities
             .into_iter()
-            .find(|uid| self.entities.get(uid).is_none())
+            .find(|uid| uid != &own && self.entities.get(uid).is_none())
+    }
+
+    /// An entity other than `uid` that names it: in an attribute or tag, or as a parent. Scans
+    /// every entity for the parents (removals are rare; a store would index children).
+    pub fn referrer_of(&self, uid: &EntityUid) -> Option<EntityUid> {
+        if let Some(referrer) = self
+            .referrers
+            .get(uid)
+            .and_then(|list| list.iter().find(|referrer| *referrer != uid))
+        {
+            return Some(referrer.clone());
+        }
+        self.entities
+            .iter()
+            .find(|entity| {
+                entity.uid() != *uid
+                    && entity
+                        .as_ref()
+                        .parents()
+                        .any(|parent| EntityUid::from(parent.clone()) == *uid)
+            })
+            .map(Entity::uid)
+    }
+
+    /// Whether `descendant` lies in `ancestor` (is it, or has it among its ancestors).
+    pub fn lies_in(&self, descendant: &EntityUid, ancestor: &EntityUid) -> bool {
+        descendant == ancestor
+            || self
+                .entities
+                .ancestors(descendant)
+                .is_some_and(|mut ancestors| ancestors.any(|a| a == ancestor))
     }
 
     /// The datetimes a decision reading `entity` (not itself in these facts: a resource the
@@ -487,17 +685,22 @@ pub fn load_entities_file(dir: &Path) -> anyhow::Result<BTreeMap<String, serde_j
 }
 
 /// Facts from `base` (entities by uid) with each of `changes` in place of the entity of the same
-/// uid, or added.
+/// uid, or added; a change of `None` removes the entity.
 pub fn merged<'a>(
     schema: &Schema,
     base: &'a BTreeMap<String, serde_json::Value>,
-    changes: impl IntoIterator<Item = (&'a str, &'a serde_json::Value)>,
+    changes: impl IntoIterator<Item = (&'a str, Option<&'a serde_json::Value>)>,
 ) -> Result<Facts, FactsError> {
     let mut merged: BTreeMap<&str, &serde_json::Value> = base
         .iter()
         .map(|(key, value)| (key.as_str(), value))
         .collect();
-    merged.extend(changes);
+    for (key, change) in changes {
+        match change {
+            Some(entity) => merged.insert(key, entity),
+            None => merged.remove(key),
+        };
+    }
     let text = serde_json::to_string(&merged.values().collect::<Vec<_>>())
         .map_err(|error| FactsError::Invalid(error.to_string()))?;
     Facts::from_json(&text, schema)

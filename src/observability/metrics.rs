@@ -374,6 +374,11 @@ impl Metrics {
                     c.misses.load(Ordering::Relaxed),
                 ),
                 (
+                    "warrant_cache_stale_total",
+                    "Cached decisions found but not answered: an entity they read has changed since (counted among the misses too).",
+                    c.stale.load(Ordering::Relaxed),
+                ),
+                (
                     "warrant_cache_evictions_total",
                     "Cached decisions pushed out because the cache was full.",
                     c.evictions.load(Ordering::Relaxed),

@@ -23,7 +23,7 @@ pub const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
 
 /// Every method of `warrant.v1.Admin`, as counted in `warrant_admin_calls_total`.
-pub const ADMIN_METHODS: [&str; 11] = [
+pub const ADMIN_METHODS: [&str; 14] = [
     "GrantApproval",
     "RevokeApproval",
     "GetApproval",
@@ -33,6 +33,9 @@ pub const ADMIN_METHODS: [&str; 11] = [
     "RetireIdentity",
     "GetIdentity",
     "ListIdentities",
+    "PutEntity",
+    "GetEntity",
+    "RetireEntity",
     "ReloadPolicies",
     "Status",
 ];

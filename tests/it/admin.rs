@@ -820,3 +820,264 @@ async fn secrets_and_evidence_are_private_and_a_loose_token_file_is_refused() {
     let error = Server::start_in(data, &serve).err().expect("refused");
     assert!(error.contains("at least 32"), "{error}");
 }
+
+fn put(
+    entity_ref: (&str, &str),
+    attributes: serde_json::Value,
+    parents: &[(&str, &str)],
+) -> proto::PutEntityRequest {
+    let attributes = crate::common::context(attributes);
+    proto::PutEntityRequest {
+        entity: Some(proto::EntitySpec {
+            entity: entity(entity_ref.0, entity_ref.1),
+            attributes,
+            parents: parents.iter().map(|(t, i)| entity(t, i).unwrap()).collect(),
+            tags: None,
+        }),
+        requester: entity("Human", "bob"),
+        justification: "new quarter's data".to_owned(),
+    }
+}
+
+#[tokio::test]
+async fn resources_and_scopes_are_put_moved_and_removed_live_and_kept_across_a_restart() {
+    let server = Server::start(&[]);
+    let mut admin = server.admin_client().await;
+    let read = |dataset: &str| request("ApiKey::pipeline-etl", "read", dataset, "");
+    let scope = serde_json::json!({"kind": "datasets"});
+    let answer = decide(&server, read("Dataset::sales-2027")).await;
+    assert_eq!(answer.reasons, ["warrant:unknown-resource"]);
+
+    // A new dataset in the key's scope: allowed at once.
+    let record = admin
+        .put_entity(put(
+            ("Dataset", "sales-2027"),
+            serde_json::json!({}),
+            &[("Scope", "sales-datasets")],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(record.origin, "live");
+    assert_eq!(record.requester, entity("Human", "bob"));
+    assert_eq!(record.justification, "new quarter's data");
+    assert!(record.updated_at.is_some() && record.retired_at.is_none());
+    assert!(allowed(&decide(&server, read("Dataset::sales-2027")).await));
+    assert!(allowed(&decide(&server, read("Dataset::sales-2027")).await));
+
+    // A scope of its own inside sales, then moved under HR: everything in it moves, and the
+    // cached allow is not served again.
+    admin
+        .put_entity(put(
+            ("Scope", "q4"),
+            scope.clone(),
+            &[("Scope", "sales-datasets")],
+        ))
+        .await
+        .unwrap();
+    admin
+        .put_entity(put(
+            ("Dataset", "q4-report"),
+            serde_json::json!({}),
+            &[("Scope", "q4")],
+        ))
+        .await
+        .unwrap();
+    assert!(allowed(&decide(&server, read("Dataset::q4-report")).await));
+    assert!(allowed(&decide(&server, read("Dataset::q4-report")).await));
+    admin
+        .put_entity(put(
+            ("Scope", "q4"),
+            scope.clone(),
+            &[("Scope", "hr-datasets")],
+        ))
+        .await
+        .unwrap();
+    let moved = decide(&server, read("Dataset::q4-report")).await;
+    assert!(!allowed(&moved));
+    assert!(!moved.provenance.unwrap().answered_from_cache);
+    // The other dataset was not touched: its cached allow still answers.
+    let untouched = decide(&server, read("Dataset::sales-2027")).await;
+    assert!(allowed(&untouched));
+    assert!(untouched.provenance.unwrap().answered_from_cache);
+
+    // Refusals name the field.
+    let refused = |request: proto::PutEntityRequest| {
+        let mut admin = admin.clone();
+        async move { admin.put_entity(request).await.unwrap_err() }
+    };
+    for (request, field) in [
+        (
+            put(("ServiceAccount", "sneaky"), serde_json::json!({}), &[]),
+            "entity.entity.type: ServiceAccount is an identity type",
+        ),
+        (
+            put(("Approval", "a-1"), serde_json::json!({}), &[]),
+            "entity.entity.type: approvals are granted",
+        ),
+        (
+            put(("Planet", "mars"), serde_json::json!({}), &[]),
+            "entity.entity.type: the schema declares no entity type",
+        ),
+        (
+            put(("Scope", "odd"), serde_json::json!({"kind": 5}), &[]),
+            "entity.attributes:",
+        ),
+        (
+            put(
+                ("Dataset", "orphan"),
+                serde_json::json!({}),
+                &[("Scope", "nowhere")],
+            ),
+            "entity.parents[0]: no Scope::\"nowhere\" is known",
+        ),
+        (
+            put(("Scope", "production"), scope.clone(), &[("Scope", "q4")]),
+            "entity.parents[0]: Scope::\"q4\" lies in Scope::\"production\"",
+        ),
+    ] {
+        let status = refused(request).await;
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{}",
+            status.message()
+        );
+        assert!(status.message().starts_with(field), "{}", status.message());
+    }
+
+    // Removal: refused while something names it, then the resource is unknown again.
+    let named = admin
+        .retire_entity(proto::RetireEntityRequest {
+            entity: entity("Scope", "q4"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(named.code(), tonic::Code::InvalidArgument);
+    assert!(
+        named
+            .message()
+            .contains("Dataset::\"q4-report\" names Scope::\"q4\""),
+        "{}",
+        named.message()
+    );
+    let owner = admin
+        .retire_entity(proto::RetireEntityRequest {
+            entity: entity("Human", "alice"),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(owner.code(), tonic::Code::InvalidArgument);
+    let retired = admin
+        .retire_entity(proto::RetireEntityRequest {
+            entity: entity("Dataset", "q4-report"),
+            requester: entity("Human", "bob"),
+            justification: "report withdrawn".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(retired.retired_at.is_some());
+    let answer = decide(&server, read("Dataset::q4-report")).await;
+    assert_eq!(answer.reasons, ["warrant:unknown-resource"]);
+    let gone = admin
+        .get_entity(proto::GetEntityRequest {
+            entity: entity("Dataset", "q4-report"),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+
+    // Any entity reads back, identities and file entities included.
+    let bot = admin
+        .get_entity(proto::GetEntityRequest {
+            entity: entity("ServiceAccount", "deploy-bot"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(bot.origin, "file");
+    let attributes = proto_json(bot.entity.unwrap().attributes);
+    assert_eq!(attributes["status"], "active");
+
+    // A restart (after a crash) keeps every change.
+    drop(admin);
+    let data = server.kill();
+    let server = Server::restart_in(data);
+    assert!(allowed(&decide(&server, read("Dataset::sales-2027")).await));
+    assert!(!allowed(&decide(&server, read("Dataset::q4-report")).await));
+    let mut admin = server.admin_client().await;
+    let q4 = admin
+        .get_entity(proto::GetEntityRequest {
+            entity: entity("Scope", "q4"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        q4.entity.unwrap().parents,
+        [entity("Scope", "hr-datasets").unwrap()]
+    );
+}
+
+#[tokio::test]
+async fn the_shell_puts_shows_and_removes_an_entity() {
+    let server = Server::start(&[]);
+    let (ok, out, err) = shell(
+        &server,
+        &[
+            "entity",
+            "put",
+            "Dataset::sales-2027",
+            "--parent",
+            "Scope::sales-datasets",
+            "--requester",
+            "Human::bob",
+            "--justification",
+            "new quarter",
+        ],
+    );
+    assert!(ok, "{err}");
+    let put: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(put["parents"][0]["id"], "sales-datasets");
+    assert_eq!(put["justification"], "new quarter");
+    let read = request("ApiKey::pipeline-etl", "read", "Dataset::sales-2027", "");
+    assert!(allowed(&decide(&server, read.clone()).await));
+
+    let (ok, out, err) = shell(&server, &["entity", "get", "Scope::sales-datasets"]);
+    assert!(ok, "{err}");
+    let scope: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(scope["origin"], "file");
+    assert_eq!(scope["attributes"]["kind"], "dataset-family");
+
+    let (ok, _, err) = shell(
+        &server,
+        &[
+            "entity",
+            "put",
+            "Scope::odd",
+            "--attributes",
+            "{\"kind\": 5}",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("entity.attributes"), "{err}");
+
+    let (ok, out, err) = shell(
+        &server,
+        &[
+            "entity",
+            "retire",
+            "Dataset::sales-2027",
+            "--justification",
+            "withdrawn",
+        ],
+    );
+    assert!(ok, "{err}");
+    let retired: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert!(retired["retired_at"].is_string(), "{retired}");
+    let answer = decide(&server, read).await;
+    assert_eq!(answer.reasons, ["warrant:unknown-resource"]);
+}

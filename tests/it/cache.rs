@@ -1,7 +1,10 @@
 //! The decision cache against fresh evaluation. A differential property test drives an engine
 //! with the cache and one without through the same random steps (checks, clock moves, approvals
-//! granted and revoked, identities suspended, policies replaced) and requires the same answer
-//! after every step. Then the specific edges, one test each.
+//! granted and revoked, identities suspended or retired, a scope moved, policies replaced), each
+//! change applied as the control plane applies it (in place where it can, else rebuilt as the
+//! successor of the facts before, so that cached decisions that read nothing it changed keep
+//! answering), and requires the same answer after every step. Then the specific edges, one test
+//! each.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -43,6 +46,9 @@ struct ApprovalState {
 struct World {
     bot1_active: bool,
     bot2_owned: bool,
+    bot2_exists: bool,
+    /// The scope `prod-a` (which holds `cfg-a`) lies in: `production` or `staging`.
+    prod_a_in: &'static str,
     key_expires_ms: i64,
     approvals: BTreeMap<&'static str, ApprovalState>,
 }
@@ -52,6 +58,8 @@ impl World {
         World {
             bot1_active: true,
             bot2_owned: true,
+            bot2_exists: true,
+            prod_a_in: "production",
             key_expires_ms: 30_000,
             approvals: BTreeMap::new(),
         }
@@ -71,7 +79,7 @@ impl World {
             ),
             scope("production", vec![]),
             scope("staging", vec![]),
-            scope("prod-a", vec![uid("Scope", "production")]),
+            scope("prod-a", vec![uid("Scope", self.prod_a_in)]),
             scope("sales", vec![uid("Scope", "production")]),
             scope("tools", vec![]),
             entity("Config", "cfg-a", json!({}), vec![uid("Scope", "prod-a")]),
@@ -102,7 +110,9 @@ impl World {
             },
             true,
         ));
-        all.push(account("bot-2", "active", self.bot2_owned));
+        if self.bot2_exists {
+            all.push(account("bot-2", "active", self.bot2_owned));
+        }
         all.push(entity(
             "ApiKey",
             "key-1",
@@ -175,6 +185,8 @@ enum Step {
     Own(bool),
     KeyExpiry(i64),
     Policies(usize),
+    Retire(bool),
+    MoveProdA(&'static str),
 }
 
 fn requests() -> Vec<CheckRequest> {
@@ -272,6 +284,8 @@ fn step(request_count: usize) -> impl Strategy<Value = Step> {
         1 => any::<bool>().prop_map(Step::Own),
         1 => offset().prop_map(Step::KeyExpiry),
         1 => (0usize..4).prop_map(Step::Policies),
+        1 => any::<bool>().prop_map(Step::Retire),
+        1 => prop::sample::select(vec!["production", "staging"]).prop_map(Step::MoveProdA),
     ]
 }
 
@@ -326,6 +340,32 @@ impl Pair {
     }
 }
 
+/// The facts of `world` as the change that follows `previous` (the facts of `before`), made
+/// the way the control plane makes them: only the entities that changed, in place, when
+/// `Facts::with_changes` can apply them, else rebuilt whole as `previous`'s successor.
+fn successor(previous: &Facts, policies: &PolicySnapshot, before: &World, world: &World) -> Facts {
+    let by_uid = |w: &World| -> BTreeMap<String, Value> {
+        serde_json::from_str::<Vec<Value>>(&w.entities_json())
+            .unwrap()
+            .into_iter()
+            .map(|e| (e["uid"].to_string(), e))
+            .collect()
+    };
+    let (old, new) = (by_uid(before), by_uid(world));
+    let changed: Vec<Value> = new
+        .iter()
+        .filter(|(key, entity)| old.get(*key) != Some(entity))
+        .map(|(_, entity)| entity.clone())
+        .collect();
+    let removed = old.keys().any(|key| !new.contains_key(key));
+    if !removed && let Some(facts) = previous.with_changes(policies.schema(), &changed).unwrap() {
+        return facts;
+    }
+    Facts::from_json(&world.entities_json(), policies.schema())
+        .unwrap()
+        .succeeding(previous)
+}
+
 fn snapshot(policies: Arc<PolicySnapshot>, world: &World) -> Snapshot {
     let facts = Facts::from_json(&world.entities_json(), policies.schema()).unwrap();
     Snapshot {
@@ -349,6 +389,7 @@ proptest! {
         let mut policies = Arc::clone(&variants[first_policies]);
         let pair = Pair::new(Arc::clone(&policies), &world);
         for step in steps {
+            let before = world.clone();
             match step {
                 Step::Check(index) => {
                     let now = pair.clock.now();
@@ -379,8 +420,12 @@ proptest! {
                 Step::Own(owned) => world.bot2_owned = owned,
                 Step::KeyExpiry(ms) => world.key_expires_ms = (pair.clock.now().0 - t0().0) + ms,
                 Step::Policies(index) => policies = Arc::clone(&variants[index]),
+                Step::Retire(retired) => world.bot2_exists = !retired,
+                Step::MoveProdA(scope) => world.prod_a_in = scope,
             }
-            pair.replace(snapshot(Arc::clone(&policies), &world));
+            let previous = pair.cached.snapshot();
+            let facts = successor(&previous.facts, &policies, &before, &world);
+            pair.replace(Snapshot { policies: Arc::clone(&policies), facts: Arc::new(facts) });
         }
     }
 }

@@ -327,6 +327,10 @@ enum FactChange {
     Revoke(usize, bool),
     Grant(usize, usize, i64),
     NewIdentity(usize, usize),
+    /// A dataset put (new, or again with the same parent).
+    PutDataset(usize, usize),
+    /// An existing scope's attributes.
+    ScopeKind(usize, usize),
 }
 
 const IDENTITIES: [(&str, &str); 4] = [
@@ -346,6 +350,8 @@ fn fact_change() -> impl Strategy<Value = FactChange> {
         (0..4usize, any::<bool>()).prop_map(|(a, r)| FactChange::Revoke(a, r)),
         (0..4usize, 0..6usize, 1..5_000i64).prop_map(|(i, n, h)| FactChange::Grant(i, n, h)),
         (0..3usize, 0..4usize).prop_map(|(h, n)| FactChange::NewIdentity(h, n)),
+        (0..3usize, 0..3usize).prop_map(|(n, s)| FactChange::PutDataset(n, s)),
+        (0..3usize, 0..3usize).prop_map(|(n, k)| FactChange::ScopeKind(n, k)),
     ]
 }
 
@@ -389,6 +395,20 @@ fn apply(change: &FactChange, current: &BTreeMap<String, serde_json::Value>) -> 
                 "parents": [{"type": t, "id": id}],
             })
         }
+        FactChange::PutDataset(n, s) => {
+            let scope = ["sales-datasets", "hr-datasets", "production"][*s];
+            json!({
+                "uid": {"type": "Dataset", "id": format!("live-ds-{n}")},
+                "attrs": {},
+                "parents": [{"type": "Scope", "id": scope}],
+            })
+        }
+        FactChange::ScopeKind(n, k) => {
+            let id = ["sales-datasets", "staging", "production"][*n];
+            let mut e = current[&key("Scope", id)].clone();
+            e["attrs"]["kind"] = json!(["datasets", "environment", "other"][*k]);
+            e
+        }
         FactChange::NewIdentity(h, n) => json!({
             "uid": {"type": "Agent", "id": format!("agent-{n}")},
             "attrs": {
@@ -427,11 +447,11 @@ proptest! {
             let fresh = warrant::facts::merged(
                 policies.schema(),
                 &base,
-                overlay.iter().map(|(k, v)| (k.as_str(), v)),
+                overlay.iter().map(|(k, v)| (k.as_str(), Some(v))),
             )
             .unwrap();
-            // Changes to existing identities and approvals always take the fast path.
-            if matches!(change, FactChange::Status(..) | FactChange::Owner(..) | FactChange::Revoke(..)) {
+            // Changes to existing entities that keep their parents always take the fast path.
+            if matches!(change, FactChange::Status(..) | FactChange::Owner(..) | FactChange::Revoke(..) | FactChange::ScopeKind(..)) {
                 prop_assert!(updated.is_some(), "{:?} was not applied in place", change);
             }
             let Some(updated) = updated else {

@@ -36,7 +36,7 @@ impl Engine {
         self.settings.limits.check(request)?;
         let snapshot = self.snapshot.load_full();
         let now = self.clock.now();
-        let decision = self.evaluate(&snapshot, None, request, now)?;
+        let (decision, _) = self.evaluate(&snapshot, None, request, now, false)?;
         let (principal_uid, action_uid, resource_uid) = parse_names(&snapshot.policies, request)?;
         let resolved = Resolved::of(&snapshot, request, principal_uid, resource_uid)?;
         let cedar_request =

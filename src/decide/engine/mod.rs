@@ -12,7 +12,7 @@ use cedar_policy::{
 };
 use uuid::Uuid;
 
-use crate::decide::cache::{CacheKey, CacheSettings, CachedDecision, DecisionCache};
+use crate::decide::cache::{CacheKey, CacheSettings, CachedDecision, DecisionCache, Reads};
 
 use crate::clock::{Clock, UnixMillis};
 use crate::decide::limits::{RequestLimits, quote};
@@ -192,10 +192,13 @@ impl Engine {
         self.snapshot.load_full()
     }
 
-    /// Makes every later decision use `snapshot`. Cached decisions made from the old one are
-    /// unreachable from the moment this returns: their keys carry the old versions. (They are
-    /// not cleared: they age out or are evicted, and come back into use only if the policies and
-    /// facts return to exactly those versions, where they are true again.)
+    /// Makes every later decision use `snapshot`. From the moment this returns, no cached
+    /// decision made under other policies is answered (their keys carry the policy versions),
+    /// nor one that read an entity whose revision differs in the new facts (its entry holds the
+    /// revisions it read). The others stay true and keep answering. (Nothing is cleared:
+    /// entries age out or are evicted.) Facts that do not descend from the old ones
+    /// (`Facts::with_changes`, `Facts::succeeding`) start a new lineage, which no entry made
+    /// before matches.
     pub fn replace_snapshot(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
     }
@@ -304,7 +307,9 @@ impl Engine {
     ) -> Result<Decision, InvalidRequest> {
         let shadow = self.shadow.load_full();
         let Some(cache) = &self.cache else {
-            return self.evaluate(snapshot, shadow.as_ref(), request, now);
+            return self
+                .evaluate(snapshot, shadow.as_ref(), request, now, false)
+                .map(|(decision, _)| decision);
         };
         // A malformed request is never cached, so looking up before validating is safe.
         let key = CacheKey {
@@ -315,19 +320,23 @@ impl Engine {
             approval_id: request.approval_id.clone(),
             resource_description: request.resource_description.clone(),
             policy_version: Arc::clone(snapshot.policies.version()),
-            facts_version: Arc::clone(snapshot.facts.version()),
+            facts_lineage: snapshot.facts.lineage(),
             shadow_version: shadow.as_ref().map(|s| Arc::clone(s.version())),
         };
-        if let Some(entry) = cache.get(&key, now) {
+        if let Some(entry) = cache.get(&key, now, |read_at, reads| {
+            snapshot.facts.unchanged_since(read_at, reads)
+        }) {
             let mut decision = entry.decision.clone();
             decision.decision_id = new_decision_id(now);
             decision.provenance.decided_at = now;
+            // Nothing it read has changed, so these facts decide it the same way.
+            decision.provenance.facts_version = Arc::clone(snapshot.facts.version());
             decision.provenance.answered_from_cache = true;
             decision.valid_until = entry.expires_at;
             decision.request_id = request.request_id.clone();
             return Ok(decision);
         }
-        let decision = self.evaluate(snapshot, shadow.as_ref(), request, now)?;
+        let (decision, reads) = self.evaluate(snapshot, shadow.as_ref(), request, now, true)?;
         // Errors are never cached (the shadow set's neither); nor is anything under policies
         // that do arithmetic on time, nor anything about a limited approval (each allow must
         // take a use).
@@ -339,25 +348,35 @@ impl Engine {
         let arithmetic = snapshot.policies.time_use().arithmetic
             || shadow.as_ref().is_some_and(|s| s.time_use().arithmetic);
         let shadow_failed = decision.shadow.as_ref().is_some_and(|s| s.error_count > 0);
-        if decision.errors.is_empty() && !arithmetic && !limited && !shadow_failed {
+        if let Some(reads) = reads
+            && decision.errors.is_empty()
+            && !arithmetic
+            && !limited
+            && !shadow_failed
+        {
             cache.insert(
                 key,
                 CachedDecision {
                     expires_at: decision.valid_until,
                     decision: decision.clone(),
+                    reads,
+                    read_at: snapshot.facts.revision(),
                 },
             );
         }
         Ok(decision)
     }
 
+    /// A fresh decision, and with `track_reads` what it read (`Facts::reads`; `None` if that
+    /// cannot be told, and then the decision must not be cached).
     fn evaluate(
         &self,
         snapshot: &Snapshot,
         shadow: Option<&Arc<PolicySnapshot>>,
         request: &CheckRequest,
         now: UnixMillis,
-    ) -> Result<Decision, InvalidRequest> {
+        track_reads: bool,
+    ) -> Result<(Decision, Option<Reads>), InvalidRequest> {
         let (principal_uid, action_uid, resource_uid) = parse_names(&snapshot.policies, request)?;
         for key in RESERVED_CONTEXT_KEYS {
             if request.context.contains_key(key) {
@@ -370,6 +389,9 @@ impl Engine {
             }
         }
         let resolved = Resolved::of(snapshot, request, principal_uid, resource_uid)?;
+        let reads = track_reads
+            .then(|| read_by(snapshot, shadow, request, &resolved, &action_uid))
+            .flatten();
         let verdict = match self.verdict(snapshot, request, &resolved, action_uid, now)? {
             Ok(verdict) | Err(verdict) => verdict,
         };
@@ -384,7 +406,7 @@ impl Engine {
             verdict,
         );
         decision.shadow = shadow_verdict;
-        Ok(decision)
+        Ok((decision, reads))
     }
 
     /// The verdict on a well-formed request: `Err` holds a deny Warrant gave before Cedar ran.
@@ -525,6 +547,42 @@ fn slice(
                 approval_use: None,
             }
         })
+}
+
+/// Every entity a decision on `request` reads, with its revision (`Facts::reads`): the
+/// principal, the action, the resource, the presented approval (by the id the caller gave, held
+/// or not), the entities the active and shadow policies name, and all they refer to. `None`
+/// (logged) if that cannot be told.
+fn read_by(
+    snapshot: &Snapshot,
+    shadow: Option<&Arc<PolicySnapshot>>,
+    request: &CheckRequest,
+    resolved: &Resolved<'_>,
+    action_uid: &EntityUid,
+) -> Option<Reads> {
+    let approval_uid = request.approval_id.as_deref().and_then(|id| {
+        let type_name = APPROVAL_TYPE.parse().ok()?;
+        Some(EntityUid::from_type_name_and_id(
+            type_name,
+            EntityId::new(id),
+        ))
+    });
+    let roots = [&resolved.principal_uid, action_uid, &resolved.resource_uid]
+        .into_iter()
+        .chain(&approval_uid)
+        .chain(&snapshot.policies.time_use().entity_literals)
+        .chain(
+            shadow
+                .into_iter()
+                .flat_map(|s| &s.time_use().entity_literals),
+        );
+    match snapshot.facts.reads(roots, resolved.described.as_ref()) {
+        Ok(reads) => Some(reads.into_boxed_slice()),
+        Err(error) => {
+            tracing::error!(%error, "cannot tell what a decision read; not caching it");
+            None
+        }
+    }
 }
 
 /// Cedar's answer under Warrant's rules: any policy error denies (Cedar skips a policy that

@@ -1,0 +1,218 @@
+//! Any entity through the admin API: putting (creating or replacing) and removing the entities
+//! that are neither identities nor approvals (resources, scopes, humans: any type the schema
+//! declares), and reading any entity back. The rules are those of identities and approvals: the
+//! entity fits the schema, every entity it names and every parent is known, the hierarchy stays
+//! acyclic, the change records who asked and why, and it is durable before it is acknowledged.
+//! Identities and approvals keep their own calls and rules (an owner and a status; separation
+//! of duties).
+
+use super::*;
+
+/// An entity as put: its whole new form.
+#[derive(Debug, Clone, Default)]
+pub struct EntitySpec {
+    pub entity: Option<EntityRef>,
+    /// In Cedar's JSON form (an entity is `{"__entity": {"type": .., "id": ..}}`).
+    pub attributes: Map<String, Value>,
+    pub parents: Vec<EntityRef>,
+    pub tags: Map<String, Value>,
+}
+
+/// Who asked for a change, and why: kept with the entity.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeReason {
+    pub requester: Option<EntityRef>,
+    pub justification: Option<String>,
+}
+
+impl ChangeReason {
+    /// What the store keeps of a change made `now` for this reason; the requester must be known.
+    fn meta(
+        self,
+        facts: &Facts,
+        policies: &PolicySnapshot,
+        now: UnixMillis,
+    ) -> Result<ChangeMeta, ControlError> {
+        let requester = self
+            .requester
+            .as_ref()
+            .map(|requester| known(facts, policies, requester, "requester"))
+            .transpose()?;
+        Ok(ChangeMeta {
+            requester: requester.map(|uid| EntityRef::from_uid(&uid)),
+            justification: self.justification,
+            updated_at: Some(now.0),
+            ..ChangeMeta::default()
+        })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EntityView {
+    pub entity: EntityRef,
+    pub attributes: Map<String, Value>,
+    pub parents: Vec<EntityRef>,
+    pub tags: Map<String, Value>,
+    pub meta: ChangeMeta,
+    pub origin: Origin,
+}
+
+impl Control {
+    /// Creates `spec.entity`, or replaces it whole.
+    pub fn put_entity(
+        &self,
+        spec: EntitySpec,
+        reason: ChangeReason,
+    ) -> Result<EntityView, ControlError> {
+        let mut state = self.state();
+        let facts = Arc::clone(&self.engine.snapshot().facts);
+        let entity = required_ref(spec.entity.as_ref(), "entity.entity")?;
+        plain_type(&state.policies, &entity, "entity.entity.type")?;
+        let uid = uid_of(&entity);
+        let parents = parents_json(&facts, &state.policies, &spec.parents, "entity.parents")?;
+        for (i, parent) in spec.parents.iter().enumerate() {
+            if facts.lies_in(&uid_of(parent), &uid) {
+                return Err(invalid(
+                    format!("entity.parents[{i}]"),
+                    format!("{parent} lies in {entity}: the hierarchy would have a cycle"),
+                ));
+            }
+        }
+        let mut json = json!({
+            "uid": {"type": entity.type_name, "id": entity.id},
+            "attrs": spec.attributes,
+            "parents": parents,
+        });
+        if !spec.tags.is_empty() {
+            json["tags"] = Value::Object(spec.tags);
+        }
+        let parsed =
+            cedar_policy::Entity::from_json_value(json.clone(), Some(state.policies.schema()))
+                .map_err(|error| invalid("entity.attributes", crate::facts::error_chain(&error)))?;
+        if let Some(unknown) = facts.unknown_reference(&parsed) {
+            return Err(invalid(
+                "entity.attributes",
+                format!("names {unknown}, which is not known"),
+            ));
+        }
+        let created = facts.entities().get(&uid).is_none();
+        let meta = reason.meta(&facts, &state.policies, self.clock.now())?;
+        self.change(
+            &mut state,
+            &uid,
+            LiveEntity { entity: json, meta },
+            "entity",
+        )?;
+        tracing::info!(entity = %entity, created, "entity put");
+        self.entity_in(&state, &entity)
+    }
+
+    /// Removes an entity nothing else names: no other entity (as a parent or in an attribute)
+    /// and no policy. Decisions then see it as unknown. Its last form stays in the live store
+    /// with the time of removal.
+    pub fn retire_entity(
+        &self,
+        entity: &EntityRef,
+        reason: ChangeReason,
+    ) -> Result<EntityView, ControlError> {
+        let mut state = self.state();
+        let facts = Arc::clone(&self.engine.snapshot().facts);
+        plain_type(&state.policies, entity, "entity.type")?;
+        let uid = uid_of(entity);
+        let key = uid.to_string();
+        let (json, _, _) = self
+            .current(&state, &key)
+            .filter(|_| facts.entities().get(&uid).is_some())
+            .ok_or_else(|| ControlError::NotFound(format!("no {entity}")))?;
+        if let Some(referrer) = facts.referrer_of(&uid) {
+            return Err(invalid(
+                "entity",
+                format!("{referrer} names {entity}: change or remove it first"),
+            ));
+        }
+        if state.policies.time_use().entity_literals.contains(&uid) {
+            return Err(invalid(
+                "entity",
+                format!("the policies name {entity}: change them first"),
+            ));
+        }
+        let now = self.clock.now();
+        let meta = ChangeMeta {
+            retired_at: Some(now.0),
+            ..reason.meta(&facts, &state.policies, now)?
+        };
+        let view = self.view_of(entity, &json, meta.clone(), Origin::Live);
+        self.change(
+            &mut state,
+            &uid,
+            LiveEntity { entity: json, meta },
+            "entity",
+        )?;
+        tracing::info!(entity = %entity, "entity removed");
+        Ok(view)
+    }
+
+    /// Any entity the facts hold, in its current form.
+    pub fn entity(&self, entity: &EntityRef) -> Result<EntityView, ControlError> {
+        self.entity_in(&self.state(), entity)
+    }
+
+    fn entity_in(&self, state: &State, entity: &EntityRef) -> Result<EntityView, ControlError> {
+        let facts = Arc::clone(&self.engine.snapshot().facts);
+        let uid = uid_of(entity);
+        let (json, meta, origin) = self
+            .current(state, &uid.to_string())
+            .filter(|_| facts.entities().get(&uid).is_some())
+            .ok_or_else(|| ControlError::NotFound(format!("no {entity}")))?;
+        Ok(self.view_of(entity, &json, meta, origin))
+    }
+
+    fn view_of(
+        &self,
+        entity: &EntityRef,
+        json: &Value,
+        meta: ChangeMeta,
+        origin: Origin,
+    ) -> EntityView {
+        EntityView {
+            entity: entity.clone(),
+            attributes: other_attributes(json, &[]),
+            parents: parents_of(json),
+            tags: json["tags"].as_object().cloned().unwrap_or_default(),
+            meta,
+            origin,
+        }
+    }
+}
+
+/// Refuses what `put_entity` and `retire_entity` do not change: types the schema does not
+/// declare, identities and approvals (they have calls of their own).
+fn plain_type(
+    policies: &PolicySnapshot,
+    entity: &EntityRef,
+    field: &str,
+) -> Result<(), ControlError> {
+    let type_name = &entity.type_name;
+    if !policies.entity_types().contains_key(type_name) {
+        return Err(invalid(
+            field,
+            format!("the schema declares no entity type {type_name:?}"),
+        ));
+    }
+    if identity_types(policies.schema()).contains(type_name) {
+        return Err(invalid(
+            field,
+            format!(
+                "{type_name} is an identity type: identities have an owner and a status, and are \
+                 changed with CreateIdentity, UpdateIdentity and RetireIdentity"
+            ),
+        ));
+    }
+    if type_name == APPROVAL_TYPE {
+        return Err(invalid(
+            field,
+            "approvals are granted and revoked with GrantApproval and RevokeApproval",
+        ));
+    }
+    Ok(())
+}
