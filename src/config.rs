@@ -133,6 +133,10 @@ pub struct Settings {
     /// The longest an approval granted through the admin API may last, in hours [default: 720]
     #[arg(long, env = "WARRANT_APPROVAL_MAX_VALIDITY_HOURS")]
     pub approval_max_validity_hours: Option<u64>,
+    /// Most bytes one facts import (`warrant facts import`, ImportFacts) may send
+    /// [default: 268435456]
+    #[arg(long, env = "WARRANT_MAX_IMPORT_BYTES")]
+    pub max_import_bytes: Option<u64>,
     /// A candidate policy folder (schema and *.cedar) evaluated beside the active one on every
     /// request: it answers nothing, but what it would have decided is recorded and counted
     #[arg(long, env = "WARRANT_SHADOW_POLICIES")]
@@ -265,6 +269,7 @@ impl Settings {
             approval_max_validity_hours: self
                 .approval_max_validity_hours
                 .or(under.approval_max_validity_hours),
+            max_import_bytes: self.max_import_bytes.or(under.max_import_bytes),
             ext_authz: self.ext_authz.or(under.ext_authz),
             shadow_policies: self.shadow_policies.or(under.shadow_policies),
             authzen_listen: self.authzen_listen.or(under.authzen_listen),
@@ -373,6 +378,9 @@ impl Settings {
                 approval_max_validity_ms: max_validity_hours
                     .saturating_mul(3_600_000)
                     .min(i64::MAX as u64) as i64,
+                max_import_bytes: self
+                    .max_import_bytes
+                    .unwrap_or(Rules::default().max_import_bytes),
             },
             metrics_listen: self
                 .metrics_listen
@@ -427,6 +435,10 @@ impl Settings {
             (
                 "approval_max_validity_hours",
                 u128::from(max_validity_hours),
+            ),
+            (
+                "max_import_bytes",
+                u128::from(config.rules.max_import_bytes),
             ),
             (
                 "cache_max_entries",
@@ -522,6 +534,10 @@ mod tests {
             (
                 "approval_max_validity_hours",
                 (config.rules.approval_max_validity_ms / 3_600_000).to_string(),
+            ),
+            (
+                "max_import_bytes",
+                config.rules.max_import_bytes.to_string(),
             ),
             (
                 "ledger",

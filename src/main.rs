@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use warrant::observability::traces::LogFormat;
 
-use warrant::cli::admin::{AdminConnection, ApprovalArgs, EntityArgs, IdentityArgs};
+use warrant::cli::admin::{AdminConnection, ApprovalArgs, EntityArgs, FactsArgs, IdentityArgs};
 use warrant::cli::{CheckArgs, LogArgs};
 use warrant::config::Settings;
 
@@ -51,6 +51,9 @@ enum Command {
     Identity(IdentityArgs),
     /// Put, show and remove any other entity (resources, scopes, humans) on a running Warrant.
     Entity(EntityArgs),
+    /// Import many entities at once (all or nothing) into, or export every entity from, a
+    /// running Warrant.
+    Facts(FactsArgs),
     /// Check a policy folder (schema, policies, facts) and print every problem with its file,
     /// line and column; exit status 1 on any error.
     Validate {
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
             Command::Approval(args) => warrant::cli::admin::approval(args).await,
             Command::Identity(args) => warrant::cli::admin::identity(args).await,
             Command::Entity(args) => warrant::cli::admin::entity(args).await,
+            Command::Facts(args) => warrant::cli::admin::facts(args).await,
             Command::Reload(connection) => warrant::cli::admin::reload(connection).await,
             Command::Validate { dir } => warrant::authoring::validate(&dir),
             Command::Test { dir } => warrant::authoring::policy_tests::run(&dir),

@@ -125,6 +125,19 @@ impl LiveStore {
         txn.commit().map_err(io)
     }
 
+    /// Writes many entities in one durable transaction: all of them or none.
+    pub fn put_all(&self, entities: &[(String, LiveEntity)]) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut table = txn.open_table(ENTITIES).map_err(io)?;
+            for (uid, entity) in entities {
+                let json = serde_json::to_string(entity)?;
+                table.insert(uid.as_str(), json.as_str()).map_err(io)?;
+            }
+        }
+        txn.commit().map_err(io)
+    }
+
     /// Allowed uses recorded for an approval.
     pub fn uses(&self, approval_id: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;

@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 
 use crate::clock::UnixMillis;
 use crate::control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
-use crate::control::entities::{ChangeReason, EntitySpec, EntityView};
+use crate::control::entities::{ChangeReason, EntitySpec, EntityView, ImportSummary};
 use crate::control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
 use crate::control::{Control, ControlError, Origin, StatusView};
 use crate::domain::EntityRef;
@@ -158,6 +158,97 @@ fn change_reason(requester: Option<proto::EntityRef>, justification: String) -> 
         justification: non_empty(justification),
     }
 }
+
+/// The lines of an import as they arrive, each parsed as JSON when it is whole. Bounded by the
+/// import's byte limit, which the caller enforces.
+#[derive(Default)]
+struct JsonLines {
+    /// The start of a line whose end has not arrived yet.
+    pending: Vec<u8>,
+    line: usize,
+    entities: Vec<(usize, serde_json::Value)>,
+}
+
+impl JsonLines {
+    fn push(&mut self, data: &[u8]) -> Result<(), Status> {
+        self.pending.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(length) = self.pending[start..].iter().position(|b| *b == b'\n') {
+            self.take(start, start + length)?;
+            start += length + 1;
+        }
+        self.pending.drain(..start);
+        Ok(())
+    }
+
+    fn take(&mut self, start: usize, end: usize) -> Result<(), Status> {
+        self.line += 1;
+        let text = &self.pending[start..end];
+        if text.iter().all(u8::is_ascii_whitespace) {
+            return Ok(());
+        }
+        let value = serde_json::from_slice(text).map_err(|error| {
+            Status::invalid_argument(format!("line {}: not JSON: {error}", self.line))
+        })?;
+        self.entities.push((self.line, value));
+        Ok(())
+    }
+
+    fn finish(mut self) -> Result<Vec<(usize, serde_json::Value)>, Status> {
+        if !self.pending.is_empty() {
+            let end = self.pending.len();
+            self.take(0, end)?;
+        }
+        Ok(self.entities)
+    }
+}
+
+/// Reads an import's stream: its entities by line, and the reason its first message gives.
+async fn read_import(
+    mut stream: tonic::Streaming<proto::ImportFactsRequest>,
+    max_bytes: u64,
+) -> Result<(Vec<(usize, serde_json::Value)>, ChangeReason), Status> {
+    let mut lines = JsonLines::default();
+    let mut reason = None;
+    let mut received: u64 = 0;
+    while let Some(message) = stream.message().await? {
+        received = received.saturating_add(message.data.len() as u64);
+        if received > max_bytes {
+            return Err(Status::resource_exhausted(format!(
+                "the import is larger than max_import_bytes ({max_bytes})"
+            )));
+        }
+        if reason.is_none() && (message.requester.is_some() || !message.justification.is_empty()) {
+            reason = Some(change_reason(message.requester, message.justification));
+        }
+        lines.push(&message.data)?;
+    }
+    Ok((lines.finish()?, reason.unwrap_or_default()))
+}
+
+/// Entities as JSON lines, in chunks of about 64 KiB that end with a whole line.
+fn export_chunks(entities: Vec<serde_json::Value>) -> Vec<proto::ExportFactsChunk> {
+    const CHUNK: usize = 64 * 1024;
+    let mut chunks = Vec::new();
+    let mut data = Vec::with_capacity(CHUNK);
+    for entity in entities {
+        data.extend_from_slice(entity.to_string().as_bytes());
+        data.push(b'\n');
+        if data.len() >= CHUNK {
+            chunks.push(proto::ExportFactsChunk {
+                data: std::mem::replace(&mut data, Vec::with_capacity(CHUNK)),
+            });
+        }
+    }
+    if !data.is_empty() {
+        chunks.push(proto::ExportFactsChunk { data });
+    }
+    chunks
+}
+
+type ExportStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<proto::ExportFactsChunk, Status>> + Send>,
+>;
 
 fn identity_proto(view: IdentityView) -> proto::IdentityRecord {
     proto::IdentityRecord {
@@ -434,6 +525,47 @@ impl proto::admin_server::Admin for AdminService {
                 .map_err(control_status)
         })
         .await
+    }
+
+    async fn import_facts(
+        &self,
+        request: Request<tonic::Streaming<proto::ImportFactsRequest>>,
+    ) -> Result<Response<proto::ImportFactsResponse>, Status> {
+        let max_bytes = self.control.rules().max_import_bytes;
+        let (entities, reason) = match read_import(request.into_inner(), max_bytes).await {
+            Ok(read) => read,
+            Err(status) => {
+                self.metrics.admin_call("ImportFacts", status.code());
+                return Err(status);
+            }
+        };
+        self.run("ImportFacts", move |control| {
+            control
+                .import_entities(entities, reason)
+                .map(|summary: ImportSummary| proto::ImportFactsResponse {
+                    entities: summary.entities as u64,
+                    created: summary.created as u64,
+                    facts_version: summary.facts_version.to_string(),
+                })
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    type ExportFactsStream = ExportStream;
+
+    async fn export_facts(
+        &self,
+        _request: Request<proto::ExportFactsRequest>,
+    ) -> Result<Response<Self::ExportFactsStream>, Status> {
+        let chunks = self
+            .run("ExportFacts", |control| {
+                Ok(export_chunks(control.export_entities()))
+            })
+            .await?
+            .into_inner();
+        let stream: ExportStream = Box::pin(tokio_stream::iter(chunks.into_iter().map(Ok)));
+        Ok(Response::new(stream))
     }
 
     async fn reload_policies(

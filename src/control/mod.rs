@@ -29,12 +29,15 @@ mod reload;
 pub struct Rules {
     /// The longest an approval may last, from `not_before` to `expires_at`.
     pub approval_max_validity_ms: i64,
+    /// The most bytes one facts import may send.
+    pub max_import_bytes: u64,
 }
 
 impl Default for Rules {
     fn default() -> Self {
         Rules {
             approval_max_validity_ms: 30 * 24 * 3_600_000,
+            max_import_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -179,6 +182,10 @@ impl Control {
         self.engine.set_shadow(Some(Arc::new(candidate)));
         self.shadow_dir = Some(dir.to_path_buf());
         Ok(self)
+    }
+
+    pub fn rules(&self) -> &Rules {
+        &self.rules
     }
 
     pub fn engine(&self) -> &Arc<Engine> {

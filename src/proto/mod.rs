@@ -23,7 +23,7 @@ pub const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
 
 /// Every method of `warrant.v1.Admin`, as counted in `warrant_admin_calls_total`.
-pub const ADMIN_METHODS: [&str; 14] = [
+pub const ADMIN_METHODS: [&str; 16] = [
     "GrantApproval",
     "RevokeApproval",
     "GetApproval",
@@ -36,6 +36,8 @@ pub const ADMIN_METHODS: [&str; 14] = [
     "PutEntity",
     "GetEntity",
     "RetireEntity",
+    "ImportFacts",
+    "ExportFacts",
     "ReloadPolicies",
     "Status",
 ];

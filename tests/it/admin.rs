@@ -1081,3 +1081,234 @@ async fn the_shell_puts_shows_and_removes_an_entity() {
     let answer = decide(&server, read).await;
     assert_eq!(answer.reasons, ["warrant:unknown-resource"]);
 }
+
+/// Every entity the server exports, by uid.
+async fn exported(admin: &mut Admin) -> std::collections::BTreeMap<String, serde_json::Value> {
+    let mut stream = admin
+        .export_facts(proto::ExportFactsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let mut text = Vec::new();
+    while let Some(chunk) = stream.message().await.unwrap() {
+        assert_eq!(
+            chunk.data.last(),
+            Some(&b'\n'),
+            "a chunk ends with a whole line"
+        );
+        text.extend_from_slice(&chunk.data);
+    }
+    String::from_utf8(text)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let entity: serde_json::Value = serde_json::from_str(line).unwrap();
+            (entity["uid"].to_string(), entity)
+        })
+        .collect()
+}
+
+fn dataset(id: &str, scope: &str) -> serde_json::Value {
+    serde_json::json!({"uid": {"type": "Dataset", "id": id}, "attrs": {},
+        "parents": [{"type": "Scope", "id": scope}]})
+}
+
+async fn import_lines(
+    admin: &mut Admin,
+    lines: &[serde_json::Value],
+) -> Result<proto::ImportFactsResponse, tonic::Status> {
+    let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
+    // Split mid-line, as a stream may.
+    let (a, b) = text.as_bytes().split_at(text.len() / 2);
+    let messages = vec![
+        proto::ImportFactsRequest {
+            data: a.to_vec(),
+            requester: entity("Human", "bob"),
+            justification: "bulk load".into(),
+        },
+        proto::ImportFactsRequest {
+            data: b.to_vec(),
+            ..Default::default()
+        },
+    ];
+    admin
+        .import_facts(tokio_stream::iter(messages))
+        .await
+        .map(tonic::Response::into_inner)
+}
+
+#[tokio::test]
+async fn facts_import_all_or_nothing_and_export_round_trips() {
+    let server = Server::start(&["--max-import-bytes", "2000000"]);
+    let mut admin = server.admin_client().await;
+    let before = exported(&mut admin).await;
+    let file: Vec<serde_json::Value> = serde_json::from_str(
+        &std::fs::read_to_string(crate::common::bundled_policies().join("entities.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(before.len(), file.len());
+
+    // One bad line refuses the whole import, naming the line.
+    let refused = import_lines(
+        &mut admin,
+        &[
+            dataset("d-1", "sales-datasets"),
+            dataset("d-2", "nowhere"),
+            dataset("d-3", "sales-datasets"),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .starts_with("line 2: Dataset::\"d-2\": names Scope::\"nowhere\""),
+        "{}",
+        refused.message()
+    );
+    let refused = import_lines(
+        &mut admin,
+        &[
+            dataset("d-1", "sales-datasets"),
+            serde_json::json!({"uid": {"type": "Agent", "id": "odd"}, "attrs": {"status": 5,
+                "environment": "production", "scopes": []}, "parents": []}),
+        ],
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        refused.message().starts_with("line 2: Agent::\"odd\": "),
+        "{}",
+        refused.message()
+    );
+    let read = |id: &str| {
+        request(
+            "ApiKey::pipeline-etl",
+            "read",
+            &format!("Dataset::{id}"),
+            "",
+        )
+    };
+    assert_eq!(
+        decide(&server, read("d-1")).await.reasons,
+        ["warrant:unknown-resource"]
+    );
+
+    // A good one: in force at once; a scope it creates may come after what it holds.
+    let summary = import_lines(
+        &mut admin,
+        &[
+            dataset("d-1", "q9"),
+            serde_json::json!({"uid": {"type": "Scope", "id": "q9"}, "attrs": {"kind": "dataset-family"},
+                "parents": [{"type": "Scope", "id": "sales-datasets"}]}),
+            dataset("salaries", "sales-datasets"),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!((summary.entities, summary.created), (3, 2));
+    assert!(allowed(&decide(&server, read("d-1")).await));
+    assert!(
+        allowed(&decide(&server, read("salaries")).await),
+        "a file entity replaced"
+    );
+
+    // Too big for the limit.
+    let many: Vec<serde_json::Value> = (0..30_000)
+        .map(|i| dataset(&format!("big-{i}"), "q9"))
+        .collect();
+    let too_big = import_lines(&mut admin, &many).await.unwrap_err();
+    assert_eq!(too_big.code(), tonic::Code::ResourceExhausted);
+
+    // Export, then import everything into a fresh server: the same facts.
+    let after = exported(&mut admin).await;
+    assert_eq!(after.len(), before.len() + 2);
+    let other = Server::start(&[]);
+    let mut other_admin = other.admin_client().await;
+    let lines: Vec<serde_json::Value> = after.values().cloned().collect();
+    import_lines(&mut other_admin, &lines).await.unwrap();
+    assert_eq!(exported(&mut other_admin).await, after);
+    assert!(allowed(&decide(&other, read("d-1")).await));
+
+    // A restart keeps the import.
+    drop(admin);
+    let data = server.kill();
+    let server = Server::restart_in(data);
+    let mut admin = server.admin_client().await;
+    assert_eq!(exported(&mut admin).await, after);
+}
+
+#[tokio::test]
+async fn the_shell_imports_a_cedar_entities_file_and_a_file_broken_half_way_imports_nothing() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    // Over one chunk of the stream before the break, so that part of it was sent.
+    let mut entities: Vec<serde_json::Value> = (0..4_000)
+        .map(|i| dataset(&format!("bulk-{i}"), "sales-datasets"))
+        .collect();
+    let whole = dir.path().join("entities.json");
+    std::fs::write(&whole, serde_json::to_string_pretty(&entities).unwrap()).unwrap();
+    entities.truncate(3_999);
+    let mut broken = serde_json::to_string(&entities).unwrap();
+    broken.truncate(broken.len() - 1);
+    broken.push_str(", {\"uid\": ");
+    let broken_file = dir.path().join("broken.json");
+    std::fs::write(&broken_file, broken).unwrap();
+    assert!(std::fs::metadata(&broken_file).unwrap().len() > 300_000);
+
+    let (ok, _, err) = shell(&server, &["facts", "import", broken_file.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("nothing was imported"), "{err}");
+    let read = |id: &str| {
+        request(
+            "ApiKey::pipeline-etl",
+            "read",
+            &format!("Dataset::{id}"),
+            "",
+        )
+    };
+    assert_eq!(
+        decide(&server, read("bulk-0")).await.reasons,
+        ["warrant:unknown-resource"]
+    );
+
+    let (ok, out, err) = shell(
+        &server,
+        &[
+            "facts",
+            "import",
+            whole.to_str().unwrap(),
+            "--requester",
+            "Human::bob",
+            "--justification",
+            "catalogue sync",
+        ],
+    );
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["entities"], 4_000);
+    assert!(allowed(&decide(&server, read("bulk-3999")).await));
+
+    let exported_file = dir.path().join("export.jsonl");
+    let (ok, _, err) = shell(
+        &server,
+        &[
+            "facts",
+            "export",
+            "--output",
+            exported_file.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let lines = std::fs::read_to_string(&exported_file).unwrap();
+    assert!(lines.lines().any(|l| l.contains("\"bulk-3999\"")));
+    // JSON lines go back in as they are.
+    let (ok, out, err) = shell(
+        &server,
+        &["facts", "import", exported_file.to_str().unwrap()],
+    );
+    assert!(ok, "{err}");
+    let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(summary["created"], 0);
+}
