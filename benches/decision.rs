@@ -173,10 +173,16 @@ fn decision(c: &mut Criterion) {
         }
         roots.extend(snapshot.policies.time_use().entity_literals.iter().cloned());
         eprintln!(
-            "{}: a slice of {} entities of {}",
+            "{}: a slice of {} entities of {}; {} of {} policies can apply",
             case.name,
             snapshot.facts.slice(roots.iter(), None).unwrap().len(),
-            snapshot.facts.entities().len()
+            snapshot.facts.entities().len(),
+            snapshot
+                .policies
+                .index()
+                .select(&roots[0], &roots[1], &roots[2], snapshot.facts.entities())
+                .len(),
+            snapshot.policies.policy_count(),
         );
         group.bench_function("facts-slice", |b| {
             b.iter(|| snapshot.facts.slice(black_box(roots.iter()), None).unwrap())

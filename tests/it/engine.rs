@@ -510,7 +510,7 @@ const SLICE_POLICIES: &str = r#"
 "#;
 
 #[derive(Debug, Clone)]
-struct SliceWorld {
+pub(crate) struct SliceWorld {
     /// Per user: manager, level, groups.
     users: Vec<(Option<usize>, i64, Vec<usize>)>,
     /// Per group: parent groups (only later ones, so no cycles).
@@ -521,7 +521,7 @@ struct SliceWorld {
     docs: Vec<(Vec<usize>, usize, Vec<usize>, usize)>,
 }
 
-fn slice_world() -> impl Strategy<Value = SliceWorld> {
+pub(crate) fn slice_world() -> impl Strategy<Value = SliceWorld> {
     let subset = |n: usize| proptest::collection::vec(0..n, 0..3);
     (
         proptest::collection::vec((prop::option::of(0..6usize), 0..10i64, subset(4)), 6),
@@ -550,7 +550,7 @@ fn slice_world() -> impl Strategy<Value = SliceWorld> {
         })
 }
 
-fn slice_world_json(world: &SliceWorld) -> serde_json::Value {
+pub(crate) fn slice_world_json(world: &SliceWorld) -> serde_json::Value {
     use serde_json::json;
     let r = |t: &str, i: usize, prefix: &str| json!({"type": t, "id": format!("{prefix}{i}")});
     let e = |t: &str, i: usize, prefix: &str| json!({"__entity": r(t, i, prefix)});

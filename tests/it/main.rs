@@ -19,6 +19,7 @@ mod fuzz_decoders;
 mod ledger;
 mod loadgen;
 mod metrics;
+mod policy_index;
 mod reload;
 mod shadow;
 mod traces;

@@ -428,11 +428,15 @@ impl Engine {
             Ok(entities) => entities,
             Err(verdict) => return Ok(Err(verdict)),
         };
-        let response = self.authorizer.is_authorized(
-            &cedar_request,
-            snapshot.policies.policies(),
+        let applicable = snapshot.policies.applicable(
+            &resolved.principal_uid,
+            &action_uid,
+            &resolved.resource_uid,
             entities.entities(),
         );
+        let response =
+            self.authorizer
+                .is_authorized(&cedar_request, &applicable, entities.entities());
         self.conclude(resolved, response)
     }
 
@@ -501,11 +505,19 @@ impl Engine {
                         let literals = &candidate.time_use().entity_literals;
                         match slice(&snapshot.facts, resolved, action_uid, literals) {
                             Err(verdict) => verdict,
-                            Ok(entities) => cedar_verdict(&self.authorizer.is_authorized(
-                                &cedar_request,
-                                candidate.policies(),
-                                entities.entities(),
-                            )),
+                            Ok(entities) => {
+                                let applicable = candidate.applicable(
+                                    &resolved.principal_uid,
+                                    action_uid,
+                                    &resolved.resource_uid,
+                                    entities.entities(),
+                                );
+                                cedar_verdict(&self.authorizer.is_authorized(
+                                    &cedar_request,
+                                    &applicable,
+                                    entities.entities(),
+                                ))
+                            }
                         }
                     }
                 }

@@ -16,6 +16,9 @@ use cedar_policy::{
     Schema, ValidationMode, Validator,
 };
 use miette::Diagnostic;
+
+mod index;
+pub use index::PolicyIndex;
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
@@ -44,6 +47,8 @@ pub struct PolicySnapshot {
     /// What is allowed but probably not meant: policies whose scope constrains neither principal
     /// nor resource (evaluated for every request, and impossible to index).
     warnings: Vec<Problem>,
+    /// The policies by scope: what a request evaluates.
+    index: PolicyIndex,
 }
 
 /// What the policies do with time. Comparing `context.now` with a fixed datetime can change a
@@ -329,7 +334,8 @@ impl PolicySnapshot {
                         offset,
                         format!(
                             "policy \"{id}\" constrains neither principal nor resource in its \
-                             scope: it is evaluated for every request and cannot be indexed"
+                             scope: it is evaluated for every request for its action (the \
+                             policy index can place it by action only)"
                         ),
                     ));
                 }
@@ -421,6 +427,7 @@ impl PolicySnapshot {
             )]));
         }
         Ok(PolicySnapshot {
+            index: PolicyIndex::new(&policies),
             warnings,
             contexts,
             described,
@@ -431,6 +438,24 @@ impl PolicySnapshot {
             actions,
             entity_types,
         })
+    }
+
+    /// The policies to evaluate for a request (`PolicyIndex::applicable`): those whose scope can
+    /// match it, with ancestors read from `entities`.
+    pub fn applicable(
+        &self,
+        principal: &EntityUid,
+        action: &EntityUid,
+        resource: &EntityUid,
+        entities: &cedar_policy::Entities,
+    ) -> std::borrow::Cow<'_, PolicySet> {
+        self.index
+            .applicable(&self.policies, principal, action, resource, entities)
+    }
+
+    /// The policy index.
+    pub fn index(&self) -> &PolicyIndex {
+        &self.index
     }
 
     /// The entity types a caller may describe (`@described_by_caller`), with their attributes.
