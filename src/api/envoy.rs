@@ -20,8 +20,10 @@ use serde::Deserialize;
 use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
-use crate::api::routes::{RouteError, RouteSpec, RouteTable};
-use crate::domain::{self, ContextValue, Effect, EntityRef, RESERVED_CONTEXT_KEYS, Reason};
+use crate::api::routes::{AttributeValue, RouteError, RouteSpec, RouteTable};
+use crate::domain::{
+    self, ContextValue, Effect, EntityRef, RESERVED_CONTEXT_KEYS, Reason, ResourceDescription,
+};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
 use tracing::Instrument as _;
@@ -327,6 +329,23 @@ impl ExtAuthzService {
             ]);
             context.insert(key.clone(), ContextValue::Record(record));
         }
+        // What the route says of the resource: decided on only if the facts do not hold it and
+        // its type is `@described_by_caller`.
+        let described = !target.attributes.is_empty() || !target.parents.is_empty();
+        let resource_description = described.then(|| ResourceDescription {
+            attributes: target
+                .attributes
+                .iter()
+                .filter_map(|(name, value)| {
+                    let text = match value {
+                        AttributeValue::Text(text) => Some(text.clone()),
+                        AttributeValue::Header(header) => headers.get(header).cloned(),
+                    };
+                    text.map(|text| (name.clone(), ContextValue::String(text)))
+                })
+                .collect(),
+            parents: target.parents.clone(),
+        });
         Ok(Some(domain::CheckRequest {
             principal,
             action: target.action,
@@ -337,7 +356,7 @@ impl ExtAuthzService {
                 .filter(|id| !id.is_empty())
                 .cloned(),
             request_id: Some(http.id).filter(|id| !id.is_empty()),
-            resource_description: None,
+            resource_description,
         }))
     }
 

@@ -1,7 +1,11 @@
 //! The route table for gateway APIs: maps an HTTP method and path to the action and resource a
 //! request is about, from templates such as `GET /datasets/{name}` -> `read` on
 //! `Dataset::{name}`. `{name}` matches one path segment (percent-decoded); `{*rest}`, last in a
-//! template, matches the rest of the path. The first route that matches wins.
+//! template, matches the rest of the path. The first route that matches wins. A route may also
+//! describe its resource, for types the schema marks `@described_by_caller`: attributes from the
+//! path's captures or from request headers, and parents from captures.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -19,6 +23,15 @@ pub struct RouteSpec {
     pub action: String,
     /// The resource, `Type::id`, where the id may use the path's captures: `Dataset::{name}`.
     pub resource: String,
+    /// The resource's attributes, by name, for a resource Warrant's facts do not hold (of a
+    /// type marked `@described_by_caller`): a text with the path's captures (`"{owner}"`) or a
+    /// request header (`"header:x-todo-owner"`; left out when the request has none).
+    #[serde(default)]
+    pub resource_attributes: BTreeMap<String, String>,
+    /// Its parents among the entities Warrant holds, `Type::id` with captures:
+    /// `Project::{project}`.
+    #[serde(default)]
+    pub resource_parents: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +55,22 @@ struct Route {
     action: String,
     resource_type: String,
     resource_id: Vec<Piece>,
+    attributes: Vec<(String, AttributeSource)>,
+    parents: Vec<(String, Vec<Piece>)>,
+}
+
+#[derive(Debug, Clone)]
+enum AttributeSource {
+    Template(Vec<Piece>),
+    Header(String),
+}
+
+/// Where a described attribute's value comes from, once the path is known.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AttributeValue {
+    Text(String),
+    /// The value of this request header (lower case), if the request has it.
+    Header(String),
 }
 
 /// What a request is about, by its route.
@@ -49,6 +78,9 @@ struct Route {
 pub struct Target {
     pub action: String,
     pub resource: EntityRef,
+    /// The resource as the route describes it: attributes by name, and parents.
+    pub attributes: Vec<(String, AttributeValue)>,
+    pub parents: Vec<EntityRef>,
     /// The route's position in the table, for the record.
     pub route: usize,
 }
@@ -122,20 +154,41 @@ impl RouteTable {
                 return None;
             }
             let captures = route.matches(&segments)?;
-            let id = route
-                .resource_id
-                .iter()
-                .map(|piece| match piece {
-                    Piece::Text(text) => text.as_str(),
-                    Piece::Capture(name) => captures
-                        .iter()
-                        .find(|(n, _)| n == name)
-                        .map_or("", |(_, v)| v.as_str()),
-                })
-                .collect::<String>();
+            let render = |pieces: &[Piece]| -> String {
+                pieces
+                    .iter()
+                    .map(|piece| match piece {
+                        Piece::Text(text) => text.as_str(),
+                        Piece::Capture(name) => captures
+                            .iter()
+                            .find(|(n, _)| n == name)
+                            .map_or("", |(_, v)| v.as_str()),
+                    })
+                    .collect()
+            };
             Some(Ok(Target {
                 action: route.action.clone(),
-                resource: EntityRef::new(route.resource_type.clone(), id),
+                resource: EntityRef::new(route.resource_type.clone(), render(&route.resource_id)),
+                attributes: route
+                    .attributes
+                    .iter()
+                    .map(|(name, source)| {
+                        let value = match source {
+                            AttributeSource::Template(pieces) => {
+                                AttributeValue::Text(render(pieces))
+                            }
+                            AttributeSource::Header(header) => {
+                                AttributeValue::Header(header.clone())
+                            }
+                        };
+                        (name.clone(), value)
+                    })
+                    .collect(),
+                parents: route
+                    .parents
+                    .iter()
+                    .map(|(type_name, id)| EntityRef::new(type_name.clone(), render(id)))
+                    .collect(),
                 route: index,
             }))
         })
@@ -250,55 +303,43 @@ impl Route {
         if spec.action.is_empty() {
             return Err(problem("action", "required"));
         }
-        let brace = spec.resource.find('{').unwrap_or(spec.resource.len());
-        let Some((resource_type, id_head)) = spec.resource[..brace].rsplit_once("::") else {
-            return Err(problem(
-                "resource",
-                format!(
-                    "{:?} is not Type::id (e.g. Dataset::{{name}})",
-                    spec.resource
+        let (resource_type, resource_id) =
+            entity_template(&spec.resource, "resource", &spec.path, &captured)?;
+        let mut attributes = Vec::new();
+        for (name, source) in &spec.resource_attributes {
+            let source = match source.strip_prefix("header:") {
+                Some(header) if !header.trim().is_empty() => {
+                    AttributeSource::Header(header.trim().to_ascii_lowercase())
+                }
+                Some(_) => {
+                    return Err(problem(
+                        "resource_attributes",
+                        format!("{name}: \"header:\" names no header"),
+                    ));
+                }
+                None => AttributeSource::Template(
+                    pieces(source, "resource_attributes", &spec.path, &captured)
+                        .map_err(|p| problem(p.field, format!("{name}: {}", p.message)))?,
                 ),
-            ));
-        };
-        let mut resource_id = Vec::new();
-        let mut rest = format!("{id_head}{}", &spec.resource[brace..]);
-        while !rest.is_empty() {
-            match rest.find('{') {
-                Some(0) => {
-                    let end = rest.find('}').ok_or_else(|| {
-                        problem("resource", format!("unclosed {{ in {:?}", spec.resource))
-                    })?;
-                    let name = rest[1..end].to_owned();
-                    if !captured(&name) {
-                        return Err(problem(
-                            "resource",
-                            format!("{{{name}}} is not captured by the path {:?}", spec.path),
-                        ));
-                    }
-                    resource_id.push(Piece::Capture(name));
-                    rest = rest[end + 1..].to_owned();
-                }
-                Some(at) => {
-                    resource_id.push(Piece::Text(rest[..at].to_owned()));
-                    rest = rest[at..].to_owned();
-                }
-                None => {
-                    resource_id.push(Piece::Text(std::mem::take(&mut rest)));
-                }
-            }
+            };
+            attributes.push((name.clone(), source));
         }
-        if resource_type.is_empty() || resource_id.is_empty() {
-            return Err(problem(
-                "resource",
-                format!("{:?} is not Type::id", spec.resource),
-            ));
-        }
+        let parents = spec
+            .resource_parents
+            .iter()
+            .map(|parent| {
+                entity_template(parent, "resource_parents", &spec.path, &captured)
+                    .map(|(type_name, id)| (type_name.to_owned(), id))
+            })
+            .collect::<Result<_, _>>()?;
         Ok(Route {
             method,
             segments,
             action: spec.action.clone(),
             resource_type: resource_type.to_owned(),
             resource_id,
+            attributes,
+            parents,
         })
     }
 
@@ -333,6 +374,73 @@ impl Route {
     }
 }
 
+/// `Type::id` where the id may use the path's captures, split into the type and the id's pieces.
+fn entity_template<'t>(
+    template: &'t str,
+    field: &'static str,
+    path: &str,
+    captured: &dyn Fn(&str) -> bool,
+) -> Result<(&'t str, Vec<Piece>), RouteProblem> {
+    let not_an_entity = || {
+        problem(
+            field,
+            format!("{template:?} is not Type::id (e.g. Dataset::{{name}})"),
+        )
+    };
+    let brace = template.find('{').unwrap_or(template.len());
+    let (type_name, id_head) = template[..brace]
+        .rsplit_once("::")
+        .ok_or_else(not_an_entity)?;
+    let id = pieces(
+        &format!("{id_head}{}", &template[brace..]),
+        field,
+        path,
+        captured,
+    )?;
+    if type_name.is_empty() || id.is_empty() {
+        return Err(not_an_entity());
+    }
+    Ok((type_name, id))
+}
+
+/// A text with `{capture}`s of the path, split into pieces.
+fn pieces(
+    template: &str,
+    field: &'static str,
+    path: &str,
+    captured: &dyn Fn(&str) -> bool,
+) -> Result<Vec<Piece>, RouteProblem> {
+    let mut found = Vec::new();
+    let mut rest = template;
+    while !rest.is_empty() {
+        match rest.find('{') {
+            Some(0) => {
+                let end = rest
+                    .find('}')
+                    .ok_or_else(|| problem(field, format!("unclosed {{ in {template:?}")))?;
+                let name = &rest[1..end];
+                if !captured(name) {
+                    return Err(problem(
+                        field,
+                        format!("{{{name}}} is not captured by the path {path:?}"),
+                    ));
+                }
+                found.push(Piece::Capture(name.to_owned()));
+                rest = &rest[end + 1..];
+            }
+            Some(at) => {
+                found.push(Piece::Text(rest[..at].to_owned()));
+                rest = &rest[at..];
+            }
+            None => {
+                found.push(Piece::Text(rest.to_owned()));
+                rest = "";
+            }
+        }
+    }
+    Ok(found)
+}
+
 /// Decodes `%XX` escapes; refuses a malformed escape or bytes that are not UTF-8.
 fn percent_decode(text: &str) -> Result<String, BadPath> {
     let bytes = text.as_bytes();
@@ -364,6 +472,72 @@ mod tests {
             path: path.into(),
             action: action.into(),
             resource: resource.into(),
+            resource_attributes: BTreeMap::new(),
+            resource_parents: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_route_describes_its_resource_from_captures_and_headers() {
+        let mut spec = route(
+            "DELETE",
+            "/projects/{project}/todos/{id}",
+            "delete",
+            "todo::{id}",
+        );
+        spec.resource_attributes = BTreeMap::from([
+            ("ownerID".to_owned(), "header:X-Todo-Owner".to_owned()),
+            ("label".to_owned(), "p-{project}".to_owned()),
+        ]);
+        spec.resource_parents = vec!["Project::{project}".to_owned()];
+        let table = RouteTable::new(&[spec.clone()]).unwrap();
+        let target = table
+            .resolve("DELETE", "/projects/apollo/todos/t-1")
+            .unwrap()
+            .unwrap();
+        assert_eq!(target.resource, EntityRef::new("todo", "t-1"));
+        assert_eq!(
+            target.attributes,
+            [
+                ("label".to_owned(), AttributeValue::Text("p-apollo".into())),
+                (
+                    "ownerID".to_owned(),
+                    AttributeValue::Header("x-todo-owner".into())
+                ),
+            ]
+        );
+        assert_eq!(target.parents, [EntityRef::new("Project", "apollo")]);
+
+        for (attributes, parents, message) in [
+            (
+                vec![("a", "{nope}")],
+                vec![],
+                "routes[0].resource_attributes: a: {nope} is not captured",
+            ),
+            (
+                vec![("a", "header: ")],
+                vec![],
+                "routes[0].resource_attributes: a: \"header:\" names no header",
+            ),
+            (
+                vec![],
+                vec!["{project}"],
+                "routes[0].resource_parents: \"{project}\" is not Type::id",
+            ),
+            (
+                vec![],
+                vec!["Project::{other}"],
+                "routes[0].resource_parents: {other} is not captured",
+            ),
+        ] {
+            let mut bad = spec.clone();
+            bad.resource_attributes = attributes
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect();
+            bad.resource_parents = parents.into_iter().map(str::to_owned).collect();
+            let error = RouteTable::new(&[bad]).unwrap_err().to_string();
+            assert!(error.starts_with(message), "{error}");
         }
     }
 

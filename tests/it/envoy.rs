@@ -463,3 +463,84 @@ async fn a_bad_route_table_stops_the_server_naming_the_route() {
         "{stderr}"
     );
 }
+
+/// A server on the Todo example's policies, whose todos exist only in the app: the routes
+/// describe each todo from the path or a header.
+fn start_todo_gateway() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warrant.toml");
+    std::fs::write(
+        &config,
+        r#"
+[ext_authz]
+principal_header = "x-user"
+
+[[ext_authz.routes]]
+method = "DELETE"
+path = "/todos/{id}"
+action = "can_delete_todo"
+resource = "todo::{id}"
+resource_attributes = { ownerID = "header:x-todo-owner" }
+
+[[ext_authz.routes]]
+method = "PUT"
+path = "/owners/{owner}/todos/{id}"
+action = "can_update_todo"
+resource = "todo::{id}"
+resource_attributes = { ownerID = "{owner}" }
+"#,
+    )
+    .unwrap();
+    let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies/examples/authzen-todo");
+    Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        policies.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
+}
+
+#[tokio::test]
+async fn a_route_describes_a_resource_warrant_has_never_seen_from_the_path_or_a_header() {
+    let server = start_todo_gateway();
+    // Morty is an editor: he may change the todos he owns, and only those.
+    let morty = "user::CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs";
+    let delete = |owner: Option<&str>| {
+        let mut headers = vec![("x-user", morty)];
+        if let Some(owner) = owner {
+            headers.push(("x-todo-owner", owner));
+        }
+        envoy_check("DELETE", "/todos/t-7", "", &headers)
+    };
+    let own = ask(&server, delete(Some("morty@the-citadel.com"))).await;
+    assert_eq!(grpc_code(&own), tonic::Code::Ok, "{own:?}");
+    let record = recorded(&server, &own).await;
+    assert_eq!(record["resource_facts"], "described_by_caller");
+    assert_eq!(
+        record["resource_description"]["attributes"]["ownerID"],
+        "morty@the-citadel.com"
+    );
+    let theirs = ask(&server, delete(Some("rick@the-citadel.com"))).await;
+    assert_eq!(grpc_code(&theirs), tonic::Code::PermissionDenied);
+    // No header: the todo has no owner, and is not his.
+    let unowned = ask(&server, delete(None)).await;
+    assert_eq!(grpc_code(&unowned), tonic::Code::PermissionDenied);
+
+    // The owner from a capture of the path.
+    let update = |owner: &str| {
+        envoy_check(
+            "PUT",
+            &format!("/owners/{owner}/todos/t-8"),
+            "",
+            &[("x-user", morty)],
+        )
+    };
+    let own = ask(&server, update("morty@the-citadel.com")).await;
+    assert_eq!(grpc_code(&own), tonic::Code::Ok, "{own:?}");
+    let theirs = ask(&server, update("rick@the-citadel.com")).await;
+    assert_eq!(grpc_code(&theirs), tonic::Code::PermissionDenied);
+}
