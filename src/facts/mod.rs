@@ -241,11 +241,7 @@ impl Facts {
             }
             changed.push(entity.clone());
         }
-        let entities = self
-            .entities
-            .clone()
-            .upsert_entities(changed.iter().cloned(), None)
-            .map_err(|error| FactsError::Invalid(error_chain(&error)))?;
+        let entities = self.upserted(schema, &changed)?;
 
         let mut identities = self.identities.clone();
         let mut approvals = self.approvals.clone();
@@ -327,6 +323,55 @@ impl Facts {
             version: format!("sha256:{:x}", hasher.finalize()).into(),
             revisions,
         }))
+    }
+
+    /// Cedar's entities with `changed` in place (each keeping the parents it had, if it existed).
+    /// When no changed entity is of a type the schema lets be a parent, nothing lies in any of
+    /// them: each one's ancestors are its parents and theirs, computed here, and no other
+    /// entity's change, so the transitive closure needs no repair (Cedar's repair looks at every
+    /// entity). Otherwise Cedar upserts and repairs.
+    fn upserted(&self, schema: &Schema, changed: &[Entity]) -> Result<Entities, FactsError> {
+        let parent_types: std::collections::HashSet<&cedar_policy::EntityTypeName> = schema
+            .entity_types()
+            .filter_map(|type_name| schema.ancestors(type_name))
+            .flatten()
+            .collect();
+        let invalid = |error: &dyn std::error::Error| FactsError::Invalid(error_chain(error));
+        if changed
+            .iter()
+            .any(|entity| parent_types.contains(entity.uid().type_name()))
+        {
+            return self
+                .entities
+                .clone()
+                .upsert_entities(changed.iter().cloned(), None)
+                .map_err(|error| invalid(&error));
+        }
+        let closed = changed.iter().map(|entity| {
+            let mut closed = entity.as_ref().clone();
+            let parents: Vec<cedar_policy_core::ast::EntityUID> =
+                closed.parents().cloned().collect();
+            for parent in parents {
+                if let Some(known) = self.entities.get(&EntityUid::from(parent)) {
+                    for ancestor in known.as_ref().ancestors() {
+                        closed.add_indirect_ancestor(ancestor.clone());
+                    }
+                }
+            }
+            Arc::new(closed)
+        });
+        let core = self
+            .entities
+            .as_ref()
+            .clone()
+            .upsert_entities(
+                closed,
+                None::<&cedar_policy_core::entities::NoEntitiesSchema>,
+                cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
+                cedar_policy_core::extensions::Extensions::all_available(),
+            )
+            .map_err(|error| invalid(&error))?;
+        Ok(Entities::from(core))
     }
 
     /// These facts, built afresh, as the change that follows `previous`: every entity that is

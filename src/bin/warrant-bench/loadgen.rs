@@ -99,6 +99,33 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    /// Change the facts at this rate while measuring: each change puts a new entity through the
+    /// admin API (PutEntity), to see what changes do to Checks (the cache keeps what they did
+    /// not touch) and what one costs.
+    #[arg(long)]
+    pub churn_per_second: Option<f64>,
+    /// The admin API, for --churn-per-second.
+    #[arg(long, default_value = "http://127.0.0.1:50052")]
+    pub admin: String,
+    /// The admin token, for --churn-per-second.
+    #[arg(long, env = "WARRANT_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// What each change puts, as Type::prefix: `Dataset::churn` puts Dataset::churn-1, -2, ...
+    #[arg(long, default_value = "Dataset::churn")]
+    pub churn_entity: String,
+    /// The parent each put entity gets (none if empty).
+    #[arg(long, default_value = "Scope::data")]
+    pub churn_parent: String,
+}
+
+/// The facts changes applied during the measurement (--churn-per-second).
+#[derive(Debug, Serialize)]
+pub struct ChurnReport {
+    pub changes: u64,
+    pub changes_per_second: f64,
+    /// Each PutEntity call, from sending it to its answer (durable and in force by then).
+    pub latency_us: Latency,
+    pub errors: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -120,6 +147,8 @@ pub struct Report {
     pub latency_us: Latency,
     pub errors: BTreeMap<String, u64>,
     pub decisions: BTreeMap<String, u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub churn: Option<ChurnReport>,
 }
 
 #[derive(Debug, Serialize)]
@@ -466,6 +495,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
             ))
         })
         .collect();
+    let churn = args
+        .churn_per_second
+        .map(|rate| tokio::spawn(churn(Arc::clone(&args), Arc::clone(&plan), rate)));
     let mut total = Tally::new();
     for handle in workers {
         total.merge(handle.await.context("a load worker failed")??);
@@ -502,6 +534,91 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         },
         errors: total.errors,
         decisions: total.decisions,
+        churn: match churn {
+            Some(handle) => Some(handle.await.context("the churn task failed")??),
+            None => None,
+        },
+    })
+}
+
+/// Puts a new entity through the admin API every 1/rate seconds until the measurement ends.
+async fn churn(args: Arc<BenchArgs>, plan: Arc<Plan>, rate: f64) -> anyhow::Result<ChurnReport> {
+    if rate <= 0.0 {
+        bail!("--churn-per-second must be positive");
+    }
+    let token = args
+        .admin_token
+        .clone()
+        .context("--churn-per-second needs --admin-token (or WARRANT_ADMIN_TOKEN)")?;
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let channel = Channel::from_shared(args.admin.clone())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {}", args.admin))?;
+    let mut admin = proto::admin_client::AdminClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        },
+    );
+    let (type_name, prefix) = args
+        .churn_entity
+        .rsplit_once("::")
+        .context("--churn-entity must be Type::prefix")?;
+    let parents = if args.churn_parent.is_empty() {
+        Vec::new()
+    } else {
+        vec![parse_entity(&args.churn_parent, "churn-parent")?]
+    };
+    let interval = Duration::from_secs_f64(1.0 / rate);
+    let mut latency = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let mut errors = BTreeMap::new();
+    let mut next = Instant::now();
+    let mut number = 0u64;
+    while Instant::now() < plan.stop_at {
+        next += interval;
+        number += 1;
+        let request = proto::PutEntityRequest {
+            entity: Some(proto::EntitySpec {
+                entity: Some(proto::EntityRef {
+                    r#type: type_name.to_owned(),
+                    id: format!("{prefix}-{number}"),
+                }),
+                parents: parents.clone(),
+                ..proto::EntitySpec::default()
+            }),
+            justification: "warrant-bench churn".to_owned(),
+            ..proto::PutEntityRequest::default()
+        };
+        let sent = Instant::now();
+        let answer = admin.put_entity(request).await;
+        if sent >= plan.measure_from {
+            match answer {
+                Ok(_) => {
+                    let micros = sent.elapsed().as_micros().clamp(1, 60_000_000) as u64;
+                    latency.record(micros)?;
+                }
+                Err(status) => *errors.entry(format!("{:?}", status.code())).or_insert(0) += 1,
+            }
+        }
+        tokio::time::sleep_until(next.into()).await;
+    }
+    let seconds = args.duration;
+    Ok(ChurnReport {
+        changes: latency.len(),
+        changes_per_second: latency.len() as f64 / seconds,
+        latency_us: Latency {
+            p50: latency.value_at_quantile(0.50),
+            p90: latency.value_at_quantile(0.90),
+            p99: latency.value_at_quantile(0.99),
+            p999: latency.value_at_quantile(0.999),
+            max: latency.max(),
+            mean: latency.mean(),
+        },
+        errors,
     })
 }
 
@@ -534,6 +651,13 @@ impl Report {
             "  decisions: {:?}\n  errors: {:?}\n",
             self.decisions, self.errors
         ));
+        if let Some(churn) = &self.churn {
+            let l = &churn.latency_us;
+            text.push_str(&format!(
+                "  facts changes: {} ({:.0}/s), latency us p50 {} p99 {} max {}, errors {:?}\n",
+                churn.changes, churn.changes_per_second, l.p50, l.p99, l.max, churn.errors
+            ));
+        }
         text
     }
 }
