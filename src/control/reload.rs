@@ -6,12 +6,44 @@ use super::*;
 /// How long the folder must be quiet after a change before it is reloaded.
 const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
 
+/// How often a reload reads the folder again when its files changed while it was being read.
+const RELOAD_ATTEMPTS: usize = 5;
+
+/// A policy folder read and validated, not yet swapped in: its policies, its facts file by uid,
+/// the facts with the live changes, and the shadow policies.
+type LoadedFolder = (
+    PolicySnapshot,
+    BTreeMap<String, Value>,
+    Facts,
+    Option<PolicySnapshot>,
+);
+
 impl Control {
     /// Reloads the policy folder: all or nothing. On failure the last good set keeps serving,
-    /// and the error is logged, counted and kept for `status`.
+    /// and the error is logged, counted and kept for `status`. What is loaded is what the
+    /// folder held from the start of the reading to its end: if a file changed meanwhile (a
+    /// writer that started while the folder was read), it is read again.
     pub fn reload_policies(&self) -> Result<StatusView, ControlError> {
         let mut state = self.state();
-        let loaded = PolicySnapshot::load(&self.policies_dir)
+        let mut loaded = Err(String::new());
+        for attempt in 1..=RELOAD_ATTEMPTS {
+            let before = folder_state(&self.policies_dir);
+            loaded = self.load_folder(&state);
+            if folder_state(&self.policies_dir) == before {
+                break;
+            }
+            loaded = Err(format!(
+                "the policy folder kept changing while it was read ({attempt} attempts)"
+            ));
+            std::thread::sleep(RELOAD_DEBOUNCE / 5);
+        }
+        self.apply_reload(&mut state, loaded)
+    }
+
+    /// The folder's policies, facts (with the live changes) and shadow policies, read and
+    /// validated; nothing swapped yet.
+    fn load_folder(&self, state: &State) -> Result<LoadedFolder, String> {
+        PolicySnapshot::load(&self.policies_dir)
             .map_err(|error| error.to_string())
             .and_then(|policies| {
                 let base =
@@ -26,7 +58,15 @@ impl Control {
                     None => None,
                 };
                 Ok((policies, base, facts, candidate))
-            });
+            })
+    }
+
+    /// Swaps in what `load_folder` read, or records why it could not be.
+    fn apply_reload(
+        &self,
+        state: &mut State,
+        loaded: Result<LoadedFolder, String>,
+    ) -> Result<StatusView, ControlError> {
         let now = self.clock.now();
         match loaded {
             Ok((policies, base, facts, candidate)) => {
@@ -65,7 +105,7 @@ impl Control {
                     state.reloads += 1;
                 }
                 state.last_reload_error = None;
-                Ok(self.status_of(&state))
+                Ok(self.status_of(state))
             }
             Err(message) => {
                 tracing::error!(

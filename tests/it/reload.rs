@@ -224,7 +224,11 @@ async fn checks_during_reloads_see_one_whole_set_or_the_other() {
     let mut frozen_version = String::new();
     for round in 0..20 {
         if round % 2 == 0 {
-            std::fs::write(&freeze, FREEZE).unwrap();
+            // As a deploy does it: written aside, then renamed into place (a file rewritten in
+            // place can be read half written by anyone, the folder watcher included).
+            let staged = policies.path().join(".freeze.cedar.tmp");
+            std::fs::write(&staged, FREEZE).unwrap();
+            std::fs::rename(&staged, &freeze).unwrap();
         } else {
             std::fs::remove_file(&freeze).unwrap();
         }
