@@ -54,8 +54,8 @@ pub(super) fn required<T>(value: Result<Option<T>, String>, name: &str) -> Resul
 pub(super) fn index_identity(
     entity: &Entity,
     entities: &Entities,
-    identities: &mut HashMap<EntityUid, Arc<Identity>>,
-    spiffe_ids: &mut HashMap<String, EntityUid>,
+    identities: &mut Map<EntityUid, Arc<Identity>>,
+    spiffe_ids: &mut Map<String, EntityUid>,
 ) -> Result<(), String> {
     let uid = entity.uid();
     identities.insert(uid.clone(), Arc::new(read_identity(entity, entities)?));

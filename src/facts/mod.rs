@@ -26,24 +26,28 @@ pub const APPROVAL_TYPE: &str = "Approval";
 /// The entity type of people: owners of identities, approvers of approvals.
 pub const HUMAN_TYPE: &str = "Human";
 
+/// The maps the facts keep beside Cedar's entities: persistent (a copy shares all but what
+/// changes), so that a change to one entity copies a path, not the whole index.
+pub type Map<K, V> = imbl::HashMap<K, V>;
+
 /// One consistent set of facts. Immutable once built.
 pub struct Facts {
     entities: Entities,
-    identities: HashMap<EntityUid, Arc<Identity>>,
-    approvals: HashMap<String, Arc<Approval>>,
+    identities: Map<EntityUid, Arc<Identity>>,
+    approvals: Map<String, Arc<Approval>>,
     /// For each resource, every scope it lies in, nearest first.
-    resource_scopes: HashMap<EntityUid, Arc<[EntityRef]>>,
+    resource_scopes: Map<EntityUid, Arc<[EntityRef]>>,
     /// Identities by the SPIFFE ID of their workload (their `spiffe_id` attribute), for gateways
     /// that name the caller by its mTLS certificate.
-    spiffe_ids: HashMap<String, EntityUid>,
+    spiffe_ids: Map<String, EntityUid>,
     /// For each entity that has any: every `datetime` in its attributes and tags and in those of
     /// every entity reachable from it through entity-valued attributes, sorted. A decision that
     /// reads an entity can only change when the clock crosses one of these.
-    time_bounds: HashMap<EntityUid, Arc<[UnixMillis]>>,
+    time_bounds: Map<EntityUid, Arc<[UnixMillis]>>,
     /// Each entity's own datetimes and entity references, and who refers to whom the other
     /// way: what an incremental update needs to redo only the affected `time_bounds`.
-    direct_times: HashMap<EntityUid, Arc<TimeReferences>>,
-    referrers: HashMap<EntityUid, Vec<EntityUid>>,
+    direct_times: Map<EntityUid, Arc<TimeReferences>>,
+    referrers: Map<EntityUid, imbl::HashSet<EntityUid>>,
     /// `sha256:` of the facts' JSON text (the file's, plus the live changes if there are any).
     version: Arc<str>,
     /// What changed when, for caches that must forget only what a change touched.
@@ -63,7 +67,7 @@ struct Revisions {
     lineage: u64,
     /// The number of the change that made these facts.
     current: u64,
-    by_entity: HashMap<EntityUid, u64>,
+    by_entity: Map<EntityUid, u64>,
     /// The number of the last change that removed an entity.
     last_removal: u64,
 }
@@ -75,7 +79,7 @@ impl Revisions {
         Revisions {
             lineage: LINEAGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             current: 0,
-            by_entity: HashMap::new(),
+            by_entity: Map::new(),
             last_removal: 0,
         }
     }
@@ -108,22 +112,22 @@ impl Facts {
     }
 
     /// What Warrant knows of each identity, by uid.
-    pub fn identities(&self) -> &HashMap<EntityUid, Arc<Identity>> {
+    pub fn identities(&self) -> &Map<EntityUid, Arc<Identity>> {
         &self.identities
     }
 
     /// Approvals, by id.
-    pub fn approvals(&self) -> &HashMap<String, Arc<Approval>> {
+    pub fn approvals(&self) -> &Map<String, Arc<Approval>> {
         &self.approvals
     }
 
     /// For each resource, every scope it lies in, nearest first.
-    pub fn resource_scopes(&self) -> &HashMap<EntityUid, Arc<[EntityRef]>> {
+    pub fn resource_scopes(&self) -> &Map<EntityUid, Arc<[EntityRef]>> {
         &self.resource_scopes
     }
 
     /// Identities by the SPIFFE ID of their workload.
-    pub fn spiffe_ids(&self) -> &HashMap<String, EntityUid> {
+    pub fn spiffe_ids(&self) -> &Map<String, EntityUid> {
         &self.spiffe_ids
     }
 
@@ -156,10 +160,10 @@ impl Facts {
         let principal_types: Vec<String> = schema.principals().map(|t| t.to_string()).collect();
         let resource_types: Vec<String> = schema.resources().map(|t| t.to_string()).collect();
 
-        let mut identities = HashMap::new();
-        let mut approvals = HashMap::new();
-        let mut resource_scopes = HashMap::new();
-        let mut spiffe_ids = HashMap::new();
+        let mut identities = Map::new();
+        let mut approvals = Map::new();
+        let mut resource_scopes = Map::new();
+        let mut spiffe_ids = Map::new();
         for entity in entities.iter() {
             let uid = entity.uid();
             let type_name = uid.type_name().to_string();
@@ -274,8 +278,8 @@ impl Facts {
             let found = direct_times_of(entity)?;
             if let Some(old) = direct_times.get(&uid) {
                 for reference in &old.entities {
-                    if let Some(list) = referrers.get_mut(reference) {
-                        list.retain(|r| r != &uid);
+                    if let Some(set) = referrers.get_mut(reference) {
+                        set.remove(&uid);
                     }
                 }
             }
@@ -283,7 +287,7 @@ impl Facts {
                 referrers
                     .entry(reference.clone())
                     .or_default()
-                    .push(uid.clone());
+                    .insert(uid.clone());
             }
             direct_times.insert(uid.clone(), Arc::new(found));
             affected.push(uid);
@@ -385,7 +389,7 @@ impl Facts {
         let mut revisions = Revisions {
             lineage: previous.revisions.lineage,
             current: previous.revisions.current + 1,
-            by_entity: HashMap::with_capacity(previous.revisions.by_entity.len()),
+            by_entity: Map::new(),
             last_removal: previous.revisions.last_removal,
         };
         for entity in self.entities.iter() {

@@ -60,7 +60,7 @@ pub(super) fn direct_times_of(entity: &Entity) -> Result<TimeReferences, FactsEr
 /// Every datetime reachable from `uid` through entity references, sorted; `None` for none.
 pub(super) fn closure_of(
     uid: &EntityUid,
-    direct: &HashMap<EntityUid, Arc<TimeReferences>>,
+    direct: &Map<EntityUid, Arc<TimeReferences>>,
 ) -> Option<Arc<[UnixMillis]>> {
     let mut seen = std::collections::HashSet::from([uid]);
     let mut queue = vec![uid];
@@ -85,13 +85,13 @@ pub(super) fn closure_of(
 }
 
 pub(super) type TimeIndexes = (
-    HashMap<EntityUid, Arc<[UnixMillis]>>,
-    HashMap<EntityUid, Arc<TimeReferences>>,
-    HashMap<EntityUid, Vec<EntityUid>>,
+    Map<EntityUid, Arc<[UnixMillis]>>,
+    Map<EntityUid, Arc<TimeReferences>>,
+    Map<EntityUid, imbl::HashSet<EntityUid>>,
 );
 
 pub(super) fn time_bounds_by_entity(entities: &Entities) -> Result<TimeIndexes, FactsError> {
-    let mut direct: HashMap<EntityUid, Arc<TimeReferences>> = HashMap::new();
+    let mut direct: Map<EntityUid, Arc<TimeReferences>> = Map::new();
     let mut referrers: HashMap<EntityUid, Vec<EntityUid>> = HashMap::new();
     for entity in entities.iter() {
         let found = direct_times_of(entity)?;
@@ -103,6 +103,10 @@ pub(super) fn time_bounds_by_entity(entities: &Entities) -> Result<TimeIndexes, 
         }
         direct.insert(entity.uid(), Arc::new(found));
     }
+    let referrers = referrers
+        .into_iter()
+        .map(|(uid, list)| (uid, list.into_iter().collect()))
+        .collect();
     let bounds = direct
         .keys()
         .filter_map(|uid| closure_of(uid, &direct).map(|times| (uid.clone(), times)))
