@@ -26,6 +26,10 @@ pub const APPROVAL_TYPE: &str = "Approval";
 /// The entity type of people: owners of identities, approvers of approvals.
 pub const HUMAN_TYPE: &str = "Human";
 
+/// The most entities below a changed one that `Facts::upserted` puts back itself, rather than
+/// letting Cedar repair the closure over every entity.
+const UPSERT_AGAIN_AT_MOST: usize = 16;
+
 /// The maps the facts keep beside Cedar's entities: persistent (a copy shares all but what
 /// changes), so that a change to one entity copies a path, not the whole index.
 pub type Map<K, V> = imbl::HashMap<K, V>;
@@ -245,7 +249,7 @@ impl Facts {
             }
             changed.push(entity.clone());
         }
-        let entities = self.upserted(schema, &changed)?;
+        let entities = self.upserted(&changed)?;
 
         let mut identities = self.identities.clone();
         let mut approvals = self.approvals.clone();
@@ -329,47 +333,63 @@ impl Facts {
         }))
     }
 
-    /// Cedar's entities with `changed` in place (each keeping the parents it had, if it existed).
-    /// When no changed entity is of a type the schema lets be a parent, nothing lies in any of
-    /// them: each one's ancestors are its parents and theirs, computed here, and no other
-    /// entity's change, so the transitive closure needs no repair (Cedar's repair looks at every
-    /// entity). Otherwise Cedar upserts and repairs.
-    fn upserted(&self, schema: &Schema, changed: &[Entity]) -> Result<Entities, FactsError> {
-        let parent_types: std::collections::HashSet<&cedar_policy::EntityTypeName> = schema
-            .entity_types()
-            .filter_map(|type_name| schema.ancestors(type_name))
-            .flatten()
-            .collect();
+    /// Cedar's entities with `changed` in place (each keeping the parents it had, if it existed,
+    /// as `with_changes` requires). Then each one's ancestors are its parents and theirs, and no
+    /// other entity's ancestors change, so the transitive closure needs no repair (Cedar's
+    /// repair reads every entity). But Cedar's upsert of an existing entity strips it and its
+    /// ancestors from everything below it, expecting that repair: so the entities below are
+    /// upserted again in their current form, every entity after all of its ancestors (an entity
+    /// has more ancestors than any of them), which puts back what a strip took. A new entity
+    /// that existing ones already name as a parent changes their ancestors, and a change with
+    /// many entities below it is cheaper to repair once: those go to Cedar's repair.
+    fn upserted(&self, changed: &[Entity]) -> Result<Entities, FactsError> {
+        use cedar_policy_core::ast;
         let invalid = |error: &dyn std::error::Error| FactsError::Invalid(error_chain(error));
-        if changed
+        let core = self.entities.as_ref();
+        let changed_uids: std::collections::HashSet<&ast::EntityUID> =
+            changed.iter().map(|entity| entity.as_ref().uid()).collect();
+        let below: Vec<&ast::Entity> = core
             .iter()
-            .any(|entity| parent_types.contains(entity.uid().type_name()))
-        {
+            .filter(|entity| {
+                !changed_uids.contains(entity.uid())
+                    && entity.ancestors().any(|uid| changed_uids.contains(uid))
+            })
+            .collect();
+        let new_parent = changed.iter().any(|entity| {
+            let uid = entity.as_ref().uid();
+            self.entities.get(&entity.uid()).is_none()
+                && below.iter().any(|other| other.is_descendant_of(uid))
+        });
+        // (Cedar's upsert scans every entity once per existing entity it is given: past a few
+        // entities below, its one repair pass is cheaper.)
+        if new_parent || below.len() > UPSERT_AGAIN_AT_MOST {
             return self
                 .entities
                 .clone()
                 .upsert_entities(changed.iter().cloned(), None)
                 .map_err(|error| invalid(&error));
         }
-        let closed = changed.iter().map(|entity| {
-            let mut closed = entity.as_ref().clone();
-            let parents: Vec<cedar_policy_core::ast::EntityUID> =
-                closed.parents().cloned().collect();
-            for parent in parents {
-                if let Some(known) = self.entities.get(&EntityUid::from(parent)) {
-                    for ancestor in known.as_ref().ancestors() {
-                        closed.add_indirect_ancestor(ancestor.clone());
+        let mut collection: Vec<Arc<ast::Entity>> = changed
+            .iter()
+            .map(|entity| {
+                let mut closed = entity.as_ref().clone();
+                let parents: Vec<ast::EntityUID> = closed.parents().cloned().collect();
+                for parent in parents {
+                    if let Some(known) = self.entities.get(&EntityUid::from(parent)) {
+                        for ancestor in known.as_ref().ancestors() {
+                            closed.add_indirect_ancestor(ancestor.clone());
+                        }
                     }
                 }
-            }
-            Arc::new(closed)
-        });
-        let core = self
-            .entities
-            .as_ref()
+                Arc::new(closed)
+            })
+            .chain(below.into_iter().map(|entity| Arc::new(entity.clone())))
+            .collect();
+        collection.sort_by_key(|entity| entity.ancestors().count());
+        let core = core
             .clone()
             .upsert_entities(
-                closed,
+                collection,
                 None::<&cedar_policy_core::entities::NoEntitiesSchema>,
                 cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
                 cedar_policy_core::extensions::Extensions::all_available(),
