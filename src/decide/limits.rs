@@ -31,6 +31,21 @@ impl Default for RequestLimits {
 }
 
 impl RequestLimits {
+    /// `Ok` when a name is within `max_name_bytes`; else the error naming `field`.
+    fn name_fits(&self, field: impl Into<String>, text: &str) -> Result<(), InvalidRequest> {
+        if text.len() > self.max_name_bytes {
+            return Err(InvalidRequest::new(
+                field,
+                format!(
+                    "{} bytes; the limit is {} (max_name_bytes)",
+                    text.len(),
+                    self.max_name_bytes
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// `Ok` when every part of `request` is within the limits; else the first part that is not,
     /// named, with the limit.
     pub fn check(&self, request: &CheckRequest) -> Result<(), InvalidRequest> {
@@ -44,16 +59,7 @@ impl RequestLimits {
             ("request_id", request.request_id.as_deref().unwrap_or("")),
         ];
         for (field, text) in names {
-            if text.len() > self.max_name_bytes {
-                return Err(InvalidRequest::new(
-                    field,
-                    format!(
-                        "{} bytes; the limit is {} (max_name_bytes)",
-                        text.len(),
-                        self.max_name_bytes
-                    ),
-                ));
-            }
+            self.name_fits(field, text)?;
         }
         let mut budget = Budget {
             bytes: 0,
@@ -63,16 +69,7 @@ impl RequestLimits {
         if let Some(description) = &request.resource_description {
             for (i, parent) in description.parents.iter().enumerate() {
                 for (part, text) in [("type", &parent.type_name), ("id", &parent.id)] {
-                    if text.len() > self.max_name_bytes {
-                        return Err(InvalidRequest::new(
-                            format!("resource_parents[{i}].{part}"),
-                            format!(
-                                "{} bytes; the limit is {} (max_name_bytes)",
-                                text.len(),
-                                self.max_name_bytes
-                            ),
-                        ));
-                    }
+                    self.name_fits(format!("resource_parents[{i}].{part}"), text)?;
                 }
             }
             // The description (attributes and parents' names) is held to the same size and depth

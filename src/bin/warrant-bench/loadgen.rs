@@ -161,6 +161,19 @@ pub struct Latency {
     pub mean: f64,
 }
 
+impl Latency {
+    fn of(histogram: &Histogram<u64>) -> Self {
+        Latency {
+            p50: histogram.value_at_quantile(0.50),
+            p90: histogram.value_at_quantile(0.90),
+            p99: histogram.value_at_quantile(0.99),
+            p999: histogram.value_at_quantile(0.999),
+            max: histogram.max(),
+            mean: histogram.mean(),
+        }
+    }
+}
+
 /// What one worker saw.
 struct Tally {
     latency: Histogram<u64>,
@@ -524,14 +537,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         requests: total.ok,
         requests_per_second: total.ok as f64 / seconds,
         decisions_per_second: decided as f64 / seconds,
-        latency_us: Latency {
-            p50: latency.value_at_quantile(0.50),
-            p90: latency.value_at_quantile(0.90),
-            p99: latency.value_at_quantile(0.99),
-            p999: latency.value_at_quantile(0.999),
-            max: latency.max(),
-            mean: latency.mean(),
-        },
+        latency_us: Latency::of(latency),
         errors: total.errors,
         decisions: total.decisions,
         churn: match churn {
@@ -610,14 +616,7 @@ async fn churn(args: Arc<BenchArgs>, plan: Arc<Plan>, rate: f64) -> anyhow::Resu
     Ok(ChurnReport {
         changes: latency.len(),
         changes_per_second: latency.len() as f64 / seconds,
-        latency_us: Latency {
-            p50: latency.value_at_quantile(0.50),
-            p90: latency.value_at_quantile(0.90),
-            p99: latency.value_at_quantile(0.99),
-            p999: latency.value_at_quantile(0.999),
-            max: latency.max(),
-            mean: latency.mean(),
-        },
+        latency_us: Latency::of(&latency),
         errors,
     })
 }

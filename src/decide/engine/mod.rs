@@ -336,17 +336,18 @@ impl Engine {
             decision.request_id = request.request_id.clone();
             return Ok(decision);
         }
-        let (decision, reads) = self.evaluate(snapshot, shadow.as_ref(), request, now, true)?;
         // Errors are never cached (the shadow set's neither); nor is anything under policies
-        // that do arithmetic on time, nor anything about a limited approval (each allow must
-        // take a use).
+        // that do arithmetic on time (then what a decision read is not even gathered), nor
+        // anything about a limited approval (each allow must take a use).
+        let arithmetic = snapshot.policies.time_use().arithmetic
+            || shadow.as_ref().is_some_and(|s| s.time_use().arithmetic);
+        let (decision, reads) =
+            self.evaluate(snapshot, shadow.as_ref(), request, now, !arithmetic)?;
         let limited = decision
             .provenance
             .approval
             .as_ref()
             .is_some_and(|evidence| evidence.approval.max_uses.is_some());
-        let arithmetic = snapshot.policies.time_use().arithmetic
-            || shadow.as_ref().is_some_and(|s| s.time_use().arithmetic);
         let shadow_failed = decision.shadow.as_ref().is_some_and(|s| s.error_count > 0);
         if let Some(reads) = reads
             && decision.errors.is_empty()
