@@ -277,6 +277,18 @@ pub struct PolicyError {
     pub message: String,
 }
 
+/// A determining policy that is a template link: the grant, the template it was made from and
+/// the entities in its slots. (Fields in sorted order: the ledger writes it as canonical JSON.)
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct PolicyLink {
+    pub link: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<EntityRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<EntityRef>,
+    pub template: String,
+}
+
 /// The presented approval as found, and what Warrant judged of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApprovalEvidence {
@@ -309,6 +321,9 @@ pub struct Provenance {
     /// fresh, the earlier decision's id when it was answered from the cache.
     pub evaluation_id: Uuid,
     pub answered_from_cache: bool,
+    /// The determining policies that are template links (`Decision::reasons` names them by
+    /// link id), with their templates and slot values.
+    pub policy_links: Vec<PolicyLink>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use warrant::observability::traces::LogFormat;
 
-use warrant::cli::admin::{AdminConnection, ApprovalArgs, EntityArgs, FactsArgs, IdentityArgs};
+use warrant::cli::admin::{
+    AdminConnection, ApprovalArgs, EntityArgs, FactsArgs, IdentityArgs, PolicyArgs,
+};
 use warrant::cli::{CheckArgs, LogArgs};
 use warrant::config::Settings;
 
@@ -51,6 +53,9 @@ enum Command {
     Identity(IdentityArgs),
     /// Put, show and remove any other entity (resources, scopes, humans) on a running Warrant.
     Entity(EntityArgs),
+    /// Link a template to the entities of a grant, unlink it, and list the links, on a running
+    /// Warrant.
+    Policy(PolicyArgs),
     /// Import many entities at once (all or nothing) into, or export every entity from, a
     /// running Warrant.
     Facts(FactsArgs),
@@ -112,6 +117,7 @@ fn main() -> ExitCode {
             Command::Identity(args) => warrant::cli::admin::identity(args).await,
             Command::Entity(args) => warrant::cli::admin::entity(args).await,
             Command::Facts(args) => warrant::cli::admin::facts(args).await,
+            Command::Policy(args) => warrant::cli::admin::policy(args).await,
             Command::Reload(connection) => warrant::cli::admin::reload(connection).await,
             Command::Validate { dir } => warrant::authoring::validate(&dir),
             Command::Test { dir } => warrant::authoring::policy_tests::run(&dir),

@@ -17,6 +17,8 @@ pub const STORE_FILE: &str = "facts.redb";
 
 /// Live entities by their Cedar uid (`Type::"id"`), as JSON `LiveEntity`.
 const ENTITIES: TableDefinition<&str, &str> = TableDefinition::new("entities");
+/// Template links made through the admin API, by link id, as JSON `LiveLink`.
+const LINKS: TableDefinition<&str, &str> = TableDefinition::new("policy_links");
 /// Allowed uses of limited approvals, by approval id.
 const USES: TableDefinition<&str, u64> = TableDefinition::new("approval_uses");
 
@@ -49,6 +51,19 @@ pub struct ChangeMeta {
     /// trail, and the facts no longer hold it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_at: Option<i64>,
+}
+
+/// A template link made through the admin API: the link as written (a template's `@id` and an
+/// entity for each of its slots), and who asked for it and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LiveLink {
+    pub template: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub principal: Option<EntityRef>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resource: Option<EntityRef>,
+    #[serde(default)]
+    pub meta: ChangeMeta,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,25 +108,57 @@ impl LiveStore {
         let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
         txn.open_table(ENTITIES).map_err(|e| open_error(e.into()))?;
         txn.open_table(USES).map_err(|e| open_error(e.into()))?;
+        txn.open_table(LINKS).map_err(|e| open_error(e.into()))?;
         txn.commit().map_err(|e| open_error(e.into()))?;
         Ok(LiveStore { db })
     }
 
     /// Every live entity, by uid.
     pub fn entities(&self) -> Result<BTreeMap<String, LiveEntity>, StoreError> {
+        self.all(ENTITIES)
+    }
+
+    /// Every live template link, by link id.
+    pub fn links(&self) -> Result<BTreeMap<String, LiveLink>, StoreError> {
+        self.all(LINKS)
+    }
+
+    /// Every row of a table of JSON values, by key.
+    fn all<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &str>,
+    ) -> Result<BTreeMap<String, T>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
-        let table = txn.open_table(ENTITIES).map_err(io)?;
+        let table = txn.open_table(table).map_err(io)?;
         let mut all = BTreeMap::new();
         for row in table.iter().map_err(io)? {
             let (key, value) = row.map_err(io)?;
-            let entity =
+            let parsed =
                 serde_json::from_str(value.value()).map_err(|source| StoreError::Corrupt {
                     key: key.value().to_owned(),
                     source,
                 })?;
-            all.insert(key.value().to_owned(), entity);
+            all.insert(key.value().to_owned(), parsed);
         }
         Ok(all)
+    }
+
+    /// Writes one template link, durably.
+    pub fn put_link(&self, id: &str, link: &LiveLink) -> Result<(), StoreError> {
+        let json = serde_json::to_string(link)?;
+        let txn = self.db.begin_write().map_err(io)?;
+        txn.open_table(LINKS)
+            .map_err(io)?
+            .insert(id, json.as_str())
+            .map_err(io)?;
+        txn.commit().map_err(io)
+    }
+
+    /// Removes one template link, durably.
+    pub fn remove_link(&self, id: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        txn.open_table(LINKS).map_err(io)?.remove(id).map_err(io)?;
+        txn.commit().map_err(io)
     }
 
     /// Writes one entity, durably.
@@ -229,5 +276,25 @@ mod tests {
         assert_eq!(store.consume_use("a", 2).unwrap(), None);
         assert_eq!(store.uses("a").unwrap(), 2);
         assert_eq!(store.uses("b").unwrap(), 0);
+    }
+
+    #[test]
+    fn links_survive_reopening_and_removal_is_durable() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = LiveLink {
+            template: "grant".to_owned(),
+            principal: Some(EntityRef::new("User", "u")),
+            resource: None,
+            meta: ChangeMeta::default(),
+        };
+        {
+            let store = LiveStore::open(dir.path()).unwrap();
+            store.put_link("one", &link).unwrap();
+            store.put_link("two", &link).unwrap();
+            store.remove_link("two").unwrap();
+        }
+        let links = LiveStore::open(dir.path()).unwrap().links().unwrap();
+        assert_eq!(links.keys().collect::<Vec<_>>(), ["one"]);
+        assert_eq!(links["one"], link);
     }
 }

@@ -10,9 +10,11 @@ use crate::clock::UnixMillis;
 use crate::control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
 use crate::control::entities::{ChangeReason, EntitySpec, EntityView, ImportSummary};
 use crate::control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
+use crate::control::links::LinkView;
 use crate::control::{Control, ControlError, Origin, StatusView};
 use crate::domain::EntityRef;
 use crate::observability::metrics::Metrics;
+use crate::policy::{LinkOrigin, LinkSpec};
 use crate::proto;
 use crate::proto::convert::{entity_ref, non_empty, timestamp, uid_ref, unix_millis};
 
@@ -282,8 +284,32 @@ fn status_proto(status: StatusView) -> proto::StatusResponse {
         last_reload_failed_at: error_at,
         reloads: status.reloads,
         reload_failures: status.reload_failures,
+        template_count: status.template_count as u32,
+        link_count: status.link_count as u64,
     }
 }
+
+fn link_proto(view: LinkView) -> proto::PolicyLinkRecord {
+    proto::PolicyLinkRecord {
+        link: Some(proto::PolicyLinkSpec {
+            link_id: view.spec.id,
+            template_id: view.spec.template,
+            principal: view.spec.principal.as_ref().map(entity_ref),
+            resource: view.spec.resource.as_ref().map(entity_ref),
+        }),
+        origin: match view.origin {
+            LinkOrigin::File => "file",
+            LinkOrigin::Live => "live",
+        }
+        .to_owned(),
+        linked_at: view.meta.granted_at.map(|t| timestamp(UnixMillis(t))),
+        requester: view.meta.requester.as_ref().map(entity_ref),
+        justification: view.meta.justification.unwrap_or_default(),
+    }
+}
+
+/// The most links one ListPolicyLinks page holds.
+const MAX_LINK_PAGE: usize = 1000;
 
 #[tonic::async_trait]
 impl proto::admin_server::Admin for AdminService {
@@ -523,6 +549,81 @@ impl proto::admin_server::Admin for AdminService {
                 .retire_entity(&target, reason)
                 .map(entity_proto)
                 .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn link_policy(
+        &self,
+        request: Request<proto::LinkPolicyRequest>,
+    ) -> Result<Response<proto::PolicyLinkRecord>, Status> {
+        let request = request.into_inner();
+        let link = request
+            .link
+            .ok_or_else(|| Status::invalid_argument("link: required"))?;
+        let spec = LinkSpec {
+            id: link.link_id,
+            template: link.template_id,
+            principal: entity(link.principal),
+            resource: entity(link.resource),
+        };
+        let reason = change_reason(request.requester, request.justification);
+        self.run("LinkPolicy", move |control| {
+            control
+                .link_policy(spec, reason)
+                .map(link_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn unlink_policy(
+        &self,
+        request: Request<proto::UnlinkPolicyRequest>,
+    ) -> Result<Response<proto::PolicyLinkRecord>, Status> {
+        let id = request.into_inner().link_id;
+        self.run("UnlinkPolicy", move |control| {
+            control
+                .unlink_policy(&id)
+                .map(link_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn get_policy_link(
+        &self,
+        request: Request<proto::GetPolicyLinkRequest>,
+    ) -> Result<Response<proto::PolicyLinkRecord>, Status> {
+        let id = request.into_inner().link_id;
+        self.run("GetPolicyLink", move |control| {
+            control
+                .policy_link(&id)
+                .map(link_proto)
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn list_policy_links(
+        &self,
+        request: Request<proto::ListPolicyLinksRequest>,
+    ) -> Result<Response<proto::ListPolicyLinksResponse>, Status> {
+        let request = request.into_inner();
+        let limit = match request.page_size as usize {
+            0 => MAX_LINK_PAGE,
+            size => size.min(MAX_LINK_PAGE),
+        };
+        self.run("ListPolicyLinks", move |control| {
+            let page = control.policy_links(
+                non_empty(request.template_id).as_deref(),
+                non_empty(request.page_token).as_deref(),
+                limit,
+            );
+            Ok(proto::ListPolicyLinksResponse {
+                links: page.links.into_iter().map(link_proto).collect(),
+                next_page_token: page.next_after.unwrap_or_default(),
+            })
         })
         .await
     }

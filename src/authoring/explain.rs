@@ -52,7 +52,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 PolicyOutcome::NotSatisfied => ("not satisfied", None),
                 PolicyOutcome::Failed(message) => ("failed", Some(message.clone())),
             };
-            json!({"id": policy.policy_id, "effect": policy.effect, "outcome": outcome, "error": message})
+            json!({"id": policy.policy_id, "template": policy.template_id, "effect": policy.effect, "outcome": outcome, "error": message})
         })
         .collect();
     answer["policies"] = Value::Array(policies);

@@ -21,8 +21,17 @@ pub fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
     match PolicySnapshot::load(dir) {
         Ok(policies) => {
             warnings.extend(policies.warnings().iter().cloned());
-            if let Err(problem) = load_facts(dir, &policies) {
-                errors.push(problem);
+            match load_facts(dir, &policies) {
+                Ok(facts) => errors.extend(policies.links().iter().filter_map(|link| {
+                    let problem = policies.unknown_link_entity(link, facts.entities())?;
+                    Some(Problem {
+                        file: dir.join(crate::policy::LINKS_FILE),
+                        line: 1,
+                        column: 1,
+                        message: format!("link {:?}: {problem}", link.spec.id),
+                    })
+                })),
+                Err(problem) => errors.push(problem),
             }
         }
         Err(PolicyLoadError::Invalid(problems)) => errors.extend(problems),

@@ -214,6 +214,48 @@ pub enum EntityCommand {
 }
 
 #[derive(Debug, clap::Args)]
+pub struct PolicyArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    #[command(subcommand)]
+    pub command: PolicyCommand,
+}
+
+/// Template links: one grant made from a template (`?principal`, `?resource`) per link.
+#[derive(Debug, clap::Subcommand)]
+pub enum PolicyCommand {
+    /// Link a template to the entities of one grant; in force for the next decision.
+    Link {
+        /// The link's id: the reason decisions report.
+        link_id: String,
+        /// The template's @id.
+        #[arg(long)]
+        template: String,
+        /// The entity for the template's ?principal slot, as Type::id.
+        #[arg(long)]
+        principal: Option<String>,
+        /// The entity for the template's ?resource slot, as Type::id.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Who asked for the grant, as Type::id.
+        #[arg(long)]
+        requester: Option<String>,
+        #[arg(long)]
+        justification: Option<String>,
+    },
+    /// Remove a link made with `link`.
+    Unlink { link_id: String },
+    /// Show one link.
+    GetLink { link_id: String },
+    /// Every link in force (the folder's and the live ones), one JSON object per line.
+    Links {
+        /// Only the links of this template.
+        #[arg(long)]
+        template: Option<String>,
+    },
+}
+
+#[derive(Debug, clap::Args)]
 pub struct FactsArgs {
     #[command(flatten)]
     pub connection: AdminConnection,
@@ -403,11 +445,27 @@ fn entity_record_json(record: &proto::EntityRecord) -> Value {
     })
 }
 
+fn link_record_json(record: &proto::PolicyLinkRecord) -> Value {
+    let link = record.link.clone().unwrap_or_default();
+    json!({
+        "link_id": link.link_id,
+        "template_id": link.template_id,
+        "principal": entity_json(&link.principal),
+        "resource": entity_json(&link.resource),
+        "origin": record.origin,
+        "linked_at": time_json(&record.linked_at),
+        "requester": entity_json(&record.requester),
+        "justification": record.justification,
+    })
+}
+
 fn status_json(status: &proto::StatusResponse) -> Value {
     json!({
         "policy_version": status.policy_version,
         "policies_loaded_at": time_json(&status.policies_loaded_at),
         "policy_count": status.policy_count,
+        "template_count": status.template_count,
+        "link_count": status.link_count,
         "facts_version": status.facts_version,
         "entity_count": status.entity_count,
         "identity_count": status.identity_count,
@@ -676,6 +734,67 @@ pub async fn entity(args: EntityArgs) -> anyhow::Result<ExitCode> {
     print(entity_record_json(
         &record.map_err(call_failed)?.into_inner(),
     ))
+}
+
+pub async fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.connection.connect().await?;
+    let entity =
+        |value: Option<String>, flag: &str| value.map(|v| parse_entity(&v, flag)).transpose();
+    let record = match args.command {
+        PolicyCommand::Link {
+            link_id,
+            template,
+            principal,
+            resource,
+            requester,
+            justification,
+        } => {
+            client
+                .link_policy(proto::LinkPolicyRequest {
+                    link: Some(proto::PolicyLinkSpec {
+                        link_id,
+                        template_id: template,
+                        principal: entity(principal, "principal")?,
+                        resource: entity(resource, "resource")?,
+                    }),
+                    requester: entity(requester, "requester")?,
+                    justification: justification.unwrap_or_default(),
+                })
+                .await
+        }
+        PolicyCommand::Unlink { link_id } => {
+            client
+                .unlink_policy(proto::UnlinkPolicyRequest { link_id })
+                .await
+        }
+        PolicyCommand::GetLink { link_id } => {
+            client
+                .get_policy_link(proto::GetPolicyLinkRequest { link_id })
+                .await
+        }
+        PolicyCommand::Links { template } => {
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_policy_links(proto::ListPolicyLinksRequest {
+                        template_id: template.clone().unwrap_or_default(),
+                        page_size: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(call_failed)?
+                    .into_inner();
+                for link in &page.links {
+                    println!("{}", link_record_json(link));
+                }
+                if page.next_page_token.is_empty() {
+                    return Ok(ExitCode::SUCCESS);
+                }
+                page_token = page.next_page_token;
+            }
+        }
+    };
+    print(link_record_json(&record.map_err(call_failed)?.into_inner()))
 }
 
 /// How much of an import goes in one message.

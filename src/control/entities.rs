@@ -27,7 +27,7 @@ pub struct ChangeReason {
 
 impl ChangeReason {
     /// What the store keeps of a change made `now` for this reason; the requester must be known.
-    fn meta(
+    pub(super) fn meta(
         self,
         facts: &Facts,
         policies: &PolicySnapshot,
@@ -128,6 +128,15 @@ impl Control {
             return Err(invalid(
                 "entity",
                 format!("{referrer} names {entity}: change or remove it first"),
+            ));
+        }
+        if let Some(link) = state.policies.links().naming(&uid).next() {
+            return Err(invalid(
+                "entity",
+                format!(
+                    "the link {:?} of template {:?} names {entity}: unlink it first",
+                    link.spec.id, link.spec.template
+                ),
             ));
         }
         if state.policies.time_use().entity_literals.contains(&uid) {

@@ -17,11 +17,12 @@ use crate::decide::engine::{Engine, EngineSettings, Snapshot, UseCounter};
 use crate::domain::{Approval, EntityRef, Identity, MAX_EXACT_INTEGER};
 use crate::facts::{APPROVAL_TYPE, Facts, HUMAN_TYPE, load_entities_file, merged};
 use crate::policy::PolicySnapshot;
-use crate::store::{ChangeMeta, LiveEntity, LiveStore, StoreError};
+use crate::store::{ChangeMeta, LiveEntity, LiveLink, LiveStore, StoreError};
 
 pub mod approvals;
 pub mod entities;
 pub mod identities;
+pub mod links;
 mod reload;
 
 /// The rules the control plane enforces beyond the schema.
@@ -83,6 +84,8 @@ pub struct StatusView {
     /// Changes to the facts since start.
     pub facts_changes: u64,
     pub policy_count: usize,
+    pub template_count: usize,
+    pub link_count: usize,
     pub facts_version: Arc<str>,
     pub entity_count: usize,
     pub identity_count: usize,
@@ -95,8 +98,10 @@ pub struct StatusView {
 
 /// What the control plane holds between changes. Guarded by one mutex: changes are serialised.
 struct State {
-    /// The policy folder's policies, as last loaded successfully.
+    /// The policy folder's policies, as last loaded successfully, with the live links.
     policies: Arc<PolicySnapshot>,
+    /// Every template link made through the admin API, by link id.
+    live_links: BTreeMap<String, LiveLink>,
     /// The policy folder's `entities.json`, by uid, as last loaded successfully.
     base: BTreeMap<String, Value>,
     policies_loaded_at: UnixMillis,
@@ -132,15 +137,23 @@ impl Control {
         rules: Rules,
     ) -> anyhow::Result<Control> {
         let store = Arc::new(store);
-        let policies = Arc::new(PolicySnapshot::load(policies_dir)?);
+        let folder = PolicySnapshot::load(policies_dir)?;
         let base = load_entities_file(policies_dir)?;
         let live = store.entities()?;
-        let facts = merged(policies.schema(), &base, live_entities(&live)).map_err(|message| {
+        let facts = merged(folder.schema(), &base, live_entities(&live)).map_err(|message| {
             anyhow::anyhow!(
                 "{}: the policy folder's facts with the live changes in the data folder: {message}",
                 policies_dir.display()
             )
         })?;
+        let live_links = store.links()?;
+        let policies = links::with_live_links(&folder, &live_links, &facts).map_err(|message| {
+            anyhow::anyhow!(
+                "{}: the policy folder's templates with the live links in the data folder: {message}",
+                policies_dir.display()
+            )
+        })?;
+        let policies = Arc::new(policies);
         let snapshot = Snapshot {
             policies: Arc::clone(&policies),
             facts: Arc::new(facts),
@@ -155,6 +168,7 @@ impl Control {
             rules,
             state: Mutex::new(State {
                 policies,
+                live_links,
                 base,
                 policies_loaded_at: clock.now(),
                 facts_changed_at: clock.now(),
@@ -179,6 +193,7 @@ impl Control {
             "shadow policies loaded from {}: evaluated beside the active set, answering nothing",
             dir.display()
         );
+        let candidate = links::shadow_with_live_links(candidate, &self.state().live_links);
         self.engine.set_shadow(Some(Arc::new(candidate)));
         self.shadow_dir = Some(dir.to_path_buf());
         Ok(self)
@@ -216,6 +231,8 @@ impl Control {
             facts_changed_at: state.facts_changed_at,
             facts_changes: state.facts_changes,
             policy_count: snapshot.policies.policy_count(),
+            template_count: snapshot.policies.template_count(),
+            link_count: snapshot.policies.links().len(),
             facts_version: Arc::clone(snapshot.facts.version()),
             entity_count: snapshot.facts.entities().len(),
             identity_count: snapshot.facts.identities().len(),

@@ -51,10 +51,14 @@ impl Control {
                 let facts = merged(policies.schema(), &base, live_entities(&state.live))
                     .map_err(|error| error.to_string())?
                     .succeeding(&self.engine.snapshot().facts);
+                let policies = links::with_live_links(&policies, &state.live_links, &facts)?;
                 let candidate = match &self.shadow_dir {
-                    Some(dir) => Some(PolicySnapshot::load(dir).map_err(|error| {
-                        format!("the shadow policies in {}: {error}", dir.display())
-                    })?),
+                    Some(dir) => Some(links::shadow_with_live_links(
+                        PolicySnapshot::load(dir).map_err(|error| {
+                            format!("the shadow policies in {}: {error}", dir.display())
+                        })?,
+                        &state.live_links,
+                    )),
                     None => None,
                 };
                 Ok((policies, base, facts, candidate))

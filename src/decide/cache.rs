@@ -47,7 +47,11 @@ pub struct CacheKey {
     pub approval_id: Option<String>,
     /// What the caller said of the resource (decided on when the facts do not hold it).
     pub resource_description: Option<ResourceDescription>,
+    /// `PolicySnapshot::files_version`: the policy folder's version.
     pub policy_version: Arc<str>,
+    /// The template links' lineage (`Links::lineage`): `links_read_at` means something only
+    /// within it.
+    pub links_lineage: u64,
     /// The facts' lineage (`Facts::lineage`): the revisions an entry holds mean something only
     /// within it.
     pub facts_lineage: u64,
@@ -67,6 +71,8 @@ pub struct CachedDecision {
     pub reads: Reads,
     /// `Facts::revision` of the facts it was made from.
     pub read_at: u64,
+    /// `Links::revision` of the links it was made under.
+    pub links_read_at: u64,
 }
 
 /// Counters for the metrics endpoint and for tests.
@@ -130,7 +136,7 @@ impl DecisionCache {
         &self,
         key: &CacheKey,
         now: UnixMillis,
-        unchanged: impl Fn(u64, &[(EntityUid, u64)]) -> bool,
+        unchanged: impl Fn(&CachedDecision) -> bool,
     ) -> Option<Arc<CachedDecision>> {
         // moka's expiry runs on the machine's clock; the engine's clock is the one that counts.
         let found = self
@@ -138,7 +144,7 @@ impl DecisionCache {
             .get(key)
             .filter(|entry| now < entry.expires_at && now >= entry.decision.provenance.decided_at);
         let found = match found {
-            Some(entry) if !unchanged(entry.read_at, &entry.reads) => {
+            Some(entry) if !unchanged(&entry) => {
                 self.counters.stale.fetch_add(1, Ordering::Relaxed);
                 None
             }

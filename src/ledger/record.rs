@@ -78,6 +78,10 @@ pub struct Record {
     pub evaluation_id: String,
     pub facts_version: String,
     pub owner: Option<OwnerRecord>,
+    /// The determining policies that are template links, with their templates and slot values.
+    /// (Absent when there are none, and in records written before templates.)
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policy_links: Vec<crate::domain::PolicyLink>,
     pub policy_version: String,
     pub principal: EntityRef,
     pub principal_status: Option<String>,
@@ -279,6 +283,7 @@ impl Record {
                     message: e.message.clone(),
                 })
                 .collect(),
+            policy_links: provenance.policy_links.clone(),
             policy_version: decision.policy_version.to_string(),
             facts_version: provenance.facts_version.to_string(),
             answered_from_cache: provenance.answered_from_cache,
@@ -335,6 +340,7 @@ mod tests {
             decision: "DENY".into(),
             reasons: vec!["r".into()],
             errors: vec![],
+            policy_links: vec![],
             policy_version: "v".into(),
             facts_version: "f".into(),
             answered_from_cache: false,

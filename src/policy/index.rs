@@ -75,14 +75,14 @@ impl Side {
 }
 
 /// One side of a request: the entity, its ancestors and its type.
-struct SideOfRequest<'a> {
+pub(super) struct SideOfRequest<'a> {
     uid: &'a EntityUid,
     ancestors: Vec<&'a EntityUid>,
     type_name: String,
 }
 
 impl<'a> SideOfRequest<'a> {
-    fn new(uid: &'a EntityUid, entities: &'a Entities) -> Self {
+    pub(super) fn new(uid: &'a EntityUid, entities: &'a Entities) -> Self {
         SideOfRequest {
             uid,
             ancestors: entities.ancestors(uid).into_iter().flatten().collect(),
@@ -91,24 +91,28 @@ impl<'a> SideOfRequest<'a> {
     }
 
     /// The entities a constraint may name and still match: the entity and its ancestors.
-    fn keys(&self) -> impl Iterator<Item = &'a EntityUid> + '_ {
+    pub(super) fn keys(&self) -> impl Iterator<Item = &'a EntityUid> + '_ {
         std::iter::once(self.uid).chain(self.ancestors.iter().copied())
     }
 
     /// Whether a policy placed so can match this side.
-    fn admits(&self, placement: &Placement) -> bool {
+    pub(super) fn admits(&self, placement: &Placement) -> bool {
         match placement {
             Placement::Any => true,
-            Placement::Entities(uids) => uids
-                .iter()
-                .any(|uid| uid == self.uid || self.ancestors.contains(&uid)),
+            Placement::Entities(uids) => uids.iter().any(|uid| self.admits_entity(uid)),
             Placement::Type(name) => *name == self.type_name,
         }
     }
+
+    /// Whether a constraint naming `uid` (`==` or `in`) can match this side.
+    pub(super) fn admits_entity(&self, uid: &EntityUid) -> bool {
+        uid == self.uid || self.ancestors.contains(&uid)
+    }
 }
 
-#[derive(Clone)]
-enum Placement {
+/// Where a policy stands on one side of the scope.
+#[derive(Debug, Clone)]
+pub(super) enum Placement {
     Any,
     Entities(Vec<EntityUid>),
     Type(String),
@@ -147,11 +151,7 @@ impl PolicyIndex {
                     | PrincipalConstraint::IsIn(_, uid) => Placement::Entities(vec![uid]),
                     PrincipalConstraint::Is(name) => Placement::Type(name.to_string()),
                 },
-                match policy.action_constraint() {
-                    ActionConstraint::Any => Placement::Any,
-                    ActionConstraint::Eq(uid) => Placement::Entities(vec![uid]),
-                    ActionConstraint::In(uids) => Placement::Entities(uids),
-                },
+                action_placement(policy.action_constraint()),
                 match policy.resource_constraint() {
                     ResourceConstraint::Any => Placement::Any,
                     ResourceConstraint::Eq(uid)
@@ -178,11 +178,15 @@ impl PolicyIndex {
         resource: &EntityUid,
         entities: &Entities,
     ) -> Vec<usize> {
-        let request = [
+        self.select_for(&[
             SideOfRequest::new(principal, entities),
             SideOfRequest::new(action, entities),
             SideOfRequest::new(resource, entities),
-        ];
+        ])
+    }
+
+    /// `select` for a request's three sides.
+    pub(super) fn select_for(&self, request: &[SideOfRequest<'_>; 3]) -> Vec<usize> {
         let sides = [&self.principal, &self.action, &self.resource];
         // List the candidates of the most selective side only, then keep those the other two
         // sides admit: a side where thousands of policies stand together (every per-identity
@@ -211,7 +215,16 @@ impl PolicyIndex {
         resource: &EntityUid,
         entities: &Entities,
     ) -> Cow<'a, PolicySet> {
-        let selected = self.select(principal, action, resource, entities);
+        self.assemble(whole, self.select(principal, action, resource, entities))
+    }
+
+    /// The policies at `selected` (positions in `whole`): `whole` itself when they are most of
+    /// it, else a set of them alone.
+    pub(super) fn assemble<'a>(
+        &self,
+        whole: &'a PolicySet,
+        selected: Vec<usize>,
+    ) -> Cow<'a, PolicySet> {
         if selected.len() * WHOLE_SET_FRACTION >= self.policies.len() {
             return Cow::Borrowed(whole);
         }
@@ -226,5 +239,20 @@ impl PolicyIndex {
             }
         }
         Cow::Owned(set)
+    }
+
+    /// The static policies at `selected`, in a set of their own.
+    pub(super) fn policies_at(&self, selected: &[usize]) -> impl Iterator<Item = &Policy> {
+        selected
+            .iter()
+            .filter_map(|&at| self.policies.get(at).map(|(policy, _)| policy))
+    }
+}
+
+pub(super) fn action_placement(constraint: ActionConstraint) -> Placement {
+    match constraint {
+        ActionConstraint::Any => Placement::Any,
+        ActionConstraint::Eq(uid) => Placement::Entities(vec![uid]),
+        ActionConstraint::In(uids) => Placement::Entities(uids),
     }
 }

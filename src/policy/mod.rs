@@ -5,32 +5,49 @@
 use crate::decide::context_shape::{
     ContextShape, DESCRIBED_BY_CALLER, Kind, declared_contexts, described_types,
 };
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cedar_policy::{
-    EntityTypeName, EntityUid, PolicyId, PolicySet, PrincipalConstraint, ResourceConstraint,
-    Schema, ValidationMode, Validator,
+    EntityId, EntityTypeName, EntityUid, Policy, PolicyId, PolicySet, PrincipalConstraint,
+    ResourceConstraint, Schema, Template, ValidationMode, Validator,
 };
 use miette::Diagnostic;
 
 mod index;
+mod links;
 pub use index::PolicyIndex;
+use index::SideOfRequest;
+use links::TemplateScope;
+pub use links::{LINKS_FILE, Link, LinkOrigin, LinkSpec, Links};
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
+use crate::domain::EntityRef;
 
 /// The schema file every policy directory has.
 pub const SCHEMA_FILE: &str = "schema.cedarschema";
 
-/// A validated policy set and the schema it was validated against. Immutable once built.
+/// A validated policy set and the schema it was validated against, with the template links in
+/// force. Immutable once built; a link change makes a new snapshot that shares everything else.
+#[derive(Clone)]
 pub struct PolicySnapshot {
+    files: Arc<PolicyFiles>,
+    links: Links,
+    /// `PolicyFiles::version`, and when the admin API made links, a digest of them.
+    version: Arc<str>,
+}
+
+/// What the policy folder holds, validated.
+struct PolicyFiles {
     schema: Schema,
+    /// The static policies and the templates.
     policies: PolicySet,
-    /// `sha256:` of the schema and every policy file (names and contents).
+    /// `sha256:` of the schema and every policy file (names and contents), `links.json` included.
     version: Arc<str>,
     /// The actions the schema declares, by id (e.g. "export"), parsed once here.
     actions: HashMap<String, EntityUid>,
@@ -47,8 +64,38 @@ pub struct PolicySnapshot {
     /// What is allowed but probably not meant: policies whose scope constrains neither principal
     /// nor resource (evaluated for every request, and impossible to index).
     warnings: Vec<Problem>,
-    /// The policies by scope: what a request evaluates.
+    /// The static policies by scope: what a request evaluates.
     index: PolicyIndex,
+    /// The templates by `@id`, with their scopes.
+    templates: HashMap<String, TemplateScope>,
+    /// Whether a link of a template with slots of these types fits the schema, as Cedar's
+    /// validator found the first time such a link was checked.
+    link_fits: Mutex<HashMap<LinkTypes, Result<(), String>>>,
+}
+
+/// A template and the types of a link's slot values.
+type LinkTypes = (String, Option<String>, Option<String>);
+
+/// Why a link cannot be made: the field at fault and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkProblem {
+    pub field: &'static str,
+    pub message: String,
+}
+
+impl LinkProblem {
+    fn new(field: &'static str, message: impl Into<String>) -> Self {
+        LinkProblem {
+            field,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for LinkProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
 }
 
 /// What the policies do with time. Comparing `context.now` with a fixed datetime can change a
@@ -101,8 +148,10 @@ impl TimeUse {
 
     fn of(policies: &PolicySet) -> Self {
         let mut time_use = TimeUse::default();
-        for policy in policies.policies() {
-            match policy.to_json() {
+        let static_policies = policies.policies().map(Policy::to_json);
+        let templates = policies.templates().map(Template::to_json);
+        for json in static_policies.chain(templates) {
+            match json {
                 // Conditions only: scope constraints compare entities but read no attributes.
                 Ok(json) => time_use.collect(&json["conditions"]),
                 Err(_) => time_use.arithmetic = true,
@@ -212,45 +261,57 @@ impl PolicySnapshot {
 
     /// The schema.
     pub fn schema(&self) -> &Schema {
-        &self.schema
+        &self.files.schema
     }
 
-    /// The policies.
+    /// The static policies and the templates (links are in `links`).
     pub fn policies(&self) -> &PolicySet {
-        &self.policies
+        &self.files.policies
     }
 
-    /// `sha256:` of the schema and every policy file.
+    /// `sha256:` of the schema and every policy file; with links made through the admin API,
+    /// followed by `+live-links:` and a digest of them.
     pub fn version(&self) -> &Arc<str> {
         &self.version
     }
 
+    /// `sha256:` of the schema and every policy file: what a reload changes.
+    pub fn files_version(&self) -> &Arc<str> {
+        &self.files.version
+    }
+
+    /// The template links in force.
+    pub fn links(&self) -> &Links {
+        &self.links
+    }
+
     /// The actions the schema declares, by id.
     pub fn actions(&self) -> &HashMap<String, EntityUid> {
-        &self.actions
+        &self.files.actions
     }
 
     /// Every entity type the schema declares, by name.
     pub fn entity_types(&self) -> &HashMap<String, EntityTypeName> {
-        &self.entity_types
+        &self.files.entity_types
     }
 
     /// How the policies read the clock.
     pub fn time_use(&self) -> &TimeUse {
-        &self.time_use
+        &self.files.time_use
     }
 
     /// Each action's declared context, by action id.
     pub fn contexts(&self) -> &HashMap<String, Arc<ContextShape>> {
-        &self.contexts
+        &self.files.contexts
     }
 
     /// Policies that are allowed but probably not meant.
     pub fn warnings(&self) -> &[Problem] {
-        &self.warnings
+        &self.files.warnings
     }
 
-    /// Loads `dir/schema.cedarschema` and every `dir/*.cedar`, in file-name order.
+    /// Loads `dir/schema.cedarschema`, every `dir/*.cedar` in file-name order, and the links in
+    /// `dir/links.json` if there is one.
     pub fn load(dir: &Path) -> Result<Self, PolicyLoadError> {
         let schema_file = SourceFile::read(dir.join(SCHEMA_FILE))?;
         let mut policy_files = Vec::new();
@@ -274,12 +335,18 @@ impl PolicySnapshot {
             .iter()
             .map(|path| SourceFile::read(path.clone()))
             .collect::<Result<Vec<_>, _>>()?;
-        Self::from_sources(&schema_file, &sources)
+        let links_path = dir.join(LINKS_FILE);
+        let links_file = match links_path.is_file() {
+            true => Some(SourceFile::read(links_path)?),
+            false => None,
+        };
+        Self::from_sources(&schema_file, &sources, links_file.as_ref())
     }
 
     fn from_sources(
         schema_file: &SourceFile,
         sources: &[SourceFile],
+        links_file: Option<&SourceFile>,
     ) -> Result<Self, PolicyLoadError> {
         let schema = match Schema::from_cedarschema_str(&schema_file.text) {
             Ok((schema, _warnings)) => schema,
@@ -289,7 +356,7 @@ impl PolicySnapshot {
         let mut problems = Vec::new();
         let mut warnings = Vec::new();
         let mut policies = PolicySet::new();
-        // Which file and offset each policy came from, for validation messages.
+        // Which file and offset each policy and template came from, for validation messages.
         let mut origin: HashMap<PolicyId, (usize, usize)> = HashMap::new();
         for (file_index, source) in sources.iter().enumerate() {
             let parsed = match PolicySet::from_str(&source.text) {
@@ -299,16 +366,28 @@ impl PolicySnapshot {
                     continue;
                 }
             };
-            if parsed.templates().next().is_some() {
-                problems.push(source.problem_at(0, "policy templates are not supported"));
-            }
             let mut search_from = 0;
+            // Static policies and templates, in the order they are written.
+            let mut written: Vec<(usize, Result<&Policy, &Template>)> = Vec::new();
             for policy in parsed.policies() {
                 let offset = locate(&source.text, &policy.to_string(), &mut search_from);
-                let Some(id) = policy.annotation("id") else {
+                written.push((offset, Ok(policy)));
+            }
+            search_from = 0;
+            for template in parsed.templates() {
+                let offset = locate(&source.text, &template.to_string(), &mut search_from);
+                written.push((offset, Err(template)));
+            }
+            written.sort_by_key(|(offset, _)| *offset);
+            for (offset, item) in written {
+                let annotation = match item {
+                    Ok(policy) => policy.annotation("id"),
+                    Err(template) => template.annotation("id"),
+                };
+                let Some(id) = annotation else {
                     problems.push(source.problem_at(
                         offset,
-                        "policy has no @id(\"...\") annotation; every policy needs one, it is the reason decisions report",
+                        "policy has no @id(\"...\") annotation; every policy and template needs one, it is the reason decisions report",
                     ));
                     continue;
                 };
@@ -327,19 +406,25 @@ impl PolicySnapshot {
                     continue;
                 }
                 origin.insert(id.clone(), (file_index, offset));
-                if matches!(policy.principal_constraint(), PrincipalConstraint::Any)
-                    && matches!(policy.resource_constraint(), ResourceConstraint::Any)
-                {
-                    warnings.push(source.problem_at(
-                        offset,
-                        format!(
-                            "policy \"{id}\" constrains neither principal nor resource in its \
-                             scope: it is evaluated for every request for its action (the \
-                             policy index can place it by action only)"
-                        ),
-                    ));
-                }
-                if let Err(error) = policies.add(policy.new_id(id)) {
+                let added = match item {
+                    Ok(policy) => {
+                        if matches!(policy.principal_constraint(), PrincipalConstraint::Any)
+                            && matches!(policy.resource_constraint(), ResourceConstraint::Any)
+                        {
+                            warnings.push(source.problem_at(
+                                offset,
+                                format!(
+                                    "policy \"{id}\" constrains neither principal nor resource in \
+                                     its scope: it is evaluated for every request for its action \
+                                     (the policy index can place it by action only)"
+                                ),
+                            ));
+                        }
+                        policies.add(policy.new_id(id))
+                    }
+                    Err(template) => policies.add_template(template.new_id(id)),
+                };
+                if let Err(error) = added {
                     problems.push(source.problem_at(offset, error.to_string()));
                 }
             }
@@ -366,7 +451,10 @@ impl PolicySnapshot {
         }
 
         let mut hasher = Sha256::new();
-        for source in std::iter::once(schema_file).chain(sources) {
+        for source in std::iter::once(schema_file)
+            .chain(sources)
+            .chain(links_file)
+        {
             let name = source
                 .path
                 .file_name()
@@ -426,47 +514,350 @@ impl PolicySnapshot {
                 ),
             )]));
         }
-        Ok(PolicySnapshot {
-            index: PolicyIndex::new(&policies),
-            warnings,
-            contexts,
-            described,
-            time_use,
-            schema,
-            policies,
-            version,
-            actions,
-            entity_types,
+        let templates = policies
+            .templates()
+            .map(|template| (template.id().to_string(), TemplateScope::of(template)))
+            .collect();
+        let mut snapshot = PolicySnapshot {
+            version: Arc::clone(&version),
+            files: Arc::new(PolicyFiles {
+                index: PolicyIndex::new(&policies),
+                templates,
+                link_fits: Mutex::new(HashMap::new()),
+                warnings,
+                contexts,
+                described,
+                time_use,
+                schema,
+                policies,
+                version,
+                actions,
+                entity_types,
+            }),
+            links: Links::default(),
+        };
+        if let Some(links_file) = links_file {
+            snapshot.links = snapshot.file_links(links_file)?;
+        }
+        Ok(snapshot)
+    }
+
+    /// The links in the folder's `links.json`, each checked (`check_link`).
+    fn file_links(&self, file: &SourceFile) -> Result<Links, PolicyLoadError> {
+        let specs: Vec<LinkSpec> = serde_json::from_str(&file.text).map_err(|error| {
+            let mut problem = file.problem_at(0, format!("not a JSON array of links: {error}"));
+            (problem.line, problem.column) = (error.line(), error.column());
+            PolicyLoadError::Invalid(vec![problem])
+        })?;
+        let mut links = self.links.clone();
+        let mut problems = Vec::new();
+        let mut search_from = 0;
+        for spec in specs {
+            let offset = locate(
+                &file.text,
+                &serde_json::to_string(&spec.id).unwrap_or_default(),
+                &mut search_from,
+            );
+            let checked = PolicySnapshot {
+                files: Arc::clone(&self.files),
+                links,
+                version: Arc::clone(&self.version),
+            };
+            match checked.check_link(spec, LinkOrigin::File) {
+                Ok(link) => links = checked.links.with(link),
+                Err(problem) => {
+                    problems.push(file.problem_at(offset, format!("link {problem}")));
+                    links = checked.links;
+                }
+            }
+        }
+        if !problems.is_empty() {
+            return Err(PolicyLoadError::Invalid(problems));
+        }
+        Ok(links)
+    }
+
+    /// Checks a link against its template and the schema: the id is free (no policy, template or
+    /// link has it), the template exists, there is a value for each of its slots and none for a
+    /// slot it lacks, and each value's type is one the template's actions apply to.
+    pub fn check_link(&self, spec: LinkSpec, origin: LinkOrigin) -> Result<Link, LinkProblem> {
+        if spec.id.is_empty() {
+            return Err(LinkProblem::new("id", "is empty"));
+        }
+        if spec.id.len() > MAX_LINK_ID_BYTES || spec.id.chars().any(char::is_control) {
+            return Err(LinkProblem::new(
+                "id",
+                format!("must be at most {MAX_LINK_ID_BYTES} bytes without control characters"),
+            ));
+        }
+        let id = PolicyId::new(&spec.id);
+        if self.files.policies.policy(&id).is_some() || self.files.policies.template(&id).is_some()
+        {
+            return Err(LinkProblem::new(
+                "id",
+                format!("{:?} is the @id of a policy or template", spec.id),
+            ));
+        }
+        if self.links.get(&spec.id).is_some() {
+            return Err(LinkProblem::new(
+                "id",
+                format!("a link {:?} exists already", spec.id),
+            ));
+        }
+        let Some(scope) = self.files.templates.get(&spec.template) else {
+            let message = match self.files.policies.policy(&PolicyId::new(&spec.template)) {
+                Some(_) => format!("{:?} is a static policy, not a template", spec.template),
+                None => format!("no template has @id({:?})", spec.template),
+            };
+            return Err(LinkProblem::new("template", message));
+        };
+        let principal = self.slot_value(
+            "principal",
+            scope.has_principal_slot(),
+            spec.principal.as_ref(),
+        )?;
+        let resource = self.slot_value(
+            "resource",
+            scope.has_resource_slot(),
+            spec.resource.as_ref(),
+        )?;
+        let link = Link {
+            spec,
+            origin,
+            principal,
+            resource,
+        };
+        self.link_fits(scope, &link)?;
+        Ok(link)
+    }
+
+    fn slot_value(
+        &self,
+        field: &'static str,
+        slot: bool,
+        value: Option<&EntityRef>,
+    ) -> Result<Option<EntityUid>, LinkProblem> {
+        match (slot, value) {
+            (false, None) => Ok(None),
+            (false, Some(_)) => Err(LinkProblem::new(
+                field,
+                format!("the template has no ?{field} slot"),
+            )),
+            (true, None) => Err(LinkProblem::new(
+                field,
+                format!("the template has a ?{field} slot: a value is required"),
+            )),
+            (true, Some(value)) => {
+                let Some(type_name) = self.files.entity_types.get(&value.type_name) else {
+                    return Err(LinkProblem::new(
+                        field,
+                        format!("the schema declares no entity type {:?}", value.type_name),
+                    ));
+                };
+                if value.id.is_empty() {
+                    return Err(LinkProblem::new(field, "the entity id is empty"));
+                }
+                Ok(Some(EntityUid::from_type_name_and_id(
+                    type_name.clone(),
+                    EntityId::new(&value.id),
+                )))
+            }
+        }
+    }
+
+    /// Whether Cedar's validator accepts a link of this template with these slot types (only
+    /// the types matter to it, so the answer is kept per template and types).
+    fn link_fits(&self, scope: &TemplateScope, link: &Link) -> Result<(), LinkProblem> {
+        let type_of = |uid: &Option<EntityUid>| uid.as_ref().map(|u| u.type_name().to_string());
+        let key = (
+            link.spec.template.clone(),
+            type_of(&link.principal),
+            type_of(&link.resource),
+        );
+        let mut memo = self
+            .files
+            .link_fits
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let verdict = memo.entry(key).or_insert_with(|| {
+            let mut set = PolicySet::new();
+            set.add_template(scope.template.clone())
+                .map_err(|error| error.to_string())?;
+            // Named for what it stands for: the answer holds for every link of these types.
+            let stands_for = PolicyId::new(format!("a link of {}", link.spec.template));
+            set.link(scope.id(), stands_for, link.slot_values())
+                .map_err(|error| error.to_string())?;
+            let validation =
+                Validator::new(self.files.schema.clone()).validate(&set, ValidationMode::Strict);
+            // A link whose slot types its template's actions never apply to can never match:
+            // Cedar warns of it; Warrant refuses it.
+            let impossible = validation
+                .validation_warnings()
+                .filter(|warning| warning.policy_id() != scope.template.id())
+                .map(ToString::to_string);
+            let errors: Vec<String> = validation
+                .validation_errors()
+                .map(ToString::to_string)
+                .chain(impossible)
+                .collect();
+            match errors.is_empty() {
+                true => Ok(()),
+                false => Err(errors.join("; ")),
+            }
+        });
+        verdict.clone().map_err(|message| {
+            // Blame a slot whose type no action takes there, else the combination.
+            let schema = &self.files.schema;
+            let taken =
+                |uid: &Option<EntityUid>,
+                 mut types: Box<dyn Iterator<Item = &EntityTypeName> + '_>| {
+                    uid.as_ref()
+                        .is_none_or(|uid| types.any(|t| t == uid.type_name()))
+                };
+            let field = match (&link.principal, &link.resource) {
+                (Some(_), None) => "principal",
+                (None, Some(_)) => "resource",
+                (principal, _) if !taken(principal, Box::new(schema.principals())) => "principal",
+                (_, resource) if !taken(resource, Box::new(schema.resources())) => "resource",
+                _ => "template",
+            };
+            LinkProblem::new(field, format!("does not fit the schema: {message}"))
         })
     }
 
-    /// The policies to evaluate for a request (`PolicyIndex::applicable`): those whose scope can
-    /// match it, with ancestors read from `entities`.
+    /// This snapshot with one more link (checked by `check_link` against this snapshot).
+    pub fn with_link(&self, link: Link) -> PolicySnapshot {
+        self.with_links(self.links.with(link))
+    }
+
+    /// This snapshot without the link `id`, and that link; `None` if there is none.
+    pub fn without_link(&self, id: &str) -> Option<(PolicySnapshot, Arc<Link>)> {
+        let (links, link) = self.links.without(id)?;
+        Some((self.with_links(links), link))
+    }
+
+    /// This snapshot with the live links `specs` added, and those that do not fit it with why.
+    pub fn with_live_links(
+        &self,
+        specs: impl IntoIterator<Item = LinkSpec>,
+    ) -> (PolicySnapshot, Vec<(String, LinkProblem)>) {
+        let mut snapshot = self.clone();
+        let mut refused = Vec::new();
+        for spec in specs {
+            let id = spec.id.clone();
+            match snapshot.check_link(spec, LinkOrigin::Live) {
+                Ok(link) => snapshot = snapshot.with_link(link),
+                Err(problem) => refused.push((id, problem)),
+            }
+        }
+        (snapshot, refused)
+    }
+
+    fn with_links(&self, links: Links) -> PolicySnapshot {
+        let version = match links.live() {
+            (0, _) => Arc::clone(&self.files.version),
+            (count, digest) => {
+                format!("{}+live-links:{count}:{digest:032x}", self.files.version).into()
+            }
+        };
+        PolicySnapshot {
+            files: Arc::clone(&self.files),
+            links,
+            version,
+        }
+    }
+
+    /// The policies to evaluate for a request: the static policies the index selects
+    /// (`PolicyIndex::applicable`) and the links whose scope can match it, with ancestors read
+    /// from `entities`. `Err` if the set cannot be assembled (then nothing may be decided).
     pub fn applicable(
         &self,
         principal: &EntityUid,
         action: &EntityUid,
         resource: &EntityUid,
         entities: &cedar_policy::Entities,
-    ) -> std::borrow::Cow<'_, PolicySet> {
-        self.index
-            .applicable(&self.policies, principal, action, resource, entities)
+    ) -> Result<Cow<'_, PolicySet>, String> {
+        let request = [
+            SideOfRequest::new(principal, entities),
+            SideOfRequest::new(action, entities),
+            SideOfRequest::new(resource, entities),
+        ];
+        let selected = self.files.index.select_for(&request);
+        let mut linked: Vec<(&TemplateScope, &Arc<Link>)> = self
+            .links
+            .candidates(&request)
+            .filter_map(|link| {
+                let scope = self.files.templates.get(&link.spec.template)?;
+                scope.admits(link, &request).then_some((scope, link))
+            })
+            .collect();
+        if linked.is_empty() {
+            return Ok(self.files.index.assemble(&self.files.policies, selected));
+        }
+        // A link anchored at an ancestor the principal and the resource share is listed twice.
+        linked.sort_unstable_by(|a, b| a.1.spec.id.cmp(&b.1.spec.id));
+        linked.dedup_by(|a, b| a.1.spec.id == b.1.spec.id);
+        let mut set = PolicySet::new();
+        let cannot = |error: cedar_policy::PolicySetError| error.to_string();
+        for policy in self.files.index.policies_at(&selected) {
+            set.add(policy.clone()).map_err(cannot)?;
+        }
+        for (scope, link) in linked {
+            let template_id = scope.id();
+            if set.template(&template_id).is_none() {
+                set.add_template(scope.template.clone()).map_err(cannot)?;
+            }
+            set.link(
+                template_id,
+                PolicyId::new(&link.spec.id),
+                link.slot_values(),
+            )
+            .map_err(cannot)?;
+        }
+        Ok(Cow::Owned(set))
+    }
+
+    /// The first entity in a slot of `link` that `entities` does not hold and whose type callers
+    /// do not describe: a link may name only entities Warrant knows.
+    pub fn unknown_link_entity(
+        &self,
+        link: &Link,
+        entities: &cedar_policy::Entities,
+    ) -> Option<LinkProblem> {
+        let slots = [("principal", &link.principal), ("resource", &link.resource)];
+        slots.into_iter().find_map(|(field, uid)| {
+            let uid = uid.as_ref()?;
+            let described = self
+                .files
+                .described
+                .contains_key(&uid.type_name().to_string());
+            (!described && entities.get(uid).is_none())
+                .then(|| LinkProblem::new(field, format!("no {uid} is known")))
+        })
     }
 
     /// The policy index.
     pub fn index(&self) -> &PolicyIndex {
-        &self.index
+        &self.files.index
     }
 
     /// The entity types a caller may describe (`@described_by_caller`), with their attributes.
     pub fn described_types(&self) -> &HashMap<String, Arc<ContextShape>> {
-        &self.described
+        &self.files.described
     }
 
+    /// The static policies (templates and links not counted).
     pub fn policy_count(&self) -> usize {
-        self.policies.policies().count()
+        self.files.policies.policies().count()
+    }
+
+    pub fn template_count(&self) -> usize {
+        self.files.templates.len()
     }
 }
+
+/// The longest link id.
+pub const MAX_LINK_ID_BYTES: usize = 256;
 
 /// Where a policy's text starts in its file. Cedar keeps a parsed policy's source text, so the
 /// text is found verbatim; the search moves forward so that identical policies map in order.
@@ -516,13 +907,13 @@ action "read" appliesTo { principal: [User], resource: [Doc], context: { now: da
         )])
         .unwrap();
         let ids: Vec<_> = snapshot
-            .policies
+            .policies()
             .policies()
             .map(|p| p.id().to_string())
             .collect();
         assert_eq!(ids, ["readers"]);
-        assert!(snapshot.actions.contains_key("read"));
-        assert!(snapshot.version.starts_with("sha256:"));
+        assert!(snapshot.actions().contains_key("read"));
+        assert!(snapshot.version().starts_with("sha256:"));
     }
 
     #[test]
@@ -573,7 +964,7 @@ action "read" appliesTo { principal: [User], resource: [Doc], context: { now: da
             "@id(\"t\")\npermit(principal == User::\"u\", action, resource)\n  when { principal.level < 3 };",
         )])
         .unwrap();
-        assert_eq!(plain.time_use, TimeUse::default());
+        assert_eq!(*plain.time_use(), TimeUse::default());
 
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
@@ -588,14 +979,14 @@ action "read" appliesTo { principal: [User], resource: [Doc], context: { now: da
         .unwrap();
         let literal = PolicySnapshot::load(dir.path()).unwrap();
         assert_eq!(
-            literal.time_use.datetime_literals,
+            literal.time_use().datetime_literals,
             [UnixMillis::parse_cedar_datetime("2027-01-01").unwrap()]
         );
         assert_eq!(
-            literal.time_use.entity_literals[0].to_string(),
+            literal.time_use().entity_literals[0].to_string(),
             "User::\"boss\""
         );
-        assert!(!literal.time_use.arithmetic);
+        assert!(!literal.time_use().arithmetic);
 
         std::fs::write(
             dir.path().join("t.cedar"),
@@ -605,7 +996,7 @@ action "read" appliesTo { principal: [User], resource: [Doc], context: { now: da
         assert!(
             PolicySnapshot::load(dir.path())
                 .unwrap()
-                .time_use
+                .time_use()
                 .arithmetic
         );
     }

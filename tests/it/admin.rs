@@ -53,7 +53,7 @@ async fn revoke(admin: &mut Admin, id: &str) -> proto::ApprovalRecord {
         .into_inner()
 }
 
-async fn decide(server: &Server, check: proto::CheckRequest) -> proto::CheckResponse {
+pub(crate) async fn decide(server: &Server, check: proto::CheckRequest) -> proto::CheckResponse {
     server
         .client()
         .await
@@ -444,9 +444,26 @@ async fn identities_change_in_part_and_a_suspension_stops_the_next_check() {
         .unwrap()
         .into_inner();
     assert_eq!(created.identity.unwrap().status, "active");
+    // It reads datasets once it is granted them (a link of the bundled dataset template).
     let read = request("ApiKey::nightly-report", "read", "Dataset::sales-2026", "");
     let answer = decide(&server, read.clone()).await;
+    assert_eq!(answer.reasons, ["warrant:no-permitting-policy"]);
+    admin
+        .link_policy(proto::LinkPolicyRequest {
+            link: Some(proto::PolicyLinkSpec {
+                link_id: "nightly-report-reads-sales".into(),
+                template_id: "dataset-read-grant".into(),
+                principal: entity("ApiKey", "nightly-report"),
+                resource: entity("Scope", "sales-datasets"),
+            }),
+            requester: entity("Human", "dave"),
+            justification: "CHG-2001".into(),
+        })
+        .await
+        .unwrap();
+    let answer = decide(&server, read.clone()).await;
     assert!(allowed(&answer), "{:?}", answer.reasons);
+    assert_eq!(answer.reasons, ["nightly-report-reads-sales"]);
     assert_eq!(
         answer.provenance.unwrap().owner.unwrap().name,
         "Dave Schmidt"
@@ -559,7 +576,8 @@ async fn admin_calls_need_the_token_and_never_reach_the_check_port() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.policy_count, 20);
+    assert_eq!(status.policy_count, 19);
+    assert_eq!((status.template_count, status.link_count), (1, 3));
     let metrics = scrape(&server).await;
     assert_eq!(
         value(&metrics, "warrant_admin_unauthenticated_total", &[]),
@@ -576,7 +594,7 @@ async fn admin_calls_need_the_token_and_never_reach_the_check_port() {
 }
 
 /// Runs `warrant ARGS` against the server's admin API; (exit status, stdout, stderr).
-fn shell(server: &Server, args: &[&str]) -> (bool, String, String) {
+pub(crate) fn shell(server: &Server, args: &[&str]) -> (bool, String, String) {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
         .args(args)
         .env("WARRANT_ADMIN", format!("http://{}", server.admin))
@@ -731,7 +749,7 @@ async fn the_shell_commands_grant_revoke_suspend_and_report() {
             status["policy_count"].as_u64(),
             status["live_changes"].as_u64()
         ),
-        (Some(20), Some(2))
+        (Some(19), Some(2))
     );
 
     // Without the token the shell is refused.

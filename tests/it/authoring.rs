@@ -259,7 +259,7 @@ fn explain_shows_every_policy_and_the_resolved_facts() {
     );
     assert_eq!(outcome("approval-expired"), "satisfied");
     assert_eq!(outcome("approval-revoked"), "not satisfied");
-    assert_eq!(answer["policies"].as_array().unwrap().len(), 20);
+    assert_eq!(answer["policies"].as_array().unwrap().len(), 19);
     let provenance = &answer["provenance"];
     assert_eq!(provenance["owner"]["name"], "Alice Martin");
     assert_eq!(provenance["approval"]["ticket"], "CHG-0990");

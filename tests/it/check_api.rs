@@ -72,7 +72,7 @@ async fn scenario_allows_carry_their_evidence() {
     // 2. A pipeline's API key reads a dataset in its scope.
     let answer = check(&server, pipeline_read("Dataset::sales-2026")).await;
     assert_eq!(answer.decision(), Decision::Allow, "{answer:?}");
-    assert_eq!(answer.reasons, ["identity-reads-datasets-in-its-scopes"]);
+    assert_eq!(answer.reasons, ["pipeline-etl-reads-sales"]);
     assert_eq!(
         answer.provenance.unwrap().owner.unwrap().name,
         "Dave Schmidt"

@@ -17,6 +17,7 @@ mod engine;
 mod envoy;
 mod fuzz_decoders;
 mod ledger;
+mod links;
 mod loadgen;
 mod metrics;
 mod policy_index;

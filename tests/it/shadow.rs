@@ -15,6 +15,7 @@ fn candidate() -> tempfile::TempDir {
         "deployments.cedar",
         "agents.cedar",
         "exports.cedar",
+        "links.json",
     ] {
         std::fs::copy(
             crate::common::bundled_policies().join(name),

@@ -15,7 +15,10 @@ pub enum PolicyOutcome {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyExplanation {
+    /// The policy's @id, or a template link's id.
     pub policy_id: String,
+    /// For a template link, its template's @id.
+    pub template_id: Option<String>,
     /// `permit` or `forbid`.
     pub effect: &'static str,
     pub outcome: PolicyOutcome,
@@ -51,25 +54,58 @@ impl Engine {
             };
         let policies = match cedar_request {
             None => Vec::new(),
-            Some((cedar_request, entities)) => snapshot
-                .policies
-                .policies()
-                .policies()
-                .map(|policy| {
-                    #[expect(clippy::expect_used, reason = "one policy has no duplicate id")]
-                    let alone = cedar_policy::PolicySet::from_policies([policy.clone()])
-                        .expect("a set of one policy has no duplicate id");
+            Some((cedar_request, entities)) => {
+                // Every static policy, and the links whose scope can match the request.
+                let applicable = snapshot
+                    .policies
+                    .applicable(
+                        &resolved.principal_uid,
+                        &action_uid,
+                        &resolved.resource_uid,
+                        entities.entities(),
+                    )
+                    .unwrap_or_default();
+                let links = applicable.policies().filter(|p| !p.is_static());
+                let each = snapshot.policies.policies().policies().chain(links);
+                each.map(|policy| {
+                    let mut alone = cedar_policy::PolicySet::new();
+                    let added = match policy.template_id() {
+                        None => alone.add(policy.clone()).map_err(|e| e.to_string()),
+                        Some(template_id) => match applicable.template(template_id) {
+                            None => Err(format!("no template {template_id}")),
+                            Some(template) => {
+                                let values = snapshot
+                                    .policies
+                                    .links()
+                                    .get(policy.id().as_ref())
+                                    .map(|link| link.slot_values())
+                                    .unwrap_or_default();
+                                alone
+                                    .add_template(template.clone())
+                                    .map_err(|e| e.to_string())
+                                    .and_then(|()| {
+                                        alone
+                                            .link(template_id.clone(), policy.id().clone(), values)
+                                            .map_err(|e| e.to_string())
+                                    })
+                            }
+                        },
+                    };
                     let response =
                         self.authorizer
                             .is_authorized(&cedar_request, &alone, entities.entities());
                     let diagnostics = response.diagnostics();
-                    let outcome = match diagnostics.errors().next() {
-                        Some(error) => PolicyOutcome::Failed(error.to_string()),
-                        None if diagnostics.reason().next().is_some() => PolicyOutcome::Satisfied,
-                        None => PolicyOutcome::NotSatisfied,
+                    let outcome = match (added, diagnostics.errors().next()) {
+                        (Err(error), _) => PolicyOutcome::Failed(error),
+                        (Ok(()), Some(error)) => PolicyOutcome::Failed(error.to_string()),
+                        (Ok(()), None) if diagnostics.reason().next().is_some() => {
+                            PolicyOutcome::Satisfied
+                        }
+                        (Ok(()), None) => PolicyOutcome::NotSatisfied,
                     };
                     PolicyExplanation {
                         policy_id: policy.id().to_string(),
+                        template_id: policy.template_id().map(ToString::to_string),
                         effect: match policy.effect() {
                             cedar_policy::Effect::Permit => "permit",
                             cedar_policy::Effect::Forbid => "forbid",
@@ -77,7 +113,8 @@ impl Engine {
                         outcome,
                     }
                 })
-                .collect(),
+                .collect()
+            }
         };
         Ok(Explanation { decision, policies })
     }

@@ -155,6 +155,19 @@ impl Verdict {
             approval_use: None,
         }
     }
+
+    /// A deny because Warrant itself failed (logged by the caller): the error is recorded.
+    fn internal_error(message: String) -> Self {
+        Verdict {
+            effect: Effect::Deny,
+            reasons: vec![Reason::InternalError.as_str().to_owned()],
+            errors: vec![PolicyError {
+                policy_id: Reason::InternalError.as_str().to_owned(),
+                message,
+            }],
+            approval_use: None,
+        }
+    }
 }
 
 impl Engine {
@@ -290,6 +303,7 @@ impl Engine {
                 facts_version: Arc::clone(snapshot.facts.version()),
                 evaluation_id: decision_id,
                 answered_from_cache: false,
+                policy_links: Vec::new(),
             },
             valid_until: now,
             policy_version: Arc::clone(snapshot.policies.version()),
@@ -319,18 +333,24 @@ impl Engine {
             context: request.context.clone(),
             approval_id: request.approval_id.clone(),
             resource_description: request.resource_description.clone(),
-            policy_version: Arc::clone(snapshot.policies.version()),
+            policy_version: Arc::clone(snapshot.policies.files_version()),
+            links_lineage: snapshot.policies.links().lineage(),
             facts_lineage: snapshot.facts.lineage(),
             shadow_version: shadow.as_ref().map(|s| Arc::clone(s.version())),
         };
-        if let Some(entry) = cache.get(&key, now, |read_at, reads| {
-            snapshot.facts.unchanged_since(read_at, reads)
+        let links = snapshot.policies.links();
+        if let Some(entry) = cache.get(&key, now, |entry| {
+            snapshot.facts.unchanged_since(entry.read_at, &entry.reads)
+                && links
+                    .unchanged_since(entry.links_read_at, entry.reads.iter().map(|(uid, _)| uid))
         }) {
             let mut decision = entry.decision.clone();
             decision.decision_id = new_decision_id(now);
             decision.provenance.decided_at = now;
             // Nothing it read has changed, so these facts decide it the same way.
             decision.provenance.facts_version = Arc::clone(snapshot.facts.version());
+            // Nor did any link that could match it.
+            decision.policy_version = Arc::clone(snapshot.policies.version());
             decision.provenance.answered_from_cache = true;
             decision.valid_until = entry.expires_at;
             decision.request_id = request.request_id.clone();
@@ -362,6 +382,7 @@ impl Engine {
                     decision: decision.clone(),
                     reads,
                     read_at: snapshot.facts.revision(),
+                    links_read_at: links.revision(),
                 },
             );
         }
@@ -429,12 +450,18 @@ impl Engine {
             Ok(entities) => entities,
             Err(verdict) => return Ok(Err(verdict)),
         };
-        let applicable = snapshot.policies.applicable(
+        let applicable = match snapshot.policies.applicable(
             &resolved.principal_uid,
             &action_uid,
             &resolved.resource_uid,
             entities.entities(),
-        );
+        ) {
+            Ok(applicable) => applicable,
+            Err(error) => {
+                tracing::error!(%error, "cannot assemble the policies of a decision; denying");
+                return Ok(Err(Verdict::internal_error(error)));
+            }
+        };
         let response =
             self.authorizer
                 .is_authorized(&cedar_request, &applicable, entities.entities());
@@ -507,17 +534,21 @@ impl Engine {
                         match slice(&snapshot.facts, resolved, action_uid, literals) {
                             Err(verdict) => verdict,
                             Ok(entities) => {
-                                let applicable = candidate.applicable(
+                                match candidate.applicable(
                                     &resolved.principal_uid,
                                     action_uid,
                                     &resolved.resource_uid,
                                     entities.entities(),
-                                );
-                                cedar_verdict(&self.authorizer.is_authorized(
-                                    &cedar_request,
-                                    &applicable,
-                                    entities.entities(),
-                                ))
+                                ) {
+                                    Err(error) => Verdict::internal_error(error),
+                                    Ok(applicable) => {
+                                        cedar_verdict(&self.authorizer.is_authorized(
+                                            &cedar_request,
+                                            &applicable,
+                                            entities.entities(),
+                                        ))
+                                    }
+                                }
                             }
                         }
                     }
@@ -550,15 +581,7 @@ fn slice(
         .slice(roots, resolved.described.as_ref())
         .map_err(|error| {
             tracing::error!(%error, "cannot gather the facts of a decision; denying");
-            Verdict {
-                effect: Effect::Deny,
-                reasons: vec![Reason::InternalError.as_str().to_owned()],
-                errors: vec![PolicyError {
-                    policy_id: Reason::InternalError.as_str().to_owned(),
-                    message: error.to_string(),
-                }],
-                approval_use: None,
-            }
+            Verdict::internal_error(error.to_string())
         })
 }
 

@@ -2,6 +2,7 @@
 //! the next instant at which a time the decision could read is crossed.
 
 use super::*;
+use crate::domain::PolicyLink;
 
 impl Engine {
     /// Gives a verdict its id, time, validity and evidence.
@@ -61,6 +62,7 @@ impl Engine {
             .get(&resolved.resource_uid)
             .cloned()
             .unwrap_or_else(|| Arc::from([]));
+        let policy_links = links_among(&snapshot.policies, &verdict.reasons);
         Decision {
             effect: verdict.effect,
             decision_id,
@@ -78,6 +80,7 @@ impl Engine {
                 facts_version: Arc::clone(facts.version()),
                 evaluation_id: decision_id,
                 answered_from_cache: false,
+                policy_links,
             },
             valid_until,
             policy_version: Arc::clone(snapshot.policies.version()),
@@ -85,6 +88,20 @@ impl Engine {
             shadow: None,
         }
     }
+}
+
+/// The links among a verdict's determining policies, in the reasons' order.
+fn links_among(policies: &PolicySnapshot, reasons: &[String]) -> Vec<PolicyLink> {
+    reasons
+        .iter()
+        .filter_map(|reason| policies.links().get(reason))
+        .map(|link| PolicyLink {
+            link: link.spec.id.clone(),
+            principal: link.spec.principal.clone(),
+            resource: link.spec.resource.clone(),
+            template: link.spec.template.clone(),
+        })
+        .collect()
 }
 
 /// The first instant after `now` at which comparing the clock with one of `bounds` (sorted)
