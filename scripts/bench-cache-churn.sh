@@ -4,12 +4,15 @@
 # (scripts/scale.py), the load generator asking one cached question (every request a hit) for
 # 10 s, first with no changes, then while it puts RATE new entities a second through the admin
 # API (warrant-bench --churn-per-second). Reports Checks/s, the cache's hits, misses and stale
-# entries over the run, and the changes with their latency.
-# Usage: scripts/bench-cache-churn.sh "1000 100000" 100
+# entries over the run, and the changes with their latency. With "links" as third argument, the
+# folder also holds one template link per identity, and each change is a live link of that
+# template followed by its unlink (LinkPolicy, UnlinkPolicy; both measured).
+# Usage: scripts/bench-cache-churn.sh "1000 100000" 100 [links]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 identity_counts=${1:-"1000"}
 rate=${2:-100}
+mode=${3:-entities}
 cargo build --release --quiet
 W=$PWD/target/release/warrant
 B=$PWD/target/release/warrant-bench
@@ -18,7 +21,9 @@ trap 'rm -rf "$work"; kill $(jobs -p) 2>/dev/null || true' EXIT
 metric() { curl -s "$metrics" | awk -v m="$1" '$1 == m {print $2}'; }
 for identities in $identity_counts; do
   dir="$work/i$identities"
-  python3 scripts/scale.py "$dir" --policies 10 --identities "$identities"
+  links=0
+  [ "$mode" = links ] && links=$identities
+  python3 scripts/scale.py "$dir" --policies 10 --identities "$identities" --links "$links"
   data="$work/data-$identities"
   "$W" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --authzen-listen 127.0.0.1:0 --ledger off --data-dir "$data" --policies "$dir" \
@@ -36,6 +41,11 @@ for identities in $identity_counts; do
     churn_args=()
     if [ "$churn" != 0 ]; then
       churn_args=(--churn-per-second "$churn" --admin "$admin" --churn-entity "Dataset::churn-$churn")
+      if [ "$mode" = links ]; then
+        # Link sa-1 to existing datasets: the Checks (sa-0) read none of what changes.
+        churn_args=(--churn-per-second "$churn" --admin "$admin" --churn-entity "Dataset::ds"
+          --churn-link-template dataset-grant --churn-link-principal ServiceAccount::sa-1)
+      fi
     fi
     report=$(WARRANT_ADMIN_TOKEN=$(cat "$data/admin.token") "$B" --server "http://$addr" \
       --principal ServiceAccount::sa-0 --action read --resource Dataset::ds-0 --approval "" \

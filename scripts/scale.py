@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """Writes a policy directory for the scaling benchmarks (BENCHMARKS.md): the bundled schema and
 guardrail policies, plus one generated permit per identity, scoped by principal and resource,
-and as many service accounts and datasets as asked.
+as many links of one per-identity grant template as asked (links.json), and as many service
+accounts and datasets as asked.
 
-    scripts/scale.py OUT_DIR --policies 1000 --identities 1000
+    scripts/scale.py OUT_DIR --policies 1000 --identities 1000 [--links 100000]
 """
 
 import argparse
@@ -19,6 +20,7 @@ def main():
     parser.add_argument("out")
     parser.add_argument("--policies", type=int, default=10)
     parser.add_argument("--identities", type=int, default=1000)
+    parser.add_argument("--links", type=int, default=0)
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -35,7 +37,24 @@ def main():
                 f'when {{ resource in principal.scopes }};\n\n'
             )
 
-    count = max(args.identities, args.policies)
+    if args.links:
+        with open(out / "grants.cedar", "w") as grants:
+            grants.write(
+                '@id("dataset-grant")\n'
+                'permit (principal == ?principal, action == Action::"read", resource == ?resource)\n'
+                'when { resource in principal.scopes };\n'
+            )
+        with open(out / "links.json", "w") as links:
+            links.write("[\n")
+            for i in range(args.links):
+                links.write(json.dumps({
+                    "id": f"sa-{i}-reads-ds-{i}-link", "template": "dataset-grant",
+                    "principal": {"type": "ServiceAccount", "id": f"sa-{i}"},
+                    "resource": {"type": "Dataset", "id": f"ds-{i}"},
+                }) + ("\n" if i == args.links - 1 else ",\n"))
+            links.write("]\n")
+
+    count = max(args.identities, args.policies, args.links)
     with open(out / "entities.json", "w") as entities:
         entities.write("[\n")
         rows = [

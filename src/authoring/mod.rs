@@ -28,7 +28,7 @@ pub fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
                         file: dir.join(crate::policy::LINKS_FILE),
                         line: 1,
                         column: 1,
-                        message: format!("link {:?}: {problem}", link.spec.id),
+                        message: format!("link {:?}: {problem}", link.id()),
                     })
                 })),
                 Err(problem) => errors.push(problem),

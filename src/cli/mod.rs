@@ -177,6 +177,12 @@ pub fn response_to_json(response: &proto::CheckResponse) -> Value {
             "facts_version": p.facts_version,
             "answered_from_cache": p.answered_from_cache,
             "evaluation_id": p.evaluation_id,
+            "policy_links": p.policy_links.iter().map(|l| json!({
+                "link_id": l.link_id,
+                "template_id": l.template_id,
+                "principal": entity_json(&l.principal),
+                "resource": entity_json(&l.resource),
+            })).collect::<Vec<_>>(),
         })
     });
     json!({

@@ -135,7 +135,8 @@ impl Control {
                 "entity",
                 format!(
                     "the link {:?} of template {:?} names {entity}: unlink it first",
-                    link.spec.id, link.spec.template
+                    link.id(),
+                    link.template()
                 ),
             ));
         }

@@ -52,25 +52,26 @@ impl Control {
             granted_at: Some(now.0),
             ..reason.meta(&facts, &state.policies, now)?
         };
+        let spec = link.spec();
         let stored = LiveLink {
-            template: link.spec.template.clone(),
-            principal: link.spec.principal.clone(),
-            resource: link.spec.resource.clone(),
+            template: spec.template.clone(),
+            principal: spec.principal.clone(),
+            resource: spec.resource.clone(),
             meta: meta.clone(),
         };
         self.store.put_link(&id, &stored)?;
         let view = LinkView {
-            spec: link.spec.clone(),
+            spec,
             origin: LinkOrigin::Live,
             meta,
         };
         let policies = Arc::new(state.policies.with_link(link));
         self.swap_policies(&mut state, policies);
-        if let Some(candidate) = self.engine.shadow() {
-            let (candidate, refused) = candidate.with_live_links([view.spec.clone()]);
-            if refused.is_empty() {
-                self.engine.set_shadow(Some(Arc::new(candidate)));
-            }
+        if let Some(candidate) = self.engine.shadow()
+            && let Ok(link) = candidate.check_link(view.spec.clone(), LinkOrigin::Live)
+        {
+            self.engine
+                .set_shadow(Some(Arc::new(candidate.with_link(link))));
         }
         state.live_links.insert(id, stored);
         tracing::info!(link = %view.spec.id, template = %view.spec.template, principal = ?view.spec.principal, resource = ?view.spec.resource, "template linked");
@@ -106,9 +107,9 @@ impl Control {
         {
             self.engine.set_shadow(Some(Arc::new(candidate)));
         }
-        tracing::info!(link = id, template = %link.spec.template, "template unlinked");
+        tracing::info!(link = id, template = %link.template(), "template unlinked");
         Ok(LinkView {
-            spec: link.spec.clone(),
+            spec: link.spec(),
             origin: link.origin,
             meta,
         })
@@ -126,7 +127,7 @@ impl Control {
         let links = state.policies.links();
         let mut page: Vec<LinkView> = links
             .iter_after(after.unwrap_or(""))
-            .filter(|link| template.is_none_or(|t| link.spec.template == t))
+            .filter(|link| template.is_none_or(|t| link.template() == t))
             .take(limit.saturating_add(1))
             .map(|link| self.link_view(&state, link))
             .collect();
@@ -154,11 +155,11 @@ impl Control {
 
     fn link_view(&self, state: &State, link: &Link) -> LinkView {
         LinkView {
-            spec: link.spec.clone(),
+            spec: link.spec(),
             origin: link.origin,
             meta: state
                 .live_links
-                .get(&link.spec.id)
+                .get(link.id())
                 .map(|stored| stored.meta.clone())
                 .unwrap_or_default(),
         }
@@ -192,7 +193,7 @@ pub(super) fn with_live_links(
         .collect();
     for link in policies.links().iter() {
         if let Some(problem) = policies.unknown_link_entity(link, facts.entities()) {
-            problems.push(format!("link {:?}: {problem}", link.spec.id));
+            problems.push(format!("link {:?}: {problem}", link.id()));
         }
     }
     match problems.is_empty() {

@@ -137,7 +137,9 @@ impl Control {
         rules: Rules,
     ) -> anyhow::Result<Control> {
         let store = Arc::new(store);
+        let started = std::time::Instant::now();
         let folder = PolicySnapshot::load(policies_dir)?;
+        let policies_took = started.elapsed();
         let base = load_entities_file(policies_dir)?;
         let live = store.entities()?;
         let facts = merged(folder.schema(), &base, live_entities(&live)).map_err(|message| {
@@ -146,6 +148,7 @@ impl Control {
                 policies_dir.display()
             )
         })?;
+        let facts_took = started.elapsed() - policies_took;
         let live_links = store.links()?;
         let policies = links::with_live_links(&folder, &live_links, &facts).map_err(|message| {
             anyhow::anyhow!(
@@ -154,6 +157,16 @@ impl Control {
             )
         })?;
         let policies = Arc::new(policies);
+        tracing::info!(
+            policies = policies.policy_count(),
+            templates = policies.template_count(),
+            links = policies.links().len(),
+            live_links = live_links.len(),
+            policies_ms = policies_took.as_millis() as u64,
+            facts_ms = facts_took.as_millis() as u64,
+            links_checked_ms = (started.elapsed() - policies_took - facts_took).as_millis() as u64,
+            "policy folder and live changes loaded"
+        );
         let snapshot = Snapshot {
             policies: Arc::clone(&policies),
             facts: Arc::new(facts),

@@ -40,16 +40,37 @@ pub enum LinkOrigin {
     Live,
 }
 
-/// A link checked against its template and the schema.
+/// A link checked against its template and the schema. (Held compactly: its id is shared with
+/// the indexes, its template's id with every link of the template.)
 #[derive(Debug, Clone)]
 pub struct Link {
-    pub spec: LinkSpec,
-    pub origin: LinkOrigin,
+    pub(super) id: Arc<str>,
+    pub(super) template: Arc<str>,
     pub(super) principal: Option<EntityUid>,
     pub(super) resource: Option<EntityUid>,
+    pub origin: LinkOrigin,
 }
 
 impl Link {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// The template's `@id`.
+    pub fn template(&self) -> &str {
+        &self.template
+    }
+
+    /// The link as written.
+    pub fn spec(&self) -> LinkSpec {
+        LinkSpec {
+            id: self.id.to_string(),
+            template: self.template.to_string(),
+            principal: self.principal.as_ref().map(EntityRef::from_uid),
+            resource: self.resource.as_ref().map(EntityRef::from_uid),
+        }
+    }
+
     /// The entity the link is indexed under: its principal, or its resource when its template
     /// has no `?principal`.
     fn anchor(&self) -> Option<&EntityUid> {
@@ -70,7 +91,7 @@ impl Link {
 
     /// The digest that stands for this link in `Links::live_digest`.
     fn digest(&self) -> u128 {
-        let canonical = serde_json::to_vec(&self.spec).unwrap_or_default();
+        let canonical = serde_json::to_vec(&self.spec()).unwrap_or_default();
         let hash = Sha256::digest(&canonical);
         let mut first = [0u8; 16];
         first.copy_from_slice(&hash[..16]);
@@ -88,6 +109,8 @@ pub(super) enum TemplateSide {
 /// A template and where its links stand: its scope with the slots still open.
 pub(super) struct TemplateScope {
     pub(super) template: Template,
+    /// The template's `@id`, shared by its links.
+    pub(super) name: Arc<str>,
     pub(super) principal: TemplateSide,
     pub(super) action: Placement,
     pub(super) resource: TemplateSide,
@@ -125,6 +148,7 @@ impl TemplateScope {
         };
         TemplateScope {
             template: template.clone(),
+            name: Arc::from(template.id().as_ref()),
             principal,
             action: action_placement(template.action_constraint()),
             resource,
@@ -164,8 +188,9 @@ impl TemplateScope {
 #[derive(Clone)]
 pub struct Links {
     by_id: imbl::OrdMap<Arc<str>, Arc<Link>>,
-    /// Links by their anchor (`Link::anchor`).
-    by_anchor: imbl::HashMap<EntityUid, imbl::OrdSet<Arc<str>>>,
+    /// Links by their anchor (`Link::anchor`). Most anchors have one link or a few: a slice,
+    /// copied on change, weighs a fraction of a tree node.
+    by_anchor: imbl::HashMap<EntityUid, Arc<[Arc<str>]>>,
     /// Links built from nothing start a lineage; changes stay in it. Revisions compare only
     /// within one lineage.
     lineage: u64,
@@ -223,7 +248,11 @@ impl Links {
 
     /// The links naming `uid` in a slot.
     pub fn naming(&self, uid: &EntityUid) -> impl Iterator<Item = &Arc<Link>> {
-        let anchored = self.by_anchor.get(uid).into_iter().flatten();
+        let anchored = self
+            .by_anchor
+            .get(uid)
+            .into_iter()
+            .flat_map(|ids| ids.iter());
         let as_anchor = anchored.filter_map(|id| self.by_id.get(id));
         // A link is anchored by its principal; one naming `uid` as its resource is found by a
         // scan (only when an entity is retired, never on the decision path).
@@ -234,45 +263,76 @@ impl Links {
         as_anchor.chain(as_resource)
     }
 
-    /// Adds a link (the caller checked it; its id is free).
+    /// This set with one more link (checked by the caller; its id is free).
     pub(super) fn with(&self, link: Link) -> Links {
         let mut next = self.clone();
-        next.revision += 1;
-        let id: Arc<str> = Arc::from(link.spec.id.as_str());
-        if let Some(anchor) = link.anchor() {
-            next.by_anchor
-                .entry(anchor.clone())
-                .or_default()
-                .insert(Arc::clone(&id));
-            next.changed.insert(anchor.clone(), next.revision);
-        }
-        if link.origin == LinkOrigin::Live {
-            next.live_count += 1;
-            next.live_digest = next.live_digest.wrapping_add(link.digest());
-        }
-        next.by_id.insert(id, Arc::new(link));
+        next.insert(link);
         next
     }
 
-    /// Removes a link; `None` if there is none by that id.
+    /// This set without the link `id`, and that link; `None` if there is none by that id.
     pub(super) fn without(&self, id: &str) -> Option<(Links, Arc<Link>)> {
         let mut next = self.clone();
-        let link = next.by_id.remove(id)?;
-        next.revision += 1;
+        let link = next.remove(id)?;
+        Some((next, link))
+    }
+
+    /// Adds a link in place (checked by the caller; its id is free).
+    pub(super) fn insert(&mut self, link: Link) {
+        self.revision += 1;
+        let id = Arc::clone(&link.id);
         if let Some(anchor) = link.anchor() {
-            if let Some(ids) = next.by_anchor.get_mut(anchor) {
-                ids.remove(id);
-                if ids.is_empty() {
-                    next.by_anchor.remove(anchor);
-                }
-            }
-            next.changed.insert(anchor.clone(), next.revision);
+            let under: Arc<[Arc<str>]> = match self.by_anchor.get(anchor) {
+                Some(ids) => ids.iter().cloned().chain([Arc::clone(&id)]).collect(),
+                None => Arc::from([Arc::clone(&id)]),
+            };
+            self.by_anchor.insert(anchor.clone(), under);
+            self.changed.insert(anchor.clone(), self.revision);
         }
         if link.origin == LinkOrigin::Live {
-            next.live_count -= 1;
-            next.live_digest = next.live_digest.wrapping_sub(link.digest());
+            self.live_count += 1;
+            self.live_digest = self.live_digest.wrapping_add(link.digest());
         }
-        Some((next, link))
+        self.by_id.insert(id, Arc::new(link));
+    }
+
+    /// Removes a link in place; `None` if there is none by that id.
+    fn remove(&mut self, id: &str) -> Option<Arc<Link>> {
+        let link = self.by_id.remove(id)?;
+        self.revision += 1;
+        if let Some(anchor) = link.anchor() {
+            let rest: Arc<[Arc<str>]> = self
+                .by_anchor
+                .get(anchor)
+                .map(|ids| {
+                    ids.iter()
+                        .filter(|other| ***other != *id)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_else(|| Arc::from([]));
+            match rest.is_empty() {
+                true => self.by_anchor.remove(anchor),
+                false => self.by_anchor.insert(anchor.clone(), rest),
+            };
+            self.changed.insert(anchor.clone(), self.revision);
+        }
+        if link.origin == LinkOrigin::Live {
+            self.live_count -= 1;
+            self.live_digest = self.live_digest.wrapping_sub(link.digest());
+        }
+        Some(link)
+    }
+
+    /// The same links in a lineage of their own, with no changes recorded: for links just
+    /// loaded, which no decision has read yet.
+    pub(super) fn settled(self) -> Links {
+        Links {
+            lineage: Links::default().lineage,
+            revision: 0,
+            changed: imbl::HashMap::new(),
+            ..self
+        }
     }
 
     /// The links anchored at an entity of this request (`SideOfRequest::keys` of its principal
@@ -285,7 +345,7 @@ impl Links {
             .keys()
             .chain(request[2].keys())
             .filter_map(|key| self.by_anchor.get(key))
-            .flatten()
+            .flat_map(|ids| ids.iter())
             .filter_map(|id| self.by_id.get(id))
     }
 

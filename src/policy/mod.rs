@@ -551,36 +551,37 @@ impl PolicySnapshot {
         })?;
         let mut links = self.links.clone();
         let mut problems = Vec::new();
-        let mut search_from = 0;
         for spec in specs {
-            let offset = locate(
-                &file.text,
-                &serde_json::to_string(&spec.id).unwrap_or_default(),
-                &mut search_from,
-            );
-            let checked = PolicySnapshot {
-                files: Arc::clone(&self.files),
-                links,
-                version: Arc::clone(&self.version),
-            };
-            match checked.check_link(spec, LinkOrigin::File) {
-                Ok(link) => links = checked.links.with(link),
+            // Where the link stands is looked for only when it is refused.
+            let quoted_id = serde_json::to_string(&spec.id).unwrap_or_default();
+            match self.check_link_among(&links, spec, LinkOrigin::File) {
+                Ok(link) => links.insert(link),
                 Err(problem) => {
+                    let offset = file.text.find(&quoted_id).unwrap_or(0);
                     problems.push(file.problem_at(offset, format!("link {problem}")));
-                    links = checked.links;
                 }
             }
         }
         if !problems.is_empty() {
             return Err(PolicyLoadError::Invalid(problems));
         }
-        Ok(links)
+        Ok(links.settled())
     }
 
     /// Checks a link against its template and the schema: the id is free (no policy, template or
     /// link has it), the template exists, there is a value for each of its slots and none for a
     /// slot it lacks, and each value's type is one the template's actions apply to.
     pub fn check_link(&self, spec: LinkSpec, origin: LinkOrigin) -> Result<Link, LinkProblem> {
+        self.check_link_among(&self.links, spec, origin)
+    }
+
+    /// `check_link`, with `links` as the links in force.
+    fn check_link_among(
+        &self,
+        links: &Links,
+        spec: LinkSpec,
+        origin: LinkOrigin,
+    ) -> Result<Link, LinkProblem> {
         if spec.id.is_empty() {
             return Err(LinkProblem::new("id", "is empty"));
         }
@@ -598,7 +599,7 @@ impl PolicySnapshot {
                 format!("{:?} is the @id of a policy or template", spec.id),
             ));
         }
-        if self.links.get(&spec.id).is_some() {
+        if links.get(&spec.id).is_some() {
             return Err(LinkProblem::new(
                 "id",
                 format!("a link {:?} exists already", spec.id),
@@ -622,10 +623,11 @@ impl PolicySnapshot {
             spec.resource.as_ref(),
         )?;
         let link = Link {
-            spec,
-            origin,
+            id: Arc::from(spec.id),
+            template: Arc::clone(&scope.name),
             principal,
             resource,
+            origin,
         };
         self.link_fits(scope, &link)?;
         Ok(link)
@@ -670,7 +672,7 @@ impl PolicySnapshot {
     fn link_fits(&self, scope: &TemplateScope, link: &Link) -> Result<(), LinkProblem> {
         let type_of = |uid: &Option<EntityUid>| uid.as_ref().map(|u| u.type_name().to_string());
         let key = (
-            link.spec.template.clone(),
+            link.template().to_owned(),
             type_of(&link.principal),
             type_of(&link.resource),
         );
@@ -684,7 +686,7 @@ impl PolicySnapshot {
             set.add_template(scope.template.clone())
                 .map_err(|error| error.to_string())?;
             // Named for what it stands for: the answer holds for every link of these types.
-            let stands_for = PolicyId::new(format!("a link of {}", link.spec.template));
+            let stands_for = PolicyId::new(format!("a link of {}", link.template));
             set.link(scope.id(), stands_for, link.slot_values())
                 .map_err(|error| error.to_string())?;
             let validation =
@@ -736,21 +738,22 @@ impl PolicySnapshot {
         Some((self.with_links(links), link))
     }
 
-    /// This snapshot with the live links `specs` added, and those that do not fit it with why.
+    /// This snapshot with the live links `specs` added (as a new lineage of links: for a folder
+    /// just loaded, which no decision has read yet), and those that do not fit it with why.
     pub fn with_live_links(
         &self,
         specs: impl IntoIterator<Item = LinkSpec>,
     ) -> (PolicySnapshot, Vec<(String, LinkProblem)>) {
-        let mut snapshot = self.clone();
+        let mut links = self.links.clone();
         let mut refused = Vec::new();
         for spec in specs {
             let id = spec.id.clone();
-            match snapshot.check_link(spec, LinkOrigin::Live) {
-                Ok(link) => snapshot = snapshot.with_link(link),
+            match self.check_link_among(&links, spec, LinkOrigin::Live) {
+                Ok(link) => links.insert(link),
                 Err(problem) => refused.push((id, problem)),
             }
         }
-        (snapshot, refused)
+        (self.with_links(links.settled()), refused)
     }
 
     fn with_links(&self, links: Links) -> PolicySnapshot {
@@ -787,7 +790,7 @@ impl PolicySnapshot {
             .links
             .candidates(&request)
             .filter_map(|link| {
-                let scope = self.files.templates.get(&link.spec.template)?;
+                let scope = self.files.templates.get(link.template())?;
                 scope.admits(link, &request).then_some((scope, link))
             })
             .collect();
@@ -795,8 +798,8 @@ impl PolicySnapshot {
             return Ok(self.files.index.assemble(&self.files.policies, selected));
         }
         // A link anchored at an ancestor the principal and the resource share is listed twice.
-        linked.sort_unstable_by(|a, b| a.1.spec.id.cmp(&b.1.spec.id));
-        linked.dedup_by(|a, b| a.1.spec.id == b.1.spec.id);
+        linked.sort_unstable_by(|a, b| a.1.id.cmp(&b.1.id));
+        linked.dedup_by(|a, b| a.1.id == b.1.id);
         let mut set = PolicySet::new();
         let cannot = |error: cedar_policy::PolicySetError| error.to_string();
         for policy in self.files.index.policies_at(&selected) {
@@ -807,12 +810,8 @@ impl PolicySnapshot {
             if set.template(&template_id).is_none() {
                 set.add_template(scope.template.clone()).map_err(cannot)?;
             }
-            set.link(
-                template_id,
-                PolicyId::new(&link.spec.id),
-                link.slot_values(),
-            )
-            .map_err(cannot)?;
+            set.link(template_id, PolicyId::new(link.id()), link.slot_values())
+                .map_err(cannot)?;
         }
         Ok(Cow::Owned(set))
     }

@@ -201,6 +201,16 @@ pub fn check_response_to_proto(decision: domain::Decision) -> proto::CheckRespon
             evaluation_id: provenance.evaluation_id.to_string(),
             resource_facts: provenance.resource_facts.as_str().to_owned(),
             resource_description_ignored: provenance.resource_description_ignored,
+            policy_links: provenance
+                .policy_links
+                .iter()
+                .map(|link| proto::PolicyLink {
+                    link_id: link.link.clone(),
+                    template_id: link.template.clone(),
+                    principal: link.principal.as_ref().map(entity_ref),
+                    resource: link.resource.as_ref().map(entity_ref),
+                })
+                .collect(),
         }),
         valid_until: Some(timestamp(decision.valid_until)),
         policy_version: decision.policy_version.to_string(),

@@ -263,6 +263,36 @@ fn explain_shows_every_policy_and_the_resolved_facts() {
     let provenance = &answer["provenance"];
     assert_eq!(provenance["owner"]["name"], "Alice Martin");
     assert_eq!(provenance["approval"]["ticket"], "CHG-0990");
+
+    // A template link that decides is listed with its template.
+    let (code, out) = warrant(&[
+        "check",
+        "--explain",
+        "--policies",
+        path(&bundled),
+        "--now",
+        "2026-06-01T12:00:00Z",
+        "--principal",
+        "ApiKey::pipeline-etl",
+        "--action",
+        "read",
+        "--resource",
+        "Dataset::sales-2026",
+    ]);
+    assert_eq!(code, 0, "{out}");
+    let answer: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        answer["reasons"],
+        serde_json::json!(["pipeline-etl-reads-sales"])
+    );
+    let link = answer["policies"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["id"] == "pipeline-etl-reads-sales")
+        .unwrap();
+    assert_eq!(link["template"], "dataset-read-grant");
+    assert_eq!(link["outcome"], "satisfied");
     assert_eq!(provenance["approval"]["valid_at_decision"], false);
     assert_eq!(
         provenance["resource_scopes"][0]["id"],

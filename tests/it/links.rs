@@ -86,6 +86,15 @@ async fn a_live_link_grants_at_once_keeps_other_cached_answers_and_survives_a_re
     );
     assert_eq!(after.reasons, ["db-admin-reads-sales"]);
     assert!(!from_cache(&after));
+    let granted_by = &after.provenance.as_ref().unwrap().policy_links;
+    assert_eq!(granted_by.len(), 1);
+    assert_eq!(
+        (
+            granted_by[0].link_id.as_str(),
+            granted_by[0].template_id.as_str()
+        ),
+        ("db-admin-reads-sales", "dataset-read-grant")
+    );
     assert!(
         after.policy_version.contains("+live-links:1:"),
         "{}",

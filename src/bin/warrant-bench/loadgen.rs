@@ -116,6 +116,14 @@ pub struct BenchArgs {
     /// The parent each put entity gets (none if empty).
     #[arg(long, default_value = "Scope::data")]
     pub churn_parent: String,
+    /// Change the policies instead: each change links this template (LinkPolicy) with
+    /// --churn-link-principal and the next --churn-entity as its resource, then unlinks it
+    /// (UnlinkPolicy); both calls are measured.
+    #[arg(long)]
+    pub churn_link_template: Option<String>,
+    /// The principal of each link made by --churn-link-template, as Type::id.
+    #[arg(long, default_value = "ServiceAccount::sa-0")]
+    pub churn_link_principal: String,
 }
 
 /// The facts changes applied during the measurement (--churn-per-second).
@@ -547,7 +555,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     })
 }
 
-/// Puts a new entity through the admin API every 1/rate seconds until the measurement ends.
+/// Puts a new entity (or, with --churn-link-template, links a template and unlinks it) through
+/// the admin API every 1/rate seconds until the measurement ends.
 async fn churn(args: Arc<BenchArgs>, plan: Arc<Plan>, rate: f64) -> anyhow::Result<ChurnReport> {
     if rate <= 0.0 {
         bail!("--churn-per-second must be positive");
@@ -599,14 +608,45 @@ async fn churn(args: Arc<BenchArgs>, plan: Arc<Plan>, rate: f64) -> anyhow::Resu
             justification: "warrant-bench churn".to_owned(),
             ..proto::PutEntityRequest::default()
         };
-        let sent = Instant::now();
-        let answer = admin.put_entity(request).await;
-        if sent >= plan.measure_from {
+        let mut outcomes = Vec::new();
+        match &args.churn_link_template {
+            None => {
+                let sent = Instant::now();
+                let answer = admin.put_entity(request).await.map(|_| ());
+                outcomes.push((sent, sent.elapsed(), answer));
+            }
+            Some(template) => {
+                let link_id = format!("churn-link-{number}");
+                let link = proto::LinkPolicyRequest {
+                    link: Some(proto::PolicyLinkSpec {
+                        link_id: link_id.clone(),
+                        template_id: template.clone(),
+                        principal: Some(parse_entity(
+                            &args.churn_link_principal,
+                            "churn-link-principal",
+                        )?),
+                        resource: request.entity.and_then(|spec| spec.entity),
+                    }),
+                    justification: "warrant-bench churn".to_owned(),
+                    ..proto::LinkPolicyRequest::default()
+                };
+                let sent = Instant::now();
+                let answer = admin.link_policy(link).await.map(|_| ());
+                outcomes.push((sent, sent.elapsed(), answer));
+                let sent = Instant::now();
+                let answer = admin
+                    .unlink_policy(proto::UnlinkPolicyRequest { link_id })
+                    .await
+                    .map(|_| ());
+                outcomes.push((sent, sent.elapsed(), answer));
+            }
+        }
+        for (sent, took, answer) in outcomes {
+            if sent < plan.measure_from {
+                continue;
+            }
             match answer {
-                Ok(_) => {
-                    let micros = sent.elapsed().as_micros().clamp(1, 60_000_000) as u64;
-                    latency.record(micros)?;
-                }
+                Ok(()) => latency.record(took.as_micros().clamp(1, 60_000_000) as u64)?,
                 Err(status) => *errors.entry(format!("{:?}", status.code())).or_insert(0) += 1,
             }
         }
@@ -653,7 +693,7 @@ impl Report {
         if let Some(churn) = &self.churn {
             let l = &churn.latency_us;
             text.push_str(&format!(
-                "  facts changes: {} ({:.0}/s), latency us p50 {} p99 {} max {}, errors {:?}\n",
+                "  admin changes: {} ({:.0}/s), latency us p50 {} p99 {} max {}, errors {:?}\n",
                 churn.changes, churn.changes_per_second, l.p50, l.p99, l.max, churn.errors
             ));
         }

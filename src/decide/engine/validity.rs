@@ -95,11 +95,14 @@ fn links_among(policies: &PolicySnapshot, reasons: &[String]) -> Vec<PolicyLink>
     reasons
         .iter()
         .filter_map(|reason| policies.links().get(reason))
-        .map(|link| PolicyLink {
-            link: link.spec.id.clone(),
-            principal: link.spec.principal.clone(),
-            resource: link.spec.resource.clone(),
-            template: link.spec.template.clone(),
+        .map(|link| {
+            let spec = link.spec();
+            PolicyLink {
+                link: spec.id,
+                principal: spec.principal,
+                resource: spec.resource,
+                template: spec.template,
+            }
         })
         .collect()
 }
