@@ -40,6 +40,7 @@ fn cases() -> Vec<Case> {
                 approval_id: Some("CHG-1042".into()),
                 request_id: None,
                 resource_description: None,
+                caller_identity: None,
             },
             cedar_context: vec![(
                 "approval".into(),
@@ -59,6 +60,7 @@ fn cases() -> Vec<Case> {
                 approval_id: Some("TASK-77".into()),
                 request_id: None,
                 resource_description: None,
+                caller_identity: None,
             },
             cedar_context: vec![
                 (
@@ -82,6 +84,7 @@ fn cases() -> Vec<Case> {
                 approval_id: None,
                 request_id: None,
                 resource_description: None,
+                caller_identity: None,
             },
             cedar_context: vec![],
         },

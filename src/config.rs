@@ -159,6 +159,40 @@ pub struct Settings {
     /// (none; the ids are in the x-warrant-decision-id header) [default: full]
     #[arg(long, env = "WARRANT_AUTHZEN_ANSWER_CONTEXT", value_enum)]
     pub authzen_answer_context: Option<AnswerContext>,
+    /// TLS on every listener: the server's certificate chain, PEM (with --tls-key)
+    #[arg(long, env = "WARRANT_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS: the server's private key, PEM
+    #[arg(long, env = "WARRANT_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// Mutual TLS: CA certificates, PEM; every caller must then present a certificate they
+    /// issued, and its identity is recorded with each decision
+    #[arg(long, env = "WARRANT_TLS_CLIENT_CA")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// How often the TLS files are checked for new contents, in milliseconds [default: 10000]
+    #[arg(long, env = "WARRANT_TLS_RELOAD_MS")]
+    pub tls_reload_ms: Option<u64>,
+    /// Mutual TLS: the caller identities each listener serves (file only; see the README).
+    #[arg(skip)]
+    pub allowed_callers: Option<ListenerCallers>,
+    /// Serve plaintext on addresses other than loopback (refused unless set) [default: false]
+    #[arg(long, env = "WARRANT_PLAINTEXT_BEYOND_LOOPBACK")]
+    pub plaintext_beyond_loopback: Option<bool>,
+}
+
+/// For mutual TLS, the callers each listener serves (`tls::AllowedCallers`; empty: any caller
+/// the client CA vouches for).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenerCallers {
+    #[serde(default)]
+    pub check: crate::tls::AllowedCallers,
+    #[serde(default)]
+    pub admin: crate::tls::AllowedCallers,
+    #[serde(default)]
+    pub authzen: crate::tls::AllowedCallers,
+    #[serde(default)]
+    pub metrics: crate::tls::AllowedCallers,
 }
 
 /// A value that is never printed (the admin token).
@@ -197,6 +231,10 @@ pub struct Config {
     pub connections: ConnectionLimits,
     /// `None` when the ledger is off.
     pub ledger: Option<LedgerSettings>,
+    /// `None`: plaintext (loopback only, unless `plaintext_beyond_loopback`).
+    pub tls: Option<crate::tls::TlsFiles>,
+    pub tls_reload: Duration,
+    pub allowed_callers: ListenerCallers,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -215,6 +253,13 @@ pub enum ConfigError {
     },
     #[error(transparent)]
     ExtAuthz(#[from] crate::api::envoy::ExtAuthzError),
+}
+
+fn invalid(setting: &'static str, message: &str) -> ConfigError {
+    ConfigError::Invalid {
+        setting,
+        message: message.to_owned(),
+    }
 }
 
 impl Settings {
@@ -276,6 +321,14 @@ impl Settings {
             authzen_base_url: self.authzen_base_url.or(under.authzen_base_url),
             authzen_token: self.authzen_token.or(under.authzen_token),
             authzen_answer_context: self.authzen_answer_context.or(under.authzen_answer_context),
+            tls_cert: self.tls_cert.or(under.tls_cert),
+            tls_key: self.tls_key.or(under.tls_key),
+            tls_client_ca: self.tls_client_ca.or(under.tls_client_ca),
+            tls_reload_ms: self.tls_reload_ms.or(under.tls_reload_ms),
+            allowed_callers: self.allowed_callers.or(under.allowed_callers),
+            plaintext_beyond_loopback: self
+                .plaintext_beyond_loopback
+                .or(under.plaintext_beyond_loopback),
         }
     }
 
@@ -358,6 +411,26 @@ impl Settings {
             retention,
         });
         let max_validity_hours = self.approval_max_validity_hours.unwrap_or(720);
+        let tls = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            (None, None) => None,
+            (Some(_), None) => return Err(invalid("tls_key", "required with tls_cert")),
+            (None, Some(_)) => return Err(invalid("tls_cert", "required with tls_key")),
+        };
+        if tls.is_none() && self.tls_client_ca.is_some() {
+            return Err(invalid("tls_client_ca", "needs tls_cert and tls_key"));
+        }
+        let allowed_callers = self.allowed_callers.clone().unwrap_or_default();
+        if self.tls_client_ca.is_none() && allowed_callers != ListenerCallers::default() {
+            return Err(invalid(
+                "allowed_callers",
+                "needs tls_client_ca: callers are known by their certificates",
+            ));
+        }
         let ext_authz = ExtAuthz::new(&self.ext_authz.clone().unwrap_or_default())?;
         let config = Config {
             ledger,
@@ -394,11 +467,34 @@ impl Settings {
             request_timeout: Duration::from_millis(self.request_timeout_ms.unwrap_or(1_000)),
             engine,
             connections,
+            tls,
+            tls_reload: Duration::from_millis(self.tls_reload_ms.unwrap_or(10_000)),
+            allowed_callers,
         };
+        if config.tls.is_none() && !self.plaintext_beyond_loopback.unwrap_or(false) {
+            let listeners = [
+                ("listen", config.listen),
+                ("admin_listen", config.admin_listen),
+                ("authzen_listen", config.authzen_listen),
+                ("metrics_listen", config.metrics_listen),
+            ];
+            for (setting, address) in listeners {
+                if !address.ip().is_loopback() {
+                    return Err(invalid(
+                        setting,
+                        &format!(
+                            "{address} is not a loopback address: serve it with TLS (tls_cert, \
+                             tls_key) or set plaintext_beyond_loopback"
+                        ),
+                    ));
+                }
+            }
+        }
         let positive = [
             ("batch_max_items", config.batch_max_items as u128),
             ("max_message_bytes", config.max_message_bytes as u128),
             ("request_timeout_ms", config.request_timeout.as_millis()),
+            ("tls_reload_ms", config.tls_reload.as_millis()),
             (
                 "max_name_bytes",
                 config.engine.limits.max_name_bytes as u128,
@@ -510,6 +606,8 @@ mod tests {
                 ms(connections.header_read_timeout),
             ),
             ("http2_keepalive_ms", ms(connections.http2_keepalive)),
+            ("tls_reload_ms", ms(config.tls_reload)),
+            ("plaintext_beyond_loopback", false.to_string()),
             (
                 "decision_max_age_ms",
                 config.engine.allow_max_age_ms.to_string(),

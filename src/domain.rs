@@ -96,7 +96,7 @@ impl Approval {
 }
 
 /// Context keys Warrant sets itself. A caller that supplies one is refused.
-pub const RESERVED_CONTEXT_KEYS: [&str; 2] = ["now", "approval"];
+pub const RESERVED_CONTEXT_KEYS: [&str; 3] = ["now", "approval", "caller"];
 
 /// Defines `Reason` from one list: the variants, `ALL` and `as_str` cannot disagree.
 macro_rules! reasons {
@@ -189,6 +189,10 @@ pub struct CheckRequest {
     /// hold, of a type the schema marks `@described_by_caller`; ignored (and recorded as
     /// ignored) for a resource the facts hold.
     pub resource_description: Option<ResourceDescription>,
+    /// The identity in the caller's verified certificate (mutual TLS), set by the transport and
+    /// never from the request itself: policies read it as `context.caller` where the action's
+    /// context declares it.
+    pub caller_identity: Option<Arc<str>>,
 }
 
 /// A resource as the caller describes it: its attributes (undeclared ones are ignored) and its
@@ -275,6 +279,14 @@ pub const MAX_EXACT_INTEGER: i64 = 1 << 53;
 pub struct PolicyError {
     pub policy_id: String,
     pub message: String,
+}
+
+/// Who asked, as the transport saw it: the peer's address and, over mutual TLS, the identity in
+/// its verified certificate. Never what a request says of itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Caller {
+    pub address: Option<String>,
+    pub identity: Option<Arc<str>>,
 }
 
 /// A determining policy that is a template link: the grant, the template it was made from and

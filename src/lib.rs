@@ -19,3 +19,4 @@ pub mod policy;
 pub mod proto;
 pub mod server;
 pub mod store;
+pub mod tls;

@@ -1,6 +1,8 @@
 //! The TCP side of every listener: a bounded number of connections (past it, new ones wait in
 //! the kernel's backlog), an idle timeout, TCP_NODELAY, and accept errors (EMFILE, ...) met with
-//! a backoff instead of a busy loop. The gRPC listeners take the accepted connections as a
+//! a backoff instead of a busy loop; with TLS (`tls`), the handshake (bounded in time, off the
+//! accept loop) and, for mutual TLS, the caller's identity held to the listener's allow-list.
+//! Handlers find the peer as `PeerInfo` among a request's extensions. The gRPC listeners take the accepted connections as a
 //! stream; the HTTP listeners (AuthZEN, metrics) are served here with hyper, which adds a header
 //! read timeout for HTTP/1 and keepalive pings for HTTP/2.
 
@@ -51,6 +53,136 @@ pub struct ListenerCounters {
     pub accept_errors: AtomicU64,
     /// Times the listener stopped accepting because it held `max_connections`.
     pub at_limit: AtomicU64,
+    pub tls_handshake_failures: AtomicU64,
+    /// Callers with a valid certificate that the allow-list does not hold.
+    pub callers_refused: AtomicU64,
+}
+
+/// How a listener meets its callers: plaintext, or TLS with the certificates in force and, for
+/// mutual TLS, the callers it serves.
+#[derive(Clone)]
+pub struct Security {
+    /// The listener's name, for logs.
+    pub listener: &'static str,
+    pub tls: Option<Arc<crate::tls::ServerTls>>,
+    pub allowed: crate::tls::AllowedCallers,
+}
+
+/// Who is at the other end of a connection.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerInfo {
+    pub remote: Option<SocketAddr>,
+    /// The identity in the caller's verified certificate (mutual TLS), if any.
+    pub identity: Option<Arc<str>>,
+}
+
+impl PeerInfo {
+    /// The caller as decisions record it.
+    pub fn caller(&self) -> crate::domain::Caller {
+        crate::domain::Caller {
+            address: self.remote.map(|address| address.to_string()),
+            identity: self.identity.clone(),
+        }
+    }
+}
+
+/// An accepted connection, plaintext or after its TLS handshake.
+pub enum Stream {
+    Plain(Connection),
+    Tls(
+        Box<tokio_rustls::server::TlsStream<Connection>>,
+        Option<Arc<str>>,
+    ),
+}
+
+impl Stream {
+    pub fn peer(&self) -> PeerInfo {
+        match self {
+            Stream::Plain(connection) => PeerInfo {
+                remote: connection.remote,
+                identity: None,
+            },
+            Stream::Tls(stream, identity) => PeerInfo {
+                remote: stream.get_ref().0.remote,
+                identity: identity.clone(),
+            },
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(connection) => Pin::new(connection).poll_read(cx, buf),
+            Stream::Tls(stream, _) => Pin::new(stream.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(connection) => Pin::new(connection).poll_write(cx, data),
+            Stream::Tls(stream, _) => Pin::new(stream.as_mut()).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(connection) => Pin::new(connection).poll_flush(cx),
+            Stream::Tls(stream, _) => Pin::new(stream.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(connection) => Pin::new(connection).poll_shutdown(cx),
+            Stream::Tls(stream, _) => Pin::new(stream.as_mut()).poll_shutdown(cx),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(connection) => Pin::new(connection).poll_write_vectored(cx, bufs),
+            Stream::Tls(stream, _) => Pin::new(stream.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Stream::Plain(connection) => connection.is_write_vectored(),
+            Stream::Tls(stream, _) => stream.is_write_vectored(),
+        }
+    }
+}
+
+impl tonic::transport::server::Connected for Stream {
+    type ConnectInfo = PeerInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.peer()
+    }
+}
+
+/// The peer of a gRPC call (`PeerInfo`, put among its extensions by the listener).
+pub fn peer_of<T>(request: &tonic::Request<T>) -> PeerInfo {
+    request
+        .extensions()
+        .get::<PeerInfo>()
+        .cloned()
+        .unwrap_or_default()
 }
 
 impl ListenerCounters {
@@ -75,10 +207,6 @@ pub struct Connection {
 }
 
 impl Connection {
-    pub fn remote_addr(&self) -> Option<SocketAddr> {
-        self.remote
-    }
-
     fn active(&mut self) {
         self.last_active = Instant::now();
     }
@@ -169,22 +297,16 @@ impl AsyncWrite for Connection {
     }
 }
 
-impl tonic::transport::server::Connected for Connection {
-    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
-
-    fn connect_info(&self) -> Self::ConnectInfo {
-        self.stream.connect_info()
-    }
-}
-
-/// Accepts connections on `listener` within `limits` until `stop` is cancelled, handing each
-/// to the returned channel.
+/// Accepts connections on `listener` within `limits` until `stop` is cancelled, and hands each
+/// to the returned channel: at once in plaintext, after its handshake with TLS (which runs in a
+/// task of its own, within `limits.header_read_timeout`, so a slow client holds up no other).
 pub fn accept(
     listener: TcpListener,
     limits: ConnectionLimits,
     counters: Arc<ListenerCounters>,
+    security: Security,
     stop: CancellationToken,
-) -> tokio::sync::mpsc::Receiver<io::Result<Connection>> {
+) -> tokio::sync::mpsc::Receiver<io::Result<Stream>> {
     let (sender, receiver) = tokio::sync::mpsc::channel(1);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::spawn(async move {
@@ -232,9 +354,62 @@ pub fn accept(
                 last_active: Instant::now(),
                 idle: Box::pin(tokio::time::sleep(limits.idle_timeout)),
             };
-            if sender.send(Ok(connection)).await.is_err() {
-                return;
-            }
+            let Some(tls) = &security.tls else {
+                if sender.send(Ok(Stream::Plain(connection))).await.is_err() {
+                    return;
+                }
+                continue;
+            };
+            let acceptor = tls.acceptor();
+            let mutual = tls.mutual();
+            let (sender, counters, security) =
+                (sender.clone(), Arc::clone(&counters), security.clone());
+            tokio::spawn(async move {
+                let handshake =
+                    tokio::time::timeout(limits.header_read_timeout, acceptor.accept(connection))
+                        .await;
+                let stream = match handshake {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(error)) => {
+                        counters
+                            .tls_handshake_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(listener = security.listener, ?remote, %error, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        counters
+                            .tls_handshake_failures
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(
+                            listener = security.listener,
+                            ?remote,
+                            "TLS handshake timed out"
+                        );
+                        return;
+                    }
+                };
+                let identity = stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|chain| chain.first())
+                    .and_then(crate::tls::identity_of)
+                    .map(Arc::<str>::from);
+                if mutual {
+                    let admitted = identity
+                        .as_deref()
+                        .is_some_and(|identity| security.allowed.admits(identity));
+                    if !admitted {
+                        counters.callers_refused.fetch_add(1, Ordering::Relaxed);
+                        tracing::warn!(listener = security.listener, ?remote, identity = ?identity, "caller refused: its identity is not on the listener's allow-list");
+                        return;
+                    }
+                }
+                let _ = sender
+                    .send(Ok(Stream::Tls(Box::new(stream), identity)))
+                    .await;
+            });
         }
     });
     receiver
@@ -248,13 +423,14 @@ pub async fn serve_http(
     router: axum::Router,
     limits: ConnectionLimits,
     counters: Arc<ListenerCounters>,
+    security: Security,
     stop: CancellationToken,
     grace: Duration,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt as _;
 
-    let mut connections = accept(listener, limits, counters, stop.clone());
+    let mut connections = accept(listener, limits, counters, security, stop.clone());
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
@@ -275,15 +451,17 @@ pub async fn serve_http(
         let Some(Ok(connection)) = connection else {
             break;
         };
-        let peer = connection
-            .remote_addr()
+        let peer = connection.peer();
+        let address = peer
+            .remote
             .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let router = router.clone();
         let service = hyper::service::service_fn(
             move |mut request: hyper::Request<hyper::body::Incoming>| {
                 request
                     .extensions_mut()
-                    .insert(axum::extract::ConnectInfo(peer));
+                    .insert(axum::extract::ConnectInfo(address));
+                request.extensions_mut().insert(peer.clone());
                 router.clone().oneshot(request)
             },
         );
@@ -306,7 +484,7 @@ pub async fn serve_http(
 
 /// An accepted connection stream for tonic's `serve_with_incoming_shutdown`.
 pub fn incoming(
-    receiver: tokio::sync::mpsc::Receiver<io::Result<Connection>>,
-) -> tokio_stream::wrappers::ReceiverStream<io::Result<Connection>> {
+    receiver: tokio::sync::mpsc::Receiver<io::Result<Stream>>,
+) -> tokio_stream::wrappers::ReceiverStream<io::Result<Stream>> {
     tokio_stream::wrappers::ReceiverStream::new(receiver)
 }

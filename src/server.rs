@@ -230,11 +230,34 @@ pub async fn serve(
     });
     let limits = config.connections;
     let counters = &metrics.listeners;
+    let tls = match &config.tls {
+        Some(files) => {
+            let tls = crate::tls::ServerTls::load(files.clone())?;
+            tls.watch(config.tls_reload, stop.clone());
+            tracing::info!(cert = %files.cert.display(), mutual = tls.mutual(), "every listener serves TLS");
+            metrics.set_tls(Arc::clone(&tls));
+            Some(tls)
+        }
+        None => {
+            tracing::warn!(
+                "every listener serves plaintext: callers are not authenticated and requests are readable on the way"
+            );
+            None
+        }
+    };
+    let security =
+        |listener: &'static str, allowed: &crate::tls::AllowedCallers| listeners::Security {
+            listener,
+            tls: tls.clone(),
+            allowed: allowed.clone(),
+        };
+    let callers = &config.allowed_callers;
     let admin_task = tokio::spawn({
         let incoming = listeners::incoming(listeners::accept(
             admin_listener,
             limits,
             Arc::clone(&counters.admin),
+            security("admin", &callers.admin),
             stop.clone(),
         ));
         let stop = stop.clone();
@@ -258,6 +281,7 @@ pub async fn serve(
         authzen,
         limits,
         Arc::clone(&counters.authzen),
+        security("authzen", &callers.authzen),
         stop.clone(),
         SHUTDOWN_GRACE,
     ));
@@ -266,6 +290,7 @@ pub async fn serve(
         metrics_routes,
         limits,
         Arc::clone(&counters.metrics),
+        security("metrics", &callers.metrics),
         stop.clone(),
         SHUTDOWN_GRACE,
     ));
@@ -282,6 +307,7 @@ pub async fn serve(
                 listener,
                 limits,
                 Arc::clone(&counters.check),
+                security("check", &callers.check),
                 stop.clone(),
             )),
             stop.clone().cancelled_owned(),

@@ -52,6 +52,7 @@ fn read(n: usize) -> CheckRequest {
         approval_id: None,
         request_id: Some(format!("req-{n}")),
         resource_description: None,
+        caller_identity: None,
     }
 }
 

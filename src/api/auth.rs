@@ -100,7 +100,7 @@ impl tonic::service::Interceptor for BearerToken {
             Some(_) => "wrong bearer token",
         };
         self.metrics.admin_unauthenticated();
-        tracing::warn!(peer = ?request.remote_addr(), "admin call refused: {why}");
+        tracing::warn!(peer = ?crate::listeners::peer_of(&request), "admin call refused: {why}");
         Err(Status::unauthenticated(format!(
             "{why}: send `authorization: Bearer <token>` (the admin token)"
         )))

@@ -6,11 +6,10 @@
 //! the action's context declares) and decisions into AuthZEN's answer.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
@@ -179,7 +178,7 @@ impl AuthZen {
         evaluations: Vec<Result<Evaluation, String>>,
         semantic: Semantic,
         request_id: Option<String>,
-        caller: String,
+        caller: domain::Caller,
         trace: &TraceHeaders,
         at: impl Fn(usize) -> String,
     ) -> Vec<Result<Value, ItemRefusal>> {
@@ -196,9 +195,11 @@ impl AuthZen {
             };
             let outcome = evaluation.and_then(|evaluation| {
                 readable = readable_request(&evaluation, &request_id);
-                let request =
-                    engine_request(&evaluation, snapshot.policies.contexts(), &request_id)
-                        .map_err(|e| format!("{}{}", at(i), authzen_field(e)))?;
+                let request = domain::CheckRequest {
+                    caller_identity: caller.identity.clone(),
+                    ..engine_request(&evaluation, snapshot.policies.contexts(), &request_id)
+                        .map_err(|e| format!("{}{}", at(i), authzen_field(e)))?
+                };
                 readable = request.clone();
                 let decision = span
                     .in_scope(|| self.decider.decide(Api::AuthZen, &request))
@@ -232,7 +233,7 @@ impl AuthZen {
         }
         // On record before answered; a ledger failure turns them into denies.
         self.decider
-            .record(Api::AuthZen, &mut decided, Some(caller), trace_id)
+            .record(Api::AuthZen, &mut decided, caller, trace_id)
             .instrument(span)
             .await;
         answers
@@ -262,7 +263,7 @@ impl AuthZen {
         &self,
         refused: &mut Refused,
         readable: &domain::CheckRequest,
-        caller: String,
+        caller: domain::Caller,
         trace: &TraceHeaders,
     ) {
         if refused.2.is_some() {
@@ -282,7 +283,7 @@ impl AuthZen {
                 readable,
                 why,
                 Some(refused.1.clone()),
-                Some(caller),
+                caller,
                 trace_id,
             )
             .instrument(span)
@@ -298,13 +299,13 @@ impl AuthZen {
         mut answer: Result<Value, Refused>,
         request_id: Option<&HeaderValue>,
         body: &[u8],
-        peer: SocketAddr,
+        peer: crate::listeners::PeerInfo,
         trace: &TraceHeaders,
     ) -> Response {
         if let Err(refused) = &mut answer {
             let mut readable = readable_body(body);
             readable.request_id = request_id.and_then(|v| v.to_str().ok()).map(str::to_owned);
-            self.record_refusal(refused, &readable, peer.to_string(), trace)
+            self.record_refusal(refused, &readable, peer.caller(), trace)
                 .await;
         }
         guard.answered(match &answer {
@@ -360,12 +361,14 @@ impl AuthZen {
 
 async fn evaluation(
     State(authzen): State<Arc<AuthZen>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    peer: Option<axum::Extension<crate::listeners::PeerInfo>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     // Counted in flight, and once when answered, or as CANCELLED if the client goes away.
     let guard = CallGuard::start(Arc::clone(&authzen.decider), Api::AuthZen, None);
+    // Put there by the listener; a router driven without one has an unknown peer.
+    let peer = peer.map(|axum::Extension(peer)| peer).unwrap_or_default();
     let request_id = headers.get("x-request-id");
     let trace = TraceHeaders::from_http(&headers);
     let answer = async {
@@ -379,7 +382,7 @@ async fn evaluation(
                 vec![Ok(evaluation)],
                 Semantic::ExecuteAll,
                 id,
-                peer.to_string(),
+                peer.caller(),
                 &trace,
                 |_| String::new(),
             )
@@ -396,18 +399,20 @@ async fn evaluation(
     }
     .await;
     authzen
-        .finish(guard, answer, request_id, &body, peer, &trace)
+        .finish(guard, answer, request_id, &body, peer.clone(), &trace)
         .await
 }
 
 async fn evaluations(
     State(authzen): State<Arc<AuthZen>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    peer: Option<axum::Extension<crate::listeners::PeerInfo>>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     // Counted in flight, and once when answered, or as CANCELLED if the client goes away.
     let guard = CallGuard::start(Arc::clone(&authzen.decider), Api::AuthZen, None);
+    // Put there by the listener; a router driven without one has an unknown peer.
+    let peer = peer.map(|axum::Extension(peer)| peer).unwrap_or_default();
     let request_id = headers.get("x-request-id");
     let trace = TraceHeaders::from_http(&headers);
     let answer = async {
@@ -447,7 +452,7 @@ async fn evaluations(
                     vec![Ok(evaluation)],
                     semantic,
                     id,
-                    peer.to_string(),
+                    peer.caller(),
                     &trace,
                     |_| String::new(),
                 )
@@ -481,7 +486,7 @@ async fn evaluations(
             })
             .collect();
         let answers: Vec<Value> = authzen
-            .decide(parsed, semantic, id, peer.to_string(), &trace, |i| {
+            .decide(parsed, semantic, id, peer.caller(), &trace, |i| {
                 format!("evaluations[{i}].")
             })
             .await
@@ -502,7 +507,7 @@ async fn evaluations(
     }
     .await;
     authzen
-        .finish(guard, answer, request_id, &body, peer, &trace)
+        .finish(guard, answer, request_id, &body, peer.clone(), &trace)
         .await
 }
 
@@ -711,6 +716,7 @@ fn engine_request(
         approval_id,
         request_id: request_id.clone(),
         resource_description,
+        caller_identity: None,
     })
 }
 

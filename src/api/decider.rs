@@ -101,7 +101,7 @@ impl Decider {
         request: &domain::CheckRequest,
         why: &str,
         detail: Option<String>,
-        caller: Option<String>,
+        caller: domain::Caller,
         trace_id: Option<String>,
     ) -> domain::Decision {
         let mut refused = [self.refusal(api, request, why, detail)];
@@ -117,7 +117,7 @@ impl Decider {
         &self,
         api: Api,
         decided: &mut [(domain::CheckRequest, domain::Decision)],
-        caller: Option<String>,
+        caller: domain::Caller,
         trace_id: Option<String>,
     ) {
         if let Some(ledger) = &self.ledger {

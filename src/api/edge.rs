@@ -180,8 +180,9 @@ where
         // Kept for a refusal's record; formatted only if there is one.
         let caller = request
             .extensions()
-            .get::<tonic::transport::server::TcpConnectInfo>()
-            .and_then(|info| info.remote_addr());
+            .get::<crate::listeners::PeerInfo>()
+            .map(crate::listeners::PeerInfo::caller)
+            .unwrap_or_default();
         let trace = TraceHeaders::from_http(request.headers());
         let guard = CallGuard::start(
             Arc::clone(&decider),
@@ -257,12 +258,7 @@ where
                 why,
                 Some(detail.clone()),
             )];
-            let recording = decider.record(
-                api,
-                &mut recorded,
-                caller.map(|addr| addr.to_string()),
-                trace_id,
-            );
+            let recording = decider.record(api, &mut recorded, caller, trace_id);
             if tokio::time::timeout(timeout, recording).await.is_err() {
                 tracing::warn!(
                     reason = why,

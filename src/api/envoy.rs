@@ -170,7 +170,7 @@ impl Authorization for ExtAuthzService {
         &self,
         request: Request<CheckRequest>,
     ) -> Result<Response<CheckResponse>, Status> {
-        let caller = request.remote_addr().map(|addr| addr.to_string());
+        let caller = crate::listeners::peer_of(&request).caller();
         let (metadata, _, mut request) = request.into_parts();
         let headers = request
             .attributes
@@ -190,6 +190,10 @@ impl Authorization for ExtAuthzService {
         let mut readable = domain::CheckRequest::default();
         let answer = match self.engine_request(request, headers, &mut readable) {
             Ok(Some(check)) => {
+                let check = domain::CheckRequest {
+                    caller_identity: caller.identity.clone(),
+                    ..check
+                };
                 self.decide(check, caller, &span, trace_id)
                     .instrument(span.clone())
                     .await
@@ -357,6 +361,7 @@ impl ExtAuthzService {
                 .cloned(),
             request_id: Some(http.id).filter(|id| !id.is_empty()),
             resource_description,
+            caller_identity: None,
         }))
     }
 
@@ -394,7 +399,7 @@ impl ExtAuthzService {
     async fn decide(
         &self,
         check: domain::CheckRequest,
-        caller: Option<String>,
+        caller: domain::Caller,
         span: &tracing::Span,
         trace_id: Option<String>,
     ) -> CheckResponse {

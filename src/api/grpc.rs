@@ -38,10 +38,14 @@ impl AuthorizerService {
     }
 
     /// Decides one request, or says why it cannot be decided.
-    fn decide(&self, api: Api, request: proto::CheckRequest) -> Outcome {
+    /// Decides one request from `caller` (whose verified identity, if any, is the request's).
+    fn decide(&self, api: Api, request: proto::CheckRequest, caller: &domain::Caller) -> Outcome {
         let readable = readable_request(&request);
         let request = match check_request_from_proto(request) {
-            Ok(request) => request,
+            Ok(request) => domain::CheckRequest {
+                caller_identity: caller.identity.clone(),
+                ..request
+            },
             Err(invalid) => {
                 self.decider.metrics().invalid(api);
                 return Outcome::Refused(readable, invalid);
@@ -61,11 +65,12 @@ impl Authorizer for AuthorizerService {
         &self,
         request: Request<proto::CheckRequest>,
     ) -> Result<Response<proto::CheckResponse>, Status> {
-        let caller = request.remote_addr().map(|addr| addr.to_string());
+        let caller = crate::listeners::peer_of(&request).caller();
         let headers = TraceHeaders::from_metadata(request.metadata());
         let span = traces::api_span("check", &headers);
         let trace_id = traces::trace_id(&span, &headers);
-        let decided = match span.in_scope(|| self.decide(Api::Check, request.into_inner())) {
+        let decided = match span.in_scope(|| self.decide(Api::Check, request.into_inner(), &caller))
+        {
             Outcome::Decided(request, decision) => (request, decision),
             Outcome::Refused(readable, invalid) => {
                 return Err(self
@@ -87,7 +92,7 @@ impl Authorizer for AuthorizerService {
         &self,
         request: Request<proto::BatchCheckRequest>,
     ) -> Result<Response<proto::BatchCheckResponse>, Status> {
-        let caller = request.remote_addr().map(|addr| addr.to_string());
+        let caller = crate::listeners::peer_of(&request).caller();
         let headers = TraceHeaders::from_metadata(request.metadata());
         let span = traces::api_span("batch_check", &headers);
         let trace_id = traces::trace_id(&span, &headers);
@@ -114,7 +119,7 @@ impl Authorizer for AuthorizerService {
         let mut failed = Vec::new();
         span.in_scope(|| {
             for (index, check) in checks.into_iter().enumerate() {
-                match self.decide(Api::BatchCheck, check) {
+                match self.decide(Api::BatchCheck, check, &caller) {
                     Outcome::Decided(request, decision) => recorded.push((request, decision)),
                     Outcome::Refused(readable, invalid) => {
                         let message = format!("checks[{index}].{invalid}");
@@ -168,7 +173,7 @@ impl AuthorizerService {
         api: Api,
         readable: &domain::CheckRequest,
         invalid: InvalidRequest,
-        caller: Option<String>,
+        caller: domain::Caller,
         trace_id: Option<String>,
     ) -> Status {
         let refusal = self
@@ -202,6 +207,7 @@ fn readable_request(request: &proto::CheckRequest) -> domain::CheckRequest {
         approval_id: non_empty(request.approval_id.clone()),
         request_id: non_empty(request.request_id.clone()),
         resource_description: None,
+        caller_identity: None,
     }
 }
 

@@ -304,6 +304,7 @@ fn request_of(case: &Case) -> Result<CheckRequest, String> {
         approval_id: case.approval.clone(),
         request_id: None,
         resource_description,
+        caller_identity: None,
     })
 }
 

@@ -30,6 +30,8 @@ pub struct AdminConnection {
     /// The data folder whose admin.token is sent, unless WARRANT_ADMIN_TOKEN is set.
     #[arg(long, global = true, default_value = "data", env = "WARRANT_DATA_DIR")]
     pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub tls: crate::cli::ClientTls,
 }
 
 #[derive(Debug, clap::Args)]
@@ -327,11 +329,7 @@ impl AdminConnection {
 
     pub async fn connect(&self) -> anyhow::Result<Client> {
         let token = AddToken::bearer(&self.token()?)?;
-        let channel = Channel::from_shared(self.admin.clone())
-            .with_context(|| format!("not an address: {}", self.admin))?
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {}", self.admin))?;
+        let channel = self.tls.connect(&self.admin).await?;
         Ok(AdminClient::with_interceptor(channel, token))
     }
 }
@@ -1001,6 +999,7 @@ pub async fn tail(args: crate::cli::LogArgs) -> anyhow::Result<ExitCode> {
     let connection = AdminConnection {
         admin,
         data_dir: args.data_dir,
+        tls: crate::cli::ClientTls::default(),
     };
     let token = AddToken::bearer(&connection.token()?)?;
     let channel = Channel::from_shared(connection.admin.clone())

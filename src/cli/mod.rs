@@ -15,6 +15,8 @@ pub mod admin;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
+    #[command(flatten)]
+    pub tls: ClientTls,
     /// The server to ask.
     #[arg(long, default_value = "http://127.0.0.1:50051", env = "WARRANT_SERVER")]
     pub server: String,
@@ -106,12 +108,54 @@ pub fn check_request(args: &CheckArgs) -> anyhow::Result<proto::CheckRequest> {
     })
 }
 
+/// TLS for the shell's calls to a server that serves TLS (use an `https://` address).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientTls {
+    /// The CA certificate(s), PEM, that the server's certificate must chain to
+    #[arg(long, global = true, env = "WARRANT_TLS_CA")]
+    pub tls_ca: Option<std::path::PathBuf>,
+    /// Mutual TLS: the certificate (PEM) to present, with --client-key
+    #[arg(long, global = true, env = "WARRANT_CLIENT_CERT")]
+    pub client_cert: Option<std::path::PathBuf>,
+    /// Mutual TLS: the key (PEM) of --client-cert
+    #[arg(long, global = true, env = "WARRANT_CLIENT_KEY")]
+    pub client_key: Option<std::path::PathBuf>,
+}
+
+impl ClientTls {
+    /// A connected channel to `address`, over TLS when it is `https://`.
+    pub async fn connect(&self, address: &str) -> anyhow::Result<tonic::transport::Channel> {
+        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+        let read = |path: &std::path::Path| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        let mut endpoint = tonic::transport::Channel::from_shared(address.to_owned())
+            .with_context(|| format!("not an address: {address}"))?;
+        if address.starts_with("https://") {
+            let mut tls = ClientTlsConfig::new();
+            if let Some(ca) = &self.tls_ca {
+                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+            }
+            match (&self.client_cert, &self.client_key) {
+                (Some(cert), Some(key)) => {
+                    tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+                }
+                (None, None) => {}
+                _ => bail!("--client-cert and --client-key go together"),
+            }
+            endpoint = endpoint.tls_config(tls)?;
+        }
+        endpoint
+            .connect()
+            .await
+            .with_context(|| format!("cannot connect to {address}"))
+    }
+}
+
 /// `warrant check` against a server (`--explain` is `authoring::explain::run`, in process).
 pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let request = check_request(&args)?;
-    let mut client = AuthorizerClient::connect(args.server.clone())
-        .await
-        .with_context(|| format!("cannot connect to {}", args.server))?;
+    let mut client = AuthorizerClient::new(args.tls.connect(&args.server).await?);
     let response = match client.check(request).await {
         Ok(response) => response.into_inner(),
         Err(status) => bail!("{:?}: {}", status.code(), status.message()),

@@ -487,6 +487,7 @@ mod tests {
             approval_id: Some(approval.into()),
             request_id: None,
             resource_description: None,
+            caller_identity: None,
         }
     }
 

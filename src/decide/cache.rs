@@ -47,6 +47,8 @@ pub struct CacheKey {
     pub approval_id: Option<String>,
     /// What the caller said of the resource (decided on when the facts do not hold it).
     pub resource_description: Option<ResourceDescription>,
+    /// The caller's verified identity (`context.caller` where declared).
+    pub caller_identity: Option<Arc<str>>,
     /// `PolicySnapshot::files_version`: the policy folder's version.
     pub policy_version: Arc<str>,
     /// The template links' lineage (`Links::lineage`): `links_read_at` means something only
@@ -232,6 +234,7 @@ fn estimated_bytes(key: &CacheKey, value: &CachedDecision) -> u64 {
         + text(&key.action)
         + key.approval_id.as_ref().map_or(0, text)
         + record_heap_bytes(&key.context)
+        // `caller_identity` is an `Arc` the connection holds too: nothing of its own.
         + key.resource_description.as_ref().map_or(0, |d| {
             record_heap_bytes(&d.attributes)
                 + (d.parents.capacity() * std::mem::size_of::<EntityRef>()) as u64
@@ -253,6 +256,19 @@ fn estimated_bytes(key: &CacheKey, value: &CachedDecision) -> u64 {
             .sum::<u64>()
         + entity(&decision.provenance.principal)
         + entity(&decision.provenance.resource)
+        + (decision.provenance.policy_links.capacity()
+            * std::mem::size_of::<crate::domain::PolicyLink>()) as u64
+        + decision
+            .provenance
+            .policy_links
+            .iter()
+            .map(|link| {
+                let slot = |e: &Option<EntityRef>| e.as_ref().map_or(0, entity);
+                (link.link.capacity() + link.template.capacity()) as u64
+                    + slot(&link.principal)
+                    + slot(&link.resource)
+            })
+            .sum::<u64>()
         + decision.request_id.as_ref().map_or(0, text);
     key_bytes + decision_bytes + ENTRY_OVERHEAD
 }

@@ -100,6 +100,7 @@ impl RequestLimits {
             limits: *self,
         };
         CheckRequest {
+            caller_identity: request.caller_identity.clone(),
             principal: entity(&request.principal),
             action: cut(&request.action),
             resource: entity(&request.resource),
@@ -204,6 +205,7 @@ mod tests {
             approval_id: None,
             request_id: None,
             resource_description: None,
+            caller_identity: None,
         }
     }
 

@@ -70,6 +70,10 @@ pub struct Record {
     pub approval_presented: Option<String>,
     /// The caller as the transport saw it (peer address), when known.
     pub caller: Option<String>,
+    /// The identity in the caller's verified certificate (mutual TLS). (Absent without one, and
+    /// in records written before TLS.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_identity: Option<String>,
     /// The caller's context, with the configured keys masked.
     pub context: serde_json::Value,
     pub decision: String,
@@ -231,7 +235,7 @@ impl Record {
     pub fn of(
         decision: &Decision,
         request: &CheckRequest,
-        caller: Option<String>,
+        caller: crate::domain::Caller,
         mask_keys: &[String],
     ) -> Record {
         let provenance = &decision.provenance;
@@ -258,7 +262,8 @@ impl Record {
         Record {
             decision_id: decision.decision_id.to_string(),
             time: provenance.decided_at.to_rfc3339(),
-            caller,
+            caller: caller.address,
+            caller_identity: caller.identity.map(|identity| identity.to_string()),
             principal: provenance.principal.clone(),
             owner: identity
                 .and_then(|i| i.owner.as_ref())
@@ -327,6 +332,7 @@ mod tests {
             decision_id: "01a2".into(),
             time: "2026-11-27T12:00:00Z".into(),
             caller: Some("127.0.0.1:1".into()),
+            caller_identity: None,
             principal: name("ServiceAccount", "bot-é"),
             owner: None,
             principal_status: Some("active".into()),

@@ -157,9 +157,16 @@ pub struct Metrics {
     /// Decisions the shadow policies agreed and disagreed with.
     shadow_agreed: AtomicU64,
     shadow_disagreed: AtomicU64,
+    /// The TLS configuration, when the listeners serve TLS: its reloads are counted there.
+    tls: std::sync::OnceLock<Arc<crate::tls::ServerTls>>,
 }
 
 impl Metrics {
+    /// Reports the reloads of `tls` from now on.
+    pub fn set_tls(&self, tls: Arc<crate::tls::ServerTls>) {
+        let _ = self.tls.set(tls);
+    }
+
     fn api(&self, api: Api) -> &ApiMetrics {
         &self.apis[api as usize]
     }
@@ -544,10 +551,35 @@ impl Metrics {
                 "Times a listener held max_connections and stopped accepting until one closed.",
                 |c| c.at_limit.load(Ordering::Relaxed),
             ),
+            (
+                "warrant_tls_handshake_failures_total",
+                "TLS handshakes that failed or timed out (no certificate, one the client CA did not issue, plaintext), by listener.",
+                |c| c.tls_handshake_failures.load(Ordering::Relaxed),
+            ),
+            (
+                "warrant_tls_callers_refused_total",
+                "Callers with a valid certificate whose identity the listener's allow-list does not hold, by listener.",
+                |c| c.callers_refused.load(Ordering::Relaxed),
+            ),
         ] {
             family(&mut out, metric, "counter", help);
             for (name, counters) in self.listeners.all() {
                 let _ = writeln!(out, "{metric}{{listener=\"{name}\"}} {}", read(counters));
+            }
+        }
+        if let Some(tls) = self.tls.get() {
+            family(
+                &mut out,
+                "warrant_tls_reloads_total",
+                "counter",
+                "Times the TLS files changed and were loaded (success) or could not be (failure; the last good ones keep serving).",
+            );
+            for (result, count) in [("success", &tls.reloads), ("failure", &tls.reload_failures)] {
+                let _ = writeln!(
+                    out,
+                    "warrant_tls_reloads_total{{result=\"{result}\"}} {}",
+                    count.load(Ordering::Relaxed)
+                );
             }
         }
         if let Some(ledger) = ledger {

@@ -64,6 +64,7 @@ pub fn check_request_from_proto(
         approval_id: non_empty(request.approval_id),
         request_id: non_empty(request.request_id),
         resource_description,
+        caller_identity: None,
     })
 }
 

@@ -199,6 +199,7 @@ fn requests() -> Vec<CheckRequest> {
             approval_id: approval.map(str::to_owned),
             request_id: None,
             resource_description: None,
+            caller_identity: None,
         };
     let bot1 = ("ServiceAccount", "bot-1");
     let vendor = |amount: i64| CheckRequest {
@@ -642,6 +643,7 @@ fn decisions_with_evaluation_errors_are_not_cached() {
         approval_id: None,
         request_id: None,
         resource_description: None,
+        caller_identity: None,
     };
     for _ in 0..2 {
         let answer = engine.check(&open.clone()).unwrap();

@@ -36,6 +36,7 @@ fn ask(
         approval_id: approval.map(str::to_owned),
         request_id: None,
         resource_description: None,
+        caller_identity: None,
     }
 }
 
@@ -282,6 +283,7 @@ fn check_request() -> impl Strategy<Value = CheckRequest> {
                 approval_id: approval.map(str::to_owned),
                 request_id: None,
                 resource_description: None,
+                caller_identity: None,
             },
         )
 }

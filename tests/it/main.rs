@@ -23,4 +23,5 @@ mod metrics;
 mod policy_index;
 mod reload;
 mod shadow;
+mod tls;
 mod traces;

@@ -99,6 +99,8 @@ pub struct BenchArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub tls: warrant::cli::ClientTls,
     /// Change the facts at this rate while measuring: each change puts a new entity through the
     /// admin API (PutEntity), to see what changes do to Checks (the cache keeps what they did
     /// not touch) and what one costs.
@@ -442,11 +444,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     let mut channels = Vec::with_capacity(args.connections);
     for _ in 0..args.connections {
         // One endpoint per channel: each is its own HTTP/2 connection.
-        let channel = Channel::from_shared(args.server.clone())?
-            .tcp_nodelay(true)
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {}", args.server))?;
+        let channel = args.tls.connect(&args.server).await?;
         channels.push(channel);
     }
     let started = Instant::now();

@@ -42,6 +42,19 @@ impl Engine {
             .map(|(key, value)| (key.clone(), cedar_value(value)))
             .collect();
         context.push(("now".to_owned(), cedar_datetime(now)));
+        let caller_declared = snapshot
+            .policies
+            .contexts()
+            .get(&request.action)
+            .is_some_and(|shape| shape.attributes.contains_key("caller"));
+        if let Some(identity) = request.caller_identity.as_deref()
+            && caller_declared
+        {
+            context.push((
+                "caller".to_owned(),
+                RestrictedExpression::new_string(identity.to_owned()),
+            ));
+        }
         if let Some(approval) = resolved.approval {
             context.push((
                 "approval".to_owned(),

@@ -333,6 +333,7 @@ impl Engine {
             context: request.context.clone(),
             approval_id: request.approval_id.clone(),
             resource_description: request.resource_description.clone(),
+            caller_identity: request.caller_identity.clone(),
             policy_version: Arc::clone(snapshot.policies.files_version()),
             links_lineage: snapshot.policies.links().lineage(),
             facts_lineage: snapshot.facts.lineage(),

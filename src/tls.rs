@@ -1,0 +1,272 @@
+//! TLS for the listeners (rustls, ring): the server's certificate and key, and with a client CA,
+//! mutual TLS that requires a certificate from every caller. TLS 1.2 and 1.3 only, with rustls'
+//! default (modern, AEAD-only) cipher suites. The files are read again whenever their contents
+//! change (certificates are short-lived: SPIFFE SVIDs rotate hourly); a set that fails to load
+//! leaves the last good one serving. The caller's identity is read from its certificate: the
+//! SPIFFE ID in a URI SAN, else the first DNS SAN, else the subject's common name.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use sha2::{Digest, Sha256};
+
+/// Where the server's TLS material is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct TlsFiles {
+    /// The certificate chain, PEM, leaf first.
+    pub cert: PathBuf,
+    /// The private key, PEM (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA certificates, PEM: with them every caller must present a certificate they issued.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("cannot read {path}: {message}")]
+    Read { path: PathBuf, message: String },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+    #[error("the TLS configuration: {0}")]
+    Config(#[from] rustls::Error),
+}
+
+/// The TLS configuration in force, reloaded when its files change.
+pub struct ServerTls {
+    files: TlsFiles,
+    config: ArcSwap<ServerConfig>,
+    /// SHA-256 of the files' contents when `config` was built.
+    loaded_from: std::sync::Mutex<[u8; 32]>,
+    pub reloads: AtomicU64,
+    pub reload_failures: AtomicU64,
+}
+
+impl ServerTls {
+    /// Loads the files; an error names the file.
+    pub fn load(files: TlsFiles) -> Result<Arc<ServerTls>, TlsError> {
+        let (config, digest) = build(&files)?;
+        Ok(Arc::new(ServerTls {
+            files,
+            config: ArcSwap::from_pointee(config),
+            loaded_from: std::sync::Mutex::new(digest),
+            reloads: AtomicU64::new(0),
+            reload_failures: AtomicU64::new(0),
+        }))
+    }
+
+    /// Whether callers must present a certificate.
+    pub fn mutual(&self) -> bool {
+        self.files.client_ca.is_some()
+    }
+
+    /// An acceptor with the configuration in force now.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        tokio_rustls::TlsAcceptor::from(self.config.load_full())
+    }
+
+    /// Reads the files again and, if their contents changed, swaps in the configuration they
+    /// make. `Ok(false)` when nothing changed; on an error the configuration in force stays.
+    pub fn reload_if_changed(&self) -> Result<bool, TlsError> {
+        let digest = digest_of(&self.files)?;
+        let mut loaded_from = self
+            .loaded_from
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *loaded_from == digest {
+            return Ok(false);
+        }
+        let (config, digest) = build(&self.files)?;
+        self.config.store(Arc::new(config));
+        *loaded_from = digest;
+        Ok(true)
+    }
+
+    /// Checks the files every `every` until `stop`, reloading them when they change.
+    pub fn watch(self: &Arc<Self>, every: Duration, stop: tokio_util::sync::CancellationToken) {
+        let tls = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                let checked = tokio::task::spawn_blocking({
+                    let tls = Arc::clone(&tls);
+                    move || tls.reload_if_changed()
+                })
+                .await;
+                match checked {
+                    Ok(Ok(true)) => {
+                        tls.reloads.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(cert = %tls.files.cert.display(), "TLS certificates reloaded");
+                    }
+                    Ok(Ok(false)) => {}
+                    Ok(Err(error)) => {
+                        tls.reload_failures.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(%error, "TLS reload failed; the last good certificates keep serving");
+                    }
+                    Err(error) => tracing::error!(%error, "TLS reload task failed"),
+                }
+            }
+        });
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|error| TlsError::Read {
+        path: path.to_path_buf(),
+        message: error.to_string(),
+    })
+}
+
+fn digest_of(files: &TlsFiles) -> Result<[u8; 32], TlsError> {
+    let mut hasher = Sha256::new();
+    for path in [
+        Some(&files.cert),
+        Some(&files.key),
+        files.client_ca.as_ref(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        let bytes = read(path)?;
+        hasher.update((bytes.len() as u64).to_le_bytes());
+        hasher.update(&bytes);
+    }
+    Ok(hasher.finalize().into())
+}
+
+fn certificates(path: &Path, bytes: &[u8]) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let invalid = |message: String| TlsError::Invalid {
+        path: path.to_path_buf(),
+        message,
+    };
+    let certs = CertificateDer::pem_slice_iter(bytes)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| invalid(format!("not PEM certificates: {error}")))?;
+    if certs.is_empty() {
+        return Err(invalid("holds no PEM certificate".to_owned()));
+    }
+    Ok(certs)
+}
+
+/// The configuration the files make, and the digest of what was read.
+fn build(files: &TlsFiles) -> Result<(ServerConfig, [u8; 32]), TlsError> {
+    let digest = digest_of(files)?;
+    let chain = certificates(&files.cert, &read(&files.cert)?)?;
+    let key =
+        PrivateKeyDer::from_pem_slice(&read(&files.key)?).map_err(|error| TlsError::Invalid {
+            path: files.key.clone(),
+            message: format!("not a PEM private key: {error}"),
+        })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match &files.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for ca in certificates(path, &read(path)?)? {
+                roots.add(ca).map_err(|error| TlsError::Invalid {
+                    path: path.clone(),
+                    message: format!("not a usable CA certificate: {error}"),
+                })?;
+            }
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .map_err(|error| TlsError::Invalid {
+                path: path.clone(),
+                message: error.to_string(),
+            })?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|error| TlsError::Invalid {
+            path: files.key.clone(),
+            message: format!("does not go with {}: {error}", files.cert.display()),
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((config, digest))
+}
+
+/// A caller's identity from its certificate: the SPIFFE ID in a URI SAN, else the first DNS SAN,
+/// else the subject's common name. `None` if the certificate cannot be read.
+pub fn identity_of(certificate: &CertificateDer<'_>) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
+    let names: Vec<GeneralName<'_>> = parsed
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .map(|san| san.value.general_names.clone())
+        .unwrap_or_default();
+    let spiffe = names.iter().find_map(|name| match name {
+        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(uri.to_string()),
+        _ => None,
+    });
+    let dns = || {
+        names.iter().find_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(dns.to_string()),
+            _ => None,
+        })
+    };
+    let common_name = || {
+        parsed
+            .subject()
+            .iter_common_name()
+            .next()
+            .and_then(|cn| cn.as_str().ok())
+            .map(str::to_owned)
+    };
+    spiffe.or_else(dns).or_else(common_name)
+}
+
+/// Which callers a listener serves when callers present certificates: an identity listed, or
+/// one that starts with an entry ending in `*`. Empty: any caller the client CA vouches for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(transparent)]
+pub struct AllowedCallers(pub Vec<String>);
+
+impl AllowedCallers {
+    pub fn admits(&self, identity: &str) -> bool {
+        self.0.is_empty()
+            || self
+                .0
+                .iter()
+                .any(|allowed| match allowed.strip_suffix('*') {
+                    Some(prefix) => identity.starts_with(prefix),
+                    None => identity == allowed,
+                })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_allow_list_takes_exact_identities_and_prefixes() {
+        let allowed = AllowedCallers(vec![
+            "spiffe://prod.example.com/ns/edge/sa/envoy".to_owned(),
+            "spiffe://prod.example.com/ns/agents/*".to_owned(),
+        ]);
+        assert!(allowed.admits("spiffe://prod.example.com/ns/edge/sa/envoy"));
+        assert!(allowed.admits("spiffe://prod.example.com/ns/agents/sa/triage"));
+        assert!(!allowed.admits("spiffe://prod.example.com/ns/edge/sa/envoy2"));
+        assert!(!allowed.admits("spiffe://evil.example.com/ns/agents/sa/x"));
+        assert!(AllowedCallers::default().admits("anyone"));
+    }
+}
