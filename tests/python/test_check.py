@@ -3,10 +3,8 @@ calls Check on a real server and gets one allow and one deny, and grants and rev
 through the admin API with the server's token."""
 
 import json
-import os
 import pathlib
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.request
@@ -14,31 +12,8 @@ import urllib.request
 import grpc
 import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
-from grpc_tools import protoc
 
-ROOT = pathlib.Path(__file__).resolve().parents[2]
-BINARY = os.environ.get("WARRANT_BIN", str(ROOT / "target" / "debug" / "warrant"))
-
-
-@pytest.fixture(scope="module")
-def stubs():
-    out = tempfile.mkdtemp(prefix="warrant-stubs-")
-    include = str(pathlib.Path(protoc.__file__).parent / "_proto")
-    status = protoc.main([
-        "grpc_tools.protoc", f"-I{ROOT / 'proto'}", f"-I{include}",
-        f"--python_out={out}", f"--grpc_python_out={out}", "warrant/v1/authorizer.proto",
-        "warrant/v1/admin.proto",
-    ])
-    assert status == 0, "protoc failed"
-    sys.path.insert(0, out)
-    from warrant.v1 import authorizer_pb2, authorizer_pb2_grpc
-    return authorizer_pb2, authorizer_pb2_grpc
-
-
-@pytest.fixture(scope="module")
-def admin_stubs(stubs):
-    from warrant.v1 import admin_pb2, admin_pb2_grpc
-    return admin_pb2, admin_pb2_grpc
+from conftest import BINARY, ROOT
 
 
 @pytest.fixture(scope="module")
