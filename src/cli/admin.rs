@@ -988,6 +988,7 @@ pub async fn status(connection: AdminConnection) -> anyhow::Result<ExitCode> {
 pub async fn tail(args: crate::cli::LogArgs) -> anyhow::Result<ExitCode> {
     let crate::cli::LogCommand::Tail {
         admin,
+        tls,
         principal,
         decision,
         action,
@@ -999,14 +1000,10 @@ pub async fn tail(args: crate::cli::LogArgs) -> anyhow::Result<ExitCode> {
     let connection = AdminConnection {
         admin,
         data_dir: args.data_dir,
-        tls: crate::cli::ClientTls::default(),
+        tls,
     };
     let token = AddToken::bearer(&connection.token()?)?;
-    let channel = Channel::from_shared(connection.admin.clone())
-        .with_context(|| format!("not an address: {}", connection.admin))?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {}", connection.admin))?;
+    let channel = connection.tls.connect(&connection.admin).await?;
     let mut client =
         crate::proto::decision_log_client::DecisionLogClient::with_interceptor(channel, token);
     let decision = match decision.as_deref().map(str::to_ascii_lowercase).as_deref() {

@@ -338,6 +338,8 @@ pub enum LogCommand {
         /// The admin API of the running server.
         #[arg(long, default_value = "http://127.0.0.1:50052", env = "WARRANT_ADMIN")]
         admin: String,
+        #[command(flatten)]
+        tls: ClientTls,
         /// Type::id
         #[arg(long)]
         principal: Option<String>,
