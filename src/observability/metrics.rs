@@ -414,12 +414,25 @@ impl Metrics {
             &mut out,
             "warrant_policy_info",
             "gauge",
-            "The active policy set (its version changes only with a reload that changes it).",
+            "The active policy set (its version changes with a reload that changes it and with each live template link or unlink).",
         );
         let _ = writeln!(
             out,
             "warrant_policy_info{{policy_version=\"{}\"}} 1",
             snapshot.policies.version()
+        );
+        family(
+            &mut out,
+            "warrant_policy_links",
+            "gauge",
+            "Template links in force, by where they come from (the folder's links.json, or live through the admin API).",
+        );
+        let links = snapshot.policies.links();
+        let (live, _) = links.live();
+        let _ = writeln!(
+            out,
+            "warrant_policy_links{{origin=\"file\"}} {}\nwarrant_policy_links{{origin=\"live\"}} {live}",
+            links.len() - live
         );
         let status = control.status();
         let now = SystemClock.now();
