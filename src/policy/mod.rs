@@ -591,6 +591,12 @@ impl PolicySnapshot {
                 format!("must be at most {MAX_LINK_ID_BYTES} bytes without control characters"),
             ));
         }
+        if spec.id.starts_with("warrant:") {
+            return Err(LinkProblem::new(
+                "id",
+                "ids starting with warrant: are Warrant's own reasons",
+            ));
+        }
         let id = PolicyId::new(&spec.id);
         if self.files.policies.policy(&id).is_some() || self.files.policies.template(&id).is_some()
         {

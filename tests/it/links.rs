@@ -203,6 +203,16 @@ async fn a_live_link_grants_at_once_keeps_other_cached_answers_and_survives_a_re
         ),
         (
             link(
+                "warrant:no-permitting-policy",
+                "dataset-read-grant",
+                ("ServiceAccount", "db-admin"),
+                ("Scope", "production"),
+            ),
+            tonic::Code::InvalidArgument,
+            "link.id: ids starting with warrant: are Warrant's own reasons",
+        ),
+        (
+            link(
                 "dataset-read-grant",
                 "dataset-read-grant",
                 ("ServiceAccount", "db-admin"),
