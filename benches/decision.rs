@@ -41,6 +41,7 @@ fn cases() -> Vec<Case> {
                 request_id: None,
                 resource_description: None,
                 caller_identity: None,
+                credential: None,
             },
             cedar_context: vec![(
                 "approval".into(),
@@ -61,6 +62,7 @@ fn cases() -> Vec<Case> {
                 request_id: None,
                 resource_description: None,
                 caller_identity: None,
+                credential: None,
             },
             cedar_context: vec![
                 (
@@ -85,6 +87,7 @@ fn cases() -> Vec<Case> {
                 request_id: None,
                 resource_description: None,
                 caller_identity: None,
+                credential: None,
             },
             cedar_context: vec![],
         },

@@ -178,6 +178,9 @@ pub struct Settings {
     /// Serve plaintext on addresses other than loopback (refused unless set) [default: false]
     #[arg(long, env = "WARRANT_PLAINTEXT_BEYOND_LOOPBACK")]
     pub plaintext_beyond_loopback: Option<bool>,
+    /// The issuers whose credentials (JWTs) requests may carry (file only; see the README).
+    #[arg(skip)]
+    pub credentials: Option<crate::credentials::CredentialSettings>,
 }
 
 /// For mutual TLS, the callers each listener serves (`tls::AllowedCallers`; empty: any caller
@@ -235,6 +238,7 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsFiles>,
     pub tls_reload: Duration,
     pub allowed_callers: ListenerCallers,
+    pub credentials: crate::credentials::CredentialSettings,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -329,6 +333,7 @@ impl Settings {
             plaintext_beyond_loopback: self
                 .plaintext_beyond_loopback
                 .or(under.plaintext_beyond_loopback),
+            credentials: self.credentials.or(under.credentials),
         }
     }
 
@@ -470,6 +475,7 @@ impl Settings {
             tls,
             tls_reload: Duration::from_millis(self.tls_reload_ms.unwrap_or(10_000)),
             allowed_callers,
+            credentials: self.credentials.clone().unwrap_or_default(),
         };
         if config.tls.is_none() && !self.plaintext_beyond_loopback.unwrap_or(false) {
             let listeners = [

@@ -95,6 +95,11 @@ impl Approval {
     }
 }
 
+impl Reason {
+    /// What every reason for a refused credential starts with.
+    pub const CREDENTIAL_PREFIX: &str = "warrant:credential-";
+}
+
 /// Context keys Warrant sets itself. A caller that supplies one is refused.
 pub const RESERVED_CONTEXT_KEYS: [&str; 3] = ["now", "approval", "caller"];
 
@@ -162,6 +167,21 @@ reasons! {
     MalformedCheck => "warrant:malformed-check-request",
     /// The mapped request does not fit the schema (a route or context mapping that needs fixing).
     NotDecidable => "warrant:request-not-decidable",
+    /// The credential is not a JWT Warrant can read (or lacks `iss`, `sub` or `exp`).
+    CredentialMalformed => "warrant:credential-malformed",
+    CredentialUnknownIssuer => "warrant:credential-unknown-issuer",
+    /// No key of the issuer's JWKS has the token's `kid`.
+    CredentialUnknownKey => "warrant:credential-unknown-key",
+    CredentialBadSignature => "warrant:credential-bad-signature",
+    /// The token's algorithm is not on the issuer's allow-list.
+    CredentialAlgorithmRefused => "warrant:credential-algorithm-refused",
+    CredentialWrongAudience => "warrant:credential-wrong-audience",
+    CredentialExpired => "warrant:credential-expired",
+    CredentialNotYetValid => "warrant:credential-not-yet-valid",
+    /// The request names one principal and presents a credential for another.
+    CredentialMismatch => "warrant:credential-mismatch",
+    /// Requests for this principal type must carry a credential, and this one does not.
+    CredentialRequired => "warrant:credential-required",
 }
 
 /// A value in the caller's context: the part of Cedar's value space a caller may assert.
@@ -193,6 +213,18 @@ pub struct CheckRequest {
     /// never from the request itself: policies read it as `context.caller` where the action's
     /// context declares it.
     pub caller_identity: Option<Arc<str>>,
+    /// A credential (a JWT) proving who the principal is, verified at decision time.
+    pub credential: Option<Credential>,
+}
+
+/// A credential as presented: a bearer secret, so it never shows in debug output or logs.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credential(pub String);
+
+impl std::fmt::Debug for Credential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Credential(<redacted>)")
+    }
 }
 
 /// A resource as the caller describes it: its attributes (undeclared ones are ignored) and its
@@ -281,6 +313,20 @@ pub struct PolicyError {
     pub message: String,
 }
 
+/// A credential as verified: what provenance keeps of it (never the token itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialEvidence {
+    pub issuer: String,
+    pub subject: String,
+    /// The principal the subject names (the issuer's `principal` template).
+    pub principal: EntityRef,
+    pub jti: Option<String>,
+    pub expires_at: UnixMillis,
+    pub key_id: Option<String>,
+    /// `sha256:` of the token.
+    pub token_sha256: String,
+}
+
 /// Who asked, as the transport saw it: the peer's address and, over mutual TLS, the identity in
 /// its verified certificate. Never what a request says of itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -336,6 +382,8 @@ pub struct Provenance {
     /// The determining policies that are template links (`Decision::reasons` names them by
     /// link id), with their templates and slot values.
     pub policy_links: Vec<PolicyLink>,
+    /// The credential the request presented, as verified (never the token itself).
+    pub credential: Option<Arc<CredentialEvidence>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod credentials;
 pub mod decide;
 pub mod domain;
 pub mod facts;

@@ -73,6 +73,15 @@ pub async fn serve(
     if let Some(dir) = &config.shadow_policies {
         control = control.with_shadow(dir)?;
     }
+    if !config.credentials.issuers.is_empty() || !config.credentials.required_for.is_empty() {
+        let credentials = crate::credentials::Credentials::new(&config.credentials)?;
+        tracing::info!(
+            issuers = config.credentials.issuers.len(),
+            required_for = ?config.credentials.required_for,
+            "requests' credentials are verified"
+        );
+        control.engine().set_credentials(Arc::new(credentials));
+    }
     let control = Arc::new(control);
     let engine = Arc::clone(control.engine());
     let snapshot = engine.snapshot();

@@ -53,6 +53,7 @@ fn read(n: usize) -> CheckRequest {
         request_id: Some(format!("req-{n}")),
         resource_description: None,
         caller_identity: None,
+        credential: None,
     }
 }
 

@@ -717,6 +717,7 @@ fn engine_request(
         request_id: request_id.clone(),
         resource_description,
         caller_identity: None,
+        credential: None,
     })
 }
 

@@ -362,6 +362,7 @@ impl ExtAuthzService {
             request_id: Some(http.id).filter(|id| !id.is_empty()),
             resource_description,
             caller_identity: None,
+            credential: None,
         }))
     }
 

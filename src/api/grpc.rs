@@ -208,6 +208,7 @@ fn readable_request(request: &proto::CheckRequest) -> domain::CheckRequest {
         request_id: non_empty(request.request_id.clone()),
         resource_description: None,
         caller_identity: None,
+        credential: None,
     }
 }
 

@@ -305,6 +305,7 @@ fn request_of(case: &Case) -> Result<CheckRequest, String> {
         request_id: None,
         resource_description,
         caller_identity: None,
+        credential: None,
     })
 }
 

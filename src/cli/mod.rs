@@ -17,6 +17,9 @@ pub mod admin;
 pub struct CheckArgs {
     #[command(flatten)]
     pub tls: ClientTls,
+    /// A credential (JWT) proving who the principal is
+    #[arg(long, env = "WARRANT_CREDENTIAL", hide_env_values = true)]
+    pub credential: Option<String>,
     /// The server to ask.
     #[arg(long, default_value = "http://127.0.0.1:50051", env = "WARRANT_SERVER")]
     pub server: String,
@@ -105,6 +108,7 @@ pub fn check_request(args: &CheckArgs) -> anyhow::Result<proto::CheckRequest> {
         request_id: args.request_id.clone().unwrap_or_default(),
         resource_attributes,
         resource_parents,
+        credential: args.credential.clone().unwrap_or_default(),
     })
 }
 

@@ -488,6 +488,7 @@ mod tests {
             request_id: None,
             resource_description: None,
             caller_identity: None,
+            credential: None,
         }
     }
 

@@ -49,6 +49,9 @@ pub struct CacheKey {
     pub resource_description: Option<ResourceDescription>,
     /// The caller's verified identity (`context.caller` where declared).
     pub caller_identity: Option<Arc<str>>,
+    /// SHA-256 of the credential presented: a hit needs the same token (and the entry expires
+    /// with it).
+    pub credential_sha256: Option<[u8; 32]>,
     /// `PolicySnapshot::files_version`: the policy folder's version.
     pub policy_version: Arc<str>,
     /// The template links' lineage (`Links::lineage`): `links_read_at` means something only

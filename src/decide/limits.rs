@@ -115,6 +115,7 @@ impl RequestLimits {
                 .resource_description
                 .clone()
                 .filter(|_| self.check(request).is_ok()),
+            credential: None,
         }
     }
 }
@@ -206,6 +207,7 @@ mod tests {
             request_id: None,
             resource_description: None,
             caller_identity: None,
+            credential: None,
         }
     }
 

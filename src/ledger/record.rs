@@ -50,6 +50,18 @@ pub struct ErrorRecord {
     pub policy_id: String,
 }
 
+/// A verified credential, on record. (Fields in sorted order.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CredentialRecord {
+    pub expires_at: String,
+    pub issuer: String,
+    pub jti: Option<String>,
+    pub key_id: Option<String>,
+    pub principal: EntityRef,
+    pub subject: String,
+    pub token_sha256: String,
+}
+
 /// A resource as the caller described it, on record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DescriptionRecord {
@@ -76,6 +88,10 @@ pub struct Record {
     pub caller_identity: Option<String>,
     /// The caller's context, with the configured keys masked.
     pub context: serde_json::Value,
+    /// The credential presented, as verified (never the token: its hash). (Absent without one,
+    /// and in records written before credentials.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<CredentialRecord>,
     pub decision: String,
     pub decision_id: String,
     pub errors: Vec<ErrorRecord>,
@@ -289,6 +305,15 @@ impl Record {
                 })
                 .collect(),
             policy_links: provenance.policy_links.clone(),
+            credential: provenance.credential.as_ref().map(|c| CredentialRecord {
+                expires_at: c.expires_at.to_rfc3339(),
+                issuer: c.issuer.clone(),
+                jti: c.jti.clone(),
+                key_id: c.key_id.clone(),
+                principal: c.principal.clone(),
+                subject: c.subject.clone(),
+                token_sha256: c.token_sha256.clone(),
+            }),
             policy_version: decision.policy_version.to_string(),
             facts_version: provenance.facts_version.to_string(),
             answered_from_cache: provenance.answered_from_cache,
@@ -347,6 +372,7 @@ mod tests {
             reasons: vec!["r".into()],
             errors: vec![],
             policy_links: vec![],
+            credential: None,
             policy_version: "v".into(),
             facts_version: "f".into(),
             answered_from_cache: false,

@@ -56,6 +56,15 @@ pub fn check_request_from_proto(
                 parents,
             })
         };
+    if request.credential.len() > MAX_CREDENTIAL_BYTES {
+        return Err(InvalidRequest::new(
+            "credential",
+            format!(
+                "{} bytes; the limit is {MAX_CREDENTIAL_BYTES}",
+                request.credential.len()
+            ),
+        ));
+    }
     Ok(domain::CheckRequest {
         principal: domain::EntityRef::new(principal.r#type, principal.id),
         action: request.action,
@@ -65,8 +74,12 @@ pub fn check_request_from_proto(
         request_id: non_empty(request.request_id),
         resource_description,
         caller_identity: None,
+        credential: non_empty(request.credential).map(domain::Credential),
     })
 }
+
+/// The longest credential a request may carry.
+pub const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
 
 pub fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)

@@ -200,6 +200,7 @@ fn requests() -> Vec<CheckRequest> {
             request_id: None,
             resource_description: None,
             caller_identity: None,
+            credential: None,
         };
     let bot1 = ("ServiceAccount", "bot-1");
     let vendor = |amount: i64| CheckRequest {
@@ -644,6 +645,7 @@ fn decisions_with_evaluation_errors_are_not_cached() {
         request_id: None,
         resource_description: None,
         caller_identity: None,
+        credential: None,
     };
     for _ in 0..2 {
         let answer = engine.check(&open.clone()).unwrap();

@@ -37,6 +37,7 @@ fn ask(
         request_id: None,
         resource_description: None,
         caller_identity: None,
+        credential: None,
     }
 }
 
@@ -284,6 +285,7 @@ fn check_request() -> impl Strategy<Value = CheckRequest> {
                 request_id: None,
                 resource_description: None,
                 caller_identity: None,
+                credential: None,
             },
         )
 }

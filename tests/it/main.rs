@@ -12,6 +12,7 @@ mod authzen;
 mod cache;
 mod check_api;
 mod common;
+mod credentials;
 mod edges;
 mod engine;
 mod envoy;

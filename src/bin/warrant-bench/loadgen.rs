@@ -80,6 +80,9 @@ pub struct BenchArgs {
     /// The approval to present; empty for none.
     #[arg(long, default_value = "CHG-1042")]
     pub approval: String,
+    /// A credential (JWT) every Check carries (the gRPC Check method only).
+    #[arg(long, env = "WARRANT_CREDENTIAL", hide_env_values = true)]
+    pub credential: Option<String>,
     /// ext-authz: the HTTP method of the request Envoy asks about.
     #[arg(long, default_value = "PUT")]
     pub http_method: String,
@@ -469,6 +472,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
         resource: Some(parse_entity(&args.resource, "resource")?),
         context: None,
         approval_id: args.approval.clone(),
+        credential: args.credential.clone().unwrap_or_default(),
         ..proto::CheckRequest::default()
     });
     let args = Arc::new(args);

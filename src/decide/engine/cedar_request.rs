@@ -21,6 +21,9 @@ impl Engine {
                 Reason::UnknownPrincipal.as_str(),
             )));
         }
+        if let Err(reason) = &resolved.credential {
+            return Ok(Err(Verdict::warrant_deny(reason.as_str())));
+        }
         if resolved.resource_facts == ResourceFacts::Unknown {
             return Ok(Err(Verdict::warrant_deny(Reason::UnknownResource.as_str())));
         }

@@ -17,9 +17,9 @@ use crate::decide::cache::{CacheKey, CacheSettings, CachedDecision, DecisionCach
 use crate::clock::{Clock, UnixMillis};
 use crate::decide::limits::{RequestLimits, quote};
 use crate::domain::{
-    Approval, ApprovalEvidence, CheckRequest, ContextValue, Decision, Effect, EntityRef, Identity,
-    InvalidRequest, PolicyError, Provenance, RESERVED_CONTEXT_KEYS, Reason, ResourceFacts,
-    ShadowVerdict,
+    Approval, ApprovalEvidence, CheckRequest, ContextValue, CredentialEvidence, Decision, Effect,
+    EntityRef, Identity, InvalidRequest, PolicyError, Provenance, RESERVED_CONTEXT_KEYS, Reason,
+    ResourceFacts, ShadowVerdict,
 };
 use crate::facts::{APPROVAL_TYPE, Facts};
 use crate::policy::PolicySnapshot;
@@ -88,6 +88,9 @@ pub struct Engine {
     uses: Option<std::sync::Arc<dyn UseCounter>>,
     /// Candidate policies evaluated beside the active ones, answering nothing.
     shadow: arc_swap::ArcSwapOption<PolicySnapshot>,
+    /// The issuers whose credentials requests may carry; `None`: a request with one is denied
+    /// (nothing can verify it).
+    credentials: std::sync::OnceLock<Arc<crate::credentials::Credentials>>,
 }
 
 /// What Warrant resolved before evaluating, carried into the decision.
@@ -102,6 +105,8 @@ struct Resolved<'a> {
     resource_facts: ResourceFacts,
     /// The caller described a resource the facts hold; its description was ignored.
     description_ignored: bool,
+    /// The credential the request presented, verified; `Err`: why it denies.
+    credential: Result<Option<Arc<CredentialEvidence>>, Reason>,
 }
 
 impl<'a> Resolved<'a> {
@@ -133,6 +138,7 @@ impl<'a> Resolved<'a> {
             },
             description_ignored: stored && request.resource_description.is_some(),
             described,
+            credential: Ok(None),
         })
     }
 }
@@ -180,6 +186,7 @@ impl Engine {
             authorizer: Authorizer::new(),
             uses: None,
             shadow: arc_swap::ArcSwapOption::empty(),
+            credentials: std::sync::OnceLock::new(),
         }
     }
 
@@ -198,6 +205,37 @@ impl Engine {
     pub fn with_use_counter(mut self, uses: Arc<dyn UseCounter>) -> Self {
         self.uses = Some(uses);
         self
+    }
+
+    /// Verifies requests' credentials against these issuers from now on (set once, at start).
+    pub fn set_credentials(&self, credentials: Arc<crate::credentials::Credentials>) {
+        let _ = self.credentials.set(credentials);
+    }
+
+    /// What the request's credential proves, at `now`: `Ok(None)` without one (unless the
+    /// principal's type requires one), `Err` with the reason to deny.
+    fn credential_of(
+        &self,
+        request: &CheckRequest,
+        now: UnixMillis,
+    ) -> Result<Option<Arc<CredentialEvidence>>, Reason> {
+        let Some(token) = request.credential.as_ref().map(|c| c.0.as_str()) else {
+            return match self.credentials.get() {
+                Some(credentials) if credentials.required_for(&request.principal.type_name) => {
+                    Err(Reason::CredentialRequired)
+                }
+                _ => Ok(None),
+            };
+        };
+        let credentials = self
+            .credentials
+            .get()
+            .ok_or(Reason::CredentialUnknownIssuer)?;
+        let evidence = credentials.verify(token, now)?;
+        if evidence.principal != request.principal {
+            return Err(Reason::CredentialMismatch);
+        }
+        Ok(Some(Arc::new(evidence)))
     }
 
     /// The policies and facts decisions are made from right now.
@@ -304,6 +342,7 @@ impl Engine {
                 evaluation_id: decision_id,
                 answered_from_cache: false,
                 policy_links: Vec::new(),
+                credential: None,
             },
             valid_until: now,
             policy_version: Arc::clone(snapshot.policies.version()),
@@ -334,6 +373,10 @@ impl Engine {
             approval_id: request.approval_id.clone(),
             resource_description: request.resource_description.clone(),
             caller_identity: request.caller_identity.clone(),
+            credential_sha256: request.credential.as_ref().map(|token| {
+                use sha2::Digest as _;
+                sha2::Sha256::digest(token.0.as_bytes()).into()
+            }),
             policy_version: Arc::clone(snapshot.policies.files_version()),
             links_lineage: snapshot.policies.links().lineage(),
             facts_lineage: snapshot.facts.lineage(),
@@ -370,11 +413,18 @@ impl Engine {
             .as_ref()
             .is_some_and(|evidence| evidence.approval.max_uses.is_some());
         let shadow_failed = decision.shadow.as_ref().is_some_and(|s| s.error_count > 0);
+        // A credential refused now may pass later for reasons no read tracks (its issuer's
+        // keys rotated in): such a deny is decided afresh each time.
+        let credential_refused = decision
+            .reasons
+            .iter()
+            .any(|reason| reason.starts_with(Reason::CREDENTIAL_PREFIX));
         if let Some(reads) = reads
             && decision.errors.is_empty()
             && !arithmetic
             && !limited
             && !shadow_failed
+            && !credential_refused
         {
             cache.insert(
                 key,
@@ -411,7 +461,8 @@ impl Engine {
                 ));
             }
         }
-        let resolved = Resolved::of(snapshot, request, principal_uid, resource_uid)?;
+        let mut resolved = Resolved::of(snapshot, request, principal_uid, resource_uid)?;
+        resolved.credential = self.credential_of(request, now);
         let reads = track_reads
             .then(|| read_by(snapshot, shadow, request, &resolved, &action_uid))
             .flatten();

@@ -55,6 +55,11 @@ impl Engine {
                 .chain(shadow_time.map(|t| t.datetime_literals.as_slice()))
                 .filter_map(|bounds| next_change(bounds, now))
                 .fold(horizon, UnixMillis::min)
+                // Never past the credential's expiry.
+                .min(match &resolved.credential {
+                    Ok(Some(credential)) => credential.expires_at,
+                    _ => horizon,
+                })
         };
         let decision_id = new_decision_id(now);
         let resource_scopes = facts
@@ -81,6 +86,7 @@ impl Engine {
                 evaluation_id: decision_id,
                 answered_from_cache: false,
                 policy_links,
+                credential: resolved.credential.clone().ok().flatten(),
             },
             valid_until,
             policy_version: Arc::clone(snapshot.policies.version()),

@@ -1,0 +1,332 @@
+//! Verified credentials: a JWT a request carries (an OIDC access token, a SPIFFE JWT-SVID, a
+//! Kubernetes service account token) checked against the issuers the operator configured: the
+//! issuer is known, the algorithm is on its allow-list (asymmetric only: `none` and HMAC are
+//! never accepted), the key is in its JWKS (by `kid`; the file is read again for a key it does
+//! not hold), the signature holds, the audience is one it accepts, and the token is within
+//! `nbf`..`exp` by the engine's clock, with the issuer's clock skew. The subject then names a
+//! principal (`ServiceAccount::{sub}`), which the request must name too. Each failure has its own
+//! reason. The token itself is never kept: a SHA-256 of it is.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+use crate::clock::UnixMillis;
+use crate::domain::{CredentialEvidence, EntityRef, Reason};
+
+/// One issuer whose tokens Warrant accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuerSettings {
+    /// The `iss` its tokens carry.
+    pub issuer: String,
+    /// Its keys, as a JWKS (JSON Web Key Set) file.
+    pub jwks_file: PathBuf,
+    /// The `aud` values accepted (a token must carry one); empty: any.
+    #[serde(default)]
+    pub audiences: Vec<String>,
+    /// The algorithms accepted, among RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384,
+    /// EdDSA [default: RS256, ES256, EdDSA].
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// The principal a token names, with `{sub}` for its subject, e.g. `ServiceAccount::{sub}`.
+    pub principal: String,
+    /// How far the clocks may disagree, in seconds [default: 60].
+    #[serde(default = "default_skew")]
+    pub clock_skew_seconds: u64,
+}
+
+fn default_algorithms() -> Vec<String> {
+    ["RS256", "ES256", "EdDSA"].map(str::to_owned).to_vec()
+}
+
+fn default_skew() -> u64 {
+    60
+}
+
+/// The `[credentials]` settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialSettings {
+    #[serde(default)]
+    pub issuers: Vec<IssuerSettings>,
+    /// Principal types whose requests must carry a credential.
+    #[serde(default)]
+    pub required_for: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CredentialSetupError {
+    #[error(
+        "credentials.issuers[{at}].algorithms: {name:?} is not an asymmetric JWT algorithm Warrant accepts"
+    )]
+    Algorithm { at: usize, name: String },
+    #[error("credentials.issuers[{at}].principal: {0:?} must be Type::... with {{sub}} in it", .template)]
+    Principal { at: usize, template: String },
+    #[error("credentials.issuers[{at}].jwks_file: {message}")]
+    Jwks { at: usize, message: String },
+}
+
+/// An issuer's keys by `kid` (a key without one under "").
+type KeysByKid = HashMap<String, Arc<DecodingKey>>;
+
+/// A verified token: what it proves, its `nbf` (seconds) and its issuer's clock skew (ms).
+type Verified = (CredentialEvidence, Option<i64>, i64);
+
+struct Issuer {
+    settings: IssuerSettings,
+    algorithms: Vec<Algorithm>,
+    /// The keys by `kid` (a key without one under ""), as last read from the file, and when the
+    /// file was last read again for an unknown `kid` (at most once a second: tokens with made-up
+    /// key ids must not turn into file reads).
+    keys: Mutex<(KeysByKid, Option<std::time::Instant>)>,
+}
+
+/// The configured issuers.
+pub struct Credentials {
+    issuers: Vec<Issuer>,
+    required_for: Vec<String>,
+    /// Tokens verified already, by SHA-256, with their `nbf` and the issuer's skew: a repeated
+    /// token costs a lookup and the time checks, not a signature verification. Bounded; entries
+    /// live at most `VERIFIED_FOR`, so a key removed from a JWKS stops its tokens within that.
+    verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+}
+
+/// How long a verified token is trusted without verifying its signature again.
+const VERIFIED_FOR: std::time::Duration = std::time::Duration::from_secs(300);
+/// How many verified tokens are kept.
+const VERIFIED_TOKENS: u64 = 100_000;
+
+#[derive(Deserialize)]
+struct Claims {
+    #[serde(default)]
+    iss: Option<String>,
+    #[serde(default)]
+    sub: Option<String>,
+    #[serde(default)]
+    exp: Option<i64>,
+    #[serde(default)]
+    nbf: Option<i64>,
+    #[serde(default)]
+    jti: Option<String>,
+}
+
+const ACCEPTED: [(&str, Algorithm); 9] = [
+    ("RS256", Algorithm::RS256),
+    ("RS384", Algorithm::RS384),
+    ("RS512", Algorithm::RS512),
+    ("PS256", Algorithm::PS256),
+    ("PS384", Algorithm::PS384),
+    ("PS512", Algorithm::PS512),
+    ("ES256", Algorithm::ES256),
+    ("ES384", Algorithm::ES384),
+    ("EdDSA", Algorithm::EdDSA),
+];
+
+impl Credentials {
+    /// Reads every issuer's keys; an error names the setting.
+    pub fn new(settings: &CredentialSettings) -> Result<Credentials, CredentialSetupError> {
+        let mut issuers = Vec::new();
+        for (at, issuer) in settings.issuers.iter().enumerate() {
+            let algorithms = issuer
+                .algorithms
+                .iter()
+                .map(|name| {
+                    ACCEPTED
+                        .iter()
+                        .find(|(accepted, _)| accepted == name)
+                        .map(|(_, algorithm)| *algorithm)
+                        .ok_or_else(|| CredentialSetupError::Algorithm {
+                            at,
+                            name: name.clone(),
+                        })
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            if !issuer.principal.contains("{sub}")
+                || EntityRef::parse(&issuer.principal.replace("{sub}", "x")).is_none()
+            {
+                return Err(CredentialSetupError::Principal {
+                    at,
+                    template: issuer.principal.clone(),
+                });
+            }
+            let keys = read_keys(&issuer.jwks_file)
+                .map_err(|message| CredentialSetupError::Jwks { at, message })?;
+            issuers.push(Issuer {
+                settings: issuer.clone(),
+                algorithms,
+                keys: Mutex::new((keys, None)),
+            });
+        }
+        Ok(Credentials {
+            issuers,
+            required_for: settings.required_for.clone(),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(VERIFIED_TOKENS)
+                .time_to_live(VERIFIED_FOR)
+                .build(),
+        })
+    }
+
+    /// Whether requests for principals of this type must carry a credential.
+    pub fn required_for(&self, principal_type: &str) -> bool {
+        self.required_for.iter().any(|t| t == principal_type)
+    }
+
+    /// Verifies `token` at `now`; `Err` is the reason to deny.
+    pub fn verify(&self, token: &str, now: UnixMillis) -> Result<CredentialEvidence, Reason> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(known) = self.verified.get(&digest) {
+            let (evidence, nbf, skew) = &*known;
+            within_time(evidence.expires_at, *nbf, *skew, now)?;
+            return Ok(evidence.clone());
+        }
+        let (evidence, nbf, skew) = self.verify_signed(token, now)?;
+        self.verified
+            .insert(digest, Arc::new((evidence.clone(), nbf, skew)));
+        Ok(evidence)
+    }
+
+    /// `verify` without the cache: the evidence, the token's `nbf` and the issuer's skew.
+    fn verify_signed(&self, token: &str, now: UnixMillis) -> Result<Verified, Reason> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| Reason::CredentialMalformed)?;
+        // The claims unverified, only to find the issuer whose keys verify them.
+        let mut unverified = Validation::new(header.alg);
+        unverified.insecure_disable_signature_validation();
+        unverified.validate_exp = false;
+        unverified.validate_aud = false;
+        unverified.required_spec_claims.clear();
+        let claimed =
+            jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&[]), &unverified)
+                .map_err(|_| Reason::CredentialMalformed)?;
+        let issuer_name = claimed.claims.iss.ok_or(Reason::CredentialMalformed)?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|issuer| issuer.settings.issuer == issuer_name)
+            .ok_or(Reason::CredentialUnknownIssuer)?;
+        if !issuer.algorithms.contains(&header.alg) {
+            return Err(Reason::CredentialAlgorithmRefused);
+        }
+        let key = issuer
+            .key(header.kid.as_deref())
+            .ok_or(Reason::CredentialUnknownKey)?;
+        let mut validation = Validation::new(header.alg);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.required_spec_claims.clear();
+        validation.set_issuer(&[&issuer.settings.issuer]);
+        if issuer.settings.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&issuer.settings.audiences);
+            validation.required_spec_claims.insert("aud".to_owned());
+        }
+        let verified =
+            jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|error| {
+                use jsonwebtoken::errors::ErrorKind;
+                match error.kind() {
+                    ErrorKind::InvalidSignature => Reason::CredentialBadSignature,
+                    ErrorKind::InvalidAudience | ErrorKind::MissingRequiredClaim(_) => {
+                        Reason::CredentialWrongAudience
+                    }
+                    ErrorKind::InvalidIssuer => Reason::CredentialUnknownIssuer,
+                    ErrorKind::InvalidAlgorithm => Reason::CredentialAlgorithmRefused,
+                    _ => Reason::CredentialMalformed,
+                }
+            })?;
+        let claims = verified.claims;
+        // The time checks, on the engine's clock.
+        let skew = issuer
+            .settings
+            .clock_skew_seconds
+            .min(i64::MAX as u64 / 1000) as i64
+            * 1000;
+        let exp = claims.exp.ok_or(Reason::CredentialMalformed)?;
+        let expires_at = UnixMillis(exp.saturating_mul(1000));
+        within_time(expires_at, claims.nbf, skew, now)?;
+        let subject = claims.sub.ok_or(Reason::CredentialMalformed)?;
+        let principal = EntityRef::parse(&issuer.settings.principal.replace("{sub}", &subject))
+            .ok_or(Reason::CredentialMalformed)?;
+        let evidence = CredentialEvidence {
+            issuer: issuer.settings.issuer.clone(),
+            subject,
+            principal,
+            jti: claims.jti,
+            expires_at,
+            key_id: header.kid,
+            token_sha256: format!("sha256:{:x}", Sha256::digest(token.as_bytes())),
+        };
+        Ok((evidence, claims.nbf, skew))
+    }
+}
+
+/// Whether `now` is within the token's `nbf`..`exp` (seconds), give or take `skew` ms.
+fn within_time(
+    expires_at: UnixMillis,
+    nbf: Option<i64>,
+    skew: i64,
+    now: UnixMillis,
+) -> Result<(), Reason> {
+    if now.0 >= expires_at.0.saturating_add(skew) {
+        return Err(Reason::CredentialExpired);
+    }
+    if let Some(nbf) = nbf
+        && now.0.saturating_add(skew) < nbf.saturating_mul(1000)
+    {
+        return Err(Reason::CredentialNotYetValid);
+    }
+    Ok(())
+}
+
+impl Issuer {
+    /// The key for `kid`: from the keys held, else from the JWKS file read again (a rotation).
+    fn key(&self, kid: Option<&str>) -> Option<Arc<DecodingKey>> {
+        let kid = kid.unwrap_or("");
+        let mut held = self
+            .keys
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (keys, last_read) = &mut *held;
+        if let Some(key) = keys.get(kid) {
+            return Some(Arc::clone(key));
+        }
+        let read_lately =
+            last_read.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1));
+        if !read_lately {
+            *last_read = Some(std::time::Instant::now());
+            match read_keys(&self.settings.jwks_file) {
+                Ok(fresh) => *keys = fresh,
+                Err(message) => {
+                    tracing::error!(issuer = %self.settings.issuer, %message, "cannot read the issuer's keys again");
+                }
+            }
+        }
+        keys.get(kid).cloned()
+    }
+}
+
+/// A JWKS file's asymmetric keys by `kid`.
+fn read_keys(path: &std::path::Path) -> Result<KeysByKid, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
+    let set: JwkSet = serde_json::from_str(&text)
+        .map_err(|error| format!("{}: not a JWKS: {error}", path.display()))?;
+    let mut keys = HashMap::new();
+    for jwk in &set.keys {
+        // Symmetric keys are never accepted: a public JWKS with one is a mistake or an attack.
+        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
+            continue;
+        }
+        let key = DecodingKey::from_jwk(jwk)
+            .map_err(|error| format!("{}: a key cannot be read: {error}", path.display()))?;
+        let kid = jwk.common.key_id.clone().unwrap_or_default();
+        keys.insert(kid, Arc::new(key));
+    }
+    Ok(keys)
+}

@@ -1,0 +1,235 @@
+//! Verified credentials against the real server: JWTs signed in the test (ES256, EdDSA) with keys
+//! in a JWKS file the configuration names. A valid token for the named principal is recorded by
+//! its issuer, subject and hash (never the token); each way a token can be wrong is a deny with
+//! its own reason; a principal type that requires a credential is denied without one; a key
+//! added to the file is used without a restart; a cached answer never outlives its token.
+
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use rcgen::KeyPair;
+
+use crate::common::{Server, request};
+use warrant::proto;
+
+const ISSUER: &str = "https://issuer.test";
+
+struct Key {
+    pair: KeyPair,
+    kid: &'static str,
+    algorithm: Algorithm,
+}
+
+impl Key {
+    fn new(kid: &'static str, algorithm: Algorithm) -> Key {
+        let scheme = match algorithm {
+            Algorithm::EdDSA => &rcgen::PKCS_ED25519,
+            _ => &rcgen::PKCS_ECDSA_P256_SHA256,
+        };
+        Key {
+            pair: KeyPair::generate_for(scheme).unwrap(),
+            kid,
+            algorithm,
+        }
+    }
+
+    fn jwk(&self) -> serde_json::Value {
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let raw = self.pair.public_key_raw();
+        match self.algorithm {
+            Algorithm::EdDSA => serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "x": b64(raw), "kid": self.kid, "alg": "EdDSA",
+            }),
+            _ => serde_json::json!({
+                "kty": "EC", "crv": "P-256", "x": b64(&raw[1..33]), "y": b64(&raw[33..65]),
+                "kid": self.kid, "alg": "ES256",
+            }),
+        }
+    }
+
+    fn sign(&self, claims: &serde_json::Value) -> String {
+        let pem = self.pair.serialize_pem();
+        let key = match self.algorithm {
+            Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
+            _ => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        };
+        let mut header = Header::new(self.algorithm);
+        header.kid = Some(self.kid.to_owned());
+        jsonwebtoken::encode(&header, claims, &key).unwrap()
+    }
+}
+
+fn now_seconds() -> i64 {
+    use warrant::clock::Clock as _;
+    warrant::clock::SystemClock.now().0 / 1000
+}
+
+fn claims(sub: &str, exp_in: i64) -> serde_json::Value {
+    serde_json::json!({
+        "iss": ISSUER, "sub": sub, "aud": "warrant", "exp": now_seconds() + exp_in,
+        "jti": format!("jti-{sub}-{exp_in}"),
+    })
+}
+
+fn read_with(token: &str) -> proto::CheckRequest {
+    let mut check = request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", "");
+    check.credential = token.to_owned();
+    check
+}
+
+#[tokio::test]
+async fn credentials_are_verified_at_decision_time_and_each_failure_has_its_reason() {
+    let files = tempfile::tempdir().unwrap();
+    let es = Key::new("k1", Algorithm::ES256);
+    let jwks = files.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [es.jwk()]}).to_string()).unwrap();
+    let config = files.path().join("warrant.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[credentials]\nrequired_for = [\"Agent\"]\n\n[[credentials.issuers]]\nissuer = \"{ISSUER}\"\njwks_file = \"{}\"\naudiences = [\"warrant\"]\nalgorithms = [\"ES256\", \"EdDSA\"]\nprincipal = \"ApiKey::{{sub}}\"\nclock_skew_seconds = 5\n",
+            jwks.display()
+        ),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut client = server.client().await;
+
+    // A valid token for the principal the request names.
+    let token = es.sign(&claims("pipeline-etl", 600));
+    let answer = client.check(read_with(&token)).await.unwrap().into_inner();
+    assert_eq!(
+        answer.decision,
+        proto::Decision::Allow as i32,
+        "{:?}",
+        answer.reasons
+    );
+    let record = server.record(&answer.decision_id).await;
+    let credential = &record["credential"];
+    assert_eq!(credential["issuer"], ISSUER);
+    assert_eq!(credential["subject"], "pipeline-etl");
+    assert_eq!(credential["key_id"], "k1");
+    assert_eq!(credential["jti"], "jti-pipeline-etl-600");
+    assert!(
+        credential["token_sha256"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert!(
+        !record.to_string().contains(&token),
+        "the token itself is on record"
+    );
+    // Cached for the same token, never past its expiry.
+    let again = client.check(read_with(&token)).await.unwrap().into_inner();
+    assert!(again.provenance.unwrap().answered_from_cache);
+    let until = answer.valid_until.unwrap().seconds;
+    assert!(until <= now_seconds() + 600, "valid until {until}");
+    let short = es.sign(&claims("pipeline-etl", 10));
+    let answer = client.check(read_with(&short)).await.unwrap().into_inner();
+    assert!(answer.valid_until.unwrap().seconds <= now_seconds() + 10);
+
+    // Each way a token can be wrong, with its reason.
+    let other_key = Key::new("k1", Algorithm::ES256);
+    let hmac = jsonwebtoken::encode(
+        &Header {
+            kid: Some("k1".to_owned()),
+            ..Header::new(Algorithm::HS256)
+        },
+        &claims("pipeline-etl", 600),
+        &EncodingKey::from_secret(b"guessable"),
+    )
+    .unwrap();
+    let mut unknown_issuer = claims("pipeline-etl", 600);
+    unknown_issuer["iss"] = "https://elsewhere.test".into();
+    let mut wrong_audience = claims("pipeline-etl", 600);
+    wrong_audience["aud"] = "someone-else".into();
+    let mut not_yet = claims("pipeline-etl", 600);
+    not_yet["nbf"] = (now_seconds() + 300).into();
+    let unknown_kid = Key {
+        kid: "k9",
+        ..Key::new("k9", Algorithm::ES256)
+    };
+    let cases = [
+        (
+            es.sign(&claims("pipeline-expired", 600)),
+            "warrant:credential-mismatch",
+        ),
+        (
+            es.sign(&claims("pipeline-etl", -600)),
+            "warrant:credential-expired",
+        ),
+        (es.sign(&not_yet), "warrant:credential-not-yet-valid"),
+        (
+            es.sign(&wrong_audience),
+            "warrant:credential-wrong-audience",
+        ),
+        (
+            es.sign(&unknown_issuer),
+            "warrant:credential-unknown-issuer",
+        ),
+        (
+            unknown_kid.sign(&claims("pipeline-etl", 600)),
+            "warrant:credential-unknown-key",
+        ),
+        (
+            other_key.sign(&claims("pipeline-etl", 600)),
+            "warrant:credential-bad-signature",
+        ),
+        (hmac, "warrant:credential-algorithm-refused"),
+        ("not.a.jwt".to_owned(), "warrant:credential-malformed"),
+    ];
+    for (token, reason) in cases {
+        let answer = client.check(read_with(&token)).await.unwrap().into_inner();
+        assert_eq!(answer.decision, proto::Decision::Deny as i32);
+        assert_eq!(answer.reasons, [reason]);
+        let record = server.record(&answer.decision_id).await;
+        assert!(record["credential"].is_null());
+    }
+
+    // A principal type that requires a credential is denied without one.
+    let agent = request(
+        "Agent::procurement-agent",
+        "submit_vendor_request",
+        "Tool::vendor-portal",
+        "TASK-77",
+    );
+    let answer = client.check(agent).await.unwrap().into_inner();
+    assert_eq!(answer.reasons, ["warrant:credential-required"]);
+
+    // A key added to the file (a rotation) is used without a restart: the file is read again for
+    // an unknown key id, at most once a second.
+    let ed = Key::new("k2", Algorithm::EdDSA);
+    std::fs::write(
+        &jwks,
+        serde_json::json!({"keys": [es.jwk(), ed.jwk()]}).to_string(),
+    )
+    .unwrap();
+    let rotated = ed.sign(&claims("pipeline-etl", 600));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let answer = client
+            .check(read_with(&rotated))
+            .await
+            .unwrap()
+            .into_inner();
+        if answer.decision == proto::Decision::Allow as i32 {
+            break;
+        }
+        assert_eq!(answer.reasons, ["warrant:credential-unknown-key"]);
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new key was never used"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+
+    // The token is a bounded field.
+    let oversized = "x".repeat(20_000);
+    let refused = client.check(read_with(&oversized)).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().starts_with("credential: 20000 bytes"),
+        "{}",
+        refused.message()
+    );
+}
