@@ -56,6 +56,9 @@ pub struct ExtAuthzSettings {
     pub principal_header: Option<String>,
     /// The header that carries the presented approval's id [default: x-approval-id].
     pub approval_header: Option<String>,
+    /// The header that carries the principal's credential (a JWT, with or without `Bearer `),
+    /// e.g. `authorization`; off unless set.
+    pub credential_header: Option<String>,
     /// The context key that receives `{method, path, host, source_address}`; off unless set
     /// (the schema must declare it).
     pub http_context: Option<String>,
@@ -75,6 +78,7 @@ pub struct ExtAuthz {
     unmatched: Unmatched,
     principal_header: Option<String>,
     approval_header: String,
+    credential_header: Option<String>,
     http_context: Option<String>,
     context_headers: BTreeMap<String, String>,
     context_extensions: BTreeMap<String, String>,
@@ -110,6 +114,7 @@ impl ExtAuthz {
             routes,
             unmatched: settings.unmatched,
             principal_header: settings.principal_header.as_deref().map(header),
+            credential_header: settings.credential_header.as_deref().map(header),
             approval_header: header(
                 settings
                     .approval_header
@@ -362,7 +367,20 @@ impl ExtAuthzService {
             request_id: Some(http.id).filter(|id| !id.is_empty()),
             resource_description,
             caller_identity: None,
-            credential: None,
+            credential: self
+                .mapping
+                .credential_header
+                .as_ref()
+                .and_then(|name| headers.get(name))
+                .map(|value| {
+                    let value = value.trim();
+                    match value.get(..7) {
+                        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => &value[7..],
+                        _ => value,
+                    }
+                })
+                .filter(|token| !token.is_empty())
+                .map(|token| domain::Credential(token.to_owned())),
         }))
     }
 

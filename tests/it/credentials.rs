@@ -11,16 +11,16 @@ use rcgen::KeyPair;
 use crate::common::{Server, request};
 use warrant::proto;
 
-const ISSUER: &str = "https://issuer.test";
+pub(crate) const ISSUER: &str = "https://issuer.test";
 
-struct Key {
+pub(crate) struct Key {
     pair: KeyPair,
     kid: &'static str,
     algorithm: Algorithm,
 }
 
 impl Key {
-    fn new(kid: &'static str, algorithm: Algorithm) -> Key {
+    pub(crate) fn new(kid: &'static str, algorithm: Algorithm) -> Key {
         let scheme = match algorithm {
             Algorithm::EdDSA => &rcgen::PKCS_ED25519,
             _ => &rcgen::PKCS_ECDSA_P256_SHA256,
@@ -32,7 +32,7 @@ impl Key {
         }
     }
 
-    fn jwk(&self) -> serde_json::Value {
+    pub(crate) fn jwk(&self) -> serde_json::Value {
         let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         let raw = self.pair.public_key_raw();
         match self.algorithm {
@@ -46,7 +46,7 @@ impl Key {
         }
     }
 
-    fn sign(&self, claims: &serde_json::Value) -> String {
+    pub(crate) fn sign(&self, claims: &serde_json::Value) -> String {
         let pem = self.pair.serialize_pem();
         let key = match self.algorithm {
             Algorithm::EdDSA => EncodingKey::from_ed_pem(pem.as_bytes()).unwrap(),
@@ -63,7 +63,7 @@ fn now_seconds() -> i64 {
     warrant::clock::SystemClock.now().0 / 1000
 }
 
-fn claims(sub: &str, exp_in: i64) -> serde_json::Value {
+pub(crate) fn claims(sub: &str, exp_in: i64) -> serde_json::Value {
     serde_json::json!({
         "iss": ISSUER, "sub": sub, "aud": "warrant", "exp": now_seconds() + exp_in,
         "jti": format!("jti-{sub}-{exp_in}"),

@@ -314,6 +314,48 @@ async fn a_trusted_header_names_the_principal_but_never_over_the_mtls_peer() {
 }
 
 /// The ledger's record of the decision an answer carries.
+#[tokio::test]
+async fn a_credential_in_a_header_must_name_the_principal_the_peer_is() {
+    use crate::credentials::{ISSUER, Key, claims};
+    let es = Key::new("k1", jsonwebtoken::Algorithm::ES256);
+    let keys = tempfile::tempdir().unwrap();
+    let jwks = keys.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [es.jwk()]}).to_string()).unwrap();
+    let server = start_on(|example| {
+        let example = example.replace(
+            "# credential_header = \"authorization\"",
+            "credential_header = \"Authorization\"",
+        );
+        format!(
+            "{example}\n[[credentials.issuers]]\nissuer = \"{ISSUER}\"\njwks_file = \"{}\"\nprincipal = \"ServiceAccount::{{sub}}\"\n",
+            jwks.display()
+        )
+    });
+    let change = |token: String| {
+        envoy_check(
+            "PUT",
+            "/configs/payments-api",
+            DEPLOY_BOT,
+            &[
+                ("x-approval-id", "CHG-1042"),
+                ("authorization", &format!("Bearer {token}")),
+            ],
+        )
+    };
+    let allowed = ask(&server, change(es.sign(&claims("deploy-bot", 600)))).await;
+    assert_eq!(metadata(&allowed, "decision"), "allow");
+    let record = recorded(&server, &allowed).await;
+    assert_eq!(record["credential"]["subject"], "deploy-bot");
+    // The peer is deploy-bot; a token for another identity does not make it that identity.
+    let other = ask(&server, change(es.sign(&claims("db-admin", 600)))).await;
+    let (status, _, body) = denial(&other);
+    assert_eq!(status, 403);
+    assert_eq!(
+        body["reasons"],
+        serde_json::json!(["warrant:credential-mismatch"])
+    );
+}
+
 async fn recorded(server: &Server, answer: &CheckResponse) -> serde_json::Value {
     server.record(&metadata(answer, "decision_id")).await
 }
