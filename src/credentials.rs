@@ -39,6 +39,16 @@ pub struct IssuerSettings {
     /// How far the clocks may disagree, in seconds [default: 60].
     #[serde(default = "default_skew")]
     pub clock_skew_seconds: u64,
+    /// Its tokens are single-use (workflow and task tokens): each `jti` is accepted once, and
+    /// remembered durably until the token expires.
+    #[serde(default)]
+    pub single_use: bool,
+}
+
+/// Where single-use tokens are remembered (the live store).
+pub trait SeenTokens: Send + Sync {
+    /// `true` the first time `key` is presented before `expires_at`; durable when it returns.
+    fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, String>;
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -95,6 +105,8 @@ pub struct Credentials {
     /// token costs a lookup and the time checks, not a signature verification. Bounded; entries
     /// live at most `VERIFIED_FOR`, so a key removed from a JWKS stops its tokens within that.
     verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
+    /// Where single-use tokens are remembered; without it, a single-use token is refused.
+    seen: std::sync::OnceLock<Arc<dyn SeenTokens>>,
 }
 
 /// How long a verified token is trusted without verifying its signature again.
@@ -170,7 +182,36 @@ impl Credentials {
                 .max_capacity(VERIFIED_TOKENS)
                 .time_to_live(VERIFIED_FOR)
                 .build(),
+            seen: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Remembers single-use tokens in `seen` from now on (set once, at start).
+    pub fn remember_in(&self, seen: Arc<dyn SeenTokens>) {
+        let _ = self.seen.set(seen);
+    }
+
+    /// For a single-use token, whether this is its first use (and remember it).
+    fn first_use(
+        &self,
+        evidence: &CredentialEvidence,
+        skew: i64,
+        now: UnixMillis,
+    ) -> Result<(), Reason> {
+        if !evidence.single_use {
+            return Ok(());
+        }
+        let jti = evidence.jti.as_deref().ok_or(Reason::CredentialMalformed)?;
+        let seen = self.seen.get().ok_or(Reason::InternalError)?;
+        let key = format!("{}\n{jti}", evidence.issuer);
+        match seen.first_use(&key, evidence.expires_at.0.saturating_add(skew), now.0) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(Reason::CredentialReplayed),
+            Err(error) => {
+                tracing::error!(%error, issuer = %evidence.issuer, "cannot remember a single-use token; denying");
+                Err(Reason::InternalError)
+            }
+        }
     }
 
     /// Whether requests for principals of this type must carry a credential.
@@ -184,11 +225,13 @@ impl Credentials {
         if let Some(known) = self.verified.get(&digest) {
             let (evidence, nbf, skew) = &*known;
             within_time(evidence.expires_at, *nbf, *skew, now)?;
+            self.first_use(evidence, *skew, now)?;
             return Ok(evidence.clone());
         }
         let (evidence, nbf, skew) = self.verify_signed(token, now)?;
         self.verified
             .insert(digest, Arc::new((evidence.clone(), nbf, skew)));
+        self.first_use(&evidence, skew, now)?;
         Ok(evidence)
     }
 
@@ -261,6 +304,7 @@ impl Credentials {
             expires_at,
             key_id: header.kid,
             token_sha256: format!("sha256:{:x}", Sha256::digest(token.as_bytes())),
+            single_use: issuer.settings.single_use,
         };
         Ok((evidence, claims.nbf, skew))
     }

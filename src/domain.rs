@@ -182,6 +182,8 @@ reasons! {
     CredentialMismatch => "warrant:credential-mismatch",
     /// Requests for this principal type must carry a credential, and this one does not.
     CredentialRequired => "warrant:credential-required",
+    /// A single-use token (its issuer's `single_use`) presented again.
+    CredentialReplayed => "warrant:credential-replayed",
 }
 
 /// A value in the caller's context: the part of Cedar's value space a caller may assert.
@@ -325,6 +327,9 @@ pub struct CredentialEvidence {
     pub key_id: Option<String>,
     /// `sha256:` of the token.
     pub token_sha256: String,
+    /// Its issuer's tokens are single-use: this use was its first (and no decision under it is
+    /// cached).
+    pub single_use: bool,
 }
 
 /// Who asked, as the transport saw it: the peer's address and, over mutual TLS, the identity in

@@ -75,6 +75,8 @@ pub async fn serve(
     }
     if !config.credentials.issuers.is_empty() || !config.credentials.required_for.is_empty() {
         let credentials = crate::credentials::Credentials::new(&config.credentials)?;
+        credentials
+            .remember_in(Arc::clone(control.store()) as Arc<dyn crate::credentials::SeenTokens>);
         tracing::info!(
             issuers = config.credentials.issuers.len(),
             required_for = ?config.credentials.required_for,

@@ -19,6 +19,13 @@ pub const STORE_FILE: &str = "facts.redb";
 const ENTITIES: TableDefinition<&str, &str> = TableDefinition::new("entities");
 /// Template links made through the admin API, by link id, as JSON `LiveLink`.
 const LINKS: TableDefinition<&str, &str> = TableDefinition::new("policy_links");
+/// Single-use credentials seen, by `issuer` + "\n" + `jti`, with their expiry (Unix ms).
+const SEEN_TOKENS: TableDefinition<&str, i64> = TableDefinition::new("seen_tokens");
+/// The same, by expiry, for forgetting them once they have expired.
+const SEEN_BY_EXPIRY: TableDefinition<(i64, &str), ()> =
+    TableDefinition::new("seen_tokens_by_expiry");
+/// How many expired entries one `first_use` forgets, at most.
+const FORGET_PER_USE: usize = 16;
 /// Allowed uses of limited approvals, by approval id.
 const USES: TableDefinition<&str, u64> = TableDefinition::new("approval_uses");
 
@@ -109,6 +116,10 @@ impl LiveStore {
         txn.open_table(ENTITIES).map_err(|e| open_error(e.into()))?;
         txn.open_table(USES).map_err(|e| open_error(e.into()))?;
         txn.open_table(LINKS).map_err(|e| open_error(e.into()))?;
+        txn.open_table(SEEN_TOKENS)
+            .map_err(|e| open_error(e.into()))?;
+        txn.open_table(SEEN_BY_EXPIRY)
+            .map_err(|e| open_error(e.into()))?;
         txn.commit().map_err(|e| open_error(e.into()))?;
         Ok(LiveStore { db })
     }
@@ -185,6 +196,45 @@ impl LiveStore {
         txn.commit().map_err(io)
     }
 
+    /// Records the use of a single-use credential: `true` the first time `key` is seen (durable
+    /// when it returns), `false` if it was seen before and has not expired. Forgets a few entries
+    /// that expired before `now`, so the table holds only tokens that could still be presented.
+    pub fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        let first = {
+            let mut seen = txn.open_table(SEEN_TOKENS).map_err(io)?;
+            let mut by_expiry = txn.open_table(SEEN_BY_EXPIRY).map_err(io)?;
+            let expired: Vec<(i64, String)> = by_expiry
+                .range::<(i64, &str)>(..(now, ""))
+                .map_err(io)?
+                .take(FORGET_PER_USE)
+                .map(|row| row.map(|(k, _)| (k.value().0, k.value().1.to_owned())))
+                .collect::<Result<_, _>>()
+                .map_err(io)?;
+            for (at, old) in &expired {
+                by_expiry.remove((*at, old.as_str())).map_err(io)?;
+                let current = seen.get(old.as_str()).map_err(io)?.map(|v| v.value());
+                if current == Some(*at) {
+                    seen.remove(old.as_str()).map_err(io)?;
+                }
+            }
+            let before = seen.get(key).map_err(io)?.map(|at| at.value());
+            match before {
+                Some(at) if at > now => false,
+                _ => {
+                    if let Some(at) = before {
+                        by_expiry.remove((at, key)).map_err(io)?;
+                    }
+                    seen.insert(key, expires_at).map_err(io)?;
+                    by_expiry.insert((expires_at, key), ()).map_err(io)?;
+                    true
+                }
+            }
+        };
+        txn.commit().map_err(io)?;
+        Ok(first)
+    }
+
     /// Allowed uses recorded for an approval.
     pub fn uses(&self, approval_id: &str) -> Result<u64, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
@@ -239,6 +289,12 @@ impl LiveStore {
     }
 }
 
+impl crate::credentials::SeenTokens for LiveStore {
+    fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, String> {
+        LiveStore::first_use(self, key, expires_at, now).map_err(|error| error.to_string())
+    }
+}
+
 impl UseCounter for LiveStore {
     fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, UseCountError> {
         self.consume_use(approval_id, max_uses)
@@ -276,6 +332,39 @@ mod tests {
         assert_eq!(store.consume_use("a", 2).unwrap(), None);
         assert_eq!(store.uses("a").unwrap(), 2);
         assert_eq!(store.uses("b").unwrap(), 0);
+    }
+
+    #[test]
+    fn a_single_use_token_is_first_used_once_until_it_expires_and_then_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = LiveStore::open(dir.path()).unwrap();
+            assert!(store.first_use("iss\na", 1_000, 0).unwrap());
+            assert!(!store.first_use("iss\na", 1_000, 500).unwrap());
+        }
+        let store = LiveStore::open(dir.path()).unwrap();
+        assert!(
+            !store.first_use("iss\na", 1_000, 999).unwrap(),
+            "remembered across a restart"
+        );
+        // Past its expiry it is forgotten (the table stays bounded) and could be seen anew.
+        assert!(store.first_use("iss\nb", 5_000, 2_000).unwrap());
+        let txn = store.db.begin_read().unwrap();
+        assert!(
+            txn.open_table(SEEN_TOKENS)
+                .unwrap()
+                .get("iss\na")
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            txn.open_table(SEEN_BY_EXPIRY)
+                .unwrap()
+                .iter()
+                .unwrap()
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -220,6 +220,11 @@ impl Control {
         &self.engine
     }
 
+    /// The live store (which also remembers single-use credentials).
+    pub fn store(&self) -> &Arc<LiveStore> {
+        &self.store
+    }
+
     pub fn policies_dir(&self) -> &Path {
         &self.policies_dir
     }

@@ -233,3 +233,90 @@ async fn credentials_are_verified_at_decision_time_and_each_failure_has_its_reas
         refused.message()
     );
 }
+
+#[tokio::test]
+async fn a_single_use_token_is_accepted_once_even_across_a_restart() {
+    let files = tempfile::tempdir().unwrap();
+    let es = Key::new("k1", Algorithm::ES256);
+    let jwks = files.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [es.jwk()]}).to_string()).unwrap();
+    let config = files.path().join("warrant.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[credentials.issuers]]\nissuer = \"{ISSUER}\"\njwks_file = \"{}\"\nprincipal = \"ApiKey::{{sub}}\"\nsingle_use = true\n",
+            jwks.display()
+        ),
+    )
+    .unwrap();
+    let start = |data: Option<tempfile::TempDir>| {
+        let policies = crate::common::bundled_policies();
+        let args = [
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policies",
+            policies.to_str().unwrap(),
+            "--config",
+            config.to_str().unwrap(),
+        ];
+        match data {
+            Some(data) => Server::start_in(data, &args).unwrap(),
+            None => Server::start_with(&args).unwrap(),
+        }
+    };
+    let server = start(None);
+    let token = es.sign(&claims("pipeline-etl", 600));
+    let first = server
+        .client()
+        .await
+        .check(read_with(&token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        first.decision,
+        proto::Decision::Allow as i32,
+        "{:?}",
+        first.reasons
+    );
+    assert!(!first.provenance.unwrap().answered_from_cache);
+    let again = server
+        .client()
+        .await
+        .check(read_with(&token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.reasons, ["warrant:credential-replayed"]);
+    let mut no_jti = claims("pipeline-etl", 600);
+    no_jti.as_object_mut().unwrap().remove("jti");
+    let answer = server
+        .client()
+        .await
+        .check(read_with(&es.sign(&no_jti)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.reasons, ["warrant:credential-malformed"]);
+
+    // Remembered durably: a restarted server refuses it too, and takes a new one.
+    let server = start(Some(server.terminate()));
+    let replayed = server
+        .client()
+        .await
+        .check(read_with(&token))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(replayed.reasons, ["warrant:credential-replayed"]);
+    let fresh = es.sign(&claims("pipeline-etl", 601));
+    let answer = server
+        .client()
+        .await
+        .check(read_with(&fresh))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(answer.decision, proto::Decision::Allow as i32);
+}

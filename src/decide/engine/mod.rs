@@ -411,7 +411,12 @@ impl Engine {
             .provenance
             .approval
             .as_ref()
-            .is_some_and(|evidence| evidence.approval.max_uses.is_some());
+            .is_some_and(|evidence| evidence.approval.max_uses.is_some())
+            || decision
+                .provenance
+                .credential
+                .as_ref()
+                .is_some_and(|credential| credential.single_use);
         let shadow_failed = decision.shadow.as_ref().is_some_and(|s| s.error_count > 0);
         // A credential refused now may pass later for reasons no read tracks (its issuer's
         // keys rotated in): such a deny is decided afresh each time.
