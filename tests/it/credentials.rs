@@ -70,6 +70,28 @@ pub(crate) fn claims(sub: &str, exp_in: i64) -> serde_json::Value {
     })
 }
 
+/// A JWKS file with `key` and a configuration with one issuer of it (`before` goes first in the
+/// file, `issuer_extra` into the issuer's table): the folder, the JWKS and the configuration.
+fn issuer_files(
+    key: &Key,
+    before: &str,
+    issuer_extra: &str,
+) -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    let files = tempfile::tempdir().unwrap();
+    let jwks = files.path().join("jwks.json");
+    std::fs::write(&jwks, serde_json::json!({"keys": [key.jwk()]}).to_string()).unwrap();
+    let config = files.path().join("warrant.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "{before}\n[[credentials.issuers]]\nissuer = \"{ISSUER}\"\njwks_file = \"{}\"\nprincipal = \"ApiKey::{{sub}}\"\n{issuer_extra}",
+            jwks.display()
+        ),
+    )
+    .unwrap();
+    (files, jwks, config)
+}
+
 fn read_with(token: &str) -> proto::CheckRequest {
     let mut check = request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", "");
     check.credential = token.to_owned();
@@ -78,19 +100,12 @@ fn read_with(token: &str) -> proto::CheckRequest {
 
 #[tokio::test]
 async fn credentials_are_verified_at_decision_time_and_each_failure_has_its_reason() {
-    let files = tempfile::tempdir().unwrap();
     let es = Key::new("k1", Algorithm::ES256);
-    let jwks = files.path().join("jwks.json");
-    std::fs::write(&jwks, serde_json::json!({"keys": [es.jwk()]}).to_string()).unwrap();
-    let config = files.path().join("warrant.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[credentials]\nrequired_for = [\"Agent\"]\n\n[[credentials.issuers]]\nissuer = \"{ISSUER}\"\njwks_file = \"{}\"\naudiences = [\"warrant\"]\nalgorithms = [\"ES256\", \"EdDSA\"]\nprincipal = \"ApiKey::{{sub}}\"\nclock_skew_seconds = 5\n",
-            jwks.display()
-        ),
-    )
-    .unwrap();
+    let (_files, jwks, config) = issuer_files(
+        &es,
+        "[credentials]\nrequired_for = [\"Agent\"]\n",
+        "audiences = [\"warrant\"]\nalgorithms = [\"ES256\", \"EdDSA\"]\nclock_skew_seconds = 5\n",
+    );
     let server = Server::start(&["--config", config.to_str().unwrap()]);
     let mut client = server.client().await;
 
@@ -236,19 +251,8 @@ async fn credentials_are_verified_at_decision_time_and_each_failure_has_its_reas
 
 #[tokio::test]
 async fn a_single_use_token_is_accepted_once_even_across_a_restart() {
-    let files = tempfile::tempdir().unwrap();
     let es = Key::new("k1", Algorithm::ES256);
-    let jwks = files.path().join("jwks.json");
-    std::fs::write(&jwks, serde_json::json!({"keys": [es.jwk()]}).to_string()).unwrap();
-    let config = files.path().join("warrant.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[credentials.issuers]]\nissuer = \"{ISSUER}\"\njwks_file = \"{}\"\nprincipal = \"ApiKey::{{sub}}\"\nsingle_use = true\n",
-            jwks.display()
-        ),
-    )
-    .unwrap();
+    let (_files, _jwks, config) = issuer_files(&es, "", "single_use = true\n");
     let start = |data: Option<tempfile::TempDir>| {
         let policies = crate::common::bundled_policies();
         let args = [
