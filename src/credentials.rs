@@ -126,6 +126,15 @@ struct Claims {
     nbf: Option<i64>,
     #[serde(default)]
     jti: Option<String>,
+    /// One audience or several.
+    #[serde(default)]
+    aud: Option<serde_json::Value>,
+    /// Scopes, space-separated (OAuth 2.0).
+    #[serde(default)]
+    scope: Option<String>,
+    /// Scopes, as a list (some issuers).
+    #[serde(default)]
+    scp: Option<Vec<String>>,
 }
 
 const ACCEPTED: [(&str, Algorithm); 9] = [
@@ -304,6 +313,19 @@ impl Credentials {
             expires_at,
             key_id: header.kid,
             token_sha256: format!("sha256:{:x}", Sha256::digest(token.as_bytes())),
+            audiences: match &claims.aud {
+                Some(serde_json::Value::String(one)) => vec![one.clone()],
+                Some(serde_json::Value::Array(many)) => many
+                    .iter()
+                    .filter_map(|a| a.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            },
+            scopes: match (&claims.scope, &claims.scp) {
+                (Some(spaced), _) => spaced.split_whitespace().map(str::to_owned).collect(),
+                (None, Some(listed)) => listed.clone(),
+                (None, None) => Vec::new(),
+            },
             single_use: issuer.settings.single_use,
         };
         Ok((evidence, claims.nbf, skew))

@@ -101,7 +101,7 @@ impl Reason {
 }
 
 /// Context keys Warrant sets itself. A caller that supplies one is refused.
-pub const RESERVED_CONTEXT_KEYS: [&str; 3] = ["now", "approval", "caller"];
+pub const RESERVED_CONTEXT_KEYS: [&str; 4] = ["now", "approval", "caller", "credential"];
 
 /// Defines `Reason` from one list: the variants, `ALL` and `as_str` cannot disagree.
 macro_rules! reasons {
@@ -327,6 +327,10 @@ pub struct CredentialEvidence {
     pub key_id: Option<String>,
     /// `sha256:` of the token.
     pub token_sha256: String,
+    /// Its `aud` values.
+    pub audiences: Vec<String>,
+    /// Its scopes (`scope`, space-separated, or `scp`).
+    pub scopes: Vec<String>,
     /// Its issuer's tokens are single-use: this use was its first (and no decision under it is
     /// cached).
     pub single_use: bool,

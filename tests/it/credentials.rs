@@ -324,3 +324,74 @@ async fn a_single_use_token_is_accepted_once_even_across_a_restart() {
         .into_inner();
     assert_eq!(answer.decision, proto::Decision::Allow as i32);
 }
+
+#[tokio::test]
+async fn policies_read_the_verified_claims_and_no_caller_can_assert_them() {
+    let es = Key::new("k1", Algorithm::ES256);
+    let (files, _jwks, config) = issuer_files(&es, "", "");
+    // The bundled policies, with the verified claims in the request context and dataset reads
+    // only under a token with the datasets:read scope.
+    let policies = files.path().join("policies");
+    std::fs::create_dir(&policies).unwrap();
+    for entry in std::fs::read_dir(crate::common::bundled_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+    let schema = std::fs::read_to_string(policies.join("schema.cedarschema")).unwrap();
+    std::fs::write(
+        policies.join("schema.cedarschema"),
+        schema.replace(
+            "type RequestContext = {\n  now: datetime,",
+            "type RequestContext = {\n  now: datetime,\n  credential?: { issuer: String, subject: String, scopes: Set<String> },",
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        policies.join("scopes.cedar"),
+        "@id(\"dataset-reads-need-the-scope\")\nforbid (principal, action == Action::\"read\", resource)\nunless { context has credential && context.credential.scopes.contains(\"datasets:read\") };\n",
+    )
+    .unwrap();
+    let server = Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        policies.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ])
+    .unwrap();
+    let mut client = server.client().await;
+    let mut scoped = claims("pipeline-etl", 600);
+    scoped["scope"] = "openid datasets:read".into();
+    let answer = client
+        .check(read_with(&es.sign(&scoped)))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        answer.decision,
+        proto::Decision::Allow as i32,
+        "{:?}",
+        answer.reasons
+    );
+    let unscoped = client
+        .check(read_with(&es.sign(&claims("pipeline-etl", 600))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(unscoped.reasons, ["dataset-reads-need-the-scope"]);
+    let mut asserted = read_with(&es.sign(&claims("pipeline-etl", 600)));
+    asserted.context = crate::common::context(
+        serde_json::json!({"credential": {"issuer": ISSUER, "subject": "pipeline-etl", "scopes": ["datasets:read"]}}),
+    );
+    let refused = client.check(asserted).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().starts_with("context.credential"),
+        "{}",
+        refused.message()
+    );
+}

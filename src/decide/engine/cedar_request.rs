@@ -1,7 +1,9 @@
 //! The Cedar request a question becomes: names parsed against the schema, the caller's context
-//! checked against the action's and given Warrant's own `now` and `approval`.
+//! checked against the action's and given Warrant's own `now`, `approval`, `caller` and
+//! `credential`.
 
 use super::*;
+use crate::decide::context_shape::{ContextShape, Kind};
 
 impl Engine {
     /// The Cedar request for a well-formed request, with Warrant's own context (`now`, the
@@ -64,6 +66,16 @@ impl Engine {
                 RestrictedExpression::new_entity_uid(approval.uid.clone()),
             ));
         }
+        if let Ok(Some(credential)) = &resolved.credential
+            && let Some(shape) = snapshot.policies.contexts().get(&request.action)
+            && let Some(declared) = shape.attributes.get("credential")
+            && let Kind::Record(fields) = &declared.kind
+        {
+            context.push((
+                "credential".to_owned(),
+                credential_record(credential, fields)?,
+            ));
+        }
         let context = Context::from_pairs(context)
             .map_err(|error| InvalidRequest::new("context", error.to_string()))?;
         let cedar_request = match Request::new(
@@ -111,6 +123,33 @@ impl Engine {
         };
         Ok(Ok(cedar_request))
     }
+}
+
+/// The verified claims as the record the action's context declares for `credential`: the
+/// declared fields among `issuer`, `subject`, `jti`, `key_id` (Strings), `expires_at` (datetime),
+/// `audiences` and `scopes` (Sets of Strings); an optional one the token lacks is left out.
+fn credential_record(
+    credential: &CredentialEvidence,
+    declared: &ContextShape,
+) -> Result<RestrictedExpression, InvalidRequest> {
+    let text = |value: &str| RestrictedExpression::new_string(value.to_owned());
+    let texts =
+        |values: &[String]| RestrictedExpression::new_set(values.iter().map(|value| text(value)));
+    let fields = declared.attributes.keys().filter_map(|name| {
+        let value = match name.as_str() {
+            "issuer" => text(&credential.issuer),
+            "subject" => text(&credential.subject),
+            "jti" => text(credential.jti.as_deref()?),
+            "key_id" => text(credential.key_id.as_deref()?),
+            "expires_at" => cedar_datetime(credential.expires_at),
+            "audiences" => texts(&credential.audiences),
+            "scopes" => texts(&credential.scopes),
+            _ => return None,
+        };
+        Some((name.clone(), value))
+    });
+    RestrictedExpression::new_record(fields)
+        .map_err(|error| InvalidRequest::new("context.credential", error.to_string()))
 }
 
 /// A context value as a Cedar expression.
