@@ -333,12 +333,7 @@ async fn policies_read_the_verified_claims_and_no_caller_can_assert_them() {
     // only under a token with the datasets:read scope.
     let policies = files.path().join("policies");
     std::fs::create_dir(&policies).unwrap();
-    for entry in std::fs::read_dir(crate::common::bundled_policies()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
-        }
-    }
+    crate::common::copy_bundled_policies(&policies);
     let schema = std::fs::read_to_string(policies.join("schema.cedarschema")).unwrap();
     std::fs::write(
         policies.join("schema.cedarschema"),

@@ -367,13 +367,7 @@ async fn a_live_link_grants_at_once_keeps_other_cached_answers_and_survives_a_re
 
 #[tokio::test]
 async fn the_shell_links_lists_and_unlinks_and_a_reload_keeps_live_links_or_fails_whole() {
-    let policies = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(crate::common::bundled_policies()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, policies.path().join(path.file_name().unwrap())).unwrap();
-        }
-    }
+    let policies = crate::common::bundled_policies_copy();
     let dir = policies.path().to_str().unwrap();
     let server =
         Server::start_with(&["serve", "--listen", "127.0.0.1:0", "--policies", dir]).unwrap();

@@ -211,13 +211,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
 /// The policy folder with one more policy that fails at run time (an overflow) on vendor
 /// requests: every such decision is a deny with an evaluation error.
 fn policies_with_an_erroring_policy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(crate::common::bundled_policies()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-        }
-    }
+    let dir = crate::common::bundled_policies_copy();
     std::fs::write(
         dir.path().join("overflow.cedar"),
         "@id(\"overflows\")\nforbid (principal, action == Action::\"submit_vendor_request\", resource)\nwhen { context.amount * 4611686018427387904 > 0 };\n",

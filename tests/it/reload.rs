@@ -11,18 +11,6 @@ use warrant::proto;
 const FREEZE: &str =
     "@id(\"freeze-reads\")\nforbid (principal, action == Action::\"read\", resource);\n";
 
-/// A copy of the bundled policy folder, to edit.
-fn policy_copy() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    for entry in std::fs::read_dir(crate::common::bundled_policies()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, dir.path().join(path.file_name().unwrap())).unwrap();
-        }
-    }
-    dir
-}
-
 fn start_on(policies: &Path) -> Server {
     Server::start_with(&[
         "serve",
@@ -65,7 +53,7 @@ fn allowed(answer: &proto::CheckResponse) -> bool {
 
 #[tokio::test]
 async fn the_watcher_picks_up_a_valid_change_and_refuses_a_broken_one() {
-    let policies = policy_copy();
+    let policies = crate::common::bundled_policies_copy();
     let server = start_on(policies.path());
     let mut admin = server.admin_client().await;
     let before = read_sales(&server).await;
@@ -147,7 +135,7 @@ async fn the_watcher_picks_up_a_valid_change_and_refuses_a_broken_one() {
 #[tokio::test]
 async fn a_reload_that_breaks_live_facts_is_refused() {
     // The live changes must fit the new schema too, or the reload is refused whole.
-    let policies = policy_copy();
+    let policies = crate::common::bundled_policies_copy();
     let server = start_on(policies.path());
     let mut admin = server.admin_client().await;
     let now = warrant::clock::Clock::now(&warrant::clock::SystemClock).0 / 1000;
@@ -191,7 +179,7 @@ async fn a_reload_that_breaks_live_facts_is_refused() {
 
 #[tokio::test]
 async fn checks_during_reloads_see_one_whole_set_or_the_other() {
-    let policies = policy_copy();
+    let policies = crate::common::bundled_policies_copy();
     let server = start_on(policies.path());
     let mut admin = server.admin_client().await;
     let open_version = read_sales(&server).await.policy_version;
@@ -270,7 +258,7 @@ async fn checks_during_reloads_see_one_whole_set_or_the_other() {
 
 #[tokio::test]
 async fn a_policy_file_caught_mid_rewrite_is_never_served() {
-    let policies = policy_copy();
+    let policies = crate::common::bundled_policies_copy();
     let server = start_on(policies.path());
     let suspended = || {
         crate::common::request(

@@ -84,12 +84,7 @@ fn start(ca: &Authority, files: &Path) -> Server {
     // The bundled policies, with `caller` in the request context and reads only through the edge.
     let policies = files.join("policies");
     std::fs::create_dir(&policies).unwrap();
-    for entry in std::fs::read_dir(crate::common::bundled_policies()).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_file() {
-            std::fs::copy(&path, policies.join(path.file_name().unwrap())).unwrap();
-        }
-    }
+    crate::common::copy_bundled_policies(&policies);
     let schema = std::fs::read_to_string(policies.join("schema.cedarschema")).unwrap();
     let schema = schema.replace(
         "type RequestContext = {\n  now: datetime,",

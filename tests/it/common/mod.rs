@@ -19,6 +19,23 @@ pub fn bundled_policies() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("policies")
 }
 
+/// A copy of the bundled policy folder, to edit.
+pub fn bundled_policies_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    copy_bundled_policies(dir.path());
+    dir
+}
+
+/// Copies the bundled policy folder's files into `to`.
+pub fn copy_bundled_policies(to: &Path) {
+    for entry in std::fs::read_dir(bundled_policies()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_file() {
+            std::fs::copy(&path, to.join(path.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
 /// A running server process, killed when dropped, with a data folder of its own.
 pub struct Server {
     child: Child,
