@@ -30,6 +30,9 @@ pub const EVALUATIONS_PATH: &str = "/access/v1/evaluations";
 pub const METADATA_PATH: &str = "/.well-known/authzen-configuration";
 /// The context key whose string value is the presented approval's id.
 pub const APPROVAL_CONTEXT_KEY: &str = "approval_id";
+/// The context key whose string is the subject's credential (a JWT Warrant verifies); it never
+/// reaches the Cedar context.
+pub const CREDENTIAL_CONTEXT_KEY: &str = "credential";
 
 /// How an AuthZEN endpoint is served.
 /// What an AuthZEN answer's `context` holds for a decided evaluation.
@@ -653,7 +656,7 @@ fn engine_request(
     };
     let mut context = BTreeMap::new();
     for (key, value) in &evaluation.context {
-        if key == APPROVAL_CONTEXT_KEY {
+        if key == APPROVAL_CONTEXT_KEY || key == CREDENTIAL_CONTEXT_KEY {
             continue;
         }
         if let Some(declared) = declared(key)
@@ -681,6 +684,30 @@ fn engine_request(
         Some(_) => {
             return Err(InvalidRequest::new(
                 format!("context.{APPROVAL_CONTEXT_KEY}"),
+                "must be a string",
+            ));
+        }
+    };
+    let credential = match evaluation.context.get(CREDENTIAL_CONTEXT_KEY) {
+        None | Some(Value::Null) => None,
+        Some(Value::String(token))
+            if token.len() <= crate::proto::convert::MAX_CREDENTIAL_BYTES =>
+        {
+            Some(domain::Credential(token.clone()))
+        }
+        Some(Value::String(token)) => {
+            return Err(InvalidRequest::new(
+                format!("context.{CREDENTIAL_CONTEXT_KEY}"),
+                format!(
+                    "{} bytes; the limit is {}",
+                    token.len(),
+                    crate::proto::convert::MAX_CREDENTIAL_BYTES
+                ),
+            ));
+        }
+        Some(_) => {
+            return Err(InvalidRequest::new(
+                format!("context.{CREDENTIAL_CONTEXT_KEY}"),
                 "must be a string",
             ));
         }
@@ -717,7 +744,7 @@ fn engine_request(
         request_id: request_id.clone(),
         resource_description,
         caller_identity: None,
-        credential: None,
+        credential,
     })
 }
 

@@ -34,11 +34,11 @@ fn start_gateway(extra: &[&str]) -> Server {
 }
 
 /// An HTTP exchange: (status, x-request-id, body).
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     request_id: Option<String>,
     content_type: String,
-    body: String,
+    pub(crate) body: String,
     /// `x-warrant-decision-id`: a refusal's record.
     decision_id: Option<String>,
 }
@@ -94,7 +94,7 @@ async fn call(
     }
 }
 
-async fn evaluate(server: &Server, path: &str, body: &Value) -> Answer {
+pub(crate) async fn evaluate(server: &Server, path: &str, body: &Value) -> Answer {
     call(
         server,
         false,

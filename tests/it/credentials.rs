@@ -201,6 +201,37 @@ async fn credentials_are_verified_at_decision_time_and_each_failure_has_its_reas
         assert!(record["credential"].is_null());
     }
 
+    // AuthZEN evaluations carry the token in their context.
+    let evaluation = |token: &str| {
+        serde_json::json!({
+            "subject": {"type": "ApiKey", "id": "pipeline-etl"},
+            "action": {"name": "read"},
+            "resource": {"type": "Dataset", "id": "sales-2026"},
+            "context": {"credential": token},
+        })
+    };
+    let answer = crate::authzen::evaluate(
+        &server,
+        "/access/v1/evaluation",
+        &evaluation(&es.sign(&claims("pipeline-etl", 600))),
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(body["decision"], true, "{body}");
+    let answer = crate::authzen::evaluate(
+        &server,
+        "/access/v1/evaluation",
+        &evaluation(&es.sign(&claims("pipeline-expired", 600))),
+    )
+    .await;
+    let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(body["decision"], false);
+    assert_eq!(
+        body["context"]["reasons"],
+        serde_json::json!(["warrant:credential-mismatch"])
+    );
+
     // A principal type that requires a credential is denied without one.
     let agent = request(
         "Agent::procurement-agent",
