@@ -237,15 +237,21 @@ impl Credentials {
             self.first_use(evidence, *skew, now)?;
             return Ok(evidence.clone());
         }
-        let (evidence, nbf, skew) = self.verify_signed(token, now)?;
+        let (evidence, nbf, skew) = self.verify_signed(token, &digest, now)?;
         self.verified
             .insert(digest, Arc::new((evidence.clone(), nbf, skew)));
         self.first_use(&evidence, skew, now)?;
         Ok(evidence)
     }
 
-    /// `verify` without the cache: the evidence, the token's `nbf` and the issuer's skew.
-    fn verify_signed(&self, token: &str, now: UnixMillis) -> Result<Verified, Reason> {
+    /// `verify` without the cache (`digest` is the token's SHA-256): the evidence, the token's
+    /// `nbf` and the issuer's skew.
+    fn verify_signed(
+        &self,
+        token: &str,
+        digest: &[u8; 32],
+        now: UnixMillis,
+    ) -> Result<Verified, Reason> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| Reason::CredentialMalformed)?;
         // The claims unverified, only to find the issuer whose keys verify them.
         let mut unverified = Validation::new(header.alg);
@@ -312,7 +318,7 @@ impl Credentials {
             jti: claims.jti,
             expires_at,
             key_id: header.kid,
-            token_sha256: format!("sha256:{:x}", Sha256::digest(token.as_bytes())),
+            token_sha256: format!("sha256:{}", hex::encode(digest)),
             audiences: match &claims.aud {
                 Some(serde_json::Value::String(one)) => vec![one.clone()],
                 Some(serde_json::Value::Array(many)) => many

@@ -169,6 +169,18 @@ fn raw_client(ca: &Authority, identity: &(String, String)) -> tokio_rustls::TlsC
     tokio_rustls::TlsConnector::from(Arc::new(config))
 }
 
+/// An HTTP/1.1 GET over TLS: the whole response, status line first.
+async fn https_get(address: &str, path: &str, connector: &tokio_rustls::TlsConnector) -> String {
+    let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = connector.connect(name, tcp).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut page = String::new();
+    tls.read_to_string(&mut page).await.unwrap_or_default();
+    page
+}
+
 /// The common name in the certificate the server presents now.
 async fn served_common_name(address: &str, connector: &tokio_rustls::TlsConnector) -> String {
     let tcp = tokio::net::TcpStream::connect(address).await.unwrap();
@@ -277,16 +289,7 @@ async fn mutual_tls_serves_allowed_callers_records_who_they_are_and_refuses_the_
         .trim_start_matches("http://")
         .trim_end_matches("/metrics")
         .to_owned();
-    let tcp = tokio::net::TcpStream::connect(&metrics_address)
-        .await
-        .unwrap();
-    let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
-    let mut tls = connector.connect(name, tcp).await.unwrap();
-    tls.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-        .await
-        .unwrap();
-    let mut page = String::new();
-    tls.read_to_string(&mut page).await.unwrap_or_default();
+    let page = https_get(&metrics_address, "/metrics", &connector).await;
     assert!(page.starts_with("HTTP/1.1 200"), "{page:.200}");
     let count = |name: &str| {
         page.lines()
@@ -339,23 +342,7 @@ async fn mutual_tls_serves_allowed_callers_records_who_they_are_and_refuses_the_
         served_common_name(&server.addr, &connector).await,
         "warrant-2"
     );
-    let metrics = {
-        let mut tls = connector
-            .connect(
-                rustls::pki_types::ServerName::try_from("localhost").unwrap(),
-                tokio::net::TcpStream::connect(&metrics_address)
-                    .await
-                    .unwrap(),
-            )
-            .await
-            .unwrap();
-        tls.write_all(b"GET /metrics HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n")
-            .await
-            .unwrap();
-        let mut page = String::new();
-        tls.read_to_string(&mut page).await.unwrap_or_default();
-        page
-    };
+    let metrics = https_get(&metrics_address, "/metrics", &connector).await;
     assert!(
         metrics.contains("warrant_tls_reloads_total{result=\"success\"} 1"),
         "{metrics}"

@@ -1,8 +1,10 @@
 """Shared by the cross-language tests: the binary under test and stubs compiled from Warrant's
 own protos with grpcio-tools."""
 
+import contextlib
 import os
 import pathlib
+import subprocess
 import sys
 import tempfile
 
@@ -34,3 +36,33 @@ def admin_stubs(stubs):
     return admin_pb2, admin_pb2_grpc
 
 
+
+
+@contextlib.contextmanager
+def running_server(*extra_args, policies=ROOT / "policies"):
+    """`warrant serve` on `policies` (the bundled ones unless given) with ephemeral ports, a data
+    folder of its own and `extra_args`: yields the Check, admin and AuthZEN addresses and the
+    admin token; killed afterwards."""
+    data = tempfile.mkdtemp(prefix="warrant-data-")
+    process = subprocess.Popen(
+        [BINARY, "serve", "--listen", "127.0.0.1:0", "--policies", str(policies),
+         "--data-dir", data, "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
+         "--authzen-listen", "127.0.0.1:0", *extra_args],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    try:
+        addresses = {}
+        for line in process.stdout:
+            for name in ("metrics", "admin", "authzen", "listening"):
+                prefix = f"warrant {name} on "
+                if line.startswith(prefix):
+                    addresses[name] = line.removeprefix(prefix).split()[0]
+            if "listening" in addresses:
+                break
+        assert "listening" in addresses, "server did not start"
+        token = (pathlib.Path(data) / "admin.token").read_text().strip()
+        yield {"check": addresses["listening"], "admin": addresses["admin"],
+               "authzen": addresses["authzen"], "token": token}
+    finally:
+        process.kill()
+        process.wait()

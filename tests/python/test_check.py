@@ -3,9 +3,6 @@ calls Check on a real server and gets one allow and one deny, and grants and rev
 through the admin API with the server's token."""
 
 import json
-import pathlib
-import subprocess
-import tempfile
 import time
 import urllib.request
 
@@ -13,33 +10,13 @@ import grpc
 import pytest
 from google.protobuf import struct_pb2, timestamp_pb2
 
-from conftest import BINARY, ROOT
+from conftest import ROOT, running_server
 
 
 @pytest.fixture(scope="module")
 def server():
-    data = tempfile.mkdtemp(prefix="warrant-data-")
-    process = subprocess.Popen(
-        [BINARY, "serve", "--listen", "127.0.0.1:0", "--policies", str(ROOT / "policies"),
-         "--data-dir", data, "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-         "--authzen-listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        addresses = {}
-        for line in process.stdout:
-            for name in ("metrics", "admin", "listening"):
-                prefix = f"warrant {name} on "
-                if line.startswith(prefix):
-                    addresses[name] = line.removeprefix(prefix).split()[0]
-            if "listening" in addresses:
-                break
-        assert "listening" in addresses, "server did not start"
-        token = (pathlib.Path(data) / "admin.token").read_text().strip()
-        yield {"check": addresses["listening"], "admin": addresses["admin"], "token": token}
-    finally:
-        process.kill()
-        process.wait()
+    with running_server() as addresses:
+        yield addresses
 
 
 def test_allow_and_deny_over_grpcio(stubs, server):
@@ -114,26 +91,8 @@ def test_grant_and_revoke_through_the_admin_api(stubs, admin_stubs, server):
 
 @pytest.fixture(scope="module")
 def gateway_server():
-    data = tempfile.mkdtemp(prefix="warrant-data-")
-    process = subprocess.Popen(
-        [BINARY, "serve", "--listen", "127.0.0.1:0",
-         "--policies", str(ROOT / "policies" / "examples" / "authzen-gateway"),
-         "--data-dir", data, "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-         "--authzen-listen", "127.0.0.1:0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        authzen = None
-        for line in process.stdout:
-            if line.startswith("warrant authzen on "):
-                authzen = line.removeprefix("warrant authzen on ").strip()
-            if line.startswith("warrant listening on "):
-                break
-        assert authzen, "server did not start"
-        yield authzen
-    finally:
-        process.kill()
-        process.wait()
+    with running_server(policies=ROOT / "policies" / "examples" / "authzen-gateway") as addresses:
+        yield addresses["authzen"]
 
 
 def test_authzen_interop_cases_as_the_working_group_harness_sends_them(gateway_server):

@@ -5,7 +5,6 @@ certificate is refused at the handshake. Certificates are made here with `crypto
 import datetime
 import ipaddress
 import pathlib
-import subprocess
 import tempfile
 
 import grpc
@@ -15,7 +14,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from conftest import BINARY, ROOT
+from conftest import running_server
 
 CALLER = "spiffe://test.example/ns/agents/sa/python"
 
@@ -76,29 +75,10 @@ def tls_server(pki):
     files = pathlib.Path(tempfile.mkdtemp(prefix="warrant-tls-"))
     for name in ("ca", "server", "server_key"):
         (files / f"{name}.pem").write_bytes(pki[name])
-    data = tempfile.mkdtemp(prefix="warrant-data-")
-    process = subprocess.Popen(
-        [BINARY, "serve", "--listen", "127.0.0.1:0", "--policies", str(ROOT / "policies"),
-         "--data-dir", data, "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-         "--authzen-listen", "127.0.0.1:0", "--tls-cert", str(files / "server.pem"),
-         "--tls-key", str(files / "server_key.pem"), "--tls-client-ca", str(files / "ca.pem")],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    try:
-        addresses = {}
-        for line in process.stdout:
-            for name in ("admin", "listening"):
-                prefix = f"warrant {name} on "
-                if line.startswith(prefix):
-                    addresses[name] = line.removeprefix(prefix).split()[0]
-            if "listening" in addresses:
-                break
-        assert "listening" in addresses, "server did not start"
-        token = (pathlib.Path(data) / "admin.token").read_text().strip()
-        yield {"check": addresses["listening"], "admin": addresses["admin"], "token": token}
-    finally:
-        process.kill()
-        process.wait()
+    with running_server("--tls-cert", str(files / "server.pem"),
+                        "--tls-key", str(files / "server_key.pem"),
+                        "--tls-client-ca", str(files / "ca.pem")) as addresses:
+        yield addresses
 
 
 def _channel(address, pki, with_certificate):
