@@ -1,23 +1,22 @@
 //! Verified credentials: a JWT a request carries (an OIDC access token, a SPIFFE JWT-SVID, a
 //! Kubernetes service account token) checked against the issuers the operator configured: the
 //! issuer is known, the algorithm is on its allow-list (asymmetric only: `none` and HMAC are
-//! never accepted), the key is in its JWKS (by `kid`; the file is read again for a key it does
-//! not hold), the signature holds, the audience is one it accepts, and the token is within
+//! never accepted), the key is in its JWKS (`jwks`: a file or an HTTPS URL, by `kid`), the
+//! signature holds, the audience is one it accepts, and the token is within
 //! `nbf`..`exp` by the engine's clock, with the issuer's clock skew. The subject then names a
 //! principal (`ServiceAccount::{sub}`), which the request must name too. Each failure has its own
 //! reason. The token itself is never kept: a SHA-256 of it is.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
 use crate::domain::{CredentialEvidence, EntityRef, Reason};
+use crate::jwks::{HttpsSource, IssuerKeys, JwksSource};
 
 /// One issuer whose tokens Warrant accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -25,8 +24,20 @@ use crate::domain::{CredentialEvidence, EntityRef, Reason};
 pub struct IssuerSettings {
     /// The `iss` its tokens carry.
     pub issuer: String,
-    /// Its keys, as a JWKS (JSON Web Key Set) file.
-    pub jwks_file: PathBuf,
+    /// Its keys, as a JWKS (JSON Web Key Set) file; or else:
+    #[serde(default)]
+    pub jwks_file: Option<PathBuf>,
+    /// Its keys, as a JWKS fetched from this `https://` URL (e.g. an OIDC `jwks_uri`).
+    #[serde(default)]
+    pub jwks_url: Option<String>,
+    /// The CA certificates (PEM) that the `jwks_url` server's certificate must chain to
+    /// [default: the system's].
+    #[serde(default)]
+    pub jwks_ca: Option<PathBuf>,
+    /// How often keys from `jwks_url` are fetched again, in seconds [default: 300]. A token with a
+    /// key id not held makes them fetched at once (at most once a second).
+    #[serde(default = "default_refresh")]
+    pub jwks_refresh_seconds: u64,
     /// The `aud` values accepted (a token must carry one); empty: any.
     #[serde(default)]
     pub audiences: Vec<String>,
@@ -59,6 +70,10 @@ fn default_skew() -> u64 {
     60
 }
 
+fn default_refresh() -> u64 {
+    300
+}
+
 /// The `[credentials]` settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,12 +93,13 @@ pub enum CredentialSetupError {
     Algorithm { at: usize, name: String },
     #[error("credentials.issuers[{at}].principal: {0:?} must be Type::... with {{sub}} in it", .template)]
     Principal { at: usize, template: String },
-    #[error("credentials.issuers[{at}].jwks_file: {message}")]
-    Jwks { at: usize, message: String },
+    #[error("credentials.issuers[{at}].{setting}: {message}")]
+    Jwks {
+        at: usize,
+        setting: &'static str,
+        message: String,
+    },
 }
-
-/// An issuer's keys by `kid` (a key without one under "").
-type KeysByKid = HashMap<String, Arc<DecodingKey>>;
 
 /// A verified token: what it proves, its `nbf` (seconds) and its issuer's clock skew (ms).
 type Verified = (CredentialEvidence, Option<i64>, i64);
@@ -91,10 +107,7 @@ type Verified = (CredentialEvidence, Option<i64>, i64);
 struct Issuer {
     settings: IssuerSettings,
     algorithms: Vec<Algorithm>,
-    /// The keys by `kid` (a key without one under ""), as last read from the file, and when the
-    /// file was last read again for an unknown `kid` (at most once a second: tokens with made-up
-    /// key ids must not turn into file reads).
-    keys: Mutex<(KeysByKid, Option<std::time::Instant>)>,
+    keys: Arc<IssuerKeys>,
 }
 
 /// The configured issuers.
@@ -135,6 +148,31 @@ struct Claims {
     /// Scopes, as a list (some issuers).
     #[serde(default)]
     scp: Option<Vec<String>>,
+    /// The actor, when the token was issued to one party acting for the subject (RFC 8693
+    /// delegation: `{"sub": ..., "act": {...}}`, the current actor outermost).
+    #[serde(default)]
+    act: Option<serde_json::Value>,
+}
+
+/// The most actors a delegation chain may name.
+const MAX_ACTORS: usize = 16;
+
+/// The `sub` of each actor in an `act` claim, the current actor first, then those it acts for.
+fn actors_of(act: Option<&serde_json::Value>) -> Result<Vec<String>, Reason> {
+    let mut actors = Vec::new();
+    let mut next = act;
+    while let Some(actor) = next {
+        let subject = actor
+            .get("sub")
+            .and_then(serde_json::Value::as_str)
+            .ok_or(Reason::CredentialMalformed)?;
+        if actors.len() == MAX_ACTORS {
+            return Err(Reason::CredentialMalformed);
+        }
+        actors.push(subject.to_owned());
+        next = actor.get("act");
+    }
+    Ok(actors)
 }
 
 const ACCEPTED: [(&str, Algorithm); 9] = [
@@ -176,12 +214,11 @@ impl Credentials {
                     template: issuer.principal.clone(),
                 });
             }
-            let keys = read_keys(&issuer.jwks_file)
-                .map_err(|message| CredentialSetupError::Jwks { at, message })?;
+            let keys = issuer_keys(at, issuer)?;
             issuers.push(Issuer {
                 settings: issuer.clone(),
                 algorithms,
-                keys: Mutex::new((keys, None)),
+                keys,
             });
         }
         Ok(Credentials {
@@ -193,6 +230,11 @@ impl Credentials {
                 .build(),
             seen: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Each issuer's keys (for the metrics).
+    pub fn keys(&self) -> impl Iterator<Item = &IssuerKeys> {
+        self.issuers.iter().map(|issuer| &*issuer.keys)
     }
 
     /// Remembers single-use tokens in `seen` from now on (set once, at start).
@@ -272,6 +314,7 @@ impl Credentials {
             return Err(Reason::CredentialAlgorithmRefused);
         }
         let key = issuer
+            .keys
             .key(header.kid.as_deref())
             .ok_or(Reason::CredentialUnknownKey)?;
         let mut validation = Validation::new(header.alg);
@@ -333,6 +376,7 @@ impl Credentials {
                 (None, None) => Vec::new(),
             },
             single_use: issuer.settings.single_use,
+            actors: actors_of(claims.act.as_ref())?,
         };
         Ok((evidence, claims.nbf, skew))
     }
@@ -356,49 +400,39 @@ fn within_time(
     Ok(())
 }
 
-impl Issuer {
-    /// The key for `kid`: from the keys held, else from the JWKS file read again (a rotation).
-    fn key(&self, kid: Option<&str>) -> Option<Arc<DecodingKey>> {
-        let kid = kid.unwrap_or("");
-        let mut held = self
-            .keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (keys, last_read) = &mut *held;
-        if let Some(key) = keys.get(kid) {
-            return Some(Arc::clone(key));
+/// An issuer's keys from its `jwks_file` or `jwks_url` (exactly one), fetched again every
+/// `jwks_refresh_seconds` when from a URL.
+fn issuer_keys(
+    at: usize,
+    issuer: &IssuerSettings,
+) -> Result<Arc<IssuerKeys>, CredentialSetupError> {
+    let error = |setting, message| CredentialSetupError::Jwks {
+        at,
+        setting,
+        message,
+    };
+    let source = match (&issuer.jwks_file, &issuer.jwks_url) {
+        (Some(file), None) => JwksSource::File(file.clone()),
+        (None, Some(url)) => JwksSource::Https(
+            HttpsSource::new(url, issuer.jwks_ca.as_deref()).map_err(|m| error("jwks_url", m))?,
+        ),
+        _ => {
+            return Err(error(
+                "jwks_file",
+                "exactly one of jwks_file and jwks_url is required".to_owned(),
+            ));
         }
-        let read_lately =
-            last_read.is_some_and(|at| at.elapsed() < std::time::Duration::from_secs(1));
-        if !read_lately {
-            *last_read = Some(std::time::Instant::now());
-            match read_keys(&self.settings.jwks_file) {
-                Ok(fresh) => *keys = fresh,
-                Err(message) => {
-                    tracing::error!(issuer = %self.settings.issuer, %message, "cannot read the issuer's keys again");
-                }
-            }
-        }
-        keys.get(kid).cloned()
+    };
+    if issuer.jwks_refresh_seconds == 0 {
+        return Err(error(
+            "jwks_refresh_seconds",
+            "must be at least 1".to_owned(),
+        ));
     }
-}
-
-/// A JWKS file's asymmetric keys by `kid`.
-fn read_keys(path: &std::path::Path) -> Result<KeysByKid, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|error| format!("cannot read {}: {error}", path.display()))?;
-    let set: JwkSet = serde_json::from_str(&text)
-        .map_err(|error| format!("{}: not a JWKS: {error}", path.display()))?;
-    let mut keys = HashMap::new();
-    for jwk in &set.keys {
-        // Symmetric keys are never accepted: a public JWKS with one is a mistake or an attack.
-        if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
-            continue;
-        }
-        let key = DecodingKey::from_jwk(jwk)
-            .map_err(|error| format!("{}: a key cannot be read: {error}", path.display()))?;
-        let kid = jwk.common.key_id.clone().unwrap_or_default();
-        keys.insert(kid, Arc::new(key));
+    let fetched = matches!(source, JwksSource::Https(_));
+    let keys = IssuerKeys::load(&issuer.issuer, source).map_err(|m| error("jwks_file", m))?;
+    if fetched {
+        keys.refresh_every(std::time::Duration::from_secs(issuer.jwks_refresh_seconds));
     }
     Ok(keys)
 }

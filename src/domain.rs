@@ -334,6 +334,9 @@ pub struct CredentialEvidence {
     /// Its issuer's tokens are single-use: this use was its first (and no decision under it is
     /// cached).
     pub single_use: bool,
+    /// Its delegation chain (`act`): the actor presenting it for the subject first, then the
+    /// actors that one acts for, outward. Empty when the subject acts for itself.
+    pub actors: Vec<String>,
 }
 
 /// Who asked, as the transport saw it: the peer's address and, over mutual TLS, the identity in

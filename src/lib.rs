@@ -13,6 +13,7 @@ pub mod decide;
 pub mod domain;
 pub mod facts;
 pub mod files;
+pub mod jwks;
 pub mod ledger;
 pub mod listeners;
 pub mod observability;

@@ -53,6 +53,9 @@ pub struct ErrorRecord {
 /// A verified credential, on record. (Fields in sorted order.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialRecord {
+    /// The delegation chain, the current actor first (absent when there is none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actors: Vec<String>,
     pub expires_at: String,
     pub issuer: String,
     pub jti: Option<String>,
@@ -306,6 +309,7 @@ impl Record {
                 .collect(),
             policy_links: provenance.policy_links.clone(),
             credential: provenance.credential.as_ref().map(|c| CredentialRecord {
+                actors: c.actors.clone(),
                 expires_at: c.expires_at.to_rfc3339(),
                 issuer: c.issuer.clone(),
                 jti: c.jti.clone(),

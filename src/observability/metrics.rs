@@ -595,6 +595,25 @@ impl Metrics {
                 );
             }
         }
+        if let Some(credentials) = control.engine().credentials() {
+            family(
+                &mut out,
+                "warrant_jwks_reads_total",
+                "counter",
+                "Times an issuer's keys (JWKS file or URL) were read (success) or could not be (failure; the keys held stay), by configured issuer.",
+            );
+            for keys in credentials.keys() {
+                for (result, count) in [("success", &keys.reads), ("failure", &keys.read_failures)]
+                {
+                    let _ = writeln!(
+                        out,
+                        "warrant_jwks_reads_total{{issuer=\"{}\",result=\"{result}\"}} {}",
+                        label_value(keys.issuer()),
+                        count.load(Ordering::Relaxed)
+                    );
+                }
+            }
+        }
         if let Some(ledger) = ledger {
             let stats = ledger.stats();
             family(
@@ -791,4 +810,12 @@ pub fn metrics_router(
                 }
             }),
         )
+}
+
+/// A label value as the Prometheus text format writes it (backslash, quote and newline escaped).
+fn label_value(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -98,6 +98,22 @@ fn read_with(token: &str) -> proto::CheckRequest {
     check
 }
 
+type Client = proto::authorizer_client::AuthorizerClient<tonic::transport::Channel>;
+
+/// pipeline-etl reads sales-2026 with `token`.
+async fn read_under(client: &mut Client, token: &str) -> proto::CheckResponse {
+    client.check(read_with(token)).await.unwrap().into_inner()
+}
+
+fn assert_allowed(answer: &proto::CheckResponse) {
+    assert_eq!(
+        answer.decision,
+        proto::Decision::Allow as i32,
+        "{:?}",
+        answer.reasons
+    );
+}
+
 #[tokio::test]
 async fn credentials_are_verified_at_decision_time_and_each_failure_has_its_reason() {
     let es = Key::new("k1", Algorithm::ES256);
@@ -111,13 +127,8 @@ async fn credentials_are_verified_at_decision_time_and_each_failure_has_its_reas
 
     // A valid token for the principal the request names.
     let token = es.sign(&claims("pipeline-etl", 600));
-    let answer = client.check(read_with(&token)).await.unwrap().into_inner();
-    assert_eq!(
-        answer.decision,
-        proto::Decision::Allow as i32,
-        "{:?}",
-        answer.reasons
-    );
+    let answer = read_under(&mut client, &token).await;
+    assert_allowed(&answer);
     let record = server.record(&answer.decision_id).await;
     let credential = &record["credential"];
     assert_eq!(credential["issuer"], ISSUER);
@@ -135,12 +146,12 @@ async fn credentials_are_verified_at_decision_time_and_each_failure_has_its_reas
         "the token itself is on record"
     );
     // Cached for the same token, never past its expiry.
-    let again = client.check(read_with(&token)).await.unwrap().into_inner();
+    let again = read_under(&mut client, &token).await;
     assert!(again.provenance.unwrap().answered_from_cache);
     let until = answer.valid_until.unwrap().seconds;
     assert!(until <= now_seconds() + 600, "valid until {until}");
     let short = es.sign(&claims("pipeline-etl", 10));
-    let answer = client.check(read_with(&short)).await.unwrap().into_inner();
+    let answer = read_under(&mut client, &short).await;
     assert!(answer.valid_until.unwrap().seconds <= now_seconds() + 10);
 
     // Each way a token can be wrong, with its reason.
@@ -194,7 +205,7 @@ async fn credentials_are_verified_at_decision_time_and_each_failure_has_its_reas
         ("not.a.jwt".to_owned(), "warrant:credential-malformed"),
     ];
     for (token, reason) in cases {
-        let answer = client.check(read_with(&token)).await.unwrap().into_inner();
+        let answer = read_under(&mut client, &token).await;
         assert_eq!(answer.decision, proto::Decision::Deny as i32);
         assert_eq!(answer.reasons, [reason]);
         let record = server.record(&answer.decision_id).await;
@@ -253,11 +264,7 @@ async fn credentials_are_verified_at_decision_time_and_each_failure_has_its_reas
     let rotated = ed.sign(&claims("pipeline-etl", 600));
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
-        let answer = client
-            .check(read_with(&rotated))
-            .await
-            .unwrap()
-            .into_inner();
+        let answer = read_under(&mut client, &rotated).await;
         if answer.decision == proto::Decision::Allow as i32 {
             break;
         }
@@ -302,57 +309,22 @@ async fn a_single_use_token_is_accepted_once_even_across_a_restart() {
     };
     let server = start(None);
     let token = es.sign(&claims("pipeline-etl", 600));
-    let first = server
-        .client()
-        .await
-        .check(read_with(&token))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        first.decision,
-        proto::Decision::Allow as i32,
-        "{:?}",
-        first.reasons
-    );
+    let first = read_under(&mut server.client().await, &token).await;
+    assert_allowed(&first);
     assert!(!first.provenance.unwrap().answered_from_cache);
-    let again = server
-        .client()
-        .await
-        .check(read_with(&token))
-        .await
-        .unwrap()
-        .into_inner();
+    let again = read_under(&mut server.client().await, &token).await;
     assert_eq!(again.reasons, ["warrant:credential-replayed"]);
     let mut no_jti = claims("pipeline-etl", 600);
     no_jti.as_object_mut().unwrap().remove("jti");
-    let answer = server
-        .client()
-        .await
-        .check(read_with(&es.sign(&no_jti)))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = read_under(&mut server.client().await, &es.sign(&no_jti)).await;
     assert_eq!(answer.reasons, ["warrant:credential-malformed"]);
 
     // Remembered durably: a restarted server refuses it too, and takes a new one.
     let server = start(Some(server.terminate()));
-    let replayed = server
-        .client()
-        .await
-        .check(read_with(&token))
-        .await
-        .unwrap()
-        .into_inner();
+    let replayed = read_under(&mut server.client().await, &token).await;
     assert_eq!(replayed.reasons, ["warrant:credential-replayed"]);
     let fresh = es.sign(&claims("pipeline-etl", 601));
-    let answer = server
-        .client()
-        .await
-        .check(read_with(&fresh))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = read_under(&mut server.client().await, &fresh).await;
     assert_eq!(answer.decision, proto::Decision::Allow as i32);
 }
 
@@ -370,13 +342,13 @@ async fn policies_read_the_verified_claims_and_no_caller_can_assert_them() {
         policies.join("schema.cedarschema"),
         schema.replace(
             "type RequestContext = {\n  now: datetime,",
-            "type RequestContext = {\n  now: datetime,\n  credential?: { issuer: String, subject: String, scopes: Set<String> },",
+            "type RequestContext = {\n  now: datetime,\n  credential?: { issuer: String, subject: String, scopes: Set<String>, actor?: String, actors?: Set<String> },",
         ),
     )
     .unwrap();
     std::fs::write(
         policies.join("scopes.cedar"),
-        "@id(\"dataset-reads-need-the-scope\")\nforbid (principal, action == Action::\"read\", resource)\nunless { context has credential && context.credential.scopes.contains(\"datasets:read\") };\n",
+        "@id(\"dataset-reads-need-the-scope\")\nforbid (principal, action == Action::\"read\", resource)\nunless { context has credential && context.credential.scopes.contains(\"datasets:read\") };\n@id(\"no-reads-through-the-intern-agent\")\nforbid (principal, action == Action::\"read\", resource)\nwhen { context has credential && context.credential has actors && context.credential.actors.contains(\"intern-agent\") };\n",
     )
     .unwrap();
     let server = Server::start_with(&[
@@ -392,23 +364,27 @@ async fn policies_read_the_verified_claims_and_no_caller_can_assert_them() {
     let mut client = server.client().await;
     let mut scoped = claims("pipeline-etl", 600);
     scoped["scope"] = "openid datasets:read".into();
-    let answer = client
-        .check(read_with(&es.sign(&scoped)))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        answer.decision,
-        proto::Decision::Allow as i32,
-        "{:?}",
-        answer.reasons
-    );
-    let unscoped = client
-        .check(read_with(&es.sign(&claims("pipeline-etl", 600))))
-        .await
-        .unwrap()
-        .into_inner();
+    let answer = read_under(&mut client, &es.sign(&scoped)).await;
+    assert_allowed(&answer);
+    let unscoped = read_under(&mut client, &es.sign(&claims("pipeline-etl", 600))).await;
     assert_eq!(unscoped.reasons, ["dataset-reads-need-the-scope"]);
+    // A delegation chain (RFC 8693 `act`): the current actor first, on record in order, and
+    // readable by policies wherever it is in the chain.
+    let mut delegated = scoped.clone();
+    delegated["act"] = serde_json::json!({"sub": "triage-agent", "act": {"sub": "orchestrator"}});
+    let answer = read_under(&mut client, &es.sign(&delegated)).await;
+    assert_allowed(&answer);
+    let record = server.record(&answer.decision_id).await;
+    assert_eq!(
+        record["credential"]["actors"],
+        serde_json::json!(["triage-agent", "orchestrator"])
+    );
+    delegated["act"]["act"]["act"] = serde_json::json!({"sub": "intern-agent"});
+    let answer = read_under(&mut client, &es.sign(&delegated)).await;
+    assert_eq!(answer.reasons, ["no-reads-through-the-intern-agent"]);
+    delegated["act"] = serde_json::json!({"client_id": "no-subject"});
+    let answer = read_under(&mut client, &es.sign(&delegated)).await;
+    assert_eq!(answer.reasons, ["warrant:credential-malformed"]);
     let mut asserted = read_with(&es.sign(&claims("pipeline-etl", 600)));
     asserted.context = crate::common::context(
         serde_json::json!({"credential": {"issuer": ISSUER, "subject": "pipeline-etl", "scopes": ["datasets:read"]}}),
@@ -420,4 +396,186 @@ async fn policies_read_the_verified_claims_and_no_caller_can_assert_them() {
         "{}",
         refused.message()
     );
+}
+
+/// A JWKS served over HTTPS by the test: the document can be replaced, and the server can
+/// answer 503 (an outage). Counts the fetches.
+struct JwksServer {
+    address: std::net::SocketAddr,
+    document: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    fetches: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl JwksServer {
+    /// Serves on a runtime of its own, so that a test blocked starting Warrant (which fetches
+    /// the keys as it starts) does not block it.
+    fn start(ca: &crate::tls::Authority) -> JwksServer {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let (cert, key) = ca.server("jwks");
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            CertificateDer::pem_slice_iter(cert.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .unwrap(),
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let address = listener.local_addr().unwrap();
+        let document = std::sync::Arc::new(std::sync::Mutex::new(None::<String>));
+        let fetches = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (served, counted) = (document.clone(), fetches.clone());
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        std::thread::spawn(move || {
+            runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let (acceptor, served, counted) =
+                    (acceptor.clone(), served.clone(), counted.clone());
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut head = Vec::new();
+                    let mut byte = [0u8; 1];
+                    while !head.ends_with(b"\r\n\r\n") && tls.read(&mut byte).await.unwrap_or(0) == 1 {
+                        head.push(byte[0]);
+                    }
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let answer = match served.lock().unwrap().clone() {
+                        // Chunked, as many servers send a document of unknown length.
+                        Some(body) => format!(
+                            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+                            body.len()
+                        ),
+                        None => "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n".to_owned(),
+                    };
+                    let _ = tls.write_all(answer.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        })
+        });
+        JwksServer {
+            address,
+            document,
+            fetches,
+        }
+    }
+
+    fn serve(&self, keys: &[&Key]) {
+        let keys: Vec<_> = keys.iter().map(|key| key.jwk()).collect();
+        *self.document.lock().unwrap() = Some(serde_json::json!({ "keys": keys }).to_string());
+    }
+
+    fn fail(&self) {
+        *self.document.lock().unwrap() = None;
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[tokio::test]
+async fn keys_fetched_over_https_rotate_and_outlive_an_outage_of_their_server() {
+    let ca = crate::tls::Authority::new("jwks test CA");
+    let elsewhere = crate::tls::Authority::new("another CA");
+    let jwks = JwksServer::start(&ca);
+    let (k1, k2) = (
+        Key::new("k1", Algorithm::ES256),
+        Key::new("k2", Algorithm::EdDSA),
+    );
+    jwks.serve(&[&k1]);
+    let files = tempfile::tempdir().unwrap();
+    let ca_file = crate::tls::write(files.path(), "ca.pem", &ca.pem);
+    let other_ca = crate::tls::write(files.path(), "other.pem", &elsewhere.pem);
+    // The second issuer trusts another CA: its fetch fails, it starts without keys, and the
+    // server serves all the same.
+    let config = crate::tls::write(
+        files.path(),
+        "warrant.toml",
+        &format!(
+            "[[credentials.issuers]]\nissuer = \"{ISSUER}\"\njwks_url = \"https://127.0.0.1:{port}/keys\"\njwks_ca = \"{ca}\"\njwks_refresh_seconds = 3600\nprincipal = \"ApiKey::{{sub}}\"\n\n[[credentials.issuers]]\nissuer = \"https://untrusted.test\"\njwks_url = \"https://127.0.0.1:{port}/keys\"\njwks_ca = \"{other}\"\njwks_refresh_seconds = 1\nprincipal = \"ApiKey::{{sub}}\"\n",
+            port = jwks.address.port(),
+            ca = ca_file.display(),
+            other = other_ca.display(),
+        ),
+    );
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut client = server.client().await;
+    let answer = read_under(&mut client, &k1.sign(&claims("pipeline-etl", 600))).await;
+    assert_allowed(&answer);
+    let mut untrusted = claims("pipeline-etl", 600);
+    untrusted["iss"] = "https://untrusted.test".into();
+    let answer = read_under(&mut client, &k1.sign(&untrusted)).await;
+    assert_eq!(answer.reasons, ["warrant:credential-unknown-key"]);
+    let scrape = crate::common::scrape(&server).await;
+    let reads = |scrape: &prometheus_parse::Scrape, issuer: &str, result: &str| {
+        crate::common::value(
+            scrape,
+            "warrant_jwks_reads_total",
+            &[("issuer", issuer), ("result", result)],
+        )
+    };
+    assert!(reads(&scrape, ISSUER, "success") >= 1.0);
+    assert!(reads(&scrape, "https://untrusted.test", "failure") >= 1.0);
+    assert_eq!(reads(&scrape, "https://untrusted.test", "success"), 0.0);
+
+    // A rotation: k2 replaces k1 at the issuer. A token under k2 is verified at once (its
+    // unknown key id makes the keys fetched again); a new token under the withdrawn k1 is not.
+    jwks.serve(&[&k2]);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let answer = read_under(&mut client, &k2.sign(&claims("pipeline-etl", 600))).await;
+    assert_allowed(&answer);
+    let answer = read_under(&mut client, &k1.sign(&claims("pipeline-etl", 599))).await;
+    assert_eq!(answer.reasons, ["warrant:credential-unknown-key"]);
+
+    // Keys are fetched again on their own, every second for the untrusted issuer (each time
+    // failing its certificate check).
+    let before = reads(
+        &crate::common::scrape(&server).await,
+        "https://untrusted.test",
+        "failure",
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let after = reads(
+        &crate::common::scrape(&server).await,
+        "https://untrusted.test",
+        "failure",
+    );
+    assert!(
+        after >= before + 1.0,
+        "not fetched again: {before} then {after}"
+    );
+
+    // An outage: the keys held keep verifying, and the failures are counted.
+    jwks.fail();
+    let fetches = jwks.fetches();
+    let k3 = Key::new("k3", Algorithm::ES256);
+    let answer = read_under(&mut client, &k3.sign(&claims("pipeline-etl", 600))).await;
+    assert_eq!(answer.reasons, ["warrant:credential-unknown-key"]);
+    assert!(
+        jwks.fetches() > fetches,
+        "an unknown key id fetched nothing"
+    );
+    let answer = read_under(&mut client, &k2.sign(&claims("pipeline-etl", 598))).await;
+    assert_allowed(&answer);
+    let scrape = crate::common::scrape(&server).await;
+    assert!(reads(&scrape, ISSUER, "failure") >= 1.0);
 }

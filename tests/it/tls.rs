@@ -15,13 +15,13 @@ use crate::common::{Server, pipeline_read};
 use warrant::proto;
 
 /// A certificate authority that signs the server's and the callers' certificates.
-struct Authority {
+pub(crate) struct Authority {
     issuer: Issuer<'static, KeyPair>,
-    pem: String,
+    pub(crate) pem: String,
 }
 
 impl Authority {
-    fn new(name: &str) -> Authority {
+    pub(crate) fn new(name: &str) -> Authority {
         let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
         params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
@@ -45,7 +45,7 @@ impl Authority {
         (cert.pem(), key.serialize_pem())
     }
 
-    fn server(&self, common_name: &str) -> (String, String) {
+    pub(crate) fn server(&self, common_name: &str) -> (String, String) {
         self.sign(
             common_name,
             vec![
@@ -60,7 +60,7 @@ impl Authority {
     }
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
     path

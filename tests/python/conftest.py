@@ -2,6 +2,8 @@
 own protos with grpcio-tools."""
 
 import contextlib
+import datetime
+import ipaddress
 import os
 import pathlib
 import subprocess
@@ -9,10 +11,16 @@ import sys
 import tempfile
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 BINARY = os.environ.get("WARRANT_BIN", str(ROOT / "target" / "debug" / "warrant"))
+# The SPIFFE ID in the test client's certificate.
+CALLER = "spiffe://test.example/ns/agents/sa/python"
 
 
 @pytest.fixture(scope="module")
@@ -66,3 +74,58 @@ def running_server(*extra_args, policies=ROOT / "policies"):
     finally:
         process.kill()
         process.wait()
+
+
+# Certificates made here with `cryptography`: a CA, the server's (localhost, 127.0.0.1) and a
+# client's with the SPIFFE ID `CALLER`.
+
+
+def _pem_key(key):
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def _certificate(subject, issuer_name, public_key, signing_key, sans=None, ca=False):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)]))
+        .issuer_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, issuer_name)]))
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+    )
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    if ca:
+        builder = builder.add_extension(
+            x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                          content_commitment=False, key_encipherment=False,
+                          data_encipherment=False, key_agreement=False,
+                          encipher_only=False, decipher_only=False),
+            critical=True,
+        )
+    return builder.sign(signing_key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM)
+
+
+@pytest.fixture(scope="module")
+def pki():
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = _certificate("python test CA", "python test CA", ca_key.public_key(), ca_key, ca=True)
+    server_key = ec.generate_private_key(ec.SECP256R1())
+    server = _certificate(
+        "warrant", "python test CA", server_key.public_key(), ca_key,
+        sans=[x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
+    )
+    client_key = ec.generate_private_key(ec.SECP256R1())
+    client = _certificate(
+        "python", "python test CA", client_key.public_key(), ca_key,
+        sans=[x509.UniformResourceIdentifier(CALLER)],
+    )
+    return {"ca": ca, "server": server, "server_key": _pem_key(server_key),
+            "client": client, "client_key": _pem_key(client_key)}

@@ -127,7 +127,9 @@ impl Engine {
 
 /// The verified claims as the record the action's context declares for `credential`: the
 /// declared fields among `issuer`, `subject`, `jti`, `key_id` (Strings), `expires_at` (datetime),
-/// `audiences` and `scopes` (Sets of Strings); an optional one the token lacks is left out.
+/// `audiences` and `scopes` (Sets of Strings), `actor` (String: who presents the token for the
+/// subject) and `actors` (Set of Strings: the whole delegation chain); an optional one the token
+/// lacks is left out.
 fn credential_record(
     credential: &CredentialEvidence,
     declared: &ContextShape,
@@ -144,6 +146,8 @@ fn credential_record(
             "expires_at" => cedar_datetime(credential.expires_at),
             "audiences" => texts(&credential.audiences),
             "scopes" => texts(&credential.scopes),
+            "actor" => text(credential.actors.first()?),
+            "actors" => texts(&credential.actors),
             _ => return None,
         };
         Some((name.clone(), value))

@@ -207,6 +207,11 @@ impl Engine {
         self
     }
 
+    /// The issuers whose credentials requests may carry, if any.
+    pub fn credentials(&self) -> Option<&Arc<crate::credentials::Credentials>> {
+        self.credentials.get()
+    }
+
     /// Verifies requests' credentials against these issuers from now on (set once, at start).
     pub fn set_credentials(&self, credentials: Arc<crate::credentials::Credentials>) {
         let _ = self.credentials.set(credentials);
