@@ -32,6 +32,28 @@ struct Cli {
 }
 
 // Parsed once per process: the size of the biggest variant does not matter.
+#[derive(Subcommand)]
+enum SchemaCommand {
+    /// Print Cedar declarations for an MCP server's tools (a tools/list result, as JSON): one
+    /// action per tool with its arguments typed as `context.input`, and `list_tool`.
+    FromMcp {
+        /// The tools/list result (or its JSON-RPC answer, or the bare list of tools).
+        tools: std::path::PathBuf,
+        /// The principal types the actions apply to.
+        #[arg(long = "principal", default_value = "Agent", value_delimiter = ',')]
+        principal_types: Vec<String>,
+        /// The resource types the actions apply to.
+        #[arg(long = "resource", default_value = "Tool", value_delimiter = ',')]
+        resource_types: Vec<String>,
+        /// The action group every tool action is in.
+        #[arg(long, default_value = "call_tool")]
+        group: String,
+        /// The action that decides whether a tool is listed.
+        #[arg(long, default_value = "list_tool")]
+        list_action: String,
+    },
+}
+
 #[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
@@ -78,6 +100,11 @@ enum Command {
         #[arg(long)]
         check: bool,
     },
+    /// Write schema declarations: `schema from-mcp TOOLS.json` for an MCP server's tools.
+    Schema {
+        #[command(subcommand)]
+        command: SchemaCommand,
+    },
     /// Reload the policy folder of a running Warrant now (all or nothing).
     Reload(AdminConnection),
     /// What a running Warrant is serving: versions, counts, the last reload error.
@@ -122,6 +149,24 @@ fn main() -> ExitCode {
             Command::Validate { dir } => warrant::authoring::validate(&dir),
             Command::Test { dir } => warrant::authoring::policy_tests::run(&dir),
             Command::Fmt { dir, check } => warrant::authoring::fmt(&dir, check),
+            Command::Schema {
+                command:
+                    SchemaCommand::FromMcp {
+                        tools,
+                        principal_types,
+                        resource_types,
+                        group,
+                        list_action,
+                    },
+            } => warrant::authoring::mcp_schema::run(
+                &tools,
+                &warrant::authoring::mcp_schema::Options {
+                    principal_types,
+                    resource_types,
+                    group,
+                    list_action,
+                },
+            ),
             Command::Status(connection) => warrant::cli::admin::status(connection).await,
         }
     });

@@ -1,9 +1,11 @@
 //! Tools for the people who write policies, all working on a policy folder without a server:
 //! `warrant validate` (every problem, with file, line and column), `warrant fmt` (the Cedar
 //! formatter), `warrant test` (policy test files, in `policy_tests`) and `warrant check
-//! --explain` (every policy's outcome for one request, in `explain`).
+//! --explain` (every policy's outcome for one request, in `explain`), and `warrant schema
+//! from-mcp` (Cedar declarations for an MCP server's tools, in `mcp_schema`).
 
 pub mod explain;
+pub mod mcp_schema;
 pub mod policy_tests;
 
 use std::path::{Path, PathBuf};

@@ -140,6 +140,17 @@ pub fn declared_contexts(schema_text: &str) -> HashMap<String, Arc<ContextShape>
             namespace,
         };
         for (action, declaration) in actions {
+            // An action that applies to nothing (only a group others are `in`) is never
+            // requested, so it has no context to declare.
+            let applies_to_nothing = |types: &str| {
+                declaration
+                    .pointer(&format!("/appliesTo/{types}"))
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty)
+            };
+            if applies_to_nothing("principalTypes") || applies_to_nothing("resourceTypes") {
+                continue;
+            }
             let shape = match declaration
                 .pointer("/appliesTo/context")
                 .map(|context| reader.kind(context, 0))
@@ -309,6 +320,16 @@ impl Reader<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_action_that_only_groups_others_has_no_context() {
+        let contexts = declared_contexts(
+            r#"entity User; entity Tool;
+action "call_tool";
+action "pay" in [Action::"call_tool"] appliesTo { principal: [User], resource: [Tool], context: { now: datetime } };"#,
+        );
+        assert_eq!(contexts.keys().collect::<Vec<_>>(), ["pay"]);
+    }
 
     #[test]
     fn types_marked_described_by_caller_are_found_with_their_attributes() {

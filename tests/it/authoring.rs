@@ -341,3 +341,37 @@ fn validate_reports_an_action_whose_context_lacks_now() {
     );
     assert!(out.contains("schema.cedarschema:"), "{out}");
 }
+
+#[test]
+fn the_mcp_examples_tool_actions_are_what_schema_from_mcp_writes_for_its_tools() {
+    let example = crate::common::bundled_policies().join("examples/mcp-agent");
+    let tools = example.join("tools.json");
+    let (code, generated) = warrant(&["schema", "from-mcp", path(&tools)]);
+    assert_eq!(code, 0, "{generated}");
+    let schema = std::fs::read_to_string(example.join("schema.cedarschema")).unwrap();
+    let marker = "// ---- generated: warrant schema from-mcp tools.json ----\n";
+    let (_, below) = schema
+        .split_once(marker)
+        .expect("the example marks its generated part");
+    assert_eq!(
+        below, generated,
+        "the example's schema is not what `warrant schema from-mcp tools.json` writes now"
+    );
+    let (code, out) = warrant(&["test", path(&example)]);
+    assert_eq!(code, 0, "{out}");
+
+    // A tool list that is not one is refused, naming the file.
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("tools.json");
+    std::fs::write(
+        &broken,
+        r#"{"result": {"tools": [{"description": "no name"}]}}"#,
+    )
+    .unwrap();
+    let (code, out) = warrant(&["schema", "from-mcp", path(&broken)]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("tools[0].name: a non-empty string is required"),
+        "{out}"
+    );
+}

@@ -46,6 +46,20 @@ def admin_stubs(stubs):
 
 
 
+def decision_record(addresses, decision_id):
+    """The ledger record of `decision_id`, from the running server's DecisionLog (as JSON)."""
+    import json
+
+    import grpc
+    from warrant_client._proto.warrant.v1 import authorizer_pb2, authorizer_pb2_grpc
+
+    with grpc.insecure_channel(addresses["admin"]) as channel:
+        found = authorizer_pb2_grpc.DecisionLogStub(channel).GetDecision(
+            authorizer_pb2.GetDecisionRequest(decision_id=decision_id),
+            metadata=[("authorization", f"Bearer {addresses['token']}")], timeout=5)
+    return json.loads(found.record_json)
+
+
 @contextlib.contextmanager
 def running_server(*extra_args, policies=ROOT / "policies"):
     """`warrant serve` on `policies` (the bundled ones unless given) with ephemeral ports, a data

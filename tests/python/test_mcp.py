@@ -1,0 +1,88 @@
+"""MCP end to end: the example MCP server (the official `mcp` SDK, with `WarrantToolGuard`) run
+over stdio and driven by the SDK's own client, against Warrant serving
+`policies/examples/mcp-agent`. The tool list is filtered, each call is decided before the tool
+runs, a denial reaches the client as a tool error with its reasons and decision id (which the
+ledger holds), an approval travels in the call's `_meta`, and an unreachable Warrant hides every
+tool and refuses every call."""
+
+import asyncio
+import os
+import socket
+import sys
+
+from mcp import Client
+from mcp.client.stdio import StdioServerParameters
+
+from conftest import ROOT, decision_record, running_server
+
+SERVER = ROOT / "clients" / "python" / "examples" / "mcp_vendor_server.py"
+
+
+def vendor_server(warrant_address):
+    return StdioServerParameters(command=sys.executable, args=[str(SERVER)],
+                                 env={**os.environ, "WARRANT_ADDR": warrant_address})
+
+
+def text_of(result):
+    return " ".join(part.text for part in result.content if getattr(part, "text", None))
+
+
+def test_every_tool_call_is_decided_by_warrant_and_the_list_is_filtered():
+    with running_server(policies=ROOT / "policies" / "examples" / "mcp-agent") as addresses:
+        async def session():
+            async with Client(vendor_server(addresses["check"])) as client:
+                listed = await client.list_tools()
+                assert sorted(tool.name for tool in listed.tools) == ["lookup_vendor",
+                                                                      "pay_invoice"]
+
+                looked_up = await client.call_tool("lookup_vendor", {"name": "acme"})
+                assert not looked_up.is_error, text_of(looked_up)
+                assert "Acme" in text_of(looked_up)
+
+                unapproved = await client.call_tool("pay_invoice",
+                                                    {"vendor": "acme", "amount": 1200})
+                assert unapproved.is_error
+                assert "payment-needs-approval" in text_of(unapproved)
+                denial = unapproved.structured_content["warrant"]
+                assert denial["reasons"] == ["payment-needs-approval"]
+                record = decision_record(addresses, denial["decision_id"])
+                assert record["decision"] == "DENY"
+                assert record["action"] == "pay_invoice"
+                assert record["context"]["input"] == {"vendor": "acme", "amount": 1200}
+
+                paid = await client.call_tool("pay_invoice", {"vendor": "acme", "amount": 1200},
+                                              meta={"warrant/approval": "INV-42"})
+                assert not paid.is_error, text_of(paid)
+                assert "paid 1200" in text_of(paid)
+
+                too_much = await client.call_tool("pay_invoice",
+                                                  {"vendor": "acme", "amount": 9000},
+                                                  meta={"warrant/approval": "INV-42"})
+                assert too_much.is_error
+                assert too_much.structured_content["warrant"]["reasons"] == [
+                    "payment-over-approved-amount"]
+
+                hidden = await client.call_tool("delete_vendor", {"name": "acme"})
+                assert hidden.is_error
+                assert "tool-outside-agent-scopes" in text_of(hidden)
+                # The tool did not run: the vendor is still there.
+                again = await client.call_tool("lookup_vendor", {"name": "acme"})
+                assert "Acme" in text_of(again)
+
+        asyncio.run(session())
+
+
+def test_an_unreachable_warrant_hides_every_tool_and_refuses_every_call():
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        nowhere = f"127.0.0.1:{probe.getsockname()[1]}"
+
+    async def session():
+        async with Client(vendor_server(nowhere)) as client:
+            listed = await client.list_tools()
+            assert listed.tools == []
+            called = await client.call_tool("lookup_vendor", {"name": "acme"})
+            assert called.is_error
+            assert called.structured_content["warrant"]["reasons"][0].startswith("warrant-client:")
+
+    asyncio.run(session())
