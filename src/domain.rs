@@ -167,6 +167,11 @@ reasons! {
     MalformedCheck => "warrant:malformed-check-request",
     /// The mapped request does not fit the schema (a route or context mapping that needs fixing).
     NotDecidable => "warrant:request-not-decidable",
+    /// A request to an MCP endpoint that cannot be read one way: not one JSON-RPC message, a
+    /// body the gateway cut short, headers that disagree with the body, no method.
+    McpMalformed => "warrant:mcp-malformed",
+    /// A request to an MCP endpoint whose JSON-RPC method the endpoint maps to no action.
+    McpMethodNotMapped => "warrant:mcp-method-not-mapped",
     /// The credential is not a JWT Warrant can read (or lacks `iss`, `sub` or `exp`).
     CredentialMalformed => "warrant:credential-malformed",
     CredentialUnknownIssuer => "warrant:credential-unknown-issuer",

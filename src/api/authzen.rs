@@ -718,7 +718,9 @@ fn engine_request(
         Some(Value::Object(properties)) => {
             let mut attributes = BTreeMap::new();
             for (key, value) in properties {
-                if let Some(value) = context_value(value, &format!("resource.properties.{key}"))? {
+                if let Some(value) =
+                    crate::api::json_context_value(value, &format!("resource.properties.{key}"))?
+                {
                     attributes.insert(key.clone(), value);
                 }
             }
@@ -778,37 +780,8 @@ fn declared_value(
             }
             Ok(Some(ContextValue::Set(set)))
         }
-        _ => context_value(value, at),
+        _ => crate::api::json_context_value(value, at),
     }
-}
-
-/// A caller's JSON value in Cedar's terms: integers (64-bit, exactly), strings, booleans,
-/// arrays, objects; `null` (at any depth) is left out.
-fn context_value(value: &Value, at: &str) -> Result<Option<ContextValue>, InvalidRequest> {
-    Ok(Some(match value {
-        Value::Null => return Ok(None),
-        Value::Bool(b) => ContextValue::Bool(*b),
-        Value::String(s) => ContextValue::String(s.clone()),
-        Value::Number(n) => ContextValue::Long(n.as_i64().ok_or_else(|| {
-            InvalidRequest::new(at, format!("{n} is not an integer Cedar can hold"))
-        })?),
-        Value::Array(items) => {
-            let mut set = Vec::with_capacity(items.len());
-            for (i, item) in items.iter().enumerate() {
-                set.extend(context_value(item, &format!("{at}[{i}]"))?);
-            }
-            ContextValue::Set(set)
-        }
-        Value::Object(fields) => {
-            let mut record = BTreeMap::new();
-            for (k, v) in fields {
-                if let Some(value) = context_value(v, &format!("{at}.{k}"))? {
-                    record.insert(k.clone(), value);
-                }
-            }
-            ContextValue::Record(record)
-        }
-    }))
 }
 
 /// The engine's field names in AuthZEN's words.

@@ -20,6 +20,7 @@ use serde::Deserialize;
 use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
+use crate::api::mcp::{McpEndpointSpec, McpEndpoints, McpError, McpRefusal};
 use crate::api::routes::{AttributeValue, RouteError, RouteSpec, RouteTable};
 use crate::domain::{
     self, ContextValue, Effect, EntityRef, RESERVED_CONTEXT_KEYS, Reason, ResourceDescription,
@@ -49,6 +50,10 @@ pub enum Unmatched {
 pub struct ExtAuthzSettings {
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
+    /// MCP endpoints: POSTs to them are decided by their JSON-RPC method (see `api::mcp`),
+    /// before the route table.
+    #[serde(default)]
+    pub mcp: Vec<McpEndpointSpec>,
     #[serde(default)]
     pub unmatched: Unmatched,
     /// A header that names the principal (`Type::id`), set by a gateway that has verified the
@@ -75,6 +80,7 @@ pub struct ExtAuthzSettings {
 #[derive(Debug, Clone)]
 pub struct ExtAuthz {
     routes: RouteTable,
+    mcp: McpEndpoints,
     unmatched: Unmatched,
     principal_header: Option<String>,
     approval_header: String,
@@ -89,6 +95,8 @@ pub struct ExtAuthz {
 pub enum ExtAuthzError {
     #[error("ext_authz.{0}")]
     Route(#[from] RouteError),
+    #[error("{0}")]
+    Mcp(#[from] McpError),
     #[error(
         "ext_authz: context key {key:?} cannot receive request data (it is empty or Warrant's own)"
     )]
@@ -99,6 +107,7 @@ impl ExtAuthz {
     /// Checks the settings; an error names the setting (`ext_authz.routes[1].path: ...`).
     pub fn new(settings: &ExtAuthzSettings) -> Result<Self, ExtAuthzError> {
         let routes = RouteTable::new(&settings.routes)?;
+        let mcp = McpEndpoints::new(&settings.mcp)?;
         let targets = settings
             .http_context
             .iter()
@@ -112,6 +121,7 @@ impl ExtAuthz {
         let header = |name: &str| name.trim().to_ascii_lowercase();
         Ok(ExtAuthz {
             routes,
+            mcp,
             unmatched: settings.unmatched,
             principal_header: settings.principal_header.as_deref().map(header),
             credential_header: settings.credential_header.as_deref().map(header),
@@ -281,7 +291,45 @@ impl ExtAuthzService {
         }
         let principal = self.principal(&source.principal, &headers)?;
         readable.principal = principal.clone();
-        let target = match self.mapping.routes.resolve(&http.method, &http.path) {
+        let body = if http.raw_body.is_empty() {
+            http.body.as_bytes()
+        } else {
+            &http.raw_body[..]
+        };
+        let mcp = self
+            .mapping
+            .mcp
+            .target(&http.method, &http.path, &headers, Some(body))
+            .transpose()
+            .map_err(|refusal| Refusal {
+                detail: Some(refusal.to_string()),
+                ..match refusal {
+                    McpRefusal::Malformed(_) => Refusal {
+                        http: HttpStatusCode::BadRequest,
+                        grpc: tonic::Code::PermissionDenied,
+                        reason: Reason::McpMalformed.as_str(),
+                        detail: None,
+                    },
+                    McpRefusal::NotMapped(_) => {
+                        Refusal::forbidden(Reason::McpMethodNotMapped.as_str())
+                    }
+                }
+            })?;
+        let mut arguments = None;
+        let target = match mcp {
+            Some(mcp) => {
+                arguments = mcp.arguments;
+                Some(Ok(crate::api::routes::Target {
+                    action: mcp.action,
+                    resource: mcp.resource,
+                    attributes: Vec::new(),
+                    parents: Vec::new(),
+                    route: usize::MAX,
+                }))
+            }
+            None => self.mapping.routes.resolve(&http.method, &http.path),
+        };
+        let target = match target {
             Some(Ok(target)) => target,
             Some(Err(problem)) => {
                 tracing::debug!(path = http.path, %problem, "refusing an unreadable path");
@@ -321,6 +369,9 @@ impl ExtAuthzService {
             if let Some(value) = attributes.context_extensions.get(name) {
                 context.insert(key.clone(), ContextValue::String(value.clone()));
             }
+        }
+        if let Some((key, value)) = arguments {
+            context.insert(key, value);
         }
         if let Some(key) = &self.mapping.http_context {
             let path = http.path.split(['?', '#']).next().unwrap_or_default();

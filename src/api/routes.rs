@@ -81,7 +81,7 @@ pub struct Target {
     /// The resource as the route describes it: attributes by name, and parents.
     pub attributes: Vec<(String, AttributeValue)>,
     pub parents: Vec<EntityRef>,
-    /// The route's position in the table, for the record.
+    /// The route's position in the table (`usize::MAX` for an MCP endpoint's).
     pub route: usize,
 }
 

@@ -104,7 +104,7 @@ struct ApiMetrics {
 
 /// Warrant's reasons for refusing a request before deciding it, each counted per API (created
 /// at zero, so a rule sees the series before the first refusal).
-const REFUSAL_REASONS: [&str; 12] = [
+const REFUSAL_REASONS: [&str; 14] = [
     Reason::InvalidRequest.as_str(),
     Reason::MalformedRequest.as_str(),
     Reason::TimedOut.as_str(),
@@ -116,6 +116,8 @@ const REFUSAL_REASONS: [&str; 12] = [
     Reason::BadPath.as_str(),
     Reason::MalformedCheck.as_str(),
     Reason::NotDecidable.as_str(),
+    Reason::McpMalformed.as_str(),
+    Reason::McpMethodNotMapped.as_str(),
     "other",
 ];
 

@@ -586,3 +586,155 @@ async fn a_route_describes_a_resource_warrant_has_never_seen_from_the_path_or_a_
     let theirs = ask(&server, update("rick@the-citadel.com")).await;
     assert_eq!(grpc_code(&theirs), tonic::Code::PermissionDenied);
 }
+
+/// A server on the MCP example's policies with examples/envoy/mcp.toml.
+fn start_mcp_gateway() -> Server {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        root.join("policies/examples/mcp-agent").to_str().unwrap(),
+        "--config",
+        root.join("examples/envoy/mcp.toml").to_str().unwrap(),
+    ])
+    .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
+}
+
+/// Envoy's CheckRequest for an MCP POST from the vendor agent, with `headers` and, when given,
+/// the body as Envoy packs it (`pack_as_bytes`).
+fn mcp_check(headers: &[(&str, &str)], body: Option<&str>) -> CheckRequest {
+    let mut all = vec![("x-agent", "Agent::vendor-agent")];
+    all.extend_from_slice(headers);
+    let mut check = envoy_check("POST", "/mcp/vendors", "", &all);
+    if let Some(body) = body {
+        let http = check
+            .attributes
+            .as_mut()
+            .and_then(|a| a.request.as_mut())
+            .and_then(|r| r.http.as_mut())
+            .unwrap();
+        http.raw_body = body.as_bytes().to_vec();
+        http.size = body.len() as i64;
+    }
+    check
+}
+
+fn tool_call(tool: &str, arguments: serde_json::Value) -> String {
+    serde_json::json!({"jsonrpc": "2.0", "id": 7, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments}})
+    .to_string()
+}
+
+#[tokio::test]
+async fn an_mcp_endpoint_is_decided_by_the_json_rpc_method_it_carries() {
+    let server = start_mcp_gateway();
+    let payment = tool_call(
+        "pay_invoice",
+        serde_json::json!({"vendor": "acme", "amount": 1200}),
+    );
+
+    // A tool call with its body: the tool's action, its arguments in context.input.
+    let with_approval = [
+        ("mcp-method", "tools/call"),
+        ("mcp-name", "pay_invoice"),
+        ("x-approval-id", "INV-42"),
+    ];
+    let answer = ask(&server, mcp_check(&with_approval, Some(&payment))).await;
+    assert_eq!(grpc_code(&answer), tonic::Code::Ok, "{answer:?}");
+    let record = recorded(&server, &answer).await;
+    assert_eq!(record["action"], "pay_invoice");
+    assert_eq!(record["resource"]["id"], "pay_invoice");
+    assert_eq!(
+        record["context"]["input"],
+        serde_json::json!({"vendor": "acme", "amount": 1200})
+    );
+    let answer = ask(&server, mcp_check(&[], Some(&payment))).await;
+    let (status, _, body) = denial(&answer);
+    assert_eq!(
+        (status, body["reasons"].clone()),
+        (403, serde_json::json!(["payment-needs-approval"]))
+    );
+    let over = tool_call(
+        "pay_invoice",
+        serde_json::json!({"vendor": "acme", "amount": 9000}),
+    );
+    let answer = ask(&server, mcp_check(&with_approval, Some(&over))).await;
+    assert_eq!(
+        denial(&answer).2["reasons"],
+        serde_json::json!(["payment-over-approved-amount"])
+    );
+    let admin = tool_call("delete_vendor", serde_json::json!({"name": "acme"}));
+    let answer = ask(&server, mcp_check(&[], Some(&admin))).await;
+    assert_eq!(
+        denial(&answer).2["reasons"],
+        serde_json::json!(["outside-agent-scopes"])
+    );
+
+    // Other methods from the endpoint's table, by body or by header alone.
+    let listing = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
+    let answer = ask(&server, mcp_check(&[], Some(listing))).await;
+    assert_eq!(grpc_code(&answer), tonic::Code::Ok);
+    assert_eq!(recorded(&server, &answer).await["action"], "use_mcp_server");
+    let answer = ask(&server, mcp_check(&[("mcp-method", "tools/list")], None)).await;
+    assert_eq!(grpc_code(&answer), tonic::Code::Ok);
+    let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    let answer = ask(&server, mcp_check(&[], Some(initialized))).await;
+    assert_eq!(grpc_code(&answer), tonic::Code::Ok);
+    // A tool call by its headers alone has no arguments, and the action requires them.
+    let headers_only = [("mcp-method", "tools/call"), ("mcp-name", "lookup_vendor")];
+    let answer = ask(&server, mcp_check(&headers_only, None)).await;
+    assert_eq!(
+        denial(&answer).2["reasons"],
+        serde_json::json!(["warrant:request-not-decidable"])
+    );
+
+    // Refused: an unmapped method, and whatever cannot be read one way; each on record.
+    let reading = r#"{"jsonrpc":"2.0","id":3,"method":"resources/read","params":{"uri":"file:///etc/passwd"}}"#;
+    let answer = ask(&server, mcp_check(&[], Some(reading))).await;
+    let (status, _, body) = denial(&answer);
+    assert_eq!(
+        (status, body["reasons"].clone()),
+        (403, serde_json::json!(["warrant:mcp-method-not-mapped"]))
+    );
+    let lookup = tool_call("lookup_vendor", serde_json::json!({"name": "acme"}));
+    type Headers<'a> = Vec<(&'a str, &'a str)>;
+    let malformed: [(Headers, Option<&str>); 5] = [
+        (
+            vec![],
+            Some("[{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/list\"}]"),
+        ),
+        (
+            vec![],
+            Some("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/ca"),
+        ),
+        (vec![("mcp-name", "pay_invoice")], Some(&lookup)),
+        (vec![("x-envoy-auth-partial-body", "true")], Some(&lookup)),
+        (vec![], None),
+    ];
+    for (headers, body) in malformed {
+        let answer = ask(&server, mcp_check(&headers, body)).await;
+        let (status, _, denied) = denial(&answer);
+        assert_eq!(
+            (status, denied["reasons"].clone()),
+            (400, serde_json::json!(["warrant:mcp-malformed"])),
+            "{headers:?} {body:?}"
+        );
+        let record = server.record(denied["decision_id"].as_str().unwrap()).await;
+        assert_eq!(record["decision"], "DENY");
+    }
+
+    // The session's stream is an ordinary route.
+    let answer = ask(
+        &server,
+        envoy_check(
+            "GET",
+            "/mcp/vendors",
+            "",
+            &[("x-agent", "Agent::vendor-agent")],
+        ),
+    )
+    .await;
+    assert_eq!(grpc_code(&answer), tonic::Code::Ok);
+}

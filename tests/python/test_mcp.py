@@ -64,7 +64,7 @@ def test_every_tool_call_is_decided_by_warrant_and_the_list_is_filtered():
 
                 hidden = await client.call_tool("delete_vendor", {"name": "acme"})
                 assert hidden.is_error
-                assert "tool-outside-agent-scopes" in text_of(hidden)
+                assert "outside-agent-scopes" in text_of(hidden)
                 # The tool did not run: the vendor is still there.
                 again = await client.call_tool("lookup_vendor", {"name": "acme"})
                 assert "Acme" in text_of(again)

@@ -63,3 +63,17 @@ def test_a_caller_without_a_certificate_is_refused(stubs, pki, tls_server):
                 resource=pb.EntityRef(type="Dataset", id="sales-2026"),
             ), timeout=5)
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_the_client_package_speaks_mutual_tls(pki, tls_server):
+    from warrant_client import Client
+
+    with Client(tls_server["check"], timeout=5, root_certificates=pki["ca"],
+                certificate_chain=pki["client"], private_key=pki["client_key"],
+                server_name="localhost") as client:
+        decision = client.check("ApiKey::pipeline-etl", "read", "Dataset::sales-2026")
+    assert decision.allowed, decision.describe()
+    with Client(tls_server["check"], timeout=1, root_certificates=pki["ca"],
+                server_name="localhost") as client:
+        refused = client.check("ApiKey::pipeline-etl", "read", "Dataset::sales-2026")
+    assert not refused and refused.reasons[0].startswith("warrant-client:")
