@@ -76,6 +76,23 @@ fn cases() -> Vec<Case> {
                 ("amount".into(), RestrictedExpression::new_long(1200)),
             ],
         },
+        // A deny that an approval would lift: the engine decides it again under a hypothetical
+        // approval to say which (`approval_required`).
+        Case {
+            name: "deploy-without-approval",
+            request: CheckRequest {
+                principal: EntityRef::new("ServiceAccount", "deploy-bot"),
+                action: "update".into(),
+                resource: EntityRef::new("Config", "payments-api"),
+                context: BTreeMap::new(),
+                approval_id: None,
+                request_id: None,
+                resource_description: None,
+                caller_identity: None,
+                credential: None,
+            },
+            cedar_context: vec![],
+        },
         Case {
             name: "api-key-read",
             request: CheckRequest {

@@ -133,6 +133,16 @@ pub struct Settings {
     /// The longest an approval granted through the admin API may last, in hours [default: 720]
     #[arg(long, env = "WARRANT_APPROVAL_MAX_VALIDITY_HOURS")]
     pub approval_max_validity_hours: Option<u64>,
+    /// How long an approval request waits for a human's decision before it expires, in
+    /// seconds [default: 86400]
+    #[arg(long, env = "WARRANT_APPROVAL_REQUEST_TTL_SECONDS")]
+    pub approval_request_ttl_seconds: Option<u64>,
+    /// The most approval requests one identity may have pending [default: 8]
+    #[arg(long, env = "WARRANT_APPROVAL_REQUESTS_MAX_PENDING")]
+    pub approval_requests_max_pending: Option<u64>,
+    /// Whether an identity's own owner may approve its approval requests [default: true]
+    #[arg(long, env = "WARRANT_OWNER_MAY_APPROVE")]
+    pub owner_may_approve: Option<bool>,
     /// Most bytes one facts import (`warrant facts import`, ImportFacts) may send
     /// [default: 268435456]
     #[arg(long, env = "WARRANT_MAX_IMPORT_BYTES")]
@@ -318,6 +328,13 @@ impl Settings {
             approval_max_validity_hours: self
                 .approval_max_validity_hours
                 .or(under.approval_max_validity_hours),
+            approval_request_ttl_seconds: self
+                .approval_request_ttl_seconds
+                .or(under.approval_request_ttl_seconds),
+            approval_requests_max_pending: self
+                .approval_requests_max_pending
+                .or(under.approval_requests_max_pending),
+            owner_may_approve: self.owner_may_approve.or(under.owner_may_approve),
             max_import_bytes: self.max_import_bytes.or(under.max_import_bytes),
             ext_authz: self.ext_authz.or(under.ext_authz),
             shadow_policies: self.shadow_policies.or(under.shadow_policies),
@@ -361,6 +378,11 @@ impl Settings {
                     .max_context_depth
                     .unwrap_or(limit_defaults.max_context_depth),
             },
+            approval_max_validity_ms: self
+                .approval_max_validity_hours
+                .map_or(defaults.approval_max_validity_ms, |hours| {
+                    hours.saturating_mul(3_600_000).min(i64::MAX as u64) as i64
+                }),
         };
         let connection_defaults = ConnectionLimits::default();
         let ms =
@@ -459,6 +481,19 @@ impl Settings {
                 max_import_bytes: self
                     .max_import_bytes
                     .unwrap_or(Rules::default().max_import_bytes),
+                approval_request_ttl_ms: self
+                    .approval_request_ttl_seconds
+                    .map_or(Rules::default().approval_request_ttl_ms, |seconds| {
+                        seconds.saturating_mul(1000).min(i64::MAX as u64) as i64
+                    }),
+                max_pending_requests_per_identity: self
+                    .approval_requests_max_pending
+                    .map_or(Rules::default().max_pending_requests_per_identity, |n| {
+                        usize::try_from(n).unwrap_or(usize::MAX)
+                    }),
+                owner_may_approve: self
+                    .owner_may_approve
+                    .unwrap_or(Rules::default().owner_may_approve),
             },
             metrics_listen: self
                 .metrics_listen
@@ -541,6 +576,14 @@ impl Settings {
             (
                 "max_import_bytes",
                 u128::from(config.rules.max_import_bytes),
+            ),
+            (
+                "approval_request_ttl_seconds",
+                config.rules.approval_request_ttl_ms as u128,
+            ),
+            (
+                "approval_requests_max_pending",
+                config.rules.max_pending_requests_per_identity as u128,
             ),
             (
                 "cache_max_entries",
@@ -642,6 +685,18 @@ mod tests {
             (
                 "max_import_bytes",
                 config.rules.max_import_bytes.to_string(),
+            ),
+            (
+                "approval_request_ttl_seconds",
+                (config.rules.approval_request_ttl_ms / 1000).to_string(),
+            ),
+            (
+                "approval_requests_max_pending",
+                config.rules.max_pending_requests_per_identity.to_string(),
+            ),
+            (
+                "owner_may_approve",
+                config.rules.owner_may_approve.to_string(),
             ),
             (
                 "ledger",

@@ -417,6 +417,21 @@ pub struct Decision {
     pub request_id: Option<String>,
     /// What the shadow (candidate) policies would have decided, when they are configured.
     pub shadow: Option<ShadowVerdict>,
+    /// For a deny that a valid approval covering the request would turn into an allow: that
+    /// approval.
+    pub approval_required: Option<ApprovalAdvice>,
+}
+
+/// The approval that would allow a denied request, found by deciding it again under a
+/// hypothetical one: granted to `identity`, for `action` on resources in `scope`, valid for at
+/// most `max_validity_ms`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApprovalAdvice {
+    pub identity: EntityRef,
+    pub action: String,
+    pub resource: EntityRef,
+    pub scope: EntityRef,
+    pub max_validity_ms: i64,
 }
 
 /// A candidate policy set's verdict on a request it does not answer.

@@ -174,6 +174,7 @@ pub async fn serve(
     let authorizer = Edge::authorizer(
         proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
             Arc::clone(&decider),
+            Arc::clone(&control),
             config.batch_max_items,
         ))
         .max_decoding_message_size(config.max_message_bytes),

@@ -28,6 +28,8 @@ const SEEN_BY_EXPIRY: TableDefinition<(i64, &str), ()> =
 const FORGET_PER_USE: usize = 16;
 /// Allowed uses of limited approvals, by approval id.
 const USES: TableDefinition<&str, u64> = TableDefinition::new("approval_uses");
+/// Approval requests, by request id: what an identity asked for and what became of it.
+const APPROVAL_REQUESTS: TableDefinition<&str, &str> = TableDefinition::new("approval_requests");
 
 /// An entity as changed through the admin API: its whole Cedar JSON form (it replaces the
 /// entity of the same uid in `entities.json`), and what Warrant knows of the change.
@@ -116,6 +118,8 @@ impl LiveStore {
         txn.open_table(ENTITIES).map_err(|e| open_error(e.into()))?;
         txn.open_table(USES).map_err(|e| open_error(e.into()))?;
         txn.open_table(LINKS).map_err(|e| open_error(e.into()))?;
+        txn.open_table(APPROVAL_REQUESTS)
+            .map_err(|e| open_error(e.into()))?;
         txn.open_table(SEEN_TOKENS)
             .map_err(|e| open_error(e.into()))?;
         txn.open_table(SEEN_BY_EXPIRY)
@@ -132,6 +136,33 @@ impl LiveStore {
     /// Every live template link, by link id.
     pub fn links(&self) -> Result<BTreeMap<String, LiveLink>, StoreError> {
         self.all(LINKS)
+    }
+
+    /// Every approval request, by id.
+    pub fn approval_requests<T: serde::de::DeserializeOwned>(
+        &self,
+    ) -> Result<BTreeMap<String, T>, StoreError> {
+        self.all(APPROVAL_REQUESTS)
+    }
+
+    /// Writes one approval request and removes `forget` (requests decided long ago), in one
+    /// durable transaction.
+    pub fn put_approval_request<T: serde::Serialize>(
+        &self,
+        id: &str,
+        request: &T,
+        forget: &[String],
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(request)?;
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            let mut table = txn.open_table(APPROVAL_REQUESTS).map_err(io)?;
+            for old in forget {
+                table.remove(old.as_str()).map_err(io)?;
+            }
+            table.insert(id, json.as_str()).map_err(io)?;
+        }
+        txn.commit().map_err(io)
     }
 
     /// Every row of a table of JSON values, by key.

@@ -1,5 +1,5 @@
-//! `warrant.v1.Admin` on the admin listener: live approvals, identities and entities, policy reloads and
-//! status. Wire conversion only: the rules live in `control`. (Beside it on the same listener:
+//! `warrant.v1.Admin` on the admin listener: live approvals and approval requests, identities and
+//! entities, policy reloads and status. Wire conversion only: the rules live in `control`. (Beside it on the same listener:
 //! `decision_log`, and `auth`, the bearer token every call passes first.)
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use crate::control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, Ap
 use crate::control::entities::{ChangeReason, EntitySpec, EntityView, ImportSummary};
 use crate::control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
 use crate::control::links::LinkView;
+use crate::control::requests::{ApprovalRequest, RequestState, Verdict};
 use crate::control::{Control, ControlError, Origin, StatusView};
 use crate::domain::EntityRef;
 use crate::observability::metrics::Metrics;
@@ -54,7 +55,7 @@ impl AdminService {
     }
 }
 
-fn control_status(error: ControlError) -> Status {
+pub(crate) fn control_status(error: ControlError) -> Status {
     match error {
         ControlError::Invalid { .. } => Status::invalid_argument(error.to_string()),
         ControlError::NotFound(message) => Status::not_found(message),
@@ -62,6 +63,8 @@ fn control_status(error: ControlError) -> Status {
         ControlError::ReloadFailed(message) => Status::failed_precondition(format!(
             "the reload failed and the last good policies keep serving: {message}"
         )),
+        ControlError::Conflict(message) => Status::failed_precondition(message),
+        ControlError::Exhausted(message) => Status::resource_exhausted(message),
         ControlError::Store(error) => Status::internal(error.to_string()),
     }
 }
@@ -313,6 +316,61 @@ const MAX_LINK_PAGE: usize = 1000;
 
 #[tonic::async_trait]
 impl proto::admin_server::Admin for AdminService {
+    async fn list_approval_requests(
+        &self,
+        request: Request<proto::ListApprovalRequestsRequest>,
+    ) -> Result<Response<proto::ListApprovalRequestsResponse>, Status> {
+        let request = request.into_inner();
+        let state = match request.state.as_str() {
+            "" => None,
+            text => Some(RequestState::parse(text).ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "state: {} is not pending, approved, rejected or expired",
+                    crate::decide::limits::quote(text)
+                ))
+            })?),
+        };
+        let identity = entity(request.identity);
+        self.run("ListApprovalRequests", move |control| {
+            control
+                .approval_requests(state, identity.as_ref())
+                .map(|requests| proto::ListApprovalRequestsResponse {
+                    requests: requests.iter().map(approval_request_proto).collect(),
+                })
+                .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn decide_approval_request(
+        &self,
+        request: Request<proto::DecideApprovalRequestRequest>,
+    ) -> Result<Response<proto::ApprovalRequestRecord>, Status> {
+        let request = request.into_inner();
+        let approver = entity(request.approver).unwrap_or_default();
+        let verdict = if request.approve {
+            Verdict::Approve {
+                approver,
+                duration_ms: Some(request.duration_seconds)
+                    .filter(|s| *s != 0)
+                    .map(|s| s.saturating_mul(1000)),
+                max_uses: Some(request.max_uses).filter(|n| *n > 0),
+            }
+        } else {
+            Verdict::Reject {
+                approver,
+                reason: request.reason,
+            }
+        };
+        self.run("DecideApprovalRequest", move |control| {
+            control
+                .decide_approval_request(&request.id, verdict)
+                .map(|decided| approval_request_proto(&decided))
+                .map_err(control_status)
+        })
+        .await
+    }
+
     async fn grant_approval(
         &self,
         request: Request<proto::GrantApprovalRequest>,
@@ -688,5 +746,28 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<proto::StatusResponse>, Status> {
         self.run("Status", |control| Ok(status_proto(control.status())))
             .await
+    }
+}
+
+/// A request as the API shows it (here and on the Check port).
+pub(crate) fn approval_request_proto(request: &ApprovalRequest) -> proto::ApprovalRequestRecord {
+    proto::ApprovalRequestRecord {
+        id: request.id.clone(),
+        identity: Some(entity_ref(&request.identity)),
+        action: request.action.clone(),
+        resource: Some(entity_ref(&request.resource)),
+        scope: Some(entity_ref(&request.scope)),
+        justification: request.justification.clone(),
+        ticket: request.ticket.clone().unwrap_or_default(),
+        duration_seconds: request.duration_ms / 1000,
+        on_behalf_of: request.on_behalf_of.as_ref().map(entity_ref),
+        decision_id: request.decision_id.clone().unwrap_or_default(),
+        state: request.state.as_str().to_owned(),
+        requested_at: Some(timestamp(UnixMillis(request.requested_at))),
+        expires_at: Some(timestamp(UnixMillis(request.expires_at))),
+        decided_by: request.decided_by.as_ref().map(entity_ref),
+        decided_at: request.decided_at.map(|at| timestamp(UnixMillis(at))),
+        reason: request.reason.clone().unwrap_or_default(),
+        approval_id: request.approval_id.clone().unwrap_or_default(),
     }
 }

@@ -248,13 +248,22 @@ impl AuthZen {
                         message,
                         decision_id: decision.decision_id.to_string(),
                     }),
-                    None => Ok(json!({
-                        "decision": decision.effect == Effect::Allow,
-                        "context": {
+                    None => {
+                        let mut context = json!({
                             "decision_id": decision.decision_id.to_string(),
                             "reasons": decision.reasons,
-                        },
-                    })),
+                        });
+                        if let Some(advice) = &decision.approval_required {
+                            context["advice"] = json!([{
+                                "id": "approval_required",
+                                "attributes": crate::ledger::ApprovalAdviceRecord::from(advice),
+                            }]);
+                        }
+                        Ok(json!({
+                            "decision": decision.effect == Effect::Allow,
+                            "context": context,
+                        }))
+                    }
                 }
             })
             .collect()
@@ -528,6 +537,9 @@ async fn metadata(State(authzen): State<Arc<AuthZen>>, headers: HeaderMap) -> Re
             "policy_decision_point": base,
             "access_evaluation_endpoint": format!("{base}{EVALUATION_PATH}"),
             "access_evaluations_endpoint": format!("{base}{EVALUATIONS_PATH}"),
+            // A denied decision's context may carry advice: `approval_required`, the approval
+            // that would allow it.
+            "decision_advice_supported": ["approval_required"],
         }),
         headers.get("x-request-id"),
     )

@@ -525,13 +525,23 @@ impl ExtAuthzService {
             },
             Effect::Deny => {
                 let reasons: Vec<&str> = decision.reasons.iter().map(String::as_str).collect();
-                denied(
+                let mut answer = denied(
                     tonic::Code::PermissionDenied,
                     HttpStatusCode::Forbidden,
                     Some(&decision_id),
                     &reasons,
                     Some(metadata),
-                )
+                );
+                // The approval that would allow it, for the client to ask for.
+                if let Some(advice) = &decision.approval_required
+                    && let Some(HttpResponse::DeniedResponse(denied)) = &mut answer.http_response
+                    && let Ok(mut body) = serde_json::from_str::<serde_json::Value>(&denied.body)
+                {
+                    body["approval_required"] =
+                        serde_json::json!(crate::ledger::ApprovalAdviceRecord::from(advice));
+                    denied.body = body.to_string();
+                }
+                answer
             }
         }
     }

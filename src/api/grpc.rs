@@ -1,13 +1,17 @@
 //! The native gRPC API, `warrant.v1.Authorizer`: Check and BatchCheck, each decided, recorded
-//! and answered (the messages are converted by `proto::convert`).
+//! and answered (the messages are converted by `proto::convert`); and approval requests, which
+//! an identity files and watches here and humans decide on the admin API.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::api::admin::{approval_request_proto, control_status};
 use crate::api::decider::Decider;
 use crate::api::edge::with_decision_id;
+use crate::control::requests::{ApprovalAsk, RequestState};
+use crate::control::{Control, ControlError};
 use crate::domain::{self, InvalidRequest};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
@@ -26,15 +30,29 @@ enum Outcome {
 
 pub struct AuthorizerService {
     decider: Arc<Decider>,
+    control: Arc<Control>,
     batch_max_items: usize,
 }
 
 impl AuthorizerService {
-    pub fn new(decider: Arc<Decider>, batch_max_items: usize) -> Self {
+    pub fn new(decider: Arc<Decider>, control: Arc<Control>, batch_max_items: usize) -> Self {
         AuthorizerService {
             decider,
+            control,
             batch_max_items,
         }
+    }
+
+    /// Runs `call` on the control plane off the async threads (it may write to disk).
+    async fn on_control<T: Send + 'static>(
+        &self,
+        call: impl FnOnce(&Control) -> Result<T, ControlError> + Send + 'static,
+    ) -> Result<T, Status> {
+        let control = Arc::clone(&self.control);
+        tokio::task::spawn_blocking(move || call(&control))
+            .await
+            .map_err(|error| Status::internal(format!("the call failed: {error}")))?
+            .map_err(control_status)
     }
 
     /// Decides one request, or says why it cannot be decided.
@@ -162,6 +180,115 @@ impl Authorizer for AuthorizerService {
         _request: Request<proto::PingRequest>,
     ) -> Result<Response<proto::PingResponse>, Status> {
         Ok(Response::new(proto::PingResponse {}))
+    }
+
+    async fn request_approval(
+        &self,
+        request: Request<proto::RequestApprovalRequest>,
+    ) -> Result<Response<proto::ApprovalRequestRecord>, Status> {
+        let caller = crate::listeners::peer_of(&request).caller();
+        let caller = caller
+            .identity
+            .as_deref()
+            .map(str::to_owned)
+            .or(caller.address);
+        let request = request.into_inner();
+        let entity =
+            |e: Option<proto::EntityRef>| e.map(|e| domain::EntityRef::new(e.r#type, e.id));
+        let ask = ApprovalAsk {
+            identity: entity(request.identity),
+            action: request.action,
+            resource: entity(request.resource),
+            scope: entity(request.scope),
+            justification: request.justification,
+            ticket: non_empty(request.ticket),
+            duration_ms: request.duration_seconds.saturating_mul(1000),
+            on_behalf_of: entity(request.on_behalf_of),
+            decision_id: non_empty(request.decision_id),
+        };
+        let filed = self
+            .on_control(move |control| control.request_approval(ask, caller))
+            .await?;
+        Ok(Response::new(approval_request_proto(&filed)))
+    }
+
+    async fn get_approval_request(
+        &self,
+        request: Request<proto::GetApprovalRequestRequest>,
+    ) -> Result<Response<proto::ApprovalRequestRecord>, Status> {
+        let id = request.into_inner().id;
+        let found = self
+            .on_control(move |control| control.approval_request(&id))
+            .await?;
+        Ok(Response::new(approval_request_proto(&found)))
+    }
+
+    type WatchApprovalRequestStream = std::pin::Pin<
+        Box<
+            dyn futures_util::Stream<Item = Result<proto::ApprovalRequestRecord, Status>>
+                + Send
+                + 'static,
+        >,
+    >;
+
+    async fn watch_approval_request(
+        &self,
+        request: Request<proto::GetApprovalRequestRequest>,
+    ) -> Result<Response<Self::WatchApprovalRequestStream>, Status> {
+        let id = request.into_inner().id;
+        let control = Arc::clone(&self.control);
+        let mut changes = control.watch_approval_requests();
+        let read = {
+            let control = Arc::clone(&control);
+            move |id: String| {
+                let control = Arc::clone(&control);
+                async move {
+                    tokio::task::spawn_blocking(move || control.approval_request(&id))
+                        .await
+                        .map_err(|error| Status::internal(format!("the call failed: {error}")))?
+                        .map_err(control_status)
+                }
+            }
+        };
+        // The first read answers NOT_FOUND as a status, not as a stream.
+        let first = read(id.clone()).await?;
+        changes.mark_unchanged();
+        // Then each change, until the request is decided or expired (or a read fails).
+        let stream = futures_util::stream::unfold(
+            (Some(first.clone()), Some(first), changes),
+            move |(unsent, last, mut changes)| {
+                let read = read.clone();
+                let control = Arc::clone(&control);
+                let id = id.clone();
+                async move {
+                    if let Some(first) = unsent {
+                        return Some((Ok(approval_request_proto(&first)), (None, last, changes)));
+                    }
+                    let last = last?;
+                    loop {
+                        if last.state != RequestState::Pending {
+                            return None;
+                        }
+                        // Woken by any change, and at the latest when it would expire (or a
+                        // minute from now, whichever is sooner).
+                        let left = u64::try_from(last.expires_at - control.now().0).unwrap_or(0);
+                        let wait = std::time::Duration::from_millis(left.min(60_000) + 1);
+                        let _ = tokio::time::timeout(wait, changes.changed()).await;
+                        match read(id.clone()).await {
+                            Ok(now) if now == last => continue,
+                            Ok(now) => {
+                                return Some((
+                                    Ok(approval_request_proto(&now)),
+                                    (None, Some(now), changes),
+                                ));
+                            }
+                            Err(status) => return Some((Err(status), (None, None, changes))),
+                        }
+                    }
+                }
+            },
+        );
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 

@@ -108,6 +108,38 @@ pub enum ApprovalCommand {
         #[arg(long)]
         state: Option<String>,
     },
+    /// Approval requests (filed by identities with RequestApproval), oldest first.
+    Requests {
+        /// pending, approved, rejected or expired [default: all]
+        #[arg(long)]
+        state: Option<String>,
+        /// Type::id of the identity that asked.
+        #[arg(long)]
+        identity: Option<String>,
+    },
+    /// Approve a pending request: an approval is granted to the identity that asked, with every
+    /// rule of `grant`.
+    Approve {
+        request: String,
+        /// The human who approves, as Human::id.
+        #[arg(long)]
+        approver: String,
+        /// How long it lasts: 90s, 30m, 2h, 1d [default: what was asked for]
+        #[arg(long = "for")]
+        valid_for: Option<String>,
+        /// Allowed uses it grants (1: single use) [default: unlimited]
+        #[arg(long)]
+        max_uses: Option<u64>,
+    },
+    /// Reject a pending request.
+    Reject {
+        request: String,
+        /// The human who rejects it, as Human::id.
+        #[arg(long)]
+        approver: String,
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -581,7 +613,85 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                 found.approvals.iter().map(approval_json).collect(),
             ))
         }
+        ApprovalCommand::Requests { state, identity } => {
+            let found = client
+                .list_approval_requests(proto::ListApprovalRequestsRequest {
+                    state: state.unwrap_or_default(),
+                    identity: identity.map(|i| parse_entity(&i, "identity")).transpose()?,
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(Value::Array(
+                found.requests.iter().map(approval_request_json).collect(),
+            ))
+        }
+        ApprovalCommand::Approve {
+            request,
+            approver,
+            valid_for,
+            max_uses,
+        } => {
+            let duration_seconds = valid_for
+                .map(|length| duration_millis(&length).map(|ms| ms / 1000))
+                .transpose()?
+                .unwrap_or(0);
+            let decided = client
+                .decide_approval_request(proto::DecideApprovalRequestRequest {
+                    id: request,
+                    approver: Some(parse_entity(&approver, "approver")?),
+                    approve: true,
+                    duration_seconds,
+                    max_uses: max_uses.unwrap_or(0),
+                    reason: String::new(),
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(approval_request_json(&decided))
+        }
+        ApprovalCommand::Reject {
+            request,
+            approver,
+            reason,
+        } => {
+            let decided = client
+                .decide_approval_request(proto::DecideApprovalRequestRequest {
+                    id: request,
+                    approver: Some(parse_entity(&approver, "approver")?),
+                    approve: false,
+                    duration_seconds: 0,
+                    max_uses: 0,
+                    reason,
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(approval_request_json(&decided))
+        }
     }
+}
+
+fn approval_request_json(record: &proto::ApprovalRequestRecord) -> Value {
+    json!({
+        "id": record.id,
+        "state": record.state,
+        "identity": entity_json(&record.identity),
+        "action": record.action,
+        "resource": entity_json(&record.resource),
+        "scope": entity_json(&record.scope),
+        "justification": record.justification,
+        "ticket": record.ticket,
+        "duration_seconds": record.duration_seconds,
+        "on_behalf_of": entity_json(&record.on_behalf_of),
+        "decision_id": record.decision_id,
+        "requested_at": time_json(&record.requested_at),
+        "expires_at": time_json(&record.expires_at),
+        "decided_by": entity_json(&record.decided_by),
+        "decided_at": time_json(&record.decided_at),
+        "reason": record.reason,
+        "approval_id": record.approval_id,
+    })
 }
 
 pub async fn identity(args: IdentityArgs) -> anyhow::Result<ExitCode> {

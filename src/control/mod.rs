@@ -24,6 +24,7 @@ pub mod entities;
 pub mod identities;
 pub mod links;
 mod reload;
+pub mod requests;
 
 /// The rules the control plane enforces beyond the schema.
 #[derive(Debug, Clone, Copy)]
@@ -32,6 +33,12 @@ pub struct Rules {
     pub approval_max_validity_ms: i64,
     /// The most bytes one facts import may send.
     pub max_import_bytes: u64,
+    /// How long an approval request waits for a decision before it expires.
+    pub approval_request_ttl_ms: i64,
+    /// The most approval requests one identity may have pending.
+    pub max_pending_requests_per_identity: usize,
+    /// Whether an identity's own owner may approve its requests.
+    pub owner_may_approve: bool,
 }
 
 impl Default for Rules {
@@ -39,6 +46,9 @@ impl Default for Rules {
         Rules {
             approval_max_validity_ms: 30 * 24 * 3_600_000,
             max_import_bytes: 256 * 1024 * 1024,
+            approval_request_ttl_ms: 24 * 3_600_000,
+            max_pending_requests_per_identity: 8,
+            owner_may_approve: true,
         }
     }
 }
@@ -55,6 +65,12 @@ pub enum ControlError {
     /// A policy reload failed; the last good set keeps serving.
     #[error("{0}")]
     ReloadFailed(String),
+    /// The change cannot apply to the thing's current state (e.g. a request already decided).
+    #[error("{0}")]
+    Conflict(String),
+    /// A bound was reached (e.g. too many pending requests).
+    #[error("{0}")]
+    Exhausted(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -125,6 +141,10 @@ pub struct Control {
     clock: Arc<dyn Clock>,
     rules: Rules,
     state: Mutex<State>,
+    /// Bumped whenever an approval request is filed or decided (`requests`).
+    requests_changed: tokio::sync::watch::Sender<u64>,
+    /// Approval requests are filed and decided one at a time.
+    requests_lock: Mutex<()>,
 }
 
 impl Control {
@@ -191,6 +211,8 @@ impl Control {
                 reload_failures: 0,
                 last_reload_error: None,
             }),
+            requests_changed: tokio::sync::watch::Sender::new(0),
+            requests_lock: Mutex::new(()),
             clock,
         })
     }

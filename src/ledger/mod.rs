@@ -31,7 +31,9 @@ pub use chain::{
     load_or_create_signing_key, read_head, records, verify,
 };
 pub use export::export;
-pub use record::{ApprovalRecord, ErrorRecord, OwnerRecord, Record, canonical_json};
+pub use record::{
+    ApprovalAdviceRecord, ApprovalRecord, ErrorRecord, OwnerRecord, Record, canonical_json,
+};
 
 use chain::{Line, segments, stored_records};
 use record::canonical;

@@ -65,6 +65,28 @@ pub struct CredentialRecord {
     pub token_sha256: String,
 }
 
+/// The approval that would have allowed a denied request, on record and in answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalAdviceRecord {
+    pub action: String,
+    pub identity: EntityRef,
+    pub max_validity_seconds: i64,
+    pub resource: EntityRef,
+    pub scope: EntityRef,
+}
+
+impl From<&crate::domain::ApprovalAdvice> for ApprovalAdviceRecord {
+    fn from(advice: &crate::domain::ApprovalAdvice) -> Self {
+        ApprovalAdviceRecord {
+            action: advice.action.clone(),
+            identity: advice.identity.clone(),
+            max_validity_seconds: advice.max_validity_ms / 1000,
+            resource: advice.resource.clone(),
+            scope: advice.scope.clone(),
+        }
+    }
+}
+
 /// A resource as the caller described it, on record.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DescriptionRecord {
@@ -83,6 +105,9 @@ pub struct Record {
     pub approval: Option<ApprovalRecord>,
     /// The approval id the caller presented, found or not.
     pub approval_presented: Option<String>,
+    /// For a deny a valid approval would have lifted: that approval. (Absent otherwise.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval_required: Option<ApprovalAdviceRecord>,
     /// The caller as the transport saw it (peer address), when known.
     pub caller: Option<String>,
     /// The identity in the caller's verified certificate (mutual TLS). (Absent without one, and
@@ -296,6 +321,10 @@ impl Record {
             resource: provenance.resource.clone(),
             resource_scopes: provenance.resource_scopes.iter().cloned().collect(),
             approval_presented: request.approval_id.clone(),
+            approval_required: decision
+                .approval_required
+                .as_ref()
+                .map(ApprovalAdviceRecord::from),
             approval,
             decision: decision.effect.as_str().to_owned(),
             reasons: decision.reasons.clone(),
@@ -371,6 +400,7 @@ mod tests {
             resource_facts: None,
             resource_scopes: vec![name("Scope", "x")],
             approval_presented: None,
+            approval_required: None,
             approval: None,
             decision: "DENY".into(),
             reasons: vec!["r".into()],

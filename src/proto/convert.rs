@@ -229,5 +229,14 @@ pub fn check_response_to_proto(decision: domain::Decision) -> proto::CheckRespon
         valid_until: Some(timestamp(decision.valid_until)),
         policy_version: decision.policy_version.to_string(),
         request_id: decision.request_id.unwrap_or_default(),
+        approval_required: decision.approval_required.as_ref().map(|advice| {
+            proto::ApprovalRequired {
+                identity: Some(entity_ref(&advice.identity)),
+                action: advice.action.clone(),
+                resource: Some(entity_ref(&advice.resource)),
+                scope: Some(entity_ref(&advice.scope)),
+                max_validity_seconds: advice.max_validity_ms / 1000,
+            }
+        }),
     }
 }

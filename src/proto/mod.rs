@@ -23,8 +23,10 @@ pub const ENVOY_FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/envoy_descriptor.bin"));
 
 /// Every method of `warrant.v1.Admin`, as counted in `warrant_admin_calls_total`.
-pub const ADMIN_METHODS: [&str; 16] = [
+pub const ADMIN_METHODS: [&str; 18] = [
     "GrantApproval",
+    "ListApprovalRequests",
+    "DecideApprovalRequest",
     "RevokeApproval",
     "GetApproval",
     "ListApprovals",

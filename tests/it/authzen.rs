@@ -437,6 +437,7 @@ async fn the_metadata_document_and_the_bearer_token() {
             "policy_decision_point": "https://pdp.example.com",
             "access_evaluation_endpoint": "https://pdp.example.com/access/v1/evaluation",
             "access_evaluations_endpoint": "https://pdp.example.com/access/v1/evaluations",
+            "decision_advice_supported": ["approval_required"],
         })
     );
     drop(server);

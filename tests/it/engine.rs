@@ -649,3 +649,30 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_denial_names_the_approval_that_would_allow_it_at_any_millisecond() {
+    // The hypothetical approval's window starts at `now`, whatever its milliseconds (Cedar reads
+    // exactly three fractional digits, or none).
+    for now in [
+        "2026-11-27T12:00:00Z",
+        "2026-11-27T12:00:00.120Z",
+        "2026-11-27T12:00:00.100Z",
+        "2026-11-27T12:00:00.007Z",
+        "2026-11-27T12:00:00.999Z",
+    ] {
+        let (engine, _) = bundled_engine(now);
+        let mut unapproved = deploy("");
+        unapproved.approval_id = None;
+        let denied = engine.check(&unapproved).unwrap();
+        assert_eq!(denied.effect, Effect::Deny);
+        let advice = denied
+            .approval_required
+            .unwrap_or_else(|| panic!("no advice at {now}: {:?}", denied.reasons));
+        assert_eq!(advice.scope.id, "prod-payments-config");
+        // Presenting an approval that is not valid yet is advised the same way.
+        let early = engine.check(&deploy("CHG-2001")).unwrap();
+        assert_eq!(early.reasons, ["approval-not-yet-valid"]);
+        assert!(early.approval_required.is_some());
+    }
+}

@@ -194,7 +194,7 @@ async fn an_approved_change_is_allowed_and_stamped_for_the_upstream() {
 }
 
 #[tokio::test]
-async fn a_denied_change_gets_a_403_with_the_decision_and_its_reasons_only() {
+async fn a_denied_change_gets_a_403_with_the_decision_its_reasons_and_what_would_allow_it() {
     let server = start("");
     let answer = ask(
         &server,
@@ -210,8 +210,17 @@ async fn a_denied_change_gets_a_403_with_the_decision_and_its_reasons_only() {
         body["reasons"],
         serde_json::json!(["production-change-needs-approval"])
     );
-    let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["decision", "decision_id", "reasons"]);
+    // The body holds the decision, its reasons, and the approval that would allow it.
+    let mut keys: Vec<&String> = body.as_object().unwrap().keys().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["approval_required", "decision", "decision_id", "reasons"]
+    );
+    assert_eq!(
+        body["approval_required"]["scope"],
+        serde_json::json!({"type": "Scope", "id": "prod-payments-config"})
+    );
     assert_eq!(metadata(&answer, "decision"), "deny");
 
     // A replayed approval: the agent's approval presented by another workload.

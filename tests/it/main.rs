@@ -17,6 +17,7 @@ mod edges;
 mod engine;
 mod envoy;
 mod fuzz_decoders;
+mod human_loop;
 mod ledger;
 mod links;
 mod loadgen;

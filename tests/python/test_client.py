@@ -207,3 +207,44 @@ def test_the_readmes_example_runs(server):
                          env={**os.environ, "WARRANT_ADDR": server["check"]}, timeout=60)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     assert ran.stdout.splitlines()[0].startswith("ALLOW")
+
+
+def test_a_denied_agent_asks_for_the_approval_and_proceeds_once_a_human_grants_it(server):
+    import threading
+
+    from warrant_client._proto.warrant.v1 import admin_pb2, admin_pb2_grpc
+
+    with Client(server["check"], timeout=5) as client:
+        denied = client.check("ServiceAccount::deploy-bot", "update", "Config::payments-api")
+        assert not denied and denied.approval_required is not None
+        assert denied.approval_required.scope == "Scope::prod-payments-config"
+        filed = client.request_approval(denied, justification="roll out the fix",
+                                        duration_seconds=600, ticket="CHG-77")
+        assert filed.state == "pending"
+
+        def approve():
+            time.sleep(0.5)
+            with grpc.insecure_channel(server["admin"]) as channel:
+                admin_pb2_grpc.AdminStub(channel).DecideApprovalRequest(
+                    admin_pb2.DecideApprovalRequestRequest(
+                        id=filed.id, approver=pb.EntityRef(type="Human", id="carol"),
+                        approve=True, max_uses=1),
+                    metadata=[("authorization", f"Bearer {server['token']}")], timeout=5)
+
+        threading.Thread(target=approve).start()
+        decided = client.wait_for_approval(filed, timeout=20)
+        assert decided.approved and decided.decided_by == "Human::carol"
+        allowed = client.check("ServiceAccount::deploy-bot", "update", "Config::payments-api",
+                               approval=decided.approval_id)
+        assert allowed, allowed.describe()
+
+        async def asynchronously():
+            async with AsyncClient(server["check"], timeout=5) as aclient:
+                again = await aclient.check("ServiceAccount::deploy-bot", "update",
+                                            "Config::payments-api")
+                asked = await aclient.request_approval(again, justification="once more",
+                                                       duration_seconds=60)
+                waited = await aclient.wait_for_approval(asked, timeout=1)
+                assert waited.state == "pending"
+
+        asyncio.run(asynchronously())

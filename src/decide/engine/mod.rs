@@ -24,6 +24,7 @@ use crate::domain::{
 use crate::facts::{APPROVAL_TYPE, Facts};
 use crate::policy::PolicySnapshot;
 
+mod advice;
 mod cedar_request;
 mod described;
 pub mod explain;
@@ -65,6 +66,8 @@ pub struct EngineSettings {
     pub cache: Option<CacheSettings>,
     /// The bounds a request must keep to be decided.
     pub limits: RequestLimits,
+    /// The longest an approval may last (what a denial's approval advice offers).
+    pub approval_max_validity_ms: i64,
 }
 
 impl Default for EngineSettings {
@@ -74,6 +77,7 @@ impl Default for EngineSettings {
             deny_max_age_ms: 10_000,
             cache: Some(CacheSettings::default()),
             limits: RequestLimits::default(),
+            approval_max_validity_ms: 30 * 24 * 3_600_000,
         }
     }
 }
@@ -353,6 +357,7 @@ impl Engine {
             policy_version: Arc::clone(snapshot.policies.version()),
             request_id: request.request_id,
             shadow: None,
+            approval_required: None,
         }
     }
 
@@ -476,9 +481,12 @@ impl Engine {
         let reads = track_reads
             .then(|| read_by(snapshot, shadow, request, &resolved, &action_uid))
             .flatten();
-        let verdict = match self.verdict(snapshot, request, &resolved, action_uid, now)? {
+        let verdict = match self.verdict(snapshot, request, &resolved, action_uid.clone(), now)? {
             Ok(verdict) | Err(verdict) => verdict,
         };
+        let advice = (verdict.effect == Effect::Deny && advisable(&verdict.reasons))
+            .then(|| self.approval_advice(snapshot, request, &resolved, &action_uid, now))
+            .flatten();
         let shadow_verdict = shadow
             .map(|candidate| self.shadow_verdict(snapshot, candidate, request, &resolved, now));
         let mut decision = self.stamp(
@@ -490,6 +498,7 @@ impl Engine {
             verdict,
         );
         decision.shadow = shadow_verdict;
+        decision.approval_required = advice;
         Ok((decision, reads))
     }
 
@@ -681,6 +690,19 @@ fn read_by(
             None
         }
     }
+}
+
+/// Whether a deny for these reasons may be one an approval would lift: one Cedar's policies
+/// gave, or an approval that is unknown or used up. Not one for an unknown principal or
+/// resource, a refused credential, an action that does not apply, an approval presented by
+/// another identity, or a failure.
+fn advisable(reasons: &[String]) -> bool {
+    reasons.iter().all(|reason| {
+        !reason.starts_with("warrant:")
+            || reason == Reason::UnknownApproval.as_str()
+            || reason == Reason::ApprovalUsesExhausted.as_str()
+            || reason == Reason::NoPermittingPolicy.as_str()
+    })
 }
 
 /// Cedar's answer under Warrant's rules: any policy error denies (Cedar skips a policy that

@@ -92,6 +92,7 @@ impl Engine {
             policy_version: Arc::clone(snapshot.policies.version()),
             request_id: request.request_id.clone(),
             shadow: None,
+            approval_required: None,
         }
     }
 }

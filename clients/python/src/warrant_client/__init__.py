@@ -16,11 +16,12 @@ and ledger id) otherwise.
 """
 
 from warrant_client._decision import (
-    MALFORMED_ANSWER, REFUSED, TIMEOUT, TRANSPORT_ERROR, UNAVAILABLE, Decision, Denied,
+    MALFORMED_ANSWER, REFUSED, TIMEOUT, TRANSPORT_ERROR, UNAVAILABLE, ApprovalRequest,
+    ApprovalRequired, Decision, Denied,
 )
 from warrant_client.client import DEFAULT_TIMEOUT, AsyncClient, Client
 
 __all__ = [
-    "AsyncClient", "Client", "DEFAULT_TIMEOUT", "Decision", "Denied", "MALFORMED_ANSWER",
+    "ApprovalRequest", "ApprovalRequired", "AsyncClient", "Client", "DEFAULT_TIMEOUT", "Decision", "Denied", "MALFORMED_ANSWER",
     "REFUSED", "TIMEOUT", "TRANSPORT_ERROR", "UNAVAILABLE",
 ]

@@ -16,6 +16,39 @@ TRANSPORT_ERROR = "warrant-client:transport-error"
 
 
 @dataclasses.dataclass(frozen=True)
+class ApprovalRequired:
+    """On a deny: the approval that would allow the request (Warrant decided it again under one
+    to find out). Pass the decision to `request_approval` to ask for exactly this."""
+
+    identity: str
+    action: str
+    resource: str
+    scope: str
+    max_validity_seconds: int
+
+
+@dataclasses.dataclass(frozen=True)
+class ApprovalRequest:
+    """An approval request as it stands: `pending` until a human approves it (then
+    `approval_id` is the approval to present), rejects it (`reason`), or it expires."""
+
+    id: str
+    state: str
+    identity: str
+    action: str
+    resource: str
+    scope: str
+    approval_id: str = ""
+    reason: str = ""
+    decided_by: str = ""
+    expires_at: datetime.datetime | None = None
+
+    @property
+    def approved(self) -> bool:
+        return self.state == "approved"
+
+
+@dataclasses.dataclass(frozen=True)
 class Decision:
     """One decision. `allowed` is True only for an allow Warrant gave; everything else (a deny,
     a timeout, an unreachable server, a refused request, an answer the client cannot read) is a
@@ -37,6 +70,8 @@ class Decision:
     errors: tuple[tuple[str, str], ...] = ()
     # Why the client denied on its own (the server's message, the transport's error), if it did.
     failure: str | None = None
+    # On a deny that a valid approval would lift: that approval.
+    approval_required: ApprovalRequired | None = None
 
     def __bool__(self) -> bool:
         return self.allowed

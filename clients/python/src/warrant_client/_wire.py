@@ -11,7 +11,8 @@ import grpc
 from google.protobuf import struct_pb2
 
 from warrant_client._decision import (
-    MALFORMED_ANSWER, REFUSED, TIMEOUT, TRANSPORT_ERROR, UNAVAILABLE, Decision, client_denial,
+    MALFORMED_ANSWER, REFUSED, TIMEOUT, TRANSPORT_ERROR, UNAVAILABLE, ApprovalRequest,
+    ApprovalRequired, Decision, client_denial,
 )
 from warrant_client._proto.warrant.v1 import authorizer_pb2 as pb
 
@@ -84,6 +85,13 @@ def decision_of(answer: Any, request_id: str = "") -> Decision:
     valid_until = None
     if answer.HasField("valid_until"):
         valid_until = answer.valid_until.ToDatetime(tzinfo=datetime.timezone.utc)
+    advice = None
+    if answer.HasField("approval_required") and answer.decision == pb.DECISION_DENY:
+        needed = answer.approval_required
+        advice = ApprovalRequired(
+            identity=name_of(needed.identity), action=needed.action,
+            resource=name_of(needed.resource), scope=name_of(needed.scope),
+            max_validity_seconds=needed.max_validity_seconds)
     return Decision(
         allowed=answer.decision == pb.DECISION_ALLOW,
         reasons=tuple(answer.reasons),
@@ -93,7 +101,38 @@ def decision_of(answer: Any, request_id: str = "") -> Decision:
         request_id=answer.request_id,
         provenance=answer.provenance if answer.HasField("provenance") else None,
         errors=tuple((e.policy_id, e.message) for e in answer.errors),
+        approval_required=advice,
     )
+
+
+def name_of(entity: pb.EntityRef) -> str:
+    return f"{entity.type}::{entity.id}" if entity.type else ""
+
+
+def approval_request_of(record: pb.ApprovalRequestRecord) -> ApprovalRequest:
+    return ApprovalRequest(
+        id=record.id, state=record.state, identity=name_of(record.identity),
+        action=record.action, resource=name_of(record.resource), scope=name_of(record.scope),
+        approval_id=record.approval_id, reason=record.reason,
+        decided_by=name_of(record.decided_by),
+        expires_at=(record.expires_at.ToDatetime(tzinfo=datetime.timezone.utc)
+                    if record.HasField("expires_at") else None))
+
+
+def approval_request_message(decision_or_advice: Any, justification: str, duration_seconds: int,
+                             ticket: str | None, on_behalf_of: Entity | None
+                             ) -> pb.RequestApprovalRequest:
+    """The request for what a denial's `approval_required` names."""
+    advice = getattr(decision_or_advice, "approval_required", decision_or_advice)
+    if not isinstance(advice, ApprovalRequired):
+        raise ValueError("decision: it names no approval that would allow it")
+    return pb.RequestApprovalRequest(
+        identity=entity_ref(advice.identity, "identity"), action=advice.action,
+        resource=entity_ref(advice.resource, "resource"),
+        scope=entity_ref(advice.scope, "scope"), justification=justification,
+        ticket=ticket or "", duration_seconds=int(duration_seconds),
+        on_behalf_of=entity_ref(on_behalf_of, "on_behalf_of") if on_behalf_of else None,
+        decision_id=getattr(decision_or_advice, "decision_id", "") or "")
 
 
 def refused_decision_id(error: grpc.RpcError) -> str:

@@ -13,11 +13,14 @@ from typing import Any
 
 import grpc
 
-from warrant_client._decision import MALFORMED_ANSWER, TIMEOUT, Decision, Denied, client_denial
+from warrant_client._decision import (
+    MALFORMED_ANSWER, TIMEOUT, ApprovalRequest, Decision, Denied, client_denial,
+)
 from warrant_client._proto.warrant.v1 import authorizer_pb2 as pb
 from warrant_client._proto.warrant.v1 import authorizer_pb2_grpc as pb_grpc
 from warrant_client._wire import (
-    Entity, check_request, decision_of, denial_of_error, trace_metadata,
+    Entity, approval_request_message, approval_request_of, check_request, decision_of,
+    denial_of_error, trace_metadata,
 )
 
 DEFAULT_TIMEOUT = 1.0
@@ -226,6 +229,38 @@ class Client(_Base):
         return decorate
 
 
+    def request_approval(self, decision: Any, *, justification: str, duration_seconds: int,
+                         ticket: str | None = None, on_behalf_of: Entity | None = None,
+                         timeout: float | None = None) -> ApprovalRequest:
+        """Asks for the approval a denied `decision` names (its `approval_required`): a pending
+        request a human decides. Raises `grpc.RpcError` if Warrant refuses or cannot be reached
+        (nothing is allowed by asking)."""
+        message = approval_request_message(decision, justification, duration_seconds, ticket,
+                                           on_behalf_of)
+        return approval_request_of(self._stub.RequestApproval(
+            message, timeout=timeout or self.timeout, metadata=trace_metadata()))
+
+    def wait_for_approval(self, request: ApprovalRequest | str, *,
+                          timeout: float) -> ApprovalRequest:
+        """Waits until the request is approved, rejected or expired, or `timeout` seconds pass,
+        and returns it as it then stands (still `pending` if time ran out)."""
+        request_id = request.id if isinstance(request, ApprovalRequest) else request
+        last = None
+        stream = self._stub.WatchApprovalRequest(pb.GetApprovalRequestRequest(id=request_id),
+                                                 timeout=timeout)
+        try:
+            for record in stream:
+                last = approval_request_of(record)
+                if last.state != "pending":
+                    break
+        except grpc.RpcError as error:
+            if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED or last is None:
+                raise
+        finally:
+            stream.cancel()
+        return last
+
+
 class AsyncClient(_Base):
     """`Client` for asyncio (grpc.aio): the same arguments, and coroutines for its methods."""
 
@@ -320,6 +355,23 @@ class AsyncClient(_Base):
             raise Denied(decision)
         return decision
 
+    async def request_approval(self, decision: Any, *, justification: str,
+                               duration_seconds: int, ticket: str | None = None,
+                               on_behalf_of: Entity | None = None,
+                               timeout: float | None = None) -> ApprovalRequest:
+        """As `Client.request_approval`."""
+        message = approval_request_message(decision, justification, duration_seconds, ticket,
+                                           on_behalf_of)
+        record = await self._authorizer().RequestApproval(
+            message, timeout=timeout or self.timeout, metadata=trace_metadata())
+        return approval_request_of(record)
+
+    async def wait_for_approval(self, request: ApprovalRequest | str, *,
+                                timeout: float) -> ApprovalRequest:
+        """As `Client.wait_for_approval`."""
+        request_id = request.id if isinstance(request, ApprovalRequest) else request
+        return await _async_wait(self._authorizer(), request_id, timeout)
+
     def requires(self, action: str, resource: Any, *, principal: Any = None, context: Any = None,
                  approval: Any = None, resource_attributes: Any = None) -> Callable:
         """As `Client.requires`, for coroutine functions."""
@@ -337,6 +389,23 @@ class AsyncClient(_Base):
             guarded.warrant_action = action  # type: ignore[attr-defined]
             return guarded
         return decorate
+
+
+async def _async_wait(stub, request_id: str, timeout: float) -> ApprovalRequest:
+    last = None
+    call = stub.WatchApprovalRequest(pb.GetApprovalRequestRequest(id=request_id),
+                                     timeout=timeout)
+    try:
+        async for record in call:
+            last = approval_request_of(record)
+            if last.state != "pending":
+                break
+    except grpc.RpcError as error:
+        if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED or last is None:
+            raise
+    finally:
+        call.cancel()
+    return last
 
 
 class _OutOfTime(Exception):

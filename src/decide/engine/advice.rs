@@ -1,0 +1,153 @@
+//! Denials that say what approval would allow. When a request is denied, and a valid approval
+//! covering it would let it through, the decision carries an `ApprovalAdvice`: the identity,
+//! the action, the resource, the scope to approve and the longest validity an approval may
+//! have. It is found by evaluating, not by guessing: the same request is decided again with a
+//! hypothetical approval (granted to the principal, by its owner, for exactly this action, over
+//! the resource's nearest scope, then the next one out, valid from now for the longest an
+//! approval may last, unused, not revoked), under the same policies and facts and Warrant's
+//! fail-closed rules. The hypothetical approval takes no use and is never on record as one.
+
+use super::*;
+use crate::domain::ApprovalAdvice;
+
+/// The id the hypothetical approval goes by (no stored approval can have it: `warrant:` ids
+/// are refused on the way in).
+const HYPOTHETICAL_ID: &str = "warrant:hypothetical-approval";
+/// How many of the resource's scopes, nearest first, are tried.
+const MOST_SCOPES: usize = 8;
+
+impl Engine {
+    /// The approval that would allow `request`, if one would; `None` when none would, or when
+    /// it cannot be told (logged at debug: the deny stands either way).
+    pub(super) fn approval_advice(
+        &self,
+        snapshot: &Snapshot,
+        request: &CheckRequest,
+        resolved: &Resolved<'_>,
+        action_uid: &EntityUid,
+        now: UnixMillis,
+    ) -> Option<ApprovalAdvice> {
+        // Only for a stored resource (a described one already takes the slice's one added
+        // entity) and an identity with an owner (who approves for it, hypothetically).
+        if resolved.described.is_some() || resolved.resource_facts != ResourceFacts::Stored {
+            return None;
+        }
+        let owner = resolved.identity?.owner.as_ref()?;
+        let scopes = snapshot
+            .facts
+            .resource_scopes()
+            .get(&resolved.resource_uid)?
+            .clone();
+        let max_validity_ms = self.settings.approval_max_validity_ms;
+        let hypothetical_request = CheckRequest {
+            approval_id: Some(HYPOTHETICAL_ID.to_owned()),
+            ..request.clone()
+        };
+        let principal = EntityRef::from_uid(&resolved.principal_uid);
+        for scope in scopes.iter().take(MOST_SCOPES) {
+            let entity = match self.hypothetical_approval(
+                snapshot,
+                &principal,
+                &owner.entity,
+                action_uid,
+                scope,
+                now,
+                max_validity_ms,
+            ) {
+                Ok(entity) => entity,
+                Err(error) => {
+                    tracing::debug!(%error, "no hypothetical approval fits the schema; no advice");
+                    return None;
+                }
+            };
+            let approval = Arc::new(Approval {
+                uid: entity.uid(),
+                ticket: String::new(),
+                approver: owner.entity.clone(),
+                subject: resolved.principal_uid.clone(),
+                actions: vec![request.action.clone()],
+                scope: scope.clone(),
+                not_before: now,
+                expires_at: UnixMillis(now.0.saturating_add(max_validity_ms)),
+                revoked: false,
+                playbook: None,
+                max_uses: None,
+            });
+            let hypothetical = Resolved {
+                principal_uid: resolved.principal_uid.clone(),
+                resource_uid: resolved.resource_uid.clone(),
+                identity: resolved.identity,
+                approval: Some(&approval),
+                described: Some(entity),
+                resource_facts: ResourceFacts::Stored,
+                description_ignored: false,
+                credential: resolved.credential.clone(),
+            };
+            let Ok(Ok(cedar_request)) = self.cedar_request(
+                snapshot,
+                &hypothetical_request,
+                &hypothetical,
+                action_uid.clone(),
+                now,
+            ) else {
+                return None;
+            };
+            let literals = &snapshot.policies.time_use().entity_literals;
+            let entities = slice(&snapshot.facts, &hypothetical, action_uid, literals).ok()?;
+            let applicable = snapshot
+                .policies
+                .applicable(
+                    &resolved.principal_uid,
+                    action_uid,
+                    &resolved.resource_uid,
+                    entities.entities(),
+                )
+                .ok()?;
+            let response =
+                self.authorizer
+                    .is_authorized(&cedar_request, &applicable, entities.entities());
+            let verdict = cedar_verdict(&response);
+            if verdict.effect == Effect::Allow && verdict.errors.is_empty() {
+                return Some(ApprovalAdvice {
+                    identity: principal,
+                    action: request.action.clone(),
+                    resource: request.resource.clone(),
+                    scope: scope.clone(),
+                    max_validity_ms,
+                });
+            }
+        }
+        None
+    }
+
+    /// The hypothetical approval as a Cedar entity the schema accepts.
+    #[allow(clippy::too_many_arguments)]
+    fn hypothetical_approval(
+        &self,
+        snapshot: &Snapshot,
+        principal: &EntityRef,
+        approver: &EntityRef,
+        action_uid: &EntityUid,
+        scope: &EntityRef,
+        now: UnixMillis,
+        max_validity_ms: i64,
+    ) -> Result<Entity, String> {
+        let datetime = |at: UnixMillis| serde_json::json!({"__extn": {"fn": "datetime", "arg": at.to_cedar_datetime()}});
+        let entity = |reference: &EntityRef| serde_json::json!({"__entity": {"type": reference.type_name, "id": reference.id}});
+        let json = serde_json::json!({
+            "uid": {"type": APPROVAL_TYPE, "id": HYPOTHETICAL_ID},
+            "attrs": {
+                "ticket": "",
+                "approver": entity(approver),
+                "actions": [entity(&EntityRef::from_uid(action_uid))],
+                "scope": entity(scope),
+                "not_before": datetime(now),
+                "expires_at": datetime(UnixMillis(now.0.saturating_add(max_validity_ms))),
+                "revoked": false,
+            },
+            "parents": [{"type": principal.type_name, "id": principal.id}],
+        });
+        Entity::from_json_value(json, Some(snapshot.policies.schema()))
+            .map_err(|error| error.to_string())
+    }
+}

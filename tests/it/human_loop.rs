@@ -1,0 +1,290 @@
+//! A human in the loop, on the real server: a denial says what approval would allow (found by
+//! deciding again under a hypothetical one), the identity files a request for exactly that,
+//! watches it, a human approves it on the admin API, the watcher sees it at once, and the next
+//! Check under the new approval is allowed, once. Separation of duties, a request decided twice,
+//! an expired request, the bound on pending requests, and a restart in the middle.
+
+use futures_util::StreamExt as _;
+
+use crate::common::{Server, deploy, pipeline_read};
+use warrant::proto;
+
+fn entity(type_name: &str, id: &str) -> Option<proto::EntityRef> {
+    crate::common::entity(type_name, id)
+}
+
+/// What deploy-bot asks for after its denied change.
+fn ask_for(advice: &proto::ApprovalRequired, decision_id: &str) -> proto::RequestApprovalRequest {
+    proto::RequestApprovalRequest {
+        identity: advice.identity.clone(),
+        action: advice.action.clone(),
+        resource: advice.resource.clone(),
+        scope: advice.scope.clone(),
+        justification: "roll out the payments fix".to_owned(),
+        ticket: "CHG-9001".to_owned(),
+        duration_seconds: 1800,
+        on_behalf_of: entity("Human", "bob"),
+        decision_id: decision_id.to_owned(),
+    }
+}
+
+fn decide(id: &str, approver: &str, approve: bool) -> proto::DecideApprovalRequestRequest {
+    proto::DecideApprovalRequestRequest {
+        id: id.to_owned(),
+        approver: entity("Human", approver),
+        approve,
+        duration_seconds: 0,
+        max_uses: 1,
+        reason: if approve {
+            String::new()
+        } else {
+            "not during the freeze".to_owned()
+        },
+    }
+}
+
+#[tokio::test]
+async fn a_denied_agent_asks_a_human_approves_and_the_agent_proceeds_once() {
+    let server = Server::start(&[]);
+    let mut client = server.client().await;
+    let mut admin = server.admin_client().await;
+
+    // Denied, with the approval that would allow it.
+    let denied = client.check(deploy("")).await.unwrap().into_inner();
+    assert_eq!(denied.decision, proto::Decision::Deny as i32);
+    let advice = denied
+        .approval_required
+        .clone()
+        .unwrap_or_else(|| panic!("no approval advice: {:?}", denied.reasons));
+    assert_eq!(advice.identity, entity("ServiceAccount", "deploy-bot"));
+    assert_eq!(advice.action, "update");
+    assert_eq!(advice.resource, entity("Config", "payments-api"));
+    assert_eq!(advice.scope, entity("Scope", "prod-payments-config"));
+    assert_eq!(advice.max_validity_seconds, 720 * 3600);
+    let record = server.record(&denied.decision_id).await;
+    assert_eq!(
+        record["approval_required"]["scope"],
+        serde_json::json!({"type": "Scope", "id": "prod-payments-config"})
+    );
+    // AuthZEN says it as advice in the decision's context.
+    let evaluation = serde_json::json!({
+        "subject": {"type": "ServiceAccount", "id": "deploy-bot"},
+        "action": {"name": "update"},
+        "resource": {"type": "Config", "id": "payments-api"},
+    });
+    let answer = crate::authzen::evaluate(&server, "/access/v1/evaluation", &evaluation).await;
+    let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(body["decision"], false);
+    assert_eq!(body["context"]["advice"][0]["id"], "approval_required");
+    assert_eq!(
+        body["context"]["advice"][0]["attributes"]["action"],
+        "update"
+    );
+    // No advice where no approval would help: a dataset outside the key's scopes.
+    let outside = client
+        .check(pipeline_read("Dataset::salaries"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(outside.decision, proto::Decision::Deny as i32);
+    assert_eq!(outside.approval_required, None);
+
+    // The request, and a watcher.
+    let filed = client
+        .request_approval(ask_for(&advice, &denied.decision_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(filed.state, "pending");
+    assert_eq!(filed.decision_id, denied.decision_id);
+    let mut watch = client
+        .watch_approval_request(proto::GetApprovalRequestRequest {
+            id: filed.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert_eq!(first.state, "pending");
+    let pending = admin
+        .list_approval_requests(proto::ListApprovalRequestsRequest {
+            state: "pending".to_owned(),
+            identity: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pending.requests.len(), 1);
+
+    // Separation of duties: not the human the agent acts for, not a non-human.
+    let refused = admin
+        .decide_approval_request(decide(&filed.id, "bob", true))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .starts_with("approver: separation of duties"),
+        "{}",
+        refused.message()
+    );
+    let mut by_a_bot = decide(&filed.id, "bob", true);
+    by_a_bot.approver = entity("ServiceAccount", "deploy-bot");
+    let refused = admin.decide_approval_request(by_a_bot).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+
+    // Approved by another human: the watcher hears it, and the stream ends.
+    let approved = admin
+        .decide_approval_request(decide(&filed.id, "carol", true))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(approved.state, "approved");
+    assert!(!approved.approval_id.is_empty());
+    let heard = tokio::time::timeout(std::time::Duration::from_secs(5), watch.next())
+        .await
+        .expect("the watcher hears the decision")
+        .unwrap()
+        .unwrap();
+    assert_eq!(heard.approval_id, approved.approval_id);
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_secs(5), watch.next())
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let again = admin
+        .decide_approval_request(decide(&filed.id, "dave", false))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), tonic::Code::FailedPrecondition);
+
+    // The agent proceeds, once (max_uses 1), then is denied again.
+    let allowed = client
+        .check(deploy(&approved.approval_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        allowed.decision,
+        proto::Decision::Allow as i32,
+        "{:?}",
+        allowed.reasons
+    );
+    let record = server.record(&allowed.decision_id).await;
+    assert_eq!(record["approval"]["approver"]["id"], "carol");
+    let exhausted = client
+        .check(deploy(&approved.approval_id))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(exhausted.reasons, ["warrant:approval-uses-exhausted"]);
+
+    // A rejection says why.
+    let second = client
+        .request_approval(ask_for(&advice, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    let rejected = admin
+        .decide_approval_request(decide(&second.id, "carol", false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (rejected.state.as_str(), rejected.reason.as_str()),
+        ("rejected", "not during the freeze")
+    );
+
+    // Bad requests name their field.
+    let mut unknown = ask_for(&advice, "");
+    unknown.resource = entity("Config", "nope");
+    let refused = client.request_approval(unknown).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused.message().starts_with("resource:"),
+        "{}",
+        refused.message()
+    );
+    let mut forever = ask_for(&advice, "");
+    forever.duration_seconds = 10 * 365 * 86_400;
+    let refused = client.request_approval(forever).await.unwrap_err();
+    assert!(
+        refused.message().starts_with("duration:"),
+        "{}",
+        refused.message()
+    );
+}
+
+#[tokio::test]
+async fn requests_expire_are_bounded_and_survive_a_restart() {
+    let args = [
+        "--approval-request-ttl-seconds",
+        "8",
+        "--approval-requests-max-pending",
+        "1",
+    ];
+    let server = Server::start(&args);
+    let mut client = server.client().await;
+    let denied = client.check(deploy("")).await.unwrap().into_inner();
+    let advice = denied
+        .approval_required
+        .unwrap_or_else(|| panic!("no approval advice: {:?}", denied.reasons));
+    let filed = client
+        .request_approval(ask_for(&advice, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    // One pending per identity here.
+    let refused = client
+        .request_approval(ask_for(&advice, ""))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+
+    // A restart keeps it, pending.
+    let data = server.terminate();
+    let server = Server::restart_in(data);
+    let mut client = server.client().await;
+    let kept = client
+        .get_approval_request(proto::GetApprovalRequestRequest {
+            id: filed.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(kept.state, "pending");
+
+    // Undecided, it expires; a watcher hears that, and it can no longer be approved.
+    let mut watch = client
+        .watch_approval_request(proto::GetApprovalRequestRequest {
+            id: filed.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut last = watch.next().await.unwrap().unwrap();
+    while last.state == "pending" {
+        last = tokio::time::timeout(std::time::Duration::from_secs(20), watch.next())
+            .await
+            .expect("the watcher hears the expiry")
+            .unwrap()
+            .unwrap();
+    }
+    assert_eq!(last.state, "expired");
+    let refused = server
+        .admin_client()
+        .await
+        .decide_approval_request(decide(&filed.id, "carol", true))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    // Expired, it no longer counts against the bound.
+    let again = client
+        .request_approval(ask_for(&advice, ""))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.state, "pending");
+}
