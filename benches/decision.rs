@@ -20,6 +20,8 @@ use warrant::server::load_snapshot;
 
 struct Case {
     name: &'static str,
+    /// What the bundled policies decide.
+    expect: Effect,
     request: CheckRequest,
     cedar_context: Vec<(String, RestrictedExpression)>,
 }
@@ -32,6 +34,7 @@ fn cases() -> Vec<Case> {
     vec![
         Case {
             name: "deploy-with-approval",
+            expect: Effect::Allow,
             request: CheckRequest {
                 principal: EntityRef::new("ServiceAccount", "deploy-bot"),
                 action: "update".into(),
@@ -50,6 +53,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "agent-vendor-request",
+            expect: Effect::Allow,
             request: CheckRequest {
                 principal: EntityRef::new("Agent", "procurement-agent"),
                 action: "submit_vendor_request".into(),
@@ -80,6 +84,7 @@ fn cases() -> Vec<Case> {
         // approval to say which (`approval_required`).
         Case {
             name: "deploy-without-approval",
+            expect: Effect::Deny,
             request: CheckRequest {
                 principal: EntityRef::new("ServiceAccount", "deploy-bot"),
                 action: "update".into(),
@@ -95,6 +100,7 @@ fn cases() -> Vec<Case> {
         },
         Case {
             name: "api-key-read",
+            expect: Effect::Allow,
             request: CheckRequest {
                 principal: EntityRef::new("ApiKey", "pipeline-etl"),
                 action: "read".into(),
@@ -156,23 +162,36 @@ fn decision(c: &mut Criterion) {
             Some(snapshot.policies.schema()),
         )
         .unwrap();
+        // Raw Cedar evaluates the same policies: the static ones and the template links that
+        // can apply (`applicable`, computed once here, as the engine does per request).
+        let raw_policies = snapshot
+            .policies
+            .applicable(
+                raw_request.principal().unwrap(),
+                raw_request.action().unwrap(),
+                raw_request.resource().unwrap(),
+                snapshot.facts.entities(),
+            )
+            .unwrap()
+            .into_owned();
         // Both paths must give the same answer, or the comparison means nothing.
-        let raw = authorizer.is_authorized(
-            &raw_request,
-            snapshot.policies.policies(),
-            snapshot.facts.entities(),
-        );
+        let raw = authorizer.is_authorized(&raw_request, &raw_policies, snapshot.facts.entities());
         let ours = engine.check(&case.request).unwrap();
         assert_eq!(
             raw.decision() == cedar_policy::Decision::Allow,
             ours.effect == Effect::Allow
         );
         assert_eq!(
-            ours.effect,
-            Effect::Allow,
+            ours.effect, case.expect,
             "{}: {:?}",
-            case.name,
-            ours.reasons
+            case.name, ours.reasons
+        );
+        // A deny an approval would lift says which; its cost is in `warrant-engine`.
+        assert_eq!(
+            ours.approval_required.is_some(),
+            case.expect == Effect::Deny,
+            "{}",
+            case.name
         );
 
         let mut group = c.benchmark_group(case.name);
@@ -180,7 +199,7 @@ fn decision(c: &mut Criterion) {
             b.iter(|| {
                 authorizer.is_authorized(
                     black_box(&raw_request),
-                    snapshot.policies.policies(),
+                    &raw_policies,
                     snapshot.facts.entities(),
                 )
             })

@@ -86,6 +86,17 @@ pub struct Approval {
     pub playbook: Option<String>,
     /// How many allowed decisions it may serve, if limited (1: a single-use approval).
     pub max_uses: Option<u64>,
+    /// A budget over its uses, if it has one: the context attribute each allowed decision
+    /// spends (a Long, at least 0) and the total all of them may spend.
+    pub budget: Option<Budget>,
+}
+
+/// What an approval's uses may spend in all, over one context attribute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Budget {
+    /// The context key whose value each use spends, e.g. `amount`.
+    pub attribute: String,
+    pub total: u64,
 }
 
 impl Approval {
@@ -134,6 +145,11 @@ reasons! {
     ApprovalReplayed => "warrant:approval-granted-to-another-identity",
     ActionNotApplicable => "warrant:action-not-applicable",
     NoPermittingPolicy => "warrant:no-permitting-policy",
+    /// The approval's budget cannot pay for this use.
+    ApprovalBudgetExhausted => "warrant:approval-budget-exhausted",
+    /// The approval has a budget, and the request's context lacks the attribute it spends (or
+    /// holds no whole number of at least 0 there).
+    ApprovalBudgetAmountMissing => "warrant:approval-budget-amount-missing",
     EvaluationError => "warrant:evaluation-error",
     /// The decision could not be written to the ledger, so it is not given.
     LedgerUnavailable => "warrant:ledger-unavailable",
@@ -374,6 +390,9 @@ pub struct ApprovalEvidence {
     pub replay_suspected: bool,
     /// For a limited approval that allowed this decision: which use it was (1 is the first).
     pub use_number: Option<u64>,
+    /// For an approval with a budget that allowed this decision: what it spent, and what is left.
+    pub budget_spent: Option<u64>,
+    pub budget_left: Option<u64>,
 }
 
 /// The evidence a decision was made from.

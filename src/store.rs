@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
 
-use crate::decide::engine::{UseCountError, UseCounter};
+use crate::decide::engine::{Take, Taken, UseCountError, UseCounter};
 use crate::domain::EntityRef;
 
 /// The database file in the data folder.
@@ -28,6 +28,8 @@ const SEEN_BY_EXPIRY: TableDefinition<(i64, &str), ()> =
 const FORGET_PER_USE: usize = 16;
 /// Allowed uses of limited approvals, by approval id.
 const USES: TableDefinition<&str, u64> = TableDefinition::new("approval_uses");
+/// What each approval with a budget has spent.
+const SPENT: TableDefinition<&str, u64> = TableDefinition::new("approval_spent");
 /// Approval requests, by request id: what an identity asked for and what became of it.
 const APPROVAL_REQUESTS: TableDefinition<&str, &str> = TableDefinition::new("approval_requests");
 
@@ -117,6 +119,7 @@ impl LiveStore {
         let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
         txn.open_table(ENTITIES).map_err(|e| open_error(e.into()))?;
         txn.open_table(USES).map_err(|e| open_error(e.into()))?;
+        txn.open_table(SPENT).map_err(|e| open_error(e.into()))?;
         txn.open_table(LINKS).map_err(|e| open_error(e.into()))?;
         txn.open_table(APPROVAL_REQUESTS)
             .map_err(|e| open_error(e.into()))?;
@@ -276,47 +279,95 @@ impl LiveStore {
             .map_or(0, |count| count.value()))
     }
 
-    /// Records one use of an approval unless `max_uses` are recorded already. Returns the
-    /// number of this use, or `None` when every use is taken. Atomic (redb runs one write
-    /// transaction at a time) and durable when it returns.
-    pub fn consume_use(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, StoreError> {
+    /// Takes a use (if `take.max_uses`) and spends an amount (if `take.spend`) of an approval,
+    /// both or neither, in one durable write transaction: concurrent takes are exact.
+    pub fn take(&self, approval_id: &str, take: Take) -> Result<Taken, StoreError> {
         let txn = self.db.begin_write().map_err(io)?;
-        let number = {
-            let mut table = txn.open_table(USES).map_err(io)?;
-            let used = table
+        let taken = {
+            let mut uses = txn.open_table(USES).map_err(io)?;
+            let mut spent = txn.open_table(SPENT).map_err(io)?;
+            let used = uses
                 .get(approval_id)
                 .map_err(io)?
                 .map_or(0, |count| count.value());
-            if used >= max_uses {
-                None
-            } else {
-                table.insert(approval_id, used + 1).map_err(io)?;
-                Some(used + 1)
+            let so_far = spent
+                .get(approval_id)
+                .map_err(io)?
+                .map_or(0, |amount| amount.value());
+            match (take.max_uses, take.spend) {
+                (Some(max), _) if used >= max => Taken::UsesExhausted,
+                (_, Some((amount, total))) if so_far.saturating_add(amount) > total => {
+                    Taken::BudgetExhausted
+                }
+                (max_uses, spend) => {
+                    let use_number = max_uses.map(|_| used + 1);
+                    if use_number.is_some() {
+                        uses.insert(approval_id, used + 1).map_err(io)?;
+                    }
+                    let budget_left = match spend {
+                        Some((amount, total)) => {
+                            spent.insert(approval_id, so_far + amount).map_err(io)?;
+                            Some(total - (so_far + amount))
+                        }
+                        None => None,
+                    };
+                    Taken::Granted {
+                        use_number,
+                        budget_left,
+                    }
+                }
             }
         };
-        match number {
-            Some(_) => txn.commit().map_err(io)?,
-            None => txn.abort().map_err(io)?,
+        match taken {
+            Taken::Granted { .. } => txn.commit().map_err(io)?,
+            _ => txn.abort().map_err(io)?,
         }
-        Ok(number)
+        Ok(taken)
     }
 
-    /// Gives back one use of an approval whose decision could not be recorded, so that the
-    /// count is the number of recorded uses. Atomic and durable when it returns.
-    pub fn release_use(&self, approval_id: &str) -> Result<(), StoreError> {
+    /// Gives back a use and an amount taken for a decision that could not be recorded, so that
+    /// the counts are those of recorded decisions. Atomic and durable when it returns.
+    pub fn give_back(
+        &self,
+        approval_id: &str,
+        a_use: bool,
+        amount: Option<u64>,
+    ) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(io)?;
         {
-            let mut table = txn.open_table(USES).map_err(io)?;
-            let used = table
-                .get(approval_id)
-                .map_err(io)?
-                .map_or(0, |count| count.value());
-            table
-                .insert(approval_id, used.saturating_sub(1))
-                .map_err(io)?;
+            if a_use {
+                let mut table = txn.open_table(USES).map_err(io)?;
+                let used = table
+                    .get(approval_id)
+                    .map_err(io)?
+                    .map_or(0, |count| count.value());
+                table
+                    .insert(approval_id, used.saturating_sub(1))
+                    .map_err(io)?;
+            }
+            if let Some(amount) = amount {
+                let mut table = txn.open_table(SPENT).map_err(io)?;
+                let spent = table
+                    .get(approval_id)
+                    .map_err(io)?
+                    .map_or(0, |total| total.value());
+                table
+                    .insert(approval_id, spent.saturating_sub(amount))
+                    .map_err(io)?;
+            }
         }
         txn.commit().map_err(io)?;
         Ok(())
+    }
+
+    /// What an approval with a budget has spent.
+    pub fn spent(&self, approval_id: &str) -> Result<u64, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(SPENT).map_err(io)?;
+        Ok(table
+            .get(approval_id)
+            .map_err(io)?
+            .map_or(0, |amount| amount.value()))
     }
 }
 
@@ -327,13 +378,17 @@ impl crate::credentials::SeenTokens for LiveStore {
 }
 
 impl UseCounter for LiveStore {
-    fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, UseCountError> {
-        self.consume_use(approval_id, max_uses)
-            .map_err(|error| UseCountError(error.into()))
+    fn take(&self, approval_id: &str, take: Take) -> Result<Taken, UseCountError> {
+        LiveStore::take(self, approval_id, take).map_err(|error| UseCountError(error.into()))
     }
 
-    fn release(&self, approval_id: &str) -> Result<(), UseCountError> {
-        self.release_use(approval_id)
+    fn give_back(
+        &self,
+        approval_id: &str,
+        a_use: bool,
+        amount: Option<u64>,
+    ) -> Result<(), UseCountError> {
+        LiveStore::give_back(self, approval_id, a_use, amount)
             .map_err(|error| UseCountError(error.into()))
     }
 }
@@ -355,14 +410,68 @@ mod tests {
         {
             let store = LiveStore::open(dir.path()).unwrap();
             store.put(r#"Approval::"a""#, &entity).unwrap();
-            assert_eq!(store.consume_use("a", 2).unwrap(), Some(1));
+            assert_eq!(store.take("a", uses(2)).unwrap(), granted(Some(1), None));
         }
         let store = LiveStore::open(dir.path()).unwrap();
         assert_eq!(store.entities().unwrap()[r#"Approval::"a""#], entity);
-        assert_eq!(store.consume_use("a", 2).unwrap(), Some(2));
-        assert_eq!(store.consume_use("a", 2).unwrap(), None);
+        assert_eq!(store.take("a", uses(2)).unwrap(), granted(Some(2), None));
+        assert_eq!(store.take("a", uses(2)).unwrap(), Taken::UsesExhausted);
         assert_eq!(store.uses("a").unwrap(), 2);
         assert_eq!(store.uses("b").unwrap(), 0);
+    }
+
+    fn uses(max: u64) -> Take {
+        Take {
+            max_uses: Some(max),
+            spend: None,
+        }
+    }
+
+    fn granted(use_number: Option<u64>, budget_left: Option<u64>) -> Taken {
+        Taken::Granted {
+            use_number,
+            budget_left,
+        }
+    }
+
+    #[test]
+    fn a_budget_is_spent_exactly_and_with_a_use_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LiveStore::open(dir.path()).unwrap();
+        let spend = |amount, max_uses| Take {
+            max_uses,
+            spend: Some((amount, 100)),
+        };
+        assert_eq!(
+            store.take("b", spend(60, None)).unwrap(),
+            granted(None, Some(40))
+        );
+        assert_eq!(
+            store.take("b", spend(41, None)).unwrap(),
+            Taken::BudgetExhausted
+        );
+        assert_eq!(
+            store.take("b", spend(40, None)).unwrap(),
+            granted(None, Some(0))
+        );
+        assert_eq!(store.spent("b").unwrap(), 100);
+        store.give_back("b", false, Some(40)).unwrap();
+        assert_eq!(store.spent("b").unwrap(), 60);
+        // With a use limit too: neither is taken when the other cannot be.
+        assert_eq!(
+            store.take("c", spend(10, Some(1))).unwrap(),
+            granted(Some(1), Some(90))
+        );
+        assert_eq!(
+            store.take("c", spend(10, Some(1))).unwrap(),
+            Taken::UsesExhausted
+        );
+        assert_eq!(store.spent("c").unwrap(), 10);
+        assert_eq!(
+            store.take("d", spend(200, Some(1))).unwrap(),
+            Taken::BudgetExhausted
+        );
+        assert_eq!(store.uses("d").unwrap(), 0);
     }
 
     #[test]

@@ -134,6 +134,7 @@ fn approval_proto(view: ApprovalView) -> proto::ApprovalRecord {
         }),
         state: state_proto(view.state) as i32,
         uses: view.uses,
+        budget_spent: view.spent,
         origin: origin(view.origin),
         granted_at: view.meta.granted_at.map(|t| timestamp(UnixMillis(t))),
         revoked_at: view.meta.revoked_at.map(|t| timestamp(UnixMillis(t))),
@@ -355,6 +356,10 @@ impl proto::admin_server::Admin for AdminService {
                     .filter(|s| *s != 0)
                     .map(|s| s.saturating_mul(1000)),
                 max_uses: Some(request.max_uses).filter(|n| *n > 0),
+                budget: (!request.budget_attribute.is_empty()).then_some(crate::domain::Budget {
+                    attribute: request.budget_attribute,
+                    total: request.budget_total,
+                }),
             }
         } else {
             Verdict::Reject {

@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Deserialize;
 
 use crate::clock::{ManualClock, UnixMillis};
-use crate::decide::engine::{Engine, EngineSettings, Snapshot, UseCountError, UseCounter};
+use crate::decide::engine::{
+    Engine, EngineSettings, Snapshot, Take, Taken, UseCountError, UseCounter,
+};
 use crate::domain::{CheckRequest, ContextValue, Effect, EntityRef, ResourceDescription};
 use crate::facts::{load_entities_file, merged};
 use crate::policy::{PolicyLoadError, PolicySnapshot};
@@ -60,25 +62,48 @@ enum Expected {
     Deny,
 }
 
-/// Uses of limited approvals, counted in memory: every case starts with none.
+/// Uses and budgets of limited approvals, counted in memory: every case starts with none.
 #[derive(Default)]
-struct Uses(Mutex<HashMap<String, u64>>);
+struct Uses(Mutex<HashMap<String, (u64, u64)>>);
 
 impl UseCounter for Uses {
-    fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, UseCountError> {
+    fn take(&self, approval_id: &str, take: Take) -> Result<Taken, UseCountError> {
         let mut uses = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let used = uses.entry(approval_id.to_owned()).or_default();
-        if *used >= max_uses {
-            return Ok(None);
+        let (used, spent) = uses.entry(approval_id.to_owned()).or_default();
+        if take.max_uses.is_some_and(|max| *used >= max) {
+            return Ok(Taken::UsesExhausted);
         }
-        *used += 1;
-        Ok(Some(*used))
+        if let Some((amount, total)) = take.spend
+            && spent.saturating_add(amount) > total
+        {
+            return Ok(Taken::BudgetExhausted);
+        }
+        let use_number = take.max_uses.map(|_| {
+            *used += 1;
+            *used
+        });
+        let budget_left = take.spend.map(|(amount, total)| {
+            *spent += amount;
+            total - *spent
+        });
+        Ok(Taken::Granted {
+            use_number,
+            budget_left,
+        })
     }
 
-    fn release(&self, approval_id: &str) -> Result<(), UseCountError> {
+    fn give_back(
+        &self,
+        approval_id: &str,
+        a_use: bool,
+        amount: Option<u64>,
+    ) -> Result<(), UseCountError> {
         let mut uses = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        let used = uses.entry(approval_id.to_owned()).or_default();
-        *used = used.saturating_sub(1);
+        let (used, spent) = uses.entry(approval_id.to_owned()).or_default();
+        if a_use {
+            *used = used.saturating_sub(1);
+        }
+        *spent = spent.saturating_sub(amount.unwrap_or(0));
         Ok(())
     }
 }

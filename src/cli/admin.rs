@@ -81,6 +81,10 @@ pub enum ApprovalCommand {
         /// Allowed uses it grants (1: single use) [default: unlimited]
         #[arg(long)]
         max_uses: Option<u64>,
+        /// A budget over all its uses, ATTRIBUTE=TOTAL: each allowed decision spends the
+        /// context's ATTRIBUTE, e.g. amount=5000 [default: none]
+        #[arg(long)]
+        budget: Option<String>,
         #[arg(long)]
         playbook: Option<String>,
         #[arg(long)]
@@ -130,6 +134,9 @@ pub enum ApprovalCommand {
         /// Allowed uses it grants (1: single use) [default: unlimited]
         #[arg(long)]
         max_uses: Option<u64>,
+        /// A budget over all its uses, ATTRIBUTE=TOTAL, e.g. amount=5000 [default: none]
+        #[arg(long)]
+        budget: Option<String>,
     },
     /// Reject a pending request.
     Reject {
@@ -437,6 +444,7 @@ fn approval_json(record: &proto::ApprovalRecord) -> Value {
         "expires_at": time_json(&a.expires_at),
         "max_uses": a.max_uses,
         "uses": record.uses,
+        "budget_spent": record.budget_spent,
         "playbook": a.playbook,
         "justification": a.justification,
         "attributes": struct_json(&a.attributes),
@@ -523,6 +531,7 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             expires_at,
             valid_for,
             max_uses,
+            budget,
             playbook,
             justification,
             attributes,
@@ -553,7 +562,22 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                 max_uses: max_uses.unwrap_or(0),
                 playbook: playbook.unwrap_or_default(),
                 justification: justification.unwrap_or_default(),
-                attributes: json_object(attributes.as_deref(), "attributes")?,
+                attributes: {
+                    let mut attributes = json_object(attributes.as_deref(), "attributes")?;
+                    if let Some(budget) = budget {
+                        let (attribute, total) = parse_budget(&budget)?;
+                        let fields = &mut attributes.get_or_insert_default().fields;
+                        fields.insert(
+                            "budget_attribute".to_owned(),
+                            crate::proto::json_to_value(json!(attribute)),
+                        );
+                        fields.insert(
+                            "budget_total".to_owned(),
+                            crate::proto::json_to_value(json!(total)),
+                        );
+                    }
+                    attributes
+                },
             };
             let record = client
                 .grant_approval(proto::GrantApprovalRequest {
@@ -631,7 +655,12 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             approver,
             valid_for,
             max_uses,
+            budget,
         } => {
+            let (budget_attribute, budget_total) = match budget {
+                Some(budget) => parse_budget(&budget)?,
+                None => (String::new(), 0),
+            };
             let duration_seconds = valid_for
                 .map(|length| duration_millis(&length).map(|ms| ms / 1000))
                 .transpose()?
@@ -644,6 +673,8 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                     duration_seconds,
                     max_uses: max_uses.unwrap_or(0),
                     reason: String::new(),
+                    budget_attribute,
+                    budget_total,
                 })
                 .await
                 .map_err(call_failed)?
@@ -663,6 +694,8 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                     duration_seconds: 0,
                     max_uses: 0,
                     reason,
+                    budget_attribute: String::new(),
+                    budget_total: 0,
                 })
                 .await
                 .map_err(call_failed)?
@@ -670,6 +703,18 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             print(approval_request_json(&decided))
         }
     }
+}
+
+/// `ATTRIBUTE=TOTAL`, e.g. `amount=5000`.
+fn parse_budget(text: &str) -> anyhow::Result<(String, u64)> {
+    let (attribute, total) = text
+        .split_once('=')
+        .filter(|(attribute, _)| !attribute.is_empty())
+        .with_context(|| format!("--budget: ATTRIBUTE=TOTAL, e.g. amount=5000; got {text:?}"))?;
+    let total = total
+        .parse()
+        .with_context(|| format!("--budget: {total:?} is not a whole number"))?;
+    Ok((attribute.to_owned(), total))
 }
 
 fn approval_request_json(record: &proto::ApprovalRequestRecord) -> Value {

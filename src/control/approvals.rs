@@ -53,6 +53,8 @@ pub struct ApprovalView {
     pub attributes: Map<String, Value>,
     pub meta: ChangeMeta,
     pub uses: u64,
+    /// What its uses have spent, for an approval with a budget.
+    pub spent: u64,
     pub origin: Origin,
     pub state: ApprovalState,
 }
@@ -255,12 +257,18 @@ impl Control {
             Some(_) => self.store.uses(id)?,
             None => 0,
         };
+        let spent = match approval.budget {
+            Some(_) => self.store.spent(id)?,
+            None => 0,
+        };
         let now = self.clock.now();
         let state = if approval.revoked {
             ApprovalState::Revoked
         } else if now >= approval.expires_at {
             ApprovalState::Expired
-        } else if approval.max_uses.is_some_and(|max| uses >= max) {
+        } else if approval.max_uses.is_some_and(|max| uses >= max)
+            || approval.budget.as_ref().is_some_and(|b| spent >= b.total)
+        {
             ApprovalState::Exhausted
         } else if now < approval.not_before {
             ApprovalState::Pending
@@ -272,6 +280,7 @@ impl Control {
             attributes: other_attributes(&entity, &APPROVAL_FIELDS),
             meta,
             uses,
+            spent,
             origin,
             state,
         })

@@ -40,6 +40,8 @@ pub enum Verdict {
         /// At most the duration asked for; that duration when `None`.
         duration_ms: Option<i64>,
         max_uses: Option<u64>,
+        /// A budget over the approval's uses.
+        budget: Option<crate::domain::Budget>,
     },
     Reject {
         approver: EntityRef,
@@ -357,6 +359,7 @@ impl Control {
             Verdict::Approve {
                 duration_ms,
                 max_uses,
+                budget,
                 ..
             } => {
                 let duration = duration_ms.unwrap_or(request.duration_ms);
@@ -387,7 +390,14 @@ impl Control {
                     max_uses,
                     playbook: None,
                     justification: Some(request.justification.clone()),
-                    attributes: Map::new(),
+                    attributes: budget
+                        .map(|budget| {
+                            Map::from_iter([
+                                ("budget_total".to_owned(), json!(budget.total)),
+                                ("budget_attribute".to_owned(), json!(budget.attribute)),
+                            ])
+                        })
+                        .unwrap_or_default(),
                 })?;
                 request.state = RequestState::Approved;
                 request.approval_id = Some(approval.approval.uid.id().unescaped().to_owned());

@@ -140,6 +140,27 @@ pub(super) fn read_approval(
                 ));
             }
         },
+        budget: match (
+            attr(entity, "budget_total"),
+            string_attr(entity, "budget_attribute")?,
+        ) {
+            (None, None) => None,
+            (Some(EvalResult::Long(total)), Some(attribute))
+                if (0..=MAX_EXACT_INTEGER).contains(&total) && !attribute.is_empty() =>
+            {
+                Some(Budget {
+                    attribute,
+                    total: total as u64,
+                })
+            }
+            _ => {
+                return Err(
+                    "attributes `budget_total` (a Long from 0 to 2^53) and `budget_attribute` \
+                     (a context key) go together"
+                        .to_owned(),
+                );
+            }
+        },
         uid,
     })
 }

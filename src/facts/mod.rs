@@ -11,7 +11,7 @@ use cedar_policy::{Entities, Entity, EntityUid, EvalResult, Schema};
 use sha2::{Digest, Sha256};
 
 use crate::clock::UnixMillis;
-use crate::domain::{Approval, EntityRef, Identity, MAX_EXACT_INTEGER, Owner};
+use crate::domain::{Approval, Budget, EntityRef, Identity, MAX_EXACT_INTEGER, Owner};
 
 mod evidence;
 mod time_bounds;

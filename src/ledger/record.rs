@@ -16,6 +16,10 @@ pub struct OwnerRecord {
 pub struct ApprovalRecord {
     pub actions: Vec<String>,
     pub approver: EntityRef,
+    /// For an approval with a budget: the context attribute it spends, its total, what this
+    /// decision spent and what is left. (Absent otherwise.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetRecord>,
     pub expires_at: String,
     pub id: String,
     /// Uses it grants, if limited.
@@ -32,6 +36,15 @@ pub struct ApprovalRecord {
     #[serde(default)]
     pub use_number: Option<u64>,
     pub valid_at_decision: bool,
+}
+
+/// An approval's budget at a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetRecord {
+    pub attribute: String,
+    pub left: Option<u64>,
+    pub spent: Option<u64>,
+    pub total: u64,
 }
 
 /// A candidate policy set's verdict, beside the one that answered.
@@ -298,6 +311,12 @@ impl Record {
                 revoked: a.revoked,
                 playbook: a.playbook.clone(),
                 max_uses: a.max_uses,
+                budget: a.budget.as_ref().map(|budget| BudgetRecord {
+                    attribute: budget.attribute.clone(),
+                    left: evidence.budget_left,
+                    spent: evidence.budget_spent,
+                    total: budget.total,
+                }),
                 use_number: evidence.use_number,
                 valid_at_decision: evidence.valid_at_decision,
                 replay_suspected: evidence.replay_suspected,

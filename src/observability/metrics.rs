@@ -438,6 +438,43 @@ impl Metrics {
         );
         let status = control.status();
         let now = SystemClock.now();
+        // Approval requests waiting for a human, read from the store at scrape time.
+        let requests = control.approval_requests(None, None).unwrap_or_default();
+        family(
+            &mut out,
+            "warrant_approval_requests",
+            "gauge",
+            "Approval requests kept, by state (pending ones wait for a human's decision).",
+        );
+        for state in [
+            crate::control::requests::RequestState::Pending,
+            crate::control::requests::RequestState::Approved,
+            crate::control::requests::RequestState::Rejected,
+            crate::control::requests::RequestState::Expired,
+        ] {
+            let count = requests.iter().filter(|r| r.state == state).count();
+            let _ = writeln!(
+                out,
+                "warrant_approval_requests{{state=\"{}\"}} {count}",
+                state.as_str()
+            );
+        }
+        family(
+            &mut out,
+            "warrant_approval_request_oldest_pending_seconds",
+            "gauge",
+            "How long the oldest pending approval request has waited (0 when none is pending).",
+        );
+        let oldest = requests
+            .iter()
+            .filter(|r| r.state == crate::control::requests::RequestState::Pending)
+            .map(|r| r.requested_at)
+            .min()
+            .map_or(0.0, |at| (now.0 - at).max(0) as f64 / 1000.0);
+        let _ = writeln!(
+            out,
+            "warrant_approval_request_oldest_pending_seconds {oldest}"
+        );
         family(
             &mut out,
             "warrant_facts_changes_total",

@@ -182,6 +182,14 @@ pub fn check_response_to_proto(decision: domain::Decision) -> proto::CheckRespon
             replay_suspected: evidence.replay_suspected,
             max_uses: approval.max_uses.unwrap_or(0),
             use_number: evidence.use_number.unwrap_or(0),
+            budget_attribute: approval
+                .budget
+                .as_ref()
+                .map(|b| b.attribute.clone())
+                .unwrap_or_default(),
+            budget_total: approval.budget.as_ref().map_or(0, |b| b.total),
+            budget_spent: evidence.budget_spent.unwrap_or(0),
+            budget_left: evidence.budget_left.unwrap_or(0),
         }
     });
     let decision_value = match decision.effect {

@@ -40,6 +40,7 @@ fn decide(id: &str, approver: &str, approve: bool) -> proto::DecideApprovalReque
         } else {
             "not during the freeze".to_owned()
         },
+        ..proto::DecideApprovalRequestRequest::default()
     }
 }
 
@@ -115,6 +116,15 @@ async fn a_denied_agent_asks_a_human_approves_and_the_agent_proceeds_once() {
         .unwrap()
         .into_inner();
     assert_eq!(pending.requests.len(), 1);
+    let scrape = crate::common::scrape(&server).await;
+    assert_eq!(
+        crate::common::value(
+            &scrape,
+            "warrant_approval_requests",
+            &[("state", "pending")]
+        ),
+        1.0
+    );
 
     // Separation of duties: not the human the agent acts for, not a non-human.
     let refused = admin
@@ -287,4 +297,97 @@ async fn requests_expire_are_bounded_and_survive_a_restart() {
         .unwrap()
         .into_inner();
     assert_eq!(again.state, "pending");
+}
+
+#[tokio::test]
+async fn a_budget_is_spent_exactly_under_concurrent_allows() {
+    let server = Server::start(&[]);
+    let expires = warrant::proto::convert::timestamp(warrant::clock::UnixMillis(
+        warrant::clock::Clock::now(&warrant::clock::SystemClock).0 + 3_600_000,
+    ));
+    let granted = server
+        .admin_client()
+        .await
+        .grant_approval(proto::GrantApprovalRequest {
+            approval: Some(proto::ApprovalSpec {
+                id: "TASK-BUDGET".to_owned(),
+                ticket: "TASK-BUDGET".to_owned(),
+                approver: entity("Human", "dave"),
+                requester: entity("Human", "bob"),
+                subject: entity("Agent", "procurement-agent"),
+                actions: vec!["submit_vendor_request".to_owned()],
+                scope: entity("Scope", "procurement-tools"),
+                expires_at: Some(expires),
+                attributes: crate::common::context(
+                    serde_json::json!({"budget_total": 5000, "budget_attribute": "amount"}),
+                ),
+                ..proto::ApprovalSpec::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.budget_spent, 0);
+
+    // 200 Checks at once, asking for 10 to 70 each: 8,000 in all against a budget of 5,000.
+    let client = server.client().await;
+    let amount = |i: i64| (i % 7 + 1) * 10;
+    let checks = (0..200).map(|i| {
+        let mut client = client.clone();
+        async move {
+            let mut check = crate::common::request(
+                "Agent::procurement-agent",
+                "submit_vendor_request",
+                "Tool::vendor-portal",
+                "TASK-BUDGET",
+            );
+            check.context =
+                crate::common::context(serde_json::json!({"vendor": "Acme", "amount": amount(i)}));
+            (i, client.check(check).await.unwrap().into_inner())
+        }
+    });
+    let answers = futures_util::future::join_all(checks).await;
+    let mut allowed_sum = 0;
+    for (i, answer) in &answers {
+        if answer.decision == proto::Decision::Allow as i32 {
+            allowed_sum += amount(*i);
+            let evidence = answer
+                .provenance
+                .as_ref()
+                .unwrap()
+                .approval
+                .clone()
+                .unwrap();
+            assert_eq!(evidence.budget_spent, amount(*i) as u64);
+            assert!(!answer.provenance.as_ref().unwrap().answered_from_cache);
+        } else {
+            assert_eq!(answer.reasons, ["warrant:approval-budget-exhausted"]);
+        }
+    }
+    assert!(
+        allowed_sum <= 5000,
+        "allowed {allowed_sum} of a 5,000 budget"
+    );
+    assert!(allowed_sum > 5000 - 70, "only {allowed_sum} allowed");
+    let spent = server
+        .admin_client()
+        .await
+        .get_approval(proto::GetApprovalRequest {
+            id: "TASK-BUDGET".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(spent.budget_spent, allowed_sum as u64);
+
+    // Without the attribute it spends, an allow under a budget is refused.
+    let mut no_amount = crate::common::request(
+        "Agent::procurement-agent",
+        "submit_vendor_request",
+        "Tool::vendor-portal",
+        "TASK-BUDGET",
+    );
+    no_amount.context = crate::common::context(serde_json::json!({"vendor": "Acme", "amount": -5}));
+    let answer = client.clone().check(no_amount).await.unwrap().into_inner();
+    assert_eq!(answer.reasons, ["warrant:approval-budget-amount-missing"]);
 }

@@ -46,7 +46,6 @@ impl Engine {
         let principal = EntityRef::from_uid(&resolved.principal_uid);
         for scope in scopes.iter().take(MOST_SCOPES) {
             let entity = match self.hypothetical_approval(
-                snapshot,
                 &principal,
                 &owner.entity,
                 action_uid,
@@ -72,6 +71,7 @@ impl Engine {
                 revoked: false,
                 playbook: None,
                 max_uses: None,
+                budget: None,
             });
             let hypothetical = Resolved {
                 principal_uid: resolved.principal_uid.clone(),
@@ -120,11 +120,11 @@ impl Engine {
         None
     }
 
-    /// The hypothetical approval as a Cedar entity the schema accepts.
-    #[allow(clippy::too_many_arguments)]
+    /// The hypothetical approval as a Cedar entity: Warrant's own approval attributes, built
+    /// directly (parsing JSON against the schema costs more than a decision). A schema whose
+    /// approvals need more makes the policies that read it fail, so no advice is given.
     fn hypothetical_approval(
         &self,
-        snapshot: &Snapshot,
         principal: &EntityRef,
         approver: &EntityRef,
         action_uid: &EntityUid,
@@ -132,22 +132,51 @@ impl Engine {
         now: UnixMillis,
         max_validity_ms: i64,
     ) -> Result<Entity, String> {
-        let datetime = |at: UnixMillis| serde_json::json!({"__extn": {"fn": "datetime", "arg": at.to_cedar_datetime()}});
-        let entity = |reference: &EntityRef| serde_json::json!({"__entity": {"type": reference.type_name, "id": reference.id}});
-        let json = serde_json::json!({
-            "uid": {"type": APPROVAL_TYPE, "id": HYPOTHETICAL_ID},
-            "attrs": {
-                "ticket": "",
-                "approver": entity(approver),
-                "actions": [entity(&EntityRef::from_uid(action_uid))],
-                "scope": entity(scope),
-                "not_before": datetime(now),
-                "expires_at": datetime(UnixMillis(now.0.saturating_add(max_validity_ms))),
-                "revoked": false,
-            },
-            "parents": [{"type": principal.type_name, "id": principal.id}],
-        });
-        Entity::from_json_value(json, Some(snapshot.policies.schema()))
-            .map_err(|error| error.to_string())
+        let uid_of = |reference: &EntityRef| -> Result<EntityUid, String> {
+            Ok(EntityUid::from_type_name_and_id(
+                reference
+                    .type_name
+                    .parse()
+                    .map_err(|error| format!("{error}"))?,
+                EntityId::new(&reference.id),
+            ))
+        };
+        let datetime = |at: UnixMillis| RestrictedExpression::new_datetime(at.to_cedar_datetime());
+        let attributes = std::collections::HashMap::from([
+            (
+                "ticket".to_owned(),
+                RestrictedExpression::new_string(String::new()),
+            ),
+            (
+                "approver".to_owned(),
+                RestrictedExpression::new_entity_uid(uid_of(approver)?),
+            ),
+            (
+                "actions".to_owned(),
+                RestrictedExpression::new_set([RestrictedExpression::new_entity_uid(
+                    action_uid.clone(),
+                )]),
+            ),
+            (
+                "scope".to_owned(),
+                RestrictedExpression::new_entity_uid(uid_of(scope)?),
+            ),
+            ("not_before".to_owned(), datetime(now)),
+            (
+                "expires_at".to_owned(),
+                datetime(UnixMillis(now.0.saturating_add(max_validity_ms))),
+            ),
+            ("revoked".to_owned(), RestrictedExpression::new_bool(false)),
+        ]);
+        let uid = EntityUid::from_type_name_and_id(
+            APPROVAL_TYPE.parse().map_err(|error| format!("{error}"))?,
+            EntityId::new(HYPOTHETICAL_ID),
+        );
+        Entity::new(
+            uid,
+            attributes,
+            std::collections::HashSet::from([uid_of(principal)?]),
+        )
+        .map_err(|error| error.to_string())
     }
 }

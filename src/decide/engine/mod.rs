@@ -32,15 +32,42 @@ mod validity;
 
 use cedar_request::parse_names;
 
-/// Durable, atomic counting of the uses of limited approvals (`max_uses`).
-pub trait UseCounter: Send + Sync {
-    /// Records one use of the approval unless `max_uses` are recorded already: the number of
-    /// this use, or `None` when every use is taken.
-    fn consume(&self, approval_id: &str, max_uses: u64) -> Result<Option<u64>, UseCountError>;
+/// What one allowed decision takes from an approval: a use, if its uses are limited, and an
+/// amount from its budget, if it has one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Take {
+    pub max_uses: Option<u64>,
+    /// (amount, total)
+    pub spend: Option<(u64, u64)>,
+}
 
-    /// Gives back one use, taken for a decision that could not be recorded: a use counts only
-    /// if its decision is on record.
-    fn release(&self, approval_id: &str) -> Result<(), UseCountError>;
+/// What came of a `Take`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Taken {
+    /// Taken: the number of this use (if limited) and what the budget has left (if any).
+    Granted {
+        use_number: Option<u64>,
+        budget_left: Option<u64>,
+    },
+    /// Every use is taken; nothing was.
+    UsesExhausted,
+    /// The budget cannot pay the amount; nothing was taken.
+    BudgetExhausted,
+}
+
+/// Durable, atomic accounting of limited approvals: their uses (`max_uses`) and budgets.
+pub trait UseCounter: Send + Sync {
+    /// Takes a use and spends from the budget, both or neither, in one atomic step.
+    fn take(&self, approval_id: &str, take: Take) -> Result<Taken, UseCountError>;
+
+    /// Gives back what `take` took for a decision that could not be recorded: a use or an
+    /// amount counts only if its decision is on record.
+    fn give_back(
+        &self,
+        approval_id: &str,
+        a_use: bool,
+        amount: Option<u64>,
+    ) -> Result<(), UseCountError>;
 }
 
 /// A use of a limited approval that could not be counted: the counter's own error.
@@ -154,6 +181,8 @@ struct Verdict {
     errors: Vec<PolicyError>,
     /// The use of a limited approval this allow took.
     approval_use: Option<u64>,
+    /// What this allow spent from its approval's budget, and what is left.
+    budget: Option<(u64, u64)>,
 }
 
 impl Verdict {
@@ -163,6 +192,7 @@ impl Verdict {
             reasons: vec![why.to_owned()],
             errors: Vec::new(),
             approval_use: None,
+            budget: None,
         }
     }
 
@@ -176,6 +206,7 @@ impl Verdict {
                 message,
             }],
             approval_use: None,
+            budget: None,
         }
     }
 }
@@ -301,12 +332,13 @@ impl Engine {
         let Some(evidence) = &decision.provenance.approval else {
             return;
         };
-        if evidence.use_number.is_none() {
+        if evidence.use_number.is_none() && evidence.budget_spent.is_none() {
             return;
         }
         let id = evidence.approval.uid.id().unescaped();
         if let Some(uses) = &self.uses
-            && let Err(error) = uses.release(id)
+            && let Err(error) =
+                uses.give_back(id, evidence.use_number.is_some(), evidence.budget_spent)
         {
             tracing::error!(approval = id, %error, "cannot give back the use of an unrecorded decision");
         }
@@ -421,7 +453,9 @@ impl Engine {
             .provenance
             .approval
             .as_ref()
-            .is_some_and(|evidence| evidence.approval.max_uses.is_some())
+            .is_some_and(|evidence| {
+                evidence.approval.max_uses.is_some() || evidence.approval.budget.is_some()
+            })
             || decision
                 .provenance
                 .credential
@@ -536,39 +570,71 @@ impl Engine {
         let response =
             self.authorizer
                 .is_authorized(&cedar_request, &applicable, entities.entities());
-        self.conclude(resolved, response)
+        self.conclude(request, resolved, response)
     }
 
     /// Cedar's response under Warrant's rules: any error denies; a limited approval's allow
     /// takes one of its uses.
     fn conclude(
         &self,
+        request: &CheckRequest,
         resolved: &Resolved<'_>,
         response: cedar_policy::Response,
     ) -> Result<Result<Verdict, Verdict>, InvalidRequest> {
         let mut verdict = cedar_verdict(&response);
-        if verdict.effect == Effect::Allow
-            && let Some((approval, max_uses)) =
-                resolved.approval.and_then(|a| Some((a, a.max_uses?)))
+        let Some(approval) = resolved.approval else {
+            return Ok(Ok(verdict));
+        };
+        if verdict.effect != Effect::Allow
+            || (approval.max_uses.is_none() && approval.budget.is_none())
         {
-            let id = approval.uid.id().unescaped();
-            let counted = match &self.uses {
-                Some(uses) => uses.consume(id, max_uses),
-                None => Err(UseCountError("no use counter is configured".into())),
-            };
-            match counted {
-                Ok(Some(number)) => verdict.approval_use = Some(number),
-                Ok(None) => {
+            return Ok(Ok(verdict));
+        }
+        let spend = match &approval.budget {
+            None => None,
+            Some(budget) => match request.context.get(&budget.attribute) {
+                Some(ContextValue::Long(amount)) if *amount >= 0 => {
+                    Some((*amount as u64, budget.total))
+                }
+                _ => {
                     return Ok(Err(Verdict::warrant_deny(
-                        Reason::ApprovalUsesExhausted.as_str(),
+                        Reason::ApprovalBudgetAmountMissing.as_str(),
                     )));
                 }
-                Err(error) => {
-                    tracing::error!(approval = id, %error, "cannot record a use of a limited approval; denying");
-                    return Ok(Err(Verdict::warrant_deny(
-                        Reason::ApprovalUseNotRecorded.as_str(),
-                    )));
-                }
+            },
+        };
+        let id = approval.uid.id().unescaped();
+        let take = Take {
+            max_uses: approval.max_uses,
+            spend,
+        };
+        let taken = match &self.uses {
+            Some(uses) => uses.take(id, take),
+            None => Err(UseCountError("no use counter is configured".into())),
+        };
+        match taken {
+            Ok(Taken::Granted {
+                use_number,
+                budget_left,
+            }) => {
+                verdict.approval_use = use_number;
+                verdict.budget = spend.map(|(amount, _)| (amount, budget_left.unwrap_or(0)));
+            }
+            Ok(Taken::UsesExhausted) => {
+                return Ok(Err(Verdict::warrant_deny(
+                    Reason::ApprovalUsesExhausted.as_str(),
+                )));
+            }
+            Ok(Taken::BudgetExhausted) => {
+                return Ok(Err(Verdict::warrant_deny(
+                    Reason::ApprovalBudgetExhausted.as_str(),
+                )));
+            }
+            Err(error) => {
+                tracing::error!(approval = id, %error, "cannot record a use of a limited approval; denying");
+                return Ok(Err(Verdict::warrant_deny(
+                    Reason::ApprovalUseNotRecorded.as_str(),
+                )));
             }
         }
         Ok(Ok(verdict))
@@ -737,6 +803,7 @@ fn cedar_verdict(response: &cedar_policy::Response) -> Verdict {
         reasons,
         errors,
         approval_use: None,
+        budget: None,
     }
 }
 

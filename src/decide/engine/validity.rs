@@ -22,6 +22,8 @@ impl Engine {
                 valid_at_decision: bound && approval.is_valid_at(now),
                 replay_suspected: !bound,
                 use_number: verdict.approval_use,
+                budget_spent: verdict.budget.map(|(spent, _)| spent),
+                budget_left: verdict.budget.map(|(_, left)| left),
                 approval: Arc::clone(approval),
             }
         });
