@@ -143,6 +143,14 @@ pub struct Settings {
     /// Whether an identity's own owner may approve its approval requests [default: true]
     #[arg(long, env = "WARRANT_OWNER_MAY_APPROVE")]
     pub owner_may_approve: Option<bool>,
+    /// A URL told of every approval request filed and decided (JSON POST, retried): https://,
+    /// or http:// to a loopback address; off unless set
+    #[arg(long, env = "WARRANT_APPROVAL_REQUEST_WEBHOOK")]
+    pub approval_request_webhook: Option<String>,
+    /// CA certificates (PEM) the webhook's server certificate must chain to [default: the
+    /// system's]
+    #[arg(long, env = "WARRANT_APPROVAL_REQUEST_WEBHOOK_CA")]
+    pub approval_request_webhook_ca: Option<PathBuf>,
     /// Most bytes one facts import (`warrant facts import`, ImportFacts) may send
     /// [default: 268435456]
     #[arg(long, env = "WARRANT_MAX_IMPORT_BYTES")]
@@ -222,6 +230,8 @@ impl std::fmt::Debug for Secret {
 /// The settings in force.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Where approval requests are announced, if anywhere: the URL and its CA file.
+    pub approval_request_webhook: Option<(String, Option<PathBuf>)>,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     /// `None`: use (or create) the token file in the data folder.
@@ -335,6 +345,12 @@ impl Settings {
                 .approval_requests_max_pending
                 .or(under.approval_requests_max_pending),
             owner_may_approve: self.owner_may_approve.or(under.owner_may_approve),
+            approval_request_webhook: self
+                .approval_request_webhook
+                .or(under.approval_request_webhook),
+            approval_request_webhook_ca: self
+                .approval_request_webhook_ca
+                .or(under.approval_request_webhook_ca),
             max_import_bytes: self.max_import_bytes.or(under.max_import_bytes),
             ext_authz: self.ext_authz.or(under.ext_authz),
             shadow_policies: self.shadow_policies.or(under.shadow_policies),
@@ -474,6 +490,11 @@ impl Settings {
             authzen_base_url: self.authzen_base_url.clone(),
             authzen_token: self.authzen_token.clone().filter(|t| !t.0.is_empty()),
             authzen_answer_context: self.authzen_answer_context.unwrap_or_default(),
+            approval_request_webhook: self
+                .approval_request_webhook
+                .clone()
+                .filter(|url| !url.is_empty())
+                .map(|url| (url, self.approval_request_webhook_ca.clone())),
             rules: Rules {
                 approval_max_validity_ms: max_validity_hours
                     .saturating_mul(3_600_000)

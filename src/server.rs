@@ -138,6 +138,17 @@ pub async fn serve(
             .await;
     }
     let metrics = Arc::new(Metrics::default());
+    if let Some((url, ca)) = &config.approval_request_webhook {
+        let url = crate::outbound::Url::new(url, ca.as_deref())
+            .map_err(|error| anyhow::anyhow!("approval_request_webhook: {error}"))?;
+        tracing::info!(
+            url = url.as_str(),
+            "approval requests are announced to a webhook"
+        );
+        let webhook = crate::webhook::Webhook::start(url)?;
+        control.set_webhook(Arc::clone(&webhook));
+        metrics.set_webhook(webhook);
+    }
     let metrics_listener = TcpListener::bind(config.metrics_listen)
         .await
         .with_context(|| format!("cannot listen for metrics on {}", config.metrics_listen))?;

@@ -218,6 +218,12 @@ pub fn response_to_json(response: &proto::CheckResponse) -> Value {
                 "replay_suspected": a.replay_suspected,
                 "max_uses": a.max_uses,
                 "use_number": a.use_number,
+                "budget": (!a.budget_attribute.is_empty()).then(|| json!({
+                    "attribute": a.budget_attribute,
+                    "total": a.budget_total,
+                    "spent": a.budget_spent,
+                    "left": a.budget_left,
+                })),
             })),
             "resource": entity_json(&p.resource),
             "resource_scopes": p.resource_scopes.iter().map(|s| entity_json(&Some(s.clone()))).collect::<Vec<_>>(),
@@ -242,6 +248,13 @@ pub fn response_to_json(response: &proto::CheckResponse) -> Value {
         "valid_until": time_json(&response.valid_until),
         "policy_version": response.policy_version,
         "request_id": response.request_id,
+        "approval_required": response.approval_required.as_ref().map(|a| json!({
+            "identity": entity_json(&a.identity),
+            "action": a.action,
+            "resource": entity_json(&a.resource),
+            "scope": entity_json(&a.scope),
+            "max_validity_seconds": a.max_validity_seconds,
+        })),
     })
 }
 

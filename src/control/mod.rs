@@ -145,6 +145,8 @@ pub struct Control {
     requests_changed: tokio::sync::watch::Sender<u64>,
     /// Approval requests are filed and decided one at a time.
     requests_lock: Mutex<()>,
+    /// Told of every request filed and decided, when one is configured.
+    webhook: std::sync::OnceLock<Arc<crate::webhook::Webhook>>,
 }
 
 impl Control {
@@ -213,6 +215,7 @@ impl Control {
             }),
             requests_changed: tokio::sync::watch::Sender::new(0),
             requests_lock: Mutex::new(()),
+            webhook: std::sync::OnceLock::new(),
             clock,
         })
     }

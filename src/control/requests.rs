@@ -259,6 +259,7 @@ impl Control {
         drop(state);
         tracing::info!(request = request.id, identity = %request.identity, action = request.action, resource = %request.resource, "approval requested");
         self.requests_changed.send_modify(|n| *n += 1);
+        self.tell_webhook("approval_requested", &request);
         Ok(request)
     }
 
@@ -413,6 +414,7 @@ impl Control {
             .put_approval_request(&request.id, &request, &[])?;
         tracing::info!(request = request.id, state = request.state.as_str(), approver = ?request.decided_by, "approval request decided");
         self.requests_changed.send_modify(|n| *n += 1);
+        self.tell_webhook("approval_request_decided", &request);
         Ok(request)
     }
 
@@ -420,6 +422,39 @@ impl Control {
         self.requests_lock
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Tells `webhook` (from now on) of every request filed and decided.
+    pub fn set_webhook(&self, webhook: Arc<crate::webhook::Webhook>) {
+        let _ = self.webhook.set(webhook);
+    }
+
+    fn tell_webhook(&self, event: &str, request: &ApprovalRequest) {
+        if let Some(webhook) = self.webhook.get() {
+            let at = |ms: i64| UnixMillis(ms).to_rfc3339();
+            webhook.notify(&json!({
+                "event": event,
+                "request": {
+                    "id": request.id,
+                    "state": request.state.as_str(),
+                    "identity": request.identity,
+                    "action": request.action,
+                    "resource": request.resource,
+                    "scope": request.scope,
+                    "justification": request.justification,
+                    "ticket": request.ticket,
+                    "duration_seconds": request.duration_ms / 1000,
+                    "on_behalf_of": request.on_behalf_of,
+                    "decision_id": request.decision_id,
+                    "requested_at": at(request.requested_at),
+                    "expires_at": at(request.expires_at),
+                    "decided_by": request.decided_by,
+                    "decided_at": request.decided_at.map(at),
+                    "reason": request.reason,
+                    "approval_id": request.approval_id,
+                },
+            }));
+        }
     }
 
     /// The control plane's clock.

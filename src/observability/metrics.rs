@@ -161,9 +161,16 @@ pub struct Metrics {
     shadow_disagreed: AtomicU64,
     /// The TLS configuration, when the listeners serve TLS: its reloads are counted there.
     tls: std::sync::OnceLock<Arc<crate::tls::ServerTls>>,
+    /// The approval request webhook, when one is configured: its deliveries are counted there.
+    webhook: std::sync::OnceLock<Arc<crate::webhook::Webhook>>,
 }
 
 impl Metrics {
+    /// Reports the deliveries of `webhook` from now on.
+    pub fn set_webhook(&self, webhook: Arc<crate::webhook::Webhook>) {
+        let _ = self.webhook.set(webhook);
+    }
+
     /// Reports the reloads of `tls` from now on.
     pub fn set_tls(&self, tls: Arc<crate::tls::ServerTls>) {
         let _ = self.tls.set(tls);
@@ -630,6 +637,25 @@ impl Metrics {
                 let _ = writeln!(
                     out,
                     "warrant_tls_reloads_total{{result=\"{result}\"}} {}",
+                    count.load(Ordering::Relaxed)
+                );
+            }
+        }
+        if let Some(webhook) = self.webhook.get() {
+            family(
+                &mut out,
+                "warrant_webhook_notifications_total",
+                "counter",
+                "Approval request notifications to the webhook: delivered, failed after every retry, or dropped because the queue was full.",
+            );
+            for (result, count) in [
+                ("delivered", &webhook.delivered),
+                ("failed", &webhook.failed),
+                ("dropped", &webhook.dropped),
+            ] {
+                let _ = writeln!(
+                    out,
+                    "warrant_webhook_notifications_total{{result=\"{result}\"}} {}",
                     count.load(Ordering::Relaxed)
                 );
             }

@@ -391,3 +391,94 @@ async fn a_budget_is_spent_exactly_under_concurrent_allows() {
     let answer = client.clone().check(no_amount).await.unwrap().into_inner();
     assert_eq!(answer.reasons, ["warrant:approval-budget-amount-missing"]);
 }
+
+/// A webhook receiver on 127.0.0.1 (plain HTTP): answers the first POST with 503, the rest with
+/// 204, and keeps every body it received.
+fn webhook_receiver() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let received = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = received.clone();
+    std::thread::spawn(move || {
+        for (n, connection) in listener.incoming().enumerate() {
+            let Ok(mut connection) = connection else {
+                return;
+            };
+            let mut reader = BufReader::new(connection.try_clone().unwrap());
+            let mut length = 0;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                    break;
+                }
+                if let Some(value) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let status = if n == 0 {
+                "503 Service Unavailable"
+            } else {
+                kept.lock()
+                    .unwrap()
+                    .push(serde_json::from_slice(&body).unwrap());
+                "204 No Content"
+            };
+            let _ = connection.write_all(format!("HTTP/1.1 {status}\r\n\r\n").as_bytes());
+        }
+    });
+    (address, received)
+}
+
+#[tokio::test]
+async fn a_webhook_hears_of_each_request_and_its_decision_even_after_a_failure() {
+    let (address, received) = webhook_receiver();
+    let url = format!("http://{address}/warrant");
+    let server = Server::start(&["--approval-request-webhook", &url]);
+    let mut client = server.client().await;
+    let denied = client.check(deploy("")).await.unwrap().into_inner();
+    let advice = denied.approval_required.unwrap();
+    let filed = client
+        .request_approval(ask_for(&advice, &denied.decision_id))
+        .await
+        .unwrap()
+        .into_inner();
+    server
+        .admin_client()
+        .await
+        .decide_approval_request(decide(&filed.id, "carol", false))
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while received.lock().unwrap().len() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the webhook heard {:?}",
+            received.lock().unwrap()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let heard = received.lock().unwrap().clone();
+    assert_eq!(heard[0]["event"], "approval_requested");
+    assert_eq!(heard[0]["request"]["id"], filed.id.as_str());
+    assert_eq!(
+        heard[0]["request"]["decision_id"],
+        denied.decision_id.as_str()
+    );
+    assert_eq!(heard[1]["event"], "approval_request_decided");
+    assert_eq!(heard[1]["request"]["state"], "rejected");
+    let scrape = crate::common::scrape(&server).await;
+    assert_eq!(
+        crate::common::value(
+            &scrape,
+            "warrant_webhook_notifications_total",
+            &[("result", "delivered")]
+        ),
+        2.0
+    );
+}
