@@ -65,6 +65,7 @@ pub(crate) fn control_status(error: ControlError) -> Status {
         )),
         ControlError::Conflict(message) => Status::failed_precondition(message),
         ControlError::Exhausted(message) => Status::resource_exhausted(message),
+        ControlError::Refused(message) => Status::permission_denied(message),
         ControlError::Store(error) => Status::internal(error.to_string()),
     }
 }

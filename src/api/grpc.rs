@@ -193,6 +193,13 @@ impl Authorizer for AuthorizerService {
             .map(str::to_owned)
             .or(caller.address);
         let request = request.into_inner();
+        let limit = crate::proto::convert::MAX_CREDENTIAL_BYTES;
+        if request.credential.len() > limit {
+            return Err(Status::invalid_argument(format!(
+                "credential: {} bytes; the limit is {limit}",
+                request.credential.len()
+            )));
+        }
         let entity =
             |e: Option<proto::EntityRef>| e.map(|e| domain::EntityRef::new(e.r#type, e.id));
         let ask = ApprovalAsk {
@@ -205,6 +212,7 @@ impl Authorizer for AuthorizerService {
             duration_ms: request.duration_seconds.saturating_mul(1000),
             on_behalf_of: entity(request.on_behalf_of),
             decision_id: non_empty(request.decision_id),
+            credential: non_empty(request.credential).map(domain::Credential),
         };
         let filed = self
             .on_control(move |control| control.request_approval(ask, caller))

@@ -71,6 +71,10 @@ pub enum ControlError {
     /// A bound was reached (e.g. too many pending requests).
     #[error("{0}")]
     Exhausted(String),
+    /// The caller may not ask this (e.g. without the identity's credential), with Warrant's
+    /// reason.
+    #[error("{0}")]
+    Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }

@@ -30,6 +30,9 @@ pub struct ApprovalAsk {
     pub on_behalf_of: Option<EntityRef>,
     /// The decision that prompted it, if any.
     pub decision_id: Option<String>,
+    /// A credential proving the caller is the identity: required where the identity's type
+    /// requires one for Checks (`credentials.required_for`), verified whenever given.
+    pub credential: Option<crate::domain::Credential>,
 }
 
 /// A human's decision on a request.
@@ -145,6 +148,10 @@ impl Control {
         let now = self.clock.now();
         let identity = required_ref(ask.identity.as_ref(), "identity")?;
         let identity_uid = known(&facts, &state.policies, &identity, "identity")?;
+        // Whoever may act as the identity may ask for it, as for a Check.
+        self.engine
+            .credential_for(&identity, ask.credential.as_ref())
+            .map_err(|reason| ControlError::Refused(reason.as_str().to_owned()))?;
         if !facts.identities().contains_key(&identity_uid) {
             return Err(invalid(
                 "identity",

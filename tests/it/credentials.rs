@@ -579,3 +579,36 @@ async fn keys_fetched_over_https_rotate_and_outlive_an_outage_of_their_server() 
     let scrape = crate::common::scrape(&server).await;
     assert!(reads(&scrape, ISSUER, "failure") >= 1.0);
 }
+
+#[tokio::test]
+async fn an_approval_request_needs_the_credential_a_check_would() {
+    let es = Key::new("k1", Algorithm::ES256);
+    let (_files, _jwks, config) =
+        issuer_files(&es, "[credentials]\nrequired_for = [\"ApiKey\"]\n", "");
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut client = server.client().await;
+    let ask = |credential: &str| proto::RequestApprovalRequest {
+        identity: crate::common::entity("ApiKey", "pipeline-etl"),
+        action: "read".to_owned(),
+        resource: crate::common::entity("Dataset", "sales-2026"),
+        justification: "quarter close".to_owned(),
+        duration_seconds: 600,
+        credential: credential.to_owned(),
+        ..proto::RequestApprovalRequest::default()
+    };
+    let refused = client.request_approval(ask("")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert_eq!(refused.message(), "warrant:credential-required");
+    let someone_else = es.sign(&claims("pipeline-expired", 600));
+    let refused = client
+        .request_approval(ask(&someone_else))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.message(), "warrant:credential-mismatch");
+    let filed = client
+        .request_approval(ask(&es.sign(&claims("pipeline-etl", 600))))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(filed.state, "pending");
+}

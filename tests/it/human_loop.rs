@@ -25,6 +25,7 @@ fn ask_for(advice: &proto::ApprovalRequired, decision_id: &str) -> proto::Reques
         duration_seconds: 1800,
         on_behalf_of: entity("Human", "bob"),
         decision_id: decision_id.to_owned(),
+        credential: String::new(),
     }
 }
 

@@ -259,9 +259,28 @@ impl Engine {
         request: &CheckRequest,
         now: UnixMillis,
     ) -> Result<Option<Arc<CredentialEvidence>>, Reason> {
-        let Some(token) = request.credential.as_ref().map(|c| c.0.as_str()) else {
+        self.credential_at(&request.principal, request.credential.as_ref(), now)
+    }
+
+    /// The verified credential `principal` presents, now: `Err` is the reason to refuse
+    /// (none where one is required, one that does not verify, or one for someone else).
+    pub fn credential_for(
+        &self,
+        principal: &EntityRef,
+        credential: Option<&crate::domain::Credential>,
+    ) -> Result<Option<Arc<CredentialEvidence>>, Reason> {
+        self.credential_at(principal, credential, self.clock.now())
+    }
+
+    fn credential_at(
+        &self,
+        principal: &EntityRef,
+        credential: Option<&crate::domain::Credential>,
+        now: UnixMillis,
+    ) -> Result<Option<Arc<CredentialEvidence>>, Reason> {
+        let Some(token) = credential.map(|c| c.0.as_str()) else {
             return match self.credentials.get() {
-                Some(credentials) if credentials.required_for(&request.principal.type_name) => {
+                Some(credentials) if credentials.required_for(&principal.type_name) => {
                     Err(Reason::CredentialRequired)
                 }
                 _ => Ok(None),
@@ -272,7 +291,7 @@ impl Engine {
             .get()
             .ok_or(Reason::CredentialUnknownIssuer)?;
         let evidence = credentials.verify(token, now)?;
-        if evidence.principal != request.principal {
+        if evidence.principal != *principal {
             return Err(Reason::CredentialMismatch);
         }
         Ok(Some(Arc::new(evidence)))

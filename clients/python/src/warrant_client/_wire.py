@@ -120,8 +120,8 @@ def approval_request_of(record: pb.ApprovalRequestRecord) -> ApprovalRequest:
 
 
 def approval_request_message(decision_or_advice: Any, justification: str, duration_seconds: int,
-                             ticket: str | None, on_behalf_of: Entity | None
-                             ) -> pb.RequestApprovalRequest:
+                             ticket: str | None, on_behalf_of: Entity | None,
+                             credential: str | None = None) -> pb.RequestApprovalRequest:
     """The request for what a denial's `approval_required` names."""
     advice = getattr(decision_or_advice, "approval_required", decision_or_advice)
     if not isinstance(advice, ApprovalRequired):
@@ -132,7 +132,8 @@ def approval_request_message(decision_or_advice: Any, justification: str, durati
         scope=entity_ref(advice.scope, "scope"), justification=justification,
         ticket=ticket or "", duration_seconds=int(duration_seconds),
         on_behalf_of=entity_ref(on_behalf_of, "on_behalf_of") if on_behalf_of else None,
-        decision_id=getattr(decision_or_advice, "decision_id", "") or "")
+        decision_id=getattr(decision_or_advice, "decision_id", "") or "",
+        credential=credential or "")
 
 
 def refused_decision_id(error: grpc.RpcError) -> str:

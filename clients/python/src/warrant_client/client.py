@@ -83,6 +83,9 @@ class _Base:
             credential = self._credential() if callable(self._credential) else self._credential
         return check_request(principal, action, resource, credential=credential, **fields)
 
+    def _current_credential(self) -> str | None:
+        return self._credential() if callable(self._credential) else self._credential
+
     def _batch_requests(self, checks: Sequence[Mapping[str, Any]]) -> pb.BatchCheckRequest:
         items = []
         for at, check in enumerate(checks):
@@ -236,7 +239,7 @@ class Client(_Base):
         request a human decides. Raises `grpc.RpcError` if Warrant refuses or cannot be reached
         (nothing is allowed by asking)."""
         message = approval_request_message(decision, justification, duration_seconds, ticket,
-                                           on_behalf_of)
+                                           on_behalf_of, self._current_credential())
         return approval_request_of(self._stub.RequestApproval(
             message, timeout=timeout or self.timeout, metadata=trace_metadata()))
 
@@ -361,7 +364,7 @@ class AsyncClient(_Base):
                                timeout: float | None = None) -> ApprovalRequest:
         """As `Client.request_approval`."""
         message = approval_request_message(decision, justification, duration_seconds, ticket,
-                                           on_behalf_of)
+                                           on_behalf_of, self._current_credential())
         record = await self._authorizer().RequestApproval(
             message, timeout=timeout or self.timeout, metadata=trace_metadata())
         return approval_request_of(record)
