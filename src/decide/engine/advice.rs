@@ -43,10 +43,9 @@ impl Engine {
             approval_id: Some(HYPOTHETICAL_ID.to_owned()),
             ..request.clone()
         };
-        let principal = EntityRef::from_uid(&resolved.principal_uid);
         for scope in scopes.iter().take(MOST_SCOPES) {
-            let entity = match self.hypothetical_approval(
-                &principal,
+            let entity = match hypothetical_approval(
+                &resolved.principal_uid,
                 &owner.entity,
                 action_uid,
                 scope,
@@ -109,7 +108,7 @@ impl Engine {
             let verdict = cedar_verdict(&response);
             if verdict.effect == Effect::Allow && verdict.errors.is_empty() {
                 return Some(ApprovalAdvice {
-                    identity: principal,
+                    identity: request.principal.clone(),
                     action: request.action.clone(),
                     resource: request.resource.clone(),
                     scope: scope.clone(),
@@ -119,64 +118,63 @@ impl Engine {
         }
         None
     }
+}
 
-    /// The hypothetical approval as a Cedar entity: Warrant's own approval attributes, built
-    /// directly (parsing JSON against the schema costs more than a decision). A schema whose
-    /// approvals need more makes the policies that read it fail, so no advice is given.
-    fn hypothetical_approval(
-        &self,
-        principal: &EntityRef,
-        approver: &EntityRef,
-        action_uid: &EntityUid,
-        scope: &EntityRef,
-        now: UnixMillis,
-        max_validity_ms: i64,
-    ) -> Result<Entity, String> {
-        let uid_of = |reference: &EntityRef| -> Result<EntityUid, String> {
-            Ok(EntityUid::from_type_name_and_id(
-                reference
-                    .type_name
-                    .parse()
-                    .map_err(|error| format!("{error}"))?,
-                EntityId::new(&reference.id),
-            ))
-        };
-        let datetime = |at: UnixMillis| RestrictedExpression::new_datetime(at.to_cedar_datetime());
-        let attributes = std::collections::HashMap::from([
-            (
-                "ticket".to_owned(),
-                RestrictedExpression::new_string(String::new()),
-            ),
-            (
-                "approver".to_owned(),
-                RestrictedExpression::new_entity_uid(uid_of(approver)?),
-            ),
-            (
-                "actions".to_owned(),
-                RestrictedExpression::new_set([RestrictedExpression::new_entity_uid(
-                    action_uid.clone(),
-                )]),
-            ),
-            (
-                "scope".to_owned(),
-                RestrictedExpression::new_entity_uid(uid_of(scope)?),
-            ),
-            ("not_before".to_owned(), datetime(now)),
-            (
-                "expires_at".to_owned(),
-                datetime(UnixMillis(now.0.saturating_add(max_validity_ms))),
-            ),
-            ("revoked".to_owned(), RestrictedExpression::new_bool(false)),
-        ]);
-        let uid = EntityUid::from_type_name_and_id(
-            APPROVAL_TYPE.parse().map_err(|error| format!("{error}"))?,
-            EntityId::new(HYPOTHETICAL_ID),
-        );
-        Entity::new(
-            uid,
-            attributes,
-            std::collections::HashSet::from([uid_of(principal)?]),
-        )
-        .map_err(|error| error.to_string())
-    }
+/// The hypothetical approval as a Cedar entity: Warrant's own approval attributes, built
+/// directly (parsing JSON against the schema costs more than a decision). A schema whose
+/// approvals need more makes the policies that read it fail, so no advice is given.
+fn hypothetical_approval(
+    principal: &EntityUid,
+    approver: &EntityRef,
+    action_uid: &EntityUid,
+    scope: &EntityRef,
+    now: UnixMillis,
+    max_validity_ms: i64,
+) -> Result<Entity, String> {
+    let uid_of = |reference: &EntityRef| -> Result<EntityUid, String> {
+        Ok(EntityUid::from_type_name_and_id(
+            reference
+                .type_name
+                .parse()
+                .map_err(|error| format!("{error}"))?,
+            EntityId::new(&reference.id),
+        ))
+    };
+    let datetime = |at: UnixMillis| RestrictedExpression::new_datetime(at.to_cedar_datetime());
+    let attributes = std::collections::HashMap::from([
+        (
+            "ticket".to_owned(),
+            RestrictedExpression::new_string(String::new()),
+        ),
+        (
+            "approver".to_owned(),
+            RestrictedExpression::new_entity_uid(uid_of(approver)?),
+        ),
+        (
+            "actions".to_owned(),
+            RestrictedExpression::new_set([RestrictedExpression::new_entity_uid(
+                action_uid.clone(),
+            )]),
+        ),
+        (
+            "scope".to_owned(),
+            RestrictedExpression::new_entity_uid(uid_of(scope)?),
+        ),
+        ("not_before".to_owned(), datetime(now)),
+        (
+            "expires_at".to_owned(),
+            datetime(UnixMillis(now.0.saturating_add(max_validity_ms))),
+        ),
+        ("revoked".to_owned(), RestrictedExpression::new_bool(false)),
+    ]);
+    let uid = EntityUid::from_type_name_and_id(
+        APPROVAL_TYPE.parse().map_err(|error| format!("{error}"))?,
+        EntityId::new(HYPOTHETICAL_ID),
+    );
+    Entity::new(
+        uid,
+        attributes,
+        std::collections::HashSet::from([principal.clone()]),
+    )
+    .map_err(|error| error.to_string())
 }

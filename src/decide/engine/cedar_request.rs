@@ -47,13 +47,10 @@ impl Engine {
             .map(|(key, value)| (key.clone(), cedar_value(value)))
             .collect();
         context.push(("now".to_owned(), cedar_datetime(now)));
-        let caller_declared = snapshot
-            .policies
-            .contexts()
-            .get(&request.action)
-            .is_some_and(|shape| shape.attributes.contains_key("caller"));
+        // What the action's context declares, looked up once for `caller` and `credential`.
+        let declared = snapshot.policies.contexts().get(&request.action);
         if let Some(identity) = request.caller_identity.as_deref()
-            && caller_declared
+            && declared.is_some_and(|shape| shape.attributes.contains_key("caller"))
         {
             context.push((
                 "caller".to_owned(),
@@ -67,7 +64,7 @@ impl Engine {
             ));
         }
         if let Ok(Some(credential)) = &resolved.credential
-            && let Some(shape) = snapshot.policies.contexts().get(&request.action)
+            && let Some(shape) = declared
             && let Some(declared) = shape.attributes.get("credential")
             && let Kind::Record(fields) = &declared.kind
         {

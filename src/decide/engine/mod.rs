@@ -252,16 +252,6 @@ impl Engine {
         let _ = self.credentials.set(credentials);
     }
 
-    /// What the request's credential proves, at `now`: `Ok(None)` without one (unless the
-    /// principal's type requires one), `Err` with the reason to deny.
-    fn credential_of(
-        &self,
-        request: &CheckRequest,
-        now: UnixMillis,
-    ) -> Result<Option<Arc<CredentialEvidence>>, Reason> {
-        self.credential_at(&request.principal, request.credential.as_ref(), now)
-    }
-
     /// The verified credential `principal` presents, now: `Err` is the reason to refuse
     /// (none where one is required, one that does not verify, or one for someone else).
     pub fn credential_for(
@@ -272,6 +262,8 @@ impl Engine {
         self.credential_at(principal, credential, self.clock.now())
     }
 
+    /// What `principal`'s credential proves, at `now`: `Ok(None)` without one (unless the
+    /// principal's type requires one), `Err` with the reason to deny.
     fn credential_at(
         &self,
         principal: &EntityRef,
@@ -530,7 +522,8 @@ impl Engine {
             }
         }
         let mut resolved = Resolved::of(snapshot, request, principal_uid, resource_uid)?;
-        resolved.credential = self.credential_of(request, now);
+        resolved.credential =
+            self.credential_at(&request.principal, request.credential.as_ref(), now);
         let reads = track_reads
             .then(|| read_by(snapshot, shadow, request, &resolved, &action_uid))
             .flatten();
