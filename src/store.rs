@@ -148,6 +148,24 @@ impl LiveStore {
         self.all(APPROVAL_REQUESTS)
     }
 
+    /// One approval request, by id.
+    pub fn approval_request<T: serde::de::DeserializeOwned>(
+        &self,
+        id: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = txn.open_table(APPROVAL_REQUESTS).map_err(io)?;
+        let Some(row) = table.get(id).map_err(io)? else {
+            return Ok(None);
+        };
+        serde_json::from_str(row.value())
+            .map(Some)
+            .map_err(|source| StoreError::Corrupt {
+                key: id.to_owned(),
+                source,
+            })
+    }
+
     /// Writes one approval request and removes `forget` (requests decided long ago), in one
     /// durable transaction.
     pub fn put_approval_request<T: serde::Serialize>(

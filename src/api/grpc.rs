@@ -43,18 +43,6 @@ impl AuthorizerService {
         }
     }
 
-    /// Runs `call` on the control plane off the async threads (it may write to disk).
-    async fn on_control<T: Send + 'static>(
-        &self,
-        call: impl FnOnce(&Control) -> Result<T, ControlError> + Send + 'static,
-    ) -> Result<T, Status> {
-        let control = Arc::clone(&self.control);
-        tokio::task::spawn_blocking(move || call(&control))
-            .await
-            .map_err(|error| Status::internal(format!("the call failed: {error}")))?
-            .map_err(control_status)
-    }
-
     /// Decides one request, or says why it cannot be decided.
     /// Decides one request from `caller` (whose verified identity, if any, is the request's).
     fn decide(&self, api: Api, request: proto::CheckRequest, caller: &domain::Caller) -> Outcome {
@@ -214,9 +202,10 @@ impl Authorizer for AuthorizerService {
             decision_id: non_empty(request.decision_id),
             credential: non_empty(request.credential).map(domain::Credential),
         };
-        let filed = self
-            .on_control(move |control| control.request_approval(ask, caller))
-            .await?;
+        let filed = on_control(&self.control, move |control| {
+            control.request_approval(ask, caller)
+        })
+        .await?;
         Ok(Response::new(approval_request_proto(&filed)))
     }
 
@@ -225,9 +214,7 @@ impl Authorizer for AuthorizerService {
         request: Request<proto::GetApprovalRequestRequest>,
     ) -> Result<Response<proto::ApprovalRequestRecord>, Status> {
         let id = request.into_inner().id;
-        let found = self
-            .on_control(move |control| control.approval_request(&id))
-            .await?;
+        let found = on_control(&self.control, move |control| control.approval_request(&id)).await?;
         Ok(Response::new(approval_request_proto(&found)))
     }
 
@@ -250,12 +237,7 @@ impl Authorizer for AuthorizerService {
             let control = Arc::clone(&control);
             move |id: String| {
                 let control = Arc::clone(&control);
-                async move {
-                    tokio::task::spawn_blocking(move || control.approval_request(&id))
-                        .await
-                        .map_err(|error| Status::internal(format!("the call failed: {error}")))?
-                        .map_err(control_status)
-                }
+                async move { on_control(&control, move |c| c.approval_request(&id)).await }
             }
         };
         // The first read answers NOT_FOUND as a status, not as a stream.
@@ -298,6 +280,18 @@ impl Authorizer for AuthorizerService {
         );
         Ok(Response::new(Box::pin(stream)))
     }
+}
+
+/// Runs `call` on the control plane off the async threads (it may write to disk).
+async fn on_control<T: Send + 'static>(
+    control: &Arc<Control>,
+    call: impl FnOnce(&Control) -> Result<T, ControlError> + Send + 'static,
+) -> Result<T, Status> {
+    let control = Arc::clone(control);
+    tokio::task::spawn_blocking(move || call(&control))
+        .await
+        .map_err(|error| Status::internal(format!("the call failed: {error}")))?
+        .map_err(control_status)
 }
 
 impl AuthorizerService {

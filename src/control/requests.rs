@@ -272,10 +272,9 @@ impl Control {
 
     /// One request, as it stands now.
     pub fn approval_request(&self, id: &str) -> Result<ApprovalRequest, ControlError> {
-        let all: BTreeMap<String, ApprovalRequest> = self.store.approval_requests()?;
         let now = self.clock.now();
-        all.get(id)
-            .cloned()
+        self.store
+            .approval_request::<ApprovalRequest>(id)?
             .map(|mut request| {
                 request.state = request.state_at(now);
                 request
