@@ -130,6 +130,9 @@ pub async fn serve(
         }
     };
 
+    if let Some(ledger) = &ledger {
+        control.set_ledger(Arc::clone(ledger));
+    }
     // SERVING once policies, facts and the ledger are loaded; NOT_SERVING if the ledger fails.
     let (health, health_service) = tonic_health::server::health_reporter();
     for name in HEALTH_NAMES {

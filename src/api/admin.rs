@@ -67,6 +67,7 @@ pub(crate) fn control_status(error: ControlError) -> Status {
         ControlError::Exhausted(message) => Status::resource_exhausted(message),
         ControlError::Refused(message) => Status::permission_denied(message),
         ControlError::Store(error) => Status::internal(error.to_string()),
+        ControlError::Unrecorded(message) => Status::unavailable(message),
     }
 }
 

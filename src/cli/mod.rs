@@ -308,7 +308,8 @@ pub enum LogCommand {
     /// The ledger's signed head (`SEQ:HASH`, then the checkpoint): keep it somewhere else to
     /// detect a rollback later with `verify --expect-head`.
     Head,
-    /// Every record after a cursor as JSON lines ({"hash","record","seq"}), for a SIEM or log
+    /// Every entry after a cursor as JSON lines ({"hash","record","seq"} for a decision,
+    /// {"approval_request","hash","seq"} for an approval request's step), for a SIEM or log
     /// shipper; the last `seq` shipped is the cursor to resume from.
     Export {
         /// The last sequence number already shipped (0 for everything).
@@ -321,9 +322,12 @@ pub enum LogCommand {
         #[arg(long, default_value_t = 500)]
         poll_ms: u64,
     },
-    /// Everything recorded about one decision.
+    /// Everything recorded about one decision or approval request, with its story: the
+    /// denial that prompted a request, the request, who decided it, and each use of the
+    /// approval it became.
     Show {
-        decision_id: String,
+        /// A decision id, or an approval request's id.
+        id: String,
         #[arg(long)]
         json: bool,
     },
@@ -505,15 +509,32 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(code)
         }
-        LogCommand::Show { decision_id, json } => {
-            let records = ledger::records(&dir, &key)?;
-            let Some(record) = records.iter().find(|r| &r.decision_id == decision_id) else {
-                bail!("no decision {decision_id} in the ledger");
+        LogCommand::Show { id, json } => {
+            let entries = ledger::records(&dir, &key)?;
+            let Some((asked, story)) = story(&entries, id) else {
+                bail!("no decision or approval request {id} in the ledger");
             };
             if *json {
-                println!("{}", serde_json::to_string_pretty(record)?);
-            } else {
-                print!("{}", record_text(record));
+                let story: Vec<Value> = story.iter().map(|&i| entry_json(&entries[i])).collect();
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&json!({
+                        "entry": entry_json(&entries[asked]),
+                        "story": story,
+                    }))?
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            match &entries[asked] {
+                ledger::Recorded::Decision(record) => print!("{}", record_text(record)),
+                ledger::Recorded::ApprovalRequest(step) => print!("{}", request_step_text(step)),
+            }
+            if story.len() > 1 {
+                for (n, &i) in story.iter().enumerate() {
+                    let label = if n == 0 { "story" } else { "" };
+                    let mark = if i == asked { "  <- this" } else { "" };
+                    println!("{label:<10} {}{mark}", story_line(&entries[i]));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -547,8 +568,15 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
                 since: bound(since, "since")?,
                 until: bound(until, "until")?,
             };
-            let records = ledger::records(&dir, &key)?;
-            let matching: Vec<_> = records.iter().filter(|r| filter.matches(r)).collect();
+            let entries = ledger::records(&dir, &key)?;
+            let matching: Vec<_> = entries
+                .iter()
+                .filter_map(|entry| match entry {
+                    ledger::Recorded::Decision(record) => Some(&**record),
+                    ledger::Recorded::ApprovalRequest(_) => None,
+                })
+                .filter(|r| filter.matches(r))
+                .collect();
             if *json {
                 println!("{}", serde_json::to_string_pretty(&matching)?);
             } else {
@@ -571,6 +599,193 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The entries linked to the decision or approval request `id` (the index of that entry, and
+/// every linked one in ledger order, itself included). Links run through approval requests
+/// only: a request and the denial it names, the approval it became, and every decision that
+/// presented that approval. (An approval granted by hand links nothing: each of its decisions'
+/// records already names it.)
+fn story(entries: &[crate::ledger::Recorded], id: &str) -> Option<(usize, Vec<usize>)> {
+    use crate::ledger::Recorded;
+    use std::collections::HashSet;
+    let asked = entries.iter().position(|entry| match entry {
+        Recorded::Decision(record) => record.decision_id == id,
+        Recorded::ApprovalRequest(step) => step.id == id,
+    })?;
+    let mut decisions: HashSet<&str> = HashSet::new();
+    let mut requests: HashSet<&str> = HashSet::new();
+    // Approvals that requests became, and approvals presented by decisions in the story.
+    let mut granted: HashSet<&str> = HashSet::new();
+    let mut presented: HashSet<&str> = HashSet::new();
+    match &entries[asked] {
+        Recorded::Decision(record) => {
+            decisions.insert(&record.decision_id);
+        }
+        Recorded::ApprovalRequest(step) => {
+            requests.insert(&step.id);
+        }
+    }
+    loop {
+        let before = decisions.len() + requests.len() + granted.len() + presented.len();
+        for entry in entries {
+            match entry {
+                Recorded::ApprovalRequest(step) => {
+                    let linked = requests.contains(step.id.as_str())
+                        || step
+                            .decision_id
+                            .as_deref()
+                            .is_some_and(|d| decisions.contains(d))
+                        || step
+                            .approval_id
+                            .as_deref()
+                            .is_some_and(|a| presented.contains(a));
+                    if linked {
+                        requests.insert(&step.id);
+                        decisions.extend(step.decision_id.as_deref());
+                        granted.extend(step.approval_id.as_deref());
+                    }
+                }
+                Recorded::Decision(record) => {
+                    let approval = record.approval.as_ref().map(|a| a.id.as_str());
+                    if decisions.contains(record.decision_id.as_str())
+                        || approval.is_some_and(|a| granted.contains(a))
+                    {
+                        decisions.insert(&record.decision_id);
+                        presented.extend(approval);
+                    }
+                }
+            }
+        }
+        if decisions.len() + requests.len() + granted.len() + presented.len() == before {
+            break;
+        }
+    }
+    let story = (0..entries.len())
+        .filter(|&i| match &entries[i] {
+            Recorded::Decision(record) => decisions.contains(record.decision_id.as_str()),
+            Recorded::ApprovalRequest(step) => requests.contains(step.id.as_str()),
+        })
+        .collect();
+    Some((asked, story))
+}
+
+/// An entry as `log export` writes it, without its place in the chain.
+fn entry_json(entry: &crate::ledger::Recorded) -> Value {
+    match entry {
+        crate::ledger::Recorded::Decision(record) => json!({ "record": record }),
+        crate::ledger::Recorded::ApprovalRequest(step) => json!({ "approval_request": step }),
+    }
+}
+
+/// One line of a story.
+fn story_line(entry: &crate::ledger::Recorded) -> String {
+    match entry {
+        crate::ledger::Recorded::Decision(r) => {
+            let use_number = r
+                .approval
+                .as_ref()
+                .and_then(|a| a.use_number.map(|n| format!(" (use {n} of {})", a.id)))
+                .unwrap_or_default();
+            format!(
+                "{}  {:<8} {}  {} {} {}{}  {}",
+                r.time,
+                r.decision,
+                r.decision_id,
+                entity_text(&r.principal),
+                r.action,
+                entity_text(&r.resource),
+                use_number,
+                r.reasons.join(",")
+            )
+        }
+        crate::ledger::Recorded::ApprovalRequest(step) => {
+            let what = match step.event.as_str() {
+                "filed" => format!(
+                    "{} asks for {} on {} for {} s",
+                    entity_text(&step.identity),
+                    step.action,
+                    entity_text(&step.resource),
+                    step.duration_seconds
+                ),
+                "approved" => format!(
+                    "by {}: approval {} until {}{}",
+                    step.decided_by.as_ref().map_or("?".into(), entity_text),
+                    step.approval_id.as_deref().unwrap_or("?"),
+                    step.approval_expires_at.as_deref().unwrap_or("?"),
+                    step.approval_max_uses
+                        .map_or(String::new(), |n| format!(", {n} use(s)"))
+                ),
+                _ => format!(
+                    "by {}: {}",
+                    step.decided_by.as_ref().map_or("?".into(), entity_text),
+                    step.reason.as_deref().unwrap_or("")
+                ),
+            };
+            format!("{}  {:<8} {}  {}", step.time, step.event, step.id, what)
+        }
+    }
+}
+
+fn entity_text(entity: &EntityRef) -> String {
+    format!("{}::{}", entity.type_name, entity.id)
+}
+
+/// An approval request's step as a person reads it.
+fn request_step_text(step: &crate::ledger::ApprovalRequestRecord) -> String {
+    let mut out = format!(
+        "request    {} {} at {}\n",
+        step.id,
+        step.event.to_uppercase(),
+        step.time
+    );
+    let mut line = |label: &str, text: String| {
+        out.push_str(&format!("{label:<10} {text}\n"));
+    };
+    line(
+        "asks",
+        format!(
+            "{} {} {} in {} for {} s",
+            entity_text(&step.identity),
+            step.action,
+            entity_text(&step.resource),
+            entity_text(&step.scope),
+            step.duration_seconds
+        ),
+    );
+    line("because", format!("{:?}", step.justification));
+    if let Some(ticket) = &step.ticket {
+        line("ticket", ticket.clone());
+    }
+    if let Some(human) = &step.on_behalf_of {
+        line("for", entity_text(human));
+    }
+    if let Some(decision) = &step.decision_id {
+        line("after", format!("decision {decision}"));
+    }
+    if let Some(human) = &step.decided_by {
+        line("decided", format!("by {}", entity_text(human)));
+    }
+    if let Some(approval) = &step.approval_id {
+        line(
+            "approval",
+            format!(
+                "{approval} until {}{}",
+                step.approval_expires_at.as_deref().unwrap_or("?"),
+                step.approval_max_uses
+                    .map_or(String::new(), |n| format!(", {n} use(s)"))
+            ),
+        );
+    }
+    if let Some(reason) = &step.reason {
+        line("reason", reason.clone());
+    }
+    line("expires", step.expires_at.clone());
+    line(
+        "caller",
+        step.caller.clone().unwrap_or_else(|| "unknown".into()),
+    );
+    out
 }
 
 /// One record as a person reads it: who acted, who answers for it, what allowed it, why.

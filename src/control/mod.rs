@@ -77,6 +77,9 @@ pub enum ControlError {
     Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The change is stored but its ledger entry could not be written (the ledger has failed).
+    #[error("{0}")]
+    Unrecorded(String),
 }
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> ControlError {
@@ -151,6 +154,8 @@ pub struct Control {
     requests_lock: Mutex<()>,
     /// Told of every request filed and decided, when one is configured.
     webhook: std::sync::OnceLock<Arc<crate::webhook::Webhook>>,
+    /// Where approval requests' filings and decisions are recorded, when the ledger is on.
+    ledger: std::sync::OnceLock<Arc<crate::ledger::Ledger>>,
 }
 
 impl Control {
@@ -220,6 +225,7 @@ impl Control {
             requests_changed: tokio::sync::watch::Sender::new(0),
             requests_lock: Mutex::new(()),
             webhook: std::sync::OnceLock::new(),
+            ledger: std::sync::OnceLock::new(),
             clock,
         })
     }

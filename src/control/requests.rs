@@ -241,6 +241,7 @@ impl Control {
                 )));
             }
         }
+        self.ledger_accepting()?;
         let request = ApprovalRequest {
             id: format!("req-{}", uuid::Uuid::now_v7()),
             identity,
@@ -266,8 +267,9 @@ impl Control {
         drop(state);
         tracing::info!(request = request.id, identity = %request.identity, action = request.action, resource = %request.resource, "approval requested");
         self.requests_changed.send_modify(|n| *n += 1);
+        let recorded = self.record_step("filed", &request, now, None);
         self.tell_webhook("approval_requested", &request);
-        Ok(request)
+        recorded.map(|()| request)
     }
 
     /// One request, as it stands now.
@@ -362,6 +364,8 @@ impl Control {
                 ));
             }
         }
+        self.ledger_accepting()?;
+        let mut granted = None;
         match verdict {
             Verdict::Approve {
                 duration_ms,
@@ -408,6 +412,7 @@ impl Control {
                 })?;
                 request.state = RequestState::Approved;
                 request.approval_id = Some(approval.approval.uid.id().unescaped().to_owned());
+                granted = Some((approval.approval.expires_at, max_uses));
             }
             Verdict::Reject { reason, .. } => {
                 request.state = RequestState::Rejected;
@@ -420,8 +425,75 @@ impl Control {
             .put_approval_request(&request.id, &request, &[])?;
         tracing::info!(request = request.id, state = request.state.as_str(), approver = ?request.decided_by, "approval request decided");
         self.requests_changed.send_modify(|n| *n += 1);
+        let event = request.state.as_str();
+        let recorded = self.record_step(event, &request, now, granted);
         self.tell_webhook("approval_request_decided", &request);
-        Ok(request)
+        recorded.map(|()| request)
+    }
+
+    /// Records ledgers where approval requests' steps go (the server's, when it has one).
+    pub fn set_ledger(&self, ledger: Arc<crate::ledger::Ledger>) {
+        let _ = self.ledger.set(ledger);
+    }
+
+    /// Refuses a step up front when the ledger has failed: it could not be put on record.
+    fn ledger_accepting(&self) -> Result<(), ControlError> {
+        match self.ledger.get() {
+            Some(ledger) if ledger.stats().failed => Err(ControlError::Unrecorded(
+                "the ledger has failed, so approval requests cannot be put on record; nothing \
+                 was changed"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Puts a step of `request` on record (durably before it is acknowledged, in the durable
+    /// mode), called under the requests lock so the ledger's order is the store's. The step is
+    /// already in the store: if the ledger fails now, the caller is told so (UNAVAILABLE) and
+    /// the ledger's failure makes every Check a deny until it is fixed, so nothing acts on a
+    /// step that is not on record.
+    fn record_step(
+        &self,
+        event: &str,
+        request: &ApprovalRequest,
+        now: UnixMillis,
+        granted: Option<(UnixMillis, Option<u64>)>,
+    ) -> Result<(), ControlError> {
+        let Some(ledger) = self.ledger.get() else {
+            return Ok(());
+        };
+        let at = |ms: i64| UnixMillis(ms).to_rfc3339();
+        let step = crate::ledger::ApprovalRequestRecord {
+            action: request.action.clone(),
+            approval_expires_at: granted.map(|(expires_at, _)| expires_at.to_rfc3339()),
+            approval_id: request.approval_id.clone(),
+            approval_max_uses: granted.and_then(|(_, max_uses)| max_uses),
+            caller: request.caller.clone(),
+            decided_by: request.decided_by.clone(),
+            decision_id: request.decision_id.clone(),
+            duration_seconds: request.duration_ms / 1000,
+            event: event.to_owned(),
+            expires_at: at(request.expires_at),
+            id: request.id.clone(),
+            identity: request.identity.clone(),
+            justification: request.justification.clone(),
+            on_behalf_of: request.on_behalf_of.clone(),
+            reason: request.reason.clone(),
+            resource: request.resource.clone(),
+            scope: request.scope.clone(),
+            ticket: request.ticket.clone(),
+            time: now.to_rfc3339(),
+        };
+        ledger
+            .append_approval_request_blocking(&step)
+            .map_err(|error| {
+                tracing::error!(%error, request = request.id, event, "an approval request's step is stored but not on record");
+                ControlError::Unrecorded(format!(
+                    "approval request {} is {event} but could not be put on record: {error}",
+                    request.id
+                ))
+            })
     }
 
     fn lock_requests(&self) -> MutexGuard<'_, ()> {

@@ -36,7 +36,9 @@ fn segment_end(segment: &Path) -> Result<Option<(u64, u64, String, SignedHead)>,
         match serde_json::from_str::<Line>(&line) {
             Ok(Line::Entry { entry, .. }) => {
                 first.get_or_insert(entry.seq);
-                last_entry = Some((entry.seq, entry.record.time));
+                let seq = entry.seq;
+                let time = entry.recorded().map(|r| r.time().to_owned());
+                last_entry = Some((seq, time.unwrap_or_default()));
                 last_checkpoint = None;
             }
             Ok(Line::Checkpoint {

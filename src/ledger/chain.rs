@@ -11,11 +11,27 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 
-/// The hashed part of an entry.
+/// The hashed part of an entry: its sequence number and either a decision's record or a step
+/// of an approval request. (Ledgers from before approval requests hold only `record`.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Entry {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) approval_request: Option<Box<ApprovalRequestRecord>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) record: Option<Box<Record>>,
     pub(super) seq: u64,
-    pub(super) record: Record,
+}
+
+impl Entry {
+    /// What it holds; `None` for an entry that holds neither or both (which Warrant never
+    /// writes).
+    pub(super) fn recorded(self) -> Option<Recorded> {
+        match (self.record, self.approval_request) {
+            (Some(record), None) => Some(Recorded::Decision(record)),
+            (None, Some(request)) => Some(Recorded::ApprovalRequest(request)),
+            _ => None,
+        }
+    }
 }
 
 /// A line of a segment file.
@@ -290,8 +306,9 @@ pub struct Verified {
 /// when the scan was asked to keep records (so that reading a large segment costs little memory).
 pub(super) struct Scanned {
     pub(super) seq: u64,
-    pub(super) decision_id: String,
-    pub(super) record: Option<Box<Record>>,
+    /// The decision's id, for an entry that records one.
+    pub(super) decision_id: Option<String>,
+    pub(super) recorded: Option<Recorded>,
     /// The chain hash of this record.
     pub(super) hash: [u8; 32],
     pub(super) place: Place,
@@ -302,8 +319,8 @@ pub(super) struct Scanned {
 enum RawLine {
     Entry {
         seq: u64,
-        decision_id: String,
-        record: Option<Box<Record>>,
+        decision_id: Option<String>,
+        recorded: Option<Recorded>,
         prev: String,
         hash: String,
         computed: [u8; 32],
@@ -407,12 +424,19 @@ pub(super) fn scan_segments(
                         .ok()
                         .and_then(|p| <[u8; 32]>::try_from(p).ok())
                         .unwrap_or(GENESIS);
-                    let Entry { seq, record } = *entry;
+                    let seq = entry.seq;
+                    let Some(recorded) = entry.recorded() else {
+                        return Ok(Err(Damage::Unreadable { place }));
+                    };
+                    let decision_id = match &recorded {
+                        Recorded::Decision(record) => Some(record.decision_id.clone()),
+                        Recorded::ApprovalRequest(_) => None,
+                    };
                     raw.push((
                         RawLine::Entry {
                             seq,
-                            decision_id: record.decision_id.clone(),
-                            record: keep_records.then(|| Box::new(record)),
+                            decision_id,
+                            recorded: keep_records.then_some(recorded),
                             computed: chain_hash(&prev_bytes, &hashed),
                             prev,
                             hash,
@@ -478,7 +502,7 @@ pub(super) fn scan_segments(
                 RawLine::Entry {
                     seq,
                     decision_id,
-                    record,
+                    recorded,
                     hash,
                     computed,
                     ..
@@ -502,7 +526,7 @@ pub(super) fn scan_segments(
                     entries.push(Scanned {
                         seq,
                         decision_id,
-                        record,
+                        recorded,
                         hash: stated,
                         place,
                     });
@@ -529,7 +553,7 @@ pub(super) fn scan_segments(
             RawLine::Entry {
                 seq,
                 decision_id,
-                record,
+                recorded,
                 prev,
                 hash,
                 computed,
@@ -561,7 +585,7 @@ pub(super) fn scan_segments(
                 entries.push(Scanned {
                     seq,
                     decision_id,
-                    record,
+                    recorded,
                     hash: computed,
                     place,
                 });
@@ -837,11 +861,15 @@ pub(super) fn stored_records(
             let Ok(Line::Entry { entry, hash, .. }) = serde_json::from_str::<Line>(&line) else {
                 continue;
             };
-            if entry.seq > after && filter.matches(&entry.record) {
+            let seq = entry.seq;
+            if seq > after
+                && let Some(Recorded::Decision(record)) = entry.recorded()
+                && filter.matches(&record)
+            {
                 found.push(StoredRecord {
-                    seq: entry.seq,
+                    seq,
                     hash,
-                    record: entry.record,
+                    record: *record,
                 });
                 if found.len() >= limit {
                     return Ok(found);
@@ -852,8 +880,8 @@ pub(super) fn stored_records(
     Ok(found)
 }
 
-/// Every record in the ledger, in order (for `warrant log show` and `search`).
-pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Record>, LedgerError> {
+/// Every entry in the ledger, in order (for `warrant log show` and `search`).
+pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Recorded>, LedgerError> {
     let anchor = read_checkpoint_file(&dir.join(ANCHOR_FILE), key)?.and_then(Result::ok);
     let start = match &anchor {
         Some(anchor) => Start::After(&anchor.checkpoint),
@@ -863,7 +891,7 @@ pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Record>, LedgerErro
         Ok(scan) => Ok(scan
             .entries
             .into_iter()
-            .filter_map(|e| e.record.map(|r| *r))
+            .filter_map(|e| e.recorded)
             .collect()),
         Err(damage) => Err(LedgerError::Corrupt(format!(
             "the ledger does not verify ({damage}); run `warrant log verify`"
@@ -910,11 +938,16 @@ impl SegmentLines {
     }
 }
 
-/// Appends the canonical JSON of `Entry { seq, record }` to `out`, from the record's canonical
-/// JSON: RFC 8785 orders the keys, and "record" sorts before "seq".
-pub(super) fn write_entry(seq: u64, record: &[u8], out: &mut Vec<u8>) {
-    out.extend_from_slice(b"{\"record\":");
-    out.extend_from_slice(record);
+/// Appends the canonical JSON of an `Entry` to `out`, from the canonical JSON of what it holds
+/// under `key` ("record" or "approval_request"): RFC 8785 orders the keys, and both sort before
+/// "seq".
+pub(super) fn write_entry(seq: u64, key: &str, recorded: &[u8], out: &mut Vec<u8>) {
+    debug_assert!(key < "seq");
+    out.push(b'{');
+    out.push(b'"');
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\":");
+    out.extend_from_slice(recorded);
     out.extend_from_slice(b",\"seq\":");
     out.extend_from_slice(seq.to_string().as_bytes());
     out.push(b'}');

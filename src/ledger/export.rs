@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::chain::{Line, SegmentLines, segments};
-use super::{LedgerError, io_error};
+use super::{LedgerError, Recorded, io_error};
 
 /// Where the export has read up to: a segment and the byte after its last complete line.
 struct Position {
@@ -81,8 +81,18 @@ fn export_segment(
         at = start + line.len() as u64;
         match serde_json::from_slice::<Line>(line) {
             Ok(Line::Entry { entry, hash, .. }) if entry.seq > *cursor => {
-                let line =
-                    serde_json::json!({"hash": hash, "record": entry.record, "seq": entry.seq});
+                let seq = entry.seq;
+                // A decision as {"hash","record","seq"}; an approval request's step as
+                // {"approval_request","hash","seq"}.
+                let line = match entry.recorded() {
+                    Some(Recorded::Decision(record)) => {
+                        serde_json::json!({"hash": hash, "record": record, "seq": seq})
+                    }
+                    Some(Recorded::ApprovalRequest(request)) => {
+                        serde_json::json!({"approval_request": request, "hash": hash, "seq": seq})
+                    }
+                    None => continue,
+                };
                 let mut bytes = serde_json::to_vec(&line).map_err(|e| {
                     LedgerError::Corrupt(format!(
                         "{}: cannot re-encode a record: {e}",
@@ -90,7 +100,7 @@ fn export_segment(
                     ))
                 })?;
                 bytes.push(b'\n');
-                pending.push((entry.seq, bytes));
+                pending.push((seq, bytes));
             }
             Ok(Line::Checkpoint { checkpoint, .. }) => {
                 let covered = pending.partition_point(|(seq, _)| *seq <= checkpoint.seq);

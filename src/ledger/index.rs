@@ -44,7 +44,8 @@ pub(super) fn build_index(segment: &Path) -> Result<(), LedgerError> {
     let mut entries = Vec::new();
     while let Some((offset, line)) = lines.next_line()? {
         if let Ok(Line::Entry { entry, .. }) = serde_json::from_slice::<Line>(line)
-            && let Ok(id) = Uuid::parse_str(&entry.record.decision_id)
+            && let Some(record) = &entry.record
+            && let Ok(id) = Uuid::parse_str(&record.decision_id)
         {
             entries.push((id, offset, line.len() as u32));
         }

@@ -32,11 +32,12 @@ pub use chain::{
 };
 pub use export::export;
 pub use record::{
-    ApprovalAdviceRecord, ApprovalRecord, ErrorRecord, OwnerRecord, Record, canonical_json,
+    ApprovalAdviceRecord, ApprovalRecord, ApprovalRequestRecord, ErrorRecord, OwnerRecord, Record,
+    Recorded, canonical_json,
 };
 
 use chain::{Line, segments, stored_records};
-use record::canonical;
+use record::{canonical, canonical_request};
 use writer::Writer;
 
 /// The hash before the first entry.
@@ -165,8 +166,11 @@ enum Message {
 }
 
 struct Pending {
-    decision_id: String,
-    /// The record's canonical JSON, made by the caller's thread so the writer only chains.
+    /// The decision's id, for a decision's record (the lookup index holds only decisions).
+    decision_id: Option<String>,
+    /// The entry's key for what it holds: "record" (a decision) or "approval_request".
+    key: &'static str,
+    /// Its canonical JSON, made by the caller's thread so the writer only chains.
     record: Vec<u8>,
     done: Option<oneshot::Sender<Result<u64, LedgerError>>>,
 }
@@ -283,9 +287,11 @@ impl Ledger {
         if let Some(active) = &active {
             let segment = Arc::new(active.clone());
             for entry in &scan.entries {
-                if &entry.place.segment == active {
+                if &entry.place.segment == active
+                    && let Some(decision_id) = &entry.decision_id
+                {
                     index.insert(
-                        entry.decision_id.clone(),
+                        decision_id.clone(),
                         Location {
                             segment: Arc::clone(&segment),
                             offset: entry.place.offset,
@@ -423,11 +429,15 @@ impl Ledger {
         file.seek(SeekFrom::Start(location.offset))
             .and_then(|_| file.read_exact(&mut line))
             .map_err(io_error(path))?;
-        match serde_json::from_slice::<Line>(&line) {
-            Ok(Line::Entry { entry, hash, .. }) => Ok(Some(StoredRecord {
-                seq: entry.seq,
+        let entry = match serde_json::from_slice::<Line>(&line) {
+            Ok(Line::Entry { entry, hash, .. }) => Some((entry.seq, entry.recorded(), hash)),
+            _ => None,
+        };
+        match entry {
+            Some((seq, Some(Recorded::Decision(record)), hash)) => Ok(Some(StoredRecord {
+                seq,
                 hash,
-                record: entry.record,
+                record: *record,
             })),
             _ => Err(LedgerError::Corrupt(format!(
                 "{}: no record at byte {}",
@@ -459,18 +469,10 @@ impl Ledger {
             let decision_id = record.decision_id.clone();
             let record = canonical(record)
                 .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
-            let done = (self.mode == LedgerMode::Durable).then(|| {
-                let (sender, receiver) = oneshot::channel();
-                waits.push(receiver);
-                sender
-            });
-            self.pending.fetch_add(1, Ordering::Relaxed);
+            let (pending, wait) = self.pending_entry(Some(decision_id), "record", record);
+            waits.extend(wait);
             // A full queue makes the caller wait: backpressure, never a dropped record.
-            match self.sender.try_send(Message::Record(Pending {
-                decision_id,
-                record,
-                done,
-            })) {
+            match self.sender.try_send(Message::Record(pending)) {
                 Ok(()) => {}
                 Err(mpsc::TrySendError::Full(pending)) => {
                     let sender = self.sender.clone();
@@ -487,6 +489,53 @@ impl Ledger {
             wait.await.map_err(|_| stopped())??;
         }
         Ok(())
+    }
+
+    /// Appends a step of an approval request from a thread that may block (the control
+    /// plane's): in durable mode it returns once the entry is on disk, in async mode once it is
+    /// queued.
+    pub fn append_approval_request_blocking(
+        &self,
+        record: &ApprovalRequestRecord,
+    ) -> Result<(), LedgerError> {
+        let stopped = || LedgerError::Unavailable("the ledger writer has stopped".into());
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(LedgerError::Unavailable("an earlier write failed".into()));
+        }
+        let bytes = canonical_request(record)
+            .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
+        let (pending, wait) = self.pending_entry(None, "approval_request", bytes);
+        self.sender
+            .send(Message::Record(pending))
+            .map_err(|_| stopped())?;
+        match wait {
+            Some(wait) => wait.blocking_recv().map_err(|_| stopped())?.map(|_| ()),
+            None => Ok(()),
+        }
+    }
+
+    /// An entry for the writer, counted as pending, and what to wait on in durable mode.
+    fn pending_entry(
+        &self,
+        decision_id: Option<String>,
+        key: &'static str,
+        record: Vec<u8>,
+    ) -> (Pending, Option<oneshot::Receiver<Result<u64, LedgerError>>>) {
+        let (done, wait) = match self.mode == LedgerMode::Durable {
+            true => {
+                let (sender, receiver) = oneshot::channel();
+                (Some(sender), Some(receiver))
+            }
+            false => (None, None),
+        };
+        self.pending.fetch_add(1, Ordering::Relaxed);
+        let pending = Pending {
+            decision_id,
+            key,
+            record,
+            done,
+        };
+        (pending, wait)
     }
 }
 

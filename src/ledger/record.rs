@@ -109,6 +109,66 @@ pub struct DescriptionRecord {
     pub parents: Vec<EntityRef>,
 }
 
+/// A step in an approval request's life, on record: its filing, and a human's approval or
+/// rejection of it. Linked to the decision that prompted it (`decision_id`) and to the approval
+/// it became (`approval_id`), whose uses are decision records naming that approval. (Fields in
+/// sorted order, as for `Record`.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRequestRecord {
+    pub action: String,
+    /// Until when the approval it became is valid.
+    pub approval_expires_at: Option<String>,
+    /// The approval an approved request became.
+    pub approval_id: Option<String>,
+    /// The uses that approval grants, if limited.
+    pub approval_max_uses: Option<u64>,
+    /// Who filed it, as the transport saw them.
+    pub caller: Option<String>,
+    /// The human who approved or rejected it.
+    pub decided_by: Option<EntityRef>,
+    /// The denial that prompted it, if the identity named one.
+    pub decision_id: Option<String>,
+    pub duration_seconds: i64,
+    /// `filed`, `approved` or `rejected`.
+    pub event: String,
+    /// When the request expires if not decided.
+    pub expires_at: String,
+    /// The request's id.
+    pub id: String,
+    pub identity: EntityRef,
+    pub justification: String,
+    pub on_behalf_of: Option<EntityRef>,
+    /// Why it was rejected.
+    pub reason: Option<String>,
+    pub resource: EntityRef,
+    pub scope: EntityRef,
+    pub ticket: Option<String>,
+    pub time: String,
+}
+
+/// One entry of the ledger, as read back: a decision or a step of an approval request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Decision(Box<Record>),
+    ApprovalRequest(Box<ApprovalRequestRecord>),
+}
+
+impl Recorded {
+    pub fn time(&self) -> &str {
+        match self {
+            Recorded::Decision(record) => &record.time,
+            Recorded::ApprovalRequest(record) => &record.time,
+        }
+    }
+}
+
+/// An approval request step's canonical JSON (general path: these are rare).
+pub(super) fn canonical_request(record: &ApprovalRequestRecord) -> serde_json::Result<Vec<u8>> {
+    let mut out = Vec::new();
+    canonical_value(&serde_json::to_value(record)?, &mut out)?;
+    Ok(out)
+}
+
 /// What the ledger keeps of one decision. The fields of this struct and of those it holds are
 /// declared in sorted order, so serde_json writes them as RFC 8785 does (see `canonical`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -524,15 +584,59 @@ mod tests {
         let context = serde_json::json!({"z": 1, "a": [true, "\u{1F600}"], "big": i64::MAX, "\u{e9}": {"y": -3, "b": "\t"}});
         let record = record(context);
         let mut fast = Vec::new();
-        write_entry(42, &canonical(&record).unwrap(), &mut fast);
-        let entry = Entry { seq: 42, record };
+        write_entry(42, "record", &canonical(&record).unwrap(), &mut fast);
+        let entry = Entry {
+            approval_request: None,
+            record: Some(Box::new(record)),
+            seq: 42,
+        };
+        same_bytes(fast, &entry);
+        // An approval request's step, with text a canonicaliser could get wrong.
+        let step = ApprovalRequestRecord {
+            action: "update".into(),
+            approval_expires_at: Some("2026-01-01T00:30:00Z".into()),
+            approval_id: Some("apr-1".into()),
+            approval_max_uses: Some(1),
+            caller: None,
+            decided_by: Some(EntityRef::new("Human", "carol")),
+            decision_id: None,
+            duration_seconds: 1800,
+            event: "approved".into(),
+            expires_at: "2026-01-02T00:00:00Z".into(),
+            id: "req-1".into(),
+            identity: EntityRef::new("ServiceAccount", "deploy-bot"),
+            justification: "roll out \u{e9}\u{1F600} \"now\"\n".into(),
+            on_behalf_of: None,
+            reason: None,
+            resource: EntityRef::new("Config", "payments-api"),
+            scope: EntityRef::new("Scope", "prod"),
+            ticket: Some("CHG-1".into()),
+            time: "2026-01-01T00:00:00Z".into(),
+        };
+        let mut fast = Vec::new();
+        write_entry(
+            7,
+            "approval_request",
+            &canonical_request(&step).unwrap(),
+            &mut fast,
+        );
+        let entry = Entry {
+            approval_request: Some(Box::new(step)),
+            record: None,
+            seq: 7,
+        };
+        same_bytes(fast, &entry);
+    }
+
+    /// The writer's bytes for `entry` are its canonical JSON, and read back they canonicalise
+    /// to the same bytes again.
+    fn same_bytes(fast: Vec<u8>, entry: &Entry) {
         let mut general = Vec::new();
-        canonical_value(&serde_json::to_value(&entry).unwrap(), &mut general).unwrap();
+        canonical_value(&serde_json::to_value(entry).unwrap(), &mut general).unwrap();
         assert_eq!(
             String::from_utf8(fast).unwrap(),
             String::from_utf8(general.clone()).unwrap()
         );
-        // And what a verifier reads back canonicalises to the same bytes again.
         let parsed: serde_json::Value = serde_json::from_slice(&general).unwrap();
         let mut again = Vec::new();
         canonical_value(&parsed, &mut again).unwrap();

@@ -239,7 +239,12 @@ impl Writer {
             // in place and hashed where it stands.
             bytes.extend_from_slice(b"{\"entry\":");
             let entry_start = bytes.len();
-            write_entry(first_seq + i as u64, &pending.record, &mut bytes);
+            write_entry(
+                first_seq + i as u64,
+                pending.key,
+                &pending.record,
+                &mut bytes,
+            );
             let hash = chain_hash(&head, &bytes[entry_start..]);
             let hash_hex = hex(&hash)?;
             bytes.extend_from_slice(b",\"hash\":\"");
@@ -282,6 +287,9 @@ impl Writer {
         let segment = Arc::new(path);
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         for (decision_id, start, length) in lines {
+            let Some(decision_id) = decision_id else {
+                continue;
+            };
             index.insert(
                 decision_id,
                 Location {

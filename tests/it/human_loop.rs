@@ -226,6 +226,81 @@ async fn a_denied_agent_asks_a_human_approves_and_the_agent_proceeds_once() {
         "{}",
         refused.message()
     );
+
+    // On record, linked by ids: the last denial's story is the whole loop, in order.
+    let data = server.kill();
+    let (ok, text) = crate::ledger::log(data.path(), &["verify"]);
+    assert!(ok, "{text}");
+    let (ok, text) = crate::ledger::log(data.path(), &["show", &exhausted.decision_id, "--json"]);
+    assert!(ok, "{text}");
+    let shown: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let story: Vec<(String, String)> = shown["story"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(
+            |entry| match (&entry["record"], &entry["approval_request"]) {
+                (serde_json::Value::Null, step) => (
+                    step["event"].as_str().unwrap().to_owned(),
+                    step["id"].as_str().unwrap().to_owned(),
+                ),
+                (record, _) => (
+                    record["decision"].as_str().unwrap().to_owned(),
+                    record["decision_id"].as_str().unwrap().to_owned(),
+                ),
+            },
+        )
+        .collect();
+    let expected = [
+        ("DENY", denied.decision_id.as_str()),
+        ("filed", filed.id.as_str()),
+        ("approved", filed.id.as_str()),
+        ("ALLOW", allowed.decision_id.as_str()),
+        ("DENY", exhausted.decision_id.as_str()),
+    ];
+    assert_eq!(
+        story,
+        expected.map(|(what, id)| (what.to_owned(), id.to_owned())),
+        "{text}"
+    );
+    let approved_step = &shown["story"][2]["approval_request"];
+    assert_eq!(approved_step["decided_by"]["id"], "carol");
+    assert_eq!(approved_step["approval_id"], approved.approval_id.as_str());
+    assert_eq!(approved_step["approval_max_uses"], 1);
+    assert_eq!(
+        shown["story"][1]["approval_request"]["justification"],
+        "roll out the payments fix"
+    );
+    let (_, text) = crate::ledger::log(data.path(), &["show", &exhausted.decision_id]);
+    assert!(
+        text.contains("story      ")
+            && text.contains(&format!(
+                "by Human::carol: approval {}",
+                approved.approval_id
+            ))
+            && text.contains("(use 1 of "),
+        "{text}"
+    );
+    // The rejected request's story: filed, then rejected, by whom and why; unlinked to the rest.
+    let (ok, text) = crate::ledger::log(data.path(), &["show", &second.id]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("request    ") && text.contains("FILED"),
+        "{text}"
+    );
+    assert!(
+        text.contains("rejected") && text.contains("Human::carol: not during the freeze"),
+        "{text}"
+    );
+    assert!(!text.contains(&denied.decision_id), "{text}");
+    // A shipper sees the steps too.
+    let (ok, text) = crate::ledger::log(data.path(), &["export"]);
+    assert!(ok, "{text}");
+    let steps = text
+        .lines()
+        .filter(|line| line.starts_with("{\"approval_request\":"))
+        .count();
+    assert_eq!(steps, 4, "filed + approved, filed + rejected: {text}");
 }
 
 #[tokio::test]

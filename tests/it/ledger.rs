@@ -8,7 +8,7 @@ use std::process::Command;
 use crate::common::{Server, context, deploy, pipeline_read, request};
 use warrant::proto::Decision;
 
-fn log(data: &Path, args: &[&str]) -> (bool, String) {
+pub(crate) fn log(data: &Path, args: &[&str]) -> (bool, String) {
     // `verify` is given the key apart from the folder, as an auditor would.
     let pinned = if args.first() == Some(&"verify") {
         let key = Command::new(env!("CARGO_BIN_EXE_warrant"))
@@ -199,7 +199,10 @@ async fn a_record_ties_the_action_to_identity_owner_approval_and_scope() {
     let data = server.kill();
     let (ok, text) = log(data.path(), &["show", &answer.decision_id, "--json"]);
     assert!(ok, "{text}");
-    let record: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let shown: serde_json::Value = serde_json::from_str(&text).unwrap();
+    // An approval granted by hand links no story beyond the decision itself.
+    assert_eq!(shown["story"].as_array().unwrap().len(), 1);
+    let record = &shown["entry"]["record"];
     assert_eq!(record["decision"], "ALLOW");
     assert_eq!(record["principal"]["id"], "deploy-bot");
     assert_eq!(record["owner"]["name"], "Alice Martin");
