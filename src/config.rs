@@ -177,6 +177,10 @@ pub struct Settings {
     /// (none; the ids are in the x-warrant-decision-id header) [default: full]
     #[arg(long, env = "WARRANT_AUTHZEN_ANSWER_CONTEXT", value_enum)]
     pub authzen_answer_context: Option<AnswerContext>,
+    /// How long an AuthZEN denial that an approval would lift stays requestable (its
+    /// `access_request.expires_at`), in seconds [default: 600]
+    #[arg(long, env = "WARRANT_AUTHZEN_ACCESS_REQUEST_WINDOW_SECONDS")]
+    pub authzen_access_request_window_seconds: Option<u64>,
     /// TLS on every listener: the server's certificate chain, PEM (with --tls-key)
     #[arg(long, env = "WARRANT_TLS_CERT")]
     pub tls_cert: Option<PathBuf>,
@@ -244,6 +248,8 @@ pub struct Config {
     pub authzen_base_url: Option<String>,
     pub authzen_token: Option<Secret>,
     pub authzen_answer_context: AnswerContext,
+    /// How long a requestable AuthZEN denial can be submitted as an access request.
+    pub authzen_access_request_window: Duration,
     pub metrics_listen: SocketAddr,
     pub policies: PathBuf,
     pub batch_max_items: usize,
@@ -358,6 +364,9 @@ impl Settings {
             authzen_base_url: self.authzen_base_url.or(under.authzen_base_url),
             authzen_token: self.authzen_token.or(under.authzen_token),
             authzen_answer_context: self.authzen_answer_context.or(under.authzen_answer_context),
+            authzen_access_request_window_seconds: self
+                .authzen_access_request_window_seconds
+                .or(under.authzen_access_request_window_seconds),
             tls_cert: self.tls_cert.or(under.tls_cert),
             tls_key: self.tls_key.or(under.tls_key),
             tls_client_ca: self.tls_client_ca.or(under.tls_client_ca),
@@ -490,6 +499,9 @@ impl Settings {
             authzen_base_url: self.authzen_base_url.clone(),
             authzen_token: self.authzen_token.clone().filter(|t| !t.0.is_empty()),
             authzen_answer_context: self.authzen_answer_context.unwrap_or_default(),
+            authzen_access_request_window: Duration::from_secs(
+                self.authzen_access_request_window_seconds.unwrap_or(600),
+            ),
             approval_request_webhook: self
                 .approval_request_webhook
                 .clone()
@@ -607,6 +619,10 @@ impl Settings {
                 config.rules.max_pending_requests_per_identity as u128,
             ),
             (
+                "authzen_access_request_window_seconds",
+                config.authzen_access_request_window.as_secs() as u128,
+            ),
+            (
                 "cache_max_entries",
                 config.engine.cache.map_or(1, |c| c.max_entries) as u128,
             ),
@@ -714,6 +730,10 @@ mod tests {
             (
                 "approval_requests_max_pending",
                 config.rules.max_pending_requests_per_identity.to_string(),
+            ),
+            (
+                "authzen_access_request_window_seconds",
+                config.authzen_access_request_window.as_secs().to_string(),
             ),
             (
                 "owner_may_approve",

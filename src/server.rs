@@ -167,6 +167,14 @@ pub async fn serve(
         bearer.clone(),
     );
     let ledger_at_exit = ledger.clone();
+    // The AuthZEN access request endpoints resolve denials in the ledger: none without it.
+    let access_requests = ledger.clone().map(|ledger| {
+        authzen::access_request::AccessRequests::new(
+            Arc::clone(&control),
+            ledger,
+            config.authzen_access_request_window,
+        )
+    });
     let decider = Arc::new(Decider::new(
         engine,
         ledger.clone(),
@@ -213,6 +221,7 @@ pub async fn serve(
             config.authzen_base_url.clone(),
             config.batch_max_items,
             config.authzen_answer_context,
+            access_requests,
         )),
         config.max_message_bytes,
     );

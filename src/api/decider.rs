@@ -161,6 +161,8 @@ impl Decider {
                     self.engine.release_use(decision);
                     decision.effect = Effect::Deny;
                     decision.reasons = vec![domain::Reason::LedgerUnavailable.as_str().to_owned()];
+                    // Not on record, so nothing can be asked on its strength.
+                    decision.approval_required = None;
                 }
             }
         }

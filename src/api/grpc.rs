@@ -201,6 +201,7 @@ impl Authorizer for AuthorizerService {
             on_behalf_of: entity(request.on_behalf_of),
             decision_id: non_empty(request.decision_id),
             credential: non_empty(request.credential).map(domain::Credential),
+            idempotency: None,
         };
         let filed = on_control(&self.control, move |control| {
             control.request_approval(ask, caller)

@@ -33,6 +33,18 @@ pub struct ApprovalAsk {
     /// A credential proving the caller is the identity: required where the identity's type
     /// requires one for Checks (`credentials.required_for`), verified whenever given.
     pub credential: Option<crate::domain::Credential>,
+    /// For a retried submission: the caller's idempotency key and its submission's digest.
+    pub idempotency: Option<Idempotency>,
+}
+
+/// An idempotency key as a submission carried it: a retry with the same key, by the same
+/// identity, gets the request the first filed, and the same key with a different submission is
+/// refused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Idempotency {
+    pub key: String,
+    /// SHA-256 (hex) of the submission, as the API canonicalises it.
+    pub submission_sha256: String,
 }
 
 /// A human's decision on a request.
@@ -109,6 +121,12 @@ pub struct ApprovalRequest {
     pub reason: Option<String>,
     /// The approval an approved request became.
     pub approval_id: Option<String>,
+    /// Until when that approval is valid. (Absent in requests decided before it was kept.)
+    #[serde(default)]
+    pub approval_expires_at: Option<i64>,
+    /// The idempotency key it was filed with, if any.
+    #[serde(default)]
+    pub idempotency: Option<Idempotency>,
 }
 
 impl ApprovalRequest {
@@ -210,6 +228,26 @@ impl Control {
             .transpose()?
             .filter(|t| !t.is_empty());
         let all: BTreeMap<String, ApprovalRequest> = self.store.approval_requests()?;
+        if let Some(idempotency) = &ask.idempotency {
+            let first = all.values().find(|r| {
+                r.identity == identity
+                    && r.idempotency
+                        .as_ref()
+                        .is_some_and(|i| i.key == idempotency.key)
+            });
+            if let Some(first) = first {
+                if first.idempotency.as_ref() != Some(idempotency) {
+                    return Err(ControlError::Conflict(format!(
+                        "idempotency key {:?} was used by {identity} for a different submission \
+                         (request {})",
+                        idempotency.key, first.id
+                    )));
+                }
+                let mut first = first.clone();
+                first.state = first.state_at(now);
+                return Ok(first);
+            }
+        }
         let pending = all
             .values()
             .filter(|r| r.identity == identity && r.state_at(now) == RequestState::Pending)
@@ -261,6 +299,8 @@ impl Control {
             decided_at: None,
             reason: None,
             approval_id: None,
+            approval_expires_at: None,
+            idempotency: ask.idempotency,
         };
         self.store
             .put_approval_request(&request.id, &request, &forget)?;
@@ -412,7 +452,8 @@ impl Control {
                 })?;
                 request.state = RequestState::Approved;
                 request.approval_id = Some(approval.approval.uid.id().unescaped().to_owned());
-                granted = Some((approval.approval.expires_at, max_uses));
+                request.approval_expires_at = Some(approval.approval.expires_at.0);
+                granted = Some(max_uses);
             }
             Verdict::Reject { reason, .. } => {
                 request.state = RequestState::Rejected;
@@ -426,7 +467,7 @@ impl Control {
         tracing::info!(request = request.id, state = request.state.as_str(), approver = ?request.decided_by, "approval request decided");
         self.requests_changed.send_modify(|n| *n += 1);
         let event = request.state.as_str();
-        let recorded = self.record_step(event, &request, now, granted);
+        let recorded = self.record_step(event, &request, now, granted.flatten());
         self.tell_webhook("approval_request_decided", &request);
         recorded.map(|()| request)
     }
@@ -458,7 +499,7 @@ impl Control {
         event: &str,
         request: &ApprovalRequest,
         now: UnixMillis,
-        granted: Option<(UnixMillis, Option<u64>)>,
+        max_uses: Option<u64>,
     ) -> Result<(), ControlError> {
         let Some(ledger) = self.ledger.get() else {
             return Ok(());
@@ -466,9 +507,9 @@ impl Control {
         let at = |ms: i64| UnixMillis(ms).to_rfc3339();
         let step = crate::ledger::ApprovalRequestRecord {
             action: request.action.clone(),
-            approval_expires_at: granted.map(|(expires_at, _)| expires_at.to_rfc3339()),
+            approval_expires_at: request.approval_expires_at.map(at),
             approval_id: request.approval_id.clone(),
-            approval_max_uses: granted.and_then(|(_, max_uses)| max_uses),
+            approval_max_uses: max_uses,
             caller: request.caller.clone(),
             decided_by: request.decided_by.clone(),
             decision_id: request.decision_id.clone(),

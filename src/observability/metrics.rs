@@ -152,6 +152,8 @@ pub struct Metrics {
     /// Admin calls by method and gRPC status code (admin calls are rare: a lock is fine).
     admin_calls: Mutex<BTreeMap<(&'static str, i32), u64>>,
     admin_unauthenticated: AtomicU64,
+    /// AuthZEN access request calls, by endpoint and HTTP status.
+    access_request_calls: Mutex<BTreeMap<(&'static str, u16), u64>>,
     /// Time to get a batch of records accepted by the ledger (durable: on disk).
     ledger_append: Histogram,
     /// Decisions in which a policy failed to evaluate (each a deny).
@@ -246,6 +248,14 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         *calls.entry((method, code as i32)).or_default() += 1;
+    }
+
+    pub fn access_request_call(&self, endpoint: &'static str, status: u16) {
+        let mut calls = self
+            .access_request_calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *calls.entry((endpoint, status)).or_default() += 1;
     }
 
     pub fn admin_unauthenticated(&self) {
@@ -562,6 +572,26 @@ impl Metrics {
                 out,
                 "warrant_admin_calls_total{{method=\"{method}\",code=\"{:?}\"}} {count}",
                 tonic::Code::from_i32(*code)
+            );
+        }
+        family(
+            &mut out,
+            "warrant_access_request_calls_total",
+            "counter",
+            "AuthZEN access request calls (submit, status), by HTTP status.",
+        );
+        let mut calls = self
+            .access_request_calls
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        for series in [("submit", 202), ("status", 200)] {
+            calls.entry(series).or_default();
+        }
+        for ((endpoint, status), count) in &calls {
+            let _ = writeln!(
+                out,
+                "warrant_access_request_calls_total{{endpoint=\"{endpoint}\",status=\"{status}\"}} {count}"
             );
         }
         family(

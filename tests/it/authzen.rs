@@ -37,19 +37,20 @@ fn start_gateway(extra: &[&str]) -> Server {
 pub(crate) struct Answer {
     pub(crate) status: u16,
     request_id: Option<String>,
-    content_type: String,
+    pub(crate) content_type: String,
     pub(crate) body: String,
     /// `x-warrant-decision-id`: a refusal's record.
     decision_id: Option<String>,
+    pub(crate) location: Option<String>,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
     }
 }
 
-async fn call(
+pub(crate) async fn call(
     server: &Server,
     http2: bool,
     method: &str,
@@ -84,12 +85,14 @@ async fn call(
     let request_id = header("x-request-id");
     let content_type = header("content-type").unwrap_or_default();
     let decision_id = header("x-warrant-decision-id");
+    let location = header("location");
     let body = response.into_body().collect().await.unwrap().to_bytes();
     Answer {
         status,
         request_id,
         content_type,
         decision_id,
+        location,
         body: String::from_utf8(body.to_vec()).unwrap(),
     }
 }
@@ -438,6 +441,8 @@ async fn the_metadata_document_and_the_bearer_token() {
             "access_evaluation_endpoint": "https://pdp.example.com/access/v1/evaluation",
             "access_evaluations_endpoint": "https://pdp.example.com/access/v1/evaluations",
             "decision_advice_supported": ["approval_required"],
+            "access_request_endpoint": "https://pdp.example.com/access/v1/requests",
+            "capabilities": ["urn:openid:authzen:capability:access-request"],
         })
     );
     drop(server);

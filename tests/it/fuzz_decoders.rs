@@ -82,6 +82,7 @@ impl Target {
                 None,
                 20,
                 Default::default(),
+                None,
             )),
             1 << 20,
         );

@@ -69,11 +69,7 @@ async fn a_denied_agent_asks_a_human_approves_and_the_agent_proceeds_once() {
         serde_json::json!({"type": "Scope", "id": "prod-payments-config"})
     );
     // AuthZEN says it as advice in the decision's context.
-    let evaluation = serde_json::json!({
-        "subject": {"type": "ServiceAccount", "id": "deploy-bot"},
-        "action": {"name": "update"},
-        "resource": {"type": "Config", "id": "payments-api"},
-    });
+    let evaluation = deploy_evaluation();
     let answer = crate::authzen::evaluate(&server, "/access/v1/evaluation", &evaluation).await;
     let body: serde_json::Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(body["decision"], false);
@@ -556,5 +552,282 @@ async fn a_webhook_hears_of_each_request_and_its_decision_even_after_a_failure()
             &[("result", "delivered")]
         ),
         2.0
+    );
+}
+
+/// deploy-bot's change to the payments config, as an AuthZEN evaluation.
+fn deploy_evaluation() -> serde_json::Value {
+    serde_json::json!({
+        "subject": {"type": "ServiceAccount", "id": "deploy-bot"},
+        "action": {"name": "update"},
+        "resource": {"type": "Config", "id": "payments-api"},
+    })
+}
+
+/// A POST to the AuthZEN listener with extra headers.
+async fn post(
+    server: &Server,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &serde_json::Value,
+) -> crate::authzen::Answer {
+    let mut all = vec![("content-type", "application/json")];
+    all.extend_from_slice(headers);
+    crate::authzen::call(server, false, "POST", path, &all, &body.to_string()).await
+}
+
+async fn get(server: &Server, path: &str) -> crate::authzen::Answer {
+    crate::authzen::call(server, false, "GET", path, &[], "").await
+}
+
+/// The task path of a status endpoint URL.
+fn task_path(status_endpoint: &str) -> String {
+    let start = status_endpoint.find("/access/").unwrap();
+    status_endpoint[start..].to_owned()
+}
+
+#[tokio::test]
+async fn an_authzen_pep_requests_access_by_the_profile_and_evaluates_again() {
+    let server = Server::start(&[]);
+    let metadata = get(&server, "/.well-known/authzen-configuration")
+        .await
+        .json();
+    assert!(
+        metadata["access_request_endpoint"]
+            .as_str()
+            .unwrap()
+            .ends_with("/access/v1/requests"),
+        "{metadata}"
+    );
+    assert_eq!(
+        metadata["capabilities"],
+        serde_json::json!(["urn:openid:authzen:capability:access-request"])
+    );
+
+    // A requestable denial: bound by its evaluation id, with a deadline.
+    let evaluation = deploy_evaluation();
+    let denied = post(&server, "/access/v1/evaluation", &[], &evaluation)
+        .await
+        .json();
+    assert_eq!(denied["decision"], false);
+    let context = &denied["context"];
+    assert_eq!(context["evaluation_id"], context["decision_id"]);
+    assert_eq!(context["reason"], "approval_required");
+    let expires_at = context["access_request"]["expires_at"].as_str().unwrap();
+    assert!(expires_at > context["evaluated_at"].as_str().unwrap());
+    // No requestable denial where no approval would help.
+    let outside = post(
+        &server,
+        "/access/v1/evaluation",
+        &[],
+        &serde_json::json!({
+            "subject": {"type": "ApiKey", "id": "etl-pipeline-key"},
+            "action": {"name": "read"},
+            "resource": {"type": "Dataset", "id": "salaries"},
+        }),
+    )
+    .await
+    .json();
+    assert_eq!(outside["decision"], false);
+    assert!(
+        outside["context"].get("access_request").is_none(),
+        "{outside}"
+    );
+
+    let until = warrant::clock::UnixMillis(
+        warrant::clock::Clock::now(&warrant::clock::SystemClock).0 + 1_800_000,
+    )
+    .to_rfc3339();
+    let submission = |justification: &str| {
+        let mut body = evaluation.clone();
+        body["context"] = serde_json::json!({
+            "justification": justification,
+            "ticket": "CHG-4242",
+            "on_behalf_of": {"type": "Human", "id": "bob"},
+        });
+        body["requested_access"] = serde_json::json!({"requested_until": until});
+        body["denial"] = serde_json::json!({
+            "evaluation_id": context["evaluation_id"],
+            "expires_at": expires_at,
+            "reason": "approval_required",
+        });
+        body
+    };
+    // Refusals, in the profile's problem types.
+    let problem = |answer: &crate::authzen::Answer| {
+        assert_eq!(
+            answer.content_type, "application/problem+json",
+            "{}",
+            answer.body
+        );
+        let body = answer.json();
+        assert_eq!(body["status"], answer.status, "{body}");
+        (
+            body["type"].as_str().unwrap().to_owned(),
+            body["detail"].as_str().unwrap().to_owned(),
+        )
+    };
+    let mut swapped = submission("roll out the fix");
+    swapped["resource"]["id"] = serde_json::json!("checkout-api");
+    let refused = post(&server, "/access/v1/requests", &[], &swapped).await;
+    assert_eq!(refused.status, 400);
+    let (kind, detail) = problem(&refused);
+    assert_eq!(
+        kind,
+        "urn:openid:authzen:access-request:error:invalid_denial_binding"
+    );
+    assert!(detail.starts_with("resource:"), "{detail}");
+    let mut unknown = submission("roll out the fix");
+    unknown["denial"]["evaluation_id"] = serde_json::json!("01a2-not-an-evaluation");
+    let (kind, _) = problem(&post(&server, "/access/v1/requests", &[], &unknown).await);
+    assert_eq!(
+        kind,
+        "urn:openid:authzen:access-request:error:invalid_denial_binding"
+    );
+    let mut not_a_denial = submission("roll out the fix");
+    not_a_denial["denial"]["evaluation_id"] = outside["context"]["decision_id"].clone();
+    not_a_denial["subject"] = serde_json::json!({"type": "ApiKey", "id": "etl-pipeline-key"});
+    let (kind, _) = problem(&post(&server, "/access/v1/requests", &[], &not_a_denial).await);
+    assert_eq!(
+        kind,
+        "urn:openid:authzen:access-request:error:not_requestable"
+    );
+    let unjustified = post(&server, "/access/v1/requests", &[], &submission("")).await;
+    assert_eq!(unjustified.status, 400);
+    let (kind, detail) = problem(&unjustified);
+    assert_eq!(kind, "about:blank");
+    assert!(detail.starts_with("context.justification:"), "{detail}");
+
+    // Filed: a task, idempotent under its key, refused when the key is reused for another ask.
+    let key = [("idempotency-key", "7b8d0f0d-65a1-4af1-9fd3-a684f08a5d13")];
+    let filed = post(
+        &server,
+        "/access/v1/requests",
+        &key,
+        &submission("roll out the fix"),
+    )
+    .await;
+    assert_eq!(filed.status, 202, "{}", filed.body);
+    let task = filed.json()["task"].clone();
+    assert_eq!(task["status"], "pending");
+    assert_eq!(filed.location.as_deref(), task["status_endpoint"].as_str());
+    let again = post(
+        &server,
+        "/access/v1/requests",
+        &key,
+        &submission("roll out the fix"),
+    )
+    .await;
+    assert_eq!(again.json()["task"]["id"], task["id"]);
+    let other = post(
+        &server,
+        "/access/v1/requests",
+        &key,
+        &submission("something else"),
+    )
+    .await;
+    assert_eq!(other.status, 409);
+    assert_eq!(
+        problem(&other).0,
+        "urn:openid:authzen:access-request:error:duplicate_request"
+    );
+    let path = task_path(task["status_endpoint"].as_str().unwrap());
+    assert_eq!(
+        get(&server, &path).await.json()["task"]["status"],
+        "pending"
+    );
+    let missing = get(&server, "/access/v1/requests/req-nope").await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(
+        problem(&missing).0,
+        "urn:openid:authzen:access-request:error:unknown_task"
+    );
+
+    // It is the same request a human decides on the admin API: bob asked, carol approves.
+    let mut admin = server.admin_client().await;
+    let id = task["id"].as_str().unwrap();
+    let pending = server
+        .client()
+        .await
+        .get_approval_request(proto::GetApprovalRequestRequest { id: id.to_owned() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(pending.on_behalf_of, entity("Human", "bob"));
+    assert_eq!(
+        pending.decision_id,
+        context["decision_id"].as_str().unwrap()
+    );
+    admin
+        .decide_approval_request(decide(id, "carol", true))
+        .await
+        .unwrap();
+    let done = get(&server, &path).await.json();
+    assert_eq!(done["task"]["status"], "approved", "{done}");
+    assert_eq!(done["result"]["mode"], "reevaluate");
+    let approval = done["result"]["approval"].clone();
+    assert!(approval["approved_until"].as_str().is_some(), "{done}");
+
+    // Evaluated again with the approval result at context.approval: allowed, once.
+    let mut again = evaluation.clone();
+    again["context"] = serde_json::json!({"approval": approval});
+    let allowed = post(&server, "/access/v1/evaluation", &[], &again)
+        .await
+        .json();
+    assert_eq!(allowed["decision"], true, "{allowed}");
+    assert_eq!(allowed["context"]["approval"]["id"], approval["id"]);
+    assert_eq!(
+        allowed["context"]["approval"]["approved_until"],
+        approval["approved_until"]
+    );
+    let spent = post(&server, "/access/v1/evaluation", &[], &again)
+        .await
+        .json();
+    assert_eq!(spent["decision"], false);
+    assert_eq!(spent["context"]["reason"], "approval_expired", "{spent}");
+    assert_eq!(spent["context"]["next_action"], "request");
+    assert!(spent["context"]["access_request"]["expires_at"].is_string());
+    // An approval id that is not one Warrant granted is unverifiable.
+    again["context"]["approval"]["id"] = serde_json::json!("apr-forged");
+    let forged = post(&server, "/access/v1/evaluation", &[], &again)
+        .await
+        .json();
+    assert_eq!(
+        forged["context"]["reason"], "approval_unverifiable",
+        "{forged}"
+    );
+
+    let scrape = crate::common::scrape(&server).await;
+    let calls = |endpoint: &str, status: &str| {
+        crate::common::value(
+            &scrape,
+            "warrant_access_request_calls_total",
+            &[("endpoint", endpoint), ("status", status)],
+        )
+    };
+    assert_eq!(calls("submit", "202"), 2.0);
+    assert_eq!(calls("submit", "409"), 1.0);
+    assert_eq!(calls("status", "404"), 1.0);
+}
+
+#[tokio::test]
+async fn a_stale_denial_is_not_requestable() {
+    let server = Server::start(&["--authzen-access-request-window-seconds", "1"]);
+    let evaluation = deploy_evaluation();
+    let denied = post(&server, "/access/v1/evaluation", &[], &evaluation)
+        .await
+        .json();
+    let mut submission = evaluation.clone();
+    submission["context"] = serde_json::json!({"justification": "roll out the fix"});
+    submission["denial"] = serde_json::json!({
+        "evaluation_id": denied["context"]["evaluation_id"],
+        "expires_at": denied["context"]["access_request"]["expires_at"],
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1_200)).await;
+    let late = post(&server, "/access/v1/requests", &[], &submission).await;
+    assert_eq!(late.status, 410, "{}", late.body);
+    assert_eq!(
+        late.json()["type"],
+        "urn:openid:authzen:access-request:error:expired_denial"
     );
 }

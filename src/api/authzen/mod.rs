@@ -3,7 +3,10 @@
 //! three evaluation semantics) and `GET /.well-known/authzen-configuration`. Turns each
 //! evaluation into an engine request (subject -> principal, action name -> action, resource ->
 //! resource; `properties` and `context` become caller-asserted context attributes, only those
-//! the action's context declares) and decisions into AuthZEN's answer.
+//! the action's context declares) and decisions into AuthZEN's answer. `access_request` adds
+//! the Access Request and Approval Profile on the same listener.
+
+pub mod access_request;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -23,6 +26,7 @@ use crate::domain::{
 };
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
+use access_request::{AccessRequests, REQUESTS_PATH};
 use tracing::Instrument as _;
 
 pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
@@ -56,6 +60,9 @@ pub struct AuthZen {
     /// The PDP's identifier in the metadata; from the `Host` header when not set.
     base_url: Option<String>,
     max_evaluations: usize,
+    /// The access request profile's endpoints, when the ledger is on (denials are resolved
+    /// there).
+    access_requests: Option<AccessRequests>,
 }
 
 impl AuthZen {
@@ -65,6 +72,7 @@ impl AuthZen {
         base_url: Option<String>,
         max_evaluations: usize,
         answer_context: AnswerContext,
+        access_requests: Option<AccessRequests>,
     ) -> Self {
         AuthZen {
             decider,
@@ -72,7 +80,27 @@ impl AuthZen {
             token,
             base_url: base_url.map(|url| url.trim_end_matches('/').to_owned()),
             max_evaluations,
+            access_requests,
         }
+    }
+
+    pub(super) fn access_requests(&self) -> Option<&AccessRequests> {
+        self.access_requests.as_ref()
+    }
+
+    pub(super) fn metrics(&self) -> &crate::observability::metrics::Metrics {
+        self.decider.metrics()
+    }
+
+    /// The PDP's URL: as configured, or from the request's `Host` header.
+    pub(super) fn base_url(&self, headers: &HeaderMap) -> String {
+        self.base_url.clone().unwrap_or_else(|| {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        })
     }
 }
 
@@ -83,6 +111,8 @@ pub fn router(authzen: Arc<AuthZen>, max_body_bytes: usize) -> axum::Router {
         .route(EVALUATION_PATH, post(evaluation))
         .route(EVALUATIONS_PATH, post(evaluations))
         .route(METADATA_PATH, get(metadata))
+        .route(REQUESTS_PATH, post(access_request::submit))
+        .route(access_request::TASK_PATH, get(access_request::status))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
         .with_state(authzen)
 }
@@ -96,20 +126,24 @@ enum Semantic {
 }
 
 /// One evaluation as asked (after defaults are applied).
-struct Evaluation {
-    subject: Map<String, Value>,
-    action: Map<String, Value>,
-    resource: Map<String, Value>,
-    context: Map<String, Value>,
+pub(super) struct Evaluation {
+    pub(super) subject: Map<String, Value>,
+    pub(super) action: Map<String, Value>,
+    pub(super) resource: Map<String, Value>,
+    pub(super) context: Map<String, Value>,
 }
 
 /// A request refused whole: HTTP 4xx with a message that names the field, and the id of the
 /// refusal's record once it has one.
-struct Refused(StatusCode, String, Option<String>);
+pub(super) struct Refused(StatusCode, String, Option<String>);
 
 impl Refused {
     fn bad(message: impl Into<String>) -> Self {
         Refused(StatusCode::BAD_REQUEST, message.into(), None)
+    }
+
+    pub(super) fn message(&self) -> &str {
+        &self.1
     }
 }
 
@@ -151,7 +185,7 @@ fn refuse(refused: Refused, request_id: Option<&HeaderValue>) -> Response {
 }
 
 impl AuthZen {
-    fn authenticate(&self, headers: &HeaderMap) -> Result<(), Refused> {
+    pub(super) fn authenticate(&self, headers: &HeaderMap) -> Result<(), Refused> {
         let Some(token) = &self.token else {
             return Ok(());
         };
@@ -258,6 +292,19 @@ impl AuthZen {
                                 "id": "approval_required",
                                 "attributes": crate::ledger::ApprovalAdviceRecord::from(advice),
                             }]);
+                        }
+                        // The approval an allow used, and until when (the access request
+                        // profile's re-evaluation answer).
+                        if decision.effect == Effect::Allow
+                            && let Some(evidence) = &decision.provenance.approval
+                        {
+                            context["approval"] = json!({
+                                "id": evidence.approval.uid.id().unescaped(),
+                                "approved_until": evidence.approval.expires_at.to_rfc3339(),
+                            });
+                        }
+                        if let Some(requests) = &self.access_requests {
+                            requests.denial_context(&decided[index].0, decision, &mut context);
                         }
                         Ok(json!({
                             "decision": decision.effect == Effect::Allow,
@@ -524,28 +571,23 @@ async fn evaluations(
 }
 
 async fn metadata(State(authzen): State<Arc<AuthZen>>, headers: HeaderMap) -> Response {
-    let base = authzen.base_url.clone().unwrap_or_else(|| {
-        let host = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .unwrap_or("localhost");
-        format!("http://{host}")
+    let base = authzen.base_url(&headers);
+    let mut metadata = json!({
+        "policy_decision_point": base,
+        "access_evaluation_endpoint": format!("{base}{EVALUATION_PATH}"),
+        "access_evaluations_endpoint": format!("{base}{EVALUATIONS_PATH}"),
+        // A denied decision's context may carry advice: `approval_required`, the approval
+        // that would allow it.
+        "decision_advice_supported": ["approval_required"],
     });
-    respond(
-        StatusCode::OK,
-        json!({
-            "policy_decision_point": base,
-            "access_evaluation_endpoint": format!("{base}{EVALUATION_PATH}"),
-            "access_evaluations_endpoint": format!("{base}{EVALUATIONS_PATH}"),
-            // A denied decision's context may carry advice: `approval_required`, the approval
-            // that would allow it.
-            "decision_advice_supported": ["approval_required"],
-        }),
-        headers.get("x-request-id"),
-    )
+    if authzen.access_requests.is_some() {
+        metadata["access_request_endpoint"] = json!(format!("{base}{REQUESTS_PATH}"));
+        metadata["capabilities"] = json!([access_request::CAPABILITY]);
+    }
+    respond(StatusCode::OK, metadata, headers.get("x-request-id"))
 }
 
-fn json_object(body: &[u8]) -> Result<Map<String, Value>, Refused> {
+pub(super) fn json_object(body: &[u8]) -> Result<Map<String, Value>, Refused> {
     match serde_json::from_slice(body) {
         Ok(Value::Object(object)) => Ok(object),
         Ok(_) => Err(Refused::bad("body: must be a JSON object")),
@@ -555,7 +597,7 @@ fn json_object(body: &[u8]) -> Result<Map<String, Value>, Refused> {
 
 /// An evaluation from `item`, each of subject, action, resource and context taken from
 /// `defaults` where `item` lacks it (an item's own value replaces the default whole).
-fn parse_evaluation(
+pub(super) fn parse_evaluation(
     item: &Map<String, Value>,
     defaults: &Map<String, Value>,
     at: &str,
@@ -699,6 +741,35 @@ fn engine_request(
                 "must be a string",
             ));
         }
+    };
+    // The access request profile's re-evaluation carries the approval as an object at
+    // `context.approval`; its `id` is the approval presented (checked like any other).
+    let profile_approval_id = match evaluation.context.get("approval") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(approval)) => match approval.get("id") {
+            Some(Value::String(id)) if !id.is_empty() => Some(id.clone()),
+            _ => {
+                return Err(InvalidRequest::new(
+                    "context.approval.id",
+                    "required, a string",
+                ));
+            }
+        },
+        Some(_) => {
+            return Err(InvalidRequest::new(
+                "context.approval",
+                "must be an object (the access request's approval result)",
+            ));
+        }
+    };
+    let approval_id = match (approval_id, profile_approval_id) {
+        (Some(id), Some(other)) if id != other => {
+            return Err(InvalidRequest::new(
+                "context.approval.id",
+                format!("{other:?} is not context.{APPROVAL_CONTEXT_KEY} ({id:?})"),
+            ));
+        }
+        (id, other) => id.or(other),
     };
     let credential = match evaluation.context.get(CREDENTIAL_CONTEXT_KEY) {
         None | Some(Value::Null) => None,
