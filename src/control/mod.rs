@@ -15,7 +15,9 @@ use serde_json::{Map, Value, json};
 use crate::clock::{Clock, UnixMillis};
 use crate::decide::engine::{Engine, EngineSettings, Snapshot, UseCounter};
 use crate::domain::{Approval, EntityRef, Identity, MAX_EXACT_INTEGER};
-use crate::facts::{APPROVAL_TYPE, Facts, HUMAN_TYPE, load_entities_file, merged};
+use crate::facts::{
+    APPROVAL_TYPE, Facts, HUMAN_TYPE, entities_file_digest, load_entities_file, merged,
+};
 use crate::policy::PolicySnapshot;
 use crate::store::{ChangeMeta, LiveEntity, LiveLink, LiveStore, StoreError};
 
@@ -127,6 +129,8 @@ struct State {
     live_links: BTreeMap<String, LiveLink>,
     /// The policy folder's `entities.json`, by uid, as last loaded successfully.
     base: BTreeMap<String, Value>,
+    /// `sha256:` of that file's bytes (`entities_file_digest`).
+    base_digest: String,
     policies_loaded_at: UnixMillis,
     facts_changed_at: UnixMillis,
     facts_changes: u64,
@@ -171,6 +175,7 @@ impl Control {
         let started = std::time::Instant::now();
         let folder = PolicySnapshot::load(policies_dir)?;
         let policies_took = started.elapsed();
+        let base_digest = entities_file_digest(policies_dir)?;
         let base = load_entities_file(policies_dir)?;
         let live = store.entities()?;
         let facts = merged(folder.schema(), &base, live_entities(&live)).map_err(|message| {
@@ -214,6 +219,7 @@ impl Control {
                 policies,
                 live_links,
                 base,
+                base_digest,
                 policies_loaded_at: clock.now(),
                 facts_changed_at: clock.now(),
                 facts_changes: 0,
@@ -689,5 +695,50 @@ mod tests {
                 .load(std::sync::atomic::Ordering::Relaxed)
                 >= 1
         );
+    }
+
+    #[test]
+    fn a_reload_that_leaves_the_facts_file_and_schema_alone_keeps_the_facts() {
+        let now = UnixMillis::parse_cedar_datetime("2026-06-01T12:00:00Z").unwrap();
+        let folder = tempfile::tempdir().unwrap();
+        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        for entry in std::fs::read_dir(&bundled).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, folder.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let data = tempfile::tempdir().unwrap();
+        let control = Control::open(
+            folder.path(),
+            LiveStore::open(data.path()).unwrap(),
+            Arc::new(ManualClock::new(now)),
+            EngineSettings::default(),
+            Rules::default(),
+        )
+        .unwrap();
+        control.grant_approval(grant("live-9", now)).unwrap();
+        let before = Arc::clone(&control.engine().snapshot().facts);
+        // A policy changes: the facts are the very same, live approval and all.
+        let policy = folder.path().join("exports.cedar");
+        let mut text = std::fs::read_to_string(&policy).unwrap();
+        text.push_str("\n// reviewed\n");
+        std::fs::write(&policy, text).unwrap();
+        control.reload_policies().unwrap();
+        let snapshot = control.engine().snapshot();
+        assert!(Arc::ptr_eq(&before, &snapshot.facts));
+        assert_eq!(effect(&control, &deploy("live-9")).0, Effect::Allow);
+        // The facts file changes: parsed again, with the live approval kept on top.
+        let file = folder.path().join(crate::facts::ENTITIES_FILE);
+        let mut entities: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        entities.push(json!({"uid": {"type": "Human", "id": "zoe"},
+            "attrs": {"name": "Zoe", "email": "zoe@example.com"}, "parents": []}));
+        std::fs::write(&file, serde_json::to_string(&entities).unwrap()).unwrap();
+        control.reload_policies().unwrap();
+        let facts = Arc::clone(&control.engine().snapshot().facts);
+        assert!(!Arc::ptr_eq(&before, &facts));
+        assert!(facts.holds(&uid_of(&EntityRef::new("Human", "zoe"))));
+        assert_eq!(effect(&control, &deploy("live-9")).0, Effect::Allow);
     }
 }

@@ -9,12 +9,13 @@ const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
 /// How often a reload reads the folder again when its files changed while it was being read.
 const RELOAD_ATTEMPTS: usize = 5;
 
-/// A policy folder read and validated, not yet swapped in: its policies, its facts file by uid,
-/// the facts with the live changes, and the shadow policies.
+/// A policy folder read and validated, not yet swapped in: its policies, its facts file by uid
+/// and the file's digest (`None` when the file and the schema are as they were, and the facts
+/// are kept), the facts with the live changes, and the shadow policies.
 type LoadedFolder = (
     PolicySnapshot,
-    BTreeMap<String, Value>,
-    Facts,
+    Option<(BTreeMap<String, Value>, String)>,
+    Arc<Facts>,
     Option<PolicySnapshot>,
 );
 
@@ -46,11 +47,23 @@ impl Control {
         PolicySnapshot::load(&self.policies_dir)
             .map_err(|error| error.to_string())
             .and_then(|policies| {
-                let base =
-                    load_entities_file(&self.policies_dir).map_err(|error| error.to_string())?;
-                let facts = merged(policies.schema(), &base, live_entities(&state.live))
-                    .map_err(|error| error.to_string())?
-                    .succeeding(&self.engine.snapshot().facts);
+                let digest =
+                    entities_file_digest(&self.policies_dir).map_err(|error| error.to_string())?;
+                let current = self.engine.snapshot();
+                // The same file parsed against the same schema, with the same live changes,
+                // gives the facts in force: kept, not parsed again.
+                let (base, facts) = if digest == state.base_digest
+                    && policies.schema_version() == current.policies.schema_version()
+                {
+                    (None, Arc::clone(&current.facts))
+                } else {
+                    let base = load_entities_file(&self.policies_dir)
+                        .map_err(|error| error.to_string())?;
+                    let facts = merged(policies.schema(), &base, live_entities(&state.live))
+                        .map_err(|error| error.to_string())?
+                        .succeeding(&current.facts);
+                    (Some((base, digest)), Arc::new(facts))
+                };
                 let policies = links::with_live_links(&policies, &state.live_links, &facts)?;
                 let candidate = match &self.shadow_dir {
                     Some(dir) => Some(links::shadow_with_live_links(
@@ -101,10 +114,13 @@ impl Control {
                     }
                     self.engine.replace_snapshot(Snapshot {
                         policies: Arc::clone(&policies),
-                        facts: Arc::new(facts),
+                        facts,
                     });
                     state.policies = policies;
-                    state.base = base;
+                    if let Some((base, digest)) = base {
+                        state.base = base;
+                        state.base_digest = digest;
+                    }
                     state.policies_loaded_at = now;
                     state.reloads += 1;
                 }

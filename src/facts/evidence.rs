@@ -53,7 +53,7 @@ pub(super) fn required<T>(value: Result<Option<T>, String>, name: &str) -> Resul
 /// Reads an identity into the identity index, and its SPIFFE ID, which must be its alone.
 pub(super) fn index_identity(
     entity: &Entity,
-    entities: &Entities,
+    entities: &EntityMap,
     identities: &mut Map<EntityUid, Arc<Identity>>,
     spiffe_ids: &mut Map<String, EntityUid>,
 ) -> Result<(), String> {
@@ -67,7 +67,7 @@ pub(super) fn index_identity(
     Ok(())
 }
 
-pub(super) fn read_identity(entity: &Entity, entities: &Entities) -> Result<Identity, String> {
+pub(super) fn read_identity(entity: &Entity, entities: &EntityMap) -> Result<Identity, String> {
     let owner = entity_attr(entity, "owner")?.map(|uid| {
         let human = entities.get(&uid);
         Owner {
@@ -85,7 +85,7 @@ pub(super) fn read_identity(entity: &Entity, entities: &Entities) -> Result<Iden
 
 pub(super) fn read_approval(
     entity: &Entity,
-    entities: &Entities,
+    entities: &EntityMap,
     principal_types: &[String],
 ) -> Result<Approval, String> {
     let uid = entity.uid();
@@ -167,7 +167,7 @@ pub(super) fn read_approval(
 
 /// The resource's ancestors, nearest first. In a scope tree a nearer scope has more ancestors
 /// than a farther one; ties (a DAG) are broken by name so the order is stable.
-pub(super) fn scopes_nearest_first(entities: &Entities, uid: &EntityUid) -> Arc<[EntityRef]> {
+pub(super) fn scopes_nearest_first(entities: &EntityMap, uid: &EntityUid) -> Arc<[EntityRef]> {
     let mut scopes: Vec<(usize, EntityUid)> = entities
         .ancestors(uid)
         .into_iter()

@@ -13,8 +13,11 @@ use sha2::{Digest, Sha256};
 use crate::clock::UnixMillis;
 use crate::domain::{Approval, Budget, EntityRef, Identity, MAX_EXACT_INTEGER, Owner};
 
+mod entity_map;
 mod evidence;
 mod time_bounds;
+
+pub use entity_map::EntityMap;
 
 use evidence::{index_identity, read_approval, scopes_nearest_first};
 use time_bounds::{TimeReferences, closure_of, direct_times_of, time_bounds_by_entity};
@@ -26,17 +29,13 @@ pub const APPROVAL_TYPE: &str = "Approval";
 /// The entity type of people: owners of identities, approvers of approvals.
 pub const HUMAN_TYPE: &str = "Human";
 
-/// The most entities below a changed one that `Facts::upserted` puts back itself, rather than
-/// letting Cedar repair the closure over every entity.
-const UPSERT_AGAIN_AT_MOST: usize = 16;
-
 /// The maps the facts keep beside Cedar's entities: persistent (a copy shares all but what
 /// changes), so that a change to one entity copies a path, not the whole index.
 pub type Map<K, V> = imbl::HashMap<K, V>;
 
 /// One consistent set of facts. Immutable once built.
 pub struct Facts {
-    entities: Entities,
+    entities: EntityMap,
     identities: Map<EntityUid, Arc<Identity>>,
     approvals: Map<String, Arc<Approval>>,
     /// For each resource, every scope it lies in, nearest first.
@@ -110,9 +109,19 @@ impl Facts {
     // The facts' parts, read-only: a `Facts` is immutable once built (`from_json`,
     // `with_changes`), and its indexes agree with its entities.
 
-    /// Cedar's entities, as policies read them.
-    pub fn entities(&self) -> &Entities {
+    /// Every entity, each with its closed ancestor set.
+    pub fn entities(&self) -> &EntityMap {
         &self.entities
+    }
+
+    /// The entity of `uid`, if the facts hold it.
+    pub fn entity(&self, uid: &EntityUid) -> Option<&Entity> {
+        self.entities.get(uid)
+    }
+
+    /// Whether the facts hold an entity of `uid`.
+    pub fn holds(&self, uid: &EntityUid) -> bool {
+        self.entities.contains(uid)
     }
 
     /// What Warrant knows of each identity, by uid.
@@ -159,8 +168,10 @@ impl Facts {
 
     /// Builds facts from the text of a Cedar entities file.
     pub fn from_json(text: &str, schema: &Schema) -> Result<Self, FactsError> {
-        let entities = Entities::from_json_str(text, Some(schema))
-            .map_err(|error| FactsError::Invalid(error_chain(&error)))?;
+        let entities = EntityMap::from_cedar(
+            Entities::from_json_str(text, Some(schema))
+                .map_err(|error| FactsError::Invalid(error_chain(&error)))?,
+        );
         let principal_types: Vec<String> = schema.principals().map(|t| t.to_string()).collect();
         let resource_types: Vec<String> = schema.resources().map(|t| t.to_string()).collect();
 
@@ -244,12 +255,25 @@ impl Facts {
                 Some(old) if parents_of(old)? != parents => return Ok(None),
                 // An entity others already name (as a parent or in an attribute) but that did
                 // not exist: also left to a full build.
-                None if self.referrers.contains_key(&uid) => return Ok(None),
+                None if self.referrers.contains_key(&uid)
+                    || self.entities.children(&uid).next().is_some() =>
+                {
+                    return Ok(None);
+                }
                 _ => {}
             }
             changed.push(entity.clone());
         }
-        let entities = self.upserted(&changed)?;
+        // Its parents unchanged, a changed entity keeps its ancestors, and so does every entity
+        // below it: each change is one entry replaced or added, its ancestor set closed over
+        // its parents as they stand (a parent added in the same change first: within the
+        // change, Cedar's parse has counted each entity's ancestors there).
+        changed.sort_by_key(|entity| entity.as_ref().ancestors().count());
+        let mut entities = self.entities.clone();
+        for entity in &changed {
+            let closed = entities.closed(entity);
+            entities.insert(closed);
+        }
 
         let mut identities = self.identities.clone();
         let mut approvals = self.approvals.clone();
@@ -333,71 +357,6 @@ impl Facts {
         }))
     }
 
-    /// Cedar's entities with `changed` in place (each keeping the parents it had, if it existed,
-    /// as `with_changes` requires). Then each one's ancestors are its parents and theirs, and no
-    /// other entity's ancestors change, so the transitive closure needs no repair (Cedar's
-    /// repair reads every entity). But Cedar's upsert of an existing entity strips it and its
-    /// ancestors from everything below it, expecting that repair: so the entities below are
-    /// upserted again in their current form, every entity after all of its ancestors (an entity
-    /// has more ancestors than any of them), which puts back what a strip took. A new entity
-    /// that existing ones already name as a parent changes their ancestors, and a change with
-    /// many entities below it is cheaper to repair once: those go to Cedar's repair.
-    fn upserted(&self, changed: &[Entity]) -> Result<Entities, FactsError> {
-        use cedar_policy_core::ast;
-        let invalid = |error: &dyn std::error::Error| FactsError::Invalid(error_chain(error));
-        let core = self.entities.as_ref();
-        let changed_uids: std::collections::HashSet<&ast::EntityUID> =
-            changed.iter().map(|entity| entity.as_ref().uid()).collect();
-        let below: Vec<&ast::Entity> = core
-            .iter()
-            .filter(|entity| {
-                !changed_uids.contains(entity.uid())
-                    && entity.ancestors().any(|uid| changed_uids.contains(uid))
-            })
-            .collect();
-        let new_parent = changed.iter().any(|entity| {
-            let uid = entity.as_ref().uid();
-            self.entities.get(&entity.uid()).is_none()
-                && below.iter().any(|other| other.is_descendant_of(uid))
-        });
-        // (Cedar's upsert scans every entity once per existing entity it is given: past a few
-        // entities below, its one repair pass is cheaper.)
-        if new_parent || below.len() > UPSERT_AGAIN_AT_MOST {
-            return self
-                .entities
-                .clone()
-                .upsert_entities(changed.iter().cloned(), None)
-                .map_err(|error| invalid(&error));
-        }
-        let mut collection: Vec<Arc<ast::Entity>> = changed
-            .iter()
-            .map(|entity| {
-                let mut closed = entity.as_ref().clone();
-                let parents: Vec<ast::EntityUID> = closed.parents().cloned().collect();
-                for parent in parents {
-                    if let Some(known) = self.entities.get(&EntityUid::from(parent)) {
-                        for ancestor in known.as_ref().ancestors() {
-                            closed.add_indirect_ancestor(ancestor.clone());
-                        }
-                    }
-                }
-                Arc::new(closed)
-            })
-            .chain(below.into_iter().map(|entity| Arc::new(entity.clone())))
-            .collect();
-        collection.sort_by_key(|entity| entity.ancestors().count());
-        let core = core
-            .clone()
-            .upsert_entities(
-                collection,
-                None::<&cedar_policy_core::entities::NoEntitiesSchema>,
-                cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
-                cedar_policy_core::extensions::Extensions::all_available(),
-            )
-            .map_err(|error| invalid(&error))?;
-        Ok(Entities::from(core))
-    }
-
     /// These facts, built afresh, as the change that follows `previous`: every entity that is
     /// new or differs from its form there (attributes, tags, parents, ancestors) gets this
     /// change's revision, the others keep theirs, and if any entity of `previous` is gone, this
@@ -453,7 +412,7 @@ impl Facts {
     pub fn revision_of(&self, uid: &EntityUid) -> u64 {
         match self.revisions.by_entity.get(uid) {
             Some(revision) => *revision,
-            None if self.entities.get(uid).is_some() => 0,
+            None if self.entities.contains(uid) => 0,
             None => self.revisions.last_removal,
         }
     }
@@ -554,26 +513,12 @@ impl Facts {
         let mut picked: Vec<Arc<cedar_policy_core::ast::Entity>> = self
             .reachable(roots, &described_refs, skip.as_ref())
             .into_iter()
-            .filter_map(|uid| self.entities.get(uid))
-            .map(|entity| Arc::new(entity.as_ref().clone()))
+            .filter_map(|uid| self.entities.shared(uid).cloned())
             .collect();
-        let mut described_parents = Vec::new();
         if let Some(entity) = described {
             // Its ancestors: its parents and all of theirs, so that its ancestor set is closed
             // like every other entity's.
-            for parent in entity.as_ref().parents() {
-                if let Some(known) = self.entities.get(&EntityUid::from(parent.clone())) {
-                    described_parents.extend(known.as_ref().ancestors().cloned());
-                }
-            }
-            let mut closed = entity.as_ref().clone();
-            let parents: std::collections::HashSet<_> = closed.parents().cloned().collect();
-            for ancestor in described_parents {
-                if !parents.contains(&ancestor) {
-                    closed.add_indirect_ancestor(ancestor);
-                }
-            }
-            picked.push(Arc::new(closed));
+            picked.push(self.entities.closed(entity));
         }
         // Every entity's ancestor set was closed when the whole facts were built, so the slice
         // needs no transitive closure of its own (Cedar's would cost more than the evaluation).
@@ -596,29 +541,18 @@ impl Facts {
         found
             .entities
             .into_iter()
-            .find(|uid| uid != &own && self.entities.get(uid).is_none())
+            .find(|uid| uid != &own && !self.entities.contains(uid))
     }
 
-    /// An entity other than `uid` that names it: in an attribute or tag, or as a parent. Scans
-    /// every entity for the parents (removals are rare; a store would index children).
+    /// An entity other than `uid` that names it: in an attribute or tag, or as a parent.
     pub fn referrer_of(&self, uid: &EntityUid) -> Option<EntityUid> {
-        if let Some(referrer) = self
-            .referrers
+        self.referrers
             .get(uid)
-            .and_then(|list| list.iter().find(|referrer| *referrer != uid))
-        {
-            return Some(referrer.clone());
-        }
-        self.entities
-            .iter()
-            .find(|entity| {
-                entity.uid() != *uid
-                    && entity
-                        .as_ref()
-                        .parents()
-                        .any(|parent| EntityUid::from(parent.clone()) == *uid)
-            })
-            .map(Entity::uid)
+            .into_iter()
+            .flatten()
+            .chain(self.entities.children(uid))
+            .find(|referrer| *referrer != uid && self.entities.contains(referrer))
+            .cloned()
     }
 
     /// Whether `descendant` lies in `ancestor` (is it, or has it among its ancestors).
@@ -733,6 +667,17 @@ fn parents_of(entity: &Entity) -> Result<std::collections::BTreeSet<String>, Fac
 
 /// The policy folder's `entities.json` by uid (`Type::"id"`), as JSON. Refuses an entity given
 /// twice.
+/// `sha256:` of the facts file's bytes: whether it changed, without parsing it.
+pub fn entities_file_digest(dir: &Path) -> anyhow::Result<String> {
+    let path = dir.join(ENTITIES_FILE);
+    let mut file = std::fs::File::open(&path)
+        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher)
+        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+    Ok(format!("sha256:{:x}", hasher.finalize()))
+}
+
 pub fn load_entities_file(dir: &Path) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
     let path = dir.join(ENTITIES_FILE);
     let text = std::fs::read_to_string(&path)

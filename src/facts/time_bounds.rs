@@ -90,7 +90,7 @@ pub(super) type TimeIndexes = (
     Map<EntityUid, imbl::HashSet<EntityUid>>,
 );
 
-pub(super) fn time_bounds_by_entity(entities: &Entities) -> Result<TimeIndexes, FactsError> {
+pub(super) fn time_bounds_by_entity(entities: &EntityMap) -> Result<TimeIndexes, FactsError> {
     let mut direct: Map<EntityUid, Arc<TimeReferences>> = Map::new();
     let mut referrers: HashMap<EntityUid, Vec<EntityUid>> = HashMap::new();
     for entity in entities.iter() {

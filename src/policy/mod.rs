@@ -49,6 +49,8 @@ struct PolicyFiles {
     policies: PolicySet,
     /// `sha256:` of the schema and every policy file (names and contents), `links.json` included.
     version: Arc<str>,
+    /// `sha256:` of the schema alone: the facts are parsed against it.
+    schema_version: Arc<str>,
     /// The actions the schema declares, by id (e.g. "export"), parsed once here.
     actions: HashMap<String, EntityUid>,
     /// Every entity type the schema declares, by name (e.g. "ServiceAccount"), parsed once here.
@@ -275,6 +277,12 @@ impl PolicySnapshot {
         &self.version
     }
 
+    /// `sha256:` of the schema alone: facts parsed against one schema fit every folder with the
+    /// same.
+    pub fn schema_version(&self) -> &Arc<str> {
+        &self.files.schema_version
+    }
+
     /// `sha256:` of the schema and every policy file: what a reload changes.
     pub fn files_version(&self) -> &Arc<str> {
         &self.files.version
@@ -465,6 +473,8 @@ impl PolicySnapshot {
             hasher.update(source.text.as_bytes());
         }
         let version: Arc<str> = format!("sha256:{:x}", hasher.finalize()).into();
+        let schema_version: Arc<str> =
+            format!("sha256:{:x}", Sha256::digest(schema_file.text.as_bytes())).into();
         let actions = schema
             .actions()
             .map(|uid| (uid.id().unescaped().to_owned(), uid.clone()))
@@ -521,6 +531,7 @@ impl PolicySnapshot {
         let mut snapshot = PolicySnapshot {
             version: Arc::clone(&version),
             files: Arc::new(PolicyFiles {
+                schema_version,
                 index: PolicyIndex::new(&policies),
                 templates,
                 link_fits: Mutex::new(HashMap::new()),
@@ -827,7 +838,7 @@ impl PolicySnapshot {
     pub fn unknown_link_entity(
         &self,
         link: &Link,
-        entities: &cedar_policy::Entities,
+        entities: &crate::facts::EntityMap,
     ) -> Option<LinkProblem> {
         let slots = [("principal", &link.principal), ("resource", &link.resource)];
         slots.into_iter().find_map(|(field, uid)| {

@@ -472,7 +472,7 @@ proptest! {
                 let uid = entity.uid();
                 let mine = facts.entities().get(&uid).expect("the same entities");
                 prop_assert_eq!(mine.to_json_value().unwrap(), entity.to_json_value().unwrap());
-                let ancestors = |e: &cedar_policy::Entities| {
+                let ancestors = |e: &warrant::facts::EntityMap| {
                     let mut all: Vec<String> = e.ancestors(&uid).into_iter().flatten().map(ToString::to_string).collect();
                     all.sort();
                     all
@@ -629,7 +629,7 @@ proptest! {
                     Some(policies.schema()),
                 )
                 .unwrap();
-                let whole = Authorizer::new().is_authorized(&request, policies.policies(), facts.entities());
+                let whole = Authorizer::new().is_authorized(&request, policies.policies(), &facts.entities().to_cedar());
                 let roots = [&principal, &action, &resource].into_iter().chain(literals);
                 let slice = facts.slice(roots, None).unwrap();
                 prop_assert!(slice.len() < facts.entities().len());
@@ -675,4 +675,61 @@ fn a_denial_names_the_approval_that_would_allow_it_at_any_millisecond() {
         assert_eq!(early.reasons, ["approval-not-yet-valid"]);
         assert!(early.approval_required.is_some());
     }
+}
+
+/// One change that adds a scope under an existing one and a dataset under the new scope: the
+/// dataset's ancestors run through both (the new scope's, within the change, and its parent's,
+/// in the facts), as in facts built afresh.
+#[test]
+fn a_change_adding_a_scope_and_a_dataset_under_it_closes_ancestors_through_both() {
+    let dir = crate::common::bundled_policies();
+    let policies = warrant::policy::PolicySnapshot::load(&dir).unwrap();
+    let base = warrant::facts::load_entities_file(&dir).unwrap();
+    let facts = warrant::facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
+    let changes = [
+        serde_json::json!({"uid": {"type": "Dataset", "id": "team-x-events"}, "attrs": {},
+               "parents": [{"type": "Scope", "id": "team-x"}]}),
+        serde_json::json!({"uid": {"type": "Scope", "id": "team-x"}, "attrs": {"kind": "dataset-family"},
+               "parents": [{"type": "Scope", "id": "sales-datasets"}]}),
+    ];
+    let updated = facts
+        .with_changes(policies.schema(), &changes)
+        .unwrap()
+        .expect("new entities nothing names yet are added in place");
+    let fresh = warrant::facts::merged(
+        policies.schema(),
+        &base,
+        changes
+            .iter()
+            .map(|change| (change["uid"]["id"].as_str().unwrap(), Some(change))),
+    );
+    let fresh = match fresh {
+        Ok(fresh) => fresh,
+        Err(error) => panic!("{error}"),
+    };
+    let dataset = cedar_policy::EntityUid::from_json(changes[0]["uid"].clone()).unwrap();
+    let ancestors = |facts: &warrant::facts::Facts| {
+        let mut all: Vec<String> = facts
+            .entities()
+            .ancestors(&dataset)
+            .into_iter()
+            .flatten()
+            .map(ToString::to_string)
+            .collect();
+        all.sort();
+        all
+    };
+    assert_eq!(
+        ancestors(&updated),
+        [
+            r#"Scope::"production""#,
+            r#"Scope::"sales-datasets""#,
+            r#"Scope::"team-x""#
+        ]
+    );
+    assert_eq!(ancestors(&updated), ancestors(&fresh));
+    assert_eq!(
+        updated.resource_scopes().get(&dataset),
+        fresh.resource_scopes().get(&dataset)
+    );
 }
