@@ -17,7 +17,7 @@ pub struct EntityMap {
     entities: Map<EntityUid, Arc<ast::Entity>>,
     /// Each entity's children (the entities that name it as a parent), for what a change or a
     /// removal below it must know without reading every entity.
-    children: Map<EntityUid, imbl::HashSet<EntityUid>>,
+    children: Map<EntityUid, imbl::OrdSet<EntityUid>>,
 }
 
 impl EntityMap {

@@ -87,7 +87,7 @@ pub(super) fn closure_of(
 pub(super) type TimeIndexes = (
     Map<EntityUid, Arc<[UnixMillis]>>,
     Map<EntityUid, Arc<TimeReferences>>,
-    Map<EntityUid, imbl::HashSet<EntityUid>>,
+    Map<EntityUid, imbl::OrdSet<EntityUid>>,
 );
 
 pub(super) fn time_bounds_by_entity(entities: &EntityMap) -> Result<TimeIndexes, FactsError> {
@@ -105,7 +105,7 @@ pub(super) fn time_bounds_by_entity(entities: &EntityMap) -> Result<TimeIndexes,
     }
     let referrers = referrers
         .into_iter()
-        .map(|(uid, list)| (uid, list.into_iter().collect()))
+        .map(|(uid, list)| (uid, list.into_iter().collect::<imbl::OrdSet<_>>()))
         .collect();
     let bounds = direct
         .keys()
