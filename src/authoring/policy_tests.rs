@@ -190,7 +190,7 @@ fn run_case(
     case: &Case,
     default_now: Option<&str>,
     policies: &Arc<PolicySnapshot>,
-    base: &BTreeMap<String, serde_json::Value>,
+    base: &crate::facts::FileEntities,
     base_facts: &Arc<crate::facts::Facts>,
 ) -> Outcome {
     let request = match request_of(case) {

@@ -334,10 +334,16 @@ impl Control {
     /// their place and removed ones left out), ordered by uid.
     pub fn export_entities(&self) -> Vec<Value> {
         let state = self.state();
-        let mut all: BTreeMap<&str, Option<&Value>> = state
+        let from_file: BTreeMap<&str, Value> = state
             .base
             .iter()
-            .map(|(key, entity)| (key.as_str(), Some(entity)))
+            .filter_map(|(key, entity)| {
+                Some((key.as_str(), serde_json::from_str(entity.get()).ok()?))
+            })
+            .collect();
+        let mut all: BTreeMap<&str, Option<&Value>> = from_file
+            .iter()
+            .map(|(key, entity)| (*key, Some(entity)))
             .collect();
         all.extend(live_entities(&state.live));
         all.into_values().flatten().cloned().collect()

@@ -128,7 +128,7 @@ struct State {
     /// Every template link made through the admin API, by link id.
     live_links: BTreeMap<String, LiveLink>,
     /// The policy folder's `entities.json`, by uid, as last loaded successfully.
-    base: BTreeMap<String, Value>,
+    base: crate::facts::FileEntities,
     /// `sha256:` of that file's bytes (`entities_file_digest`).
     base_digest: String,
     policies_loaded_at: UnixMillis,
@@ -365,10 +365,10 @@ impl Control {
     fn current(&self, state: &State, key: &str) -> Option<(Value, ChangeMeta, Origin)> {
         match state.live.get(key) {
             Some(live) => Some((live.entity.clone(), live.meta.clone(), Origin::Live)),
-            None => state
-                .base
-                .get(key)
-                .map(|entity| (entity.clone(), ChangeMeta::default(), Origin::File)),
+            None => state.base.get(key).and_then(|entity| {
+                let entity = serde_json::from_str(entity.get()).ok()?;
+                Some((entity, ChangeMeta::default(), Origin::File))
+            }),
         }
     }
 }

@@ -14,7 +14,7 @@ const RELOAD_ATTEMPTS: usize = 5;
 /// are kept), the facts with the live changes, and the shadow policies.
 type LoadedFolder = (
     PolicySnapshot,
-    Option<(BTreeMap<String, Value>, String)>,
+    Option<(crate::facts::FileEntities, String)>,
     Arc<Facts>,
     Option<PolicySnapshot>,
 );

@@ -50,8 +50,9 @@ pub struct Facts {
     /// every entity reachable from it through entity-valued attributes, sorted. A decision that
     /// reads an entity can only change when the clock crosses one of these.
     time_bounds: Map<EntityUid, Arc<[UnixMillis]>>,
-    /// Each entity's own datetimes and entity references, and who refers to whom the other
-    /// way: what an incremental update needs to redo only the affected `time_bounds`.
+    /// Each entity's own datetimes and entity references (for the entities that hold any),
+    /// and who refers to whom the other way: what an incremental update needs to redo only
+    /// the affected `time_bounds`.
     direct_times: Map<EntityUid, Arc<TimeReferences>>,
     referrers: Map<EntityUid, imbl::OrdSet<EntityUid>>,
     /// `sha256:` of the facts' JSON text (the file's, plus the live changes if there are any).
@@ -326,7 +327,11 @@ impl Facts {
                     .or_default()
                     .insert(uid.clone());
             }
-            direct_times.insert(uid.clone(), Arc::new(found));
+            if found.datetimes.is_empty() && found.entities.is_empty() {
+                direct_times.remove(&uid);
+            } else {
+                direct_times.insert(uid.clone(), Arc::new(found));
+            }
             affected.push(uid);
         }
         let mut time_bounds = self.time_bounds.clone();
@@ -687,18 +692,33 @@ pub fn entities_file_digest(dir: &Path) -> anyhow::Result<String> {
     Ok(format!("sha256:{:x}", hasher.finalize()))
 }
 
-pub fn load_entities_file(dir: &Path) -> anyhow::Result<BTreeMap<String, serde_json::Value>> {
+/// The facts file's entities by uid, each as its JSON text: kept for rebuilding the facts with
+/// live changes, and a fraction of the memory of parsed JSON values.
+pub type FileEntities = BTreeMap<String, Box<serde_json::value::RawValue>>;
+
+/// Reads `dir/entities.json` into `FileEntities`, refusing a uid given twice.
+pub fn load_entities_file(dir: &Path) -> anyhow::Result<FileEntities> {
+    /// Just the uid of an entity's text.
+    #[derive(serde::Deserialize)]
+    struct Uid {
+        uid: serde_json::Value,
+    }
     let path = dir.join(ENTITIES_FILE);
     let text = std::fs::read_to_string(&path)
         .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
-    let entities: Vec<serde_json::Value> = serde_json::from_str(&text).map_err(|error| {
-        anyhow::anyhow!("{}: not a JSON array of entities: {error}", path.display())
-    })?;
+    let entities: Vec<Box<serde_json::value::RawValue>> =
+        serde_json::from_str(&text).map_err(|error| {
+            anyhow::anyhow!("{}: not a JSON array of entities: {error}", path.display())
+        })?;
+    drop(text);
     let mut base = BTreeMap::new();
     for (i, entity) in entities.into_iter().enumerate() {
-        let uid = EntityUid::from_json(entity["uid"].clone()).map_err(|error| {
-            anyhow::anyhow!("{}: entity {i}: bad `uid`: {error}", path.display())
-        })?;
+        let uid = serde_json::from_str::<Uid>(entity.get())
+            .map_err(|error| error.to_string())
+            .and_then(|found| EntityUid::from_json(found.uid).map_err(|e| e.to_string()))
+            .map_err(|error| {
+                anyhow::anyhow!("{}: entity {i}: bad `uid`: {error}", path.display())
+            })?;
         let key = uid.to_string();
         if base.insert(key.clone(), entity).is_some() {
             anyhow::bail!("{}: {key} is given twice", path.display());
@@ -711,21 +731,36 @@ pub fn load_entities_file(dir: &Path) -> anyhow::Result<BTreeMap<String, serde_j
 /// uid, or added; a change of `None` removes the entity.
 pub fn merged<'a>(
     schema: &Schema,
-    base: &'a BTreeMap<String, serde_json::Value>,
+    base: &'a FileEntities,
     changes: impl IntoIterator<Item = (&'a str, Option<&'a serde_json::Value>)>,
 ) -> Result<Facts, FactsError> {
-    let mut merged: BTreeMap<&str, &serde_json::Value> = base
+    enum Text<'a> {
+        File(&'a serde_json::value::RawValue),
+        Changed(&'a serde_json::Value),
+    }
+    let mut merged: BTreeMap<&str, Text<'_>> = base
         .iter()
-        .map(|(key, value)| (key.as_str(), value))
+        .map(|(key, value)| (key.as_str(), Text::File(value)))
         .collect();
     for (key, change) in changes {
         match change {
-            Some(entity) => merged.insert(key, entity),
+            Some(entity) => merged.insert(key, Text::Changed(entity)),
             None => merged.remove(key),
         };
     }
-    let text = serde_json::to_string(&merged.values().collect::<Vec<_>>())
-        .map_err(|error| FactsError::Invalid(error.to_string()))?;
+    let mut text =
+        String::with_capacity(base.values().map(|e| e.get().len() + 1).sum::<usize>() + 2);
+    text.push('[');
+    for (i, entity) in merged.values().enumerate() {
+        if i > 0 {
+            text.push(',');
+        }
+        match entity {
+            Text::File(raw) => text.push_str(raw.get()),
+            Text::Changed(value) => text.push_str(&value.to_string()),
+        }
+    }
+    text.push(']');
     Facts::from_json(&text, schema)
 }
 

@@ -101,7 +101,10 @@ pub(super) fn time_bounds_by_entity(entities: &EntityMap) -> Result<TimeIndexes,
                 .or_default()
                 .push(entity.uid());
         }
-        direct.insert(entity.uid(), Arc::new(found));
+        // (Most entities hold neither: kept only for those that do, absent meaning none.)
+        if !found.datetimes.is_empty() || !found.entities.is_empty() {
+            direct.insert(entity.uid(), Arc::new(found));
+        }
     }
     let referrers = referrers
         .into_iter()

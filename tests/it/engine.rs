@@ -439,8 +439,12 @@ proptest! {
         let base = warrant::facts::load_entities_file(&dir).unwrap();
         let mut overlay: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         let mut facts = warrant::facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
+        let base_values: BTreeMap<String, serde_json::Value> = base
+            .iter()
+            .map(|(key, text)| (key.clone(), serde_json::from_str(text.get()).unwrap()))
+            .collect();
         for change in &changes {
-            let mut current = base.clone();
+            let mut current = base_values.clone();
             current.extend(overlay.clone());
             let written = apply(change, &current);
             let uid = cedar_policy::EntityUid::from_json(written["uid"].clone()).unwrap();
