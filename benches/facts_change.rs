@@ -24,7 +24,7 @@ fn main() {
         .unwrap_or(1_000);
     let loading = Instant::now();
     let policies = warrant::policy::PolicySnapshot::load(&dir).expect("a policy folder");
-    let base = warrant::facts::load_entities_file(&dir).expect("its entities.json");
+    let (base, _) = warrant::facts::load_entities_file(&dir).expect("its entities.json");
     let mut facts =
         warrant::facts::merged(policies.schema(), &base, std::iter::empty()).expect("facts");
     println!(

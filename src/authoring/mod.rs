@@ -72,7 +72,7 @@ pub(crate) fn load_facts(dir: &Path, policies: &PolicySnapshot) -> Result<Facts,
         column: 1,
         message,
     };
-    let base = load_entities_file(dir).map_err(|error| at_start(format!("{error:#}")))?;
+    let (base, _) = load_entities_file(dir).map_err(|error| at_start(format!("{error:#}")))?;
     merged(policies.schema(), &base, std::iter::empty()).map_err(|error| {
         let line = error.entity().and_then(|entity| {
             std::fs::read_to_string(&path)

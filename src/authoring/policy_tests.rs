@@ -130,7 +130,7 @@ pub fn run(dir: &Path) -> anyhow::Result<ExitCode> {
         }
         Err(error) => return Err(error.into()),
     };
-    let base = load_entities_file(dir)?;
+    let (base, _) = load_entities_file(dir)?;
     let base_facts = Arc::new(
         merged(policies.schema(), &base, std::iter::empty())
             .map_err(|e| anyhow::anyhow!("{}: {e}", dir.join("entities.json").display()))?,

@@ -57,7 +57,7 @@ impl Control {
                 {
                     (None, Arc::clone(&current.facts))
                 } else {
-                    let base = load_entities_file(&self.policies_dir)
+                    let (base, digest) = load_entities_file(&self.policies_dir)
                         .map_err(|error| error.to_string())?;
                     let facts = merged(policies.schema(), &base, live_entities(&state.live))
                         .map_err(|error| error.to_string())?

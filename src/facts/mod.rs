@@ -118,16 +118,6 @@ impl Facts {
         &self.entities
     }
 
-    /// The entity of `uid`, if the facts hold it.
-    pub fn entity(&self, uid: &EntityUid) -> Option<&Entity> {
-        self.entities.get(uid)
-    }
-
-    /// Whether the facts hold an entity of `uid`.
-    pub fn holds(&self, uid: &EntityUid) -> bool {
-        self.entities.contains(uid)
-    }
-
     /// What Warrant knows of each identity, by uid.
     pub fn identities(&self) -> &Map<EntityUid, Arc<Identity>> {
         &self.identities
@@ -696,8 +686,9 @@ pub fn entities_file_digest(dir: &Path) -> anyhow::Result<String> {
 /// live changes, and a fraction of the memory of parsed JSON values.
 pub type FileEntities = BTreeMap<String, Box<serde_json::value::RawValue>>;
 
-/// Reads `dir/entities.json` into `FileEntities`, refusing a uid given twice.
-pub fn load_entities_file(dir: &Path) -> anyhow::Result<FileEntities> {
+/// Reads `dir/entities.json` into `FileEntities`, refusing a uid given twice, with the
+/// `entities_file_digest` of the bytes it read.
+pub fn load_entities_file(dir: &Path) -> anyhow::Result<(FileEntities, String)> {
     /// Just the uid of an entity's text.
     #[derive(serde::Deserialize)]
     struct Uid {
@@ -710,6 +701,7 @@ pub fn load_entities_file(dir: &Path) -> anyhow::Result<FileEntities> {
         serde_json::from_str(&text).map_err(|error| {
             anyhow::anyhow!("{}: not a JSON array of entities: {error}", path.display())
         })?;
+    let digest = format!("sha256:{:x}", Sha256::digest(text.as_bytes()));
     drop(text);
     let mut base = BTreeMap::new();
     for (i, entity) in entities.into_iter().enumerate() {
@@ -724,7 +716,7 @@ pub fn load_entities_file(dir: &Path) -> anyhow::Result<FileEntities> {
             anyhow::bail!("{}: {key} is given twice", path.display());
         }
     }
-    Ok(base)
+    Ok((base, digest))
 }
 
 /// Facts from `base` (entities by uid) with each of `changes` in place of the entity of the same

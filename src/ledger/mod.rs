@@ -166,10 +166,9 @@ enum Message {
 }
 
 struct Pending {
-    /// The decision's id, for a decision's record (the lookup index holds only decisions).
+    /// The decision's id, for a decision's record; `None` for an approval request's step. (The
+    /// lookup index holds only decisions.)
     decision_id: Option<String>,
-    /// The entry's key for what it holds: "record" (a decision) or "approval_request".
-    key: &'static str,
     /// Its canonical JSON, made by the caller's thread so the writer only chains.
     record: Vec<u8>,
     done: Option<oneshot::Sender<Result<u64, LedgerError>>>,
@@ -469,7 +468,7 @@ impl Ledger {
             let decision_id = record.decision_id.clone();
             let record = canonical(record)
                 .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
-            let (pending, wait) = self.pending_entry(Some(decision_id), "record", record);
+            let (pending, wait) = self.pending_entry(Some(decision_id), record);
             waits.extend(wait);
             // A full queue makes the caller wait: backpressure, never a dropped record.
             match self.sender.try_send(Message::Record(pending)) {
@@ -504,7 +503,7 @@ impl Ledger {
         }
         let bytes = canonical_request(record)
             .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
-        let (pending, wait) = self.pending_entry(None, "approval_request", bytes);
+        let (pending, wait) = self.pending_entry(None, bytes);
         self.sender
             .send(Message::Record(pending))
             .map_err(|_| stopped())?;
@@ -518,7 +517,6 @@ impl Ledger {
     fn pending_entry(
         &self,
         decision_id: Option<String>,
-        key: &'static str,
         record: Vec<u8>,
     ) -> (Pending, Option<oneshot::Receiver<Result<u64, LedgerError>>>) {
         let (done, wait) = match self.mode == LedgerMode::Durable {
@@ -531,7 +529,6 @@ impl Ledger {
         self.pending.fetch_add(1, Ordering::Relaxed);
         let pending = Pending {
             decision_id,
-            key,
             record,
             done,
         };

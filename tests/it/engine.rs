@@ -436,7 +436,7 @@ proptest! {
     ) {
         let dir = crate::common::bundled_policies();
         let policies = warrant::policy::PolicySnapshot::load(&dir).unwrap();
-        let base = warrant::facts::load_entities_file(&dir).unwrap();
+        let (base, _) = warrant::facts::load_entities_file(&dir).unwrap();
         let mut overlay: BTreeMap<String, serde_json::Value> = BTreeMap::new();
         let mut facts = warrant::facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
         let base_values: BTreeMap<String, serde_json::Value> = base
@@ -688,7 +688,7 @@ fn a_denial_names_the_approval_that_would_allow_it_at_any_millisecond() {
 fn a_change_adding_a_scope_and_a_dataset_under_it_closes_ancestors_through_both() {
     let dir = crate::common::bundled_policies();
     let policies = warrant::policy::PolicySnapshot::load(&dir).unwrap();
-    let base = warrant::facts::load_entities_file(&dir).unwrap();
+    let (base, _) = warrant::facts::load_entities_file(&dir).unwrap();
     let facts = warrant::facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
     let changes = [
         serde_json::json!({"uid": {"type": "Dataset", "id": "team-x-events"}, "attrs": {},

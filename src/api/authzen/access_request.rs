@@ -45,6 +45,11 @@ pub struct AccessRequests {
 }
 
 impl AccessRequests {
+    /// Until when a denial decided at `decided_at` can be submitted.
+    fn requestable_until(&self, decided_at: UnixMillis) -> UnixMillis {
+        decided_at.saturating_add_millis(self.window_ms)
+    }
+
     pub fn new(control: Arc<Control>, ledger: Arc<Ledger>, window: Duration) -> Self {
         AccessRequests {
             control,
@@ -72,7 +77,7 @@ impl AccessRequests {
             context["evaluation_id"] = json!(decision.decision_id.to_string());
             context["evaluated_at"] = json!(evaluated_at.to_rfc3339());
             context["access_request"] = json!({
-                "expires_at": evaluated_at.saturating_add_millis(self.window_ms).to_rfc3339(),
+                "expires_at": self.requestable_until(evaluated_at).to_rfc3339(),
             });
         }
         if !requestable && !presented {
@@ -115,12 +120,17 @@ struct Problem {
 }
 
 impl Problem {
-    fn bad(detail: impl Into<String>) -> Self {
+    /// An `about:blank` problem: the status says what it is.
+    fn plain(status: StatusCode, detail: impl Into<String>) -> Self {
         Problem {
-            status: StatusCode::BAD_REQUEST,
+            status,
             kind: None,
             detail: detail.into(),
         }
+    }
+
+    fn bad(detail: impl Into<String>) -> Self {
+        Problem::plain(StatusCode::BAD_REQUEST, detail)
     }
 
     fn of(status: StatusCode, kind: &'static str, detail: impl Into<String>) -> Self {
@@ -174,26 +184,14 @@ fn control_problem(error: ControlError) -> Problem {
             Problem::bad(format!("{field}: {message}"))
         }
         ControlError::NotFound(message) => Problem::bad(message),
-        ControlError::Refused(reason) => Problem {
-            status: StatusCode::FORBIDDEN,
-            kind: None,
-            detail: reason,
-        },
-        ControlError::Exhausted(message) => Problem {
-            status: StatusCode::TOO_MANY_REQUESTS,
-            kind: None,
-            detail: message,
-        },
+        ControlError::Refused(reason) => Problem::plain(StatusCode::FORBIDDEN, reason),
+        ControlError::Exhausted(message) => Problem::plain(StatusCode::TOO_MANY_REQUESTS, message),
         ControlError::Conflict(message) | ControlError::AlreadyExists(message) => {
             Problem::of(StatusCode::CONFLICT, "duplicate_request", message)
         }
         ControlError::Store(_) | ControlError::Unrecorded(_) | ControlError::ReloadFailed(_) => {
             tracing::error!(%error, "an access request could not be filed");
-            Problem {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                kind: None,
-                detail: error.to_string(),
-            }
+            Problem::plain(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
         }
     }
 }
@@ -206,10 +204,11 @@ async fn on_control<T: Send + 'static>(
     let control = Arc::clone(control);
     tokio::task::spawn_blocking(move || call(&control))
         .await
-        .map_err(|error| Problem {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            kind: None,
-            detail: format!("the call failed: {error}"),
+        .map_err(|error| {
+            Problem::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the call failed: {error}"),
+            )
         })?
         .map_err(control_problem)
 }
@@ -300,11 +299,10 @@ pub(super) async fn status(
 }
 
 fn unauthenticated() -> Problem {
-    Problem {
-        status: StatusCode::UNAUTHORIZED,
-        kind: None,
-        detail: "Authorization: a valid bearer token is required".to_owned(),
-    }
+    Problem::plain(
+        StatusCode::UNAUTHORIZED,
+        "Authorization: a valid bearer token is required".to_owned(),
+    )
 }
 
 /// Counts the call and sends its answer (a task, with its `Location`, or a problem), echoing
@@ -382,18 +380,18 @@ async fn file(
     let lookup = evaluation_id.to_owned();
     let stored = tokio::task::spawn_blocking(move || ledger.get(&lookup))
         .await
-        .map_err(|error| Problem {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            kind: None,
-            detail: format!("the ledger lookup failed: {error}"),
+        .map_err(|error| {
+            Problem::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the ledger lookup failed: {error}"),
+            )
         })?
         .map_err(|error| {
             tracing::error!(%error, "an access request's denial could not be looked up");
-            Problem {
-                status: StatusCode::SERVICE_UNAVAILABLE,
-                kind: None,
-                detail: format!("the ledger could not be read: {error}"),
-            }
+            Problem::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the ledger could not be read: {error}"),
+            )
         })?
         .ok_or_else(|| {
             Problem::unbound(format!(
@@ -434,9 +432,8 @@ async fn file(
         )));
     }
     let now = service.control.now();
-    let expires_at = UnixMillis::parse_rfc3339(&record.time)
-        .unwrap_or(UnixMillis(0))
-        .saturating_add_millis(service.window_ms);
+    let expires_at =
+        service.requestable_until(UnixMillis::parse_rfc3339(&record.time).unwrap_or(UnixMillis(0)));
     if now >= expires_at {
         return Err(Problem::of(
             StatusCode::GONE,

@@ -316,6 +316,36 @@ impl AuthZen {
             .collect()
     }
 
+    /// Decides one evaluation and answers it alone: one that cannot be decided is refused whole
+    /// (400, with its refusal's id), not answered as a deny.
+    async fn decide_one(
+        &self,
+        evaluation: Evaluation,
+        request_id: Option<String>,
+        caller: domain::Caller,
+        trace: &TraceHeaders,
+    ) -> Result<Value, Refused> {
+        let mut answers = self
+            .decide(
+                vec![Ok(evaluation)],
+                Semantic::ExecuteAll,
+                request_id,
+                caller,
+                trace,
+                |_| String::new(),
+            )
+            .await;
+        match answers.pop() {
+            Some(Ok(answer)) => Ok(answer),
+            Some(Err(refused)) => Err(Refused(
+                StatusCode::BAD_REQUEST,
+                refused.message,
+                Some(refused.decision_id),
+            )),
+            None => Err(Refused::bad("no answer")),
+        }
+    }
+
     /// Records a refusal of the whole call (one that has no record yet), with what could be
     /// read of its request.
     async fn record_refusal(
@@ -436,25 +466,9 @@ async fn evaluation(
         let evaluation = parse_evaluation(&body, &Map::new(), "").map_err(Refused::bad)?;
         let id = request_id.and_then(|v| v.to_str().ok()).map(str::to_owned);
         // One evaluation: one that cannot be decided is refused whole (400), not a deny.
-        let mut answers = authzen
-            .decide(
-                vec![Ok(evaluation)],
-                Semantic::ExecuteAll,
-                id,
-                peer.caller(),
-                &trace,
-                |_| String::new(),
-            )
-            .await;
-        match answers.pop() {
-            Some(Ok(answer)) => Ok(answer),
-            Some(Err(refused)) => Err(Refused(
-                StatusCode::BAD_REQUEST,
-                refused.message,
-                Some(refused.decision_id),
-            )),
-            None => Err(Refused::bad("no answer")),
-        }
+        authzen
+            .decide_one(evaluation, id, peer.caller(), &trace)
+            .await
     }
     .await;
     authzen
@@ -506,25 +520,9 @@ async fn evaluations(
         if items.is_empty() {
             // No evaluations: the request is a single evaluation, answered as one.
             let evaluation = parse_evaluation(&body, &Map::new(), "").map_err(Refused::bad)?;
-            let mut answers = authzen
-                .decide(
-                    vec![Ok(evaluation)],
-                    semantic,
-                    id,
-                    peer.caller(),
-                    &trace,
-                    |_| String::new(),
-                )
+            return authzen
+                .decide_one(evaluation, id, peer.caller(), &trace)
                 .await;
-            return match answers.pop() {
-                Some(Ok(answer)) => Ok(answer),
-                Some(Err(refused)) => Err(Refused(
-                    StatusCode::BAD_REQUEST,
-                    refused.message,
-                    Some(refused.decision_id),
-                )),
-                None => Err(Refused::bad("no answer")),
-            };
         }
         if items.len() > authzen.max_evaluations {
             return Err(Refused::bad(format!(
