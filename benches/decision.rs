@@ -163,7 +163,7 @@ fn decision(c: &mut Criterion) {
         )
         .unwrap();
         // Raw Cedar reads the whole facts as one `Entities` (built once here).
-        let whole = snapshot.facts.entities().to_cedar();
+        let whole = snapshot.facts.to_cedar().expect("the whole facts");
         // Raw Cedar evaluates the same policies: the static ones and the template links that
         // can apply (`applicable`, computed once here, as the engine does per request).
         let raw_policies = snapshot
@@ -214,7 +214,7 @@ fn decision(c: &mut Criterion) {
             "{}: a slice of {} entities of {}; {} of {} policies can apply",
             case.name,
             snapshot.facts.slice(roots.iter(), None).unwrap().len(),
-            snapshot.facts.entities().len(),
+            snapshot.facts.entity_count(),
             snapshot
                 .policies
                 .index()

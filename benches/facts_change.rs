@@ -1,8 +1,11 @@
-//! What one live change costs inside the process, the store's commit aside: `Facts::with_changes`
-//! (the admin API's in-place path) on the facts of a policy folder, one identity's status
-//! flipped per change, as `PutEntity` and `warrant identity` do. Prints p50, p99 and the worst of
-//! the changes. Facts of any size: point `WARRANT_BENCH_POLICIES` at a folder made by
-//! `scripts/scale.py` (the bundled `policies/` otherwise).
+//! What the facts store costs inside the process: the first import of a policy folder's
+//! `entities.json` into a fresh data folder, opening that data folder again (what a restart
+//! pays), and live changes through the control plane, each committed durably and in force for
+//! the next decision: an identity's status flipped (as `UpdateIdentity` and `warrant identity`
+//! do) and a resource put (`PutEntity`). With `WARRANT_BENCH_MOVE=1`, also a scope moved under
+//! another, which rewrites the ancestors of everything below it. Prints p50, p99 and the worst.
+//! Facts of any size: point `WARRANT_BENCH_POLICIES` at a folder made by `scripts/scale.py`
+//! (the bundled `policies/` otherwise).
 //!
 //! ```text
 //! python3 scripts/scale.py /tmp/s1m --policies 10 --identities 1000000
@@ -11,8 +14,52 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::PathBuf;
-use std::time::Instant;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use warrant::control::entities::{ChangeReason, EntitySpec};
+use warrant::control::identities::IdentityUpdate;
+use warrant::control::{Control, Rules};
+use warrant::decide::engine::EngineSettings;
+use warrant::domain::EntityRef;
+use warrant::store::LiveStore;
+
+fn open(policies: &Path, data: &Path) -> Control {
+    Control::open(
+        policies,
+        LiveStore::open(data).expect("a data folder"),
+        Arc::new(warrant::clock::SystemClock),
+        EngineSettings::default(),
+        Rules::default(),
+    )
+    .expect("the policy folder and its facts")
+}
+
+fn report(what: &str, mut took: Vec<Duration>) {
+    took.sort();
+    let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    println!(
+        "{} {what}: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        took.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+}
+
+fn rss_mib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find(|line| line.starts_with("VmRSS:"))
+                .and_then(|line| line.split_whitespace().nth(1))
+                .and_then(|kib| kib.parse::<u64>().ok())
+        })
+        .map_or(0, |kib| kib / 1024)
+}
 
 fn main() {
     let dir = std::env::var_os("WARRANT_BENCH_POLICIES")
@@ -22,43 +69,111 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000);
-    let loading = Instant::now();
-    let policies = warrant::policy::PolicySnapshot::load(&dir).expect("a policy folder");
-    let (base, _) = warrant::facts::load_entities_file(&dir).expect("its entities.json");
-    let mut facts =
-        warrant::facts::merged(policies.schema(), &base, std::iter::empty()).expect("facts");
+    let data = tempfile::tempdir().expect("a temporary data folder");
+
+    let started = Instant::now();
+    let control = open(&dir, data.path());
+    let facts = Arc::clone(&control.engine().snapshot().facts);
     println!(
-        "{}: {} entities loaded in {:.1} s",
+        "{}: {} entities imported into a new store in {:.1} s",
         dir.display(),
-        facts.entities().len(),
-        loading.elapsed().as_secs_f64()
+        facts.entity_count(),
+        started.elapsed().as_secs_f64()
     );
+    drop(facts);
+    drop(control);
+
+    let started = Instant::now();
+    let control = open(&dir, data.path());
+    println!(
+        "the same data folder opened again in {:.2} s; RSS {} MiB",
+        started.elapsed().as_secs_f64(),
+        rss_mib()
+    );
+
     // Identities with a status: the ones a change flips, in turn.
-    let identities: Vec<serde_json::Value> = base
-        .values()
-        .filter_map(|text| serde_json::from_str::<serde_json::Value>(text.get()).ok())
-        .filter(|entity| entity["attrs"]["status"].is_string())
+    let identities: Vec<EntityRef> = control
+        .engine()
+        .snapshot()
+        .facts
+        .identities()
+        .into_iter()
+        .filter(|(_, identity)| identity.status.is_some())
+        .map(|(uid, _)| EntityRef::from_uid(&uid))
         .take(changes)
         .collect();
     assert!(!identities.is_empty(), "no identity with a status");
     let mut took = Vec::with_capacity(changes);
     for n in 0..changes {
-        let mut entity = identities[n % identities.len()].clone();
-        entity["attrs"]["status"] =
-            serde_json::json!(if n % 2 == 0 { "suspended" } else { "active" });
+        let update = IdentityUpdate {
+            status: Some(if n % 2 == 0 { "suspended" } else { "active" }.to_owned()),
+            ..IdentityUpdate::default()
+        };
         let started = Instant::now();
-        facts = facts
-            .with_changes(policies.schema(), std::slice::from_ref(&entity))
-            .expect("a valid change")
-            .expect("applied in place");
+        control
+            .update_identity(&identities[n % identities.len()], update)
+            .expect("a valid change");
         took.push(started.elapsed());
     }
-    took.sort();
-    let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e6;
-    println!(
-        "{changes} changes in place: p50 {:.0} µs, p99 {:.0} µs, max {:.0} µs",
-        at(0.5),
-        at(0.99),
-        at(1.0)
-    );
+    report("identity status flips", took);
+
+    let scope = control
+        .engine()
+        .snapshot()
+        .facts
+        .reader()
+        .uids_of_type("Scope")
+        .expect("the scopes")
+        .into_iter()
+        .next()
+        .map(|uid| EntityRef::from_uid(&uid))
+        .expect("a scope");
+    let mut took = Vec::with_capacity(changes);
+    for n in 0..changes {
+        let spec = EntitySpec {
+            entity: Some(EntityRef::new("Dataset", format!("bench-{}", n % 100))),
+            parents: vec![scope.clone()],
+            ..EntitySpec::default()
+        };
+        let started = Instant::now();
+        control
+            .put_entity(spec, ChangeReason::default())
+            .expect("a valid entity");
+        took.push(started.elapsed());
+    }
+    report("resources put", took);
+
+    if std::env::var("WARRANT_BENCH_MOVE").is_ok_and(|v| v == "1") {
+        let above = EntityRef::new("Scope", "bench-above");
+        control
+            .put_entity(
+                EntitySpec {
+                    entity: Some(above.clone()),
+                    attributes: serde_json::json!({"kind": "bench"})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
+                    ..EntitySpec::default()
+                },
+                ChangeReason::default(),
+            )
+            .expect("a new scope");
+        let current = control.entity(&scope).expect("the scope");
+        let started = Instant::now();
+        control
+            .put_entity(
+                EntitySpec {
+                    entity: Some(scope.clone()),
+                    attributes: current.attributes,
+                    parents: vec![above],
+                    tags: current.tags,
+                },
+                ChangeReason::default(),
+            )
+            .expect("the scope moved");
+        println!(
+            "{scope} moved under a new scope (every entity below it rewritten) in {:.2} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
 }

@@ -155,6 +155,10 @@ pub struct Settings {
     /// [default: 268435456]
     #[arg(long, env = "WARRANT_MAX_IMPORT_BYTES")]
     pub max_import_bytes: Option<u64>,
+    /// About how many bytes of parsed entities the facts keep in memory; the rest are read from
+    /// the facts store as decisions need them [default: 134217728]
+    #[arg(long, env = "WARRANT_FACTS_CACHE_BYTES")]
+    pub facts_cache_bytes: Option<u64>,
     /// A candidate policy folder (schema and *.cedar) evaluated beside the active one on every
     /// request: it answers nothing, but what it would have decided is recorded and counted
     #[arg(long, env = "WARRANT_SHADOW_POLICIES")]
@@ -358,6 +362,7 @@ impl Settings {
                 .approval_request_webhook_ca
                 .or(under.approval_request_webhook_ca),
             max_import_bytes: self.max_import_bytes.or(under.max_import_bytes),
+            facts_cache_bytes: self.facts_cache_bytes.or(under.facts_cache_bytes),
             ext_authz: self.ext_authz.or(under.ext_authz),
             shadow_policies: self.shadow_policies.or(under.shadow_policies),
             authzen_listen: self.authzen_listen.or(under.authzen_listen),
@@ -527,6 +532,9 @@ impl Settings {
                 owner_may_approve: self
                     .owner_may_approve
                     .unwrap_or(Rules::default().owner_may_approve),
+                facts_cache_bytes: self
+                    .facts_cache_bytes
+                    .unwrap_or(Rules::default().facts_cache_bytes),
             },
             metrics_listen: self
                 .metrics_listen
@@ -609,6 +617,10 @@ impl Settings {
             (
                 "max_import_bytes",
                 u128::from(config.rules.max_import_bytes),
+            ),
+            (
+                "facts_cache_bytes",
+                u128::from(config.rules.facts_cache_bytes),
             ),
             (
                 "approval_request_ttl_seconds",
@@ -722,6 +734,10 @@ mod tests {
             (
                 "max_import_bytes",
                 config.rules.max_import_bytes.to_string(),
+            ),
+            (
+                "facts_cache_bytes",
+                config.rules.facts_cache_bytes.to_string(),
             ),
             (
                 "approval_request_ttl_seconds",

@@ -90,8 +90,8 @@ pub async fn serve(
     tracing::info!(
         policies = snapshot.policies.policy_count(),
         policy_version = %snapshot.policies.version(),
-        entities = snapshot.facts.entities().len(),
-        approvals = snapshot.facts.approvals().len(),
+        entities = snapshot.facts.entity_count(),
+        approvals = snapshot.facts.approval_count(),
         facts_version = %snapshot.facts.version(),
         live_changes = control.status().live_changes,
         "policies and facts loaded from {}",

@@ -5,6 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use redb::{Database, ReadableDatabase as _, ReadableTable as _, TableDefinition};
 use serde::{Deserialize, Serialize};
@@ -89,6 +90,9 @@ pub enum StoreError {
     Database(#[from] redb::Error),
     #[error("the live facts store: cannot write an entity: {0}")]
     Serialise(#[from] serde_json::Error),
+    /// The facts' tables (`facts::FactsStore`) could not be read or written.
+    #[error("{0}")]
+    Facts(String),
     #[error("the live facts store holds a damaged entry {key:?}: {source}")]
     Corrupt {
         key: String,
@@ -102,7 +106,7 @@ fn io(error: impl Into<redb::Error>) -> StoreError {
 }
 
 pub struct LiveStore {
-    db: Database,
+    db: Arc<Database>,
 }
 
 impl LiveStore {
@@ -128,7 +132,13 @@ impl LiveStore {
         txn.open_table(SEEN_BY_EXPIRY)
             .map_err(|e| open_error(e.into()))?;
         txn.commit().map_err(|e| open_error(e.into()))?;
-        Ok(LiveStore { db })
+        Ok(LiveStore { db: Arc::new(db) })
+    }
+
+    /// The database, which the facts' tables share (`facts::FactsStore`): a change to the facts
+    /// and its live record land in one transaction.
+    pub fn database(&self) -> &Arc<Database> {
+        &self.db
     }
 
     /// Every live entity, by uid.
@@ -224,28 +234,17 @@ impl LiveStore {
         txn.commit().map_err(io)
     }
 
-    /// Writes one entity, durably.
-    pub fn put(&self, uid: &str, entity: &LiveEntity) -> Result<(), StoreError> {
-        let json = serde_json::to_string(entity)?;
-        let txn = self.db.begin_write().map_err(io)?;
-        txn.open_table(ENTITIES)
-            .map_err(io)?
-            .insert(uid, json.as_str())
-            .map_err(io)?;
-        txn.commit().map_err(io)
-    }
-
-    /// Writes many entities in one durable transaction: all of them or none.
-    pub fn put_all(&self, entities: &[(String, LiveEntity)]) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
-        {
-            let mut table = txn.open_table(ENTITIES).map_err(io)?;
-            for (uid, entity) in entities {
-                let json = serde_json::to_string(entity)?;
-                table.insert(uid.as_str(), json.as_str()).map_err(io)?;
-            }
+    /// Writes entities in `txn` (the facts' change that they record): durable when it commits.
+    pub fn put_in(
+        txn: &redb::WriteTransaction,
+        entities: &[(String, LiveEntity)],
+    ) -> Result<(), StoreError> {
+        let mut table = txn.open_table(ENTITIES).map_err(io)?;
+        for (uid, entity) in entities {
+            let json = serde_json::to_string(entity)?;
+            table.insert(uid.as_str(), json.as_str()).map_err(io)?;
         }
-        txn.commit().map_err(io)
+        Ok(())
     }
 
     /// Records the use of a single-use credential: `true` the first time `key` is seen (durable
@@ -427,7 +426,9 @@ mod tests {
         };
         {
             let store = LiveStore::open(dir.path()).unwrap();
-            store.put(r#"Approval::"a""#, &entity).unwrap();
+            let txn = store.database().begin_write().unwrap();
+            LiveStore::put_in(&txn, &[(r#"Approval::"a""#.to_owned(), entity.clone())]).unwrap();
+            txn.commit().unwrap();
             assert_eq!(store.take("a", uses(2)).unwrap(), granted(Some(1), None));
         }
         let store = LiveStore::open(dir.path()).unwrap();

@@ -282,9 +282,9 @@ fn status_proto(status: StatusView) -> proto::StatusResponse {
         policies_loaded_at: Some(timestamp(status.policies_loaded_at)),
         policy_count: status.policy_count as u32,
         facts_version: status.facts_version.to_string(),
-        entity_count: status.entity_count as u64,
-        identity_count: status.identity_count as u64,
-        approval_count: status.approval_count as u64,
+        entity_count: status.entity_count,
+        identity_count: status.identity_count,
+        approval_count: status.approval_count,
         live_changes: status.live_changes as u64,
         last_reload_error: error,
         last_reload_failed_at: error_at,
@@ -726,7 +726,9 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<Self::ExportFactsStream>, Status> {
         let chunks = self
             .run("ExportFacts", |control| {
-                Ok(export_chunks(control.export_entities()))
+                Ok(export_chunks(
+                    control.export_entities().map_err(control_status)?,
+                ))
             })
             .await?
             .into_inner();

@@ -444,8 +444,8 @@ impl ExtAuthzService {
     ) -> Result<EntityRef, Refusal> {
         if !peer.is_empty() {
             let snapshot = self.decider.engine().snapshot();
-            return match snapshot.facts.spiffe_ids().get(peer) {
-                Some(uid) => Ok(EntityRef::from_uid(uid)),
+            return match snapshot.facts.identity_by_spiffe_id(peer) {
+                Some(uid) => Ok(EntityRef::from_uid(&uid)),
                 None => Err(Refusal::forbidden(Reason::UnknownSpiffeId.as_str())),
             };
         }

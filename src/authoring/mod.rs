@@ -25,7 +25,7 @@ pub fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
             warnings.extend(policies.warnings().iter().cloned());
             match load_facts(dir, &policies) {
                 Ok(facts) => errors.extend(policies.links().iter().filter_map(|link| {
-                    let problem = policies.unknown_link_entity(link, facts.entities())?;
+                    let problem = policies.unknown_link_entity(link, &|uid| facts.contains(uid))?;
                     Some(Problem {
                         file: dir.join(crate::policy::LINKS_FILE),
                         line: 1,

@@ -75,7 +75,7 @@ impl Control {
             Some("") | None => format!("apr-{}", uuid::Uuid::now_v7()),
             Some(id) => id.to_owned(),
         };
-        if facts.approvals().contains_key(&id) {
+        if facts.approval(&id).is_some() {
             return Err(ControlError::AlreadyExists(format!(
                 "an approval with id {id:?} exists"
             )));
@@ -106,7 +106,7 @@ impl Control {
             ));
         }
         let subject_uid = known(&facts, &state.policies, &subject, "approval.subject")?;
-        if !facts.identities().contains_key(&subject_uid) {
+        if facts.identity(&subject_uid).is_none() {
             return Err(invalid(
                 "approval.subject",
                 format!(
@@ -237,10 +237,9 @@ impl Control {
     fn approval_in(&self, state: &State, id: &str) -> Result<ApprovalView, ControlError> {
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let approval = facts
-            .approvals()
-            .get(id)
+            .approval(id)
             .ok_or_else(|| ControlError::NotFound(format!("no approval {id:?}")))?;
-        self.approval_view(state, approval)
+        self.approval_view(state, &approval)
     }
 
     fn approval_view(
@@ -290,9 +289,9 @@ impl Control {
         let state = self.state();
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let subject = filter.subject.as_ref().map(uid_of);
-        let mut found: Vec<&Arc<Approval>> = facts
-            .approvals()
-            .values()
+        let all = facts.approvals();
+        let mut found: Vec<&Arc<Approval>> = all
+            .iter()
             .filter(|a| subject.as_ref().is_none_or(|s| &a.subject == s))
             .filter(|a| filter.ticket.as_ref().is_none_or(|t| &a.ticket == t))
             .collect();

@@ -7,6 +7,7 @@
 //! of duties).
 
 use super::*;
+use ref_cast::RefCast as _;
 
 /// An entity as put: its whole new form.
 #[derive(Debug, Clone, Default)]
@@ -95,7 +96,7 @@ impl Control {
                 format!("names {unknown}, which is not known"),
             ));
         }
-        let created = facts.entities().get(&uid).is_none();
+        let created = !facts.contains(&uid);
         let meta = reason.meta(&facts, &state.policies, self.clock.now())?;
         self.change(
             &mut state,
@@ -122,7 +123,7 @@ impl Control {
         let key = uid.to_string();
         let (json, _, _) = self
             .current(&state, &key)
-            .filter(|_| facts.entities().get(&uid).is_some())
+            .filter(|_| facts.contains(&uid))
             .ok_or_else(|| ControlError::NotFound(format!("no {entity}")))?;
         if let Some(referrer) = facts.referrer_of(&uid) {
             return Err(invalid(
@@ -172,7 +173,7 @@ impl Control {
         let uid = uid_of(entity);
         let (json, meta, origin) = self
             .current(state, &uid.to_string())
-            .filter(|_| facts.entities().get(&uid).is_some())
+            .filter(|_| facts.contains(&uid))
             .ok_or_else(|| ControlError::NotFound(format!("no {entity}")))?;
         Ok(self.view_of(entity, &json, meta, origin))
     }
@@ -255,6 +256,8 @@ impl Control {
         let current = Arc::clone(&self.engine.snapshot().facts);
         let policies = Arc::clone(&state.policies);
         let meta = reason.meta(&current, &policies, self.clock.now())?;
+        let schema = policies.schema();
+        let mut writer = current.store().writer(schema).map_err(unavailable)?;
         let mut imported: BTreeMap<String, (usize, EntityUid, LiveEntity)> = BTreeMap::new();
         let mut created = 0;
         for (line, json) in entities {
@@ -268,14 +271,14 @@ impl Control {
                     format!("the schema declares no entity type {:?}", entity.type_name),
                 ));
             }
-            cedar_policy::Entity::from_json_value(json.clone(), Some(policies.schema())).map_err(
-                |error| invalid(format!("{at}: {entity}"), crate::facts::error_chain(&error)),
-            )?;
             let key = uid.to_string();
             if let Some((first, _, _)) = imported.get(&key) {
                 return Err(invalid(at, format!("{key} is also on line {first}")));
             }
-            if current.entities().get(&uid).is_none() {
+            writer
+                .put(json.clone(), Origin::Live)
+                .map_err(|error| invalid(format!("{at}: {entity}"), error.to_string()))?;
+            if !current.contains(&uid) {
                 created += 1;
             }
             let live = LiveEntity {
@@ -284,35 +287,33 @@ impl Control {
             };
             imported.insert(key, (line, uid, live));
         }
-        let mut all: BTreeMap<&str, Option<&Value>> = live_entities(&state.live).collect();
-        for (key, (_, _, live)) in &imported {
-            all.insert(key, Some(&live.entity));
-        }
-        let facts = merged(policies.schema(), &state.base, all)
-            .map_err(|error| invalid("entities", error.to_string()))?;
+        check_rules(&writer, schema).map_err(|error| invalid("entities", error.to_string()))?;
         for (line, uid, _) in imported.values() {
-            let Some(entity) = facts.entities().get(uid) else {
+            let Some(stored) = writer.get(uid).map_err(unavailable)? else {
                 continue;
             };
-            let unknown = facts.unknown_reference(entity).or_else(|| {
-                parents_of(&entity.to_json_value().unwrap_or_default())
-                    .iter()
-                    .map(uid_of)
-                    .find(|parent| facts.entities().get(parent).is_none())
-            });
-            if let Some(unknown) = unknown {
-                return Err(invalid(
-                    format!("line {line}: {uid}"),
-                    format!("names {unknown}, which is not known"),
-                ));
+            let named = stored
+                .references
+                .iter()
+                .chain(stored.entity.parents().map(EntityUid::ref_cast))
+                .filter(|named| *named != uid);
+            for named in named {
+                // (The schema's actions are not in the store.)
+                if !current.contains(named) && !writer.contains(named).map_err(unavailable)? {
+                    return Err(invalid(
+                        format!("line {line}: {uid}"),
+                        format!("names {named}, which is not known"),
+                    ));
+                }
             }
         }
-        let facts = facts.succeeding(&current);
         let writes: Vec<(String, LiveEntity)> = imported
             .into_iter()
             .map(|(key, (_, _, live))| (key, live))
             .collect();
-        self.store.put_all(&writes)?;
+        LiveStore::put_in(writer.transaction(), &writes)?;
+        let committed = writer.commit().map_err(unavailable)?;
+        let facts = current.after(&committed, None).map_err(unavailable)?;
         let count = writes.len();
         state.live.extend(writes);
         let facts_version = Arc::clone(facts.version());
@@ -332,20 +333,16 @@ impl Control {
 
     /// Every entity of the facts in Cedar's JSON form (the file's, with the live changes in
     /// their place and removed ones left out), ordered by uid.
-    pub fn export_entities(&self) -> Vec<Value> {
-        let state = self.state();
-        let from_file: BTreeMap<&str, Value> = state
-            .base
-            .iter()
-            .filter_map(|(key, entity)| {
-                Some((key.as_str(), serde_json::from_str(entity.get()).ok()?))
+    pub fn export_entities(&self) -> Result<Vec<Value>, ControlError> {
+        let facts = Arc::clone(&self.engine.snapshot().facts);
+        let mut all = Vec::new();
+        facts
+            .reader()
+            .each_json(|json| {
+                all.push(json);
+                Ok(())
             })
-            .collect();
-        let mut all: BTreeMap<&str, Option<&Value>> = from_file
-            .iter()
-            .map(|(key, entity)| (*key, Some(entity)))
-            .collect();
-        all.extend(live_entities(&state.live));
-        all.into_values().flatten().cloned().collect()
+            .map_err(unavailable)?;
+        Ok(all)
     }
 }

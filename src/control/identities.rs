@@ -61,7 +61,7 @@ impl Control {
             ));
         }
         let uid = uid_of(&entity);
-        if facts.entities().get(&uid).is_some() {
+        if facts.contains(&uid) {
             return Err(ControlError::AlreadyExists(format!("{entity} exists")));
         }
         let owner = required_ref(spec.owner.as_ref(), "identity.owner")?;
@@ -106,7 +106,7 @@ impl Control {
         let mut state = self.state();
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let uid = uid_of(entity);
-        if !facts.identities().contains_key(&uid) {
+        if facts.identity(&uid).is_none() {
             return Err(ControlError::NotFound(format!("no identity {entity}")));
         }
         let key = uid.to_string();
@@ -169,8 +169,7 @@ impl Control {
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let uid = uid_of(entity);
         let identity = facts
-            .identities()
-            .get(&uid)
+            .identity(&uid)
             .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
         let (json, meta, origin) = self
             .current(state, &uid.to_string())
@@ -178,7 +177,7 @@ impl Control {
         let parents = parents_of(&json);
         Ok(IdentityView {
             entity: entity.clone(),
-            identity: Arc::clone(identity),
+            identity,
             attributes: other_attributes(&json, &["owner", "status"]),
             parents,
             meta,
@@ -189,8 +188,8 @@ impl Control {
     pub fn identities(&self, filter: &IdentityFilter) -> Result<Vec<IdentityView>, ControlError> {
         let state = self.state();
         let facts = Arc::clone(&self.engine.snapshot().facts);
-        let mut found: Vec<(&EntityUid, &Arc<Identity>)> = facts
-            .identities()
+        let all = facts.identities();
+        let mut found: Vec<&(EntityUid, Arc<Identity>)> = all
             .iter()
             .filter(|(uid, _)| {
                 filter

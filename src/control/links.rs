@@ -44,7 +44,10 @@ impl Control {
                 }
                 _ => link_invalid(problem),
             })?;
-        if let Some(problem) = state.policies.unknown_link_entity(&link, facts.entities()) {
+        if let Some(problem) = state
+            .policies
+            .unknown_link_entity(&link, &|uid| facts.contains(uid))
+        {
             return Err(link_invalid(problem));
         }
         let now = self.clock.now();
@@ -180,11 +183,11 @@ fn link_invalid(problem: LinkProblem) -> ControlError {
 }
 
 /// The folder's policies with the live links, all of which must still fit, and every link's
-/// entities known in `facts`.
+/// entities `known` (held in the facts).
 pub(super) fn with_live_links(
     folder: &PolicySnapshot,
     live: &BTreeMap<String, LiveLink>,
-    facts: &Facts,
+    known: &dyn Fn(&EntityUid) -> bool,
 ) -> Result<PolicySnapshot, String> {
     let (policies, refused) = folder.with_live_links(live_specs(live));
     let mut problems: Vec<String> = refused
@@ -192,7 +195,7 @@ pub(super) fn with_live_links(
         .map(|(id, problem)| format!("live link {id:?}: {problem}"))
         .collect();
     for link in policies.links().iter() {
-        if let Some(problem) = policies.unknown_link_entity(link, facts.entities()) {
+        if let Some(problem) = policies.unknown_link_entity(link, known) {
             problems.push(format!("link {:?}: {problem}", link.id()));
         }
     }

@@ -15,8 +15,10 @@ use serde_json::{Map, Value, json};
 use crate::clock::{Clock, UnixMillis};
 use crate::decide::engine::{Engine, EngineSettings, Snapshot, UseCounter};
 use crate::domain::{Approval, EntityRef, Identity, MAX_EXACT_INTEGER};
+pub use crate::facts::Origin;
 use crate::facts::{
-    APPROVAL_TYPE, Facts, HUMAN_TYPE, entities_file_digest, load_entities_file, merged,
+    APPROVAL_TYPE, Facts, FactsError, FactsStore, FactsWriter, HUMAN_TYPE, check_rules,
+    entities_file_digest,
 };
 use crate::policy::PolicySnapshot;
 use crate::store::{ChangeMeta, LiveEntity, LiveLink, LiveStore, StoreError};
@@ -41,6 +43,8 @@ pub struct Rules {
     pub max_pending_requests_per_identity: usize,
     /// Whether an identity's own owner may approve its requests.
     pub owner_may_approve: bool,
+    /// About how many bytes of parsed entities the facts keep in memory.
+    pub facts_cache_bytes: u64,
 }
 
 impl Default for Rules {
@@ -51,6 +55,7 @@ impl Default for Rules {
             approval_request_ttl_ms: 24 * 3_600_000,
             max_pending_requests_per_identity: 8,
             owner_may_approve: true,
+            facts_cache_bytes: 128 * 1024 * 1024,
         }
     }
 }
@@ -91,15 +96,6 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ControlError
     }
 }
 
-/// Where an entity's current form comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// The policy folder's `entities.json`, unchanged.
-    File,
-    /// Changed or created through the admin API.
-    Live,
-}
-
 #[derive(Debug, Clone)]
 pub struct StatusView {
     pub policy_version: Arc<str>,
@@ -112,9 +108,9 @@ pub struct StatusView {
     pub template_count: usize,
     pub link_count: usize,
     pub facts_version: Arc<str>,
-    pub entity_count: usize,
-    pub identity_count: usize,
-    pub approval_count: usize,
+    pub entity_count: u64,
+    pub identity_count: u64,
+    pub approval_count: u64,
     pub live_changes: usize,
     pub last_reload_error: Option<(UnixMillis, String)>,
     pub reloads: u64,
@@ -127,10 +123,6 @@ struct State {
     policies: Arc<PolicySnapshot>,
     /// Every template link made through the admin API, by link id.
     live_links: BTreeMap<String, LiveLink>,
-    /// The policy folder's `entities.json`, by uid, as last loaded successfully.
-    base: crate::facts::FileEntities,
-    /// `sha256:` of that file's bytes (`entities_file_digest`).
-    base_digest: String,
     policies_loaded_at: UnixMillis,
     facts_changed_at: UnixMillis,
     facts_changes: u64,
@@ -175,17 +167,30 @@ impl Control {
         let started = std::time::Instant::now();
         let folder = PolicySnapshot::load(policies_dir)?;
         let policies_took = started.elapsed();
-        let (base, base_digest) = load_entities_file(policies_dir)?;
         let live = store.entities()?;
-        let facts = merged(folder.schema(), &base, live_entities(&live)).map_err(|message| {
+        let facts_store = Arc::new(FactsStore::open(
+            Arc::clone(store.database()),
+            rules.facts_cache_bytes,
+        )?);
+        let mut facts = Facts::open(&facts_store, folder.schema())?;
+        let in_folder = |message: String| {
             anyhow::anyhow!(
                 "{}: the policy folder's facts with the live changes in the data folder: {message}",
                 policies_dir.display()
             )
-        })?;
+        };
+        if let Some(writer) = facts_to_sync(&facts, &folder, policies_dir, &live)? {
+            let committed = writer.commit().map_err(|e| in_folder(e.to_string()))?;
+            tracing::info!(
+                changed = committed.touched.len(),
+                "facts file imported into the facts store"
+            );
+            facts = facts.after(&committed, None)?;
+        }
         let facts_took = started.elapsed() - policies_took;
         let live_links = store.links()?;
-        let policies = links::with_live_links(&folder, &live_links, &facts).map_err(|message| {
+        let policies = links::with_live_links(&folder, &live_links, &|uid| facts.contains(uid))
+            .map_err(|message| {
             anyhow::anyhow!(
                 "{}: the policy folder's templates with the live links in the data folder: {message}",
                 policies_dir.display()
@@ -217,8 +222,6 @@ impl Control {
             state: Mutex::new(State {
                 policies,
                 live_links,
-                base,
-                base_digest,
                 policies_loaded_at: clock.now(),
                 facts_changed_at: clock.now(),
                 facts_changes: 0,
@@ -292,9 +295,9 @@ impl Control {
             template_count: snapshot.policies.template_count(),
             link_count: snapshot.policies.links().len(),
             facts_version: Arc::clone(snapshot.facts.version()),
-            entity_count: snapshot.facts.entities().len(),
-            identity_count: snapshot.facts.identities().len(),
-            approval_count: snapshot.facts.approvals().len(),
+            entity_count: snapshot.facts.entity_count(),
+            identity_count: snapshot.facts.identity_count(),
+            approval_count: snapshot.facts.approval_count(),
             live_changes: state.live.len(),
             last_reload_error: state.last_reload_error.clone(),
             reloads: state.reloads,
@@ -302,7 +305,9 @@ impl Control {
         }
     }
 
-    /// Makes `entity` the live form of `uid`: builds the new facts first, persists, then swaps.
+    /// Makes `entity` the live form of `uid` (or removes it, when it is retired): the facts'
+    /// store and the live record change in one durable transaction, then the new facts are
+    /// swapped in.
     fn change(
         &self,
         state: &mut State,
@@ -311,65 +316,112 @@ impl Control {
         field: &str,
     ) -> Result<(), ControlError> {
         let key = uid.to_string();
-        let previous = state.live.insert(key.clone(), entity.clone());
-        // Most changes (an identity's status or owner, an approval granted or revoked) update
-        // the current facts in place; anything else rebuilds them from the file and the overlay.
         let current = Arc::clone(&self.engine.snapshot().facts);
-        let in_place = match entity.meta.retired_at {
-            None => current.with_changes(
-                state.policies.schema(),
-                std::slice::from_ref(&entity.entity),
-            ),
-            Some(_) => Ok(None),
-        };
-        let built = match in_place {
-            Ok(Some(facts)) => Ok(facts),
-            Ok(None) => merged(
-                state.policies.schema(),
-                &state.base,
-                live_entities(&state.live),
-            )
-            .map(|facts| facts.succeeding(&current)),
-            Err(error) => Err(error),
-        };
-        let persisted = match built {
-            Ok(facts) => self
-                .store
-                .put(&key, &entity)
-                .map(|()| facts)
-                .map_err(ControlError::from),
-            Err(error) => Err(invalid(field, error.to_string())),
-        };
-        match persisted {
-            Ok(facts) => {
-                self.engine.replace_snapshot(Snapshot {
-                    policies: Arc::clone(&state.policies),
-                    facts: Arc::new(facts),
-                });
-                state.facts_changed_at = self.clock.now();
-                state.facts_changes += 1;
-                Ok(())
-            }
-            Err(error) => {
-                match previous {
-                    Some(previous) => state.live.insert(key, previous),
-                    None => state.live.remove(&key),
-                };
-                Err(error)
-            }
+        let schema = state.policies.schema();
+        let mut writer = current.store().writer(schema).map_err(unavailable)?;
+        let applied = match entity.meta.retired_at {
+            None => writer.put(entity.entity.clone(), Origin::Live).map(drop),
+            Some(_) => writer.remove(uid),
         }
+        .and_then(|()| check_rules(&writer, schema));
+        applied.map_err(|error| invalid(field, error.to_string()))?;
+        LiveStore::put_in(writer.transaction(), &[(key.clone(), entity.clone())])?;
+        let committed = writer.commit().map_err(unavailable)?;
+        let facts = current.after(&committed, None).map_err(unavailable)?;
+        state.live.insert(key, entity);
+        self.engine.replace_snapshot(Snapshot {
+            policies: Arc::clone(&state.policies),
+            facts: Arc::new(facts),
+        });
+        state.facts_changed_at = self.clock.now();
+        state.facts_changes += 1;
+        Ok(())
     }
 
     /// The current JSON form of an entity and what the admin API recorded of it.
     fn current(&self, state: &State, key: &str) -> Option<(Value, ChangeMeta, Origin)> {
         match state.live.get(key) {
             Some(live) => Some((live.entity.clone(), live.meta.clone(), Origin::Live)),
-            None => state.base.get(key).and_then(|entity| {
-                let entity = serde_json::from_str(entity.get()).ok()?;
-                Some((entity, ChangeMeta::default(), Origin::File))
-            }),
+            None => {
+                let uid: EntityUid = key.parse().ok()?;
+                let (json, origin) = self.engine.snapshot().facts.json(&uid)?;
+                Some((json, ChangeMeta::default(), origin))
+            }
         }
     }
+}
+
+/// A facts store that cannot be read or written: the change is not made.
+fn unavailable(error: FactsError) -> ControlError {
+    ControlError::Store(StoreError::Facts(error.to_string()))
+}
+
+/// The change that brings the facts' store in line with the policy folder's `entities.json`
+/// and the live changes, when the file or the schema differ from what the store last took
+/// (`None` when they do not). The file is read one entity at a time; each entity is checked
+/// against the schema; a live change (or removal) takes the place of the file's entity; the
+/// file's entities no longer in it are removed; rows that come out the same keep their
+/// revision. Nothing is visible until the writer commits.
+fn facts_to_sync(
+    facts: &Facts,
+    folder: &PolicySnapshot,
+    dir: &Path,
+    live: &BTreeMap<String, LiveEntity>,
+) -> anyhow::Result<Option<FactsWriter>> {
+    let digest = entities_file_digest(dir)?;
+    let reader = facts.reader();
+    if reader.file_digest.as_deref() == Some(digest.as_str())
+        && reader.schema_version.as_deref() == Some(folder.schema_version().as_ref())
+    {
+        return Ok(None);
+    }
+    let path = dir.join(crate::facts::ENTITIES_FILE);
+    let schema = folder.schema();
+    let mut writer = facts.store().writer(schema)?;
+    let mut in_file: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let digest = crate::facts::each_file_entity(&path, |entity| {
+        if crate::facts::is_action(&entity) {
+            return Ok(());
+        }
+        let uid = EntityUid::from_json(entity["uid"].clone())
+            .map_err(|error| format!("bad `uid`: {error}"))?;
+        let key = uid.to_string();
+        if !in_file.insert(key.clone()) {
+            return Err(format!("{key} is given twice"));
+        }
+        if live.contains_key(&key) {
+            // The live change (or removal) takes its place.
+            return Ok(());
+        }
+        writer
+            .put(entity, Origin::File)
+            .map(drop)
+            .map_err(|error| error.to_string())
+    })?;
+    for (key, entity) in live {
+        let uid: EntityUid = key
+            .parse()
+            .map_err(|error| anyhow::anyhow!("the live store's {key}: {error}"))?;
+        match entity.meta.retired_at {
+            Some(_) => writer.remove(&uid)?,
+            None => drop(writer.put(entity.entity.clone(), Origin::Live)?),
+        }
+    }
+    for key in writer.uids_of(Origin::File)? {
+        if !in_file.contains(&key) {
+            let uid: EntityUid = key
+                .parse()
+                .map_err(|error| anyhow::anyhow!("the facts store's {key}: {error}"))?;
+            writer.remove(&uid)?;
+        }
+    }
+    check_rules(&writer, schema).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    writer.set_meta(crate::facts::META_FILE_DIGEST, digest);
+    writer.set_meta(
+        crate::facts::META_SCHEMA_VERSION,
+        folder.schema_version().to_string(),
+    );
+    Ok(Some(writer))
 }
 
 fn hours(millis: i64) -> String {
@@ -425,7 +477,7 @@ fn known(
         ));
     }
     let uid = uid_of(entity);
-    if facts.entities().get(&uid).is_none() {
+    if !facts.contains(&uid) {
         return Err(invalid(field, format!("no {entity} is known")));
     }
     Ok(uid)
@@ -480,16 +532,6 @@ fn other_attributes(entity: &Value, known: &[&str]) -> Map<String, Value> {
                 .collect()
         })
         .unwrap_or_default()
-}
-
-/// The live entities as changes to the file's (`None` for a removed one).
-fn live_entities(
-    live: &BTreeMap<String, LiveEntity>,
-) -> impl Iterator<Item = (&str, Option<&Value>)> {
-    live.iter().map(|(key, entity)| {
-        let current = entity.meta.retired_at.is_none().then_some(&entity.entity);
-        (key.as_str(), current)
-    })
 }
 
 #[cfg(test)]
@@ -737,11 +779,7 @@ mod tests {
         control.reload_policies().unwrap();
         let facts = Arc::clone(&control.engine().snapshot().facts);
         assert!(!Arc::ptr_eq(&before, &facts));
-        assert!(
-            facts
-                .entities()
-                .contains(&uid_of(&EntityRef::new("Human", "zoe")))
-        );
+        assert!(facts.contains(&uid_of(&EntityRef::new("Human", "zoe"))));
         assert_eq!(effect(&control, &deploy("live-9")).0, Effect::Allow);
     }
 }

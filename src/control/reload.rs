@@ -9,15 +9,10 @@ const RELOAD_DEBOUNCE: Duration = Duration::from_millis(250);
 /// How often a reload reads the folder again when its files changed while it was being read.
 const RELOAD_ATTEMPTS: usize = 5;
 
-/// A policy folder read and validated, not yet swapped in: its policies, its facts file by uid
-/// and the file's digest (`None` when the file and the schema are as they were, and the facts
-/// are kept), the facts with the live changes, and the shadow policies.
-type LoadedFolder = (
-    PolicySnapshot,
-    Option<(crate::facts::FileEntities, String)>,
-    Arc<Facts>,
-    Option<PolicySnapshot>,
-);
+/// A policy folder read and validated, not yet swapped in: its policies, the uncommitted change
+/// that brings the facts' store in line with its facts file (`None` when the file and the
+/// schema are as they were, and the facts are kept), and the shadow policies.
+type LoadedFolder = (PolicySnapshot, Option<FactsWriter>, Option<PolicySnapshot>);
 
 impl Control {
     /// Reloads the policy folder: all or nothing. On failure the last good set keeps serving,
@@ -29,6 +24,8 @@ impl Control {
         let mut loaded = Err(String::new());
         for attempt in 1..=RELOAD_ATTEMPTS {
             let before = folder_state(&self.policies_dir);
+            // (A change read before must be let go first: the store takes one writer at a time.)
+            drop(std::mem::replace(&mut loaded, Err(String::new())));
             loaded = self.load_folder(&state);
             if folder_state(&self.policies_dir) == before {
                 break;
@@ -47,24 +44,20 @@ impl Control {
         PolicySnapshot::load(&self.policies_dir)
             .map_err(|error| error.to_string())
             .and_then(|policies| {
-                let digest =
-                    entities_file_digest(&self.policies_dir).map_err(|error| error.to_string())?;
                 let current = self.engine.snapshot();
-                // The same file parsed against the same schema, with the same live changes,
-                // gives the facts in force: kept, not parsed again.
-                let (base, facts) = if digest == state.base_digest
-                    && policies.schema_version() == current.policies.schema_version()
-                {
-                    (None, Arc::clone(&current.facts))
-                } else {
-                    let (base, digest) = load_entities_file(&self.policies_dir)
-                        .map_err(|error| error.to_string())?;
-                    let facts = merged(policies.schema(), &base, live_entities(&state.live))
-                        .map_err(|error| error.to_string())?
-                        .succeeding(&current.facts);
-                    (Some((base, digest)), Arc::new(facts))
+                // The same file checked against the same schema, with the same live changes,
+                // gives the facts in force: kept, not read again.
+                let sync =
+                    facts_to_sync(&current.facts, &policies, &self.policies_dir, &state.live)
+                        .map_err(|error| format!("{error:#}"))?;
+                let policies = match &sync {
+                    Some(writer) => links::with_live_links(&policies, &state.live_links, &|uid| {
+                        writer.contains(uid).unwrap_or(false)
+                    })?,
+                    None => links::with_live_links(&policies, &state.live_links, &|uid| {
+                        current.facts.contains(uid)
+                    })?,
                 };
-                let policies = links::with_live_links(&policies, &state.live_links, &facts)?;
                 let candidate = match &self.shadow_dir {
                     Some(dir) => Some(links::shadow_with_live_links(
                         PolicySnapshot::load(dir).map_err(|error| {
@@ -74,7 +67,7 @@ impl Control {
                     )),
                     None => None,
                 };
-                Ok((policies, base, facts, candidate))
+                Ok((policies, sync, candidate))
             })
     }
 
@@ -86,7 +79,27 @@ impl Control {
     ) -> Result<StatusView, ControlError> {
         let now = self.clock.now();
         match loaded {
-            Ok((policies, base, facts, candidate)) => {
+            Ok((policies, sync, candidate)) => {
+                let current = self.engine.snapshot();
+                let facts = match sync {
+                    None => Arc::clone(&current.facts),
+                    Some(writer) => {
+                        let committed = writer.commit().map_err(unavailable);
+                        match committed.and_then(|committed| {
+                            current
+                                .facts
+                                .after(&committed, Some(policies.schema()))
+                                .map_err(unavailable)
+                        }) {
+                            Ok(facts) => Arc::new(facts),
+                            Err(error) => {
+                                state.reload_failures += 1;
+                                state.last_reload_error = Some((now, error.to_string()));
+                                return Err(error);
+                            }
+                        }
+                    }
+                };
                 if let Some(candidate) = candidate {
                     let current = self.engine.shadow().map(|s| Arc::clone(s.version()));
                     if current.as_deref() != Some(candidate.version().as_ref()) {
@@ -117,10 +130,6 @@ impl Control {
                         facts,
                     });
                     state.policies = policies;
-                    if let Some((base, digest)) = base {
-                        state.base = base;
-                        state.base_digest = digest;
-                    }
                     state.policies_loaded_at = now;
                     state.reloads += 1;
                 }

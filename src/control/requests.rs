@@ -170,7 +170,7 @@ impl Control {
         self.engine
             .credential_for(&identity, ask.credential.as_ref())
             .map_err(|reason| ControlError::Refused(reason.as_str().to_owned()))?;
-        if !facts.identities().contains_key(&identity_uid) {
+        if facts.identity(&identity_uid).is_none() {
             return Err(invalid(
                 "identity",
                 format!("{identity} is not an identity an approval can be granted to"),
@@ -191,9 +191,9 @@ impl Control {
                 scope
             }
             _ => facts
-                .resource_scopes()
-                .get(&resource_uid)
-                .and_then(|scopes| scopes.first().cloned())
+                .scopes_of(&resource_uid)
+                .first()
+                .cloned()
                 .ok_or_else(|| {
                     invalid("scope", format!("required: {resource} lies in no scope"))
                 })?,
@@ -391,8 +391,7 @@ impl Control {
         if !self.rules.owner_may_approve {
             let facts = Arc::clone(&self.engine.snapshot().facts);
             let owner = facts
-                .identities()
-                .get(&uid_of(&request.identity))
+                .identity(&uid_of(&request.identity))
                 .and_then(|identity| identity.owner.as_ref().map(|o| o.entity.clone()));
             if owner.as_ref() == Some(&approver) {
                 return Err(invalid(

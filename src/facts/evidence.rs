@@ -1,5 +1,5 @@
 //! The evidence Warrant reads from entities for itself: an identity's owner, status and expiry,
-//! an approval's ticket, approver, subject, actions, scope and window, a resource's scopes.
+//! an approval's ticket, approver, subject, actions, scope and window.
 
 use super::*;
 
@@ -50,31 +50,12 @@ pub(super) fn required<T>(value: Result<Option<T>, String>, name: &str) -> Resul
     value?.ok_or_else(|| format!("approval needs attribute `{name}`"))
 }
 
-/// Reads an identity into the identity index, and its SPIFFE ID, which must be its alone.
-pub(super) fn index_identity(
-    entity: &Entity,
-    entities: &EntityMap,
-    identities: &mut Map<EntityUid, Arc<Identity>>,
-    spiffe_ids: &mut Map<String, EntityUid>,
-) -> Result<(), String> {
-    let uid = entity.uid();
-    identities.insert(uid.clone(), Arc::new(read_identity(entity, entities)?));
-    if let Some(spiffe_id) = string_attr(entity, "spiffe_id")?
-        && let Some(other) = spiffe_ids.insert(spiffe_id.clone(), uid)
-    {
-        return Err(format!("spiffe_id {spiffe_id:?} is also {other}'s"));
-    }
-    Ok(())
-}
-
-pub(super) fn read_identity(entity: &Entity, entities: &EntityMap) -> Result<Identity, String> {
-    let owner = entity_attr(entity, "owner")?.map(|uid| {
-        let human = entities.get(&uid);
-        Owner {
-            name: human.and_then(|h| string_attr(h, "name").ok().flatten()),
-            email: human.and_then(|h| string_attr(h, "email").ok().flatten()),
-            entity: EntityRef::from_uid(&uid),
-        }
+/// An identity as Warrant reads it, with its owner's entity if the facts hold it.
+pub(super) fn read_identity(entity: &Entity, owner: Option<&Entity>) -> Result<Identity, String> {
+    let owner = entity_attr(entity, "owner")?.map(|uid| Owner {
+        name: owner.and_then(|h| string_attr(h, "name").ok().flatten()),
+        email: owner.and_then(|h| string_attr(h, "email").ok().flatten()),
+        entity: EntityRef::from_uid(&uid),
     });
     Ok(Identity {
         owner,
@@ -85,16 +66,14 @@ pub(super) fn read_identity(entity: &Entity, entities: &EntityMap) -> Result<Ide
 
 pub(super) fn read_approval(
     entity: &Entity,
-    entities: &EntityMap,
     principal_types: &[String],
 ) -> Result<Approval, String> {
     let uid = entity.uid();
-    let subjects: Vec<EntityUid> = entities
-        .ancestors(&uid)
-        .into_iter()
-        .flatten()
+    let subjects: Vec<EntityUid> = entity
+        .as_ref()
+        .ancestors()
+        .map(|ancestor| EntityUid::from(ancestor.clone()))
         .filter(|parent| principal_types.contains(&parent.type_name().to_string()))
-        .cloned()
         .collect();
     let [subject] = <[EntityUid; 1]>::try_from(subjects).map_err(|found| {
         format!(
@@ -163,27 +142,4 @@ pub(super) fn read_approval(
         },
         uid,
     })
-}
-
-/// The resource's ancestors, nearest first. In a scope tree a nearer scope has more ancestors
-/// than a farther one; ties (a DAG) are broken by name so the order is stable.
-pub(super) fn scopes_nearest_first(entities: &EntityMap, uid: &EntityUid) -> Arc<[EntityRef]> {
-    let mut scopes: Vec<(usize, EntityUid)> = entities
-        .ancestors(uid)
-        .into_iter()
-        .flatten()
-        .map(|scope| {
-            let depth = entities.ancestors(scope).map_or(0, Iterator::count);
-            (depth, scope.clone())
-        })
-        .collect();
-    scopes.sort_by(|(a_depth, a), (b_depth, b)| {
-        b_depth
-            .cmp(a_depth)
-            .then_with(|| a.to_string().cmp(&b.to_string()))
-    });
-    scopes
-        .into_iter()
-        .map(|(_, scope)| EntityRef::from_uid(&scope))
-        .collect()
 }

@@ -1,8 +1,9 @@
-//! The facts store: the entities a decision is made from (identities and their owners, resources
-//! and their scopes, approvals), loaded from a Cedar entities file and validated against the
-//! schema, kept in persistent maps (`EntityMap`). Beside the entities, it indexes the evidence
-//! Warrant reports and reasons about itself: an identity's owner and status, an approval's
-//! ticket, subject and window.
+//! The facts: the entities a decision is made from (identities and their owners, resources and
+//! their scopes, approvals), held in an indexed store (`stored`: redb, in the data folder, or in
+//! memory for facts built from a file alone) and read per decision: a decision reads only the
+//! slice of entities it can reach. Warrant reads the evidence it reports and reasons about
+//! (an identity's owner and status, an approval's ticket, subject and window, a resource's
+//! scopes) from those entities as it needs them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,14 +15,16 @@ use sha2::{Digest, Sha256};
 use crate::clock::UnixMillis;
 use crate::domain::{Approval, Budget, EntityRef, Identity, MAX_EXACT_INTEGER, Owner};
 
-mod entity_map;
 mod evidence;
+mod stored;
 mod time_bounds;
 
-pub use entity_map::EntityMap;
+pub use stored::{
+    Committed, FactsReader, FactsStore, FactsWriter, META_FILE_DIGEST, META_SCHEMA_VERSION, Origin,
+    StoredEntity,
+};
 
-use evidence::{index_identity, read_approval, scopes_nearest_first};
-use time_bounds::{TimeReferences, closure_of, direct_times_of, time_bounds_by_entity};
+use time_bounds::direct_times_of;
 
 /// The facts file in a policy directory.
 pub const ENTITIES_FILE: &str = "entities.json";
@@ -30,66 +33,65 @@ pub const APPROVAL_TYPE: &str = "Approval";
 /// The entity type of people: owners of identities, approvers of approvals.
 pub const HUMAN_TYPE: &str = "Human";
 
-/// The maps the facts keep: persistent (a copy shares all but what changes), so that a change
-/// to one entity copies a path, not the whole map. Ordered rather than hashed: `imbl`'s hash
-/// trie has fixed 32-slot nodes, nearly empty at a million keys (13.9 against 18.8 GiB for a
-/// million identities, BENCHMARKS.md).
+/// The persistent maps the facts keep beside the store (a copy shares all but what changes).
 pub type Map<K, V> = imbl::OrdMap<K, V>;
 
-/// One consistent set of facts. Immutable once built.
+/// The most entities the in-memory list of recent changes holds (`Revisions::changed`); past
+/// it, the list is dropped and every decision cached before counts as changed.
+pub const MAX_RECENT_CHANGES: usize = 100_000;
+
+/// One consistent set of facts: a read of the store at one revision, with what the schema says
+/// of identities, approvals and resources. Immutable once made.
 pub struct Facts {
-    entities: EntityMap,
-    identities: Map<EntityUid, Arc<Identity>>,
-    approvals: Map<String, Arc<Approval>>,
-    /// For each resource, every scope it lies in, nearest first.
-    resource_scopes: Map<EntityUid, Arc<[EntityRef]>>,
-    /// Identities by the SPIFFE ID of their workload (their `spiffe_id` attribute), for gateways
-    /// that name the caller by its mTLS certificate.
-    spiffe_ids: Map<String, EntityUid>,
-    /// For each entity that has any: every `datetime` in its attributes and tags and in those of
-    /// every entity reachable from it through entity-valued attributes, sorted. A decision that
-    /// reads an entity can only change when the clock crosses one of these.
-    time_bounds: Map<EntityUid, Arc<[UnixMillis]>>,
-    /// Each entity's own datetimes and entity references (for the entities that hold any),
-    /// and who refers to whom the other way: what an incremental update needs to redo only
-    /// the affected `time_bounds`.
-    direct_times: Map<EntityUid, Arc<TimeReferences>>,
-    referrers: Map<EntityUid, imbl::OrdSet<EntityUid>>,
-    /// `sha256:` of the facts' JSON text (the file's, plus the live changes if there are any).
-    version: Arc<str>,
-    /// What changed when, for caches that must forget only what a change touched.
+    store: Arc<FactsStore>,
+    reader: FactsReader,
+    shape: Arc<SchemaShape>,
     revisions: Revisions,
 }
 
-/// Per-entity revisions: every change to the facts has a number, and each entity carries the
-/// number of the last change that created or altered it (its attributes, tags, parents or
-/// ancestors). An entity no change has touched since the first build is at revision 0. An
-/// entity the facts do not hold is at the number of the last change that removed one, so that
-/// reading "absent" stays true only while no entity has been removed (or created under that uid:
-/// a created entity gets the creating change's number). The map holds present entities only.
-#[derive(Debug, Clone)]
-struct Revisions {
-    /// Facts built from nothing start a lineage of their own; changes to them stay in it.
-    /// Revisions compare only within one lineage.
-    lineage: u64,
-    /// The number of the change that made these facts.
-    current: u64,
-    by_entity: Map<EntityUid, u64>,
-    /// The number of the last change that removed an entity.
-    last_removal: u64,
+/// What the facts need of the schema: which types are identities and resources, and the action
+/// entities (which the schema, not the store, holds).
+struct SchemaShape {
+    principal_types: Vec<String>,
+    resource_types: Vec<String>,
+    actions: HashMap<EntityUid, Arc<cedar_policy_core::ast::Entity>>,
 }
 
-impl Revisions {
-    /// The revisions of facts built from nothing: a new lineage, every entity at 0.
-    fn first() -> Self {
-        static LINEAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        Revisions {
-            lineage: LINEAGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
-            current: 0,
-            by_entity: Map::new(),
-            last_removal: 0,
-        }
+impl SchemaShape {
+    fn of(schema: &Schema) -> Result<Self, FactsError> {
+        let actions = schema
+            .action_entities()
+            .map_err(|error| FactsError::Invalid(error_chain(&error)))?;
+        let core: cedar_policy_core::entities::Entities = actions.as_ref().clone();
+        Ok(SchemaShape {
+            principal_types: schema.principals().map(|t| t.to_string()).collect(),
+            resource_types: schema.resources().map(|t| t.to_string()).collect(),
+            actions: core
+                .into_iter()
+                .map(|entity| (EntityUid::from(entity.uid().clone()), Arc::new(entity)))
+                .collect(),
+        })
     }
+
+    fn is_identity_type(&self, type_name: &str) -> bool {
+        type_name != APPROVAL_TYPE && self.principal_types.iter().any(|t| t == type_name)
+    }
+}
+
+/// Per-entity revisions: every change to the store has a number, and each entity carries the
+/// number of the last change that created or altered it (its attributes, tags, parents or
+/// ancestors). An entity the facts do not hold is at the number of the last change that removed
+/// one, so that reading "absent" stays true only while no entity has been removed (or created
+/// under that uid). `changed` lists what changed since `floor` in this process, for caches.
+#[derive(Debug, Clone)]
+struct Revisions {
+    /// The store these facts were read from: revisions compare only within one.
+    lineage: u64,
+    current: u64,
+    /// Every entity changed after `floor`, with its revision now.
+    changed: Map<EntityUid, u64>,
+    floor: u64,
+    last_removal: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -110,40 +112,71 @@ pub enum FactsLoadError {
 }
 
 impl Facts {
-    // The facts' parts, read-only: a `Facts` is immutable once built (`from_json`,
-    // `with_changes`), and its indexes agree with its entities.
-
-    /// Every entity, each with its closed ancestor set.
-    pub fn entities(&self) -> &EntityMap {
-        &self.entities
+    /// The facts as `store` holds them now.
+    pub fn open(store: &Arc<FactsStore>, schema: &Schema) -> Result<Self, FactsError> {
+        let reader = store.reader()?;
+        let revisions = Revisions {
+            lineage: store.lineage(),
+            current: reader.revision,
+            changed: Map::new(),
+            floor: reader.revision,
+            last_removal: reader.last_removal,
+        };
+        Ok(Facts {
+            store: Arc::clone(store),
+            reader,
+            shape: Arc::new(SchemaShape::of(schema)?),
+            revisions,
+        })
     }
 
-    /// What Warrant knows of each identity, by uid.
-    pub fn identities(&self) -> &Map<EntityUid, Arc<Identity>> {
-        &self.identities
+    /// These facts after `committed` (a change to their store), read anew; with `schema`'s
+    /// shape when the schema changed with it.
+    pub fn after(
+        &self,
+        committed: &Committed,
+        schema: Option<&Schema>,
+    ) -> Result<Self, FactsError> {
+        let reader = self.store.reader()?;
+        let mut revisions = self.revisions.clone();
+        revisions.current = reader.revision;
+        revisions.last_removal = reader.last_removal;
+        if revisions.changed.len() + committed.touched.len() > MAX_RECENT_CHANGES {
+            revisions.changed = Map::new();
+            revisions.floor = committed.revision;
+        } else {
+            for uid in &committed.touched {
+                revisions.changed.insert(uid.clone(), committed.revision);
+            }
+        }
+        let shape = match schema {
+            Some(schema) => Arc::new(SchemaShape::of(schema)?),
+            None => Arc::clone(&self.shape),
+        };
+        Ok(Facts {
+            store: Arc::clone(&self.store),
+            reader,
+            shape,
+            revisions,
+        })
     }
 
-    /// Approvals, by id.
-    pub fn approvals(&self) -> &Map<String, Arc<Approval>> {
-        &self.approvals
+    /// The store these facts are read from.
+    pub fn store(&self) -> &Arc<FactsStore> {
+        &self.store
     }
 
-    /// For each resource, every scope it lies in, nearest first.
-    pub fn resource_scopes(&self) -> &Map<EntityUid, Arc<[EntityRef]>> {
-        &self.resource_scopes
+    /// The store's counters as these facts read them.
+    pub fn reader(&self) -> &FactsReader {
+        &self.reader
     }
 
-    /// Identities by the SPIFFE ID of their workload.
-    pub fn spiffe_ids(&self) -> &Map<String, EntityUid> {
-        &self.spiffe_ids
-    }
-
-    /// `sha256:` of the facts' JSON text.
+    /// `sha256:` chained over every change the store has taken.
     pub fn version(&self) -> &Arc<str> {
-        &self.version
+        &self.reader.version
     }
 
-    /// Loads `dir/entities.json`, validated against `schema`.
+    /// Loads `dir/entities.json` into a store in memory, validated against `schema`.
     pub fn load(dir: &Path, schema: &Schema) -> Result<Self, FactsLoadError> {
         let path = dir.join(ENTITIES_FILE);
         let text = std::fs::read_to_string(&path).map_err(|source| FactsLoadError::Io {
@@ -160,253 +193,172 @@ impl Facts {
         })
     }
 
-    /// Builds facts from the text of a Cedar entities file.
+    /// Facts in a store in memory from the text of a Cedar entities file.
     pub fn from_json(text: &str, schema: &Schema) -> Result<Self, FactsError> {
-        let entities = EntityMap::from_cedar(
-            Entities::from_json_str(text, Some(schema))
-                .map_err(|error| FactsError::Invalid(error_chain(&error)))?,
-        );
-        let principal_types: Vec<String> = schema.principals().map(|t| t.to_string()).collect();
-        let resource_types: Vec<String> = schema.resources().map(|t| t.to_string()).collect();
-
-        let mut identities = Map::new();
-        let mut approvals = Map::new();
-        let mut resource_scopes = Map::new();
-        let mut spiffe_ids = Map::new();
-        for entity in entities.iter() {
-            let uid = entity.uid();
-            let type_name = uid.type_name().to_string();
-            if type_name == APPROVAL_TYPE {
-                let approval =
-                    read_approval(entity, &entities, &principal_types).map_err(|message| {
-                        FactsError::BadEntity {
-                            entity: EntityRef::from_uid(&uid),
-                            message,
-                        }
-                    })?;
-                approvals.insert(uid.id().unescaped().to_owned(), Arc::new(approval));
+        let entities: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|error| {
+            FactsError::Invalid(format!("not a JSON array of entities: {error}"))
+        })?;
+        let store = Arc::new(FactsStore::in_memory()?);
+        let mut writer = store.writer(schema)?;
+        let mut seen = std::collections::HashSet::new();
+        for entity in entities {
+            if is_action(&entity) {
                 continue;
             }
-            if principal_types.contains(&type_name) {
-                index_identity(entity, &entities, &mut identities, &mut spiffe_ids).map_err(
-                    |message| FactsError::BadEntity {
-                        entity: EntityRef::from_uid(&uid),
-                        message,
-                    },
-                )?;
-            }
-            if resource_types.contains(&type_name) {
-                resource_scopes.insert(uid.clone(), scopes_nearest_first(&entities, &uid));
+            let uid = writer.put(entity, Origin::File)?;
+            if !seen.insert(uid.to_string()) {
+                return Err(FactsError::Invalid(format!("{uid} is given twice")));
             }
         }
-        let (time_bounds, direct_times, referrers) = time_bounds_by_entity(&entities)?;
-        let version = format!("sha256:{:x}", Sha256::digest(text.as_bytes())).into();
-        Ok(Facts {
-            entities,
-            identities,
-            approvals,
-            resource_scopes,
-            spiffe_ids,
-            time_bounds,
-            direct_times,
-            referrers,
-            version,
-            revisions: Revisions::first(),
-        })
+        check_rules(&writer, schema)?;
+        writer.commit()?;
+        Facts::open(&store, schema)
     }
 
     /// These facts with `changes` (entities in Cedar's JSON form) in place of the entities of
-    /// the same uid, or added, without re-reading the others: for the admin API's changes.
-    /// `Ok(None)` when a change is of a shape this cannot apply exactly (a `Human`, whose name
-    /// is part of the identities it owns; different parents for an existing entity, which move
-    /// every entity below it; an entity others already name): build the facts afresh then. The version chains the old one with the changes.
+    /// the same uid, or added, and `removals` removed: one change to their store.
     pub fn with_changes(
         &self,
         schema: &Schema,
         changes: &[serde_json::Value],
-    ) -> Result<Option<Self>, FactsError> {
-        let parsed =
-            Entities::from_json_value(serde_json::Value::Array(changes.to_vec()), Some(schema))
-                .map_err(|error| FactsError::Invalid(error_chain(&error)))?;
-        let principal_types: Vec<String> = schema.principals().map(|t| t.to_string()).collect();
-        let resource_types: Vec<String> = schema.resources().map(|t| t.to_string()).collect();
-        let mut changed = Vec::new();
-        // (Parsing with a schema adds the schema's action entities: only the changes count.)
+        removals: &[EntityUid],
+    ) -> Result<Self, FactsError> {
+        let mut writer = self.store.writer(schema)?;
         for change in changes {
-            let uid = EntityUid::from_json(change["uid"].clone())
-                .map_err(|error| FactsError::Invalid(format!("bad `uid`: {error}")))?;
-            let Some(entity) = parsed.get(&uid) else {
-                return Ok(None);
-            };
-            let type_name = uid.type_name().to_string();
-            // A human's name and email are part of the identities it owns: rebuilt whole.
-            if type_name == HUMAN_TYPE || uid.type_name().basename() == "Action" {
-                return Ok(None);
-            }
-            // New parents would change ancestors elsewhere: only a full build gets that right.
-            let parents: std::collections::BTreeSet<String> = parents_of(entity)?;
-            match self.entities.get(&uid) {
-                Some(old) if parents_of(old)? != parents => return Ok(None),
-                // An entity others already name (as a parent or in an attribute) but that did
-                // not exist: also left to a full build.
-                None if self.referrers.contains_key(&uid)
-                    || self.entities.children(&uid).next().is_some() =>
-                {
-                    return Ok(None);
-                }
-                _ => {}
-            }
-            changed.push(entity.clone());
+            writer.put(change.clone(), Origin::Live)?;
         }
-        // Its parents unchanged, a changed entity keeps its ancestors, and so does every entity
-        // below it: each change is one entry replaced or added, its ancestor set closed over
-        // its parents as they stand (a parent added in the same change first: within the
-        // change, Cedar's parse has counted each entity's ancestors there).
-        changed.sort_by_key(|entity| entity.as_ref().ancestors().count());
-        let mut entities = self.entities.clone();
-        for entity in &changed {
-            let closed = entities.closed(entity);
-            entities.insert(closed);
+        for uid in removals {
+            writer.remove(uid)?;
         }
-
-        let mut identities = self.identities.clone();
-        let mut approvals = self.approvals.clone();
-        let mut resource_scopes = self.resource_scopes.clone();
-        let mut spiffe_ids = self.spiffe_ids.clone();
-        let mut direct_times = self.direct_times.clone();
-        let mut referrers = self.referrers.clone();
-        let mut affected = Vec::new();
-        for entity in &changed {
-            let uid = entity.uid();
-            let bad = |message: String| FactsError::BadEntity {
-                entity: EntityRef::from_uid(&uid),
-                message,
-            };
-            let Some(entity) = entities.get(&uid) else {
-                return Err(bad("missing from the entities it was just added to".into()));
-            };
-            let type_name = uid.type_name().to_string();
-            if type_name == APPROVAL_TYPE {
-                let approval = read_approval(entity, &entities, &principal_types).map_err(bad)?;
-                approvals.insert(uid.id().unescaped().to_owned(), Arc::new(approval));
-            } else if principal_types.contains(&type_name) {
-                // Its SPIFFE ID as it was, if it had one, is no longer its.
-                if let Some(old) = self.entities.get(&uid)
-                    && let Ok(Some(old_id)) = evidence::string_attr(old, "spiffe_id")
-                    && spiffe_ids.get(&old_id) == Some(&uid)
-                {
-                    spiffe_ids.remove(&old_id);
-                }
-                index_identity(entity, &entities, &mut identities, &mut spiffe_ids).map_err(bad)?;
-            }
-            if resource_types.contains(&type_name) {
-                resource_scopes.insert(uid.clone(), scopes_nearest_first(&entities, &uid));
-            }
-            // Time bounds: this entity's own references, and everyone who reaches it.
-            let found = direct_times_of(entity)?;
-            if let Some(old) = direct_times.get(&uid) {
-                for reference in &old.entities {
-                    if let Some(set) = referrers.get_mut(reference) {
-                        set.remove(&uid);
-                    }
-                }
-            }
-            for reference in &found.entities {
-                referrers
-                    .entry(reference.clone())
-                    .or_default()
-                    .insert(uid.clone());
-            }
-            if found.datetimes.is_empty() && found.entities.is_empty() {
-                direct_times.remove(&uid);
-            } else {
-                direct_times.insert(uid.clone(), Arc::new(found));
-            }
-            affected.push(uid);
-        }
-        let mut time_bounds = self.time_bounds.clone();
-        let mut seen: std::collections::HashSet<EntityUid> = affected.iter().cloned().collect();
-        while let Some(uid) = affected.pop() {
-            match closure_of(&uid, &direct_times) {
-                Some(times) => time_bounds.insert(uid.clone(), times),
-                None => time_bounds.remove(&uid),
-            };
-            for referrer in referrers.get(&uid).into_iter().flatten() {
-                if seen.insert(referrer.clone()) {
-                    affected.push(referrer.clone());
-                }
-            }
-        }
-        let mut hasher = Sha256::new();
-        hasher.update(self.version.as_bytes());
-        for change in changes {
-            hasher.update(change.to_string().as_bytes());
-        }
-        let mut revisions = self.revisions.clone();
-        revisions.current += 1;
-        for entity in &changed {
-            revisions.by_entity.insert(entity.uid(), revisions.current);
-        }
-        Ok(Some(Facts {
-            entities,
-            identities,
-            approvals,
-            resource_scopes,
-            spiffe_ids,
-            time_bounds,
-            direct_times,
-            referrers,
-            version: format!("sha256:{:x}", hasher.finalize()).into(),
-            revisions,
-        }))
+        check_rules(&writer, schema)?;
+        let committed = writer.commit()?;
+        self.after(&committed, None)
     }
 
-    /// These facts, built afresh, as the change that follows `previous`: every entity that is
-    /// new or differs from its form there (attributes, tags, parents, ancestors) gets this
-    /// change's revision, the others keep theirs, and if any entity of `previous` is gone, this
-    /// change counts as a removal. Costs one comparison per entity. What Warrant derives from
-    /// an entity (an identity's owner, an approval's subject, time bounds) comes from it and the
-    /// entities it refers to, which a decision's reads hold too; a resource's scope order also
-    /// depends on its scopes' depths, compared here.
-    pub fn succeeding(mut self, previous: &Facts) -> Facts {
-        let mut revisions = Revisions {
-            lineage: previous.revisions.lineage,
-            current: previous.revisions.current + 1,
-            by_entity: Map::new(),
-            last_removal: previous.revisions.last_removal,
-        };
-        for entity in self.entities.iter() {
-            let uid = entity.uid();
-            let revision = match previous.entities.get(&uid) {
-                // (A resource's scopes are ordered by their depth, which can change while its
-                // ancestor set does not: compare the order too.)
-                Some(before)
-                    if before.as_ref().deep_eq(entity.as_ref())
-                        && self.resource_scopes.get(&uid) == previous.resource_scopes.get(&uid) =>
-                {
-                    match previous.revisions.by_entity.get(&uid) {
-                        Some(revision) => *revision,
-                        None => continue,
-                    }
-                }
-                _ => revisions.current,
-            };
-            revisions.by_entity.insert(uid, revision);
+    // What decisions and the control plane read.
+
+    /// Whether the facts hold `uid` (an action of the schema included).
+    pub fn contains(&self, uid: &EntityUid) -> bool {
+        self.shape.actions.contains_key(uid) || self.reader.contains(uid).unwrap_or(false)
+    }
+
+    /// The entity of `uid`, parsed. A row that cannot be read is logged and read as absent.
+    pub fn entity(&self, uid: &EntityUid) -> Option<Arc<StoredEntity>> {
+        match self.reader.get(uid) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::error!(%error, entity = %uid, "cannot read an entity of the facts");
+                None
+            }
         }
-        if previous
-            .entities
-            .iter()
-            .any(|entity| self.entities.get(&entity.uid()).is_none())
+    }
+
+    /// What Warrant knows of the identity `uid`: `None` if it is not one the facts hold.
+    pub fn identity(&self, uid: &EntityUid) -> Option<Arc<Identity>> {
+        if !self.shape.is_identity_type(&uid.type_name().to_string()) {
+            return None;
+        }
+        let stored = self.entity(uid)?;
+        let entity = stored.as_entity();
+        let owner = evidence::entity_attr(entity, "owner")
+            .ok()
+            .flatten()
+            .and_then(|owner| self.entity(&owner));
+        match evidence::read_identity(entity, owner.as_ref().map(|o| o.as_entity())) {
+            Ok(identity) => Some(Arc::new(identity)),
+            Err(message) => {
+                tracing::error!(entity = %uid, %message, "an identity of the facts cannot be read");
+                None
+            }
+        }
+    }
+
+    /// The approval of id `id`.
+    pub fn approval(&self, id: &str) -> Option<Arc<Approval>> {
+        let uid = approval_uid(id)?;
+        let stored = self.entity(&uid)?;
+        match evidence::read_approval(stored.as_entity(), &self.shape.principal_types) {
+            Ok(approval) => Some(Arc::new(approval)),
+            Err(message) => {
+                tracing::error!(entity = %uid, %message, "an approval of the facts cannot be read");
+                None
+            }
+        }
+    }
+
+    /// Every scope the resource `uid` lies in, nearest first (empty for an unknown one).
+    pub fn scopes_of(&self, uid: &EntityUid) -> Arc<[EntityRef]> {
+        if !self
+            .shape
+            .resource_types
+            .contains(&uid.type_name().to_string())
         {
-            revisions.last_removal = revisions.current;
+            return Arc::from([]);
         }
-        self.revisions = revisions;
-        self
+        self.entity(uid)
+            .map_or_else(|| Arc::from([]), |stored| Arc::clone(&stored.ancestors))
     }
 
-    /// The lineage these facts belong to: facts built from nothing start one, and the facts
-    /// derived from them by changes (`with_changes`, `succeeding`) stay in it. Revisions of two
-    /// facts compare only if their lineages are equal.
+    /// Every identity the facts hold, by uid.
+    pub fn identities(&self) -> Vec<(EntityUid, Arc<Identity>)> {
+        let mut all = Vec::new();
+        for type_name in self
+            .shape
+            .principal_types
+            .iter()
+            .filter(|t| *t != APPROVAL_TYPE)
+        {
+            for uid in self.reader.uids_of_type(type_name).unwrap_or_default() {
+                if let Some(identity) = self.identity(&uid) {
+                    all.push((uid, identity));
+                }
+            }
+        }
+        all.sort_by_key(|(uid, _)| uid.to_string());
+        all
+    }
+
+    /// Every approval the facts hold.
+    pub fn approvals(&self) -> Vec<Arc<Approval>> {
+        self.reader
+            .uids_of_type(APPROVAL_TYPE)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|uid| self.approval(uid.id().unescaped()))
+            .collect()
+    }
+
+    /// The identity whose workload has SPIFFE ID `spiffe_id`.
+    pub fn identity_by_spiffe_id(&self, spiffe_id: &str) -> Option<EntityUid> {
+        self.reader.identity_by_spiffe_id(spiffe_id).ok().flatten()
+    }
+
+    /// How many entities the facts hold (actions aside).
+    pub fn entity_count(&self) -> u64 {
+        self.reader.count(None).unwrap_or(0)
+    }
+
+    /// How many identities the facts hold.
+    pub fn identity_count(&self) -> u64 {
+        let types: Vec<String> = self
+            .shape
+            .principal_types
+            .iter()
+            .filter(|t| *t != APPROVAL_TYPE)
+            .cloned()
+            .collect();
+        self.reader.count(Some(&types)).unwrap_or(0)
+    }
+
+    /// How many approvals the facts hold.
+    pub fn approval_count(&self) -> u64 {
+        self.reader
+            .count(Some(&[APPROVAL_TYPE.to_owned()]))
+            .unwrap_or(0)
+    }
+
+    /// The lineage these facts belong to: one per store opened. Revisions of two facts compare
+    /// only if their lineages are equal.
     pub fn lineage(&self) -> u64 {
         self.revisions.lineage
     }
@@ -414,11 +366,20 @@ impl Facts {
     /// The revision of `uid` in these facts (see `Revisions`): equal in two facts of one lineage
     /// exactly when no change between them touched that entity.
     pub fn revision_of(&self, uid: &EntityUid) -> u64 {
-        match self.revisions.by_entity.get(uid) {
-            Some(revision) => *revision,
-            None if self.entities.contains(uid) => 0,
-            None => self.revisions.last_removal,
+        if self.shape.actions.contains_key(uid) {
+            return 0;
         }
+        match self.reader.get(uid) {
+            Ok(Some(stored)) => stored.revision,
+            Ok(None) => self.revisions.last_removal,
+            // Unreadable: a revision no read can have had.
+            Err(_) => u64::MAX,
+        }
+    }
+
+    /// The number of the last change the facts' store took.
+    pub fn revision(&self) -> u64 {
+        self.revisions.current
     }
 
     /// What a decision over `roots` (and `described`) read, with the revision of each: the
@@ -430,32 +391,35 @@ impl Facts {
         roots: impl IntoIterator<Item = &'a EntityUid>,
         described: Option<&Entity>,
     ) -> Result<Vec<(EntityUid, u64)>, FactsError> {
-        // What the described resource names: its attributes' and tags' entities, its parents.
         let mut described_roots = Vec::new();
         if let Some(entity) = described {
             described_roots = direct_times_of(entity)?.entities;
             described_roots.extend(entity.as_ref().parents().cloned().map(EntityUid::from));
         }
         let skip = described.map(Entity::uid);
-        let roots: Vec<&EntityUid> = roots.into_iter().collect();
+        let roots: Vec<EntityUid> = roots.into_iter().cloned().chain(described_roots).collect();
         Ok(self
-            .reachable(roots, &described_roots, skip.as_ref())
+            .reachable(roots, skip.as_ref())?
             .into_iter()
-            .map(|uid| (uid.clone(), self.revision_of(uid)))
+            .map(|(uid, stored)| {
+                let revision = match stored {
+                    Some(stored) => stored.revision,
+                    None if self.shape.actions.contains_key(&uid) => 0,
+                    None => self.revisions.last_removal,
+                };
+                (uid, revision)
+            })
             .collect())
-    }
-
-    /// The number of the change that made these facts (0 for facts built from nothing).
-    pub fn revision(&self) -> u64 {
-        self.revisions.current
     }
 
     /// Whether every entity in `reads` (`Facts::reads` of these facts' lineage, at revision
     /// `read_at`) still has the revision it had: then a decision that read them decides the
-    /// same now. While no entity has been removed since `read_at`, the one lookup per entity in
-    /// the (small) map of changed entities tells it: an entity that was created, changed or
-    /// moved since is there with a later revision; one absent from the map has not changed.
+    /// same now. While no entity has been removed since `read_at`, one lookup per entity in the
+    /// (bounded) list of recent changes tells it.
     pub fn unchanged_since(&self, read_at: u64, reads: &[(EntityUid, u64)]) -> bool {
+        if read_at < self.revisions.floor {
+            return false;
+        }
         if self.revisions.last_removal > read_at {
             return reads
                 .iter()
@@ -463,36 +427,40 @@ impl Facts {
         }
         reads.iter().all(|(uid, revision)| {
             self.revisions
-                .by_entity
+                .changed
                 .get(uid)
                 .is_none_or(|now| now == revision)
         })
     }
 
-    /// Every uid in `roots` and `more_roots`, and every one reachable from them through
-    /// entity-valued attributes and tags, each once, `skip` excepted. Uids the facts do not hold
-    /// are included; nothing is reached through them.
-    fn reachable<'s>(
-        &'s self,
-        roots: impl IntoIterator<Item = &'s EntityUid>,
-        more_roots: &'s [EntityUid],
+    /// Every uid in `roots` and every one reachable from them through entity-valued attributes
+    /// and tags, each once, `skip` excepted, with the entity where the facts hold one (actions
+    /// aside: they name nothing).
+    fn reachable(
+        &self,
+        roots: Vec<EntityUid>,
         skip: Option<&EntityUid>,
-    ) -> Vec<&'s EntityUid> {
-        let mut queue: Vec<&EntityUid> = roots.into_iter().collect();
-        queue.extend(more_roots);
-        let mut seen: std::collections::HashSet<&EntityUid> =
+    ) -> Result<Vec<Reached>, FactsError> {
+        let mut queue = roots;
+        let mut seen: std::collections::HashSet<EntityUid> =
             std::collections::HashSet::with_capacity(queue.len() * 2);
         let mut reached = Vec::with_capacity(queue.len() * 2);
         while let Some(uid) = queue.pop() {
-            if skip == Some(uid) || !seen.insert(uid) {
+            if skip == Some(&uid) || seen.contains(&uid) {
                 continue;
             }
-            if let Some(found) = self.direct_times.get(uid) {
-                queue.extend(&found.entities);
+            seen.insert(uid.clone());
+            let stored = if self.shape.actions.contains_key(&uid) {
+                None
+            } else {
+                self.reader.get(&uid)?
+            };
+            if let Some(stored) = &stored {
+                queue.extend(stored.references.iter().cloned());
             }
-            reached.push(uid);
+            reached.push((uid, stored));
         }
-        reached
+        Ok(reached)
     }
 
     /// The part of the facts a decision can read: every entity in `roots` (the principal, the
@@ -513,19 +481,25 @@ impl Facts {
             None => Vec::new(),
         };
         let skip = described.map(Entity::uid);
-        let roots: Vec<&EntityUid> = roots.into_iter().collect();
-        let mut picked: Vec<Arc<cedar_policy_core::ast::Entity>> = self
-            .reachable(roots, &described_refs, skip.as_ref())
-            .into_iter()
-            .filter_map(|uid| self.entities.shared(uid).cloned())
-            .collect();
+        let roots: Vec<EntityUid> = roots.into_iter().cloned().chain(described_refs).collect();
+        let mut picked: Vec<Arc<cedar_policy_core::ast::Entity>> = Vec::new();
+        for (uid, stored) in self.reachable(roots, skip.as_ref())? {
+            match stored {
+                Some(stored) => picked.push(Arc::clone(&stored.entity)),
+                None => {
+                    if let Some(action) = self.shape.actions.get(&uid) {
+                        picked.push(Arc::clone(action));
+                    }
+                }
+            }
+        }
         if let Some(entity) = described {
             // Its ancestors: its parents and all of theirs, so that its ancestor set is closed
             // like every other entity's.
-            picked.push(self.entities.closed(entity));
+            picked.push(self.closed(entity));
         }
-        // Every entity's ancestor set was closed when the whole facts were built, so the slice
-        // needs no transitive closure of its own (Cedar's would cost more than the evaluation).
+        // Every entity's ancestor set was closed when it was stored, so the slice needs no
+        // transitive closure of its own (Cedar's would cost more than the evaluation).
         cedar_policy_core::entities::Entities::new()
             .add_entities(
                 picked,
@@ -537,6 +511,46 @@ impl Facts {
             .map_err(|error| FactsError::Invalid(error_chain(&error)))
     }
 
+    /// Every `datetime` a decision reading `roots` (and `described`) might compare the clock
+    /// with: those of every entity it can reach, sorted. A read that fails gives none here; the
+    /// decision itself then denies.
+    pub fn time_bounds<'a>(
+        &self,
+        roots: impl IntoIterator<Item = &'a EntityUid>,
+        described: Option<&Entity>,
+    ) -> Vec<UnixMillis> {
+        let mut times = Vec::new();
+        let mut more_roots = Vec::new();
+        if let Some(found) = described.and_then(|entity| direct_times_of(entity).ok()) {
+            times = found.datetimes;
+            more_roots = found.entities;
+        }
+        let skip = described.map(Entity::uid);
+        let roots: Vec<EntityUid> = roots.into_iter().cloned().chain(more_roots).collect();
+        for (_, stored) in self.reachable(roots, skip.as_ref()).unwrap_or_default() {
+            if let Some(stored) = stored {
+                times.extend_from_slice(&stored.datetimes);
+            }
+        }
+        times.sort_unstable();
+        times.dedup();
+        times
+    }
+
+    /// `entity` with its ancestor set closed over the facts: its parents' ancestors added.
+    fn closed(&self, entity: &Entity) -> Arc<cedar_policy_core::ast::Entity> {
+        let mut closed = entity.as_ref().clone();
+        let parents: Vec<EntityUid> = closed.parents().cloned().map(EntityUid::from).collect();
+        for parent in parents {
+            if let Some(stored) = self.entity(&parent) {
+                for ancestor in stored.entity.ancestors() {
+                    closed.add_indirect_ancestor(ancestor.clone());
+                }
+            }
+        }
+        Arc::new(closed)
+    }
+
     /// The first entity `entity` refers to (in its attributes or tags), itself aside, that these
     /// facts do not hold, if any.
     pub fn unknown_reference(&self, entity: &Entity) -> Option<EntityUid> {
@@ -545,50 +559,102 @@ impl Facts {
         found
             .entities
             .into_iter()
-            .find(|uid| uid != &own && !self.entities.contains(uid))
+            .find(|uid| uid != &own && !self.contains(uid))
     }
 
     /// An entity other than `uid` that names it: in an attribute or tag, or as a parent.
     pub fn referrer_of(&self, uid: &EntityUid) -> Option<EntityUid> {
-        self.referrers
-            .get(uid)
+        self.reader
+            .namers(uid)
+            .ok()?
             .into_iter()
-            .flatten()
-            .chain(self.entities.children(uid))
-            .find(|referrer| *referrer != uid && self.entities.contains(referrer))
-            .cloned()
+            .find(|referrer| referrer != uid)
     }
 
     /// Whether `descendant` lies in `ancestor` (is it, or has it among its ancestors).
     pub fn lies_in(&self, descendant: &EntityUid, ancestor: &EntityUid) -> bool {
         descendant == ancestor
             || self
-                .entities
-                .ancestors(descendant)
-                .is_some_and(|mut ancestors| ancestors.any(|a| a == ancestor))
+                .entity(descendant)
+                .is_some_and(|stored| stored.entity.is_descendant_of(ancestor.as_ref()))
     }
 
-    /// The datetimes a decision reading `entity` (not itself in these facts: a resource the
-    /// caller described) might compare the clock with: its own and those of every entity it
-    /// refers to, sorted.
-    pub fn time_bounds_of(&self, entity: &Entity) -> Vec<UnixMillis> {
-        let Ok(found) = direct_times_of(entity) else {
-            return Vec::new();
+    /// The JSON form of `uid` as stored, with where it came from.
+    pub fn json(&self, uid: &EntityUid) -> Option<(serde_json::Value, Origin)> {
+        self.reader.json(uid).ok().flatten()
+    }
+
+    /// Every entity as one Cedar `Entities`: what evaluating over the whole facts reads, for
+    /// comparisons with a slice (tests, benchmarks). Reads and copies every entity.
+    pub fn to_cedar(&self) -> Result<Entities, FactsError> {
+        let mut all: Vec<Arc<cedar_policy_core::ast::Entity>> =
+            self.shape.actions.values().cloned().collect();
+        self.reader.each_json(|json| {
+            let uid = EntityUid::from_json(json["uid"].clone())
+                .map_err(|error| FactsError::Invalid(error.to_string()))?;
+            if let Some(stored) = self.reader.get(&uid)? {
+                all.push(Arc::clone(&stored.entity));
+            }
+            Ok(())
+        })?;
+        cedar_policy_core::entities::Entities::new()
+            .add_entities(
+                all,
+                None::<&cedar_policy_core::entities::NoEntitiesSchema>,
+                cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
+                cedar_policy_core::extensions::Extensions::all_available(),
+            )
+            .map(Entities::from)
+            .map_err(|error| FactsError::Invalid(error_chain(&error)))
+    }
+}
+
+/// A uid a decision reaches, with its entity when the store holds one.
+type Reached = (EntityUid, Option<Arc<StoredEntity>>);
+
+/// The uid of the approval of id `id`.
+pub fn approval_uid(id: &str) -> Option<EntityUid> {
+    Some(EntityUid::from_type_name_and_id(
+        APPROVAL_TYPE.parse().ok()?,
+        cedar_policy::EntityId::new(id),
+    ))
+}
+
+/// Whether an entity's JSON form is an action's (the schema's, not the facts').
+pub fn is_action(entity: &serde_json::Value) -> bool {
+    entity["uid"]["type"]
+        .as_str()
+        .is_some_and(|t| t == "Action" || t.ends_with("::Action"))
+}
+
+/// Warrant's own rules over what `writer` touched: an approval is granted to exactly one
+/// identity and holds its ticket, approver, scope and window; an identity's status and expiry
+/// read as Warrant reads them.
+pub fn check_rules(writer: &FactsWriter, schema: &Schema) -> Result<(), FactsError> {
+    let shape = SchemaShape {
+        principal_types: schema.principals().map(|t| t.to_string()).collect(),
+        resource_types: Vec::new(),
+        actions: HashMap::new(),
+    };
+    for key in writer.touched() {
+        let Ok(uid) = key.parse::<EntityUid>() else {
+            continue;
         };
-        let mut times = found.datetimes;
-        for reference in &found.entities {
-            times.extend_from_slice(self.time_bounds(reference));
+        let Some(stored) = writer.get(&uid)? else {
+            continue;
+        };
+        let type_name = uid.type_name().to_string();
+        let bad = |message: String| FactsError::BadEntity {
+            entity: EntityRef::from_uid(&uid),
+            message,
+        };
+        if type_name == APPROVAL_TYPE {
+            evidence::read_approval(stored.as_entity(), &shape.principal_types).map_err(bad)?;
+        } else if shape.is_identity_type(&type_name) {
+            evidence::read_identity(stored.as_entity(), None).map_err(bad)?;
         }
-        times.sort_unstable();
-        times.dedup();
-        times
     }
-
-    /// Every `datetime` a decision that reads `uid` might compare the clock with (see
-    /// `time_bounds`). Empty for an unknown entity or one that holds no time.
-    pub fn time_bounds(&self, uid: &EntityUid) -> &[UnixMillis] {
-        self.time_bounds.get(uid).map_or(&[], |bounds| bounds)
-    }
+    Ok(())
 }
 
 /// The entities one decision can read (`Facts::slice`).
@@ -655,22 +721,6 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
     message
 }
 
-/// An entity's parents, as text (for comparing two versions of it).
-fn parents_of(entity: &Entity) -> Result<std::collections::BTreeSet<String>, FactsError> {
-    let json = entity.to_json_value().map_err(|e| FactsError::BadEntity {
-        entity: EntityRef::from_uid(&entity.uid()),
-        message: e.to_string(),
-    })?;
-    Ok(json["parents"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(ToString::to_string)
-        .collect())
-}
-
-/// The policy folder's `entities.json` by uid (`Type::"id"`), as JSON. Refuses an entity given
-/// twice.
 /// `sha256:` of the facts file's bytes: whether it changed, without parsing it.
 pub fn entities_file_digest(dir: &Path) -> anyhow::Result<String> {
     let path = dir.join(ENTITIES_FILE);
@@ -682,8 +732,62 @@ pub fn entities_file_digest(dir: &Path) -> anyhow::Result<String> {
     Ok(format!("sha256:{:x}", hasher.finalize()))
 }
 
-/// The facts file's entities by uid, each as its JSON text: kept for rebuilding the facts with
-/// live changes, and a fraction of the memory of parsed JSON values.
+/// Reads the Cedar entities file at `path` one entity at a time (never whole in memory),
+/// handing each to `each`; returns the `sha256:` of the bytes read.
+pub fn each_file_entity(
+    path: &Path,
+    mut each: impl FnMut(serde_json::Value) -> Result<(), String>,
+) -> anyhow::Result<String> {
+    use serde::de::{Deserializer as _, SeqAccess, Visitor};
+
+    /// Reads through to a hasher.
+    struct Hashing<R> {
+        inner: R,
+        hasher: Sha256,
+    }
+    impl<R: std::io::Read> std::io::Read for Hashing<R> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = self.inner.read(buf)?;
+            self.hasher.update(&buf[..n]);
+            Ok(n)
+        }
+    }
+    struct Each<'f, F>(&'f mut F);
+    impl<'de, F: FnMut(serde_json::Value) -> Result<(), String>> Visitor<'de> for Each<'_, F> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a JSON array of entities")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            let mut index = 0usize;
+            while let Some(entity) = seq.next_element::<serde_json::Value>()? {
+                (self.0)(entity).map_err(|message| {
+                    serde::de::Error::custom(format!("entity {index}: {message}"))
+                })?;
+                index += 1;
+            }
+            Ok(())
+        }
+    }
+    let file = std::fs::File::open(path)
+        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+    let mut reader = Hashing {
+        inner: std::io::BufReader::with_capacity(1 << 20, file),
+        hasher: Sha256::new(),
+    };
+    let mut deserializer = serde_json::Deserializer::from_reader(&mut reader);
+    deserializer
+        .deserialize_seq(Each(&mut each))
+        .and_then(|()| deserializer.end())
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    // (The reader may hold bytes past the array's end: whitespace, read to the end.)
+    std::io::copy(&mut reader, &mut std::io::sink())
+        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+    Ok(format!("sha256:{:x}", reader.hasher.finalize()))
+}
+
+/// The facts file's entities by uid, each as its JSON text: for building facts in memory with
+/// changes (authoring tools, tests).
 pub type FileEntities = BTreeMap<String, Box<serde_json::value::RawValue>>;
 
 /// Reads `dir/entities.json` into `FileEntities`, refusing a uid given twice, with the
@@ -719,41 +823,32 @@ pub fn load_entities_file(dir: &Path) -> anyhow::Result<(FileEntities, String)> 
     Ok((base, digest))
 }
 
-/// Facts from `base` (entities by uid) with each of `changes` in place of the entity of the same
-/// uid, or added; a change of `None` removes the entity.
+/// Facts in a store in memory from `base` (entities by uid) with each of `changes` in place of
+/// the entity of the same uid, or added; a change of `None` removes the entity.
 pub fn merged<'a>(
     schema: &Schema,
     base: &'a FileEntities,
     changes: impl IntoIterator<Item = (&'a str, Option<&'a serde_json::Value>)>,
 ) -> Result<Facts, FactsError> {
-    enum Text<'a> {
-        File(&'a serde_json::value::RawValue),
-        Changed(&'a serde_json::Value),
-    }
-    let mut merged: BTreeMap<&str, Text<'_>> = base
-        .iter()
-        .map(|(key, value)| (key.as_str(), Text::File(value)))
-        .collect();
-    for (key, change) in changes {
-        match change {
-            Some(entity) => merged.insert(key, Text::Changed(entity)),
-            None => merged.remove(key),
-        };
-    }
-    let mut text =
-        String::with_capacity(base.values().map(|e| e.get().len() + 1).sum::<usize>() + 2);
-    text.push('[');
-    for (i, entity) in merged.values().enumerate() {
-        if i > 0 {
-            text.push(',');
+    let store = Arc::new(FactsStore::in_memory()?);
+    let mut writer = store.writer(schema)?;
+    let changes: BTreeMap<&str, Option<&serde_json::Value>> = changes.into_iter().collect();
+    for (key, text) in base {
+        if changes.contains_key(key.as_str()) {
+            continue;
         }
-        match entity {
-            Text::File(raw) => text.push_str(raw.get()),
-            Text::Changed(value) => text.push_str(&value.to_string()),
+        let entity: serde_json::Value = serde_json::from_str(text.get())
+            .map_err(|error| FactsError::Invalid(format!("{key}: {error}")))?;
+        if !is_action(&entity) {
+            writer.put(entity, Origin::File)?;
         }
     }
-    text.push(']');
-    Facts::from_json(&text, schema)
+    for entity in changes.into_values().flatten() {
+        writer.put(entity.clone(), Origin::Live)?;
+    }
+    check_rules(&writer, schema)?;
+    writer.commit()?;
+    Facts::open(&store, schema)
 }
 
 #[cfg(test)]
@@ -804,11 +899,14 @@ action "read" appliesTo { principal: [Bot], resource: [Doc] };"#,
         let day = |d| UnixMillis::parse_cedar_datetime(d).unwrap();
         // The bot's own expiry, and its owner's, which a policy can read as principal.owner.
         assert_eq!(
-            facts.time_bounds(&bot),
+            facts.time_bounds([&bot], None),
             [day("2030-01-01"), day("2030-01-02")]
         );
-        assert_eq!(facts.identities[&bot].expires_at, Some(day("2030-01-01")));
+        assert_eq!(
+            facts.identity(&bot).unwrap().expires_at,
+            Some(day("2030-01-01"))
+        );
         let doc = EntityUid::from_str(r#"Doc::"d""#).unwrap();
-        assert!(facts.time_bounds(&doc).is_empty());
+        assert!(facts.time_bounds([&doc], None).is_empty());
     }
 }

@@ -1,6 +1,6 @@
-//! When facts can change a decision: each entity's own datetimes and references, and the
-//! datetimes reachable from it through entity-valued attributes (`Facts::time_bounds`), kept so
-//! that an update redoes only the entities that reach a changed one.
+//! What an entity's attributes and tags hold that Warrant follows: the datetimes a decision
+//! reading it might compare the clock with, and the entities it names (which a decision can
+//! read through it).
 
 use super::*;
 
@@ -55,64 +55,4 @@ pub(super) fn direct_times_of(entity: &Entity) -> Result<TimeReferences, FactsEr
         }
     }
     Ok(found)
-}
-
-/// Every datetime reachable from `uid` through entity references, sorted; `None` for none.
-pub(super) fn closure_of(
-    uid: &EntityUid,
-    direct: &Map<EntityUid, Arc<TimeReferences>>,
-) -> Option<Arc<[UnixMillis]>> {
-    let mut seen = std::collections::HashSet::from([uid]);
-    let mut queue = vec![uid];
-    let mut times = Vec::new();
-    while let Some(next) = queue.pop() {
-        let Some(found) = direct.get(next) else {
-            continue;
-        };
-        times.extend_from_slice(&found.datetimes);
-        for reference in &found.entities {
-            if seen.insert(reference) {
-                queue.push(reference);
-            }
-        }
-    }
-    if times.is_empty() {
-        return None;
-    }
-    times.sort_unstable();
-    times.dedup();
-    Some(Arc::from(times))
-}
-
-pub(super) type TimeIndexes = (
-    Map<EntityUid, Arc<[UnixMillis]>>,
-    Map<EntityUid, Arc<TimeReferences>>,
-    Map<EntityUid, imbl::OrdSet<EntityUid>>,
-);
-
-pub(super) fn time_bounds_by_entity(entities: &EntityMap) -> Result<TimeIndexes, FactsError> {
-    let mut direct: Map<EntityUid, Arc<TimeReferences>> = Map::new();
-    let mut referrers: HashMap<EntityUid, Vec<EntityUid>> = HashMap::new();
-    for entity in entities.iter() {
-        let found = direct_times_of(entity)?;
-        for reference in &found.entities {
-            referrers
-                .entry(reference.clone())
-                .or_default()
-                .push(entity.uid());
-        }
-        // (Most entities hold neither: kept only for those that do, absent meaning none.)
-        if !found.datetimes.is_empty() || !found.entities.is_empty() {
-            direct.insert(entity.uid(), Arc::new(found));
-        }
-    }
-    let referrers = referrers
-        .into_iter()
-        .map(|(uid, list)| (uid, list.into_iter().collect::<imbl::OrdSet<_>>()))
-        .collect();
-    let bounds = direct
-        .keys()
-        .filter_map(|uid| closure_of(uid, &direct).map(|times| (uid.clone(), times)))
-        .collect();
-    Ok((bounds, direct, referrers))
 }

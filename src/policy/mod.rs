@@ -838,7 +838,7 @@ impl PolicySnapshot {
     pub fn unknown_link_entity(
         &self,
         link: &Link,
-        entities: &crate::facts::EntityMap,
+        known: &dyn Fn(&EntityUid) -> bool,
     ) -> Option<LinkProblem> {
         let slots = [("principal", &link.principal), ("resource", &link.resource)];
         slots.into_iter().find_map(|(field, uid)| {
@@ -847,7 +847,7 @@ impl PolicySnapshot {
                 .files
                 .described
                 .contains_key(&uid.type_name().to_string());
-            (!described && entities.get(uid).is_none())
+            (!described && !known(uid))
                 .then(|| LinkProblem::new(field, format!("no {uid} is known")))
         })
     }

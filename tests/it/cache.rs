@@ -343,8 +343,8 @@ impl Pair {
 }
 
 /// The facts of `world` as the change that follows `previous` (the facts of `before`), made
-/// the way the control plane makes them: only the entities that changed, in place, when
-/// `Facts::with_changes` can apply them, else rebuilt whole as `previous`'s successor.
+/// the way the control plane makes them: one change to the store, of the entities that changed
+/// or went.
 fn successor(previous: &Facts, policies: &PolicySnapshot, before: &World, world: &World) -> Facts {
     let by_uid = |w: &World| -> BTreeMap<String, Value> {
         serde_json::from_str::<Vec<Value>>(&w.entities_json())
@@ -359,13 +359,14 @@ fn successor(previous: &Facts, policies: &PolicySnapshot, before: &World, world:
         .filter(|(key, entity)| old.get(*key) != Some(entity))
         .map(|(_, entity)| entity.clone())
         .collect();
-    let removed = old.keys().any(|key| !new.contains_key(key));
-    if !removed && let Some(facts) = previous.with_changes(policies.schema(), &changed).unwrap() {
-        return facts;
-    }
-    Facts::from_json(&world.entities_json(), policies.schema())
+    let removed: Vec<cedar_policy::EntityUid> = old
+        .iter()
+        .filter(|(key, _)| !new.contains_key(*key))
+        .map(|(_, entity)| cedar_policy::EntityUid::from_json(entity["uid"].clone()).unwrap())
+        .collect();
+    previous
+        .with_changes(policies.schema(), &changed, &removed)
         .unwrap()
-        .succeeding(previous)
 }
 
 fn snapshot(policies: Arc<PolicySnapshot>, world: &World) -> Snapshot {

@@ -106,7 +106,7 @@ impl Target {
         .parse::<cedar_policy::EntityUid>() else {
             return false;
         };
-        snapshot.facts.entities().get(&uid).is_some()
+        snapshot.facts.contains(&uid)
     }
 
     /// The native Check: decode, convert, decide.
@@ -148,7 +148,7 @@ impl Target {
         {
             let snapshot = self.engine.snapshot();
             assert!(
-                snapshot.facts.spiffe_ids().contains_key(&peer),
+                snapshot.facts.identity_by_spiffe_id(&peer).is_some(),
                 "allowed an unknown peer {peer:?}"
             );
             self.allows[1].set(self.allows[1].get() + 1);

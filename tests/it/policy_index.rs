@@ -151,7 +151,7 @@ proptest! {
         let policies: PolicySet = text.parse().unwrap();
         let index = warrant::policy::PolicyIndex::new(&policies);
         let facts = warrant::facts::Facts::from_json(&slice_world_json(&world).to_string(), schema()).unwrap();
-        let entities = &facts.entities().to_cedar();
+        let entities = &facts.to_cedar().unwrap();
         let mut left_out = 0;
         for (principal, action, resource, request) in every_request() {
             let whole = Authorizer::new().is_authorized(&request, &policies, entities);
@@ -326,7 +326,7 @@ proptest! {
             whole.link(cedar_policy::PolicyId::new(template), cedar_policy::PolicyId::new(id), values).unwrap();
         }
         let facts = warrant::facts::Facts::from_json(&slice_world_json(&world).to_string(), schema()).unwrap();
-        let entities = &facts.entities().to_cedar();
+        let entities = &facts.to_cedar().unwrap();
         for (principal, action, resource, request) in every_request() {
             let expected = Authorizer::new().is_authorized(&request, &whole, entities);
             let applicable = snapshot.applicable(&principal, &action, &resource, entities).unwrap();

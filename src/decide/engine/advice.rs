@@ -23,7 +23,7 @@ impl Engine {
         &self,
         snapshot: &Snapshot,
         request: &CheckRequest,
-        resolved: &Resolved<'_>,
+        resolved: &Resolved,
         action_uid: &EntityUid,
         now: UnixMillis,
     ) -> Option<ApprovalAdvice> {
@@ -32,12 +32,8 @@ impl Engine {
         if resolved.described.is_some() || resolved.resource_facts != ResourceFacts::Stored {
             return None;
         }
-        let owner = resolved.identity?.owner.as_ref()?;
-        let scopes = snapshot
-            .facts
-            .resource_scopes()
-            .get(&resolved.resource_uid)?
-            .clone();
+        let owner = resolved.identity.as_ref()?.owner.as_ref()?;
+        let scopes = snapshot.facts.scopes_of(&resolved.resource_uid);
         let max_validity_ms = self.settings.approval_max_validity_ms;
         let hypothetical_request = CheckRequest {
             approval_id: Some(HYPOTHETICAL_ID.to_owned()),
@@ -75,8 +71,8 @@ impl Engine {
             let hypothetical = Resolved {
                 principal_uid: resolved.principal_uid.clone(),
                 resource_uid: resolved.resource_uid.clone(),
-                identity: resolved.identity,
-                approval: Some(&approval),
+                identity: resolved.identity.clone(),
+                approval: Some(approval),
                 described: Some(entity),
                 resource_facts: ResourceFacts::Stored,
                 description_ignored: false,

@@ -12,13 +12,13 @@ impl Engine {
         &self,
         snapshot: &Snapshot,
         request: &CheckRequest,
-        resolved: &Resolved<'_>,
+        resolved: &Resolved,
         action_uid: EntityUid,
         now: UnixMillis,
     ) -> Result<Result<Request, Verdict>, InvalidRequest> {
         let facts = &snapshot.facts;
         // Facts Warrant checks itself, before any policy: fail closed on what it cannot resolve.
-        if resolved.identity.is_none() && facts.entities().get(&resolved.principal_uid).is_none() {
+        if resolved.identity.is_none() && !facts.contains(&resolved.principal_uid) {
             return Ok(Err(Verdict::warrant_deny(
                 Reason::UnknownPrincipal.as_str(),
             )));
@@ -30,7 +30,7 @@ impl Engine {
             return Ok(Err(Verdict::warrant_deny(Reason::UnknownResource.as_str())));
         }
         if request.approval_id.is_some() {
-            match resolved.approval {
+            match &resolved.approval {
                 None => return Ok(Err(Verdict::warrant_deny(Reason::UnknownApproval.as_str()))),
                 Some(approval) if approval.subject != resolved.principal_uid => {
                     return Ok(Err(Verdict::warrant_deny(
@@ -57,7 +57,7 @@ impl Engine {
                 RestrictedExpression::new_string(identity.to_owned()),
             ));
         }
-        if let Some(approval) = resolved.approval {
+        if let Some(approval) = &resolved.approval {
             context.push((
                 "approval".to_owned(),
                 RestrictedExpression::new_entity_uid(approval.uid.clone()),

@@ -35,7 +35,7 @@ pub(super) fn described_resource(
     for (i, parent) in description.parents.iter().enumerate() {
         let field = format!("resource_parents[{i}]");
         let uid = entity_uid(parent, &field, policies)?;
-        if snapshot.facts.entities().get(&uid).is_none() {
+        if !snapshot.facts.contains(&uid) {
             return Err(InvalidRequest::new(
                 field,
                 format!("{uid}: Warrant's facts hold no such entity"),

@@ -125,11 +125,11 @@ pub struct Engine {
 }
 
 /// What Warrant resolved before evaluating, carried into the decision.
-struct Resolved<'a> {
+struct Resolved {
     principal_uid: EntityUid,
     resource_uid: EntityUid,
-    identity: Option<&'a Arc<Identity>>,
-    approval: Option<&'a Arc<Approval>>,
+    identity: Option<Arc<Identity>>,
+    approval: Option<Arc<Approval>>,
     /// The resource as the caller described it: only for a resource the facts do not hold, of a
     /// type the schema marks `@described_by_caller`.
     described: Option<Entity>,
@@ -140,26 +140,26 @@ struct Resolved<'a> {
     credential: Result<Option<Arc<CredentialEvidence>>, Reason>,
 }
 
-impl<'a> Resolved<'a> {
+impl Resolved {
     fn of(
-        snapshot: &'a Snapshot,
+        snapshot: &Snapshot,
         request: &CheckRequest,
         principal_uid: EntityUid,
         resource_uid: EntityUid,
     ) -> Result<Self, InvalidRequest> {
         let facts = &snapshot.facts;
-        let stored = facts.entities().get(&resource_uid).is_some();
+        let stored = facts.contains(&resource_uid);
         let described = if stored {
             None
         } else {
             described::described_resource(snapshot, request, &resource_uid)?
         };
         Ok(Resolved {
-            identity: facts.identities().get(&principal_uid),
+            identity: facts.identity(&principal_uid),
             approval: request
                 .approval_id
                 .as_deref()
-                .and_then(|id| facts.approvals().get(id)),
+                .and_then(|id| facts.approval(id)),
             principal_uid,
             resource_uid,
             resource_facts: match (stored, &described) {
@@ -553,7 +553,7 @@ impl Engine {
         &self,
         snapshot: &Snapshot,
         request: &CheckRequest,
-        resolved: &Resolved<'_>,
+        resolved: &Resolved,
         action_uid: EntityUid,
         now: UnixMillis,
     ) -> Result<Result<Verdict, Verdict>, InvalidRequest> {
@@ -590,11 +590,11 @@ impl Engine {
     fn conclude(
         &self,
         request: &CheckRequest,
-        resolved: &Resolved<'_>,
+        resolved: &Resolved,
         response: cedar_policy::Response,
     ) -> Result<Result<Verdict, Verdict>, InvalidRequest> {
         let mut verdict = cedar_verdict(&response);
-        let Some(approval) = resolved.approval else {
+        let Some(approval) = &resolved.approval else {
             return Ok(Ok(verdict));
         };
         if verdict.effect != Effect::Allow
@@ -659,7 +659,7 @@ impl Engine {
         snapshot: &Snapshot,
         candidate: &Arc<PolicySnapshot>,
         request: &CheckRequest,
-        resolved: &Resolved<'_>,
+        resolved: &Resolved,
         now: UnixMillis,
     ) -> ShadowVerdict {
         let verdict = match candidate.actions().get(&request.action) {
@@ -718,13 +718,13 @@ impl Engine {
 /// that cannot be built denies (fail closed) with the reason in the errors.
 fn slice(
     facts: &Facts,
-    resolved: &Resolved<'_>,
+    resolved: &Resolved,
     action_uid: &EntityUid,
     literals: &[EntityUid],
 ) -> Result<crate::facts::Slice, Verdict> {
     let roots = [&resolved.principal_uid, action_uid, &resolved.resource_uid]
         .into_iter()
-        .chain(resolved.approval.map(|approval| &approval.uid))
+        .chain(resolved.approval.as_ref().map(|approval| &approval.uid))
         .chain(literals);
     facts
         .slice(roots, resolved.described.as_ref())
@@ -742,7 +742,7 @@ fn read_by(
     snapshot: &Snapshot,
     shadow: Option<&Arc<PolicySnapshot>>,
     request: &CheckRequest,
-    resolved: &Resolved<'_>,
+    resolved: &Resolved,
     action_uid: &EntityUid,
 ) -> Option<Reads> {
     let approval_uid = request.approval_id.as_deref().and_then(|id| {

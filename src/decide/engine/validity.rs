@@ -11,12 +11,12 @@ impl Engine {
         snapshot: &Snapshot,
         shadow: Option<&PolicySnapshot>,
         request: &CheckRequest,
-        resolved: &Resolved<'_>,
+        resolved: &Resolved,
         now: UnixMillis,
         verdict: Verdict,
     ) -> Decision {
         let facts = &snapshot.facts;
-        let approval = resolved.approval.map(|approval| {
+        let approval = resolved.approval.as_ref().map(|approval| {
             let bound = approval.subject == resolved.principal_uid;
             ApprovalEvidence {
                 valid_at_decision: bound && approval.is_valid_at(now),
@@ -43,17 +43,13 @@ impl Engine {
             // the policies themselves.
             let read = [&resolved.principal_uid, &resolved.resource_uid]
                 .into_iter()
-                .chain(resolved.approval.map(|approval| &approval.uid))
+                .chain(resolved.approval.as_ref().map(|approval| &approval.uid))
                 .chain(&time_use.entity_literals)
-                .chain(shadow_time.into_iter().flat_map(|t| &t.entity_literals))
-                .map(|uid| facts.time_bounds(uid));
+                .chain(shadow_time.into_iter().flat_map(|t| &t.entity_literals));
+            let in_facts = facts.time_bounds(read, resolved.described.as_ref());
             let horizon = now.saturating_add_millis(max_age);
-            let described = resolved
-                .described
-                .as_ref()
-                .map(|entity| facts.time_bounds_of(entity))
-                .unwrap_or_default();
-            read.chain([time_use.datetime_literals.as_slice(), described.as_slice()])
+            [in_facts.as_slice(), time_use.datetime_literals.as_slice()]
+                .into_iter()
                 .chain(shadow_time.map(|t| t.datetime_literals.as_slice()))
                 .filter_map(|bounds| next_change(bounds, now))
                 .fold(horizon, UnixMillis::min)
@@ -64,11 +60,7 @@ impl Engine {
                 })
         };
         let decision_id = new_decision_id(now);
-        let resource_scopes = facts
-            .resource_scopes()
-            .get(&resolved.resource_uid)
-            .cloned()
-            .unwrap_or_else(|| Arc::from([]));
+        let resource_scopes = facts.scopes_of(&resolved.resource_uid);
         let policy_links = links_among(&snapshot.policies, &verdict.reasons);
         Decision {
             effect: verdict.effect,
@@ -77,7 +69,7 @@ impl Engine {
             errors: verdict.errors,
             provenance: Provenance {
                 principal: request.principal.clone(),
-                identity: resolved.identity.cloned(),
+                identity: resolved.identity.clone(),
                 approval,
                 resource: request.resource.clone(),
                 resource_scopes,
