@@ -25,6 +25,10 @@ use warrant::decide::engine::EngineSettings;
 use warrant::domain::EntityRef;
 use warrant::store::LiveStore;
 
+/// The server's allocator, so that the figures are the server's.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn open(policies: &Path, data: &Path) -> Control {
     Control::open(
         policies,
@@ -70,6 +74,19 @@ fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(1_000);
     let data = tempfile::tempdir().expect("a temporary data folder");
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        // The import's own account of its phases; not a line per change.
+        let only_the_import = tracing_subscriber::filter::Targets::new()
+            .with_target("warrant::control", tracing::Level::INFO)
+            .with_target("warrant::control::identities", tracing::Level::WARN)
+            .with_target("warrant::control::entities", tracing::Level::WARN);
+        tracing_subscriber::registry()
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .with(only_the_import)
+            .init();
+    }
 
     let started = Instant::now();
     let control = open(&dir, data.path());
@@ -92,16 +109,15 @@ fn main() {
     );
 
     // Identities with a status: the ones a change flips, in turn.
-    let identities: Vec<EntityRef> = control
-        .engine()
-        .snapshot()
-        .facts
-        .identities()
+    let facts = Arc::clone(&control.engine().snapshot().facts);
+    let identities: Vec<EntityRef> = ["ServiceAccount", "ApiKey", "Agent"]
         .into_iter()
-        .filter(|(_, identity)| identity.status.is_some())
-        .map(|(uid, _)| EntityRef::from_uid(&uid))
+        .flat_map(|type_name| facts.reader().uids_of_type(type_name, changes).unwrap())
+        .filter(|uid| facts.identity(uid).is_some_and(|i| i.status.is_some()))
+        .map(|uid| EntityRef::from_uid(&uid))
         .take(changes)
         .collect();
+    drop(facts);
     assert!(!identities.is_empty(), "no identity with a status");
     let mut took = Vec::with_capacity(changes);
     for n in 0..changes {
@@ -122,7 +138,7 @@ fn main() {
         .snapshot()
         .facts
         .reader()
-        .uids_of_type("Scope")
+        .uids_of_type("Scope", 1)
         .expect("the scopes")
         .into_iter()
         .next()

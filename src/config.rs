@@ -159,6 +159,10 @@ pub struct Settings {
     /// the facts store as decisions need them [default: 134217728]
     #[arg(long, env = "WARRANT_FACTS_CACHE_BYTES")]
     pub facts_cache_bytes: Option<u64>,
+    /// About how many bytes of the data folder's database (`facts.redb`) are kept in memory
+    /// [default: 268435456]
+    #[arg(long, env = "WARRANT_STORE_CACHE_BYTES")]
+    pub store_cache_bytes: Option<u64>,
     /// A candidate policy folder (schema and *.cedar) evaluated beside the active one on every
     /// request: it answers nothing, but what it would have decided is recorded and counted
     #[arg(long, env = "WARRANT_SHADOW_POLICIES")]
@@ -245,6 +249,8 @@ pub struct Config {
     /// `None`: use (or create) the token file in the data folder.
     pub admin_token: Option<Secret>,
     pub data_dir: PathBuf,
+    /// How much of the data folder's database is kept in memory.
+    pub store_cache_bytes: u64,
     pub rules: Rules,
     pub ext_authz: ExtAuthz,
     pub shadow_policies: Option<PathBuf>,
@@ -363,6 +369,7 @@ impl Settings {
                 .or(under.approval_request_webhook_ca),
             max_import_bytes: self.max_import_bytes.or(under.max_import_bytes),
             facts_cache_bytes: self.facts_cache_bytes.or(under.facts_cache_bytes),
+            store_cache_bytes: self.store_cache_bytes.or(under.store_cache_bytes),
             ext_authz: self.ext_authz.or(under.ext_authz),
             shadow_policies: self.shadow_policies.or(under.shadow_policies),
             authzen_listen: self.authzen_listen.or(under.authzen_listen),
@@ -496,6 +503,9 @@ impl Settings {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50052))),
             admin_token: self.admin_token.clone().filter(|t| !t.0.is_empty()),
             data_dir,
+            store_cache_bytes: self
+                .store_cache_bytes
+                .unwrap_or(crate::store::DEFAULT_CACHE_BYTES),
             ext_authz,
             shadow_policies: self.shadow_policies.clone(),
             authzen_listen: self
@@ -622,6 +632,7 @@ impl Settings {
                 "facts_cache_bytes",
                 u128::from(config.rules.facts_cache_bytes),
             ),
+            ("store_cache_bytes", u128::from(config.store_cache_bytes)),
             (
                 "approval_request_ttl_seconds",
                 config.rules.approval_request_ttl_ms as u128,
@@ -739,6 +750,7 @@ mod tests {
                 "facts_cache_bytes",
                 config.rules.facts_cache_bytes.to_string(),
             ),
+            ("store_cache_bytes", config.store_cache_bytes.to_string()),
             (
                 "approval_request_ttl_seconds",
                 (config.rules.approval_request_ttl_ms / 1000).to_string(),

@@ -62,7 +62,7 @@ pub async fn serve(
     on_bound: impl FnOnce(Bound),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = LiveStore::open(&config.data_dir)?;
+    let store = LiveStore::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
     let mut control = Control::open(
         &config.policies,
         store,

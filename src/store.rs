@@ -15,6 +15,8 @@ use crate::domain::EntityRef;
 
 /// The database file in the data folder.
 pub const STORE_FILE: &str = "facts.redb";
+/// How much of the database redb keeps in memory unless told otherwise.
+pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// Live entities by their Cedar uid (`Type::"id"`), as JSON `LiveEntity`.
 const ENTITIES: TableDefinition<&str, &str> = TableDefinition::new("entities");
@@ -110,15 +112,24 @@ pub struct LiveStore {
 }
 
 impl LiveStore {
-    /// Opens (or creates) `dir/facts.redb`. redb recovers from a crash on open.
+    /// Opens (or creates) `dir/facts.redb`, keeping up to `DEFAULT_CACHE_BYTES` of it in memory.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_cache(dir, DEFAULT_CACHE_BYTES)
+    }
+
+    /// Opens (or creates) `dir/facts.redb`, keeping up to `cache_bytes` of its pages in memory.
+    /// redb recovers from a crash on open.
+    pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let path = dir.join(STORE_FILE);
         let open_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: path.clone(),
             source,
         };
         crate::files::private_dir(dir).map_err(|e| open_error(e.into()))?;
-        let db = Database::create(&path).map_err(|e| open_error(e.into()))?;
+        let db = Database::builder()
+            .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
+            .create(&path)
+            .map_err(|e| open_error(e.into()))?;
         crate::files::make_private(&path).map_err(|e| open_error(e.into()))?;
         let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
         txn.open_table(ENTITIES).map_err(|e| open_error(e.into()))?;

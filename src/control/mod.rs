@@ -180,9 +180,11 @@ impl Control {
             )
         };
         if let Some(writer) = facts_to_sync(&facts, &folder, policies_dir, &live)? {
+            let committing = std::time::Instant::now();
             let committed = writer.commit().map_err(|e| in_folder(e.to_string()))?;
             tracing::info!(
                 changed = committed.touched.len(),
+                commit_ms = committing.elapsed().as_millis() as u64,
                 "facts file imported into the facts store"
             );
             facts = facts.after(&committed, None)?;
@@ -351,6 +353,9 @@ impl Control {
     }
 }
 
+/// How many threads check a facts file's entities against the schema while it is imported.
+const PREPARERS: usize = 2;
+
 /// A facts store that cannot be read or written: the change is not made.
 fn unavailable(error: FactsError) -> ControlError {
     ControlError::Store(StoreError::Facts(error.to_string()))
@@ -376,28 +381,77 @@ fn facts_to_sync(
         return Ok(None);
     }
     let path = dir.join(crate::facts::ENTITIES_FILE);
+    let path_for_reader = path.clone();
     let schema = folder.schema();
     let mut writer = facts.store().writer(schema)?;
-    let mut in_file: std::collections::HashSet<String> = std::collections::HashSet::new();
-    let digest = crate::facts::each_file_entity(&path, |entity| {
-        if crate::facts::is_action(&entity) {
-            return Ok(());
+    let started = std::time::Instant::now();
+    // One thread reads the file, `PREPARERS` check its entities against the schema, and this
+    // one writes them (in any order: a put closes ancestors whichever comes first).
+    let (preparation_schema, identity_types) = writer.preparation();
+    let (to_write, prepared) =
+        std::sync::mpsc::sync_channel::<Result<crate::facts::Prepared, String>>(4096);
+    let (read, written) = std::thread::scope(|scope| {
+        let mut to_prepare = Vec::new();
+        for _ in 0..PREPARERS {
+            let (sender, receiver) = std::sync::mpsc::sync_channel::<Value>(1024);
+            to_prepare.push(sender);
+            let to_write = to_write.clone();
+            let (schema, types) = (&preparation_schema, &identity_types);
+            scope.spawn(move || {
+                for entity in receiver.iter() {
+                    let prepared = crate::facts::Prepared::new(entity, schema, types)
+                        .map_err(|error| error.to_string());
+                    if to_write.send(prepared).is_err() {
+                        return;
+                    }
+                }
+            });
         }
-        let uid = EntityUid::from_json(entity["uid"].clone())
-            .map_err(|error| format!("bad `uid`: {error}"))?;
-        let key = uid.to_string();
-        if !in_file.insert(key.clone()) {
-            return Err(format!("{key} is given twice"));
+        drop(to_write);
+        let reading = scope.spawn(move || {
+            let mut next = 0usize;
+            let digest = crate::facts::each_file_entity(&path_for_reader, |entity| {
+                if crate::facts::is_action(&entity) {
+                    return Ok(());
+                }
+                next = (next + 1) % to_prepare.len();
+                to_prepare[next]
+                    .send(entity)
+                    .map_err(|_| "the facts store stopped taking entities".to_owned())
+            });
+            drop(to_prepare);
+            digest
+        });
+        let mut in_file: std::collections::HashSet<String> = std::collections::HashSet::new();
+        let mut written = Ok(());
+        for prepared in prepared.iter() {
+            let outcome = prepared.and_then(|prepared| {
+                if !in_file.insert(prepared.key().to_owned()) {
+                    return Err(format!("{} is given twice", prepared.key()));
+                }
+                if live.contains_key(prepared.key()) {
+                    // The live change (or removal) takes its place.
+                    return Ok(());
+                }
+                writer
+                    .put_prepared(prepared, Origin::File)
+                    .map(drop)
+                    .map_err(|error| error.to_string())
+            });
+            if let Err(error) = outcome {
+                written = Err(error);
+                break;
+            }
         }
-        if live.contains_key(&key) {
-            // The live change (or removal) takes its place.
-            return Ok(());
-        }
-        writer
-            .put(entity, Origin::File)
-            .map(drop)
-            .map_err(|error| error.to_string())
-    })?;
+        // (Dropping the receiver stops the preparers, and then the reader, at their next entity.)
+        drop(prepared);
+        let read = reading
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the facts file's reader failed")));
+        (read.map(|digest| (digest, in_file)), written)
+    });
+    written.map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    let (digest, in_file) = read?;
     for (key, entity) in live {
         let uid: EntityUid = key
             .parse()
@@ -415,7 +469,14 @@ fn facts_to_sync(
             writer.remove(&uid)?;
         }
     }
+    let written_ms = started.elapsed().as_millis() as u64;
     check_rules(&writer, schema).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+    tracing::info!(
+        entities = in_file.len(),
+        written_ms,
+        checked_ms = started.elapsed().as_millis() as u64 - written_ms,
+        "facts file read into the facts store"
+    );
     writer.set_meta(crate::facts::META_FILE_DIGEST, digest);
     writer.set_meta(
         crate::facts::META_SCHEMA_VERSION,

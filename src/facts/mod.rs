@@ -21,7 +21,7 @@ mod time_bounds;
 
 pub use stored::{
     Committed, FactsReader, FactsStore, FactsWriter, META_FILE_DIGEST, META_SCHEMA_VERSION, Origin,
-    StoredEntity,
+    Prepared, StoredEntity,
 };
 
 use time_bounds::direct_times_of;
@@ -308,7 +308,11 @@ impl Facts {
             .iter()
             .filter(|t| *t != APPROVAL_TYPE)
         {
-            for uid in self.reader.uids_of_type(type_name).unwrap_or_default() {
+            for uid in self
+                .reader
+                .uids_of_type(type_name, usize::MAX)
+                .unwrap_or_default()
+            {
                 if let Some(identity) = self.identity(&uid) {
                     all.push((uid, identity));
                 }
@@ -321,7 +325,7 @@ impl Facts {
     /// Every approval the facts hold.
     pub fn approvals(&self) -> Vec<Arc<Approval>> {
         self.reader
-            .uids_of_type(APPROVAL_TYPE)
+            .uids_of_type(APPROVAL_TYPE, usize::MAX)
             .unwrap_or_default()
             .into_iter()
             .filter_map(|uid| self.approval(uid.id().unescaped()))
@@ -564,11 +568,7 @@ impl Facts {
 
     /// An entity other than `uid` that names it: in an attribute or tag, or as a parent.
     pub fn referrer_of(&self, uid: &EntityUid) -> Option<EntityUid> {
-        self.reader
-            .namers(uid)
-            .ok()?
-            .into_iter()
-            .find(|referrer| referrer != uid)
+        self.reader.namer_of(uid).ok().flatten()
     }
 
     /// Whether `descendant` lies in `ancestor` (is it, or has it among its ancestors).
@@ -627,34 +627,46 @@ pub fn is_action(entity: &serde_json::Value) -> bool {
         .is_some_and(|t| t == "Action" || t.ends_with("::Action"))
 }
 
-/// Warrant's own rules over what `writer` touched: an approval is granted to exactly one
-/// identity and holds its ticket, approver, scope and window; an identity's status and expiry
-/// read as Warrant reads them.
+/// Warrant's own rules over the approvals `writer` touched, as they stand once the change is
+/// whole: an approval is granted to exactly one identity (its parent, which may come later in
+/// the change) and holds its ticket, approver, scope and window. (An identity's own rules are
+/// checked as it is put: `identity_rules`.)
 pub fn check_rules(writer: &FactsWriter, schema: &Schema) -> Result<(), FactsError> {
-    let shape = SchemaShape {
-        principal_types: schema.principals().map(|t| t.to_string()).collect(),
-        resource_types: Vec::new(),
-        actions: HashMap::new(),
-    };
-    for key in writer.touched() {
+    let principal_types: Vec<String> = schema.principals().map(|t| t.to_string()).collect();
+    let prefix = format!("{APPROVAL_TYPE}::\"");
+    for key in writer.touched().filter(|key| key.starts_with(&prefix)) {
         let Ok(uid) = key.parse::<EntityUid>() else {
             continue;
         };
         let Some(stored) = writer.get(&uid)? else {
             continue;
         };
-        let type_name = uid.type_name().to_string();
-        let bad = |message: String| FactsError::BadEntity {
-            entity: EntityRef::from_uid(&uid),
-            message,
-        };
-        if type_name == APPROVAL_TYPE {
-            evidence::read_approval(stored.as_entity(), &shape.principal_types).map_err(bad)?;
-        } else if shape.is_identity_type(&type_name) {
-            evidence::read_identity(stored.as_entity(), None).map_err(bad)?;
-        }
+        evidence::read_approval(stored.as_entity(), &principal_types).map_err(|message| {
+            FactsError::BadEntity {
+                entity: EntityRef::from_uid(&uid),
+                message,
+            }
+        })?;
     }
     Ok(())
+}
+
+/// Warrant's rules for an identity on its own: its status and expiry read as Warrant reads
+/// them (`None` for an entity of another type).
+pub(crate) fn identity_rules(
+    entity: &Entity,
+    principal_types: &[String],
+) -> Result<(), FactsError> {
+    let type_name = entity.uid().type_name().to_string();
+    if type_name == APPROVAL_TYPE || !principal_types.contains(&type_name) {
+        return Ok(());
+    }
+    evidence::read_identity(entity, None)
+        .map(drop)
+        .map_err(|message| FactsError::BadEntity {
+            entity: EntityRef::from_uid(&entity.uid()),
+            message,
+        })
 }
 
 /// The entities one decision can read (`Facts::slice`).
@@ -732,26 +744,15 @@ pub fn entities_file_digest(dir: &Path) -> anyhow::Result<String> {
     Ok(format!("sha256:{:x}", hasher.finalize()))
 }
 
-/// Reads the Cedar entities file at `path` one entity at a time (never whole in memory),
-/// handing each to `each`; returns the `sha256:` of the bytes read.
+/// Reads the Cedar entities file at `path` one entity at a time (its bytes are read whole,
+/// but never parsed whole into memory), handing each to `each`; returns the `sha256:` of the
+/// bytes read.
 pub fn each_file_entity(
     path: &Path,
     mut each: impl FnMut(serde_json::Value) -> Result<(), String>,
 ) -> anyhow::Result<String> {
     use serde::de::{Deserializer as _, SeqAccess, Visitor};
 
-    /// Reads through to a hasher.
-    struct Hashing<R> {
-        inner: R,
-        hasher: Sha256,
-    }
-    impl<R: std::io::Read> std::io::Read for Hashing<R> {
-        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-            let n = self.inner.read(buf)?;
-            self.hasher.update(&buf[..n]);
-            Ok(n)
-        }
-    }
     struct Each<'f, F>(&'f mut F);
     impl<'de, F: FnMut(serde_json::Value) -> Result<(), String>> Visitor<'de> for Each<'_, F> {
         type Value = ();
@@ -769,21 +770,15 @@ pub fn each_file_entity(
             Ok(())
         }
     }
-    let file = std::fs::File::open(path)
+    let bytes = std::fs::read(path)
         .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
-    let mut reader = Hashing {
-        inner: std::io::BufReader::with_capacity(1 << 20, file),
-        hasher: Sha256::new(),
-    };
-    let mut deserializer = serde_json::Deserializer::from_reader(&mut reader);
+    let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
+    let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     deserializer
         .deserialize_seq(Each(&mut each))
         .and_then(|()| deserializer.end())
         .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
-    // (The reader may hold bytes past the array's end: whitespace, read to the end.)
-    std::io::copy(&mut reader, &mut std::io::sink())
-        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
-    Ok(format!("sha256:{:x}", reader.hasher.finalize()))
+    Ok(digest)
 }
 
 /// The facts file's entities by uid, each as its JSON text: for building facts in memory with

@@ -292,6 +292,7 @@ impl FactsStore {
             removed: false,
             hasher,
             meta: Vec::new(),
+            ancestors_memo: std::collections::HashMap::new(),
         })
     }
 }
@@ -365,8 +366,12 @@ impl FactsReader {
         Ok(())
     }
 
-    /// The uids of every entity of type `type_name`, in order.
-    pub fn uids_of_type(&self, type_name: &str) -> Result<Vec<EntityUid>, FactsError> {
+    /// The uids of the first `limit` entities of type `type_name`, in order.
+    pub fn uids_of_type(
+        &self,
+        type_name: &str,
+        limit: usize,
+    ) -> Result<Vec<EntityUid>, FactsError> {
         let prefix = format!("{type_name}::\"");
         let mut found = Vec::new();
         for row in self
@@ -375,7 +380,7 @@ impl FactsReader {
             .map_err(store_error)?
         {
             let (key, _) = row.map_err(store_error)?;
-            if !key.value().starts_with(&prefix) {
+            if !key.value().starts_with(&prefix) || found.len() == limit {
                 break;
             }
             if let Ok(uid) = EntityUid::from_str(key.value()) {
@@ -385,19 +390,20 @@ impl FactsReader {
         Ok(found)
     }
 
-    /// The entities that name `uid` as a parent or in an attribute or tag.
-    pub fn namers(&self, uid: &EntityUid) -> Result<Vec<EntityUid>, FactsError> {
+    /// An entity other than `uid` that names it as a parent or in an attribute or tag.
+    pub fn namer_of(&self, uid: &EntityUid) -> Result<Option<EntityUid>, FactsError> {
         let key = uid.to_string();
-        let mut found = Vec::new();
         for table in [&self.children, &self.referrers] {
             for namer in table.get(key.as_str()).map_err(store_error)? {
                 let namer = namer.map_err(store_error)?;
-                if let Ok(uid) = EntityUid::from_str(namer.value()) {
-                    found.push(uid);
+                if namer.value() != key
+                    && let Ok(uid) = EntityUid::from_str(namer.value())
+                {
+                    return Ok(Some(uid));
                 }
             }
         }
-        Ok(found)
+        Ok(None)
     }
 
     pub fn identity_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<EntityUid>, FactsError> {
@@ -437,6 +443,86 @@ pub struct FactsWriter {
     removed: bool,
     hasher: Sha256,
     meta: Vec<(&'static str, String)>,
+    /// Ancestors of entities read in this change, by uid (`ancestors_of`): a bulk put reads
+    /// the same few parents again and again. Kept right on every write.
+    ancestors_memo: std::collections::HashMap<String, Option<Arc<[String]>>>,
+}
+
+/// The most entities `FactsWriter::ancestors_memo` remembers before it starts over.
+const ANCESTORS_MEMO_ENTRIES: usize = 65_536;
+
+/// An entity checked against the schema and read for what the store indexes: the part of a
+/// `put` that needs no transaction.
+pub struct Prepared {
+    uid: EntityUid,
+    key: String,
+    /// In Cedar's explicit JSON form.
+    explicit: serde_json::Value,
+    parents: Vec<String>,
+    references: Vec<String>,
+    spiffe_id: Option<String>,
+}
+
+impl Prepared {
+    pub fn new(
+        json: serde_json::Value,
+        schema: &Schema,
+        principal_types: &[String],
+    ) -> Result<Self, FactsError> {
+        let parsed = Entity::from_json_value(json, Some(schema))
+            .map_err(|error| FactsError::Invalid(error_chain(&error)))?;
+        super::identity_rules(&parsed, principal_types)?;
+        let uid = parsed.uid();
+        let explicit = parsed
+            .to_json_value()
+            .map_err(|error| FactsError::BadEntity {
+                entity: EntityRef::from_uid(&uid),
+                message: error.to_string(),
+            })?;
+        let parents: Vec<String> = parsed
+            .as_ref()
+            .parents()
+            .map(|p| EntityUid::from(p.clone()).to_string())
+            .collect();
+        let mut references = TimeReferences::default();
+        for part in ["attrs", "tags"] {
+            if let Some(value) = explicit.get(part) {
+                references
+                    .collect(value)
+                    .map_err(|message| FactsError::BadEntity {
+                        entity: EntityRef::from_uid(&uid),
+                        message,
+                    })?;
+            }
+        }
+        let spiffe_id = match (
+            principal_types.contains(&uid.type_name().to_string()),
+            explicit["attrs"].get("spiffe_id"),
+        ) {
+            (true, Some(serde_json::Value::String(id))) => Some(id.clone()),
+            _ => None,
+        };
+        Ok(Prepared {
+            key: uid.to_string(),
+            uid,
+            explicit,
+            parents,
+            references: references
+                .entities
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            spiffe_id,
+        })
+    }
+
+    pub fn uid(&self) -> &EntityUid {
+        &self.uid
+    }
+
+    pub fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// What a committed change touched.
@@ -503,39 +589,30 @@ impl FactsWriter {
         json: serde_json::Value,
         origin: Origin,
     ) -> Result<EntityUid, FactsError> {
-        let parsed = Entity::from_json_value(json, Some(&self.schema))
-            .map_err(|error| FactsError::Invalid(error_chain(&error)))?;
-        let uid = parsed.uid();
-        let explicit = parsed
-            .to_json_value()
-            .map_err(|error| FactsError::BadEntity {
-                entity: EntityRef::from_uid(&uid),
-                message: error.to_string(),
-            })?;
-        let parents: Vec<String> = parsed
-            .as_ref()
-            .parents()
-            .map(|p| EntityUid::from(p.clone()).to_string())
-            .collect();
-        let mut references = TimeReferences::default();
-        for part in ["attrs", "tags"] {
-            if let Some(value) = explicit.get(part) {
-                references
-                    .collect(value)
-                    .map_err(|message| FactsError::BadEntity {
-                        entity: EntityRef::from_uid(&uid),
-                        message,
-                    })?;
-            }
-        }
-        let spiffe_id = match (
-            self.principal_types.contains(&uid.type_name().to_string()),
-            explicit["attrs"].get("spiffe_id"),
-        ) {
-            (true, Some(serde_json::Value::String(id))) => Some(id.clone()),
-            _ => None,
-        };
-        let key = uid.to_string();
+        let prepared = Prepared::new(json, &self.schema, &self.principal_types)?;
+        self.put_prepared(prepared, origin)
+    }
+
+    /// The schema and identity types `Prepared::new` needs, for preparing entities on another
+    /// thread while this writer writes.
+    pub fn preparation(&self) -> (Schema, Vec<String>) {
+        (self.schema.clone(), self.principal_types.clone())
+    }
+
+    /// `put` of an entity already checked and read (`Prepared::new`).
+    pub fn put_prepared(
+        &mut self,
+        prepared: Prepared,
+        origin: Origin,
+    ) -> Result<EntityUid, FactsError> {
+        let Prepared {
+            uid,
+            key,
+            explicit,
+            parents,
+            references,
+            spiffe_id,
+        } = prepared;
         let old = self.row(&key)?;
         let ancestors = self.ancestors_over(&key, &parents)?;
         let body = RowBody {
@@ -583,9 +660,9 @@ impl FactsWriter {
                     .remove(named.as_str(), key.as_str())
                     .map_err(store_error)?;
             }
-            for named in &references.entities {
+            for named in &references {
                 referrers
-                    .insert(named.to_string().as_str(), key.as_str())
+                    .insert(named.as_str(), key.as_str())
                     .map_err(store_error)?;
             }
         }
@@ -628,6 +705,7 @@ impl FactsWriter {
             .map_err(store_error)?
             .insert(key.as_str(), row.as_slice())
             .map_err(store_error)?;
+        self.remember(&key, Some(&body.ancestors));
         self.touched.insert(key.clone());
         if ancestors_changed || old.is_none() {
             // Everything below it (which may already name it) has new ancestors too.
@@ -679,6 +757,7 @@ impl FactsWriter {
             .map_err(store_error)?
             .remove(key.as_str())
             .map_err(store_error)?;
+        self.remember(&key, None);
         self.hasher.update(b"\nremoved ");
         self.hasher.update(key.as_bytes());
         self.touched.insert(key.clone());
@@ -741,14 +820,35 @@ impl FactsWriter {
         Ok(Some((revision, origin, body(key, row.value())?)))
     }
 
+    /// The ancestors of the entity `key` as this change stands (`None` if it is not held),
+    /// remembered for the change's next puts under the same parents.
+    fn ancestors_of(&mut self, key: &str) -> Result<Option<Arc<[String]>>, FactsError> {
+        if let Some(known) = self.ancestors_memo.get(key) {
+            return Ok(known.clone());
+        }
+        let found = self.row(key)?.map(|(_, _, body)| Arc::from(body.ancestors));
+        if self.ancestors_memo.len() >= ANCESTORS_MEMO_ENTRIES {
+            self.ancestors_memo.clear();
+        }
+        self.ancestors_memo.insert(key.to_owned(), found.clone());
+        Ok(found)
+    }
+
+    /// Keeps `ancestors_memo` right after a write of `key`.
+    fn remember(&mut self, key: &str, ancestors: Option<&[String]>) {
+        if let Some(known) = self.ancestors_memo.get_mut(key) {
+            *known = ancestors.map(Arc::from);
+        }
+    }
+
     /// The ancestors of an entity with `parents`, nearest first: the parents and their
     /// ancestors as the store holds them. Refuses a cycle through `key`.
-    fn ancestors_over(&self, key: &str, parents: &[String]) -> Result<Vec<String>, FactsError> {
+    fn ancestors_over(&mut self, key: &str, parents: &[String]) -> Result<Vec<String>, FactsError> {
         let mut all: HashSet<String> = HashSet::new();
         for parent in parents {
             all.insert(parent.clone());
-            if let Some((_, _, body)) = self.row(parent)? {
-                all.extend(body.ancestors);
+            if let Some(ancestors) = self.ancestors_of(parent)? {
+                all.extend(ancestors.iter().cloned());
             }
         }
         if all.contains(key) {
@@ -758,9 +858,7 @@ impl FactsWriter {
         }
         let mut ranked = Vec::with_capacity(all.len());
         for ancestor in all {
-            let depth = self
-                .row(&ancestor)?
-                .map_or(0, |(_, _, b)| b.ancestors.len());
+            let depth = self.ancestors_of(&ancestor)?.map_or(0, |a| a.len());
             ranked.push((depth, ancestor));
         }
         ranked.sort_by(|(a_depth, a), (b_depth, b)| b_depth.cmp(a_depth).then_with(|| a.cmp(b)));
@@ -801,6 +899,7 @@ impl FactsWriter {
                         .map_err(store_error)?
                         .insert(child.as_str(), row.as_slice())
                         .map_err(store_error)?;
+                    self.remember(&child, Some(&body.ancestors));
                     self.touched.insert(child.clone());
                 }
                 if seen.insert(child.clone()) {
