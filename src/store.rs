@@ -157,6 +157,18 @@ impl LiveStore {
         self.all(ENTITIES)
     }
 
+    /// The live record of one entity, by uid.
+    pub fn entity(&self, uid: &str) -> Result<Option<LiveEntity>, StoreError> {
+        self.one(ENTITIES, uid)
+    }
+
+    /// How many entities have a live record.
+    pub fn entity_count(&self) -> Result<u64, StoreError> {
+        use redb::ReadableTableMetadata as _;
+        let txn = self.db.begin_read().map_err(io)?;
+        txn.open_table(ENTITIES).map_err(io)?.len().map_err(io)
+    }
+
     /// Every live template link, by link id.
     pub fn links(&self) -> Result<BTreeMap<String, LiveLink>, StoreError> {
         self.all(LINKS)
@@ -174,15 +186,24 @@ impl LiveStore {
         &self,
         id: &str,
     ) -> Result<Option<T>, StoreError> {
+        self.one(APPROVAL_REQUESTS, id)
+    }
+
+    /// One row of a table of JSON values.
+    fn one<T: serde::de::DeserializeOwned>(
+        &self,
+        table: TableDefinition<&str, &str>,
+        key: &str,
+    ) -> Result<Option<T>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
-        let table = txn.open_table(APPROVAL_REQUESTS).map_err(io)?;
-        let Some(row) = table.get(id).map_err(io)? else {
+        let table = txn.open_table(table).map_err(io)?;
+        let Some(row) = table.get(key).map_err(io)? else {
             return Ok(None);
         };
         serde_json::from_str(row.value())
             .map(Some)
             .map_err(|source| StoreError::Corrupt {
-                key: id.to_owned(),
+                key: key.to_owned(),
                 source,
             })
     }

@@ -285,7 +285,7 @@ fn status_proto(status: StatusView) -> proto::StatusResponse {
         entity_count: status.entity_count,
         identity_count: status.identity_count,
         approval_count: status.approval_count,
-        live_changes: status.live_changes as u64,
+        live_changes: status.live_changes,
         last_reload_error: error,
         last_reload_failed_at: error_at,
         reloads: status.reloads,

@@ -219,7 +219,7 @@ impl Control {
         }
         let key = view.approval.uid.to_string();
         let (mut entity, mut meta, _) = self
-            .current(&state, &key)
+            .current(&key)
             .ok_or_else(|| ControlError::NotFound(format!("no approval {id:?}")))?;
         entity["attrs"]["revoked"] = json!(true);
         meta.revoked_at = Some(self.clock.now().0);
@@ -244,12 +244,12 @@ impl Control {
 
     fn approval_view(
         &self,
-        state: &State,
+        _locked: &State,
         approval: &Arc<Approval>,
     ) -> Result<ApprovalView, ControlError> {
         let key = approval.uid.to_string();
         let (entity, meta, origin) = self
-            .current(state, &key)
+            .current(&key)
             .ok_or_else(|| ControlError::NotFound(format!("no approval {key}")))?;
         let id = approval.uid.id().unescaped();
         let uses = match approval.max_uses {

@@ -122,7 +122,7 @@ impl Control {
         let uid = uid_of(entity);
         let key = uid.to_string();
         let (json, _, _) = self
-            .current(&state, &key)
+            .current(&key)
             .filter(|_| facts.contains(&uid))
             .ok_or_else(|| ControlError::NotFound(format!("no {entity}")))?;
         if let Some(referrer) = facts.referrer_of(&uid) {
@@ -168,11 +168,11 @@ impl Control {
         self.entity_in(&self.state(), entity)
     }
 
-    fn entity_in(&self, state: &State, entity: &EntityRef) -> Result<EntityView, ControlError> {
+    fn entity_in(&self, _locked: &State, entity: &EntityRef) -> Result<EntityView, ControlError> {
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let uid = uid_of(entity);
         let (json, meta, origin) = self
-            .current(state, &uid.to_string())
+            .current(&uid.to_string())
             .filter(|_| facts.contains(&uid))
             .ok_or_else(|| ControlError::NotFound(format!("no {entity}")))?;
         Ok(self.view_of(entity, &json, meta, origin))
@@ -315,7 +315,6 @@ impl Control {
         let committed = writer.commit().map_err(unavailable)?;
         let facts = current.after(&committed, None).map_err(unavailable)?;
         let count = writes.len();
-        state.live.extend(writes);
         let facts_version = Arc::clone(facts.version());
         self.engine.replace_snapshot(Snapshot {
             policies,

@@ -111,7 +111,7 @@ impl Control {
         }
         let key = uid.to_string();
         let (mut json, mut meta, _) = self
-            .current(&state, &key)
+            .current(&key)
             .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
         let mut attrs = json["attrs"].as_object().cloned().unwrap_or_default();
         for (key, value) in update.attributes {
@@ -165,14 +165,14 @@ impl Control {
         self.identity_in(&self.state(), entity)
     }
 
-    fn identity_in(&self, state: &State, entity: &EntityRef) -> Result<IdentityView, ControlError> {
+    fn identity_in(&self, _locked: &State, entity: &EntityRef) -> Result<IdentityView, ControlError> {
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let uid = uid_of(entity);
         let identity = facts
             .identity(&uid)
             .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
         let (json, meta, origin) = self
-            .current(state, &uid.to_string())
+            .current(&uid.to_string())
             .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
         let parents = parents_of(&json);
         Ok(IdentityView {

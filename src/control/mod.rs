@@ -111,7 +111,7 @@ pub struct StatusView {
     pub entity_count: u64,
     pub identity_count: u64,
     pub approval_count: u64,
-    pub live_changes: usize,
+    pub live_changes: u64,
     pub last_reload_error: Option<(UnixMillis, String)>,
     pub reloads: u64,
     pub reload_failures: u64,
@@ -126,8 +126,6 @@ struct State {
     policies_loaded_at: UnixMillis,
     facts_changed_at: UnixMillis,
     facts_changes: u64,
-    /// Every entity changed through the admin API, by uid: they replace the file's.
-    live: BTreeMap<String, LiveEntity>,
     reloads: u64,
     reload_failures: u64,
     /// Cleared by the next successful reload.
@@ -167,7 +165,6 @@ impl Control {
         let started = std::time::Instant::now();
         let folder = PolicySnapshot::load(policies_dir)?;
         let policies_took = started.elapsed();
-        let live = store.entities()?;
         let facts_store = Arc::new(FactsStore::open(
             Arc::clone(store.database()),
             rules.facts_cache_bytes,
@@ -179,7 +176,7 @@ impl Control {
                 policies_dir.display()
             )
         };
-        if let Some(writer) = facts_to_sync(&facts, &folder, policies_dir, &live)? {
+        if let Some(writer) = facts_to_sync(&facts, &folder, policies_dir, &store)? {
             let committing = std::time::Instant::now();
             let committed = writer.commit().map_err(|e| in_folder(e.to_string()))?;
             tracing::info!(
@@ -227,7 +224,6 @@ impl Control {
                 policies_loaded_at: clock.now(),
                 facts_changed_at: clock.now(),
                 facts_changes: 0,
-                live,
                 reloads: 0,
                 reload_failures: 0,
                 last_reload_error: None,
@@ -300,7 +296,7 @@ impl Control {
             entity_count: snapshot.facts.entity_count(),
             identity_count: snapshot.facts.identity_count(),
             approval_count: snapshot.facts.approval_count(),
-            live_changes: state.live.len(),
+            live_changes: self.store.entity_count().unwrap_or(0),
             last_reload_error: state.last_reload_error.clone(),
             reloads: state.reloads,
             reload_failures: state.reload_failures,
@@ -330,7 +326,6 @@ impl Control {
         LiveStore::put_in(writer.transaction(), &[(key.clone(), entity.clone())])?;
         let committed = writer.commit().map_err(unavailable)?;
         let facts = current.after(&committed, None).map_err(unavailable)?;
-        state.live.insert(key, entity);
         self.engine.replace_snapshot(Snapshot {
             policies: Arc::clone(&state.policies),
             facts: Arc::new(facts),
@@ -340,10 +335,12 @@ impl Control {
         Ok(())
     }
 
-    /// The current JSON form of an entity and what the admin API recorded of it.
-    fn current(&self, state: &State, key: &str) -> Option<(Value, ChangeMeta, Origin)> {
-        match state.live.get(key) {
-            Some(live) => Some((live.entity.clone(), live.meta.clone(), Origin::Live)),
+    /// The current JSON form of an entity and what the admin API recorded of it. Callers hold
+    /// the state lock (the `_locked` of the views built from it), so that the live record and
+    /// the facts agree.
+    fn current(&self, key: &str) -> Option<(Value, ChangeMeta, Origin)> {
+        match self.store.entity(key).ok().flatten() {
+            Some(live) => Some((live.entity, live.meta, Origin::Live)),
             None => {
                 let uid: EntityUid = key.parse().ok()?;
                 let (json, origin) = self.engine.snapshot().facts.json(&uid)?;
@@ -371,7 +368,7 @@ fn facts_to_sync(
     facts: &Facts,
     folder: &PolicySnapshot,
     dir: &Path,
-    live: &BTreeMap<String, LiveEntity>,
+    store: &LiveStore,
 ) -> anyhow::Result<Option<FactsWriter>> {
     let digest = entities_file_digest(dir)?;
     let reader = facts.reader();
@@ -380,6 +377,7 @@ fn facts_to_sync(
     {
         return Ok(None);
     }
+    let live = store.entities()?;
     let path = dir.join(crate::facts::ENTITIES_FILE);
     let path_for_reader = path.clone();
     let schema = folder.schema();
@@ -452,7 +450,7 @@ fn facts_to_sync(
     });
     written.map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
     let (digest, in_file) = read?;
-    for (key, entity) in live {
+    for (key, entity) in &live {
         let uid: EntityUid = key
             .parse()
             .map_err(|error| anyhow::anyhow!("the live store's {key}: {error}"))?;

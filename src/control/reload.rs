@@ -48,7 +48,7 @@ impl Control {
                 // The same file checked against the same schema, with the same live changes,
                 // gives the facts in force: kept, not read again.
                 let sync =
-                    facts_to_sync(&current.facts, &policies, &self.policies_dir, &state.live)
+                    facts_to_sync(&current.facts, &policies, &self.policies_dir, &self.store)
                         .map_err(|error| format!("{error:#}"))?;
                 let policies = match &sync {
                     Some(writer) => links::with_live_links(&policies, &state.live_links, &|uid| {
