@@ -165,7 +165,11 @@ impl Control {
         self.identity_in(&self.state(), entity)
     }
 
-    fn identity_in(&self, _locked: &State, entity: &EntityRef) -> Result<IdentityView, ControlError> {
+    fn identity_in(
+        &self,
+        _locked: &State,
+        entity: &EntityRef,
+    ) -> Result<IdentityView, ControlError> {
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let uid = uid_of(entity);
         let identity = facts

@@ -797,6 +797,98 @@ mod tests {
         );
     }
 
+    /// The facts store outlives the process: a restart with the same file reads nothing again;
+    /// a restart after the file changed takes the file's changes, keeps the live ones in
+    /// their place (and the file's entity they replaced out), and drops what left the file.
+    #[test]
+    fn a_restart_takes_the_file_s_changes_and_keeps_the_live_ones() {
+        let now = UnixMillis::parse_cedar_datetime("2026-06-01T12:00:00Z").unwrap();
+        let folder = tempfile::tempdir().unwrap();
+        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        for entry in std::fs::read_dir(&bundled).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, folder.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let data = tempfile::tempdir().unwrap();
+        let open = || {
+            Control::open(
+                folder.path(),
+                LiveStore::open(data.path()).unwrap(),
+                Arc::new(ManualClock::new(now)),
+                EngineSettings::default(),
+                Rules::default(),
+            )
+            .unwrap()
+        };
+        let deploy_bot = EntityRef::new("ServiceAccount", "deploy-bot");
+        let reporting = EntityRef::new("ServiceAccount", "reporting");
+        let (version, revision) = {
+            let control = open();
+            control.grant_approval(grant("live-7", now)).unwrap();
+            let update = IdentityUpdate {
+                status: Some("suspended".into()),
+                ..IdentityUpdate::default()
+            };
+            control.update_identity(&reporting, update).unwrap();
+            let facts = Arc::clone(&control.engine().snapshot().facts);
+            (Arc::clone(facts.version()), facts.revision())
+        };
+        // The same file: the store is taken as it is.
+        let control = open();
+        let facts = Arc::clone(&control.engine().snapshot().facts);
+        assert_eq!(facts.version(), &version);
+        assert_eq!(facts.revision(), revision);
+        assert_eq!(effect(&control, &deploy("live-7")).0, Effect::Allow);
+        drop((control, facts));
+
+        // The file changes: a dataset leaves it, a human's email changes, and the identity the
+        // admin API changed is changed in the file too.
+        let file = folder.path().join(crate::facts::ENTITIES_FILE);
+        let mut entities: Vec<Value> =
+            serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        entities.retain(|e| e["uid"]["id"] != "sales-2026");
+        for entity in &mut entities {
+            if entity["uid"]["id"] == "alice" {
+                entity["attrs"]["email"] = json!("alice@new.example.com");
+            }
+            if entity["uid"]["id"] == "reporting" {
+                entity["attrs"]["environment"] = json!("staging");
+            }
+        }
+        std::fs::write(&file, serde_json::to_string(&entities).unwrap()).unwrap();
+        let control = open();
+        let facts = Arc::clone(&control.engine().snapshot().facts);
+        assert!(facts.revision() > revision);
+        assert!(!facts.contains(&uid_of(&EntityRef::new("Dataset", "sales-2026"))));
+        let alice = facts
+            .entity(&uid_of(&EntityRef::new("Human", "alice")))
+            .unwrap();
+        assert_eq!(
+            crate::facts::Origin::File,
+            alice.origin,
+            "a file entity stays the file's"
+        );
+        assert_eq!(
+            control
+                .identity(&deploy_bot)
+                .unwrap()
+                .identity
+                .owner
+                .as_ref()
+                .unwrap()
+                .email,
+            Some("alice@new.example.com".into())
+        );
+        // The live change stands in place of the file's new form.
+        let view = control.identity(&reporting).unwrap();
+        assert_eq!(view.identity.status.as_deref(), Some("suspended"));
+        assert_eq!(view.origin, Origin::Live);
+        assert_ne!(view.attributes.get("environment"), Some(&json!("staging")));
+        assert_eq!(effect(&control, &deploy("live-7")).0, Effect::Allow);
+    }
+
     #[test]
     fn a_reload_that_leaves_the_facts_file_and_schema_alone_keeps_the_facts() {
         let now = UnixMillis::parse_cedar_datetime("2026-06-01T12:00:00Z").unwrap();
