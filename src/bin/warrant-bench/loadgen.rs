@@ -68,6 +68,12 @@ pub struct BenchArgs {
     /// The context key that makes a request unique (must be a String the action accepts).
     #[arg(long, default_value = "justification")]
     pub unique_key: String,
+    /// Each miss names a principal and a resource picked at random among this many: the
+    /// number that ends --principal's and --resource's ids is replaced by one below it
+    /// (`sa-0` becomes `sa-48213`), so that decisions read facts all over the store, not the
+    /// same few. 0 keeps them fixed.
+    #[arg(long, default_value_t = 0)]
+    pub spread: u64,
     /// Items per BatchCheck.
     #[arg(long, default_value_t = 10)]
     pub batch_size: usize,
@@ -281,6 +287,18 @@ fn check_request(
         request.context = Some(prost_types::Struct {
             fields: [(args.unique_key.clone(), value)].into_iter().collect(),
         });
+        if args.spread > 0 {
+            for entity in [&mut request.principal, &mut request.resource]
+                .into_iter()
+                .flatten()
+            {
+                *rng ^= *rng << 13;
+                *rng ^= *rng >> 7;
+                *rng ^= *rng << 17;
+                let stem = entity.id.trim_end_matches(|c: char| c.is_ascii_digit());
+                entity.id = format!("{stem}{}", *rng % args.spread);
+            }
+        }
     }
     request
 }
