@@ -453,6 +453,21 @@ impl Metrics {
             "warrant_policy_links{{origin=\"file\"}} {}\nwarrant_policy_links{{origin=\"live\"}} {live}",
             links.len() - live
         );
+        let (parsed, parsed_bytes) = snapshot.facts.store().cache_usage();
+        family(
+            &mut out,
+            "warrant_facts_cache_entries",
+            "gauge",
+            "Entities of the facts store held parsed in memory (the rest are read as decisions need them).",
+        );
+        let _ = writeln!(out, "warrant_facts_cache_entries {parsed}");
+        family(
+            &mut out,
+            "warrant_facts_cache_bytes",
+            "gauge",
+            "Estimated bytes of the parsed entities held (at most facts_cache_bytes).",
+        );
+        let _ = writeln!(out, "warrant_facts_cache_bytes {parsed_bytes}");
         let status = control.status();
         let now = SystemClock.now();
         // Approval requests waiting for a human, read from the store at scrape time.
