@@ -159,7 +159,7 @@ pub struct Settings {
     /// the facts store as decisions need them [default: 134217728]
     #[arg(long, env = "WARRANT_FACTS_CACHE_BYTES")]
     pub facts_cache_bytes: Option<u64>,
-    /// About how many bytes of the data folder's database (`facts.redb`) are kept in memory
+    /// About how many bytes of the data folder's facts database (`facts.redb`) are kept in memory
     /// [default: 268435456]
     #[arg(long, env = "WARRANT_STORE_CACHE_BYTES")]
     pub store_cache_bytes: Option<u64>,

@@ -15,6 +15,12 @@ use crate::domain::EntityRef;
 
 /// The database file in the data folder.
 pub const STORE_FILE: &str = "facts.redb";
+/// The database file of what Checks count (`LiveStore::counters`).
+pub const COUNTERS_FILE: &str = "counters.redb";
+/// The counters' own bookkeeping: `MOVED_FROM_FACTS` once the counters of an older data
+/// folder were moved out of `facts.redb`.
+const COUNTERS_META: TableDefinition<&str, u64> = TableDefinition::new("counters_meta");
+const MOVED_FROM_FACTS: &str = "moved_from_facts";
 /// How much of the database redb keeps in memory unless told otherwise.
 pub const DEFAULT_CACHE_BYTES: u64 = 256 * 1024 * 1024;
 
@@ -103,12 +109,81 @@ pub enum StoreError {
     },
 }
 
+/// Opens (or creates) `dir/counters.redb`. Data folders from before it kept the counters in
+/// `facts.redb`: they are copied over once, in the transaction that marks the copy done, and
+/// then dropped from `facts.redb`.
+fn open_counters(dir: &Path, old: &Database) -> Result<Database, StoreError> {
+    let path = dir.join(COUNTERS_FILE);
+    let open_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+        path: path.clone(),
+        source,
+    };
+    let counters = Database::create(&path).map_err(|e| open_error(e.into()))?;
+    crate::files::make_private(&path).map_err(|e| open_error(e.into()))?;
+    let txn = counters.begin_write().map_err(io)?;
+    let moved = {
+        let mut meta = txn.open_table(COUNTERS_META).map_err(io)?;
+        let moved = meta.get(MOVED_FROM_FACTS).map_err(io)?.is_some();
+        if !moved {
+            meta.insert(MOVED_FROM_FACTS, 1).map_err(io)?;
+        }
+        moved
+    };
+    txn.open_table(USES).map_err(io)?;
+    txn.open_table(SPENT).map_err(io)?;
+    txn.open_table(SEEN_TOKENS).map_err(io)?;
+    txn.open_table(SEEN_BY_EXPIRY).map_err(io)?;
+    if moved {
+        txn.commit().map_err(io)?;
+        return Ok(counters);
+    }
+    {
+        let read = old.begin_read().map_err(io)?;
+        for table in [USES, SPENT] {
+            let Ok(from) = read.open_table(table) else {
+                continue;
+            };
+            let mut to = txn.open_table(table).map_err(io)?;
+            for row in from.iter().map_err(io)? {
+                let (key, value) = row.map_err(io)?;
+                to.insert(key.value(), value.value()).map_err(io)?;
+            }
+        }
+        if let Ok(from) = read.open_table(SEEN_TOKENS) {
+            let mut to = txn.open_table(SEEN_TOKENS).map_err(io)?;
+            for row in from.iter().map_err(io)? {
+                let (key, value) = row.map_err(io)?;
+                to.insert(key.value(), value.value()).map_err(io)?;
+            }
+        }
+        if let Ok(from) = read.open_table(SEEN_BY_EXPIRY) {
+            let mut to = txn.open_table(SEEN_BY_EXPIRY).map_err(io)?;
+            for row in from.iter().map_err(io)? {
+                let (key, _) = row.map_err(io)?;
+                to.insert(key.value(), ()).map_err(io)?;
+            }
+        }
+    }
+    txn.commit().map_err(io)?;
+    let txn = old.begin_write().map_err(io)?;
+    txn.delete_table(USES).map_err(io)?;
+    txn.delete_table(SPENT).map_err(io)?;
+    txn.delete_table(SEEN_TOKENS).map_err(io)?;
+    txn.delete_table(SEEN_BY_EXPIRY).map_err(io)?;
+    txn.commit().map_err(io)?;
+    Ok(counters)
+}
+
 fn io(error: impl Into<redb::Error>) -> StoreError {
     StoreError::Database(error.into())
 }
 
 pub struct LiveStore {
     db: Arc<Database>,
+    /// What Checks write on their way (approval uses and budgets spent, single-use tokens
+    /// seen), in a database of their own (`COUNTERS_FILE`): never behind a long change to the
+    /// facts (a reload that imports a large facts file is one write transaction).
+    counters: Database,
 }
 
 impl LiveStore {
@@ -133,17 +208,15 @@ impl LiveStore {
         crate::files::make_private(&path).map_err(|e| open_error(e.into()))?;
         let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
         txn.open_table(ENTITIES).map_err(|e| open_error(e.into()))?;
-        txn.open_table(USES).map_err(|e| open_error(e.into()))?;
-        txn.open_table(SPENT).map_err(|e| open_error(e.into()))?;
         txn.open_table(LINKS).map_err(|e| open_error(e.into()))?;
         txn.open_table(APPROVAL_REQUESTS)
             .map_err(|e| open_error(e.into()))?;
-        txn.open_table(SEEN_TOKENS)
-            .map_err(|e| open_error(e.into()))?;
-        txn.open_table(SEEN_BY_EXPIRY)
-            .map_err(|e| open_error(e.into()))?;
         txn.commit().map_err(|e| open_error(e.into()))?;
-        Ok(LiveStore { db: Arc::new(db) })
+        let counters = open_counters(dir, &db)?;
+        Ok(LiveStore {
+            db: Arc::new(db),
+            counters,
+        })
     }
 
     /// The database, which the facts' tables share (`facts::FactsStore`): a change to the facts
@@ -283,7 +356,7 @@ impl LiveStore {
     /// when it returns), `false` if it was seen before and has not expired. Forgets a few entries
     /// that expired before `now`, so the table holds only tokens that could still be presented.
     pub fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
+        let txn = self.counters.begin_write().map_err(io)?;
         let first = {
             let mut seen = txn.open_table(SEEN_TOKENS).map_err(io)?;
             let mut by_expiry = txn.open_table(SEEN_BY_EXPIRY).map_err(io)?;
@@ -320,7 +393,7 @@ impl LiveStore {
 
     /// Allowed uses recorded for an approval.
     pub fn uses(&self, approval_id: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        let txn = self.counters.begin_read().map_err(io)?;
         let table = txn.open_table(USES).map_err(io)?;
         Ok(table
             .get(approval_id)
@@ -331,7 +404,7 @@ impl LiveStore {
     /// Takes a use (if `take.max_uses`) and spends an amount (if `take.spend`) of an approval,
     /// both or neither, in one durable write transaction: concurrent takes are exact.
     pub fn take(&self, approval_id: &str, take: Take) -> Result<Taken, StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
+        let txn = self.counters.begin_write().map_err(io)?;
         let taken = {
             let mut uses = txn.open_table(USES).map_err(io)?;
             let mut spent = txn.open_table(SPENT).map_err(io)?;
@@ -382,7 +455,7 @@ impl LiveStore {
         a_use: bool,
         amount: Option<u64>,
     ) -> Result<(), StoreError> {
-        let txn = self.db.begin_write().map_err(io)?;
+        let txn = self.counters.begin_write().map_err(io)?;
         {
             if a_use {
                 let mut table = txn.open_table(USES).map_err(io)?;
@@ -411,7 +484,7 @@ impl LiveStore {
 
     /// What an approval with a budget has spent.
     pub fn spent(&self, approval_id: &str) -> Result<u64, StoreError> {
-        let txn = self.db.begin_read().map_err(io)?;
+        let txn = self.counters.begin_read().map_err(io)?;
         let table = txn.open_table(SPENT).map_err(io)?;
         Ok(table
             .get(approval_id)
@@ -469,6 +542,35 @@ mod tests {
         assert_eq!(store.take("a", uses(2)).unwrap(), Taken::UsesExhausted);
         assert_eq!(store.uses("a").unwrap(), 2);
         assert_eq!(store.uses("b").unwrap(), 0);
+    }
+
+    #[test]
+    fn the_counters_of_an_older_data_folder_move_to_their_own_file() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            // A data folder from before `counters.redb`: the counters in `facts.redb`.
+            let db = Database::create(dir.path().join(STORE_FILE)).unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(USES).unwrap().insert("a", 3).unwrap();
+            txn.open_table(SPENT).unwrap().insert("a", 40).unwrap();
+            txn.open_table(SEEN_TOKENS)
+                .unwrap()
+                .insert("issuer\njti", 99)
+                .unwrap();
+            txn.open_table(SEEN_BY_EXPIRY)
+                .unwrap()
+                .insert((99, "issuer\njti"), ())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        for _ in 0..2 {
+            let store = LiveStore::open(dir.path()).unwrap();
+            assert_eq!(store.uses("a").unwrap(), 3);
+            assert_eq!(store.spent("a").unwrap(), 40);
+            assert!(!store.first_use("issuer\njti", 99, 50).unwrap());
+            let txn = store.database().begin_read().unwrap();
+            assert!(txn.open_table(USES).is_err(), "moved out of facts.redb");
+        }
     }
 
     fn uses(max: u64) -> Take {
@@ -540,7 +642,7 @@ mod tests {
         );
         // Past its expiry it is forgotten (the table stays bounded) and could be seen anew.
         assert!(store.first_use("iss\nb", 5_000, 2_000).unwrap());
-        let txn = store.db.begin_read().unwrap();
+        let txn = store.counters.begin_read().unwrap();
         assert!(
             txn.open_table(SEEN_TOKENS)
                 .unwrap()

@@ -808,6 +808,7 @@ async fn secrets_and_evidence_are_private_and_a_loose_token_file_is_refused() {
     assert_eq!(mode(data.path()), 0o700);
     assert_eq!(mode(&data.path().join("ledger")), 0o700);
     assert_eq!(mode(&data.path().join("facts.redb")), 0o600);
+    assert_eq!(mode(&data.path().join("counters.redb")), 0o600);
     assert_eq!(mode(&data.path().join("admin.token")), 0o600);
     assert_eq!(mode(&data.path().join("ledger/ledger-signing.key")), 0o600);
     for entry in std::fs::read_dir(data.path().join("ledger")).unwrap() {
