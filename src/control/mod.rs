@@ -624,6 +624,19 @@ mod tests {
         (Arc::new(control), clock, data)
     }
 
+    /// A copy of the bundled policy folder, to change.
+    fn bundled_policies_copy() -> tempfile::TempDir {
+        let folder = tempfile::tempdir().unwrap();
+        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        for entry in std::fs::read_dir(&bundled).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, folder.path().join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        folder
+    }
+
     fn deploy(approval: &str) -> CheckRequest {
         CheckRequest {
             principal: EntityRef::new("ServiceAccount", "deploy-bot"),
@@ -803,14 +816,7 @@ mod tests {
     #[test]
     fn a_restart_takes_the_file_s_changes_and_keeps_the_live_ones() {
         let now = UnixMillis::parse_cedar_datetime("2026-06-01T12:00:00Z").unwrap();
-        let folder = tempfile::tempdir().unwrap();
-        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-        for entry in std::fs::read_dir(&bundled).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                std::fs::copy(&path, folder.path().join(path.file_name().unwrap())).unwrap();
-            }
-        }
+        let folder = bundled_policies_copy();
         let data = tempfile::tempdir().unwrap();
         let open = || {
             Control::open(
@@ -892,14 +898,7 @@ mod tests {
     #[test]
     fn a_reload_that_leaves_the_facts_file_and_schema_alone_keeps_the_facts() {
         let now = UnixMillis::parse_cedar_datetime("2026-06-01T12:00:00Z").unwrap();
-        let folder = tempfile::tempdir().unwrap();
-        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-        for entry in std::fs::read_dir(&bundled).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_file() {
-                std::fs::copy(&path, folder.path().join(path.file_name().unwrap())).unwrap();
-            }
-        }
+        let folder = bundled_policies_copy();
         let data = tempfile::tempdir().unwrap();
         let control = Control::open(
             folder.path(),

@@ -636,48 +636,10 @@ impl FactsWriter {
         let ancestors_changed = old
             .as_ref()
             .is_some_and(|(_, _, b)| b.ancestors != body.ancestors);
-        {
-            let mut children = self
-                .txn
-                .open_multimap_table(CHILDREN)
-                .map_err(store_error)?;
-            for parent in &old_parents {
-                children
-                    .remove(parent.as_str(), key.as_str())
-                    .map_err(store_error)?;
-            }
-            for parent in &parents {
-                children
-                    .insert(parent.as_str(), key.as_str())
-                    .map_err(store_error)?;
-            }
-            let mut referrers = self
-                .txn
-                .open_multimap_table(REFERRERS)
-                .map_err(store_error)?;
-            for named in &old_references {
-                referrers
-                    .remove(named.as_str(), key.as_str())
-                    .map_err(store_error)?;
-            }
-            for named in &references {
-                referrers
-                    .insert(named.as_str(), key.as_str())
-                    .map_err(store_error)?;
-            }
-        }
-        if let Some((_, _, old_body)) = &old
-            && let Some(serde_json::Value::String(old_id)) =
-                old_body.entity["attrs"].get("spiffe_id")
-        {
-            let mut spiffe = self.txn.open_table(SPIFFE_IDS).map_err(store_error)?;
-            let mine = spiffe
-                .get(old_id.as_str())
-                .map_err(store_error)?
-                .is_some_and(|v| v.value() == key);
-            if mine {
-                spiffe.remove(old_id.as_str()).map_err(store_error)?;
-            }
+        self.repoint(CHILDREN, &key, &old_parents, &parents)?;
+        self.repoint(REFERRERS, &key, &old_references, &references)?;
+        if let Some((_, _, old_body)) = &old {
+            self.forget_spiffe_id(&key, &old_body.entity)?;
         }
         if let Some(id) = &spiffe_id {
             let mut spiffe = self.txn.open_table(SPIFFE_IDS).map_err(store_error)?;
@@ -721,36 +683,9 @@ impl FactsWriter {
         let Some((_, _, old)) = self.row(&key)? else {
             return Ok(());
         };
-        {
-            let mut children = self
-                .txn
-                .open_multimap_table(CHILDREN)
-                .map_err(store_error)?;
-            for parent in parents_in(&old.entity) {
-                children
-                    .remove(parent.as_str(), key.as_str())
-                    .map_err(store_error)?;
-            }
-            let mut referrers = self
-                .txn
-                .open_multimap_table(REFERRERS)
-                .map_err(store_error)?;
-            for named in references_in(&old.entity) {
-                referrers
-                    .remove(named.as_str(), key.as_str())
-                    .map_err(store_error)?;
-            }
-        }
-        if let Some(serde_json::Value::String(id)) = old.entity["attrs"].get("spiffe_id") {
-            let mut spiffe = self.txn.open_table(SPIFFE_IDS).map_err(store_error)?;
-            let mine = spiffe
-                .get(id.as_str())
-                .map_err(store_error)?
-                .is_some_and(|v| v.value() == key);
-            if mine {
-                spiffe.remove(id.as_str()).map_err(store_error)?;
-            }
-        }
+        self.repoint(CHILDREN, &key, &parents_in(&old.entity), &[])?;
+        self.repoint(REFERRERS, &key, &references_in(&old.entity), &[])?;
+        self.forget_spiffe_id(&key, &old.entity)?;
         self.count(&uid.type_name().to_string(), -1)?;
         self.txn
             .open_table(ENTITIES)
@@ -832,6 +767,41 @@ impl FactsWriter {
         }
         self.ancestors_memo.insert(key.to_owned(), found.clone());
         Ok(found)
+    }
+
+    /// Drops the SPIFFE ID `entity` (the old form of `key`) had, if it is still `key`'s.
+    fn forget_spiffe_id(&self, key: &str, entity: &serde_json::Value) -> Result<(), FactsError> {
+        let Some(serde_json::Value::String(id)) = entity["attrs"].get("spiffe_id") else {
+            return Ok(());
+        };
+        let mut spiffe = self.txn.open_table(SPIFFE_IDS).map_err(store_error)?;
+        let mine = spiffe
+            .get(id.as_str())
+            .map_err(store_error)?
+            .is_some_and(|v| v.value() == key);
+        if mine {
+            spiffe.remove(id.as_str()).map_err(store_error)?;
+        }
+        Ok(())
+    }
+
+    /// Makes `key` one of the values of `new` in the multimap `table` (children or referrers)
+    /// in place of `old`.
+    fn repoint(
+        &self,
+        table: MultimapTableDefinition<&str, &str>,
+        key: &str,
+        old: &[String],
+        new: &[String],
+    ) -> Result<(), FactsError> {
+        let mut table = self.txn.open_multimap_table(table).map_err(store_error)?;
+        for was in old {
+            table.remove(was.as_str(), key).map_err(store_error)?;
+        }
+        for is in new {
+            table.insert(is.as_str(), key).map_err(store_error)?;
+        }
+        Ok(())
     }
 
     /// Keeps `ancestors_memo` right after a write of `key`.
