@@ -282,7 +282,6 @@ impl FactsStore {
         let mut hasher = Sha256::new();
         hasher.update(version.as_bytes());
         Ok(FactsWriter {
-            store: Arc::clone(self),
             txn,
             schema: schema.clone(),
             principal_types: schema.principals().map(|t| t.to_string()).collect(),
@@ -431,7 +430,6 @@ impl FactsReader {
 /// ancestors, the children and referrer indexes, the SPIFFE IDs and the counts right as they
 /// go; a row whose content does not change keeps its revision.
 pub struct FactsWriter {
-    store: Arc<FactsStore>,
     txn: WriteTransaction,
     schema: Schema,
     principal_types: Vec<String>,
@@ -729,8 +727,6 @@ impl FactsWriter {
             .iter()
             .filter_map(|key| EntityUid::from_str(key).ok())
             .collect();
-        // (Entries of what changed may be parsed again; the revision check keeps the others.)
-        let _ = &self.store;
         Ok(Committed {
             revision: if changed {
                 self.revision
