@@ -314,8 +314,16 @@ fn link_proto(view: LinkView) -> proto::PolicyLinkRecord {
     }
 }
 
-/// The most links one ListPolicyLinks page holds.
-const MAX_LINK_PAGE: usize = 1000;
+/// The most items one page of a list call (ListApprovals, ListIdentities, ListPolicyLinks) holds.
+const MAX_PAGE: usize = 1000;
+
+/// A list call's page size: 0 (unset) or more than `MAX_PAGE` is `MAX_PAGE`.
+fn page_limit(page_size: u32) -> usize {
+    match page_size as usize {
+        0 => MAX_PAGE,
+        size => size.min(MAX_PAGE),
+    }
+}
 
 #[tonic::async_trait]
 impl proto::admin_server::Admin for AdminService {
@@ -463,10 +471,14 @@ impl proto::admin_server::Admin for AdminService {
             ticket: non_empty(request.ticket),
             state,
         };
+        let limit = page_limit(request.page_size);
         self.run("ListApprovals", move |control| {
-            let approvals = control.approvals(&filter).map_err(control_status)?;
+            let page = control
+                .approvals(&filter, non_empty(request.page_token).as_deref(), limit)
+                .map_err(control_status)?;
             Ok(proto::ListApprovalsResponse {
-                approvals: approvals.into_iter().map(approval_proto).collect(),
+                approvals: page.items.into_iter().map(approval_proto).collect(),
+                next_page_token: page.next_after.unwrap_or_default(),
             })
         })
         .await
@@ -555,10 +567,14 @@ impl proto::admin_server::Admin for AdminService {
             owner: entity(request.owner),
             status: non_empty(request.status),
         };
+        let limit = page_limit(request.page_size);
         self.run("ListIdentities", move |control| {
-            let identities = control.identities(&filter).map_err(control_status)?;
+            let page = control
+                .identities(&filter, non_empty(request.page_token).as_deref(), limit)
+                .map_err(control_status)?;
             Ok(proto::ListIdentitiesResponse {
-                identities: identities.into_iter().map(identity_proto).collect(),
+                identities: page.items.into_iter().map(identity_proto).collect(),
+                next_page_token: page.next_after.unwrap_or_default(),
             })
         })
         .await
@@ -675,10 +691,7 @@ impl proto::admin_server::Admin for AdminService {
         request: Request<proto::ListPolicyLinksRequest>,
     ) -> Result<Response<proto::ListPolicyLinksResponse>, Status> {
         let request = request.into_inner();
-        let limit = match request.page_size as usize {
-            0 => MAX_LINK_PAGE,
-            size => size.min(MAX_LINK_PAGE),
-        };
+        let limit = page_limit(request.page_size);
         self.run("ListPolicyLinks", move |control| {
             let page = control.policy_links(
                 non_empty(request.template_id).as_deref(),

@@ -624,18 +624,28 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                     )
                 })?,
             };
-            let found = client
-                .list_approvals(proto::ListApprovalsRequest {
-                    subject: subject.map(|s| parse_entity(&s, "subject")).transpose()?,
-                    ticket: ticket.unwrap_or_default(),
-                    state: state as i32,
-                })
-                .await
-                .map_err(call_failed)?
-                .into_inner();
-            print(Value::Array(
-                found.approvals.iter().map(approval_json).collect(),
-            ))
+            let subject = subject.map(|s| parse_entity(&s, "subject")).transpose()?;
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_approvals(proto::ListApprovalsRequest {
+                        subject: subject.clone(),
+                        ticket: ticket.clone().unwrap_or_default(),
+                        state: state as i32,
+                        page_size: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(call_failed)?
+                    .into_inner();
+                all.extend(page.approvals.iter().map(approval_json));
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            print(Value::Array(all))
         }
         ApprovalCommand::Requests { state, identity } => {
             let found = client
@@ -816,18 +826,28 @@ pub async fn identity(args: IdentityArgs) -> anyhow::Result<ExitCode> {
             owner,
             status,
         } => {
-            let found = client
-                .list_identities(proto::ListIdentitiesRequest {
-                    r#type: type_name.unwrap_or_default(),
-                    owner: owner.map(|o| parse_entity(&o, "owner")).transpose()?,
-                    status: status.unwrap_or_default(),
-                })
-                .await
-                .map_err(call_failed)?
-                .into_inner();
-            return print(Value::Array(
-                found.identities.iter().map(identity_json).collect(),
-            ));
+            let owner = owner.map(|o| parse_entity(&o, "owner")).transpose()?;
+            let mut all = Vec::new();
+            let mut page_token = String::new();
+            loop {
+                let page = client
+                    .list_identities(proto::ListIdentitiesRequest {
+                        r#type: type_name.clone().unwrap_or_default(),
+                        owner: owner.clone(),
+                        status: status.clone().unwrap_or_default(),
+                        page_size: 0,
+                        page_token,
+                    })
+                    .await
+                    .map_err(call_failed)?
+                    .into_inner();
+                all.extend(page.identities.iter().map(identity_json));
+                if page.next_page_token.is_empty() {
+                    break;
+                }
+                page_token = page.next_page_token;
+            }
+            return print(Value::Array(all));
         }
     };
     print(identity_json(&record.map_err(call_failed)?.into_inner()))

@@ -285,24 +285,32 @@ impl Control {
         })
     }
 
-    pub fn approvals(&self, filter: &ApprovalFilter) -> Result<Vec<ApprovalView>, ControlError> {
+    /// Approvals matching `filter`, by id, after the page token `after`: at most `limit`,
+    /// from at most `MAX_LIST_SCAN` read, with the token of the next page.
+    pub fn approvals(
+        &self,
+        filter: &ApprovalFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<ApprovalView>, ControlError> {
         let state = self.state();
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let subject = filter.subject.as_ref().map(uid_of);
-        let all = facts.approvals();
-        let mut found: Vec<&Arc<Approval>> = all
-            .iter()
-            .filter(|a| subject.as_ref().is_none_or(|s| &a.subject == s))
-            .filter(|a| filter.ticket.as_ref().is_none_or(|t| &a.ticket == t))
-            .collect();
-        found.sort_by(|a, b| a.uid.id().unescaped().cmp(b.uid.id().unescaped()));
-        let mut views = Vec::new();
-        for approval in found {
-            let view = self.approval_view(&state, approval)?;
-            if filter.state.is_none_or(|s| s == view.state) {
-                views.push(view);
+        let prefixes = [format!("{APPROVAL_TYPE}::\"")];
+        page_of(&facts, &prefixes, after, limit, |uid| {
+            let Some(approval) = facts.approval(uid.id().unescaped()) else {
+                return Ok(None);
+            };
+            if subject.as_ref().is_some_and(|s| &approval.subject != s)
+                || filter
+                    .ticket
+                    .as_ref()
+                    .is_some_and(|t| &approval.ticket != t)
+            {
+                return Ok(None);
             }
-        }
-        Ok(views)
+            let view = self.approval_view(&state, &approval)?;
+            Ok(filter.state.is_none_or(|s| s == view.state).then_some(view))
+        })
     }
 }

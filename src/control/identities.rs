@@ -189,36 +189,41 @@ impl Control {
         })
     }
 
-    pub fn identities(&self, filter: &IdentityFilter) -> Result<Vec<IdentityView>, ControlError> {
+    /// Identities matching `filter`, by type and id, after the page token `after`: at most
+    /// `limit`, from at most `MAX_LIST_SCAN` read, with the token of the next page.
+    pub fn identities(
+        &self,
+        filter: &IdentityFilter,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Page<IdentityView>, ControlError> {
         let state = self.state();
         let facts = Arc::clone(&self.engine.snapshot().facts);
-        let all = facts.identities();
-        let mut found: Vec<&(EntityUid, Arc<Identity>)> = all
-            .iter()
-            .filter(|(uid, _)| {
-                filter
-                    .type_name
-                    .as_ref()
-                    .is_none_or(|t| &uid.type_name().to_string() == t)
-            })
-            .filter(|(_, i)| {
-                filter
+        let types = match &filter.type_name {
+            Some(type_name) => vec![type_name.clone()],
+            None => identity_types(state.policies.schema()),
+        };
+        let prefixes: Vec<String> = types.iter().map(|t| format!("{t}::\"")).collect();
+        page_of(&facts, &prefixes, after, limit, |uid| {
+            let Some(identity) = facts.identity(uid) else {
+                return Ok(None);
+            };
+            let owner_matches = filter.owner.as_ref().is_none_or(|o| {
+                identity
                     .owner
                     .as_ref()
-                    .is_none_or(|o| i.owner.as_ref().is_some_and(|owner| &owner.entity == o))
-            })
-            .filter(|(_, i)| {
-                filter
-                    .status
-                    .as_ref()
-                    .is_none_or(|s| i.status.as_ref() == Some(s))
-            })
-            .collect();
-        found.sort_by_key(|(uid, _)| uid.to_string());
-        found
-            .into_iter()
-            .map(|(uid, _)| self.identity_in(&state, &EntityRef::from_uid(uid)))
-            .collect()
+                    .is_some_and(|owner| &owner.entity == o)
+            });
+            let status_matches = filter
+                .status
+                .as_ref()
+                .is_none_or(|s| identity.status.as_ref() == Some(s));
+            if !(owner_matches && status_matches) {
+                return Ok(None);
+            }
+            self.identity_in(&state, &EntityRef::from_uid(uid))
+                .map(Some)
+        })
     }
 }
 

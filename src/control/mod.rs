@@ -483,6 +483,50 @@ fn facts_to_sync(
     Ok(Some(writer))
 }
 
+/// The most entities one page of a list reads, matching or not: a list call's work is bounded
+/// whatever its filter.
+pub const MAX_LIST_SCAN: usize = 10_000;
+
+/// One page of a list, and the token of the next (`None` on the last).
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_after: Option<String>,
+}
+
+/// The entities of `prefixes` after the token `after`, in key order, each kept if `view` gives
+/// it one: at most `limit` kept, from at most `MAX_LIST_SCAN` read.
+fn page_of<T>(
+    facts: &Facts,
+    prefixes: &[String],
+    after: Option<&str>,
+    limit: usize,
+    mut view: impl FnMut(&EntityUid) -> Result<Option<T>, ControlError>,
+) -> Result<Page<T>, ControlError> {
+    let scanned = facts
+        .reader()
+        .uids_after(prefixes, after, MAX_LIST_SCAN)
+        .map_err(unavailable)?;
+    let mut items = Vec::new();
+    let mut last_read: Option<&EntityUid> = None;
+    for uid in &scanned {
+        if items.len() == limit {
+            return Ok(Page {
+                items,
+                next_after: last_read.map(ToString::to_string),
+            });
+        }
+        if let Some(item) = view(uid)? {
+            items.push(item);
+        }
+        last_read = Some(uid);
+    }
+    let next_after = (scanned.len() == MAX_LIST_SCAN)
+        .then(|| last_read.map(ToString::to_string))
+        .flatten();
+    Ok(Page { items, next_after })
+}
+
 fn hours(millis: i64) -> String {
     format!("{:.1} h", millis as f64 / 3_600_000.0)
 }

@@ -365,6 +365,47 @@ impl FactsReader {
         Ok(())
     }
 
+    /// The uids of entities whose keys start with one of `prefixes` (`Type::"`), in key order,
+    /// after the key `after` (from the first, for `None`), at most `limit`.
+    pub fn uids_after(
+        &self,
+        prefixes: &[String],
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<EntityUid>, FactsError> {
+        let mut prefixes: Vec<&String> = prefixes.iter().collect();
+        prefixes.sort();
+        let mut found = Vec::new();
+        for prefix in prefixes {
+            if after
+                .is_some_and(|after| !after.starts_with(prefix.as_str()) && after > prefix.as_str())
+            {
+                continue;
+            }
+            let start = match after {
+                Some(after) if after.starts_with(prefix.as_str()) => after,
+                _ => prefix.as_str(),
+            };
+            for row in self.entities.range(start..).map_err(store_error)? {
+                let (key, _) = row.map_err(store_error)?;
+                let key = key.value();
+                if !key.starts_with(prefix.as_str()) || found.len() == limit {
+                    break;
+                }
+                if Some(key) == after {
+                    continue;
+                }
+                if let Ok(uid) = EntityUid::from_str(key) {
+                    found.push(uid);
+                }
+            }
+            if found.len() == limit {
+                break;
+            }
+        }
+        Ok(found)
+    }
+
     /// The uids of the first `limit` entities of type `type_name`, in order.
     pub fn uids_of_type(
         &self,
