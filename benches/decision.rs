@@ -227,7 +227,12 @@ fn decision(c: &mut Criterion) {
         });
         // What a cache miss adds to remember what the decision read (`Facts::reads`).
         group.bench_function("facts-reads", |b| {
-            b.iter(|| snapshot.facts.reads(black_box(roots.iter()), None).unwrap())
+            b.iter(|| {
+                snapshot
+                    .facts
+                    .reached(black_box(roots.iter()), None)
+                    .unwrap()
+            })
         });
         group.bench_function("warrant-engine", |b| {
             b.iter(|| engine.check(black_box(&case.request)).unwrap())

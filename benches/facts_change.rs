@@ -112,7 +112,10 @@ fn main() {
     let facts = Arc::clone(&control.engine().snapshot().facts);
     let identities: Vec<EntityRef> = ["ServiceAccount", "ApiKey", "Agent"]
         .into_iter()
-        .flat_map(|type_name| facts.reader().uids_of_type(type_name, changes).unwrap())
+        .flat_map(|type_name| {
+            let prefix = [warrant::facts::type_prefix(type_name)];
+            facts.reader().uids_after(&prefix, None, changes).unwrap()
+        })
         .filter(|uid| facts.identity(uid).is_some_and(|i| i.status.is_some()))
         .map(|uid| EntityRef::from_uid(&uid))
         .take(changes)
@@ -138,7 +141,7 @@ fn main() {
         .snapshot()
         .facts
         .reader()
-        .uids_of_type("Scope", 1)
+        .uids_after(&[warrant::facts::type_prefix("Scope")], None, 1)
         .expect("the scopes")
         .into_iter()
         .next()

@@ -64,7 +64,7 @@ pub struct CacheKey {
     pub shadow_version: Option<Arc<str>>,
 }
 
-/// The entities a decision read, each with its revision then (`Facts::reads`).
+/// The entities a decision read, each with its revision then (`Facts::reached`).
 pub type Reads = Box<[(EntityUid, u64)]>;
 
 /// A decision as first evaluated, the instant it stops being true, and what it read at which

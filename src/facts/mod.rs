@@ -310,7 +310,7 @@ impl Facts {
         {
             for uid in self
                 .reader
-                .uids_of_type(type_name, usize::MAX)
+                .uids_after(&[type_prefix(type_name)], None, usize::MAX)
                 .unwrap_or_default()
             {
                 if let Some(identity) = self.identity(&uid) {
@@ -325,7 +325,7 @@ impl Facts {
     /// Every approval the facts hold.
     pub fn approvals(&self) -> Vec<Arc<Approval>> {
         self.reader
-            .uids_of_type(APPROVAL_TYPE, usize::MAX)
+            .uids_after(&[type_prefix(APPROVAL_TYPE)], None, usize::MAX)
             .unwrap_or_default()
             .into_iter()
             .filter_map(|uid| self.approval(uid.id().unescaped()))
@@ -386,37 +386,44 @@ impl Facts {
         self.revisions.current
     }
 
-    /// What a decision over `roots` (and `described`) read, with the revision of each: the
-    /// entities `slice` gathers, the roots the facts do not hold, and the described resource's
-    /// parents and references. A decision cached with this list stays true while every entity
-    /// on it keeps its revision.
-    pub fn reads<'a>(
+    /// What a decision over `roots` (and `described`) read, in one walk: every uid `slice`
+    /// gathers, the roots the facts do not hold, and the described resource's parents and
+    /// references, each with its revision (a decision cached with this list stays true while
+    /// every entity on it keeps its revision); and every `datetime` they and the described
+    /// resource hold, sorted (the times at which the clock could change the decision).
+    pub fn reached<'a>(
         &self,
         roots: impl IntoIterator<Item = &'a EntityUid>,
         described: Option<&Entity>,
-    ) -> Result<Vec<(EntityUid, u64)>, FactsError> {
+    ) -> Result<Reached, FactsError> {
+        let mut datetimes = Vec::new();
         let mut described_roots = Vec::new();
         if let Some(entity) = described {
-            described_roots = direct_times_of(entity)?.entities;
+            let found = direct_times_of(entity)?;
+            datetimes = found.datetimes;
+            described_roots = found.entities;
             described_roots.extend(entity.as_ref().parents().cloned().map(EntityUid::from));
         }
         let skip = described.map(Entity::uid);
         let roots: Vec<EntityUid> = roots.into_iter().cloned().chain(described_roots).collect();
-        Ok(self
-            .reachable(roots, skip.as_ref())?
-            .into_iter()
-            .map(|(uid, stored)| {
-                let revision = match stored {
-                    Some(stored) => stored.revision,
-                    None if self.shape.actions.contains_key(&uid) => 0,
-                    None => self.revisions.last_removal,
-                };
-                (uid, revision)
-            })
-            .collect())
+        let mut reads = Vec::new();
+        for (uid, stored) in self.reachable(roots, skip.as_ref())? {
+            let revision = match stored {
+                Some(stored) => {
+                    datetimes.extend_from_slice(&stored.datetimes);
+                    stored.revision
+                }
+                None if self.shape.actions.contains_key(&uid) => 0,
+                None => self.revisions.last_removal,
+            };
+            reads.push((uid, revision));
+        }
+        datetimes.sort_unstable();
+        datetimes.dedup();
+        Ok(Reached { reads, datetimes })
     }
 
-    /// Whether every entity in `reads` (`Facts::reads` of these facts' lineage, at revision
+    /// Whether every entity in `reads` (`Facts::reached` of these facts' lineage, at revision
     /// `read_at`) still has the revision it had: then a decision that read them decides the
     /// same now. While no entity has been removed since `read_at`, one lookup per entity in the
     /// (bounded) list of recent changes tells it.
@@ -444,7 +451,7 @@ impl Facts {
         &self,
         roots: Vec<EntityUid>,
         skip: Option<&EntityUid>,
-    ) -> Result<Vec<Reached>, FactsError> {
+    ) -> Result<Vec<ReachedUid>, FactsError> {
         let mut queue = roots;
         let mut seen: std::collections::HashSet<EntityUid> =
             std::collections::HashSet::with_capacity(queue.len() * 2);
@@ -502,43 +509,7 @@ impl Facts {
             // like every other entity's.
             picked.push(self.closed(entity));
         }
-        // Every entity's ancestor set was closed when it was stored, so the slice needs no
-        // transitive closure of its own (Cedar's would cost more than the evaluation).
-        cedar_policy_core::entities::Entities::new()
-            .add_entities(
-                picked,
-                None::<&cedar_policy_core::entities::NoEntitiesSchema>,
-                cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
-                cedar_policy_core::extensions::Extensions::all_available(),
-            )
-            .map(Slice)
-            .map_err(|error| FactsError::Invalid(error_chain(&error)))
-    }
-
-    /// Every `datetime` a decision reading `roots` (and `described`) might compare the clock
-    /// with: those of every entity it can reach, sorted. A read that fails gives none here; the
-    /// decision itself then denies.
-    pub fn time_bounds<'a>(
-        &self,
-        roots: impl IntoIterator<Item = &'a EntityUid>,
-        described: Option<&Entity>,
-    ) -> Vec<UnixMillis> {
-        let mut times = Vec::new();
-        let mut more_roots = Vec::new();
-        if let Some(found) = described.and_then(|entity| direct_times_of(entity).ok()) {
-            times = found.datetimes;
-            more_roots = found.entities;
-        }
-        let skip = described.map(Entity::uid);
-        let roots: Vec<EntityUid> = roots.into_iter().cloned().chain(more_roots).collect();
-        for (_, stored) in self.reachable(roots, skip.as_ref()).unwrap_or_default() {
-            if let Some(stored) = stored {
-                times.extend_from_slice(&stored.datetimes);
-            }
-        }
-        times.sort_unstable();
-        times.dedup();
-        times
+        closed_entities(picked).map(Slice)
     }
 
     /// `entity` with its ancestor set closed over the facts: its parents' ancestors added.
@@ -597,20 +568,42 @@ impl Facts {
             }
             Ok(())
         })?;
-        cedar_policy_core::entities::Entities::new()
-            .add_entities(
-                all,
-                None::<&cedar_policy_core::entities::NoEntitiesSchema>,
-                cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
-                cedar_policy_core::extensions::Extensions::all_available(),
-            )
-            .map(Entities::from)
-            .map_err(|error| FactsError::Invalid(error_chain(&error)))
+        closed_entities(all).map(Entities::from)
     }
 }
 
+/// What a decision read (`Facts::reached`).
+#[derive(Debug, Default)]
+pub struct Reached {
+    /// Every uid it read, with its revision.
+    pub reads: Vec<(EntityUid, u64)>,
+    /// Every datetime those entities hold, sorted.
+    pub datetimes: Vec<UnixMillis>,
+}
+
+/// Cedar's entities of `entities`, whose ancestor sets are already closed (every row's is,
+/// when it is stored): no transitive closure of Cedar's own, which would cost more than an
+/// evaluation.
+fn closed_entities(
+    entities: Vec<Arc<cedar_policy_core::ast::Entity>>,
+) -> Result<cedar_policy_core::entities::Entities, FactsError> {
+    cedar_policy_core::entities::Entities::new()
+        .add_entities(
+            entities,
+            None::<&cedar_policy_core::entities::NoEntitiesSchema>,
+            cedar_policy_core::entities::TCComputation::AssumeAlreadyComputed,
+            cedar_policy_core::extensions::Extensions::all_available(),
+        )
+        .map_err(|error| FactsError::Invalid(error_chain(&error)))
+}
+
 /// A uid a decision reaches, with its entity when the store holds one.
-type Reached = (EntityUid, Option<Arc<StoredEntity>>);
+type ReachedUid = (EntityUid, Option<Arc<StoredEntity>>);
+
+/// The start of the keys of every entity of type `type_name` in the store (`Type::"`).
+pub fn type_prefix(type_name: &str) -> String {
+    format!("{type_name}::\"")
+}
 
 /// The uid of the approval of id `id`.
 pub fn approval_uid(id: &str) -> Option<EntityUid> {
@@ -894,7 +887,7 @@ action "read" appliesTo { principal: [Bot], resource: [Doc] };"#,
         let day = |d| UnixMillis::parse_cedar_datetime(d).unwrap();
         // The bot's own expiry, and its owner's, which a policy can read as principal.owner.
         assert_eq!(
-            facts.time_bounds([&bot], None),
+            facts.reached([&bot], None).unwrap().datetimes,
             [day("2030-01-01"), day("2030-01-02")]
         );
         assert_eq!(
@@ -902,6 +895,6 @@ action "read" appliesTo { principal: [Bot], resource: [Doc] };"#,
             Some(day("2030-01-01"))
         );
         let doc = EntityUid::from_str(r#"Doc::"d""#).unwrap();
-        assert!(facts.time_bounds([&doc], None).is_empty());
+        assert!(facts.reached([&doc], None).unwrap().datetimes.is_empty());
     }
 }

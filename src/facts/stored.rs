@@ -128,14 +128,8 @@ impl StoredEntity {
     fn parse(key: &str, row: &[u8]) -> Result<Self, FactsError> {
         let (revision, origin) = header(key, row)?;
         let body = body(key, row)?;
-        let mut found = TimeReferences::default();
-        for part in ["attrs", "tags"] {
-            if let Some(value) = body.entity.get(part) {
-                found
-                    .collect(value)
-                    .map_err(|message| FactsError::Invalid(format!("{key}: {message}")))?;
-            }
-        }
+        let found = TimeReferences::of_entity(&body.entity)
+            .map_err(|message| FactsError::Invalid(format!("{key}: {message}")))?;
         let parsed = Entity::from_json_value(body.entity, None)
             .map_err(|error| FactsError::Invalid(format!("{key}: {}", error_chain(&error))))?;
         let mut entity = parsed.as_ref().clone();
@@ -157,9 +151,10 @@ impl StoredEntity {
         })
     }
 
-    /// Roughly what it holds in memory, for the cache's bound.
-    fn weight(row_len: usize) -> u32 {
-        u32::try_from(row_len.saturating_mul(4)).unwrap_or(u32::MAX)
+    /// Roughly the bytes it holds in memory, for the cache's bound.
+    fn weight(&self) -> u32 {
+        let parts = self.references.len() + self.ancestors.len();
+        u32::try_from(1024 + 256 * parts).unwrap_or(u32::MAX)
     }
 }
 
@@ -189,10 +184,7 @@ impl FactsStore {
         txn.commit().map_err(store_error)?;
         let cache = moka::sync::Cache::builder()
             .max_capacity(cache_bytes)
-            .weigher(|_key: &String, value: &Arc<StoredEntity>| {
-                // (The row length is not kept: estimate from what was parsed.)
-                StoredEntity::weight(256 + 64 * (value.references.len() + value.ancestors.len()))
-            })
+            .weigher(|_key: &String, value: &Arc<StoredEntity>| value.weight())
             .build();
         static LINEAGES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         Ok(FactsStore {
@@ -227,21 +219,13 @@ impl FactsStore {
     pub fn reader(self: &Arc<Self>) -> Result<FactsReader, FactsError> {
         let txn = self.db.begin_read().map_err(store_error)?;
         let meta = txn.open_table(META).map_err(store_error)?;
-        let counter = |name: &str| -> Result<Option<String>, FactsError> {
-            Ok(meta
-                .get(name)
-                .map_err(store_error)?
-                .map(|v| v.value().to_owned()))
-        };
-        let revision = counter(META_REVISION)?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let last_removal = counter(META_LAST_REMOVAL)?
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let version = counter(META_VERSION)?.unwrap_or_else(|| empty_version().to_owned());
-        let file_digest = counter(META_FILE_DIGEST)?;
-        let schema_version = counter(META_SCHEMA_VERSION)?;
+        let Counters {
+            revision,
+            last_removal,
+            version,
+        } = Counters::read(&meta)?;
+        let file_digest = meta_value(&meta, META_FILE_DIGEST)?;
+        let schema_version = meta_value(&meta, META_SCHEMA_VERSION)?;
         Ok(FactsReader {
             entities: txn.open_table(ENTITIES).map_err(store_error)?,
             children: txn.open_multimap_table(CHILDREN).map_err(store_error)?,
@@ -261,24 +245,11 @@ impl FactsStore {
     /// dropped uncommitted changes nothing.
     pub fn writer(self: &Arc<Self>, schema: &Schema) -> Result<FactsWriter, FactsError> {
         let txn = self.db.begin_write().map_err(store_error)?;
-        let (revision, last_removal, version) = {
-            let meta = txn.open_table(META).map_err(store_error)?;
-            let read = |name: &str| -> Result<Option<String>, FactsError> {
-                Ok(meta
-                    .get(name)
-                    .map_err(store_error)?
-                    .map(|v| v.value().to_owned()))
-            };
-            (
-                read(META_REVISION)?
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0u64),
-                read(META_LAST_REMOVAL)?
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0u64),
-                read(META_VERSION)?.unwrap_or_else(|| empty_version().to_owned()),
-            )
-        };
+        let Counters {
+            revision,
+            last_removal,
+            version,
+        } = Counters::read(&txn.open_table(META).map_err(store_error)?)?;
         let mut hasher = Sha256::new();
         hasher.update(version.as_bytes());
         Ok(FactsWriter {
@@ -294,6 +265,41 @@ impl FactsStore {
             ancestors_memo: std::collections::HashMap::new(),
         })
     }
+}
+
+/// The store's change counters (`META_REVISION`, `META_LAST_REMOVAL`, `META_VERSION`).
+struct Counters {
+    revision: u64,
+    last_removal: u64,
+    version: String,
+}
+
+impl Counters {
+    fn read(
+        meta: &impl redb::ReadableTable<&'static str, &'static str>,
+    ) -> Result<Self, FactsError> {
+        let number = |name| -> Result<u64, FactsError> {
+            Ok(meta_value(meta, name)?
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0))
+        };
+        Ok(Counters {
+            revision: number(META_REVISION)?,
+            last_removal: number(META_LAST_REMOVAL)?,
+            version: meta_value(meta, META_VERSION)?.unwrap_or_else(|| empty_version().to_owned()),
+        })
+    }
+}
+
+/// One of the store's counters, as written.
+fn meta_value(
+    meta: &impl redb::ReadableTable<&'static str, &'static str>,
+    name: &str,
+) -> Result<Option<String>, FactsError> {
+    Ok(meta
+        .get(name)
+        .map_err(store_error)?
+        .map(|v| v.value().to_owned()))
 }
 
 /// The version of a store that never held anything.
@@ -406,30 +412,6 @@ impl FactsReader {
         Ok(found)
     }
 
-    /// The uids of the first `limit` entities of type `type_name`, in order.
-    pub fn uids_of_type(
-        &self,
-        type_name: &str,
-        limit: usize,
-    ) -> Result<Vec<EntityUid>, FactsError> {
-        let prefix = format!("{type_name}::\"");
-        let mut found = Vec::new();
-        for row in self
-            .entities
-            .range(prefix.as_str()..)
-            .map_err(store_error)?
-        {
-            let (key, _) = row.map_err(store_error)?;
-            if !key.value().starts_with(&prefix) || found.len() == limit {
-                break;
-            }
-            if let Ok(uid) = EntityUid::from_str(key.value()) {
-                found.push(uid);
-            }
-        }
-        Ok(found)
-    }
-
     /// An entity other than `uid` that names it as a parent or in an attribute or tag.
     pub fn namer_of(&self, uid: &EntityUid) -> Result<Option<EntityUid>, FactsError> {
         let key = uid.to_string();
@@ -523,17 +505,11 @@ impl Prepared {
             .parents()
             .map(|p| EntityUid::from(p.clone()).to_string())
             .collect();
-        let mut references = TimeReferences::default();
-        for part in ["attrs", "tags"] {
-            if let Some(value) = explicit.get(part) {
-                references
-                    .collect(value)
-                    .map_err(|message| FactsError::BadEntity {
-                        entity: EntityRef::from_uid(&uid),
-                        message,
-                    })?;
-            }
-        }
+        let references =
+            TimeReferences::of_entity(&explicit).map_err(|message| FactsError::BadEntity {
+                entity: EntityRef::from_uid(&uid),
+                message,
+            })?;
         let spiffe_id = match (
             principal_types.contains(&uid.type_name().to_string()),
             explicit["attrs"].get("spiffe_id"),
@@ -591,14 +567,6 @@ impl FactsWriter {
         let table = self.txn.open_table(ENTITIES).map_err(store_error)?;
         let row = table.get(key.as_str()).map_err(store_error)?;
         row.map(|row| StoredEntity::parse(&key, row.value()))
-            .transpose()
-    }
-
-    /// The origin of `uid` as this change stands.
-    pub fn origin(&self, uid: &str) -> Result<Option<Origin>, FactsError> {
-        let table = self.txn.open_table(ENTITIES).map_err(store_error)?;
-        let row = table.get(uid).map_err(store_error)?;
-        row.map(|row| header(uid, row.value()).map(|(_, origin)| origin))
             .transpose()
     }
 
@@ -699,15 +667,7 @@ impl FactsWriter {
         if old.is_none() {
             self.count(&uid.type_name().to_string(), 1)?;
         }
-        let row = encode(self.revision, origin, &body)?;
-        self.hasher.update(&row[ROW_HEADER..]);
-        self.txn
-            .open_table(ENTITIES)
-            .map_err(store_error)?
-            .insert(key.as_str(), row.as_slice())
-            .map_err(store_error)?;
-        self.remember(&key, Some(&body.ancestors));
-        self.touched.insert(key.clone());
+        self.write_row(&key, origin, &body)?;
         if ancestors_changed || old.is_none() {
             // Everything below it (which may already name it) has new ancestors too.
             self.reclose_below(&key)?;
@@ -841,6 +801,20 @@ impl FactsWriter {
         Ok(())
     }
 
+    /// Writes the row of `key` at this change's revision, and counts it as touched.
+    fn write_row(&mut self, key: &str, origin: Origin, body: &RowBody) -> Result<(), FactsError> {
+        let row = encode(self.revision, origin, body)?;
+        self.hasher.update(&row[ROW_HEADER..]);
+        self.txn
+            .open_table(ENTITIES)
+            .map_err(store_error)?
+            .insert(key, row.as_slice())
+            .map_err(store_error)?;
+        self.remember(key, Some(&body.ancestors));
+        self.touched.insert(key.to_owned());
+        Ok(())
+    }
+
     /// Keeps `ancestors_memo` right after a write of `key`.
     fn remember(&mut self, key: &str, ancestors: Option<&[String]>) {
         if let Some(known) = self.ancestors_memo.get_mut(key) {
@@ -900,14 +874,7 @@ impl FactsWriter {
                 let ancestors = self.ancestors_over(&child, &parents_in(&body.entity))?;
                 if ancestors != body.ancestors {
                     body.ancestors = ancestors;
-                    let row = encode(self.revision, origin, &body)?;
-                    self.txn
-                        .open_table(ENTITIES)
-                        .map_err(store_error)?
-                        .insert(child.as_str(), row.as_slice())
-                        .map_err(store_error)?;
-                    self.remember(&child, Some(&body.ancestors));
-                    self.touched.insert(child.clone());
+                    self.write_row(&child, origin, &body)?;
                 }
                 if seen.insert(child.clone()) {
                     queue.push_back(child);
@@ -946,11 +913,8 @@ fn parents_in(entity: &serde_json::Value) -> Vec<String> {
 
 /// The entities named in an entity's attributes and tags, as uids.
 fn references_in(entity: &serde_json::Value) -> Vec<String> {
-    let mut found = TimeReferences::default();
-    for part in ["attrs", "tags"] {
-        if let Some(value) = entity.get(part) {
-            let _ = found.collect(value);
-        }
-    }
-    found.entities.iter().map(ToString::to_string).collect()
+    // (A stored entity's references were read when it was put.)
+    TimeReferences::of_entity(entity)
+        .map(|found| found.entities.iter().map(ToString::to_string).collect())
+        .unwrap_or_default()
 }

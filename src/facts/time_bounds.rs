@@ -12,6 +12,17 @@ pub(super) struct TimeReferences {
 }
 
 impl TimeReferences {
+    /// What an entity in Cedar's JSON form holds in its attributes and tags.
+    pub(super) fn of_entity(entity: &serde_json::Value) -> Result<Self, String> {
+        let mut found = TimeReferences::default();
+        for part in ["attrs", "tags"] {
+            if let Some(value) = entity.get(part) {
+                found.collect(value)?;
+            }
+        }
+        Ok(found)
+    }
+
     /// Walks a Cedar JSON value (`__extn` and `__entity` escapes) for datetimes and entities.
     pub(super) fn collect(&mut self, value: &serde_json::Value) -> Result<(), String> {
         use serde_json::Value;
@@ -48,11 +59,5 @@ pub(super) fn direct_times_of(entity: &Entity) -> Result<TimeReferences, FactsEr
         message,
     };
     let json = entity.to_json_value().map_err(|e| bad(e.to_string()))?;
-    let mut found = TimeReferences::default();
-    for part in ["attrs", "tags"] {
-        if let Some(value) = json.get(part) {
-            found.collect(value).map_err(bad)?;
-        }
-    }
-    Ok(found)
+    TimeReferences::of_entity(&json).map_err(bad)
 }

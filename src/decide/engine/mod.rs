@@ -500,7 +500,7 @@ impl Engine {
         Ok(decision)
     }
 
-    /// A fresh decision, and with `track_reads` what it read (`Facts::reads`; `None` if that
+    /// A fresh decision, and with `track_reads` what it read (`Facts::reached`; `None` if that
     /// cannot be told, and then the decision must not be cached).
     fn evaluate(
         &self,
@@ -524,9 +524,10 @@ impl Engine {
         let mut resolved = Resolved::of(snapshot, request, principal_uid, resource_uid)?;
         resolved.credential =
             self.credential_at(&request.principal, request.credential.as_ref(), now);
-        let reads = track_reads
-            .then(|| read_by(snapshot, shadow, request, &resolved, &action_uid))
-            .flatten();
+        let reached = read_by(snapshot, shadow, request, &resolved, &action_uid);
+        let read_times = reached
+            .as_ref()
+            .map_or(&[][..], |reached| reached.datetimes.as_slice());
         let verdict = match self.verdict(snapshot, request, &resolved, action_uid.clone(), now)? {
             Ok(verdict) | Err(verdict) => verdict,
         };
@@ -542,9 +543,13 @@ impl Engine {
             &resolved,
             now,
             verdict,
+            read_times,
         );
         decision.shadow = shadow_verdict;
         decision.approval_required = advice;
+        let reads = reached
+            .filter(|_| track_reads)
+            .map(|reached| reached.reads.into_boxed_slice());
         Ok((decision, reads))
     }
 
@@ -734,24 +739,21 @@ fn slice(
         })
 }
 
-/// Every entity a decision on `request` reads, with its revision (`Facts::reads`): the
-/// principal, the action, the resource, the presented approval (by the id the caller gave, held
-/// or not), the entities the active and shadow policies name, and all they refer to. `None`
-/// (logged) if that cannot be told.
+/// Every entity a decision on `request` reads, with its revision, and the datetimes they hold
+/// (`Facts::reached`): the principal, the action, the resource, the presented approval (by the
+/// id the caller gave, held or not), the entities the active and shadow policies name, and all
+/// they refer to. `None` (logged) if that cannot be told.
 fn read_by(
     snapshot: &Snapshot,
     shadow: Option<&Arc<PolicySnapshot>>,
     request: &CheckRequest,
     resolved: &Resolved,
     action_uid: &EntityUid,
-) -> Option<Reads> {
-    let approval_uid = request.approval_id.as_deref().and_then(|id| {
-        let type_name = APPROVAL_TYPE.parse().ok()?;
-        Some(EntityUid::from_type_name_and_id(
-            type_name,
-            EntityId::new(id),
-        ))
-    });
+) -> Option<crate::facts::Reached> {
+    let approval_uid = request
+        .approval_id
+        .as_deref()
+        .and_then(crate::facts::approval_uid);
     let roots = [&resolved.principal_uid, action_uid, &resolved.resource_uid]
         .into_iter()
         .chain(&approval_uid)
@@ -761,8 +763,8 @@ fn read_by(
                 .into_iter()
                 .flat_map(|s| &s.time_use().entity_literals),
         );
-    match snapshot.facts.reads(roots, resolved.described.as_ref()) {
-        Ok(reads) => Some(reads.into_boxed_slice()),
+    match snapshot.facts.reached(roots, resolved.described.as_ref()) {
+        Ok(reached) => Some(reached),
         Err(error) => {
             tracing::error!(%error, "cannot tell what a decision read; not caching it");
             None

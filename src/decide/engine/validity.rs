@@ -5,7 +5,12 @@ use super::*;
 use crate::domain::PolicyLink;
 
 impl Engine {
-    /// Gives a verdict its id, time, validity and evidence.
+    /// Gives a verdict its id, time, validity and evidence. `read_times`: every datetime in
+    /// the facts the decision read (`Facts::reached`).
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "one decision's parts, each named"
+    )]
     pub(super) fn stamp(
         &self,
         snapshot: &Snapshot,
@@ -14,6 +19,7 @@ impl Engine {
         resolved: &Resolved,
         now: UnixMillis,
         verdict: Verdict,
+        read_times: &[UnixMillis],
     ) -> Decision {
         let facts = &snapshot.facts;
         let approval = resolved.approval.as_ref().map(|approval| {
@@ -41,14 +47,8 @@ impl Engine {
             // Otherwise the answer can change only when the clock crosses a time the decision
             // could have compared it with: in the facts of the entities it could read, or in
             // the policies themselves.
-            let read = [&resolved.principal_uid, &resolved.resource_uid]
-                .into_iter()
-                .chain(resolved.approval.as_ref().map(|approval| &approval.uid))
-                .chain(&time_use.entity_literals)
-                .chain(shadow_time.into_iter().flat_map(|t| &t.entity_literals));
-            let in_facts = facts.time_bounds(read, resolved.described.as_ref());
             let horizon = now.saturating_add_millis(max_age);
-            [in_facts.as_slice(), time_use.datetime_literals.as_slice()]
+            [read_times, time_use.datetime_literals.as_slice()]
                 .into_iter()
                 .chain(shadow_time.map(|t| t.datetime_literals.as_slice()))
                 .filter_map(|bounds| next_change(bounds, now))
