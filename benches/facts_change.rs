@@ -36,6 +36,7 @@ fn open(policies: &Path, data: &Path) -> Control {
         Arc::new(warrant::clock::SystemClock),
         EngineSettings::default(),
         Rules::default(),
+        None,
     )
     .expect("the policy folder and its facts")
 }

@@ -211,6 +211,73 @@ pub struct Settings {
     /// The issuers whose credentials (JWTs) requests may carry (file only; see the README).
     #[arg(skip)]
     pub credentials: Option<crate::credentials::CredentialSettings>,
+    /// A shared database for a fleet of replicas: postgres://USER@HOST:PORT/DB (add
+    /// ?sslmode=require for TLS); the password comes from WARRANT_STORE_PASSWORD or
+    /// store_password_file [default: the embedded store in the data folder]
+    #[arg(long, env = "WARRANT_STORE")]
+    pub store: Option<StoreUrl>,
+    /// A file holding the shared database's password
+    #[arg(long, env = "WARRANT_STORE_PASSWORD_FILE")]
+    pub store_password_file: Option<PathBuf>,
+    /// The shared database's password (variable only, like the admin token).
+    #[arg(skip)]
+    pub store_password: Option<Secret>,
+    /// CA certificates (PEM) the shared database's certificate must chain to [default: the
+    /// system's]
+    #[arg(long, env = "WARRANT_STORE_CA")]
+    pub store_ca: Option<PathBuf>,
+    /// Connections to the shared database each replica keeps at most [default: 8]
+    #[arg(long, env = "WARRANT_STORE_POOL_SIZE")]
+    pub store_pool_size: Option<usize>,
+    /// The longest one call to the shared database may take, in milliseconds [default: 2000]
+    #[arg(long, env = "WARRANT_STORE_TIMEOUT_MS")]
+    pub store_timeout_ms: Option<u64>,
+    /// How often a replica reads the change log when no notification woke it, in milliseconds
+    /// [default: 500]
+    #[arg(long, env = "WARRANT_STORE_POLL_MS")]
+    pub store_poll_ms: Option<u64>,
+    /// How long a replica cut off from the shared database keeps deciding from the facts it
+    /// holds; past it, every decision is denied (warrant:facts-stale), in milliseconds
+    /// [default: 5000]
+    #[arg(long, env = "WARRANT_MAX_STALENESS_MS")]
+    pub max_staleness_ms: Option<u64>,
+    /// The most changes the shared database's change log keeps; a replica further behind takes
+    /// the live records whole [default: 1000000]
+    #[arg(long, env = "WARRANT_STORE_CHANGE_LOG_KEEP")]
+    pub store_change_log_keep: Option<u64>,
+    /// This replica's name in the change log, its ledger and its metrics [default: made once
+    /// and kept in the data folder's replica-id]
+    #[arg(long, env = "WARRANT_REPLICA_ID")]
+    pub replica_id: Option<String>,
+}
+
+/// A database URL, which may hold a password: never printed.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct StoreUrl(pub String);
+
+impl std::str::FromStr for StoreUrl {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Ok(StoreUrl(text.to_owned()))
+    }
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&crate::postgres::redacted_url(&self.0))
+    }
+}
+
+/// How a replica follows a shared database.
+#[derive(Debug, Clone)]
+pub struct SharedStore {
+    /// Everything but the replica's name, which `server` settles from the data folder.
+    pub settings: crate::postgres::StoreSettings,
+    pub poll: Duration,
+    pub max_staleness: Duration,
+    pub keep_changes: u64,
 }
 
 /// For mutual TLS, the callers each listener serves (`tls::AllowedCallers`; empty: any caller
@@ -275,6 +342,10 @@ pub struct Config {
     pub tls_reload: Duration,
     pub allowed_callers: ListenerCallers,
     pub credentials: crate::credentials::CredentialSettings,
+    /// `None`: the embedded store; the facts are this node's own.
+    pub shared_store: Option<SharedStore>,
+    /// `None`: made once and kept in the data folder.
+    pub replica_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -303,6 +374,60 @@ fn invalid(setting: &'static str, message: &str) -> ConfigError {
 }
 
 impl Settings {
+    /// The shared database's settings, when `store` names one.
+    fn shared_store(&self) -> Result<Option<SharedStore>, ConfigError> {
+        let Some(url) = self.store.as_ref().filter(|url| !url.0.is_empty()) else {
+            return Ok(None);
+        };
+        if !(url.0.starts_with("postgres://") || url.0.starts_with("postgresql://")) {
+            return Err(invalid(
+                "store",
+                "a postgres:// URL (the embedded store needs no setting)",
+            ));
+        }
+        if let Err(error) = url.0.parse::<tokio_postgres::Config>() {
+            return Err(ConfigError::Invalid {
+                setting: "store",
+                message: format!("not a database URL: {error}"),
+            });
+        }
+        let password = match (&self.store_password, &self.store_password_file) {
+            (Some(password), _) => Some(password.0.clone()),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .map_err(|error| ConfigError::Invalid {
+                        setting: "store_password_file",
+                        message: format!("{}: {error}", path.display()),
+                    })?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        let poll = Duration::from_millis(self.store_poll_ms.unwrap_or(500));
+        let max_staleness = Duration::from_millis(self.max_staleness_ms.unwrap_or(5_000));
+        let timeout = Duration::from_millis(self.store_timeout_ms.unwrap_or(2_000));
+        if poll >= max_staleness {
+            return Err(invalid(
+                "store_poll_ms",
+                "must be shorter than max_staleness_ms, or an idle replica would go stale",
+            ));
+        }
+        Ok(Some(SharedStore {
+            settings: crate::postgres::StoreSettings {
+                url: url.0.clone(),
+                password,
+                ca: self.store_ca.clone(),
+                pool_size: self.store_pool_size.unwrap_or(8),
+                timeout,
+                replica: String::new(),
+            },
+            poll,
+            max_staleness,
+            keep_changes: self.store_change_log_keep.unwrap_or(1_000_000),
+        }))
+    }
+
     /// Reads a TOML configuration file.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -388,6 +513,16 @@ impl Settings {
                 .plaintext_beyond_loopback
                 .or(under.plaintext_beyond_loopback),
             credentials: self.credentials.or(under.credentials),
+            store: self.store.or(under.store),
+            store_password_file: self.store_password_file.or(under.store_password_file),
+            store_password: self.store_password.or(under.store_password),
+            store_ca: self.store_ca.or(under.store_ca),
+            store_pool_size: self.store_pool_size.or(under.store_pool_size),
+            store_timeout_ms: self.store_timeout_ms.or(under.store_timeout_ms),
+            store_poll_ms: self.store_poll_ms.or(under.store_poll_ms),
+            max_staleness_ms: self.max_staleness_ms.or(under.max_staleness_ms),
+            store_change_log_keep: self.store_change_log_keep.or(under.store_change_log_keep),
+            replica_id: self.replica_id.or(under.replica_id),
         }
     }
 
@@ -496,7 +631,22 @@ impl Settings {
             ));
         }
         let ext_authz = ExtAuthz::new(&self.ext_authz.clone().unwrap_or_default())?;
+        let shared_store = self.shared_store()?;
+        if let Some(id) = &self.replica_id
+            && (id.is_empty()
+                || id.len() > 64
+                || !id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+        {
+            return Err(invalid(
+                "replica_id",
+                "1 to 64 letters, digits, '-', '_' or '.'",
+            ));
+        }
         let config = Config {
+            shared_store,
+            replica_id: self.replica_id.clone(),
             ledger,
             admin_listen: self
                 .admin_listen

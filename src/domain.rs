@@ -205,6 +205,9 @@ reasons! {
     CredentialRequired => "warrant:credential-required",
     /// A single-use token (its issuer's `single_use`) presented again.
     CredentialReplayed => "warrant:credential-replayed",
+    /// A replica has not heard from the shared database for longer than `max_staleness`: its
+    /// facts may miss a revocation, so it decides nothing.
+    FactsStale => "warrant:facts-stale",
 }
 
 /// A value in the caller's context: the part of Cedar's value space a caller may assert.

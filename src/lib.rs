@@ -19,6 +19,7 @@ pub mod listeners;
 pub mod observability;
 pub mod outbound;
 pub mod policy;
+pub mod postgres;
 pub mod proto;
 pub mod server;
 pub mod store;

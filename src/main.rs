@@ -200,6 +200,9 @@ async fn serve(
         authzen_token: std::env::var("WARRANT_AUTHZEN_TOKEN")
             .ok()
             .map(warrant::config::Secret),
+        store_password: std::env::var("WARRANT_STORE_PASSWORD")
+            .ok()
+            .map(warrant::config::Secret),
         ..Settings::default()
     };
     let config = flags.over(from_env).over(from_file).resolve()?;

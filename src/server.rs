@@ -43,6 +43,31 @@ pub struct Bound {
     pub admin_token_file: Option<std::path::PathBuf>,
 }
 
+/// The file in the data folder that keeps this replica's name when none is configured.
+const REPLICA_ID_FILE: &str = "replica-id";
+
+/// This replica's name: the configured one, or the one made for the data folder the first time
+/// it served (`replica-` and 8 random bytes, hex).
+pub fn replica_id(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(id) = configured {
+        return Ok(id.to_owned());
+    }
+    let path = data_dir.join(REPLICA_ID_FILE);
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => return Err(anyhow::anyhow!("{}: {error}", path.display())),
+    }
+    let mut bytes = [0u8; 8];
+    getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("no randomness: {error}"))?;
+    let id = format!("replica-{}", hex::encode(bytes));
+    crate::files::private_dir(data_dir)?;
+    std::fs::write(&path, format!("{id}\n"))
+        .with_context(|| format!("cannot keep the replica id in {}", path.display()))?;
+    Ok(id)
+}
+
 /// How long calls in flight may take to finish once shutdown begins.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -63,20 +88,56 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = LiveStore::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
+    let replica_id = replica_id(config.replica_id.as_deref(), &config.data_dir)?;
+    let replication = match &config.shared_store {
+        Some(shared) => {
+            let mut settings = shared.settings.clone();
+            settings.replica = replica_id.clone();
+            let postgres = crate::postgres::Postgres::connect(settings).with_context(|| {
+                format!(
+                    "cannot use the shared database {}",
+                    crate::postgres::redacted_url(&shared.settings.url)
+                )
+            })?;
+            tracing::info!(
+                store = %crate::postgres::redacted_url(&shared.settings.url),
+                replica = %replica_id,
+                database = postgres.database_id(),
+                "a replica of the shared database"
+            );
+            Some(crate::control::replica::Replication {
+                postgres: Arc::new(postgres),
+                freshness: Arc::new(crate::facts::Freshness::new(
+                    shared.max_staleness.as_millis().min(i64::MAX as u128) as i64,
+                )),
+                poll: shared.poll,
+                keep_changes: i64::try_from(shared.keep_changes).unwrap_or(i64::MAX),
+                data_dir: config.data_dir.clone(),
+                stats: Default::default(),
+            })
+        }
+        None => None,
+    };
     let mut control = Control::open(
         &config.policies,
         store,
         Arc::new(SystemClock),
         config.engine,
         config.rules,
+        replication,
     )?;
     if let Some(dir) = &config.shadow_policies {
         control = control.with_shadow(dir)?;
     }
     if !config.credentials.issuers.is_empty() || !config.credentials.required_for.is_empty() {
         let credentials = crate::credentials::Credentials::new(&config.credentials)?;
-        credentials
-            .remember_in(Arc::clone(control.store()) as Arc<dyn crate::credentials::SeenTokens>);
+        // A fleet remembers single-use tokens in the shared database: a replay through another
+        // replica is one too.
+        let seen: Arc<dyn crate::credentials::SeenTokens> = match control.replication() {
+            Some(replication) => Arc::clone(&replication.postgres) as _,
+            None => Arc::clone(control.store()) as _,
+        };
+        credentials.remember_in(seen);
         tracing::info!(
             issuers = config.credentials.issuers.len(),
             required_for = ?config.credentials.required_for,
@@ -85,6 +146,14 @@ pub async fn serve(
         control.engine().set_credentials(Arc::new(credentials));
     }
     let control = Arc::new(control);
+    if control.replication().is_some() {
+        let caught_up = control.catch_up()?;
+        tracing::info!(
+            changes = caught_up,
+            "caught up with the shared database's change log"
+        );
+        control.follow();
+    }
     let engine = Arc::clone(control.engine());
     let snapshot = engine.snapshot();
     tracing::info!(
@@ -181,6 +250,7 @@ pub async fn serve(
         health,
         Arc::clone(&metrics),
     ));
+    tokio::spawn(Arc::clone(&decider).follow_freshness(std::time::Duration::from_millis(100)));
     let decision_log = ledger.map(|ledger| {
         proto::decision_log_server::DecisionLogServer::with_interceptor(
             DecisionLogService::new(ledger, Arc::clone(&decider)),

@@ -41,6 +41,9 @@ const USES: TableDefinition<&str, u64> = TableDefinition::new("approval_uses");
 const SPENT: TableDefinition<&str, u64> = TableDefinition::new("approval_spent");
 /// Approval requests, by request id: what an identity asked for and what became of it.
 const APPROVAL_REQUESTS: TableDefinition<&str, &str> = TableDefinition::new("approval_requests");
+/// On a replica of a shared database: which database it follows (`database`) and the id of the
+/// last change of its log applied here (`applied`, decimal).
+const REPLICATION: TableDefinition<&str, &str> = TableDefinition::new("replication");
 
 /// An entity as changed through the admin API: its whole Cedar JSON form (it replaces the
 /// entity of the same uid in `entities.json`), and what Warrant knows of the change.
@@ -319,6 +322,77 @@ impl LiveStore {
             all.insert(key.value().to_owned(), parsed);
         }
         Ok(all)
+    }
+
+    /// The shared database this data folder follows and the last change of its log applied
+    /// here: `None` for a data folder that never followed one.
+    pub fn replication(&self) -> Result<Option<(String, i64)>, StoreError> {
+        let txn = self.db.begin_read().map_err(io)?;
+        let table = match txn.open_table(REPLICATION) {
+            Ok(table) => table,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(error) => return Err(io(error)),
+        };
+        let database = table
+            .get("database")
+            .map_err(io)?
+            .map(|v| v.value().to_owned());
+        let applied = table
+            .get("applied")
+            .map_err(io)?
+            .map(|v| v.value().to_owned());
+        match (database, applied) {
+            (Some(database), Some(applied)) => Ok(Some((
+                database,
+                applied.parse().map_err(|_| {
+                    StoreError::Facts(format!("the replication position {applied:?} is damaged"))
+                })?,
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Records in `txn` that the change `applied` of the shared database's log is applied.
+    pub fn set_applied_in(txn: &redb::WriteTransaction, applied: i64) -> Result<(), StoreError> {
+        let mut table = txn.open_table(REPLICATION).map_err(io)?;
+        table
+            .insert("applied", applied.to_string().as_str())
+            .map_err(io)?;
+        Ok(())
+    }
+
+    /// Records that the change `applied` is applied, durably (a change of links or policies,
+    /// which touches no facts).
+    pub fn set_applied(&self, applied: i64) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        Self::set_applied_in(&txn, applied)?;
+        txn.commit().map_err(io)
+    }
+
+    /// Makes this data folder's live records and links those of the shared database at change
+    /// `head` (a replica that is new, or was too far behind the log), in one transaction.
+    pub fn replace_live(
+        &self,
+        database: &str,
+        head: i64,
+        entities: &[(String, LiveEntity)],
+        links: &[(String, LiveLink)],
+    ) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(io)?;
+        {
+            txn.delete_table(ENTITIES).map_err(io)?;
+            txn.delete_table(LINKS).map_err(io)?;
+            let mut table = txn.open_table(LINKS).map_err(io)?;
+            for (id, link) in links {
+                let json = serde_json::to_string(link)?;
+                table.insert(id.as_str(), json.as_str()).map_err(io)?;
+            }
+            let mut table = txn.open_table(REPLICATION).map_err(io)?;
+            table.insert("database", database).map_err(io)?;
+        }
+        Self::put_in(&txn, entities)?;
+        Self::set_applied_in(&txn, head)?;
+        txn.commit().map_err(io)
     }
 
     /// Writes one template link, durably.

@@ -67,7 +67,10 @@ pub(crate) fn control_status(error: ControlError) -> Status {
         ControlError::Exhausted(message) => Status::resource_exhausted(message),
         ControlError::Refused(message) => Status::permission_denied(message),
         ControlError::Store(error) => Status::internal(error.to_string()),
-        ControlError::Unrecorded(message) => Status::unavailable(message),
+        ControlError::Unrecorded(message) | ControlError::SharedStore(message) => {
+            Status::unavailable(message)
+        }
+        ControlError::Contended(message) => Status::aborted(message),
     }
 }
 

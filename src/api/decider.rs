@@ -52,6 +52,39 @@ impl Decider {
         }
     }
 
+    /// On a replica of a shared database: health follows the facts' freshness, checked every
+    /// `every`: NOT_SERVING while they are stale (every decision is then a deny), SERVING again
+    /// once caught up, unless the ledger failed. Runs until the server stops.
+    pub async fn follow_freshness(self: Arc<Self>, every: std::time::Duration) {
+        if self.engine.freshness().is_none() {
+            return;
+        }
+        let mut was_stale = false;
+        loop {
+            tokio::time::sleep(every).await;
+            let stale = self.engine.facts_stale();
+            if stale == was_stale {
+                continue;
+            }
+            was_stale = stale;
+            let status = match stale || self.not_serving.load(std::sync::atomic::Ordering::Relaxed)
+            {
+                true => tonic_health::ServingStatus::NotServing,
+                false => tonic_health::ServingStatus::Serving,
+            };
+            match stale {
+                true => tracing::error!(
+                    "health is NOT_SERVING: the facts are stale (the shared database cannot be \
+                     reached), so every decision is a deny (warrant:facts-stale)"
+                ),
+                false => tracing::info!("the facts are fresh again; health follows the ledger"),
+            }
+            for name in HEALTH_NAMES {
+                self.health.set_service_status(name, status).await;
+            }
+        }
+    }
+
     /// Decisions as they are recorded from now on.
     /// Keep the returned token as long as the receiver: it says someone listens.
     pub fn subscribe(&self) -> (tokio::sync::broadcast::Receiver<Arc<Record>>, Arc<()>) {

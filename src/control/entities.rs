@@ -311,9 +311,28 @@ impl Control {
             .into_iter()
             .map(|(key, (_, _, live))| (key, live))
             .collect();
+        let ops = writes
+            .iter()
+            .map(|(uid, record)| crate::postgres::ChangeOp::Entity {
+                uid: uid.clone(),
+                record: record.clone(),
+            })
+            .collect();
+        let published = match self.publish(&mut state, ops) {
+            Ok(published) => published,
+            Err(super::replica::Behind::Failed(error)) => return Err(error),
+            Err(super::replica::Behind::Retry) => {
+                drop(writer);
+                return Err(self.behind(&mut state));
+            }
+        };
         LiveStore::put_in(writer.transaction(), &writes)?;
+        if let Some(id) = published {
+            LiveStore::set_applied_in(writer.transaction(), id)?;
+        }
         let committed = writer.commit().map_err(unavailable)?;
         let facts = current.after(&committed, None).map_err(unavailable)?;
+        self.applied(&mut state, published);
         let count = writes.len();
         let facts_version = Arc::clone(facts.version());
         self.engine.replace_snapshot(Snapshot {

@@ -62,29 +62,27 @@ impl Control {
             resource: spec.resource.clone(),
             meta: meta.clone(),
         };
-        self.store.put_link(&id, &stored)?;
-        let view = LinkView {
+        let published = self.publish_or_conflict(
+            &mut state,
+            vec![crate::postgres::ChangeOp::Link {
+                id: id.clone(),
+                link: stored.clone(),
+            }],
+        )?;
+        self.apply_link(&mut state, &id, Some(stored))?;
+        self.record_applied(&mut state, published)?;
+        tracing::info!(link = %spec.id, template = %spec.template, principal = ?spec.principal, resource = ?spec.resource, "template linked");
+        Ok(LinkView {
             spec,
             origin: LinkOrigin::Live,
             meta,
-        };
-        let policies = Arc::new(state.policies.with_link(link));
-        self.swap_policies(&mut state, policies);
-        if let Some(candidate) = self.engine.shadow()
-            && let Ok(link) = candidate.check_link(view.spec.clone(), LinkOrigin::Live)
-        {
-            self.engine
-                .set_shadow(Some(Arc::new(candidate.with_link(link))));
-        }
-        state.live_links.insert(id, stored);
-        tracing::info!(link = %view.spec.id, template = %view.spec.template, principal = ?view.spec.principal, resource = ?view.spec.resource, "template linked");
-        Ok(view)
+        })
     }
 
     /// Removes a live link: it no longer applies from the next decision on.
     pub fn unlink_policy(&self, id: &str) -> Result<LinkView, ControlError> {
         let mut state = self.state();
-        let Some((policies, link)) = state.policies.without_link(id) else {
+        let Some(link) = state.policies.links().get(id).cloned() else {
             return Err(ControlError::NotFound(format!("no link {id:?}")));
         };
         if link.origin == LinkOrigin::File {
@@ -96,26 +94,74 @@ impl Control {
                 ),
             ));
         }
-        self.store.remove_link(id)?;
         let meta = state
             .live_links
-            .remove(id)
-            .map(|stored| stored.meta)
+            .get(id)
+            .map(|stored| stored.meta.clone())
             .unwrap_or_default();
-        self.swap_policies(&mut state, Arc::new(policies));
-        if let Some((candidate, _)) = self
-            .engine
-            .shadow()
-            .and_then(|candidate| candidate.without_link(id))
-        {
-            self.engine.set_shadow(Some(Arc::new(candidate)));
-        }
+        let published = self.publish_or_conflict(
+            &mut state,
+            vec![crate::postgres::ChangeOp::Unlink { id: id.to_owned() }],
+        )?;
+        self.apply_link(&mut state, id, None)?;
+        self.record_applied(&mut state, published)?;
         tracing::info!(link = id, template = %link.template(), "template unlinked");
         Ok(LinkView {
             spec: link.spec(),
             origin: link.origin,
             meta,
         })
+    }
+
+    /// Puts a live link in force (`Some`) or out of it (`None`): durable in the live store,
+    /// then swapped into the active and the shadow policies. Applying the same twice is
+    /// harmless (a replica may apply a change it already holds).
+    pub(super) fn apply_link(
+        &self,
+        state: &mut State,
+        id: &str,
+        stored: Option<LiveLink>,
+    ) -> Result<(), ControlError> {
+        let without = state
+            .policies
+            .without_link(id)
+            .map(|(policies, _)| policies);
+        let base = without.unwrap_or_else(|| (*state.policies).clone());
+        let candidate = self
+            .engine
+            .shadow()
+            .map(|candidate| match candidate.without_link(id) {
+                Some((without, _)) => without,
+                None => (*candidate).clone(),
+            });
+        let Some(stored) = stored else {
+            self.store.remove_link(id)?;
+            state.live_links.remove(id);
+            self.swap_policies(state, Arc::new(base));
+            if let Some(candidate) = candidate {
+                self.engine.set_shadow(Some(Arc::new(candidate)));
+            }
+            return Ok(());
+        };
+        let spec = LinkSpec {
+            id: id.to_owned(),
+            template: stored.template.clone(),
+            principal: stored.principal.clone(),
+            resource: stored.resource.clone(),
+        };
+        let link = base
+            .check_link(spec.clone(), LinkOrigin::Live)
+            .map_err(link_invalid)?;
+        self.store.put_link(id, &stored)?;
+        self.swap_policies(state, Arc::new(base.with_link(link)));
+        if let Some(candidate) = candidate
+            && let Ok(link) = candidate.check_link(spec, LinkOrigin::Live)
+        {
+            self.engine
+                .set_shadow(Some(Arc::new(candidate.with_link(link))));
+        }
+        state.live_links.insert(id.to_owned(), stored);
+        Ok(())
     }
 
     /// The links in force, in id order, after `after` (exclusive), of `template` if given: at

@@ -28,6 +28,7 @@ pub mod entities;
 pub mod identities;
 pub mod links;
 mod reload;
+pub mod replica;
 pub mod requests;
 
 /// The rules the control plane enforces beyond the schema.
@@ -84,6 +85,12 @@ pub enum ControlError {
     Refused(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// The shared database of a fleet cannot be reached: nothing was changed.
+    #[error("{0}")]
+    SharedStore(String),
+    /// Another replica changed the facts first: nothing was changed; try again.
+    #[error("{0}")]
+    Contended(String),
     /// The change is stored but its ledger entry could not be written (the ledger has failed).
     #[error("{0}")]
     Unrecorded(String),
@@ -130,12 +137,17 @@ struct State {
     reload_failures: u64,
     /// Cleared by the next successful reload.
     last_reload_error: Option<(UnixMillis, String)>,
+    /// On a replica of a shared database, the last change of its log applied here.
+    applied_change: i64,
 }
 
 pub struct Control {
     engine: Arc<Engine>,
     store: Arc<LiveStore>,
-    policies_dir: PathBuf,
+    /// The policy folder: the one configured, or a pushed bundle's (`replica`).
+    policies_dir: std::sync::RwLock<PathBuf>,
+    /// Set on a replica of a shared database.
+    replication: Option<replica::Replication>,
     /// Candidate policies evaluated beside the active ones (`--shadow-policies`), reloaded with
     /// them.
     shadow_dir: Option<PathBuf>,
@@ -160,9 +172,19 @@ impl Control {
         clock: Arc<dyn Clock>,
         settings: EngineSettings,
         rules: Rules,
+        replication: Option<replica::Replication>,
     ) -> anyhow::Result<Control> {
         let store = Arc::new(store);
         let started = std::time::Instant::now();
+        let (applied_change, resync) = match &replication {
+            Some(replication) => replication.join(&store)?,
+            None => (0, false),
+        };
+        let bundle_dir = match &replication {
+            Some(replication) => replication.bundle_dir(None)?,
+            None => None,
+        };
+        let policies_dir = bundle_dir.as_deref().unwrap_or(policies_dir);
         let folder = PolicySnapshot::load(policies_dir)?;
         let policies_took = started.elapsed();
         let facts_store = Arc::new(FactsStore::open(
@@ -176,7 +198,7 @@ impl Control {
                 policies_dir.display()
             )
         };
-        if let Some(writer) = facts_to_sync(&facts, &folder, policies_dir, &store)? {
+        if let Some(writer) = facts_to_sync(&facts, &folder, policies_dir, &store, resync)? {
             let committing = std::time::Instant::now();
             let committed = writer.commit().map_err(|e| in_folder(e.to_string()))?;
             tracing::info!(
@@ -210,12 +232,23 @@ impl Control {
             policies: Arc::clone(&policies),
             facts: Arc::new(facts),
         };
-        let engine = Engine::new(snapshot, Arc::clone(&clock), settings)
-            .with_use_counter(Arc::clone(&store) as Arc<dyn UseCounter>);
+        let uses: Arc<dyn UseCounter> = match &replication {
+            Some(replication) => Arc::clone(&replication.postgres) as Arc<dyn UseCounter>,
+            None => Arc::clone(&store) as Arc<dyn UseCounter>,
+        };
+        let engine = Engine::new(snapshot, Arc::clone(&clock), settings).with_use_counter(uses);
+        if let Some(replication) = &replication {
+            engine.set_freshness(Arc::clone(&replication.freshness));
+            replication
+                .stats
+                .applied
+                .store(applied_change, std::sync::atomic::Ordering::Release);
+        }
         Ok(Control {
             engine: Arc::new(engine),
             store,
-            policies_dir: policies_dir.to_path_buf(),
+            policies_dir: std::sync::RwLock::new(policies_dir.to_path_buf()),
+            replication,
             shadow_dir: None,
             rules,
             state: Mutex::new(State {
@@ -227,6 +260,7 @@ impl Control {
                 reloads: 0,
                 reload_failures: 0,
                 last_reload_error: None,
+                applied_change,
             }),
             requests_changed: tokio::sync::watch::Sender::new(0),
             requests_lock: Mutex::new(()),
@@ -257,6 +291,10 @@ impl Control {
         &self.rules
     }
 
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
     pub fn engine(&self) -> &Arc<Engine> {
         &self.engine
     }
@@ -266,8 +304,21 @@ impl Control {
         &self.store
     }
 
-    pub fn policies_dir(&self) -> &Path {
-        &self.policies_dir
+    /// The policy folder in force: the one configured, or a pushed bundle's.
+    pub fn policies_dir(&self) -> PathBuf {
+        self.policies_dir
+            .read()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Makes `dir` the policy folder; returns the one before.
+    fn set_policies_dir(&self, dir: PathBuf) -> PathBuf {
+        let mut held = self
+            .policies_dir
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        std::mem::replace(&mut *held, dir)
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -314,25 +365,47 @@ impl Control {
         field: &str,
     ) -> Result<(), ControlError> {
         let key = uid.to_string();
-        let current = Arc::clone(&self.engine.snapshot().facts);
-        let schema = state.policies.schema();
-        let mut writer = current.store().writer(schema).map_err(unavailable)?;
-        let applied = match entity.meta.retired_at {
-            None => writer.put(entity.entity.clone(), Origin::Live).map(drop),
-            Some(_) => writer.remove(uid),
+        for _ in 0..PUBLISH_ATTEMPTS {
+            let current = Arc::clone(&self.engine.snapshot().facts);
+            let schema = state.policies.schema();
+            let mut writer = current.store().writer(schema).map_err(unavailable)?;
+            let applied = match entity.meta.retired_at {
+                None => writer.put(entity.entity.clone(), Origin::Live).map(drop),
+                Some(_) => writer.remove(uid),
+            }
+            .and_then(|()| check_rules(&writer, schema));
+            applied.map_err(|error| invalid(field, error.to_string()))?;
+            let ops = vec![crate::postgres::ChangeOp::Entity {
+                uid: key.clone(),
+                record: entity.clone(),
+            }];
+            let published = match self.publish(state, ops) {
+                Ok(published) => published,
+                Err(replica::Behind::Retry) => {
+                    drop(writer);
+                    self.catch_up_locked(state)?;
+                    continue;
+                }
+                Err(replica::Behind::Failed(error)) => return Err(error),
+            };
+            LiveStore::put_in(writer.transaction(), &[(key.clone(), entity.clone())])?;
+            if let Some(id) = published {
+                LiveStore::set_applied_in(writer.transaction(), id)?;
+            }
+            let committed = writer.commit().map_err(unavailable)?;
+            let facts = current.after(&committed, None).map_err(unavailable)?;
+            self.engine.replace_snapshot(Snapshot {
+                policies: Arc::clone(&state.policies),
+                facts: Arc::new(facts),
+            });
+            self.applied(state, published);
+            state.facts_changed_at = self.clock.now();
+            state.facts_changes += 1;
+            return Ok(());
         }
-        .and_then(|()| check_rules(&writer, schema));
-        applied.map_err(|error| invalid(field, error.to_string()))?;
-        LiveStore::put_in(writer.transaction(), &[(key.clone(), entity.clone())])?;
-        let committed = writer.commit().map_err(unavailable)?;
-        let facts = current.after(&committed, None).map_err(unavailable)?;
-        self.engine.replace_snapshot(Snapshot {
-            policies: Arc::clone(&state.policies),
-            facts: Arc::new(facts),
-        });
-        state.facts_changed_at = self.clock.now();
-        state.facts_changes += 1;
-        Ok(())
+        Err(ControlError::Contended(format!(
+            "{key}: other replicas kept changing the facts; try again"
+        )))
     }
 
     /// The current JSON form of an entity and what the admin API recorded of it. Callers hold
@@ -349,6 +422,9 @@ impl Control {
         }
     }
 }
+
+/// How often a change is decided again when other replicas' changes keep coming first.
+const PUBLISH_ATTEMPTS: usize = 5;
 
 /// How many threads check a facts file's entities against the schema while it is imported.
 const PREPARERS: usize = 2;
@@ -369,10 +445,12 @@ fn facts_to_sync(
     folder: &PolicySnapshot,
     dir: &Path,
     store: &LiveStore,
+    force: bool,
 ) -> anyhow::Result<Option<FactsWriter>> {
     let digest = entities_file_digest(dir)?;
     let reader = facts.reader();
-    if reader.file_digest.as_deref() == Some(digest.as_str())
+    if !force
+        && reader.file_digest.as_deref() == Some(digest.as_str())
         && reader.schema_version.as_deref() == Some(folder.schema_version().as_ref())
     {
         return Ok(None);
@@ -663,6 +741,7 @@ mod tests {
             clock.clone(),
             EngineSettings::default(),
             Rules::default(),
+            None,
         )
         .unwrap();
         (Arc::new(control), clock, data)
@@ -869,6 +948,7 @@ mod tests {
                 Arc::new(ManualClock::new(now)),
                 EngineSettings::default(),
                 Rules::default(),
+                None,
             )
             .unwrap()
         };
@@ -950,6 +1030,7 @@ mod tests {
             Arc::new(ManualClock::new(now)),
             EngineSettings::default(),
             Rules::default(),
+            None,
         )
         .unwrap();
         control.grant_approval(grant("live-9", now)).unwrap();

@@ -23,11 +23,11 @@ impl Control {
         let mut state = self.state();
         let mut loaded = Err(String::new());
         for attempt in 1..=RELOAD_ATTEMPTS {
-            let before = folder_state(&self.policies_dir);
+            let before = folder_state(&self.policies_dir());
             // (A change read before must be let go first: the store takes one writer at a time.)
             drop(std::mem::replace(&mut loaded, Err(String::new())));
             loaded = self.load_folder(&state);
-            if folder_state(&self.policies_dir) == before {
+            if folder_state(&self.policies_dir()) == before {
                 break;
             }
             loaded = Err(format!(
@@ -40,16 +40,16 @@ impl Control {
 
     /// The folder's policies, facts (with the live changes) and shadow policies, read and
     /// validated; nothing swapped yet.
-    fn load_folder(&self, state: &State) -> Result<LoadedFolder, String> {
-        PolicySnapshot::load(&self.policies_dir)
+    pub(super) fn load_folder(&self, state: &State) -> Result<LoadedFolder, String> {
+        let dir = self.policies_dir();
+        PolicySnapshot::load(&dir)
             .map_err(|error| error.to_string())
             .and_then(|policies| {
                 let current = self.engine.snapshot();
                 // The same file checked against the same schema, with the same live changes,
                 // gives the facts in force: kept, not read again.
-                let sync =
-                    facts_to_sync(&current.facts, &policies, &self.policies_dir, &self.store)
-                        .map_err(|error| format!("{error:#}"))?;
+                let sync = facts_to_sync(&current.facts, &policies, &dir, &self.store, false)
+                    .map_err(|error| format!("{error:#}"))?;
                 let policies = match &sync {
                     Some(writer) => links::with_live_links(&policies, &state.live_links, &|uid| {
                         writer.contains(uid).unwrap_or(false)
@@ -72,7 +72,7 @@ impl Control {
     }
 
     /// Swaps in what `load_folder` read, or records why it could not be.
-    fn apply_reload(
+    pub(super) fn apply_reload(
         &self,
         state: &mut State,
         loaded: Result<LoadedFolder, String>,
@@ -119,7 +119,7 @@ impl Control {
                         facts_version = %facts.version(),
                         policies = policies.policy_count(),
                         "policies reloaded from {}",
-                        self.policies_dir.display()
+                        self.policies_dir().display()
                     );
                     if current.facts.version() != facts.version() {
                         state.facts_changed_at = now;
@@ -163,7 +163,7 @@ impl Control {
                     let _ = sender.send(());
                 }
             })?;
-        watcher.watch(&self.policies_dir, notify::RecursiveMode::NonRecursive)?;
+        watcher.watch(&self.policies_dir(), notify::RecursiveMode::NonRecursive)?;
         if let Some(dir) = &self.shadow_dir {
             watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
         }
@@ -180,9 +180,9 @@ impl Control {
                         let Some(control) = control.upgrade() else {
                             return;
                         };
-                        let before = folder_state(&control.policies_dir);
+                        let before = folder_state(&control.policies_dir());
                         std::thread::sleep(RELOAD_DEBOUNCE);
-                        if folder_state(&control.policies_dir) == before {
+                        if folder_state(&control.policies_dir()) == before {
                             break;
                         }
                     }

@@ -16,9 +16,11 @@ use crate::clock::UnixMillis;
 use crate::domain::{Approval, Budget, EntityRef, Identity, MAX_EXACT_INTEGER, Owner};
 
 mod evidence;
+mod freshness;
 mod stored;
 mod time_bounds;
 
+pub use freshness::Freshness;
 pub use stored::{
     Committed, FactsReader, FactsStore, FactsWriter, META_FILE_DIGEST, META_SCHEMA_VERSION, Origin,
     Prepared, StoredEntity,

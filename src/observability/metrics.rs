@@ -468,6 +468,57 @@ impl Metrics {
             "Estimated bytes of the parsed entities held (at most facts_cache_bytes).",
         );
         let _ = writeln!(out, "warrant_facts_cache_bytes {parsed_bytes}");
+        if let Some(replication) = control.replication() {
+            use std::sync::atomic::Ordering::Relaxed;
+            let stats = &replication.stats;
+            let (head, applied) = (stats.head.load(Relaxed), stats.applied.load(Relaxed));
+            let lag = replication.freshness.lag_ms(control.clock().now());
+            for (name, kind, help, value) in [
+                (
+                    "warrant_replication_lag_seconds",
+                    "gauge",
+                    "How long ago this replica last held every change the shared database had committed.",
+                    format!("{:.3}", lag as f64 / 1000.0),
+                ),
+                (
+                    "warrant_replication_changes_behind",
+                    "gauge",
+                    "Changes of the shared database's log this replica has heard of and not applied.",
+                    (head - applied).max(0).to_string(),
+                ),
+                (
+                    "warrant_replication_applied_change",
+                    "gauge",
+                    "The id of the last change of the shared database's log applied here.",
+                    applied.to_string(),
+                ),
+                (
+                    "warrant_replication_reconnects_total",
+                    "counter",
+                    "Times the connection that hears the shared database's notifications was made again.",
+                    stats.reconnects.load(Relaxed).to_string(),
+                ),
+                (
+                    "warrant_replication_failures_total",
+                    "counter",
+                    "Catch-ups with the shared database's log that failed.",
+                    stats.failures.load(Relaxed).to_string(),
+                ),
+                (
+                    "warrant_facts_stale",
+                    "gauge",
+                    "1 while this replica's facts are past max_staleness and every decision is denied.",
+                    u8::from(engine.facts_stale()).to_string(),
+                ),
+            ] {
+                family(&mut out, name, kind, help);
+                let _ = writeln!(
+                    out,
+                    "{name}{{replica=\"{}\"}} {value}",
+                    label_value(replication.postgres.replica())
+                );
+            }
+        }
         let status = control.status();
         let now = SystemClock.now();
         // Approval requests waiting for a human, read from the store at scrape time.
@@ -892,6 +943,7 @@ pub fn metrics_router(
     ledger: Option<Arc<Ledger>>,
 ) -> axum::Router {
     let ready_ledger = ledger.clone();
+    let ready_control = Arc::clone(&control);
     axum::Router::new()
         .route(
             "/metrics",
@@ -908,11 +960,18 @@ pub fn metrics_router(
             "/readyz",
             axum::routing::get(move || {
                 let failed = ready_ledger.as_ref().is_some_and(|l| l.stats().failed);
+                let stale = ready_control.engine().facts_stale();
                 async move {
                     if failed {
                         (
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
                             "not ready: the ledger cannot be written, so every Check is denied\n",
+                        )
+                    } else if stale {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "not ready: the facts are stale (the shared database cannot be \
+                             reached), so every Check is denied\n",
                         )
                     } else {
                         (axum::http::StatusCode::OK, "ready\n")

@@ -24,6 +24,7 @@ mod loadgen;
 mod metrics;
 mod policy_index;
 mod reload;
+mod replicas;
 mod shadow;
 mod tls;
 mod traces;

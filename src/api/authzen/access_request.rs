@@ -189,7 +189,11 @@ fn control_problem(error: ControlError) -> Problem {
         ControlError::Conflict(message) | ControlError::AlreadyExists(message) => {
             Problem::of(StatusCode::CONFLICT, "duplicate_request", message)
         }
-        ControlError::Store(_) | ControlError::Unrecorded(_) | ControlError::ReloadFailed(_) => {
+        ControlError::Store(_)
+        | ControlError::Unrecorded(_)
+        | ControlError::ReloadFailed(_)
+        | ControlError::SharedStore(_)
+        | ControlError::Contended(_) => {
             tracing::error!(%error, "an access request could not be filed");
             Problem::plain(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
         }

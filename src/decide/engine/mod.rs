@@ -122,6 +122,9 @@ pub struct Engine {
     /// The issuers whose credentials requests may carry; `None`: a request with one is denied
     /// (nothing can verify it).
     credentials: std::sync::OnceLock<Arc<crate::credentials::Credentials>>,
+    /// Set on a replica that follows a shared database: past its staleness, every decision is
+    /// a deny (`warrant:facts-stale`).
+    freshness: std::sync::OnceLock<Arc<crate::facts::Freshness>>,
 }
 
 /// What Warrant resolved before evaluating, carried into the decision.
@@ -222,6 +225,7 @@ impl Engine {
             uses: None,
             shadow: arc_swap::ArcSwapOption::empty(),
             credentials: std::sync::OnceLock::new(),
+            freshness: std::sync::OnceLock::new(),
         }
     }
 
@@ -250,6 +254,23 @@ impl Engine {
     /// Verifies requests' credentials against these issuers from now on (set once, at start).
     pub fn set_credentials(&self, credentials: Arc<crate::credentials::Credentials>) {
         let _ = self.credentials.set(credentials);
+    }
+
+    /// Makes this engine a replica's: from now on, it decides only while `freshness` says its
+    /// facts are fresh.
+    pub fn set_freshness(&self, freshness: Arc<crate::facts::Freshness>) {
+        let _ = self.freshness.set(freshness);
+    }
+
+    pub fn freshness(&self) -> Option<&Arc<crate::facts::Freshness>> {
+        self.freshness.get()
+    }
+
+    /// Whether this replica's facts are past their staleness now (every decision is a deny).
+    pub fn facts_stale(&self) -> bool {
+        self.freshness
+            .get()
+            .is_some_and(|freshness| freshness.is_stale(self.clock.now()))
     }
 
     /// The verified credential `principal` presents, now: `Err` is the reason to refuse
@@ -328,7 +349,19 @@ impl Engine {
         );
         let _entered = span.enter();
         let now = self.clock.now();
-        let decision = self.answer(&snapshot, request, now)?;
+        let decision = match self.freshness.get() {
+            Some(freshness) if freshness.is_stale(now) => self.refusal(
+                request,
+                Reason::FactsStale.as_str(),
+                Some(format!(
+                    "this replica's facts were last known complete {} ms ago (max_staleness {} ms): \
+                     it cannot reach the shared database",
+                    freshness.lag_ms(now),
+                    freshness.max_staleness_ms()
+                )),
+            ),
+            _ => self.answer(&snapshot, request, now)?,
+        };
         span.record("decision", tracing::field::debug(decision.effect));
         span.record("decision_id", tracing::field::display(decision.decision_id));
         span.record("cached", decision.provenance.answered_from_cache);

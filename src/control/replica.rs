@@ -1,0 +1,396 @@
+//! A replica of a shared database (`postgres`). Every change made here is committed in the
+//! database's change log first (`publish`, under the control plane's lock, only when this
+//! replica holds every change before it) and then applied here; every change made elsewhere is
+//! applied here in log order (`catch_up`), woken by the database's notifications and, as a
+//! fallback, by a poll. `Freshness` says until when this replica was known to hold every
+//! committed change: past `max_staleness` the engine denies everything (`warrant:facts-stale`)
+//! and health turns NOT_SERVING, until a catch-up succeeds again.
+
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+
+use super::*;
+use crate::facts::Freshness;
+use crate::postgres::{ChangeOp, LoggedChange, PgError, PolicyBundle, Postgres, Published};
+
+/// The most changes read from the log at once.
+const CHANGES_PER_READ: i64 = 1_000;
+/// Folders of pushed policy bundles, in the data folder.
+pub const POLICY_BUNDLES_DIR: &str = "policy-bundles";
+
+/// What a replica needs beside its control plane.
+pub struct Replication {
+    pub postgres: Arc<Postgres>,
+    pub freshness: Arc<Freshness>,
+    /// How often the log is read when no notification woke the replica.
+    pub poll: Duration,
+    /// The most changes the log keeps (older ones are dropped; a replica that far behind
+    /// starts again from the live records).
+    pub keep_changes: i64,
+    /// Where pushed policy bundles are unpacked.
+    pub data_dir: PathBuf,
+    pub stats: ReplicaStats,
+}
+
+/// The replica's own counters, for the metrics.
+#[derive(Debug, Default)]
+pub struct ReplicaStats {
+    /// The newest change id this replica has heard of.
+    pub head: AtomicI64,
+    /// The last change id applied here.
+    pub applied: AtomicI64,
+    /// Times the notification connection was made again after it failed.
+    pub reconnects: AtomicU64,
+    /// Catch-ups that failed (the database unreachable, or a change that does not apply).
+    pub failures: AtomicU64,
+    /// Whether the last catch-up failed (logged once per failing stretch).
+    pub failing: AtomicBool,
+}
+
+impl Replication {
+    /// Brings a data folder in line with the database before its facts are opened: a folder
+    /// that follows another database, or holds live changes of its own, is refused; one that is
+    /// new, or further behind than the log reaches, takes the database's live records whole.
+    /// Returns the change id the folder stands at and whether its facts must be rebuilt from
+    /// the policy folder and the live records.
+    pub fn join(&self, store: &LiveStore) -> anyhow::Result<(i64, bool)> {
+        let database = self.postgres.database_id();
+        let (head, oldest) = self.postgres.head()?;
+        let applied = match store.replication()? {
+            Some((followed, applied)) if followed == database => Some(applied),
+            Some((followed, _)) => anyhow::bail!(
+                "the data folder follows another shared database ({followed}, not {database}): \
+                 give this replica a data folder of its own"
+            ),
+            None if store.entity_count()? > 0 || !store.links()?.is_empty() => anyhow::bail!(
+                "the data folder holds live changes made without the shared database: export them \
+                 (`warrant facts export`), import them into the fleet, and start this replica on \
+                 a new data folder"
+            ),
+            None => None,
+        };
+        match applied {
+            Some(applied) if applied >= oldest.saturating_sub(1) || applied == head => {
+                Ok((applied, false))
+            }
+            _ => {
+                let live = self.postgres.live_state()?;
+                store.replace_live(database, live.head, &live.entities, &live.links)?;
+                tracing::info!(
+                    head = live.head,
+                    entities = live.entities.len(),
+                    links = live.links.len(),
+                    "data folder set to the shared database's live records"
+                );
+                Ok((live.head, true))
+            }
+        }
+    }
+
+    /// The policy folder a pushed bundle is unpacked to (made if need be), or `None` when no
+    /// bundle was pushed.
+    pub fn bundle_dir(&self, version: Option<&str>) -> Result<Option<PathBuf>, ControlError> {
+        let bundle = match version {
+            Some(version) => self.postgres.policy_bundle(version).map_err(shared)?,
+            None => self.postgres.current_policy_bundle().map_err(shared)?,
+        };
+        bundle
+            .map(|bundle| unpack(&self.data_dir.join(POLICY_BUNDLES_DIR), &bundle))
+            .transpose()
+    }
+}
+
+/// Writes a bundle's files into `root/<sha256 of its version>` (once: a folder there is
+/// complete, since it is renamed into place whole).
+fn unpack(root: &Path, bundle: &PolicyBundle) -> Result<PathBuf, ControlError> {
+    use sha2::Digest as _;
+    let name = hex::encode(sha2::Sha256::digest(bundle.version.as_bytes()));
+    let dir = root.join(&name);
+    if dir.is_dir() {
+        return Ok(dir);
+    }
+    let io = |error: std::io::Error| {
+        ControlError::ReloadFailed(format!("cannot unpack policy bundle: {error}"))
+    };
+    crate::files::private_dir(root).map_err(io)?;
+    let partial = root.join(format!("{name}.partial"));
+    let _ = std::fs::remove_dir_all(&partial);
+    std::fs::create_dir(&partial).map_err(io)?;
+    for (file, text) in &bundle.files {
+        if file.contains('/') || file.starts_with('.') {
+            return Err(ControlError::ReloadFailed(format!(
+                "policy bundle {}: a file named {file:?} is not allowed",
+                bundle.version
+            )));
+        }
+        std::fs::write(partial.join(file), text).map_err(io)?;
+    }
+    std::fs::rename(&partial, &dir).map_err(io)?;
+    Ok(dir)
+}
+
+fn shared(error: PgError) -> ControlError {
+    ControlError::SharedStore(error.to_string())
+}
+
+impl Control {
+    /// Commits `ops` in the shared database's log as the change after the last one applied
+    /// here, and returns its id (`None` for a single node, which has no log). When another
+    /// replica's change came first, this one is not made: what was missed is applied and the
+    /// caller is told to decide again (`Behind`).
+    pub(super) fn publish(
+        &self,
+        state: &mut State,
+        ops: Vec<ChangeOp>,
+    ) -> Result<Option<i64>, Behind> {
+        let Some(replication) = self.replication.as_ref() else {
+            return Ok(None);
+        };
+        match replication
+            .postgres
+            .publish(state.applied_change, ops, replication.keep_changes)
+        {
+            Ok(Published::At(id)) => {
+                replication.stats.head.fetch_max(id, Ordering::AcqRel);
+                Ok(Some(id))
+            }
+            Ok(Published::Behind { head }) => {
+                replication.stats.head.fetch_max(head, Ordering::AcqRel);
+                Err(Behind::Retry)
+            }
+            Err(error) => Err(Behind::Failed(shared(error))),
+        }
+    }
+
+    /// `publish`, for a change that is not decided again: when another replica's change came
+    /// first, what was missed is applied and the caller is asked to try again.
+    pub(super) fn publish_or_conflict(
+        &self,
+        state: &mut State,
+        ops: Vec<ChangeOp>,
+    ) -> Result<Option<i64>, ControlError> {
+        match self.publish(state, ops) {
+            Ok(published) => Ok(published),
+            Err(Behind::Failed(error)) => Err(error),
+            Err(Behind::Retry) => Err(self.behind(state)),
+        }
+    }
+
+    /// Another replica's change came first: what was missed is applied (no writer may be
+    /// held), and the caller is asked to try again.
+    pub(super) fn behind(&self, state: &mut State) -> ControlError {
+        if let Err(error) = self.catch_up_locked(state) {
+            return error;
+        }
+        ControlError::Contended(
+            "another replica changed the facts first; this change was not made: try again"
+                .to_owned(),
+        )
+    }
+
+    /// Records durably that a change which touched no facts (a link) is applied here.
+    pub(super) fn record_applied(
+        &self,
+        state: &mut State,
+        applied: Option<i64>,
+    ) -> Result<(), ControlError> {
+        if let Some(id) = applied {
+            self.store.set_applied(id)?;
+        }
+        self.applied(state, applied);
+        Ok(())
+    }
+
+    /// Marks `applied` as applied here, once its change is in force.
+    pub(super) fn applied(&self, state: &mut State, applied: Option<i64>) {
+        if let (Some(id), Some(replication)) = (applied, self.replication.as_ref()) {
+            state.applied_change = id;
+            replication.stats.applied.store(id, Ordering::Release);
+        }
+    }
+
+    /// Applies every change of the shared database's log after the last one applied here, and
+    /// confirms the facts fresh as of when it started. Returns how many were applied.
+    pub fn catch_up(&self) -> Result<usize, ControlError> {
+        let mut state = self.state();
+        self.catch_up_locked(&mut state)
+    }
+
+    pub(super) fn catch_up_locked(&self, state: &mut State) -> Result<usize, ControlError> {
+        let Some(replication) = self.replication.as_ref() else {
+            return Ok(0);
+        };
+        let mut applied = 0;
+        loop {
+            let started = self.clock.now();
+            let changes = replication
+                .postgres
+                .changes_after(state.applied_change, CHANGES_PER_READ)
+                .map_err(shared)?;
+            let complete = (changes.len() as i64) < CHANGES_PER_READ;
+            if let Some(first) = changes.first()
+                && first.id != state.applied_change + 1
+            {
+                return Err(ControlError::Conflict(format!(
+                    "the shared database's log starts at change {} and this replica stands at \
+                     {}: restart it to take the live records whole",
+                    first.id, state.applied_change
+                )));
+            }
+            for change in changes {
+                let id = change.id;
+                self.apply_logged(state, change)?;
+                self.applied(state, Some(id));
+                replication.stats.head.fetch_max(id, Ordering::AcqRel);
+                applied += 1;
+            }
+            if complete {
+                replication.freshness.confirm(started);
+                return Ok(applied);
+            }
+        }
+    }
+
+    /// Applies one change of the log, made by any replica, as its maker did.
+    fn apply_logged(&self, state: &mut State, change: LoggedChange) -> Result<(), ControlError> {
+        let mut entities = Vec::new();
+        for op in change.ops {
+            match op {
+                ChangeOp::Entity { uid, record } => entities.push((uid, record)),
+                ChangeOp::Link { id, link } => self.apply_link(state, &id, Some(link))?,
+                ChangeOp::Unlink { id } => self.apply_link(state, &id, None)?,
+                ChangeOp::Policies { version } => self.apply_bundle(state, &version)?,
+            }
+        }
+        if entities.is_empty() {
+            return self.record_applied(state, Some(change.id));
+        }
+        let current = Arc::clone(&self.engine.snapshot().facts);
+        let mut writer = current
+            .store()
+            .writer(state.policies.schema())
+            .map_err(unavailable)?;
+        for (uid, record) in &entities {
+            let parsed: EntityUid = uid.parse().map_err(|error| {
+                ControlError::Conflict(format!("change {}: {uid}: {error}", change.id))
+            })?;
+            match record.meta.retired_at {
+                None => writer.put(record.entity.clone(), Origin::Live).map(drop),
+                Some(_) => writer.remove(&parsed),
+            }
+            .map_err(|error| {
+                ControlError::Conflict(format!(
+                    "change {} from replica {}: {uid} does not apply here: {error}",
+                    change.id, change.replica
+                ))
+            })?;
+        }
+        LiveStore::put_in(writer.transaction(), &entities)?;
+        LiveStore::set_applied_in(writer.transaction(), change.id)?;
+        let committed = writer.commit().map_err(unavailable)?;
+        let facts = current.after(&committed, None).map_err(unavailable)?;
+        self.engine.replace_snapshot(Snapshot {
+            policies: Arc::clone(&state.policies),
+            facts: Arc::new(facts),
+        });
+        state.facts_changed_at = self.clock.now();
+        state.facts_changes += 1;
+        Ok(())
+    }
+
+    /// Loads the pushed policy bundle `version` as this replica's policy folder.
+    fn apply_bundle(&self, state: &mut State, version: &str) -> Result<(), ControlError> {
+        let Some(replication) = self.replication.as_ref() else {
+            return Ok(());
+        };
+        let Some(dir) = replication.bundle_dir(Some(version))? else {
+            return Err(ControlError::NotFound(format!(
+                "the shared database holds no policy bundle {version:?}"
+            )));
+        };
+        let before = self.set_policies_dir(dir);
+        let loaded = self.load_folder(state);
+        let reloaded = self.apply_reload(state, loaded);
+        if reloaded.is_err() {
+            self.set_policies_dir(before);
+        }
+        reloaded.map(drop)
+    }
+
+    /// Starts following the shared database: a task listens for its notifications
+    /// (reconnecting when the connection fails) and another applies the log whenever woken,
+    /// or every `poll`.
+    pub fn follow(self: &Arc<Self>) {
+        let Some(replication) = self.replication.as_ref() else {
+            return;
+        };
+        let postgres = Arc::clone(&replication.postgres);
+        let (woken, mut wake) = tokio::sync::mpsc::channel::<i64>(64);
+        let listening = Arc::clone(self);
+        let listener_postgres = Arc::clone(&postgres);
+        postgres.spawn(async move {
+            let mut pause = Duration::from_millis(50);
+            loop {
+                let outcome = listener_postgres.listen(woken.clone()).await;
+                if woken.is_closed() {
+                    return;
+                }
+                if let Some(replication) = listening.replication.as_ref() {
+                    replication.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Err(error) = outcome {
+                    tracing::warn!(%error, "the shared database's notifications stopped; reconnecting");
+                }
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_secs(2));
+            }
+        });
+        let control = Arc::clone(self);
+        let poll = replication.poll;
+        postgres.spawn(async move {
+            loop {
+                tokio::select! {
+                    woke = wake.recv() => {
+                        if let Some(id) = woke
+                            && let Some(replication) = control.replication.as_ref()
+                        {
+                            replication.stats.head.fetch_max(id, Ordering::AcqRel);
+                        }
+                        while wake.try_recv().is_ok() {}
+                    }
+                    () = tokio::time::sleep(poll) => {}
+                }
+                let applying = Arc::clone(&control);
+                let outcome = tokio::task::spawn_blocking(move || applying.catch_up()).await;
+                let Some(replication) = control.replication.as_ref() else {
+                    return;
+                };
+                match outcome {
+                    Ok(Ok(_)) => {
+                        if replication.stats.failing.swap(false, Ordering::AcqRel) {
+                            tracing::info!("the shared database is reachable again; facts caught up");
+                        }
+                    }
+                    Ok(Err(error)) => {
+                        replication.stats.failures.fetch_add(1, Ordering::Relaxed);
+                        if !replication.stats.failing.swap(true, Ordering::AcqRel) {
+                            tracing::error!(%error, "cannot catch up with the shared database; deciding from the facts held until max_staleness");
+                        }
+                    }
+                    Err(error) => tracing::error!(%error, "the catch-up task failed"),
+                }
+            }
+        });
+    }
+
+    /// The replication in force, for a replica of a shared database.
+    pub fn replication(&self) -> Option<&Replication> {
+        self.replication.as_ref()
+    }
+}
+
+/// Why a change was not published.
+pub(super) enum Behind {
+    /// Another replica's change came first: catch up, then decide again.
+    Retry,
+    Failed(ControlError),
+}

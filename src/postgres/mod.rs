@@ -1,0 +1,574 @@
+//! The shared database of a fleet of replicas (`store = "postgres://..."`): PostgreSQL holds
+//! the live changes (entities' records, template links), the approval use counts and budgets
+//! spent, single-use tokens seen, pushed policy bundles, and an append-only change log with
+//! increasing ids. Each replica keeps its facts in its own data folder and applies the change
+//! log in order (`control::replica`); this module is the database's side: connecting (a pool,
+//! TLS), migrations, publishing a change, reading the log, counting uses.
+//!
+//! Everything here runs on a small runtime of its own, so that the synchronous callers (the
+//! engine's use counter, the control plane) can wait for an answer from any thread, inside the
+//! server's runtime or not, with a deadline.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::{LiveEntity, LiveLink};
+
+mod counters;
+mod migrations;
+
+pub use migrations::SCHEMA_VERSION;
+
+/// The channel every published change is announced on (its payload: the change id).
+pub const CHANNEL: &str = "warrant_changes";
+/// The advisory lock that makes publishing serial, so change ids commit in order.
+const PUBLISH_LOCK: i64 = 0x5741_5252_414e_5401;
+
+/// How to reach the database.
+#[derive(Clone)]
+pub struct StoreSettings {
+    /// `postgres://user@host:port/db?sslmode=require`; a password in it is taken but never
+    /// printed.
+    pub url: String,
+    /// The password, from `WARRANT_STORE_PASSWORD` or `store_password_file`.
+    pub password: Option<String>,
+    /// CA certificates (PEM) the database's certificate must chain to; the system's otherwise.
+    pub ca: Option<std::path::PathBuf>,
+    /// Connections in the pool.
+    pub pool_size: usize,
+    /// The longest one call to the database may take.
+    pub timeout: Duration,
+    /// This replica's name, in the change log and its ledger.
+    pub replica: String,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field("url", &redacted_url(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("replica", &self.replica)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A database URL with any password replaced, fit to log.
+pub fn redacted_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("the shared database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("the shared database: no connection: {0}")]
+    Pool(String),
+    #[error("the shared database did not answer within {0:?}")]
+    TimedOut(Duration),
+    #[error("the shared database: {0}")]
+    Invalid(String),
+    #[error("the shared database holds a damaged change {id}: {message}")]
+    Damaged { id: i64, message: String },
+}
+
+/// One step of a change, as the log keeps it: what a replica applies to follow.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum ChangeOp {
+    /// An entity's live record (a put, or a removal when `record.meta.retired_at` is set).
+    Entity { uid: String, record: LiveEntity },
+    /// A template link made.
+    Link { id: String, link: LiveLink },
+    /// A template link removed.
+    Unlink { id: String },
+    /// A policy bundle pushed (`warrant policy push`): every replica loads it.
+    Policies { version: String },
+}
+
+/// A change from the log.
+#[derive(Debug, Clone)]
+pub struct LoggedChange {
+    pub id: i64,
+    pub replica: String,
+    pub ops: Vec<ChangeOp>,
+}
+
+/// A change could not be published because the log moved on since `expected`: the publisher
+/// must apply what it missed and decide again.
+#[derive(Debug)]
+pub enum Published {
+    At(i64),
+    Behind { head: i64 },
+}
+
+/// Everything live at one change id: how a replica that is new, or too far behind the log,
+/// starts.
+#[derive(Debug)]
+pub struct LiveState {
+    pub head: i64,
+    pub entities: Vec<(String, LiveEntity)>,
+    pub links: Vec<(String, LiveLink)>,
+}
+
+/// A policy bundle as pushed: its version and its files, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PolicyBundle {
+    pub version: String,
+    pub files: std::collections::BTreeMap<String, String>,
+}
+
+pub struct Postgres {
+    /// Taken only by `drop`, which shuts it down without waiting (a runtime may not be dropped
+    /// inside another).
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The runtime's handle, where the work is spawned.
+    handle: tokio::runtime::Handle,
+    pool: deadpool_postgres::Pool,
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
+    settings: StoreSettings,
+    /// The database's identity (made by the first migration): a data folder follows one.
+    database_id: String,
+}
+
+impl Postgres {
+    /// Connects, applies the migrations this build knows (refusing a database newer than it),
+    /// and returns the pool.
+    pub fn connect(settings: StoreSettings) -> Result<Postgres, PgError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("warrant-postgres")
+            .enable_all()
+            .build()
+            .map_err(|error| PgError::Invalid(format!("cannot start its runtime: {error}")))?;
+        let mut config: tokio_postgres::Config = settings
+            .url
+            .parse()
+            .map_err(|error| PgError::Invalid(format!("store: not a database URL: {error}")))?;
+        if let Some(password) = &settings.password {
+            config.password(password.as_str());
+        }
+        config.connect_timeout(settings.timeout);
+        config.keepalives_idle(Duration::from_secs(10));
+        config.application_name(format!("warrant {}", settings.replica));
+        let tls = tls_connector(settings.ca.as_deref())?;
+        let manager = deadpool_postgres::Manager::from_config(
+            config.clone(),
+            tls.clone(),
+            deadpool_postgres::ManagerConfig {
+                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+            },
+        );
+        let pool = deadpool_postgres::Pool::builder(manager)
+            .max_size(settings.pool_size)
+            .wait_timeout(Some(settings.timeout))
+            .create_timeout(Some(settings.timeout))
+            .recycle_timeout(Some(settings.timeout))
+            .runtime(deadpool_postgres::Runtime::Tokio1)
+            .build()
+            .map_err(|error| PgError::Pool(error.to_string()))?;
+        let mut postgres = Postgres {
+            handle: runtime.handle().clone(),
+            runtime: Some(runtime),
+            pool,
+            config,
+            tls,
+            settings,
+            database_id: String::new(),
+        };
+        postgres.database_id = postgres.migrate()?;
+        Ok(postgres)
+    }
+
+    pub fn replica(&self) -> &str {
+        &self.settings.replica
+    }
+
+    pub fn database_id(&self) -> &str {
+        &self.database_id
+    }
+
+    pub fn settings(&self) -> &StoreSettings {
+        &self.settings
+    }
+
+    /// Runs `work` on this module's runtime and waits for it, at most `timeout`.
+    fn block<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T, PgError>> + Send + 'static,
+    ) -> Result<T, PgError> {
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        let timeout = self.settings.timeout;
+        self.handle().spawn(async move {
+            let outcome = match tokio::time::timeout(timeout, work).await {
+                Ok(outcome) => outcome,
+                Err(_) => Err(PgError::TimedOut(timeout)),
+            };
+            let _ = answer.send(outcome);
+        });
+        answered
+            .recv_timeout(timeout + Duration::from_millis(100))
+            .unwrap_or(Err(PgError::TimedOut(timeout)))
+    }
+
+    /// Spawns a task on this module's runtime (the change log's follower).
+    pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
+        self.handle().spawn(task);
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        &self.handle
+    }
+
+    fn pool(&self) -> deadpool_postgres::Pool {
+        self.pool.clone()
+    }
+
+    /// The newest change id (0 for none) and the oldest the log still holds.
+    pub fn head(&self) -> Result<(i64, i64), PgError> {
+        let pool = self.pool();
+        self.block(async move {
+            let client = get(&pool).await?;
+            let row = client
+                .query_one(
+                    "SELECT coalesce(max(id), 0), coalesce(min(id), 0) FROM warrant_changes",
+                    &[],
+                )
+                .await?;
+            Ok((row.get(0), row.get(1)))
+        })
+    }
+
+    /// Commits `ops` as the change after `expected`, unless the log has moved past it; wakes
+    /// every replica. The change log keeps `keep` changes; older ones are dropped (a replica
+    /// that far behind starts again from `live_state`).
+    pub fn publish(
+        &self,
+        expected: i64,
+        ops: Vec<ChangeOp>,
+        keep: i64,
+    ) -> Result<Published, PgError> {
+        let pool = self.pool();
+        let replica = self.settings.replica.clone();
+        self.block(async move {
+            let mut client = get(&pool).await?;
+            let txn = client.transaction().await?;
+            txn.execute("SELECT pg_advisory_xact_lock($1)", &[&PUBLISH_LOCK])
+                .await?;
+            let head: i64 = txn
+                .query_one("SELECT coalesce(max(id), 0) FROM warrant_changes", &[])
+                .await?
+                .get(0);
+            if head != expected {
+                return Ok(Published::Behind { head });
+            }
+            let id = head + 1;
+            let json = serde_json::to_value(&ops)
+                .map_err(|error| PgError::Invalid(format!("cannot write a change: {error}")))?;
+            txn.execute(
+                "INSERT INTO warrant_changes (id, replica, ops) VALUES ($1, $2, $3)",
+                &[&id, &replica, &json],
+            )
+            .await?;
+            for op in &ops {
+                match op {
+                    ChangeOp::Entity { uid, record } => {
+                        let record = serde_json::to_value(record).map_err(|error| {
+                            PgError::Invalid(format!("cannot write an entity: {error}"))
+                        })?;
+                        txn.execute(
+                            "INSERT INTO warrant_entities (uid, record, change_id) VALUES ($1, $2, $3) \
+                             ON CONFLICT (uid) DO UPDATE SET record = EXCLUDED.record, change_id = EXCLUDED.change_id",
+                            &[uid, &record, &id],
+                        )
+                        .await?;
+                    }
+                    ChangeOp::Link { id: link_id, link } => {
+                        let link = serde_json::to_value(link).map_err(|error| {
+                            PgError::Invalid(format!("cannot write a link: {error}"))
+                        })?;
+                        txn.execute(
+                            "INSERT INTO warrant_links (id, link, change_id) VALUES ($1, $2, $3) \
+                             ON CONFLICT (id) DO UPDATE SET link = EXCLUDED.link, change_id = EXCLUDED.change_id",
+                            &[link_id, &link, &id],
+                        )
+                        .await?;
+                    }
+                    ChangeOp::Unlink { id: link_id } => {
+                        txn.execute("DELETE FROM warrant_links WHERE id = $1", &[link_id])
+                            .await?;
+                    }
+                    ChangeOp::Policies { version } => {
+                        let updated = txn
+                            .execute(
+                                "UPDATE warrant_policy_bundles SET change_id = $2 WHERE version = $1",
+                                &[version, &id],
+                            )
+                            .await?;
+                        if updated == 0 {
+                            return Err(PgError::Invalid(format!(
+                                "no policy bundle {version:?} was stored"
+                            )));
+                        }
+                    }
+                }
+            }
+            txn.execute(
+                "DELETE FROM warrant_changes WHERE id <= $1",
+                &[&(id - keep.max(1))],
+            )
+            .await?;
+            txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id.to_string()])
+                .await?;
+            txn.commit().await?;
+            Ok(Published::At(id))
+        })
+    }
+
+    /// The changes after `after`, in order, at most `limit`.
+    pub fn changes_after(&self, after: i64, limit: i64) -> Result<Vec<LoggedChange>, PgError> {
+        let pool = self.pool();
+        self.block(async move {
+            let client = get(&pool).await?;
+            let rows = client
+                .query(
+                    "SELECT id, replica, ops FROM warrant_changes WHERE id > $1 ORDER BY id LIMIT $2",
+                    &[&after, &limit],
+                )
+                .await?;
+            rows.into_iter()
+                .map(|row| {
+                    let id: i64 = row.get(0);
+                    let ops: serde_json::Value = row.get(2);
+                    let ops = serde_json::from_value(ops).map_err(|error| PgError::Damaged {
+                        id,
+                        message: error.to_string(),
+                    })?;
+                    Ok(LoggedChange {
+                        id,
+                        replica: row.get(1),
+                        ops,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// Every live record and link, and the change id they stand at, read in one snapshot.
+    pub fn live_state(&self) -> Result<LiveState, PgError> {
+        let pool = self.pool();
+        self.block(async move {
+            let mut client = get(&pool).await?;
+            let txn = client
+                .build_transaction()
+                .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+                .read_only(true)
+                .start()
+                .await?;
+            let head: i64 = txn
+                .query_one("SELECT coalesce(max(id), 0) FROM warrant_changes", &[])
+                .await?
+                .get(0);
+            let damaged = |key: &str, error: serde_json::Error| {
+                PgError::Invalid(format!("a damaged live record {key:?}: {error}"))
+            };
+            let mut entities = Vec::new();
+            for row in txn
+                .query("SELECT uid, record FROM warrant_entities ORDER BY uid", &[])
+                .await?
+            {
+                let uid: String = row.get(0);
+                let record = serde_json::from_value(row.get(1)).map_err(|e| damaged(&uid, e))?;
+                entities.push((uid, record));
+            }
+            let mut links = Vec::new();
+            for row in txn
+                .query("SELECT id, link FROM warrant_links ORDER BY id", &[])
+                .await?
+            {
+                let id: String = row.get(0);
+                let link = serde_json::from_value(row.get(1)).map_err(|e| damaged(&id, e))?;
+                links.push((id, link));
+            }
+            txn.commit().await?;
+            Ok(LiveState {
+                head,
+                entities,
+                links,
+            })
+        })
+    }
+
+    /// Stores a validated policy bundle (its version is its id; storing one again is a no-op).
+    pub fn put_policy_bundle(&self, bundle: &PolicyBundle) -> Result<(), PgError> {
+        let pool = self.pool();
+        let files = serde_json::to_value(&bundle.files)
+            .map_err(|error| PgError::Invalid(error.to_string()))?;
+        let version = bundle.version.clone();
+        self.block(async move {
+            let client = get(&pool).await?;
+            client
+                .execute(
+                    "INSERT INTO warrant_policy_bundles (version, files, change_id) VALUES ($1, $2, 0) \
+                     ON CONFLICT (version) DO NOTHING",
+                    &[&version, &files],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// The newest published policy bundle, if any was pushed.
+    pub fn current_policy_bundle(&self) -> Result<Option<PolicyBundle>, PgError> {
+        let pool = self.pool();
+        self.block(async move {
+            let client = get(&pool).await?;
+            let row = client
+                .query_opt(
+                    "SELECT version, files FROM warrant_policy_bundles WHERE change_id > 0 \
+                     ORDER BY change_id DESC LIMIT 1",
+                    &[],
+                )
+                .await?;
+            row.map(|row| {
+                let version: String = row.get(0);
+                let files = serde_json::from_value(row.get(1)).map_err(|error| {
+                    PgError::Invalid(format!("a damaged policy bundle {version:?}: {error}"))
+                })?;
+                Ok(PolicyBundle { version, files })
+            })
+            .transpose()
+        })
+    }
+
+    /// The policy bundle of `version`.
+    pub fn policy_bundle(&self, version: &str) -> Result<Option<PolicyBundle>, PgError> {
+        let pool = self.pool();
+        let version = version.to_owned();
+        self.block(async move {
+            let client = get(&pool).await?;
+            let row = client
+                .query_opt(
+                    "SELECT files FROM warrant_policy_bundles WHERE version = $1",
+                    &[&version],
+                )
+                .await?;
+            row.map(|row| {
+                let files = serde_json::from_value(row.get(0)).map_err(|error| {
+                    PgError::Invalid(format!("a damaged policy bundle {version:?}: {error}"))
+                })?;
+                Ok(PolicyBundle {
+                    version: version.clone(),
+                    files,
+                })
+            })
+            .transpose()
+        })
+    }
+
+    /// A connection of its own that listens on `CHANNEL`: each notification's change id is
+    /// sent to `woken`. Returns when the connection ends (the caller reconnects).
+    pub async fn listen(&self, woken: tokio::sync::mpsc::Sender<i64>) -> Result<(), PgError> {
+        let (client, mut connection) = self.config.connect(self.tls.clone()).await?;
+        let (ended, mut end) = tokio::sync::oneshot::channel::<Option<tokio_postgres::Error>>();
+        let notified = woken.clone();
+        tokio::spawn(async move {
+            let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+            let mut error = None;
+            while let Some(message) = futures_util::StreamExt::next(&mut messages).await {
+                match message {
+                    Ok(tokio_postgres::AsyncMessage::Notification(note)) => {
+                        let id = note.payload().parse().unwrap_or(0);
+                        if notified.send(id).await.is_err() {
+                            break;
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(failure) => {
+                        error = Some(failure);
+                        break;
+                    }
+                }
+            }
+            let _ = ended.send(error);
+        });
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        // Anything committed before LISTEN took effect is found by the catch-up this wakes.
+        let _ = woken.send(0).await;
+        loop {
+            tokio::select! {
+                outcome = &mut end => {
+                    return match outcome {
+                        Ok(Some(error)) => Err(PgError::Database(error)),
+                        _ => Ok(()),
+                    };
+                }
+                () = tokio::time::sleep(Duration::from_secs(5)) => {
+                    // A quiet connection is checked, so a dead one is noticed.
+                    client.simple_query("SELECT 1").await?;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// A pooled connection, or why there is none.
+async fn get(pool: &deadpool_postgres::Pool) -> Result<deadpool_postgres::Object, PgError> {
+    pool.get().await.map_err(|error| match error {
+        deadpool_postgres::PoolError::Backend(error) => PgError::Database(error),
+        other => PgError::Pool(other.to_string()),
+    })
+}
+
+/// rustls for the database connection: the given CAs, or the system's.
+fn tls_connector(ca: Option<&Path>) -> Result<tokio_postgres_rustls::MakeRustlsConnect, PgError> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|error| {
+                PgError::Invalid(format!("store_ca {}: {error}", path.display()))
+            })?;
+            for cert in rustls::pki_types::pem::PemObject::pem_slice_iter(&pem) {
+                let cert: rustls::pki_types::CertificateDer<'static> = cert.map_err(|error| {
+                    PgError::Invalid(format!("store_ca {}: {error}", path.display()))
+                })?;
+                roots.add(cert).map_err(|error| {
+                    PgError::Invalid(format!("store_ca {}: {error}", path.display()))
+                })?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|error| PgError::Invalid(error.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}

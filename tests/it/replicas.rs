@@ -1,0 +1,540 @@
+//! A fleet: three replicas of the real server sharing one real PostgreSQL (the Debian
+//! `postgresql` package's server, run by `PgCluster` in a temporary folder on an ephemeral
+//! port, as an unprivileged user when the tests run as root). Grants and revocations made on
+//! one replica are in force on the others, a `max_uses` approval used through all three gives
+//! exactly `max_uses` allows, a replica cut off from the database denies with
+//! `warrant:facts-stale` and turns NOT_SERVING, and one killed and restarted catches up.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::common::{Admin, Server, bundled_policies, deploy, entity};
+use warrant::proto;
+
+/// A PostgreSQL server of its own, stopped and removed when dropped.
+pub struct PgCluster {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    pub port: u16,
+    /// Who runs the server: `None` for the current user (not root).
+    user: Option<String>,
+}
+
+impl PgCluster {
+    /// Makes a cluster with `initdb` and starts it on a free port of 127.0.0.1.
+    pub fn start() -> PgCluster {
+        let bin = pg_bin();
+        let dir = tempfile::tempdir().unwrap();
+        let user = is_root().then(|| "nobody".to_owned());
+        if user.is_some() {
+            // The server refuses to run as root: the folder belongs to the user that runs it.
+            let uid = id_of("-u");
+            let gid = id_of("-g");
+            std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid)).unwrap();
+        }
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = PgCluster {
+            bin,
+            dir,
+            port,
+            user,
+        };
+        let data = cluster.data_dir();
+        cluster.run(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth=trust",
+                "--no-sync",
+                "-E",
+                "UTF8",
+            ],
+        );
+        cluster.up();
+        cluster
+    }
+
+    fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs one of the server's programs as the cluster's user.
+    fn run(&self, program: &str, args: &[&str]) {
+        let path = self.bin.join(program);
+        let output = match &self.user {
+            Some(user) => Command::new("runuser")
+                .args(["-u", user, "--", path.to_str().unwrap()])
+                .args(args)
+                .current_dir(self.dir.path())
+                .output(),
+            None => Command::new(&path).args(args).output(),
+        }
+        .unwrap_or_else(|error| panic!("cannot run {}: {error}", path.display()));
+        assert!(
+            output.status.success(),
+            "{program} {args:?} failed:\n{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts (or starts again) the server, waiting until it takes connections.
+    pub fn up(&self) {
+        let data = self.data_dir();
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log");
+        self.run(
+            "pg_ctl",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-o",
+                &options,
+                "-l",
+                log.to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+    }
+
+    /// Stops the server at once (connections are cut).
+    pub fn down(&self) {
+        let data = self.data_dir();
+        self.run(
+            "pg_ctl",
+            &["-D", data.to_str().unwrap(), "-m", "fast", "-w", "stop"],
+        );
+    }
+
+    /// A database of this cluster, made on first use: its URL.
+    pub fn database(&self, name: &str) -> String {
+        self.run(
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ],
+        );
+        format!("postgres://postgres@127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        let data = self.data_dir();
+        let path = self.bin.join("pg_ctl");
+        let args = ["-D", data.to_str().unwrap(), "-m", "immediate", "stop"];
+        let _ = match &self.user {
+            Some(user) => Command::new("runuser")
+                .args(["-u", user, "--", path.to_str().unwrap()])
+                .args(args)
+                .output(),
+            None => Command::new(&path).args(args).output(),
+        };
+    }
+}
+
+/// Where the PostgreSQL server's programs are: `WARRANT_PG_BIN`, else the newest Debian
+/// `postgresql` installed (`scripts/test` installs it when missing).
+fn pg_bin() -> PathBuf {
+    if let Ok(dir) = std::env::var("WARRANT_PG_BIN") {
+        return PathBuf::from(dir);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|dirs| {
+            dirs.filter_map(Result::ok)
+                .map(|dir| dir.path().join("bin"))
+                .filter(|bin| bin.join("pg_ctl").is_file())
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.pop().unwrap_or_else(|| {
+        panic!(
+            "no PostgreSQL server: install Debian's postgresql (scripts/test does) or set \
+             WARRANT_PG_BIN to its bin folder"
+        )
+    })
+}
+
+fn is_root() -> bool {
+    String::from_utf8(Command::new("id").arg("-u").output().unwrap().stdout)
+        .unwrap()
+        .trim()
+        == "0"
+}
+
+fn id_of(which: &str) -> u32 {
+    String::from_utf8(
+        Command::new("id")
+            .args([which, "nobody"])
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap()
+    .trim()
+    .parse()
+    .unwrap()
+}
+
+/// A replica of the fleet at `url`, on the bundled policies, with a data folder of its own.
+pub fn replica(url: &str, name: &str, extra: &[&str]) -> Server {
+    let policies = bundled_policies();
+    let mut args = vec![
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        policies.to_str().unwrap(),
+        "--store",
+        url,
+        "--replica-id",
+        name,
+    ];
+    args.extend_from_slice(extra);
+    Server::start_with(&args).unwrap_or_else(|stderr| panic!("replica did not start:\n{stderr}"))
+}
+
+fn restart_replica(data: tempfile::TempDir, url: &str, name: &str) -> Server {
+    let policies = bundled_policies();
+    let args = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        policies.to_str().unwrap(),
+        "--store",
+        url,
+        "--replica-id",
+        name,
+    ];
+    Server::start_in(data, &args)
+        .unwrap_or_else(|stderr| panic!("replica did not restart:\n{stderr}"))
+}
+
+fn in_hours(hours: i64) -> Option<prost_types::Timestamp> {
+    use warrant::clock::Clock as _;
+    let now = warrant::clock::SystemClock.now();
+    Some(prost_types::Timestamp {
+        seconds: now.0 / 1000 + hours * 3600,
+        nanos: 0,
+    })
+}
+
+/// A one-hour approval for the bundled deploy agent to update production configs.
+pub fn deploy_grant(id: &str) -> proto::ApprovalSpec {
+    proto::ApprovalSpec {
+        id: id.to_owned(),
+        ticket: format!("CHG-{id}"),
+        approver: entity("Human", "alice"),
+        requester: entity("Human", "bob"),
+        subject: entity("ServiceAccount", "deploy-bot"),
+        actions: vec!["update".to_owned()],
+        scope: entity("Scope", "production"),
+        expires_at: in_hours(1),
+        justification: "fleet test".to_owned(),
+        ..proto::ApprovalSpec::default()
+    }
+}
+
+pub async fn grant(admin: &mut Admin, spec: proto::ApprovalSpec) {
+    admin
+        .grant_approval(proto::GrantApprovalRequest {
+            approval: Some(spec),
+        })
+        .await
+        .unwrap();
+}
+
+pub async fn revoke(admin: &mut Admin, id: &str) {
+    admin
+        .revoke_approval(proto::RevokeApprovalRequest {
+            id: id.to_owned(),
+            reason: "fleet test".to_owned(),
+        })
+        .await
+        .unwrap();
+}
+
+pub async fn check(server: &Server, request: proto::CheckRequest) -> proto::CheckResponse {
+    server
+        .client()
+        .await
+        .check(request)
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+fn allowed(answer: &proto::CheckResponse) -> bool {
+    answer.decision == proto::Decision::Allow as i32
+}
+
+/// Asks until the answer is `allow` (or the deadline passes, which fails): how long it took.
+pub async fn until(server: &Server, request: &proto::CheckRequest, allow: bool) -> Duration {
+    let started = Instant::now();
+    loop {
+        let answer = check(server, request.clone()).await;
+        if allowed(&answer) == allow {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "no {} after 20 s: {:?}",
+            if allow { "allow" } else { "deny" },
+            answer.reasons
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+async fn serving(server: &Server) -> i32 {
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let channel = tonic::transport::Channel::from_shared(server.url())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    HealthClient::new(channel)
+        .check(HealthCheckRequest {
+            service: "warrant.v1.Authorizer".to_owned(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_fleet_shares_grants_revocations_and_exact_uses() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("fleet");
+    let replicas = [
+        replica(&url, "a", &[]),
+        replica(&url, "b", &[]),
+        replica(&url, "c", &[]),
+    ];
+    let mut admin = replicas[0].admin_client().await;
+
+    // Unknown everywhere, then granted on A: allowed on B and C.
+    for replica in &replicas {
+        let answer = check(replica, deploy("fleet-1")).await;
+        assert_eq!(answer.reasons, ["warrant:unknown-approval"]);
+    }
+    grant(&mut admin, deploy_grant("fleet-1")).await;
+    until(&replicas[1], &deploy("fleet-1"), true).await;
+    until(&replicas[2], &deploy("fleet-1"), true).await;
+    // (Each replica's cache now holds the allow: the revocation must beat it.)
+    assert!(allowed(&check(&replicas[1], deploy("fleet-1")).await));
+
+    // Revoked on A: denied on B and C.
+    revoke(&mut admin, "fleet-1").await;
+    assert!(!allowed(&check(&replicas[0], deploy("fleet-1")).await));
+    until(&replicas[1], &deploy("fleet-1"), false).await;
+    until(&replicas[2], &deploy("fleet-1"), false).await;
+    let answer = check(&replicas[1], deploy("fleet-1")).await;
+    assert!(answer.provenance.unwrap().approval.unwrap().revoked);
+
+    // Granted on C this time, with three uses: 200 Checks at once, spread over the three
+    // replicas, give exactly three allows.
+    let mut on_c = replicas[2].admin_client().await;
+    let mut limited = deploy_grant("three-uses");
+    limited.max_uses = 3;
+    grant(&mut on_c, limited).await;
+    until(&replicas[0], &deploy("fleet-1"), false).await;
+    for replica in &replicas {
+        // Known everywhere before the race (a use is taken only by an allow).
+        let started = Instant::now();
+        loop {
+            let answer = check(replica, deploy("no-such-approval")).await;
+            assert!(!allowed(&answer));
+            let probe = proto::ListApprovalsRequest::default();
+            let listed = replica
+                .admin_client()
+                .await
+                .list_approvals(probe)
+                .await
+                .unwrap()
+                .into_inner();
+            if listed
+                .approvals
+                .iter()
+                .any(|a| a.approval.as_ref().map(|s| s.id.as_str()) == Some("three-uses"))
+            {
+                break;
+            }
+            assert!(started.elapsed() < Duration::from_secs(20));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let mut tasks = Vec::new();
+    for n in 0..200 {
+        let mut client = replicas[n % 3].client().await;
+        tasks.push(tokio::spawn(async move {
+            client
+                .check(deploy("three-uses"))
+                .await
+                .unwrap()
+                .into_inner()
+        }));
+    }
+    let mut uses = Vec::new();
+    let mut exhausted = 0;
+    for task in tasks {
+        let answer = task.await.unwrap();
+        if allowed(&answer) {
+            uses.push(answer.provenance.unwrap().approval.unwrap().use_number);
+        } else {
+            assert_eq!(answer.reasons, ["warrant:approval-uses-exhausted"]);
+            exhausted += 1;
+        }
+    }
+    uses.sort_unstable();
+    assert_eq!((uses, exhausted), (vec![1, 2, 3], 197));
+
+    // Every replica says which change it stands at, and all agree on the policy version.
+    let mut versions = Vec::new();
+    for replica in &replicas {
+        let scrape = crate::common::scrape(replica).await;
+        let behind = crate::common::value(&scrape, "warrant_replication_changes_behind", &[]);
+        assert_eq!(behind, 0.0);
+        let info = scrape
+            .samples
+            .iter()
+            .find(|s| s.metric == "warrant_policy_info")
+            .unwrap();
+        versions.push(info.labels.get("policy_version").unwrap().to_owned());
+    }
+    versions.dedup();
+    assert_eq!(versions.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_cut_off_from_the_database_fails_closed_and_recovers() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("cutoff");
+    let staleness = ["--max-staleness-ms", "1500", "--store-poll-ms", "200"];
+    let a = replica(&url, "a", &staleness);
+    let b = replica(&url, "b", &staleness);
+    let mut admin = a.admin_client().await;
+    grant(&mut admin, deploy_grant("before-the-cut")).await;
+    let mut limited = deploy_grant("one-use");
+    limited.max_uses = 1;
+    grant(&mut admin, limited).await;
+    until(&b, &deploy("before-the-cut"), true).await;
+    assert_eq!(serving(&b).await, 1);
+
+    cluster.down();
+    // A use-limited approval cannot be counted: denied at once.
+    let answer = check(&b, deploy("one-use")).await;
+    assert!(!allowed(&answer));
+    assert_eq!(answer.reasons, ["warrant:approval-use-not-recorded"]);
+    // Past max_staleness, everything is denied, and health says so.
+    let started = Instant::now();
+    let stale = loop {
+        let answer = check(&b, deploy("before-the-cut")).await;
+        if !allowed(&answer) {
+            break answer;
+        }
+        assert!(started.elapsed() < Duration::from_secs(20));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(started.elapsed() >= Duration::from_millis(500));
+    assert_eq!(stale.reasons, ["warrant:facts-stale"]);
+    let started = Instant::now();
+    while serving(&b).await != 2 {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, _) =
+        crate::common::http_get(&format!("{}/readyz", crate::common::metrics_base(&b))).await;
+    assert_eq!(status, 503);
+    // A change cannot be acknowledged without the database.
+    let refused = admin
+        .grant_approval(proto::GrantApprovalRequest {
+            approval: Some(deploy_grant("during-the-cut")),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+
+    // The database back: serving again by itself, nothing lost.
+    cluster.up();
+    until(&b, &deploy("before-the-cut"), true).await;
+    let started = Instant::now();
+    while serving(&b).await != 1 {
+        assert!(started.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    grant(&mut admin, deploy_grant("after-the-cut")).await;
+    until(&b, &deploy("after-the-cut"), true).await;
+    assert!(allowed(&check(&a, deploy("one-use")).await));
+    assert!(!allowed(&check(&b, deploy("one-use")).await));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_replica_killed_and_restarted_catches_up_from_the_change_log() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("restart");
+    let a = replica(&url, "a", &[]);
+    let c = replica(&url, "c", &[]);
+    let mut admin = a.admin_client().await;
+    grant(&mut admin, deploy_grant("kept")).await;
+    until(&c, &deploy("kept"), true).await;
+
+    let data = c.kill();
+    grant(&mut admin, deploy_grant("while-down")).await;
+    revoke(&mut admin, "kept").await;
+    let c = restart_replica(data, &url, "c");
+    // Caught up before it listened: no waiting.
+    assert!(allowed(&check(&c, deploy("while-down")).await));
+    let answer = check(&c, deploy("kept")).await;
+    assert!(answer.provenance.unwrap().approval.unwrap().revoked);
+
+    // A new replica on an empty data folder takes the live records whole.
+    let d = replica(&url, "d", &[]);
+    assert!(allowed(&check(&d, deploy("while-down")).await));
+    assert!(!allowed(&check(&d, deploy("kept")).await));
+
+    // A data folder that followed this database cannot follow another.
+    let other = cluster.database("other");
+    let data = d.kill();
+    let refused = Server::start_in(
+        data,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policies",
+            bundled_policies().to_str().unwrap(),
+            "--store",
+            &other,
+        ],
+    )
+    .err()
+    .unwrap();
+    assert!(
+        refused.contains("follows another shared database"),
+        "{refused}"
+    );
+}
