@@ -595,6 +595,7 @@ impl Settings {
             (_, false) => None,
         };
         let ledger = (mode != LedgerMode::Off).then(|| LedgerSettings {
+            replica: None,
             dir: data_dir.join("ledger"),
             mode,
             checkpoint_records: self.ledger_checkpoint_records.unwrap_or(1_000),
@@ -849,7 +850,20 @@ mod tests {
         let limits = &config.engine.limits;
         let connections = &config.connections;
         let ms = |d: Duration| d.as_millis().to_string();
+        let fleet = Settings {
+            store: Some(StoreUrl("postgres://warrant@db.example/warrant".to_owned())),
+            ..Settings::default()
+        }
+        .resolve()
+        .unwrap()
+        .shared_store
+        .unwrap();
         vec![
+            ("store_pool_size", fleet.settings.pool_size.to_string()),
+            ("store_timeout_ms", ms(fleet.settings.timeout)),
+            ("store_poll_ms", ms(fleet.poll)),
+            ("max_staleness_ms", ms(fleet.max_staleness)),
+            ("store_change_log_keep", fleet.keep_changes.to_string()),
             ("listen", config.listen.to_string()),
             ("policies", config.policies.display().to_string()),
             ("batch_max_items", config.batch_max_items.to_string()),

@@ -109,6 +109,13 @@ enum Command {
     Reload(AdminConnection),
     /// What a running Warrant is serving: versions, counts, the last reload error.
     Status(AdminConnection),
+    /// A fleet's shared database: `store migrate`.
+    Store {
+        #[command(flatten)]
+        connection: warrant::cli::fleet::StoreConnection,
+        #[command(subcommand)]
+        command: warrant::cli::fleet::StoreCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -168,6 +175,15 @@ fn main() -> ExitCode {
                 },
             ),
             Command::Status(connection) => warrant::cli::admin::status(connection).await,
+            Command::Store {
+                connection,
+                command,
+            } => tokio::task::spawn_blocking(move || {
+                warrant::cli::fleet::store(&connection, &command)
+            })
+            .await
+            .map_err(anyhow::Error::from)
+            .and_then(|outcome| outcome),
         }
     });
     {

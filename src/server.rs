@@ -192,7 +192,13 @@ pub async fn serve(
     }
 
     let ledger = match &config.ledger {
-        Some(settings) => Some(Arc::new(Ledger::open(settings)?)),
+        Some(settings) => {
+            let settings = crate::ledger::LedgerSettings {
+                replica: Some(replica_id.clone()),
+                ..settings.clone()
+            };
+            Some(Arc::new(Ledger::open(&settings)?))
+        }
         None => {
             tracing::warn!("the ledger is off: decisions leave no provenance record");
             None

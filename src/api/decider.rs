@@ -159,6 +159,7 @@ impl Decider {
                 .map(|(request, decision)| {
                     let mut record =
                         Record::of(decision, request, caller.clone(), ledger.mask_keys());
+                    record.replica = ledger.replica().map(str::to_owned);
                     record.trace_id = trace_id.clone();
                     record
                 })

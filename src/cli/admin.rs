@@ -294,6 +294,14 @@ pub enum PolicyCommand {
         #[arg(long)]
         template: Option<String>,
     },
+    /// Publish a policy folder to a fleet's shared database, validated in full: every replica
+    /// loads it, all or nothing (talks to the database, not to a replica).
+    Push {
+        #[arg(default_value = "policies")]
+        dir: std::path::PathBuf,
+        #[command(flatten)]
+        store: super::fleet::StoreConnection,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -910,6 +918,9 @@ pub async fn entity(args: EntityArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub async fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
+    if let PolicyCommand::Push { dir, store } = args.command {
+        return tokio::task::spawn_blocking(move || super::fleet::push(&store, &dir)).await?;
+    }
     let mut client = args.connection.connect().await?;
     let entity =
         |value: Option<String>, flag: &str| value.map(|v| parse_entity(&v, flag)).transpose();
@@ -966,6 +977,7 @@ pub async fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 page_token = page.next_page_token;
             }
         }
+        PolicyCommand::Push { .. } => bail!("pushed above"),
     };
     print(link_record_json(&record.map_err(call_failed)?.into_inner()))
 }
@@ -1172,9 +1184,11 @@ pub async fn tail(args: crate::cli::LogArgs) -> anyhow::Result<ExitCode> {
     else {
         bail!("not a tail command");
     };
+    let [data_dir] = <[std::path::PathBuf; 1]>::try_from(args.data_dirs)
+        .map_err(|_| anyhow::anyhow!("`log tail` follows one server: give one --data-dir"))?;
     let connection = AdminConnection {
         admin,
-        data_dir: args.data_dir,
+        data_dir,
         tls,
     };
     let token = AddToken::bearer(&connection.token()?)?;

@@ -12,6 +12,7 @@ use crate::proto;
 use crate::proto::authorizer_client::AuthorizerClient;
 
 pub mod admin;
+pub mod fleet;
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {
@@ -260,14 +261,21 @@ pub fn response_to_json(response: &proto::CheckResponse) -> Value {
 
 #[derive(Debug, clap::Args)]
 pub struct LogArgs {
-    /// Warrant's data folder (the ledger is in its `ledger/`).
-    #[arg(long, global = true, default_value = "data", env = "WARRANT_DATA_DIR")]
-    pub data_dir: std::path::PathBuf,
-    /// The ledger's public key (hex), kept apart from the data folder. Without it (or
-    /// --signing-key), it is derived from the signing key in the ledger folder, which whoever
-    /// can write that folder can replace: `verify` then says so and exits 2.
-    #[arg(long, global = true)]
-    pub public_key: Option<String>,
+    /// Warrant's data folder (the ledger is in its `ledger/`). For a fleet, give each
+    /// replica's: `verify` checks every chain, `show` and `search` merge them by time.
+    #[arg(
+        long = "data-dir",
+        global = true,
+        default_value = "data",
+        env = "WARRANT_DATA_DIR"
+    )]
+    pub data_dirs: Vec<std::path::PathBuf>,
+    /// The ledger's public key (hex), kept apart from the data folder: once for every folder,
+    /// or once per --data-dir, in their order. Without it (or --signing-key), it is derived
+    /// from the signing key in each ledger folder, which whoever can write that folder can
+    /// replace: `verify` then says so and exits 2.
+    #[arg(long = "public-key", global = true)]
+    pub public_keys: Vec<String>,
     /// The server's signing key file, when it is configured outside the data folder
     /// (`ledger_signing_key`): a pinned key, like --public-key.
     #[arg(long, global = true, env = "WARRANT_LEDGER_SIGNING_KEY")]
@@ -376,11 +384,21 @@ pub enum LogCommand {
     },
 }
 
-/// The key to check signatures with, and whether it was pinned (given apart from the ledger
-/// folder) rather than read from the folder it is meant to check.
-fn ledger_key(args: &LogArgs) -> anyhow::Result<(ed25519_dalek::VerifyingKey, bool)> {
-    let ledger_dir = args.data_dir.join("ledger");
-    if let Some(text) = &args.public_key {
+/// The key to check the ledger of the `index`th data folder with, and whether it was pinned
+/// (given apart from the ledger folder) rather than read from the folder it is meant to check.
+fn ledger_key(args: &LogArgs, index: usize) -> anyhow::Result<(ed25519_dalek::VerifyingKey, bool)> {
+    let data_dir = &args.data_dirs[index];
+    let ledger_dir = data_dir.join("ledger");
+    let given = match args.public_keys.len() {
+        0 => None,
+        1 => Some(&args.public_keys[0]),
+        n if n == args.data_dirs.len() => Some(&args.public_keys[index]),
+        n => bail!(
+            "--public-key: {n} given for {} data folders (give one, or one per folder)",
+            args.data_dirs.len()
+        ),
+    };
+    if let Some(text) = given {
         let bytes: [u8; 32] = hex::decode(text.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
@@ -400,10 +418,52 @@ fn ledger_key(args: &LogArgs) -> anyhow::Result<(ed25519_dalek::VerifyingKey, bo
     ))
 }
 
+/// Every entry of every data folder's ledger, each checked with its key, merged by time (a
+/// stable merge: one ledger's entries keep their order).
+fn fleet_records(args: &LogArgs) -> anyhow::Result<Vec<crate::ledger::Recorded>> {
+    let mut all = Vec::new();
+    for (index, data_dir) in args.data_dirs.iter().enumerate() {
+        let (key, _) = ledger_key(args, index)?;
+        let entries = crate::ledger::records(&data_dir.join("ledger"), &key)
+            .with_context(|| format!("the ledger in {}", data_dir.display()))?;
+        all.extend(entries);
+    }
+    if args.data_dirs.len() > 1 {
+        all.sort_by_key(|entry| crate::clock::UnixMillis::parse_rfc3339(entry.time()).map(|t| t.0));
+    }
+    Ok(all)
+}
+
 pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
     use crate::ledger;
-    let (key, pinned) = ledger_key(&args)?;
-    let dir = args.data_dir.join("ledger");
+    let several = args.data_dirs.len() > 1;
+    match &args.command {
+        LogCommand::Verify { .. } | LogCommand::Show { .. } | LogCommand::Search { .. } => {}
+        _ if several => bail!("only verify, show and search take several --data-dir"),
+        _ => {}
+    }
+    if let LogCommand::Verify {
+        expect_head,
+        allow_unsigned_tail,
+        archives,
+    } = &args.command
+        && several
+    {
+        if expect_head.is_some() || !archives.is_empty() {
+            bail!("--expect-head and --archive are for one data folder at a time");
+        }
+        let mut worst = ExitCode::SUCCESS;
+        for (index, data_dir) in args.data_dirs.iter().enumerate() {
+            print!("{}: ", data_dir.display());
+            let code = verify_one(&args, index, None, *allow_unsigned_tail, &[])?;
+            if code != ExitCode::SUCCESS && worst != ExitCode::FAILURE {
+                worst = code;
+            }
+        }
+        return Ok(worst);
+    }
+    let (key, _) = ledger_key(&args, 0)?;
+    let dir = args.data_dirs[0].join("ledger");
     match &args.command {
         LogCommand::Tail { .. } => bail!("`log tail` talks to a running server; see `tail`"),
         LogCommand::PublicKey => {
@@ -465,52 +525,15 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             expect_head,
             allow_unsigned_tail,
             archives,
-        } => {
-            let expect = expect_head
-                .as_deref()
-                .map(|text| {
-                    let (seq, hash) = text
-                        .split_once(':')
-                        .context("--expect-head: SEQ:HASH, as `warrant log head` prints it")?;
-                    let seq: u64 = seq.parse().context("--expect-head: SEQ is not a number")?;
-                    anyhow::Ok((seq, hash.to_owned()))
-                })
-                .transpose()?;
-            let checks = ledger::VerifyOptions {
-                archives: archives.iter().map(|a| a.join("ledger")).collect(),
-                expect_head: expect,
-                allow_unsigned_tail: *allow_unsigned_tail,
-            };
-            let code = match ledger::verify(&dir, &key, &checks)? {
-                Ok(verified) => {
-                    println!(
-                        "ok: {} records, {} checkpoints, {} records after the last checkpoint, head {}:{}",
-                        verified.records,
-                        verified.checkpoints,
-                        verified.unsealed,
-                        verified.records,
-                        hex::encode(verified.head)
-                    );
-                    ExitCode::SUCCESS
-                }
-                Err(damage) => {
-                    println!("FAILED: {damage}");
-                    return Ok(ExitCode::FAILURE);
-                }
-            };
-            if !pinned {
-                println!(
-                    "UNPINNED: the signatures were checked with the key found in the ledger folder; \
-                     whoever can write that folder can replace the key and re-sign a forged \
-                     ledger. Pass --public-key (from `warrant log public-key`, kept elsewhere) or \
-                     --signing-key outside the folder."
-                );
-                return Ok(ExitCode::from(2));
-            }
-            Ok(code)
-        }
+        } => verify_one(
+            &args,
+            0,
+            expect_head.as_deref(),
+            *allow_unsigned_tail,
+            archives,
+        ),
         LogCommand::Show { id, json } => {
-            let entries = ledger::records(&dir, &key)?;
+            let entries = fleet_records(&args)?;
             let Some((asked, story)) = story(&entries, id) else {
                 bail!("no decision or approval request {id} in the ledger");
             };
@@ -568,7 +591,7 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
                 since: bound(since, "since")?,
                 until: bound(until, "until")?,
             };
-            let entries = ledger::records(&dir, &key)?;
+            let entries = fleet_records(&args)?;
             let matching: Vec<_> = entries
                 .iter()
                 .filter_map(|entry| match entry {
@@ -599,6 +622,67 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Verifies the ledger of the `index`th data folder and prints what came of it: success, 1 on
+/// damage, 2 when the key was not pinned.
+fn verify_one(
+    args: &LogArgs,
+    index: usize,
+    expect_head: Option<&str>,
+    allow_unsigned_tail: bool,
+    archives: &[std::path::PathBuf],
+) -> anyhow::Result<ExitCode> {
+    use crate::ledger;
+    let (key, pinned) = ledger_key(args, index)?;
+    let dir = args.data_dirs[index].join("ledger");
+    let expect = expect_head
+        .map(|text| {
+            let (seq, hash) = text
+                .split_once(':')
+                .context("--expect-head: SEQ:HASH, as `warrant log head` prints it")?;
+            let seq: u64 = seq.parse().context("--expect-head: SEQ is not a number")?;
+            anyhow::Ok((seq, hash.to_owned()))
+        })
+        .transpose()?;
+    let checks = ledger::VerifyOptions {
+        archives: archives.iter().map(|a| a.join("ledger")).collect(),
+        expect_head: expect,
+        allow_unsigned_tail,
+    };
+    match ledger::verify(&dir, &key, &checks)? {
+        Ok(verified) => {
+            let replica = ledger::read_head(&dir, &key)
+                .ok()
+                .flatten()
+                .and_then(Result::ok)
+                .and_then(|head| head.checkpoint.replica)
+                .map(|replica| format!(", replica {replica}"))
+                .unwrap_or_default();
+            println!(
+                "ok: {} records, {} checkpoints, {} records after the last checkpoint, head {}:{}{replica}",
+                verified.records,
+                verified.checkpoints,
+                verified.unsealed,
+                verified.records,
+                hex::encode(verified.head)
+            );
+        }
+        Err(damage) => {
+            println!("FAILED: {damage}");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    if !pinned {
+        println!(
+            "UNPINNED: the signatures were checked with the key found in the ledger folder; \
+             whoever can write that folder can replace the key and re-sign a forged \
+             ledger. Pass --public-key (from `warrant log public-key`, kept elsewhere) or \
+             --signing-key outside the folder."
+        );
+        return Ok(ExitCode::from(2));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// The entries linked to the decision or approval request `id` (the index of that entry, and

@@ -252,13 +252,23 @@ impl Control {
             .current(&key)
             .ok_or_else(|| ControlError::NotFound(format!("no approval {key}")))?;
         let id = approval.uid.id().unescaped();
-        let uses = match approval.max_uses {
-            Some(_) => self.store.uses(id)?,
-            None => 0,
-        };
-        let spent = match approval.budget {
-            Some(_) => self.store.spent(id)?,
-            None => 0,
+        let (uses, spent) = match self.replication() {
+            Some(replication) if approval.max_uses.is_some() || approval.budget.is_some() => {
+                replication
+                    .postgres
+                    .counts(id)
+                    .map_err(|error| ControlError::SharedStore(error.to_string()))?
+            }
+            _ => (
+                match approval.max_uses {
+                    Some(_) => self.store.uses(id)?,
+                    None => 0,
+                },
+                match approval.budget {
+                    Some(_) => self.store.spent(id)?,
+                    None => 0,
+                },
+            ),
         };
         let now = self.clock.now();
         let state = if approval.revoked {

@@ -60,6 +60,10 @@ pub struct Checkpoint {
     pub batch: bool,
     pub head: String,
     pub key_id: String,
+    /// The replica that wrote this chain, in a fleet (each keeps its own). (Absent for a
+    /// ledger written before replicas.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     pub seq: u64,
     pub time: String,
 }

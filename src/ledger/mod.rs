@@ -71,6 +71,8 @@ pub struct LedgerSettings {
     pub queue: usize,
     /// Context keys whose values are replaced by "***" in records.
     pub mask_keys: Vec<String>,
+    /// The replica whose chain this is, named in its records and checkpoints (`server` sets it).
+    pub replica: Option<String>,
     /// The signing key file; `dir/ledger-signing.key` (created on first start) when `None`.
     pub signing_key: Option<PathBuf>,
     /// Retention: what the server itself moves to archive folders. `None`: keep everything.
@@ -185,6 +187,7 @@ pub struct Ledger {
     sender: mpsc::SyncSender<Message>,
     mode: LedgerMode,
     mask_keys: Vec<String>,
+    replica: Option<String>,
     failed: Arc<AtomicBool>,
     /// Records appended but not yet on disk (for the async mode's bound).
     pending: Arc<AtomicU64>,
@@ -307,6 +310,7 @@ impl Ledger {
         let pending = Arc::new(AtomicU64::new(0));
         let written = Arc::new(AtomicU64::new(0));
         let mut writer = Writer {
+            replica: settings.replica.clone(),
             written: Arc::clone(&written),
             index: Arc::clone(&index),
             dir: settings.dir.clone(),
@@ -347,6 +351,7 @@ impl Ledger {
             sender,
             mode: settings.mode,
             mask_keys: settings.mask_keys.clone(),
+            replica: settings.replica.clone(),
             failed,
             pending,
             written,
@@ -360,6 +365,11 @@ impl Ledger {
 
     pub fn mask_keys(&self) -> &[String] {
         &self.mask_keys
+    }
+
+    /// The replica whose chain this is.
+    pub fn replica(&self) -> Option<&str> {
+        self.replica.as_deref()
     }
 
     /// Bytes the ledger's files take, and bytes free on their file system (read at scrape

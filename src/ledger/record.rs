@@ -207,6 +207,10 @@ pub struct Record {
     pub principal: EntityRef,
     pub principal_status: Option<String>,
     pub reasons: Vec<String>,
+    /// The replica that decided, in a fleet: its name is in its ledger's checkpoints too.
+    /// (Absent in records written before replicas.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<String>,
     pub request_id: Option<String>,
     pub resource: EntityRef,
     /// What the caller said of the resource (attributes masked like the context): decided on
@@ -431,6 +435,7 @@ impl Record {
             answered_from_cache: provenance.answered_from_cache,
             evaluation_id: provenance.evaluation_id.to_string(),
             valid_until: decision.valid_until.to_rfc3339(),
+            replica: None,
             request_id: decision.request_id.clone(),
             trace_id: None,
             context: serde_json::Value::Object(masked_fields(&request.context, mask_keys)),
@@ -466,6 +471,7 @@ mod tests {
             id: i.into(),
         };
         Record {
+            replica: Some("replica-é".into()),
             decision_id: "01a2".into(),
             time: "2026-11-27T12:00:00Z".into(),
             caller: Some("127.0.0.1:1".into()),
@@ -542,6 +548,7 @@ mod tests {
                 batch,
                 head: texts[0].clone(),
                 key_id: texts[1].clone(),
+                replica: Some(texts[3].clone()),
                 seq,
                 time: texts[2].clone(),
             };

@@ -34,6 +34,8 @@ pub(super) struct Writer {
     pub(super) published: Arc<std::sync::Mutex<Option<SignedHead>>>,
     /// The newest checkpoint written into a segment, to publish when the head file is due.
     pub(super) last_signed: Option<SignedHead>,
+    /// The replica named in checkpoints.
+    pub(super) replica: Option<String>,
 }
 
 impl Writer {
@@ -130,6 +132,7 @@ impl Writer {
             head: hex::encode(head),
             time: crate::clock::Clock::now(&crate::clock::SystemClock).to_rfc3339(),
             key_id: key_id(&self.key.verifying_key()),
+            replica: self.replica.clone(),
         };
         let signature = hex::encode(self.key.sign(&checkpoint_bytes(&checkpoint)).to_bytes());
         let signed = SignedHead {

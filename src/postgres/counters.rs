@@ -103,19 +103,24 @@ impl UseCounter for Postgres {
 }
 
 impl Postgres {
-    /// Allowed uses recorded for an approval.
-    pub fn uses(&self, approval_id: &str) -> Result<u64, PgError> {
+    /// Allowed uses recorded for an approval, and what its budget has spent.
+    pub fn counts(&self, approval_id: &str) -> Result<(u64, u64), PgError> {
         let pool = self.pool();
         let approval = approval_id.to_owned();
         self.block(async move {
             let client = get(&pool).await?;
             let row = client
                 .query_opt(
-                    "SELECT used FROM warrant_approval_uses WHERE approval = $1",
+                    "SELECT used, spent FROM warrant_approval_uses WHERE approval = $1",
                     &[&approval],
                 )
                 .await?;
-            Ok(row.map_or(0, |row| row.get::<_, i64>(0).max(0) as u64))
+            Ok(row.map_or((0, 0), |row| {
+                (
+                    row.get::<_, i64>(0).max(0) as u64,
+                    row.get::<_, i64>(1).max(0) as u64,
+                )
+            }))
         })
     }
 }

@@ -538,3 +538,133 @@ async fn a_replica_killed_and_restarted_catches_up_from_the_change_log() {
         "{refused}"
     );
 }
+
+/// `warrant ARGS`, to its end: exit code and stdout (stderr appended).
+fn warrant(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    (output.status.code().unwrap_or(-1), text)
+}
+
+async fn policy_version(server: &Server) -> String {
+    let scrape = crate::common::scrape(server).await;
+    let info = scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == "warrant_policy_info")
+        .unwrap();
+    info.labels.get("policy_version").unwrap().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pushed_policy_bundle_is_loaded_by_every_replica_and_their_ledgers_merge() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("bundles");
+    let a = replica(&url, "a", &[]);
+    let b = replica(&url, "b", &[]);
+    let mut admin = a.admin_client().await;
+    grant(&mut admin, deploy_grant("before-the-freeze")).await;
+    until(&b, &deploy("before-the-freeze"), true).await;
+    let first_version = policy_version(&a).await;
+
+    // A folder that does not validate is refused whole; nothing is published.
+    let broken = crate::common::bundled_policies_copy();
+    std::fs::write(
+        broken.path().join("broken.cedar"),
+        "permit (principal, action, resource",
+    )
+    .unwrap();
+    let (code, said) = warrant(&[
+        "policy",
+        "push",
+        broken.path().to_str().unwrap(),
+        "--store",
+        &url,
+    ]);
+    assert_ne!(code, 0, "{said}");
+    assert!(said.contains("broken.cedar"), "{said}");
+
+    // A change freeze, pushed to the database: both replicas load it.
+    let frozen = crate::common::bundled_policies_copy();
+    std::fs::write(
+        frozen.path().join("freeze.cedar"),
+        "@id(\"change-freeze\")\nforbid (principal, action == Action::\"update\", resource);\n",
+    )
+    .unwrap();
+    let (code, said) = warrant(&[
+        "policy",
+        "push",
+        frozen.path().to_str().unwrap(),
+        "--store",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{said}");
+    until(&a, &deploy("before-the-freeze"), false).await;
+    until(&b, &deploy("before-the-freeze"), false).await;
+    let denied = check(&b, deploy("before-the-freeze")).await;
+    assert_eq!(denied.reasons, ["change-freeze"]);
+    let version = policy_version(&a).await;
+    assert_ne!(version, first_version);
+    assert!(said.contains(&version), "{said} does not name {version}");
+    assert_eq!(policy_version(&b).await, version);
+
+    // A replica started later loads the bundle, not its own folder.
+    let c = replica(&url, "c", &[]);
+    assert_eq!(policy_version(&c).await, version);
+    let denied = check(&c, deploy("before-the-freeze")).await;
+    assert_eq!(denied.reasons, ["change-freeze"]);
+    let on_c = denied.decision_id.clone();
+
+    // Each replica's ledger is its own chain, its name in every record; the shell checks them
+    // all and merges them by time.
+    assert_eq!(c.record(&on_c).await["replica"], "c");
+    let (a, b, c) = (a.terminate(), b.terminate(), c.terminate());
+    let dirs = [a.path(), b.path(), c.path()].map(|p| p.to_str().unwrap().to_owned());
+    let mut verify = vec!["log", "verify"];
+    for dir in &dirs {
+        verify.extend(["--data-dir", dir.as_str()]);
+    }
+    let (code, said) = warrant(&verify);
+    assert_eq!(code, 2, "unpinned keys: {said}");
+    for name in ["replica a", "replica b", "replica c"] {
+        assert!(said.contains(name), "{said}");
+    }
+    assert_eq!(said.matches("ok: ").count(), 3, "{said}");
+    let mut search = vec!["log", "search", "--json"];
+    for dir in &dirs {
+        search.extend(["--data-dir", dir.as_str()]);
+    }
+    let (code, said) = warrant(&search);
+    assert_eq!(code, 0, "{said}");
+    let records: Vec<serde_json::Value> = serde_json::from_str(&said).unwrap();
+    let replicas: std::collections::BTreeSet<&str> = records
+        .iter()
+        .filter_map(|r| r["replica"].as_str())
+        .collect();
+    assert_eq!(replicas.into_iter().collect::<Vec<_>>(), ["a", "b", "c"]);
+    let times: Vec<i64> = records
+        .iter()
+        .map(|r| {
+            warrant::clock::UnixMillis::parse_rfc3339(r["time"].as_str().unwrap())
+                .unwrap()
+                .0
+        })
+        .collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "merged by time");
+    let (code, said) = warrant(&[
+        "log",
+        "show",
+        &on_c,
+        "--data-dir",
+        &dirs[0],
+        "--data-dir",
+        &dirs[2],
+    ]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("change-freeze"), "{said}");
+}

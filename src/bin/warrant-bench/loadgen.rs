@@ -575,6 +575,34 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<Report> {
     })
 }
 
+/// The admin API at `url`, every call carrying `token`.
+pub async fn admin_client(
+    url: &str,
+    token: &str,
+) -> anyhow::Result<
+    proto::admin_client::AdminClient<
+        tonic::service::interceptor::InterceptedService<
+            Channel,
+            impl FnMut(tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> + use<>,
+        >,
+    >,
+> {
+    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
+    let channel = Channel::from_shared(url.to_owned())?
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {url}"))?;
+    Ok(proto::admin_client::AdminClient::with_interceptor(
+        channel,
+        move |mut request: tonic::Request<()>| {
+            request
+                .metadata_mut()
+                .insert("authorization", bearer.clone());
+            Ok(request)
+        },
+    ))
+}
+
 /// Puts a new entity (or, with --churn-link-template, links a template and unlinks it) through
 /// the admin API every 1/rate seconds until the measurement ends.
 async fn churn(args: Arc<BenchArgs>, plan: Arc<Plan>, rate: f64) -> anyhow::Result<ChurnReport> {
@@ -585,20 +613,7 @@ async fn churn(args: Arc<BenchArgs>, plan: Arc<Plan>, rate: f64) -> anyhow::Resu
         .admin_token
         .clone()
         .context("--churn-per-second needs --admin-token (or WARRANT_ADMIN_TOKEN)")?;
-    let bearer: tonic::metadata::MetadataValue<_> = format!("Bearer {token}").parse()?;
-    let channel = Channel::from_shared(args.admin.clone())?
-        .connect()
-        .await
-        .with_context(|| format!("cannot connect to {}", args.admin))?;
-    let mut admin = proto::admin_client::AdminClient::with_interceptor(
-        channel,
-        move |mut request: tonic::Request<()>| {
-            request
-                .metadata_mut()
-                .insert("authorization", bearer.clone());
-            Ok(request)
-        },
-    );
+    let mut admin = admin_client(&args.admin, &token).await?;
     let (type_name, prefix) = args
         .churn_entity
         .rsplit_once("::")

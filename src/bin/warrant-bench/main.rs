@@ -7,13 +7,26 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod loadgen;
+mod propagation;
 
 /// Drive a running Warrant with load and report throughput and latency.
 #[derive(Parser)]
-#[command(name = "warrant-bench", version)]
+#[command(
+    name = "warrant-bench",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    mode: Option<Mode>,
     #[command(flatten)]
     args: loadgen::BenchArgs,
+}
+
+#[derive(clap::Subcommand)]
+enum Mode {
+    /// Time how long changes made on one replica of a fleet take to be in force on the others.
+    Propagation(propagation::PropagationArgs),
 }
 
 fn main() -> ExitCode {
@@ -25,7 +38,14 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(bench(cli.args)) {
+    let outcome = match cli.mode {
+        Some(Mode::Propagation(args)) => runtime.block_on(async {
+            print!("{}", propagation::run(args).await?);
+            Ok(ExitCode::SUCCESS)
+        }),
+        None => runtime.block_on(bench(cli.args)),
+    };
+    match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");

@@ -1,0 +1,145 @@
+//! The shell's commands for a fleet's shared database, run against the database itself (not a
+//! replica): `warrant store migrate` applies the schema migrations this build knows, and
+//! `warrant policy push DIR` publishes a policy folder, validated in full, as a bundle every
+//! replica loads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context as _, bail};
+
+use crate::postgres::{ChangeOp, PolicyBundle, Postgres, Published, StoreSettings};
+
+/// How the shell reaches the shared database.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreConnection {
+    /// The shared database: postgres://USER@HOST:PORT/DB; the password comes from
+    /// WARRANT_STORE_PASSWORD or --store-password-file.
+    #[arg(long, env = "WARRANT_STORE")]
+    pub store: crate::config::StoreUrl,
+    #[arg(long, env = "WARRANT_STORE_PASSWORD_FILE")]
+    pub store_password_file: Option<PathBuf>,
+    /// CA certificates (PEM) the database's certificate must chain to.
+    #[arg(long, env = "WARRANT_STORE_CA")]
+    pub store_ca: Option<PathBuf>,
+}
+
+impl StoreConnection {
+    /// Connects (which applies the migrations this build knows).
+    fn connect(&self) -> anyhow::Result<Postgres> {
+        let password = match (
+            std::env::var("WARRANT_STORE_PASSWORD").ok(),
+            &self.store_password_file,
+        ) {
+            (Some(password), _) => Some(password),
+            (None, Some(path)) => Some(
+                std::fs::read_to_string(path)
+                    .with_context(|| format!("--store-password-file {}", path.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        let settings = StoreSettings {
+            url: self.store.0.clone(),
+            password,
+            ca: self.store_ca.clone(),
+            pool_size: 2,
+            timeout: std::time::Duration::from_secs(10),
+            replica: "warrant-shell".to_owned(),
+        };
+        Postgres::connect(settings).with_context(|| {
+            format!(
+                "the shared database {}",
+                crate::postgres::redacted_url(&self.store.0)
+            )
+        })
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum StoreCommand {
+    /// Apply the shared database's schema migrations this build knows (replicas also do at
+    /// start); refuses a database newer than this build.
+    Migrate,
+}
+
+pub fn store(connection: &StoreConnection, command: &StoreCommand) -> anyhow::Result<ExitCode> {
+    match command {
+        StoreCommand::Migrate => {
+            let postgres = connection.connect()?;
+            println!(
+                "the shared database {} is at schema version {} (database {})",
+                crate::postgres::redacted_url(&connection.store.0),
+                crate::postgres::SCHEMA_VERSION,
+                postgres.database_id()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The files of a policy folder a bundle carries: the schema, the policies, the links and the
+/// facts file (what `PolicySnapshot::load` and the facts read), by name.
+fn bundle_files(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut files = BTreeMap::new();
+    let listing = std::fs::read_dir(dir).with_context(|| format!("{}", dir.display()))?;
+    for entry in listing {
+        let path = entry?.path();
+        let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+            continue;
+        };
+        let carried = name == crate::policy::SCHEMA_FILE
+            || name == crate::policy::LINKS_FILE
+            || name == crate::facts::ENTITIES_FILE
+            || (name.ends_with(".cedar") && !name.starts_with('.'));
+        if carried && path.is_file() {
+            let text =
+                std::fs::read_to_string(&path).with_context(|| format!("{}", path.display()))?;
+            files.insert(name, text);
+        }
+    }
+    Ok(files)
+}
+
+/// Validates the policy folder in full (schema, policies, links, facts), stores it as a bundle
+/// and publishes it: every replica loads it, all or nothing, from its next catch-up.
+pub fn push(connection: &StoreConnection, dir: &Path) -> anyhow::Result<ExitCode> {
+    let policies = crate::policy::PolicySnapshot::load(dir)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", dir.display()))?;
+    crate::facts::Facts::load(dir, policies.schema())
+        .map_err(|error| anyhow::anyhow!("{}: {error}", dir.display()))?;
+    let files = bundle_files(dir)?;
+    // What was read must be what was validated.
+    if crate::policy::PolicySnapshot::load(dir)
+        .map(|again| again.version() != policies.version())
+        .unwrap_or(true)
+    {
+        bail!("{} changed while it was pushed: push again", dir.display());
+    }
+    let bundle = PolicyBundle {
+        version: policies.version().to_string(),
+        files,
+    };
+    let postgres = connection.connect()?;
+    postgres.put_policy_bundle(&bundle)?;
+    for _ in 0..5 {
+        let (head, _) = postgres.head()?;
+        let ops = vec![ChangeOp::Policies {
+            version: bundle.version.clone(),
+        }];
+        match postgres.publish(head, ops, i64::MAX)? {
+            Published::At(id) => {
+                println!(
+                    "pushed policy version {} ({} files) as change {id}",
+                    bundle.version,
+                    bundle.files.len()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            Published::Behind { .. } => continue,
+        }
+    }
+    bail!("the change log kept moving; push again")
+}
