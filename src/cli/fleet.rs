@@ -16,18 +16,19 @@ use crate::postgres::{ChangeOp, PolicyBundle, Postgres, Published, StoreSettings
 pub struct StoreConnection {
     /// The shared database: postgres://USER@HOST:PORT/DB; the password comes from
     /// WARRANT_STORE_PASSWORD or --store-password-file.
-    #[arg(long, env = "WARRANT_STORE")]
-    pub store: crate::config::StoreUrl,
-    #[arg(long, env = "WARRANT_STORE_PASSWORD_FILE")]
+    #[arg(long, global = true, env = "WARRANT_STORE")]
+    pub store: Option<crate::config::StoreUrl>,
+    #[arg(long, global = true, env = "WARRANT_STORE_PASSWORD_FILE")]
     pub store_password_file: Option<PathBuf>,
     /// CA certificates (PEM) the database's certificate must chain to.
-    #[arg(long, env = "WARRANT_STORE_CA")]
+    #[arg(long, global = true, env = "WARRANT_STORE_CA")]
     pub store_ca: Option<PathBuf>,
 }
 
 impl StoreConnection {
     /// Connects (which applies the migrations this build knows).
     fn connect(&self) -> anyhow::Result<Postgres> {
+        let url = self.url()?;
         let password = match (
             std::env::var("WARRANT_STORE_PASSWORD").ok(),
             &self.store_password_file,
@@ -42,19 +43,22 @@ impl StoreConnection {
             (None, None) => None,
         };
         let settings = StoreSettings {
-            url: self.store.0.clone(),
+            url: url.to_owned(),
             password,
             ca: self.store_ca.clone(),
             pool_size: 2,
             timeout: std::time::Duration::from_secs(10),
             replica: "warrant-shell".to_owned(),
         };
-        Postgres::connect(settings).with_context(|| {
-            format!(
-                "the shared database {}",
-                crate::postgres::redacted_url(&self.store.0)
-            )
-        })
+        Postgres::connect(settings)
+            .with_context(|| format!("the shared database {}", crate::postgres::redacted_url(url)))
+    }
+
+    fn url(&self) -> anyhow::Result<&str> {
+        match &self.store {
+            Some(url) if !url.0.is_empty() => Ok(&url.0),
+            _ => bail!("--store (or WARRANT_STORE): the shared database's postgres:// URL"),
+        }
     }
 }
 
@@ -71,7 +75,7 @@ pub fn store(connection: &StoreConnection, command: &StoreCommand) -> anyhow::Re
             let postgres = connection.connect()?;
             println!(
                 "the shared database {} is at schema version {} (database {})",
-                crate::postgres::redacted_url(&connection.store.0),
+                crate::postgres::redacted_url(connection.url()?),
                 crate::postgres::SCHEMA_VERSION,
                 postgres.database_id()
             );

@@ -25,6 +25,15 @@ pub struct PgCluster {
 impl PgCluster {
     /// Makes a cluster with `initdb` and starts it on a free port of 127.0.0.1.
     pub fn start() -> PgCluster {
+        Self::start_with(None)
+    }
+
+    /// The same, taking connections over TLS only, with this certificate and key (PEM).
+    pub fn start_tls(cert: &str, key: &str) -> PgCluster {
+        Self::start_with(Some((cert, key)))
+    }
+
+    fn start_with(tls: Option<(&str, &str)>) -> PgCluster {
         let bin = pg_bin();
         let dir = tempfile::tempdir().unwrap();
         let user = is_root().then(|| "nobody".to_owned());
@@ -59,6 +68,32 @@ impl PgCluster {
                 "UTF8",
             ],
         );
+        if let Some((cert, key)) = tls {
+            let owned = |name: &str, text: &str| {
+                let path = data.join(name);
+                std::fs::write(&path, text).unwrap();
+                std::fs::set_permissions(
+                    &path,
+                    std::os::unix::fs::PermissionsExt::from_mode(0o600),
+                )
+                .unwrap();
+                if cluster.user.is_some() {
+                    std::os::unix::fs::chown(&path, Some(id_of("-u")), Some(id_of("-g"))).unwrap();
+                }
+            };
+            owned("server.crt", cert);
+            owned("server.key", key);
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).unwrap();
+            text.push_str("\nssl = on\n");
+            std::fs::write(&conf, text).unwrap();
+            // TCP connections over TLS only.
+            std::fs::write(
+                data.join("pg_hba.conf"),
+                "local all all trust\nhostssl all all 127.0.0.1/32 trust\n",
+            )
+            .unwrap();
+        }
         cluster.up();
         cluster
     }
@@ -122,11 +157,12 @@ impl PgCluster {
 
     /// A database of this cluster, made on first use: its URL.
     pub fn database(&self, name: &str) -> String {
+        let socket_dir = self.dir.path().to_str().unwrap().to_owned();
         self.run(
             "createdb",
             &[
                 "-h",
-                "127.0.0.1",
+                &socket_dir,
                 "-p",
                 &self.port.to_string(),
                 "-U",
@@ -537,6 +573,38 @@ async fn a_replica_killed_and_restarted_catches_up_from_the_change_log() {
         refused.contains("follows another shared database"),
         "{refused}"
     );
+
+    // A database migrated by a newer Warrant is refused by this one, by the shell too.
+    let newer = cluster.database("newer");
+    let (code, said) = warrant(&["store", "migrate", "--store", &newer]);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("schema version"), "{said}");
+    let (client, connection) = tokio_postgres::connect(&newer, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    client
+        .execute("INSERT INTO warrant_migrations (version) VALUES (999)", &[])
+        .await
+        .unwrap();
+    let refused = Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        bundled_policies().to_str().unwrap(),
+        "--store",
+        &newer,
+    ])
+    .err()
+    .unwrap();
+    assert!(
+        refused.contains("newer than this Warrant knows"),
+        "{refused}"
+    );
+    let (code, said) = warrant(&["store", "migrate", "--store", &newer]);
+    assert_ne!(code, 0);
+    assert!(said.contains("newer than this Warrant knows"), "{said}");
 }
 
 /// `warrant ARGS`, to its end: exit code and stdout (stderr appended).
@@ -667,4 +735,57 @@ async fn a_pushed_policy_bundle_is_loaded_by_every_replica_and_their_ledgers_mer
     ]);
     assert_eq!(code, 0, "{said}");
     assert!(said.contains("change-freeze"), "{said}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_reach_the_database_over_tls_checked_against_its_ca() {
+    let ca = crate::tls::Authority::new("database CA");
+    let (cert, key) = ca.server("postgres");
+    let cluster = PgCluster::start_tls(&cert, &key);
+    let url = format!("{}?sslmode=require", cluster.database("tls"));
+    let files = tempfile::tempdir().unwrap();
+    let ca_file = crate::tls::write(files.path(), "db-ca.pem", &ca.pem);
+    let a = replica(&url, "a", &["--store-ca", ca_file.to_str().unwrap()]);
+    let b = replica(&url, "b", &["--store-ca", ca_file.to_str().unwrap()]);
+    grant(&mut a.admin_client().await, deploy_grant("over-tls")).await;
+    until(&b, &deploy("over-tls"), true).await;
+
+    // A database whose certificate another CA signed is refused.
+    let other = crate::tls::Authority::new("another CA");
+    let other_file = crate::tls::write(files.path(), "other-ca.pem", &other.pem);
+    let policies = bundled_policies();
+    let refused = Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        policies.to_str().unwrap(),
+        "--store",
+        &url,
+        "--store-ca",
+        other_file.to_str().unwrap(),
+    ])
+    .err()
+    .unwrap();
+    assert!(
+        refused.contains("cannot use the shared database"),
+        "{refused}"
+    );
+    // And so is plaintext: the server takes TCP connections over TLS only.
+    let plain = url.replace("sslmode=require", "sslmode=disable");
+    let refused = Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        policies.to_str().unwrap(),
+        "--store",
+        &plain,
+    ])
+    .err()
+    .unwrap();
+    assert!(
+        refused.contains("cannot use the shared database"),
+        "{refused}"
+    );
 }
