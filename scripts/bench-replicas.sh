@@ -6,8 +6,8 @@
 #     both answer it (warrant-bench propagation);
 #   - changes per second the database takes through one replica (approvals granted back to
 #     back) and through three at once;
-#   - Checks per second on one replica, all cache misses, beside the same on a single node with
-#     the embedded store (the baseline, measured in the same run).
+#   - Checks per second on one replica, all cache misses, with and without a max_uses approval,
+#     beside the same on a single node with the embedded store (the baseline, in the same run).
 # Usage: scripts/bench-replicas.sh [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -61,21 +61,21 @@ echo "== propagation: $rounds rounds, changes on A, Checks on B and C"
 WARRANT_ADMIN_TOKEN=$token_a "$B" propagation --admin "$admin_a" \
   --replica "http://$addr_b" --replica "http://$addr_c" --rounds "$rounds"
 
-grants() { # name seconds prefix: PutEntity back to back through replica NAME (beside a trickle of Checks)
+puts() { # name seconds prefix: PutEntity back to back through replica NAME (beside a trickle of Checks)
   local addr_var="addr_$1" admin_var="admin_$1" token_var="token_$1"
   WARRANT_ADMIN_TOKEN=${!token_var} "$B" --server "http://${!addr_var}" --admin "${!admin_var}" \
     --concurrency 1 --connections 1 --rate 50 --duration "$2" --warmup 0 \
-    --churn-per-second 100000 --churn-entity "Dataset::$3" --churn-parent Scope::data --json |
+    --churn-per-second 100000 --churn-entity "Dataset::$3" --churn-parent Scope::sales-datasets --json |
     python3 -c "import json,sys; r=json.load(sys.stdin)['churn']; l=r['latency_us']; print(f\"$1: {r['changes']} changes, {r['changes_per_second']:.0f}/s, p50 {l['p50']} us, p99 {l['p99']} us, errors {sum(r['errors'].values())}\")"
 }
 echo "== changes through one replica for 10 s (PutEntity back to back)"
-grants a 10 one
+puts a 10 one
 echo "== changes through three replicas at once for 10 s"
-grants a 10 three-a > "$work/ga" &
+puts a 10 three-a > "$work/ga" &
 ga=$!
-grants b 10 three-b > "$work/gb" &
+puts b 10 three-b > "$work/gb" &
 gb=$!
-grants c 10 three-c > "$work/gc" &
+puts c 10 three-c > "$work/gc" &
 gc=$!
 wait $ga $gb $gc
 cat "$work/ga" "$work/gb" "$work/gc"
@@ -88,3 +88,16 @@ echo "== uncached Checks on replica B (its fleet changing nothing)"
 uncached "$addr_b"
 echo "== uncached Checks on a single node with the embedded store (baseline)"
 uncached "$addr_single"
+
+# A limited approval takes a use in the database on every allow: one conditional update each.
+limited() { # addr admin token
+  WARRANT_ADMIN_TOKEN=$3 "$W" approval grant --admin "$2" --id "LIMITED-$4" --ticket "LIMITED-$4" \
+    --approver Human::alice --requester Human::bob --subject ServiceAccount::deploy-bot \
+    --action update --scope Scope::production --for 2h --max-uses 100000000 > /dev/null
+  "$B" --server "http://$1" --approval "LIMITED-$4" --hit-ratio 0 --concurrency 32 --duration 10 --json |
+    python3 -c "import json,sys; r=json.load(sys.stdin); l=r['latency_us']; print(f\"{r['requests_per_second']:.0f} Checks/s, p50 {l['p50']} us, p99 {l['p99']} us\")"
+}
+echo "== uncached Checks under a max_uses approval on replica B (a use taken in PostgreSQL each)"
+limited "$addr_b" "$admin_b" "$token_b" b
+echo "== the same on the single node (a use taken in its counters.redb each)"
+limited "$addr_single" "$admin_single" "$token_single" single

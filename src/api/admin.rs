@@ -70,7 +70,6 @@ pub(crate) fn control_status(error: ControlError) -> Status {
         ControlError::Unrecorded(message) | ControlError::SharedStore(message) => {
             Status::unavailable(message)
         }
-        ControlError::Contended(message) => Status::aborted(message),
     }
 }
 

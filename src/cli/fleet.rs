@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 
-use crate::postgres::{ChangeOp, PolicyBundle, Postgres, Published, StoreSettings};
+use crate::postgres::{ChangeOp, PolicyBundle, Postgres, StoreSettings};
 
 /// How the shell reaches the shared database.
 #[derive(Debug, Clone, clap::Args)]
@@ -128,22 +128,15 @@ pub fn push(connection: &StoreConnection, dir: &Path) -> anyhow::Result<ExitCode
     };
     let postgres = connection.connect()?;
     postgres.put_policy_bundle(&bundle)?;
-    for _ in 0..5 {
-        let (head, _) = postgres.head()?;
-        let ops = vec![ChangeOp::Policies {
-            version: bundle.version.clone(),
-        }];
-        match postgres.publish(head, ops, i64::MAX)? {
-            Published::At(id) => {
-                println!(
-                    "pushed policy version {} ({} files) as change {id}",
-                    bundle.version,
-                    bundle.files.len()
-                );
-                return Ok(ExitCode::SUCCESS);
-            }
-            Published::Behind { .. } => continue,
-        }
-    }
-    bail!("the change log kept moving; push again")
+    let publishing = postgres.begin_publish()?;
+    let ops = vec![ChangeOp::Policies {
+        version: bundle.version.clone(),
+    }];
+    let id = postgres.commit_publish(publishing, ops, i64::MAX)?;
+    println!(
+        "pushed policy version {} ({} files) as change {id}",
+        bundle.version,
+        bundle.files.len()
+    );
+    Ok(ExitCode::SUCCESS)
 }

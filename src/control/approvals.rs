@@ -68,7 +68,7 @@ pub struct ApprovalFilter {
 
 impl Control {
     pub fn grant_approval(&self, grant: ApprovalGrant) -> Result<ApprovalView, ControlError> {
-        let mut state = self.state();
+        let (mut state, publishing) = self.changing()?;
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let now = self.clock.now();
         let id = match grant.id.as_deref() {
@@ -206,13 +206,13 @@ impl Control {
                 ..ChangeMeta::default()
             },
         };
-        self.change(&mut state, &uid, entity, "approval")?;
+        self.change(&mut state, publishing, &uid, entity, "approval")?;
         tracing::info!(approval = id, ticket = grant.ticket, %approver, %subject, "approval granted");
         self.approval_in(&state, &id)
     }
 
     pub fn revoke_approval(&self, id: &str, reason: &str) -> Result<ApprovalView, ControlError> {
-        let mut state = self.state();
+        let (mut state, publishing) = self.changing()?;
         let view = self.approval_in(&state, id)?;
         if view.approval.revoked {
             return Ok(view);
@@ -225,7 +225,7 @@ impl Control {
         meta.revoked_at = Some(self.clock.now().0);
         meta.revoke_reason = Some(reason.to_owned()).filter(|r| !r.is_empty());
         let uid = view.approval.uid.clone();
-        self.change(&mut state, &uid, LiveEntity { entity, meta }, "id")?;
+        self.change(&mut state, publishing, &uid, LiveEntity { entity, meta }, "id")?;
         tracing::info!(approval = id, reason, "approval revoked");
         self.approval_in(&state, id)
     }

@@ -65,7 +65,7 @@ impl Control {
         spec: EntitySpec,
         reason: ChangeReason,
     ) -> Result<EntityView, ControlError> {
-        let mut state = self.state();
+        let (mut state, publishing) = self.changing()?;
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let entity = required_ref(spec.entity.as_ref(), "entity.entity")?;
         plain_type(&state.policies, &entity, "entity.entity.type")?;
@@ -100,6 +100,7 @@ impl Control {
         let meta = reason.meta(&facts, &state.policies, self.clock.now())?;
         self.change(
             &mut state,
+            publishing,
             &uid,
             LiveEntity { entity: json, meta },
             "entity",
@@ -116,7 +117,7 @@ impl Control {
         entity: &EntityRef,
         reason: ChangeReason,
     ) -> Result<EntityView, ControlError> {
-        let mut state = self.state();
+        let (mut state, publishing) = self.changing()?;
         let facts = Arc::clone(&self.engine.snapshot().facts);
         plain_type(&state.policies, entity, "entity.type")?;
         let uid = uid_of(entity);
@@ -155,6 +156,7 @@ impl Control {
         let view = self.view_of(entity, &json, meta.clone(), Origin::Live);
         self.change(
             &mut state,
+            publishing,
             &uid,
             LiveEntity { entity: json, meta },
             "entity",
@@ -252,7 +254,7 @@ impl Control {
         entities: Vec<(usize, Value)>,
         reason: ChangeReason,
     ) -> Result<ImportSummary, ControlError> {
-        let mut state = self.state();
+        let (mut state, publishing) = self.changing()?;
         let current = Arc::clone(&self.engine.snapshot().facts);
         let policies = Arc::clone(&state.policies);
         let meta = reason.meta(&current, &policies, self.clock.now())?;
@@ -318,14 +320,7 @@ impl Control {
                 record: record.clone(),
             })
             .collect();
-        let published = match self.publish(&mut state, ops) {
-            Ok(published) => published,
-            Err(super::replica::Behind::Failed(error)) => return Err(error),
-            Err(super::replica::Behind::Retry) => {
-                drop(writer);
-                return Err(self.behind(&mut state));
-            }
-        };
+        let published = self.end_change(publishing, ops)?;
         LiveStore::put_in(writer.transaction(), &writes)?;
         if let Some(id) = published {
             LiveStore::set_applied_in(writer.transaction(), id)?;

@@ -47,7 +47,7 @@ pub struct IdentityFilter {
 
 impl Control {
     pub fn create_identity(&self, spec: IdentitySpec) -> Result<IdentityView, ControlError> {
-        let mut state = self.state();
+        let (mut state, publishing) = self.changing()?;
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let entity = required_ref(spec.entity.as_ref(), "identity.entity")?;
         if !identity_types(state.policies.schema()).contains(&entity.type_name) {
@@ -93,7 +93,7 @@ impl Control {
                 ..ChangeMeta::default()
             },
         };
-        self.change(&mut state, &uid, live, "identity")?;
+        self.change(&mut state, publishing, &uid, live, "identity")?;
         tracing::info!(identity = %entity, %owner, status, "identity created");
         self.identity_in(&state, &entity)
     }
@@ -103,7 +103,7 @@ impl Control {
         entity: &EntityRef,
         update: IdentityUpdate,
     ) -> Result<IdentityView, ControlError> {
-        let mut state = self.state();
+        let (mut state, publishing) = self.changing()?;
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let uid = uid_of(entity);
         if facts.identity(&uid).is_none() {
@@ -143,6 +143,7 @@ impl Control {
         meta.updated_at = Some(self.clock.now().0);
         self.change(
             &mut state,
+            publishing,
             &uid,
             LiveEntity { entity: json, meta },
             "attributes",

@@ -32,7 +32,7 @@ impl Control {
         spec: LinkSpec,
         reason: ChangeReason,
     ) -> Result<LinkView, ControlError> {
-        let mut state = self.state();
+        let (mut state, publishing) = self.changing()?;
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let id = spec.id.clone();
         let link = state
@@ -62,8 +62,8 @@ impl Control {
             resource: spec.resource.clone(),
             meta: meta.clone(),
         };
-        let published = self.publish_or_conflict(
-            &mut state,
+        let published = self.end_change(
+            publishing,
             vec![crate::postgres::ChangeOp::Link {
                 id: id.clone(),
                 link: stored.clone(),
@@ -81,7 +81,7 @@ impl Control {
 
     /// Removes a live link: it no longer applies from the next decision on.
     pub fn unlink_policy(&self, id: &str) -> Result<LinkView, ControlError> {
-        let mut state = self.state();
+        let (mut state, publishing) = self.changing()?;
         let Some(link) = state.policies.links().get(id).cloned() else {
             return Err(ControlError::NotFound(format!("no link {id:?}")));
         };
@@ -99,8 +99,8 @@ impl Control {
             .get(id)
             .map(|stored| stored.meta.clone())
             .unwrap_or_default();
-        let published = self.publish_or_conflict(
-            &mut state,
+        let published = self.end_change(
+            publishing,
             vec![crate::postgres::ChangeOp::Unlink { id: id.to_owned() }],
         )?;
         self.apply_link(&mut state, id, None)?;

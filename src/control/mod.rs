@@ -88,9 +88,6 @@ pub enum ControlError {
     /// The shared database of a fleet cannot be reached: nothing was changed.
     #[error("{0}")]
     SharedStore(String),
-    /// Another replica changed the facts first: nothing was changed; try again.
-    #[error("{0}")]
-    Contended(String),
     /// The change is stored but its ledger entry could not be written (the ledger has failed).
     #[error("{0}")]
     Unrecorded(String),
@@ -329,6 +326,17 @@ impl Control {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// The state, for a change: on a replica of a fleet, with the shared database's publish lock
+    /// held and every change other replicas published applied, so that the change is decided on
+    /// facts no one else can change until it ends (`replica::begin_change`).
+    fn changing(
+        &self,
+    ) -> Result<(MutexGuard<'_, State>, Option<crate::postgres::Publishing>), ControlError> {
+        let mut state = self.state();
+        let publishing = self.begin_change(&mut state)?;
+        Ok((state, publishing))
+    }
+
     pub fn status(&self) -> StatusView {
         self.status_of(&self.state())
     }
@@ -360,52 +368,40 @@ impl Control {
     fn change(
         &self,
         state: &mut State,
+        publishing: Option<crate::postgres::Publishing>,
         uid: &EntityUid,
         entity: LiveEntity,
         field: &str,
     ) -> Result<(), ControlError> {
         let key = uid.to_string();
-        for _ in 0..PUBLISH_ATTEMPTS {
-            let current = Arc::clone(&self.engine.snapshot().facts);
-            let schema = state.policies.schema();
-            let mut writer = current.store().writer(schema).map_err(unavailable)?;
-            let applied = match entity.meta.retired_at {
-                None => writer.put(entity.entity.clone(), Origin::Live).map(drop),
-                Some(_) => writer.remove(uid),
-            }
-            .and_then(|()| check_rules(&writer, schema));
-            applied.map_err(|error| invalid(field, error.to_string()))?;
-            let ops = vec![crate::postgres::ChangeOp::Entity {
-                uid: key.clone(),
-                record: entity.clone(),
-            }];
-            let published = match self.publish(state, ops) {
-                Ok(published) => published,
-                Err(replica::Behind::Retry) => {
-                    drop(writer);
-                    self.catch_up_locked(state)?;
-                    continue;
-                }
-                Err(replica::Behind::Failed(error)) => return Err(error),
-            };
-            LiveStore::put_in(writer.transaction(), &[(key.clone(), entity.clone())])?;
-            if let Some(id) = published {
-                LiveStore::set_applied_in(writer.transaction(), id)?;
-            }
-            let committed = writer.commit().map_err(unavailable)?;
-            let facts = current.after(&committed, None).map_err(unavailable)?;
-            self.engine.replace_snapshot(Snapshot {
-                policies: Arc::clone(&state.policies),
-                facts: Arc::new(facts),
-            });
-            self.applied(state, published);
-            state.facts_changed_at = self.clock.now();
-            state.facts_changes += 1;
-            return Ok(());
+        let current = Arc::clone(&self.engine.snapshot().facts);
+        let schema = state.policies.schema();
+        let mut writer = current.store().writer(schema).map_err(unavailable)?;
+        let applied = match entity.meta.retired_at {
+            None => writer.put(entity.entity.clone(), Origin::Live).map(drop),
+            Some(_) => writer.remove(uid),
         }
-        Err(ControlError::Contended(format!(
-            "{key}: other replicas kept changing the facts; try again"
-        )))
+        .and_then(|()| check_rules(&writer, schema));
+        applied.map_err(|error| invalid(field, error.to_string()))?;
+        let ops = vec![crate::postgres::ChangeOp::Entity {
+            uid: key.clone(),
+            record: entity.clone(),
+        }];
+        let published = self.end_change(publishing, ops)?;
+        LiveStore::put_in(writer.transaction(), &[(key, entity)])?;
+        if let Some(id) = published {
+            LiveStore::set_applied_in(writer.transaction(), id)?;
+        }
+        let committed = writer.commit().map_err(unavailable)?;
+        let facts = current.after(&committed, None).map_err(unavailable)?;
+        self.engine.replace_snapshot(Snapshot {
+            policies: Arc::clone(&state.policies),
+            facts: Arc::new(facts),
+        });
+        self.applied(state, published);
+        state.facts_changed_at = self.clock.now();
+        state.facts_changes += 1;
+        Ok(())
     }
 
     /// The current JSON form of an entity and what the admin API recorded of it. Callers hold
@@ -422,9 +418,6 @@ impl Control {
         }
     }
 }
-
-/// How often a change is decided again when other replicas' changes keep coming first.
-const PUBLISH_ATTEMPTS: usize = 5;
 
 /// How many threads check a facts file's entities against the schema while it is imported.
 const PREPARERS: usize = 2;

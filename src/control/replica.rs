@@ -1,6 +1,6 @@
-//! A replica of a shared database (`postgres`). Every change made here is committed in the
-//! database's change log first (`publish`, under the control plane's lock, only when this
-//! replica holds every change before it) and then applied here; every change made elsewhere is
+//! A replica of a shared database (`postgres`). Every change made here is decided under the
+//! database's publish lock on facts that hold every change before it (`begin_change`),
+//! committed in the database's change log first (`end_change`) and then applied here; every change made elsewhere is
 //! applied here in log order (`catch_up`), woken by the database's notifications and, as a
 //! fallback, by a poll. `Freshness` says until when this replica was known to hold every
 //! committed change: past `max_staleness` the engine denies everything (`warrant:facts-stale`)
@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use super::*;
 use crate::facts::Freshness;
-use crate::postgres::{ChangeOp, LoggedChange, PgError, PolicyBundle, Postgres, Published};
+use crate::postgres::{ChangeOp, LoggedChange, PgError, PolicyBundle, Postgres, Publishing};
 
 /// The most changes read from the log at once.
 const CHANGES_PER_READ: i64 = 1_000;
@@ -133,58 +133,52 @@ fn shared(error: PgError) -> ControlError {
 }
 
 impl Control {
-    /// Commits `ops` in the shared database's log as the change after the last one applied
-    /// here, and returns its id (`None` for a single node, which has no log). When another
-    /// replica's change came first, this one is not made: what was missed is applied and the
-    /// caller is told to decide again (`Behind`).
-    pub(super) fn publish(
+    /// Starts a change on a replica (`None` for a single node, which has no log): takes the
+    /// shared database's publish lock, so that no other replica publishes until this change
+    /// ends, and applies here whatever other replicas published before it. The change is then
+    /// decided on facts no other replica can change under it.
+    pub(super) fn begin_change(
         &self,
         state: &mut State,
-        ops: Vec<ChangeOp>,
-    ) -> Result<Option<i64>, Behind> {
+    ) -> Result<Option<Publishing>, ControlError> {
         let Some(replication) = self.replication.as_ref() else {
             return Ok(None);
         };
-        match replication
-            .postgres
-            .publish(state.applied_change, ops, replication.keep_changes)
-        {
-            Ok(Published::At(id)) => {
-                replication.stats.head.fetch_max(id, Ordering::AcqRel);
-                Ok(Some(id))
+        let postgres = &replication.postgres;
+        let mut publishing = postgres.begin_publish().map_err(shared)?;
+        replication
+            .stats
+            .head
+            .fetch_max(publishing.head, Ordering::AcqRel);
+        if publishing.head > state.applied_change {
+            for change in postgres
+                .missed(&mut publishing, state.applied_change)
+                .map_err(shared)?
+            {
+                let id = change.id;
+                self.apply_logged(state, change)?;
+                self.applied(state, Some(id));
             }
-            Ok(Published::Behind { head }) => {
-                replication.stats.head.fetch_max(head, Ordering::AcqRel);
-                Err(Behind::Retry)
-            }
-            Err(error) => Err(Behind::Failed(shared(error))),
         }
+        Ok(Some(publishing))
     }
 
-    /// `publish`, for a change that is not decided again: when another replica's change came
-    /// first, what was missed is applied and the caller is asked to try again.
-    pub(super) fn publish_or_conflict(
+    /// Commits a change begun with `begin_change` in the shared database's log: its id, once
+    /// it is committed there (`None` for a single node). The caller then applies it here.
+    pub(super) fn end_change(
         &self,
-        state: &mut State,
+        publishing: Option<Publishing>,
         ops: Vec<ChangeOp>,
     ) -> Result<Option<i64>, ControlError> {
-        match self.publish(state, ops) {
-            Ok(published) => Ok(published),
-            Err(Behind::Failed(error)) => Err(error),
-            Err(Behind::Retry) => Err(self.behind(state)),
-        }
-    }
-
-    /// Another replica's change came first: what was missed is applied (no writer may be
-    /// held), and the caller is asked to try again.
-    pub(super) fn behind(&self, state: &mut State) -> ControlError {
-        if let Err(error) = self.catch_up_locked(state) {
-            return error;
-        }
-        ControlError::Contended(
-            "another replica changed the facts first; this change was not made: try again"
-                .to_owned(),
-        )
+        let (Some(publishing), Some(replication)) = (publishing, self.replication.as_ref()) else {
+            return Ok(None);
+        };
+        let id = replication
+            .postgres
+            .commit_publish(publishing, ops, replication.keep_changes)
+            .map_err(shared)?;
+        replication.stats.head.fetch_max(id, Ordering::AcqRel);
+        Ok(Some(id))
     }
 
     /// Records durably that a change which touched no facts (a link) is applied here.
@@ -386,11 +380,4 @@ impl Control {
     pub fn replication(&self) -> Option<&Replication> {
         self.replication.as_ref()
     }
-}
-
-/// Why a change was not published.
-pub(super) enum Behind {
-    /// Another replica's change came first: catch up, then decide again.
-    Retry,
-    Failed(ControlError),
 }

@@ -105,12 +105,23 @@ pub struct LoggedChange {
     pub ops: Vec<ChangeOp>,
 }
 
-/// A change could not be published because the log moved on since `expected`: the publisher
-/// must apply what it missed and decide again.
-#[derive(Debug)]
-pub enum Published {
-    At(i64),
-    Behind { head: i64 },
+/// A change being made: a pooled connection inside a transaction that holds the publish lock.
+/// Dropped without `commit_publish`, it is rolled back (and the lock let go).
+pub struct Publishing {
+    client: Option<deadpool_postgres::Object>,
+    /// The newest change id when the lock was taken; this change will be the next.
+    pub head: i64,
+    handle: tokio::runtime::Handle,
+}
+
+impl Drop for Publishing {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.handle.spawn(async move {
+                let _ = client.batch_execute("ROLLBACK").await;
+            });
+        }
+    }
 }
 
 /// Everything live at one change id: how a replica that is new, or too far behind the log,
@@ -161,6 +172,14 @@ impl Postgres {
             config.password(password.as_str());
         }
         config.connect_timeout(settings.timeout);
+        // Every statement (and a wait for the publish lock) ends within the deadline callers
+        // wait for, so a transaction is never left holding the lock.
+        let deadline = settings.timeout.as_millis();
+        config.options(format!(
+            "-c statement_timeout={deadline} -c lock_timeout={deadline} \
+             -c idle_in_transaction_session_timeout={}",
+            deadline * 4
+        ));
         config.keepalives_idle(Duration::from_secs(10));
         config.application_name(format!("warrant {}", settings.replica));
         let tls = tls_connector(settings.ca.as_deref())?;
@@ -168,7 +187,11 @@ impl Postgres {
             config.clone(),
             tls.clone(),
             deadpool_postgres::ManagerConfig {
-                recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+                // A connection given back inside a transaction (a change that failed half-way)
+                // is rolled back before it is used again.
+                recycling_method: deadpool_postgres::RecyclingMethod::Custom(
+                    "ROLLBACK".to_owned(),
+                ),
             },
         );
         let pool = deadpool_postgres::Pool::builder(manager)
@@ -251,90 +274,135 @@ impl Postgres {
         })
     }
 
-    /// Commits `ops` as the change after `expected`, unless the log has moved past it; wakes
-    /// every replica. The change log keeps `keep` changes; older ones are dropped (a replica
-    /// that far behind starts again from `live_state`).
-    pub fn publish(
+    /// Starts a change: a transaction that holds the publish lock, so that no other replica
+    /// publishes until this one commits (`commit_publish`) or is dropped (rolled back). Returns
+    /// it with the newest change id, read under the lock.
+    pub fn begin_publish(&self) -> Result<Publishing, PgError> {
+        let pool = self.pool();
+        let client = self.block(async move {
+            let client = get(&pool).await?;
+            client.batch_execute("BEGIN").await?;
+            Ok(client)
+        })?;
+        let mut publishing = Publishing {
+            client: Some(client),
+            head: 0,
+            handle: self.handle.clone(),
+        };
+        publishing.head = self.on_publishing(&mut publishing, |client| async move {
+            let head = async {
+                client
+                    .execute("SELECT pg_advisory_xact_lock($1)", &[&PUBLISH_LOCK])
+                    .await?;
+                let row = client
+                    .query_one("SELECT coalesce(max(id), 0) FROM warrant_changes", &[])
+                    .await?;
+                Ok::<i64, PgError>(row.get(0))
+            }
+            .await;
+            (client, head)
+        })?;
+        Ok(publishing)
+    }
+
+    /// The changes after `after` up to the head `publishing` holds: what the publisher must
+    /// apply before it decides.
+    pub fn missed(
         &self,
-        expected: i64,
+        publishing: &mut Publishing,
+        after: i64,
+    ) -> Result<Vec<LoggedChange>, PgError> {
+        self.on_publishing(publishing, move |client| async move {
+            let changes = async {
+                let rows = client
+                    .query(
+                        "SELECT id, replica, ops FROM warrant_changes WHERE id > $1 ORDER BY id",
+                        &[&after],
+                    )
+                    .await?;
+                rows.into_iter().map(logged).collect()
+            }
+            .await;
+            (client, changes)
+        })
+    }
+
+    /// Commits `ops` as the change after the head `publishing` holds, with the rows it leaves,
+    /// and wakes every replica. The change log keeps `keep` changes; older ones are dropped (a
+    /// replica that far behind starts again from `live_state`).
+    pub fn commit_publish(
+        &self,
+        mut publishing: Publishing,
         ops: Vec<ChangeOp>,
         keep: i64,
-    ) -> Result<Published, PgError> {
-        let pool = self.pool();
+    ) -> Result<i64, PgError> {
+        let id = publishing.head + 1;
         let replica = self.settings.replica.clone();
-        self.block(async move {
-            let mut client = get(&pool).await?;
-            let txn = client.transaction().await?;
-            txn.execute("SELECT pg_advisory_xact_lock($1)", &[&PUBLISH_LOCK])
-                .await?;
-            let head: i64 = txn
-                .query_one("SELECT coalesce(max(id), 0) FROM warrant_changes", &[])
-                .await?
-                .get(0);
-            if head != expected {
-                return Ok(Published::Behind { head });
-            }
-            let id = head + 1;
-            let json = serde_json::to_value(&ops)
-                .map_err(|error| PgError::Invalid(format!("cannot write a change: {error}")))?;
-            txn.execute(
-                "INSERT INTO warrant_changes (id, replica, ops) VALUES ($1, $2, $3)",
-                &[&id, &replica, &json],
-            )
-            .await?;
-            for op in &ops {
-                match op {
-                    ChangeOp::Entity { uid, record } => {
-                        let record = serde_json::to_value(record).map_err(|error| {
-                            PgError::Invalid(format!("cannot write an entity: {error}"))
-                        })?;
-                        txn.execute(
-                            "INSERT INTO warrant_entities (uid, record, change_id) VALUES ($1, $2, $3) \
-                             ON CONFLICT (uid) DO UPDATE SET record = EXCLUDED.record, change_id = EXCLUDED.change_id",
-                            &[uid, &record, &id],
-                        )
-                        .await?;
-                    }
-                    ChangeOp::Link { id: link_id, link } => {
-                        let link = serde_json::to_value(link).map_err(|error| {
-                            PgError::Invalid(format!("cannot write a link: {error}"))
-                        })?;
-                        txn.execute(
-                            "INSERT INTO warrant_links (id, link, change_id) VALUES ($1, $2, $3) \
-                             ON CONFLICT (id) DO UPDATE SET link = EXCLUDED.link, change_id = EXCLUDED.change_id",
-                            &[link_id, &link, &id],
-                        )
-                        .await?;
-                    }
-                    ChangeOp::Unlink { id: link_id } => {
-                        txn.execute("DELETE FROM warrant_links WHERE id = $1", &[link_id])
-                            .await?;
-                    }
-                    ChangeOp::Policies { version } => {
-                        let updated = txn
-                            .execute(
-                                "UPDATE warrant_policy_bundles SET change_id = $2 WHERE version = $1",
-                                &[version, &id],
-                            )
-                            .await?;
-                        if updated == 0 {
-                            return Err(PgError::Invalid(format!(
-                                "no policy bundle {version:?} was stored"
-                            )));
-                        }
-                    }
+        let json = serde_json::to_value(&ops)
+            .map_err(|error| PgError::Invalid(format!("cannot write a change: {error}")))?;
+        self.on_publishing(&mut publishing, move |client| async move {
+            let committed = async {
+                client
+                    .execute(
+                        "INSERT INTO warrant_changes (id, replica, ops) VALUES ($1, $2, $3)",
+                        &[&id, &replica, &json],
+                    )
+                    .await?;
+                for op in &ops {
+                    write_op(&client, op, id).await?;
                 }
+                client
+                    .execute(
+                        "DELETE FROM warrant_changes WHERE id <= $1",
+                        &[&(id - keep.max(1))],
+                    )
+                    .await?;
+                client
+                    .execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id.to_string()])
+                    .await?;
+                client.batch_execute("COMMIT").await?;
+                Ok::<i64, PgError>(id)
             }
-            txn.execute(
-                "DELETE FROM warrant_changes WHERE id <= $1",
-                &[&(id - keep.max(1))],
-            )
-            .await?;
-            txn.execute("SELECT pg_notify($1, $2)", &[&CHANNEL, &id.to_string()])
-                .await?;
-            txn.commit().await?;
-            Ok(Published::At(id))
-        })
+            .await;
+            (client, committed)
+        })?;
+        // Committed: the connection goes back to the pool as it is.
+        drop(publishing.client.take());
+        Ok(id)
+    }
+
+    /// Runs `work` on the connection `publishing` holds and waits for it, at most `timeout`
+    /// (the server's `statement_timeout` is the same, so the work ends by itself). A connection
+    /// whose answer came too late is rolled back by the task, so the lock is never left held.
+    fn on_publishing<T: Send + 'static, F>(
+        &self,
+        publishing: &mut Publishing,
+        work: impl FnOnce(deadpool_postgres::Object) -> F + Send + 'static,
+    ) -> Result<T, PgError>
+    where
+        F: Future<Output = (deadpool_postgres::Object, Result<T, PgError>)> + Send + 'static,
+    {
+        let client = publishing
+            .client
+            .take()
+            .ok_or_else(|| PgError::Invalid("the change was already ended".to_owned()))?;
+        let (answer, answered) = std::sync::mpsc::sync_channel(1);
+        self.handle.spawn(async move {
+            let (client, outcome) = work(client).await;
+            if let Err(returned) = answer.try_send((client, outcome)) {
+                let (client, _) = match returned {
+                    std::sync::mpsc::TrySendError::Full(returned)
+                    | std::sync::mpsc::TrySendError::Disconnected(returned) => returned,
+                };
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+        });
+        let (client, outcome) = answered
+            .recv_timeout(self.settings.timeout + Duration::from_secs(1))
+            .map_err(|_| PgError::TimedOut(self.settings.timeout))?;
+        // A failed statement leaves the transaction aborted: `Drop` rolls it back.
+        publishing.client = Some(client);
+        outcome
     }
 
     /// The changes after `after`, in order, at most `limit`.
@@ -348,21 +416,7 @@ impl Postgres {
                     &[&after, &limit],
                 )
                 .await?;
-            rows.into_iter()
-                .map(|row| {
-                    let id: i64 = row.get(0);
-                    let ops: serde_json::Value = row.get(2);
-                    let ops = serde_json::from_value(ops).map_err(|error| PgError::Damaged {
-                        id,
-                        message: error.to_string(),
-                    })?;
-                    Ok(LoggedChange {
-                        id,
-                        replica: row.get(1),
-                        ops,
-                    })
-                })
-                .collect()
+            rows.into_iter().map(logged).collect()
         })
     }
 
@@ -530,6 +584,73 @@ impl Drop for Postgres {
             runtime.shutdown_background();
         }
     }
+}
+
+/// A row of the change log.
+fn logged(row: tokio_postgres::Row) -> Result<LoggedChange, PgError> {
+    let id: i64 = row.get(0);
+    let ops: serde_json::Value = row.get(2);
+    let ops = serde_json::from_value(ops).map_err(|error| PgError::Damaged {
+        id,
+        message: error.to_string(),
+    })?;
+    Ok(LoggedChange {
+        id,
+        replica: row.get(1),
+        ops,
+    })
+}
+
+/// Writes the row one step of change `id` leaves (a live record, a link) or marks the bundle it
+/// publishes.
+async fn write_op(
+    client: &deadpool_postgres::Object,
+    op: &ChangeOp,
+    id: i64,
+) -> Result<(), PgError> {
+    match op {
+        ChangeOp::Entity { uid, record } => {
+            let record = serde_json::to_value(record)
+                .map_err(|error| PgError::Invalid(format!("cannot write an entity: {error}")))?;
+            client
+                .execute(
+                    "INSERT INTO warrant_entities (uid, record, change_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT (uid) DO UPDATE SET record = EXCLUDED.record, change_id = EXCLUDED.change_id",
+                    &[uid, &record, &id],
+                )
+                .await?;
+        }
+        ChangeOp::Link { id: link_id, link } => {
+            let link = serde_json::to_value(link)
+                .map_err(|error| PgError::Invalid(format!("cannot write a link: {error}")))?;
+            client
+                .execute(
+                    "INSERT INTO warrant_links (id, link, change_id) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET link = EXCLUDED.link, change_id = EXCLUDED.change_id",
+                    &[link_id, &link, &id],
+                )
+                .await?;
+        }
+        ChangeOp::Unlink { id: link_id } => {
+            client
+                .execute("DELETE FROM warrant_links WHERE id = $1", &[link_id])
+                .await?;
+        }
+        ChangeOp::Policies { version } => {
+            let updated = client
+                .execute(
+                    "UPDATE warrant_policy_bundles SET change_id = $2 WHERE version = $1",
+                    &[version, &id],
+                )
+                .await?;
+            if updated == 0 {
+                return Err(PgError::Invalid(format!(
+                    "no policy bundle {version:?} was stored"
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A pooled connection, or why there is none.

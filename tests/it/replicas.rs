@@ -789,3 +789,55 @@ async fn replicas_reach_the_database_over_tls_checked_against_its_ca() {
         "{refused}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn changes_made_at_once_on_several_replicas_are_all_made_once() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("contended");
+    let replicas = [
+        replica(&url, "a", &[]),
+        replica(&url, "b", &[]),
+        replica(&url, "c", &[]),
+    ];
+    // 30 grants at once through the three replicas: every one is made, none refused.
+    let mut tasks = Vec::new();
+    for n in 0..30 {
+        let mut admin = replicas[n % 3].admin_client().await;
+        tasks.push(tokio::spawn(async move {
+            admin
+                .grant_approval(proto::GrantApprovalRequest {
+                    approval: Some(deploy_grant(&format!("many-{n}"))),
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap().unwrap();
+    }
+    // The same approval id granted through every replica at once: exactly one is made.
+    let mut tasks = Vec::new();
+    for replica in &replicas {
+        let mut admin = replica.admin_client().await;
+        tasks.push(tokio::spawn(async move {
+            admin
+                .grant_approval(proto::GrantApprovalRequest {
+                    approval: Some(deploy_grant("only-once")),
+                })
+                .await
+        }));
+    }
+    let mut made = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            Ok(_) => made += 1,
+            Err(status) => assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}"),
+        }
+    }
+    assert_eq!(made, 1);
+    for replica in &replicas {
+        for n in 0..30 {
+            until(replica, &deploy(&format!("many-{n}")), true).await;
+        }
+        until(replica, &deploy("only-once"), true).await;
+    }
+}

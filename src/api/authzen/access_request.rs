@@ -192,8 +192,7 @@ fn control_problem(error: ControlError) -> Problem {
         ControlError::Store(_)
         | ControlError::Unrecorded(_)
         | ControlError::ReloadFailed(_)
-        | ControlError::SharedStore(_)
-        | ControlError::Contended(_) => {
+        | ControlError::SharedStore(_) => {
             tracing::error!(%error, "an access request could not be filed");
             Problem::plain(StatusCode::SERVICE_UNAVAILABLE, error.to_string())
         }

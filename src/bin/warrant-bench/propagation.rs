@@ -32,6 +32,8 @@ pub struct PropagationArgs {
     pub principal: String,
     #[arg(long, default_value = "Human::alice")]
     pub approver: String,
+    #[arg(long, default_value = "Human::bob")]
+    pub requester: String,
     #[arg(long, default_value = "Scope::production")]
     pub scope: String,
     #[arg(long, default_value = "update")]
@@ -108,6 +110,7 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<String> {
             id: id.clone(),
             ticket: format!("BENCH-{round}"),
             approver: Some(entity(&args.approver)?),
+            requester: Some(entity(&args.requester)?),
             subject: Some(entity(&args.principal)?),
             actions: vec![args.action.clone()],
             scope: Some(entity(&args.scope)?),
