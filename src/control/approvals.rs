@@ -225,7 +225,13 @@ impl Control {
         meta.revoked_at = Some(self.clock.now().0);
         meta.revoke_reason = Some(reason.to_owned()).filter(|r| !r.is_empty());
         let uid = view.approval.uid.clone();
-        self.change(&mut state, publishing, &uid, LiveEntity { entity, meta }, "id")?;
+        self.change(
+            &mut state,
+            publishing,
+            &uid,
+            LiveEntity { entity, meta },
+            "id",
+        )?;
         tracing::info!(approval = id, reason, "approval revoked");
         self.approval_in(&state, id)
     }

@@ -24,6 +24,9 @@ pub use migrations::SCHEMA_VERSION;
 
 /// The channel every published change is announced on (its payload: the change id).
 pub const CHANNEL: &str = "warrant_changes";
+/// Connections kept for publishing changes (one at a time per replica, under the control
+/// plane's lock; one more while a dropped change is rolled back).
+const PUBLISHING_CONNECTIONS: usize = 2;
 /// The advisory lock that makes publishing serial, so change ids commit in order.
 const PUBLISH_LOCK: i64 = 0x5741_5252_414e_5401;
 
@@ -146,7 +149,10 @@ pub struct Postgres {
     runtime: Option<tokio::runtime::Runtime>,
     /// The runtime's handle, where the work is spawned.
     handle: tokio::runtime::Handle,
+    /// Connections for single statements.
     pool: deadpool_postgres::Pool,
+    /// Connections for changes being published (`Publishing`), each a transaction.
+    publishing: deadpool_postgres::Pool,
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
     settings: StoreSettings,
@@ -183,29 +189,35 @@ impl Postgres {
         config.keepalives_idle(Duration::from_secs(10));
         config.application_name(format!("warrant {}", settings.replica));
         let tls = tls_connector(settings.ca.as_deref())?;
-        let manager = deadpool_postgres::Manager::from_config(
-            config.clone(),
-            tls.clone(),
-            deadpool_postgres::ManagerConfig {
-                // A connection given back inside a transaction (a change that failed half-way)
-                // is rolled back before it is used again.
-                recycling_method: deadpool_postgres::RecyclingMethod::Custom(
-                    "ROLLBACK".to_owned(),
-                ),
-            },
-        );
-        let pool = deadpool_postgres::Pool::builder(manager)
-            .max_size(settings.pool_size)
-            .wait_timeout(Some(settings.timeout))
-            .create_timeout(Some(settings.timeout))
-            .recycle_timeout(Some(settings.timeout))
-            .runtime(deadpool_postgres::Runtime::Tokio1)
-            .build()
-            .map_err(|error| PgError::Pool(error.to_string()))?;
+        let pool = |recycling_method, size| {
+            let manager = deadpool_postgres::Manager::from_config(
+                config.clone(),
+                tls.clone(),
+                deadpool_postgres::ManagerConfig { recycling_method },
+            );
+            deadpool_postgres::Pool::builder(manager)
+                .max_size(size)
+                .wait_timeout(Some(settings.timeout))
+                .create_timeout(Some(settings.timeout))
+                .recycle_timeout(Some(settings.timeout))
+                .runtime(deadpool_postgres::Runtime::Tokio1)
+                .build()
+                .map_err(|error| PgError::Pool(error.to_string()))
+        };
+        // Single statements (reads, counts) leave no transaction open.
+        let statements = pool(deadpool_postgres::RecyclingMethod::Fast, settings.pool_size)?;
+        // A publishing connection given back inside its transaction (a change that failed
+        // half-way) is rolled back before it is used again. Publishing is serial fleet-wide, so
+        // two are plenty.
+        let publishing = pool(
+            deadpool_postgres::RecyclingMethod::Custom("ROLLBACK".to_owned()),
+            PUBLISHING_CONNECTIONS,
+        )?;
         let mut postgres = Postgres {
             handle: runtime.handle().clone(),
             runtime: Some(runtime),
-            pool,
+            pool: statements,
+            publishing,
             config,
             tls,
             settings,
@@ -278,7 +290,7 @@ impl Postgres {
     /// publishes until this one commits (`commit_publish`) or is dropped (rolled back). Returns
     /// it with the newest change id, read under the lock.
     pub fn begin_publish(&self) -> Result<Publishing, PgError> {
-        let pool = self.pool();
+        let pool = self.publishing.clone();
         let client = self.block(async move {
             let client = get(&pool).await?;
             client.batch_execute("BEGIN").await?;
