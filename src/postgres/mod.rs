@@ -27,6 +27,9 @@ pub const CHANNEL: &str = "warrant_changes";
 /// Connections kept for publishing changes (one at a time per replica, under the control
 /// plane's lock; one more while a dropped change is rolled back).
 const PUBLISHING_CONNECTIONS: usize = 2;
+/// The longest a change may take to be decided on its replica while it holds the publish lock
+/// (an import of about a million entities is decided in less).
+const IDLE_IN_CHANGE: Duration = Duration::from_secs(60);
 /// The advisory lock that makes publishing serial, so change ids commit in order.
 const PUBLISH_LOCK: i64 = 0x5741_5252_414e_5401;
 
@@ -179,12 +182,13 @@ impl Postgres {
         }
         config.connect_timeout(settings.timeout);
         // Every statement (and a wait for the publish lock) ends within the deadline callers
-        // wait for, so a transaction is never left holding the lock.
+        // wait for; a session that stays inside a transaction (a replica cut off while it held
+        // the publish lock) is ended by the server, so the lock is never kept.
         let deadline = settings.timeout.as_millis();
         config.options(format!(
             "-c statement_timeout={deadline} -c lock_timeout={deadline} \
              -c idle_in_transaction_session_timeout={}",
-            deadline * 4
+            IDLE_IN_CHANGE.as_millis()
         ));
         config.keepalives_idle(Duration::from_secs(10));
         config.application_name(format!("warrant {}", settings.replica));
