@@ -5,7 +5,7 @@
 
 use crate::decide::engine::{Take, Taken, UseCountError, UseCounter};
 
-use super::{PgError, Postgres, get};
+use super::{PgError, Postgres};
 
 /// Past this many, a new token's insert also forgets expired ones.
 const FORGET_PER_USE: i64 = 16;
@@ -33,10 +33,8 @@ impl UseCounter for Postgres {
         if total.is_some_and(|total| amount > total) {
             return Ok(Taken::BudgetExhausted);
         }
-        let pool = self.pool();
         let approval = approval_id.to_owned();
-        self.block(async move {
-            let client = get(&pool).await?;
+        self.with_client(move |client| async move {
             // One statement: the row is created with this use, or updated only if it still
             // has a use and the budget room; no row back means one of them ran out.
             let row = client
@@ -82,12 +80,10 @@ impl UseCounter for Postgres {
         a_use: bool,
         amount: Option<u64>,
     ) -> Result<(), UseCountError> {
-        let pool = self.pool();
         let approval = approval_id.to_owned();
         let uses = i64::from(a_use);
         let amount = amount.map_or(0, as_bigint);
-        self.block(async move {
-            let client = get(&pool).await?;
+        self.with_client(move |client| async move {
             client
                 .execute(
                     "UPDATE warrant_approval_uses
@@ -105,10 +101,8 @@ impl UseCounter for Postgres {
 impl Postgres {
     /// Allowed uses recorded for an approval, and what its budget has spent.
     pub fn counts(&self, approval_id: &str) -> Result<(u64, u64), PgError> {
-        let pool = self.pool();
         let approval = approval_id.to_owned();
-        self.block(async move {
-            let client = get(&pool).await?;
+        self.with_client(move |client| async move {
             let row = client
                 .query_opt(
                     "SELECT used, spent FROM warrant_approval_uses WHERE approval = $1",
@@ -127,10 +121,8 @@ impl Postgres {
 
 impl crate::credentials::SeenTokens for Postgres {
     fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, String> {
-        let pool = self.pool();
         let key = key.to_owned();
-        self.block(async move {
-            let client = get(&pool).await?;
+        self.with_client(move |client| async move {
             client
                 .execute(
                     "DELETE FROM warrant_seen_tokens WHERE token IN

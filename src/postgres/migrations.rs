@@ -3,7 +3,7 @@
 //! race. A database whose schema is newer than this build knows is refused: an older replica
 //! must not write to tables it does not understand.
 
-use super::{PgError, Postgres, get};
+use super::{PgError, Postgres};
 
 /// The newest schema this build knows.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -47,9 +47,7 @@ const MIGRATIONS: &[&str] = &[
 impl Postgres {
     /// Applies the migrations the database lacks and returns its identity.
     pub(super) fn migrate(&self) -> Result<String, PgError> {
-        let pool = self.pool();
-        self.block(async move {
-            let mut client = get(&pool).await?;
+        self.with_client(move |mut client| async move {
             let txn = client.transaction().await?;
             txn.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                 .await?;

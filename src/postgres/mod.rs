@@ -262,6 +262,19 @@ impl Postgres {
             .unwrap_or(Err(PgError::TimedOut(timeout)))
     }
 
+    /// Runs `work` with a pooled connection for single statements, on this module's runtime,
+    /// and waits for it (`block`).
+    fn with_client<T: Send + 'static, F>(
+        &self,
+        work: impl FnOnce(deadpool_postgres::Object) -> F + Send + 'static,
+    ) -> Result<T, PgError>
+    where
+        F: Future<Output = Result<T, PgError>> + Send + 'static,
+    {
+        let pool = self.pool.clone();
+        self.block(async move { work(get(&pool).await?).await })
+    }
+
     /// Spawns a task on this module's runtime (the change log's follower).
     pub fn spawn(&self, task: impl Future<Output = ()> + Send + 'static) {
         self.handle().spawn(task);
@@ -271,15 +284,9 @@ impl Postgres {
         &self.handle
     }
 
-    fn pool(&self) -> deadpool_postgres::Pool {
-        self.pool.clone()
-    }
-
     /// The newest change id (0 for none) and the oldest the log still holds.
     pub fn head(&self) -> Result<(i64, i64), PgError> {
-        let pool = self.pool();
-        self.block(async move {
-            let client = get(&pool).await?;
+        self.with_client(move |client| async move {
             let row = client
                 .query_one(
                     "SELECT coalesce(max(id), 0), coalesce(min(id), 0) FROM warrant_changes",
@@ -423,9 +430,7 @@ impl Postgres {
 
     /// The changes after `after`, in order, at most `limit`.
     pub fn changes_after(&self, after: i64, limit: i64) -> Result<Vec<LoggedChange>, PgError> {
-        let pool = self.pool();
-        self.block(async move {
-            let client = get(&pool).await?;
+        self.with_client(move |client| async move {
             let rows = client
                 .query(
                     "SELECT id, replica, ops FROM warrant_changes WHERE id > $1 ORDER BY id LIMIT $2",
@@ -438,9 +443,7 @@ impl Postgres {
 
     /// Every live record and link, and the change id they stand at, read in one snapshot.
     pub fn live_state(&self) -> Result<LiveState, PgError> {
-        let pool = self.pool();
-        self.block(async move {
-            let mut client = get(&pool).await?;
+        self.with_client(move |mut client| async move {
             let txn = client
                 .build_transaction()
                 .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
@@ -483,12 +486,10 @@ impl Postgres {
 
     /// Stores a validated policy bundle (its version is its id; storing one again is a no-op).
     pub fn put_policy_bundle(&self, bundle: &PolicyBundle) -> Result<(), PgError> {
-        let pool = self.pool();
         let files = serde_json::to_value(&bundle.files)
             .map_err(|error| PgError::Invalid(error.to_string()))?;
         let version = bundle.version.clone();
-        self.block(async move {
-            let client = get(&pool).await?;
+        self.with_client(move |client| async move {
             client
                 .execute(
                     "INSERT INTO warrant_policy_bundles (version, files, change_id) VALUES ($1, $2, 0) \
@@ -502,9 +503,7 @@ impl Postgres {
 
     /// The newest published policy bundle, if any was pushed.
     pub fn current_policy_bundle(&self) -> Result<Option<PolicyBundle>, PgError> {
-        let pool = self.pool();
-        self.block(async move {
-            let client = get(&pool).await?;
+        self.with_client(move |client| async move {
             let row = client
                 .query_opt(
                     "SELECT version, files FROM warrant_policy_bundles WHERE change_id > 0 \
@@ -525,10 +524,8 @@ impl Postgres {
 
     /// The policy bundle of `version`.
     pub fn policy_bundle(&self, version: &str) -> Result<Option<PolicyBundle>, PgError> {
-        let pool = self.pool();
         let version = version.to_owned();
-        self.block(async move {
-            let client = get(&pool).await?;
+        self.with_client(move |client| async move {
             let row = client
                 .query_opt(
                     "SELECT files FROM warrant_policy_bundles WHERE version = $1",

@@ -233,39 +233,39 @@ fn id_of(which: &str) -> u32 {
     .unwrap()
 }
 
-/// A replica of the fleet at `url`, on the bundled policies, with a data folder of its own.
-pub fn replica(url: &str, name: &str, extra: &[&str]) -> Server {
+/// `warrant serve` as a replica of the fleet at `url`, on the bundled policies, with `extra`.
+fn replica_args(url: &str, extra: &[&str]) -> Vec<String> {
     let policies = bundled_policies();
-    let mut args = vec![
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--policies",
-        policies.to_str().unwrap(),
-        "--store",
-        url,
-        "--replica-id",
-        name,
-    ];
-    args.extend_from_slice(extra);
-    Server::start_with(&args).unwrap_or_else(|stderr| panic!("replica did not start:\n{stderr}"))
+    let mut args: Vec<String> = ["serve", "--listen", "127.0.0.1:0", "--policies"]
+        .map(str::to_owned)
+        .into();
+    args.extend([policies.to_str().unwrap(), "--store", url].map(str::to_owned));
+    args.extend(extra.iter().map(|arg| (*arg).to_owned()));
+    args
 }
 
-fn restart_replica(data: tempfile::TempDir, url: &str, name: &str) -> Server {
-    let policies = bundled_policies();
-    let args = [
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--policies",
-        policies.to_str().unwrap(),
-        "--store",
-        url,
-        "--replica-id",
-        name,
-    ];
+/// Starts a replica on `data`: the server, or its stderr if it did not start.
+fn start_replica(data: tempfile::TempDir, url: &str, extra: &[&str]) -> Result<Server, String> {
+    let args = replica_args(url, extra);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
     Server::start_in(data, &args)
-        .unwrap_or_else(|stderr| panic!("replica did not restart:\n{stderr}"))
+}
+
+/// A replica of the fleet at `url` named `name`, with a data folder of its own.
+pub fn replica(url: &str, name: &str, extra: &[&str]) -> Server {
+    let mut extra = extra.to_vec();
+    extra.extend(["--replica-id", name]);
+    start_replica(tempfile::tempdir().unwrap(), url, &extra)
+        .unwrap_or_else(|stderr| panic!("replica did not start:\n{stderr}"))
+}
+
+/// Why a replica on `data` (a new folder if `None`) refused to start.
+fn refusal(data: Option<tempfile::TempDir>, url: &str, extra: &[&str]) -> String {
+    let data = data.unwrap_or_else(|| tempfile::tempdir().unwrap());
+    match start_replica(data, url, extra) {
+        Ok(_) => panic!("the replica started"),
+        Err(stderr) => stderr,
+    }
 }
 
 fn in_hours(hours: i64) -> Option<prost_types::Timestamp> {
@@ -541,7 +541,7 @@ async fn a_replica_killed_and_restarted_catches_up_from_the_change_log() {
     let data = c.kill();
     grant(&mut admin, deploy_grant("while-down")).await;
     revoke(&mut admin, "kept").await;
-    let c = restart_replica(data, &url, "c");
+    let c = start_replica(data, &url, &["--replica-id", "c"]).unwrap();
     // Caught up before it listened: no waiting.
     assert!(allowed(&check(&c, deploy("while-down")).await));
     let answer = check(&c, deploy("kept")).await;
@@ -555,20 +555,7 @@ async fn a_replica_killed_and_restarted_catches_up_from_the_change_log() {
     // A data folder that followed this database cannot follow another.
     let other = cluster.database("other");
     let data = d.kill();
-    let refused = Server::start_in(
-        data,
-        &[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--policies",
-            bundled_policies().to_str().unwrap(),
-            "--store",
-            &other,
-        ],
-    )
-    .err()
-    .unwrap();
+    let refused = refusal(Some(data), &other, &[]);
     assert!(
         refused.contains("follows another shared database"),
         "{refused}"
@@ -587,17 +574,7 @@ async fn a_replica_killed_and_restarted_catches_up_from_the_change_log() {
         .execute("INSERT INTO warrant_migrations (version) VALUES (999)", &[])
         .await
         .unwrap();
-    let refused = Server::start_with(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--policies",
-        bundled_policies().to_str().unwrap(),
-        "--store",
-        &newer,
-    ])
-    .err()
-    .unwrap();
+    let refused = refusal(None, &newer, &[]);
     assert!(
         refused.contains("newer than this Warrant knows"),
         "{refused}"
@@ -753,37 +730,14 @@ async fn replicas_reach_the_database_over_tls_checked_against_its_ca() {
     // A database whose certificate another CA signed is refused.
     let other = crate::tls::Authority::new("another CA");
     let other_file = crate::tls::write(files.path(), "other-ca.pem", &other.pem);
-    let policies = bundled_policies();
-    let refused = Server::start_with(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--policies",
-        policies.to_str().unwrap(),
-        "--store",
-        &url,
-        "--store-ca",
-        other_file.to_str().unwrap(),
-    ])
-    .err()
-    .unwrap();
+    let refused = refusal(None, &url, &["--store-ca", other_file.to_str().unwrap()]);
     assert!(
         refused.contains("cannot use the shared database"),
         "{refused}"
     );
     // And so is plaintext: the server takes TCP connections over TLS only.
     let plain = url.replace("sslmode=require", "sslmode=disable");
-    let refused = Server::start_with(&[
-        "serve",
-        "--listen",
-        "127.0.0.1:0",
-        "--policies",
-        policies.to_str().unwrap(),
-        "--store",
-        &plain,
-    ])
-    .err()
-    .unwrap();
+    let refused = refusal(None, &plain, &[]);
     assert!(
         refused.contains("cannot use the shared database"),
         "{refused}"
