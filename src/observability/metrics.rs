@@ -468,6 +468,13 @@ impl Metrics {
             "Estimated bytes of the parsed entities held (at most facts_cache_bytes).",
         );
         let _ = writeln!(out, "warrant_facts_cache_bytes {parsed_bytes}");
+        family(
+            &mut out,
+            "warrant_facts_stale",
+            "gauge",
+            "1 while this replica's facts are past max_staleness (cut off from the shared database) and every decision is denied; always 0 on a single node.",
+        );
+        let _ = writeln!(out, "warrant_facts_stale {}", u8::from(engine.facts_stale()));
         if let Some(replication) = control.replication() {
             use std::sync::atomic::Ordering::Relaxed;
             let stats = &replication.stats;
@@ -503,12 +510,6 @@ impl Metrics {
                     "counter",
                     "Catch-ups with the shared database's log that failed.",
                     stats.failures.load(Relaxed).to_string(),
-                ),
-                (
-                    "warrant_facts_stale",
-                    "gauge",
-                    "1 while this replica's facts are past max_staleness and every decision is denied.",
-                    u8::from(engine.facts_stale()).to_string(),
                 ),
             ] {
                 family(&mut out, name, kind, help);
