@@ -128,6 +128,24 @@ fn unpack(root: &Path, bundle: &PolicyBundle) -> Result<PathBuf, ControlError> {
     Ok(dir)
 }
 
+/// Removes the unpacked bundles other than `kept` (the one in force): the folder holds one.
+fn forget_bundles_but(kept: &Path) {
+    let Some(root) = kept.parent() else {
+        return;
+    };
+    let Ok(listing) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in listing.flatten() {
+        let path = entry.path();
+        if path != kept
+            && let Err(error) = std::fs::remove_dir_all(&path)
+        {
+            tracing::warn!(%error, path = %path.display(), "cannot remove an old policy bundle");
+        }
+    }
+}
+
 fn shared(error: PgError) -> ControlError {
     ControlError::SharedStore(error.to_string())
 }
@@ -301,11 +319,14 @@ impl Control {
                 "the shared database holds no policy bundle {version:?}"
             )));
         };
-        let before = self.set_policies_dir(dir);
+        let before = self.set_policies_dir(dir.clone());
         let loaded = self.load_folder(state);
         let reloaded = self.apply_reload(state, loaded);
-        if reloaded.is_err() {
-            self.set_policies_dir(before);
+        match reloaded {
+            Ok(_) => forget_bundles_but(&dir),
+            Err(_) => {
+                self.set_policies_dir(before);
+            }
         }
         reloaded.map(drop)
     }

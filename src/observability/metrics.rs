@@ -474,7 +474,11 @@ impl Metrics {
             "gauge",
             "1 while this replica's facts are past max_staleness (cut off from the shared database) and every decision is denied; always 0 on a single node.",
         );
-        let _ = writeln!(out, "warrant_facts_stale {}", u8::from(engine.facts_stale()));
+        let _ = writeln!(
+            out,
+            "warrant_facts_stale {}",
+            u8::from(engine.facts_stale())
+        );
         if let Some(replication) = control.replication() {
             use std::sync::atomic::Ordering::Relaxed;
             let stats = &replication.stats;

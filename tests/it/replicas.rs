@@ -665,6 +665,26 @@ async fn a_pushed_policy_bundle_is_loaded_by_every_replica_and_their_ledgers_mer
     assert_eq!(denied.reasons, ["change-freeze"]);
     let on_c = denied.decision_id.clone();
 
+    // The freeze lifted by pushing the folder as it was: the first version again, and one
+    // unpacked bundle kept.
+    let thawed = crate::common::bundled_policies_copy();
+    let (code, said) = warrant(&[
+        "policy",
+        "push",
+        thawed.path().to_str().unwrap(),
+        "--store",
+        &url,
+    ]);
+    assert_eq!(code, 0, "{said}");
+    for replica in [&a, &b, &c] {
+        until(replica, &deploy("before-the-freeze"), true).await;
+    }
+    assert_eq!(policy_version(&b).await, first_version);
+    let bundles = std::fs::read_dir(a.data.path().join("policy-bundles"))
+        .unwrap()
+        .count();
+    assert_eq!(bundles, 1);
+
     // Each replica's ledger is its own chain, its name in every record; the shell checks them
     // all and merges them by time.
     assert_eq!(c.record(&on_c).await["replica"], "c");
