@@ -294,6 +294,13 @@ fn status_proto(status: StatusView) -> proto::StatusResponse {
         reload_failures: status.reload_failures,
         template_count: status.template_count as u32,
         link_count: status.link_count as u64,
+        replica: status.replica.map(|replica| proto::ReplicaStatus {
+            id: replica.id,
+            applied_change: replica.applied_change,
+            head_change: replica.head_change,
+            fresh_as_of: Some(timestamp(replica.fresh_as_of)),
+            stale: replica.stale,
+        }),
     }
 }
 

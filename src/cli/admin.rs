@@ -521,6 +521,13 @@ fn status_json(status: &proto::StatusResponse) -> Value {
         "reload_failures": status.reload_failures,
         "last_reload_error": status.last_reload_error,
         "last_reload_failed_at": time_json(&status.last_reload_failed_at),
+        "replica": status.replica.as_ref().map(|replica| json!({
+            "id": replica.id,
+            "applied_change": replica.applied_change,
+            "head_change": replica.head_change,
+            "fresh_as_of": time_json(&replica.fresh_as_of),
+            "stale": replica.stale,
+        })),
     })
 }
 

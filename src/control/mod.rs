@@ -119,6 +119,18 @@ pub struct StatusView {
     pub last_reload_error: Option<(UnixMillis, String)>,
     pub reloads: u64,
     pub reload_failures: u64,
+    /// On a replica of a fleet: where it stands in the shared database.
+    pub replica: Option<ReplicaView>,
+}
+
+/// A replica's place in its shared database's change log.
+#[derive(Debug, Clone)]
+pub struct ReplicaView {
+    pub id: String,
+    pub applied_change: i64,
+    pub head_change: i64,
+    pub fresh_as_of: UnixMillis,
+    pub stale: bool,
 }
 
 /// What the control plane holds between changes. Guarded by one mutex: changes are serialised.
@@ -359,6 +371,20 @@ impl Control {
             last_reload_error: state.last_reload_error.clone(),
             reloads: state.reloads,
             reload_failures: state.reload_failures,
+            replica: self.replication.as_ref().map(|replication| {
+                use std::sync::atomic::Ordering::Relaxed;
+                ReplicaView {
+                    id: replication.postgres.replica().to_owned(),
+                    applied_change: state.applied_change,
+                    head_change: replication
+                        .stats
+                        .head
+                        .load(Relaxed)
+                        .max(state.applied_change),
+                    fresh_as_of: replication.freshness.confirmed_at(),
+                    stale: self.engine.facts_stale(),
+                }
+            }),
         }
     }
 

@@ -244,6 +244,8 @@ async fn grants_that_break_a_rule_are_refused_naming_it() {
         .unwrap()
         .into_inner();
     assert_eq!(status.live_changes, 0);
+    // A single node follows no shared database.
+    assert!(status.replica.is_none());
 
     grant(&mut admin, deploy_grant("rule-test")).await.unwrap();
     let taken = grant(&mut admin, deploy_grant("rule-test"))

@@ -463,6 +463,22 @@ async fn a_fleet_shares_grants_revocations_and_exact_uses() {
     }
     versions.dedup();
     assert_eq!(versions.len(), 1);
+    // Status says where each replica stands.
+    for (replica, name) in replicas.iter().zip(["a", "b", "c"]) {
+        let status = replica
+            .admin_client()
+            .await
+            .status(proto::StatusRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .replica
+            .unwrap();
+        assert_eq!(status.id, name);
+        assert!(!status.stale);
+        assert_eq!(status.applied_change, status.head_change);
+        assert!(status.applied_change >= 3, "{status:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
