@@ -1,10 +1,10 @@
 //! A replica of a shared database (`postgres`). Every change made here is decided under the
 //! database's publish lock on facts that hold every change before it (`begin_change`),
-//! committed in the database's change log first (`end_change`) and then applied here; every change made elsewhere is
-//! applied here in log order (`catch_up`), woken by the database's notifications and, as a
-//! fallback, by a poll. `Freshness` says until when this replica was known to hold every
-//! committed change: past `max_staleness` the engine denies everything (`warrant:facts-stale`)
-//! and health turns NOT_SERVING, until a catch-up succeeds again.
+//! committed in the database's change log first (`end_change`) and then applied here. Every
+//! change made elsewhere is applied here in log order (`catch_up`), woken by the database's
+//! notifications and, as a fallback, by a poll. `Freshness` says until when this replica was
+//! known to hold every committed change: past `max_staleness` the engine denies everything
+//! (`warrant:facts-stale`) and health turns NOT_SERVING, until a catch-up succeeds again.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
@@ -382,13 +382,19 @@ impl Control {
                 match outcome {
                     Ok(Ok(_)) => {
                         if replication.stats.failing.swap(false, Ordering::AcqRel) {
-                            tracing::info!("the shared database is reachable again; facts caught up");
+                            tracing::info!(
+                                "the shared database is reachable again; facts caught up"
+                            );
                         }
                     }
                     Ok(Err(error)) => {
                         replication.stats.failures.fetch_add(1, Ordering::Relaxed);
                         if !replication.stats.failing.swap(true, Ordering::AcqRel) {
-                            tracing::error!(%error, "cannot catch up with the shared database; deciding from the facts held until max_staleness");
+                            tracing::error!(
+                                %error,
+                                "cannot catch up with the shared database; deciding from the \
+                                 facts held until max_staleness"
+                            );
                         }
                     }
                     Err(error) => tracing::error!(%error, "the catch-up task failed"),
