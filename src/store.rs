@@ -45,6 +45,15 @@ const APPROVAL_REQUESTS: TableDefinition<&str, &str> = TableDefinition::new("app
 /// last change of its log applied here (`applied`, decimal).
 const REPLICATION: TableDefinition<&str, &str> = TableDefinition::new("replication");
 
+/// Where a data folder stands in the shared database it follows (`LiveStore::replication`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Replicated {
+    pub database: String,
+    pub applied: i64,
+    /// The live records were taken whole and the facts not yet rebuilt from them.
+    pub resync: bool,
+}
+
 /// An entity as changed through the admin API: its whole Cedar JSON form (it replaces the
 /// entity of the same uid in `entities.json`), and what Warrant knows of the change.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -324,32 +333,37 @@ impl LiveStore {
         Ok(all)
     }
 
-    /// The shared database this data folder follows and the last change of its log applied
-    /// here: `None` for a data folder that never followed one.
-    pub fn replication(&self) -> Result<Option<(String, i64)>, StoreError> {
+    /// The shared database this data folder follows, the last change of its log applied here,
+    /// and whether its facts must still be rebuilt from the live records it took whole
+    /// (`replace_live`): `None` for a data folder that never followed one.
+    pub fn replication(&self) -> Result<Option<Replicated>, StoreError> {
         let txn = self.db.begin_read().map_err(io)?;
         let table = match txn.open_table(REPLICATION) {
             Ok(table) => table,
             Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
             Err(error) => return Err(io(error)),
         };
-        let database = table
-            .get("database")
-            .map_err(io)?
-            .map(|v| v.value().to_owned());
-        let applied = table
-            .get("applied")
-            .map_err(io)?
-            .map(|v| v.value().to_owned());
-        match (database, applied) {
-            (Some(database), Some(applied)) => Ok(Some((
+        let read = |key: &str| -> Result<Option<String>, StoreError> {
+            Ok(table.get(key).map_err(io)?.map(|v| v.value().to_owned()))
+        };
+        match (read("database")?, read("applied")?) {
+            (Some(database), Some(applied)) => Ok(Some(Replicated {
                 database,
-                applied.parse().map_err(|_| {
+                applied: applied.parse().map_err(|_| {
                     StoreError::Facts(format!("the replication position {applied:?} is damaged"))
                 })?,
-            ))),
+                resync: read("resync")?.is_some(),
+            })),
             _ => Ok(None),
         }
+    }
+
+    /// Records in `txn` (the one that rebuilds the facts) that the facts match the live records
+    /// again.
+    pub fn resynced_in(txn: &redb::WriteTransaction) -> Result<(), StoreError> {
+        let mut table = txn.open_table(REPLICATION).map_err(io)?;
+        table.remove("resync").map_err(io)?;
+        Ok(())
     }
 
     /// Records in `txn` that the change `applied` of the shared database's log is applied.
@@ -389,6 +403,8 @@ impl LiveStore {
             }
             let mut table = txn.open_table(REPLICATION).map_err(io)?;
             table.insert("database", database).map_err(io)?;
+            // Until the facts are rebuilt from these records (`resynced_in`).
+            table.insert("resync", "1").map_err(io)?;
         }
         Self::put_in(&txn, entities)?;
         Self::set_applied_in(&txn, head)?;

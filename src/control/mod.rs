@@ -208,6 +208,9 @@ impl Control {
             )
         };
         if let Some(writer) = facts_to_sync(&facts, &folder, policies_dir, &store, resync)? {
+            if resync {
+                LiveStore::resynced_in(writer.transaction())?;
+            }
             let committing = std::time::Instant::now();
             let committed = writer.commit().map_err(|e| in_folder(e.to_string()))?;
             tracing::info!(

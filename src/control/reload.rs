@@ -26,7 +26,7 @@ impl Control {
             let before = folder_state(&self.policies_dir());
             // (A change read before must be let go first: the store takes one writer at a time.)
             drop(std::mem::replace(&mut loaded, Err(String::new())));
-            loaded = self.load_folder(&state);
+            loaded = self.load_folder(&state, false);
             if folder_state(&self.policies_dir()) == before {
                 break;
             }
@@ -39,8 +39,9 @@ impl Control {
     }
 
     /// The folder's policies, facts (with the live changes) and shadow policies, read and
-    /// validated; nothing swapped yet.
-    pub(super) fn load_folder(&self, state: &State) -> Result<LoadedFolder, String> {
+    /// validated; nothing swapped yet. `resync` rebuilds the facts from the folder and the live
+    /// records even if neither changed (a replica that took the live records whole).
+    pub(super) fn load_folder(&self, state: &State, resync: bool) -> Result<LoadedFolder, String> {
         let dir = self.policies_dir();
         PolicySnapshot::load(&dir)
             .map_err(|error| error.to_string())
@@ -48,8 +49,12 @@ impl Control {
                 let current = self.engine.snapshot();
                 // The same file checked against the same schema, with the same live changes,
                 // gives the facts in force: kept, not read again.
-                let sync = facts_to_sync(&current.facts, &policies, &dir, &self.store, false)
+                let sync = facts_to_sync(&current.facts, &policies, &dir, &self.store, resync)
                     .map_err(|error| format!("{error:#}"))?;
+                if resync && let Some(writer) = &sync {
+                    LiveStore::resynced_in(writer.transaction())
+                        .map_err(|error| error.to_string())?;
+                }
                 let policies = match &sync {
                     Some(writer) => links::with_live_links(&policies, &state.live_links, &|uid| {
                         writer.contains(uid).unwrap_or(false)

@@ -56,10 +56,14 @@ impl Replication {
         let database = self.postgres.database_id();
         let (head, oldest) = self.postgres.head()?;
         let applied = match store.replication()? {
-            Some((followed, applied)) if followed == database => Some(applied),
-            Some((followed, _)) => anyhow::bail!(
-                "the data folder follows another shared database ({followed}, not {database}): \
-                 give this replica a data folder of its own"
+            Some(followed) if followed.database == database && followed.resync => {
+                return Ok((followed.applied, true));
+            }
+            Some(followed) if followed.database == database => Some(followed.applied),
+            Some(followed) => anyhow::bail!(
+                "the data folder follows another shared database ({}, not {database}): \
+                 give this replica a data folder of its own",
+                followed.database
             ),
             None if store.entity_count()? > 0 || !store.links()?.is_empty() => anyhow::bail!(
                 "the data folder holds live changes made without the shared database: export them \
@@ -242,11 +246,14 @@ impl Control {
             if let Some(first) = changes.first()
                 && first.id != state.applied_change + 1
             {
-                return Err(ControlError::Conflict(format!(
-                    "the shared database's log starts at change {} and this replica stands at \
-                     {}: restart it to take the live records whole",
-                    first.id, state.applied_change
-                )));
+                tracing::warn!(
+                    log_starts_at = first.id,
+                    applied = state.applied_change,
+                    "the shared database's log no longer reaches back to this replica's last \
+                     change: taking its live records whole"
+                );
+                self.rejoin(state)?;
+                continue;
             }
             for change in changes {
                 let id = change.id;
@@ -260,6 +267,35 @@ impl Control {
                 return Ok(applied);
             }
         }
+    }
+
+    /// Takes the shared database's live records whole and rebuilds the facts and links from
+    /// them and the policy folder, as a reload does: for a replica the log no longer reaches
+    /// (it was trimmed past this replica's last change while it was cut off). Until the rebuild
+    /// commits, the data folder says it is owed (`resync`), so a crash in between is repaired
+    /// at the next start.
+    fn rejoin(&self, state: &mut State) -> Result<(), ControlError> {
+        let Some(replication) = self.replication.as_ref() else {
+            return Ok(());
+        };
+        let live = replication.postgres.live_state().map_err(shared)?;
+        self.store.replace_live(
+            replication.postgres.database_id(),
+            live.head,
+            &live.entities,
+            &live.links,
+        )?;
+        state.live_links = self.store.links()?;
+        let loaded = self.load_folder(state, true);
+        self.apply_reload(state, loaded)?;
+        self.applied(state, Some(live.head));
+        tracing::info!(
+            head = live.head,
+            entities = live.entities.len(),
+            links = live.links.len(),
+            "rejoined the shared database from its live records"
+        );
+        Ok(())
     }
 
     /// Applies one change of the log, made by any replica, as its maker did.
@@ -320,7 +356,7 @@ impl Control {
             )));
         };
         let before = self.set_policies_dir(dir.clone());
-        let loaded = self.load_folder(state);
+        let loaded = self.load_folder(state, false);
         let reloaded = self.apply_reload(state, loaded);
         match reloaded {
             Ok(_) => forget_bundles_but(&dir),

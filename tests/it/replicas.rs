@@ -563,6 +563,28 @@ async fn a_replica_killed_and_restarted_catches_up_from_the_change_log() {
     let answer = check(&c, deploy("kept")).await;
     assert!(answer.provenance.unwrap().approval.unwrap().revoked);
 
+    // A replica paused while the log moves on past what it keeps takes the live records whole
+    // when it wakes, and serves them.
+    let short = cluster.database("short-log");
+    let keep = ["--store-change-log-keep", "2"];
+    let (e, f) = (replica(&short, "e", &keep), replica(&short, "f", &keep));
+    let mut on_e = e.admin_client().await;
+    grant(&mut on_e, deploy_grant("before-the-pause")).await;
+    until(&f, &deploy("before-the-pause"), true).await;
+    f.signal("STOP");
+    for n in 0..3 {
+        grant(&mut on_e, deploy_grant(&format!("during-the-pause-{n}"))).await;
+    }
+    revoke(&mut on_e, "before-the-pause").await;
+    f.signal("CONT");
+    until(&f, &deploy("before-the-pause"), false).await;
+    for n in 0..3 {
+        until(&f, &deploy(&format!("during-the-pause-{n}")), true).await;
+    }
+    let f_data = f.terminate();
+    let f = start_replica(f_data, &short, &["--replica-id", "f"]).unwrap();
+    assert!(allowed(&check(&f, deploy("during-the-pause-2")).await));
+
     // A new replica on an empty data folder takes the live records whole.
     let d = replica(&url, "d", &[]);
     assert!(allowed(&check(&d, deploy("while-down")).await));

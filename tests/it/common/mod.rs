@@ -240,6 +240,16 @@ impl Server {
         std::mem::replace(&mut self.data, tempfile::tempdir().unwrap())
     }
 
+    /// Sends the process a signal (`STOP`, `CONT`, ...).
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
     /// Asks the process to stop (SIGTERM), waits for it and hands back its data folder.
     pub fn terminate(mut self) -> tempfile::TempDir {
         let pid = self.child.id().to_string();
