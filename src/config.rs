@@ -375,7 +375,7 @@ fn invalid(setting: &'static str, message: &str) -> ConfigError {
 
 impl Settings {
     /// The shared database's settings, when `store` names one.
-    fn shared_store(&self) -> Result<Option<SharedStore>, ConfigError> {
+    pub fn shared_store(&self) -> Result<Option<SharedStore>, ConfigError> {
         let Some(url) = self.store.as_ref().filter(|url| !url.0.is_empty()) else {
             return Ok(None);
         };

@@ -29,26 +29,25 @@ impl StoreConnection {
     /// Connects (which applies the migrations this build knows).
     fn connect(&self) -> anyhow::Result<Postgres> {
         let url = self.url()?;
-        let password = match (
-            std::env::var("WARRANT_STORE_PASSWORD").ok(),
-            &self.store_password_file,
-        ) {
-            (Some(password), _) => Some(password),
-            (None, Some(path)) => Some(
-                std::fs::read_to_string(path)
-                    .with_context(|| format!("--store-password-file {}", path.display()))?
-                    .trim_end_matches(['\r', '\n'])
-                    .to_owned(),
-            ),
-            (None, None) => None,
+        // The server's own reading of these settings (URL, password from the environment or
+        // the file); the shell needs few connections and may wait longer.
+        let given = crate::config::Settings {
+            store: self.store.clone(),
+            store_password: std::env::var("WARRANT_STORE_PASSWORD")
+                .ok()
+                .map(crate::config::Secret),
+            store_password_file: self.store_password_file.clone(),
+            store_ca: self.store_ca.clone(),
+            ..crate::config::Settings::default()
         };
+        let shared = given
+            .shared_store()?
+            .context("--store (or WARRANT_STORE): the shared database's postgres:// URL")?;
         let settings = StoreSettings {
-            url: url.to_owned(),
-            password,
-            ca: self.store_ca.clone(),
             pool_size: 2,
             timeout: std::time::Duration::from_secs(10),
             replica: "warrant-shell".to_owned(),
+            ..shared.settings
         };
         Postgres::connect(settings)
             .with_context(|| format!("the shared database {}", crate::postgres::redacted_url(url)))

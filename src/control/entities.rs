@@ -327,7 +327,7 @@ impl Control {
         }
         let committed = writer.commit().map_err(unavailable)?;
         let facts = current.after(&committed, None).map_err(unavailable)?;
-        self.applied(&mut state, published);
+        self.applied(published);
         let count = writes.len();
         let facts_version = Arc::clone(facts.version());
         self.engine.replace_snapshot(Snapshot {

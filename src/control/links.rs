@@ -70,7 +70,7 @@ impl Control {
             }],
         )?;
         self.apply_link(&mut state, &id, Some(stored))?;
-        self.record_applied(&mut state, published)?;
+        self.record_applied(published)?;
         tracing::info!(link = %spec.id, template = %spec.template, principal = ?spec.principal, resource = ?spec.resource, "template linked");
         Ok(LinkView {
             spec,
@@ -104,7 +104,7 @@ impl Control {
             vec![crate::postgres::ChangeOp::Unlink { id: id.to_owned() }],
         )?;
         self.apply_link(&mut state, id, None)?;
-        self.record_applied(&mut state, published)?;
+        self.record_applied(published)?;
         tracing::info!(link = id, template = %link.template(), "template unlinked");
         Ok(LinkView {
             spec: link.spec(),

@@ -146,8 +146,6 @@ struct State {
     reload_failures: u64,
     /// Cleared by the next successful reload.
     last_reload_error: Option<(UnixMillis, String)>,
-    /// On a replica of a shared database, the last change of its log applied here.
-    applied_change: i64,
 }
 
 pub struct Control {
@@ -185,9 +183,9 @@ impl Control {
     ) -> anyhow::Result<Control> {
         let store = Arc::new(store);
         let started = std::time::Instant::now();
-        let (applied_change, resync) = match &replication {
+        let resync = match &replication {
             Some(replication) => replication.join(&store)?,
-            None => (0, false),
+            None => false,
         };
         let bundle_dir = match &replication {
             Some(replication) => replication.bundle_dir(None)?,
@@ -251,10 +249,6 @@ impl Control {
         let engine = Engine::new(snapshot, Arc::clone(&clock), settings).with_use_counter(uses);
         if let Some(replication) = &replication {
             engine.set_freshness(Arc::clone(&replication.freshness));
-            replication
-                .stats
-                .applied
-                .store(applied_change, std::sync::atomic::Ordering::Release);
         }
         Ok(Control {
             engine: Arc::new(engine),
@@ -272,7 +266,6 @@ impl Control {
                 reloads: 0,
                 reload_failures: 0,
                 last_reload_error: None,
-                applied_change,
             }),
             requests_changed: tokio::sync::watch::Sender::new(0),
             requests_lock: Mutex::new(()),
@@ -378,12 +371,12 @@ impl Control {
                 use std::sync::atomic::Ordering::Relaxed;
                 ReplicaView {
                     id: replication.postgres.replica().to_owned(),
-                    applied_change: state.applied_change,
+                    applied_change: replication.applied(),
                     head_change: replication
                         .stats
                         .head
                         .load(Relaxed)
-                        .max(state.applied_change),
+                        .max(replication.applied()),
                     fresh_as_of: replication.freshness.confirmed_at(),
                     stale: self.engine.facts_stale(),
                 }
@@ -427,7 +420,7 @@ impl Control {
             policies: Arc::clone(&state.policies),
             facts: Arc::new(facts),
         });
-        self.applied(state, published);
+        self.applied(published);
         state.facts_changed_at = self.clock.now();
         state.facts_changes += 1;
         Ok(())

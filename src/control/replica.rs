@@ -36,7 +36,8 @@ pub struct Replication {
 pub struct ReplicaStats {
     /// The newest change id this replica has heard of.
     pub head: AtomicI64,
-    /// The last change id applied here.
+    /// The last change id applied here (the one place it is held; written under the state
+    /// lock).
     pub applied: AtomicI64,
     /// Times the notification connection was made again after it failed.
     pub reconnects: AtomicU64,
@@ -47,17 +48,25 @@ pub struct ReplicaStats {
 }
 
 impl Replication {
+    /// The last change of the log applied here.
+    pub fn applied(&self) -> i64 {
+        self.stats.applied.load(Ordering::Acquire)
+    }
+
     /// Brings a data folder in line with the database before its facts are opened: a folder
     /// that follows another database, or holds live changes of its own, is refused; one that is
     /// new, or further behind than the log reaches, takes the database's live records whole.
-    /// Returns the change id the folder stands at and whether its facts must be rebuilt from
-    /// the policy folder and the live records.
-    pub fn join(&self, store: &LiveStore) -> anyhow::Result<(i64, bool)> {
+    /// Sets the change id the folder stands at, and returns whether its facts must be rebuilt
+    /// from the policy folder and the live records.
+    pub fn join(&self, store: &LiveStore) -> anyhow::Result<bool> {
         let database = self.postgres.database_id();
         let (head, oldest) = self.postgres.head()?;
         let applied = match store.replication()? {
             Some(followed) if followed.database == database && followed.resync => {
-                return Ok((followed.applied, true));
+                self.stats
+                    .applied
+                    .store(followed.applied, Ordering::Release);
+                return Ok(true);
             }
             Some(followed) if followed.database == database => Some(followed.applied),
             Some(followed) => anyhow::bail!(
@@ -74,7 +83,8 @@ impl Replication {
         };
         match applied {
             Some(applied) if applied >= oldest.saturating_sub(1) || applied == head => {
-                Ok((applied, false))
+                self.stats.applied.store(applied, Ordering::Release);
+                Ok(false)
             }
             _ => {
                 let live = self.postgres.live_state()?;
@@ -85,7 +95,8 @@ impl Replication {
                     links = live.links.len(),
                     "data folder set to the shared database's live records"
                 );
-                Ok((live.head, true))
+                self.stats.applied.store(live.head, Ordering::Release);
+                Ok(true)
             }
         }
     }
@@ -93,11 +104,9 @@ impl Replication {
     /// The policy folder a pushed bundle is unpacked to (made if need be), or `None` when no
     /// bundle was pushed.
     pub fn bundle_dir(&self, version: Option<&str>) -> Result<Option<PathBuf>, ControlError> {
-        let bundle = match version {
-            Some(version) => self.postgres.policy_bundle(version).map_err(shared)?,
-            None => self.postgres.current_policy_bundle().map_err(shared)?,
-        };
-        bundle
+        self.postgres
+            .policy_bundle(version)
+            .map_err(shared)?
             .map(|bundle| unpack(&self.data_dir.join(POLICY_BUNDLES_DIR), &bundle))
             .transpose()
     }
@@ -172,14 +181,12 @@ impl Control {
             .stats
             .head
             .fetch_max(publishing.head, Ordering::AcqRel);
-        if publishing.head > state.applied_change {
-            for change in postgres
-                .missed(&mut publishing, state.applied_change)
-                .map_err(shared)?
-            {
+        let applied = replication.applied();
+        if publishing.head > applied {
+            for change in postgres.missed(&mut publishing, applied).map_err(shared)? {
                 let id = change.id;
                 self.apply_logged(state, change)?;
-                self.applied(state, Some(id));
+                self.applied(Some(id));
             }
         }
         Ok(Some(publishing))
@@ -204,22 +211,18 @@ impl Control {
     }
 
     /// Records durably that a change which touched no facts (a link) is applied here.
-    pub(super) fn record_applied(
-        &self,
-        state: &mut State,
-        applied: Option<i64>,
-    ) -> Result<(), ControlError> {
+    pub(super) fn record_applied(&self, applied: Option<i64>) -> Result<(), ControlError> {
         if let Some(id) = applied {
             self.store.set_applied(id)?;
         }
-        self.applied(state, applied);
+        self.applied(applied);
         Ok(())
     }
 
-    /// Marks `applied` as applied here, once its change is in force.
-    pub(super) fn applied(&self, state: &mut State, applied: Option<i64>) {
+    /// Marks `applied` as applied here, once its change is in force. (Called under the state
+    /// lock, which every change and catch-up holds.)
+    pub(super) fn applied(&self, applied: Option<i64>) {
         if let (Some(id), Some(replication)) = (applied, self.replication.as_ref()) {
-            state.applied_change = id;
             replication.stats.applied.store(id, Ordering::Release);
         }
     }
@@ -238,17 +241,18 @@ impl Control {
         let mut applied = 0;
         loop {
             let started = self.clock.now();
+            let after = replication.applied();
             let changes = replication
                 .postgres
-                .changes_after(state.applied_change, CHANGES_PER_READ)
+                .changes_after(after, CHANGES_PER_READ)
                 .map_err(shared)?;
             let complete = (changes.len() as i64) < CHANGES_PER_READ;
             if let Some(first) = changes.first()
-                && first.id != state.applied_change + 1
+                && first.id != after + 1
             {
                 tracing::warn!(
                     log_starts_at = first.id,
-                    applied = state.applied_change,
+                    applied = after,
                     "the shared database's log no longer reaches back to this replica's last \
                      change: taking its live records whole"
                 );
@@ -258,7 +262,7 @@ impl Control {
             for change in changes {
                 let id = change.id;
                 self.apply_logged(state, change)?;
-                self.applied(state, Some(id));
+                self.applied(Some(id));
                 replication.stats.head.fetch_max(id, Ordering::AcqRel);
                 applied += 1;
             }
@@ -288,7 +292,7 @@ impl Control {
         state.live_links = self.store.links()?;
         let loaded = self.load_folder(state, true);
         self.apply_reload(state, loaded)?;
-        self.applied(state, Some(live.head));
+        self.applied(Some(live.head));
         tracing::info!(
             head = live.head,
             entities = live.entities.len(),
@@ -310,7 +314,7 @@ impl Control {
             }
         }
         if entities.is_empty() {
-            return self.record_applied(state, Some(change.id));
+            return self.record_applied(Some(change.id));
         }
         let current = Arc::clone(&self.engine.snapshot().facts);
         let mut writer = current

@@ -501,14 +501,17 @@ impl Postgres {
         })
     }
 
-    /// The newest published policy bundle, if any was pushed.
-    pub fn current_policy_bundle(&self) -> Result<Option<PolicyBundle>, PgError> {
+    /// The policy bundle of `version`, or with `None` the newest one published; `None` if there
+    /// is none.
+    pub fn policy_bundle(&self, version: Option<&str>) -> Result<Option<PolicyBundle>, PgError> {
+        let version = version.map(str::to_owned);
         self.with_client(move |client| async move {
             let row = client
                 .query_opt(
-                    "SELECT version, files FROM warrant_policy_bundles WHERE change_id > 0 \
+                    "SELECT version, files FROM warrant_policy_bundles \
+                     WHERE ($1::text IS NULL AND change_id > 0) OR version = $1 \
                      ORDER BY change_id DESC LIMIT 1",
-                    &[],
+                    &[&version],
                 )
                 .await?;
             row.map(|row| {
@@ -517,29 +520,6 @@ impl Postgres {
                     PgError::Invalid(format!("a damaged policy bundle {version:?}: {error}"))
                 })?;
                 Ok(PolicyBundle { version, files })
-            })
-            .transpose()
-        })
-    }
-
-    /// The policy bundle of `version`.
-    pub fn policy_bundle(&self, version: &str) -> Result<Option<PolicyBundle>, PgError> {
-        let version = version.to_owned();
-        self.with_client(move |client| async move {
-            let row = client
-                .query_opt(
-                    "SELECT files FROM warrant_policy_bundles WHERE version = $1",
-                    &[&version],
-                )
-                .await?;
-            row.map(|row| {
-                let files = serde_json::from_value(row.get(0)).map_err(|error| {
-                    PgError::Invalid(format!("a damaged policy bundle {version:?}: {error}"))
-                })?;
-                Ok(PolicyBundle {
-                    version: version.clone(),
-                    files,
-                })
             })
             .transpose()
         })

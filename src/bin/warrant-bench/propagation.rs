@@ -42,16 +42,6 @@ pub struct PropagationArgs {
     pub resource: String,
 }
 
-fn entity(text: &str) -> anyhow::Result<proto::EntityRef> {
-    let (type_name, id) = text
-        .split_once("::")
-        .with_context(|| format!("{text}: not Type::id"))?;
-    Ok(proto::EntityRef {
-        r#type: type_name.to_owned(),
-        id: id.trim_matches('"').to_owned(),
-    })
-}
-
 /// Asks `client` until its answer's decision is `allow`; how many Checks it took.
 async fn until(
     client: &mut proto::authorizer_client::AuthorizerClient<Channel>,
@@ -102,6 +92,16 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<String> {
     let mut revoked_after_send = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut granted_after_ack = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
     let mut revoke_call = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let entity = |text: &str, flag: &str| warrant::cli::parse_entity(text, flag).map(Some);
+    let (approver, requester) = (
+        entity(&args.approver, "approver")?,
+        entity(&args.requester, "requester")?,
+    );
+    let (principal, scope, resource) = (
+        entity(&args.principal, "principal")?,
+        entity(&args.scope, "scope")?,
+        entity(&args.resource, "resource")?,
+    );
     let run = std::process::id();
     for round in 0..args.rounds {
         let id = format!("propagation-{run}-{round}");
@@ -109,11 +109,11 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<String> {
         let spec = proto::ApprovalSpec {
             id: id.clone(),
             ticket: format!("BENCH-{round}"),
-            approver: Some(entity(&args.approver)?),
-            requester: Some(entity(&args.requester)?),
-            subject: Some(entity(&args.principal)?),
+            approver: approver.clone(),
+            requester: requester.clone(),
+            subject: principal.clone(),
             actions: vec![args.action.clone()],
-            scope: Some(entity(&args.scope)?),
+            scope: scope.clone(),
             expires_at: Some(prost_types::Timestamp {
                 seconds: now + 3600,
                 nanos: 0,
@@ -122,9 +122,9 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<String> {
             ..proto::ApprovalSpec::default()
         };
         let check = proto::CheckRequest {
-            principal: Some(entity(&args.principal)?),
+            principal: principal.clone(),
             action: args.action.clone(),
-            resource: Some(entity(&args.resource)?),
+            resource: resource.clone(),
             approval_id: id.clone(),
             ..proto::CheckRequest::default()
         };
