@@ -4,15 +4,20 @@
 //! never accepted), the key is in its JWKS (`jwks`: a file or an HTTPS URL, by `kid`), the
 //! signature holds, the audience is one it accepts, and the token is within
 //! `nbf`..`exp` by the engine's clock, with the issuer's clock skew. The subject then names a
-//! principal (`ServiceAccount::{sub}`), which the request must name too. Each failure has its own
-//! reason. The token itself is never kept: a SHA-256 of it is.
+//! principal (`ServiceAccount::{sub}`: the subject is put in as the id, never parsed), which
+//! the request must name too. Each failure has its own reason. The token itself is never kept: a
+//! SHA-256 of it is. A token verified once is remembered with the key that verified it, and
+//! trusted again only while its issuer's set still holds that key: a key withdrawn from a file
+//! (watched) or a URL (refreshed) stops its tokens at the next read.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
 
 use crate::clock::UnixMillis;
 use crate::domain::{CredentialEvidence, EntityRef, Reason};
@@ -75,7 +80,7 @@ fn default_refresh() -> u64 {
 }
 
 /// The `[credentials]` settings.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CredentialSettings {
     #[serde(default)]
@@ -83,6 +88,24 @@ pub struct CredentialSettings {
     /// Principal types whose requests must carry a credential.
     #[serde(default)]
     pub required_for: Vec<String>,
+    /// How often each `jwks_file` is checked for a change, in milliseconds [default: 1000]: a
+    /// key withdrawn from the file stops verifying (cached tokens included) within this.
+    #[serde(default = "default_file_poll")]
+    pub jwks_file_poll_ms: u64,
+}
+
+impl Default for CredentialSettings {
+    fn default() -> Self {
+        CredentialSettings {
+            issuers: Vec::new(),
+            required_for: Vec::new(),
+            jwks_file_poll_ms: default_file_poll(),
+        }
+    }
+}
+
+fn default_file_poll() -> u64 {
+    1000
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +116,8 @@ pub enum CredentialSetupError {
     Algorithm { at: usize, name: String },
     #[error("credentials.issuers[{at}].principal: {0:?} must be Type::... with {{sub}} in it", .template)]
     Principal { at: usize, template: String },
+    #[error("credentials.jwks_file_poll_ms: must be at least 1")]
+    FilePoll,
     #[error("credentials.issuers[{at}].{setting}: {message}")]
     Jwks {
         at: usize,
@@ -101,22 +126,34 @@ pub enum CredentialSetupError {
     },
 }
 
-/// A verified token: what it proves, its `nbf` (seconds) and its issuer's clock skew (ms).
-type Verified = (CredentialEvidence, Option<i64>, i64);
+/// A verified token: what it proves, its `nbf` (seconds), its issuer's clock skew (ms), and
+/// the key that verified it (the issuer's index, the `kid` and the key's fingerprint).
+struct Verified {
+    evidence: CredentialEvidence,
+    nbf: Option<i64>,
+    skew: i64,
+    issuer: usize,
+    kid: String,
+    fingerprint: [u8; 32],
+}
 
 struct Issuer {
     settings: IssuerSettings,
     algorithms: Vec<Algorithm>,
     keys: Arc<IssuerKeys>,
+    /// The principal's type, and its id with `{sub}` in it (the template split at its last `::`).
+    principal_type: String,
+    principal_id: String,
 }
 
 /// The configured issuers.
 pub struct Credentials {
     issuers: Vec<Issuer>,
     required_for: Vec<String>,
-    /// Tokens verified already, by SHA-256, with their `nbf` and the issuer's skew: a repeated
-    /// token costs a lookup and the time checks, not a signature verification. Bounded; entries
-    /// live at most `VERIFIED_FOR`, so a key removed from a JWKS stops its tokens within that.
+    /// Tokens verified already, by SHA-256, with their `nbf`, the issuer's skew and the key that
+    /// verified them: a repeated token costs a lookup, the time checks and a look at the key
+    /// set, not a signature verification. Bounded; entries live at most `VERIFIED_FOR`; an
+    /// entry whose key the set no longer holds is verified again (and fails).
     verified: moka::sync::Cache<[u8; 32], Arc<Verified>>,
     /// Where single-use tokens are remembered; without it, a single-use token is refused.
     seen: std::sync::OnceLock<Arc<dyn SeenTokens>>,
@@ -190,6 +227,9 @@ const ACCEPTED: [(&str, Algorithm); 9] = [
 impl Credentials {
     /// Reads every issuer's keys; an error names the setting.
     pub fn new(settings: &CredentialSettings) -> Result<Credentials, CredentialSetupError> {
+        if settings.jwks_file_poll_ms == 0 {
+            return Err(CredentialSetupError::FilePoll);
+        }
         let mut issuers = Vec::new();
         for (at, issuer) in settings.issuers.iter().enumerate() {
             let algorithms = issuer
@@ -206,19 +246,24 @@ impl Credentials {
                         })
                 })
                 .collect::<Result<Vec<_>, _>>()?;
-            if !issuer.principal.contains("{sub}")
-                || EntityRef::parse(&issuer.principal.replace("{sub}", "x")).is_none()
-            {
-                return Err(CredentialSetupError::Principal {
+            let (principal_type, principal_id) = issuer
+                .principal
+                .rsplit_once("::")
+                .filter(|(type_name, id)| {
+                    !type_name.is_empty() && !type_name.contains("{sub}") && id.contains("{sub}")
+                })
+                .map(|(type_name, id)| (type_name.to_owned(), id.trim_matches('"').to_owned()))
+                .ok_or_else(|| CredentialSetupError::Principal {
                     at,
                     template: issuer.principal.clone(),
-                });
-            }
+                })?;
             let keys = issuer_keys(at, issuer)?;
             issuers.push(Issuer {
                 settings: issuer.clone(),
                 algorithms,
                 keys,
+                principal_type,
+                principal_id,
             });
         }
         Ok(Credentials {
@@ -235,6 +280,44 @@ impl Credentials {
     /// Each issuer's keys (for the metrics).
     pub fn keys(&self) -> impl Iterator<Item = &IssuerKeys> {
         self.issuers.iter().map(|issuer| &*issuer.keys)
+    }
+
+    /// Reads every issuer's keys again now, files and URLs (`warrant reload`); how many sets
+    /// changed.
+    pub fn read_keys_again(&self) -> usize {
+        self.issuers
+            .iter()
+            .filter(|issuer| issuer.keys.read_now())
+            .count()
+    }
+
+    /// Checks every `jwks_file` each `every` until `stop`, reading its keys again when its
+    /// contents change.
+    pub fn watch_files(self: &Arc<Self>, every: Duration, stop: CancellationToken) {
+        if !self.issuers.iter().any(|issuer| issuer.keys.from_file()) {
+            return;
+        }
+        let credentials = Arc::clone(self);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(every);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticks.tick() => {}
+                    () = stop.cancelled() => return,
+                }
+                let credentials = Arc::clone(&credentials);
+                let checked = tokio::task::spawn_blocking(move || {
+                    for issuer in &credentials.issuers {
+                        issuer.keys.read_if_changed();
+                    }
+                })
+                .await;
+                if let Err(error) = checked {
+                    tracing::error!(%error, "the JWKS file check failed");
+                }
+            }
+        });
     }
 
     /// Remembers single-use tokens in `seen` from now on (set once, at start).
@@ -274,14 +357,20 @@ impl Credentials {
     pub fn verify(&self, token: &str, now: UnixMillis) -> Result<CredentialEvidence, Reason> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(known) = self.verified.get(&digest) {
-            let (evidence, nbf, skew) = &*known;
-            within_time(evidence.expires_at, *nbf, *skew, now)?;
-            self.first_use(evidence, *skew, now)?;
-            return Ok(evidence.clone());
+            let key_held = self
+                .issuers
+                .get(known.issuer)
+                .is_some_and(|issuer| issuer.keys.holds(&known.kid, &known.fingerprint));
+            if key_held {
+                within_time(known.evidence.expires_at, known.nbf, known.skew, now)?;
+                self.first_use(&known.evidence, known.skew, now)?;
+                return Ok(known.evidence.clone());
+            }
+            self.verified.invalidate(&digest);
         }
-        let (evidence, nbf, skew) = self.verify_signed(token, &digest, now)?;
-        self.verified
-            .insert(digest, Arc::new((evidence.clone(), nbf, skew)));
+        let verified = self.verify_signed(token, &digest, now)?;
+        let (evidence, skew) = (verified.evidence.clone(), verified.skew);
+        self.verified.insert(digest, Arc::new(verified));
         self.first_use(&evidence, skew, now)?;
         Ok(evidence)
     }
@@ -305,10 +394,11 @@ impl Credentials {
             jsonwebtoken::decode::<Claims>(token, &DecodingKey::from_secret(&[]), &unverified)
                 .map_err(|_| Reason::CredentialMalformed)?;
         let issuer_name = claimed.claims.iss.ok_or(Reason::CredentialMalformed)?;
-        let issuer = self
+        let (issuer_at, issuer) = self
             .issuers
             .iter()
-            .find(|issuer| issuer.settings.issuer == issuer_name)
+            .enumerate()
+            .find(|(_, issuer)| issuer.settings.issuer == issuer_name)
             .ok_or(Reason::CredentialUnknownIssuer)?;
         if !issuer.algorithms.contains(&header.alg) {
             return Err(Reason::CredentialAlgorithmRefused);
@@ -329,7 +419,7 @@ impl Credentials {
             validation.required_spec_claims.insert("aud".to_owned());
         }
         let verified =
-            jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|error| {
+            jsonwebtoken::decode::<Claims>(token, &key.decoding, &validation).map_err(|error| {
                 use jsonwebtoken::errors::ErrorKind;
                 match error.kind() {
                     ErrorKind::InvalidSignature => Reason::CredentialBadSignature,
@@ -351,16 +441,23 @@ impl Credentials {
         let exp = claims.exp.ok_or(Reason::CredentialMalformed)?;
         let expires_at = UnixMillis(exp.saturating_mul(1000));
         within_time(expires_at, claims.nbf, skew, now)?;
-        let subject = claims.sub.ok_or(Reason::CredentialMalformed)?;
-        let principal = EntityRef::parse(&issuer.settings.principal.replace("{sub}", &subject))
+        let subject = claims
+            .sub
+            .filter(|sub| !sub.is_empty())
             .ok_or(Reason::CredentialMalformed)?;
+        // The subject is put in as the id as it is: never parsed, so no quote or `::` in it can
+        // name another principal.
+        let principal = EntityRef::new(
+            &issuer.principal_type,
+            issuer.principal_id.replace("{sub}", &subject),
+        );
         let evidence = CredentialEvidence {
             issuer: issuer.settings.issuer.clone(),
             subject,
             principal,
             jti: claims.jti,
             expires_at,
-            key_id: header.kid,
+            key_id: header.kid.clone(),
             token_sha256: format!("sha256:{}", hex::encode(digest)),
             audiences: match &claims.aud {
                 Some(serde_json::Value::String(one)) => vec![one.clone()],
@@ -378,7 +475,14 @@ impl Credentials {
             single_use: issuer.settings.single_use,
             actors: actors_of(claims.act.as_ref())?,
         };
-        Ok((evidence, claims.nbf, skew))
+        Ok(Verified {
+            evidence,
+            nbf: claims.nbf,
+            skew,
+            issuer: issuer_at,
+            kid: header.kid.clone().unwrap_or_default(),
+            fingerprint: key.fingerprint,
+        })
     }
 }
 

@@ -369,6 +369,8 @@ pub struct CredentialEvidence {
 pub struct Caller {
     pub address: Option<String>,
     pub identity: Option<Arc<str>>,
+    /// The certificate field `identity` came from: `uri_san`, `dns_san` or `common_name`.
+    pub identity_from: Option<&'static str>,
 }
 
 /// A determining policy that is a template link: the grant, the template it was made from and

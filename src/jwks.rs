@@ -1,10 +1,13 @@
 //! An issuer's public keys, from a JWKS (JSON Web Key Set): a file, or a document fetched over
-//! HTTPS (`outbound`). The keys are held by `kid` between reads. A token whose `kid` is not held makes the
-//! keys read again (a rotation), at most once a second, and only by one caller at a time: the
-//! others answer from the keys held. Fetched keys are also fetched again every refresh interval
-//! by a thread of their own, so a key the issuer withdrew stops verifying within that interval.
-//! A fetch that fails keeps the keys held. Symmetric keys in a set are ignored: a public key set
-//! with a shared secret in it is a mistake or an attack.
+//! HTTPS (`outbound`). The keys are held by `kid` between reads, each with a fingerprint (the
+//! SHA-256 of its JWK), so that what was verified with a key can be told apart from what its
+//! successor under the same `kid` verifies. A token whose `kid` is not held makes the keys read
+//! again (a rotation), at most once a second, and only by one caller at a time: the others answer
+//! from the keys held. Keys are also read again without being asked: a file whenever its contents
+//! change (`read_if_changed`, polled by `credentials`), a URL every refresh interval by a thread
+//! of its own, and both on `warrant reload`; so a key the issuer withdrew stops verifying within
+//! one poll or refresh. A read that fails keeps the keys held. Symmetric keys in a set are
+//! ignored: a public key set with a shared secret in it is a mistake or an attack.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,11 +18,18 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use jsonwebtoken::DecodingKey;
 use jsonwebtoken::jwk::{AlgorithmParameters, JwkSet};
+use sha2::{Digest, Sha256};
 
 use crate::outbound::Url;
 
+/// One verification key and the SHA-256 of the JWK it was read from.
+pub struct Key {
+    pub decoding: DecodingKey,
+    pub fingerprint: [u8; 32],
+}
+
 /// Keys by `kid` (a key without one under "").
-pub type KeysByKid = HashMap<String, Arc<DecodingKey>>;
+pub type KeysByKid = HashMap<String, Arc<Key>>;
 
 /// How soon after one read an unknown `kid` may cause another.
 const REREAD_AFTER: Duration = Duration::from_secs(1);
@@ -51,17 +61,25 @@ impl JwksSource {
         }
     }
 
-    /// Reads the set's asymmetric keys.
-    fn read(&self) -> Result<KeysByKid, String> {
-        let bytes = match self {
+    /// Reads the set's asymmetric keys, with the SHA-256 of the document they came from.
+    fn read(&self) -> Result<(KeysByKid, [u8; 32]), String> {
+        let bytes = self.bytes()?;
+        let digest = Sha256::digest(&bytes).into();
+        keys_of(&bytes)
+            .map(|keys| (keys, digest))
+            .map_err(|error| format!("{}: {error}", self.describe()))
+    }
+
+    /// The document as it is now.
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        Ok(match self {
             JwksSource::File(path) => std::fs::read(path)
                 .map_err(|error| format!("cannot read {}: {error}", path.display()))?,
             JwksSource::Https(https) => https
                 .0
                 .send("GET", None)
                 .map_err(|error| format!("{}: {error}", https.0.as_str()))?,
-        };
-        keys_of(&bytes).map_err(|error| format!("{}: {error}", self.describe()))
+        })
     }
 }
 
@@ -74,8 +92,14 @@ pub fn keys_of(document: &[u8]) -> Result<KeysByKid, String> {
         if matches!(jwk.algorithm, AlgorithmParameters::OctetKey(_)) {
             continue;
         }
-        let key =
+        let decoding =
             DecodingKey::from_jwk(jwk).map_err(|error| format!("a key cannot be read: {error}"))?;
+        let canonical = serde_json::to_vec(jwk)
+            .map_err(|error| format!("a key cannot be written back: {error}"))?;
+        let key = Key {
+            decoding,
+            fingerprint: Sha256::digest(&canonical).into(),
+        };
         keys.insert(jwk.common.key_id.clone().unwrap_or_default(), Arc::new(key));
     }
     Ok(keys)
@@ -86,12 +110,16 @@ pub struct IssuerKeys {
     issuer: String,
     source: JwksSource,
     keys: ArcSwap<KeysByKid>,
+    /// The SHA-256 of the document the keys in force were read from.
+    read_from: Mutex<[u8; 32]>,
     /// When the keys were last read (or a read was tried).
     last_read: Mutex<Option<Instant>>,
     /// A read is under way: other callers do not wait for it.
     reading: AtomicBool,
     pub reads: AtomicU64,
     pub read_failures: AtomicU64,
+    /// Reads that changed the set: a key added, withdrawn or replaced under its `kid`.
+    pub key_set_changes: AtomicU64,
 }
 
 impl IssuerKeys {
@@ -103,16 +131,19 @@ impl IssuerKeys {
             issuer: issuer.to_owned(),
             source,
             keys: ArcSwap::from_pointee(HashMap::new()),
+            read_from: Mutex::new([0; 32]),
             last_read: Mutex::new(None),
             reading: AtomicBool::new(false),
             reads: AtomicU64::new(0),
             read_failures: AtomicU64::new(0),
+            key_set_changes: AtomicU64::new(0),
         };
         *keys.lock_last_read() = Some(Instant::now());
         match keys.source.read() {
-            Ok(read) => {
+            Ok((read, digest)) => {
                 keys.reads.fetch_add(1, Ordering::Relaxed);
                 keys.keys.store(Arc::new(read));
+                *keys.lock_read_from() = digest;
             }
             Err(message) => match keys.source {
                 JwksSource::File(_) => return Err(message),
@@ -152,9 +183,47 @@ impl IssuerKeys {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    fn lock_read_from(&self) -> std::sync::MutexGuard<'_, [u8; 32]> {
+        self.read_from
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Whether the keys are read from a file (which `read_if_changed` watches).
+    pub fn from_file(&self) -> bool {
+        matches!(self.source, JwksSource::File(_))
+    }
+
+    /// Whether the key `fingerprint` is still held under `kid`: a token verified with a key the
+    /// set no longer holds is verified again, and fails.
+    pub fn holds(&self, kid: &str, fingerprint: &[u8; 32]) -> bool {
+        self.keys
+            .load()
+            .get(kid)
+            .is_some_and(|key| &key.fingerprint == fingerprint)
+    }
+
+    /// Reads a file's keys again if its contents changed since they were read (one hash of the
+    /// file when they did not). `true` if the set changed.
+    pub fn read_if_changed(&self) -> bool {
+        let JwksSource::File(path) = &self.source else {
+            return false;
+        };
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let digest: [u8; 32] = Sha256::digest(&bytes).into();
+                *self.lock_read_from() != digest && self.read_now()
+            }
+            Err(error) => {
+                self.read_failures.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(issuer = %self.issuer, path = %path.display(), %error, "cannot read the issuer's keys again; keeping the ones held");
+                false
+            }
+        }
+    }
     /// The key for `kid`: from the keys held, else from the set read again (a rotation), if it
     /// was not read within the last second and no one else is reading it.
-    pub fn key(&self, kid: Option<&str>) -> Option<Arc<DecodingKey>> {
+    pub fn key(&self, kid: Option<&str>) -> Option<Arc<Key>> {
         let kid = kid.unwrap_or("");
         if let Some(key) = self.keys.load().get(kid) {
             return Some(Arc::clone(key));
@@ -173,18 +242,42 @@ impl IssuerKeys {
         if self.reading.swap(true, Ordering::AcqRel) {
             return;
         }
+        self.read_now();
+        self.reading.store(false, Ordering::Release);
+    }
+
+    /// Reads the set again at once (`warrant reload`, a changed file); `true` if it changed.
+    pub fn read_now(&self) -> bool {
         *self.lock_last_read() = Some(Instant::now());
         match self.source.read() {
-            Ok(read) => {
+            Ok((read, digest)) => {
                 self.reads.fetch_add(1, Ordering::Relaxed);
-                self.keys.store(Arc::new(read));
+                *self.lock_read_from() = digest;
+                let before = self.keys.swap(Arc::new(read));
+                let after = self.keys.load();
+                let changed = before.len() != after.len()
+                    || before.iter().any(|(kid, key)| {
+                        after
+                            .get(kid)
+                            .is_none_or(|now| now.fingerprint != key.fingerprint)
+                    });
+                if changed {
+                    self.key_set_changes.fetch_add(1, Ordering::Relaxed);
+                    let withdrawn: Vec<&str> = before
+                        .iter()
+                        .filter(|(kid, key)| !self.holds(kid, &key.fingerprint))
+                        .map(|(kid, _)| kid.as_str())
+                        .collect();
+                    tracing::info!(issuer = %self.issuer, keys = after.len(), ?withdrawn, "the issuer's key set changed");
+                }
+                changed
             }
             Err(message) => {
                 self.read_failures.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(issuer = %self.issuer, %message, "cannot read the issuer's keys again; keeping the ones held");
+                false
             }
         }
-        self.reading.store(false, Ordering::Release);
     }
 }
 

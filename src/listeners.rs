@@ -74,6 +74,8 @@ pub struct PeerInfo {
     pub remote: Option<SocketAddr>,
     /// The identity in the caller's verified certificate (mutual TLS), if any.
     pub identity: Option<Arc<str>>,
+    /// The certificate field `identity` was read from.
+    pub identity_from: Option<crate::tls::IdentityField>,
 }
 
 impl PeerInfo {
@@ -82,6 +84,7 @@ impl PeerInfo {
         crate::domain::Caller {
             address: self.remote.map(|address| address.to_string()),
             identity: self.identity.clone(),
+            identity_from: self.identity_from.map(crate::tls::IdentityField::as_str),
         }
     }
 }
@@ -91,7 +94,7 @@ pub enum Stream {
     Plain(Connection),
     Tls(
         Box<tokio_rustls::server::TlsStream<Connection>>,
-        Option<Arc<str>>,
+        Option<(Arc<str>, crate::tls::IdentityField)>,
     ),
 }
 
@@ -101,10 +104,12 @@ impl Stream {
             Stream::Plain(connection) => PeerInfo {
                 remote: connection.remote,
                 identity: None,
+                identity_from: None,
             },
             Stream::Tls(stream, identity) => PeerInfo {
                 remote: stream.get_ref().0.remote,
-                identity: identity.clone(),
+                identity: identity.as_ref().map(|(name, _)| Arc::clone(name)),
+                identity_from: identity.as_ref().map(|(_, from)| *from),
             },
         }
     }
@@ -394,12 +399,13 @@ pub fn accept(
                     .1
                     .peer_certificates()
                     .and_then(|chain| chain.first())
-                    .and_then(crate::tls::identity_of)
-                    .map(Arc::<str>::from);
+                    // (The handshake refused a certificate whose names are in error.)
+                    .and_then(|leaf| crate::tls::identity_of(leaf).ok().flatten())
+                    .map(|(name, from)| (Arc::<str>::from(name), from));
                 if mutual {
                     let admitted = identity
-                        .as_deref()
-                        .is_some_and(|identity| security.allowed.admits(identity));
+                        .as_ref()
+                        .is_some_and(|(identity, _)| security.allowed.admits(identity));
                     if !admitted {
                         counters.callers_refused.fetch_add(1, Ordering::Relaxed);
                         tracing::warn!(listener = security.listener, ?remote, identity = ?identity, "caller refused: its identity is not on the listener's allow-list");

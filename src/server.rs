@@ -341,6 +341,12 @@ pub async fn serve(
     });
     let limits = config.connections;
     let counters = &metrics.listeners;
+    if let Some(credentials) = control.engine().credentials() {
+        credentials.watch_files(
+            std::time::Duration::from_millis(config.credentials.jwks_file_poll_ms),
+            stop.clone(),
+        );
+    }
     let tls = match &config.tls {
         Some(files) => {
             let tls = crate::tls::ServerTls::load(files.clone())?;

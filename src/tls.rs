@@ -3,7 +3,10 @@
 //! default (modern, AEAD-only) cipher suites. The files are read again whenever their contents
 //! change (certificates are short-lived: SPIFFE SVIDs rotate hourly); a set that fails to load
 //! leaves the last good one serving. The caller's identity is read from its certificate: the
-//! SPIFFE ID in a URI SAN, else the first DNS SAN, else the subject's common name.
+//! SPIFFE ID in its one `spiffe://` URI SAN, else the first DNS SAN, else the subject's common
+//! name. A `spiffe://` identity comes only from a URI SAN: a certificate that carries one in a
+//! DNS SAN or its common name, or carries two SPIFFE IDs, is refused at the handshake, so no
+//! other field can pass for a SPIFFE ID on an allow-list or in a policy.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -189,7 +192,7 @@ fn build(files: &TlsFiles) -> Result<(ServerConfig, [u8; 32]), TlsError> {
                 path: path.clone(),
                 message: error.to_string(),
             })?;
-            builder.with_client_cert_verifier(verifier)
+            builder.with_client_cert_verifier(Arc::new(NamedClientVerifier(verifier)))
         }
     };
     let mut config = builder
@@ -202,36 +205,154 @@ fn build(files: &TlsFiles) -> Result<(ServerConfig, [u8; 32]), TlsError> {
     Ok((config, digest))
 }
 
-/// A caller's identity from its certificate: the SPIFFE ID in a URI SAN, else the first DNS SAN,
-/// else the subject's common name. `None` if the certificate cannot be read.
-pub fn identity_of(certificate: &CertificateDer<'_>) -> Option<String> {
+/// Which field of a certificate a caller's identity was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IdentityField {
+    /// A `spiffe://` URI subject alternative name.
+    UriSan,
+    /// A DNS subject alternative name.
+    DnsSan,
+    /// The subject's common name.
+    CommonName,
+}
+
+impl IdentityField {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IdentityField::UriSan => "uri_san",
+            IdentityField::DnsSan => "dns_san",
+            IdentityField::CommonName => "common_name",
+        }
+    }
+}
+
+/// Why a certificate's names cannot stand for a caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NameError {
+    #[error("the certificate cannot be read")]
+    Unreadable,
+    #[error("its {} holds a SPIFFE ID, which only a URI SAN may carry", .0.as_str())]
+    SpiffeOutsideUri(IdentityField),
+    #[error("it carries more than one SPIFFE ID")]
+    SeveralSpiffeIds,
+}
+
+/// The scheme of a SPIFFE ID, matched without regard to case (URI schemes are case-blind).
+fn is_spiffe(name: &str) -> bool {
+    name.get(..9)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("spiffe://"))
+}
+
+/// A caller's identity from its certificate and the field it came from: the SPIFFE ID in its
+/// URI SAN, else the first DNS SAN, else the subject's common name (`Ok(None)`: none of them).
+/// A `spiffe://` value anywhere but a URI SAN, or two SPIFFE IDs, is an error: the handshake
+/// refuses such a certificate.
+pub fn identity_of(
+    certificate: &CertificateDer<'_>,
+) -> Result<Option<(String, IdentityField)>, NameError> {
     use x509_parser::extensions::GeneralName;
-    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref()).ok()?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(certificate.as_ref())
+        .map_err(|_| NameError::Unreadable)?;
     let names: Vec<GeneralName<'_>> = parsed
         .subject_alternative_name()
-        .ok()
-        .flatten()
+        .map_err(|_| NameError::Unreadable)?
         .map(|san| san.value.general_names.clone())
         .unwrap_or_default();
-    let spiffe = names.iter().find_map(|name| match name {
-        GeneralName::URI(uri) if uri.starts_with("spiffe://") => Some(uri.to_string()),
+    let mut spiffe_ids = names.iter().filter_map(|name| match name {
+        GeneralName::URI(uri) if is_spiffe(uri) => Some(uri.to_string()),
         _ => None,
     });
-    let dns = || {
-        names.iter().find_map(|name| match name {
-            GeneralName::DNSName(dns) => Some(dns.to_string()),
+    let spiffe = spiffe_ids.next();
+    if spiffe_ids.next().is_some() {
+        return Err(NameError::SeveralSpiffeIds);
+    }
+    let dns_names: Vec<&str> = names
+        .iter()
+        .filter_map(|name| match name {
+            GeneralName::DNSName(dns) => Some(*dns),
             _ => None,
         })
-    };
-    let common_name = || {
-        parsed
-            .subject()
-            .iter_common_name()
+        .collect();
+    if dns_names.iter().any(|dns| is_spiffe(dns)) {
+        return Err(NameError::SpiffeOutsideUri(IdentityField::DnsSan));
+    }
+    let dns = dns_names.first().map(|dns| (*dns).to_owned());
+    let mut common_names = Vec::new();
+    for cn in parsed.subject().iter_common_name() {
+        // A common name that is not text cannot be compared with an allow-list; it is skipped.
+        if let Ok(text) = cn.as_str() {
+            if is_spiffe(text) {
+                return Err(NameError::SpiffeOutsideUri(IdentityField::CommonName));
+            }
+            common_names.push(text.to_owned());
+        }
+    }
+    Ok(spiffe
+        .map(|id| (id, IdentityField::UriSan))
+        .or(dns.map(|dns| (dns, IdentityField::DnsSan)))
+        .or(common_names
+            .into_iter()
             .next()
-            .and_then(|cn| cn.as_str().ok())
-            .map(str::to_owned)
-    };
-    spiffe.or_else(dns).or_else(common_name)
+            .map(|cn| (cn, IdentityField::CommonName))))
+}
+
+/// The client CA's verifier, and then Warrant's rule on names: a certificate whose names could
+/// pass for a SPIFFE ID they are not (`identity_of`'s errors) fails the handshake.
+#[derive(Debug)]
+struct NamedClientVerifier(Arc<dyn rustls::server::danger::ClientCertVerifier>);
+
+impl rustls::server::danger::ClientCertVerifier for NamedClientVerifier {
+    fn offer_client_auth(&self) -> bool {
+        self.0.offer_client_auth()
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        self.0.client_auth_mandatory()
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        self.0.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::server::danger::ClientCertVerified, rustls::Error> {
+        let verified = self.0.verify_client_cert(end_entity, intermediates, now)?;
+        match identity_of(end_entity) {
+            Ok(_) => Ok(verified),
+            Err(error) => {
+                tracing::warn!(%error, "a client certificate refused");
+                Err(rustls::Error::InvalidCertificate(
+                    rustls::CertificateError::ApplicationVerificationFailure,
+                ))
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.0.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.supported_verify_schemes()
+    }
 }
 
 /// Which callers a listener serves when callers present certificates: an identity listed, or

@@ -763,6 +763,12 @@ impl proto::admin_server::Admin for AdminService {
         _request: Request<proto::ReloadPoliciesRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
         self.run("ReloadPolicies", |control| {
+            // A reload also reads every issuer's keys again: a key withdrawn from a JWKS stops
+            // verifying now, not at the next poll or refresh.
+            if let Some(credentials) = control.engine().credentials() {
+                let changed = credentials.read_keys_again();
+                tracing::info!(changed, "issuers' keys read again");
+            }
             control
                 .reload_policies()
                 .map(status_proto)

@@ -187,6 +187,10 @@ pub struct Record {
     /// in records written before TLS.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub caller_identity: Option<String>,
+    /// The certificate field `caller_identity` was read from: `uri_san` (a SPIFFE ID),
+    /// `dns_san` or `common_name`. (Absent without one, and in records written before it.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub caller_identity_from: Option<String>,
     /// The caller's context, with the configured keys masked.
     pub context: serde_json::Value,
     /// The credential presented, as verified (never the token: its hash). (Absent without one,
@@ -391,6 +395,7 @@ impl Record {
             time: provenance.decided_at.to_rfc3339(),
             caller: caller.address,
             caller_identity: caller.identity.map(|identity| identity.to_string()),
+            caller_identity_from: caller.identity_from.map(str::to_owned),
             principal: provenance.principal.clone(),
             owner: identity
                 .and_then(|i| i.owner.as_ref())
@@ -476,6 +481,7 @@ mod tests {
             time: "2026-11-27T12:00:00Z".into(),
             caller: Some("127.0.0.1:1".into()),
             caller_identity: None,
+            caller_identity_from: None,
             principal: name("ServiceAccount", "bot-é"),
             owner: None,
             principal_status: Some("active".into()),

@@ -779,6 +779,20 @@ impl Metrics {
                     );
                 }
             }
+            family(
+                &mut out,
+                "warrant_jwks_key_set_changes_total",
+                "counter",
+                "Reads of an issuer's keys that changed its set (a key added, withdrawn or replaced); tokens verified with a withdrawn key stop verifying at once.",
+            );
+            for keys in credentials.keys() {
+                let _ = writeln!(
+                    out,
+                    "warrant_jwks_key_set_changes_total{{issuer=\"{}\"}} {}",
+                    label_value(keys.issuer()),
+                    keys.key_set_changes.load(Ordering::Relaxed)
+                );
+            }
         }
         if let Some(ledger) = ledger {
             let stats = ledger.stats();

@@ -612,3 +612,110 @@ async fn an_approval_request_needs_the_credential_a_check_would() {
         .into_inner();
     assert_eq!(filed.state, "pending");
 }
+
+/// Waits up to 5 s for `check` to give `reason` for the token.
+async fn until_refused(client: &mut Client, token: &str, reason: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let answer = read_under(client, token).await;
+        if answer.reasons == [reason] {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still {:?}, not {reason}",
+            answer.reasons
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_key_withdrawn_from_a_jwks_file_stops_its_tokens_cached_or_new() {
+    // Watched: the file is polled, and a key that leaves it stops verifying, also for a token
+    // verified (and a decision cached) before; a key replaced under the same kid too.
+    let k1 = Key::new("k1", Algorithm::ES256);
+    let k2 = Key::new("k2", Algorithm::EdDSA);
+    let (_files, jwks, config) = issuer_files(&k1, "[credentials]\njwks_file_poll_ms = 100\n", "");
+    std::fs::write(
+        &jwks,
+        serde_json::json!({"keys": [k1.jwk(), k2.jwk()]}).to_string(),
+    )
+    .unwrap();
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut client = server.client().await;
+    let seen = k1.sign(&claims("pipeline-etl", 600));
+    assert_allowed(&read_under(&mut client, &seen).await);
+    let again = read_under(&mut client, &seen).await;
+    assert!(again.provenance.unwrap().answered_from_cache);
+    let unseen = k1.sign(&claims("pipeline-etl", 599));
+    let under_k2 = k2.sign(&claims("pipeline-etl", 600));
+    assert_allowed(&read_under(&mut client, &under_k2).await);
+
+    std::fs::write(&jwks, serde_json::json!({"keys": [k2.jwk()]}).to_string()).unwrap();
+    until_refused(&mut client, &seen, "warrant:credential-unknown-key").await;
+    let answer = read_under(&mut client, &unseen).await;
+    assert_eq!(answer.reasons, ["warrant:credential-unknown-key"]);
+    assert_allowed(&read_under(&mut client, &under_k2).await);
+
+    // Another key under k2's kid: what the old k2 signed no longer verifies.
+    let impostor = Key::new("k2", Algorithm::EdDSA);
+    std::fs::write(
+        &jwks,
+        serde_json::json!({"keys": [impostor.jwk()]}).to_string(),
+    )
+    .unwrap();
+    until_refused(&mut client, &under_k2, "warrant:credential-bad-signature").await;
+    assert_allowed(&read_under(&mut client, &impostor.sign(&claims("pipeline-etl", 600))).await);
+    let scrape = crate::common::scrape(&server).await;
+    assert_eq!(
+        crate::common::value(
+            &scrape,
+            "warrant_jwks_key_set_changes_total",
+            &[("issuer", ISSUER)]
+        ),
+        2.0
+    );
+    drop(server);
+
+    // Not polled (once an hour): `warrant reload` reads the keys again at once.
+    let (_files, jwks, config) =
+        issuer_files(&k1, "[credentials]\njwks_file_poll_ms = 3600000\n", "");
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut client = server.client().await;
+    assert_allowed(&read_under(&mut client, &seen).await);
+    std::fs::write(&jwks, serde_json::json!({"keys": [k2.jwk()]}).to_string()).unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_allowed(&read_under(&mut client, &seen).await);
+    server
+        .admin_client()
+        .await
+        .reload_policies(proto::ReloadPoliciesRequest {})
+        .await
+        .unwrap();
+    let answer = read_under(&mut client, &seen).await;
+    assert_eq!(answer.reasons, ["warrant:credential-unknown-key"]);
+}
+
+#[tokio::test]
+async fn a_subject_is_put_into_the_principal_template_never_parsed() {
+    let key = Key::new("k1", Algorithm::ES256);
+    let (_files, _jwks, config) = issuer_files(&key, "", "");
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut client = server.client().await;
+    // `"pipeline-etl"` with its quotes is another subject than pipeline-etl.
+    for subject in [
+        "\"pipeline-etl\"",
+        "x::pipeline-etl",
+        "ApiKey::\"pipeline-etl\"",
+    ] {
+        let token = key.sign(&claims(subject, 600));
+        let answer = read_under(&mut client, &token).await;
+        assert_eq!(
+            answer.reasons,
+            ["warrant:credential-mismatch"],
+            "subject {subject}"
+        );
+    }
+    assert_allowed(&read_under(&mut client, &key.sign(&claims("pipeline-etl", 600))).await);
+}

@@ -217,6 +217,7 @@ async fn mutual_tls_serves_allowed_callers_records_who_they_are_and_refuses_the_
         .into_inner();
     let record: serde_json::Value = serde_json::from_str(&record.record_json).unwrap();
     assert_eq!(record["caller_identity"], EDGE);
+    assert_eq!(record["caller_identity_from"], "uri_san");
 
     // Policies read the verified identity as `context.caller`: another allowed caller is denied
     // by the policy that wants reads through the edge; no caller can assert it.
@@ -384,4 +385,82 @@ async fn plaintext_beyond_loopback_needs_saying_so_and_tls_files_go_together() {
     .err()
     .unwrap();
     assert!(half.contains("tls_key: required with tls_cert"), "{half}");
+}
+
+#[tokio::test]
+async fn a_spiffe_id_is_taken_only_from_a_uri_san() {
+    // Certificates from the trusted client CA whose SPIFFE ID sits where a requester may choose
+    // names (the common name, a DNS SAN), or that carry two, are refused at the handshake on
+    // every listener; none becomes `context.caller`, and the policy keyed on it never allows.
+    let ca = Authority::new("warrant test CA");
+    let files = tempfile::tempdir().unwrap();
+    let server = start(&ca, files.path());
+    let in_common_name = ca.sign(EDGE, Vec::new());
+    let in_dns_san = ca.sign("caller", vec![SanType::DnsName(EDGE.try_into().unwrap())]);
+    let upper_case_scheme = ca.sign(
+        "caller",
+        vec![SanType::DnsName(
+            "SPIFFE://test.example/ns/edge/sa/envoy".try_into().unwrap(),
+        )],
+    );
+    let two_ids = ca.sign(
+        "caller",
+        vec![
+            SanType::URI(EDGE.try_into().unwrap()),
+            SanType::URI(AGENT.try_into().unwrap()),
+        ],
+    );
+    // The same names beside a real SPIFFE ID: still refused.
+    let beside_uri = ca.sign(
+        EDGE,
+        vec![SanType::URI(
+            "spiffe://test.example/ns/edge/sa/canary"
+                .try_into()
+                .unwrap(),
+        )],
+    );
+    for (what, identity) in [
+        ("common name", &in_common_name),
+        ("DNS SAN", &in_dns_san),
+        ("DNS SAN, upper-case scheme", &upper_case_scheme),
+        ("two URI SANs", &two_ids),
+        ("common name beside a URI SAN", &beside_uri),
+    ] {
+        for address in [&server.addr, &server.admin] {
+            if let Ok(channel) = channel(address, &ca, Some(identity)).await {
+                let answer = check_over(channel).await;
+                assert!(answer.is_err(), "{what} on {address}: served {answer:?}");
+            }
+        }
+        let tcp = tokio::net::TcpStream::connect(server.authzen_addr())
+            .await
+            .unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        if let Ok(mut tls) = raw_client(&ca, identity).connect(name, tcp).await {
+            // (TLS 1.3: the client learns of a refused certificate on its first read.)
+            let _ = tls
+                .write_all(b"GET /.well-known/authzen-configuration HTTP/1.1\r\nhost: x\r\n\r\n")
+                .await;
+            let mut page = String::new();
+            let _ = tls.read_to_string(&mut page).await;
+            assert!(page.is_empty(), "{what} on AuthZEN: {page}");
+        }
+    }
+    let metrics_address = server
+        .metrics
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned();
+    let page = https_get(
+        &metrics_address,
+        "/metrics",
+        &raw_client(&ca, &ca.caller(EDGE)),
+    )
+    .await;
+    let failures: f64 = page
+        .lines()
+        .filter(|line| line.starts_with("warrant_tls_handshake_failures_total{"))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(failures >= 15.0, "{failures} handshake failures counted");
 }

@@ -469,11 +469,20 @@ impl Engine {
             shadow_version: shadow.as_ref().map(|s| Arc::clone(s.version())),
         };
         let links = snapshot.policies.links();
+        // A decision made under a credential holds while the credential still verifies (its
+        // key may have left its issuer's set since): a verified token's check is a lookup.
+        let credential_holds = || {
+            request.credential.is_none()
+                || self
+                    .credential_at(&request.principal, request.credential.as_ref(), now)
+                    .is_ok()
+        };
         if let Some(entry) = cache.get(&key, now, |entry| {
             snapshot.facts.unchanged_since(entry.read_at, &entry.reads)
                 && links
                     .unchanged_since(entry.links_read_at, entry.reads.iter().map(|(uid, _)| uid))
-        }) {
+        }) && credential_holds()
+        {
             let mut decision = entry.decision.clone();
             decision.decision_id = new_decision_id(now);
             decision.provenance.decided_at = now;
