@@ -83,6 +83,10 @@ pub struct ChangeMeta {
     /// trail, and the facts no longer hold it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retired_at: Option<i64>,
+    /// Written by an import that skipped the approval and identity rules (`ImportFacts` with
+    /// `unchecked`): nothing but the schema vouched for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub unchecked: bool,
 }
 
 /// A template link made through the admin API: the link as written (a template's `@id` and an

@@ -139,6 +139,7 @@ fn approval_proto(view: ApprovalView) -> proto::ApprovalRecord {
         state: state_proto(view.state) as i32,
         uses: view.uses,
         budget_spent: view.spent,
+        unchecked: view.meta.unchecked,
         origin: origin(view.origin),
         granted_at: view.meta.granted_at.map(|t| timestamp(UnixMillis(t))),
         revoked_at: view.meta.revoked_at.map(|t| timestamp(UnixMillis(t))),
@@ -217,11 +218,13 @@ impl JsonLines {
 async fn read_import(
     mut stream: tonic::Streaming<proto::ImportFactsRequest>,
     max_bytes: u64,
-) -> Result<(Vec<(usize, serde_json::Value)>, ChangeReason), Status> {
+) -> Result<(Vec<(usize, serde_json::Value)>, ChangeReason, bool), Status> {
     let mut lines = JsonLines::default();
     let mut reason = None;
+    let mut unchecked = None;
     let mut received: u64 = 0;
     while let Some(message) = stream.message().await? {
+        unchecked.get_or_insert(message.unchecked);
         received = received.saturating_add(message.data.len() as u64);
         if received > max_bytes {
             return Err(Status::resource_exhausted(format!(
@@ -233,7 +236,11 @@ async fn read_import(
         }
         lines.push(&message.data)?;
     }
-    Ok((lines.finish()?, reason.unwrap_or_default()))
+    Ok((
+        lines.finish()?,
+        reason.unwrap_or_default(),
+        unchecked.unwrap_or(false),
+    ))
 }
 
 /// Entities as JSON lines, in chunks of about 64 KiB that end with a whole line.
@@ -271,6 +278,7 @@ fn identity_proto(view: IdentityView) -> proto::IdentityRecord {
         }),
         origin: origin(view.origin),
         updated_at: view.meta.updated_at.map(|t| timestamp(UnixMillis(t))),
+        unchecked: view.meta.unchecked,
     }
 }
 
@@ -720,7 +728,8 @@ impl proto::admin_server::Admin for AdminService {
         request: Request<tonic::Streaming<proto::ImportFactsRequest>>,
     ) -> Result<Response<proto::ImportFactsResponse>, Status> {
         let max_bytes = self.control.rules().max_import_bytes;
-        let (entities, reason) = match read_import(request.into_inner(), max_bytes).await {
+        let (entities, reason, unchecked) = match read_import(request.into_inner(), max_bytes).await
+        {
             Ok(read) => read,
             Err(status) => {
                 self.metrics.admin_call("ImportFacts", status.code());
@@ -729,7 +738,7 @@ impl proto::admin_server::Admin for AdminService {
         };
         self.run("ImportFacts", move |control| {
             control
-                .import_entities(entities, reason)
+                .import_entities(entities, reason, unchecked)
                 .map(|summary: ImportSummary| proto::ImportFactsResponse {
                     entities: summary.entities as u64,
                     created: summary.created as u64,

@@ -324,6 +324,11 @@ pub enum FactsCommand {
         requester: Option<String>,
         #[arg(long)]
         justification: Option<String>,
+        /// Skip the rules identities and approvals are held to one at a time (an owner;
+        /// separation of duties and a bounded window): for a trusted restore only. Every entity
+        /// written is marked unchecked on its record.
+        #[arg(long)]
+        unchecked: bool,
     },
     /// Write every entity as JSON lines, ordered by uid: what `import` takes back.
     Export {
@@ -999,6 +1004,7 @@ pub async fn facts(args: FactsArgs) -> anyhow::Result<ExitCode> {
             file,
             requester,
             justification,
+            unchecked,
         } => {
             let (sender, receiver) = tokio::sync::mpsc::channel(4);
             sender
@@ -1008,6 +1014,7 @@ pub async fn facts(args: FactsArgs) -> anyhow::Result<ExitCode> {
                         .map(|r| parse_entity(&r, "requester"))
                         .transpose()?,
                     justification: justification.unwrap_or_default(),
+                    unchecked,
                 })
                 .await?;
             // The file is read on a thread of its own while the call streams what it sent. The

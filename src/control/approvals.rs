@@ -2,6 +2,7 @@
 //! separation of duties, a bounded window, known actions and scope), revoking it, and reading
 //! them back with their state.
 
+use super::change_rules::ApprovalTerms;
 use super::*;
 
 /// Approval attributes set by their own fields of a grant, not through `attributes`.
@@ -87,26 +88,10 @@ impl Control {
         let requester = required_ref(grant.requester.as_ref(), "approval.requester")?;
         let subject = required_ref(grant.subject.as_ref(), "approval.subject")?;
         let scope = required_ref(grant.scope.as_ref(), "approval.scope")?;
-        // Separation of duties: a human approves, and not the one who asked.
-        if approver.type_name != HUMAN_TYPE {
-            return Err(invalid(
-                "approval.approver",
-                format!(
-                    "separation of duties: an approval is given by a {HUMAN_TYPE}, not by a {}",
-                    approver.type_name
-                ),
-            ));
-        }
         known(&facts, &state.policies, &approver, "approval.approver")?;
         known(&facts, &state.policies, &requester, "approval.requester")?;
-        if approver == requester {
-            return Err(invalid(
-                "approval.approver",
-                format!("separation of duties: the approver cannot be the requester ({approver})"),
-            ));
-        }
         let subject_uid = known(&facts, &state.policies, &subject, "approval.subject")?;
-        if facts.identity(&subject_uid).is_none() {
+        let Some(identity) = facts.identity(&subject_uid) else {
             return Err(invalid(
                 "approval.subject",
                 format!(
@@ -115,7 +100,7 @@ impl Control {
                     subject.type_name
                 ),
             ));
-        }
+        };
         known(&facts, &state.policies, &scope, "approval.scope")?;
         if grant.actions.is_empty() {
             return Err(invalid(
@@ -133,33 +118,26 @@ impl Control {
             })?;
             actions.push(entity_json(uid));
         }
-        // Validity: a window that is the right way round, not over, and not too long.
+        // Separation of duties, and a window that is the right way round, not too long, and
+        // not over.
         let not_before = grant.not_before.unwrap_or(now);
         let expires_at = grant
             .expires_at
             .ok_or_else(|| invalid("approval.expires_at", "required"))?;
-        if expires_at <= not_before {
-            return Err(invalid(
-                "approval.expires_at",
-                format!("must be after not_before ({})", not_before.to_rfc3339()),
-            ));
-        }
+        self.rules.approval(
+            &ApprovalTerms {
+                approver: &approver,
+                requester: Some(&requester),
+                subject_owner: identity.owner.as_ref().map(|owner| &owner.entity),
+                not_before,
+                expires_at,
+            },
+            "approval.",
+        )?;
         if expires_at <= now {
             return Err(invalid(
                 "approval.expires_at",
                 format!("must be in the future (now is {})", now.to_rfc3339()),
-            ));
-        }
-        let length = expires_at.0 - not_before.0;
-        if length > self.rules.approval_max_validity_ms {
-            return Err(invalid(
-                "approval.expires_at",
-                format!(
-                    "the approval would last {}, longer than the maximum of {} \
-                     (setting approval_max_validity_hours)",
-                    hours(length),
-                    hours(self.rules.approval_max_validity_ms)
-                ),
             ));
         }
         let mut attrs = Map::new();

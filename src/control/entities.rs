@@ -9,6 +9,8 @@
 use super::*;
 use ref_cast::RefCast as _;
 
+use super::change_rules;
+
 /// An entity as put: its whole new form.
 #[derive(Debug, Clone, Default)]
 pub struct EntitySpec {
@@ -244,20 +246,26 @@ impl Control {
     /// came from, for errors), all or nothing, held to the rules of the facts file: each fits
     /// the schema on its own, no uid is given twice, and once they are all in, the facts build
     /// (identities and approvals read as Warrant reads them) and every entity they name and
-    /// every parent is known. An import is a bulk move (a restore, a catalogue sync), so it can
-    /// write what the file can, an ownerless identity included; the admin API's per-change
-    /// rules (an owner for new identities, separation of duties) belong to its own calls. Then
-    /// the entities are written in one durable transaction and the facts rebuilt as the
-    /// successor of the current ones.
+    /// every parent is known. Every identity and approval it adds or changes is also held to
+    /// the rules of the calls that change them one at a time (`change_rules`: an owner for an
+    /// identity; separation of duties against the import's requester and a bounded window for
+    /// an approval). An approval's window is
+    /// not held to the present: an expired approval (a restore of history) grants nothing.
+    /// `unchecked` skips those per-change rules, for a trusted bulk move (a restore from
+    /// another system's export); each entity it writes is then marked `unchecked` on its
+    /// record. Then the entities are written in one durable transaction and the facts rebuilt
+    /// as the successor of the current ones.
     pub fn import_entities(
         &self,
         entities: Vec<(usize, Value)>,
         reason: ChangeReason,
+        unchecked: bool,
     ) -> Result<ImportSummary, ControlError> {
         let (mut state, publishing) = self.changing()?;
         let current = Arc::clone(&self.engine.snapshot().facts);
         let policies = Arc::clone(&state.policies);
-        let meta = reason.meta(&current, &policies, self.clock.now())?;
+        let mut meta = reason.meta(&current, &policies, self.clock.now())?;
+        meta.unchecked = unchecked;
         let schema = policies.schema();
         let mut writer = current.store().writer(schema).map_err(unavailable)?;
         let mut imported: BTreeMap<String, (usize, EntityUid, LiveEntity)> = BTreeMap::new();
@@ -309,6 +317,34 @@ impl Control {
                 }
             }
         }
+        if !unchecked {
+            let principal_types: Vec<String> =
+                schema.principals().map(ToString::to_string).collect();
+            for (line, uid, _) in imported.values() {
+                let Some(stored) = writer.get(uid).map_err(unavailable)? else {
+                    continue;
+                };
+                // What the facts hold already as it is (a re-import of an export) is no change.
+                // (Cedar's `==` on entities compares their uids alone.)
+                let unchanged = current
+                    .entity(uid)
+                    .is_some_and(|held| held.entity.deep_eq(&stored.entity));
+                if unchanged {
+                    continue;
+                }
+                let at = format!("line {line}: {}: ", EntityRef::from_uid(uid));
+                let type_name = uid.type_name().to_string();
+                if type_name == APPROVAL_TYPE {
+                    let approval = crate::facts::approval_of(stored.as_entity(), &principal_types)
+                        .map_err(|message| invalid(at.trim_end_matches(": "), message))?;
+                    self.import_approval_rules(&approval, &meta, &writer, &at)?;
+                } else if principal_types.contains(&type_name) {
+                    let identity = crate::facts::identity_of(stored.as_entity())
+                        .map_err(|message| invalid(at.trim_end_matches(": "), message))?;
+                    change_rules::identity_rules(&identity, &at)?;
+                }
+            }
+        }
         let writes: Vec<(String, LiveEntity)> = imported
             .into_iter()
             .map(|(key, (_, _, live))| (key, live))
@@ -342,6 +378,34 @@ impl Control {
             created,
             facts_version,
         })
+    }
+
+    /// An imported approval held to a grant's rules (`at` names its line and uid): the import's
+    /// requester stands for the one who asked for it; the subject's owner is read from the
+    /// import (`writer`), which holds the subject as it will be. (The schema holds its actions
+    /// to the declared ones.)
+    fn import_approval_rules(
+        &self,
+        approval: &Approval,
+        meta: &ChangeMeta,
+        writer: &FactsWriter,
+        at: &str,
+    ) -> Result<(), ControlError> {
+        let subject = writer.get(&approval.subject).map_err(unavailable)?;
+        let owner = subject
+            .and_then(|stored| crate::facts::identity_of(stored.as_entity()).ok())
+            .and_then(|identity| identity.owner)
+            .map(|owner| owner.entity);
+        self.rules.approval(
+            &change_rules::ApprovalTerms {
+                approver: &approval.approver,
+                requester: meta.requester.as_ref(),
+                subject_owner: owner.as_ref(),
+                not_before: approval.not_before,
+                expires_at: approval.expires_at,
+            },
+            at,
+        )
     }
 
     /// Every entity of the facts in Cedar's JSON form (the file's, with the live changes in

@@ -24,6 +24,7 @@ use crate::policy::PolicySnapshot;
 use crate::store::{ChangeMeta, LiveEntity, LiveLink, LiveStore, StoreError};
 
 pub mod approvals;
+mod change_rules;
 pub mod entities;
 pub mod identities;
 pub mod links;

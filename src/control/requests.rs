@@ -388,21 +388,6 @@ impl Control {
                 ),
             ));
         }
-        if !self.rules.owner_may_approve {
-            let facts = Arc::clone(&self.engine.snapshot().facts);
-            let owner = facts
-                .identity(&uid_of(&request.identity))
-                .and_then(|identity| identity.owner.as_ref().map(|o| o.entity.clone()));
-            if owner.as_ref() == Some(&approver) {
-                return Err(invalid(
-                    "approver",
-                    format!(
-                        "separation of duties: {approver} owns {} (setting owner_may_approve)",
-                        request.identity
-                    ),
-                ));
-            }
-        }
         self.ledger_accepting()?;
         let mut granted = None;
         match verdict {

@@ -646,6 +646,16 @@ pub fn check_rules(writer: &FactsWriter, schema: &Schema) -> Result<(), FactsErr
     Ok(())
 }
 
+/// An approval as Warrant reads it from its entity (`principal_types`: the schema's).
+pub fn approval_of(entity: &Entity, principal_types: &[String]) -> Result<Approval, String> {
+    evidence::read_approval(entity, principal_types)
+}
+
+/// An identity as Warrant reads it from its entity, without its owner's name and email.
+pub fn identity_of(entity: &Entity) -> Result<Identity, String> {
+    evidence::read_identity(entity, None)
+}
+
 /// Warrant's rules for an identity on its own: its status and expiry read as Warrant reads
 /// them (`None` for an entity of another type).
 pub(crate) fn identity_rules(

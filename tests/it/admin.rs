@@ -1243,14 +1243,25 @@ async fn import_lines(
     admin: &mut Admin,
     lines: &[serde_json::Value],
 ) -> Result<proto::ImportFactsResponse, tonic::Status> {
+    import_lines_as(admin, lines, entity("Human", "bob"), false).await
+}
+
+/// `lines` imported for `requester`, with or without the per-change rules.
+async fn import_lines_as(
+    admin: &mut Admin,
+    lines: &[serde_json::Value],
+    requester: Option<proto::EntityRef>,
+    unchecked: bool,
+) -> Result<proto::ImportFactsResponse, tonic::Status> {
     let text: String = lines.iter().map(|l| format!("{l}\n")).collect();
     // Split mid-line, as a stream may.
     let (a, b) = text.as_bytes().split_at(text.len() / 2);
     let messages = vec![
         proto::ImportFactsRequest {
             data: a.to_vec(),
-            requester: entity("Human", "bob"),
+            requester,
             justification: "bulk load".into(),
+            unchecked,
         },
         proto::ImportFactsRequest {
             data: b.to_vec(),
@@ -1437,4 +1448,147 @@ async fn the_shell_imports_a_cedar_entities_file_and_a_file_broken_half_way_impo
     assert!(ok, "{err}");
     let summary: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(summary["created"], 0);
+}
+
+/// An approval of deploy-bot's production config updates, as an import carries it.
+fn imported_approval(id: &str, approver: &str, hours: i64, action: &str) -> serde_json::Value {
+    use warrant::clock::Clock as _;
+    let now = warrant::clock::SystemClock.now().0;
+    let at = |ms: i64| warrant::clock::UnixMillis(ms).to_rfc3339();
+    serde_json::json!({
+        "uid": {"type": "Approval", "id": id},
+        "attrs": {
+            "ticket": id, "approver": {"type": "Human", "id": approver},
+            "actions": [{"type": "Action", "id": action}],
+            "scope": {"type": "Scope", "id": "prod-payments-config"},
+            "not_before": {"__extn": {"fn": "datetime", "arg": at(now - 60_000)}},
+            "expires_at": {"__extn": {"fn": "datetime", "arg": at(now + hours * 3_600_000)}},
+            "revoked": false,
+        },
+        "parents": [{"type": "ServiceAccount", "id": "deploy-bot"}],
+    })
+}
+
+#[tokio::test]
+async fn an_import_is_held_to_the_rules_of_grants_and_identities_unless_marked_unchecked() {
+    let server = Server::start(&[]);
+    let mut admin = server.admin_client().await;
+    let refused = |result: Result<proto::ImportFactsResponse, tonic::Status>| {
+        let status = result.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        status.message().to_owned()
+    };
+    // The red team's approval: by the identity's owner, no requester, until 2099 (here 20 years).
+    let forever = imported_approval("sneaky", "alice", 20 * 365 * 24, "update");
+    let message =
+        refused(import_lines_as(&mut admin, std::slice::from_ref(&forever), None, false).await);
+    assert_eq!(message, "line 1: Approval::\"sneaky\": requester: required");
+    let message = refused(
+        import_lines_as(
+            &mut admin,
+            &[forever.clone()],
+            entity("Human", "bob"),
+            false,
+        )
+        .await,
+    );
+    assert!(
+        message.starts_with("line 1: Approval::\"sneaky\": expires_at: the approval would last")
+            && message.contains("(setting approval_max_validity_hours)"),
+        "{message}"
+    );
+    let own = imported_approval("own", "bob", 2, "update");
+    let message = refused(import_lines(&mut admin, &[own]).await);
+    assert_eq!(
+        message,
+        "line 1: Approval::\"own\": approver: separation of duties: the approver cannot be the \
+         requester (Human::\"bob\")"
+    );
+    let mut by_a_machine = imported_approval("machine", "alice", 2, "update");
+    by_a_machine["attrs"]["approver"] =
+        serde_json::json!({"type": "ServiceAccount", "id": "reporting"});
+    let message = refused(import_lines(&mut admin, &[by_a_machine]).await);
+    assert!(
+        message.starts_with("line 1: Approval::\"machine\""),
+        "{message}"
+    );
+    let undeclared = imported_approval("undeclared", "alice", 2, "self_destruct");
+    let message = refused(import_lines(&mut admin, &[undeclared]).await);
+    assert!(
+        message.starts_with("line 1: Approval::\"undeclared\"")
+            && message.contains("self_destruct"),
+        "{message}"
+    );
+    assert!(!allowed(&decide(&server, deploy("sneaky")).await));
+
+    // An identity replaced whole without its owner.
+    let ownerless = serde_json::json!({
+        "uid": {"type": "ServiceAccount", "id": "deploy-bot"},
+        "attrs": {"status": "active", "environment": "production", "privileged": true,
+                  "scopes": [{"type": "Scope", "id": "production"}]},
+        "parents": [],
+    });
+    let message = refused(
+        import_lines(
+            &mut admin,
+            &[
+                imported_approval("ok", "alice", 2, "update"),
+                ownerless.clone(),
+            ],
+        )
+        .await,
+    );
+    assert_eq!(
+        message,
+        "line 2: ServiceAccount::\"deploy-bot\": owner: required: an identity is owned by a Human"
+    );
+    assert!(
+        !allowed(&decide(&server, deploy("ok")).await),
+        "nothing of a refused import is in force"
+    );
+
+    // Within the rules: in force, and not marked.
+    import_lines(&mut admin, &[imported_approval("ok", "alice", 2, "update")])
+        .await
+        .unwrap();
+    assert!(allowed(&decide(&server, deploy("ok")).await));
+    let record = admin
+        .get_approval(proto::GetApprovalRequest { id: "ok".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!record.unchecked);
+
+    // Unchecked, on purpose: written, and marked on every record it wrote.
+    import_lines_as(&mut admin, &[forever, ownerless], None, true)
+        .await
+        .unwrap();
+    let record = admin
+        .get_approval(proto::GetApprovalRequest {
+            id: "sneaky".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(record.unchecked);
+    let identity = admin
+        .get_identity(proto::GetIdentityRequest {
+            entity: entity("ServiceAccount", "deploy-bot"),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(identity.unchecked);
+    let (_, _, err) = shell(
+        &server,
+        &[
+            "facts",
+            "import",
+            "--unchecked",
+            "--requester",
+            "Human::bob",
+            "/dev/null",
+        ],
+    );
+    assert!(!err.contains("unexpected argument"), "{err}");
 }
