@@ -1486,7 +1486,7 @@ async fn an_import_is_held_to_the_rules_of_grants_and_identities_unless_marked_u
     let message = refused(
         import_lines_as(
             &mut admin,
-            &[forever.clone()],
+            std::slice::from_ref(&forever),
             entity("Human", "bob"),
             false,
         )
