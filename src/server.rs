@@ -237,8 +237,13 @@ pub async fn serve(
         &config.data_dir,
     )?;
     let bearer = BearerToken::new(token, Arc::clone(&metrics));
+    let page_tokens = crate::api::page_token::PageTokens::open(&config.data_dir)?;
     let admin = proto::admin_server::AdminServer::with_interceptor(
-        AdminService::new(Arc::clone(&control), Arc::clone(&metrics)),
+        AdminService::new(
+            Arc::clone(&control),
+            Arc::clone(&metrics),
+            page_tokens.clone(),
+        ),
         bearer.clone(),
     );
     let ledger_at_exit = ledger.clone();
@@ -259,7 +264,7 @@ pub async fn serve(
     tokio::spawn(Arc::clone(&decider).follow_freshness(std::time::Duration::from_millis(100)));
     let decision_log = ledger.map(|ledger| {
         proto::decision_log_server::DecisionLogServer::with_interceptor(
-            DecisionLogService::new(ledger, Arc::clone(&decider)),
+            DecisionLogService::new(ledger, Arc::clone(&decider), page_tokens.clone()),
             bearer,
         )
     });

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::api::page_token::PageTokens;
 use crate::clock::UnixMillis;
 use crate::control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
 use crate::control::entities::{ChangeReason, EntitySpec, EntityView, ImportSummary};
@@ -23,11 +24,29 @@ use crate::proto::convert::{entity_ref, non_empty, timestamp, uid_ref, unix_mill
 pub struct AdminService {
     control: Arc<Control>,
     metrics: Arc<Metrics>,
+    page_tokens: PageTokens,
 }
 
 impl AdminService {
-    pub fn new(control: Arc<Control>, metrics: Arc<Metrics>) -> Self {
-        AdminService { control, metrics }
+    pub fn new(control: Arc<Control>, metrics: Arc<Metrics>, page_tokens: PageTokens) -> Self {
+        AdminService {
+            control,
+            metrics,
+            page_tokens,
+        }
+    }
+
+    /// The position `token` names in `list`; a token this node did not issue is refused (and
+    /// the call `call` counted as refused).
+    fn position(
+        &self,
+        call: &'static str,
+        list: &str,
+        token: &str,
+    ) -> Result<Option<String>, Status> {
+        self.page_tokens.read(list, token).inspect_err(|status| {
+            self.metrics.admin_call(call, status.code());
+        })
     }
 
     /// Runs `call` on the control plane off the async threads (it writes to disk), counts it,
@@ -489,13 +508,15 @@ impl proto::admin_server::Admin for AdminService {
             state,
         };
         let limit = page_limit(request.page_size);
+        let after = self.position("ListApprovals", "approvals", &request.page_token)?;
+        let tokens = self.page_tokens.clone();
         self.run("ListApprovals", move |control| {
             let page = control
-                .approvals(&filter, non_empty(request.page_token).as_deref(), limit)
+                .approvals(&filter, after.as_deref(), limit)
                 .map_err(control_status)?;
             Ok(proto::ListApprovalsResponse {
                 approvals: page.items.into_iter().map(approval_proto).collect(),
-                next_page_token: page.next_after.unwrap_or_default(),
+                next_page_token: next_token(&tokens, "approvals", page.next_after),
             })
         })
         .await
@@ -585,13 +606,15 @@ impl proto::admin_server::Admin for AdminService {
             status: non_empty(request.status),
         };
         let limit = page_limit(request.page_size);
+        let after = self.position("ListIdentities", "identities", &request.page_token)?;
+        let tokens = self.page_tokens.clone();
         self.run("ListIdentities", move |control| {
             let page = control
-                .identities(&filter, non_empty(request.page_token).as_deref(), limit)
+                .identities(&filter, after.as_deref(), limit)
                 .map_err(control_status)?;
             Ok(proto::ListIdentitiesResponse {
                 identities: page.items.into_iter().map(identity_proto).collect(),
-                next_page_token: page.next_after.unwrap_or_default(),
+                next_page_token: next_token(&tokens, "identities", page.next_after),
             })
         })
         .await
@@ -709,15 +732,17 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<proto::ListPolicyLinksResponse>, Status> {
         let request = request.into_inner();
         let limit = page_limit(request.page_size);
+        let after = self.position("ListPolicyLinks", "policy-links", &request.page_token)?;
+        let tokens = self.page_tokens.clone();
         self.run("ListPolicyLinks", move |control| {
             let page = control.policy_links(
                 non_empty(request.template_id).as_deref(),
-                non_empty(request.page_token).as_deref(),
+                after.as_deref(),
                 limit,
             );
             Ok(proto::ListPolicyLinksResponse {
                 links: page.links.into_iter().map(link_proto).collect(),
-                next_page_token: page.next_after.unwrap_or_default(),
+                next_page_token: next_token(&tokens, "policy-links", page.next_after),
             })
         })
         .await
@@ -793,6 +818,13 @@ impl proto::admin_server::Admin for AdminService {
         self.run("Status", |control| Ok(status_proto(control.status())))
             .await
     }
+}
+
+/// The token of the page after `next_after` in `list`; empty on the last page.
+fn next_token(tokens: &PageTokens, list: &str, next_after: Option<String>) -> String {
+    next_after
+        .map(|position| tokens.issue(list, &position))
+        .unwrap_or_default()
 }
 
 /// A request as the API shows it (here and on the Check port).

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::api::page_token::PageTokens;
 use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
@@ -16,11 +17,16 @@ use crate::proto::convert::{non_empty, unix_millis};
 pub struct DecisionLogService {
     ledger: Arc<Ledger>,
     decider: Arc<Decider>,
+    page_tokens: PageTokens,
 }
 
 impl DecisionLogService {
-    pub fn new(ledger: Arc<Ledger>, decider: Arc<Decider>) -> Self {
-        DecisionLogService { ledger, decider }
+    pub fn new(ledger: Arc<Ledger>, decider: Arc<Decider>, page_tokens: PageTokens) -> Self {
+        DecisionLogService {
+            ledger,
+            decider,
+            page_tokens,
+        }
     }
 }
 
@@ -134,9 +140,9 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
         request: Request<proto::ListDecisionsRequest>,
     ) -> Result<Response<proto::ListDecisionsResponse>, Status> {
         let request = request.into_inner();
-        let after = match request.page_token.as_str() {
-            "" => 0,
-            token => token.parse::<u64>().map_err(|_| {
+        let after = match self.page_tokens.read("decisions", &request.page_token)? {
+            None => 0,
+            Some(position) => position.parse::<u64>().map_err(|_| {
                 Status::invalid_argument("page_token: not a token this server gave")
             })?,
         };
@@ -166,7 +172,7 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
         let more = found.len() > limit;
         found.truncate(limit);
         let next_page_token = match (more, found.last()) {
-            (true, Some(last)) => last.seq.to_string(),
+            (true, Some(last)) => self.page_tokens.issue("decisions", &last.seq.to_string()),
             _ => String::new(),
         };
         let records = found

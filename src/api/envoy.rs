@@ -406,6 +406,35 @@ impl ExtAuthzService {
                 .collect(),
             parents: target.parents.clone(),
         });
+        let credential = self
+            .mapping
+            .credential_header
+            .as_ref()
+            .and_then(|name| headers.get(name))
+            .map(|value| {
+                let value = value.trim();
+                match value.get(..7) {
+                    Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => &value[7..],
+                    _ => value,
+                }
+            })
+            .filter(|token| !token.is_empty());
+        // Bounded like the credential of a Check or an AuthZEN request.
+        let limit = crate::proto::convert::MAX_CREDENTIAL_BYTES;
+        if let Some(token) = credential
+            && token.len() > limit
+        {
+            return Err(Refusal {
+                http: HttpStatusCode::BadRequest,
+                grpc: tonic::Code::PermissionDenied,
+                reason: Reason::CredentialMalformed.as_str(),
+                detail: Some(format!(
+                    "the credential header holds {} bytes; the limit is {limit}",
+                    token.len()
+                )),
+            });
+        }
+        let credential = credential.map(|token| domain::Credential(token.to_owned()));
         Ok(Some(domain::CheckRequest {
             principal,
             action: target.action,
@@ -418,20 +447,7 @@ impl ExtAuthzService {
             request_id: Some(http.id).filter(|id| !id.is_empty()),
             resource_description,
             caller_identity: None,
-            credential: self
-                .mapping
-                .credential_header
-                .as_ref()
-                .and_then(|name| headers.get(name))
-                .map(|value| {
-                    let value = value.trim();
-                    match value.get(..7) {
-                        Some(scheme) if scheme.eq_ignore_ascii_case("bearer ") => &value[7..],
-                        _ => value,
-                    }
-                })
-                .filter(|token| !token.is_empty())
-                .map(|token| domain::Credential(token.to_owned())),
+            credential,
         }))
     }
 

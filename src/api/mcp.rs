@@ -1,8 +1,11 @@
 //! MCP (Model Context Protocol) servers behind a gateway, over streamable HTTP: a POST to a
 //! configured MCP endpoint is decided by the JSON-RPC method it carries, not by its path. The
-//! method and tool come from the `Mcp-Method` and `Mcp-Name` request headers (MCP 2026-07-28)
-//! and, when Envoy forwards the body (`with_request_body`), from the JSON-RPC request itself,
-//! which must agree with them. A `tools/call` becomes the configured action and resource for its
+//! method and tool come from the JSON-RPC request itself, which Envoy forwards
+//! (`with_request_body`), and the `Mcp-Method` and `Mcp-Name` request headers (MCP 2026-07-28)
+//! must agree with it. A POST without the body is refused (`require_body`, on by default): the
+//! headers alone are whatever the client wrote, and a `tools/list` header can carry a
+//! `tools/call` body. An endpoint that sets `require_body = false` is decided on the headers
+//! when no body came, for gateways that cannot forward it. A `tools/call` becomes the configured action and resource for its
 //! tool, with its arguments in the context; every other method is looked up in the endpoint's
 //! method table. Anything that cannot be read one way (not JSON-RPC, a batch, a body Envoy cut
 //! short, headers and body that disagree) is refused, never passed.
@@ -36,6 +39,14 @@ pub struct McpEndpointSpec {
     /// server's requests. A method not in it is refused.
     #[serde(default)]
     pub methods: BTreeMap<String, McpMethodSpec>,
+    /// Refuse a POST whose body the gateway did not forward (`warrant:mcp-malformed`), rather
+    /// than decide on the `Mcp-Method` and `Mcp-Name` headers alone [default: true].
+    #[serde(default = "default_require_body")]
+    pub require_body: bool,
+}
+
+fn default_require_body() -> bool {
+    true
 }
 
 /// The action and resource a method maps to.
@@ -77,6 +88,7 @@ struct Endpoint {
     tool_resource_id: String,
     arguments_context: String,
     methods: Vec<(String, String, EntityRef)>,
+    require_body: bool,
 }
 
 /// The configured MCP endpoints.
@@ -172,6 +184,7 @@ impl McpEndpoints {
                 tool_resource_id: tool_resource_id.to_owned(),
                 arguments_context: spec.arguments_context.clone(),
                 methods,
+                require_body: spec.require_body,
             });
         }
         Ok(McpEndpoints { endpoints })
@@ -266,6 +279,12 @@ impl Endpoint {
                 };
                 (method, name, Some(arguments))
             }
+            None if self.require_body => {
+                return Err(malformed(
+                    "no forwarded body: the endpoint decides on the JSON-RPC request itself \
+                     (forward it with the gateway's with_request_body, or set require_body = false)",
+                ));
+            }
             None => (
                 header_method.ok_or_else(|| {
                     malformed("no MCP method: neither an Mcp-Method header nor a forwarded body")
@@ -332,7 +351,12 @@ mod tests {
     use super::*;
 
     fn endpoints() -> McpEndpoints {
+        endpoints_requiring_body(false)
+    }
+
+    fn endpoints_requiring_body(require_body: bool) -> McpEndpoints {
         McpEndpoints::new(&[McpEndpointSpec {
+            require_body,
             path: "/mcp/vendors".to_owned(),
             tool_action: default_tool_action(),
             tool_resource: default_tool_resource(),
@@ -438,5 +462,29 @@ mod tests {
             mcp.target("POST", "/mcp/vendors", &none, None),
             Some(Err(McpRefusal::Malformed(_)))
         ));
+    }
+
+    #[test]
+    fn by_default_a_post_without_its_body_is_refused_whatever_its_headers_say() {
+        let mcp = endpoints_requiring_body(true);
+        let listing = headers(&[("mcp-method", "tools/list")]);
+        for body in [None, Some(&b""[..])] {
+            assert!(matches!(
+                mcp.target("POST", "/mcp/vendors", &listing, body),
+                Some(Err(McpRefusal::Malformed(_)))
+            ));
+        }
+        // The body decides, and a header that names another method is refused.
+        let call =
+            br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"pay_invoice"}}"#;
+        assert!(matches!(
+            mcp.target("POST", "/mcp/vendors", &listing, Some(call)),
+            Some(Err(McpRefusal::Malformed(_)))
+        ));
+        let target = mcp
+            .target("POST", "/mcp/vendors", &headers(&[]), Some(call))
+            .unwrap()
+            .unwrap();
+        assert_eq!(target.action, "pay_invoice");
     }
 }

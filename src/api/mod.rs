@@ -10,6 +10,7 @@ pub mod edge;
 pub mod envoy;
 pub mod grpc;
 pub mod mcp;
+pub mod page_token;
 pub mod routes;
 
 use std::collections::BTreeMap;

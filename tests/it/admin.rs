@@ -627,6 +627,41 @@ async fn identities_and_approvals_are_listed_page_by_page() {
     }
     assert!(whole.len() > 2);
     assert_eq!(paged, whole);
+
+    // Page tokens are Warrant's own: a position written by hand, a token edited, or a token of
+    // another list is refused, never taken as a place to start.
+    let first = admin
+        .list_approvals(approvals(1, String::new()))
+        .await
+        .unwrap()
+        .into_inner();
+    let issued = first.next_page_token;
+    let (position, tag) = issued.split_once('.').unwrap();
+    let edited = format!("{}.{tag}", hex::encode("Approval::\"CHG-2001\""));
+    assert_ne!(position, hex::encode("Approval::\"CHG-2001\""));
+    for forged in [
+        "Approval::\"CHG-2001\"".to_owned(),
+        edited,
+        format!("{issued}0"),
+    ] {
+        let refused = admin
+            .list_approvals(approvals(1, forged.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument, "{forged}");
+        assert_eq!(
+            refused.message(),
+            "page_token: not a token this server gave"
+        );
+    }
+    let refused = admin
+        .list_identities(proto::ListIdentitiesRequest {
+            page_token: issued,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
 }
 
 fn proto_json(fields: Option<prost_types::Struct>) -> serde_json::Value {
@@ -1454,7 +1489,7 @@ async fn the_shell_imports_a_cedar_entities_file_and_a_file_broken_half_way_impo
 fn imported_approval(id: &str, approver: &str, hours: i64, action: &str) -> serde_json::Value {
     use warrant::clock::Clock as _;
     let now = warrant::clock::SystemClock.now().0;
-    let at = |ms: i64| warrant::clock::UnixMillis(ms).to_rfc3339();
+    let at = |ms: i64| warrant::clock::UnixMillis(ms).to_cedar_datetime();
     serde_json::json!({
         "uid": {"type": "Approval", "id": id},
         "attrs": {

@@ -363,6 +363,15 @@ async fn a_credential_in_a_header_must_name_the_principal_the_peer_is() {
         body["reasons"],
         serde_json::json!(["warrant:credential-mismatch"])
     );
+    // The header is bounded as a Check's credential is (16 KiB); the refusal is on record.
+    let oversized = ask(&server, change("x".repeat(20_000))).await;
+    let (status, _, body) = denial(&oversized);
+    assert_eq!(
+        (status, body["reasons"].clone()),
+        (400, serde_json::json!(["warrant:credential-malformed"]))
+    );
+    let record = server.record(body["decision_id"].as_str().unwrap()).await;
+    assert_eq!(record["decision"], "DENY");
 }
 
 async fn recorded(server: &Server, answer: &CheckResponse) -> serde_json::Value {
@@ -681,22 +690,37 @@ async fn an_mcp_endpoint_is_decided_by_the_json_rpc_method_it_carries() {
         serde_json::json!(["outside-agent-scopes"])
     );
 
-    // Other methods from the endpoint's table, by body or by header alone.
+    // Other methods from the endpoint's table.
     let listing = r#"{"jsonrpc":"2.0","id":2,"method":"tools/list"}"#;
     let answer = ask(&server, mcp_check(&[], Some(listing))).await;
     assert_eq!(grpc_code(&answer), tonic::Code::Ok);
     assert_eq!(recorded(&server, &answer).await["action"], "use_mcp_server");
-    let answer = ask(&server, mcp_check(&[("mcp-method", "tools/list")], None)).await;
-    assert_eq!(grpc_code(&answer), tonic::Code::Ok);
     let initialized = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
     let answer = ask(&server, mcp_check(&[], Some(initialized))).await;
     assert_eq!(grpc_code(&answer), tonic::Code::Ok);
-    // A tool call by its headers alone has no arguments, and the action requires them.
-    let headers_only = [("mcp-method", "tools/call"), ("mcp-name", "lookup_vendor")];
-    let answer = ask(&server, mcp_check(&headers_only, None)).await;
+    // The headers alone decide nothing (require_body, the default): a `tools/list` header may
+    // travel with a `tools/call` body that was not forwarded.
+    for headers_only in [
+        vec![("mcp-method", "tools/list")],
+        vec![("mcp-method", "tools/call"), ("mcp-name", "lookup_vendor")],
+    ] {
+        let answer = ask(&server, mcp_check(&headers_only, None)).await;
+        let (status, _, denied) = denial(&answer);
+        assert_eq!(
+            (status, denied["reasons"].clone()),
+            (400, serde_json::json!(["warrant:mcp-malformed"])),
+            "{headers_only:?}"
+        );
+    }
+    // Headers that name another method than the body are refused.
+    let answer = ask(
+        &server,
+        mcp_check(&[("mcp-method", "tools/list")], Some(&payment)),
+    )
+    .await;
     assert_eq!(
         denial(&answer).2["reasons"],
-        serde_json::json!(["warrant:request-not-decidable"])
+        serde_json::json!(["warrant:mcp-malformed"])
     );
 
     // Refused: an unmapped method, and whatever cannot be read one way; each on record.

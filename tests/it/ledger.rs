@@ -1041,6 +1041,16 @@ async fn sealed_segments_are_found_by_their_index_files_and_a_restart_reads_only
         .unwrap()
         .into_inner();
     assert_eq!(page.records.len() + next.records.len(), 6);
+    // A position written by hand is not a page token.
+    let refused = log_client
+        .list_decisions(warrant::proto::ListDecisionsRequest {
+            page_size: 10,
+            page_token: "1".to_owned(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
     let data = server.kill();
     // The restart trusted the sealed segments before the signed head; full verification still
     // reads them all and catches an edit there.

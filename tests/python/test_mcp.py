@@ -9,9 +9,12 @@ import asyncio
 import os
 import socket
 import sys
+from types import SimpleNamespace
 
 from mcp import Client
 from mcp.client.stdio import StdioServerParameters
+from warrant_client import AsyncClient
+from warrant_client.mcp import WarrantToolGuard
 
 from conftest import ROOT, decision_record, running_server
 
@@ -86,3 +89,31 @@ def test_an_unreachable_warrant_hides_every_tool_and_refuses_every_call():
             assert called.structured_content["warrant"]["reasons"][0].startswith("warrant-client:")
 
     asyncio.run(session())
+
+
+def test_a_tool_call_without_a_request_id_is_decided_too():
+    # A `tools/call` that came as a notification (no request id) is still checked: denied, the
+    # tool's body never runs; allowed, it does.
+    with running_server(policies=ROOT / "policies" / "examples" / "mcp-agent") as addresses:
+        async def session():
+            guard = WarrantToolGuard(AsyncClient(addresses["check"], timeout=5.0),
+                                     principal="Agent::vendor-agent")
+            ran = []
+
+            async def tool(ctx):
+                ran.append(ctx.params["name"])
+                return "ran"
+
+            def call(name, arguments):
+                return SimpleNamespace(method="tools/call", request_id=None,
+                                       params={"name": name, "arguments": arguments})
+
+            denied = await guard(call("pay_invoice", {"vendor": "acme", "amount": 1200}), tool)
+            assert denied.is_error
+            assert denied.structured_content["warrant"]["reasons"] == ["payment-needs-approval"]
+            assert ran == []
+            allowed = await guard(call("lookup_vendor", {"name": "acme"}), tool)
+            assert allowed == "ran"
+            assert ran == ["lookup_vendor"]
+
+        asyncio.run(session())

@@ -58,9 +58,11 @@ class WarrantToolGuard:
         return self.principal(ctx) if callable(self.principal) else self.principal
 
     async def __call__(self, ctx: Any, call_next: Callable) -> Any:
-        if ctx.method == "tools/call" and ctx.request_id is not None:
+        # Every call and every listing, with a request id or without one: a `tools/call` sent as
+        # a notification is still a tool call, and is decided like any other.
+        if ctx.method == "tools/call":
             return await self._call(ctx, call_next)
-        if ctx.method == "tools/list" and ctx.request_id is not None and self.list_action:
+        if ctx.method == "tools/list" and self.list_action:
             return await self._list(ctx, call_next)
         return await call_next(ctx)
 
