@@ -144,9 +144,15 @@ pub struct Settings {
     #[arg(long, env = "WARRANT_OWNER_MAY_APPROVE")]
     pub owner_may_approve: Option<bool>,
     /// A URL told of every approval request filed and decided (JSON POST, retried): https://,
-    /// or http:// to a loopback address; off unless set
+    /// or http:// to a loopback address (with approval_request_webhook_allow_local); off unless
+    /// set
     #[arg(long, env = "WARRANT_APPROVAL_REQUEST_WEBHOOK")]
     pub approval_request_webhook: Option<String>,
+    /// Let the webhook reach loopback and link-local addresses (127.0.0.0/8, ::1,
+    /// 169.254.0.0/16 with cloud metadata services, fe80::/10), which it refuses otherwise,
+    /// however its host name resolves [default: false]
+    #[arg(long, env = "WARRANT_APPROVAL_REQUEST_WEBHOOK_ALLOW_LOCAL")]
+    pub approval_request_webhook_allow_local: Option<bool>,
     /// CA certificates (PEM) the webhook's server certificate must chain to [default: the
     /// system's]
     #[arg(long, env = "WARRANT_APPROVAL_REQUEST_WEBHOOK_CA")]
@@ -306,11 +312,20 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// The approval request webhook's URL, the CA file its server's certificate must chain to, and
+/// whether it may reach loopback and link-local addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookTarget {
+    pub url: String,
+    pub ca: Option<PathBuf>,
+    pub allow_local: bool,
+}
+
 /// The settings in force.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where approval requests are announced, if anywhere: the URL and its CA file.
-    pub approval_request_webhook: Option<(String, Option<PathBuf>)>,
+    /// Where approval requests are announced, if anywhere.
+    pub approval_request_webhook: Option<WebhookTarget>,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     /// `None`: use (or create) the token file in the data folder.
@@ -492,6 +507,9 @@ impl Settings {
             approval_request_webhook_ca: self
                 .approval_request_webhook_ca
                 .or(under.approval_request_webhook_ca),
+            approval_request_webhook_allow_local: self
+                .approval_request_webhook_allow_local
+                .or(under.approval_request_webhook_allow_local),
             max_import_bytes: self.max_import_bytes.or(under.max_import_bytes),
             facts_cache_bytes: self.facts_cache_bytes.or(under.facts_cache_bytes),
             store_cache_bytes: self.store_cache_bytes.or(under.store_cache_bytes),
@@ -672,7 +690,11 @@ impl Settings {
                 .approval_request_webhook
                 .clone()
                 .filter(|url| !url.is_empty())
-                .map(|url| (url, self.approval_request_webhook_ca.clone())),
+                .map(|url| WebhookTarget {
+                    url,
+                    ca: self.approval_request_webhook_ca.clone(),
+                    allow_local: self.approval_request_webhook_allow_local.unwrap_or(false),
+                }),
             rules: Rules {
                 approval_max_validity_ms: max_validity_hours
                     .saturating_mul(3_600_000)

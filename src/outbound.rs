@@ -1,8 +1,11 @@
 //! Warrant's own outbound HTTP requests (fetching an issuer's JWKS, calling a webhook): a small
 //! blocking HTTP/1.1 client over rustls, for a few requests a minute, not for the decision path.
 //! HTTPS verifies the server against the configured CA certificates or the system's; plain HTTP
-//! is allowed only to a loopback address. Every request is bounded: 3 s from connecting to the
-//! last byte, at most 1 MiB back, one request per connection.
+//! is allowed only to a loopback address. A URL may also refuse local targets (`refusing_local`:
+//! the webhook's default): every address its host resolves to is checked when it is sent to, and
+//! a loopback, link-local (169.254.0.0/16, where cloud metadata services answer; fe80::/10) or
+//! unspecified one is refused, so a host name cannot be pointed there later. Every request is
+//! bounded: 3 s from connecting to the last byte, at most 1 MiB back, one request per connection.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs as _};
@@ -26,6 +29,21 @@ pub struct Url {
     port: u16,
     path: String,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Whether loopback, link-local and unspecified addresses are refused.
+    refuse_local: bool,
+}
+
+/// Whether `ip` is this machine or its link: loopback, link-local, unspecified (also as an
+/// IPv4-mapped IPv6 address).
+fn is_local(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_link_local() || v4.is_unspecified(),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => is_local(IpAddr::V4(v4)),
+            None => v6.is_loopback() || v6.is_unicast_link_local() || v6.is_unspecified(),
+        },
+    }
 }
 
 impl Url {
@@ -68,6 +86,7 @@ impl Url {
                 port,
                 path,
                 tls: None,
+                refuse_local: false,
             });
         }
         let mut roots = rustls::RootCertStore::empty();
@@ -108,7 +127,49 @@ impl Url {
             path,
             host,
             tls: Some(Arc::new(tls)),
+            refuse_local: false,
         })
+    }
+
+    /// The same URL, refusing to send to a loopback, link-local or unspecified address. An
+    /// error now if its host is one (or is `localhost`, or resolves only to such addresses);
+    /// each send checks the addresses again.
+    pub fn refusing_local(self) -> Result<Url, String> {
+        let url = Url {
+            refuse_local: true,
+            ..self
+        };
+        if url.host.eq_ignore_ascii_case("localhost") {
+            return Err(format!("{:?}: a loopback host is refused", url.url));
+        }
+        if let Ok(ip) = url.host.parse::<std::net::IpAddr>()
+            && is_local(ip)
+        {
+            return Err(format!(
+                "{:?}: {ip} is a loopback or link-local address, refused",
+                url.url
+            ));
+        }
+        Ok(url)
+    }
+
+    /// The address to connect to: the first the host resolves to that is allowed.
+    fn address(&self) -> Result<std::net::SocketAddr, String> {
+        let mut resolved = (self.host.as_str(), self.port)
+            .to_socket_addrs()
+            .map_err(|error| format!("cannot resolve {}: {error}", self.host))?
+            .peekable();
+        if resolved.peek().is_none() {
+            return Err(format!("{} resolves to no address", self.host));
+        }
+        resolved
+            .find(|address| !(self.refuse_local && is_local(address.ip())))
+            .ok_or_else(|| {
+                format!(
+                    "{} resolves only to loopback or link-local addresses, which are refused",
+                    self.host
+                )
+            })
     }
 
     pub fn as_str(&self) -> &str {
@@ -125,11 +186,7 @@ impl Url {
                 .filter(|d| !d.is_zero())
                 .ok_or_else(|| "timed out".to_owned())
         };
-        let address = (self.host.as_str(), self.port)
-            .to_socket_addrs()
-            .map_err(|error| format!("cannot resolve {}: {error}", self.host))?
-            .next()
-            .ok_or_else(|| format!("{} resolves to no address", self.host))?;
+        let address = self.address()?;
         let tcp = TcpStream::connect_timeout(&address, left()?)
             .map_err(|error| format!("cannot connect to {address}: {error}"))?;
         let mut stream: Box<dyn Stream> = match &self.tls {
@@ -286,5 +343,40 @@ mod tests {
         assert!(Url::new("http://localhost/hook", None).is_ok());
         assert!(Url::new("http://chat.example.com/hook", None).is_err());
         assert!(Url::new("ftp://127.0.0.1/x", None).is_err());
+    }
+
+    #[test]
+    fn a_url_refusing_local_targets_refuses_loopback_and_link_local_hosts() {
+        let url = |host: &str| Url {
+            url: format!("https://{host}/hook"),
+            host: host.to_owned(),
+            port: 443,
+            path: "/hook".to_owned(),
+            tls: None,
+            refuse_local: false,
+        };
+        for host in [
+            "169.254.169.254",
+            "127.0.0.1",
+            "127.8.9.10",
+            "localhost",
+            "LocalHost",
+            "::1",
+            "fe80::1",
+            "::ffff:169.254.169.254",
+            "0.0.0.0",
+            "::",
+        ] {
+            assert!(url(host).refusing_local().is_err(), "{host}");
+        }
+        for host in ["10.0.0.5", "192.168.1.2", "chat.example.com", "2001:db8::1"] {
+            assert!(url(host).refusing_local().is_ok(), "{host}");
+        }
+        // A host name is checked on each send, by the addresses it resolves to then.
+        let mut named = url("127.0.0.1");
+        named.refuse_local = true;
+        assert!(named.address().unwrap_err().contains("refused"));
+        named.refuse_local = false;
+        assert!(named.address().is_ok());
     }
 }

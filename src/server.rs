@@ -216,9 +216,17 @@ pub async fn serve(
             .await;
     }
     let metrics = Arc::new(Metrics::default());
-    if let Some((url, ca)) = &config.approval_request_webhook {
-        let url = crate::outbound::Url::new(url, ca.as_deref())
+    if let Some(target) = &config.approval_request_webhook {
+        let mut url = crate::outbound::Url::new(&target.url, target.ca.as_deref())
             .map_err(|error| anyhow::anyhow!("approval_request_webhook: {error}"))?;
+        if !target.allow_local {
+            url = url.refusing_local().map_err(|error| {
+                anyhow::anyhow!(
+                    "approval_request_webhook: {error} (approval_request_webhook_allow_local \
+                     lets it)"
+                )
+            })?;
+        }
         tracing::info!(
             url = url.as_str(),
             "approval requests are announced to a webhook"

@@ -659,12 +659,14 @@ fn verify_one(
                 .and_then(|head| head.checkpoint.replica)
                 .map(|replica| format!(", replica {replica}"))
                 .unwrap_or_default();
+            // The head's sequence number: past the archived records, not the count checked.
+            let head_seq = (verified.first + verified.records).saturating_sub(1);
             println!(
                 "ok: {} records, {} checkpoints, {} records after the last checkpoint, head {}:{}{replica}",
                 verified.records,
                 verified.checkpoints,
                 verified.unsealed,
-                verified.records,
+                head_seq,
                 hex::encode(verified.head)
             );
         }

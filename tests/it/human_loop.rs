@@ -511,7 +511,41 @@ fn webhook_receiver() -> (
 async fn a_webhook_hears_of_each_request_and_its_decision_even_after_a_failure() {
     let (address, received) = webhook_receiver();
     let url = format!("http://{address}/warrant");
-    let server = Server::start(&["--approval-request-webhook", &url]);
+    // Loopback and link-local targets (a cloud's metadata service) are refused unless allowed.
+    let files = tempfile::tempdir().unwrap();
+    let ca = crate::tls::write(
+        files.path(),
+        "ca.pem",
+        &crate::tls::Authority::new("webhook CA").pem,
+    );
+    for refused in [
+        url.as_str(),
+        "https://169.254.169.254/latest/meta-data",
+        "https://localhost/x",
+    ] {
+        let stderr = Server::start_with(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--approval-request-webhook",
+            refused,
+            "--approval-request-webhook-ca",
+            ca.to_str().unwrap(),
+        ])
+        .err()
+        .unwrap_or_else(|| panic!("{refused} was accepted"));
+        assert!(
+            stderr.contains("approval_request_webhook")
+                && stderr.contains("approval_request_webhook_allow_local"),
+            "{stderr}"
+        );
+    }
+    let server = Server::start(&[
+        "--approval-request-webhook",
+        &url,
+        "--approval-request-webhook-allow-local",
+        "true",
+    ]);
     let mut client = server.client().await;
     let denied = client.check(deploy("")).await.unwrap().into_inner();
     let advice = denied.approval_required.unwrap();

@@ -1092,6 +1092,11 @@ async fn archived_segments_verify_alone_and_joined_and_the_ledger_restarts_from_
     // The ledger alone, from its anchor; the archive alone; both joined.
     let (ok, text) = log(data.path(), &["verify"]);
     assert!(ok && text.starts_with("ok: 1 records"), "{text}");
+    // The head is named by its sequence number, as `warrant log head` names it.
+    let head = log_raw(data.path(), &["head"]).1;
+    let head = head.lines().next().unwrap();
+    assert!(head.starts_with("5:"), "{head}");
+    assert!(text.contains(&format!(", head {head}")), "{text} / {head}");
     let (code, text) = log_raw(archive.path(), &["verify", "--public-key", &key]);
     assert_eq!(code, 0, "{text}");
     assert!(text.starts_with("ok: 4 records"), "{text}");
