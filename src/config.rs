@@ -140,9 +140,15 @@ pub struct Settings {
     /// The most approval requests one identity may have pending [default: 8]
     #[arg(long, env = "WARRANT_APPROVAL_REQUESTS_MAX_PENDING")]
     pub approval_requests_max_pending: Option<u64>,
-    /// Whether an identity's own owner may approve its approval requests [default: true]
+    /// Whether an identity's own owner may approve for it (grants, approval requests and
+    /// imports alike) [default: true]
     #[arg(long, env = "WARRANT_OWNER_MAY_APPROVE")]
     pub owner_may_approve: Option<bool>,
+    /// Refuse a grant or a decision on an approval request whose approver is only named by the
+    /// admin caller: the approver must present their own credential (a JWT of a
+    /// [credentials] issuer whose principal is a Human) [default: false]
+    #[arg(long, env = "WARRANT_REQUIRE_AUTHENTICATED_APPROVER")]
+    pub require_authenticated_approver: Option<bool>,
     /// A URL told of every approval request filed and decided (JSON POST, retried): https://,
     /// or http:// to a loopback address (with approval_request_webhook_allow_local); off unless
     /// set
@@ -501,6 +507,9 @@ impl Settings {
                 .approval_requests_max_pending
                 .or(under.approval_requests_max_pending),
             owner_may_approve: self.owner_may_approve.or(under.owner_may_approve),
+            require_authenticated_approver: self
+                .require_authenticated_approver
+                .or(under.require_authenticated_approver),
             approval_request_webhook: self
                 .approval_request_webhook
                 .or(under.approval_request_webhook),
@@ -715,6 +724,9 @@ impl Settings {
                 owner_may_approve: self
                     .owner_may_approve
                     .unwrap_or(Rules::default().owner_may_approve),
+                require_authenticated_approver: self
+                    .require_authenticated_approver
+                    .unwrap_or(Rules::default().require_authenticated_approver),
                 facts_cache_bytes: self
                     .facts_cache_bytes
                     .unwrap_or(Rules::default().facts_cache_bytes),
@@ -952,6 +964,10 @@ mod tests {
             (
                 "owner_may_approve",
                 config.rules.owner_may_approve.to_string(),
+            ),
+            (
+                "require_authenticated_approver",
+                config.rules.require_authenticated_approver.to_string(),
             ),
             (
                 "ledger",

@@ -87,6 +87,10 @@ pub struct ChangeMeta {
     /// `unchecked`): nothing but the schema vouched for it.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub unchecked: bool,
+    /// For a grant: the SHA-256 of the credential its approver presented (`sha256:...`). Absent:
+    /// the approver was named by the admin caller, not proven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approver_credential: Option<String>,
 }
 
 /// A template link made through the admin API: the link as written (a template's `@id` and an

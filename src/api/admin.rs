@@ -159,6 +159,7 @@ fn approval_proto(view: ApprovalView) -> proto::ApprovalRecord {
         uses: view.uses,
         budget_spent: view.spent,
         unchecked: view.meta.unchecked,
+        approver_credential_sha256: view.meta.approver_credential.clone().unwrap_or_default(),
         origin: origin(view.origin),
         granted_at: view.meta.granted_at.map(|t| timestamp(UnixMillis(t))),
         revoked_at: view.meta.revoked_at.map(|t| timestamp(UnixMillis(t))),
@@ -395,9 +396,11 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<proto::ApprovalRequestRecord>, Status> {
         let request = request.into_inner();
         let approver = entity(request.approver).unwrap_or_default();
+        let approver_credential = approver_credential(request.approver_credential)?;
         let verdict = if request.approve {
             Verdict::Approve {
                 approver,
+                approver_credential,
                 duration_ms: Some(request.duration_seconds)
                     .filter(|s| *s != 0)
                     .map(|s| s.saturating_mul(1000)),
@@ -410,6 +413,7 @@ impl proto::admin_server::Admin for AdminService {
         } else {
             Verdict::Reject {
                 approver,
+                approver_credential,
                 reason: request.reason,
             }
         };
@@ -426,14 +430,15 @@ impl proto::admin_server::Admin for AdminService {
         &self,
         request: Request<proto::GrantApprovalRequest>,
     ) -> Result<Response<proto::ApprovalRecord>, Status> {
+        let request = request.into_inner();
         let spec = request
-            .into_inner()
             .approval
             .ok_or_else(|| Status::invalid_argument("approval: required"))?;
         let grant = ApprovalGrant {
             id: non_empty(spec.id),
             ticket: spec.ticket,
             approver: entity(spec.approver),
+            approver_credential: approver_credential(request.approver_credential)?,
             requester: entity(spec.requester),
             subject: entity(spec.subject),
             actions: spec.actions,
@@ -820,6 +825,18 @@ impl proto::admin_server::Admin for AdminService {
     }
 }
 
+/// An approver's credential as sent (`None` when empty), bounded like a Check's.
+fn approver_credential(token: String) -> Result<Option<String>, Status> {
+    let limit = crate::proto::convert::MAX_CREDENTIAL_BYTES;
+    if token.len() > limit {
+        return Err(Status::invalid_argument(format!(
+            "approver_credential: {} bytes; the limit is {limit}",
+            token.len()
+        )));
+    }
+    Ok(non_empty(token))
+}
+
 /// The token of the page after `next_after` in `list`; empty on the last page.
 fn next_token(tokens: &PageTokens, list: &str, next_after: Option<String>) -> String {
     next_after
@@ -844,6 +861,7 @@ pub(crate) fn approval_request_proto(request: &ApprovalRequest) -> proto::Approv
         requested_at: Some(timestamp(UnixMillis(request.requested_at))),
         expires_at: Some(timestamp(UnixMillis(request.expires_at))),
         decided_by: request.decided_by.as_ref().map(entity_ref),
+        decided_by_credential_sha256: request.decided_by_credential.clone().unwrap_or_default(),
         decided_at: request.decided_at.map(|at| timestamp(UnixMillis(at))),
         reason: request.reason.clone().unwrap_or_default(),
         approval_id: request.approval_id.clone().unwrap_or_default(),

@@ -54,9 +54,14 @@ pub enum ApprovalCommand {
         /// The change or task ticket.
         #[arg(long)]
         ticket: String,
-        /// The human who approved, as Human::id.
-        #[arg(long)]
-        approver: String,
+        /// The human who approved, as Human::id (with a credential: its Human, when left out).
+        #[arg(long, required_unless_present = "approver_credential_file")]
+        approver: Option<String>,
+        /// A file holding the approver's own credential (a JWT naming a Human): proves who
+        /// approves, where the admin token alone only names them. Never the token itself on the
+        /// command line, where other users of the machine could read it.
+        #[arg(long, env = "WARRANT_APPROVER_CREDENTIAL_FILE")]
+        approver_credential_file: Option<PathBuf>,
         /// Who asked for it, as Type::id.
         #[arg(long)]
         requester: String,
@@ -125,9 +130,14 @@ pub enum ApprovalCommand {
     /// rule of `grant`.
     Approve {
         request: String,
-        /// The human who approves, as Human::id.
-        #[arg(long)]
-        approver: String,
+        /// The human who approves, as Human::id (with a credential: its Human, when left out).
+        #[arg(long, required_unless_present = "approver_credential_file")]
+        approver: Option<String>,
+        /// A file holding the approver's own credential (a JWT naming a Human): proves who
+        /// approves, where the admin token alone only names them. Never the token itself on the
+        /// command line, where other users of the machine could read it.
+        #[arg(long, env = "WARRANT_APPROVER_CREDENTIAL_FILE")]
+        approver_credential_file: Option<PathBuf>,
         /// How long it lasts: 90s, 30m, 2h, 1d [default: what was asked for]
         #[arg(long = "for")]
         valid_for: Option<String>,
@@ -141,9 +151,14 @@ pub enum ApprovalCommand {
     /// Reject a pending request.
     Reject {
         request: String,
-        /// The human who rejects it, as Human::id.
-        #[arg(long)]
-        approver: String,
+        /// The human who rejects it, as Human::id (with a credential: its Human, when left out).
+        #[arg(long, required_unless_present = "approver_credential_file")]
+        approver: Option<String>,
+        /// A file holding the approver's own credential (a JWT naming a Human): proves who
+        /// approves, where the admin token alone only names them. Never the token itself on the
+        /// command line, where other users of the machine could read it.
+        #[arg(long, env = "WARRANT_APPROVER_CREDENTIAL_FILE")]
+        approver_credential_file: Option<PathBuf>,
         #[arg(long)]
         reason: String,
     },
@@ -465,6 +480,8 @@ fn approval_json(record: &proto::ApprovalRecord) -> Value {
         "granted_at": time_json(&record.granted_at),
         "revoked_at": time_json(&record.revoked_at),
         "revoke_reason": record.revoke_reason,
+        "approver_credential_sha256": record.approver_credential_sha256,
+        "unchecked": record.unchecked,
     })
 }
 
@@ -478,6 +495,7 @@ fn identity_json(record: &proto::IdentityRecord) -> Value {
         "parents": i.parents.iter().map(|p| entity_json(&Some(p.clone()))).collect::<Vec<_>>(),
         "origin": record.origin,
         "updated_at": time_json(&record.updated_at),
+        "unchecked": record.unchecked,
     })
 }
 
@@ -543,6 +561,7 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             id,
             ticket,
             approver,
+            approver_credential_file,
             requester,
             subject,
             actions,
@@ -572,7 +591,7 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             let spec = proto::ApprovalSpec {
                 id: id.unwrap_or_default(),
                 ticket,
-                approver: Some(parse_entity(&approver, "approver")?),
+                approver: approver.map(|a| parse_entity(&a, "approver")).transpose()?,
                 requester: Some(parse_entity(&requester, "requester")?),
                 subject: Some(parse_entity(&subject, "subject")?),
                 actions,
@@ -602,6 +621,7 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             let record = client
                 .grant_approval(proto::GrantApprovalRequest {
                     approval: Some(spec),
+                    approver_credential: read_credential(approver_credential_file.as_deref())?,
                 })
                 .await
                 .map_err(call_failed)?
@@ -683,6 +703,7 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
         ApprovalCommand::Approve {
             request,
             approver,
+            approver_credential_file,
             valid_for,
             max_uses,
             budget,
@@ -698,7 +719,8 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             let decided = client
                 .decide_approval_request(proto::DecideApprovalRequestRequest {
                     id: request,
-                    approver: Some(parse_entity(&approver, "approver")?),
+                    approver: approver.map(|a| parse_entity(&a, "approver")).transpose()?,
+                    approver_credential: read_credential(approver_credential_file.as_deref())?,
                     approve: true,
                     duration_seconds,
                     max_uses: max_uses.unwrap_or(0),
@@ -714,12 +736,14 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
         ApprovalCommand::Reject {
             request,
             approver,
+            approver_credential_file,
             reason,
         } => {
             let decided = client
                 .decide_approval_request(proto::DecideApprovalRequestRequest {
                     id: request,
-                    approver: Some(parse_entity(&approver, "approver")?),
+                    approver: approver.map(|a| parse_entity(&a, "approver")).transpose()?,
+                    approver_credential: read_credential(approver_credential_file.as_deref())?,
                     approve: false,
                     duration_seconds: 0,
                     max_uses: 0,
@@ -732,6 +756,17 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                 .into_inner();
             print(approval_request_json(&decided))
         }
+    }
+}
+
+/// The credential in `file` (surrounding white space trimmed); empty without one.
+fn read_credential(file: Option<&std::path::Path>) -> anyhow::Result<String> {
+    match file {
+        None => Ok(String::new()),
+        Some(path) => Ok(std::fs::read_to_string(path)
+            .with_context(|| format!("--approver-credential-file: cannot read {}", path.display()))?
+            .trim()
+            .to_owned()),
     }
 }
 
@@ -763,6 +798,7 @@ fn approval_request_json(record: &proto::ApprovalRequestRecord) -> Value {
         "requested_at": time_json(&record.requested_at),
         "expires_at": time_json(&record.expires_at),
         "decided_by": entity_json(&record.decided_by),
+        "decided_by_credential_sha256": record.decided_by_credential_sha256,
         "decided_at": time_json(&record.decided_at),
         "reason": record.reason,
         "approval_id": record.approval_id,

@@ -795,21 +795,32 @@ fn story_line(entry: &crate::ledger::Recorded) -> String {
                     step.duration_seconds
                 ),
                 "approved" => format!(
-                    "by {}: approval {} until {}{}",
+                    "by {} ({}): approval {} until {}{}",
                     step.decided_by.as_ref().map_or("?".into(), entity_text),
+                    approver_proof(step),
                     step.approval_id.as_deref().unwrap_or("?"),
                     step.approval_expires_at.as_deref().unwrap_or("?"),
                     step.approval_max_uses
                         .map_or(String::new(), |n| format!(", {n} use(s)"))
                 ),
                 _ => format!(
-                    "by {}: {}",
+                    "by {} ({}): {}",
                     step.decided_by.as_ref().map_or("?".into(), entity_text),
+                    approver_proof(step),
                     step.reason.as_deref().unwrap_or("")
                 ),
             };
             format!("{}  {:<8} {}  {}", step.time, step.event, step.id, what)
         }
+    }
+}
+
+/// How Warrant knows who decided a request: the credential they presented, or the admin
+/// caller's word.
+fn approver_proof(step: &crate::ledger::ApprovalRequestRecord) -> String {
+    match &step.decided_by_credential {
+        Some(credential) => format!("proven by credential {credential}"),
+        None => "named by the admin caller".to_owned(),
     }
 }
 
@@ -850,7 +861,10 @@ fn request_step_text(step: &crate::ledger::ApprovalRequestRecord) -> String {
         line("after", format!("decision {decision}"));
     }
     if let Some(human) = &step.decided_by {
-        line("decided", format!("by {}", entity_text(human)));
+        line(
+            "decided",
+            format!("by {} ({})", entity_text(human), approver_proof(step)),
+        );
     }
     if let Some(approval) = &step.approval_id {
         line(

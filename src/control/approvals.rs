@@ -2,7 +2,7 @@
 //! separation of duties, a bounded window, known actions and scope), revoking it, and reading
 //! them back with their state.
 
-use super::change_rules::ApprovalTerms;
+use super::change_rules::{ApprovalTerms, Approver};
 use super::*;
 
 /// Approval attributes set by their own fields of a grant, not through `attributes`.
@@ -33,6 +33,8 @@ pub struct ApprovalGrant {
     pub id: Option<String>,
     pub ticket: String,
     pub approver: Option<EntityRef>,
+    /// The approver's own credential (a JWT naming a Human), if they presented one.
+    pub approver_credential: Option<String>,
     pub requester: Option<EntityRef>,
     pub subject: Option<EntityRef>,
     pub actions: Vec<String>,
@@ -68,7 +70,22 @@ pub struct ApprovalFilter {
 }
 
 impl Control {
+    /// Grants an approval, its approver named or proven by their credential (`Control::approver`).
     pub fn grant_approval(&self, grant: ApprovalGrant) -> Result<ApprovalView, ControlError> {
+        let approver = self.approver(
+            grant.approver.as_ref(),
+            grant.approver_credential.as_deref(),
+            "approval.approver",
+        )?;
+        self.grant_by(grant, approver)
+    }
+
+    /// Grants an approval given by `approver`, whose identity is settled.
+    pub(super) fn grant_by(
+        &self,
+        grant: ApprovalGrant,
+        approver: Approver,
+    ) -> Result<ApprovalView, ControlError> {
         let (mut state, publishing) = self.changing()?;
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let now = self.clock.now();
@@ -84,7 +101,10 @@ impl Control {
         if grant.ticket.is_empty() {
             return Err(invalid("approval.ticket", "required"));
         }
-        let approver = required_ref(grant.approver.as_ref(), "approval.approver")?;
+        let Approver {
+            entity: approver,
+            credential: approver_credential,
+        } = approver;
         let requester = required_ref(grant.requester.as_ref(), "approval.requester")?;
         let subject = required_ref(grant.subject.as_ref(), "approval.subject")?;
         let scope = required_ref(grant.scope.as_ref(), "approval.scope")?;
@@ -181,6 +201,7 @@ impl Control {
                 requester: Some(requester),
                 justification: grant.justification.filter(|j| !j.is_empty()),
                 granted_at: Some(now.0),
+                approver_credential,
                 ..ChangeMeta::default()
             },
         };

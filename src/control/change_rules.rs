@@ -5,6 +5,11 @@
 //! `owner_may_approve`, the identity's owner), over a window the right way round and no longer
 //! than `approval_max_validity_hours`, for actions the schema declares; an identity is owned by
 //! a Human and has a status Warrant knows.
+//!
+//! Who the approver is rests on the admin caller's word unless the approver proves it: a grant
+//! or a decision may carry the approver's own credential (a JWT of a configured issuer whose
+//! principal is a Human), verified as a Check's credential is; the change then records the
+//! credential's hash, and `require_authenticated_approver` refuses every change without one.
 
 use super::*;
 
@@ -106,4 +111,69 @@ pub(super) fn identity_rules(identity: &Identity, at: &str) -> Result<(), Contro
         ));
     }
     Ok(())
+}
+
+/// The human who approves (or rejects), and how Warrant knows it is them.
+#[derive(Debug, Clone)]
+pub struct Approver {
+    pub entity: EntityRef,
+    /// The SHA-256 of the credential the approver presented (`sha256:...`); `None`: the approver
+    /// was only named by the admin caller (asserted).
+    pub credential: Option<String>,
+}
+
+impl Control {
+    /// The approver a change names (`field`), or proves with `credential`: a credential must
+    /// verify, name a Human, and agree with the name given (if any). Without one, the name is
+    /// taken as asserted unless `require_authenticated_approver`.
+    pub(super) fn approver(
+        &self,
+        named: Option<&EntityRef>,
+        credential: Option<&str>,
+        field: &str,
+    ) -> Result<Approver, ControlError> {
+        // (An empty reference is no name.)
+        let named = named.filter(|named| !(named.type_name.is_empty() && named.id.is_empty()));
+        let Some(token) = credential.filter(|token| !token.is_empty()) else {
+            if self.rules.require_authenticated_approver {
+                return Err(ControlError::Refused(format!(
+                    "{field}: the approver must present their credential \
+                     (setting require_authenticated_approver)"
+                )));
+            }
+            return Ok(Approver {
+                entity: required_ref(named, field)?,
+                credential: None,
+            });
+        };
+        let credentials = self.engine.credentials().ok_or_else(|| {
+            ControlError::Refused(
+                crate::domain::Reason::CredentialUnknownIssuer
+                    .as_str()
+                    .into(),
+            )
+        })?;
+        let evidence = credentials
+            .verify(token, self.clock.now())
+            .map_err(|reason| ControlError::Refused(reason.as_str().into()))?;
+        let proven = evidence.principal;
+        if proven.type_name != HUMAN_TYPE {
+            return Err(invalid(
+                "approver_credential",
+                format!("names {proven}; an approver is a {HUMAN_TYPE}"),
+            ));
+        }
+        if let Some(named) = named
+            && *named != proven
+        {
+            return Err(invalid(
+                field,
+                format!("{named} is named, but the credential is {proven}'s"),
+            ));
+        }
+        Ok(Approver {
+            entity: proven,
+            credential: Some(evidence.token_sha256),
+        })
+    }
 }

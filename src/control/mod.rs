@@ -43,8 +43,10 @@ pub struct Rules {
     pub approval_request_ttl_ms: i64,
     /// The most approval requests one identity may have pending.
     pub max_pending_requests_per_identity: usize,
-    /// Whether an identity's own owner may approve its requests.
+    /// Whether an identity's own owner may approve for it.
     pub owner_may_approve: bool,
+    /// Whether an approver must present their own credential (not only be named).
+    pub require_authenticated_approver: bool,
     /// About how many bytes of parsed entities the facts keep in memory.
     pub facts_cache_bytes: u64,
 }
@@ -57,6 +59,7 @@ impl Default for Rules {
             approval_request_ttl_ms: 24 * 3_600_000,
             max_pending_requests_per_identity: 8,
             owner_may_approve: true,
+            require_authenticated_approver: false,
             facts_cache_bytes: 128 * 1024 * 1024,
         }
     }

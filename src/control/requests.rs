@@ -7,6 +7,7 @@
 //! the oldest decided ones are forgotten first). Every change wakes the watchers.
 
 use super::approvals::ApprovalGrant;
+use super::change_rules::Approver;
 use super::*;
 
 /// The most requests kept, pending and decided.
@@ -52,6 +53,8 @@ pub struct Idempotency {
 pub enum Verdict {
     Approve {
         approver: EntityRef,
+        /// The approver's own credential (a JWT naming a Human), if presented.
+        approver_credential: Option<String>,
         /// At most the duration asked for; that duration when `None`.
         duration_ms: Option<i64>,
         max_uses: Option<u64>,
@@ -60,6 +63,7 @@ pub enum Verdict {
     },
     Reject {
         approver: EntityRef,
+        approver_credential: Option<String>,
         reason: String,
     },
 }
@@ -117,6 +121,9 @@ pub struct ApprovalRequest {
     /// `Pending` until decided (an undecided request past `expires_at` reads as expired).
     pub state: RequestState,
     pub decided_by: Option<EntityRef>,
+    /// The SHA-256 of the credential `decided_by` presented; `None`: named, not proven.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by_credential: Option<String>,
     pub decided_at: Option<i64>,
     pub reason: Option<String>,
     /// The approval an approved request became.
@@ -296,6 +303,7 @@ impl Control {
             expires_at: now.0.saturating_add(self.rules.approval_request_ttl_ms),
             state: RequestState::Pending,
             decided_by: None,
+            decided_by_credential: None,
             decided_at: None,
             reason: None,
             approval_id: None,
@@ -362,10 +370,21 @@ impl Control {
         }
         let now = self.clock.now();
         let approver = match &verdict {
-            Verdict::Approve { approver, .. } | Verdict::Reject { approver, .. } => {
-                required_ref(Some(approver), "approver")?
+            Verdict::Approve {
+                approver,
+                approver_credential,
+                ..
             }
+            | Verdict::Reject {
+                approver,
+                approver_credential,
+                ..
+            } => self.approver(Some(approver), approver_credential.as_deref(), "approver")?,
         };
+        let Approver {
+            entity: approver,
+            credential: approver_credential,
+        } = approver;
         {
             let state = self.state();
             let facts = Arc::clone(&self.engine.snapshot().facts);
@@ -407,33 +426,40 @@ impl Control {
                         ),
                     ));
                 }
-                let approval = self.grant_approval(ApprovalGrant {
-                    id: None,
-                    ticket: request.ticket.clone().unwrap_or_else(|| request.id.clone()),
-                    approver: Some(approver.clone()),
-                    requester: Some(
-                        request
-                            .on_behalf_of
-                            .clone()
-                            .unwrap_or_else(|| request.identity.clone()),
-                    ),
-                    subject: Some(request.identity.clone()),
-                    actions: vec![request.action.clone()],
-                    scope: Some(request.scope.clone()),
-                    not_before: Some(now),
-                    expires_at: Some(UnixMillis(now.0.saturating_add(duration))),
-                    max_uses,
-                    playbook: None,
-                    justification: Some(request.justification.clone()),
-                    attributes: budget
-                        .map(|budget| {
-                            Map::from_iter([
-                                ("budget_total".to_owned(), json!(budget.total)),
-                                ("budget_attribute".to_owned(), json!(budget.attribute)),
-                            ])
-                        })
-                        .unwrap_or_default(),
-                })?;
+                let approval = self.grant_by(
+                    ApprovalGrant {
+                        id: None,
+                        ticket: request.ticket.clone().unwrap_or_else(|| request.id.clone()),
+                        approver: Some(approver.clone()),
+                        approver_credential: None,
+                        requester: Some(
+                            request
+                                .on_behalf_of
+                                .clone()
+                                .unwrap_or_else(|| request.identity.clone()),
+                        ),
+                        subject: Some(request.identity.clone()),
+                        actions: vec![request.action.clone()],
+                        scope: Some(request.scope.clone()),
+                        not_before: Some(now),
+                        expires_at: Some(UnixMillis(now.0.saturating_add(duration))),
+                        max_uses,
+                        playbook: None,
+                        justification: Some(request.justification.clone()),
+                        attributes: budget
+                            .map(|budget| {
+                                Map::from_iter([
+                                    ("budget_total".to_owned(), json!(budget.total)),
+                                    ("budget_attribute".to_owned(), json!(budget.attribute)),
+                                ])
+                            })
+                            .unwrap_or_default(),
+                    },
+                    Approver {
+                        entity: approver.clone(),
+                        credential: approver_credential.clone(),
+                    },
+                )?;
                 request.state = RequestState::Approved;
                 request.approval_id = Some(approval.approval.uid.id().unescaped().to_owned());
                 request.approval_expires_at = Some(approval.approval.expires_at.0);
@@ -445,6 +471,7 @@ impl Control {
             }
         }
         request.decided_by = Some(approver);
+        request.decided_by_credential = approver_credential;
         request.decided_at = Some(now.0);
         self.store
             .put_approval_request(&request.id, &request, &[])?;
@@ -496,6 +523,7 @@ impl Control {
             approval_max_uses: max_uses,
             caller: request.caller.clone(),
             decided_by: request.decided_by.clone(),
+            decided_by_credential: request.decided_by_credential.clone(),
             decision_id: request.decision_id.clone(),
             duration_seconds: request.duration_ms / 1000,
             event: event.to_owned(),

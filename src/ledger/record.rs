@@ -126,6 +126,10 @@ pub struct ApprovalRequestRecord {
     pub caller: Option<String>,
     /// The human who approved or rejected it.
     pub decided_by: Option<EntityRef>,
+    /// The SHA-256 of the credential that human presented. (Absent: named by the admin caller,
+    /// not proven; and in records written before it.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decided_by_credential: Option<String>,
     /// The denial that prompted it, if the identity named one.
     pub decision_id: Option<String>,
     pub duration_seconds: i64,
@@ -612,6 +616,7 @@ mod tests {
             approval_max_uses: Some(1),
             caller: None,
             decided_by: Some(EntityRef::new("Human", "carol")),
+            decided_by_credential: Some("sha256:00ff".into()),
             decision_id: None,
             duration_seconds: 1800,
             event: "approved".into(),

@@ -37,6 +37,7 @@ async fn grant(
     admin
         .grant_approval(proto::GrantApprovalRequest {
             approval: Some(spec),
+            ..Default::default()
         })
         .await
         .map(tonic::Response::into_inner)
@@ -695,6 +696,7 @@ async fn admin_calls_need_the_token_and_never_reach_the_check_port() {
     let refused = wrong
         .grant_approval(proto::GrantApprovalRequest {
             approval: Some(deploy_grant("sneaky")),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -271,7 +271,7 @@ async fn a_denied_agent_asks_a_human_approves_and_the_agent_proceeds_once() {
     assert!(
         text.contains("story      ")
             && text.contains(&format!(
-                "by Human::carol: approval {}",
+                "by Human::carol (named by the admin caller): approval {}",
                 approved.approval_id
             ))
             && text.contains("(use 1 of "),
@@ -285,7 +285,8 @@ async fn a_denied_agent_asks_a_human_approves_and_the_agent_proceeds_once() {
         "{text}"
     );
     assert!(
-        text.contains("rejected") && text.contains("Human::carol: not during the freeze"),
+        text.contains("rejected")
+            && text.contains("Human::carol (named by the admin caller): not during the freeze"),
         "{text}"
     );
     assert!(!text.contains(&denied.decision_id), "{text}");
@@ -395,6 +396,7 @@ async fn a_budget_is_spent_exactly_under_concurrent_allows() {
                 ),
                 ..proto::ApprovalSpec::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap()
@@ -863,5 +865,173 @@ async fn a_stale_denial_is_not_requestable() {
     assert_eq!(
         late.json()["type"],
         "urn:openid:authzen:access-request:error:expired_denial"
+    );
+}
+
+#[tokio::test]
+async fn an_approver_proves_who_they_are_with_their_own_credential() {
+    use crate::credentials::Key;
+    let key = Key::new("sso-1", jsonwebtoken::Algorithm::ES256);
+    let files = tempfile::tempdir().unwrap();
+    let jwks = crate::tls::write(
+        files.path(),
+        "jwks.json",
+        &serde_json::json!({"keys": [key.jwk()]}).to_string(),
+    );
+    let config = crate::tls::write(
+        files.path(),
+        "warrant.toml",
+        &format!(
+            "require_authenticated_approver = true\n\
+             [[credentials.issuers]]\nissuer = \"https://sso.test\"\njwks_file = \"{jwks}\"\nprincipal = \"Human::{{sub}}\"\n\
+             [[credentials.issuers]]\nissuer = \"https://machines.test\"\njwks_file = \"{jwks}\"\nprincipal = \"ApiKey::{{sub}}\"\n",
+            jwks = jwks.display()
+        ),
+    );
+    let server = Server::start(&["--config", config.to_str().unwrap()]);
+    let mut admin = server.admin_client().await;
+    let now = warrant::clock::Clock::now(&warrant::clock::SystemClock).0 / 1000;
+    let token = |issuer: &str, sub: &str| {
+        key.sign(&serde_json::json!({"iss": issuer, "sub": sub, "exp": now + 600}))
+    };
+    let grant = |approver: Option<&str>, credential: String| proto::GrantApprovalRequest {
+        approval: Some(proto::ApprovalSpec {
+            ticket: "CHG-4242".to_owned(),
+            approver: approver.and_then(|a| entity("Human", a)),
+            requester: entity("Human", "bob"),
+            subject: entity("ServiceAccount", "deploy-bot"),
+            actions: vec!["update".to_owned()],
+            scope: entity("Scope", "prod-payments-config"),
+            expires_at: Some(prost_types::Timestamp {
+                seconds: now + 3600,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }),
+        approver_credential: credential,
+    };
+
+    // Named only: the admin caller's word is not enough here.
+    let refused = admin
+        .grant_approval(grant(Some("carol"), String::new()))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied);
+    assert!(
+        refused.message().contains("require_authenticated_approver"),
+        "{}",
+        refused.message()
+    );
+    // A credential that is someone else's, a machine's, or does not verify.
+    let refused = admin
+        .grant_approval(grant(Some("carol"), token("https://sso.test", "dave")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .starts_with("approval.approver: Human::\"carol\" is named"),
+        "{}",
+        refused.message()
+    );
+    let refused = admin
+        .grant_approval(grant(None, token("https://machines.test", "pipeline-etl")))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert!(
+        refused
+            .message()
+            .starts_with("approver_credential: names ApiKey"),
+        "{}",
+        refused.message()
+    );
+    let forged = Key::new("sso-1", jsonwebtoken::Algorithm::ES256)
+        .sign(&serde_json::json!({"iss": "https://sso.test", "sub": "dave", "exp": now + 600}));
+    let refused = admin.grant_approval(grant(None, forged)).await.unwrap_err();
+    assert_eq!(refused.message(), "warrant:credential-bad-signature");
+
+    // Proven: the credential's Human approves, and the record says how Warrant knows.
+    let granted = admin
+        .grant_approval(grant(None, token("https://sso.test", "dave")))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(granted.approval.unwrap().approver, entity("Human", "dave"));
+    assert!(granted.approver_credential_sha256.starts_with("sha256:"));
+
+    // A request decided by a proven approver, on the request, the approval and the ledger.
+    let mut client = server.client().await;
+    let denied = client.check(deploy("")).await.unwrap().into_inner();
+    let advice = denied.approval_required.clone().unwrap();
+    let filed = client
+        .request_approval(ask_for(&advice, &denied.decision_id))
+        .await
+        .unwrap()
+        .into_inner();
+    let decided = admin
+        .decide_approval_request(proto::DecideApprovalRequestRequest {
+            approver: None,
+            approver_credential: token("https://sso.test", "carol"),
+            ..decide(&filed.id, "carol", true)
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(decided.decided_by, entity("Human", "carol"));
+    assert!(decided.decided_by_credential_sha256.starts_with("sha256:"));
+    let approval = admin
+        .get_approval(proto::GetApprovalRequest {
+            id: decided.approval_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        approval.approver_credential_sha256,
+        decided.decided_by_credential_sha256
+    );
+    let (ok, out, err) = crate::admin::shell(&server, &["log", "show", &filed.id]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains(&decided.decided_by_credential_sha256),
+        "the ledger's step does not name the credential: {out}"
+    );
+
+    // The shell reads the credential from a file, never from its command line.
+    let credential = crate::tls::write(files.path(), "me.jwt", &token("https://sso.test", "erin"));
+    let (ok, out, err) = crate::admin::shell(
+        &server,
+        &[
+            "approval",
+            "grant",
+            "--ticket",
+            "CHG-4243",
+            "--requester",
+            "Human::bob",
+            "--subject",
+            "ServiceAccount::deploy-bot",
+            "--action",
+            "update",
+            "--scope",
+            "Scope::prod-payments-config",
+            "--for",
+            "1h",
+            "--approver-credential-file",
+            credential.to_str().unwrap(),
+        ],
+    );
+    assert!(ok, "{err}");
+    let printed: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        printed["approver"],
+        serde_json::json!({"type": "Human", "id": "erin"})
+    );
+    assert!(
+        printed["approver_credential_sha256"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
     );
 }

@@ -156,6 +156,7 @@ async fn a_reload_that_breaks_live_facts_is_refused() {
                 max_uses: 1,
                 ..Default::default()
             }),
+            ..Default::default()
         })
         .await
         .unwrap();

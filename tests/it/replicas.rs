@@ -297,6 +297,7 @@ pub async fn grant(admin: &mut Admin, spec: proto::ApprovalSpec) {
     admin
         .grant_approval(proto::GrantApprovalRequest {
             approval: Some(spec),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -525,6 +526,7 @@ async fn a_replica_cut_off_from_the_database_fails_closed_and_recovers() {
     let refused = admin
         .grant_approval(proto::GrantApprovalRequest {
             approval: Some(deploy_grant("during-the-cut")),
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -819,6 +821,7 @@ async fn changes_made_at_once_on_several_replicas_are_all_made_once() {
             admin
                 .grant_approval(proto::GrantApprovalRequest {
                     approval: Some(deploy_grant(&format!("many-{n}"))),
+                    ..Default::default()
                 })
                 .await
         }));
@@ -834,6 +837,7 @@ async fn changes_made_at_once_on_several_replicas_are_all_made_once() {
             admin
                 .grant_approval(proto::GrantApprovalRequest {
                     approval: Some(deploy_grant("only-once")),
+                    ..Default::default()
                 })
                 .await
         }));

@@ -131,6 +131,7 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<String> {
         admin
             .grant_approval(proto::GrantApprovalRequest {
                 approval: Some(spec),
+                ..Default::default()
             })
             .await?;
         let acknowledged = Instant::now();
