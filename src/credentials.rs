@@ -298,24 +298,9 @@ impl Credentials {
             return;
         }
         let credentials = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    () = stop.cancelled() => return,
-                }
-                let credentials = Arc::clone(&credentials);
-                let checked = tokio::task::spawn_blocking(move || {
-                    for issuer in &credentials.issuers {
-                        issuer.keys.read_if_changed();
-                    }
-                })
-                .await;
-                if let Err(error) = checked {
-                    tracing::error!(%error, "the JWKS file check failed");
-                }
+        crate::files::poll("JWKS files", every, stop, move || {
+            for issuer in &credentials.issuers {
+                issuer.keys.read_if_changed();
             }
         });
     }

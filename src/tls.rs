@@ -93,30 +93,16 @@ impl ServerTls {
     /// Checks the files every `every` until `stop`, reloading them when they change.
     pub fn watch(self: &Arc<Self>, every: Duration, stop: tokio_util::sync::CancellationToken) {
         let tls = Arc::clone(self);
-        tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(every);
-            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                tokio::select! {
-                    _ = ticks.tick() => {}
-                    () = stop.cancelled() => return,
+        crate::files::poll("TLS files", every, stop, move || {
+            match tls.reload_if_changed() {
+                Ok(true) => {
+                    tls.reloads.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(cert = %tls.files.cert.display(), "TLS certificates reloaded");
                 }
-                let checked = tokio::task::spawn_blocking({
-                    let tls = Arc::clone(&tls);
-                    move || tls.reload_if_changed()
-                })
-                .await;
-                match checked {
-                    Ok(Ok(true)) => {
-                        tls.reloads.fetch_add(1, Ordering::Relaxed);
-                        tracing::info!(cert = %tls.files.cert.display(), "TLS certificates reloaded");
-                    }
-                    Ok(Ok(false)) => {}
-                    Ok(Err(error)) => {
-                        tls.reload_failures.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(%error, "TLS reload failed; the last good certificates keep serving");
-                    }
-                    Err(error) => tracing::error!(%error, "TLS reload task failed"),
+                Ok(false) => {}
+                Err(error) => {
+                    tls.reload_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(%error, "TLS reload failed; the last good certificates keep serving");
                 }
             }
         });
