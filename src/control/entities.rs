@@ -391,6 +391,15 @@ impl Control {
         writer: &FactsWriter,
         at: &str,
     ) -> Result<(), ControlError> {
+        // An import's approver is the file's word: where approvers must prove who they are, a
+        // new or changed approval comes through a grant, or through an import marked unchecked.
+        if self.rules.require_authenticated_approver {
+            return Err(ControlError::Refused(format!(
+                "{at}approver: an imported approval's approver is named, not proven \
+                 (setting require_authenticated_approver); grant it with the approver's \
+                 credential, or import it unchecked"
+            )));
+        }
         let subject = writer.get(&approval.subject).map_err(unavailable)?;
         let owner = subject
             .and_then(|stored| crate::facts::identity_of(stored.as_entity()).ok())

@@ -999,6 +999,42 @@ async fn an_approver_proves_who_they_are_with_their_own_credential() {
         "the ledger's step does not name the credential: {out}"
     );
 
+    // An import's approvals are the file's word: refused here, unless the import is unchecked.
+    let mut imported = serde_json::json!({
+        "uid": {"type": "Approval", "id": "from-a-file"},
+        "attrs": {
+            "ticket": "CHG-4244", "approver": {"type": "Human", "id": "dave"},
+            "actions": [{"type": "Action", "id": "update"}],
+            "scope": {"type": "Scope", "id": "prod-payments-config"},
+            "not_before": {"__extn": {"fn": "datetime", "arg": "2026-01-01T00:00:00Z"}},
+            "expires_at": {"__extn": {"fn": "datetime", "arg": "2026-01-02T00:00:00Z"}},
+            "revoked": false,
+        },
+        "parents": [{"type": "ServiceAccount", "id": "deploy-bot"}],
+    });
+    let file = crate::tls::write(files.path(), "approval.json", &format!("[{imported}]"));
+    let (ok, _, err) = crate::admin::shell(
+        &server,
+        &[
+            "facts",
+            "import",
+            file.to_str().unwrap(),
+            "--requester",
+            "Human::bob",
+        ],
+    );
+    assert!(
+        !ok && err.contains("require_authenticated_approver"),
+        "{err}"
+    );
+    imported["uid"]["id"] = "unchecked-from-a-file".into();
+    let file = crate::tls::write(files.path(), "approval.json", &format!("[{imported}]"));
+    let (ok, _, err) = crate::admin::shell(
+        &server,
+        &["facts", "import", file.to_str().unwrap(), "--unchecked"],
+    );
+    assert!(ok, "{err}");
+
     // The shell reads the credential from a file, never from its command line.
     let credential = crate::tls::write(files.path(), "me.jwt", &token("https://sso.test", "erin"));
     let (ok, out, err) = crate::admin::shell(
