@@ -48,6 +48,10 @@ def test_every_tool_call_is_decided_by_warrant_and_the_list_is_filtered():
                 assert "payment-needs-approval" in text_of(unapproved)
                 denial = unapproved.structured_content["warrant"]
                 assert denial["reasons"] == ["payment-needs-approval"]
+                # The approval that would allow it, and how to ask.
+                assert denial["approval_required"]["action"] == "pay_invoice"
+                assert denial["approval_required"]["resource"] == "Tool::pay_invoice"
+                assert "An approval would allow it" in text_of(unapproved)
                 record = decision_record(addresses, denial["decision_id"])
                 assert record["decision"] == "DENY"
                 assert record["action"] == "pay_invoice"
@@ -117,3 +121,29 @@ def test_a_tool_call_without_a_request_id_is_decided_too():
             assert ran == ["lookup_vendor"]
 
         asyncio.run(session())
+
+
+def test_the_agent_example_asks_a_human_and_proceeds_under_the_approval():
+    import subprocess
+
+    import grpc
+    from warrant_client._proto.warrant.v1 import admin_pb2, admin_pb2_grpc, authorizer_pb2
+
+    example = ROOT / "clients" / "python" / "examples" / "mcp_agent_asks.py"
+    with running_server(policies=ROOT / "policies" / "examples" / "mcp-agent") as addresses:
+        agent = subprocess.Popen(
+            [sys.executable, str(example)], stdout=subprocess.PIPE, text=True,
+            env={**os.environ, "WARRANT_ADDR": addresses["check"], "WAIT_SECONDS": "20"})
+        lines = []
+        for line in agent.stdout:
+            lines.append(line)
+            if line.startswith("asked for approval: "):
+                request_id = line.split()[3].rstrip(";")
+                with grpc.insecure_channel(addresses["admin"]) as channel:
+                    admin_pb2_grpc.AdminStub(channel).DecideApprovalRequest(
+                        admin_pb2.DecideApprovalRequestRequest(
+                            id=request_id, approver=authorizer_pb2.EntityRef(type="Human", id="dana"),
+                            approve=True, max_uses=1),
+                        metadata=[("authorization", f"Bearer {addresses['token']}")], timeout=5)
+        assert agent.wait(timeout=60) == 0
+        assert "paid 1200 to acme" in "".join(lines), "".join(lines)

@@ -6,7 +6,8 @@ low-level `Server.middleware`).
   the call's arguments in the context (`{"input": arguments}`, as a schema from
   `warrant schema from-mcp` declares them) and the approval the caller presents in the request's
   `_meta` (`"warrant/approval"`). A denial reaches the model as a tool error it can read (the
-  reasons and the decision id), never as a crash, and the tool does not run.
+  reasons and the decision id, and when an approval would lift it, that approval and how to
+  ask), never as a crash, and the tool does not run.
 - `tools/list`: the listing is filtered to the tools the principal may see (one BatchCheck of
   `list_action` on each tool). A call is decided on its arguments and approval, which a listing
   does not have, so seeing a tool is its own question for the policies.
@@ -83,13 +84,7 @@ class WarrantToolGuard:
         except ValueError as error:  # arguments that cannot make a request: not an allow
             return _refusal(f"the call cannot be checked: {error}")
         if not decision.allowed:
-            return mcp_types.CallToolResult(
-                content=[mcp_types.TextContent(
-                    type="text", text=f"Warrant denied this call to {name}: {decision.describe()}")],
-                structured_content={"warrant": {"decision": "deny",
-                                                "reasons": list(decision.reasons),
-                                                "decision_id": decision.decision_id}},
-                is_error=True)
+            return denial_result(name, decision)
         return await call_next(ctx)
 
     async def _list(self, ctx: Any, call_next: Callable) -> Any:
@@ -108,6 +103,27 @@ class WarrantToolGuard:
         if isinstance(listed, dict):
             return {**listed, "tools": kept}
         return listed.model_copy(update={"tools": kept})
+
+
+def denial_result(tool: str, decision: Any) -> Any:
+    """The tool error a denial becomes: readable by the model, structured for the agent, and,
+    when an approval would lift it, naming that approval and how to ask (as the TypeScript guard
+    does)."""
+    warrant: dict[str, Any] = {"decision": "deny", "reasons": list(decision.reasons),
+                               "decision_id": decision.decision_id}
+    text = f"Warrant denied this call to {tool}: {decision.describe()}"
+    needed = decision.approval_required
+    if needed is not None:
+        warrant["approval_required"] = {
+            "identity": needed.identity, "action": needed.action, "resource": needed.resource,
+            "scope": needed.scope, "max_validity_seconds": needed.max_validity_seconds}
+        text += (f". An approval would allow it: ask a human for one (Warrant's RequestApproval, "
+                 f"with decision {decision.decision_id}) covering {needed.action} on "
+                 f"{needed.resource} in {needed.scope}, then call again with _meta "
+                 f"{{\"{APPROVAL_META_KEY}\": \"<the approval's id>\"}}.")
+    return mcp_types.CallToolResult(
+        content=[mcp_types.TextContent(type="text", text=text)],
+        structured_content={"warrant": warrant}, is_error=True)
 
 
 def _refusal(text: str) -> Any:
