@@ -1,0 +1,142 @@
+#!/usr/bin/env bash
+# What recording a decision costs, measured honestly on a 2-core machine: the server pinned to
+# core 0 and the load generator (h2load) to core 1, against a bare tonic echo pinned the same way
+# (examples/echo.rs: the same messages, one worker thread, no work). For the echo and for Warrant
+# with the ledger off, async and durable, a cached Check: throughput with 2 connections of 64
+# streams, and the latency of one request in flight; ROUNDS rounds (2). Then an fdatasync probe
+# on the data folder's disk (1 KiB appends, and into a preallocated file). PROFILE=1 also
+# records where a cached durable Check's CPU goes (perf, call graphs) into target/bench-pinned/.
+#
+#   scripts/bench-pinned.sh            # prints a Markdown table
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${ROUNDS:-2}
+SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
+OUT=target/bench-pinned
+mkdir -p "$OUT"
+
+if ! command -v h2load > /dev/null; then
+  if [ "$(id -u)" = 0 ]; then
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nghttp2-client > /dev/null
+  else
+    echo "h2load is missing: apt-get install nghttp2-client" >&2
+    exit 1
+  fi
+fi
+cargo build --release --locked --bin warrant --example echo > /dev/null 2>&1 \
+  || cargo build --release --locked --bin warrant --example echo
+
+# The Check h2load sends: a gRPC frame (no compression, 4-byte length) around a CheckRequest for
+# ApiKey::pipeline-etl reading Dataset::sales-2026 (an allow, cached after the first).
+python3 - "$OUT/check.bin" <<'PY'
+import struct, sys
+def field(number, payload):
+    return bytes([number << 3 | 2, len(payload)]) + payload
+def entity(type_name, entity_id):
+    return field(1, type_name.encode()) + field(2, entity_id.encode())
+message = (field(1, entity("ApiKey", "pipeline-etl")) + field(2, b"read")
+           + field(3, entity("Dataset", "sales-2026")))
+open(sys.argv[1], "wb").write(b"\x00" + struct.pack(">I", len(message)) + message)
+PY
+
+PORT=50091
+start() { # name, then the command
+  local name=$1; shift
+  taskset -c 0 "$@" > "$OUT/$name.log" 2>&1 &
+  SERVER=$!
+  for _ in $(seq 100); do
+    if (exec 3<>/dev/tcp/127.0.0.1/$PORT) 2> /dev/null; then return; fi
+    sleep 0.1
+  done
+  echo "$name did not start; see $OUT/$name.log" >&2
+  exit 1
+}
+stop() { kill "$SERVER"; wait "$SERVER" 2> /dev/null || true; }
+warrant() { # ledger mode
+  DATA=$(mktemp -d)
+  start "warrant-$1" target/release/warrant serve --policies policies --data-dir "$DATA" \
+    --ledger "$1" --listen 127.0.0.1:$PORT --admin-listen 127.0.0.1:0 \
+    --metrics-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0
+}
+load() { # clients streams -> "req/s mean_us"
+  local out
+  out=$(taskset -c 1 h2load -c "$1" -m "$2" -D "$SECONDS_PER_RUN" --warm-up-time=1 -d "$OUT/check.bin" \
+    -H 'content-type: application/grpc' -H 'te: trailers' \
+    "http://127.0.0.1:$PORT/warrant.v1.Authorizer/Check" 2>&1)
+  local rps mean failed
+  rps=$(echo "$out" | awk '/^finished in/ {gsub(",", "", $4); print $4}')
+  mean=$(echo "$out" | awk '/^time for request:/ {print $5 " " $6}')
+  failed=$(echo "$out" | awk '/^requests:/ {print $8}')
+  if [ "${failed:-1}" != "0" ]; then echo "h2load saw failures: $out" >&2; exit 1; fi
+  echo "$rps|$mean"
+}
+to_us() { # "123.45us" or "1.23ms" -> microseconds
+  python3 -c "import sys; v=sys.argv[1]; print(round(float(v[:-2])*1000) if v.endswith('ms') else round(float(v[:-2])))" "$1"
+}
+
+declare -A THROUGHPUT ONE
+for round in $(seq "$ROUNDS"); do
+  for config in echo off async durable; do
+    if [ "$config" = echo ]; then
+      start echo target/release/examples/echo 127.0.0.1:$PORT
+    else
+      warrant "$config"
+    fi
+    many=$(load 2 64)
+    single=$(load 1 1)
+    stop
+    [ "$config" = echo ] || rm -rf "$DATA"
+    THROUGHPUT[$config]+="${many%%|*} "
+    ONE[$config]+="$(to_us "$(echo "${single#*|}" | awk '{print $1}')") "
+    echo "round $round $config: ${many%%|*} req/s, one in flight ${single#*|}" >&2
+  done
+done
+
+# fdatasync on the data folder's disk: 1 KiB appended and synced, and into a preallocated file.
+PROBE=$(python3 - "$(mktemp -d)" <<'PY'
+import os, statistics, sys, time
+def probe(path, preallocate):
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    if preallocate:
+        os.posix_fallocate(fd, 0, 2000 * 1024)
+        os.fsync(fd)
+    block, times = b"x" * 1023 + b"\n", []
+    for _ in range(2000):
+        start = time.perf_counter()
+        os.write(fd, block)
+        os.fdatasync(fd)
+        times.append((time.perf_counter() - start) * 1e6)
+    os.close(fd)
+    return statistics.median(times)
+folder = sys.argv[1]
+print(f"{probe(os.path.join(folder, 'append'), False):.0f} {probe(os.path.join(folder, 'prealloc'), True):.0f}")
+PY
+)
+
+range_of() { python3 -c "import sys; v=sorted(float(x) for x in sys.argv[1:]); print(f'{v[0]:,.0f}' if v[0]==v[-1] else f'{v[0]:,.0f} - {v[-1]:,.0f}')" $1; }
+ratio_of() { python3 -c "import sys; a=[float(x) for x in sys.argv[1].split()]; e=[float(x) for x in sys.argv[2].split()]; lo=min(a)/max(e); hi=max(a)/min(e); print(f'{lo:.2f} - {hi:.2f}')" "$1" "$2"; }
+echo "| configuration | cached Check req/s | vs echo | one in flight µs | vs echo |"
+echo "|---|---:|---:|---:|---:|"
+for config in echo off async durable; do
+  extra=$(python3 -c "import sys; a=[float(x) for x in sys.argv[1].split()]; e=[float(x) for x in sys.argv[2].split()]; print(f'+{min(a)-max(e):.0f} - +{max(a)-min(e):.0f}')" "${ONE[$config]}" "${ONE[echo]}")
+  [ "$config" = echo ] && extra=""
+  echo "| $config | $(range_of "${THROUGHPUT[$config]}") | $(ratio_of "${THROUGHPUT[$config]}" "${THROUGHPUT[echo]}") | $(range_of "${ONE[$config]}") | $extra |"
+done
+echo
+echo "fdatasync of a 1 KiB append, p50: ${PROBE% *} µs (into a preallocated file: ${PROBE#* } µs)"
+
+if [ "${PROFILE:-0}" = 1 ]; then
+  warrant durable
+  taskset -c 1 h2load -c 2 -m 64 -D 12 -d "$OUT/check.bin" -H 'content-type: application/grpc' \
+    -H 'te: trailers' "http://127.0.0.1:$PORT/warrant.v1.Authorizer/Check" > /dev/null 2>&1 &
+  LOAD=$!
+  sleep 2
+  perf record -F 1999 -g --call-graph dwarf,16384 -p "$SERVER" -o "$OUT/perf.data" -- sleep 5 > /dev/null 2>&1
+  wait "$LOAD" || true
+  stop
+  rm -rf "$DATA"
+  perf report -i "$OUT/perf.data" --no-children --sort comm,dso,symbol --stdio 2> /dev/null \
+    | grep -v '^$' | head -80 > "$OUT/profile.txt"
+  echo "profile: $OUT/profile.txt"
+fi
