@@ -52,7 +52,9 @@ start() { # name, then the command
   echo "$name did not start; see $OUT/$name.log" >&2
   exit 1
 }
-stop() { kill "$SERVER"; wait "$SERVER" 2> /dev/null || true; }
+SERVER=
+stop() { kill "$SERVER" 2> /dev/null; wait "$SERVER" 2> /dev/null || true; SERVER=; }
+trap '[ -z "$SERVER" ] || stop' EXIT
 warrant() { # ledger mode
   DATA=$(mktemp -d)
   start "warrant-$1" target/release/warrant serve --policies policies --data-dir "$DATA" \
@@ -66,8 +68,8 @@ load() { # clients streams -> "req/s mean_us"
     "http://127.0.0.1:$PORT/warrant.v1.Authorizer/Check" 2>&1)
   local rps mean failed
   rps=$(echo "$out" | awk '/^finished in/ {gsub(",", "", $4); print $4}')
-  mean=$(echo "$out" | awk '/^time for request:/ {print $5 " " $6}')
-  failed=$(echo "$out" | awk '/^requests:/ {print $8}')
+  mean=$(echo "$out" | awk '/^time for request:/ {print $6}')
+  failed=$(echo "$out" | awk '/^requests:/ {print $10}')
   if [ "${failed:-1}" != "0" ]; then echo "h2load saw failures: $out" >&2; exit 1; fi
   echo "$rps|$mean"
 }
@@ -88,7 +90,7 @@ for round in $(seq "$ROUNDS"); do
     stop
     [ "$config" = echo ] || rm -rf "$DATA"
     THROUGHPUT[$config]+="${many%%|*} "
-    ONE[$config]+="$(to_us "$(echo "${single#*|}" | awk '{print $1}')") "
+    ONE[$config]+="$(to_us "${single#*|}") "
     echo "round $round $config: ${many%%|*} req/s, one in flight ${single#*|}" >&2
   done
 done
