@@ -1629,3 +1629,34 @@ async fn an_import_is_held_to_the_rules_of_grants_and_identities_unless_marked_u
     );
     assert!(!err.contains("unexpected argument"), "{err}");
 }
+
+#[tokio::test]
+async fn with_owner_may_approve_off_an_identity_s_owner_approves_for_it_on_no_path() {
+    let server = Server::start(&["--owner-may-approve", "false"]);
+    let mut admin = server.admin_client().await;
+    // alice owns deploy-bot.
+    let refused = grant(&mut admin, deploy_grant("own")).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+    assert_eq!(
+        refused.message(),
+        "approval.approver: separation of duties: Human::\"alice\" owns the identity it would \
+         approve for (setting owner_may_approve)"
+    );
+    let other = proto::ApprovalSpec {
+        approver: entity("Human", "carol"),
+        ..deploy_grant("four-eyes")
+    };
+    grant(&mut admin, other).await.unwrap();
+    // An import too.
+    let mut imported = imported_approval("imported-own", "alice", 2, "update");
+    let message = import_lines(&mut admin, std::slice::from_ref(&imported))
+        .await
+        .unwrap_err();
+    assert!(
+        message.message().contains("owns the identity"),
+        "{}",
+        message.message()
+    );
+    imported["attrs"]["approver"] = serde_json::json!({"type": "Human", "id": "carol"});
+    import_lines(&mut admin, &[imported]).await.unwrap();
+}

@@ -519,7 +519,8 @@ async fn keys_fetched_over_https_rotate_and_outlive_an_outage_of_their_server() 
     );
     let server = Server::start(&["--config", config.to_str().unwrap()]);
     let mut client = server.client().await;
-    let answer = read_under(&mut client, &k1.sign(&claims("pipeline-etl", 600))).await;
+    let first = k1.sign(&claims("pipeline-etl", 600));
+    let answer = read_under(&mut client, &first).await;
     assert_allowed(&answer);
     let mut untrusted = claims("pipeline-etl", 600);
     untrusted["iss"] = "https://untrusted.test".into();
@@ -544,6 +545,9 @@ async fn keys_fetched_over_https_rotate_and_outlive_an_outage_of_their_server() 
     let answer = read_under(&mut client, &k2.sign(&claims("pipeline-etl", 600))).await;
     assert_allowed(&answer);
     let answer = read_under(&mut client, &k1.sign(&claims("pipeline-etl", 599))).await;
+    assert_eq!(answer.reasons, ["warrant:credential-unknown-key"]);
+    // Nor does the token k1 signed before, verified (and its decision cached) then.
+    let answer = read_under(&mut client, &first).await;
     assert_eq!(answer.reasons, ["warrant:credential-unknown-key"]);
 
     // Keys are fetched again on their own, every second for the untrusted issuer (each time
