@@ -8,9 +8,12 @@
 # records where a cached durable Check's CPU goes (perf, call graphs) into target/bench-pinned/.
 #
 #   scripts/bench-pinned.sh            # prints a Markdown table
+#   WARRANT=/tmp/old/warrant CONFIGS="echo durable" scripts/bench-pinned.sh   # another build, fewer rows
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${ROUNDS:-2}
+CONFIGS=${CONFIGS:-echo off async durable}
+WARRANT=${WARRANT:-target/release/warrant}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
 OUT=target/bench-pinned
 mkdir -p "$OUT"
@@ -57,7 +60,7 @@ stop() { kill "$SERVER" 2> /dev/null; wait "$SERVER" 2> /dev/null || true; SERVE
 trap '[ -z "$SERVER" ] || stop' EXIT
 warrant() { # ledger mode
   DATA=$(mktemp -d)
-  start "warrant-$1" target/release/warrant serve --policies policies --data-dir "$DATA" \
+  start "warrant-$1" "$WARRANT" serve --policies policies --data-dir "$DATA" \
     --ledger "$1" --listen 127.0.0.1:$PORT --admin-listen 127.0.0.1:0 \
     --metrics-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0
 }
@@ -79,7 +82,7 @@ to_us() { # "123.45us" or "1.23ms" -> microseconds
 
 declare -A THROUGHPUT ONE
 for round in $(seq "$ROUNDS"); do
-  for config in echo off async durable; do
+  for config in $CONFIGS; do
     if [ "$config" = echo ]; then
       start echo target/release/examples/echo 127.0.0.1:$PORT
     else
@@ -120,7 +123,7 @@ range_of() { python3 -c "import sys; v=sorted(float(x) for x in sys.argv[1:]); p
 ratio_of() { python3 -c "import sys; a=[float(x) for x in sys.argv[1].split()]; e=[float(x) for x in sys.argv[2].split()]; lo=min(a)/max(e); hi=max(a)/min(e); print(f'{lo:.2f} - {hi:.2f}')" "$1" "$2"; }
 echo "| configuration | cached Check req/s | vs echo | one in flight µs | vs echo |"
 echo "|---|---:|---:|---:|---:|"
-for config in echo off async durable; do
+for config in $CONFIGS; do
   extra=$(python3 -c "import sys; a=[float(x) for x in sys.argv[1].split()]; e=[float(x) for x in sys.argv[2].split()]; print(f'+{min(a)-max(e):.0f} - +{max(a)-min(e):.0f}')" "${ONE[$config]}" "${ONE[echo]}")
   [ "$config" = echo ] && extra=""
   echo "| $config | $(range_of "${THROUGHPUT[$config]}") | $(ratio_of "${THROUGHPUT[$config]}" "${THROUGHPUT[echo]}") | $(range_of "${ONE[$config]}") | $extra |"

@@ -316,6 +316,7 @@ impl Ledger {
             dir: settings.dir.clone(),
             segment: None,
             segment_path: last_segment,
+            segment_len: 0,
             segment_bytes: settings.segment_bytes,
             next_seq,
             head,

@@ -19,6 +19,8 @@ pub(super) struct Writer {
     pub(super) dir: PathBuf,
     pub(super) segment: Option<File>,
     pub(super) segment_path: Option<PathBuf>,
+    /// The open segment's length, kept here rather than asked of the file on every batch.
+    pub(super) segment_len: u64,
     pub(super) segment_bytes: u64,
     pub(super) next_seq: u64,
     pub(super) head: [u8; 32],
@@ -84,6 +86,9 @@ impl Writer {
                             let _ = done.send(Ok(first_seq + i as u64));
                         }
                     }
+                    // The batch is answered first: the head file (two more syncs) is not on the
+                    // path of the decisions it covers.
+                    self.publish_if_due();
                 }
                 Err(error) => {
                     self.fail(&error);
@@ -148,15 +153,14 @@ impl Writer {
         }
     }
 
-    fn open_segment(&mut self) -> Result<(PathBuf, &mut File), LedgerError> {
+    /// The segment to write to, its length, and the file (a new one once it is full).
+    fn open_segment(&mut self) -> Result<(PathBuf, u64, &mut File), LedgerError> {
         let rotate = match (&self.segment, &self.segment_path) {
             (None, Some(path)) => path
                 .metadata()
                 .map(|m| m.len() >= self.segment_bytes)
                 .unwrap_or(true),
-            (Some(file), Some(path)) => {
-                file.metadata().map_err(io_error(path))?.len() >= self.segment_bytes
-            }
+            (Some(_), Some(_)) => self.segment_len >= self.segment_bytes,
             (_, None) => true,
         };
         if rotate {
@@ -182,6 +186,7 @@ impl Writer {
                     .append(true)
                     .open(&path)
                     .map_err(io_error(&path))?;
+                self.segment_len = file.metadata().map_err(io_error(&path))?.len();
                 if rotate {
                     // The new file's name must survive a crash too.
                     File::open(&self.dir)
@@ -191,7 +196,8 @@ impl Writer {
                 file
             }
         };
-        Ok((path, self.segment.insert(file)))
+        let length = self.segment_len;
+        Ok((path, length, self.segment.insert(file)))
     }
 
     /// Moves a segment the writer is leaving from the in-memory index to its index file: the
@@ -276,8 +282,7 @@ impl Writer {
             bytes.extend_from_slice(&line);
             signed
         });
-        let (path, file) = self.open_segment()?;
-        let base = file.metadata().map_err(io_error(&path))?.len();
+        let (path, base, file) = self.open_segment()?;
         let written = file
             .write_all(&bytes)
             .and_then(|()| if durable { file.sync_data() } else { Ok(()) });
@@ -292,6 +297,7 @@ impl Writer {
             }
             return Err(io_error(&path)(error));
         }
+        self.segment_len = base + bytes.len() as u64;
         let segment = Arc::new(path);
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         for (decision_id, start, length) in lines {
@@ -315,13 +321,18 @@ impl Writer {
         } else {
             self.since_checkpoint += batch.len() as u64;
         }
-        // The first records publish a head at once, so a ledger with records always has one.
+        Ok(first_seq)
+    }
+
+    /// After a batch is answered: a checkpoint and the head file, when one is due. The first
+    /// records publish a head at once, so a ledger with records always has one.
+    fn publish_if_due(&mut self) {
         let published = self.published_seq();
         let due = published == 0
             || self.next_seq - 1 - published >= self.checkpoint_records
             || self.last_checkpoint.elapsed() >= self.checkpoint_interval;
         if due {
-            // The batch is on disk and is answered as recorded; a checkpoint that cannot be
+            // The batch is on disk and answered as recorded; a checkpoint that cannot be
             // written stops every later append instead.
             let published = match self.last_signed.clone() {
                 Some(signed) if self.since_checkpoint == 0 => self.publish(signed),
@@ -331,16 +342,16 @@ impl Writer {
                 self.fail(&error);
             }
         }
-        Ok(first_seq)
     }
 
     /// Signs the chain's head, appends the checkpoint and makes it the head file.
     fn checkpoint(&mut self) -> Result<(), LedgerError> {
         let (signed, bytes) = self.sign(false, self.next_seq - 1, &self.head);
-        let (path, file) = self.open_segment()?;
+        let (path, _, file) = self.open_segment()?;
         file.write_all(&bytes)
             .and_then(|()| file.sync_data())
             .map_err(io_error(&path))?;
+        self.segment_len += bytes.len() as u64;
         self.since_checkpoint = 0;
         self.last_signed = Some(signed.clone());
         self.publish(signed)
