@@ -13,6 +13,10 @@ use ed25519_dalek::{Signer, SigningKey};
 use super::chain::{SignedHead, chain_hash, checkpoint_bytes, checkpoint_line, write_entry};
 use super::*;
 
+/// How long an async batch gathers records after its first: what a crash may lose beyond the
+/// queue is at most this much more.
+const ASYNC_GATHER: Duration = Duration::from_micros(500);
+
 pub(super) struct Writer {
     pub(super) written: Arc<AtomicU64>,
     pub(super) index: Index,
@@ -63,6 +67,11 @@ impl Writer {
             };
             // Group commit: everything that is waiting goes into one write and one fsync.
             let mut batch = vec![first];
+            if !self.durable {
+                // Nobody waits for an async batch: gather for a moment, so that the writer wakes
+                // once for many records rather than once for each.
+                std::thread::sleep(ASYNC_GATHER);
+            }
             while batch.len() < 4096 {
                 match receiver.try_recv() {
                     Ok(Message::Record(more)) => batch.push(more),
@@ -86,9 +95,6 @@ impl Writer {
                             let _ = done.send(Ok(first_seq + i as u64));
                         }
                     }
-                    // The batch is answered first: the head file (two more syncs) is not on the
-                    // path of the decisions it covers.
-                    self.publish_if_due();
                 }
                 Err(error) => {
                     self.fail(&error);
@@ -321,11 +327,14 @@ impl Writer {
         } else {
             self.since_checkpoint += batch.len() as u64;
         }
+        // Before the batch is answered: whoever keeps heads (and `verify`) must be able to tell
+        // a cut tail from the first records on.
+        self.publish_if_due();
         Ok(first_seq)
     }
 
-    /// After a batch is answered: a checkpoint and the head file, when one is due. The first
-    /// records publish a head at once, so a ledger with records always has one.
+    /// A checkpoint and the head file, when one is due. The first records publish a head at
+    /// once, so a ledger with records always has one.
     fn publish_if_due(&mut self) {
         let published = self.published_seq();
         let due = published == 0
