@@ -342,11 +342,7 @@ impl Credentials {
     pub fn verify(&self, token: &str, now: UnixMillis) -> Result<CredentialEvidence, Reason> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(known) = self.verified.get(&digest) {
-            let key_held = self
-                .issuers
-                .get(known.issuer)
-                .is_some_and(|issuer| issuer.keys.holds(&known.kid, &known.fingerprint));
-            if key_held {
+            if self.key_held(&known) {
                 within_time(known.evidence.expires_at, known.nbf, known.skew, now)?;
                 self.first_use(&known.evidence, known.skew, now)?;
                 return Ok(known.evidence.clone());
@@ -358,6 +354,24 @@ impl Credentials {
         self.verified.insert(digest, Arc::new(verified));
         self.first_use(&evidence, skew, now)?;
         Ok(evidence)
+    }
+
+    /// Whether the token whose SHA-256 is `digest` was verified and still would be at `now`: its
+    /// key still held by its issuer and `now` within its times. For a decision cached under the
+    /// token: a lookup, no hashing. A token no longer remembered answers `false` (and is then
+    /// verified afresh by the evaluation).
+    pub fn still_verified(&self, digest: &[u8; 32], now: UnixMillis) -> bool {
+        self.verified.get(digest).is_some_and(|known| {
+            self.key_held(&known)
+                && within_time(known.evidence.expires_at, known.nbf, known.skew, now).is_ok()
+        })
+    }
+
+    /// Whether the key that verified `known` is still in its issuer's set.
+    fn key_held(&self, known: &Verified) -> bool {
+        self.issuers
+            .get(known.issuer)
+            .is_some_and(|issuer| issuer.keys.holds(&known.kid, &known.fingerprint))
     }
 
     /// `verify` without the cache (`digest` is the token's SHA-256): the evidence, the token's

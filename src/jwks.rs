@@ -253,22 +253,18 @@ impl IssuerKeys {
             Ok((read, digest)) => {
                 self.reads.fetch_add(1, Ordering::Relaxed);
                 *self.lock_read_from() = digest;
+                let count = read.len();
                 let before = self.keys.swap(Arc::new(read));
-                let after = self.keys.load();
-                let changed = before.len() != after.len()
-                    || before.iter().any(|(kid, key)| {
-                        after
-                            .get(kid)
-                            .is_none_or(|now| now.fingerprint != key.fingerprint)
-                    });
+                // Withdrawn or replaced under their kid; with the same count, nothing added.
+                let withdrawn: Vec<&str> = before
+                    .iter()
+                    .filter(|(kid, key)| !self.holds(kid, &key.fingerprint))
+                    .map(|(kid, _)| kid.as_str())
+                    .collect();
+                let changed = !withdrawn.is_empty() || before.len() != count;
                 if changed {
                     self.key_set_changes.fetch_add(1, Ordering::Relaxed);
-                    let withdrawn: Vec<&str> = before
-                        .iter()
-                        .filter(|(kid, key)| !self.holds(kid, &key.fingerprint))
-                        .map(|(kid, _)| kid.as_str())
-                        .collect();
-                    tracing::info!(issuer = %self.issuer, keys = after.len(), ?withdrawn, "the issuer's key set changed");
+                    tracing::info!(issuer = %self.issuer, keys = count, ?withdrawn, "the issuer's key set changed");
                 }
                 changed
             }

@@ -827,13 +827,8 @@ impl proto::admin_server::Admin for AdminService {
 
 /// An approver's credential as sent (`None` when empty), bounded like a Check's.
 fn approver_credential(token: String) -> Result<Option<String>, Status> {
-    let limit = crate::proto::convert::MAX_CREDENTIAL_BYTES;
-    if token.len() > limit {
-        return Err(Status::invalid_argument(format!(
-            "approver_credential: {} bytes; the limit is {limit}",
-            token.len()
-        )));
-    }
+    crate::proto::convert::bounded_credential(&token, "approver_credential")
+        .map_err(|invalid| Status::invalid_argument(invalid.to_string()))?;
     Ok(non_empty(token))
 }
 

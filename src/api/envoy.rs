@@ -420,18 +420,15 @@ impl ExtAuthzService {
             })
             .filter(|token| !token.is_empty());
         // Bounded like the credential of a Check or an AuthZEN request.
-        let limit = crate::proto::convert::MAX_CREDENTIAL_BYTES;
         if let Some(token) = credential
-            && token.len() > limit
+            && let Err(invalid) =
+                crate::proto::convert::bounded_credential(token, "credential_header")
         {
             return Err(Refusal {
                 http: HttpStatusCode::BadRequest,
                 grpc: tonic::Code::PermissionDenied,
                 reason: Reason::CredentialMalformed.as_str(),
-                detail: Some(format!(
-                    "the credential header holds {} bytes; the limit is {limit}",
-                    token.len()
-                )),
+                detail: Some(invalid.to_string()),
             });
         }
         let credential = credential.map(|token| domain::Credential(token.to_owned()));

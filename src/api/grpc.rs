@@ -181,13 +181,8 @@ impl Authorizer for AuthorizerService {
             .map(str::to_owned)
             .or(caller.address);
         let request = request.into_inner();
-        let limit = crate::proto::convert::MAX_CREDENTIAL_BYTES;
-        if request.credential.len() > limit {
-            return Err(Status::invalid_argument(format!(
-                "credential: {} bytes; the limit is {limit}",
-                request.credential.len()
-            )));
-        }
+        crate::proto::convert::bounded_credential(&request.credential, "credential")
+            .map_err(|invalid| Status::invalid_argument(invalid.to_string()))?;
         let entity =
             |e: Option<proto::EntityRef>| e.map(|e| domain::EntityRef::new(e.r#type, e.id));
         let ask = ApprovalAsk {

@@ -44,7 +44,44 @@ pub struct ApprovalArgs {
 
 // Parsed once per process: the size of the biggest variant does not matter.
 #[allow(clippy::large_enum_variant)]
+/// Who approves or rejects: named (the admin caller's word), or proven by their own credential.
+#[derive(Debug, clap::Args)]
+pub struct ApproverArgs {
+    /// The human who decides, as Human::id (with a credential: its Human, when left out).
+    #[arg(long, required_unless_present = "approver_credential_file")]
+    approver: Option<String>,
+    /// A file holding the approver's own credential (a JWT naming a Human): proves who decides,
+    /// where the admin token alone only names them. Never the token itself on the command line,
+    /// where other users of the machine could read it.
+    #[arg(long, env = "WARRANT_APPROVER_CREDENTIAL_FILE")]
+    approver_credential_file: Option<PathBuf>,
+}
+
+impl ApproverArgs {
+    /// The approver as named (if named) and the credential as read from its file ("" without).
+    fn resolve(self) -> anyhow::Result<(Option<proto::EntityRef>, String)> {
+        let named = self
+            .approver
+            .map(|a| parse_entity(&a, "approver"))
+            .transpose()?;
+        let credential = match self.approver_credential_file {
+            None => String::new(),
+            Some(path) => std::fs::read_to_string(&path)
+                .with_context(|| {
+                    format!("--approver-credential-file: cannot read {}", path.display())
+                })?
+                .trim()
+                .to_owned(),
+        };
+        Ok((named, credential))
+    }
+}
+
 #[derive(Debug, clap::Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per command; `grant` simply has many flags"
+)]
 pub enum ApprovalCommand {
     /// Grant an approval to an identity.
     Grant {
@@ -54,14 +91,8 @@ pub enum ApprovalCommand {
         /// The change or task ticket.
         #[arg(long)]
         ticket: String,
-        /// The human who approved, as Human::id (with a credential: its Human, when left out).
-        #[arg(long, required_unless_present = "approver_credential_file")]
-        approver: Option<String>,
-        /// A file holding the approver's own credential (a JWT naming a Human): proves who
-        /// approves, where the admin token alone only names them. Never the token itself on the
-        /// command line, where other users of the machine could read it.
-        #[arg(long, env = "WARRANT_APPROVER_CREDENTIAL_FILE")]
-        approver_credential_file: Option<PathBuf>,
+        #[command(flatten)]
+        approver: ApproverArgs,
         /// Who asked for it, as Type::id.
         #[arg(long)]
         requester: String,
@@ -130,14 +161,8 @@ pub enum ApprovalCommand {
     /// rule of `grant`.
     Approve {
         request: String,
-        /// The human who approves, as Human::id (with a credential: its Human, when left out).
-        #[arg(long, required_unless_present = "approver_credential_file")]
-        approver: Option<String>,
-        /// A file holding the approver's own credential (a JWT naming a Human): proves who
-        /// approves, where the admin token alone only names them. Never the token itself on the
-        /// command line, where other users of the machine could read it.
-        #[arg(long, env = "WARRANT_APPROVER_CREDENTIAL_FILE")]
-        approver_credential_file: Option<PathBuf>,
+        #[command(flatten)]
+        approver: ApproverArgs,
         /// How long it lasts: 90s, 30m, 2h, 1d [default: what was asked for]
         #[arg(long = "for")]
         valid_for: Option<String>,
@@ -151,14 +176,8 @@ pub enum ApprovalCommand {
     /// Reject a pending request.
     Reject {
         request: String,
-        /// The human who rejects it, as Human::id (with a credential: its Human, when left out).
-        #[arg(long, required_unless_present = "approver_credential_file")]
-        approver: Option<String>,
-        /// A file holding the approver's own credential (a JWT naming a Human): proves who
-        /// approves, where the admin token alone only names them. Never the token itself on the
-        /// command line, where other users of the machine could read it.
-        #[arg(long, env = "WARRANT_APPROVER_CREDENTIAL_FILE")]
-        approver_credential_file: Option<PathBuf>,
+        #[command(flatten)]
+        approver: ApproverArgs,
         #[arg(long)]
         reason: String,
     },
@@ -561,7 +580,6 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             id,
             ticket,
             approver,
-            approver_credential_file,
             requester,
             subject,
             actions,
@@ -588,10 +606,11 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                 }
                 (None, None) => bail!("give --expires-at or --for"),
             };
+            let (approver, approver_credential) = approver.resolve()?;
             let spec = proto::ApprovalSpec {
                 id: id.unwrap_or_default(),
                 ticket,
-                approver: approver.map(|a| parse_entity(&a, "approver")).transpose()?,
+                approver,
                 requester: Some(parse_entity(&requester, "requester")?),
                 subject: Some(parse_entity(&subject, "subject")?),
                 actions,
@@ -621,7 +640,7 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             let record = client
                 .grant_approval(proto::GrantApprovalRequest {
                     approval: Some(spec),
-                    approver_credential: read_credential(approver_credential_file.as_deref())?,
+                    approver_credential,
                 })
                 .await
                 .map_err(call_failed)?
@@ -703,11 +722,11 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
         ApprovalCommand::Approve {
             request,
             approver,
-            approver_credential_file,
             valid_for,
             max_uses,
             budget,
         } => {
+            let (approver, approver_credential) = approver.resolve()?;
             let (budget_attribute, budget_total) = match budget {
                 Some(budget) => parse_budget(&budget)?,
                 None => (String::new(), 0),
@@ -719,8 +738,8 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             let decided = client
                 .decide_approval_request(proto::DecideApprovalRequestRequest {
                     id: request,
-                    approver: approver.map(|a| parse_entity(&a, "approver")).transpose()?,
-                    approver_credential: read_credential(approver_credential_file.as_deref())?,
+                    approver,
+                    approver_credential,
                     approve: true,
                     duration_seconds,
                     max_uses: max_uses.unwrap_or(0),
@@ -736,14 +755,14 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
         ApprovalCommand::Reject {
             request,
             approver,
-            approver_credential_file,
             reason,
         } => {
+            let (approver, approver_credential) = approver.resolve()?;
             let decided = client
                 .decide_approval_request(proto::DecideApprovalRequestRequest {
                     id: request,
-                    approver: approver.map(|a| parse_entity(&a, "approver")).transpose()?,
-                    approver_credential: read_credential(approver_credential_file.as_deref())?,
+                    approver,
+                    approver_credential,
                     approve: false,
                     duration_seconds: 0,
                     max_uses: 0,
@@ -756,17 +775,6 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                 .into_inner();
             print(approval_request_json(&decided))
         }
-    }
-}
-
-/// The credential in `file` (surrounding white space trimmed); empty without one.
-fn read_credential(file: Option<&std::path::Path>) -> anyhow::Result<String> {
-    match file {
-        None => Ok(String::new()),
-        Some(path) => Ok(std::fs::read_to_string(path)
-            .with_context(|| format!("--approver-credential-file: cannot read {}", path.display()))?
-            .trim()
-            .to_owned()),
     }
 }
 

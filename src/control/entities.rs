@@ -318,8 +318,7 @@ impl Control {
             }
         }
         if !unchecked {
-            let principal_types: Vec<String> =
-                schema.principals().map(ToString::to_string).collect();
+            let identity_types = identity_types(schema);
             for (line, uid, _) in imported.values() {
                 let Some(stored) = writer.get(uid).map_err(unavailable)? else {
                     continue;
@@ -335,10 +334,11 @@ impl Control {
                 let at = format!("line {line}: {}: ", EntityRef::from_uid(uid));
                 let type_name = uid.type_name().to_string();
                 if type_name == APPROVAL_TYPE {
-                    let approval = crate::facts::approval_of(stored.as_entity(), &principal_types)
-                        .map_err(|message| invalid(at.trim_end_matches(": "), message))?;
+                    let approval =
+                        crate::facts::approval_of(stored.as_entity(), &identity_types)
+                            .map_err(|message| invalid(at.trim_end_matches(": "), message))?;
                     self.import_approval_rules(&approval, &meta, &writer, &at)?;
-                } else if principal_types.contains(&type_name) {
+                } else if identity_types.contains(&type_name) {
                     let identity = crate::facts::identity_of(stored.as_entity())
                         .map_err(|message| invalid(at.trim_end_matches(": "), message))?;
                     change_rules::identity_rules(&identity, &at)?;

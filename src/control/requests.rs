@@ -7,7 +7,6 @@
 //! the oldest decided ones are forgotten first). Every change wakes the watchers.
 
 use super::approvals::ApprovalGrant;
-use super::change_rules::Approver;
 use super::*;
 
 /// The most requests kept, pending and decided.
@@ -381,29 +380,26 @@ impl Control {
                 ..
             } => self.approver(Some(approver), approver_credential.as_deref(), "approver")?,
         };
-        let Approver {
-            entity: approver,
-            credential: approver_credential,
-        } = approver;
         {
             let state = self.state();
             let facts = Arc::clone(&self.engine.snapshot().facts);
-            known(&facts, &state.policies, &approver, "approver")?;
+            known(&facts, &state.policies, &approver.entity, "approver")?;
         }
-        if approver.type_name != HUMAN_TYPE {
+        if approver.entity.type_name != HUMAN_TYPE {
             return Err(invalid(
                 "approver",
                 format!(
                     "separation of duties: a request is decided by a {HUMAN_TYPE}, not by a {}",
-                    approver.type_name
+                    approver.entity.type_name
                 ),
             ));
         }
-        if request.on_behalf_of.as_ref() == Some(&approver) {
+        if request.on_behalf_of.as_ref() == Some(&approver.entity) {
             return Err(invalid(
                 "approver",
                 format!(
-                    "separation of duties: {approver} asked for it (the identity acts for them)"
+                    "separation of duties: {} asked for it (the identity acts for them)",
+                    approver.entity
                 ),
             ));
         }
@@ -430,7 +426,8 @@ impl Control {
                     ApprovalGrant {
                         id: None,
                         ticket: request.ticket.clone().unwrap_or_else(|| request.id.clone()),
-                        approver: Some(approver.clone()),
+                        // (Settled: `approver`, below.)
+                        approver: None,
                         approver_credential: None,
                         requester: Some(
                             request
@@ -455,10 +452,7 @@ impl Control {
                             })
                             .unwrap_or_default(),
                     },
-                    Approver {
-                        entity: approver.clone(),
-                        credential: approver_credential.clone(),
-                    },
+                    approver.clone(),
                 )?;
                 request.state = RequestState::Approved;
                 request.approval_id = Some(approval.approval.uid.id().unescaped().to_owned());
@@ -470,8 +464,8 @@ impl Control {
                 request.reason = Some(text(&reason, "reason", true)?);
             }
         }
-        request.decided_by = Some(approver);
-        request.decided_by_credential = approver_credential;
+        request.decided_by = Some(approver.entity);
+        request.decided_by_credential = approver.credential;
         request.decided_at = Some(now.0);
         self.store
             .put_approval_request(&request.id, &request, &[])?;

@@ -56,15 +56,7 @@ pub fn check_request_from_proto(
                 parents,
             })
         };
-    if request.credential.len() > MAX_CREDENTIAL_BYTES {
-        return Err(InvalidRequest::new(
-            "credential",
-            format!(
-                "{} bytes; the limit is {MAX_CREDENTIAL_BYTES}",
-                request.credential.len()
-            ),
-        ));
-    }
+    bounded_credential(&request.credential, "credential")?;
     Ok(domain::CheckRequest {
         principal: domain::EntityRef::new(principal.r#type, principal.id),
         action: request.action,
@@ -80,6 +72,17 @@ pub fn check_request_from_proto(
 
 /// The longest credential a request may carry.
 pub const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
+
+/// Refuses a credential (`field`) longer than `MAX_CREDENTIAL_BYTES`, whichever way it came.
+pub fn bounded_credential(token: &str, field: &str) -> Result<(), InvalidRequest> {
+    if token.len() > MAX_CREDENTIAL_BYTES {
+        return Err(InvalidRequest::new(
+            field,
+            format!("{} bytes; the limit is {MAX_CREDENTIAL_BYTES}", token.len()),
+        ));
+    }
+    Ok(())
+}
 
 pub fn non_empty(text: String) -> Option<String> {
     (!text.is_empty()).then_some(text)

@@ -771,20 +771,12 @@ fn engine_request(
     };
     let credential = match evaluation.context.get(CREDENTIAL_CONTEXT_KEY) {
         None | Some(Value::Null) => None,
-        Some(Value::String(token))
-            if token.len() <= crate::proto::convert::MAX_CREDENTIAL_BYTES =>
-        {
-            Some(domain::Credential(token.clone()))
-        }
         Some(Value::String(token)) => {
-            return Err(InvalidRequest::new(
-                format!("context.{CREDENTIAL_CONTEXT_KEY}"),
-                format!(
-                    "{} bytes; the limit is {}",
-                    token.len(),
-                    crate::proto::convert::MAX_CREDENTIAL_BYTES
-                ),
-            ));
+            crate::proto::convert::bounded_credential(
+                token,
+                &format!("context.{CREDENTIAL_CONTEXT_KEY}"),
+            )?;
+            Some(domain::Credential(token.clone()))
         }
         Some(_) => {
             return Err(InvalidRequest::new(

@@ -470,12 +470,11 @@ impl Engine {
         };
         let links = snapshot.policies.links();
         // A decision made under a credential holds while the credential still verifies (its
-        // key may have left its issuer's set since): a verified token's check is a lookup.
-        let credential_holds = || {
-            request.credential.is_none()
-                || self
-                    .credential_at(&request.principal, request.credential.as_ref(), now)
-                    .is_ok()
+        // key may have left its issuer's set since): a lookup by the hash the key holds.
+        let credential_holds = || match (&key.credential_sha256, self.credentials.get()) {
+            (None, _) => true,
+            (Some(digest), Some(credentials)) => credentials.still_verified(digest, now),
+            (Some(_), None) => false,
         };
         if let Some(entry) = cache.get(&key, now, |entry| {
             snapshot.facts.unchanged_since(entry.read_at, &entry.reads)
