@@ -13,10 +13,10 @@ use std::sync::Arc;
 
 use cedar_policy::{Authorizer, Context, EntityUid, Request, RestrictedExpression};
 use criterion::{Criterion, criterion_group, criterion_main};
-use warrant::clock::{Clock, SystemClock};
-use warrant::decide::engine::{Engine, EngineSettings};
-use warrant::domain::{CheckRequest, ContextValue, Effect, EntityRef};
 use warrant::server::load_snapshot;
+use warrant_domain::clock::{Clock, SystemClock};
+use warrant_domain::{CheckRequest, ContextValue, Effect, EntityRef};
+use warrant_engine::engine::{Engine, EngineSettings};
 
 struct Case {
     name: &'static str,
@@ -127,20 +127,23 @@ fn decision(c: &mut Criterion) {
         load_snapshot(&policies).unwrap(),
         Arc::new(SystemClock),
         fresh,
+        warrant_engine::engine::EngineParts::default(),
     );
     let cached = Engine::new(
         load_snapshot(&policies).unwrap(),
         Arc::new(SystemClock),
         EngineSettings::default(),
+        warrant_engine::engine::EngineParts::default(),
     );
     // The same engine with a shadow set (the bundled policies again): the cost of shadow mode.
     let shadowed = Engine::new(
         load_snapshot(&policies).unwrap(),
         Arc::new(SystemClock),
         fresh,
+        warrant_engine::engine::EngineParts::default(),
     );
     shadowed.set_shadow(Some(Arc::new(
-        warrant::policy::PolicySnapshot::load(&policies).unwrap(),
+        warrant_policy::PolicySnapshot::load(&policies).unwrap(),
     )));
     let snapshot = engine.snapshot();
     let authorizer = Authorizer::new();

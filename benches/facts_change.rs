@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 use warrant::control::entities::{ChangeReason, EntitySpec};
 use warrant::control::identities::IdentityUpdate;
 use warrant::control::{Control, Rules};
-use warrant::decide::engine::EngineSettings;
-use warrant::domain::EntityRef;
-use warrant::store::LiveStore;
+use warrant_domain::EntityRef;
+use warrant_engine::engine::EngineSettings;
+use warrant_store::LiveStore;
 
 /// The server's allocator, so that the figures are the server's.
 #[global_allocator]
@@ -32,10 +32,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn open(policies: &Path, data: &Path) -> Control {
     Control::open(
         policies,
-        LiveStore::open(data).expect("a data folder"),
-        Arc::new(warrant::clock::SystemClock),
+        Arc::new(LiveStore::open(data).expect("a data folder")),
+        Arc::new(warrant_domain::clock::SystemClock),
         EngineSettings::default(),
         Rules::default(),
+        None,
         None,
     )
     .expect("the policy folder and its facts")
@@ -114,7 +115,7 @@ fn main() {
     let identities: Vec<EntityRef> = ["ServiceAccount", "ApiKey", "Agent"]
         .into_iter()
         .flat_map(|type_name| {
-            let prefix = [warrant::facts::type_prefix(type_name)];
+            let prefix = [warrant_facts::type_prefix(type_name)];
             facts.reader().uids_after(&prefix, None, changes).unwrap()
         })
         .filter(|uid| facts.identity(uid).is_some_and(|i| i.status.is_some()))
@@ -142,7 +143,7 @@ fn main() {
         .snapshot()
         .facts
         .reader()
-        .uids_after(&[warrant::facts::type_prefix("Scope")], None, 1)
+        .uids_after(&[warrant_facts::type_prefix("Scope")], None, 1)
         .expect("the scopes")
         .into_iter()
         .next()

@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
-"""Fails when Cargo.toml lists a dependency that no source of its kind names: a runtime one
-that nothing under src/ uses, a build one that build.rs does not, a dev one that no test or
-bench does (or that is already a runtime dependency without needing other features). Also
-fails when a list is not sorted. Run from the repository root; scripts/test runs it."""
+"""Fails when a manifest of the workspace (Cargo.toml and crates/*/Cargo.toml) lists a
+dependency that no source of its kind names: a runtime one that nothing under its src/ uses, a
+build one that build.rs does not, a dev one that no test or bench does. Also fails when a list is
+not sorted, or when the workspace's shared list names a crate no member uses. Run from the
+repository root; scripts/test runs it."""
 
 import pathlib
 import re
@@ -28,28 +29,48 @@ def named(crate, text):
     return re.search(rf"(?<![\w:]){re.escape(ident)}::|\buse {re.escape(ident)}\b", text) is not None
 
 
-def main():
-    manifest = tomllib.loads((ROOT / "Cargo.toml").read_text())
+def check(manifest_path, problems):
+    manifest = tomllib.loads(manifest_path.read_text())
+    here = manifest_path.parent.relative_to(ROOT)
+    name = manifest["package"]["name"]
     kinds = {
-        "dependencies": sources("src"),
-        "build-dependencies": sources("build.rs"),
-        "dev-dependencies": sources("tests", "benches", "src"),
+        "dependencies": sources(here / "src"),
+        "build-dependencies": sources(here / "build.rs") if (ROOT / here / "build.rs").exists() else "",
+        "dev-dependencies": "\n".join(
+            sources(here / place) for place in ("tests", "benches", "src") if (ROOT / here / place).exists()
+        ),
     }
-    problems = []
+    used = set()
     for kind, text in kinds.items():
         crates = list(manifest.get(kind, {}))
+        used.update(crates)
         if crates != sorted(crates):
-            problems.append(f"[{kind}] is not sorted")
+            problems.append(f"{name}: [{kind}] is not sorted")
         for crate in crates:
             if kind == "dependencies" and crate in GENERATED_USES:
                 continue
             if not named(crate, text):
-                problems.append(f"[{kind}] {crate}: nothing in its sources uses it")
+                problems.append(f"{name}: [{kind}] {crate}: nothing in its sources uses it")
+    return used
+
+
+def main():
+    problems = []
+    used = set()
+    manifests = [ROOT / "Cargo.toml"] + sorted(ROOT.glob("crates/*/Cargo.toml"))
+    for manifest in manifests:
+        used |= check(manifest, problems)
+    shared = list(tomllib.loads((ROOT / "Cargo.toml").read_text())["workspace"]["dependencies"])
+    if shared != sorted(shared):
+        problems.append("[workspace.dependencies] is not sorted")
+    for crate in shared:
+        if crate not in used:
+            problems.append(f"[workspace.dependencies] {crate}: no member uses it")
     for problem in problems:
         print(f"check-deps: {problem}", file=sys.stderr)
     if problems:
         sys.exit(1)
-    print(f"check-deps: every dependency in Cargo.toml is used")
+    print(f"check-deps: every dependency of the {len(manifests)} manifests is used")
 
 
 if __name__ == "__main__":

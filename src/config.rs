@@ -11,11 +11,11 @@ use serde::Deserialize;
 use crate::api::authzen::AnswerContext;
 use crate::api::envoy::{ExtAuthz, ExtAuthzSettings};
 use crate::control::Rules;
-use crate::decide::cache::CacheSettings;
-use crate::decide::engine::EngineSettings;
-use crate::decide::limits::RequestLimits;
-use crate::ledger::{LedgerMode, LedgerSettings, Retention};
 use crate::listeners::ConnectionLimits;
+use warrant_engine::cache::CacheSettings;
+use warrant_engine::engine::EngineSettings;
+use warrant_engine::limits::RequestLimits;
+use warrant_ledger::{LedgerMode, LedgerSettings, Retention};
 
 /// The settings as given, each optional. The same struct reads flags, variables and the file.
 #[derive(Debug, Default, Clone, clap::Args, Deserialize)]
@@ -278,7 +278,7 @@ impl std::str::FromStr for StoreUrl {
 
 impl std::fmt::Debug for StoreUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&crate::postgres::redacted_url(&self.0))
+        f.write_str(&warrant_fleet::redacted_url(&self.0))
     }
 }
 
@@ -286,7 +286,7 @@ impl std::fmt::Debug for StoreUrl {
 #[derive(Debug, Clone)]
 pub struct SharedStore {
     /// Everything but the replica's name, which `server` settles from the data folder.
-    pub settings: crate::postgres::StoreSettings,
+    pub settings: warrant_fleet::StoreSettings,
     pub poll: Duration,
     pub max_staleness: Duration,
     pub keep_changes: u64,
@@ -435,7 +435,7 @@ impl Settings {
             ));
         }
         Ok(Some(SharedStore {
-            settings: crate::postgres::StoreSettings {
+            settings: warrant_fleet::StoreSettings {
                 url: url.0.clone(),
                 password,
                 ca: self.store_ca.clone(),
@@ -683,7 +683,7 @@ impl Settings {
             data_dir,
             store_cache_bytes: self
                 .store_cache_bytes
-                .unwrap_or(crate::store::DEFAULT_CACHE_BYTES),
+                .unwrap_or(warrant_store::DEFAULT_CACHE_BYTES),
             ext_authz,
             shadow_policies: self.shadow_policies.clone(),
             authzen_listen: self

@@ -19,9 +19,10 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use crate::clock::UnixMillis;
-use crate::domain::{CredentialEvidence, EntityRef, Reason};
 use crate::jwks::{HttpsSource, IssuerKeys, JwksSource};
+use warrant_domain::clock::UnixMillis;
+use warrant_domain::ports::{CredentialVerifier, SeenTokens};
+use warrant_domain::{CredentialEvidence, EntityRef, Reason};
 
 /// One issuer whose tokens Warrant accepts.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -59,12 +60,6 @@ pub struct IssuerSettings {
     /// remembered durably until the token expires.
     #[serde(default)]
     pub single_use: bool,
-}
-
-/// Where single-use tokens are remembered (the live store).
-pub trait SeenTokens: Send + Sync {
-    /// `true` the first time `key` is presented before `expires_at`; durable when it returns.
-    fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, String>;
 }
 
 fn default_algorithms() -> Vec<String> {
@@ -298,7 +293,7 @@ impl Credentials {
             return;
         }
         let credentials = Arc::clone(self);
-        crate::files::poll("JWKS files", every, stop, move || {
+        crate::watch::poll("JWKS files", every, stop, move || {
             for issuer in &credentials.issuers {
                 issuer.keys.read_if_changed();
             }
@@ -331,40 +326,6 @@ impl Credentials {
                 Err(Reason::InternalError)
             }
         }
-    }
-
-    /// Whether requests for principals of this type must carry a credential.
-    pub fn required_for(&self, principal_type: &str) -> bool {
-        self.required_for.iter().any(|t| t == principal_type)
-    }
-
-    /// Verifies `token` at `now`; `Err` is the reason to deny.
-    pub fn verify(&self, token: &str, now: UnixMillis) -> Result<CredentialEvidence, Reason> {
-        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some(known) = self.verified.get(&digest) {
-            if self.key_held(&known) {
-                within_time(known.evidence.expires_at, known.nbf, known.skew, now)?;
-                self.first_use(&known.evidence, known.skew, now)?;
-                return Ok(known.evidence.clone());
-            }
-            self.verified.invalidate(&digest);
-        }
-        let verified = self.verify_signed(token, &digest, now)?;
-        let (evidence, skew) = (verified.evidence.clone(), verified.skew);
-        self.verified.insert(digest, Arc::new(verified));
-        self.first_use(&evidence, skew, now)?;
-        Ok(evidence)
-    }
-
-    /// Whether the token whose SHA-256 is `digest` was verified and still would be at `now`: its
-    /// key still held by its issuer and `now` within its times. For a decision cached under the
-    /// token: a lookup, no hashing. A token no longer remembered answers `false` (and is then
-    /// verified afresh by the evaluation).
-    pub fn still_verified(&self, digest: &[u8; 32], now: UnixMillis) -> bool {
-        self.verified.get(digest).is_some_and(|known| {
-            self.key_held(&known)
-                && within_time(known.evidence.expires_at, known.nbf, known.skew, now).is_ok()
-        })
     }
 
     /// Whether the key that verified `known` is still in its issuer's set.
@@ -538,4 +499,40 @@ fn issuer_keys(
         keys.refresh_every(std::time::Duration::from_secs(issuer.jwks_refresh_seconds));
     }
     Ok(keys)
+}
+
+impl CredentialVerifier for Credentials {
+    /// Whether requests for principals of this type must carry a credential.
+    fn required_for(&self, principal_type: &str) -> bool {
+        self.required_for.iter().any(|t| t == principal_type)
+    }
+
+    /// Verifies `token` at `now`; `Err` is the reason to deny.
+    fn verify(&self, token: &str, now: UnixMillis) -> Result<CredentialEvidence, Reason> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(known) = self.verified.get(&digest) {
+            if self.key_held(&known) {
+                within_time(known.evidence.expires_at, known.nbf, known.skew, now)?;
+                self.first_use(&known.evidence, known.skew, now)?;
+                return Ok(known.evidence.clone());
+            }
+            self.verified.invalidate(&digest);
+        }
+        let verified = self.verify_signed(token, &digest, now)?;
+        let (evidence, skew) = (verified.evidence.clone(), verified.skew);
+        self.verified.insert(digest, Arc::new(verified));
+        self.first_use(&evidence, skew, now)?;
+        Ok(evidence)
+    }
+
+    /// Whether the token whose SHA-256 is `digest` was verified and still would be at `now`: its
+    /// key still held by its issuer and `now` within its times. For a decision cached under the
+    /// token: a lookup, no hashing. A token no longer remembered answers `false` (and is then
+    /// verified afresh by the evaluation).
+    fn still_verified(&self, digest: &[u8; 32], now: UnixMillis) -> bool {
+        self.verified.get(digest).is_some_and(|known| {
+            self.key_held(&known)
+                && within_time(known.evidence.expires_at, known.nbf, known.skew, now).is_ok()
+        })
+    }
 }

@@ -80,8 +80,8 @@ pub struct PeerInfo {
 
 impl PeerInfo {
     /// The caller as decisions record it.
-    pub fn caller(&self) -> crate::domain::Caller {
-        crate::domain::Caller {
+    pub fn caller(&self) -> warrant_domain::Caller {
+        warrant_domain::Caller {
             address: self.remote.map(|address| address.to_string()),
             identity: self.identity.clone(),
             identity_from: self.identity_from.map(crate::tls::IdentityField::as_str),

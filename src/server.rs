@@ -20,17 +20,17 @@ use crate::api::decision_log::DecisionLogService;
 use crate::api::edge::Edge;
 use crate::api::envoy::ExtAuthzService;
 use crate::api::grpc::AuthorizerService;
-use crate::clock::SystemClock;
 use crate::config::Config;
 use crate::control::Control;
-use crate::decide::engine::Snapshot;
-use crate::facts::Facts;
-use crate::ledger::Ledger;
 use crate::listeners::{self, serve_http};
 use crate::observability::metrics::{Metrics, metrics_router};
-use crate::policy::PolicySnapshot;
 use crate::proto;
-use crate::store::LiveStore;
+use warrant_domain::clock::SystemClock;
+use warrant_engine::engine::Snapshot;
+use warrant_facts::Facts;
+use warrant_ledger::Ledger;
+use warrant_policy::PolicySnapshot;
+use warrant_store::LiveStore;
 
 /// The addresses the server bound (useful with port 0), and where the admin token is kept.
 #[derive(Debug, Clone)]
@@ -62,7 +62,7 @@ pub fn replica_id(configured: Option<&str>, data_dir: &Path) -> anyhow::Result<S
     let mut bytes = [0u8; 8];
     getrandom::fill(&mut bytes).map_err(|error| anyhow::anyhow!("no randomness: {error}"))?;
     let id = format!("replica-{}", hex::encode(bytes));
-    crate::files::private_dir(data_dir)?;
+    warrant_files::private_dir(data_dir)?;
     std::fs::write(&path, format!("{id}\n"))
         .with_context(|| format!("cannot keep the replica id in {}", path.display()))?;
     Ok(id)
@@ -93,21 +93,21 @@ pub async fn serve(
         Some(shared) => {
             let mut settings = shared.settings.clone();
             settings.replica = replica_id.clone();
-            let postgres = crate::postgres::Postgres::connect(settings).with_context(|| {
+            let postgres = warrant_fleet::Postgres::connect(settings).with_context(|| {
                 format!(
                     "cannot use the shared database {}",
-                    crate::postgres::redacted_url(&shared.settings.url)
+                    warrant_fleet::redacted_url(&shared.settings.url)
                 )
             })?;
             tracing::info!(
-                store = %crate::postgres::redacted_url(&shared.settings.url),
+                store = %warrant_fleet::redacted_url(&shared.settings.url),
                 replica = %replica_id,
                 database = postgres.database_id(),
                 "a replica of the shared database"
             );
             Some(crate::control::replica::Replication {
                 postgres: Arc::new(postgres),
-                freshness: Arc::new(crate::facts::Freshness::new(
+                freshness: Arc::new(warrant_fleet::Freshness::new(
                     shared.max_staleness.as_millis().min(i64::MAX as u128) as i64,
                 )),
                 poll: shared.poll,
@@ -118,6 +118,26 @@ pub async fn serve(
         }
         None => None,
     };
+    let store = Arc::new(store);
+    let credentials =
+        if config.credentials.issuers.is_empty() && config.credentials.required_for.is_empty() {
+            None
+        } else {
+            let credentials = crate::credentials::Credentials::new(&config.credentials)?;
+            // A fleet remembers single-use tokens in the shared database: a replay through another
+            // replica is one too.
+            let seen: Arc<dyn warrant_domain::ports::SeenTokens> = match &replication {
+                Some(replication) => Arc::clone(&replication.postgres) as _,
+                None => Arc::clone(&store) as _,
+            };
+            credentials.remember_in(seen);
+            tracing::info!(
+                issuers = config.credentials.issuers.len(),
+                required_for = ?config.credentials.required_for,
+                "requests' credentials are verified"
+            );
+            Some(Arc::new(credentials))
+        };
     let mut control = Control::open(
         &config.policies,
         store,
@@ -125,25 +145,10 @@ pub async fn serve(
         config.engine,
         config.rules,
         replication,
+        credentials,
     )?;
     if let Some(dir) = &config.shadow_policies {
         control = control.with_shadow(dir)?;
-    }
-    if !config.credentials.issuers.is_empty() || !config.credentials.required_for.is_empty() {
-        let credentials = crate::credentials::Credentials::new(&config.credentials)?;
-        // A fleet remembers single-use tokens in the shared database: a replay through another
-        // replica is one too.
-        let seen: Arc<dyn crate::credentials::SeenTokens> = match control.replication() {
-            Some(replication) => Arc::clone(&replication.postgres) as _,
-            None => Arc::clone(control.store()) as _,
-        };
-        credentials.remember_in(seen);
-        tracing::info!(
-            issuers = config.credentials.issuers.len(),
-            required_for = ?config.credentials.required_for,
-            "requests' credentials are verified"
-        );
-        control.engine().set_credentials(Arc::new(credentials));
     }
     let control = Arc::new(control);
     if control.replication().is_some() {
@@ -193,7 +198,7 @@ pub async fn serve(
 
     let ledger = match &config.ledger {
         Some(settings) => {
-            let settings = crate::ledger::LedgerSettings {
+            let settings = warrant_ledger::LedgerSettings {
                 replica: Some(replica_id.clone()),
                 ..settings.clone()
             };
@@ -354,7 +359,7 @@ pub async fn serve(
     });
     let limits = config.connections;
     let counters = &metrics.listeners;
-    if let Some(credentials) = control.engine().credentials() {
+    if let Some(credentials) = control.credentials() {
         credentials.watch_files(
             std::time::Duration::from_millis(config.credentials.jwks_file_poll_ms),
             stop.clone(),

@@ -93,7 +93,7 @@ impl ServerTls {
     /// Checks the files every `every` until `stop`, reloading them when they change.
     pub fn watch(self: &Arc<Self>, every: Duration, stop: tokio_util::sync::CancellationToken) {
         let tls = Arc::clone(self);
-        crate::files::poll("TLS files", every, stop, move || {
+        crate::watch::poll("TLS files", every, stop, move || {
             match tls.reload_if_changed() {
                 Ok(true) => {
                     tls.reloads.fetch_add(1, Ordering::Relaxed);

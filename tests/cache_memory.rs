@@ -11,10 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use warrant::clock::{ManualClock, UnixMillis};
-use warrant::decide::cache::CacheSettings;
-use warrant::decide::engine::{Engine, EngineSettings};
-use warrant::domain::{CheckRequest, ContextValue, EntityRef};
+use warrant_domain::clock::{ManualClock, UnixMillis};
+use warrant_domain::{CheckRequest, ContextValue, EntityRef};
+use warrant_engine::cache::CacheSettings;
+use warrant_engine::engine::{Engine, EngineSettings};
 
 struct Counting;
 
@@ -71,6 +71,7 @@ fn the_cache_counts_what_its_entries_cost_within_a_fifth() {
             }),
             ..EngineSettings::default()
         },
+        warrant_engine::engine::EngineParts::default(),
     );
     let cache = engine.cache().unwrap();
     // Warm up whatever is made once (thread locals, moka's first structures).

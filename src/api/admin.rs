@@ -7,18 +7,18 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::api::page_token::PageTokens;
-use crate::clock::UnixMillis;
 use crate::control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
 use crate::control::entities::{ChangeReason, EntitySpec, EntityView, ImportSummary};
 use crate::control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
 use crate::control::links::LinkView;
 use crate::control::requests::{ApprovalRequest, RequestState, Verdict};
 use crate::control::{Control, ControlError, Origin, StatusView};
-use crate::domain::EntityRef;
 use crate::observability::metrics::Metrics;
-use crate::policy::{LinkOrigin, LinkSpec};
 use crate::proto;
 use crate::proto::convert::{entity_ref, non_empty, timestamp, uid_ref, unix_millis};
+use warrant_domain::EntityRef;
+use warrant_domain::clock::UnixMillis;
+use warrant_policy::{LinkOrigin, LinkSpec};
 
 /// `warrant.v1.Admin`.
 pub struct AdminService {
@@ -374,7 +374,7 @@ impl proto::admin_server::Admin for AdminService {
             text => Some(RequestState::parse(text).ok_or_else(|| {
                 Status::invalid_argument(format!(
                     "state: {} is not pending, approved, rejected or expired",
-                    crate::decide::limits::quote(text)
+                    warrant_engine::limits::quote(text)
                 ))
             })?),
         };
@@ -405,7 +405,7 @@ impl proto::admin_server::Admin for AdminService {
                     .filter(|s| *s != 0)
                     .map(|s| s.saturating_mul(1000)),
                 max_uses: Some(request.max_uses).filter(|n| *n > 0),
-                budget: (!request.budget_attribute.is_empty()).then_some(crate::domain::Budget {
+                budget: (!request.budget_attribute.is_empty()).then_some(warrant_domain::Budget {
                     attribute: request.budget_attribute,
                     total: request.budget_total,
                 }),
@@ -804,7 +804,7 @@ impl proto::admin_server::Admin for AdminService {
         self.run("ReloadPolicies", |control| {
             // A reload also reads every issuer's keys again: a key withdrawn from a JWKS stops
             // verifying now, not at the next poll or refresh.
-            if let Some(credentials) = control.engine().credentials() {
+            if let Some(credentials) = control.credentials() {
                 let changed = credentials.read_keys_again();
                 tracing::info!(changed, "issuers' keys read again");
             }

@@ -34,7 +34,7 @@ pub fn admin_token(
         Ok(text) => {
             let token = text.trim().to_owned();
             anyhow::ensure!(
-                !crate::files::readable_by_others(&path)?,
+                !warrant_files::readable_by_others(&path)?,
                 "{}: readable by group or others; the admin token must be private \
                  (chmod 600 {0})",
                 path.display()
@@ -51,7 +51,7 @@ pub fn admin_token(
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
         Err(error) => anyhow::bail!("cannot read {}: {error}", path.display()),
     }
-    crate::files::private_dir(data_dir)?;
+    warrant_files::private_dir(data_dir)?;
     let mut bytes = [0u8; 32];
     getrandom::fill(&mut bytes).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let token = hex::encode(bytes);

@@ -4,10 +4,10 @@
 
 use std::sync::Arc;
 
-use crate::decide::engine::Engine;
-use crate::domain::{self, Effect, InvalidRequest};
-use crate::ledger::{Ledger, Record};
 use crate::observability::metrics::{Api, Metrics};
+use warrant_domain::{Effect, InvalidRequest};
+use warrant_engine::engine::Engine;
+use warrant_ledger::{Ledger, Record};
 
 /// The gRPC health names Warrant reports: the server as a whole and the Check services.
 pub const HEALTH_NAMES: [&str; 3] = [
@@ -56,7 +56,7 @@ impl Decider {
     /// `every`: NOT_SERVING while they are stale (every decision is then a deny), SERVING again
     /// once caught up, unless the ledger failed. Runs until the server stops.
     pub async fn follow_freshness(self: Arc<Self>, every: std::time::Duration) {
-        if self.engine.freshness().is_none() {
+        if !self.engine.follows_a_fleet() {
             return;
         }
         let mut was_stale = false;
@@ -103,8 +103,8 @@ impl Decider {
     pub fn decide(
         &self,
         api: Api,
-        request: &domain::CheckRequest,
-    ) -> Result<domain::Decision, InvalidRequest> {
+        request: &warrant_domain::CheckRequest,
+    ) -> Result<warrant_domain::Decision, InvalidRequest> {
         self.engine
             .check(request)
             .inspect_err(|_| self.metrics.invalid(api))
@@ -115,10 +115,10 @@ impl Decider {
     pub fn refusal(
         &self,
         api: Api,
-        readable: &domain::CheckRequest,
+        readable: &warrant_domain::CheckRequest,
         why: &str,
         detail: Option<String>,
-    ) -> (domain::CheckRequest, domain::Decision) {
+    ) -> (warrant_domain::CheckRequest, warrant_domain::Decision) {
         let refusal = self.engine.refusal(readable, why, detail);
         self.metrics.refused(api, why);
         (self.engine.limits().excerpt(readable), refusal)
@@ -131,12 +131,12 @@ impl Decider {
     pub async fn refuse(
         &self,
         api: Api,
-        request: &domain::CheckRequest,
+        request: &warrant_domain::CheckRequest,
         why: &str,
         detail: Option<String>,
-        caller: domain::Caller,
+        caller: warrant_domain::Caller,
         trace_id: Option<String>,
-    ) -> domain::Decision {
+    ) -> warrant_domain::Decision {
         let mut refused = [self.refusal(api, request, why, detail)];
         self.record(api, &mut refused, caller, trace_id).await;
         let [(_, decision)] = refused;
@@ -149,8 +149,8 @@ impl Decider {
     pub async fn record(
         &self,
         api: Api,
-        decided: &mut [(domain::CheckRequest, domain::Decision)],
-        caller: domain::Caller,
+        decided: &mut [(warrant_domain::CheckRequest, warrant_domain::Decision)],
+        caller: warrant_domain::Caller,
         trace_id: Option<String>,
     ) {
         if let Some(ledger) = &self.ledger {
@@ -194,7 +194,11 @@ impl Decider {
                     // A use of a limited approval counts only if its decision is on record.
                     self.engine.release_use(decision);
                     decision.effect = Effect::Deny;
-                    decision.reasons = vec![domain::Reason::LedgerUnavailable.as_str().to_owned()];
+                    decision.reasons = vec![
+                        warrant_domain::Reason::LedgerUnavailable
+                            .as_str()
+                            .to_owned(),
+                    ];
                     // Not on record, so nothing can be asked on its strength.
                     decision.approval_required = None;
                 }
@@ -205,7 +209,7 @@ impl Decider {
             if decision
                 .reasons
                 .iter()
-                .any(|r| r == domain::Reason::EvaluationError.as_str())
+                .any(|r| r == warrant_domain::Reason::EvaluationError.as_str())
             {
                 self.metrics.evaluation_error();
             }

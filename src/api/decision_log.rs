@@ -8,10 +8,10 @@ use crate::api::page_token::PageTokens;
 use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
-use crate::domain::{Effect, EntityRef};
-use crate::ledger::{self, Ledger};
 use crate::proto;
 use crate::proto::convert::{non_empty, unix_millis};
+use warrant_domain::{Effect, EntityRef};
+use warrant_ledger::Ledger;
 
 /// `warrant.v1.DecisionLog`: lookups in the provenance ledger.
 pub struct DecisionLogService {
@@ -34,8 +34,8 @@ type DecisionStream = std::pin::Pin<
     Box<dyn tokio_stream::Stream<Item = Result<proto::DecisionRecord, Status>> + Send>,
 >;
 
-fn decision_record(stored: ledger::StoredRecord) -> Result<proto::DecisionRecord, Status> {
-    let record_json = ledger::canonical_json(&stored.record)
+fn decision_record(stored: warrant_ledger::StoredRecord) -> Result<proto::DecisionRecord, Status> {
+    let record_json = warrant_ledger::canonical_json(&stored.record)
         .map_err(|e| Status::internal(format!("cannot serialise a record: {e}")))?;
     Ok(proto::DecisionRecord {
         seq: stored.seq,
@@ -47,7 +47,7 @@ fn decision_record(stored: ledger::StoredRecord) -> Result<proto::DecisionRecord
     })
 }
 
-fn ledger_status(error: ledger::LedgerError) -> Status {
+fn ledger_status(error: warrant_ledger::LedgerError) -> Status {
     tracing::error!(%error, "ledger lookup failed");
     Status::internal(error.to_string())
 }
@@ -81,10 +81,10 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
         use tokio_stream::StreamExt as _;
         let request = request.into_inner();
         let decision = decision_filter(request.decision)?;
-        let filter = ledger::Filter {
+        let filter = warrant_ledger::Filter {
             principal: request.principal.map(|p| EntityRef::new(p.r#type, p.id)),
             decision: decision.map(str::to_owned),
-            ..ledger::Filter::default()
+            ..warrant_ledger::Filter::default()
         };
         let action = non_empty(request.action);
         let (receiver, listening) = self.decider.subscribe();
@@ -96,7 +96,7 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
                     Ok(record) => (filter.matches(&record)
                         && action.as_ref().is_none_or(|a| &record.action == a))
                     .then(|| {
-                        decision_record(ledger::StoredRecord {
+                        decision_record(warrant_ledger::StoredRecord {
                             seq: 0,
                             hash: String::new(),
                             record: (*record).clone(),
@@ -153,7 +153,7 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
             }
             n => n as usize,
         };
-        let filter = ledger::Filter {
+        let filter = warrant_ledger::Filter {
             principal: request.principal.map(|p| EntityRef {
                 id: p.id,
                 type_name: p.r#type,

@@ -19,9 +19,9 @@ use tonic::server::NamedService;
 
 use crate::api::decider::Decider;
 use crate::api::envoy::{self, DECISION_ID_HEADER};
-use crate::domain::{self, Reason};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
+use warrant_domain::Reason;
 
 /// Which service an `Edge` wraps: how its refusals are answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,7 +254,7 @@ where
             // that hangs must not hold the caller (a refusal is a deny either way).
             let mut recorded = [decider.refusal(
                 api,
-                &domain::CheckRequest::default(),
+                &warrant_domain::CheckRequest::default(),
                 why,
                 Some(detail.clone()),
             )];

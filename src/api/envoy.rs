@@ -22,12 +22,12 @@ use tonic::{Request, Response, Status};
 use crate::api::decider::Decider;
 use crate::api::mcp::{McpEndpointSpec, McpEndpoints, McpError, McpRefusal};
 use crate::api::routes::{AttributeValue, RouteError, RouteSpec, RouteTable};
-use crate::domain::{
-    self, ContextValue, Effect, EntityRef, RESERVED_CONTEXT_KEYS, Reason, ResourceDescription,
-};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
 use tracing::Instrument as _;
+use warrant_domain::{
+    ContextValue, Effect, EntityRef, RESERVED_CONTEXT_KEYS, Reason, ResourceDescription,
+};
 
 /// The response header (to the upstream on allow, to the client on deny) with the decision id.
 pub const DECISION_ID_HEADER: &str = "x-warrant-decision-id";
@@ -202,10 +202,10 @@ impl Authorization for ExtAuthzService {
         }
         let span = traces::api_span("ext_authz", &trace);
         let trace_id = traces::trace_id(&span, &trace);
-        let mut readable = domain::CheckRequest::default();
+        let mut readable = warrant_domain::CheckRequest::default();
         let answer = match self.engine_request(request, headers, &mut readable) {
             Ok(Some(check)) => {
-                let check = domain::CheckRequest {
+                let check = warrant_domain::CheckRequest {
                     caller_identity: caller.identity.clone(),
                     ..check
                 };
@@ -263,8 +263,8 @@ impl ExtAuthzService {
         &self,
         request: CheckRequest,
         headers: HashMap<String, String>,
-        readable: &mut domain::CheckRequest,
-    ) -> Result<Option<domain::CheckRequest>, Refusal> {
+        readable: &mut warrant_domain::CheckRequest,
+    ) -> Result<Option<warrant_domain::CheckRequest>, Refusal> {
         let malformed = || Refusal {
             http: HttpStatusCode::BadRequest,
             grpc: tonic::Code::PermissionDenied,
@@ -339,8 +339,8 @@ impl ExtAuthzService {
                     reason: Reason::BadPath.as_str(),
                     detail: Some(format!(
                         "{problem}: {} {}",
-                        crate::decide::limits::quote(&http.method),
-                        crate::decide::limits::quote(&http.path)
+                        warrant_engine::limits::quote(&http.method),
+                        warrant_engine::limits::quote(&http.path)
                     )),
                 });
             }
@@ -349,8 +349,8 @@ impl ExtAuthzService {
                 return Err(Refusal {
                     detail: Some(format!(
                         "no route for {} {}",
-                        crate::decide::limits::quote(&http.method),
-                        crate::decide::limits::quote(&http.path)
+                        warrant_engine::limits::quote(&http.method),
+                        warrant_engine::limits::quote(&http.path)
                     )),
                     ..Refusal::forbidden(Reason::NoRoute.as_str())
                 });
@@ -431,8 +431,8 @@ impl ExtAuthzService {
                 detail: Some(invalid.to_string()),
             });
         }
-        let credential = credential.map(|token| domain::Credential(token.to_owned()));
-        Ok(Some(domain::CheckRequest {
+        let credential = credential.map(|token| warrant_domain::Credential(token.to_owned()));
+        Ok(Some(warrant_domain::CheckRequest {
             principal,
             action: target.action,
             resource: target.resource,
@@ -481,8 +481,8 @@ impl ExtAuthzService {
 
     async fn decide(
         &self,
-        check: domain::CheckRequest,
-        caller: domain::Caller,
+        check: warrant_domain::CheckRequest,
+        caller: warrant_domain::Caller,
         span: &tracing::Span,
         trace_id: Option<String>,
     ) -> CheckResponse {
@@ -551,7 +551,7 @@ impl ExtAuthzService {
                     && let Ok(mut body) = serde_json::from_str::<serde_json::Value>(&denied.body)
                 {
                     body["approval_required"] =
-                        serde_json::json!(crate::ledger::ApprovalAdviceRecord::from(advice));
+                        serde_json::json!(warrant_ledger::ApprovalAdviceRecord::from(advice));
                     denied.body = body.to_string();
                 }
                 answer

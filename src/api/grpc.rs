@@ -12,20 +12,20 @@ use crate::api::decider::Decider;
 use crate::api::edge::with_decision_id;
 use crate::control::requests::{ApprovalAsk, RequestState};
 use crate::control::{Control, ControlError};
-use crate::domain::{self, InvalidRequest};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
 use crate::proto;
 use crate::proto::authorizer_server::Authorizer;
 use crate::proto::convert::{check_request_from_proto, check_response_to_proto, non_empty};
 use tracing::Instrument as _;
+use warrant_domain::InvalidRequest;
 
 /// One request decided, or refused (with what could be read of it) as malformed. Short-lived
 /// and moved at once, so the size difference between the two does not matter.
 #[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Decided(domain::CheckRequest, domain::Decision),
-    Refused(domain::CheckRequest, InvalidRequest),
+    Decided(warrant_domain::CheckRequest, warrant_domain::Decision),
+    Refused(warrant_domain::CheckRequest, InvalidRequest),
 }
 
 pub struct AuthorizerService {
@@ -45,10 +45,15 @@ impl AuthorizerService {
 
     /// Decides one request, or says why it cannot be decided.
     /// Decides one request from `caller` (whose verified identity, if any, is the request's).
-    fn decide(&self, api: Api, request: proto::CheckRequest, caller: &domain::Caller) -> Outcome {
+    fn decide(
+        &self,
+        api: Api,
+        request: proto::CheckRequest,
+        caller: &warrant_domain::Caller,
+    ) -> Outcome {
         let readable = readable_request(&request);
         let request = match check_request_from_proto(request) {
-            Ok(request) => domain::CheckRequest {
+            Ok(request) => warrant_domain::CheckRequest {
                 caller_identity: caller.identity.clone(),
                 ..request
             },
@@ -133,7 +138,7 @@ impl Authorizer for AuthorizerService {
                         recorded.push(self.decider.refusal(
                             Api::BatchCheck,
                             &readable,
-                            domain::Reason::InvalidRequest.as_str(),
+                            warrant_domain::Reason::InvalidRequest.as_str(),
                             Some(message),
                         ));
                     }
@@ -184,7 +189,7 @@ impl Authorizer for AuthorizerService {
         crate::proto::convert::bounded_credential(&request.credential, "credential")
             .map_err(|invalid| Status::invalid_argument(invalid.to_string()))?;
         let entity =
-            |e: Option<proto::EntityRef>| e.map(|e| domain::EntityRef::new(e.r#type, e.id));
+            |e: Option<proto::EntityRef>| e.map(|e| warrant_domain::EntityRef::new(e.r#type, e.id));
         let ask = ApprovalAsk {
             identity: entity(request.identity),
             action: request.action,
@@ -195,7 +200,7 @@ impl Authorizer for AuthorizerService {
             duration_ms: request.duration_seconds.saturating_mul(1000),
             on_behalf_of: entity(request.on_behalf_of),
             decision_id: non_empty(request.decision_id),
-            credential: non_empty(request.credential).map(domain::Credential),
+            credential: non_empty(request.credential).map(warrant_domain::Credential),
             idempotency: None,
         };
         let filed = on_control(&self.control, move |control| {
@@ -296,9 +301,9 @@ impl AuthorizerService {
     async fn refuse_call(
         &self,
         api: Api,
-        readable: &domain::CheckRequest,
+        readable: &warrant_domain::CheckRequest,
         invalid: InvalidRequest,
-        caller: domain::Caller,
+        caller: warrant_domain::Caller,
         trace_id: Option<String>,
     ) -> Status {
         let refusal = self
@@ -306,7 +311,7 @@ impl AuthorizerService {
             .refuse(
                 api,
                 readable,
-                domain::Reason::InvalidRequest.as_str(),
+                warrant_domain::Reason::InvalidRequest.as_str(),
                 Some(invalid.to_string()),
                 caller,
                 trace_id,
@@ -317,14 +322,14 @@ impl AuthorizerService {
 }
 
 /// What can be read of a request whatever is wrong with it: its names as given, no context.
-fn readable_request(request: &proto::CheckRequest) -> domain::CheckRequest {
+fn readable_request(request: &proto::CheckRequest) -> warrant_domain::CheckRequest {
     let entity = |entity: &Option<proto::EntityRef>| {
         entity.as_ref().map_or_else(
-            || domain::EntityRef::new("", ""),
-            |e| domain::EntityRef::new(e.r#type.clone(), e.id.clone()),
+            || warrant_domain::EntityRef::new("", ""),
+            |e| warrant_domain::EntityRef::new(e.r#type.clone(), e.id.clone()),
         )
     };
-    domain::CheckRequest {
+    warrant_domain::CheckRequest {
         principal: entity(&request.principal),
         action: request.action.clone(),
         resource: entity(&request.resource),

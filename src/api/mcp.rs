@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::api::routes::canonical_segments;
-use crate::domain::{ContextValue, EntityRef, RESERVED_CONTEXT_KEYS};
+use warrant_domain::{ContextValue, EntityRef, RESERVED_CONTEXT_KEYS};
 
 /// One MCP endpoint as configured (`[[ext_authz.mcp]]`).
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -340,7 +340,7 @@ impl std::fmt::Display for McpRefusal {
             McpRefusal::NotMapped(method) => write!(
                 f,
                 "no action for the MCP method {}",
-                crate::decide::limits::quote(method)
+                warrant_engine::limits::quote(method)
             ),
         }
     }

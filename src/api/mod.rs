@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::domain::{ContextValue, InvalidRequest};
+use warrant_domain::{ContextValue, InvalidRequest};
 
 /// A caller's JSON value in Cedar's terms: integers (64-bit, exactly), strings, booleans,
 /// arrays, objects; `null` (at any depth) is left out.

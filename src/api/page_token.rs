@@ -42,8 +42,8 @@ impl PageTokens {
         }
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).map_err(|error| anyhow::anyhow!("no randomness: {error}"))?;
-        crate::files::private_dir(data_dir)?;
-        crate::files::write_atomically(&path, &key)
+        warrant_files::private_dir(data_dir)?;
+        warrant_files::write_atomically(&path, &key)
             .with_context(|| format!("cannot keep the page token key in {}", path.display()))?;
         Ok(PageTokens { key })
     }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
-use crate::domain::EntityRef;
+use warrant_domain::EntityRef;
 
 /// One route as configured.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 
 use crate::authoring::load_facts;
 use crate::cli::{CheckArgs, check_request, response_to_json};
-use crate::clock::{Clock as _, ManualClock, SystemClock, UnixMillis};
-use crate::decide::engine::explain::PolicyOutcome;
-use crate::decide::engine::{Engine, EngineSettings, Snapshot};
-use crate::domain::Effect;
-use crate::policy::PolicySnapshot;
 use crate::proto::convert::{check_request_from_proto, check_response_to_proto};
+use warrant_domain::Effect;
+use warrant_domain::clock::{Clock as _, ManualClock, SystemClock, UnixMillis};
+use warrant_engine::engine::explain::PolicyOutcome;
+use warrant_engine::engine::{Engine, EngineParts, EngineSettings, Snapshot};
+use warrant_policy::PolicySnapshot;
 
 /// Prints the explanation as JSON; exit status 0 on allow, 2 on deny (as `warrant check`).
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
@@ -35,6 +35,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
             cache: None,
             ..EngineSettings::default()
         },
+        EngineParts::default(),
     );
     let request = check_request_from_proto(check_request(args)?)
         .map_err(|invalid| anyhow::anyhow!("{invalid}"))?;

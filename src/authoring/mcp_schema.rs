@@ -211,7 +211,7 @@ fn one_line(text: &str) -> String {
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })
         .collect();
-    crate::domain::truncate(line.trim(), 200)
+    warrant_domain::truncate(line.trim(), 200)
 }
 
 #[cfg(test)]

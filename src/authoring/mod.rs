@@ -11,9 +11,9 @@ pub mod policy_tests;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::domain::EntityRef;
-use crate::facts::{ENTITIES_FILE, Facts, load_entities_file, merged};
-use crate::policy::{PolicyLoadError, PolicySnapshot, Problem};
+use warrant_domain::EntityRef;
+use warrant_facts::{ENTITIES_FILE, Facts, load_entities_file, merged};
+use warrant_policy::{PolicyLoadError, PolicySnapshot, Problem};
 
 /// `warrant validate`: schema, policies and facts, strictly. Prints every problem and warning
 /// as `file:line:column: message`, then a summary; exit status 1 on any error.
@@ -27,7 +27,7 @@ pub fn validate(dir: &Path) -> anyhow::Result<ExitCode> {
                 Ok(facts) => errors.extend(policies.links().iter().filter_map(|link| {
                     let problem = policies.unknown_link_entity(link, &|uid| facts.contains(uid))?;
                     Some(Problem {
-                        file: dir.join(crate::policy::LINKS_FILE),
+                        file: dir.join(warrant_policy::LINKS_FILE),
                         line: 1,
                         column: 1,
                         message: format!("link {:?}: {problem}", link.id()),

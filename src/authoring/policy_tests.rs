@@ -11,13 +11,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use serde::Deserialize;
 
-use crate::clock::{ManualClock, UnixMillis};
-use crate::decide::engine::{
-    Engine, EngineSettings, Snapshot, Take, Taken, UseCountError, UseCounter,
-};
-use crate::domain::{CheckRequest, ContextValue, Effect, EntityRef, ResourceDescription};
-use crate::facts::{load_entities_file, merged};
-use crate::policy::{PolicyLoadError, PolicySnapshot};
+use warrant_domain::clock::{ManualClock, UnixMillis};
+use warrant_domain::ports::{Take, Taken, UseCountError, UseCounter};
+use warrant_domain::{CheckRequest, ContextValue, Effect, EntityRef, ResourceDescription};
+use warrant_engine::engine::{Engine, EngineParts, EngineSettings, Snapshot};
+use warrant_facts::{load_entities_file, merged};
+use warrant_policy::{PolicyLoadError, PolicySnapshot};
 
 /// The folder of test files in a policy folder.
 pub const TESTS_DIR: &str = "tests";
@@ -190,8 +189,8 @@ fn run_case(
     case: &Case,
     default_now: Option<&str>,
     policies: &Arc<PolicySnapshot>,
-    base: &crate::facts::FileEntities,
-    base_facts: &Arc<crate::facts::Facts>,
+    base: &warrant_facts::FileEntities,
+    base_facts: &Arc<warrant_facts::Facts>,
 ) -> Outcome {
     let request = match request_of(case) {
         Ok(request) => request,
@@ -238,8 +237,11 @@ fn run_case(
             cache: None,
             ..EngineSettings::default()
         },
-    )
-    .with_use_counter(Arc::new(Uses::default()));
+        EngineParts {
+            uses: Some(Arc::new(Uses::default())),
+            ..EngineParts::default()
+        },
+    );
     let decision = match engine.check(&request) {
         Ok(decision) => decision,
         Err(invalid) => return Outcome::Broken(format!("the request is malformed: {invalid}")),

@@ -13,9 +13,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::cli::{entity_json, parse_entity, time_json};
-use crate::clock::{Clock as _, SystemClock, UnixMillis};
 use crate::proto;
 use crate::proto::admin_client::AdminClient;
+use warrant_domain::clock::{Clock as _, SystemClock, UnixMillis};
 
 #[derive(Debug, clap::Args)]
 pub struct AdminConnection {
@@ -1288,9 +1288,9 @@ pub async fn tail(args: crate::cli::LogArgs) -> anyhow::Result<ExitCode> {
 
 /// One readable line for a record: when, what was decided, about what, and why.
 fn tail_line(record_json: &str) -> anyhow::Result<String> {
-    let record: crate::ledger::Record = serde_json::from_str(record_json)
+    let record: warrant_ledger::Record = serde_json::from_str(record_json)
         .context("the server sent a record this tool cannot read")?;
-    let entity = |e: &crate::domain::EntityRef| format!("{}::{}", e.type_name, e.id);
+    let entity = |e: &warrant_domain::EntityRef| format!("{}::{}", e.type_name, e.id);
     let mut line = format!(
         "{} {:<5} {} {} {}",
         record.time,

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use anyhow::{Context as _, bail};
 
-use crate::postgres::{ChangeOp, PolicyBundle, Postgres, StoreSettings};
+use warrant_fleet::{ChangeOp, PolicyBundle, Postgres, StoreSettings};
 
 /// How the shell reaches the shared database.
 #[derive(Debug, Clone, clap::Args)]
@@ -50,7 +50,7 @@ impl StoreConnection {
             ..shared.settings
         };
         Postgres::connect(settings)
-            .with_context(|| format!("the shared database {}", crate::postgres::redacted_url(url)))
+            .with_context(|| format!("the shared database {}", warrant_fleet::redacted_url(url)))
     }
 
     fn url(&self) -> anyhow::Result<&str> {
@@ -74,8 +74,8 @@ pub fn store(connection: &StoreConnection, command: &StoreCommand) -> anyhow::Re
             let postgres = connection.connect()?;
             println!(
                 "the shared database {} is at schema version {} (database {})",
-                crate::postgres::redacted_url(connection.url()?),
-                crate::postgres::SCHEMA_VERSION,
+                warrant_fleet::redacted_url(connection.url()?),
+                warrant_fleet::SCHEMA_VERSION,
                 postgres.database_id()
             );
             Ok(ExitCode::SUCCESS)
@@ -93,9 +93,9 @@ fn bundle_files(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
         let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
             continue;
         };
-        let carried = name == crate::policy::SCHEMA_FILE
-            || name == crate::policy::LINKS_FILE
-            || name == crate::facts::ENTITIES_FILE
+        let carried = name == warrant_policy::SCHEMA_FILE
+            || name == warrant_policy::LINKS_FILE
+            || name == warrant_facts::ENTITIES_FILE
             || (name.ends_with(".cedar") && !name.starts_with('.'));
         if carried && path.is_file() {
             let text =
@@ -109,13 +109,13 @@ fn bundle_files(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
 /// Validates the policy folder in full (schema, policies, links, facts), stores it as a bundle
 /// and publishes it: every replica loads it, all or nothing, from its next catch-up.
 pub fn push(connection: &StoreConnection, dir: &Path) -> anyhow::Result<ExitCode> {
-    let policies = crate::policy::PolicySnapshot::load(dir)
+    let policies = warrant_policy::PolicySnapshot::load(dir)
         .map_err(|error| anyhow::anyhow!("{}: {error}", dir.display()))?;
-    crate::facts::Facts::load(dir, policies.schema())
+    warrant_facts::Facts::load(dir, policies.schema())
         .map_err(|error| anyhow::anyhow!("{}: {error}", dir.display()))?;
     let files = bundle_files(dir)?;
     // What was read must be what was validated.
-    if crate::policy::PolicySnapshot::load(dir)
+    if warrant_policy::PolicySnapshot::load(dir)
         .map(|again| again.version() != policies.version())
         .unwrap_or(true)
     {

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use crate::domain::EntityRef;
 use crate::proto;
 use crate::proto::authorizer_client::AuthorizerClient;
+use warrant_domain::EntityRef;
 
 pub mod admin;
 pub mod fleet;
@@ -413,29 +413,30 @@ fn ledger_key(args: &LogArgs, index: usize) -> anyhow::Result<(ed25519_dalek::Ve
         bail!("no signing key at {}; give --public-key", path.display());
     }
     Ok((
-        crate::ledger::load_or_create_signing_key(&path)?.verifying_key(),
+        warrant_ledger::load_or_create_signing_key(&path)?.verifying_key(),
         pinned,
     ))
 }
 
 /// Every entry of every data folder's ledger, each checked with its key, merged by time (a
 /// stable merge: one ledger's entries keep their order).
-fn fleet_records(args: &LogArgs) -> anyhow::Result<Vec<crate::ledger::Recorded>> {
+fn fleet_records(args: &LogArgs) -> anyhow::Result<Vec<warrant_ledger::Recorded>> {
     let mut all = Vec::new();
     for (index, data_dir) in args.data_dirs.iter().enumerate() {
         let (key, _) = ledger_key(args, index)?;
-        let entries = crate::ledger::records(&data_dir.join("ledger"), &key)
+        let entries = warrant_ledger::records(&data_dir.join("ledger"), &key)
             .with_context(|| format!("the ledger in {}", data_dir.display()))?;
         all.extend(entries);
     }
     if args.data_dirs.len() > 1 {
-        all.sort_by_key(|entry| crate::clock::UnixMillis::parse_rfc3339(entry.time()).map(|t| t.0));
+        all.sort_by_key(|entry| {
+            warrant_domain::clock::UnixMillis::parse_rfc3339(entry.time()).map(|t| t.0)
+        });
     }
     Ok(all)
 }
 
 pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
-    use crate::ledger;
     let several = args.data_dirs.len() > 1;
     match &args.command {
         LogCommand::Verify { .. } | LogCommand::Show { .. } | LogCommand::Search { .. } => {}
@@ -479,10 +480,10 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             let mut out = std::io::BufWriter::new(stdout.lock());
             let poll = follow.then(|| std::time::Duration::from_millis(*poll_ms));
             // Stops when the reader goes away (a broken pipe ends the write) or on a signal.
-            ledger::export(&dir, *after, poll, &mut out, || false)?;
+            warrant_ledger::export(&dir, *after, poll, &mut out, || false)?;
             Ok(ExitCode::SUCCESS)
         }
-        LogCommand::Head => match ledger::read_head(&dir, &key)? {
+        LogCommand::Head => match warrant_ledger::read_head(&dir, &key)? {
             None => bail!("{} has no head file", dir.display()),
             Some(Err(problem)) => bail!("the head file does not verify: {problem}"),
             Some(Ok(signed)) => {
@@ -496,13 +497,13 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             }
         },
         LogCommand::Archive { before, to } => {
-            let before = crate::clock::UnixMillis::parse_rfc3339(before)
+            let before = warrant_domain::clock::UnixMillis::parse_rfc3339(before)
                 .context("--before: not an RFC 3339 time")?;
-            let cut = ledger::Cut {
+            let cut = warrant_ledger::Cut {
                 before: Some(before),
                 max_bytes: None,
             };
-            match ledger::archive(&dir, &key, cut, to)? {
+            match warrant_ledger::archive(&dir, &key, cut, to)? {
                 Some(moved) => {
                     println!(
                         "archived {} segments (records {} to {}) to {}; the ledger now starts after {}:{}",
@@ -549,8 +550,10 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::SUCCESS);
             }
             match &entries[asked] {
-                ledger::Recorded::Decision(record) => print!("{}", record_text(record)),
-                ledger::Recorded::ApprovalRequest(step) => print!("{}", request_step_text(step)),
+                warrant_ledger::Recorded::Decision(record) => print!("{}", record_text(record)),
+                warrant_ledger::Recorded::ApprovalRequest(step) => {
+                    print!("{}", request_step_text(step))
+                }
             }
             if story.len() > 1 {
                 for (n, &i) in story.iter().enumerate() {
@@ -572,12 +575,12 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             let bound = |text: &Option<String>, flag: &str| {
                 text.as_deref()
                     .map(|t| {
-                        crate::clock::UnixMillis::parse_rfc3339(t)
+                        warrant_domain::clock::UnixMillis::parse_rfc3339(t)
                             .with_context(|| format!("--{flag}: not an RFC 3339 time"))
                     })
                     .transpose()
             };
-            let filter = ledger::Filter {
+            let filter = warrant_ledger::Filter {
                 principal: principal
                     .as_deref()
                     .map(|p| parse_entity(p, "principal"))
@@ -595,8 +598,8 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             let matching: Vec<_> = entries
                 .iter()
                 .filter_map(|entry| match entry {
-                    ledger::Recorded::Decision(record) => Some(&**record),
-                    ledger::Recorded::ApprovalRequest(_) => None,
+                    warrant_ledger::Recorded::Decision(record) => Some(&**record),
+                    warrant_ledger::Recorded::ApprovalRequest(_) => None,
                 })
                 .filter(|r| filter.matches(r))
                 .collect();
@@ -633,7 +636,6 @@ fn verify_one(
     allow_unsigned_tail: bool,
     archives: &[std::path::PathBuf],
 ) -> anyhow::Result<ExitCode> {
-    use crate::ledger;
     let (key, pinned) = ledger_key(args, index)?;
     let dir = args.data_dirs[index].join("ledger");
     let expect = expect_head
@@ -645,14 +647,14 @@ fn verify_one(
             anyhow::Ok((seq, hash.to_owned()))
         })
         .transpose()?;
-    let checks = ledger::VerifyOptions {
+    let checks = warrant_ledger::VerifyOptions {
         archives: archives.iter().map(|a| a.join("ledger")).collect(),
         expect_head: expect,
         allow_unsigned_tail,
     };
-    match ledger::verify(&dir, &key, &checks)? {
+    match warrant_ledger::verify(&dir, &key, &checks)? {
         Ok(verified) => {
-            let replica = ledger::read_head(&dir, &key)
+            let replica = warrant_ledger::read_head(&dir, &key)
                 .ok()
                 .flatten()
                 .and_then(Result::ok)
@@ -692,9 +694,9 @@ fn verify_one(
 /// only: a request and the denial it names, the approval it became, and every decision that
 /// presented that approval. (An approval granted by hand links nothing: each of its decisions'
 /// records already names it.)
-fn story(entries: &[crate::ledger::Recorded], id: &str) -> Option<(usize, Vec<usize>)> {
-    use crate::ledger::Recorded;
+fn story(entries: &[warrant_ledger::Recorded], id: &str) -> Option<(usize, Vec<usize>)> {
     use std::collections::HashSet;
+    use warrant_ledger::Recorded;
     let asked = entries.iter().position(|entry| match entry {
         Recorded::Decision(record) => record.decision_id == id,
         Recorded::ApprovalRequest(step) => step.id == id,
@@ -757,17 +759,17 @@ fn story(entries: &[crate::ledger::Recorded], id: &str) -> Option<(usize, Vec<us
 }
 
 /// An entry as `log export` writes it, without its place in the chain.
-fn entry_json(entry: &crate::ledger::Recorded) -> Value {
+fn entry_json(entry: &warrant_ledger::Recorded) -> Value {
     match entry {
-        crate::ledger::Recorded::Decision(record) => json!({ "record": record }),
-        crate::ledger::Recorded::ApprovalRequest(step) => json!({ "approval_request": step }),
+        warrant_ledger::Recorded::Decision(record) => json!({ "record": record }),
+        warrant_ledger::Recorded::ApprovalRequest(step) => json!({ "approval_request": step }),
     }
 }
 
 /// One line of a story.
-fn story_line(entry: &crate::ledger::Recorded) -> String {
+fn story_line(entry: &warrant_ledger::Recorded) -> String {
     match entry {
-        crate::ledger::Recorded::Decision(r) => {
+        warrant_ledger::Recorded::Decision(r) => {
             let use_number = r
                 .approval
                 .as_ref()
@@ -785,7 +787,7 @@ fn story_line(entry: &crate::ledger::Recorded) -> String {
                 r.reasons.join(",")
             )
         }
-        crate::ledger::Recorded::ApprovalRequest(step) => {
+        warrant_ledger::Recorded::ApprovalRequest(step) => {
             let what = match step.event.as_str() {
                 "filed" => format!(
                     "{} asks for {} on {} for {} s",
@@ -817,7 +819,7 @@ fn story_line(entry: &crate::ledger::Recorded) -> String {
 
 /// How Warrant knows who decided a request: the credential they presented, or the admin
 /// caller's word.
-fn approver_proof(step: &crate::ledger::ApprovalRequestRecord) -> String {
+fn approver_proof(step: &warrant_ledger::ApprovalRequestRecord) -> String {
     match &step.decided_by_credential {
         Some(credential) => format!("proven by credential {credential}"),
         None => "named by the admin caller".to_owned(),
@@ -829,7 +831,7 @@ fn entity_text(entity: &EntityRef) -> String {
 }
 
 /// An approval request's step as a person reads it.
-fn request_step_text(step: &crate::ledger::ApprovalRequestRecord) -> String {
+fn request_step_text(step: &warrant_ledger::ApprovalRequestRecord) -> String {
     let mut out = format!(
         "request    {} {} at {}\n",
         step.id,
@@ -889,7 +891,7 @@ fn request_step_text(step: &crate::ledger::ApprovalRequestRecord) -> String {
 }
 
 /// One record as a person reads it: who acted, who answers for it, what allowed it, why.
-fn record_text(r: &crate::ledger::Record) -> String {
+fn record_text(r: &warrant_ledger::Record) -> String {
     let mut out = String::new();
     let mut line = |text: String| {
         out.push_str(&text);

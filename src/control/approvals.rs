@@ -311,7 +311,7 @@ impl Control {
         let state = self.state();
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let subject = filter.subject.as_ref().map(uid_of);
-        let prefixes = [crate::facts::type_prefix(APPROVAL_TYPE)];
+        let prefixes = [warrant_facts::type_prefix(APPROVAL_TYPE)];
         page_of(&facts, &prefixes, after, limit, |uid| {
             let Some(approval) = facts.approval(uid.id().unescaped()) else {
                 return Ok(None);

@@ -146,9 +146,9 @@ impl Control {
                 credential: None,
             });
         };
-        let credentials = self.engine.credentials().ok_or_else(|| {
+        let credentials = self.credentials().ok_or_else(|| {
             ControlError::Refused(
-                crate::domain::Reason::CredentialUnknownIssuer
+                warrant_domain::Reason::CredentialUnknownIssuer
                     .as_str()
                     .into(),
             )

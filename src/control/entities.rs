@@ -91,7 +91,9 @@ impl Control {
         }
         let parsed =
             cedar_policy::Entity::from_json_value(json.clone(), Some(state.policies.schema()))
-                .map_err(|error| invalid("entity.attributes", crate::facts::error_chain(&error)))?;
+                .map_err(|error| {
+                    invalid("entity.attributes", warrant_facts::error_chain(&error))
+                })?;
         if let Some(unknown) = facts.unknown_reference(&parsed) {
             return Err(invalid(
                 "entity.attributes",
@@ -334,12 +336,11 @@ impl Control {
                 let at = format!("line {line}: {}: ", EntityRef::from_uid(uid));
                 let type_name = uid.type_name().to_string();
                 if type_name == APPROVAL_TYPE {
-                    let approval =
-                        crate::facts::approval_of(stored.as_entity(), &identity_types)
-                            .map_err(|message| invalid(at.trim_end_matches(": "), message))?;
+                    let approval = warrant_facts::approval_of(stored.as_entity(), &identity_types)
+                        .map_err(|message| invalid(at.trim_end_matches(": "), message))?;
                     self.import_approval_rules(&approval, &meta, &writer, &at)?;
                 } else if identity_types.contains(&type_name) {
-                    let identity = crate::facts::identity_of(stored.as_entity())
+                    let identity = warrant_facts::identity_of(stored.as_entity())
                         .map_err(|message| invalid(at.trim_end_matches(": "), message))?;
                     change_rules::identity_rules(&identity, &at)?;
                 }
@@ -351,7 +352,7 @@ impl Control {
             .collect();
         let ops = writes
             .iter()
-            .map(|(uid, record)| crate::postgres::ChangeOp::Entity {
+            .map(|(uid, record)| warrant_fleet::ChangeOp::Entity {
                 uid: uid.clone(),
                 record: record.clone(),
             })
@@ -402,7 +403,7 @@ impl Control {
         }
         let subject = writer.get(&approval.subject).map_err(unavailable)?;
         let owner = subject
-            .and_then(|stored| crate::facts::identity_of(stored.as_entity()).ok())
+            .and_then(|stored| warrant_facts::identity_of(stored.as_entity()).ok())
             .and_then(|identity| identity.owner)
             .map(|owner| owner.entity);
         self.rules.approval(

@@ -204,7 +204,10 @@ impl Control {
             Some(type_name) => vec![type_name.clone()],
             None => identity_types(state.policies.schema()),
         };
-        let prefixes: Vec<String> = types.iter().map(|t| crate::facts::type_prefix(t)).collect();
+        let prefixes: Vec<String> = types
+            .iter()
+            .map(|t| warrant_facts::type_prefix(t))
+            .collect();
         page_of(&facts, &prefixes, after, limit, |uid| {
             let Some(identity) = facts.identity(uid) else {
                 return Ok(None);

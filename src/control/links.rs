@@ -7,7 +7,7 @@
 
 use super::*;
 use crate::control::entities::ChangeReason;
-use crate::policy::{Link, LinkOrigin, LinkProblem, LinkSpec};
+use warrant_policy::{Link, LinkOrigin, LinkProblem, LinkSpec};
 
 /// A link, where it comes from, and what the admin API recorded of it.
 #[derive(Debug, Clone)]
@@ -64,7 +64,7 @@ impl Control {
         };
         let published = self.end_change(
             publishing,
-            vec![crate::postgres::ChangeOp::Link {
+            vec![warrant_fleet::ChangeOp::Link {
                 id: id.clone(),
                 link: stored.clone(),
             }],
@@ -90,7 +90,7 @@ impl Control {
                 "link_id",
                 format!(
                     "{id:?} is in the policy folder's {}: remove it there",
-                    crate::policy::LINKS_FILE
+                    warrant_policy::LINKS_FILE
                 ),
             ));
         }
@@ -101,7 +101,7 @@ impl Control {
             .unwrap_or_default();
         let published = self.end_change(
             publishing,
-            vec![crate::postgres::ChangeOp::Unlink { id: id.to_owned() }],
+            vec![warrant_fleet::ChangeOp::Unlink { id: id.to_owned() }],
         )?;
         self.apply_link(&mut state, id, None)?;
         self.record_applied(published)?;

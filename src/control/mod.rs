@@ -12,16 +12,17 @@ use std::time::Duration;
 use cedar_policy::{EntityId, EntityUid, Schema};
 use serde_json::{Map, Value, json};
 
-use crate::clock::{Clock, UnixMillis};
-use crate::decide::engine::{Engine, EngineSettings, Snapshot, UseCounter};
-use crate::domain::{Approval, EntityRef, Identity, MAX_EXACT_INTEGER};
-pub use crate::facts::Origin;
-use crate::facts::{
-    APPROVAL_TYPE, Facts, FactsError, FactsStore, FactsWriter, HUMAN_TYPE, check_rules,
-    entities_file_digest,
+use crate::credentials::Credentials;
+use warrant_domain::clock::{Clock, UnixMillis};
+use warrant_domain::ports::{CredentialVerifier, FactsFreshness, UseCounter};
+use warrant_domain::{APPROVAL_TYPE, Approval, EntityRef, HUMAN_TYPE, Identity, MAX_EXACT_INTEGER};
+use warrant_engine::engine::{Engine, EngineParts, EngineSettings, Snapshot};
+pub use warrant_facts::Origin;
+use warrant_facts::{
+    Facts, FactsError, FactsStore, FactsWriter, check_rules, entities_file_digest,
 };
-use crate::policy::PolicySnapshot;
-use crate::store::{ChangeMeta, LiveEntity, LiveLink, LiveStore, StoreError};
+use warrant_policy::PolicySnapshot;
+use warrant_store::{ChangeMeta, LiveEntity, LiveLink, LiveStore, StoreError};
 
 pub mod approvals;
 mod change_rules;
@@ -155,6 +156,8 @@ struct State {
 pub struct Control {
     engine: Arc<Engine>,
     store: Arc<LiveStore>,
+    /// The issuers whose credentials requests (and approvers) may present, if any.
+    credentials: Option<Arc<Credentials>>,
     /// The policy folder: the one configured, or a pushed bundle's (`replica`).
     policies_dir: std::sync::RwLock<PathBuf>,
     /// Set on a replica of a shared database.
@@ -172,20 +175,20 @@ pub struct Control {
     /// Told of every request filed and decided, when one is configured.
     webhook: std::sync::OnceLock<Arc<crate::webhook::Webhook>>,
     /// Where approval requests' filings and decisions are recorded, when the ledger is on.
-    ledger: std::sync::OnceLock<Arc<crate::ledger::Ledger>>,
+    ledger: std::sync::OnceLock<Arc<warrant_ledger::Ledger>>,
 }
 
 impl Control {
     /// Loads the policy folder and the live changes in `store`, and builds the engine on them.
     pub fn open(
         policies_dir: &Path,
-        store: LiveStore,
+        store: Arc<LiveStore>,
         clock: Arc<dyn Clock>,
         settings: EngineSettings,
         rules: Rules,
         replication: Option<replica::Replication>,
+        credentials: Option<Arc<Credentials>>,
     ) -> anyhow::Result<Control> {
-        let store = Arc::new(store);
         let started = std::time::Instant::now();
         let resync = match &replication {
             Some(replication) => replication.join(&store)?,
@@ -250,13 +253,20 @@ impl Control {
             Some(replication) => Arc::clone(&replication.postgres) as Arc<dyn UseCounter>,
             None => Arc::clone(&store) as Arc<dyn UseCounter>,
         };
-        let engine = Engine::new(snapshot, Arc::clone(&clock), settings).with_use_counter(uses);
-        if let Some(replication) = &replication {
-            engine.set_freshness(Arc::clone(&replication.freshness));
-        }
+        let parts = EngineParts {
+            uses: Some(uses),
+            credentials: credentials
+                .clone()
+                .map(|credentials| credentials as Arc<dyn CredentialVerifier>),
+            freshness: replication
+                .as_ref()
+                .map(|replication| Arc::clone(&replication.freshness) as Arc<dyn FactsFreshness>),
+        };
+        let engine = Engine::new(snapshot, Arc::clone(&clock), settings, parts);
         Ok(Control {
             engine: Arc::new(engine),
             store,
+            credentials,
             policies_dir: std::sync::RwLock::new(policies_dir.to_path_buf()),
             replication,
             shadow_dir: None,
@@ -294,6 +304,11 @@ impl Control {
         self.engine.set_shadow(Some(Arc::new(candidate)));
         self.shadow_dir = Some(dir.to_path_buf());
         Ok(self)
+    }
+
+    /// The issuers whose credentials requests (and approvers) may present, if any.
+    pub fn credentials(&self) -> Option<&Arc<Credentials>> {
+        self.credentials.as_ref()
     }
 
     pub fn rules(&self) -> &Rules {
@@ -343,7 +358,7 @@ impl Control {
     /// facts no one else can change until it ends (`replica::begin_change`).
     fn changing(
         &self,
-    ) -> Result<(MutexGuard<'_, State>, Option<crate::postgres::Publishing>), ControlError> {
+    ) -> Result<(MutexGuard<'_, State>, Option<warrant_fleet::Publishing>), ControlError> {
         let mut state = self.state();
         let publishing = self.begin_change(&mut state)?;
         Ok((state, publishing))
@@ -394,7 +409,7 @@ impl Control {
     fn change(
         &self,
         state: &mut State,
-        publishing: Option<crate::postgres::Publishing>,
+        publishing: Option<warrant_fleet::Publishing>,
         uid: &EntityUid,
         entity: LiveEntity,
         field: &str,
@@ -409,7 +424,7 @@ impl Control {
         }
         .and_then(|()| check_rules(&writer, schema));
         applied.map_err(|error| invalid(field, error.to_string()))?;
-        let ops = vec![crate::postgres::ChangeOp::Entity {
+        let ops = vec![warrant_fleet::ChangeOp::Entity {
             uid: key.clone(),
             record: entity.clone(),
         }];
@@ -475,7 +490,7 @@ fn facts_to_sync(
         return Ok(None);
     }
     let live = store.entities()?;
-    let path = dir.join(crate::facts::ENTITIES_FILE);
+    let path = dir.join(warrant_facts::ENTITIES_FILE);
     let path_for_reader = path.clone();
     let schema = folder.schema();
     let mut writer = facts.store().writer(schema)?;
@@ -484,7 +499,7 @@ fn facts_to_sync(
     // one writes them (in any order: a put closes ancestors whichever comes first).
     let (preparation_schema, identity_types) = writer.preparation();
     let (to_write, prepared) =
-        std::sync::mpsc::sync_channel::<Result<crate::facts::Prepared, String>>(4096);
+        std::sync::mpsc::sync_channel::<Result<warrant_facts::Prepared, String>>(4096);
     let (read, written) = std::thread::scope(|scope| {
         let mut to_prepare = Vec::new();
         for _ in 0..PREPARERS {
@@ -494,7 +509,7 @@ fn facts_to_sync(
             let (schema, types) = (&preparation_schema, &identity_types);
             scope.spawn(move || {
                 for entity in receiver.iter() {
-                    let prepared = crate::facts::Prepared::new(entity, schema, types)
+                    let prepared = warrant_facts::Prepared::new(entity, schema, types)
                         .map_err(|error| error.to_string());
                     if to_write.send(prepared).is_err() {
                         return;
@@ -505,8 +520,8 @@ fn facts_to_sync(
         drop(to_write);
         let reading = scope.spawn(move || {
             let mut next = 0usize;
-            let digest = crate::facts::each_file_entity(&path_for_reader, |entity| {
-                if crate::facts::is_action(&entity) {
+            let digest = warrant_facts::each_file_entity(&path_for_reader, |entity| {
+                if warrant_facts::is_action(&entity) {
                     return Ok(());
                 }
                 next = (next + 1) % to_prepare.len();
@@ -572,9 +587,9 @@ fn facts_to_sync(
         checked_ms = started.elapsed().as_millis() as u64 - written_ms,
         "facts file read into the facts store"
     );
-    writer.set_meta(crate::facts::META_FILE_DIGEST, digest);
+    writer.set_meta(warrant_facts::META_FILE_DIGEST, digest);
     writer.set_meta(
-        crate::facts::META_SCHEMA_VERSION,
+        warrant_facts::META_SCHEMA_VERSION,
         folder.schema_version().to_string(),
     );
     Ok(Some(writer))
@@ -744,8 +759,8 @@ mod tests {
     use super::approvals::{ApprovalGrant, ApprovalState};
     use super::identities::IdentityUpdate;
     use super::*;
-    use crate::clock::ManualClock;
-    use crate::domain::{CheckRequest, Effect};
+    use warrant_domain::clock::ManualClock;
+    use warrant_domain::{CheckRequest, Effect};
 
     const HOUR: i64 = 3_600_000;
 
@@ -756,10 +771,11 @@ mod tests {
         let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
         let control = Control::open(
             &policies,
-            store,
+            Arc::new(store),
             clock.clone(),
             EngineSettings::default(),
             Rules::default(),
+            None,
             None,
         )
         .unwrap();
@@ -963,10 +979,11 @@ mod tests {
         let open = || {
             Control::open(
                 folder.path(),
-                LiveStore::open(data.path()).unwrap(),
+                Arc::new(LiveStore::open(data.path()).unwrap()),
                 Arc::new(ManualClock::new(now)),
                 EngineSettings::default(),
                 Rules::default(),
+                None,
                 None,
             )
             .unwrap()
@@ -994,7 +1011,7 @@ mod tests {
 
         // The file changes: a dataset leaves it, a human's email changes, and the identity the
         // admin API changed is changed in the file too.
-        let file = folder.path().join(crate::facts::ENTITIES_FILE);
+        let file = folder.path().join(warrant_facts::ENTITIES_FILE);
         let mut entities: Vec<Value> =
             serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         entities.retain(|e| e["uid"]["id"] != "sales-2026");
@@ -1015,7 +1032,7 @@ mod tests {
             .entity(&uid_of(&EntityRef::new("Human", "alice")))
             .unwrap();
         assert_eq!(
-            crate::facts::Origin::File,
+            warrant_facts::Origin::File,
             alice.origin,
             "a file entity stays the file's"
         );
@@ -1045,10 +1062,11 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let control = Control::open(
             folder.path(),
-            LiveStore::open(data.path()).unwrap(),
+            Arc::new(LiveStore::open(data.path()).unwrap()),
             Arc::new(ManualClock::new(now)),
             EngineSettings::default(),
             Rules::default(),
+            None,
             None,
         )
         .unwrap();
@@ -1064,7 +1082,7 @@ mod tests {
         assert!(Arc::ptr_eq(&before, &snapshot.facts));
         assert_eq!(effect(&control, &deploy("live-9")).0, Effect::Allow);
         // The facts file changes: parsed again, with the live approval kept on top.
-        let file = folder.path().join(crate::facts::ENTITIES_FILE);
+        let file = folder.path().join(warrant_facts::ENTITIES_FILE);
         let mut entities: Vec<Value> =
             serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
         entities.push(json!({"uid": {"type": "Human", "id": "zoe"},

@@ -9,8 +9,8 @@
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 
 use super::*;
-use crate::facts::Freshness;
-use crate::postgres::{ChangeOp, LoggedChange, PgError, PolicyBundle, Postgres, Publishing};
+use warrant_fleet::Freshness;
+use warrant_fleet::{ChangeOp, LoggedChange, PgError, PolicyBundle, Postgres, Publishing};
 
 /// The most changes read from the log at once.
 const CHANGES_PER_READ: i64 = 1_000;
@@ -124,7 +124,7 @@ fn unpack(root: &Path, bundle: &PolicyBundle) -> Result<PathBuf, ControlError> {
     let io = |error: std::io::Error| {
         ControlError::ReloadFailed(format!("cannot unpack policy bundle: {error}"))
     };
-    crate::files::private_dir(root).map_err(io)?;
+    warrant_files::private_dir(root).map_err(io)?;
     let partial = root.join(format!("{name}.partial"));
     let _ = std::fs::remove_dir_all(&partial);
     std::fs::create_dir(&partial).map_err(io)?;

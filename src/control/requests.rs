@@ -32,7 +32,7 @@ pub struct ApprovalAsk {
     pub decision_id: Option<String>,
     /// A credential proving the caller is the identity: required where the identity's type
     /// requires one for Checks (`credentials.required_for`), verified whenever given.
-    pub credential: Option<crate::domain::Credential>,
+    pub credential: Option<warrant_domain::Credential>,
     /// For a retried submission: the caller's idempotency key and its submission's digest.
     pub idempotency: Option<Idempotency>,
 }
@@ -58,7 +58,7 @@ pub enum Verdict {
         duration_ms: Option<i64>,
         max_uses: Option<u64>,
         /// A budget over the approval's uses.
-        budget: Option<crate::domain::Budget>,
+        budget: Option<warrant_domain::Budget>,
     },
     Reject {
         approver: EntityRef,
@@ -478,7 +478,7 @@ impl Control {
     }
 
     /// Records ledgers where approval requests' steps go (the server's, when it has one).
-    pub fn set_ledger(&self, ledger: Arc<crate::ledger::Ledger>) {
+    pub fn set_ledger(&self, ledger: Arc<warrant_ledger::Ledger>) {
         let _ = self.ledger.set(ledger);
     }
 
@@ -510,7 +510,7 @@ impl Control {
             return Ok(());
         };
         let at = |ms: i64| UnixMillis(ms).to_rfc3339();
-        let step = crate::ledger::ApprovalRequestRecord {
+        let step = warrant_ledger::ApprovalRequestRecord {
             action: request.action.clone(),
             approval_expires_at: request.approval_expires_at.map(at),
             approval_id: request.approval_id.clone(),

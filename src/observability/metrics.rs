@@ -8,11 +8,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use crate::clock::{Clock as _, SystemClock};
 use crate::control::Control;
-use crate::domain::{Effect, Reason};
-use crate::ledger::Ledger;
 use crate::listeners::ListenerCounters;
+use warrant_domain::clock::{Clock as _, SystemClock};
+use warrant_domain::{Effect, Reason};
+use warrant_ledger::Ledger;
 
 /// Upper bounds of the latency buckets, in seconds: from a cached decision's few microseconds
 /// to past the longest call a client or `request_timeout_ms` allows.
@@ -483,7 +483,10 @@ impl Metrics {
             use std::sync::atomic::Ordering::Relaxed;
             let stats = &replication.stats;
             let (head, applied) = (stats.head.load(Relaxed), stats.applied.load(Relaxed));
-            let lag = replication.freshness.lag_ms(control.clock().now());
+            let lag = warrant_domain::ports::FactsFreshness::lag_ms(
+                &*replication.freshness,
+                control.clock().now(),
+            );
             for (name, kind, help, value) in [
                 (
                     "warrant_replication_lag_seconds",
@@ -761,7 +764,7 @@ impl Metrics {
                 );
             }
         }
-        if let Some(credentials) = control.engine().credentials() {
+        if let Some(credentials) = control.credentials() {
             family(
                 &mut out,
                 "warrant_jwks_reads_total",

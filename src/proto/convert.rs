@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 
 use prost_types::value::Kind;
 
-use crate::clock::UnixMillis;
-use crate::domain::{self, ContextValue, Effect, InvalidRequest, MAX_EXACT_INTEGER};
 use crate::proto;
+use warrant_domain::clock::UnixMillis;
+use warrant_domain::{ContextValue, Effect, InvalidRequest, MAX_EXACT_INTEGER};
 
 /// Converts a protobuf `CheckRequest` into the engine's, naming the field of anything missing.
 pub fn check_request_from_proto(
     request: proto::CheckRequest,
-) -> Result<domain::CheckRequest, InvalidRequest> {
+) -> Result<warrant_domain::CheckRequest, InvalidRequest> {
     let principal = request
         .principal
         .ok_or_else(|| InvalidRequest::new("principal", "required"))?;
@@ -47,26 +47,26 @@ pub fn check_request_from_proto(
                             "needs both type and id",
                         ))
                     } else {
-                        Ok(domain::EntityRef::new(parent.r#type, parent.id))
+                        Ok(warrant_domain::EntityRef::new(parent.r#type, parent.id))
                     }
                 })
                 .collect::<Result<_, _>>()?;
-            Some(domain::ResourceDescription {
+            Some(warrant_domain::ResourceDescription {
                 attributes,
                 parents,
             })
         };
     bounded_credential(&request.credential, "credential")?;
-    Ok(domain::CheckRequest {
-        principal: domain::EntityRef::new(principal.r#type, principal.id),
+    Ok(warrant_domain::CheckRequest {
+        principal: warrant_domain::EntityRef::new(principal.r#type, principal.id),
         action: request.action,
-        resource: domain::EntityRef::new(resource.r#type, resource.id),
+        resource: warrant_domain::EntityRef::new(resource.r#type, resource.id),
         context,
         approval_id: non_empty(request.approval_id),
         request_id: non_empty(request.request_id),
         resource_description,
         caller_identity: None,
-        credential: non_empty(request.credential).map(domain::Credential),
+        credential: non_empty(request.credential).map(warrant_domain::Credential),
     })
 }
 
@@ -134,7 +134,7 @@ fn value_to_context(value: prost_types::Value, path: &str) -> Result<ContextValu
     }
 }
 
-pub fn entity_ref(entity: &domain::EntityRef) -> proto::EntityRef {
+pub fn entity_ref(entity: &warrant_domain::EntityRef) -> proto::EntityRef {
     proto::EntityRef {
         r#type: entity.type_name.clone(),
         id: entity.id.clone(),
@@ -142,7 +142,7 @@ pub fn entity_ref(entity: &domain::EntityRef) -> proto::EntityRef {
 }
 
 pub fn uid_ref(uid: &cedar_policy::EntityUid) -> proto::EntityRef {
-    entity_ref(&domain::EntityRef::from_uid(uid))
+    entity_ref(&warrant_domain::EntityRef::from_uid(uid))
 }
 
 /// A protobuf timestamp in Unix milliseconds (sub-millisecond parts dropped).
@@ -158,7 +158,7 @@ pub fn timestamp(at: UnixMillis) -> prost_types::Timestamp {
 }
 
 /// Converts an engine decision into the protobuf answer.
-pub fn check_response_to_proto(decision: domain::Decision) -> proto::CheckResponse {
+pub fn check_response_to_proto(decision: warrant_domain::Decision) -> proto::CheckResponse {
     let provenance = &decision.provenance;
     let identity = provenance.identity.as_deref();
     let owner = identity

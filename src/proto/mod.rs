@@ -83,7 +83,7 @@ fn value_to_json(value: prost_types::Value) -> serde_json::Value {
         None | Some(Kind::NullValue(_)) => Value::Null,
         Some(Kind::BoolValue(b)) => Value::Bool(b),
         Some(Kind::NumberValue(n))
-            if n.fract() == 0.0 && n.abs() <= crate::domain::MAX_EXACT_INTEGER as f64 =>
+            if n.fract() == 0.0 && n.abs() <= warrant_domain::MAX_EXACT_INTEGER as f64 =>
         {
             Value::from(n as i64)
         }

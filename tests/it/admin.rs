@@ -5,8 +5,8 @@ use crate::common::{Admin, Server, deploy, entity, request, scrape, value};
 use warrant::proto;
 
 fn in_hours(hours: f64) -> Option<prost_types::Timestamp> {
-    use warrant::clock::Clock as _;
-    let now = warrant::clock::SystemClock.now();
+    use warrant_domain::clock::Clock as _;
+    let now = warrant_domain::clock::SystemClock.now();
     let at = now.0 as f64 / 1000.0 + hours * 3600.0;
     Some(prost_types::Timestamp {
         seconds: at as i64,
@@ -1489,9 +1489,9 @@ async fn the_shell_imports_a_cedar_entities_file_and_a_file_broken_half_way_impo
 
 /// An approval of deploy-bot's production config updates, as an import carries it.
 fn imported_approval(id: &str, approver: &str, hours: i64, action: &str) -> serde_json::Value {
-    use warrant::clock::Clock as _;
-    let now = warrant::clock::SystemClock.now().0;
-    let at = |ms: i64| warrant::clock::UnixMillis(ms).to_cedar_datetime();
+    use warrant_domain::clock::Clock as _;
+    let now = warrant_domain::clock::SystemClock.now().0;
+    let at = |ms: i64| warrant_domain::clock::UnixMillis(ms).to_cedar_datetime();
     serde_json::json!({
         "uid": {"type": "Approval", "id": id},
         "attrs": {

@@ -11,12 +11,12 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use serde_json::{Value, json};
-use warrant::clock::{Clock, ManualClock, UnixMillis};
-use warrant::decide::cache::CacheSettings;
-use warrant::decide::engine::{Engine, EngineSettings, Snapshot};
-use warrant::domain::{CheckRequest, ContextValue, Decision, Effect, EntityRef, InvalidRequest};
-use warrant::facts::Facts;
-use warrant::policy::PolicySnapshot;
+use warrant_domain::clock::{Clock, ManualClock, UnixMillis};
+use warrant_domain::{CheckRequest, ContextValue, Decision, Effect, EntityRef, InvalidRequest};
+use warrant_engine::cache::CacheSettings;
+use warrant_engine::engine::{Engine, EngineSettings, Snapshot};
+use warrant_facts::Facts;
+use warrant_policy::PolicySnapshot;
 
 const T0: &str = "2030-01-01T00:00:00Z";
 
@@ -323,7 +323,12 @@ impl Pair {
             ..EngineSettings::default()
         };
         Pair {
-            cached: Engine::new(snapshot.clone(), clock.clone(), settings),
+            cached: Engine::new(
+                snapshot.clone(),
+                clock.clone(),
+                settings,
+                warrant_engine::engine::EngineParts::default(),
+            ),
             fresh: Engine::new(
                 snapshot,
                 clock.clone(),
@@ -331,6 +336,7 @@ impl Pair {
                     cache: None,
                     ..settings
                 },
+                warrant_engine::engine::EngineParts::default(),
             ),
             clock,
         }
@@ -636,6 +642,7 @@ fn decisions_with_evaluation_errors_are_not_cached() {
         warrant::server::load_snapshot(dir.path()).unwrap(),
         clock,
         EngineSettings::default(),
+        warrant_engine::engine::EngineParts::default(),
     );
     let open = CheckRequest {
         principal: EntityRef::new("Bot", "b"),
@@ -667,7 +674,12 @@ fn a_full_cache_evicts_and_counts_it() {
         ..EngineSettings::default()
     };
     let policies = bundled();
-    let engine = Engine::new(snapshot(policies, &World::new()), clock, settings);
+    let engine = Engine::new(
+        snapshot(policies, &World::new()),
+        clock,
+        settings,
+        warrant_engine::engine::EngineParts::default(),
+    );
     let mut answers = HashMap::new();
     for n in 0..200 {
         let mut request = vendor_request(100);

@@ -59,8 +59,8 @@ impl Key {
 }
 
 fn now_seconds() -> i64 {
-    use warrant::clock::Clock as _;
-    warrant::clock::SystemClock.now().0 / 1000
+    use warrant_domain::clock::Clock as _;
+    warrant_domain::clock::SystemClock.now().0 / 1000
 }
 
 pub(crate) fn claims(sub: &str, exp_in: i64) -> serde_json::Value {

@@ -437,10 +437,11 @@ async fn futures_held(addr: std::net::SocketAddr, count: usize) -> Vec<tokio::ne
 async fn a_handler_that_panics_is_an_ok_status_deny_for_envoy_and_internal_for_check() {
     use tower::{Service as _, ServiceExt as _};
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
-    let engine = std::sync::Arc::new(warrant::decide::engine::Engine::new(
+    let engine = std::sync::Arc::new(warrant_engine::engine::Engine::new(
         warrant::server::load_snapshot(&dir).unwrap(),
-        std::sync::Arc::new(warrant::clock::SystemClock),
-        warrant::decide::engine::EngineSettings::default(),
+        std::sync::Arc::new(warrant_domain::clock::SystemClock),
+        warrant_engine::engine::EngineSettings::default(),
+        warrant_engine::engine::EngineParts::default(),
     ));
     let (health, _) = tonic_health::server::health_reporter();
     let metrics = std::sync::Arc::new(warrant::observability::metrics::Metrics::default());

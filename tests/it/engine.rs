@@ -6,10 +6,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use warrant::clock::{ManualClock, UnixMillis};
-use warrant::decide::engine::{Engine, EngineSettings};
-use warrant::domain::{CheckRequest, ContextValue, Effect, EntityRef, Reason};
 use warrant::server::load_snapshot;
+use warrant_domain::clock::{ManualClock, UnixMillis};
+use warrant_domain::{CheckRequest, ContextValue, Effect, EntityRef, Reason};
+use warrant_engine::engine::{Engine, EngineSettings};
 
 fn at(text: &str) -> UnixMillis {
     UnixMillis::parse_cedar_datetime(text).unwrap()
@@ -18,7 +18,12 @@ fn at(text: &str) -> UnixMillis {
 fn bundled_engine(now: &str) -> (Engine, Arc<ManualClock>) {
     let clock = Arc::new(ManualClock::new(at(now)));
     let snapshot = load_snapshot(&crate::common::bundled_policies()).unwrap();
-    let engine = Engine::new(snapshot, clock.clone(), EngineSettings::default());
+    let engine = Engine::new(
+        snapshot,
+        clock.clone(),
+        EngineSettings::default(),
+        warrant_engine::engine::EngineParts::default(),
+    );
     (engine, clock)
 }
 
@@ -89,6 +94,7 @@ fn an_answer_is_valid_for_the_configured_maximum_age_at_most() {
             cache: None,
             ..EngineSettings::default()
         },
+        warrant_engine::engine::EngineParts::default(),
     );
     let answer = engine.check(&deploy("CHG-1042")).unwrap();
     assert_eq!(answer.effect, Effect::Allow);
@@ -153,6 +159,7 @@ fn a_forbid_that_errors_makes_a_deny_not_a_skipped_rule() {
         load_snapshot(dir.path()).unwrap(),
         clock,
         EngineSettings::default(),
+        warrant_engine::engine::EngineParts::default(),
     );
     let withdraw = |amount: i64| CheckRequest {
         context: BTreeMap::from([("amount".to_owned(), ContextValue::Long(amount))]),
@@ -448,10 +455,10 @@ proptest! {
         changes in proptest::collection::vec(fact_change(), 1..12)
     ) {
         let dir = crate::common::bundled_policies();
-        let policies = warrant::policy::PolicySnapshot::load(&dir).unwrap();
-        let (base, _) = warrant::facts::load_entities_file(&dir).unwrap();
+        let policies = warrant_policy::PolicySnapshot::load(&dir).unwrap();
+        let (base, _) = warrant_facts::load_entities_file(&dir).unwrap();
         let mut overlay: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-        let mut facts = warrant::facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
+        let mut facts = warrant_facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
         let base_values: BTreeMap<String, serde_json::Value> = base
             .iter()
             .map(|(key, text)| (key.clone(), serde_json::from_str(text.get()).unwrap()))
@@ -465,7 +472,7 @@ proptest! {
             facts = facts
                 .with_changes(policies.schema(), std::slice::from_ref(&written), &[])
                 .unwrap();
-            let fresh = warrant::facts::merged(
+            let fresh = warrant_facts::merged(
                 policies.schema(),
                 &base,
                 overlay.iter().map(|(k, v)| (k.as_str(), Some(v))),
@@ -486,7 +493,7 @@ proptest! {
                     mine.as_entity().to_json_value().unwrap(),
                     theirs.as_entity().to_json_value().unwrap()
                 );
-                let ancestors = |e: &warrant::facts::StoredEntity| {
+                let ancestors = |e: &warrant_facts::StoredEntity| {
                     let mut all: Vec<String> = e.entity.ancestors().map(ToString::to_string).collect();
                     all.sort();
                     all
@@ -614,15 +621,15 @@ proptest! {
     #[test]
     fn a_decision_over_a_slice_equals_one_over_the_whole_facts(world in slice_world()) {
         use cedar_policy::{Authorizer, Context, EntityUid, Request};
-        static POLICIES: std::sync::OnceLock<warrant::policy::PolicySnapshot> =
+        static POLICIES: std::sync::OnceLock<warrant_policy::PolicySnapshot> =
             std::sync::OnceLock::new();
         let policies = POLICIES.get_or_init(|| {
             let dir = tempfile::tempdir().unwrap();
             std::fs::write(dir.path().join("schema.cedarschema"), SLICE_SCHEMA).unwrap();
             std::fs::write(dir.path().join("world.cedar"), SLICE_POLICIES).unwrap();
-            warrant::policy::PolicySnapshot::load(dir.path()).unwrap()
+            warrant_policy::PolicySnapshot::load(dir.path()).unwrap()
         });
-        let facts = warrant::facts::Facts::from_json(
+        let facts = warrant_facts::Facts::from_json(
             &slice_world_json(&world).to_string(),
             policies.schema(),
         )
@@ -701,9 +708,9 @@ fn a_denial_names_the_approval_that_would_allow_it_at_any_millisecond() {
 #[test]
 fn a_change_adding_a_scope_and_a_dataset_under_it_closes_ancestors_through_both() {
     let dir = crate::common::bundled_policies();
-    let policies = warrant::policy::PolicySnapshot::load(&dir).unwrap();
-    let (base, _) = warrant::facts::load_entities_file(&dir).unwrap();
-    let facts = warrant::facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
+    let policies = warrant_policy::PolicySnapshot::load(&dir).unwrap();
+    let (base, _) = warrant_facts::load_entities_file(&dir).unwrap();
+    let facts = warrant_facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
     let changes = [
         serde_json::json!({"uid": {"type": "Dataset", "id": "team-x-events"}, "attrs": {},
                "parents": [{"type": "Scope", "id": "team-x"}]}),
@@ -713,7 +720,7 @@ fn a_change_adding_a_scope_and_a_dataset_under_it_closes_ancestors_through_both(
     let updated = facts
         .with_changes(policies.schema(), &changes, &[])
         .unwrap();
-    let fresh = warrant::facts::merged(
+    let fresh = warrant_facts::merged(
         policies.schema(),
         &base,
         changes
@@ -725,7 +732,7 @@ fn a_change_adding_a_scope_and_a_dataset_under_it_closes_ancestors_through_both(
         Err(error) => panic!("{error}"),
     };
     let dataset = cedar_policy::EntityUid::from_json(changes[0]["uid"].clone()).unwrap();
-    let ancestors = |facts: &warrant::facts::Facts| {
+    let ancestors = |facts: &warrant_facts::Facts| {
         let mut all: Vec<String> = facts
             .entity(&dataset)
             .unwrap()

@@ -14,12 +14,12 @@ use tower::ServiceExt as _;
 use warrant::api::authzen::{self, AuthZen};
 use warrant::api::decider::Decider;
 use warrant::api::envoy::{ExtAuthz, ExtAuthzService, ExtAuthzSettings};
-use warrant::clock::SystemClock;
-use warrant::decide::engine::{Engine, EngineSettings};
-use warrant::domain::{Effect, EntityRef};
 use warrant::observability::metrics::Metrics;
 use warrant::proto;
 use warrant::proto::convert::check_request_from_proto;
+use warrant_domain::clock::SystemClock;
+use warrant_domain::{Effect, EntityRef};
+use warrant_engine::engine::{Engine, EngineSettings};
 
 /// Principals the fuzzer names: known ones, unknown ones, and near misses.
 const PRINCIPALS: [(&str, &str); 6] = [
@@ -50,6 +50,7 @@ impl Target {
             snapshot,
             Arc::new(SystemClock),
             EngineSettings::default(),
+            warrant_engine::engine::EngineParts::default(),
         ));
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -375,8 +375,8 @@ async fn requests_expire_are_bounded_and_survive_a_restart() {
 #[tokio::test]
 async fn a_budget_is_spent_exactly_under_concurrent_allows() {
     let server = Server::start(&[]);
-    let expires = warrant::proto::convert::timestamp(warrant::clock::UnixMillis(
-        warrant::clock::Clock::now(&warrant::clock::SystemClock).0 + 3_600_000,
+    let expires = warrant::proto::convert::timestamp(warrant_domain::clock::UnixMillis(
+        warrant_domain::clock::Clock::now(&warrant_domain::clock::SystemClock).0 + 3_600_000,
     ));
     let granted = server
         .admin_client()
@@ -670,8 +670,8 @@ async fn an_authzen_pep_requests_access_by_the_profile_and_evaluates_again() {
         "{outside}"
     );
 
-    let until = warrant::clock::UnixMillis(
-        warrant::clock::Clock::now(&warrant::clock::SystemClock).0 + 1_800_000,
+    let until = warrant_domain::clock::UnixMillis(
+        warrant_domain::clock::Clock::now(&warrant_domain::clock::SystemClock).0 + 1_800_000,
     )
     .to_rfc3339();
     let submission = |justification: &str| {
@@ -890,7 +890,7 @@ async fn an_approver_proves_who_they_are_with_their_own_credential() {
     );
     let server = Server::start(&["--config", config.to_str().unwrap()]);
     let mut admin = server.admin_client().await;
-    let now = warrant::clock::Clock::now(&warrant::clock::SystemClock).0 / 1000;
+    let now = warrant_domain::clock::Clock::now(&warrant_domain::clock::SystemClock).0 / 1000;
     let token = |issuer: &str, sub: &str| {
         key.sign(&serde_json::json!({"iss": issuer, "sub": sub, "exp": now + 600}))
     };

@@ -149,8 +149,8 @@ proptest! {
         text in policy_set(),
     ) {
         let policies: PolicySet = text.parse().unwrap();
-        let index = warrant::policy::PolicyIndex::new(&policies);
-        let facts = warrant::facts::Facts::from_json(&slice_world_json(&world).to_string(), schema()).unwrap();
+        let index = warrant_policy::PolicyIndex::new(&policies);
+        let facts = warrant_facts::Facts::from_json(&slice_world_json(&world).to_string(), schema()).unwrap();
         let entities = &facts.to_cedar().unwrap();
         let mut left_out = 0;
         for (principal, action, resource, request) in every_request() {
@@ -305,14 +305,14 @@ proptest! {
             "action \"all\";",
             "action \"all\" appliesTo { principal: [User], resource: [Doc, Folder], context: { now: datetime } };",
         );
-        std::fs::write(dir.path().join(warrant::policy::SCHEMA_FILE), schema_text).unwrap();
+        std::fs::write(dir.path().join(warrant_policy::SCHEMA_FILE), schema_text).unwrap();
         std::fs::write(dir.path().join("p.cedar"), &text).unwrap();
-        let mut snapshot = warrant::policy::PolicySnapshot::load(dir.path()).unwrap();
+        let mut snapshot = warrant_policy::PolicySnapshot::load(dir.path()).unwrap();
         // Links a template's scope makes impossible are refused; the others are added.
         let mut whole = snapshot.policies().clone();
-        let specs: Vec<warrant::policy::LinkSpec> = serde_json::from_value(links_json.clone()).unwrap();
+        let specs: Vec<warrant_policy::LinkSpec> = serde_json::from_value(links_json.clone()).unwrap();
         for (spec, (id, template, principal, resource)) in specs.into_iter().zip(&links) {
-            let Ok(link) = snapshot.check_link(spec, warrant::policy::LinkOrigin::Live) else {
+            let Ok(link) = snapshot.check_link(spec, warrant_policy::LinkOrigin::Live) else {
                 continue;
             };
             snapshot = snapshot.with_link(link);
@@ -325,7 +325,7 @@ proptest! {
             }
             whole.link(cedar_policy::PolicyId::new(template), cedar_policy::PolicyId::new(id), values).unwrap();
         }
-        let facts = warrant::facts::Facts::from_json(&slice_world_json(&world).to_string(), schema()).unwrap();
+        let facts = warrant_facts::Facts::from_json(&slice_world_json(&world).to_string(), schema()).unwrap();
         let entities = &facts.to_cedar().unwrap();
         for (principal, action, resource, request) in every_request() {
             let expected = Authorizer::new().is_authorized(&request, &whole, entities);

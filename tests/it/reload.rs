@@ -138,7 +138,7 @@ async fn a_reload_that_breaks_live_facts_is_refused() {
     let policies = crate::common::bundled_policies_copy();
     let server = start_on(policies.path());
     let mut admin = server.admin_client().await;
-    let now = warrant::clock::Clock::now(&warrant::clock::SystemClock).0 / 1000;
+    let now = warrant_domain::clock::Clock::now(&warrant_domain::clock::SystemClock).0 / 1000;
     admin
         .grant_approval(proto::GrantApprovalRequest {
             approval: Some(proto::ApprovalSpec {

@@ -269,8 +269,8 @@ fn refusal(data: Option<tempfile::TempDir>, url: &str, extra: &[&str]) -> String
 }
 
 fn in_hours(hours: i64) -> Option<prost_types::Timestamp> {
-    use warrant::clock::Clock as _;
-    let now = warrant::clock::SystemClock.now();
+    use warrant_domain::clock::Clock as _;
+    let now = warrant_domain::clock::SystemClock.now();
     Some(prost_types::Timestamp {
         seconds: now.0 / 1000 + hours * 3600,
         nanos: 0,
@@ -755,7 +755,7 @@ async fn a_pushed_policy_bundle_is_loaded_by_every_replica_and_their_ledgers_mer
     let times: Vec<i64> = records
         .iter()
         .map(|r| {
-            warrant::clock::UnixMillis::parse_rfc3339(r["time"].as_str().unwrap())
+            warrant_domain::clock::UnixMillis::parse_rfc3339(r["time"].as_str().unwrap())
                 .unwrap()
                 .0
         })

@@ -18,11 +18,11 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::{AuthZen, CREDENTIAL_CONTEXT_KEY, json_object, parse_evaluation};
-use crate::clock::UnixMillis;
 use crate::control::requests::{ApprovalAsk, ApprovalRequest, Idempotency, RequestState};
 use crate::control::{Control, ControlError};
-use crate::domain::{self, Effect, EntityRef, Reason};
-use crate::ledger::Ledger;
+use warrant_domain::clock::UnixMillis;
+use warrant_domain::{Effect, EntityRef, Reason};
+use warrant_ledger::Ledger;
 
 pub const REQUESTS_PATH: &str = "/access/v1/requests";
 pub const TASK_PATH: &str = "/access/v1/requests/{id}";
@@ -63,8 +63,8 @@ impl AccessRequests {
     /// (`reason`) and what the PEP should do next (`next_action`).
     pub fn denial_context(
         &self,
-        request: &domain::CheckRequest,
-        decision: &domain::Decision,
+        request: &warrant_domain::CheckRequest,
+        decision: &warrant_domain::Decision,
         context: &mut Value,
     ) {
         if decision.effect == Effect::Allow {
@@ -517,7 +517,7 @@ async fn file(
         duration_ms,
         on_behalf_of,
         decision_id: Some(record.decision_id.clone()),
-        credential: credential.map(|token| domain::Credential(token.to_owned())),
+        credential: credential.map(|token| warrant_domain::Credential(token.to_owned())),
         idempotency,
     };
     let filed = on_control(&service.control, move |control| {

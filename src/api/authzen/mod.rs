@@ -20,14 +20,14 @@ use subtle::ConstantTimeEq as _;
 
 use crate::api::decider::Decider;
 use crate::api::edge::CallGuard;
-use crate::decide::context_shape::{ContextShape, Kind};
-use crate::domain::{
-    self, ContextValue, Effect, EntityRef, InvalidRequest, RESERVED_CONTEXT_KEYS, Reason,
-};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
 use access_request::{AccessRequests, REQUESTS_PATH};
 use tracing::Instrument as _;
+use warrant_domain::{
+    ContextValue, Effect, EntityRef, InvalidRequest, RESERVED_CONTEXT_KEYS, Reason,
+};
+use warrant_policy::context_shape::{ContextShape, Kind};
 
 pub const EVALUATION_PATH: &str = "/access/v1/evaluation";
 pub const EVALUATIONS_PATH: &str = "/access/v1/evaluations";
@@ -215,7 +215,7 @@ impl AuthZen {
         evaluations: Vec<Result<Evaluation, String>>,
         semantic: Semantic,
         request_id: Option<String>,
-        caller: domain::Caller,
+        caller: warrant_domain::Caller,
         trace: &TraceHeaders,
         at: impl Fn(usize) -> String,
     ) -> Vec<Result<Value, ItemRefusal>> {
@@ -226,13 +226,13 @@ impl AuthZen {
         let mut answers: Vec<(usize, Option<String>)> = Vec::new();
         let mut decided = Vec::new();
         for (i, evaluation) in evaluations.into_iter().enumerate() {
-            let mut readable = domain::CheckRequest {
+            let mut readable = warrant_domain::CheckRequest {
                 request_id: request_id.clone(),
-                ..domain::CheckRequest::default()
+                ..warrant_domain::CheckRequest::default()
             };
             let outcome = evaluation.and_then(|evaluation| {
                 readable = readable_request(&evaluation, &request_id);
-                let request = domain::CheckRequest {
+                let request = warrant_domain::CheckRequest {
                     caller_identity: caller.identity.clone(),
                     ..engine_request(&evaluation, snapshot.policies.contexts(), &request_id)
                         .map_err(|e| format!("{}{}", at(i), authzen_field(e)))?
@@ -255,7 +255,7 @@ impl AuthZen {
                     decided.push(self.decider.refusal(
                         Api::AuthZen,
                         &readable,
-                        domain::Reason::InvalidRequest.as_str(),
+                        warrant_domain::Reason::InvalidRequest.as_str(),
                         Some(message),
                     ));
                     false
@@ -290,7 +290,7 @@ impl AuthZen {
                         if let Some(advice) = &decision.approval_required {
                             context["advice"] = json!([{
                                 "id": "approval_required",
-                                "attributes": crate::ledger::ApprovalAdviceRecord::from(advice),
+                                "attributes": warrant_ledger::ApprovalAdviceRecord::from(advice),
                             }]);
                         }
                         // The approval an allow used, and until when (the access request
@@ -322,7 +322,7 @@ impl AuthZen {
         &self,
         evaluation: Evaluation,
         request_id: Option<String>,
-        caller: domain::Caller,
+        caller: warrant_domain::Caller,
         trace: &TraceHeaders,
     ) -> Result<Value, Refused> {
         let mut answers = self
@@ -351,8 +351,8 @@ impl AuthZen {
     async fn record_refusal(
         &self,
         refused: &mut Refused,
-        readable: &domain::CheckRequest,
-        caller: domain::Caller,
+        readable: &warrant_domain::CheckRequest,
+        caller: warrant_domain::Caller,
         trace: &TraceHeaders,
     ) {
         if refused.2.is_some() {
@@ -361,7 +361,7 @@ impl AuthZen {
         let why = if refused.0 == StatusCode::UNAUTHORIZED {
             Reason::Unauthenticated.as_str()
         } else {
-            domain::Reason::InvalidRequest.as_str()
+            warrant_domain::Reason::InvalidRequest.as_str()
         };
         let span = traces::api_span("authzen", trace);
         let trace_id = traces::trace_id(&span, trace);
@@ -501,7 +501,7 @@ async fn evaluations(
                     return Err(Refused::bad(format!(
                         "options.evaluations_semantic: {} is not one of execute_all, \
                          deny_on_first_deny, permit_on_first_permit",
-                        crate::decide::limits::quote(other)
+                        warrant_engine::limits::quote(other)
                     )));
                 }
             },
@@ -651,8 +651,11 @@ fn text<'a>(object: &'a Map<String, Value>, key: &str) -> &'a str {
 }
 
 /// What can be read of an evaluation whatever is wrong with it: its names, no context.
-fn readable_request(evaluation: &Evaluation, request_id: &Option<String>) -> domain::CheckRequest {
-    domain::CheckRequest {
+fn readable_request(
+    evaluation: &Evaluation,
+    request_id: &Option<String>,
+) -> warrant_domain::CheckRequest {
+    warrant_domain::CheckRequest {
         principal: EntityRef::new(
             text(&evaluation.subject, "type"),
             text(&evaluation.subject, "id"),
@@ -663,15 +666,15 @@ fn readable_request(evaluation: &Evaluation, request_id: &Option<String>) -> dom
             text(&evaluation.resource, "id"),
         ),
         request_id: request_id.clone(),
-        ..domain::CheckRequest::default()
+        ..warrant_domain::CheckRequest::default()
     }
 }
 
 /// What can be read of a request body refused whole: the top-level subject, action and
 /// resource names, if it is JSON at all.
-fn readable_body(body: &[u8]) -> domain::CheckRequest {
+fn readable_body(body: &[u8]) -> warrant_domain::CheckRequest {
     let Ok(Value::Object(body)) = serde_json::from_slice::<Value>(body) else {
-        return domain::CheckRequest::default();
+        return warrant_domain::CheckRequest::default();
     };
     let part = |name: &str| match body.get(name) {
         Some(Value::Object(object)) => object.clone(),
@@ -698,7 +701,7 @@ fn engine_request(
     evaluation: &Evaluation,
     contexts: &std::collections::HashMap<String, Arc<ContextShape>>,
     request_id: &Option<String>,
-) -> Result<domain::CheckRequest, InvalidRequest> {
+) -> Result<warrant_domain::CheckRequest, InvalidRequest> {
     let action = text(&evaluation.action, "name").to_owned();
     let shape = contexts.get(&action);
     let declared = |key: &str| {
@@ -776,7 +779,7 @@ fn engine_request(
                 token,
                 &format!("context.{CREDENTIAL_CONTEXT_KEY}"),
             )?;
-            Some(domain::Credential(token.clone()))
+            Some(warrant_domain::Credential(token.clone()))
         }
         Some(_) => {
             return Err(InvalidRequest::new(
@@ -797,14 +800,14 @@ fn engine_request(
                     attributes.insert(key.clone(), value);
                 }
             }
-            Some(domain::ResourceDescription {
+            Some(warrant_domain::ResourceDescription {
                 attributes,
                 parents: Vec::new(),
             })
         }
         _ => None,
     };
-    Ok(domain::CheckRequest {
+    Ok(warrant_domain::CheckRequest {
         principal: EntityRef::new(
             text(&evaluation.subject, "type"),
             text(&evaluation.subject, "id"),

@@ -105,7 +105,7 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<String> {
     let run = std::process::id();
     for round in 0..args.rounds {
         let id = format!("propagation-{run}-{round}");
-        let now = warrant::clock::Clock::now(&warrant::clock::SystemClock).0 / 1000;
+        let now = warrant_domain::clock::Clock::now(&warrant_domain::clock::SystemClock).0 / 1000;
         let spec = proto::ApprovalSpec {
             id: id.clone(),
             ticket: format!("BENCH-{round}"),

@@ -1,0 +1,392 @@
+//! The writer thread: takes canonical records from the queue in batches, chains them, writes each
+//! batch with one write and (in durable mode) one fsync, signs checkpoints, keeps the index.
+
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, mpsc};
+use std::time::{Duration, Instant};
+
+use ed25519_dalek::{Signer, SigningKey};
+
+use super::chain::{SignedHead, chain_hash, checkpoint_bytes, checkpoint_line, write_entry};
+use super::*;
+
+/// How long an async batch gathers records after its first: what a crash may lose beyond the
+/// queue is at most this much more.
+const ASYNC_GATHER: Duration = Duration::from_micros(500);
+
+pub(super) struct Writer {
+    pub(super) written: Arc<AtomicU64>,
+    pub(super) index: Index,
+    pub(super) dir: PathBuf,
+    pub(super) segment: Option<File>,
+    pub(super) segment_path: Option<PathBuf>,
+    /// The open segment's length, kept here rather than asked of the file on every batch.
+    pub(super) segment_len: u64,
+    pub(super) segment_bytes: u64,
+    pub(super) next_seq: u64,
+    pub(super) head: [u8; 32],
+    pub(super) since_checkpoint: u64,
+    pub(super) last_checkpoint: Instant,
+    pub(super) checkpoint_records: u64,
+    pub(super) checkpoint_interval: Duration,
+    pub(super) key: SigningKey,
+    pub(super) durable: bool,
+    pub(super) failed: Arc<AtomicBool>,
+    pub(super) pending: Arc<AtomicU64>,
+    /// The checkpoint in the head file (shared with `Ledger::head`).
+    pub(super) published: Arc<std::sync::Mutex<Option<SignedHead>>>,
+    /// The newest checkpoint written into a segment, to publish when the head file is due.
+    pub(super) last_signed: Option<SignedHead>,
+    /// The replica named in checkpoints.
+    pub(super) replica: Option<String>,
+}
+
+impl Writer {
+    pub(super) fn run(&mut self, receiver: mpsc::Receiver<Message>) {
+        let mut seal: Option<tokio::sync::oneshot::Sender<Result<(), LedgerError>>> = None;
+        loop {
+            if let Some(done) = seal.take() {
+                let _ = done.send(self.seal());
+            }
+            let first = match receiver.recv_timeout(self.checkpoint_interval) {
+                Ok(Message::Record(first)) => first,
+                Ok(Message::Seal(done)) => {
+                    seal = Some(done);
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Timeout) => {
+                    if let Err(error) = self.seal() {
+                        self.fail(&error);
+                    }
+                    continue;
+                }
+                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            };
+            // Group commit: everything that is waiting goes into one write and one fsync.
+            let mut batch = vec![first];
+            if !self.durable {
+                // Nobody waits for an async batch: gather for a moment, so that the writer wakes
+                // once for many records rather than once for each.
+                std::thread::sleep(ASYNC_GATHER);
+            }
+            while batch.len() < 4096 {
+                match receiver.try_recv() {
+                    Ok(Message::Record(more)) => batch.push(more),
+                    // Sealed once this batch is written.
+                    Ok(Message::Seal(done)) => {
+                        seal = Some(done);
+                        break;
+                    }
+                    Err(_) => break,
+                }
+            }
+            let outcome = self.write_batch(&batch);
+            self.pending
+                .fetch_sub(batch.len() as u64, Ordering::Relaxed);
+            match outcome {
+                Ok(first_seq) => {
+                    self.written
+                        .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    for (i, pending) in batch.into_iter().enumerate() {
+                        if let Some(done) = pending.done {
+                            let _ = done.send(Ok(first_seq + i as u64));
+                        }
+                    }
+                }
+                Err(error) => {
+                    self.fail(&error);
+                    for pending in batch {
+                        if let Some(done) = pending.done {
+                            let _ = done.send(Err(LedgerError::Unavailable(error.to_string())));
+                        }
+                    }
+                }
+            }
+        }
+        if !self.failed.load(Ordering::Relaxed) {
+            let _ = self.seal();
+        }
+    }
+
+    /// A checkpoint over everything written, unless there is nothing new to sign, and the
+    /// head file brought up to it.
+    fn seal(&mut self) -> Result<(), LedgerError> {
+        if self.failed.load(Ordering::Relaxed) {
+            return Err(LedgerError::Unavailable("an earlier write failed".into()));
+        }
+        if self.since_checkpoint > 0 {
+            return self.checkpoint();
+        }
+        let published = self.published_seq();
+        match self.last_signed.clone() {
+            Some(signed) if signed.checkpoint.seq > published => self.publish(signed),
+            _ => Ok(()),
+        }
+    }
+
+    fn published_seq(&self) -> u64 {
+        self.published
+            .lock()
+            .ok()
+            .and_then(|head| head.as_ref().map(|h| h.checkpoint.seq))
+            .unwrap_or(0)
+    }
+
+    /// A signed checkpoint over the chain up to `seq`, whose hash is `head`, and its line.
+    fn sign(&self, batch: bool, seq: u64, head: &[u8; 32]) -> (SignedHead, Vec<u8>) {
+        let checkpoint = Checkpoint {
+            batch,
+            seq,
+            head: hex::encode(head),
+            time: warrant_domain::clock::Clock::now(&warrant_domain::clock::SystemClock)
+                .to_rfc3339(),
+            key_id: key_id(&self.key.verifying_key()),
+            replica: self.replica.clone(),
+        };
+        let signature = hex::encode(self.key.sign(&checkpoint_bytes(&checkpoint)).to_bytes());
+        let signed = SignedHead {
+            checkpoint,
+            signature,
+        };
+        (signed.clone(), checkpoint_line(&signed))
+    }
+
+    fn fail(&self, error: &LedgerError) {
+        if !self.failed.swap(true, Ordering::Relaxed) {
+            tracing::error!(%error, "ledger write failed; every later Check is denied until restart");
+        }
+    }
+
+    /// The segment to write to, its length, and the file (a new one once it is full).
+    fn open_segment(&mut self) -> Result<(PathBuf, u64, &mut File), LedgerError> {
+        let rotate = match (&self.segment, &self.segment_path) {
+            (None, Some(path)) => path
+                .metadata()
+                .map(|m| m.len() >= self.segment_bytes)
+                .unwrap_or(true),
+            (Some(_), Some(_)) => self.segment_len >= self.segment_bytes,
+            (_, None) => true,
+        };
+        if rotate {
+            if let Some(sealed) = self.segment_path.take() {
+                self.seal_index(&sealed)?;
+            }
+            let path = self
+                .dir
+                .join(format!("{SEGMENT_PREFIX}{:020}.jsonl", self.next_seq));
+            self.segment = None;
+            self.segment_path = Some(path);
+        }
+        let Some(path) = self.segment_path.clone() else {
+            return Err(LedgerError::Unavailable(
+                "no segment chosen to write".into(),
+            ));
+        };
+        let file = match self.segment.take() {
+            Some(file) => file,
+            None => {
+                let file = warrant_files::private_file()
+                    .create(true)
+                    .append(true)
+                    .open(&path)
+                    .map_err(io_error(&path))?;
+                self.segment_len = file.metadata().map_err(io_error(&path))?.len();
+                if rotate {
+                    // The new file's name must survive a crash too.
+                    File::open(&self.dir)
+                        .and_then(|d| d.sync_all())
+                        .map_err(io_error(&self.dir))?;
+                }
+                file
+            }
+        };
+        let length = self.segment_len;
+        Ok((path, length, self.segment.insert(file)))
+    }
+
+    /// Moves a segment the writer is leaving from the in-memory index to its index file: the
+    /// file first, then the memory, so a lookup always finds the record in one or the other.
+    fn seal_index(&mut self, sealed: &std::path::Path) -> Result<(), LedgerError> {
+        let entries: Vec<(uuid::Uuid, u64, u32)> = {
+            let index = self.index.read().unwrap_or_else(PoisonError::into_inner);
+            index
+                .iter()
+                .filter(|(_, location)| location.segment.as_path() == sealed)
+                .filter_map(|(id, location)| {
+                    Some((
+                        uuid::Uuid::parse_str(id).ok()?,
+                        location.offset,
+                        location.length as u32,
+                    ))
+                })
+                .collect()
+        };
+        if !sealed.exists() {
+            return Ok(());
+        }
+        super::index::write_index(sealed, entries)?;
+        self.index
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .retain(|_, location| location.segment.as_path() != sealed);
+        Ok(())
+    }
+
+    fn write_batch(&mut self, batch: &[Pending]) -> Result<u64, LedgerError> {
+        let first_seq = self.next_seq;
+        let mut bytes =
+            Vec::with_capacity(batch.iter().map(|p| p.record.len() + 200).sum::<usize>() + 300);
+        let mut head = self.head;
+        let mut lines = Vec::with_capacity(batch.len());
+        // Each record's `prev` is the hash the one before it was written with: encoded once.
+        let hex = |hash: &[u8; 32]| -> Result<[u8; 64], LedgerError> {
+            let mut text = [0u8; 64];
+            hex::encode_to_slice(hash, &mut text)
+                .map_err(|e| LedgerError::Unavailable(format!("cannot write a hash: {e}")))?;
+            Ok(text)
+        };
+        let mut prev_hex = hex(&head)?;
+        for (i, pending) in batch.iter().enumerate() {
+            let start = bytes.len() as u64;
+            // The line is itself canonical JSON ("entry" < "hash" < "prev"); its entry is written
+            // in place and hashed where it stands.
+            bytes.extend_from_slice(b"{\"entry\":");
+            let entry_start = bytes.len();
+            write_entry(
+                first_seq + i as u64,
+                // The entry's key for what it holds.
+                if pending.decision_id.is_some() {
+                    "record"
+                } else {
+                    "approval_request"
+                },
+                &pending.record,
+                &mut bytes,
+            );
+            let hash = chain_hash(&head, &bytes[entry_start..]);
+            let hash_hex = hex(&hash)?;
+            bytes.extend_from_slice(b",\"hash\":\"");
+            bytes.extend_from_slice(&hash_hex);
+            bytes.extend_from_slice(b"\",\"prev\":\"");
+            bytes.extend_from_slice(&prev_hex);
+            bytes.extend_from_slice(b"\"}\n");
+            head = hash;
+            prev_hex = hash_hex;
+            lines.push((
+                pending.decision_id.clone(),
+                start,
+                bytes.len() as u64 - start,
+            ));
+        }
+        let durable = self.durable;
+        let signed = durable.then(|| {
+            // Signed with the batch, in the same write and fsync: nothing is acknowledged that
+            // is not covered by a signature on disk.
+            let (signed, line) = self.sign(true, first_seq + batch.len() as u64 - 1, &head);
+            bytes.extend_from_slice(&line);
+            signed
+        });
+        let (path, base, file) = self.open_segment()?;
+        let written = file
+            .write_all(&bytes)
+            .and_then(|()| if durable { file.sync_data() } else { Ok(()) });
+        if let Err(error) = written {
+            // Part of the batch may be on disk, and its callers will be told DENY: cut the
+            // segment back to the last acknowledged record so that nothing on disk says
+            // otherwise. (If even that fails, the torn tail is cut at the next start, and the
+            // ledger stops taking records either way.)
+            let cut = file.set_len(base).and_then(|()| file.sync_data());
+            if let Err(cut_error) = cut {
+                tracing::error!(path = %path.display(), error = %cut_error, "cannot cut a failed batch back off the ledger");
+            }
+            return Err(io_error(&path)(error));
+        }
+        self.segment_len = base + bytes.len() as u64;
+        let segment = Arc::new(path);
+        let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
+        for (decision_id, start, length) in lines {
+            let Some(decision_id) = decision_id else {
+                continue;
+            };
+            index.insert(
+                decision_id,
+                Location {
+                    segment: Arc::clone(&segment),
+                    offset: base + start,
+                    length,
+                },
+            );
+        }
+        drop(index);
+        self.head = head;
+        self.next_seq += batch.len() as u64;
+        if signed.is_some() {
+            self.last_signed = signed;
+        } else {
+            self.since_checkpoint += batch.len() as u64;
+        }
+        // Before the batch is answered: whoever keeps heads (and `verify`) must be able to tell
+        // a cut tail from the first records on.
+        self.publish_if_due();
+        Ok(first_seq)
+    }
+
+    /// A checkpoint and the head file, when one is due. The first records publish a head at
+    /// once, so a ledger with records always has one.
+    fn publish_if_due(&mut self) {
+        let published = self.published_seq();
+        let due = published == 0
+            || self.next_seq - 1 - published >= self.checkpoint_records
+            || self.last_checkpoint.elapsed() >= self.checkpoint_interval;
+        if due {
+            // The batch is on disk and answered as recorded; a checkpoint that cannot be
+            // written stops every later append instead.
+            let published = match self.last_signed.clone() {
+                Some(signed) if self.since_checkpoint == 0 => self.publish(signed),
+                _ => self.checkpoint(),
+            };
+            if let Err(error) = published {
+                self.fail(&error);
+            }
+        }
+    }
+
+    /// Signs the chain's head, appends the checkpoint and makes it the head file.
+    fn checkpoint(&mut self) -> Result<(), LedgerError> {
+        let (signed, bytes) = self.sign(false, self.next_seq - 1, &self.head);
+        let (path, _, file) = self.open_segment()?;
+        file.write_all(&bytes)
+            .and_then(|()| file.sync_data())
+            .map_err(io_error(&path))?;
+        self.segment_len += bytes.len() as u64;
+        self.since_checkpoint = 0;
+        self.last_signed = Some(signed.clone());
+        self.publish(signed)
+    }
+
+    /// Makes `signed` the head file (atomically), logs it, and serves it from `Ledger::head`:
+    /// whoever keeps these can later tell a rolled-back ledger (`verify --expect-head`).
+    fn publish(&mut self, signed: SignedHead) -> Result<(), LedgerError> {
+        let bytes = checkpoint_line(&signed);
+        let head_path = self.dir.join(HEAD_FILE);
+        warrant_files::write_atomically(&head_path, &bytes).map_err(io_error(&head_path))?;
+        let span = tracing::info_span!("ledger.checkpoint");
+        span.in_scope(|| {
+            tracing::info!(
+                seq = signed.checkpoint.seq,
+                head = %signed.checkpoint.head,
+                key_id = %signed.checkpoint.key_id,
+                signature = %signed.signature,
+                "ledger head: keep SEQ:HEAD to detect a rollback with `warrant log verify --expect-head`"
+            );
+        });
+        if let Ok(mut published) = self.published.lock() {
+            *published = Some(signed);
+        }
+        self.last_checkpoint = Instant::now();
+        Ok(())
+    }
+}
