@@ -555,13 +555,86 @@ impl Settings {
 
     /// Fills in the built-in defaults and checks the values.
     pub fn resolve(self) -> Result<Config, ConfigError> {
+        let engine = self.engine_settings();
+        let connections = self.connection_limits();
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("data"));
+        let ledger = self.ledger_settings(&data_dir)?;
+        let max_validity_hours = self.approval_max_validity_hours.unwrap_or(720);
+        let (tls, allowed_callers) = self.tls_settings()?;
+        let ext_authz = ExtAuthz::new(&self.ext_authz.clone().unwrap_or_default())?;
+        let shared_store = self.shared_store()?;
+        self.check_replica_id()?;
+        let rules = self.rules(max_validity_hours);
+        let plaintext_beyond_loopback = self.plaintext_beyond_loopback.unwrap_or(false);
+        let config = Config {
+            shared_store,
+            replica_id: self.replica_id.clone(),
+            ledger,
+            admin_listen: self
+                .admin_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50052))),
+            admin_token: self.admin_token.clone().filter(|t| !t.0.is_empty()),
+            data_dir,
+            store_cache_bytes: self
+                .store_cache_bytes
+                .unwrap_or(warrant_store::DEFAULT_CACHE_BYTES),
+            ext_authz,
+            shadow_policies: self.shadow_policies.clone(),
+            authzen_listen: self
+                .authzen_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            authzen_base_url: self.authzen_base_url.clone(),
+            authzen_token: self.authzen_token.clone().filter(|t| !t.0.is_empty()),
+            authzen_answer_context: self.authzen_answer_context.unwrap_or_default(),
+            authzen_access_request_window: Duration::from_secs(
+                self.authzen_access_request_window_seconds.unwrap_or(600),
+            ),
+            approval_request_webhook: self
+                .approval_request_webhook
+                .clone()
+                .filter(|url| !url.is_empty())
+                .map(|url| WebhookTarget {
+                    url,
+                    ca: self.approval_request_webhook_ca.clone(),
+                    allow_local: self.approval_request_webhook_allow_local.unwrap_or(false),
+                }),
+            rules,
+            metrics_listen: self
+                .metrics_listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
+            policies: self.policies.unwrap_or_else(|| PathBuf::from("policies")),
+            batch_max_items: self.batch_max_items.unwrap_or(100),
+            max_message_bytes: self.max_message_bytes.unwrap_or(1024 * 1024),
+            request_timeout: Duration::from_millis(self.request_timeout_ms.unwrap_or(1_000)),
+            engine,
+            connections,
+            tls,
+            tls_reload: Duration::from_millis(self.tls_reload_ms.unwrap_or(10_000)),
+            allowed_callers,
+            credentials: self.credentials.clone().unwrap_or_default(),
+        };
+        if config.tls.is_none() && !plaintext_beyond_loopback {
+            check_loopback(&config)?;
+        }
+        check_positive(&config, max_validity_hours)?;
+        Ok(config)
+    }
+
+    /// The engine's settings: how long answers hold, the cache, the request limits.
+    fn engine_settings(&self) -> EngineSettings {
         let defaults = EngineSettings::default();
         let cache_defaults = CacheSettings::default();
         let limit_defaults = RequestLimits::default();
         let millis = |value: Option<u64>, default: i64| {
             value.map_or(default, |v| v.min(i64::MAX as u64) as i64)
         };
-        let engine = EngineSettings {
+        EngineSettings {
             allow_max_age_ms: millis(self.decision_max_age_ms, defaults.allow_max_age_ms),
             deny_max_age_ms: millis(self.deny_max_age_ms, defaults.deny_max_age_ms),
             cache: (!self.no_cache.unwrap_or(false)).then(|| CacheSettings {
@@ -582,11 +655,15 @@ impl Settings {
                 .map_or(defaults.approval_max_validity_ms, |hours| {
                     hours.saturating_mul(3_600_000).min(i64::MAX as u64) as i64
                 }),
-        };
+        }
+    }
+
+    /// The bounds every listener keeps on its connections.
+    fn connection_limits(&self) -> ConnectionLimits {
         let connection_defaults = ConnectionLimits::default();
         let ms =
             |value: Option<u64>, default: Duration| value.map_or(default, Duration::from_millis);
-        let connections = ConnectionLimits {
+        ConnectionLimits {
             max_connections: self
                 .max_connections
                 .unwrap_or(connection_defaults.max_connections),
@@ -596,11 +673,11 @@ impl Settings {
                 connection_defaults.header_read_timeout,
             ),
             http2_keepalive: ms(self.http2_keepalive_ms, connection_defaults.http2_keepalive),
-        };
-        let data_dir = self
-            .data_dir
-            .clone()
-            .unwrap_or_else(|| PathBuf::from("data"));
+        }
+    }
+
+    /// The ledger's settings (`None` with the ledger off), in `data_dir`.
+    fn ledger_settings(&self, data_dir: &Path) -> Result<Option<LedgerSettings>, ConfigError> {
         let mode = self.ledger.unwrap_or(LedgerMode::Durable);
         let limited = self.ledger_retain_hours.is_some() || self.ledger_retain_bytes.is_some();
         let retention = match (&self.ledger_archive_dir, limited) {
@@ -637,7 +714,11 @@ impl Settings {
             signing_key: self.ledger_signing_key.clone(),
             retention,
         });
-        let max_validity_hours = self.approval_max_validity_hours.unwrap_or(720);
+        Ok(ledger)
+    }
+
+    /// The listeners' certificate and key (if any) and the callers they accept.
+    fn tls_settings(&self) -> Result<(Option<crate::tls::TlsFiles>, ListenerCallers), ConfigError> {
         let tls = match (&self.tls_cert, &self.tls_key) {
             (Some(cert), Some(key)) => Some(crate::tls::TlsFiles {
                 cert: cert.clone(),
@@ -658,8 +739,11 @@ impl Settings {
                 "needs tls_client_ca: callers are known by their certificates",
             ));
         }
-        let ext_authz = ExtAuthz::new(&self.ext_authz.clone().unwrap_or_default())?;
-        let shared_store = self.shared_store()?;
+        Ok((tls, allowed_callers))
+    }
+
+    /// A replica id, if set, is 1 to 64 letters, digits, '-', '_' or '.'.
+    fn check_replica_id(&self) -> Result<(), ConfigError> {
         if let Some(id) = &self.replica_id
             && (id.is_empty()
                 || id.len() > 64
@@ -672,183 +756,146 @@ impl Settings {
                 "1 to 64 letters, digits, '-', '_' or '.'",
             ));
         }
-        let config = Config {
-            shared_store,
-            replica_id: self.replica_id.clone(),
-            ledger,
-            admin_listen: self
-                .admin_listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50052))),
-            admin_token: self.admin_token.clone().filter(|t| !t.0.is_empty()),
-            data_dir,
-            store_cache_bytes: self
-                .store_cache_bytes
-                .unwrap_or(warrant_store::DEFAULT_CACHE_BYTES),
-            ext_authz,
-            shadow_policies: self.shadow_policies.clone(),
-            authzen_listen: self
-                .authzen_listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
-            authzen_base_url: self.authzen_base_url.clone(),
-            authzen_token: self.authzen_token.clone().filter(|t| !t.0.is_empty()),
-            authzen_answer_context: self.authzen_answer_context.unwrap_or_default(),
-            authzen_access_request_window: Duration::from_secs(
-                self.authzen_access_request_window_seconds.unwrap_or(600),
-            ),
-            approval_request_webhook: self
-                .approval_request_webhook
-                .clone()
-                .filter(|url| !url.is_empty())
-                .map(|url| WebhookTarget {
-                    url,
-                    ca: self.approval_request_webhook_ca.clone(),
-                    allow_local: self.approval_request_webhook_allow_local.unwrap_or(false),
-                }),
-            rules: Rules {
-                approval_max_validity_ms: max_validity_hours
-                    .saturating_mul(3_600_000)
-                    .min(i64::MAX as u64) as i64,
-                max_import_bytes: self
-                    .max_import_bytes
-                    .unwrap_or(Rules::default().max_import_bytes),
-                approval_request_ttl_ms: self
-                    .approval_request_ttl_seconds
-                    .map_or(Rules::default().approval_request_ttl_ms, |seconds| {
-                        seconds.saturating_mul(1000).min(i64::MAX as u64) as i64
-                    }),
-                max_pending_requests_per_identity: self
-                    .approval_requests_max_pending
-                    .map_or(Rules::default().max_pending_requests_per_identity, |n| {
-                        usize::try_from(n).unwrap_or(usize::MAX)
-                    }),
-                owner_may_approve: self
-                    .owner_may_approve
-                    .unwrap_or(Rules::default().owner_may_approve),
-                require_authenticated_approver: self
-                    .require_authenticated_approver
-                    .unwrap_or(Rules::default().require_authenticated_approver),
-                facts_cache_bytes: self
-                    .facts_cache_bytes
-                    .unwrap_or(Rules::default().facts_cache_bytes),
-            },
-            metrics_listen: self
-                .metrics_listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9464))),
-            listen: self
-                .listen
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
-            policies: self.policies.unwrap_or_else(|| PathBuf::from("policies")),
-            batch_max_items: self.batch_max_items.unwrap_or(100),
-            max_message_bytes: self.max_message_bytes.unwrap_or(1024 * 1024),
-            request_timeout: Duration::from_millis(self.request_timeout_ms.unwrap_or(1_000)),
-            engine,
-            connections,
-            tls,
-            tls_reload: Duration::from_millis(self.tls_reload_ms.unwrap_or(10_000)),
-            allowed_callers,
-            credentials: self.credentials.clone().unwrap_or_default(),
-        };
-        if config.tls.is_none() && !self.plaintext_beyond_loopback.unwrap_or(false) {
-            let listeners = [
-                ("listen", config.listen),
-                ("admin_listen", config.admin_listen),
-                ("authzen_listen", config.authzen_listen),
-                ("metrics_listen", config.metrics_listen),
-            ];
-            for (setting, address) in listeners {
-                if !address.ip().is_loopback() {
-                    return Err(invalid(
-                        setting,
-                        &format!(
-                            "{address} is not a loopback address: serve it with TLS (tls_cert, \
-                             tls_key) or set plaintext_beyond_loopback"
-                        ),
-                    ));
-                }
-            }
-        }
-        let positive = [
-            ("batch_max_items", config.batch_max_items as u128),
-            ("max_message_bytes", config.max_message_bytes as u128),
-            ("request_timeout_ms", config.request_timeout.as_millis()),
-            ("tls_reload_ms", config.tls_reload.as_millis()),
-            (
-                "max_name_bytes",
-                config.engine.limits.max_name_bytes as u128,
-            ),
-            (
-                "max_context_bytes",
-                config.engine.limits.max_context_bytes as u128,
-            ),
-            (
-                "max_context_depth",
-                config.engine.limits.max_context_depth as u128,
-            ),
-            (
-                "max_connections",
-                config.connections.max_connections as u128,
-            ),
-            (
-                "idle_timeout_ms",
-                config.connections.idle_timeout.as_millis(),
-            ),
-            (
-                "header_read_timeout_ms",
-                config.connections.header_read_timeout.as_millis(),
-            ),
-            (
-                "http2_keepalive_ms",
-                config.connections.http2_keepalive.as_millis(),
-            ),
-            (
-                "decision_max_age_ms",
-                config.engine.allow_max_age_ms as u128,
-            ),
-            ("deny_max_age_ms", config.engine.deny_max_age_ms as u128),
-            (
-                "approval_max_validity_hours",
-                u128::from(max_validity_hours),
-            ),
-            (
-                "max_import_bytes",
-                u128::from(config.rules.max_import_bytes),
-            ),
-            (
-                "facts_cache_bytes",
-                u128::from(config.rules.facts_cache_bytes),
-            ),
-            ("store_cache_bytes", u128::from(config.store_cache_bytes)),
-            (
-                "approval_request_ttl_seconds",
-                config.rules.approval_request_ttl_ms as u128,
-            ),
-            (
-                "approval_requests_max_pending",
-                config.rules.max_pending_requests_per_identity as u128,
-            ),
-            (
-                "authzen_access_request_window_seconds",
-                config.authzen_access_request_window.as_secs() as u128,
-            ),
-            (
-                "cache_max_entries",
-                config.engine.cache.map_or(1, |c| c.max_entries) as u128,
-            ),
-            (
-                "cache_max_bytes",
-                config.engine.cache.map_or(1, |c| c.max_bytes) as u128,
-            ),
-        ];
-        for (setting, value) in positive {
-            if value == 0 {
-                return Err(ConfigError::Invalid {
-                    setting,
-                    message: "must be greater than zero".to_owned(),
-                });
-            }
-        }
-        Ok(config)
+        Ok(())
     }
+
+    /// The control plane's rules for grants, imports and approval requests.
+    fn rules(&self, max_validity_hours: u64) -> Rules {
+        Rules {
+            approval_max_validity_ms: max_validity_hours
+                .saturating_mul(3_600_000)
+                .min(i64::MAX as u64) as i64,
+            max_import_bytes: self
+                .max_import_bytes
+                .unwrap_or(Rules::default().max_import_bytes),
+            approval_request_ttl_ms: self
+                .approval_request_ttl_seconds
+                .map_or(Rules::default().approval_request_ttl_ms, |seconds| {
+                    seconds.saturating_mul(1000).min(i64::MAX as u64) as i64
+                }),
+            max_pending_requests_per_identity: self
+                .approval_requests_max_pending
+                .map_or(Rules::default().max_pending_requests_per_identity, |n| {
+                    usize::try_from(n).unwrap_or(usize::MAX)
+                }),
+            owner_may_approve: self
+                .owner_may_approve
+                .unwrap_or(Rules::default().owner_may_approve),
+            require_authenticated_approver: self
+                .require_authenticated_approver
+                .unwrap_or(Rules::default().require_authenticated_approver),
+            facts_cache_bytes: self
+                .facts_cache_bytes
+                .unwrap_or(Rules::default().facts_cache_bytes),
+        }
+    }
+}
+
+/// Every listener is on a loopback address (what serving without TLS needs).
+fn check_loopback(config: &Config) -> Result<(), ConfigError> {
+    let listeners = [
+        ("listen", config.listen),
+        ("admin_listen", config.admin_listen),
+        ("authzen_listen", config.authzen_listen),
+        ("metrics_listen", config.metrics_listen),
+    ];
+    for (setting, address) in listeners {
+        if !address.ip().is_loopback() {
+            return Err(invalid(
+                setting,
+                &format!(
+                    "{address} is not a loopback address: serve it with TLS (tls_cert, \
+                     tls_key) or set plaintext_beyond_loopback"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Every count, size and duration is greater than zero.
+fn check_positive(config: &Config, max_validity_hours: u64) -> Result<(), ConfigError> {
+    let positive = [
+        ("batch_max_items", config.batch_max_items as u128),
+        ("max_message_bytes", config.max_message_bytes as u128),
+        ("request_timeout_ms", config.request_timeout.as_millis()),
+        ("tls_reload_ms", config.tls_reload.as_millis()),
+        (
+            "max_name_bytes",
+            config.engine.limits.max_name_bytes as u128,
+        ),
+        (
+            "max_context_bytes",
+            config.engine.limits.max_context_bytes as u128,
+        ),
+        (
+            "max_context_depth",
+            config.engine.limits.max_context_depth as u128,
+        ),
+        (
+            "max_connections",
+            config.connections.max_connections as u128,
+        ),
+        (
+            "idle_timeout_ms",
+            config.connections.idle_timeout.as_millis(),
+        ),
+        (
+            "header_read_timeout_ms",
+            config.connections.header_read_timeout.as_millis(),
+        ),
+        (
+            "http2_keepalive_ms",
+            config.connections.http2_keepalive.as_millis(),
+        ),
+        (
+            "decision_max_age_ms",
+            config.engine.allow_max_age_ms as u128,
+        ),
+        ("deny_max_age_ms", config.engine.deny_max_age_ms as u128),
+        (
+            "approval_max_validity_hours",
+            u128::from(max_validity_hours),
+        ),
+        (
+            "max_import_bytes",
+            u128::from(config.rules.max_import_bytes),
+        ),
+        (
+            "facts_cache_bytes",
+            u128::from(config.rules.facts_cache_bytes),
+        ),
+        ("store_cache_bytes", u128::from(config.store_cache_bytes)),
+        (
+            "approval_request_ttl_seconds",
+            config.rules.approval_request_ttl_ms as u128,
+        ),
+        (
+            "approval_requests_max_pending",
+            config.rules.max_pending_requests_per_identity as u128,
+        ),
+        (
+            "authzen_access_request_window_seconds",
+            config.authzen_access_request_window.as_secs() as u128,
+        ),
+        (
+            "cache_max_entries",
+            config.engine.cache.map_or(1, |c| c.max_entries) as u128,
+        ),
+        (
+            "cache_max_bytes",
+            config.engine.cache.map_or(1, |c| c.max_bytes) as u128,
+        ),
+    ];
+    for (setting, value) in positive {
+        if value == 0 {
+            return Err(ConfigError::Invalid {
+                setting,
+                message: "must be greater than zero".to_owned(),
+            });
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

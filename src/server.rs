@@ -27,7 +27,6 @@ use crate::observability::metrics::{Metrics, metrics_router};
 use crate::proto;
 use warrant_domain::clock::SystemClock;
 use warrant_engine::engine::Snapshot;
-use warrant_facts::Facts;
 use warrant_ledger::Ledger;
 use warrant_policy::PolicySnapshot;
 use warrant_store::LiveStore;
@@ -74,7 +73,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
 /// Loads the policy directory: schema, policies (strictly validated) and facts.
 pub fn load_snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
     let policies = PolicySnapshot::load(dir)?;
-    let facts = Facts::load(dir, policies.schema())?;
+    let facts = warrant_store::facts::load(dir, policies.schema())?;
     Ok(Snapshot {
         policies: Arc::new(policies),
         facts: Arc::new(facts),
@@ -87,12 +86,325 @@ pub async fn serve(
     on_bound: impl FnOnce(Bound),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = LiveStore::open_with_cache(&config.data_dir, config.store_cache_bytes)?;
     let replica_id = replica_id(config.replica_id.as_deref(), &config.data_dir)?;
-    let replication = match &config.shared_store {
+    let control = open_control(&config, &replica_id)?;
+    let engine = Arc::clone(control.engine());
+    let snapshot = engine.snapshot();
+    // Kept alive while serving; dropping it stops the watching.
+    let _watcher = match control.watch() {
+        Ok(watcher) => Some(watcher),
+        Err(error) => {
+            tracing::warn!(%error, "cannot watch the policy folder; reload with ReloadPolicies");
+            None
+        }
+    };
+    log_loaded(&config, &control, &snapshot);
+    let ledger = open_ledger(&config, &replica_id)?;
+    if let Some(ledger) = &ledger {
+        control.set_ledger(Arc::clone(ledger));
+    }
+    // SERVING once policies, facts and the ledger are loaded; NOT_SERVING if the ledger fails.
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in HEALTH_NAMES {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    let metrics = Arc::new(Metrics::default());
+    if let Some(target) = &config.approval_request_webhook {
+        let webhook = start_webhook(target)?;
+        control.set_webhook(Arc::clone(&webhook));
+        metrics.set_webhook(webhook);
+    }
+    let (metrics_listener, metrics_bound) = bind(config.metrics_listen, "for metrics on").await?;
+    let metrics_routes = metrics_router(Arc::clone(&metrics), Arc::clone(&control), ledger.clone());
+    let ledger_at_exit = ledger.clone();
+    let decider = Arc::new(Decider::new(
+        engine,
+        ledger.clone(),
+        health,
+        Arc::clone(&metrics),
+    ));
+    tokio::spawn(Arc::clone(&decider).follow_freshness(std::time::Duration::from_millis(100)));
+    let (admin_router, admin_token_file) =
+        admin_router(&config, &control, &metrics, &decider, ledger.as_ref())?;
+    let authzen = authzen_router(&config, &control, &decider, ledger);
+    let check_router = check_router(
+        &config,
+        &control,
+        &decider,
+        tonic::transport::Server::builder().add_service(health_service),
+    )?;
+    let (admin_listener, admin_bound) = bind(config.admin_listen, "for admin calls on").await?;
+    tracing::info!(%admin_bound, token_file = ?admin_token_file, "serving warrant.v1.Admin");
+    tracing::info!(%metrics_bound, "serving Prometheus metrics at /metrics");
+    let (authzen_listener, authzen_bound) = bind(config.authzen_listen, "for AuthZEN on").await?;
+    tracing::info!(%authzen_bound, token_required = config.authzen_token.is_some(), "serving the AuthZEN Authorization API");
+    let (listener, bound) = bind(config.listen, "on").await?;
+    tracing::info!(
+        %bound,
+        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
+        "serving warrant.v1.Authorizer"
+    );
+    on_bound(Bound {
+        check: bound,
+        admin: admin_bound,
+        metrics: metrics_bound,
+        authzen: authzen_bound,
+        admin_token_file,
+    });
+    // On shutdown, calls in flight get `SHUTDOWN_GRACE` to finish; connections a client keeps
+    // open (gateways do) do not hold the process past it. One token stops every listener.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let on_shutdown = stop.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        on_shutdown.cancel();
+    });
+    let limits = config.connections;
+    let counters = &metrics.listeners;
+    if let Some(credentials) = control.credentials() {
+        credentials.watch_files(
+            std::time::Duration::from_millis(config.credentials.jwks_file_poll_ms),
+            stop.clone(),
+        );
+    }
+    let tls = server_tls(&config, &metrics, &stop)?;
+    let security =
+        |listener: &'static str, allowed: &crate::tls::AllowedCallers| listeners::Security {
+            listener,
+            tls: tls.clone(),
+            allowed: allowed.clone(),
+        };
+    let callers = &config.allowed_callers;
+    let admin_task = tokio::spawn(serve_admin(
+        admin_router,
+        listeners::incoming(listeners::accept(
+            admin_listener,
+            limits,
+            Arc::clone(&counters.admin),
+            security("admin", &callers.admin),
+            stop.clone(),
+        )),
+        stop.clone(),
+    ));
+    let authzen_task = tokio::spawn(serve_http(
+        authzen_listener,
+        authzen,
+        limits,
+        Arc::clone(&counters.authzen),
+        security("authzen", &callers.authzen),
+        stop.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    let metrics_task = tokio::spawn(serve_http(
+        metrics_listener,
+        metrics_routes,
+        limits,
+        Arc::clone(&counters.metrics),
+        security("metrics", &callers.metrics),
+        stop.clone(),
+        SHUTDOWN_GRACE,
+    ));
+    // The server's time limit for a call is applied by `Edge` around each decision service,
+    // which answers (and records) a time-out as Warrant's own refusal.
+    let serving = check_router.serve_with_incoming_shutdown(
+        listeners::incoming(listeners::accept(
+            listener,
+            limits,
+            Arc::clone(&counters.check),
+            security("check", &callers.check),
+            stop.clone(),
+        )),
+        stop.clone().cancelled_owned(),
+    );
+    tokio::select! {
+        served = serving => served.context("gRPC server failed")?,
+        () = async { stop.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
+            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway");
+        }
+    }
+    stop.cancel();
+    shut_down([admin_task, authzen_task, metrics_task], ledger_at_exit).await;
+    Ok(())
+}
+
+/// A listener on `address` and the address it bound; `what` says what for should it fail.
+async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, SocketAddr)> {
+    let listener = TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen {what} {address}"))?;
+    let bound = listener.local_addr()?;
+    Ok((listener, bound))
+}
+
+/// Gives the other listeners `SHUTDOWN_GRACE` to stop, then seals the ledger.
+async fn shut_down(listeners: [tokio::task::JoinHandle<()>; 3], ledger: Option<Arc<Ledger>>) {
+    for listener in listeners {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, listener).await;
+    }
+    if let Some(ledger) = ledger {
+        match ledger.seal().await {
+            Ok(()) => tracing::info!("ledger sealed"),
+            Err(error) => tracing::error!(%error, "could not seal the ledger at shutdown"),
+        }
+    }
+    tracing::info!("shut down");
+}
+
+/// The admin listener's services: Admin and, with a ledger, DecisionLog, behind the admin token
+/// (and where its file is, if Warrant made it). Keepalive pings: a `TailDecisions` stream on a
+/// quiet server sends nothing for minutes, and must not be closed as idle.
+fn admin_router(
+    config: &Config,
+    control: &Arc<Control>,
+    metrics: &Arc<Metrics>,
+    decider: &Arc<Decider>,
+    ledger: Option<&Arc<Ledger>>,
+) -> anyhow::Result<(tonic::transport::server::Router, Option<std::path::PathBuf>)> {
+    let (token, admin_token_file) = admin_token(
+        config.admin_token.as_ref().map(|t| t.0.as_str()),
+        &config.data_dir,
+    )?;
+    let bearer = BearerToken::new(token, Arc::clone(metrics));
+    let page_tokens = crate::api::page_token::PageTokens::open(&config.data_dir)?;
+    let admin = proto::admin_server::AdminServer::with_interceptor(
+        AdminService::new(
+            Arc::clone(control),
+            Arc::clone(metrics),
+            page_tokens.clone(),
+        ),
+        bearer.clone(),
+    );
+    let decision_log = ledger.map(|ledger| {
+        proto::decision_log_server::DecisionLogServer::with_interceptor(
+            DecisionLogService::new(Arc::clone(ledger), Arc::clone(decider), page_tokens),
+            bearer,
+        )
+    });
+    let limits = config.connections;
+    let router = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(limits.http2_keepalive))
+        .http2_keepalive_timeout(Some(limits.http2_keepalive))
+        .add_service(admin)
+        .add_optional_service(decision_log);
+    Ok((router, admin_token_file))
+}
+
+/// The AuthZEN listener's routes. Its access request endpoints resolve denials in the ledger:
+/// none without it.
+fn authzen_router(
+    config: &Config,
+    control: &Arc<Control>,
+    decider: &Arc<Decider>,
+    ledger: Option<Arc<Ledger>>,
+) -> axum::Router {
+    let access_requests = ledger.map(|ledger| {
+        authzen::access_request::AccessRequests::new(
+            Arc::clone(control),
+            ledger,
+            config.authzen_access_request_window,
+        )
+    });
+    authzen::router(
+        Arc::new(AuthZen::new(
+            Arc::clone(decider),
+            config.authzen_token.as_ref().map(|t| t.0.clone()),
+            config.authzen_base_url.clone(),
+            config.batch_max_items,
+            config.authzen_answer_context,
+            access_requests,
+        )),
+        config.max_message_bytes,
+    )
+}
+
+/// The Check listener's services after health (in `router`): Authorizer and Envoy's
+/// Authorization, each inside `Edge` (which applies the time limit and answers, and records, a
+/// time-out as Warrant's own refusal), and reflection listing exactly those.
+fn check_router(
+    config: &Config,
+    control: &Arc<Control>,
+    decider: &Arc<Decider>,
+    router: tonic::transport::server::Router,
+) -> anyhow::Result<tonic::transport::server::Router> {
+    let authorizer = Edge::authorizer(
+        proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
+            Arc::clone(decider),
+            Arc::clone(control),
+            config.batch_max_items,
+        ))
+        .max_decoding_message_size(config.max_message_bytes),
+        Arc::clone(decider),
+        config.request_timeout,
+    );
+    match config.ext_authz.route_count() {
+        0 => tracing::info!(
+            "ext_authz has no routes: every ext_authz Check is denied (warrant:no-route); \
+             routes are set in the configuration file"
+        ),
+        routes => tracing::info!(routes, "serving envoy.service.auth.v3.Authorization"),
+    }
+    let ext_authz = Edge::ext_authz(
+        AuthorizationServer::new(ExtAuthzService::new(
+            Arc::clone(decider),
+            Arc::new(config.ext_authz.clone()),
+        ))
+        .max_decoding_message_size(config.max_message_bytes),
+        Arc::clone(decider),
+        config.request_timeout,
+    );
+    let (reflection_v1, reflection_v1alpha) = reflection()?;
+
+    Ok(router
+        .add_service(authorizer)
+        .add_service(ext_authz)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha))
+}
+
+/// The live store, a fleet's shared database if one is configured, the issuers, and the control
+/// plane on them (caught up with the fleet and following it).
+fn open_control(config: &Config, replica_id: &str) -> anyhow::Result<Arc<Control>> {
+    let store = Arc::new(LiveStore::open_with_cache(
+        &config.data_dir,
+        config.store_cache_bytes,
+    )?);
+    let replication = replication(config, replica_id)?;
+    let credentials = credentials(config, replication.as_ref(), &store)?;
+    let mut control = Control::open(
+        &config.policies,
+        Arc::clone(&store),
+        Arc::new(SystemClock),
+        config.engine,
+        config.rules,
+        replication,
+        credentials,
+    )?;
+    if let Some(dir) = &config.shadow_policies {
+        control = control.with_shadow(dir)?;
+    }
+    let control = Arc::new(control);
+    if control.replication().is_some() {
+        let caught_up = control.catch_up()?;
+        tracing::info!(
+            changes = caught_up,
+            "caught up with the shared database's change log"
+        );
+        control.follow();
+    }
+    Ok(control)
+}
+
+/// A replica's connection to the fleet's shared database, if one is configured.
+fn replication(
+    config: &Config,
+    replica_id: &str,
+) -> anyhow::Result<Option<crate::control::replica::Replication>> {
+    Ok(match &config.shared_store {
         Some(shared) => {
             let mut settings = shared.settings.clone();
-            settings.replica = replica_id.clone();
+            settings.replica = replica_id.to_owned();
             let postgres = warrant_fleet::Postgres::connect(settings).with_context(|| {
                 format!(
                     "cannot use the shared database {}",
@@ -117,50 +429,35 @@ pub async fn serve(
             })
         }
         None => None,
+    })
+}
+
+/// The issuers whose credentials requests may carry, if any are configured. A fleet remembers
+/// single-use tokens in the shared database: a replay through another replica is one too.
+fn credentials(
+    config: &Config,
+    replication: Option<&crate::control::replica::Replication>,
+    store: &Arc<LiveStore>,
+) -> anyhow::Result<Option<Arc<crate::credentials::Credentials>>> {
+    if config.credentials.issuers.is_empty() && config.credentials.required_for.is_empty() {
+        return Ok(None);
+    }
+    let credentials = crate::credentials::Credentials::new(&config.credentials)?;
+    let seen: Arc<dyn warrant_domain::ports::SeenTokens> = match replication {
+        Some(replication) => Arc::clone(&replication.postgres) as _,
+        None => Arc::clone(store) as _,
     };
-    let store = Arc::new(store);
-    let credentials =
-        if config.credentials.issuers.is_empty() && config.credentials.required_for.is_empty() {
-            None
-        } else {
-            let credentials = crate::credentials::Credentials::new(&config.credentials)?;
-            // A fleet remembers single-use tokens in the shared database: a replay through another
-            // replica is one too.
-            let seen: Arc<dyn warrant_domain::ports::SeenTokens> = match &replication {
-                Some(replication) => Arc::clone(&replication.postgres) as _,
-                None => Arc::clone(&store) as _,
-            };
-            credentials.remember_in(seen);
-            tracing::info!(
-                issuers = config.credentials.issuers.len(),
-                required_for = ?config.credentials.required_for,
-                "requests' credentials are verified"
-            );
-            Some(Arc::new(credentials))
-        };
-    let mut control = Control::open(
-        &config.policies,
-        store,
-        Arc::new(SystemClock),
-        config.engine,
-        config.rules,
-        replication,
-        credentials,
-    )?;
-    if let Some(dir) = &config.shadow_policies {
-        control = control.with_shadow(dir)?;
-    }
-    let control = Arc::new(control);
-    if control.replication().is_some() {
-        let caught_up = control.catch_up()?;
-        tracing::info!(
-            changes = caught_up,
-            "caught up with the shared database's change log"
-        );
-        control.follow();
-    }
-    let engine = Arc::clone(control.engine());
-    let snapshot = engine.snapshot();
+    credentials.remember_in(seen);
+    tracing::info!(
+        issuers = config.credentials.issuers.len(),
+        required_for = ?config.credentials.required_for,
+        "requests' credentials are verified"
+    );
+    Ok(Some(Arc::new(credentials)))
+}
+
+/// Says what was loaded, how long decisions hold and whether they are cached.
+fn log_loaded(config: &Config, control: &Control, snapshot: &Snapshot) {
     tracing::info!(
         policies = snapshot.policies.policy_count(),
         policy_version = %snapshot.policies.version(),
@@ -171,14 +468,6 @@ pub async fn serve(
         "policies and facts loaded from {}",
         config.policies.display()
     );
-    // Kept alive while serving; dropping it stops the watching.
-    let _watcher = match control.watch() {
-        Ok(watcher) => Some(watcher),
-        Err(error) => {
-            tracing::warn!(%error, "cannot watch the policy folder; reload with ReloadPolicies");
-            None
-        }
-    };
     if snapshot.policies.time_use().arithmetic {
         tracing::warn!(
             "a policy does arithmetic on datetimes (offset, toTime, ...): its decisions can change \
@@ -195,11 +484,14 @@ pub async fn serve(
         ),
         None => tracing::info!("decision cache off"),
     }
+}
 
-    let ledger = match &config.ledger {
+/// The ledger, unless it is off.
+fn open_ledger(config: &Config, replica_id: &str) -> anyhow::Result<Option<Arc<Ledger>>> {
+    Ok(match &config.ledger {
         Some(settings) => {
             let settings = warrant_ledger::LedgerSettings {
-                replica: Some(replica_id.clone()),
+                replica: Some(replica_id.to_owned()),
                 ..settings.clone()
             };
             Some(Arc::new(Ledger::open(&settings)?))
@@ -208,164 +500,37 @@ pub async fn serve(
             tracing::warn!("the ledger is off: decisions leave no provenance record");
             None
         }
-    };
+    })
+}
 
-    if let Some(ledger) = &ledger {
-        control.set_ledger(Arc::clone(ledger));
+/// The webhook approval requests are announced to.
+fn start_webhook(
+    target: &crate::config::WebhookTarget,
+) -> anyhow::Result<Arc<crate::webhook::Webhook>> {
+    let mut url = crate::outbound::Url::new(&target.url, target.ca.as_deref())
+        .map_err(|error| anyhow::anyhow!("approval_request_webhook: {error}"))?;
+    if !target.allow_local {
+        url = url.refusing_local().map_err(|error| {
+            anyhow::anyhow!(
+                "approval_request_webhook: {error} (approval_request_webhook_allow_local \
+                 lets it)"
+            )
+        })?;
     }
-    // SERVING once policies, facts and the ledger are loaded; NOT_SERVING if the ledger fails.
-    let (health, health_service) = tonic_health::server::health_reporter();
-    for name in HEALTH_NAMES {
-        health
-            .set_service_status(name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
-    let metrics = Arc::new(Metrics::default());
-    if let Some(target) = &config.approval_request_webhook {
-        let mut url = crate::outbound::Url::new(&target.url, target.ca.as_deref())
-            .map_err(|error| anyhow::anyhow!("approval_request_webhook: {error}"))?;
-        if !target.allow_local {
-            url = url.refusing_local().map_err(|error| {
-                anyhow::anyhow!(
-                    "approval_request_webhook: {error} (approval_request_webhook_allow_local \
-                     lets it)"
-                )
-            })?;
-        }
-        tracing::info!(
-            url = url.as_str(),
-            "approval requests are announced to a webhook"
-        );
-        let webhook = crate::webhook::Webhook::start(url)?;
-        control.set_webhook(Arc::clone(&webhook));
-        metrics.set_webhook(webhook);
-    }
-    let metrics_listener = TcpListener::bind(config.metrics_listen)
-        .await
-        .with_context(|| format!("cannot listen for metrics on {}", config.metrics_listen))?;
-    let metrics_bound = metrics_listener.local_addr()?;
-    let metrics_routes = metrics_router(Arc::clone(&metrics), Arc::clone(&control), ledger.clone());
-    let (token, admin_token_file) = admin_token(
-        config.admin_token.as_ref().map(|t| t.0.as_str()),
-        &config.data_dir,
-    )?;
-    let bearer = BearerToken::new(token, Arc::clone(&metrics));
-    let page_tokens = crate::api::page_token::PageTokens::open(&config.data_dir)?;
-    let admin = proto::admin_server::AdminServer::with_interceptor(
-        AdminService::new(
-            Arc::clone(&control),
-            Arc::clone(&metrics),
-            page_tokens.clone(),
-        ),
-        bearer.clone(),
-    );
-    let ledger_at_exit = ledger.clone();
-    // The AuthZEN access request endpoints resolve denials in the ledger: none without it.
-    let access_requests = ledger.clone().map(|ledger| {
-        authzen::access_request::AccessRequests::new(
-            Arc::clone(&control),
-            ledger,
-            config.authzen_access_request_window,
-        )
-    });
-    let decider = Arc::new(Decider::new(
-        engine,
-        ledger.clone(),
-        health,
-        Arc::clone(&metrics),
-    ));
-    tokio::spawn(Arc::clone(&decider).follow_freshness(std::time::Duration::from_millis(100)));
-    let decision_log = ledger.map(|ledger| {
-        proto::decision_log_server::DecisionLogServer::with_interceptor(
-            DecisionLogService::new(ledger, Arc::clone(&decider), page_tokens.clone()),
-            bearer,
-        )
-    });
-    let admin_listener = TcpListener::bind(config.admin_listen)
-        .await
-        .with_context(|| format!("cannot listen for admin calls on {}", config.admin_listen))?;
-    let admin_bound = admin_listener.local_addr()?;
-    tracing::info!(%admin_bound, token_file = ?admin_token_file, "serving warrant.v1.Admin");
-    tracing::info!(%metrics_bound, "serving Prometheus metrics at /metrics");
-    let authorizer = Edge::authorizer(
-        proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
-            Arc::clone(&decider),
-            Arc::clone(&control),
-            config.batch_max_items,
-        ))
-        .max_decoding_message_size(config.max_message_bytes),
-        Arc::clone(&decider),
-        config.request_timeout,
-    );
-    match config.ext_authz.route_count() {
-        0 => tracing::info!(
-            "ext_authz has no routes: every ext_authz Check is denied (warrant:no-route); \
-             routes are set in the configuration file"
-        ),
-        routes => tracing::info!(routes, "serving envoy.service.auth.v3.Authorization"),
-    }
-    let authzen_listener = TcpListener::bind(config.authzen_listen)
-        .await
-        .with_context(|| format!("cannot listen for AuthZEN on {}", config.authzen_listen))?;
-    let authzen_bound = authzen_listener.local_addr()?;
-    let authzen = authzen::router(
-        Arc::new(AuthZen::new(
-            Arc::clone(&decider),
-            config.authzen_token.as_ref().map(|t| t.0.clone()),
-            config.authzen_base_url.clone(),
-            config.batch_max_items,
-            config.authzen_answer_context,
-            access_requests,
-        )),
-        config.max_message_bytes,
-    );
-    tracing::info!(%authzen_bound, token_required = config.authzen_token.is_some(), "serving the AuthZEN Authorization API");
-    let ext_authz = Edge::ext_authz(
-        AuthorizationServer::new(ExtAuthzService::new(
-            Arc::clone(&decider),
-            Arc::new(config.ext_authz.clone()),
-        ))
-        .max_decoding_message_size(config.max_message_bytes),
-        Arc::clone(&decider),
-        config.request_timeout,
-    );
-    let (reflection_v1, reflection_v1alpha) = reflection()?;
-
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let bound = listener.local_addr()?;
     tracing::info!(
-        %bound,
-        worker_threads = tokio::runtime::Handle::current().metrics().num_workers(),
-        "serving warrant.v1.Authorizer"
+        url = url.as_str(),
+        "approval requests are announced to a webhook"
     );
-    on_bound(Bound {
-        check: bound,
-        admin: admin_bound,
-        metrics: metrics_bound,
-        authzen: authzen_bound,
-        admin_token_file,
-    });
-    // On shutdown, calls in flight get `SHUTDOWN_GRACE` to finish; connections a client keeps
-    // open (gateways do) do not hold the process past it. One token stops every listener.
-    let stop = tokio_util::sync::CancellationToken::new();
-    tokio::spawn({
-        let stop = stop.clone();
-        async move {
-            shutdown.await;
-            stop.cancel();
-        }
-    });
-    let limits = config.connections;
-    let counters = &metrics.listeners;
-    if let Some(credentials) = control.credentials() {
-        credentials.watch_files(
-            std::time::Duration::from_millis(config.credentials.jwks_file_poll_ms),
-            stop.clone(),
-        );
-    }
-    let tls = match &config.tls {
+    Ok(crate::webhook::Webhook::start(url)?)
+}
+
+/// The listeners' TLS, watched for new files until `stop`, if TLS is configured.
+fn server_tls(
+    config: &Config,
+    metrics: &Metrics,
+    stop: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<Option<Arc<crate::tls::ServerTls>>> {
+    Ok(match &config.tls {
         Some(files) => {
             let tls = crate::tls::ServerTls::load(files.clone())?;
             tls.watch(config.tls_reload, stop.clone());
@@ -379,92 +544,21 @@ pub async fn serve(
             );
             None
         }
-    };
-    let security =
-        |listener: &'static str, allowed: &crate::tls::AllowedCallers| listeners::Security {
-            listener,
-            tls: tls.clone(),
-            allowed: allowed.clone(),
-        };
-    let callers = &config.allowed_callers;
-    let admin_task = tokio::spawn({
-        let incoming = listeners::incoming(listeners::accept(
-            admin_listener,
-            limits,
-            Arc::clone(&counters.admin),
-            security("admin", &callers.admin),
-            stop.clone(),
-        ));
-        let stop = stop.clone();
-        async move {
-            // Keepalive pings here: a `TailDecisions` stream on a quiet server sends nothing for
-            // minutes, and must not be closed as idle.
-            let served = tonic::transport::Server::builder()
-                .http2_keepalive_interval(Some(limits.http2_keepalive))
-                .http2_keepalive_timeout(Some(limits.http2_keepalive))
-                .add_service(admin)
-                .add_optional_service(decision_log)
-                .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
-                .await;
-            if let Err(error) = served {
-                tracing::error!(%error, "the admin listener failed");
-            }
-        }
-    });
-    let authzen_task = tokio::spawn(serve_http(
-        authzen_listener,
-        authzen,
-        limits,
-        Arc::clone(&counters.authzen),
-        security("authzen", &callers.authzen),
-        stop.clone(),
-        SHUTDOWN_GRACE,
-    ));
-    let metrics_task = tokio::spawn(serve_http(
-        metrics_listener,
-        metrics_routes,
-        limits,
-        Arc::clone(&counters.metrics),
-        security("metrics", &callers.metrics),
-        stop.clone(),
-        SHUTDOWN_GRACE,
-    ));
-    // The server's time limit for a call is applied by `Edge` around each decision service,
-    // which answers (and records) a time-out as Warrant's own refusal.
-    let serving = tonic::transport::Server::builder()
-        .add_service(health_service)
-        .add_service(authorizer)
-        .add_service(ext_authz)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .serve_with_incoming_shutdown(
-            listeners::incoming(listeners::accept(
-                listener,
-                limits,
-                Arc::clone(&counters.check),
-                security("check", &callers.check),
-                stop.clone(),
-            )),
-            stop.clone().cancelled_owned(),
-        );
-    tokio::select! {
-        served = serving => served.context("gRPC server failed")?,
-        () = async { stop.cancelled().await; tokio::time::sleep(SHUTDOWN_GRACE).await } => {
-            tracing::warn!("connections still open after {SHUTDOWN_GRACE:?}; stopping anyway");
-        }
+    })
+}
+
+/// Serves the admin listener's `router` on `incoming` until `stop`.
+async fn serve_admin(
+    router: tonic::transport::server::Router,
+    incoming: tokio_stream::wrappers::ReceiverStream<std::io::Result<listeners::Stream>>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    if let Err(error) = router
+        .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+        .await
+    {
+        tracing::error!(%error, "the admin listener failed");
     }
-    stop.cancel();
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, admin_task).await;
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, authzen_task).await;
-    let _ = tokio::time::timeout(SHUTDOWN_GRACE, metrics_task).await;
-    if let Some(ledger) = ledger_at_exit {
-        match ledger.seal().await {
-            Ok(()) => tracing::info!("ledger sealed"),
-            Err(error) => tracing::error!(%error, "could not seal the ledger at shutdown"),
-        }
-    }
-    tracing::info!("shut down");
-    Ok(())
 }
 
 /// Reflection (v1, and v1alpha for the clients that still ask it) listing exactly what the

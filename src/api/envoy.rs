@@ -152,6 +152,29 @@ pub struct ExtAuthzService {
     mapping: Arc<ExtAuthz>,
 }
 
+/// What the route says of the resource: decided on only if the facts do not hold it and its
+/// type is `@described_by_caller`.
+fn resource_description(
+    target: &crate::api::routes::Target,
+    headers: &HashMap<String, String>,
+) -> Option<ResourceDescription> {
+    let described = !target.attributes.is_empty() || !target.parents.is_empty();
+    described.then(|| ResourceDescription {
+        attributes: target
+            .attributes
+            .iter()
+            .filter_map(|(name, value)| {
+                let text = match value {
+                    AttributeValue::Text(text) => Some(text.clone()),
+                    AttributeValue::Header(header) => headers.get(header).cloned(),
+                };
+                text.map(|text| (name.clone(), ContextValue::String(text)))
+            })
+            .collect(),
+        parents: target.parents.clone(),
+    })
+}
+
 impl ExtAuthzService {
     pub fn new(decider: Arc<Decider>, mapping: Arc<ExtAuthz>) -> Self {
         ExtAuthzService { decider, mapping }
@@ -359,6 +382,41 @@ impl ExtAuthzService {
         readable.action = target.action.clone();
         readable.resource = target.resource.clone();
 
+        let context = self.context(
+            &headers,
+            &attributes.context_extensions,
+            arguments,
+            &http,
+            source.address.as_ref(),
+        );
+        let resource_description = resource_description(&target, &headers);
+        let credential = self.credential(&headers)?;
+        Ok(Some(warrant_domain::CheckRequest {
+            principal,
+            action: target.action,
+            resource: target.resource,
+            context,
+            approval_id: headers
+                .get(&self.mapping.approval_header)
+                .filter(|id| !id.is_empty())
+                .cloned(),
+            request_id: Some(http.id).filter(|id| !id.is_empty()),
+            resource_description,
+            caller_identity: None,
+            credential,
+        }))
+    }
+
+    /// The context Envoy's request gives: mapped headers and context extensions, the MCP
+    /// call's arguments, and the HTTP request itself if asked.
+    fn context(
+        &self,
+        headers: &HashMap<String, String>,
+        extensions: &HashMap<String, String>,
+        arguments: Option<(String, ContextValue)>,
+        http: &envoy_types::pb::envoy::service::auth::v3::attribute_context::HttpRequest,
+        source_address: Option<&envoy_types::pb::envoy::config::core::v3::Address>,
+    ) -> BTreeMap<String, ContextValue> {
         let mut context = BTreeMap::new();
         for (name, key) in &self.mapping.context_headers {
             if let Some(value) = headers.get(name) {
@@ -366,7 +424,7 @@ impl ExtAuthzService {
             }
         }
         for (name, key) in &self.mapping.context_extensions {
-            if let Some(value) = attributes.context_extensions.get(name) {
+            if let Some(value) = extensions.get(name) {
                 context.insert(key.clone(), ContextValue::String(value.clone()));
             }
         }
@@ -384,28 +442,20 @@ impl ExtAuthzService {
                 ("host".to_owned(), ContextValue::String(http.host.clone())),
                 (
                     "source_address".to_owned(),
-                    ContextValue::String(socket_address(source.address.as_ref())),
+                    ContextValue::String(socket_address(source_address)),
                 ),
             ]);
             context.insert(key.clone(), ContextValue::Record(record));
         }
-        // What the route says of the resource: decided on only if the facts do not hold it and
-        // its type is `@described_by_caller`.
-        let described = !target.attributes.is_empty() || !target.parents.is_empty();
-        let resource_description = described.then(|| ResourceDescription {
-            attributes: target
-                .attributes
-                .iter()
-                .filter_map(|(name, value)| {
-                    let text = match value {
-                        AttributeValue::Text(text) => Some(text.clone()),
-                        AttributeValue::Header(header) => headers.get(header).cloned(),
-                    };
-                    text.map(|text| (name.clone(), ContextValue::String(text)))
-                })
-                .collect(),
-            parents: target.parents.clone(),
-        });
+        context
+    }
+
+    /// The credential the configured header carries (`Bearer` or bare), bounded like the
+    /// credential of a Check or an AuthZEN request.
+    fn credential(
+        &self,
+        headers: &HashMap<String, String>,
+    ) -> Result<Option<warrant_domain::Credential>, Refusal> {
         let credential = self
             .mapping
             .credential_header
@@ -431,21 +481,7 @@ impl ExtAuthzService {
                 detail: Some(invalid.to_string()),
             });
         }
-        let credential = credential.map(|token| warrant_domain::Credential(token.to_owned()));
-        Ok(Some(warrant_domain::CheckRequest {
-            principal,
-            action: target.action,
-            resource: target.resource,
-            context,
-            approval_id: headers
-                .get(&self.mapping.approval_header)
-                .filter(|id| !id.is_empty())
-                .cloned(),
-            request_id: Some(http.id).filter(|id| !id.is_empty()),
-            resource_description,
-            caller_identity: None,
-            credential,
-        }))
+        Ok(credential.map(|token| warrant_domain::Credential(token.to_owned())))
     }
 
     /// The principal, in order of trust: the mTLS peer's SPIFFE ID, mapped to an identity by

@@ -12,8 +12,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use warrant_domain::EntityRef;
-use warrant_facts::{ENTITIES_FILE, Facts, load_entities_file, merged};
+use warrant_facts::{ENTITIES_FILE, Facts, load_entities_file};
 use warrant_policy::{PolicyLoadError, PolicySnapshot, Problem};
+use warrant_store::facts::merged;
 
 /// `warrant validate`: schema, policies and facts, strictly. Prints every problem and warning
 /// as `file:line:column: message`, then a summary; exit status 1 on any error.

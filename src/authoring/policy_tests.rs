@@ -15,8 +15,9 @@ use warrant_domain::clock::{ManualClock, UnixMillis};
 use warrant_domain::ports::{Take, Taken, UseCountError, UseCounter};
 use warrant_domain::{CheckRequest, ContextValue, Effect, EntityRef, ResourceDescription};
 use warrant_engine::engine::{Engine, EngineParts, EngineSettings, Snapshot};
-use warrant_facts::{load_entities_file, merged};
+use warrant_facts::load_entities_file;
 use warrant_policy::{PolicyLoadError, PolicySnapshot};
+use warrant_store::facts::merged;
 
 /// The folder of test files in a policy folder.
 pub const TESTS_DIR: &str = "tests";

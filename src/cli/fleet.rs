@@ -111,7 +111,7 @@ fn bundle_files(dir: &Path) -> anyhow::Result<BTreeMap<String, String>> {
 pub fn push(connection: &StoreConnection, dir: &Path) -> anyhow::Result<ExitCode> {
     let policies = warrant_policy::PolicySnapshot::load(dir)
         .map_err(|error| anyhow::anyhow!("{}: {error}", dir.display()))?;
-    warrant_facts::Facts::load(dir, policies.schema())
+    warrant_store::facts::load(dir, policies.schema())
         .map_err(|error| anyhow::anyhow!("{}: {error}", dir.display()))?;
     let files = bundle_files(dir)?;
     // What was read must be what was validated.

@@ -269,7 +269,7 @@ impl Control {
         let mut meta = reason.meta(&current, &policies, self.clock.now())?;
         meta.unchecked = unchecked;
         let schema = policies.schema();
-        let mut writer = current.store().writer(schema).map_err(unavailable)?;
+        let mut writer = self.facts_store.writer(schema).map_err(unavailable)?;
         let mut imported: BTreeMap<String, (usize, EntityUid, LiveEntity)> = BTreeMap::new();
         let mut created = 0;
         for (line, json) in entities {
@@ -425,7 +425,7 @@ impl Control {
         let mut all = Vec::new();
         facts
             .reader()
-            .each_json(|json| {
+            .each_json(&mut |json| {
                 all.push(json);
                 Ok(())
             })

@@ -18,10 +18,9 @@ use warrant_domain::ports::{CredentialVerifier, FactsFreshness, UseCounter};
 use warrant_domain::{APPROVAL_TYPE, Approval, EntityRef, HUMAN_TYPE, Identity, MAX_EXACT_INTEGER};
 use warrant_engine::engine::{Engine, EngineParts, EngineSettings, Snapshot};
 pub use warrant_facts::Origin;
-use warrant_facts::{
-    Facts, FactsError, FactsStore, FactsWriter, check_rules, entities_file_digest,
-};
+use warrant_facts::{Facts, FactsError, entities_file_digest};
 use warrant_policy::PolicySnapshot;
+use warrant_store::facts::{FactsStore, FactsWriter, check_rules};
 use warrant_store::{ChangeMeta, LiveEntity, LiveLink, LiveStore, StoreError};
 
 pub mod approvals;
@@ -156,6 +155,8 @@ struct State {
 pub struct Control {
     engine: Arc<Engine>,
     store: Arc<LiveStore>,
+    /// The facts' tables in the live store's database: every snapshot's facts are read from it.
+    facts_store: Arc<FactsStore>,
     /// The issuers whose credentials requests (and approvers) may present, if any.
     credentials: Option<Arc<Credentials>>,
     /// The policy folder: the one configured, or a pushed bundle's (`replica`).
@@ -205,14 +206,16 @@ impl Control {
             Arc::clone(store.database()),
             rules.facts_cache_bytes,
         )?);
-        let mut facts = Facts::open(&facts_store, folder.schema())?;
+        let mut facts = Facts::open(Arc::clone(&facts_store) as _, folder.schema())?;
         let in_folder = |message: String| {
             anyhow::anyhow!(
                 "{}: the policy folder's facts with the live changes in the data folder: {message}",
                 policies_dir.display()
             )
         };
-        if let Some(writer) = facts_to_sync(&facts, &folder, policies_dir, &store, resync)? {
+        if let Some(writer) =
+            facts_to_sync(&facts, &facts_store, &folder, policies_dir, &store, resync)?
+        {
             if resync {
                 LiveStore::resynced_in(writer.transaction())?;
             }
@@ -266,6 +269,7 @@ impl Control {
         Ok(Control {
             engine: Arc::new(engine),
             store,
+            facts_store,
             credentials,
             policies_dir: std::sync::RwLock::new(policies_dir.to_path_buf()),
             replication,
@@ -417,7 +421,7 @@ impl Control {
         let key = uid.to_string();
         let current = Arc::clone(&self.engine.snapshot().facts);
         let schema = state.policies.schema();
-        let mut writer = current.store().writer(schema).map_err(unavailable)?;
+        let mut writer = self.facts_store.writer(schema).map_err(unavailable)?;
         let applied = match entity.meta.retired_at {
             None => writer.put(entity.entity.clone(), Origin::Live).map(drop),
             Some(_) => writer.remove(uid),
@@ -476,6 +480,7 @@ fn unavailable(error: FactsError) -> ControlError {
 /// revision. Nothing is visible until the writer commits.
 fn facts_to_sync(
     facts: &Facts,
+    facts_store: &FactsStore,
     folder: &PolicySnapshot,
     dir: &Path,
     store: &LiveStore,
@@ -484,8 +489,8 @@ fn facts_to_sync(
     let digest = entities_file_digest(dir)?;
     let reader = facts.reader();
     if !force
-        && reader.file_digest.as_deref() == Some(digest.as_str())
-        && reader.schema_version.as_deref() == Some(folder.schema_version().as_ref())
+        && reader.file_digest() == Some(digest.as_str())
+        && reader.schema_version() == Some(folder.schema_version().as_ref())
     {
         return Ok(None);
     }
@@ -493,13 +498,13 @@ fn facts_to_sync(
     let path = dir.join(warrant_facts::ENTITIES_FILE);
     let path_for_reader = path.clone();
     let schema = folder.schema();
-    let mut writer = facts.store().writer(schema)?;
+    let mut writer = facts_store.writer(schema)?;
     let started = std::time::Instant::now();
     // One thread reads the file, `PREPARERS` check its entities against the schema, and this
     // one writes them (in any order: a put closes ancestors whichever comes first).
     let (preparation_schema, identity_types) = writer.preparation();
     let (to_write, prepared) =
-        std::sync::mpsc::sync_channel::<Result<warrant_facts::Prepared, String>>(4096);
+        std::sync::mpsc::sync_channel::<Result<warrant_store::facts::Prepared, String>>(4096);
     let (read, written) = std::thread::scope(|scope| {
         let mut to_prepare = Vec::new();
         for _ in 0..PREPARERS {
@@ -509,7 +514,7 @@ fn facts_to_sync(
             let (schema, types) = (&preparation_schema, &identity_types);
             scope.spawn(move || {
                 for entity in receiver.iter() {
-                    let prepared = warrant_facts::Prepared::new(entity, schema, types)
+                    let prepared = warrant_store::facts::Prepared::new(entity, schema, types)
                         .map_err(|error| error.to_string());
                     if to_write.send(prepared).is_err() {
                         return;
@@ -587,9 +592,9 @@ fn facts_to_sync(
         checked_ms = started.elapsed().as_millis() as u64 - written_ms,
         "facts file read into the facts store"
     );
-    writer.set_meta(warrant_facts::META_FILE_DIGEST, digest);
+    writer.set_meta(warrant_store::facts::META_FILE_DIGEST, digest);
     writer.set_meta(
-        warrant_facts::META_SCHEMA_VERSION,
+        warrant_store::facts::META_SCHEMA_VERSION,
         folder.schema_version().to_string(),
     );
     Ok(Some(writer))

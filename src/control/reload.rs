@@ -49,8 +49,15 @@ impl Control {
                 let current = self.engine.snapshot();
                 // The same file checked against the same schema, with the same live changes,
                 // gives the facts in force: kept, not read again.
-                let sync = facts_to_sync(&current.facts, &policies, &dir, &self.store, resync)
-                    .map_err(|error| format!("{error:#}"))?;
+                let sync = facts_to_sync(
+                    &current.facts,
+                    &self.facts_store,
+                    &policies,
+                    &dir,
+                    &self.store,
+                    resync,
+                )
+                .map_err(|error| format!("{error:#}"))?;
                 if resync && let Some(writer) = &sync {
                     LiveStore::resynced_in(writer.transaction())
                         .map_err(|error| error.to_string())?;

@@ -317,8 +317,8 @@ impl Control {
             return self.record_applied(Some(change.id));
         }
         let current = Arc::clone(&self.engine.snapshot().facts);
-        let mut writer = current
-            .store()
+        let mut writer = self
+            .facts_store
             .writer(state.policies.schema())
             .map_err(unavailable)?;
         for (uid, record) in &entities {

@@ -254,37 +254,7 @@ impl Control {
                 return Ok(first);
             }
         }
-        let pending = all
-            .values()
-            .filter(|r| r.identity == identity && r.state_at(now) == RequestState::Pending)
-            .count();
-        if pending >= self.rules.max_pending_requests_per_identity {
-            return Err(ControlError::Exhausted(format!(
-                "{identity} has {pending} approval requests pending; the limit is {} \
-                 (setting approval_requests_max_pending)",
-                self.rules.max_pending_requests_per_identity
-            )));
-        }
-        // Bounded: the oldest decided (or expired) requests make room.
-        let mut forget = Vec::new();
-        if all.len() >= MOST_REQUESTS {
-            let mut done: Vec<&ApprovalRequest> = all
-                .values()
-                .filter(|r| r.state_at(now) != RequestState::Pending)
-                .collect();
-            done.sort_by_key(|r| r.decided_at.unwrap_or(r.expires_at));
-            forget = done
-                .iter()
-                .take(all.len() + 1 - MOST_REQUESTS)
-                .map(|r| r.id.clone())
-                .collect();
-            if all.len() - forget.len() >= MOST_REQUESTS {
-                return Err(ControlError::Exhausted(format!(
-                    "{MOST_REQUESTS} approval requests are pending; none can be filed until \
-                     some are decided or expire"
-                )));
-            }
-        }
+        let forget = self.room_for(&all, &identity, now)?;
         self.ledger_accepting()?;
         let request = ApprovalRequest {
             id: format!("req-{}", uuid::Uuid::now_v7()),
@@ -317,6 +287,48 @@ impl Control {
         let recorded = self.record_step("filed", &request, now, None);
         self.tell_webhook("approval_requested", &request);
         recorded.map(|()| request)
+    }
+
+    /// Whether `identity` may file one more request now, and which decided (or expired)
+    /// requests to forget to keep the store bounded: the oldest, as many as it takes.
+    fn room_for(
+        &self,
+        all: &BTreeMap<String, ApprovalRequest>,
+        identity: &EntityRef,
+        now: UnixMillis,
+    ) -> Result<Vec<String>, ControlError> {
+        let pending = all
+            .values()
+            .filter(|r| r.identity == *identity && r.state_at(now) == RequestState::Pending)
+            .count();
+        if pending >= self.rules.max_pending_requests_per_identity {
+            return Err(ControlError::Exhausted(format!(
+                "{identity} has {pending} approval requests pending; the limit is {} \
+                 (setting approval_requests_max_pending)",
+                self.rules.max_pending_requests_per_identity
+            )));
+        }
+        // Bounded: the oldest decided (or expired) requests make room.
+        let mut forget = Vec::new();
+        if all.len() >= MOST_REQUESTS {
+            let mut done: Vec<&ApprovalRequest> = all
+                .values()
+                .filter(|r| r.state_at(now) != RequestState::Pending)
+                .collect();
+            done.sort_by_key(|r| r.decided_at.unwrap_or(r.expires_at));
+            forget = done
+                .iter()
+                .take(all.len() + 1 - MOST_REQUESTS)
+                .map(|r| r.id.clone())
+                .collect();
+            if all.len() - forget.len() >= MOST_REQUESTS {
+                return Err(ControlError::Exhausted(format!(
+                    "{MOST_REQUESTS} approval requests are pending; none can be filed until \
+                     some are decided or expire"
+                )));
+            }
+        }
+        Ok(forget)
     }
 
     /// One request, as it stands now.

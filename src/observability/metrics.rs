@@ -8,9 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::scrape::{self, family};
 use crate::control::Control;
 use crate::listeners::ListenerCounters;
-use warrant_domain::clock::{Clock as _, SystemClock};
 use warrant_domain::{Effect, Reason};
 use warrant_ledger::Ledger;
 
@@ -267,11 +267,37 @@ impl Metrics {
     pub fn render(&self, control: &Control, ledger: Option<&Ledger>) -> String {
         let engine = control.engine();
         let mut out = String::new();
-        let family = |out: &mut String, name: &str, kind: &str, help: &str| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        };
+        self.write_calls_answered(&mut out);
+        scrape::write_cache(engine, &mut out);
+        scrape::write_snapshot(engine, &mut out);
+        scrape::write_fleet(control, &mut out);
+        scrape::write_control(control, &mut out);
+        self.write_admin(&mut out);
+        self.write_listeners(&mut out);
+        scrape::write_credentials(control, &mut out);
+        if let Some(ledger) = ledger {
+            self.write_ledger(ledger, &mut out);
+        }
         family(
             &mut out,
+            "warrant_build_info",
+            "gauge",
+            "The running build: its version and the commit it was built from.",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_build_info{{version=\"{}\",commit=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION"),
+            env!("WARRANT_COMMIT")
+        );
+        scrape::process_metrics(&mut out);
+        out
+    }
+
+    /// Decisions, refusals and responses by API, and their latency.
+    fn write_calls_answered(&self, out: &mut String) {
+        family(
+            out,
             "warrant_decisions_total",
             "counter",
             "Decisions given, by API and decision.",
@@ -289,7 +315,7 @@ impl Metrics {
             }
         }
         family(
-            &mut out,
+            out,
             "warrant_invalid_requests_total",
             "counter",
             "Requests refused as malformed (INVALID_ARGUMENT).",
@@ -303,7 +329,7 @@ impl Metrics {
             );
         }
         family(
-            &mut out,
+            out,
             "warrant_refusals_total",
             "counter",
             "Requests refused before they could be decided (each recorded as a deny), by API and Warrant's reason.",
@@ -319,7 +345,7 @@ impl Metrics {
             }
         }
         family(
-            &mut out,
+            out,
             "warrant_grpc_responses_total",
             "counter",
             "Calls answered, by API and gRPC status code (HTTP APIs: OK for 200, InvalidArgument for 400, Unauthenticated for 401).",
@@ -337,7 +363,7 @@ impl Metrics {
             }
         }
         family(
-            &mut out,
+            out,
             "warrant_in_flight_calls",
             "gauge",
             "Calls started and not yet answered, by API.",
@@ -351,7 +377,7 @@ impl Metrics {
             );
         }
         family(
-            &mut out,
+            out,
             "warrant_evaluation_errors_total",
             "counter",
             "Decisions in which a policy failed to evaluate (each answered as a deny).",
@@ -362,7 +388,7 @@ impl Metrics {
             self.evaluation_errors.load(Ordering::Relaxed)
         );
         family(
-            &mut out,
+            out,
             "warrant_shadow_decisions_total",
             "counter",
             "Decisions the shadow (candidate) policies also judged, by whether they agreed with the answer.",
@@ -374,258 +400,24 @@ impl Metrics {
             self.shadow_disagreed.load(Ordering::Relaxed)
         );
         family(
-            &mut out,
+            out,
             "warrant_request_duration_seconds",
             "histogram",
             "Time from request to answer, by API.",
         );
         for api in Api::ALL {
             self.api(api).latency.render(
-                &mut out,
+                out,
                 "warrant_request_duration_seconds",
                 &format!("api=\"{}\"", api.label()),
             );
         }
-        if let Some(cache) = engine.cache() {
-            let c = cache.counters();
-            for (name, help, value) in [
-                (
-                    "warrant_cache_hits_total",
-                    "Checks answered from the decision cache.",
-                    c.hits.load(Ordering::Relaxed),
-                ),
-                (
-                    "warrant_cache_misses_total",
-                    "Cache lookups that found nothing (a malformed request is refused after its lookup).",
-                    c.misses.load(Ordering::Relaxed),
-                ),
-                (
-                    "warrant_cache_stale_total",
-                    "Cached decisions found but not answered: an entity they read has changed since (counted among the misses too).",
-                    c.stale.load(Ordering::Relaxed),
-                ),
-                (
-                    "warrant_cache_evictions_total",
-                    "Cached decisions pushed out because the cache was full.",
-                    c.evictions.load(Ordering::Relaxed),
-                ),
-            ] {
-                family(&mut out, name, "counter", help);
-                let _ = writeln!(out, "{name} {value}");
-            }
-            family(
-                &mut out,
-                "warrant_cache_entries",
-                "gauge",
-                "Decisions in the cache.",
-            );
-            let _ = writeln!(out, "warrant_cache_entries {}", cache.entry_count());
-            family(
-                &mut out,
-                "warrant_cache_bytes",
-                "gauge",
-                "Estimated bytes the cache holds.",
-            );
-            let _ = writeln!(out, "warrant_cache_bytes {}", cache.weighted_size());
-        }
-        let snapshot = engine.snapshot();
+    }
+
+    /// Admin and access-request calls.
+    fn write_admin(&self, out: &mut String) {
         family(
-            &mut out,
-            "warrant_policy_info",
-            "gauge",
-            "The active policy set (its version changes with a reload that changes it and with each live template link or unlink).",
-        );
-        let _ = writeln!(
             out,
-            "warrant_policy_info{{policy_version=\"{}\"}} 1",
-            snapshot.policies.version()
-        );
-        family(
-            &mut out,
-            "warrant_policy_links",
-            "gauge",
-            "Template links in force, by where they come from (the folder's links.json, or live through the admin API).",
-        );
-        let links = snapshot.policies.links();
-        let (live, _) = links.live();
-        let _ = writeln!(
-            out,
-            "warrant_policy_links{{origin=\"file\"}} {}\nwarrant_policy_links{{origin=\"live\"}} {live}",
-            links.len() - live
-        );
-        let (parsed, parsed_bytes) = snapshot.facts.store().cache_usage();
-        family(
-            &mut out,
-            "warrant_facts_cache_entries",
-            "gauge",
-            "Entities of the facts store held parsed in memory (the rest are read as decisions need them).",
-        );
-        let _ = writeln!(out, "warrant_facts_cache_entries {parsed}");
-        family(
-            &mut out,
-            "warrant_facts_cache_bytes",
-            "gauge",
-            "Estimated bytes of the parsed entities held (at most facts_cache_bytes).",
-        );
-        let _ = writeln!(out, "warrant_facts_cache_bytes {parsed_bytes}");
-        family(
-            &mut out,
-            "warrant_facts_stale",
-            "gauge",
-            "1 while this replica's facts are past max_staleness (cut off from the shared database) and every decision is denied; always 0 on a single node.",
-        );
-        let _ = writeln!(
-            out,
-            "warrant_facts_stale {}",
-            u8::from(engine.facts_stale())
-        );
-        if let Some(replication) = control.replication() {
-            use std::sync::atomic::Ordering::Relaxed;
-            let stats = &replication.stats;
-            let (head, applied) = (stats.head.load(Relaxed), stats.applied.load(Relaxed));
-            let lag = warrant_domain::ports::FactsFreshness::lag_ms(
-                &*replication.freshness,
-                control.clock().now(),
-            );
-            for (name, kind, help, value) in [
-                (
-                    "warrant_replication_lag_seconds",
-                    "gauge",
-                    "How long ago this replica last held every change the shared database had committed.",
-                    format!("{:.3}", lag as f64 / 1000.0),
-                ),
-                (
-                    "warrant_replication_changes_behind",
-                    "gauge",
-                    "Changes of the shared database's log this replica has heard of and not applied.",
-                    (head - applied).max(0).to_string(),
-                ),
-                (
-                    "warrant_replication_applied_change",
-                    "gauge",
-                    "The id of the last change of the shared database's log applied here.",
-                    applied.to_string(),
-                ),
-                (
-                    "warrant_replication_reconnects_total",
-                    "counter",
-                    "Times the connection that hears the shared database's notifications was made again.",
-                    stats.reconnects.load(Relaxed).to_string(),
-                ),
-                (
-                    "warrant_replication_failures_total",
-                    "counter",
-                    "Catch-ups with the shared database's log that failed.",
-                    stats.failures.load(Relaxed).to_string(),
-                ),
-            ] {
-                family(&mut out, name, kind, help);
-                let _ = writeln!(
-                    out,
-                    "{name}{{replica=\"{}\"}} {value}",
-                    label_value(replication.postgres.replica())
-                );
-            }
-        }
-        let status = control.status();
-        let now = SystemClock.now();
-        // Approval requests waiting for a human, read from the store at scrape time.
-        let requests = control.approval_requests(None, None).unwrap_or_default();
-        family(
-            &mut out,
-            "warrant_approval_requests",
-            "gauge",
-            "Approval requests kept, by state (pending ones wait for a human's decision).",
-        );
-        for state in [
-            crate::control::requests::RequestState::Pending,
-            crate::control::requests::RequestState::Approved,
-            crate::control::requests::RequestState::Rejected,
-            crate::control::requests::RequestState::Expired,
-        ] {
-            let count = requests.iter().filter(|r| r.state == state).count();
-            let _ = writeln!(
-                out,
-                "warrant_approval_requests{{state=\"{}\"}} {count}",
-                state.as_str()
-            );
-        }
-        family(
-            &mut out,
-            "warrant_approval_request_oldest_pending_seconds",
-            "gauge",
-            "How long the oldest pending approval request has waited (0 when none is pending).",
-        );
-        let oldest = requests
-            .iter()
-            .filter(|r| r.state == crate::control::requests::RequestState::Pending)
-            .map(|r| r.requested_at)
-            .min()
-            .map_or(0.0, |at| (now.0 - at).max(0) as f64 / 1000.0);
-        let _ = writeln!(
-            out,
-            "warrant_approval_request_oldest_pending_seconds {oldest}"
-        );
-        family(
-            &mut out,
-            "warrant_facts_changes_total",
-            "counter",
-            "Changes to the facts since start (admin changes, reloads that changed them).",
-        );
-        let _ = writeln!(out, "warrant_facts_changes_total {}", status.facts_changes);
-        family(
-            &mut out,
-            "warrant_facts_age_seconds",
-            "gauge",
-            "Seconds since the facts decisions are made from last changed.",
-        );
-        let _ = writeln!(
-            out,
-            "warrant_facts_age_seconds {:.3}",
-            (now.0 - status.facts_changed_at.0).max(0) as f64 / 1000.0
-        );
-        family(
-            &mut out,
-            "warrant_policy_reloads_total",
-            "counter",
-            "Policy reloads, by result (a failed one leaves the last good set serving).",
-        );
-        let _ = writeln!(
-            out,
-            "warrant_policy_reloads_total{{result=\"success\"}} {}\nwarrant_policy_reloads_total{{result=\"failure\"}} {}",
-            status.reloads, status.reload_failures
-        );
-        family(
-            &mut out,
-            "warrant_policy_reload_failing",
-            "gauge",
-            "1 while the last reload failed and no later one succeeded.",
-        );
-        let _ = writeln!(
-            out,
-            "warrant_policy_reload_failing {}",
-            u8::from(status.last_reload_error.is_some())
-        );
-        family(
-            &mut out,
-            "warrant_policy_age_seconds",
-            "gauge",
-            "Seconds since the serving policies were loaded.",
-        );
-        let _ = writeln!(
-            out,
-            "warrant_policy_age_seconds {:.3}",
-            (now.0 - status.policies_loaded_at.0).max(0) as f64 / 1000.0
-        );
-        family(
-            &mut out,
-            "warrant_live_facts",
-            "gauge",
-            "Entities changed or created through the admin API.",
-        );
-        let _ = writeln!(out, "warrant_live_facts {}", status.live_changes);
-        family(
-            &mut out,
             "warrant_admin_calls_total",
             "counter",
             "Authenticated admin calls, by method and gRPC status code.",
@@ -649,7 +441,7 @@ impl Metrics {
             );
         }
         family(
-            &mut out,
+            out,
             "warrant_access_request_calls_total",
             "counter",
             "AuthZEN access request calls (submit, status), by HTTP status.",
@@ -669,7 +461,7 @@ impl Metrics {
             );
         }
         family(
-            &mut out,
+            out,
             "warrant_admin_unauthenticated_total",
             "counter",
             "Admin calls refused for a missing or wrong token.",
@@ -679,8 +471,12 @@ impl Metrics {
             "warrant_admin_unauthenticated_total {}",
             self.admin_unauthenticated.load(Ordering::Relaxed)
         );
+    }
+
+    /// Connections by listener, TLS and the webhook.
+    fn write_listeners(&self, out: &mut String) {
         family(
-            &mut out,
+            out,
             "warrant_connections_open",
             "gauge",
             "Connections open now, by listener (each listener holds at most max_connections).",
@@ -725,14 +521,14 @@ impl Metrics {
                 |c| c.callers_refused.load(Ordering::Relaxed),
             ),
         ] {
-            family(&mut out, metric, "counter", help);
+            family(out, metric, "counter", help);
             for (name, counters) in self.listeners.all() {
                 let _ = writeln!(out, "{metric}{{listener=\"{name}\"}} {}", read(counters));
             }
         }
         if let Some(tls) = self.tls.get() {
             family(
-                &mut out,
+                out,
                 "warrant_tls_reloads_total",
                 "counter",
                 "Times the TLS files changed and were loaded (success) or could not be (failure; the last good ones keep serving).",
@@ -747,7 +543,7 @@ impl Metrics {
         }
         if let Some(webhook) = self.webhook.get() {
             family(
-                &mut out,
+                out,
                 "warrant_webhook_notifications_total",
                 "counter",
                 "Approval request notifications to the webhook: delivered, failed after every retry, or dropped because the queue was full.",
@@ -764,197 +560,68 @@ impl Metrics {
                 );
             }
         }
-        if let Some(credentials) = control.credentials() {
-            family(
-                &mut out,
-                "warrant_jwks_reads_total",
-                "counter",
-                "Times an issuer's keys (JWKS file or URL) were read (success) or could not be (failure; the keys held stay), by configured issuer.",
-            );
-            for keys in credentials.keys() {
-                for (result, count) in [("success", &keys.reads), ("failure", &keys.read_failures)]
-                {
-                    let _ = writeln!(
-                        out,
-                        "warrant_jwks_reads_total{{issuer=\"{}\",result=\"{result}\"}} {}",
-                        label_value(keys.issuer()),
-                        count.load(Ordering::Relaxed)
-                    );
-                }
-            }
-            family(
-                &mut out,
-                "warrant_jwks_key_set_changes_total",
-                "counter",
-                "Reads of an issuer's keys that changed its set (a key added, withdrawn or replaced); tokens verified with a withdrawn key stop verifying at once.",
-            );
-            for keys in credentials.keys() {
-                let _ = writeln!(
-                    out,
-                    "warrant_jwks_key_set_changes_total{{issuer=\"{}\"}} {}",
-                    label_value(keys.issuer()),
-                    keys.key_set_changes.load(Ordering::Relaxed)
-                );
-            }
-        }
-        if let Some(ledger) = ledger {
-            let stats = ledger.stats();
-            family(
-                &mut out,
-                "warrant_ledger_records_total",
-                "counter",
-                "Records written to the ledger.",
-            );
-            let _ = writeln!(out, "warrant_ledger_records_total {}", stats.written);
-            family(
-                &mut out,
-                "warrant_ledger_pending_records",
-                "gauge",
-                "Records accepted but not yet written: in async mode, what a crash now would lose.",
-            );
-            let _ = writeln!(out, "warrant_ledger_pending_records {}", stats.pending);
-            family(
-                &mut out,
-                "warrant_ledger_failed",
-                "gauge",
-                "1 once a ledger write has failed (every later Check is denied).",
-            );
-            let _ = writeln!(out, "warrant_ledger_failed {}", u8::from(stats.failed));
-            family(
-                &mut out,
-                "warrant_ledger_append_duration_seconds",
-                "histogram",
-                "Time for the ledger to accept a call's records (in durable mode: until on disk).",
-            );
-            self.ledger_append
-                .render(&mut out, "warrant_ledger_append_duration_seconds", "");
-            family(
-                &mut out,
-                "warrant_ledger_archived_segments_total",
-                "counter",
-                "Ledger segments moved to archive folders by retention since start.",
-            );
-            let _ = writeln!(
-                out,
-                "warrant_ledger_archived_segments_total {}",
-                stats.archived_segments
-            );
-            let (used, free) = ledger.disk_usage();
-            family(
-                &mut out,
-                "warrant_ledger_bytes",
-                "gauge",
-                "Bytes the ledger's files take on disk.",
-            );
-            let _ = writeln!(out, "warrant_ledger_bytes {used}");
-            if let Some(free) = free {
-                family(
-                    &mut out,
-                    "warrant_ledger_disk_free_bytes",
-                    "gauge",
-                    "Bytes free (for Warrant's user) on the file system that holds the ledger.",
-                );
-                let _ = writeln!(out, "warrant_ledger_disk_free_bytes {free}");
-            }
-        }
-        family(
-            &mut out,
-            "warrant_build_info",
-            "gauge",
-            "The running build: its version and the commit it was built from.",
-        );
-        let _ = writeln!(
-            out,
-            "warrant_build_info{{version=\"{}\",commit=\"{}\"}} 1",
-            env!("CARGO_PKG_VERSION"),
-            env!("WARRANT_COMMIT")
-        );
-        process_metrics(&mut out);
-        out
     }
-}
 
-/// The standard `process_*` metrics, read from /proc at scrape time (Linux; elsewhere none).
-fn process_metrics(out: &mut String) {
-    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
-        return;
-    };
-    // Fields after the command name (which may hold spaces), counted from field 3.
-    let Some(fields) = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest.split_whitespace().collect::<Vec<_>>())
-    else {
-        return;
-    };
-    let field = |n: usize| fields.get(n - 3).and_then(|f| f.parse::<f64>().ok());
-    let ticks = rustix::param::clock_ticks_per_second() as f64;
-    let page = rustix::param::page_size() as f64;
-    let boot = std::fs::read_to_string("/proc/stat").ok().and_then(|text| {
-        text.lines()
-            .find_map(|line| line.strip_prefix("btime "))
-            .and_then(|b| b.trim().parse::<f64>().ok())
-    });
-    let mut write = |name: &str, kind: &str, help: &str, value: f64| {
+    /// The ledger.
+    fn write_ledger(&self, ledger: &Ledger, out: &mut String) {
+        let stats = ledger.stats();
+        family(
+            out,
+            "warrant_ledger_records_total",
+            "counter",
+            "Records written to the ledger.",
+        );
+        let _ = writeln!(out, "warrant_ledger_records_total {}", stats.written);
+        family(
+            out,
+            "warrant_ledger_pending_records",
+            "gauge",
+            "Records accepted but not yet written: in async mode, what a crash now would lose.",
+        );
+        let _ = writeln!(out, "warrant_ledger_pending_records {}", stats.pending);
+        family(
+            out,
+            "warrant_ledger_failed",
+            "gauge",
+            "1 once a ledger write has failed (every later Check is denied).",
+        );
+        let _ = writeln!(out, "warrant_ledger_failed {}", u8::from(stats.failed));
+        family(
+            out,
+            "warrant_ledger_append_duration_seconds",
+            "histogram",
+            "Time for the ledger to accept a call's records (in durable mode: until on disk).",
+        );
+        self.ledger_append
+            .render(out, "warrant_ledger_append_duration_seconds", "");
+        family(
+            out,
+            "warrant_ledger_archived_segments_total",
+            "counter",
+            "Ledger segments moved to archive folders by retention since start.",
+        );
         let _ = writeln!(
             out,
-            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            "warrant_ledger_archived_segments_total {}",
+            stats.archived_segments
         );
-    };
-    if let (Some(user), Some(system)) = (field(14), field(15)) {
-        write(
-            "process_cpu_seconds_total",
-            "counter",
-            "User and system CPU time spent, in seconds.",
-            (user + system) / ticks,
-        );
-    }
-    if let (Some(start), Some(boot)) = (field(22), boot) {
-        write(
-            "process_start_time_seconds",
+        let (used, free) = ledger.disk_usage();
+        family(
+            out,
+            "warrant_ledger_bytes",
             "gauge",
-            "Start time of the process since the Unix epoch, in seconds.",
-            boot + start / ticks,
+            "Bytes the ledger's files take on disk.",
         );
-    }
-    if let Some(virtual_bytes) = field(23) {
-        write(
-            "process_virtual_memory_bytes",
-            "gauge",
-            "Virtual memory size in bytes.",
-            virtual_bytes,
-        );
-    }
-    if let Some(pages) = field(24) {
-        write(
-            "process_resident_memory_bytes",
-            "gauge",
-            "Resident memory size in bytes.",
-            pages * page,
-        );
-    }
-    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
-        write(
-            "process_open_fds",
-            "gauge",
-            "Number of open file descriptors.",
-            fds.count() as f64,
-        );
-    }
-    let max_fds = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|line| line.starts_with("Max open files"))
-                .and_then(|line| line.split_whitespace().nth(3))
-                .and_then(|soft| soft.parse::<f64>().ok())
-        });
-    if let Some(max_fds) = max_fds {
-        write(
-            "process_max_fds",
-            "gauge",
-            "Maximum number of open file descriptors.",
-            max_fds,
-        );
+        let _ = writeln!(out, "warrant_ledger_bytes {used}");
+        if let Some(free) = free {
+            family(
+                out,
+                "warrant_ledger_disk_free_bytes",
+                "gauge",
+                "Bytes free (for Warrant's user) on the file system that holds the ledger.",
+            );
+            let _ = writeln!(out, "warrant_ledger_disk_free_bytes {free}");
+        }
     }
 }
 
@@ -1001,12 +668,4 @@ pub fn metrics_router(
                 }
             }),
         )
-}
-
-/// A label value as the Prometheus text format writes it (backslash, quote and newline escaped).
-fn label_value(value: &str) -> String {
-    value
-        .replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

@@ -3,4 +3,5 @@
 //! spans, the OTLP exporter, W3C trace context from callers).
 
 pub mod metrics;
+mod scrape;
 pub mod traces;

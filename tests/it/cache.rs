@@ -376,7 +376,7 @@ fn successor(previous: &Facts, policies: &PolicySnapshot, before: &World, world:
 }
 
 fn snapshot(policies: Arc<PolicySnapshot>, world: &World) -> Snapshot {
-    let facts = Facts::from_json(&world.entities_json(), policies.schema()).unwrap();
+    let facts = warrant_store::facts::from_json(&world.entities_json(), policies.schema()).unwrap();
     Snapshot {
         policies,
         facts: Arc::new(facts),

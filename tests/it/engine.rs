@@ -458,7 +458,7 @@ proptest! {
         let policies = warrant_policy::PolicySnapshot::load(&dir).unwrap();
         let (base, _) = warrant_facts::load_entities_file(&dir).unwrap();
         let mut overlay: BTreeMap<String, serde_json::Value> = BTreeMap::new();
-        let mut facts = warrant_facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
+        let mut facts = warrant_store::facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
         let base_values: BTreeMap<String, serde_json::Value> = base
             .iter()
             .map(|(key, text)| (key.clone(), serde_json::from_str(text.get()).unwrap()))
@@ -472,7 +472,7 @@ proptest! {
             facts = facts
                 .with_changes(policies.schema(), std::slice::from_ref(&written), &[])
                 .unwrap();
-            let fresh = warrant_facts::merged(
+            let fresh = warrant_store::facts::merged(
                 policies.schema(),
                 &base,
                 overlay.iter().map(|(k, v)| (k.as_str(), Some(v))),
@@ -629,7 +629,7 @@ proptest! {
             std::fs::write(dir.path().join("world.cedar"), SLICE_POLICIES).unwrap();
             warrant_policy::PolicySnapshot::load(dir.path()).unwrap()
         });
-        let facts = warrant_facts::Facts::from_json(
+        let facts = warrant_store::facts::from_json(
             &slice_world_json(&world).to_string(),
             policies.schema(),
         )
@@ -710,7 +710,7 @@ fn a_change_adding_a_scope_and_a_dataset_under_it_closes_ancestors_through_both(
     let dir = crate::common::bundled_policies();
     let policies = warrant_policy::PolicySnapshot::load(&dir).unwrap();
     let (base, _) = warrant_facts::load_entities_file(&dir).unwrap();
-    let facts = warrant_facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
+    let facts = warrant_store::facts::merged(policies.schema(), &base, std::iter::empty()).unwrap();
     let changes = [
         serde_json::json!({"uid": {"type": "Dataset", "id": "team-x-events"}, "attrs": {},
                "parents": [{"type": "Scope", "id": "team-x"}]}),
@@ -720,7 +720,7 @@ fn a_change_adding_a_scope_and_a_dataset_under_it_closes_ancestors_through_both(
     let updated = facts
         .with_changes(policies.schema(), &changes, &[])
         .unwrap();
-    let fresh = warrant_facts::merged(
+    let fresh = warrant_store::facts::merged(
         policies.schema(),
         &base,
         changes

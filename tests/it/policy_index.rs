@@ -150,7 +150,7 @@ proptest! {
     ) {
         let policies: PolicySet = text.parse().unwrap();
         let index = warrant_policy::PolicyIndex::new(&policies);
-        let facts = warrant_facts::Facts::from_json(&slice_world_json(&world).to_string(), schema()).unwrap();
+        let facts = warrant_store::facts::from_json(&slice_world_json(&world).to_string(), schema()).unwrap();
         let entities = &facts.to_cedar().unwrap();
         let mut left_out = 0;
         for (principal, action, resource, request) in every_request() {
@@ -325,7 +325,7 @@ proptest! {
             }
             whole.link(cedar_policy::PolicyId::new(template), cedar_policy::PolicyId::new(id), values).unwrap();
         }
-        let facts = warrant_facts::Facts::from_json(&slice_world_json(&world).to_string(), schema()).unwrap();
+        let facts = warrant_store::facts::from_json(&slice_world_json(&world).to_string(), schema()).unwrap();
         let entities = &facts.to_cedar().unwrap();
         for (principal, action, resource, request) in every_request() {
             let expected = Authorizer::new().is_authorized(&request, &whole, entities);

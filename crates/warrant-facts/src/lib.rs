@@ -21,13 +21,10 @@ use warrant_domain::{
 };
 
 mod evidence;
-mod stored;
-mod time_bounds;
+mod source;
+pub mod time_bounds;
 
-pub use stored::{
-    Committed, FactsReader, FactsStore, FactsWriter, META_FILE_DIGEST, META_SCHEMA_VERSION, Origin,
-    Prepared, StoredEntity,
-};
+pub use source::{Committed, FactsRead, FactsSource, Origin, StoredEntity};
 
 use time_bounds::direct_times_of;
 
@@ -44,8 +41,8 @@ pub const MAX_RECENT_CHANGES: usize = 100_000;
 /// One consistent set of facts: a read of the store at one revision, with what the schema says
 /// of identities, approvals and resources. Immutable once made.
 pub struct Facts {
-    store: Arc<FactsStore>,
-    reader: FactsReader,
+    store: Arc<dyn FactsSource>,
+    reader: Box<dyn FactsRead>,
     shape: Arc<SchemaShape>,
     revisions: Revisions,
 }
@@ -114,17 +111,17 @@ pub enum FactsLoadError {
 
 impl Facts {
     /// The facts as `store` holds them now.
-    pub fn open(store: &Arc<FactsStore>, schema: &Schema) -> Result<Self, FactsError> {
-        let reader = store.reader()?;
+    pub fn open(store: Arc<dyn FactsSource>, schema: &Schema) -> Result<Self, FactsError> {
+        let reader = store.read()?;
         let revisions = Revisions {
             lineage: store.lineage(),
-            current: reader.revision,
+            current: reader.revision(),
             changed: Map::new(),
-            floor: reader.revision,
-            last_removal: reader.last_removal,
+            floor: reader.revision(),
+            last_removal: reader.last_removal(),
         };
         Ok(Facts {
-            store: Arc::clone(store),
+            store,
             reader,
             shape: Arc::new(SchemaShape::of(schema)?),
             revisions,
@@ -138,10 +135,10 @@ impl Facts {
         committed: &Committed,
         schema: Option<&Schema>,
     ) -> Result<Self, FactsError> {
-        let reader = self.store.reader()?;
+        let reader = self.store.read()?;
         let mut revisions = self.revisions.clone();
-        revisions.current = reader.revision;
-        revisions.last_removal = reader.last_removal;
+        revisions.current = reader.revision();
+        revisions.last_removal = reader.last_removal();
         if revisions.changed.len() + committed.touched.len() > MAX_RECENT_CHANGES {
             revisions.changed = Map::new();
             revisions.floor = committed.revision;
@@ -163,57 +160,18 @@ impl Facts {
     }
 
     /// The store these facts are read from.
-    pub fn store(&self) -> &Arc<FactsStore> {
+    pub fn store(&self) -> &Arc<dyn FactsSource> {
         &self.store
     }
 
     /// The store's counters as these facts read them.
-    pub fn reader(&self) -> &FactsReader {
-        &self.reader
+    pub fn reader(&self) -> &dyn FactsRead {
+        self.reader.as_ref()
     }
 
     /// `sha256:` chained over every change the store has taken.
     pub fn version(&self) -> &Arc<str> {
-        &self.reader.version
-    }
-
-    /// Loads `dir/entities.json` into a store in memory, validated against `schema`.
-    pub fn load(dir: &Path, schema: &Schema) -> Result<Self, FactsLoadError> {
-        let path = dir.join(ENTITIES_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| FactsLoadError::Io {
-            path: path.clone(),
-            source,
-        })?;
-        Self::from_json(&text, schema).map_err(|error| match error {
-            FactsError::Invalid(message) => FactsLoadError::Invalid { path, message },
-            FactsError::BadEntity { entity, message } => FactsLoadError::BadEntity {
-                path,
-                entity,
-                message,
-            },
-        })
-    }
-
-    /// Facts in a store in memory from the text of a Cedar entities file.
-    pub fn from_json(text: &str, schema: &Schema) -> Result<Self, FactsError> {
-        let entities: Vec<serde_json::Value> = serde_json::from_str(text).map_err(|error| {
-            FactsError::Invalid(format!("not a JSON array of entities: {error}"))
-        })?;
-        let store = Arc::new(FactsStore::in_memory()?);
-        let mut writer = store.writer(schema)?;
-        let mut seen = std::collections::HashSet::new();
-        for entity in entities {
-            if is_action(&entity) {
-                continue;
-            }
-            let uid = writer.put(entity, Origin::File)?;
-            if !seen.insert(uid.to_string()) {
-                return Err(FactsError::Invalid(format!("{uid} is given twice")));
-            }
-        }
-        check_rules(&writer, schema)?;
-        writer.commit()?;
-        Facts::open(&store, schema)
+        self.reader.version()
     }
 
     /// These facts with `changes` (entities in Cedar's JSON form) in place of the entities of
@@ -224,15 +182,7 @@ impl Facts {
         changes: &[serde_json::Value],
         removals: &[EntityUid],
     ) -> Result<Self, FactsError> {
-        let mut writer = self.store.writer(schema)?;
-        for change in changes {
-            writer.put(change.clone(), Origin::Live)?;
-        }
-        for uid in removals {
-            writer.remove(uid)?;
-        }
-        check_rules(&writer, schema)?;
-        let committed = writer.commit()?;
+        let committed = self.store.apply(schema, changes, removals)?;
         self.after(&committed, None)
     }
 
@@ -561,7 +511,7 @@ impl Facts {
     pub fn to_cedar(&self) -> Result<Entities, FactsError> {
         let mut all: Vec<Arc<cedar_policy_core::ast::Entity>> =
             self.shape.actions.values().cloned().collect();
-        self.reader.each_json(|json| {
+        self.reader.each_json(&mut |json| {
             let uid = EntityUid::from_json(json["uid"].clone())
                 .map_err(|error| FactsError::Invalid(error.to_string()))?;
             if let Some(stored) = self.reader.get(&uid)? {
@@ -621,30 +571,6 @@ pub fn is_action(entity: &serde_json::Value) -> bool {
         .is_some_and(|t| t == "Action" || t.ends_with("::Action"))
 }
 
-/// Warrant's own rules over the approvals `writer` touched, as they stand once the change is
-/// whole: an approval is granted to exactly one identity (its parent, which may come later in
-/// the change) and holds its ticket, approver, scope and window. (An identity's own rules are
-/// checked as it is put: `identity_rules`.)
-pub fn check_rules(writer: &FactsWriter, schema: &Schema) -> Result<(), FactsError> {
-    let principal_types: Vec<String> = schema.principals().map(|t| t.to_string()).collect();
-    let prefix = format!("{APPROVAL_TYPE}::\"");
-    for key in writer.touched().filter(|key| key.starts_with(&prefix)) {
-        let Ok(uid) = key.parse::<EntityUid>() else {
-            continue;
-        };
-        let Some(stored) = writer.get(&uid)? else {
-            continue;
-        };
-        evidence::read_approval(stored.as_entity(), &principal_types).map_err(|message| {
-            FactsError::BadEntity {
-                entity: EntityRef::from_uid(&uid),
-                message,
-            }
-        })?;
-    }
-    Ok(())
-}
-
 /// An approval as Warrant reads it from its entity (`principal_types`: the schema's).
 pub fn approval_of(entity: &Entity, principal_types: &[String]) -> Result<Approval, String> {
     evidence::read_approval(entity, principal_types)
@@ -657,10 +583,7 @@ pub fn identity_of(entity: &Entity) -> Result<Identity, String> {
 
 /// Warrant's rules for an identity on its own: its status and expiry read as Warrant reads
 /// them (`None` for an entity of another type).
-pub(crate) fn identity_rules(
-    entity: &Entity,
-    principal_types: &[String],
-) -> Result<(), FactsError> {
+pub fn identity_rules(entity: &Entity, principal_types: &[String]) -> Result<(), FactsError> {
     let type_name = entity.uid().type_name().to_string();
     if type_name == APPROVAL_TYPE || !principal_types.contains(&type_name) {
         return Ok(());
@@ -822,37 +745,8 @@ pub fn load_entities_file(dir: &Path) -> anyhow::Result<(FileEntities, String)> 
     Ok((base, digest))
 }
 
-/// Facts in a store in memory from `base` (entities by uid) with each of `changes` in place of
-/// the entity of the same uid, or added; a change of `None` removes the entity.
-pub fn merged<'a>(
-    schema: &Schema,
-    base: &'a FileEntities,
-    changes: impl IntoIterator<Item = (&'a str, Option<&'a serde_json::Value>)>,
-) -> Result<Facts, FactsError> {
-    let store = Arc::new(FactsStore::in_memory()?);
-    let mut writer = store.writer(schema)?;
-    let changes: BTreeMap<&str, Option<&serde_json::Value>> = changes.into_iter().collect();
-    for (key, text) in base {
-        if changes.contains_key(key.as_str()) {
-            continue;
-        }
-        let entity: serde_json::Value = serde_json::from_str(text.get())
-            .map_err(|error| FactsError::Invalid(format!("{key}: {error}")))?;
-        if !is_action(&entity) {
-            writer.put(entity, Origin::File)?;
-        }
-    }
-    for entity in changes.into_values().flatten() {
-        writer.put(entity.clone(), Origin::Live)?;
-    }
-    check_rules(&writer, schema)?;
-    writer.commit()?;
-    Facts::open(&store, schema)
-}
-
 #[cfg(test)]
 mod tests {
-    use std::str::FromStr;
 
     use super::*;
 
@@ -873,39 +767,5 @@ mod tests {
         };
         assert_eq!(ours.entity(), Some(EntityRef::new("Approval", "a-1")));
         assert_eq!(FactsError::Invalid("bad JSON".into()).entity(), None);
-    }
-
-    #[test]
-    fn time_bounds_reach_through_entity_attributes() {
-        let (schema, _) = Schema::from_cedarschema_str(
-            r#"entity Human = { away_until?: datetime };
-entity Bot = { owner: Human, status: String, expires_at?: datetime };
-entity Doc;
-action "read" appliesTo { principal: [Bot], resource: [Doc] };"#,
-        )
-        .unwrap();
-        let facts = Facts::from_json(
-            r#"[
-  {"uid": {"type": "Human", "id": "h"}, "attrs": {"away_until": {"__extn": {"fn": "datetime", "arg": "2030-01-02"}}}, "parents": []},
-  {"uid": {"type": "Bot", "id": "b"}, "attrs": {"owner": {"__entity": {"type": "Human", "id": "h"}}, "status": "active",
-   "expires_at": {"__extn": {"fn": "datetime", "arg": "2030-01-01"}}}, "parents": []},
-  {"uid": {"type": "Doc", "id": "d"}, "attrs": {}, "parents": []}
-]"#,
-            &schema,
-        )
-        .unwrap();
-        let bot = EntityUid::from_str(r#"Bot::"b""#).unwrap();
-        let day = |d| UnixMillis::parse_cedar_datetime(d).unwrap();
-        // The bot's own expiry, and its owner's, which a policy can read as principal.owner.
-        assert_eq!(
-            facts.reached([&bot], None).unwrap().datetimes,
-            [day("2030-01-01"), day("2030-01-02")]
-        );
-        assert_eq!(
-            facts.identity(&bot).unwrap().expires_at,
-            Some(day("2030-01-01"))
-        );
-        let doc = EntityUid::from_str(r#"Doc::"d""#).unwrap();
-        assert!(facts.reached([&doc], None).unwrap().datetimes.is_empty());
     }
 }

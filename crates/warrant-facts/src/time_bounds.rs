@@ -6,14 +6,14 @@ use super::*;
 
 /// The datetimes an entity holds and the entities it refers to, read from its JSON form.
 #[derive(Debug, Default)]
-pub(super) struct TimeReferences {
-    pub(super) datetimes: Vec<UnixMillis>,
-    pub(super) entities: Vec<EntityUid>,
+pub struct TimeReferences {
+    pub datetimes: Vec<UnixMillis>,
+    pub entities: Vec<EntityUid>,
 }
 
 impl TimeReferences {
     /// What an entity in Cedar's JSON form holds in its attributes and tags.
-    pub(super) fn of_entity(entity: &serde_json::Value) -> Result<Self, String> {
+    pub fn of_entity(entity: &serde_json::Value) -> Result<Self, String> {
         let mut found = TimeReferences::default();
         for part in ["attrs", "tags"] {
             if let Some(value) = entity.get(part) {

@@ -172,128 +172,6 @@ pub(super) fn segments(dir: &Path) -> Result<Vec<PathBuf>, LedgerError> {
     Ok(found)
 }
 
-/// Where a problem is: segment file and line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Place {
-    pub segment: PathBuf,
-    pub line: usize,
-    /// Byte offset and length of the line in its segment.
-    pub offset: u64,
-    pub length: u64,
-}
-
-impl std::fmt::Display for Place {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.segment.display(), self.line)
-    }
-}
-
-/// What `verify` found wrong, at the first bad place.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Damage {
-    /// A record's content no longer matches its hash.
-    Edited { seq: u64, place: Place },
-    /// A line that is not a ledger line at all.
-    Unreadable { place: Place },
-    /// Records absent from the sequence.
-    Missing {
-        expected: u64,
-        found: u64,
-        place: Place,
-    },
-    /// A record out of its place in the sequence.
-    Reordered {
-        expected: u64,
-        found: u64,
-        place: Place,
-    },
-    /// A record whose `prev` is not the hash of the record before it.
-    BrokenLink { seq: u64, place: Place },
-    /// The ledger ends before the last signed head, or mid-line.
-    Truncated { detail: String },
-    /// A checkpoint whose signature does not verify, or that names another head.
-    BadCheckpoint {
-        seq: u64,
-        detail: String,
-        place: Place,
-    },
-    /// Records after the last signed checkpoint: appended by someone without the key, or left
-    /// by a crash in async mode.
-    Unsigned {
-        records: u64,
-        first: u64,
-        place: Place,
-    },
-    /// A head kept from earlier is not in the ledger: it was rolled back or replaced.
-    NotTheExpectedHead {
-        seq: u64,
-        hash: String,
-        found: Option<String>,
-    },
-}
-
-impl std::fmt::Display for Damage {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Damage::Edited { seq, place } => {
-                write!(
-                    f,
-                    "{place}: record {seq} was edited: its content does not match its hash"
-                )
-            }
-            Damage::Unreadable { place } => {
-                write!(f, "{place}: not a ledger line (edited or corrupt)")
-            }
-            Damage::Missing {
-                expected,
-                found,
-                place,
-            } => write!(
-                f,
-                "{place}: record {expected} is missing (the next record present is {found})"
-            ),
-            Damage::Reordered {
-                expected,
-                found,
-                place,
-            } => write!(
-                f,
-                "{place}: records are reordered: found record {found} where {expected} belongs"
-            ),
-            Damage::BrokenLink { seq, place } => write!(
-                f,
-                "{place}: record {seq} does not follow from the record before it (prev hash differs)"
-            ),
-            Damage::Truncated { detail } => write!(f, "truncated: {detail}"),
-            Damage::BadCheckpoint { seq, detail, place } => {
-                write!(f, "{place}: checkpoint at record {seq}: {detail}")
-            }
-            Damage::Unsigned {
-                records,
-                first,
-                place,
-            } => write!(
-                f,
-                "{place}: {records} records from record {first} on are not covered by any \
-                 signed checkpoint: not written by this ledger's key holder, or left by a crash \
-                 in async mode (--allow-unsigned-tail accepts them)"
-            ),
-            Damage::NotTheExpectedHead { seq, hash, found } => match found {
-                Some(found) => write!(
-                    f,
-                    "record {seq} has hash {found}, not the expected head {hash}: the ledger was \
-                     replaced or rolled back"
-                ),
-                None => write!(
-                    f,
-                    "the ledger has no record {seq}, so not the expected head {seq}:{hash}: it \
-                     was rolled back"
-                ),
-            },
-        }
-    }
-}
-
 /// A summary of a sound ledger.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -403,6 +281,86 @@ pub(super) fn scan_segments(
             .unwrap_or(0);
         segments.drain(..from);
     }
+    let (raw, torn_tail) = match read_lines(&segments, keep_records)? {
+        Ok(read) => read,
+        Err(damage) => return Ok(Err(damage)),
+    };
+    let present: std::collections::HashSet<u64> = raw
+        .iter()
+        .filter_map(|(line, _)| match line {
+            RawLine::Entry { seq, .. } => Some(*seq),
+            RawLine::Checkpoint { .. } => None,
+        })
+        .collect();
+    let mut walk = Walk {
+        entries: Vec::new(),
+        head: GENESIS,
+        expected: 1,
+        checkpoints: 0,
+        last_checkpoint_seq: None,
+        last_checkpoint_batch: false,
+        // With an anchor, the lines before its record are taken as they are (they were checked
+        // when written, and `verify` checks them all); the anchor's record must hash to the
+        // anchor's signed head.
+        trusting: anchor.is_some(),
+    };
+    if let Some(after) = after {
+        walk.head = hex::decode(&after.head)
+            .ok()
+            .and_then(|h| <[u8; 32]>::try_from(h).ok())
+            .unwrap_or(GENESIS);
+        walk.expected = after.seq + 1;
+    }
+    for (line, place) in raw {
+        // After an archive's anchor, what precedes it (left by an archiving cut short) is not
+        // part of this ledger.
+        if let Some(after) = after {
+            match &line {
+                RawLine::Entry { seq, .. } if *seq <= after.seq => continue,
+                RawLine::Checkpoint { checkpoint, .. } if checkpoint.seq <= after.seq => continue,
+                _ => {}
+            }
+        }
+        let step = match anchor {
+            Some(anchor) if walk.trusting => walk.trusted(line, place, anchor),
+            _ => walk.checked(line, place, &present, key),
+        };
+        if let Err(damage) = step {
+            return Ok(Err(damage));
+        }
+    }
+    if walk.trusting
+        && let Some(anchor) = anchor
+    {
+        return Ok(Err(Damage::Truncated {
+            detail: format!(
+                "the signed head names record {} but the ledger ends before it",
+                anchor.seq
+            ),
+        }));
+    }
+    Ok(Ok(Scan {
+        entries: walk.entries,
+        checkpoints: walk.checkpoints,
+        last_checkpoint_seq: walk.last_checkpoint_seq,
+        last_checkpoint_batch: walk.last_checkpoint_batch,
+        torn_tail,
+    }))
+}
+
+/// A torn last line: the segment and the offset it starts at.
+type TornTail = Option<(PathBuf, u64)>;
+
+/// The first pass: every line of `segments` with its place (an entry's hash computed from its
+/// own `prev`), and a torn last line of the last segment, if any.
+#[expect(
+    clippy::type_complexity,
+    reason = "an I/O error, or damage, or the lines"
+)]
+fn read_lines(
+    segments: &[PathBuf],
+    keep_records: bool,
+) -> Result<Result<(Vec<(RawLine, Place)>, TornTail), Damage>, LedgerError> {
     // Each line and where it is.
     let mut raw: Vec<(RawLine, Place)> = Vec::new();
     let mut torn_tail = None;
@@ -467,92 +425,83 @@ pub(super) fn scan_segments(
         }
     }
 
-    let present: std::collections::HashSet<u64> = raw
-        .iter()
-        .filter_map(|(line, _)| match line {
-            RawLine::Entry { seq, .. } => Some(*seq),
-            RawLine::Checkpoint { .. } => None,
-        })
-        .collect();
-    let mut entries = Vec::new();
-    let mut head = GENESIS;
-    let mut expected = 1u64;
-    if let Some(after) = after {
-        head = hex::decode(&after.head)
-            .ok()
-            .and_then(|h| <[u8; 32]>::try_from(h).ok())
-            .unwrap_or(GENESIS);
-        expected = after.seq + 1;
-    }
-    let mut checkpoints = 0;
-    let mut last_checkpoint_seq = None;
-    let mut last_checkpoint_batch = false;
-    // With an anchor, the lines before its record are taken as they are (they were checked
-    // when written, and `verify` checks them all); the anchor's record must hash to the
-    // anchor's signed head.
-    let mut trusting = anchor.is_some();
-    for (line, place) in raw {
-        // After an archive's anchor, what precedes it (left by an archiving cut short) is not
-        // part of this ledger.
-        if let Some(after) = after {
-            match &line {
-                RawLine::Entry { seq, .. } if *seq <= after.seq => continue,
-                RawLine::Checkpoint { checkpoint, .. } if checkpoint.seq <= after.seq => continue,
-                _ => {}
-            }
-        }
-        if trusting && let Some(anchor) = anchor {
-            match line {
-                RawLine::Entry {
+    Ok(Ok((raw, torn_tail)))
+}
+
+/// The second pass as it goes: the chain's head, the record expected next, what was read.
+struct Walk {
+    entries: Vec<Scanned>,
+    head: [u8; 32],
+    expected: u64,
+    checkpoints: u64,
+    last_checkpoint_seq: Option<u64>,
+    last_checkpoint_batch: bool,
+    /// Before an anchor's record: lines are taken as they are.
+    trusting: bool,
+}
+
+impl Walk {
+    /// A line up to `anchor`'s record, taken as it is; the anchor's record must hash to its
+    /// signed head.
+    fn trusted(&mut self, line: RawLine, place: Place, anchor: &Checkpoint) -> Result<(), Damage> {
+        match line {
+            RawLine::Entry {
+                seq,
+                decision_id,
+                recorded,
+                hash,
+                computed,
+                ..
+            } if seq <= anchor.seq => {
+                if seq == anchor.seq {
+                    if hex::encode(computed) != anchor.head || hash != anchor.head {
+                        return Err(Damage::BadCheckpoint {
+                            seq: anchor.seq,
+                            detail: "the signed head does not match the chain".into(),
+                            place,
+                        });
+                    }
+                    self.trusting = false;
+                }
+                let stated = hex::decode(&hash)
+                    .ok()
+                    .and_then(|h| <[u8; 32]>::try_from(h).ok())
+                    .unwrap_or(GENESIS);
+                self.head = stated;
+                self.expected = seq + 1;
+                self.entries.push(Scanned {
                     seq,
                     decision_id,
                     recorded,
-                    hash,
-                    computed,
-                    ..
-                } if seq <= anchor.seq => {
-                    if seq == anchor.seq {
-                        if hex::encode(computed) != anchor.head || hash != anchor.head {
-                            return Ok(Err(Damage::BadCheckpoint {
-                                seq: anchor.seq,
-                                detail: "the signed head does not match the chain".into(),
-                                place,
-                            }));
-                        }
-                        trusting = false;
-                    }
-                    let stated = hex::decode(&hash)
-                        .ok()
-                        .and_then(|h| <[u8; 32]>::try_from(h).ok())
-                        .unwrap_or(GENESIS);
-                    head = stated;
-                    expected = seq + 1;
-                    entries.push(Scanned {
-                        seq,
-                        decision_id,
-                        recorded,
-                        hash: stated,
-                        place,
-                    });
-                    continue;
-                }
-                RawLine::Checkpoint { checkpoint, .. } if checkpoint.seq <= anchor.seq => {
-                    checkpoints += 1;
-                    last_checkpoint_seq = Some(checkpoint.seq);
-                    last_checkpoint_batch = checkpoint.batch;
-                    continue;
-                }
-                _ => {
-                    return Ok(Err(Damage::Truncated {
-                        detail: format!(
-                            "the signed head names record {} but the ledger does not hold it \
-                             where it should",
-                            anchor.seq
-                        ),
-                    }));
-                }
+                    hash: stated,
+                    place,
+                });
+                Ok(())
             }
+            RawLine::Checkpoint { checkpoint, .. } if checkpoint.seq <= anchor.seq => {
+                self.checkpoints += 1;
+                self.last_checkpoint_seq = Some(checkpoint.seq);
+                self.last_checkpoint_batch = checkpoint.batch;
+                Ok(())
+            }
+            _ => Err(Damage::Truncated {
+                detail: format!(
+                    "the signed head names record {} but the ledger does not hold it where it \
+                     should",
+                    anchor.seq
+                ),
+            }),
         }
+    }
+
+    /// A line past the anchor (or every line, without one): it must continue the chain.
+    fn checked(
+        &mut self,
+        line: RawLine,
+        place: Place,
+        present: &std::collections::HashSet<u64>,
+        key: &VerifyingKey,
+    ) -> Result<(), Damage> {
         match line {
             RawLine::Entry {
                 seq,
@@ -562,9 +511,10 @@ pub(super) fn scan_segments(
                 hash,
                 computed,
             } => {
+                let expected = self.expected;
                 if seq != expected {
                     let found = seq;
-                    return Ok(Err(if present.contains(&expected) {
+                    return Err(if present.contains(&expected) {
                         Damage::Reordered {
                             expected,
                             found,
@@ -576,17 +526,17 @@ pub(super) fn scan_segments(
                             found,
                             place,
                         }
-                    }));
+                    });
                 }
-                if prev != hex::encode(head) {
-                    return Ok(Err(Damage::BrokenLink { seq, place }));
+                if prev != hex::encode(self.head) {
+                    return Err(Damage::BrokenLink { seq, place });
                 }
                 if hash != hex::encode(computed) {
-                    return Ok(Err(Damage::Edited { seq, place }));
+                    return Err(Damage::Edited { seq, place });
                 }
-                head = computed;
-                expected += 1;
-                entries.push(Scanned {
+                self.head = computed;
+                self.expected += 1;
+                self.entries.push(Scanned {
                     seq,
                     decision_id,
                     recorded,
@@ -603,33 +553,20 @@ pub(super) fn scan_segments(
                     detail: detail.to_owned(),
                     place: place.clone(),
                 };
-                if checkpoint.seq != expected - 1 || checkpoint.head != hex::encode(head) {
-                    return Ok(Err(bad("it does not name the chain's head at that point")));
+                if checkpoint.seq != self.expected - 1 || checkpoint.head != hex::encode(self.head)
+                {
+                    return Err(bad("it does not name the chain's head at that point"));
                 }
                 if let Err(damage) = verify_signature(&checkpoint, &signature, key) {
-                    return Ok(Err(bad(&damage)));
+                    return Err(bad(&damage));
                 }
-                checkpoints += 1;
-                last_checkpoint_seq = Some(checkpoint.seq);
-                last_checkpoint_batch = checkpoint.batch;
+                self.checkpoints += 1;
+                self.last_checkpoint_seq = Some(checkpoint.seq);
+                self.last_checkpoint_batch = checkpoint.batch;
             }
         }
+        Ok(())
     }
-    if trusting && let Some(anchor) = anchor {
-        return Ok(Err(Damage::Truncated {
-            detail: format!(
-                "the signed head names record {} but the ledger ends before it",
-                anchor.seq
-            ),
-        }));
-    }
-    Ok(Ok(Scan {
-        entries,
-        checkpoints,
-        last_checkpoint_seq,
-        last_checkpoint_batch,
-        torn_tail,
-    }))
 }
 
 pub(super) fn verify_signature(

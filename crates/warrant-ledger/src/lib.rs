@@ -10,6 +10,7 @@
 
 mod archive;
 mod chain;
+mod damage;
 mod export;
 mod index;
 mod record;
@@ -31,9 +32,10 @@ use warrant_domain::clock::UnixMillis;
 
 pub use archive::{Archived, Cut, archive};
 pub use chain::{
-    Checkpoint, Damage, Place, SignedHead, Verified, VerifyOptions, key_id,
-    load_or_create_signing_key, read_head, records, verify,
+    Checkpoint, SignedHead, Verified, VerifyOptions, key_id, load_or_create_signing_key, read_head,
+    records, verify,
 };
+pub use damage::{Damage, Place};
 pub use export::export;
 pub use record::{
     ApprovalAdviceRecord, ApprovalRecord, ApprovalRequestRecord, ErrorRecord, OwnerRecord, Record,
@@ -208,6 +210,39 @@ pub struct LedgerStats {
     pub failed: bool,
 }
 
+/// Where each decision of the active (last) segment is: what is kept in memory. Sealed
+/// segments have index files; one missing (a ledger from before them, or a crash at rotation)
+/// is built now, once.
+fn active_index(dir: &Path, scan: &chain::Scan) -> Result<HashMap<String, Location>, LedgerError> {
+    let mut sealed = segments(dir)?;
+    let active = sealed.pop();
+    for segment in &sealed {
+        if !index::index_path(segment).exists() {
+            tracing::info!(segment = %segment.display(), "building a missing segment index");
+            index::build_index(segment)?;
+        }
+    }
+    let mut index = HashMap::new();
+    if let Some(active) = &active {
+        let segment = Arc::new(active.clone());
+        for entry in &scan.entries {
+            if &entry.place.segment == active
+                && let Some(decision_id) = &entry.decision_id
+            {
+                index.insert(
+                    decision_id.clone(),
+                    Location {
+                        segment: Arc::clone(&segment),
+                        offset: entry.place.offset,
+                        length: entry.place.length,
+                    },
+                );
+            }
+        }
+    }
+    Ok(index)
+}
+
 impl Ledger {
     /// Opens the ledger in `settings.dir`: checks what is there (refusing a damaged ledger),
     /// cuts a torn last write, and starts the writer thread.
@@ -279,35 +314,7 @@ impl Ledger {
             mode = ?settings.mode,
             "ledger open"
         );
-        // In memory: the active (last) segment's records only. Sealed segments have index files;
-        // one missing (a ledger from before them, or a crash at rotation) is built now, once.
-        let mut sealed = segments(&settings.dir)?;
-        let active = sealed.pop();
-        for segment in &sealed {
-            if !index::index_path(segment).exists() {
-                tracing::info!(segment = %segment.display(), "building a missing segment index");
-                index::build_index(segment)?;
-            }
-        }
-        let mut index = HashMap::new();
-        if let Some(active) = &active {
-            let segment = Arc::new(active.clone());
-            for entry in &scan.entries {
-                if &entry.place.segment == active
-                    && let Some(decision_id) = &entry.decision_id
-                {
-                    index.insert(
-                        decision_id.clone(),
-                        Location {
-                            segment: Arc::clone(&segment),
-                            offset: entry.place.offset,
-                            length: entry.place.length,
-                        },
-                    );
-                }
-            }
-        }
-        let index: Index = Arc::new(RwLock::new(index));
+        let index: Index = Arc::new(RwLock::new(active_index(&settings.dir, &scan)?));
         let published = Arc::new(std::sync::Mutex::new(published));
         let (sender, receiver) = mpsc::sync_channel(settings.queue.max(1));
         let failed = Arc::new(AtomicBool::new(false));

@@ -365,119 +365,16 @@ impl PolicySnapshot {
             Ok((schema, _warnings)) => schema,
             Err(error) => return Err(PolicyLoadError::Invalid(schema_file.problems_from(&error))),
         };
-
-        let mut problems = Vec::new();
-        let mut warnings = Vec::new();
-        let mut policies = PolicySet::new();
-        // Which file and offset each policy and template came from, for validation messages.
-        let mut origin: HashMap<PolicyId, (usize, usize)> = HashMap::new();
-        for (file_index, source) in sources.iter().enumerate() {
-            let parsed = match PolicySet::from_str(&source.text) {
-                Ok(parsed) => parsed,
-                Err(errors) => {
-                    problems.extend(source.problems_from(&errors));
-                    continue;
-                }
-            };
-            let mut search_from = 0;
-            // Static policies and templates, in the order they are written.
-            let mut written: Vec<(usize, Result<&Policy, &Template>)> = Vec::new();
-            for policy in parsed.policies() {
-                let offset = locate(&source.text, &policy.to_string(), &mut search_from);
-                written.push((offset, Ok(policy)));
-            }
-            search_from = 0;
-            for template in parsed.templates() {
-                let offset = locate(&source.text, &template.to_string(), &mut search_from);
-                written.push((offset, Err(template)));
-            }
-            written.sort_by_key(|(offset, _)| *offset);
-            for (offset, item) in written {
-                let annotation = match item {
-                    Ok(policy) => policy.annotation("id"),
-                    Err(template) => template.annotation("id"),
-                };
-                let Some(id) = annotation else {
-                    problems.push(source.problem_at(
-                        offset,
-                        "policy has no @id(\"...\") annotation; every policy and template needs one, it is the reason decisions report",
-                    ));
-                    continue;
-                };
-                let id = PolicyId::new(id);
-                if let Some((other_file, other_offset)) = origin.get(&id) {
-                    let first = sources[*other_file].problem_at(*other_offset, "");
-                    problems.push(source.problem_at(
-                        offset,
-                        format!(
-                            "duplicate @id(\"{id}\"): already used at {}:{}:{}",
-                            first.file.display(),
-                            first.line,
-                            first.column
-                        ),
-                    ));
-                    continue;
-                }
-                origin.insert(id.clone(), (file_index, offset));
-                let added = match item {
-                    Ok(policy) => {
-                        if matches!(policy.principal_constraint(), PrincipalConstraint::Any)
-                            && matches!(policy.resource_constraint(), ResourceConstraint::Any)
-                        {
-                            warnings.push(source.problem_at(
-                                offset,
-                                format!(
-                                    "policy \"{id}\" constrains neither principal nor resource in \
-                                     its scope: it is evaluated for every request for its action \
-                                     (the policy index can place it by action only)"
-                                ),
-                            ));
-                        }
-                        policies.add(policy.new_id(id))
-                    }
-                    Err(template) => policies.add_template(template.new_id(id)),
-                };
-                if let Err(error) = added {
-                    problems.push(source.problem_at(offset, error.to_string()));
-                }
-            }
-        }
+        let Parsed {
+            policies,
+            origin,
+            warnings,
+        } = parse_policies(sources).map_err(PolicyLoadError::Invalid)?;
+        let problems = validate(&schema, &policies, &origin, sources);
         if !problems.is_empty() {
             return Err(PolicyLoadError::Invalid(problems));
         }
-
-        let validation = Validator::new(schema.clone()).validate(&policies, ValidationMode::Strict);
-        for error in validation.validation_errors() {
-            let (file_index, policy_offset) = origin[error.policy_id()];
-            let source = &sources[file_index];
-            // Validation labels are offsets into the text the policy was parsed from: its file.
-            let offset = error
-                .labels()
-                .and_then(|mut labels| labels.next())
-                .map_or(policy_offset, |label| label.offset());
-            problems.push(
-                source.problem_at(offset, format!("policy \"{}\": {error}", error.policy_id())),
-            );
-        }
-        if !problems.is_empty() {
-            return Err(PolicyLoadError::Invalid(problems));
-        }
-
-        let mut hasher = Sha256::new();
-        for source in std::iter::once(schema_file)
-            .chain(sources)
-            .chain(links_file)
-        {
-            let name = source
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned());
-            hasher.update(name.unwrap_or_default().as_bytes());
-            hasher.update([0]);
-            hasher.update((source.text.len() as u64).to_le_bytes());
-            hasher.update(source.text.as_bytes());
-        }
-        let version: Arc<str> = format!("sha256:{:x}", hasher.finalize()).into();
+        let version = version_of(schema_file, sources, links_file);
         let schema_version: Arc<str> =
             format!("sha256:{:x}", Sha256::digest(schema_file.text.as_bytes())).into();
         let actions = schema
@@ -490,45 +387,8 @@ impl PolicySnapshot {
             .collect();
         let time_use = TimeUse::of(&policies);
         let contexts = declared_contexts(&schema_file.text);
-        let mut missing_now: Vec<&String> = contexts
-            .iter()
-            .filter(|(_, shape)| {
-                shape
-                    .attributes
-                    .get("now")
-                    .is_none_or(|now| now.kind != Kind::Datetime)
-            })
-            .map(|(action, _)| action)
-            .collect();
-        missing_now.sort();
-        if !missing_now.is_empty() {
-            return Err(PolicyLoadError::Invalid(
-                missing_now
-                    .into_iter()
-                    .map(|action| {
-                        schema_file.problem_at(
-                            schema_file.text.find(action.as_str()).unwrap_or(0),
-                            format!(
-                                "action \"{action}\": its context must declare `now: datetime` \
-                                 (Warrant sets it on every request, so without it every request \
-                                 to this action is refused)"
-                            ),
-                        )
-                    })
-                    .collect(),
-            ));
-        }
         let described = described_types(&schema_file.text);
-        if described.contains_key(warrant_domain::APPROVAL_TYPE) {
-            return Err(PolicyLoadError::Invalid(vec![schema_file.problem_at(
-                schema_file.text.find(DESCRIBED_BY_CALLER).unwrap_or(0),
-                format!(
-                    "`{}` cannot be @{DESCRIBED_BY_CALLER}: approvals are Warrant's own facts, \
-                     never a caller's",
-                    warrant_domain::APPROVAL_TYPE
-                ),
-            )]));
-        }
+        check_contexts(schema_file, &contexts, &described)?;
         let templates = policies
             .templates()
             .map(|template| (template.id().to_string(), TemplateScope::of(template)))
@@ -875,6 +735,195 @@ impl PolicySnapshot {
     pub fn template_count(&self) -> usize {
         self.files.templates.len()
     }
+}
+
+/// The policies and templates of a folder's files, each under its `@id`, with where each came
+/// from (file and offset) and the warnings found on the way.
+struct Parsed {
+    policies: PolicySet,
+    origin: HashMap<PolicyId, (usize, usize)>,
+    warnings: Vec<Problem>,
+}
+
+/// Parses every file: each policy and template needs a unique `@id`.
+fn parse_policies(sources: &[SourceFile]) -> Result<Parsed, Vec<Problem>> {
+    let mut problems = Vec::new();
+    let mut warnings = Vec::new();
+    let mut policies = PolicySet::new();
+    // Which file and offset each policy and template came from, for validation messages.
+    let mut origin: HashMap<PolicyId, (usize, usize)> = HashMap::new();
+    for (file_index, source) in sources.iter().enumerate() {
+        let parsed = match PolicySet::from_str(&source.text) {
+            Ok(parsed) => parsed,
+            Err(errors) => {
+                problems.extend(source.problems_from(&errors));
+                continue;
+            }
+        };
+        let mut search_from = 0;
+        // Static policies and templates, in the order they are written.
+        let mut written: Vec<(usize, Result<&Policy, &Template>)> = Vec::new();
+        for policy in parsed.policies() {
+            let offset = locate(&source.text, &policy.to_string(), &mut search_from);
+            written.push((offset, Ok(policy)));
+        }
+        search_from = 0;
+        for template in parsed.templates() {
+            let offset = locate(&source.text, &template.to_string(), &mut search_from);
+            written.push((offset, Err(template)));
+        }
+        written.sort_by_key(|(offset, _)| *offset);
+        for (offset, item) in written {
+            let annotation = match item {
+                Ok(policy) => policy.annotation("id"),
+                Err(template) => template.annotation("id"),
+            };
+            let Some(id) = annotation else {
+                problems.push(source.problem_at(
+                    offset,
+                    "policy has no @id(\"...\") annotation; every policy and template needs one, it is the reason decisions report",
+                ));
+                continue;
+            };
+            let id = PolicyId::new(id);
+            if let Some((other_file, other_offset)) = origin.get(&id) {
+                let first = sources[*other_file].problem_at(*other_offset, "");
+                problems.push(source.problem_at(
+                    offset,
+                    format!(
+                        "duplicate @id(\"{id}\"): already used at {}:{}:{}",
+                        first.file.display(),
+                        first.line,
+                        first.column
+                    ),
+                ));
+                continue;
+            }
+            origin.insert(id.clone(), (file_index, offset));
+            let added = match item {
+                Ok(policy) => {
+                    if matches!(policy.principal_constraint(), PrincipalConstraint::Any)
+                        && matches!(policy.resource_constraint(), ResourceConstraint::Any)
+                    {
+                        warnings.push(source.problem_at(
+                            offset,
+                            format!(
+                                "policy \"{id}\" constrains neither principal nor resource in \
+                                 its scope: it is evaluated for every request for its action \
+                                 (the policy index can place it by action only)"
+                            ),
+                        ));
+                    }
+                    policies.add(policy.new_id(id))
+                }
+                Err(template) => policies.add_template(template.new_id(id)),
+            };
+            if let Err(error) = added {
+                problems.push(source.problem_at(offset, error.to_string()));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    Ok(Parsed {
+        policies,
+        origin,
+        warnings,
+    })
+}
+
+/// Strict validation against the schema: each problem placed in the file the policy came from.
+fn validate(
+    schema: &Schema,
+    policies: &PolicySet,
+    origin: &HashMap<PolicyId, (usize, usize)>,
+    sources: &[SourceFile],
+) -> Vec<Problem> {
+    let mut problems = Vec::new();
+    let validation = Validator::new(schema.clone()).validate(policies, ValidationMode::Strict);
+    for error in validation.validation_errors() {
+        let (file_index, policy_offset) = origin[error.policy_id()];
+        let source = &sources[file_index];
+        // Validation labels are offsets into the text the policy was parsed from: its file.
+        let offset = error
+            .labels()
+            .and_then(|mut labels| labels.next())
+            .map_or(policy_offset, |label| label.offset());
+        problems
+            .push(source.problem_at(offset, format!("policy \"{}\": {error}", error.policy_id())));
+    }
+    problems
+}
+
+/// `sha256:` over every file the set is made of, names and contents.
+fn version_of(
+    schema_file: &SourceFile,
+    sources: &[SourceFile],
+    links_file: Option<&SourceFile>,
+) -> Arc<str> {
+    let mut hasher = Sha256::new();
+    for source in std::iter::once(schema_file)
+        .chain(sources)
+        .chain(links_file)
+    {
+        let name = source
+            .path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        hasher.update(name.unwrap_or_default().as_bytes());
+        hasher.update([0]);
+        hasher.update((source.text.len() as u64).to_le_bytes());
+        hasher.update(source.text.as_bytes());
+    }
+    format!("sha256:{:x}", hasher.finalize()).into()
+}
+
+/// Every action's context declares `now: datetime`, and approvals cannot be described by callers.
+fn check_contexts(
+    schema_file: &SourceFile,
+    contexts: &HashMap<String, Arc<ContextShape>>,
+    described: &HashMap<String, Arc<ContextShape>>,
+) -> Result<(), PolicyLoadError> {
+    let mut missing_now: Vec<&String> = contexts
+        .iter()
+        .filter(|(_, shape)| {
+            shape
+                .attributes
+                .get("now")
+                .is_none_or(|now| now.kind != Kind::Datetime)
+        })
+        .map(|(action, _)| action)
+        .collect();
+    missing_now.sort();
+    if !missing_now.is_empty() {
+        return Err(PolicyLoadError::Invalid(
+            missing_now
+                .into_iter()
+                .map(|action| {
+                    schema_file.problem_at(
+                        schema_file.text.find(action.as_str()).unwrap_or(0),
+                        format!(
+                            "action \"{action}\": its context must declare `now: datetime` \
+                             (Warrant sets it on every request, so without it every request \
+                             to this action is refused)"
+                        ),
+                    )
+                })
+                .collect(),
+        ));
+    }
+    if described.contains_key(warrant_domain::APPROVAL_TYPE) {
+        return Err(PolicyLoadError::Invalid(vec![schema_file.problem_at(
+            schema_file.text.find(DESCRIBED_BY_CALLER).unwrap_or(0),
+            format!(
+                "`{}` cannot be @{DESCRIBED_BY_CALLER}: approvals are Warrant's own facts, \
+                 never a caller's",
+                warrant_domain::APPROVAL_TYPE
+            ),
+        )]));
+    }
+    Ok(())
 }
 
 /// The longest link id.

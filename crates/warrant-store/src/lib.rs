@@ -1,10 +1,13 @@
-//! The live facts store: the approvals and identities changed through the admin API, and the
-//! use counts of limited approvals, kept in an embedded redb database in the data folder. Every
-//! write is committed durably before it returns. Knows nothing of rules or of Cedar: `control`
-//! decides what to write.
+//! What Warrant keeps in redb in the data folder, one database file owned here: the facts'
+//! tables (`facts`, the `FactsSource` of `warrant-facts`) and the live store (`LiveStore`): the
+//! approvals and identities changed through the admin API, and the use counts of limited
+//! approvals. Every write is committed durably before it returns. The live store knows nothing
+//! of rules or of Cedar: `control` decides what to write.
 //!
-//! May depend on: `warrant-domain`, `warrant-files`.
+//! May depend on: `warrant-domain`, `warrant-facts`, `warrant-files`.
 //! Invariant: every write is durable when it returns; a use counts only once.
+
+pub mod facts;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -379,29 +379,7 @@ async fn file(
         )
     })?;
     // The denial as Warrant recorded it, not as the PEP echoes it.
-    let ledger = Arc::clone(&service.ledger);
-    let lookup = evaluation_id.to_owned();
-    let stored = tokio::task::spawn_blocking(move || ledger.get(&lookup))
-        .await
-        .map_err(|error| {
-            Problem::plain(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("the ledger lookup failed: {error}"),
-            )
-        })?
-        .map_err(|error| {
-            tracing::error!(%error, "an access request's denial could not be looked up");
-            Problem::plain(
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the ledger could not be read: {error}"),
-            )
-        })?
-        .ok_or_else(|| {
-            Problem::unbound(format!(
-                "denial.evaluation_id: Warrant recorded no evaluation {evaluation_id:?}"
-            ))
-        })?;
-    let record = stored.record;
+    let record = recorded_denial(service, evaluation_id).await?;
     let Some(advice) = record
         .approval_required
         .clone()
@@ -479,28 +457,7 @@ async fn file(
         }
         None => DEFAULT_DURATION_MS.min(advice.max_validity_seconds.saturating_mul(1000)),
     };
-    let idempotency = match headers.get("idempotency-key") {
-        None => None,
-        Some(key) => {
-            let key = key
-                .to_str()
-                .ok()
-                .map(|k| k.trim().trim_matches('"'))
-                .filter(|k| !k.is_empty() && k.len() <= MOST_KEY_BYTES)
-                .ok_or_else(|| {
-                    Problem::bad(format!(
-                        "Idempotency-Key: must be visible ASCII, 1 to {MOST_KEY_BYTES} bytes"
-                    ))
-                })?;
-            let canonical = serde_json_canonicalizer::to_vec(&Value::Object(submission.clone()))
-                .map_err(|error| Problem::bad(format!("body: {error}")))?;
-            use sha2::Digest as _;
-            Some(Idempotency {
-                key: key.to_owned(),
-                submission_sha256: hex::encode(sha2::Sha256::digest(&canonical)),
-            })
-        }
-    };
+    let idempotency = idempotency(headers, &submission)?;
     let caller = peer.caller();
     let caller = caller
         .identity
@@ -526,6 +483,65 @@ async fn file(
     .await?;
     let task = task_json(authzen, service, &filed, headers).await;
     Ok((StatusCode::ACCEPTED, task))
+}
+
+/// The evaluation `evaluation_id` as the ledger holds it.
+async fn recorded_denial(
+    service: &AccessRequests,
+    evaluation_id: &str,
+) -> Result<warrant_ledger::Record, Problem> {
+    let ledger = Arc::clone(&service.ledger);
+    let lookup = evaluation_id.to_owned();
+    let stored = tokio::task::spawn_blocking(move || ledger.get(&lookup))
+        .await
+        .map_err(|error| {
+            Problem::plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("the ledger lookup failed: {error}"),
+            )
+        })?
+        .map_err(|error| {
+            tracing::error!(%error, "an access request's denial could not be looked up");
+            Problem::plain(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("the ledger could not be read: {error}"),
+            )
+        })?
+        .ok_or_else(|| {
+            Problem::unbound(format!(
+                "denial.evaluation_id: Warrant recorded no evaluation {evaluation_id:?}"
+            ))
+        })?;
+    Ok(stored.record)
+}
+
+/// The submission's `Idempotency-Key`, with the SHA-256 of the submission it came with.
+fn idempotency(
+    headers: &HeaderMap,
+    submission: &Map<String, Value>,
+) -> Result<Option<Idempotency>, Problem> {
+    Ok(match headers.get("idempotency-key") {
+        None => None,
+        Some(key) => {
+            let key = key
+                .to_str()
+                .ok()
+                .map(|k| k.trim().trim_matches('"'))
+                .filter(|k| !k.is_empty() && k.len() <= MOST_KEY_BYTES)
+                .ok_or_else(|| {
+                    Problem::bad(format!(
+                        "Idempotency-Key: must be visible ASCII, 1 to {MOST_KEY_BYTES} bytes"
+                    ))
+                })?;
+            let canonical = serde_json_canonicalizer::to_vec(&Value::Object(submission.clone()))
+                .map_err(|error| Problem::bad(format!("body: {error}")))?;
+            use sha2::Digest as _;
+            Some(Idempotency {
+                key: key.to_owned(),
+                submission_sha256: hex::encode(sha2::Sha256::digest(&canonical)),
+            })
+        }
+    })
 }
 
 /// A request as the profile's task (and, once approved, its result).

@@ -1,0 +1,446 @@
+//! `warrant approval ...`: grants, revocations, approval requests and their decisions.
+
+use super::*;
+
+#[derive(Debug, clap::Args)]
+pub struct ApprovalArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    #[command(subcommand)]
+    pub command: ApprovalCommand,
+}
+
+// Parsed once per process: the size of the biggest variant does not matter.
+#[allow(clippy::large_enum_variant)]
+/// Who approves or rejects: named (the admin caller's word), or proven by their own credential.
+#[derive(Debug, clap::Args)]
+pub struct ApproverArgs {
+    /// The human who decides, as Human::id (with a credential: its Human, when left out).
+    #[arg(long, required_unless_present = "approver_credential_file")]
+    approver: Option<String>,
+    /// A file holding the approver's own credential (a JWT naming a Human): proves who decides,
+    /// where the admin token alone only names them. Never the token itself on the command line,
+    /// where other users of the machine could read it.
+    #[arg(long, env = "WARRANT_APPROVER_CREDENTIAL_FILE")]
+    approver_credential_file: Option<PathBuf>,
+}
+
+impl ApproverArgs {
+    /// The approver as named (if named) and the credential as read from its file ("" without).
+    fn resolve(self) -> anyhow::Result<(Option<proto::EntityRef>, String)> {
+        let named = self
+            .approver
+            .map(|a| parse_entity(&a, "approver"))
+            .transpose()?;
+        let credential = match self.approver_credential_file {
+            None => String::new(),
+            Some(path) => std::fs::read_to_string(&path)
+                .with_context(|| {
+                    format!("--approver-credential-file: cannot read {}", path.display())
+                })?
+                .trim()
+                .to_owned(),
+        };
+        Ok((named, credential))
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per command; `grant` simply has many flags"
+)]
+pub enum ApprovalCommand {
+    /// Grant an approval to an identity.
+    Grant {
+        /// Its id; Warrant picks one when not given.
+        #[arg(long)]
+        id: Option<String>,
+        /// The change or task ticket.
+        #[arg(long)]
+        ticket: String,
+        #[command(flatten)]
+        approver: ApproverArgs,
+        /// Who asked for it, as Type::id.
+        #[arg(long)]
+        requester: String,
+        /// The identity it is granted to, as Type::id.
+        #[arg(long)]
+        subject: String,
+        /// An action it covers (repeat for more).
+        #[arg(long = "action", required = true)]
+        actions: Vec<String>,
+        /// The scope that bounds it, as Scope::id.
+        #[arg(long)]
+        scope: String,
+        /// Start of validity, RFC 3339 [default: now]
+        #[arg(long)]
+        not_before: Option<String>,
+        /// End of validity, RFC 3339.
+        #[arg(long, conflicts_with = "valid_for")]
+        expires_at: Option<String>,
+        /// Or how long from not_before it lasts: 90s, 30m, 2h, 1d.
+        #[arg(long = "for")]
+        valid_for: Option<String>,
+        /// Allowed uses it grants (1: single use) [default: unlimited]
+        #[arg(long)]
+        max_uses: Option<u64>,
+        /// A budget over all its uses, ATTRIBUTE=TOTAL: each allowed decision spends the
+        /// context's ATTRIBUTE, e.g. amount=5000 [default: none]
+        #[arg(long)]
+        budget: Option<String>,
+        #[arg(long)]
+        playbook: Option<String>,
+        #[arg(long)]
+        justification: Option<String>,
+        /// Further attributes as a JSON object, e.g. '{"max_amount": 5000}'.
+        #[arg(long)]
+        attributes: Option<String>,
+    },
+    /// Revoke an approval.
+    Revoke {
+        id: String,
+        #[arg(long)]
+        reason: Option<String>,
+    },
+    /// One approval, with its state and uses.
+    Show { id: String },
+    /// Approvals matching every filter given.
+    List {
+        /// Type::id of the identity they were granted to.
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long)]
+        ticket: Option<String>,
+        /// pending, active, expired, revoked or exhausted.
+        #[arg(long)]
+        state: Option<String>,
+    },
+    /// Approval requests (filed by identities with RequestApproval), oldest first.
+    Requests {
+        /// pending, approved, rejected or expired [default: all]
+        #[arg(long)]
+        state: Option<String>,
+        /// Type::id of the identity that asked.
+        #[arg(long)]
+        identity: Option<String>,
+    },
+    /// Approve a pending request: an approval is granted to the identity that asked, with every
+    /// rule of `grant`.
+    Approve {
+        request: String,
+        #[command(flatten)]
+        approver: ApproverArgs,
+        /// How long it lasts: 90s, 30m, 2h, 1d [default: what was asked for]
+        #[arg(long = "for")]
+        valid_for: Option<String>,
+        /// Allowed uses it grants (1: single use) [default: unlimited]
+        #[arg(long)]
+        max_uses: Option<u64>,
+        /// A budget over all its uses, ATTRIBUTE=TOTAL, e.g. amount=5000 [default: none]
+        #[arg(long)]
+        budget: Option<String>,
+    },
+    /// Reject a pending request.
+    Reject {
+        request: String,
+        #[command(flatten)]
+        approver: ApproverArgs,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+fn approval_json(record: &proto::ApprovalRecord) -> Value {
+    let a = record.approval.clone().unwrap_or_default();
+    let state = proto::ApprovalState::try_from(record.state)
+        .map(|s| {
+            s.as_str_name()
+                .trim_start_matches("APPROVAL_STATE_")
+                .to_lowercase()
+        })
+        .unwrap_or_default();
+    json!({
+        "id": a.id,
+        "ticket": a.ticket,
+        "state": state,
+        "approver": entity_json(&a.approver),
+        "requester": entity_json(&a.requester),
+        "subject": entity_json(&a.subject),
+        "actions": a.actions,
+        "scope": entity_json(&a.scope),
+        "not_before": time_json(&a.not_before),
+        "expires_at": time_json(&a.expires_at),
+        "max_uses": a.max_uses,
+        "uses": record.uses,
+        "budget_spent": record.budget_spent,
+        "playbook": a.playbook,
+        "justification": a.justification,
+        "attributes": struct_json(&a.attributes),
+        "origin": record.origin,
+        "granted_at": time_json(&record.granted_at),
+        "revoked_at": time_json(&record.revoked_at),
+        "revoke_reason": record.revoke_reason,
+        "approver_credential_sha256": record.approver_credential_sha256,
+        "unchecked": record.unchecked,
+    })
+}
+
+pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.connection.connect().await?;
+    match args.command {
+        ApprovalCommand::Grant {
+            id,
+            ticket,
+            approver,
+            requester,
+            subject,
+            actions,
+            scope,
+            not_before,
+            expires_at,
+            valid_for,
+            max_uses,
+            budget,
+            playbook,
+            justification,
+            attributes,
+        } => {
+            let not_before = not_before.map(|t| time(&t, "not-before")).transpose()?;
+            let expires_at = expiry(not_before.as_ref(), expires_at, valid_for)?;
+            let (approver, approver_credential) = approver.resolve()?;
+            let spec = proto::ApprovalSpec {
+                id: id.unwrap_or_default(),
+                ticket,
+                approver,
+                requester: Some(parse_entity(&requester, "requester")?),
+                subject: Some(parse_entity(&subject, "subject")?),
+                actions,
+                scope: Some(parse_entity(&scope, "scope")?),
+                not_before,
+                expires_at: Some(expires_at),
+                max_uses: max_uses.unwrap_or(0),
+                playbook: playbook.unwrap_or_default(),
+                justification: justification.unwrap_or_default(),
+                attributes: grant_attributes(attributes.as_deref(), budget.as_deref())?,
+            };
+            let record = client
+                .grant_approval(proto::GrantApprovalRequest {
+                    approval: Some(spec),
+                    approver_credential,
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(approval_json(&record))
+        }
+        ApprovalCommand::Revoke { id, reason } => {
+            let record = client
+                .revoke_approval(proto::RevokeApprovalRequest {
+                    id,
+                    reason: reason.unwrap_or_default(),
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(approval_json(&record))
+        }
+        ApprovalCommand::Show { id } => {
+            let record = client
+                .get_approval(proto::GetApprovalRequest { id })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(approval_json(&record))
+        }
+        ApprovalCommand::List {
+            subject,
+            ticket,
+            state,
+        } => list(&mut client, subject, ticket, state).await,
+        ApprovalCommand::Requests { state, identity } => {
+            let found = client
+                .list_approval_requests(proto::ListApprovalRequestsRequest {
+                    state: state.unwrap_or_default(),
+                    identity: identity.map(|i| parse_entity(&i, "identity")).transpose()?,
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(Value::Array(
+                found.requests.iter().map(approval_request_json).collect(),
+            ))
+        }
+        ApprovalCommand::Approve {
+            request,
+            approver,
+            valid_for,
+            max_uses,
+            budget,
+        } => {
+            let (approver, approver_credential) = approver.resolve()?;
+            let (budget_attribute, budget_total) = match budget {
+                Some(budget) => parse_budget(&budget)?,
+                None => (String::new(), 0),
+            };
+            let duration_seconds = valid_for
+                .map(|length| duration_millis(&length).map(|ms| ms / 1000))
+                .transpose()?
+                .unwrap_or(0);
+            let decided = client
+                .decide_approval_request(proto::DecideApprovalRequestRequest {
+                    id: request,
+                    approver,
+                    approver_credential,
+                    approve: true,
+                    duration_seconds,
+                    max_uses: max_uses.unwrap_or(0),
+                    reason: String::new(),
+                    budget_attribute,
+                    budget_total,
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(approval_request_json(&decided))
+        }
+        ApprovalCommand::Reject {
+            request,
+            approver,
+            reason,
+        } => {
+            let (approver, approver_credential) = approver.resolve()?;
+            let decided = client
+                .decide_approval_request(proto::DecideApprovalRequestRequest {
+                    id: request,
+                    approver,
+                    approver_credential,
+                    approve: false,
+                    duration_seconds: 0,
+                    max_uses: 0,
+                    reason,
+                    budget_attribute: String::new(),
+                    budget_total: 0,
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(approval_request_json(&decided))
+        }
+    }
+}
+
+/// When a grant expires: `--expires-at`, or `--for` after its start (`--not-before`, or now).
+fn expiry(
+    not_before: Option<&prost_types::Timestamp>,
+    expires_at: Option<String>,
+    valid_for: Option<String>,
+) -> anyhow::Result<prost_types::Timestamp> {
+    Ok(match (expires_at, valid_for) {
+        (Some(at), _) => time(&at, "expires-at")?,
+        (None, Some(length)) => {
+            let start =
+                not_before.map_or_else(|| SystemClock.now(), crate::proto::convert::unix_millis);
+            crate::proto::convert::timestamp(start.saturating_add_millis(duration_millis(&length)?))
+        }
+        (None, None) => bail!("give --expires-at or --for"),
+    })
+}
+
+/// A grant's `--attributes`, with its `--budget` as `budget_attribute` and `budget_total`.
+fn grant_attributes(
+    attributes: Option<&str>,
+    budget: Option<&str>,
+) -> anyhow::Result<Option<prost_types::Struct>> {
+    let mut attributes = json_object(attributes, "attributes")?;
+    if let Some(budget) = budget {
+        let (attribute, total) = parse_budget(budget)?;
+        let fields = &mut attributes.get_or_insert_default().fields;
+        fields.insert(
+            "budget_attribute".to_owned(),
+            crate::proto::json_to_value(json!(attribute)),
+        );
+        fields.insert(
+            "budget_total".to_owned(),
+            crate::proto::json_to_value(json!(total)),
+        );
+    }
+    Ok(attributes)
+}
+
+/// `warrant approval list`: every page of approvals that match.
+async fn list(
+    client: &mut Client,
+    subject: Option<String>,
+    ticket: Option<String>,
+    state: Option<String>,
+) -> anyhow::Result<ExitCode> {
+    let state = match state.as_deref() {
+        None => proto::ApprovalState::Unspecified,
+        Some(name) => {
+            proto::ApprovalState::from_str_name(&format!("APPROVAL_STATE_{}", name.to_uppercase()))
+                .with_context(|| {
+                    format!(
+                        "--state: one of pending, active, expired, revoked, exhausted; got {name:?}"
+                    )
+                })?
+        }
+    };
+    let subject = subject.map(|s| parse_entity(&s, "subject")).transpose()?;
+    let mut all = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = client
+            .list_approvals(proto::ListApprovalsRequest {
+                subject: subject.clone(),
+                ticket: ticket.clone().unwrap_or_default(),
+                state: state as i32,
+                page_size: 0,
+                page_token,
+            })
+            .await
+            .map_err(call_failed)?
+            .into_inner();
+        all.extend(page.approvals.iter().map(approval_json));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    print(Value::Array(all))
+}
+
+/// `ATTRIBUTE=TOTAL`, e.g. `amount=5000`.
+fn parse_budget(text: &str) -> anyhow::Result<(String, u64)> {
+    let (attribute, total) = text
+        .split_once('=')
+        .filter(|(attribute, _)| !attribute.is_empty())
+        .with_context(|| format!("--budget: ATTRIBUTE=TOTAL, e.g. amount=5000; got {text:?}"))?;
+    let total = total
+        .parse()
+        .with_context(|| format!("--budget: {total:?} is not a whole number"))?;
+    Ok((attribute.to_owned(), total))
+}
+
+fn approval_request_json(record: &proto::ApprovalRequestRecord) -> Value {
+    json!({
+        "id": record.id,
+        "state": record.state,
+        "identity": entity_json(&record.identity),
+        "action": record.action,
+        "resource": entity_json(&record.resource),
+        "scope": entity_json(&record.scope),
+        "justification": record.justification,
+        "ticket": record.ticket,
+        "duration_seconds": record.duration_seconds,
+        "on_behalf_of": entity_json(&record.on_behalf_of),
+        "decision_id": record.decision_id,
+        "requested_at": time_json(&record.requested_at),
+        "expires_at": time_json(&record.expires_at),
+        "decided_by": entity_json(&record.decided_by),
+        "decided_by_credential_sha256": record.decided_by_credential_sha256,
+        "decided_at": time_json(&record.decided_at),
+        "reason": record.reason,
+        "approval_id": record.approval_id,
+    })
+}
