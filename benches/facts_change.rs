@@ -42,6 +42,7 @@ fn open(policies: &Path, data: &Path) -> Control {
     .expect("the policy folder and its facts")
 }
 
+#[expect(clippy::cast_possible_truncation, reason = "a quantile's index")]
 fn report(what: &str, mut took: Vec<Duration>) {
     took.sort();
     let at = |q: f64| took[((took.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;

@@ -420,7 +420,7 @@ fn replication(
             Some(crate::control::replica::Replication {
                 postgres: Arc::new(postgres),
                 freshness: Arc::new(warrant_fleet::Freshness::new(
-                    shared.max_staleness.as_millis().min(i64::MAX as u128) as i64,
+                    i64::try_from(shared.max_staleness.as_millis()).unwrap_or(i64::MAX),
                 )),
                 poll: shared.poll,
                 keep_changes: i64::try_from(shared.keep_changes).unwrap_or(i64::MAX),

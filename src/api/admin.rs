@@ -310,7 +310,7 @@ fn status_proto(status: StatusView) -> proto::StatusResponse {
     proto::StatusResponse {
         policy_version: status.policy_version.to_string(),
         policies_loaded_at: Some(timestamp(status.policies_loaded_at)),
-        policy_count: status.policy_count as u32,
+        policy_count: u32::try_from(status.policy_count).unwrap_or(u32::MAX),
         facts_version: status.facts_version.to_string(),
         entity_count: status.entity_count,
         identity_count: status.identity_count,
@@ -320,7 +320,7 @@ fn status_proto(status: StatusView) -> proto::StatusResponse {
         last_reload_failed_at: error_at,
         reloads: status.reloads,
         reload_failures: status.reload_failures,
-        template_count: status.template_count as u32,
+        template_count: u32::try_from(status.template_count).unwrap_or(u32::MAX),
         link_count: status.link_count as u64,
         replica: status.replica.map(|replica| proto::ReplicaStatus {
             id: replica.id,

@@ -223,7 +223,7 @@ impl Control {
             let committed = writer.commit().map_err(|e| in_folder(e.to_string()))?;
             tracing::info!(
                 changed = committed.touched.len(),
-                commit_ms = committing.elapsed().as_millis() as u64,
+                commit_ms = u64::try_from(committing.elapsed().as_millis()).unwrap_or(u64::MAX),
                 "facts file imported into the facts store"
             );
             facts = facts.after(&committed, None)?;
@@ -243,9 +243,11 @@ impl Control {
             templates = policies.template_count(),
             links = policies.links().len(),
             live_links = live_links.len(),
-            policies_ms = policies_took.as_millis() as u64,
-            facts_ms = facts_took.as_millis() as u64,
-            links_checked_ms = (started.elapsed() - policies_took - facts_took).as_millis() as u64,
+            policies_ms = u64::try_from(policies_took.as_millis()).unwrap_or(u64::MAX),
+            facts_ms = u64::try_from(facts_took.as_millis()).unwrap_or(u64::MAX),
+            links_checked_ms =
+                u64::try_from((started.elapsed() - policies_took - facts_took).as_millis())
+                    .unwrap_or(u64::MAX),
             "policy folder and live changes loaded"
         );
         let snapshot = Snapshot {
@@ -584,12 +586,12 @@ fn facts_to_sync(
             writer.remove(&uid)?;
         }
     }
-    let written_ms = started.elapsed().as_millis() as u64;
+    let written_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     check_rules(&writer, schema).map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
     tracing::info!(
         entities = in_file.len(),
         written_ms,
-        checked_ms = started.elapsed().as_millis() as u64 - written_ms,
+        checked_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX) - written_ms,
         "facts file read into the facts store"
     );
     writer.set_meta(warrant_store::facts::META_FILE_DIGEST, digest);

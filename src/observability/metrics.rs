@@ -357,7 +357,7 @@ impl Metrics {
                     out,
                     "warrant_grpc_responses_total{{api=\"{}\",code=\"{:?}\"}} {}",
                     api.label(),
-                    tonic::Code::from_i32(code as i32),
+                    tonic::Code::from_i32(i32::try_from(code).unwrap_or(i32::MAX)),
                     counter.load(Ordering::Relaxed)
                 );
             }

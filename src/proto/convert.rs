@@ -113,6 +113,10 @@ fn value_to_context(value: prost_types::Value, path: &str) -> Result<ContextValu
         Some(Kind::StringValue(s)) => Ok(ContextValue::String(s)),
         Some(Kind::NumberValue(n)) => {
             if n.is_finite() && n.fract() == 0.0 && n.abs() <= MAX_EXACT_INTEGER as f64 {
+                #[expect(
+                    clippy::cast_possible_truncation,
+                    reason = "a whole number within 2^53: exact as an i64"
+                )]
                 Ok(ContextValue::Long(n as i64))
             } else {
                 Err(InvalidRequest::new(
@@ -153,7 +157,8 @@ pub fn unix_millis(at: &prost_types::Timestamp) -> UnixMillis {
 pub fn timestamp(at: UnixMillis) -> prost_types::Timestamp {
     prost_types::Timestamp {
         seconds: at.0.div_euclid(1_000),
-        nanos: (at.0.rem_euclid(1_000) * 1_000_000) as i32,
+        // Under a second of nanoseconds: fits an i32.
+        nanos: i32::try_from(at.0.rem_euclid(1_000) * 1_000_000).unwrap_or(0),
     }
 }
 

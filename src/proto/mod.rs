@@ -85,6 +85,10 @@ fn value_to_json(value: prost_types::Value) -> serde_json::Value {
         Some(Kind::NumberValue(n))
             if n.fract() == 0.0 && n.abs() <= warrant_domain::MAX_EXACT_INTEGER as f64 =>
         {
+            #[expect(
+                clippy::cast_possible_truncation,
+                reason = "a whole number within 2^53: exact as an i64"
+            )]
             Value::from(n as i64)
         }
         Some(Kind::NumberValue(n)) => {

@@ -8,6 +8,7 @@ fn in_hours(hours: f64) -> Option<prost_types::Timestamp> {
     use warrant_domain::clock::Clock as _;
     let now = warrant_domain::clock::SystemClock.now();
     let at = now.0 as f64 / 1000.0 + hours * 3600.0;
+    #[expect(clippy::cast_possible_truncation, reason = "seconds from now, as f64")]
     Some(prost_types::Timestamp {
         seconds: at as i64,
         nanos: 0,

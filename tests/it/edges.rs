@@ -30,7 +30,7 @@ async fn raw_call(server: &Server, path: &str, payload: &[u8]) -> RawAnswer {
         .http2_only(true)
         .build_http::<http_body_util::Full<bytes::Bytes>>();
     let mut frame = vec![0u8];
-    frame.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&u32::try_from(payload.len()).unwrap().to_be_bytes());
     frame.extend_from_slice(payload);
     let request = http::Request::post(format!("{}{path}", server.url()))
         .header("content-type", "application/grpc")

@@ -367,6 +367,7 @@ async fn known_traffic_is_counted_exactly_timeouts_and_refusals_included() {
 
     // A ledger that hangs (the next segment is a FIFO nobody reads): the Check is answered at
     // the time limit, DEADLINE_EXCEEDED, and counted so.
+    #[expect(clippy::cast_possible_truncation, reason = "a counter read as f64")]
     let next = check("warrant_ledger_records_total", &[]) as u64 + 1;
     let fifo = server
         .ledger_dir()

@@ -80,7 +80,9 @@ impl UnixMillis {
     }
 
     fn from_offset(t: OffsetDateTime) -> Self {
-        UnixMillis((t.unix_timestamp_nanos() / 1_000_000) as i64)
+        // Every instant `time` holds (years -9999 to 9999) is within i64 milliseconds.
+        let millis = t.unix_timestamp_nanos() / 1_000_000;
+        UnixMillis(i64::try_from(millis).unwrap_or(if millis < 0 { i64::MIN } else { i64::MAX }))
     }
 }
 
@@ -100,7 +102,7 @@ impl Clock for SystemClock {
         let since_epoch = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default();
-        UnixMillis(since_epoch.as_millis() as i64)
+        UnixMillis(i64::try_from(since_epoch.as_millis()).unwrap_or(i64::MAX))
     }
 }
 

@@ -121,9 +121,7 @@ impl DecisionCache {
         let entries = moka::sync::Cache::builder()
             .max_capacity(settings.max_bytes)
             .weigher(move |key: &CacheKey, value: &Arc<CachedDecision>| {
-                estimated_bytes(key, value)
-                    .max(floor)
-                    .min(u64::from(u32::MAX)) as u32
+                u32::try_from(estimated_bytes(key, value).max(floor)).unwrap_or(u32::MAX)
             })
             .expire_after(FixedExpiry)
             .eviction_listener(move |_key, _value, cause| {

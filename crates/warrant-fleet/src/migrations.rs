@@ -6,6 +6,10 @@
 use super::{PgError, Postgres};
 
 /// The newest schema this build knows.
+#[expect(
+    clippy::cast_possible_truncation,
+    reason = "a const context, and a handful of migrations"
+)]
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
 
 /// The advisory lock migrations run under.
@@ -71,7 +75,7 @@ impl Postgres {
                 )));
             }
             for (index, migration) in MIGRATIONS.iter().enumerate().skip(applied as usize) {
-                let version = index as i32 + 1;
+                let version = i32::try_from(index + 1).unwrap_or(i32::MAX);
                 txn.batch_execute(migration).await?;
                 txn.execute(
                     "INSERT INTO warrant_migrations (version) VALUES ($1)",

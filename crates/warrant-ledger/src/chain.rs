@@ -709,7 +709,7 @@ pub fn verify(
             .unwrap_or(first_anchor.as_ref().map_or(0, |a| a.checkpoint.seq))
             .min(last_seq);
     if unsealed > 0 && !options.allow_unsigned_tail {
-        let first = &scan.entries[(records - unsealed) as usize];
+        let first = &scan.entries[usize::try_from(records - unsealed).unwrap_or(usize::MAX)];
         return Ok(Err(Damage::Unsigned {
             records: unsealed,
             first: first.seq,

@@ -15,7 +15,8 @@ use super::chain::{Line, SegmentLines};
 use super::{LedgerError, Location, io_error};
 
 /// id (16) + offset (8) + length (4).
-const ENTRY_BYTES: u64 = 28;
+const ENTRY_LEN: usize = 28;
+const ENTRY_BYTES: u64 = ENTRY_LEN as u64;
 
 /// The index file of a segment.
 pub(super) fn index_path(segment: &Path) -> PathBuf {
@@ -28,7 +29,7 @@ pub(super) fn write_index(
     mut entries: Vec<(Uuid, u64, u32)>,
 ) -> Result<(), LedgerError> {
     entries.sort_unstable_by_key(|(id, _, _)| *id);
-    let mut bytes = Vec::with_capacity(entries.len() * ENTRY_BYTES as usize);
+    let mut bytes = Vec::with_capacity(entries.len() * ENTRY_LEN);
     for (id, offset, length) in entries {
         bytes.extend_from_slice(id.as_bytes());
         bytes.extend_from_slice(&offset.to_le_bytes());
@@ -47,7 +48,7 @@ pub(super) fn build_index(segment: &Path) -> Result<(), LedgerError> {
             && let Some(record) = &entry.record
             && let Ok(id) = Uuid::parse_str(&record.decision_id)
         {
-            entries.push((id, offset, line.len() as u32));
+            entries.push((id, offset, u32::try_from(line.len()).unwrap_or(u32::MAX)));
         }
     }
     write_index(segment, entries)
@@ -71,7 +72,7 @@ pub(super) fn lookup(sealed: &[PathBuf], id: &str) -> Result<Option<Location>, L
         };
         let count = file.metadata().map_err(io_error(&path))?.len() / ENTRY_BYTES;
         let (mut low, mut high) = (0u64, count);
-        let mut entry = [0u8; ENTRY_BYTES as usize];
+        let mut entry = [0u8; ENTRY_LEN];
         while low < high {
             let middle = low + (high - low) / 2;
             file.seek(SeekFrom::Start(middle * ENTRY_BYTES))

@@ -446,7 +446,10 @@ impl Ledger {
         };
         let path = location.segment.as_path();
         let mut file = File::open(path).map_err(io_error(path))?;
-        let mut line = vec![0; location.length as usize];
+        let length = usize::try_from(location.length).map_err(|_| {
+            LedgerError::Corrupt(format!("{}: a record longer than memory", path.display()))
+        })?;
+        let mut line = vec![0; length];
         file.seek(SeekFrom::Start(location.offset))
             .and_then(|_| file.read_exact(&mut line))
             .map_err(io_error(path))?;
@@ -610,7 +613,7 @@ fn quarantine_unsigned_tail(dir: &Path, scan: &chain::Scan) -> Result<bool, Ledg
         }
         let bytes = std::fs::read(&segment).map_err(io_error(&segment))?;
         let from = if segment == place.segment {
-            place.offset as usize
+            usize::try_from(place.offset).unwrap_or(usize::MAX)
         } else {
             0
         };

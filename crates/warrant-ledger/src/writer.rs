@@ -219,7 +219,7 @@ impl Writer {
                     Some((
                         uuid::Uuid::parse_str(id).ok()?,
                         location.offset,
-                        location.length as u32,
+                        u32::try_from(location.length).ok()?,
                     ))
                 })
                 .collect()

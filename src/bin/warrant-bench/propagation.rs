@@ -138,7 +138,14 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<String> {
         for replica in &mut replicas {
             until(replica, &check, true).await?;
         }
-        granted_after_ack.record(acknowledged.elapsed().as_micros().max(1) as u64)?;
+        granted_after_ack.record(
+            acknowledged
+                .elapsed()
+                .as_micros()
+                .max(1)
+                .try_into()
+                .unwrap_or(u64::MAX),
+        )?;
         let sent = Instant::now();
         admin
             .revoke_approval(proto::RevokeApprovalRequest {
@@ -147,12 +154,31 @@ pub async fn run(args: PropagationArgs) -> anyhow::Result<String> {
             })
             .await?;
         let acknowledged = Instant::now();
-        revoke_call.record((acknowledged - sent).as_micros().max(1) as u64)?;
+        revoke_call.record(
+            (acknowledged - sent)
+                .as_micros()
+                .max(1)
+                .try_into()
+                .unwrap_or(u64::MAX),
+        )?;
         for replica in &mut replicas {
             until(replica, &check, false).await?;
         }
-        revoked_after_ack.record(acknowledged.elapsed().as_micros().max(1) as u64)?;
-        revoked_after_send.record(sent.elapsed().as_micros().max(1) as u64)?;
+        revoked_after_ack.record(
+            acknowledged
+                .elapsed()
+                .as_micros()
+                .max(1)
+                .try_into()
+                .unwrap_or(u64::MAX),
+        )?;
+        revoked_after_send.record(
+            sent.elapsed()
+                .as_micros()
+                .max(1)
+                .try_into()
+                .unwrap_or(u64::MAX),
+        )?;
     }
     Ok([
         quantiles(

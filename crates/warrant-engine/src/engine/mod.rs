@@ -817,11 +817,9 @@ fn cedar_verdict(response: &cedar_policy::Response) -> Verdict {
 
 /// A UUIDv7 stamped with decision time (from the injected clock), random in its other bits.
 fn new_decision_id(now: UnixMillis) -> Uuid {
-    let millis = now.0.max(0) as u64;
-    let timestamp = uuid::Timestamp::from_unix(
-        uuid::NoContext,
-        millis / 1_000,
-        ((millis % 1_000) * 1_000_000) as u32,
-    );
+    let millis = u64::try_from(now.0).unwrap_or(0);
+    // Under a second of nanoseconds: fits a u32.
+    let nanos = u32::try_from((millis % 1_000) * 1_000_000).unwrap_or(0);
+    let timestamp = uuid::Timestamp::from_unix(uuid::NoContext, millis / 1_000, nanos);
     Uuid::new_v7(timestamp)
 }
