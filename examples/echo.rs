@@ -8,8 +8,8 @@
 use std::net::SocketAddr;
 
 use tonic::{Request, Response, Status};
-use warrant::proto;
-use warrant::proto::authorizer_server::{Authorizer, AuthorizerServer};
+use warrant_proto as proto;
+use warrant_proto::authorizer_server::{Authorizer, AuthorizerServer};
 
 struct Echo;
 

@@ -12,7 +12,6 @@ pub mod jwks;
 pub mod listeners;
 pub mod observability;
 pub mod outbound;
-pub mod proto;
 pub mod server;
 pub mod tls;
 pub mod watch;

@@ -24,11 +24,11 @@ use crate::config::Config;
 use crate::control::Control;
 use crate::listeners::{self, serve_http};
 use crate::observability::metrics::{Metrics, metrics_router};
-use crate::proto;
 use warrant_domain::clock::SystemClock;
 use warrant_engine::engine::Snapshot;
 use warrant_ledger::Ledger;
 use warrant_policy::PolicySnapshot;
+use warrant_proto as proto;
 use warrant_store::LiveStore;
 
 /// The addresses the server bound (useful with port 0), and where the admin token is kept.

@@ -14,11 +14,11 @@ use crate::control::links::LinkView;
 use crate::control::requests::{ApprovalRequest, RequestState, Verdict};
 use crate::control::{Control, ControlError, Origin, StatusView};
 use crate::observability::metrics::Metrics;
-use crate::proto;
-use crate::proto::convert::{entity_ref, non_empty, timestamp, uid_ref, unix_millis};
 use warrant_domain::EntityRef;
 use warrant_domain::clock::UnixMillis;
 use warrant_policy::{LinkOrigin, LinkSpec};
+use warrant_proto as proto;
+use warrant_proto::convert::{entity_ref, non_empty, timestamp, uid_ref, unix_millis};
 
 /// `warrant.v1.Admin`.
 pub struct AdminService {
@@ -827,7 +827,7 @@ impl proto::admin_server::Admin for AdminService {
 
 /// An approver's credential as sent (`None` when empty), bounded like a Check's.
 fn approver_credential(token: String) -> Result<Option<String>, Status> {
-    crate::proto::convert::bounded_credential(&token, "approver_credential")
+    warrant_proto::convert::bounded_credential(&token, "approver_credential")
         .map_err(|invalid| Status::invalid_argument(invalid.to_string()))?;
     Ok(non_empty(token))
 }

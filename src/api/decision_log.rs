@@ -8,10 +8,10 @@ use crate::api::page_token::PageTokens;
 use tonic::{Request, Response, Status};
 
 use crate::api::decider::Decider;
-use crate::proto;
-use crate::proto::convert::{non_empty, unix_millis};
 use warrant_domain::{Effect, EntityRef};
 use warrant_ledger::Ledger;
+use warrant_proto as proto;
+use warrant_proto::convert::{non_empty, unix_millis};
 
 /// `warrant.v1.DecisionLog`: lookups in the provenance ledger.
 pub struct DecisionLogService {

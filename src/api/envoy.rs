@@ -472,7 +472,7 @@ impl ExtAuthzService {
         // Bounded like the credential of a Check or an AuthZEN request.
         if let Some(token) = credential
             && let Err(invalid) =
-                crate::proto::convert::bounded_credential(token, "credential_header")
+                warrant_proto::convert::bounded_credential(token, "credential_header")
         {
             return Err(Refusal {
                 http: HttpStatusCode::BadRequest,

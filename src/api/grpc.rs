@@ -14,11 +14,11 @@ use crate::control::requests::{ApprovalAsk, RequestState};
 use crate::control::{Control, ControlError};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
-use crate::proto;
-use crate::proto::authorizer_server::Authorizer;
-use crate::proto::convert::{check_request_from_proto, check_response_to_proto, non_empty};
 use tracing::Instrument as _;
 use warrant_domain::InvalidRequest;
+use warrant_proto as proto;
+use warrant_proto::authorizer_server::Authorizer;
+use warrant_proto::convert::{check_request_from_proto, check_response_to_proto, non_empty};
 
 /// One request decided, or refused (with what could be read of it) as malformed. Short-lived
 /// and moved at once, so the size difference between the two does not matter.
@@ -186,7 +186,7 @@ impl Authorizer for AuthorizerService {
             .map(str::to_owned)
             .or(caller.address);
         let request = request.into_inner();
-        crate::proto::convert::bounded_credential(&request.credential, "credential")
+        warrant_proto::convert::bounded_credential(&request.credential, "credential")
             .map_err(|invalid| Status::invalid_argument(invalid.to_string()))?;
         let entity =
             |e: Option<proto::EntityRef>| e.map(|e| warrant_domain::EntityRef::new(e.r#type, e.id));

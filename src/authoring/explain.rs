@@ -9,12 +9,12 @@ use serde_json::{Value, json};
 
 use crate::authoring::load_facts;
 use crate::cli::{CheckArgs, check_request, response_to_json};
-use crate::proto::convert::{check_request_from_proto, check_response_to_proto};
 use warrant_domain::Effect;
 use warrant_domain::clock::{Clock as _, ManualClock, SystemClock, UnixMillis};
 use warrant_engine::engine::explain::PolicyOutcome;
 use warrant_engine::engine::{Engine, EngineParts, EngineSettings, Snapshot};
 use warrant_policy::PolicySnapshot;
+use warrant_proto::convert::{check_request_from_proto, check_response_to_proto};
 
 /// Prints the explanation as JSON; exit status 0 on allow, 2 on deny (as `warrant check`).
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {

@@ -7,9 +7,9 @@ use std::process::ExitCode;
 use anyhow::{Context as _, bail};
 use serde_json::{Value, json};
 
-use crate::proto;
-use crate::proto::authorizer_client::AuthorizerClient;
 use warrant_domain::EntityRef;
+use warrant_proto as proto;
+use warrant_proto::authorizer_client::AuthorizerClient;
 
 pub mod admin;
 pub mod fleet;
@@ -190,7 +190,7 @@ pub(crate) fn entity_json(entity: &Option<proto::EntityRef>) -> Value {
 
 pub(crate) fn time_json(at: &Option<prost_types::Timestamp>) -> Value {
     match at {
-        Some(at) => Value::String(crate::proto::convert::unix_millis(at).to_rfc3339()),
+        Some(at) => Value::String(warrant_proto::convert::unix_millis(at).to_rfc3339()),
         None => Value::Null,
     }
 }

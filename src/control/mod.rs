@@ -564,7 +564,8 @@ fn facts_to_sync(
         drop(prepared);
         let read = reading
             .join()
-            .unwrap_or_else(|_| Err(anyhow::anyhow!("the facts file's reader failed")));
+            .map_err(|_| anyhow::anyhow!("the facts file's reader failed"))
+            .and_then(|read| read.map_err(anyhow::Error::from));
         (read.map(|digest| (digest, in_file)), written)
     });
     written.map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;

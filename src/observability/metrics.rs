@@ -428,7 +428,7 @@ impl Metrics {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone();
-        for method in crate::proto::ADMIN_METHODS {
+        for method in warrant_proto::ADMIN_METHODS {
             for code in [tonic::Code::Ok, tonic::Code::InvalidArgument] {
                 calls.entry((method, code as i32)).or_default();
             }

@@ -2,7 +2,7 @@
 //! restarts, the cache), authentication, and the Check port's refusal of admin calls.
 
 use crate::common::{Admin, Server, deploy, entity, request, scrape, value};
-use warrant::proto;
+use warrant_proto as proto;
 
 fn in_hours(hours: f64) -> Option<prost_types::Timestamp> {
     use warrant_domain::clock::Clock as _;
@@ -667,12 +667,12 @@ async fn identities_and_approvals_are_listed_page_by_page() {
 }
 
 fn proto_json(fields: Option<prost_types::Struct>) -> serde_json::Value {
-    serde_json::Value::Object(warrant::proto::struct_to_json(fields.unwrap_or_default()))
+    serde_json::Value::Object(warrant_proto::struct_to_json(fields.unwrap_or_default()))
 }
 
 #[tokio::test]
 async fn admin_calls_need_the_token_and_never_reach_the_check_port() {
-    use warrant::proto::admin_client::AdminClient;
+    use warrant_proto::admin_client::AdminClient;
     let server = Server::start(&[]);
     let token_file = server.data.path().join("admin.token");
     let mode = std::os::unix::fs::PermissionsExt::mode(

@@ -175,7 +175,7 @@ async fn a_deny_is_200_false_with_the_decision_id_and_reasons_and_lands_in_the_l
     let record = server
         .decision_log_client()
         .await
-        .get_decision(warrant::proto::GetDecisionRequest { decision_id })
+        .get_decision(warrant_proto::GetDecisionRequest { decision_id })
         .await
         .unwrap()
         .into_inner();
@@ -519,7 +519,7 @@ async fn declared_context_attributes_and_the_approval_reach_the_decision() {
     let record = server
         .decision_log_client()
         .await
-        .get_decision(warrant::proto::GetDecisionRequest {
+        .get_decision(warrant_proto::GetDecisionRequest {
             decision_id: body["context"]["decision_id"].as_str().unwrap().to_owned(),
         })
         .await

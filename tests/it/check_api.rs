@@ -3,7 +3,8 @@
 
 use crate::common::{Server, context, deploy, entity, pipeline_read, request};
 use tonic::Code;
-use warrant::proto::{self, Decision};
+use warrant_proto as proto;
+use warrant_proto::Decision;
 
 fn millis(at: &Option<prost_types::Timestamp>) -> i64 {
     let at = at.as_ref().expect("timestamp");

@@ -9,7 +9,7 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use rcgen::KeyPair;
 
 use crate::common::{Server, request};
-use warrant::proto;
+use warrant_proto as proto;
 
 pub(crate) const ISSUER: &str = "https://issuer.test";
 

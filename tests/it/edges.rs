@@ -330,14 +330,14 @@ async fn refusals_before_the_engine_carry_a_recorded_decision_id() {
     let mut bad = pipeline_read("Dataset::sales-2026");
     bad.action = "no-such-action".into();
     let results = client
-        .batch_check(warrant::proto::BatchCheckRequest {
+        .batch_check(warrant_proto::BatchCheckRequest {
             checks: vec![pipeline_read("Dataset::sales-2026"), bad],
         })
         .await
         .unwrap()
         .into_inner()
         .results;
-    let Some(warrant::proto::batch_check_result::Result::Error(error)) = &results[1].result else {
+    let Some(warrant_proto::batch_check_result::Result::Error(error)) = &results[1].result else {
         panic!("item 1 is an error: {results:?}");
     };
     assert!(error.message.starts_with("checks[1].action:"));

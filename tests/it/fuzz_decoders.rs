@@ -15,11 +15,11 @@ use warrant::api::authzen::{self, AuthZen};
 use warrant::api::decider::Decider;
 use warrant::api::envoy::{ExtAuthz, ExtAuthzService, ExtAuthzSettings};
 use warrant::observability::metrics::Metrics;
-use warrant::proto;
-use warrant::proto::convert::check_request_from_proto;
 use warrant_domain::clock::SystemClock;
 use warrant_domain::{Effect, EntityRef};
 use warrant_engine::engine::{Engine, EngineSettings};
+use warrant_proto as proto;
+use warrant_proto::convert::check_request_from_proto;
 
 /// Principals the fuzzer names: known ones, unknown ones, and near misses.
 const PRINCIPALS: [(&str, &str); 6] = [

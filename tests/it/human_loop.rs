@@ -7,7 +7,7 @@
 use futures_util::StreamExt as _;
 
 use crate::common::{Server, deploy, pipeline_read};
-use warrant::proto;
+use warrant_proto as proto;
 
 fn entity(type_name: &str, id: &str) -> Option<proto::EntityRef> {
     crate::common::entity(type_name, id)
@@ -375,7 +375,7 @@ async fn requests_expire_are_bounded_and_survive_a_restart() {
 #[tokio::test]
 async fn a_budget_is_spent_exactly_under_concurrent_allows() {
     let server = Server::start(&[]);
-    let expires = warrant::proto::convert::timestamp(warrant_domain::clock::UnixMillis(
+    let expires = warrant_proto::convert::timestamp(warrant_domain::clock::UnixMillis(
         warrant_domain::clock::Clock::now(&warrant_domain::clock::SystemClock).0 + 3_600_000,
     ));
     let granted = server

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::common::{Server, context, deploy, pipeline_read, request};
-use warrant::proto::Decision;
+use warrant_proto::Decision;
 
 pub(crate) fn log(data: &Path, args: &[&str]) -> (bool, String) {
     // `verify` is given the key apart from the folder, as an auditor would.
@@ -240,7 +240,7 @@ async fn a_sigkill_under_load_loses_no_acknowledged_decision() {
         let url = url.clone();
         let stop = stop.clone();
         clients.push(tokio::spawn(async move {
-            let mut client = warrant::proto::authorizer_client::AuthorizerClient::connect(url)
+            let mut client = warrant_proto::authorizer_client::AuthorizerClient::connect(url)
                 .await
                 .unwrap();
             let mut acknowledged = Vec::new();
@@ -395,7 +395,7 @@ async fn the_async_ledger_records_too() {
 
 #[tokio::test]
 async fn tools_look_decisions_up_over_grpc() {
-    use warrant::proto::decision_log_client::DecisionLogClient;
+    use warrant_proto::decision_log_client::DecisionLogClient;
     let server = Server::start(&[]);
     let mut client = server.client().await;
     let mut ids = Vec::new();
@@ -415,7 +415,7 @@ async fn tools_look_decisions_up_over_grpc() {
     let on_check_port = DecisionLogClient::connect(server.url())
         .await
         .unwrap()
-        .get_decision(warrant::proto::GetDecisionRequest {
+        .get_decision(warrant_proto::GetDecisionRequest {
             decision_id: ids[2].clone(),
         })
         .await
@@ -424,7 +424,7 @@ async fn tools_look_decisions_up_over_grpc() {
     let mut log = server.decision_log_client().await;
 
     let found = log
-        .get_decision(warrant::proto::GetDecisionRequest {
+        .get_decision(warrant_proto::GetDecisionRequest {
             decision_id: ids[2].clone(),
         })
         .await
@@ -435,7 +435,7 @@ async fn tools_look_decisions_up_over_grpc() {
     assert_eq!(record["reasons"][0], "dataset-outside-identity-scopes");
     assert_eq!(record["owner"]["name"], "Dave Schmidt");
     let missing = log
-        .get_decision(warrant::proto::GetDecisionRequest {
+        .get_decision(warrant_proto::GetDecisionRequest {
             decision_id: "nope".into(),
         })
         .await
@@ -447,7 +447,7 @@ async fn tools_look_decisions_up_over_grpc() {
     let mut token = String::new();
     loop {
         let page = log
-            .list_decisions(warrant::proto::ListDecisionsRequest {
+            .list_decisions(warrant_proto::ListDecisionsRequest {
                 decision: Decision::Allow as i32,
                 page_size: 2,
                 page_token: token.clone(),
@@ -568,7 +568,7 @@ async fn a_live_tail_follows_decisions_as_they_are_recorded() {
     let server = Server::start(&[]);
     let mut log = server.decision_log_client().await;
     let mut denials = log
-        .tail_decisions(warrant::proto::TailDecisionsRequest {
+        .tail_decisions(warrant_proto::TailDecisionsRequest {
             decision: Decision::Deny as i32,
             ..Default::default()
         })
@@ -815,7 +815,7 @@ async fn a_forged_tail_fails_verify_and_is_never_signed_by_a_restart() {
     let missing = server
         .decision_log_client()
         .await
-        .get_decision(warrant::proto::GetDecisionRequest {
+        .get_decision(warrant_proto::GetDecisionRequest {
             decision_id: forged.clone(),
         })
         .await
@@ -863,7 +863,7 @@ async fn a_kept_head_catches_a_rollback_and_a_missing_head_or_unpinned_key_fails
     let served = server
         .decision_log_client()
         .await
-        .get_head(warrant::proto::GetHeadRequest {})
+        .get_head(warrant_proto::GetHeadRequest {})
         .await
         .unwrap()
         .into_inner();
@@ -985,7 +985,7 @@ async fn sealed_segments_are_found_by_their_index_files_and_a_restart_reads_only
     let mut log_client = server.decision_log_client().await;
     for id in &ids {
         let found = log_client
-            .get_decision(warrant::proto::GetDecisionRequest {
+            .get_decision(warrant_proto::GetDecisionRequest {
                 decision_id: id.clone(),
             })
             .await
@@ -1016,7 +1016,7 @@ async fn sealed_segments_are_found_by_their_index_files_and_a_restart_reads_only
     let mut log_client = server.decision_log_client().await;
     for id in &ids {
         log_client
-            .get_decision(warrant::proto::GetDecisionRequest {
+            .get_decision(warrant_proto::GetDecisionRequest {
                 decision_id: id.clone(),
             })
             .await
@@ -1024,7 +1024,7 @@ async fn sealed_segments_are_found_by_their_index_files_and_a_restart_reads_only
     }
     // Pages start from the segment that holds the cursor.
     let page = log_client
-        .list_decisions(warrant::proto::ListDecisionsRequest {
+        .list_decisions(warrant_proto::ListDecisionsRequest {
             page_size: 2,
             ..Default::default()
         })
@@ -1032,7 +1032,7 @@ async fn sealed_segments_are_found_by_their_index_files_and_a_restart_reads_only
         .unwrap()
         .into_inner();
     let next = log_client
-        .list_decisions(warrant::proto::ListDecisionsRequest {
+        .list_decisions(warrant_proto::ListDecisionsRequest {
             page_size: 10,
             page_token: page.next_page_token.clone(),
             ..Default::default()
@@ -1043,7 +1043,7 @@ async fn sealed_segments_are_found_by_their_index_files_and_a_restart_reads_only
     assert_eq!(page.records.len() + next.records.len(), 6);
     // A position written by hand is not a page token.
     let refused = log_client
-        .list_decisions(warrant::proto::ListDecisionsRequest {
+        .list_decisions(warrant_proto::ListDecisionsRequest {
             page_size: 10,
             page_token: "1".to_owned(),
             ..Default::default()
@@ -1123,13 +1123,13 @@ async fn archived_segments_verify_alone_and_joined_and_the_ledger_restarts_from_
         .into_inner();
     let mut log_client = server.decision_log_client().await;
     log_client
-        .get_decision(warrant::proto::GetDecisionRequest {
+        .get_decision(warrant_proto::GetDecisionRequest {
             decision_id: answer.decision_id.clone(),
         })
         .await
         .unwrap();
     let gone = log_client
-        .get_decision(warrant::proto::GetDecisionRequest {
+        .get_decision(warrant_proto::GetDecisionRequest {
             decision_id: ids[0].clone(),
         })
         .await
@@ -1259,7 +1259,7 @@ async fn a_quiet_live_tail_outlives_the_idle_timeout() {
     let mut tail = server
         .decision_log_client()
         .await
-        .tail_decisions(warrant::proto::TailDecisionsRequest::default())
+        .tail_decisions(warrant_proto::TailDecisionsRequest::default())
         .await
         .unwrap()
         .into_inner();

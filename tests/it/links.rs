@@ -5,7 +5,7 @@
 
 use crate::admin::{decide, shell};
 use crate::common::{Admin, Server, entity, pipeline_read, request};
-use warrant::proto;
+use warrant_proto as proto;
 
 fn link(
     id: &str,

@@ -39,7 +39,7 @@ async fn counters_move_as_the_requests_did() {
         .await
         .unwrap_err();
     client
-        .batch_check(warrant::proto::BatchCheckRequest {
+        .batch_check(warrant_proto::BatchCheckRequest {
             checks: vec![pipeline_read("Dataset::sales-2026"); 4],
         })
         .await
@@ -170,7 +170,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
     server
         .admin_client()
         .await
-        .status(warrant::proto::StatusRequest {})
+        .status(warrant_proto::StatusRequest {})
         .await
         .unwrap();
     let exported: std::collections::BTreeSet<String> = scrape(&server)

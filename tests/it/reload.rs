@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::common::{Server, pipeline_read, scrape, value};
-use warrant::proto;
+use warrant_proto as proto;
 
 const FREEZE: &str =
     "@id(\"freeze-reads\")\nforbid (principal, action == Action::\"read\", resource);\n";

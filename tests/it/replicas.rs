@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::common::{Admin, Server, bundled_policies, deploy, entity};
-use warrant::proto;
+use warrant_proto as proto;
 
 /// A PostgreSQL server of its own, stopped and removed when dropped.
 pub struct PgCluster {

@@ -2,7 +2,7 @@
 //! never answers, and what it would have decided is recorded in the ledger and counted.
 
 use crate::common::{Server, deploy, pipeline_read, scrape, value};
-use warrant::proto;
+use warrant_proto as proto;
 
 /// The bundled policies plus a forbid on every read: the rollout a team wants to try.
 fn candidate() -> tempfile::TempDir {

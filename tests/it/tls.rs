@@ -12,7 +12,7 @@ use rcgen::{CertificateParams, DnType, IsCa, Issuer, KeyPair, SanType};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use crate::common::{Server, pipeline_read};
-use warrant::proto;
+use warrant_proto as proto;
 
 /// A certificate authority that signs the server's and the callers' certificates.
 pub(crate) struct Authority {

@@ -51,8 +51,13 @@ pub struct UseCountError(#[source] pub Box<dyn std::error::Error + Send + Sync>)
 /// Where single-use tokens are remembered (the live store).
 pub trait SeenTokens: Send + Sync {
     /// `true` the first time `key` is presented before `expires_at`; durable when it returns.
-    fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, String>;
+    fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, SeenTokensError>;
 }
+
+/// A token whose first use could not be told: the store's own error.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot tell whether a single-use token was seen: {0}")]
+pub struct SeenTokensError(#[source] pub Box<dyn std::error::Error + Send + Sync>);
 
 /// What verifies the credentials requests carry (the server's issuers and their keys).
 pub trait CredentialVerifier: Send + Sync {

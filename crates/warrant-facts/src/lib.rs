@@ -661,13 +661,11 @@ pub fn error_chain(error: &dyn std::error::Error) -> String {
 }
 
 /// `sha256:` of the facts file's bytes: whether it changed, without parsing it.
-pub fn entities_file_digest(dir: &Path) -> anyhow::Result<String> {
+pub fn entities_file_digest(dir: &Path) -> Result<String, FactsFileError> {
     let path = dir.join(ENTITIES_FILE);
-    let mut file = std::fs::File::open(&path)
-        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+    let mut file = std::fs::File::open(&path).map_err(FactsFileError::io(&path))?;
     let mut hasher = Sha256::new();
-    std::io::copy(&mut file, &mut hasher)
-        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+    std::io::copy(&mut file, &mut hasher).map_err(FactsFileError::io(&path))?;
     Ok(format!("sha256:{:x}", hasher.finalize()))
 }
 
@@ -677,7 +675,7 @@ pub fn entities_file_digest(dir: &Path) -> anyhow::Result<String> {
 pub fn each_file_entity(
     path: &Path,
     mut each: impl FnMut(serde_json::Value) -> Result<(), String>,
-) -> anyhow::Result<String> {
+) -> Result<String, FactsFileError> {
     use serde::de::{Deserializer as _, SeqAccess, Visitor};
 
     struct Each<'f, F>(&'f mut F);
@@ -697,14 +695,13 @@ pub fn each_file_entity(
             Ok(())
         }
     }
-    let bytes = std::fs::read(path)
-        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+    let bytes = std::fs::read(path).map_err(FactsFileError::io(path))?;
     let digest = format!("sha256:{:x}", Sha256::digest(&bytes));
     let mut deserializer = serde_json::Deserializer::from_slice(&bytes);
     deserializer
         .deserialize_seq(Each(&mut each))
         .and_then(|()| deserializer.end())
-        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
+        .map_err(|error| FactsFileError::invalid(path, error))?;
     Ok(digest)
 }
 
@@ -714,18 +711,17 @@ pub type FileEntities = BTreeMap<String, Box<serde_json::value::RawValue>>;
 
 /// Reads `dir/entities.json` into `FileEntities`, refusing a uid given twice, with the
 /// `entities_file_digest` of the bytes it read.
-pub fn load_entities_file(dir: &Path) -> anyhow::Result<(FileEntities, String)> {
+pub fn load_entities_file(dir: &Path) -> Result<(FileEntities, String), FactsFileError> {
     /// Just the uid of an entity's text.
     #[derive(serde::Deserialize)]
     struct Uid {
         uid: serde_json::Value,
     }
     let path = dir.join(ENTITIES_FILE);
-    let text = std::fs::read_to_string(&path)
-        .map_err(|error| anyhow::anyhow!("cannot read {}: {error}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(FactsFileError::io(&path))?;
     let entities: Vec<Box<serde_json::value::RawValue>> =
         serde_json::from_str(&text).map_err(|error| {
-            anyhow::anyhow!("{}: not a JSON array of entities: {error}", path.display())
+            FactsFileError::invalid(&path, format!("not a JSON array of entities: {error}"))
         })?;
     let digest = format!("sha256:{:x}", Sha256::digest(text.as_bytes()));
     drop(text);
@@ -735,14 +731,45 @@ pub fn load_entities_file(dir: &Path) -> anyhow::Result<(FileEntities, String)> 
             .map_err(|error| error.to_string())
             .and_then(|found| EntityUid::from_json(found.uid).map_err(|e| e.to_string()))
             .map_err(|error| {
-                anyhow::anyhow!("{}: entity {i}: bad `uid`: {error}", path.display())
+                FactsFileError::invalid(&path, format!("entity {i}: bad `uid`: {error}"))
             })?;
         let key = uid.to_string();
         if base.insert(key.clone(), entity).is_some() {
-            anyhow::bail!("{}: {key} is given twice", path.display());
+            return Err(FactsFileError::invalid(
+                &path,
+                format!("{key} is given twice"),
+            ));
         }
     }
     Ok((base, digest))
+}
+
+/// A facts file that could not be read, or holds something other than entities.
+#[derive(Debug, thiserror::Error)]
+pub enum FactsFileError {
+    #[error("cannot read {path}: {error}")]
+    Io {
+        path: PathBuf,
+        error: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl FactsFileError {
+    fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Self + '_ {
+        move |error| FactsFileError::Io {
+            path: path.to_path_buf(),
+            error,
+        }
+    }
+
+    fn invalid(path: &Path, message: impl std::fmt::Display) -> Self {
+        FactsFileError::Invalid {
+            path: path.to_path_buf(),
+            message: message.to_string(),
+        }
+    }
 }
 
 #[cfg(test)]

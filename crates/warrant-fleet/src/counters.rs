@@ -120,7 +120,12 @@ impl Postgres {
 }
 
 impl warrant_domain::ports::SeenTokens for Postgres {
-    fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, String> {
+    fn first_use(
+        &self,
+        key: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, warrant_domain::ports::SeenTokensError> {
         let key = key.to_owned();
         self.with_client(move |client| async move {
             client
@@ -142,6 +147,6 @@ impl warrant_domain::ports::SeenTokens for Postgres {
                 .await?;
             Ok(first.is_some())
         })
-        .map_err(|error| error.to_string())
+        .map_err(|error| warrant_domain::ports::SeenTokensError(error.into()))
     }
 }

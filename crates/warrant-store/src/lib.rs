@@ -598,8 +598,14 @@ impl LiveStore {
 }
 
 impl warrant_domain::ports::SeenTokens for LiveStore {
-    fn first_use(&self, key: &str, expires_at: i64, now: i64) -> Result<bool, String> {
-        LiveStore::first_use(self, key, expires_at, now).map_err(|error| error.to_string())
+    fn first_use(
+        &self,
+        key: &str,
+        expires_at: i64,
+        now: i64,
+    ) -> Result<bool, warrant_domain::ports::SeenTokensError> {
+        LiveStore::first_use(self, key, expires_at, now)
+            .map_err(|error| warrant_domain::ports::SeenTokensError(error.into()))
     }
 }
 

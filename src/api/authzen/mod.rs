@@ -775,7 +775,7 @@ fn engine_request(
     let credential = match evaluation.context.get(CREDENTIAL_CONTEXT_KEY) {
         None | Some(Value::Null) => None,
         Some(Value::String(token)) => {
-            crate::proto::convert::bounded_credential(
+            warrant_proto::convert::bounded_credential(
                 token,
                 &format!("context.{CREDENTIAL_CONTEXT_KEY}"),
             )?;

@@ -17,8 +17,8 @@ use tonic::transport::Channel;
 
 use envoy_types::pb::envoy::service::auth::v3 as envoy;
 use warrant::cli::parse_entity;
-use warrant::proto;
-use warrant::proto::authorizer_client::AuthorizerClient;
+use warrant_proto as proto;
+use warrant_proto::authorizer_client::AuthorizerClient;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
 #[serde(rename_all = "kebab-case")]

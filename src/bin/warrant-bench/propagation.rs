@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use hdrhistogram::Histogram;
 use tonic::transport::Channel;
-use warrant::proto;
+use warrant_proto as proto;
 
 #[derive(Debug, clap::Args)]
 pub struct PropagationArgs {

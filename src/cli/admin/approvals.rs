@@ -340,8 +340,10 @@ fn expiry(
         (Some(at), _) => time(&at, "expires-at")?,
         (None, Some(length)) => {
             let start =
-                not_before.map_or_else(|| SystemClock.now(), crate::proto::convert::unix_millis);
-            crate::proto::convert::timestamp(start.saturating_add_millis(duration_millis(&length)?))
+                not_before.map_or_else(|| SystemClock.now(), warrant_proto::convert::unix_millis);
+            warrant_proto::convert::timestamp(
+                start.saturating_add_millis(duration_millis(&length)?),
+            )
         }
         (None, None) => bail!("give --expires-at or --for"),
     })
@@ -358,11 +360,11 @@ fn grant_attributes(
         let fields = &mut attributes.get_or_insert_default().fields;
         fields.insert(
             "budget_attribute".to_owned(),
-            crate::proto::json_to_value(json!(attribute)),
+            warrant_proto::json_to_value(json!(attribute)),
         );
         fields.insert(
             "budget_total".to_owned(),
-            crate::proto::json_to_value(json!(total)),
+            warrant_proto::json_to_value(json!(total)),
         );
     }
     Ok(attributes)

@@ -13,9 +13,9 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 use crate::cli::{entity_json, parse_entity, time_json};
-use crate::proto;
-use crate::proto::admin_client::AdminClient;
 use warrant_domain::clock::{Clock as _, SystemClock, UnixMillis};
+use warrant_proto as proto;
+use warrant_proto::admin_client::AdminClient;
 
 mod approvals;
 mod facts;
@@ -104,7 +104,7 @@ fn call_failed(status: tonic::Status) -> anyhow::Error {
 fn time(text: &str, flag: &str) -> anyhow::Result<prost_types::Timestamp> {
     let at = UnixMillis::parse_rfc3339(text)
         .with_context(|| format!("--{flag}: not an RFC 3339 time: {text:?}"))?;
-    Ok(crate::proto::convert::timestamp(at))
+    Ok(warrant_proto::convert::timestamp(at))
 }
 
 /// `90s`, `30m`, `2h`, `1d` in milliseconds.
@@ -212,7 +212,7 @@ pub async fn tail(args: crate::cli::LogArgs) -> anyhow::Result<ExitCode> {
     let token = AddToken::bearer(&connection.token()?)?;
     let channel = connection.tls.connect(&connection.admin).await?;
     let mut client =
-        crate::proto::decision_log_client::DecisionLogClient::with_interceptor(channel, token);
+        warrant_proto::decision_log_client::DecisionLogClient::with_interceptor(channel, token);
     let decision = match decision.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None => proto::Decision::Unspecified,
         Some("allow") => proto::Decision::Allow,

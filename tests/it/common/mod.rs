@@ -8,10 +8,10 @@ use std::time::{Duration, Instant};
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 use warrant::cli::admin::AddToken;
-use warrant::proto;
-use warrant::proto::admin_client::AdminClient;
-use warrant::proto::authorizer_client::AuthorizerClient;
-use warrant::proto::decision_log_client::DecisionLogClient;
+use warrant_proto as proto;
+use warrant_proto::admin_client::AdminClient;
+use warrant_proto::authorizer_client::AuthorizerClient;
+use warrant_proto::decision_log_client::DecisionLogClient;
 
 pub type Admin = AdminClient<InterceptedService<Channel, AddToken>>;
 
@@ -316,7 +316,7 @@ pub fn deploy(approval: &str) -> proto::CheckRequest {
 }
 
 pub fn context(json: serde_json::Value) -> Option<prost_types::Struct> {
-    match warrant::proto::json_to_value(json).kind {
+    match warrant_proto::json_to_value(json).kind {
         Some(prost_types::value::Kind::StructValue(s)) => Some(s),
         _ => panic!("context must be an object"),
     }

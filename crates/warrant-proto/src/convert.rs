@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use prost_types::value::Kind;
 
-use crate::proto;
+use crate as proto;
 use warrant_domain::clock::UnixMillis;
 use warrant_domain::{ContextValue, Effect, InvalidRequest, MAX_EXACT_INTEGER};
 

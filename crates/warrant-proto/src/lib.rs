@@ -1,10 +1,13 @@
 //! The generated protobuf and gRPC code for `warrant.v1`, the descriptor set that server
 //! reflection serves, conversions between JSON and protobuf's `Struct`, and (`convert`) between
 //! the messages and Warrant's own types.
+//!
+//! May depend on: `warrant-domain`.
+//! Invariant: the wire contract is `proto/` at the workspace's root; nothing here decides.
 
 pub mod convert;
 
-/// The code `build.rs` generates from `proto/warrant/v1/*.proto` (exported as `proto::*`); not
+/// The code `build.rs` generates from `proto/warrant/v1/*.proto` (exported as `warrant_proto::*`); not
 /// Warrant's to lint.
 #[allow(clippy::all, missing_docs)]
 mod generated {
