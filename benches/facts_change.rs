@@ -18,9 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use warrant::control::entities::{ChangeReason, EntitySpec};
-use warrant::control::identities::IdentityUpdate;
-use warrant::control::{Control, Rules};
+use warrant_control::entities::{ChangeReason, EntitySpec};
+use warrant_control::identities::IdentityUpdate;
+use warrant_control::{Control, Rules};
 use warrant_domain::EntityRef;
 use warrant_engine::engine::EngineSettings;
 use warrant_store::LiveStore;
@@ -82,9 +82,9 @@ fn main() {
         use tracing_subscriber::util::SubscriberInitExt as _;
         // The import's own account of its phases; not a line per change.
         let only_the_import = tracing_subscriber::filter::Targets::new()
-            .with_target("warrant::control", tracing::Level::INFO)
-            .with_target("warrant::control::identities", tracing::Level::WARN)
-            .with_target("warrant::control::entities", tracing::Level::WARN);
+            .with_target("warrant_control", tracing::Level::INFO)
+            .with_target("warrant_control::identities", tracing::Level::WARN)
+            .with_target("warrant_control::entities", tracing::Level::WARN);
         tracing_subscriber::registry()
             .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
             .with(only_the_import)

@@ -10,8 +10,8 @@ use serde::Deserialize;
 
 use crate::api::authzen::AnswerContext;
 use crate::api::envoy::{ExtAuthz, ExtAuthzSettings};
-use crate::control::Rules;
 use crate::listeners::ConnectionLimits;
+use warrant_control::Rules;
 use warrant_engine::cache::CacheSettings;
 use warrant_engine::engine::EngineSettings;
 use warrant_engine::limits::RequestLimits;

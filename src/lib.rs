@@ -6,7 +6,6 @@ pub mod api;
 pub mod authoring;
 pub mod cli;
 pub mod config;
-pub mod control;
 pub mod credentials;
 pub mod jwks;
 pub mod listeners;

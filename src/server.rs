@@ -21,9 +21,9 @@ use crate::api::edge::Edge;
 use crate::api::envoy::ExtAuthzService;
 use crate::api::grpc::AuthorizerService;
 use crate::config::Config;
-use crate::control::Control;
 use crate::listeners::{self, serve_http};
 use crate::observability::metrics::{Metrics, metrics_router};
+use warrant_control::Control;
 use warrant_domain::clock::SystemClock;
 use warrant_engine::engine::Snapshot;
 use warrant_ledger::Ledger;
@@ -87,7 +87,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let replica_id = replica_id(config.replica_id.as_deref(), &config.data_dir)?;
-    let control = open_control(&config, &replica_id)?;
+    let (control, credentials) = open_control(&config, &replica_id)?;
     let engine = Arc::clone(control.engine());
     let snapshot = engine.snapshot();
     // Kept alive while serving; dropping it stops the watching.
@@ -110,12 +110,7 @@ pub async fn serve(
             .set_service_status(name, tonic_health::ServingStatus::Serving)
             .await;
     }
-    let metrics = Arc::new(Metrics::default());
-    if let Some(target) = &config.approval_request_webhook {
-        let webhook = start_webhook(target)?;
-        control.set_webhook(Arc::clone(&webhook));
-        metrics.set_webhook(webhook);
-    }
+    let metrics = metrics(&config, &control, &credentials)?;
     let (metrics_listener, metrics_bound) = bind(config.metrics_listen, "for metrics on").await?;
     let metrics_routes = metrics_router(Arc::clone(&metrics), Arc::clone(&control), ledger.clone());
     let ledger_at_exit = ledger.clone();
@@ -126,8 +121,14 @@ pub async fn serve(
         Arc::clone(&metrics),
     ));
     tokio::spawn(Arc::clone(&decider).follow_freshness(std::time::Duration::from_millis(100)));
-    let (admin_router, admin_token_file) =
-        admin_router(&config, &control, &metrics, &decider, ledger.as_ref())?;
+    let (admin_router, admin_token_file) = admin_router(
+        &config,
+        &control,
+        &credentials,
+        &metrics,
+        &decider,
+        ledger.as_ref(),
+    )?;
     let authzen = authzen_router(&config, &control, &decider, ledger);
     let check_router = check_router(
         &config,
@@ -163,7 +164,7 @@ pub async fn serve(
     });
     let limits = config.connections;
     let counters = &metrics.listeners;
-    if let Some(credentials) = control.credentials() {
+    if let Some(credentials) = &credentials {
         credentials.watch_files(
             std::time::Duration::from_millis(config.credentials.jwks_file_poll_ms),
             stop.clone(),
@@ -258,6 +259,7 @@ async fn shut_down(listeners: [tokio::task::JoinHandle<()>; 3], ledger: Option<A
 fn admin_router(
     config: &Config,
     control: &Arc<Control>,
+    credentials: &Issuers,
     metrics: &Arc<Metrics>,
     decider: &Arc<Decider>,
     ledger: Option<&Arc<Ledger>>,
@@ -271,6 +273,7 @@ fn admin_router(
     let admin = proto::admin_server::AdminServer::with_interceptor(
         AdminService::new(
             Arc::clone(control),
+            credentials.clone(),
             Arc::clone(metrics),
             page_tokens.clone(),
         ),
@@ -365,7 +368,8 @@ fn check_router(
 
 /// The live store, a fleet's shared database if one is configured, the issuers, and the control
 /// plane on them (caught up with the fleet and following it).
-fn open_control(config: &Config, replica_id: &str) -> anyhow::Result<Arc<Control>> {
+/// The issuers come back too: the server watches their files and reports their reads.
+fn open_control(config: &Config, replica_id: &str) -> anyhow::Result<(Arc<Control>, Issuers)> {
     let store = Arc::new(LiveStore::open_with_cache(
         &config.data_dir,
         config.store_cache_bytes,
@@ -379,7 +383,9 @@ fn open_control(config: &Config, replica_id: &str) -> anyhow::Result<Arc<Control
         config.engine,
         config.rules,
         replication,
-        credentials,
+        credentials
+            .clone()
+            .map(|credentials| credentials as Arc<dyn warrant_domain::ports::CredentialVerifier>),
     )?;
     if let Some(dir) = &config.shadow_policies {
         control = control.with_shadow(dir)?;
@@ -393,14 +399,17 @@ fn open_control(config: &Config, replica_id: &str) -> anyhow::Result<Arc<Control
         );
         control.follow();
     }
-    Ok(control)
+    Ok((control, credentials))
 }
+
+/// The issuers whose credentials requests may carry, if any are configured.
+type Issuers = Option<Arc<crate::credentials::Credentials>>;
 
 /// A replica's connection to the fleet's shared database, if one is configured.
 fn replication(
     config: &Config,
     replica_id: &str,
-) -> anyhow::Result<Option<crate::control::replica::Replication>> {
+) -> anyhow::Result<Option<warrant_control::replica::Replication>> {
     Ok(match &config.shared_store {
         Some(shared) => {
             let mut settings = shared.settings.clone();
@@ -417,7 +426,7 @@ fn replication(
                 database = postgres.database_id(),
                 "a replica of the shared database"
             );
-            Some(crate::control::replica::Replication {
+            Some(warrant_control::replica::Replication {
                 postgres: Arc::new(postgres),
                 freshness: Arc::new(warrant_fleet::Freshness::new(
                     i64::try_from(shared.max_staleness.as_millis()).unwrap_or(i64::MAX),
@@ -436,7 +445,7 @@ fn replication(
 /// single-use tokens in the shared database: a replay through another replica is one too.
 fn credentials(
     config: &Config,
-    replication: Option<&crate::control::replica::Replication>,
+    replication: Option<&warrant_control::replica::Replication>,
     store: &Arc<LiveStore>,
 ) -> anyhow::Result<Option<Arc<crate::credentials::Credentials>>> {
     if config.credentials.issuers.is_empty() && config.credentials.required_for.is_empty() {
@@ -501,6 +510,25 @@ fn open_ledger(config: &Config, replica_id: &str) -> anyhow::Result<Option<Arc<L
             None
         }
     })
+}
+
+/// The server's metrics, reporting the issuers' key sets and the approval request webhook
+/// (started here, if one is configured).
+fn metrics(
+    config: &Config,
+    control: &Control,
+    credentials: &Issuers,
+) -> anyhow::Result<Arc<Metrics>> {
+    let metrics = Arc::new(Metrics::default());
+    if let Some(credentials) = credentials {
+        metrics.set_credentials(Arc::clone(credentials));
+    }
+    if let Some(target) = &config.approval_request_webhook {
+        let webhook = start_webhook(target)?;
+        control.set_webhook(Arc::clone(&webhook) as _);
+        metrics.set_webhook(webhook);
+    }
+    Ok(metrics)
 }
 
 /// The webhook approval requests are announced to.

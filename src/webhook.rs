@@ -11,6 +11,12 @@ use std::time::Duration;
 
 use crate::outbound::Url;
 
+impl warrant_control::Notifier for Webhook {
+    fn notify(&self, event: &serde_json::Value) {
+        Webhook::notify(self, event);
+    }
+}
+
 /// How many notifications may wait to be sent.
 const QUEUE: usize = 1_000;
 /// Tries per notification, and the pause before the first retry (doubled each time).

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use tonic::{Request, Response, Status};
 
 use crate::api::page_token::PageTokens;
-use crate::control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
-use crate::control::entities::{ChangeReason, EntitySpec, EntityView, ImportSummary};
-use crate::control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
-use crate::control::links::LinkView;
-use crate::control::requests::{ApprovalRequest, RequestState, Verdict};
-use crate::control::{Control, ControlError, Origin, StatusView};
 use crate::observability::metrics::Metrics;
+use warrant_control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
+use warrant_control::entities::{ChangeReason, EntitySpec, EntityView, ImportSummary};
+use warrant_control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
+use warrant_control::links::LinkView;
+use warrant_control::requests::{ApprovalRequest, RequestState, Verdict};
+use warrant_control::{Control, ControlError, Origin, StatusView};
 use warrant_domain::EntityRef;
 use warrant_domain::clock::UnixMillis;
 use warrant_policy::{LinkOrigin, LinkSpec};
@@ -23,14 +23,22 @@ use warrant_proto::convert::{entity_ref, non_empty, timestamp, uid_ref, unix_mil
 /// `warrant.v1.Admin`.
 pub struct AdminService {
     control: Arc<Control>,
+    /// The issuers, whose keys a reload reads again.
+    credentials: Option<Arc<crate::credentials::Credentials>>,
     metrics: Arc<Metrics>,
     page_tokens: PageTokens,
 }
 
 impl AdminService {
-    pub fn new(control: Arc<Control>, metrics: Arc<Metrics>, page_tokens: PageTokens) -> Self {
+    pub fn new(
+        control: Arc<Control>,
+        credentials: Option<Arc<crate::credentials::Credentials>>,
+        metrics: Arc<Metrics>,
+        page_tokens: PageTokens,
+    ) -> Self {
         AdminService {
             control,
+            credentials,
             metrics,
             page_tokens,
         }
@@ -801,10 +809,11 @@ impl proto::admin_server::Admin for AdminService {
         &self,
         _request: Request<proto::ReloadPoliciesRequest>,
     ) -> Result<Response<proto::StatusResponse>, Status> {
-        self.run("ReloadPolicies", |control| {
-            // A reload also reads every issuer's keys again: a key withdrawn from a JWKS stops
-            // verifying now, not at the next poll or refresh.
-            if let Some(credentials) = control.credentials() {
+        // A reload also reads every issuer's keys again: a key withdrawn from a JWKS stops
+        // verifying now, not at the next poll or refresh.
+        let credentials = self.credentials.clone();
+        self.run("ReloadPolicies", move |control| {
+            if let Some(credentials) = &credentials {
                 let changed = credentials.read_keys_again();
                 tracing::info!(changed, "issuers' keys read again");
             }

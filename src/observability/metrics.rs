@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::scrape::{self, family};
-use crate::control::Control;
 use crate::listeners::ListenerCounters;
+use warrant_control::Control;
 use warrant_domain::{Effect, Reason};
 use warrant_ledger::Ledger;
 
@@ -165,12 +165,20 @@ pub struct Metrics {
     tls: std::sync::OnceLock<Arc<crate::tls::ServerTls>>,
     /// The approval request webhook, when one is configured: its deliveries are counted there.
     webhook: std::sync::OnceLock<Arc<crate::webhook::Webhook>>,
+    /// The issuers, when requests' credentials are verified: their key sets' reads are counted
+    /// there.
+    credentials: std::sync::OnceLock<Arc<crate::credentials::Credentials>>,
 }
 
 impl Metrics {
     /// Reports the deliveries of `webhook` from now on.
     pub fn set_webhook(&self, webhook: Arc<crate::webhook::Webhook>) {
         let _ = self.webhook.set(webhook);
+    }
+
+    /// Reports the key set reads of `credentials` from now on.
+    pub fn set_credentials(&self, credentials: Arc<crate::credentials::Credentials>) {
+        let _ = self.credentials.set(credentials);
     }
 
     /// Reports the reloads of `tls` from now on.
@@ -274,7 +282,9 @@ impl Metrics {
         scrape::write_control(control, &mut out);
         self.write_admin(&mut out);
         self.write_listeners(&mut out);
-        scrape::write_credentials(control, &mut out);
+        if let Some(credentials) = self.credentials.get() {
+            scrape::write_credentials(credentials, &mut out);
+        }
         if let Some(ledger) = ledger {
             self.write_ledger(ledger, &mut out);
         }

@@ -5,7 +5,9 @@
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
 
-use crate::control::Control;
+use crate::credentials::Credentials;
+
+use warrant_control::Control;
 use warrant_domain::clock::{Clock as _, SystemClock};
 use warrant_engine::engine::Engine;
 
@@ -180,10 +182,10 @@ pub(super) fn write_control(control: &Control, out: &mut String) {
         "Approval requests kept, by state (pending ones wait for a human's decision).",
     );
     for state in [
-        crate::control::requests::RequestState::Pending,
-        crate::control::requests::RequestState::Approved,
-        crate::control::requests::RequestState::Rejected,
-        crate::control::requests::RequestState::Expired,
+        warrant_control::requests::RequestState::Pending,
+        warrant_control::requests::RequestState::Approved,
+        warrant_control::requests::RequestState::Rejected,
+        warrant_control::requests::RequestState::Expired,
     ] {
         let count = requests.iter().filter(|r| r.state == state).count();
         let _ = writeln!(
@@ -200,7 +202,7 @@ pub(super) fn write_control(control: &Control, out: &mut String) {
     );
     let oldest = requests
         .iter()
-        .filter(|r| r.state == crate::control::requests::RequestState::Pending)
+        .filter(|r| r.state == warrant_control::requests::RequestState::Pending)
         .map(|r| r.requested_at)
         .min()
         .map_or(0.0, |at| (now.0 - at).max(0) as f64 / 1000.0);
@@ -269,38 +271,36 @@ pub(super) fn write_control(control: &Control, out: &mut String) {
 }
 
 /// The issuers' key sets.
-pub(super) fn write_credentials(control: &Control, out: &mut String) {
-    if let Some(credentials) = control.credentials() {
-        family(
-            out,
-            "warrant_jwks_reads_total",
-            "counter",
-            "Times an issuer's keys (JWKS file or URL) were read (success) or could not be (failure; the keys held stay), by configured issuer.",
-        );
-        for keys in credentials.keys() {
-            for (result, count) in [("success", &keys.reads), ("failure", &keys.read_failures)] {
-                let _ = writeln!(
-                    out,
-                    "warrant_jwks_reads_total{{issuer=\"{}\",result=\"{result}\"}} {}",
-                    label_value(keys.issuer()),
-                    count.load(Ordering::Relaxed)
-                );
-            }
-        }
-        family(
-            out,
-            "warrant_jwks_key_set_changes_total",
-            "counter",
-            "Reads of an issuer's keys that changed its set (a key added, withdrawn or replaced); tokens verified with a withdrawn key stop verifying at once.",
-        );
-        for keys in credentials.keys() {
+pub(super) fn write_credentials(credentials: &Credentials, out: &mut String) {
+    family(
+        out,
+        "warrant_jwks_reads_total",
+        "counter",
+        "Times an issuer's keys (JWKS file or URL) were read (success) or could not be (failure; the keys held stay), by configured issuer.",
+    );
+    for keys in credentials.keys() {
+        for (result, count) in [("success", &keys.reads), ("failure", &keys.read_failures)] {
             let _ = writeln!(
                 out,
-                "warrant_jwks_key_set_changes_total{{issuer=\"{}\"}} {}",
+                "warrant_jwks_reads_total{{issuer=\"{}\",result=\"{result}\"}} {}",
                 label_value(keys.issuer()),
-                keys.key_set_changes.load(Ordering::Relaxed)
+                count.load(Ordering::Relaxed)
             );
         }
+    }
+    family(
+        out,
+        "warrant_jwks_key_set_changes_total",
+        "counter",
+        "Reads of an issuer's keys that changed its set (a key added, withdrawn or replaced); tokens verified with a withdrawn key stop verifying at once.",
+    );
+    for keys in credentials.keys() {
+        let _ = writeln!(
+            out,
+            "warrant_jwks_key_set_changes_total{{issuer=\"{}\"}} {}",
+            label_value(keys.issuer()),
+            keys.key_set_changes.load(Ordering::Relaxed)
+        );
     }
 }
 

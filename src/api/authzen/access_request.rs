@@ -18,8 +18,8 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
 
 use super::{AuthZen, CREDENTIAL_CONTEXT_KEY, json_object, parse_evaluation};
-use crate::control::requests::{ApprovalAsk, ApprovalRequest, Idempotency, RequestState};
-use crate::control::{Control, ControlError};
+use warrant_control::requests::{ApprovalAsk, ApprovalRequest, Idempotency, RequestState};
+use warrant_control::{Control, ControlError};
 use warrant_domain::clock::UnixMillis;
 use warrant_domain::{Effect, EntityRef, Reason};
 use warrant_ledger::Ledger;

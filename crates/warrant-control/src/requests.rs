@@ -562,7 +562,7 @@ impl Control {
     }
 
     /// Tells `webhook` (from now on) of every request filed and decided.
-    pub fn set_webhook(&self, webhook: Arc<crate::webhook::Webhook>) {
+    pub fn set_webhook(&self, webhook: Arc<dyn Notifier>) {
         let _ = self.webhook.set(webhook);
     }
 

@@ -6,7 +6,7 @@
 //! `links.json` are changed by editing that file; the admin API lists them but leaves them be.
 
 use super::*;
-use crate::control::entities::ChangeReason;
+use crate::entities::ChangeReason;
 use warrant_policy::{Link, LinkOrigin, LinkProblem, LinkSpec};
 
 /// A link, where it comes from, and what the admin API recorded of it.

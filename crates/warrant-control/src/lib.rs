@@ -12,7 +12,6 @@ use std::time::Duration;
 use cedar_policy::{EntityId, EntityUid, Schema};
 use serde_json::{Map, Value, json};
 
-use crate::credentials::Credentials;
 use warrant_domain::clock::{Clock, UnixMillis};
 use warrant_domain::ports::{CredentialVerifier, FactsFreshness, UseCounter};
 use warrant_domain::{APPROVAL_TYPE, Approval, EntityRef, HUMAN_TYPE, Identity, MAX_EXACT_INTEGER};
@@ -152,13 +151,19 @@ struct State {
     last_reload_error: Option<(UnixMillis, String)>,
 }
 
+/// Where approval requests' filings and decisions are announced (the server's webhook): told
+/// each event as JSON, it must not block (a webhook queues and delivers on its own).
+pub trait Notifier: Send + Sync {
+    fn notify(&self, event: &Value);
+}
+
 pub struct Control {
     engine: Arc<Engine>,
     store: Arc<LiveStore>,
     /// The facts' tables in the live store's database: every snapshot's facts are read from it.
     facts_store: Arc<FactsStore>,
     /// The issuers whose credentials requests (and approvers) may present, if any.
-    credentials: Option<Arc<Credentials>>,
+    credentials: Option<Arc<dyn CredentialVerifier>>,
     /// The policy folder: the one configured, or a pushed bundle's (`replica`).
     policies_dir: std::sync::RwLock<PathBuf>,
     /// Set on a replica of a shared database.
@@ -174,7 +179,7 @@ pub struct Control {
     /// Approval requests are filed and decided one at a time.
     requests_lock: Mutex<()>,
     /// Told of every request filed and decided, when one is configured.
-    webhook: std::sync::OnceLock<Arc<crate::webhook::Webhook>>,
+    webhook: std::sync::OnceLock<Arc<dyn Notifier>>,
     /// Where approval requests' filings and decisions are recorded, when the ledger is on.
     ledger: std::sync::OnceLock<Arc<warrant_ledger::Ledger>>,
 }
@@ -188,7 +193,7 @@ impl Control {
         settings: EngineSettings,
         rules: Rules,
         replication: Option<replica::Replication>,
-        credentials: Option<Arc<Credentials>>,
+        credentials: Option<Arc<dyn CredentialVerifier>>,
     ) -> anyhow::Result<Control> {
         let started = std::time::Instant::now();
         let resync = match &replication {
@@ -260,9 +265,7 @@ impl Control {
         };
         let parts = EngineParts {
             uses: Some(uses),
-            credentials: credentials
-                .clone()
-                .map(|credentials| credentials as Arc<dyn CredentialVerifier>),
+            credentials: credentials.clone(),
             freshness: replication
                 .as_ref()
                 .map(|replication| Arc::clone(&replication.freshness) as Arc<dyn FactsFreshness>),
@@ -313,7 +316,7 @@ impl Control {
     }
 
     /// The issuers whose credentials requests (and approvers) may present, if any.
-    pub fn credentials(&self) -> Option<&Arc<Credentials>> {
+    pub fn credentials(&self) -> Option<&Arc<dyn CredentialVerifier>> {
         self.credentials.as_ref()
     }
 
@@ -776,7 +779,7 @@ mod tests {
         let data = tempfile::tempdir().unwrap();
         let store = LiveStore::open(data.path()).unwrap();
         let clock = Arc::new(ManualClock::new(now));
-        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let policies = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
         let control = Control::open(
             &policies,
             Arc::new(store),
@@ -793,7 +796,7 @@ mod tests {
     /// A copy of the bundled policy folder, to change.
     fn bundled_policies_copy() -> tempfile::TempDir {
         let folder = tempfile::tempdir().unwrap();
-        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("policies");
+        let bundled = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../policies");
         for entry in std::fs::read_dir(&bundled).unwrap() {
             let path = entry.unwrap().path();
             if path.is_file() {
