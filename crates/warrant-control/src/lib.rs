@@ -3,6 +3,11 @@
 //! (from the folder watcher or `ReloadPolicies`) are checked against Warrant's rules, a whole new
 //! snapshot is built and validated, the change is persisted, and only then is the snapshot
 //! swapped into the engine. Changes run one at a time; one that fails leaves everything as it was.
+//!
+//! May depend on: `warrant-domain`, `warrant-engine`, `warrant-facts`, `warrant-files`,
+//!   `warrant-fleet`, `warrant-ledger`, `warrant-policy`, `warrant-store`; never a wire format.
+//! Invariant: one change at a time, persisted before its snapshot answers; a change that fails
+//!   leaves everything as it was.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -446,3 +446,95 @@ fn approval_request_json(record: &proto::ApprovalRequestRecord) -> Value {
         "approval_id": record.approval_id,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> prost_types::Timestamp {
+        time(text, "test").unwrap()
+    }
+
+    #[test]
+    fn a_budget_is_an_attribute_and_a_whole_total() {
+        assert_eq!(
+            parse_budget("amount=5000").unwrap(),
+            ("amount".to_owned(), 5000)
+        );
+        for bad in ["=5000", "amount", "amount=lots", "amount=-1"] {
+            let error = parse_budget(bad).unwrap_err().to_string();
+            assert!(error.starts_with("--budget:"), "{bad}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_grant_expires_when_asked_or_after_its_length_from_its_start() {
+        let start = at("2026-12-01T00:00:00Z");
+        assert_eq!(
+            expiry(
+                Some(&start),
+                Some("2026-12-02T00:00:00Z".into()),
+                Some("1h".into())
+            )
+            .unwrap(),
+            at("2026-12-02T00:00:00Z"),
+            "--expires-at wins over --for"
+        );
+        assert_eq!(
+            expiry(Some(&start), None, Some("2h".into())).unwrap(),
+            at("2026-12-01T02:00:00Z")
+        );
+        let error = expiry(Some(&start), None, None).unwrap_err().to_string();
+        assert_eq!(error, "give --expires-at or --for");
+        let error = expiry(None, Some("tomorrow".into()), None)
+            .unwrap_err()
+            .to_string();
+        assert!(error.starts_with("--expires-at:"), "{error}");
+    }
+
+    #[test]
+    fn a_budget_joins_the_grants_attributes() {
+        let attributes = grant_attributes(Some(r#"{"region": "eu"}"#), Some("amount=300"))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Value::Object(proto::struct_to_json(attributes)),
+            json!({"region": "eu", "budget_attribute": "amount", "budget_total": 300})
+        );
+        assert_eq!(grant_attributes(None, None).unwrap(), None);
+        let error = grant_attributes(Some("[1]"), None).unwrap_err().to_string();
+        assert!(error.starts_with("--attributes:"), "{error}");
+    }
+
+    #[test]
+    fn an_approval_prints_with_its_state_by_name_and_its_entities_typed() {
+        let entity = |t: &str, id: &str| {
+            Some(proto::EntityRef {
+                r#type: t.to_owned(),
+                id: id.to_owned(),
+            })
+        };
+        let record = proto::ApprovalRecord {
+            approval: Some(proto::ApprovalSpec {
+                id: "a-1".to_owned(),
+                ticket: "CHG-1".to_owned(),
+                approver: entity("Human", "alice"),
+                subject: entity("ServiceAccount", "deployer"),
+                actions: vec!["deploy".to_owned()],
+                expires_at: Some(at("2026-12-02T00:00:00Z")),
+                ..Default::default()
+            }),
+            state: proto::ApprovalState::Active as i32,
+            uses: 2,
+            ..Default::default()
+        };
+        let printed = approval_json(&record);
+        assert_eq!(printed["state"], "active");
+        assert_eq!(printed["approver"], json!({"type": "Human", "id": "alice"}));
+        assert_eq!(printed["requester"], Value::Null);
+        assert_eq!(printed["expires_at"], "2026-12-02T00:00:00Z");
+        assert_eq!(printed["not_before"], Value::Null);
+        assert_eq!(printed["uses"], 2);
+        assert_eq!(printed["unchecked"], false);
+    }
+}

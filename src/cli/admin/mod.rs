@@ -269,3 +269,38 @@ fn tail_line(record_json: &str) -> anyhow::Result<String> {
     line.push_str(&format!(" {}", record.decision_id));
     Ok(line)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_length_has_a_number_and_a_unit() {
+        assert_eq!(duration_millis("90s").unwrap(), 90_000);
+        assert_eq!(duration_millis("30m").unwrap(), 1_800_000);
+        assert_eq!(duration_millis("2h").unwrap(), 7_200_000);
+        assert_eq!(duration_millis("1d").unwrap(), 86_400_000);
+        for bad in ["", "h", "2", "2w", "2 h", "-2h"] {
+            let error = duration_millis(bad).unwrap_err().to_string();
+            assert!(error.starts_with("--for:"), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn attributes_are_a_json_object() {
+        assert_eq!(json_object(None, "attributes").unwrap(), None);
+        let fields = json_object(Some(r#"{"n": 1}"#), "attributes")
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            Value::Object(proto::struct_to_json(fields)),
+            json!({"n": 1})
+        );
+        for bad in ["[]", "1", "{"] {
+            let error = json_object(Some(bad), "attributes")
+                .unwrap_err()
+                .to_string();
+            assert!(error.starts_with("--attributes:"), "{bad}: {error}");
+        }
+    }
+}
