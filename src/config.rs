@@ -88,7 +88,11 @@ pub struct Settings {
     pub data_dir: Option<PathBuf>,
     /// How decisions are recorded: durable (answered once on disk), async (answered once
     /// queued), off [default: durable]
-    #[arg(long, env = "WARRANT_LEDGER", value_enum)]
+    #[arg(
+        long,
+        env = "WARRANT_LEDGER",
+        value_parser = ledger_modes()
+    )]
     pub ledger: Option<LedgerMode>,
     /// Sign a checkpoint after this many records [default: 1000]
     #[arg(long, env = "WARRANT_LEDGER_CHECKPOINT_RECORDS")]
@@ -898,6 +902,22 @@ fn check_positive(config: &Config, max_validity_hours: u64) -> Result<(), Config
     Ok(())
 }
 
+/// `--ledger`: the ledger's modes, each with what it promises.
+fn ledger_modes() -> impl clap::builder::TypedValueParser<Value = LedgerMode> {
+    use clap::builder::{PossibleValue, TypedValueParser as _};
+    clap::builder::PossibleValuesParser::new([
+        PossibleValue::new("durable").help(
+            "A Check returns only once its record is on disk (fsync, shared by concurrent Checks)",
+        ),
+        PossibleValue::new("async").help(
+            "A Check returns once its record is queued; a crash can lose the queue and the batch \
+             being written (at most `ledger_queue` records)",
+        ),
+        PossibleValue::new("off").help("No ledger at all"),
+    ])
+    .try_map(|mode: String| mode.parse::<LedgerMode>())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1016,15 +1036,7 @@ mod tests {
                 "require_authenticated_approver",
                 config.rules.require_authenticated_approver.to_string(),
             ),
-            (
-                "ledger",
-                ledger
-                    .mode
-                    .to_possible_value()
-                    .unwrap()
-                    .get_name()
-                    .to_owned(),
-            ),
+            ("ledger", ledger.mode.as_str().to_owned()),
             (
                 "ledger_checkpoint_records",
                 ledger.checkpoint_records.to_string(),

@@ -54,7 +54,7 @@ const HEAD_FILE: &str = "ledger.head";
 const ANCHOR_FILE: &str = "ledger.anchor";
 const KEY_FILE: &str = "ledger-signing.key";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LedgerMode {
     /// A Check returns only once its record is on disk (fsync, shared by concurrent Checks).
@@ -65,6 +65,34 @@ pub enum LedgerMode {
     /// No ledger at all.
     Off,
 }
+
+impl LedgerMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LedgerMode::Durable => "durable",
+            LedgerMode::Async => "async",
+            LedgerMode::Off => "off",
+        }
+    }
+}
+
+impl std::str::FromStr for LedgerMode {
+    type Err = UnknownLedgerMode;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        match name {
+            "durable" => Ok(LedgerMode::Durable),
+            "async" => Ok(LedgerMode::Async),
+            "off" => Ok(LedgerMode::Off),
+            _ => Err(UnknownLedgerMode(name.to_owned())),
+        }
+    }
+}
+
+/// A ledger mode by a name that is not one (`LedgerMode::NAMES`).
+#[derive(Debug, thiserror::Error)]
+#[error("{0:?} is not a ledger mode: durable, async or off")]
+pub struct UnknownLedgerMode(String);
 
 #[derive(Debug, Clone)]
 pub struct LedgerSettings {
