@@ -24,12 +24,12 @@ def long_functions(lines):
         match = re.match(r"^(\s*)(?:pub(?:\([\w:]+\))?\s+)?(?:async\s+)?(?:const\s+)?fn\s+(\w+)", line)
         if not match:
             continue
+        if line.rstrip().endswith(";"):
+            continue  # a declaration without a body
         indent = match.group(1)
         for end in range(number + 1, len(lines)):
             closing = lines[end]
             if closing.startswith(indent + "}") and not closing.startswith(indent + "} "):
-                break
-            if re.match(r"^\s*fn\s", lines[end]) is None and lines[number].rstrip().endswith(";"):
                 break
         else:
             continue

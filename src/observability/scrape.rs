@@ -9,6 +9,7 @@ use crate::credentials::Credentials;
 
 use warrant_control::Control;
 use warrant_domain::clock::{Clock as _, SystemClock};
+use warrant_domain::ports::FactsFreshness as _;
 use warrant_engine::engine::Engine;
 
 /// One metric family's HELP and TYPE lines.
@@ -123,10 +124,7 @@ pub(super) fn write_fleet(control: &Control, out: &mut String) {
         use std::sync::atomic::Ordering::Relaxed;
         let stats = &replication.stats;
         let (head, applied) = (stats.head.load(Relaxed), stats.applied.load(Relaxed));
-        let lag = warrant_domain::ports::FactsFreshness::lag_ms(
-            &*replication.freshness,
-            control.clock().now(),
-        );
+        let lag = replication.freshness.lag_ms(control.clock().now());
         for (name, kind, help, value) in [
             (
                 "warrant_replication_lag_seconds",

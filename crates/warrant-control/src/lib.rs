@@ -321,7 +321,7 @@ impl Control {
     }
 
     /// The issuers whose credentials requests (and approvers) may present, if any.
-    pub fn credentials(&self) -> Option<&Arc<dyn CredentialVerifier>> {
+    fn credentials(&self) -> Option<&Arc<dyn CredentialVerifier>> {
         self.credentials.as_ref()
     }
 

@@ -175,17 +175,8 @@ impl FactsStore {
         &self.db
     }
 
-    pub fn lineage(&self) -> u64 {
-        self.lineage
-    }
-
-    /// The parsed-entity cache's entries and estimated bytes, for metrics.
-    pub fn cache_usage(&self) -> (u64, u64) {
-        (self.cache.entry_count(), self.cache.weighted_size())
-    }
-
     /// A reader over the store as last committed.
-    pub fn reader(&self) -> Result<FactsReader, FactsError> {
+    fn reader(&self) -> Result<FactsReader, FactsError> {
         let txn = self.db.begin_read().map_err(store_error)?;
         let meta = txn.open_table(META).map_err(store_error)?;
         let Counters {
@@ -374,138 +365,11 @@ pub struct FactsReader {
     spiffe_ids: ReadOnlyTable<&'static str, &'static str>,
     counts: ReadOnlyTable<&'static str, u64>,
     cache: ParsedCache,
-    pub revision: u64,
-    pub last_removal: u64,
-    pub version: Arc<str>,
-    pub file_digest: Option<String>,
-    pub schema_version: Option<String>,
-}
-
-impl FactsReader {
-    /// The entity of `uid`, parsed (from the cache when it holds this revision of it).
-    pub fn get(&self, uid: &EntityUid) -> Result<Option<Arc<StoredEntity>>, FactsError> {
-        let key = uid.to_string();
-        let Some(row) = self.entities.get(key.as_str()).map_err(store_error)? else {
-            return Ok(None);
-        };
-        let row = row.value();
-        let (revision, _) = header(&key, row)?;
-        if let Some(cached) = self.cache.get(&key)
-            && cached.revision == revision
-        {
-            return Ok(Some(cached));
-        }
-        let parsed = Arc::new(parse(&key, row)?);
-        self.cache.insert(key, Arc::clone(&parsed));
-        Ok(Some(parsed))
-    }
-
-    pub fn contains(&self, uid: &EntityUid) -> Result<bool, FactsError> {
-        Ok(self
-            .entities
-            .get(uid.to_string().as_str())
-            .map_err(store_error)?
-            .is_some())
-    }
-
-    /// The JSON form of `uid` and its origin.
-    pub fn json(&self, uid: &EntityUid) -> Result<Option<(serde_json::Value, Origin)>, FactsError> {
-        let key = uid.to_string();
-        let Some(row) = self.entities.get(key.as_str()).map_err(store_error)? else {
-            return Ok(None);
-        };
-        let (_, origin) = header(&key, row.value())?;
-        Ok(Some((body(&key, row.value())?.entity, origin)))
-    }
-
-    /// Every entity's JSON form, by uid.
-    pub fn each_json(
-        &self,
-        mut each: impl FnMut(serde_json::Value) -> Result<(), FactsError>,
-    ) -> Result<(), FactsError> {
-        for row in self.entities.iter().map_err(store_error)? {
-            let (key, value) = row.map_err(store_error)?;
-            each(body(key.value(), value.value())?.entity)?;
-        }
-        Ok(())
-    }
-
-    /// The uids of entities whose keys start with one of `prefixes` (`Type::"`), in key order,
-    /// after the key `after` (from the first, for `None`), at most `limit`.
-    pub fn uids_after(
-        &self,
-        prefixes: &[String],
-        after: Option<&str>,
-        limit: usize,
-    ) -> Result<Vec<EntityUid>, FactsError> {
-        let mut prefixes: Vec<&String> = prefixes.iter().collect();
-        prefixes.sort();
-        let mut found = Vec::new();
-        for prefix in prefixes {
-            if after
-                .is_some_and(|after| !after.starts_with(prefix.as_str()) && after > prefix.as_str())
-            {
-                continue;
-            }
-            let start = match after {
-                Some(after) if after.starts_with(prefix.as_str()) => after,
-                _ => prefix.as_str(),
-            };
-            for row in self.entities.range(start..).map_err(store_error)? {
-                let (key, _) = row.map_err(store_error)?;
-                let key = key.value();
-                if !key.starts_with(prefix.as_str()) || found.len() == limit {
-                    break;
-                }
-                if Some(key) == after {
-                    continue;
-                }
-                if let Ok(uid) = EntityUid::from_str(key) {
-                    found.push(uid);
-                }
-            }
-            if found.len() == limit {
-                break;
-            }
-        }
-        Ok(found)
-    }
-
-    /// An entity other than `uid` that names it as a parent or in an attribute or tag.
-    pub fn namer_of(&self, uid: &EntityUid) -> Result<Option<EntityUid>, FactsError> {
-        let key = uid.to_string();
-        for table in [&self.children, &self.referrers] {
-            for namer in table.get(key.as_str()).map_err(store_error)? {
-                let namer = namer.map_err(store_error)?;
-                if namer.value() != key
-                    && let Ok(uid) = EntityUid::from_str(namer.value())
-                {
-                    return Ok(Some(uid));
-                }
-            }
-        }
-        Ok(None)
-    }
-
-    pub fn identity_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<EntityUid>, FactsError> {
-        Ok(self
-            .spiffe_ids
-            .get(spiffe_id)
-            .map_err(store_error)?
-            .and_then(|uid| EntityUid::from_str(uid.value()).ok()))
-    }
-
-    /// How many entities of each of `types` the store holds; all of them for `None`.
-    pub fn count(&self, types: Option<&[String]>) -> Result<u64, FactsError> {
-        let mut total = 0;
-        for row in self.counts.iter().map_err(store_error)? {
-            let (type_name, count) = row.map_err(store_error)?;
-            if types.is_none_or(|types| types.iter().any(|t| t == type_name.value())) {
-                total += count.value();
-            }
-        }
-        Ok(total)
-    }
+    revision: u64,
+    last_removal: u64,
+    version: Arc<str>,
+    file_digest: Option<String>,
+    schema_version: Option<String>,
 }
 
 impl FactsSource for FactsStore {
@@ -514,7 +378,7 @@ impl FactsSource for FactsStore {
     }
 
     fn cache_usage(&self) -> (u64, u64) {
-        FactsStore::cache_usage(self)
+        (self.cache.entry_count(), self.cache.weighted_size())
     }
 
     fn read(&self) -> Result<Box<dyn FactsRead>, FactsError> {
@@ -560,44 +424,129 @@ impl FactsRead for FactsReader {
         self.schema_version.as_deref()
     }
 
+    /// The entity of `uid`, parsed (from the cache when it holds this revision of it).
     fn get(&self, uid: &EntityUid) -> Result<Option<Arc<StoredEntity>>, FactsError> {
-        FactsReader::get(self, uid)
+        let key = uid.to_string();
+        let Some(row) = self.entities.get(key.as_str()).map_err(store_error)? else {
+            return Ok(None);
+        };
+        let row = row.value();
+        let (revision, _) = header(&key, row)?;
+        if let Some(cached) = self.cache.get(&key)
+            && cached.revision == revision
+        {
+            return Ok(Some(cached));
+        }
+        let parsed = Arc::new(parse(&key, row)?);
+        self.cache.insert(key, Arc::clone(&parsed));
+        Ok(Some(parsed))
     }
 
     fn contains(&self, uid: &EntityUid) -> Result<bool, FactsError> {
-        FactsReader::contains(self, uid)
+        Ok(self
+            .entities
+            .get(uid.to_string().as_str())
+            .map_err(store_error)?
+            .is_some())
     }
 
+    /// The JSON form of `uid` and its origin.
     fn json(&self, uid: &EntityUid) -> Result<Option<(serde_json::Value, Origin)>, FactsError> {
-        FactsReader::json(self, uid)
+        let key = uid.to_string();
+        let Some(row) = self.entities.get(key.as_str()).map_err(store_error)? else {
+            return Ok(None);
+        };
+        let (_, origin) = header(&key, row.value())?;
+        Ok(Some((body(&key, row.value())?.entity, origin)))
     }
 
+    /// Every entity's JSON form, by uid.
     fn each_json(
         &self,
         each: &mut dyn FnMut(serde_json::Value) -> Result<(), FactsError>,
     ) -> Result<(), FactsError> {
-        FactsReader::each_json(self, each)
+        for row in self.entities.iter().map_err(store_error)? {
+            let (key, value) = row.map_err(store_error)?;
+            each(body(key.value(), value.value())?.entity)?;
+        }
+        Ok(())
     }
 
+    /// The uids of entities whose keys start with one of `prefixes` (`Type::"`), in key order,
+    /// after the key `after` (from the first, for `None`), at most `limit`.
     fn uids_after(
         &self,
         prefixes: &[String],
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<EntityUid>, FactsError> {
-        FactsReader::uids_after(self, prefixes, after, limit)
+        let mut prefixes: Vec<&String> = prefixes.iter().collect();
+        prefixes.sort();
+        let mut found = Vec::new();
+        for prefix in prefixes {
+            if after
+                .is_some_and(|after| !after.starts_with(prefix.as_str()) && after > prefix.as_str())
+            {
+                continue;
+            }
+            let start = match after {
+                Some(after) if after.starts_with(prefix.as_str()) => after,
+                _ => prefix.as_str(),
+            };
+            for row in self.entities.range(start..).map_err(store_error)? {
+                let (key, _) = row.map_err(store_error)?;
+                let key = key.value();
+                if !key.starts_with(prefix.as_str()) || found.len() == limit {
+                    break;
+                }
+                if Some(key) == after {
+                    continue;
+                }
+                if let Ok(uid) = EntityUid::from_str(key) {
+                    found.push(uid);
+                }
+            }
+            if found.len() == limit {
+                break;
+            }
+        }
+        Ok(found)
     }
 
+    /// An entity other than `uid` that names it as a parent or in an attribute or tag.
     fn namer_of(&self, uid: &EntityUid) -> Result<Option<EntityUid>, FactsError> {
-        FactsReader::namer_of(self, uid)
+        let key = uid.to_string();
+        for table in [&self.children, &self.referrers] {
+            for namer in table.get(key.as_str()).map_err(store_error)? {
+                let namer = namer.map_err(store_error)?;
+                if namer.value() != key
+                    && let Ok(uid) = EntityUid::from_str(namer.value())
+                {
+                    return Ok(Some(uid));
+                }
+            }
+        }
+        Ok(None)
     }
 
     fn identity_by_spiffe_id(&self, spiffe_id: &str) -> Result<Option<EntityUid>, FactsError> {
-        FactsReader::identity_by_spiffe_id(self, spiffe_id)
+        Ok(self
+            .spiffe_ids
+            .get(spiffe_id)
+            .map_err(store_error)?
+            .and_then(|uid| EntityUid::from_str(uid.value()).ok()))
     }
 
+    /// How many entities of each of `types` the store holds; all of them for `None`.
     fn count(&self, types: Option<&[String]>) -> Result<u64, FactsError> {
-        FactsReader::count(self, types)
+        let mut total = 0;
+        for row in self.counts.iter().map_err(store_error)? {
+            let (type_name, count) = row.map_err(store_error)?;
+            if types.is_none_or(|types| types.iter().any(|t| t == type_name.value())) {
+                total += count.value();
+            }
+        }
+        Ok(total)
     }
 }
 
