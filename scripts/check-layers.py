@@ -3,7 +3,8 @@
 (ARCHITECTURE.md) for each crate's `- May depend on:` (the workspace crates it may use) and
 `- Never pulls in:` (external crates that must not be in its build, however indirectly), and
 compares them with what `cargo metadata` resolves (normal and build dependencies; tests and
-benches may use more). A crate missing from the codemap is a failure too. Run from anywhere;
+benches may use more). A crate missing from the codemap is a failure too. A target that links no
+test harness (`test = false`) must hold no unit tests, or they would never run. Run from anywhere;
 scripts/test runs it."""
 
 import json
@@ -36,6 +37,31 @@ def codemap():
     return rules
 
 
+def untested_targets_with_tests(metadata):
+    """Targets marked `test = false` whose sources hold `#[cfg(test)]` (tests nobody would run)."""
+    problems = []
+    members = set(metadata["workspace_members"])
+    for package in metadata["packages"]:
+        if package["id"] not in members:
+            continue
+        src = pathlib.Path(package["manifest_path"]).parent / "src"
+        for target in package["targets"]:
+            if target.get("test", True) or not {"lib", "bin"} & set(target["kind"]):
+                continue
+            entry = pathlib.Path(target["src_path"])
+            # A library owns its folder; a binary at src/main.rs owns only that file (the
+            # library owns the rest), a binary in src/bin/NAME/ owns its folder.
+            owns_folder = "lib" in target["kind"] or entry.parent != src
+            files = sorted(entry.parent.rglob("*.rs")) if owns_folder else [entry]
+            for file in files:
+                if "#[cfg(test)]" in file.read_text():
+                    problems.append(
+                        f"{file.relative_to(ROOT)} holds unit tests, but {package['name']}'s "
+                        f"{target['name']} target has `test = false`, so they never run"
+                    )
+    return problems
+
+
 def main():
     metadata = json.loads(
         subprocess.run(
@@ -53,7 +79,7 @@ def main():
             if any(kind["kind"] in (None, "build") for kind in dep["dep_kinds"])
         }
     rules = codemap()
-    problems = []
+    problems = untested_targets_with_tests(metadata)
     for crate in sorted(members):
         if crate not in rules:
             problems.append(f"{crate}: not in the codemap (ARCHITECTURE.md, `### `{crate}``)")
