@@ -46,6 +46,27 @@ impl Authorizer for Echo {
         Ok(Response::new(proto::PingResponse {}))
     }
 
+    async fn search_subjects(
+        &self,
+        _request: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        Err(Status::unimplemented("the echo answers Check and Ping"))
+    }
+
+    async fn search_resources(
+        &self,
+        _request: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        Err(Status::unimplemented("the echo answers Check and Ping"))
+    }
+
+    async fn search_actions(
+        &self,
+        _request: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        Err(Status::unimplemented("the echo answers Check and Ping"))
+    }
+
     async fn request_approval(
         &self,
         _request: Request<proto::RequestApprovalRequest>,

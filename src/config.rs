@@ -30,6 +30,13 @@ pub struct Settings {
     /// Most checks one BatchCheck may carry [default: 100]
     #[arg(long, env = "WARRANT_BATCH_MAX_ITEMS")]
     pub batch_max_items: Option<usize>,
+    /// Most results one search page may ask for [default: 1000]
+    #[arg(long, env = "WARRANT_SEARCH_MAX_PAGE")]
+    pub search_max_page: Option<usize>,
+    /// Most candidates one search page evaluates before it answers with a token to go on
+    /// [default: 10000]
+    #[arg(long, env = "WARRANT_SEARCH_MAX_EXAMINED")]
+    pub search_max_examined: Option<usize>,
     /// Largest request message accepted, in bytes [default: 1048576]
     #[arg(long, env = "WARRANT_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -355,6 +362,8 @@ pub struct Config {
     pub metrics_listen: SocketAddr,
     pub policies: PathBuf,
     pub batch_max_items: usize,
+    /// What a search page may ask for and cost.
+    pub search: crate::api::search::SearchLimits,
     pub max_message_bytes: usize,
     pub request_timeout: Duration,
     pub engine: EngineSettings,
@@ -471,6 +480,8 @@ impl Settings {
             listen: self.listen.or(under.listen),
             policies: self.policies.or(under.policies),
             batch_max_items: self.batch_max_items.or(under.batch_max_items),
+            search_max_page: self.search_max_page.or(under.search_max_page),
+            search_max_examined: self.search_max_examined.or(under.search_max_examined),
             max_message_bytes: self.max_message_bytes.or(under.max_message_bytes),
             request_timeout_ms: self.request_timeout_ms.or(under.request_timeout_ms),
             max_name_bytes: self.max_name_bytes.or(under.max_name_bytes),
@@ -614,6 +625,14 @@ impl Settings {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50051))),
             policies: self.policies.unwrap_or_else(|| PathBuf::from("policies")),
             batch_max_items: self.batch_max_items.unwrap_or(100),
+            search: {
+                let defaults = crate::api::search::SearchLimits::default();
+                crate::api::search::SearchLimits {
+                    default_page: defaults.default_page,
+                    max_page: self.search_max_page.unwrap_or(defaults.max_page),
+                    max_examined: self.search_max_examined.unwrap_or(defaults.max_examined),
+                }
+            },
             max_message_bytes: self.max_message_bytes.unwrap_or(1024 * 1024),
             request_timeout: Duration::from_millis(self.request_timeout_ms.unwrap_or(1_000)),
             engine,
@@ -821,6 +840,8 @@ fn check_loopback(config: &Config) -> Result<(), ConfigError> {
 fn check_positive(config: &Config, max_validity_hours: u64) -> Result<(), ConfigError> {
     let positive = [
         ("batch_max_items", config.batch_max_items as u128),
+        ("search_max_page", config.search.max_page as u128),
+        ("search_max_examined", config.search.max_examined as u128),
         ("max_message_bytes", config.max_message_bytes as u128),
         ("request_timeout_ms", config.request_timeout.as_millis()),
         ("tls_reload_ms", config.tls_reload.as_millis()),
@@ -968,6 +989,11 @@ mod tests {
             ("listen", config.listen.to_string()),
             ("policies", config.policies.display().to_string()),
             ("batch_max_items", config.batch_max_items.to_string()),
+            ("search_max_page", config.search.max_page.to_string()),
+            (
+                "search_max_examined",
+                config.search.max_examined.to_string(),
+            ),
             ("max_message_bytes", config.max_message_bytes.to_string()),
             ("request_timeout_ms", ms(config.request_timeout)),
             ("max_name_bytes", limits.max_name_bytes.to_string()),

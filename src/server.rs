@@ -129,11 +129,17 @@ pub async fn serve(
         &decider,
         ledger.as_ref(),
     )?;
-    let authzen = authzen_router(&config, &control, &decider, ledger);
+    let searcher = Arc::new(crate::api::search::Searcher::new(
+        Arc::clone(&decider),
+        crate::api::page_token::PageTokens::open(&config.data_dir)?,
+        config.search,
+    ));
+    let authzen = authzen_router(&config, &control, &decider, &searcher, ledger);
     let check_router = check_router(
         &config,
         &control,
         &decider,
+        &searcher,
         tonic::transport::Server::builder().add_service(health_service),
     )?;
     let (admin_listener, admin_bound) = bind(config.admin_listen, "for admin calls on").await?;
@@ -300,6 +306,7 @@ fn authzen_router(
     config: &Config,
     control: &Arc<Control>,
     decider: &Arc<Decider>,
+    searcher: &Arc<crate::api::search::Searcher>,
     ledger: Option<Arc<Ledger>>,
 ) -> axum::Router {
     let access_requests = ledger.map(|ledger| {
@@ -312,6 +319,7 @@ fn authzen_router(
     authzen::router(
         Arc::new(AuthZen::new(
             Arc::clone(decider),
+            Arc::clone(searcher),
             config.authzen_token.as_ref().map(|t| t.0.clone()),
             config.authzen_base_url.clone(),
             config.batch_max_items,
@@ -329,11 +337,13 @@ fn check_router(
     config: &Config,
     control: &Arc<Control>,
     decider: &Arc<Decider>,
+    searcher: &Arc<crate::api::search::Searcher>,
     router: tonic::transport::server::Router,
 ) -> anyhow::Result<tonic::transport::server::Router> {
     let authorizer = Edge::authorizer(
         proto::authorizer_server::AuthorizerServer::new(AuthorizerService::new(
             Arc::clone(decider),
+            Arc::clone(searcher),
             Arc::clone(control),
             config.batch_max_items,
         ))

@@ -10,12 +10,14 @@ use tonic::{Request, Response, Status};
 use crate::api::admin::{approval_request_proto, control_status};
 use crate::api::decider::Decider;
 use crate::api::edge::with_decision_id;
+use crate::api::search::{SearchAsk, SearchRefused, Searcher};
 use crate::observability::metrics::Api;
 use crate::observability::traces::{self, TraceHeaders};
 use tracing::Instrument as _;
 use warrant_control::requests::{ApprovalAsk, RequestState};
 use warrant_control::{Control, ControlError};
 use warrant_domain::InvalidRequest;
+use warrant_engine::engine::search::Searched;
 use warrant_proto as proto;
 use warrant_proto::authorizer_server::Authorizer;
 use warrant_proto::convert::{check_request_from_proto, check_response_to_proto, non_empty};
@@ -30,14 +32,21 @@ enum Outcome {
 
 pub struct AuthorizerService {
     decider: Arc<Decider>,
+    searcher: Arc<Searcher>,
     control: Arc<Control>,
     batch_max_items: usize,
 }
 
 impl AuthorizerService {
-    pub fn new(decider: Arc<Decider>, control: Arc<Control>, batch_max_items: usize) -> Self {
+    pub fn new(
+        decider: Arc<Decider>,
+        searcher: Arc<Searcher>,
+        control: Arc<Control>,
+        batch_max_items: usize,
+    ) -> Self {
         AuthorizerService {
             decider,
+            searcher,
             control,
             batch_max_items,
         }
@@ -166,6 +175,27 @@ impl Authorizer for AuthorizerService {
             })
             .collect();
         Ok(Response::new(proto::BatchCheckResponse { results }))
+    }
+
+    async fn search_subjects(
+        &self,
+        request: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        self.search(request, Searching::Subjects).await
+    }
+
+    async fn search_resources(
+        &self,
+        request: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        self.search(request, Searching::Resources).await
+    }
+
+    async fn search_actions(
+        &self,
+        request: Request<proto::SearchRequest>,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        self.search(request, Searching::Actions).await
     }
 
     async fn ping(
@@ -319,6 +349,122 @@ impl AuthorizerService {
             .await;
         with_decision_id(invalid_argument(invalid), &refusal.decision_id.to_string())
     }
+}
+
+/// Which of the three searches a call asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Searching {
+    Subjects,
+    Resources,
+    Actions,
+}
+
+impl AuthorizerService {
+    /// One page of a search; a malformed one is refused (and recorded) naming the field.
+    async fn search(
+        &self,
+        request: Request<proto::SearchRequest>,
+        searching: Searching,
+    ) -> Result<Response<proto::SearchResponse>, Status> {
+        let caller = crate::listeners::peer_of(&request).caller();
+        let headers = TraceHeaders::from_metadata(request.metadata());
+        let span = traces::api_span("search", &headers);
+        let trace_id = traces::trace_id(&span, &headers);
+        let search = request.into_inner();
+        let mut check = search.request.unwrap_or_default();
+        let readable = readable_request(&check);
+        let asked = search_ask(&mut check, searching).and_then(|searched| {
+            let template = check_request_from_proto(check).map_err(|invalid| {
+                InvalidRequest::new(format!("request.{}", invalid.field), invalid.message)
+            })?;
+            Ok(SearchAsk {
+                searched,
+                template: warrant_domain::CheckRequest {
+                    caller_identity: caller.identity.clone(),
+                    ..template
+                },
+                per_action: None,
+                include_approvable: search.include_approvable,
+                token: search.page_token,
+                limit: (search.page_size != 0).then_some(u64::from(search.page_size)),
+            })
+        });
+        let answered = match asked {
+            Ok(ask) => self
+                .searcher
+                .search(ask, "grpc")
+                .instrument(span.clone())
+                .await
+                .map_err(|refused| match refused {
+                    SearchRefused::Invalid(invalid) => Ok(grpc_field(invalid)),
+                    SearchRefused::Unavailable(message) => Err(Status::unavailable(message)),
+                }),
+            Err(invalid) => Err(Ok(invalid)),
+        };
+        match answered {
+            Ok(page) => Ok(Response::new(proto::SearchResponse {
+                results: page
+                    .found
+                    .into_iter()
+                    .map(|found| proto::SearchResult {
+                        id: found.id,
+                        approvable: found.approvable,
+                    })
+                    .collect(),
+                next_page_token: page.next_token,
+                examined: u64::try_from(page.examined).unwrap_or(u64::MAX),
+                searched_at: Some(warrant_proto::convert::timestamp(page.searched_at)),
+                policy_version: page.policy_version.to_string(),
+                facts_version: page.facts_version.to_string(),
+            })),
+            Err(Err(status)) => Err(status),
+            Err(Ok(invalid)) => Err(self
+                .refuse_call(Api::Check, &readable, invalid, caller, trace_id)
+                .instrument(span)
+                .await),
+        }
+    }
+}
+
+/// Puts a placeholder where each candidate goes and says what is searched.
+fn search_ask(
+    check: &mut proto::CheckRequest,
+    searching: Searching,
+) -> Result<Searched, InvalidRequest> {
+    const PLACEHOLDER: &str = "_";
+    let searched_type = |entity: &mut Option<proto::EntityRef>, field: &str| {
+        let entity = entity.get_or_insert_default();
+        if entity.r#type.is_empty() {
+            return Err(InvalidRequest::new(
+                format!("request.{field}.type"),
+                "required",
+            ));
+        }
+        entity.id = PLACEHOLDER.to_owned();
+        Ok(entity.r#type.clone())
+    };
+    Ok(match searching {
+        Searching::Subjects => Searched::Subjects {
+            type_name: searched_type(&mut check.principal, "principal")?,
+        },
+        Searching::Resources => Searched::Resources {
+            type_name: searched_type(&mut check.resource, "resource")?,
+        },
+        Searching::Actions => {
+            check.action = PLACEHOLDER.to_owned();
+            Searched::Actions
+        }
+    })
+}
+
+/// A search's malformed field in this API's names.
+fn grpc_field(invalid: InvalidRequest) -> InvalidRequest {
+    let field = match invalid.field.as_str() {
+        "page.limit" => "page_size".to_owned(),
+        "page.token" => "page_token".to_owned(),
+        other => format!("request.{other}"),
+    };
+    InvalidRequest::new(field, invalid.message)
 }
 
 /// What can be read of a request whatever is wrong with it: its names as given, no context.

@@ -12,6 +12,7 @@ pub mod grpc;
 pub mod mcp;
 pub mod page_token;
 pub mod routes;
+pub mod search;
 
 use std::collections::BTreeMap;
 

@@ -70,26 +70,18 @@ impl UseCounter for Uses {
     fn take(&self, approval_id: &str, take: Take) -> Result<Taken, UseCountError> {
         let mut uses = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let (used, spent) = uses.entry(approval_id.to_owned()).or_default();
-        if take.max_uses.is_some_and(|max| *used >= max) {
-            return Ok(Taken::UsesExhausted);
+        let taken = take.against(*used, *spent);
+        if let Taken::Granted { use_number, .. } = taken {
+            *used = use_number.unwrap_or(*used);
+            *spent += take.spend.map_or(0, |(amount, _)| amount);
         }
-        if let Some((amount, total)) = take.spend
-            && spent.saturating_add(amount) > total
-        {
-            return Ok(Taken::BudgetExhausted);
-        }
-        let use_number = take.max_uses.map(|_| {
-            *used += 1;
-            *used
-        });
-        let budget_left = take.spend.map(|(amount, total)| {
-            *spent += amount;
-            total - *spent
-        });
-        Ok(Taken::Granted {
-            use_number,
-            budget_left,
-        })
+        Ok(taken)
+    }
+
+    fn would_take(&self, approval_id: &str, take: Take) -> Result<Taken, UseCountError> {
+        let uses = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let (used, spent) = uses.get(approval_id).copied().unwrap_or_default();
+        Ok(take.against(used, spent))
     }
 
     fn give_back(

@@ -154,6 +154,12 @@ pub struct Metrics {
     admin_unauthenticated: AtomicU64,
     /// AuthZEN access request calls, by endpoint and HTTP status.
     access_request_calls: Mutex<BTreeMap<(&'static str, u16), u64>>,
+    /// Searches answered, by what they searched, transport and outcome.
+    searches: Mutex<BTreeMap<(&'static str, &'static str, &'static str), u64>>,
+    search_latency: Histogram,
+    /// Candidates searches examined, and the results they answered.
+    search_examined: AtomicU64,
+    search_results: AtomicU64,
     /// Time to get a batch of records accepted by the ledger (durable: on disk).
     ledger_append: Histogram,
     /// Decisions in which a policy failed to evaluate (each a deny).
@@ -266,6 +272,85 @@ impl Metrics {
         *calls.entry((endpoint, status)).or_default() += 1;
     }
 
+    /// A search answered (`ok`) or refused (`invalid`, `unavailable`).
+    pub fn searched(
+        &self,
+        kind: &'static str,
+        transport: &'static str,
+        outcome: &'static str,
+        elapsed: Duration,
+    ) {
+        self.search_latency.observe(elapsed);
+        let mut searches = self
+            .searches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *searches.entry((kind, transport, outcome)).or_default() += 1;
+    }
+
+    /// What an answered search page cost and gave.
+    pub fn search_examined(&self, examined: usize, results: usize) {
+        let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
+        self.search_examined
+            .fetch_add(count(examined), Ordering::Relaxed);
+        self.search_results
+            .fetch_add(count(results), Ordering::Relaxed);
+    }
+
+    fn write_searches(&self, out: &mut String) {
+        family(
+            out,
+            "warrant_searches_total",
+            "counter",
+            "Search pages asked for, by what was searched (subject, resource, action), transport \
+             and outcome (ok, invalid, unavailable).",
+        );
+        let mut searches = self
+            .searches
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        for kind in ["subject", "resource", "action"] {
+            searches.entry((kind, "authzen", "ok")).or_default();
+        }
+        for ((kind, transport, outcome), count) in &searches {
+            let _ = writeln!(
+                out,
+                "warrant_searches_total{{kind=\"{kind}\",transport=\"{transport}\",outcome=\"{outcome}\"}} {count}"
+            );
+        }
+        family(
+            out,
+            "warrant_search_duration_seconds",
+            "histogram",
+            "Time to answer a search page, refusals included.",
+        );
+        self.search_latency
+            .render(out, "warrant_search_duration_seconds", "");
+        family(
+            out,
+            "warrant_search_candidates_examined_total",
+            "counter",
+            "Candidates search pages evaluated (each one a Check's evaluation, taking nothing).",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_search_candidates_examined_total {}",
+            self.search_examined.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "warrant_search_results_total",
+            "counter",
+            "Results search pages answered.",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_search_results_total {}",
+            self.search_results.load(Ordering::Relaxed)
+        );
+    }
+
     pub fn admin_unauthenticated(&self) {
         self.admin_unauthenticated.fetch_add(1, Ordering::Relaxed);
     }
@@ -281,6 +366,7 @@ impl Metrics {
         scrape::write_fleet(control, &mut out);
         scrape::write_control(control, &mut out);
         self.write_admin(&mut out);
+        self.write_searches(&mut out);
         self.write_listeners(&mut out);
         if let Some(credentials) = self.credentials.get() {
             scrape::write_credentials(credentials, &mut out);

@@ -332,7 +332,7 @@ proptest! {
 
 /// One admin-style change to the bundled facts, as the admin API would write it.
 #[derive(Debug, Clone)]
-enum FactChange {
+pub(crate) enum FactChange {
     Status(usize, usize),
     Owner(usize, usize),
     Revoke(usize, bool),
@@ -346,7 +346,7 @@ enum FactChange {
     MoveScope(usize, usize),
 }
 
-const IDENTITIES: [(&str, &str); 4] = [
+pub(crate) const IDENTITIES: [(&str, &str); 4] = [
     ("ServiceAccount", "deploy-bot"),
     ("ServiceAccount", "db-admin"),
     ("ApiKey", "pipeline-etl"),
@@ -354,9 +354,9 @@ const IDENTITIES: [(&str, &str); 4] = [
 ];
 const HUMANS: [&str; 3] = ["alice", "bob", "carol"];
 const STATUSES: [&str; 3] = ["active", "suspended", "retired"];
-const APPROVALS: [&str; 4] = ["CHG-1042", "CHG-1043", "TASK-77", "INC-311"];
+pub(crate) const APPROVALS: [&str; 4] = ["CHG-1042", "CHG-1043", "TASK-77", "INC-311"];
 
-fn fact_change() -> impl Strategy<Value = FactChange> {
+pub(crate) fn fact_change() -> impl Strategy<Value = FactChange> {
     prop_oneof![
         (0..4usize, 0..3usize).prop_map(|(i, s)| FactChange::Status(i, s)),
         (0..4usize, 0..3usize).prop_map(|(i, h)| FactChange::Owner(i, h)),
@@ -370,7 +370,10 @@ fn fact_change() -> impl Strategy<Value = FactChange> {
 }
 
 /// The entity JSON a change writes, from the current form of the entity it changes.
-fn apply(change: &FactChange, current: &BTreeMap<String, serde_json::Value>) -> serde_json::Value {
+pub(crate) fn apply(
+    change: &FactChange,
+    current: &BTreeMap<String, serde_json::Value>,
+) -> serde_json::Value {
     use serde_json::json;
     let key = |t: &str, id: &str| format!("{t}::\"{id}\"");
     let entity = |t: &str, id: &str| json!({"__entity": {"type": t, "id": id}});

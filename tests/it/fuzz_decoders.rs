@@ -79,6 +79,11 @@ impl Target {
         let authzen = authzen::router(
             Arc::new(AuthZen::new(
                 Arc::clone(&decider),
+                Arc::new(warrant::api::search::Searcher::new(
+                    Arc::clone(&decider),
+                    warrant::api::page_token::PageTokens::with_key([3; 32]),
+                    Default::default(),
+                )),
                 None,
                 None,
                 20,

@@ -25,6 +25,7 @@ mod metrics;
 mod policy_index;
 mod reload;
 mod replicas;
+mod search;
 mod shadow;
 mod tls;
 mod traces;

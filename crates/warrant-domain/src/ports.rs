@@ -14,6 +14,22 @@ pub struct Take {
     pub spend: Option<(u64, u64)>,
 }
 
+impl Take {
+    /// What this take gives from an approval that has had `used` uses and spent `spent`.
+    pub fn against(self, used: u64, spent: u64) -> Taken {
+        match (self.max_uses, self.spend) {
+            (Some(max), _) if used >= max => Taken::UsesExhausted,
+            (_, Some((amount, total))) if spent.saturating_add(amount) > total => {
+                Taken::BudgetExhausted
+            }
+            (max_uses, spend) => Taken::Granted {
+                use_number: max_uses.map(|_| used.saturating_add(1)),
+                budget_left: spend.map(|(amount, total)| total - (spent + amount)),
+            },
+        }
+    }
+}
+
 /// What came of a `Take`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Taken {
@@ -32,6 +48,10 @@ pub enum Taken {
 pub trait UseCounter: Send + Sync {
     /// Takes a use and spends from the budget, both or neither, in one atomic step.
     fn take(&self, approval_id: &str, take: Take) -> Result<Taken, UseCountError>;
+
+    /// What `take` would give now, taking nothing: whether an allow would still find a use and
+    /// the budget's room (a search asks this; only a decision takes).
+    fn would_take(&self, approval_id: &str, take: Take) -> Result<Taken, UseCountError>;
 
     /// Gives back what `take` took for a decision that could not be recorded: a use or an
     /// amount counts only if its decision is on record.

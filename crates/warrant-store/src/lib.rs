@@ -520,35 +520,45 @@ impl LiveStore {
                 .get(approval_id)
                 .map_err(io)?
                 .map_or(0, |amount| amount.value());
-            match (take.max_uses, take.spend) {
-                (Some(max), _) if used >= max => Taken::UsesExhausted,
-                (_, Some((amount, total))) if so_far.saturating_add(amount) > total => {
-                    Taken::BudgetExhausted
+            let taken = take.against(used, so_far);
+            if let Taken::Granted {
+                use_number,
+                budget_left,
+            } = taken
+            {
+                if let Some(use_number) = use_number {
+                    uses.insert(approval_id, use_number).map_err(io)?;
                 }
-                (max_uses, spend) => {
-                    let use_number = max_uses.map(|_| used + 1);
-                    if use_number.is_some() {
-                        uses.insert(approval_id, used + 1).map_err(io)?;
-                    }
-                    let budget_left = match spend {
-                        Some((amount, total)) => {
-                            spent.insert(approval_id, so_far + amount).map_err(io)?;
-                            Some(total - (so_far + amount))
-                        }
-                        None => None,
-                    };
-                    Taken::Granted {
-                        use_number,
-                        budget_left,
-                    }
+                if let (Some((amount, _)), Some(_)) = (take.spend, budget_left) {
+                    spent.insert(approval_id, so_far + amount).map_err(io)?;
                 }
             }
+            taken
         };
         match taken {
             Taken::Granted { .. } => txn.commit().map_err(io)?,
             _ => txn.abort().map_err(io)?,
         }
         Ok(taken)
+    }
+
+    /// What `take` would give now, read in one transaction that takes nothing.
+    pub fn would_take(&self, approval_id: &str, take: Take) -> Result<Taken, StoreError> {
+        let txn = self.counters.begin_read().map_err(io)?;
+        let used = txn
+            .open_table(USES)
+            .map_err(io)?
+            .get(approval_id)
+            .map_err(io)?;
+        let spent = txn
+            .open_table(SPENT)
+            .map_err(io)?
+            .get(approval_id)
+            .map_err(io)?;
+        Ok(take.against(
+            used.map_or(0, |count| count.value()),
+            spent.map_or(0, |amount| amount.value()),
+        ))
     }
 
     /// Gives back a use and an amount taken for a decision that could not be recorded, so that
@@ -612,6 +622,10 @@ impl warrant_domain::ports::SeenTokens for LiveStore {
 impl UseCounter for LiveStore {
     fn take(&self, approval_id: &str, take: Take) -> Result<Taken, UseCountError> {
         LiveStore::take(self, approval_id, take).map_err(|error| UseCountError(error.into()))
+    }
+
+    fn would_take(&self, approval_id: &str, take: Take) -> Result<Taken, UseCountError> {
+        LiveStore::would_take(self, approval_id, take).map_err(|error| UseCountError(error.into()))
     }
 
     fn give_back(

@@ -7,6 +7,7 @@
 //! the Access Request and Approval Profile on the same listener.
 
 pub mod access_request;
+pub mod search;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -63,11 +64,13 @@ pub struct AuthZen {
     /// The access request profile's endpoints, when the ledger is on (denials are resolved
     /// there).
     access_requests: Option<AccessRequests>,
+    searcher: Arc<crate::api::search::Searcher>,
 }
 
 impl AuthZen {
     pub fn new(
         decider: Arc<Decider>,
+        searcher: Arc<crate::api::search::Searcher>,
         token: Option<String>,
         base_url: Option<String>,
         max_evaluations: usize,
@@ -81,6 +84,7 @@ impl AuthZen {
             base_url: base_url.map(|url| url.trim_end_matches('/').to_owned()),
             max_evaluations,
             access_requests,
+            searcher,
         }
     }
 
@@ -111,6 +115,9 @@ pub fn router(authzen: Arc<AuthZen>, max_body_bytes: usize) -> axum::Router {
         .route(EVALUATION_PATH, post(evaluation))
         .route(EVALUATIONS_PATH, post(evaluations))
         .route(METADATA_PATH, get(metadata))
+        .route(search::SUBJECT_PATH, post(search::subject))
+        .route(search::RESOURCE_PATH, post(search::resource))
+        .route(search::ACTION_PATH, post(search::action))
         .route(REQUESTS_PATH, post(access_request::submit))
         .route(access_request::TASK_PATH, get(access_request::status))
         .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
@@ -360,6 +367,8 @@ impl AuthZen {
         }
         let why = if refused.0 == StatusCode::UNAUTHORIZED {
             Reason::Unauthenticated.as_str()
+        } else if refused.0.is_server_error() {
+            Reason::InternalError.as_str()
         } else {
             warrant_domain::Reason::InvalidRequest.as_str()
         };
@@ -400,13 +409,16 @@ impl AuthZen {
         guard.answered(match &answer {
             Ok(_) => tonic::Code::Ok,
             Err(Refused(StatusCode::UNAUTHORIZED, ..)) => tonic::Code::Unauthenticated,
+            Err(Refused(StatusCode::SERVICE_UNAVAILABLE, ..)) => tonic::Code::Unavailable,
             Err(_) => tonic::Code::InvalidArgument,
         });
         match answer {
             Ok(mut body) => {
                 let decision_ids = self.decision_ids(&mut body);
                 let mut response = respond(StatusCode::OK, body, request_id);
-                if let Ok(ids) = HeaderValue::from_str(&decision_ids.join(",")) {
+                if !decision_ids.is_empty()
+                    && let Ok(ids) = HeaderValue::from_str(&decision_ids.join(","))
+                {
                     response
                         .headers_mut()
                         .insert(crate::api::envoy::DECISION_ID_HEADER, ids);
@@ -574,6 +586,9 @@ async fn metadata(State(authzen): State<Arc<AuthZen>>, headers: HeaderMap) -> Re
         "policy_decision_point": base,
         "access_evaluation_endpoint": format!("{base}{EVALUATION_PATH}"),
         "access_evaluations_endpoint": format!("{base}{EVALUATIONS_PATH}"),
+        "search_subject_endpoint": format!("{base}{}", search::SUBJECT_PATH),
+        "search_resource_endpoint": format!("{base}{}", search::RESOURCE_PATH),
+        "search_action_endpoint": format!("{base}{}", search::ACTION_PATH),
         // A denied decision's context may carry advice: `approval_required`, the approval
         // that would allow it.
         "decision_advice_supported": ["approval_required"],

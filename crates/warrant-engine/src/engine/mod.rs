@@ -32,6 +32,7 @@ mod advice;
 mod cedar_request;
 mod described;
 pub mod explain;
+pub mod search;
 mod validity;
 
 use cedar_request::parse_names;
@@ -94,6 +95,14 @@ pub struct EngineParts {
     /// A fleet replica's: past its staleness, every decision is a deny (`warrant:facts-stale`).
     /// `None` on a single node, whose facts are always its own.
     pub freshness: Option<Arc<dyn FactsFreshness>>,
+}
+
+/// What an allow under a limited approval does with its uses: a decision takes one, a search
+/// only looks whether one is left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Uses {
+    Take,
+    Peek,
 }
 
 /// What Warrant resolved before evaluating, carried into the decision.
@@ -243,24 +252,43 @@ impl Engine {
         credential: Option<&warrant_domain::Credential>,
         now: UnixMillis,
     ) -> Result<Option<Arc<CredentialEvidence>>, Reason> {
+        self.bind_credential(principal, self.verify_credential(credential, now))
+    }
+
+    /// What a presented credential proves at `now`, whoever presents it: `Ok(None)` for none.
+    fn verify_credential(
+        &self,
+        credential: Option<&warrant_domain::Credential>,
+        now: UnixMillis,
+    ) -> Result<Option<Arc<CredentialEvidence>>, Reason> {
         let Some(token) = credential.map(|c| c.0.as_str()) else {
-            return match &self.parts.credentials {
-                Some(credentials) if credentials.required_for(&principal.type_name) => {
-                    Err(Reason::CredentialRequired)
-                }
-                _ => Ok(None),
-            };
+            return Ok(None);
         };
         let credentials = self
             .parts
             .credentials
             .as_ref()
             .ok_or(Reason::CredentialUnknownIssuer)?;
-        let evidence = credentials.verify(token, now)?;
-        if evidence.principal != *principal {
-            return Err(Reason::CredentialMismatch);
+        Ok(Some(Arc::new(credentials.verify(token, now)?)))
+    }
+
+    /// A verified credential (or none) as `principal`'s: `Err` for none where its type requires
+    /// one, or one proving someone else.
+    fn bind_credential(
+        &self,
+        principal: &EntityRef,
+        verified: Result<Option<Arc<CredentialEvidence>>, Reason>,
+    ) -> Result<Option<Arc<CredentialEvidence>>, Reason> {
+        match verified? {
+            None => match &self.parts.credentials {
+                Some(credentials) if credentials.required_for(&principal.type_name) => {
+                    Err(Reason::CredentialRequired)
+                }
+                _ => Ok(None),
+            },
+            Some(evidence) if evidence.principal != *principal => Err(Reason::CredentialMismatch),
+            Some(evidence) => Ok(Some(evidence)),
         }
-        Ok(Some(Arc::new(evidence)))
     }
 
     /// The policies and facts decisions are made from right now.
@@ -522,7 +550,14 @@ impl Engine {
         let read_times = reached
             .as_ref()
             .map_or(&[][..], |reached| reached.datetimes.as_slice());
-        let verdict = match self.verdict(snapshot, request, &resolved, action_uid.clone(), now)? {
+        let verdict = match self.verdict(
+            snapshot,
+            request,
+            &resolved,
+            action_uid.clone(),
+            now,
+            Uses::Take,
+        )? {
             Ok(verdict) | Err(verdict) => verdict,
         };
         let advice = (verdict.effect == Effect::Deny && advisable(&verdict.reasons))
@@ -548,6 +583,8 @@ impl Engine {
     }
 
     /// The verdict on a well-formed request: `Err` holds a deny Warrant gave before Cedar ran.
+    /// An allow under a limited approval takes a use (`Uses::Take`) or only looks whether one
+    /// is left (`Uses::Peek`).
     fn verdict(
         &self,
         snapshot: &Snapshot,
@@ -555,6 +592,7 @@ impl Engine {
         resolved: &Resolved,
         action_uid: EntityUid,
         now: UnixMillis,
+        uses: Uses,
     ) -> Result<Result<Verdict, Verdict>, InvalidRequest> {
         let cedar_request =
             match self.cedar_request(snapshot, request, resolved, action_uid.clone(), now)? {
@@ -581,16 +619,17 @@ impl Engine {
         let response =
             self.authorizer
                 .is_authorized(&cedar_request, &applicable, entities.entities());
-        self.conclude(request, resolved, response)
+        self.conclude(request, resolved, response, uses)
     }
 
     /// Cedar's response under Warrant's rules: any error denies; a limited approval's allow
-    /// takes one of its uses.
+    /// takes one of its uses (or, peeking, needs one left).
     fn conclude(
         &self,
         request: &CheckRequest,
         resolved: &Resolved,
         response: cedar_policy::Response,
+        uses: Uses,
     ) -> Result<Result<Verdict, Verdict>, InvalidRequest> {
         let mut verdict = cedar_verdict(&response);
         let Some(approval) = &resolved.approval else {
@@ -619,9 +658,10 @@ impl Engine {
             max_uses: approval.max_uses,
             spend,
         };
-        let taken = match &self.parts.uses {
-            Some(uses) => uses.take(id, take),
-            None => Err(UseCountError("no use counter is configured".into())),
+        let taken = match (&self.parts.uses, uses) {
+            (Some(counter), Uses::Take) => counter.take(id, take),
+            (Some(counter), Uses::Peek) => counter.would_take(id, take),
+            (None, _) => Err(UseCountError("no use counter is configured".into())),
         };
         match taken {
             Ok(Taken::Granted {

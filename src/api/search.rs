@@ -1,0 +1,224 @@
+//! Who can do what, for every transport (AuthZEN's Search API, gRPC, the shell): pages a search
+//! through the engine (`warrant_engine::engine::search`), on a blocking thread since a page may
+//! examine thousands of candidates. A page token is the place the next page starts, HMAC'd
+//! (`page_token`) together with a digest of the query, so a token is refused for any query but
+//! its own and cannot be forged.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use sha2::{Digest as _, Sha256};
+use warrant_domain::clock::UnixMillis;
+use warrant_domain::{CheckRequest, InvalidRequest};
+use warrant_engine::engine::search::{Found, SearchError, SearchQuery, Searched};
+
+use crate::api::decider::Decider;
+use crate::api::page_token::PageTokens;
+
+/// How large a page may be and how much one may cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SearchLimits {
+    /// Results on a page when the caller names no limit.
+    pub default_page: usize,
+    /// The largest limit a caller may name.
+    pub max_page: usize,
+    /// The most candidates one page examines; a search that reads that many without filling
+    /// its page answers what it found and a token to go on.
+    pub max_examined: usize,
+}
+
+impl Default for SearchLimits {
+    fn default() -> Self {
+        SearchLimits {
+            default_page: 100,
+            max_page: 1_000,
+            max_examined: 10_000,
+        }
+    }
+}
+
+/// A search as a transport read it.
+#[derive(Debug, Clone)]
+pub struct SearchAsk {
+    pub searched: Searched,
+    /// The request each candidate fills in (its searched part is ignored).
+    pub template: CheckRequest,
+    /// See `SearchQuery::per_action`.
+    pub per_action: Option<std::collections::HashMap<String, CheckRequest>>,
+    pub include_approvable: bool,
+    /// The token of the page before; empty for the first page.
+    pub token: String,
+    /// The most results on this page; `None` for the default.
+    pub limit: Option<u64>,
+}
+
+/// One page of results.
+#[derive(Debug, Clone)]
+pub struct SearchAnswer {
+    pub found: Vec<Found>,
+    /// The token of the next page; empty on the last.
+    pub next_token: String,
+    pub examined: usize,
+    pub searched_at: UnixMillis,
+    pub policy_version: Arc<str>,
+    pub facts_version: Arc<str>,
+}
+
+/// Why a search has no answer.
+#[derive(Debug)]
+pub enum SearchRefused {
+    /// Malformed (`INVALID_ARGUMENT`, HTTP 400): the field and why, in the engine's names.
+    Invalid(InvalidRequest),
+    /// The facts could not be read (`UNAVAILABLE`, HTTP 503).
+    Unavailable(String),
+}
+
+/// Runs searches for one server.
+pub struct Searcher {
+    decider: Arc<Decider>,
+    tokens: PageTokens,
+    limits: SearchLimits,
+}
+
+impl Searcher {
+    pub fn new(decider: Arc<Decider>, tokens: PageTokens, limits: SearchLimits) -> Self {
+        Searcher {
+            decider,
+            tokens,
+            limits,
+        }
+    }
+
+    /// One page of `ask`, counted in the metrics under `transport`.
+    pub async fn search(
+        &self,
+        ask: SearchAsk,
+        transport: &'static str,
+    ) -> Result<SearchAnswer, SearchRefused> {
+        let started = Instant::now();
+        let kind = kind(&ask.searched);
+        let answer = self.page(ask).await;
+        let metrics = self.decider.metrics();
+        match &answer {
+            Ok(page) => {
+                metrics.searched(kind, transport, "ok", started.elapsed());
+                metrics.search_examined(page.examined, page.found.len());
+            }
+            Err(SearchRefused::Invalid(_)) => {
+                metrics.searched(kind, transport, "invalid", started.elapsed());
+            }
+            Err(SearchRefused::Unavailable(error)) => {
+                tracing::error!(%error, kind, "a search cannot read the facts");
+                metrics.searched(kind, transport, "unavailable", started.elapsed());
+            }
+        }
+        answer
+    }
+
+    async fn page(&self, ask: SearchAsk) -> Result<SearchAnswer, SearchRefused> {
+        let limit = match ask.limit {
+            None => self.limits.default_page.min(self.limits.max_page),
+            Some(0) => return Err(invalid("page.limit", "must be at least 1")),
+            Some(limit) => match usize::try_from(limit) {
+                Ok(limit) if limit <= self.limits.max_page => limit,
+                _ => {
+                    return Err(invalid(
+                        "page.limit",
+                        format!(
+                            "{limit} is more than {} (search_max_page)",
+                            self.limits.max_page
+                        ),
+                    ));
+                }
+            },
+        };
+        let list = format!("search:{}", hex::encode(&query_digest(&ask, limit)[..16]));
+        let after = self.tokens.read(&list, &ask.token).map_err(|_| {
+            invalid(
+                "page.token",
+                "not a token this server gave for this query (every part of the query and \
+                 page.limit must stay as they were for the first page)",
+            )
+        })?;
+        let query = SearchQuery {
+            searched: ask.searched,
+            template: ask.template,
+            per_action: ask.per_action,
+            include_approvable: ask.include_approvable,
+            after,
+            limit,
+            max_examined: self.limits.max_examined,
+        };
+        let decider = Arc::clone(&self.decider);
+        let page = tokio::task::spawn_blocking(move || decider.engine().search(&query))
+            .await
+            .map_err(|error| SearchRefused::Unavailable(format!("the search failed: {error}")))?
+            .map_err(|error| match error {
+                SearchError::Invalid(invalid) => SearchRefused::Invalid(invalid),
+                SearchError::FactsUnreadable(_) => SearchRefused::Unavailable(error.to_string()),
+            })?;
+        Ok(SearchAnswer {
+            next_token: page
+                .resume_after
+                .map(|after| self.tokens.issue(&list, &after))
+                .unwrap_or_default(),
+            found: page.found,
+            examined: page.examined,
+            searched_at: page.searched_at,
+            policy_version: page.policy_version,
+            facts_version: page.facts_version,
+        })
+    }
+}
+
+fn invalid(field: &str, message: impl Into<String>) -> SearchRefused {
+    SearchRefused::Invalid(InvalidRequest::new(field, message))
+}
+
+/// What is searched, as the metrics label it.
+pub fn kind(searched: &Searched) -> &'static str {
+    match searched {
+        Searched::Subjects { .. } => "subject",
+        Searched::Resources { .. } => "resource",
+        Searched::Actions => "action",
+    }
+}
+
+/// The digest of everything a page token is bound to: what is searched, every part of the
+/// request but the searched one, the options and the page's limit.
+fn query_digest(ask: &SearchAsk, limit: usize) -> [u8; 32] {
+    let template = &ask.template;
+    let mut hasher = Sha256::new();
+    let mut part = |text: String| {
+        hasher.update(u64::try_from(text.len()).unwrap_or(u64::MAX).to_be_bytes());
+        hasher.update(text.as_bytes());
+    };
+    part(format!("{:?}", ask.searched));
+    if !matches!(ask.searched, Searched::Subjects { .. }) {
+        part(format!("{:?}", template.principal));
+    }
+    if !matches!(ask.searched, Searched::Actions) {
+        part(format!("{:?}", template.action));
+    }
+    if !matches!(ask.searched, Searched::Resources { .. }) {
+        part(format!("{:?}", template.resource));
+    }
+    part(format!("{:?}", template.context));
+    let mut per_action: Vec<_> = ask.per_action.iter().flatten().collect();
+    per_action.sort_by_key(|(action, _)| *action);
+    for (action, request) in per_action {
+        part(format!("{action:?} {:?}", request.context));
+    }
+    part(format!("{:?}", template.approval_id));
+    part(format!("{:?}", template.resource_description));
+    part(format!("{:?}", template.caller_identity));
+    part(
+        template
+            .credential
+            .as_ref()
+            .map(|credential| hex::encode(Sha256::digest(credential.0.as_bytes())))
+            .unwrap_or_default(),
+    );
+    part(format!("{} {limit}", ask.include_approvable));
+    hasher.finalize().into()
+}
