@@ -40,7 +40,7 @@ pub(crate) struct Answer {
     pub(crate) content_type: String,
     pub(crate) body: String,
     /// `x-warrant-decision-id`: a refusal's record.
-    decision_id: Option<String>,
+    pub(crate) decision_id: Option<String>,
     pub(crate) location: Option<String>,
 }
 
@@ -440,6 +440,9 @@ async fn the_metadata_document_and_the_bearer_token() {
             "policy_decision_point": "https://pdp.example.com",
             "access_evaluation_endpoint": "https://pdp.example.com/access/v1/evaluation",
             "access_evaluations_endpoint": "https://pdp.example.com/access/v1/evaluations",
+            "search_subject_endpoint": "https://pdp.example.com/access/v1/search/subject",
+            "search_resource_endpoint": "https://pdp.example.com/access/v1/search/resource",
+            "search_action_endpoint": "https://pdp.example.com/access/v1/search/action",
             "decision_advice_supported": ["approval_required"],
             "access_request_endpoint": "https://pdp.example.com/access/v1/requests",
             "capabilities": ["urn:openid:authzen:capability:access-request"],

@@ -26,6 +26,7 @@ mod policy_index;
 mod reload;
 mod replicas;
 mod search;
+mod search_api;
 mod shadow;
 mod tls;
 mod traces;

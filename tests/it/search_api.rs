@@ -1,0 +1,384 @@
+//! Search over the wire, against the real server: the AuthZEN working group's search interop
+//! cases (198, compared as its harness compares them) over HTTP, paging with tokens bound to
+//! their query, malformed searches refused naming the field (and on record), and the same
+//! searches over gRPC.
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use warrant_proto as proto;
+
+use crate::authzen::{Answer, evaluate};
+use crate::common::{Server, entity};
+
+fn start_search_scenario() -> Server {
+    let policies = crate::common::bundled_policies().join("examples/authzen-search");
+    Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        policies.to_str().unwrap(),
+    ])
+    .unwrap_or_else(|stderr| panic!("server did not start:\n{stderr}"))
+}
+
+/// The results as the harness compares them: sorted by type and id, or by name.
+fn sorted(results: &Value) -> Vec<Value> {
+    let mut results = results.as_array().cloned().unwrap_or_default();
+    results.sort_by_key(|result| {
+        (
+            result["type"].as_str().unwrap_or_default().to_owned(),
+            result["id"].as_str().unwrap_or_default().to_owned(),
+            result["name"].as_str().unwrap_or_default().to_owned(),
+        )
+    });
+    results
+}
+
+#[tokio::test]
+async fn every_case_of_the_search_interop_scenario_matches() {
+    let server = start_search_scenario();
+    let mut mismatches = Vec::new();
+    let mut cases = 0;
+    for endpoint in ["subject", "resource", "action"] {
+        let file = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("tests/fixtures/authzen/search/{endpoint}.json"));
+        let fixture: Value = serde_json::from_str(&std::fs::read_to_string(file).unwrap()).unwrap();
+        for case in fixture["evaluation"].as_array().unwrap() {
+            cases += 1;
+            let answer = evaluate(
+                &server,
+                &format!("/access/v1/search/{endpoint}"),
+                &case["request"],
+            )
+            .await;
+            assert_eq!(answer.status, 200, "{}", answer.body);
+            let body = answer.json();
+            if sorted(&body["results"]) != sorted(&case["expected"]["results"]) {
+                mismatches.push(format!(
+                    "{endpoint} {}: {}",
+                    case["request"], body["results"]
+                ));
+            }
+            // Every result fits on the default page.
+            assert_eq!(body["page"]["next_token"], "");
+        }
+    }
+    assert_eq!(cases, 198);
+    assert!(
+        mismatches.is_empty(),
+        "{} of 198 differ:\n{}",
+        mismatches.len(),
+        mismatches.join("\n")
+    );
+}
+
+fn alice_views(page: Value) -> Value {
+    json!({
+        "subject": {"type": "user", "id": "alice"},
+        "action": {"name": "view"},
+        "resource": {"type": "record", "id": "ignored"},
+        "page": page,
+    })
+}
+
+#[tokio::test]
+async fn pages_follow_their_tokens_to_the_end_and_a_token_serves_only_its_own_query() {
+    let server = start_search_scenario();
+    let path = "/access/v1/search/resource";
+    let mut ids = Vec::new();
+    let mut page = json!({"limit": 7});
+    let mut pages = 0;
+    loop {
+        let answer = evaluate(&server, path, &alice_views(page.clone())).await;
+        assert_eq!(answer.status, 200, "{}", answer.body);
+        let body = answer.json();
+        pages += 1;
+        let results = body["results"].as_array().unwrap();
+        assert!(results.len() <= 7);
+        assert_eq!(body["page"]["count"], results.len());
+        ids.extend(results.iter().map(|r| r["id"].as_str().unwrap().to_owned()));
+        let next = body["page"]["next_token"].as_str().unwrap();
+        if next.is_empty() {
+            break;
+        }
+        page = json!({"limit": 7, "token": next});
+    }
+    // Alice is a manager: she views all twenty records, in a stable order, none twice.
+    assert_eq!(pages, 3);
+    let mut expected: Vec<String> = (101..=120).map(|n| n.to_string()).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+
+    let first = evaluate(&server, path, &alice_views(json!({"limit": 7})))
+        .await
+        .json();
+    let token = first["page"]["next_token"].as_str().unwrap().to_owned();
+    // The same token with another action, another limit or as another user: refused.
+    for other in [
+        json!({"subject": {"type": "user", "id": "alice"}, "action": {"name": "edit"},
+               "resource": {"type": "record"}, "page": {"limit": 7, "token": token}}),
+        alice_views(json!({"limit": 8, "token": token})),
+        json!({"subject": {"type": "user", "id": "bob"}, "action": {"name": "view"},
+               "resource": {"type": "record"}, "page": {"limit": 7, "token": token}}),
+    ] {
+        let refused = evaluate(&server, path, &other).await;
+        assert_eq!(refused.status, 400, "{}", refused.body);
+        assert!(refused.body.starts_with("page.token: "), "{}", refused.body);
+    }
+    // The id of the searched entity is ignored: the token still serves the query without it.
+    let mut without_id = alice_views(json!({"limit": 7, "token": token}));
+    without_id["resource"] = json!({"type": "record"});
+    assert_eq!(evaluate(&server, path, &without_id).await.status, 200);
+}
+
+#[tokio::test]
+async fn malformed_searches_are_400_naming_the_field_and_on_record() {
+    let server = start_search_scenario();
+    let cases: [(&str, Value, &str); 9] = [
+        (
+            "resource",
+            json!({"subject": {"type": "user", "id": "alice"}, "action": {"name": "view"}, "resource": {}}),
+            "resource.type: required",
+        ),
+        (
+            "resource",
+            json!({"subject": {"type": "user", "id": "alice"}, "action": {"name": "view"}, "resource": {"type": "spaceship"}}),
+            "resource.type: ",
+        ),
+        (
+            "subject",
+            json!({"subject": {"type": "robot"}, "action": {"name": "view"}, "resource": {"type": "record", "id": "101"}}),
+            "subject.type: ",
+        ),
+        (
+            "subject",
+            json!({"action": {"name": "view"}, "resource": {"type": "record", "id": "101"}}),
+            "subject: required",
+        ),
+        (
+            "resource",
+            json!({"subject": {"type": "user", "id": "alice"}, "resource": {"type": "record"}}),
+            "action: required",
+        ),
+        ("resource", alice_views(json!({"limit": 0})), "page.limit: "),
+        (
+            "resource",
+            alice_views(json!({"limit": 1_000_000_000u64})),
+            "page.limit: ",
+        ),
+        (
+            "resource",
+            alice_views(json!({"token": "not-a-token"})),
+            "page.token: ",
+        ),
+        (
+            "action",
+            json!({"subject": {"type": "user", "id": "alice"}, "resource": {"type": "record"}}),
+            "resource.id: required",
+        ),
+    ];
+    for (endpoint, body, message) in cases {
+        let answer: Answer =
+            evaluate(&server, &format!("/access/v1/search/{endpoint}"), &body).await;
+        assert_eq!(answer.status, 400, "{body}: {}", answer.body);
+        assert!(answer.body.starts_with(message), "{body}: {}", answer.body);
+        // Refused, and that refusal is a record like any other.
+        let decision_id = answer.decision_id.clone().expect("a refusal's record");
+        let record = server.record(&decision_id).await;
+        assert_eq!(record["decision"], "DENY");
+        assert_eq!(record["reasons"], json!(["warrant:invalid-request"]));
+    }
+    // An unknown subject or resource is no error: nobody and nothing to answer.
+    let unknown = evaluate(
+        &server,
+        "/access/v1/search/resource",
+        &json!({"subject": {"type": "user", "id": "zed"}, "action": {"name": "view"}, "resource": {"type": "record"}}),
+    )
+    .await;
+    assert_eq!(unknown.status, 200, "{}", unknown.body);
+    assert_eq!(unknown.json()["results"], json!([]));
+    let unknown = evaluate(
+        &server,
+        "/access/v1/search/subject",
+        &json!({"subject": {"type": "user"}, "action": {"name": "view"}, "resource": {"type": "record", "id": "999"}}),
+    )
+    .await;
+    assert_eq!(
+        unknown.json(),
+        json!({"page": {"next_token": "", "count": 0}, "results": []})
+    );
+}
+
+#[tokio::test]
+async fn the_bundled_world_over_grpc_pages_and_refuses_as_check_does() {
+    let server = Server::start(&[]);
+    let mut client = server.client().await;
+    let search = |principal: Option<proto::EntityRef>,
+                  action: &str,
+                  resource: Option<proto::EntityRef>,
+                  size: u32,
+                  token: String| {
+        proto::SearchRequest {
+            request: Some(proto::CheckRequest {
+                principal,
+                action: action.to_owned(),
+                resource,
+                ..proto::CheckRequest::default()
+            }),
+            include_approvable: false,
+            page_size: size,
+            page_token: token,
+        }
+    };
+    // What pipeline-etl may read: the sales dataset its link grants, one page at a time.
+    let mut found = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client
+            .search_resources(search(
+                entity("ApiKey", "pipeline-etl"),
+                "read",
+                entity("Dataset", ""),
+                1,
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(page.results.len() <= 1);
+        assert!(page.searched_at.is_some() && !page.policy_version.is_empty());
+        found.extend(page.results.into_iter().map(|r| r.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(found, ["sales-2026"]);
+    // Each result is what Check allows.
+    let check = client
+        .check(crate::common::pipeline_read("Dataset::sales-2026"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(check.decision, proto::Decision::Allow as i32);
+
+    // Who may update the payments config with CHG-1042: deploy-bot, to whom it was granted.
+    let mut who = search(
+        entity("ServiceAccount", ""),
+        "update",
+        entity("Config", "payments-api"),
+        0,
+        String::new(),
+    );
+    who.request.as_mut().unwrap().approval_id = "CHG-1042".to_owned();
+    let subjects = client.search_subjects(who).await.unwrap().into_inner();
+    assert_eq!(
+        subjects
+            .results
+            .iter()
+            .map(|r| r.id.as_str())
+            .collect::<Vec<_>>(),
+        ["deploy-bot"]
+    );
+
+    // What deploy-bot may do to the config without an approval: nothing; with approvable
+    // results, the update an approval would allow.
+    let mut what = search(
+        entity("ServiceAccount", "deploy-bot"),
+        "",
+        entity("Config", "payments-api"),
+        0,
+        String::new(),
+    );
+    let actions = client
+        .search_actions(what.clone())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(actions.results.is_empty(), "{:?}", actions.results);
+    what.include_approvable = true;
+    let actions = client.search_actions(what).await.unwrap().into_inner();
+    assert_eq!(
+        actions.results,
+        [proto::SearchResult {
+            id: "update".to_owned(),
+            approvable: true
+        }]
+    );
+
+    // Malformed: INVALID_ARGUMENT naming the field.
+    for (request, field) in [
+        (
+            search(
+                entity("ApiKey", "pipeline-etl"),
+                "read",
+                entity("", ""),
+                0,
+                String::new(),
+            ),
+            "request.resource.type",
+        ),
+        (
+            search(
+                entity("ApiKey", "pipeline-etl"),
+                "read",
+                entity("Nope", ""),
+                0,
+                String::new(),
+            ),
+            "request.resource.type",
+        ),
+        (
+            search(
+                entity("ApiKey", "pipeline-etl"),
+                "fly",
+                entity("Dataset", ""),
+                0,
+                String::new(),
+            ),
+            "request.action",
+        ),
+        (
+            search(
+                entity("ApiKey", "pipeline-etl"),
+                "read",
+                entity("Dataset", ""),
+                5_000,
+                String::new(),
+            ),
+            "page_size",
+        ),
+        (
+            search(
+                entity("ApiKey", "pipeline-etl"),
+                "read",
+                entity("Dataset", ""),
+                0,
+                "forged".to_owned(),
+            ),
+            "page_token",
+        ),
+    ] {
+        let refused = client.search_resources(request).await.unwrap_err();
+        assert_eq!(refused.code(), tonic::Code::InvalidArgument);
+        assert!(
+            refused.message().starts_with(&format!("{field}: ")),
+            "{}",
+            refused.message()
+        );
+    }
+    // Counted.
+    let scrape = crate::common::scrape(&server).await;
+    let ok = crate::common::value(
+        &scrape,
+        "warrant_searches_total",
+        &[
+            ("kind", "resource"),
+            ("transport", "grpc"),
+            ("outcome", "ok"),
+        ],
+    );
+    assert!(ok >= 1.0, "{ok}");
+}
