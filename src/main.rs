@@ -67,6 +67,8 @@ enum Command {
     },
     /// Ask a running Warrant for one decision and print it as JSON.
     Check(CheckArgs),
+    /// Who can do what: the principals, resources or actions a Check would allow now.
+    Search(warrant::cli::SearchArgs),
     /// Verify, show and search the provenance ledger.
     Log(LogArgs),
     /// Grant, revoke and look up approvals on a running Warrant.
@@ -143,6 +145,7 @@ fn main() -> ExitCode {
             Command::Serve { config, settings } => serve(config, settings).await,
             Command::Check(args) if args.explain => warrant::authoring::explain::run(&args),
             Command::Check(args) => warrant::cli::check(args).await,
+            Command::Search(args) => warrant::cli::search(args).await,
             Command::Log(args) if matches!(args.command, warrant::cli::LogCommand::Tail { .. }) => {
                 warrant::cli::admin::tail(args).await
             }

@@ -14,8 +14,10 @@ use warrant_proto::authorizer_client::AuthorizerClient;
 pub mod admin;
 pub mod fleet;
 mod log;
+mod search;
 
 pub use log::{LogArgs, LogCommand, log};
+pub use search::{SearchArgs, SearchCommand, search};
 
 #[derive(Debug, clap::Args)]
 pub struct CheckArgs {

@@ -382,3 +382,78 @@ async fn the_bundled_world_over_grpc_pages_and_refuses_as_check_does() {
     );
     assert!(ok >= 1.0, "{ok}");
 }
+
+#[tokio::test]
+async fn the_shell_prints_one_json_line_per_result_across_pages() {
+    let server = start_search_scenario();
+    let run = |args: &[&str]| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
+            .arg("search")
+            .args(args)
+            .args(["--server", &server.url()])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout)
+            .unwrap()
+            .lines()
+            .map(|line| serde_json::from_str::<Value>(line).unwrap())
+            .collect::<Vec<_>>()
+    };
+    // Who may delete record 104: its owner, dan.
+    assert_eq!(
+        run(&[
+            "subjects",
+            "--type",
+            "user",
+            "--action",
+            "delete",
+            "--resource",
+            "record::104"
+        ]),
+        [json!({"type": "user", "id": "dan"})]
+    );
+    // What bob may edit: the four records he owns.
+    let edits = run(&[
+        "resources",
+        "--principal",
+        "user::bob",
+        "--action",
+        "edit",
+        "--type",
+        "record",
+    ]);
+    let ids: Vec<&str> = edits
+        .iter()
+        .map(|line| line["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["102", "108", "114", "120"]);
+    // What erin may do to record 105 (hers), and --limit.
+    assert_eq!(
+        run(&[
+            "actions",
+            "--principal",
+            "user::erin",
+            "--resource",
+            "record::105"
+        ])
+        .len(),
+        3
+    );
+    assert_eq!(
+        run(&[
+            "actions",
+            "--principal",
+            "user::erin",
+            "--resource",
+            "record::105",
+            "--limit",
+            "1"
+        ]),
+        [json!({"name": "delete"})]
+    );
+}
