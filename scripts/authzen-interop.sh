@@ -2,7 +2,9 @@
 # Runs the AuthZEN working group's own interop runners against Warrant (README, "As an AuthZEN
 # PDP"): the Todo runner (interop/authzen-todo-backend/test, spec set authorization-api-1_0-02)
 # on policies/examples/authzen-todo with authzen_answer_context=decision_only, and the API
-# gateway runner (interop/authzen-api-gateways/test-harness) on policies/examples/authzen-gateway.
+# gateway runner (interop/authzen-api-gateways/test-harness) on policies/examples/authzen-gateway,
+# and the Search runner (interop/authzen-search-demo/test-harness: 198 subject, resource and
+# action searches) on policies/examples/authzen-search.
 # Needs Node 18 or later and npm (for typescript and cli-color), and a checkout of
 # https://github.com/openid/authzen. Exits non-zero if any case does not pass.
 # Usage: scripts/authzen-interop.sh PATH/TO/openid-authzen
@@ -16,14 +18,14 @@ trap 'rm -rf "$work"; kill $(jobs -p) 2>/dev/null || true' EXIT
 # The runners need only TypeScript to build and cli-color to print; not their apps' packages.
 (cd "$work" && echo '{"private": true}' > package.json &&
   npm install --silent --no-audit --no-fund typescript@5 cli-color@2 @types/cli-color @types/node@20)
-run() { # name, runner dir, policies, extra serve flags, runner args...
+run() { # name, the folder holding runner.ts, policies, extra serve flags, runner args...
   local name=$1 source=$2 policies=$3 flags=$4; shift 4
   local dir="$work/$name"
-  mkdir -p "$dir" && cp -r "$source/test" "$dir/" && ln -s "$work/node_modules" "$dir/node_modules"
+  mkdir -p "$dir" && cp -r "$source" "$dir/test" && ln -s "$work/node_modules" "$dir/node_modules"
   echo '{"compilerOptions": {"target": "esnext", "module": "CommonJS", "moduleResolution": "node",
     "outDir": "./build", "esModuleInterop": true, "strict": false, "skipLibCheck": true,
     "resolveJsonModule": true}, "include": ["test", "test/**/*.json"]}' > "$dir/tsconfig.json"
-  (cd "$dir" && "$work/node_modules/.bin/tsc" -p . && cp test/*.json build/)
+  (cd "$dir" && "$work/node_modules/.bin/tsc" -p . && find test -maxdepth 1 -name "*.json" -exec cp {} build/ \;)
   # shellcheck disable=SC2086
   "$W" serve --policies "$policies" $flags --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
     --metrics-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0 --data-dir "$dir/data" --ledger off \
@@ -42,7 +44,9 @@ run() { # name, runner dir, policies, extra serve flags, runner args...
   echo "$name: $passed passed, $failed failed"
   if [ "$failed" != 0 ] || [ "$passed" = 0 ]; then grep -E "FAIL|ERROR" "$dir/results"; return 1; fi
 }
-run todo "$authzen/interop/authzen-todo-backend" policies/examples/authzen-todo \
+run todo "$authzen/interop/authzen-todo-backend/test" policies/examples/authzen-todo \
   "--authzen-answer-context decision_only" authorization-api-1_0-02 console
-run gateway "$authzen/interop/authzen-api-gateways/test-harness" policies/examples/authzen-gateway \
+run gateway "$authzen/interop/authzen-api-gateways/test-harness/test" \
+  policies/examples/authzen-gateway "" console
+run search "$authzen/interop/authzen-search-demo/test-harness/src" policies/examples/authzen-search \
   "" console
