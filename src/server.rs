@@ -80,6 +80,21 @@ pub fn load_snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
     })
 }
 
+/// Health for the Check listener's services, SERVING: called once policies, facts and the ledger
+/// are loaded (the decider turns it NOT_SERVING if the ledger fails).
+async fn serving_health() -> (
+    tonic_health::server::HealthReporter,
+    tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health>,
+) {
+    let (health, health_service) = tonic_health::server::health_reporter();
+    for name in HEALTH_NAMES {
+        health
+            .set_service_status(name, tonic_health::ServingStatus::Serving)
+            .await;
+    }
+    (health, health_service)
+}
+
 /// Binds the listeners and serves until `shutdown` completes. `on_bound` hears what was bound.
 pub async fn serve(
     config: Config,
@@ -103,13 +118,7 @@ pub async fn serve(
     if let Some(ledger) = &ledger {
         control.set_ledger(Arc::clone(ledger));
     }
-    // SERVING once policies, facts and the ledger are loaded; NOT_SERVING if the ledger fails.
-    let (health, health_service) = tonic_health::server::health_reporter();
-    for name in HEALTH_NAMES {
-        health
-            .set_service_status(name, tonic_health::ServingStatus::Serving)
-            .await;
-    }
+    let (health, health_service) = serving_health().await;
     let metrics = metrics(&config, &control, &credentials)?;
     let (metrics_listener, metrics_bound) = bind(config.metrics_listen, "for metrics on").await?;
     let metrics_routes = metrics_router(Arc::clone(&metrics), Arc::clone(&control), ledger.clone());
