@@ -95,6 +95,11 @@ impl Decider {
         &self.engine
     }
 
+    /// The ledger decisions (and searches) are recorded in, when it is on.
+    pub fn ledger(&self) -> Option<&Arc<Ledger>> {
+        self.ledger.as_ref()
+    }
+
     pub fn metrics(&self) -> &Metrics {
         &self.metrics
     }

@@ -392,7 +392,7 @@ impl AuthorizerService {
         let answered = match asked {
             Ok(ask) => self
                 .searcher
-                .search(ask, "grpc")
+                .search(ask, "grpc", caller.clone(), trace_id.clone())
                 .instrument(span.clone())
                 .await
                 .map_err(|refused| match refused {
@@ -412,6 +412,7 @@ impl AuthorizerService {
                     })
                     .collect(),
                 next_page_token: page.next_token,
+                search_id: page.search_id,
                 examined: u64::try_from(page.examined).unwrap_or(u64::MAX),
                 searched_at: Some(warrant_proto::convert::timestamp(page.searched_at)),
                 policy_version: page.policy_version.to_string(),

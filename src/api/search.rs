@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use sha2::{Digest as _, Sha256};
 use warrant_domain::clock::UnixMillis;
-use warrant_domain::{CheckRequest, InvalidRequest};
+use warrant_domain::{Caller, CheckRequest, InvalidRequest};
 use warrant_engine::engine::search::{Found, SearchError, SearchQuery, Searched};
+use warrant_ledger::SearchRecord;
 
 use crate::api::decider::Decider;
 use crate::api::page_token::PageTokens;
@@ -55,6 +56,8 @@ pub struct SearchAsk {
 /// One page of results.
 #[derive(Debug, Clone)]
 pub struct SearchAnswer {
+    /// The page's id: its entry in the ledger.
+    pub search_id: String,
     pub found: Vec<Found>,
     /// The token of the next page; empty on the last.
     pub next_token: String,
@@ -69,7 +72,8 @@ pub struct SearchAnswer {
 pub enum SearchRefused {
     /// Malformed (`INVALID_ARGUMENT`, HTTP 400): the field and why, in the engine's names.
     Invalid(InvalidRequest),
-    /// The facts could not be read (`UNAVAILABLE`, HTTP 503).
+    /// The facts could not be read, or the page could not be recorded (`UNAVAILABLE`, HTTP
+    /// 503): no answer is given that is not on record.
     Unavailable(String),
 }
 
@@ -89,15 +93,18 @@ impl Searcher {
         }
     }
 
-    /// One page of `ask`, counted in the metrics under `transport`.
+    /// One page of `ask` from `caller`, on record in the ledger (when it is on) before it is
+    /// answered, and counted in the metrics under `transport`.
     pub async fn search(
         &self,
         ask: SearchAsk,
         transport: &'static str,
+        caller: Caller,
+        trace_id: Option<String>,
     ) -> Result<SearchAnswer, SearchRefused> {
         let started = Instant::now();
         let kind = kind(&ask.searched);
-        let answer = self.page(ask).await;
+        let answer = self.page(ask, transport, caller, trace_id).await;
         let metrics = self.decider.metrics();
         match &answer {
             Ok(page) => {
@@ -115,7 +122,13 @@ impl Searcher {
         answer
     }
 
-    async fn page(&self, ask: SearchAsk) -> Result<SearchAnswer, SearchRefused> {
+    async fn page(
+        &self,
+        ask: SearchAsk,
+        transport: &'static str,
+        caller: Caller,
+        trace_id: Option<String>,
+    ) -> Result<SearchAnswer, SearchRefused> {
         let limit = match ask.limit {
             None => self.limits.default_page.min(self.limits.max_page),
             Some(0) => return Err(invalid("page.limit", "must be at least 1")),
@@ -140,6 +153,7 @@ impl Searcher {
                  page.limit must stay as they were for the first page)",
             )
         })?;
+        let mut record = search_record(&ask, transport, caller, trace_id);
         let query = SearchQuery {
             searched: ask.searched,
             template: ask.template,
@@ -157,7 +171,25 @@ impl Searcher {
                 SearchError::Invalid(invalid) => SearchRefused::Invalid(invalid),
                 SearchError::FactsUnreadable(_) => SearchRefused::Unavailable(error.to_string()),
             })?;
+        record.examined = u64::try_from(page.examined).unwrap_or(u64::MAX);
+        record.results = u64::try_from(page.found.len()).unwrap_or(u64::MAX);
+        record.more = page.resume_after.is_some();
+        record.search_id = page.search_id.to_string();
+        record.time = page.searched_at.to_rfc3339();
+        record.policy_version = page.policy_version.to_string();
+        record.facts_version = page.facts_version.to_string();
+        if let Some(ledger) = self.decider.ledger() {
+            let ledger = Arc::clone(ledger);
+            tokio::task::spawn_blocking(move || ledger.append_search_blocking(&record))
+                .await
+                .map_err(|error| error.to_string())
+                .and_then(|written| written.map_err(|error| error.to_string()))
+                .map_err(|error| {
+                    SearchRefused::Unavailable(format!("the search could not be recorded: {error}"))
+                })?;
+        }
         Ok(SearchAnswer {
+            search_id: page.search_id.to_string(),
             next_token: page
                 .resume_after
                 .map(|after| self.tokens.issue(&list, &after))
@@ -168,6 +200,58 @@ impl Searcher {
             policy_version: page.policy_version,
             facts_version: page.facts_version,
         })
+    }
+}
+
+/// What the ledger keeps of a search, before its page is known.
+fn search_record(
+    ask: &SearchAsk,
+    transport: &'static str,
+    caller: Caller,
+    trace_id: Option<String>,
+) -> SearchRecord {
+    let template = &ask.template;
+    let (principal, action, resource, searched_type) = match &ask.searched {
+        Searched::Subjects { type_name } => (
+            None,
+            Some(template.action.clone()),
+            Some(template.resource.clone()),
+            Some(type_name.clone()),
+        ),
+        Searched::Resources { type_name } => (
+            Some(template.principal.clone()),
+            Some(template.action.clone()),
+            None,
+            Some(type_name.clone()),
+        ),
+        Searched::Actions => (
+            Some(template.principal.clone()),
+            None,
+            Some(template.resource.clone()),
+            None,
+        ),
+    };
+    SearchRecord {
+        action,
+        approval_presented: template.approval_id.clone(),
+        caller: caller.address,
+        caller_identity: caller.identity.map(|identity| identity.to_string()),
+        examined: 0,
+        facts_version: String::new(),
+        include_approvable: ask.include_approvable,
+        more: false,
+        paged: !ask.token.is_empty(),
+        policy_version: String::new(),
+        principal,
+        request_id: template.request_id.clone(),
+        resource,
+        results: 0,
+        search_id: String::new(),
+        searched: kind(&ask.searched).to_owned(),
+        searched_type,
+        time: String::new(),
+        trace_id,
+        transport: transport.to_owned(),
     }
 }
 

@@ -314,6 +314,7 @@ fn show(args: &LogArgs, id: &str, json: bool) -> anyhow::Result<ExitCode> {
         warrant_ledger::Recorded::ApprovalRequest(step) => {
             print!("{}", request_step_text(step))
         }
+        warrant_ledger::Recorded::Search(search) => print!("{}", search_text(search)),
     }
     if story.len() > 1 {
         for (n, &i) in story.iter().enumerate() {
@@ -364,7 +365,9 @@ fn search(args: &LogArgs, filter: &warrant_ledger::Filter, json: bool) -> anyhow
         .iter()
         .filter_map(|entry| match entry {
             warrant_ledger::Recorded::Decision(record) => Some(&**record),
-            warrant_ledger::Recorded::ApprovalRequest(_) => None,
+            warrant_ledger::Recorded::ApprovalRequest(_) | warrant_ledger::Recorded::Search(_) => {
+                None
+            }
         })
         .filter(|r| filter.matches(r))
         .collect();
@@ -463,6 +466,7 @@ fn story(entries: &[warrant_ledger::Recorded], id: &str) -> Option<(usize, Vec<u
     let asked = entries.iter().position(|entry| match entry {
         Recorded::Decision(record) => record.decision_id == id,
         Recorded::ApprovalRequest(step) => step.id == id,
+        Recorded::Search(search) => search.search_id == id,
     })?;
     let mut decisions: HashSet<&str> = HashSet::new();
     let mut requests: HashSet<&str> = HashSet::new();
@@ -476,6 +480,8 @@ fn story(entries: &[warrant_ledger::Recorded], id: &str) -> Option<(usize, Vec<u
         Recorded::ApprovalRequest(step) => {
             requests.insert(&step.id);
         }
+        // A search links to nothing: its story is itself.
+        Recorded::Search(_) => return Some((asked, vec![asked])),
     }
     loop {
         let before = decisions.len() + requests.len() + granted.len() + presented.len();
@@ -497,6 +503,7 @@ fn story(entries: &[warrant_ledger::Recorded], id: &str) -> Option<(usize, Vec<u
                         granted.extend(step.approval_id.as_deref());
                     }
                 }
+                Recorded::Search(_) => {}
                 Recorded::Decision(record) => {
                     let approval = record.approval.as_ref().map(|a| a.id.as_str());
                     if decisions.contains(record.decision_id.as_str())
@@ -516,6 +523,7 @@ fn story(entries: &[warrant_ledger::Recorded], id: &str) -> Option<(usize, Vec<u
         .filter(|&i| match &entries[i] {
             Recorded::Decision(record) => decisions.contains(record.decision_id.as_str()),
             Recorded::ApprovalRequest(step) => requests.contains(step.id.as_str()),
+            Recorded::Search(_) => false,
         })
         .collect();
     Some((asked, story))
@@ -526,6 +534,7 @@ fn entry_json(entry: &warrant_ledger::Recorded) -> Value {
     match entry {
         warrant_ledger::Recorded::Decision(record) => json!({ "record": record }),
         warrant_ledger::Recorded::ApprovalRequest(step) => json!({ "approval_request": step }),
+        warrant_ledger::Recorded::Search(search) => json!({ "search": search }),
     }
 }
 
@@ -577,7 +586,74 @@ fn story_line(entry: &warrant_ledger::Recorded) -> String {
             };
             format!("{}  {:<8} {}  {}", step.time, step.event, step.id, what)
         }
+        warrant_ledger::Recorded::Search(search) => format!(
+            "{}  {:<8} {}  {} result(s)",
+            search.time, "search", search.search_id, search.results
+        ),
     }
+}
+
+/// A search's entry as a person reads it.
+fn search_text(search: &warrant_ledger::SearchRecord) -> String {
+    let mut out = format!(
+        "search     {} at {}
+",
+        search.search_id, search.time
+    );
+    let mut line = |label: &str, text: String| {
+        out.push_str(&format!(
+            "{label:<10} {text}
+"
+        ));
+    };
+    let entity = |entity: &Option<EntityRef>| entity.as_ref().map_or_else(String::new, entity_text);
+    let of_type = search.searched_type.clone().unwrap_or_default();
+    let action = search.action.clone().unwrap_or_default();
+    let asked = match search.searched.as_str() {
+        "subject" => format!("which {of_type} may {action} {}", entity(&search.resource)),
+        "resource" => format!("which {of_type} {} may {action}", entity(&search.principal)),
+        _ => format!(
+            "what {} may do to {}",
+            entity(&search.principal),
+            entity(&search.resource)
+        ),
+    };
+    let approvable = if search.include_approvable {
+        ", approvable included"
+    } else {
+        ""
+    };
+    line(
+        "asked",
+        format!("{asked} (over {}{approvable})", search.transport),
+    );
+    if let Some(approval) = &search.approval_presented {
+        line("approval", approval.clone());
+    }
+    line(
+        "answered",
+        format!(
+            "{} result(s) from {} candidate(s){}{}",
+            search.results,
+            search.examined,
+            if search.paged { ", a later page" } else { "" },
+            if search.more { ", more offered" } else { "" }
+        ),
+    );
+    let caller = match (&search.caller_identity, &search.caller) {
+        (Some(identity), _) => identity.clone(),
+        (None, Some(address)) => address.clone(),
+        (None, None) => "unknown".to_owned(),
+    };
+    line("caller", caller);
+    line(
+        "under",
+        format!(
+            "policies {}, facts {}",
+            search.policy_version, search.facts_version
+        ),
+    );
+    out
 }
 
 /// How Warrant knows who decided a request: the credential they presented, or the admin

@@ -205,10 +205,63 @@ async fn malformed_searches_are_400_naming_the_field_and_on_record() {
         &json!({"subject": {"type": "user"}, "action": {"name": "view"}, "resource": {"type": "record", "id": "999"}}),
     )
     .await;
-    assert_eq!(
-        unknown.json(),
-        json!({"page": {"next_token": "", "count": 0}, "results": []})
+    let unknown = unknown.json();
+    assert_eq!(unknown["page"], json!({"next_token": "", "count": 0}));
+    assert_eq!(unknown["results"], json!([]));
+}
+
+#[tokio::test]
+async fn each_search_page_is_on_record_and_the_ledger_verifies() {
+    let server = start_search_scenario();
+    let answer = evaluate(
+        &server,
+        "/access/v1/search/subject",
+        &json!({"subject": {"type": "user"}, "action": {"name": "delete"},
+                "resource": {"type": "record", "id": "104"}, "page": {"limit": 5}}),
+    )
+    .await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let search_id = answer.json()["context"]["search_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mut client = server.client().await;
+    let page = client
+        .search_actions(proto::SearchRequest {
+            request: Some(proto::CheckRequest {
+                principal: entity("user", "dan"),
+                resource: entity("record", "104"),
+                ..proto::CheckRequest::default()
+            }),
+            ..proto::SearchRequest::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.results.len(), 3);
+    drop(client);
+    let data = server.terminate();
+    let (ok, text) = crate::ledger::log(data.path(), &["show", &search_id, "--json"]);
+    assert!(ok, "{text}");
+    let entry: Value = serde_json::from_str(&text).unwrap();
+    let search = &entry["entry"]["search"];
+    assert_eq!(search["searched"], "subject");
+    assert_eq!(search["searched_type"], "user");
+    assert_eq!(search["action"], "delete");
+    assert_eq!(search["resource"], json!({"type": "record", "id": "104"}));
+    assert_eq!(search["results"], 1);
+    assert_eq!(search["examined"], 6);
+    assert_eq!(search["transport"], "authzen");
+    assert_eq!(search["more"], false);
+    let (ok, text) = crate::ledger::log(data.path(), &["show", &page.search_id]);
+    assert!(ok, "{text}");
+    assert!(
+        text.contains("what user::dan may do to record::104 (over grpc)"),
+        "{text}"
     );
+    assert!(text.contains("3 result(s) from 3 candidate(s)"), "{text}");
+    let (ok, text) = crate::ledger::log(data.path(), &["verify"]);
+    assert!(ok, "{text}");
 }
 
 #[tokio::test]

@@ -11,24 +11,28 @@ use sha2::{Digest, Sha256};
 
 use super::*;
 
-/// The hashed part of an entry: its sequence number and either a decision's record or a step
-/// of an approval request. (Ledgers from before approval requests hold only `record`.)
+/// The hashed part of an entry: its sequence number and one of a decision's record, a step of
+/// an approval request or a search. (Ledgers from before approval requests hold only `record`,
+/// and from before searches no `search`.)
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(super) struct Entry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) approval_request: Option<Box<ApprovalRequestRecord>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(super) record: Option<Box<Record>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(super) search: Option<Box<SearchRecord>>,
     pub(super) seq: u64,
 }
 
 impl Entry {
-    /// What it holds; `None` for an entry that holds neither or both (which Warrant never
+    /// What it holds; `None` for an entry that holds none or more than one (which Warrant never
     /// writes).
     pub(super) fn recorded(self) -> Option<Recorded> {
-        match (self.record, self.approval_request) {
-            (Some(record), None) => Some(Recorded::Decision(record)),
-            (None, Some(request)) => Some(Recorded::ApprovalRequest(request)),
+        match (self.record, self.approval_request, self.search) {
+            (Some(record), None, None) => Some(Recorded::Decision(record)),
+            (None, Some(request), None) => Some(Recorded::ApprovalRequest(request)),
+            (None, None, Some(search)) => Some(Recorded::Search(search)),
             _ => None,
         }
     }
@@ -392,7 +396,7 @@ fn read_lines(
                     };
                     let decision_id = match &recorded {
                         Recorded::Decision(record) => Some(record.decision_id.clone()),
-                        Recorded::ApprovalRequest(_) => None,
+                        Recorded::ApprovalRequest(_) | Recorded::Search(_) => None,
                     };
                     raw.push((
                         RawLine::Entry {
@@ -880,8 +884,8 @@ impl SegmentLines {
 }
 
 /// Appends the canonical JSON of an `Entry` to `out`, from the canonical JSON of what it holds
-/// under `key` ("record" or "approval_request"): RFC 8785 orders the keys, and both sort before
-/// "seq".
+/// under `key` ("record", "approval_request" or "search"): RFC 8785 orders the keys, and each
+/// sorts before "seq".
 pub(super) fn write_entry(seq: u64, key: &str, recorded: &[u8], out: &mut Vec<u8>) {
     debug_assert!(key < "seq");
     out.push(b'{');

@@ -83,13 +83,16 @@ fn export_segment(
             Ok(Line::Entry { entry, hash, .. }) if entry.seq > *cursor => {
                 let seq = entry.seq;
                 // A decision as {"hash","record","seq"}; an approval request's step as
-                // {"approval_request","hash","seq"}.
+                // {"approval_request","hash","seq"}; a search as {"hash","search","seq"}.
                 let line = match entry.recorded() {
                     Some(Recorded::Decision(record)) => {
                         serde_json::json!({"hash": hash, "record": record, "seq": seq})
                     }
                     Some(Recorded::ApprovalRequest(request)) => {
                         serde_json::json!({"approval_request": request, "hash": hash, "seq": seq})
+                    }
+                    Some(Recorded::Search(search)) => {
+                        serde_json::json!({"hash": hash, "search": search, "seq": seq})
                     }
                     None => continue,
                 };

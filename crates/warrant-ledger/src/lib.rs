@@ -39,11 +39,11 @@ pub use damage::{Damage, Place};
 pub use export::export;
 pub use record::{
     ApprovalAdviceRecord, ApprovalRecord, ApprovalRequestRecord, ErrorRecord, OwnerRecord, Record,
-    Recorded, canonical_json,
+    Recorded, SearchRecord, canonical_json,
 };
 
 use chain::{Line, segments, stored_records};
-use record::{canonical, canonical_request};
+use record::{canonical, canonical_entry};
 use writer::Writer;
 
 /// The hash before the first entry.
@@ -202,9 +202,11 @@ enum Message {
 }
 
 struct Pending {
-    /// The decision's id, for a decision's record; `None` for an approval request's step. (The
-    /// lookup index holds only decisions.)
+    /// The decision's id, for a decision's record; `None` for an approval request's step or a
+    /// search. (The lookup index holds only decisions.)
     decision_id: Option<String>,
+    /// The entry's key for what it holds: "record", "approval_request" or "search".
+    key: &'static str,
     /// Its canonical JSON, made by the caller's thread so the writer only chains.
     record: Vec<u8>,
     done: Option<oneshot::Sender<Result<u64, LedgerError>>>,
@@ -521,7 +523,7 @@ impl Ledger {
             let decision_id = record.decision_id.clone();
             let record = canonical(record)
                 .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
-            let (pending, wait) = self.pending_entry(Some(decision_id), record);
+            let (pending, wait) = self.pending_entry(Some(decision_id), "record", record);
             waits.extend(wait);
             // A full queue makes the caller wait: backpressure, never a dropped record.
             match self.sender.try_send(Message::Record(pending)) {
@@ -550,13 +552,28 @@ impl Ledger {
         &self,
         record: &ApprovalRequestRecord,
     ) -> Result<(), LedgerError> {
+        self.append_entry_blocking("approval_request", record)
+    }
+
+    /// Appends a search from a thread that may block: in durable mode it returns once the entry
+    /// is on disk, in async mode once it is queued.
+    pub fn append_search_blocking(&self, record: &SearchRecord) -> Result<(), LedgerError> {
+        self.append_entry_blocking("search", record)
+    }
+
+    /// Appends an entry other than a decision, under `key`.
+    fn append_entry_blocking(
+        &self,
+        key: &'static str,
+        record: &impl serde::Serialize,
+    ) -> Result<(), LedgerError> {
         let stopped = || LedgerError::Unavailable("the ledger writer has stopped".into());
         if self.failed.load(Ordering::Relaxed) {
             return Err(LedgerError::Unavailable("an earlier write failed".into()));
         }
-        let bytes = canonical_request(record)
+        let bytes = canonical_entry(record)
             .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
-        let (pending, wait) = self.pending_entry(None, bytes);
+        let (pending, wait) = self.pending_entry(None, key, bytes);
         self.sender
             .send(Message::Record(pending))
             .map_err(|_| stopped())?;
@@ -570,6 +587,7 @@ impl Ledger {
     fn pending_entry(
         &self,
         decision_id: Option<String>,
+        key: &'static str,
         record: Vec<u8>,
     ) -> (Pending, Option<oneshot::Receiver<Result<u64, LedgerError>>>) {
         let (done, wait) = match self.mode == LedgerMode::Durable {
@@ -582,6 +600,7 @@ impl Ledger {
         self.pending.fetch_add(1, Ordering::Relaxed);
         let pending = Pending {
             decision_id,
+            key,
             record,
             done,
         };

@@ -150,11 +150,53 @@ pub struct ApprovalRequestRecord {
     pub time: String,
 }
 
-/// One entry of the ledger, as read back: a decision or a step of an approval request.
+/// A search, on record: a search discloses who can do what, so each page answered is an entry
+/// (who asked, what was searched, under which policies and facts, how many candidates it read
+/// and how many results it gave). The results themselves are not decisions and are not
+/// recorded one by one. (Fields in sorted order, as for `Record`.)
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SearchRecord {
+    /// The action every result may be taken with (absent for an action search).
+    pub action: Option<String>,
+    pub approval_presented: Option<String>,
+    /// The caller as the transport saw it, and the identity in its verified certificate.
+    pub caller: Option<String>,
+    pub caller_identity: Option<String>,
+    /// Candidates this page evaluated.
+    pub examined: u64,
+    pub facts_version: String,
+    pub include_approvable: bool,
+    /// Whether a next page was offered.
+    pub more: bool,
+    /// Whether this page continued an earlier one (came with a page token).
+    pub paged: bool,
+    pub policy_version: String,
+    /// The principal every result is for (absent for a subject search).
+    pub principal: Option<EntityRef>,
+    pub request_id: Option<String>,
+    /// The resource every result is on (absent for a resource search).
+    pub resource: Option<EntityRef>,
+    /// Results this page answered.
+    pub results: u64,
+    /// This entry's id (a UUIDv7), answered with the page.
+    pub search_id: String,
+    /// `subject`, `resource` or `action`.
+    pub searched: String,
+    /// The type searched for (absent for an action search).
+    pub searched_type: Option<String>,
+    pub time: String,
+    pub trace_id: Option<String>,
+    /// `authzen` or `grpc`.
+    pub transport: String,
+}
+
+/// One entry of the ledger, as read back: a decision, a step of an approval request, or a
+/// search.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
     Decision(Box<Record>),
     ApprovalRequest(Box<ApprovalRequestRecord>),
+    Search(Box<SearchRecord>),
 }
 
 impl Recorded {
@@ -162,12 +204,14 @@ impl Recorded {
         match self {
             Recorded::Decision(record) => &record.time,
             Recorded::ApprovalRequest(record) => &record.time,
+            Recorded::Search(record) => &record.time,
         }
     }
 }
 
-/// An approval request step's canonical JSON (general path: these are rare).
-pub(super) fn canonical_request(record: &ApprovalRequestRecord) -> serde_json::Result<Vec<u8>> {
+/// The canonical JSON of an approval request's step or a search (general path: these are
+/// rare beside decisions).
+pub(super) fn canonical_entry(record: &impl Serialize) -> serde_json::Result<Vec<u8>> {
     let mut out = Vec::new();
     canonical_value(&serde_json::to_value(record)?, &mut out)?;
     Ok(out)
@@ -605,6 +649,7 @@ mod tests {
         let entry = Entry {
             approval_request: None,
             record: Some(Box::new(record)),
+            search: None,
             seq: 42,
         };
         same_bytes(fast, &entry);
@@ -635,13 +680,46 @@ mod tests {
         write_entry(
             7,
             "approval_request",
-            &canonical_request(&step).unwrap(),
+            &canonical_entry(&step).unwrap(),
             &mut fast,
         );
         let entry = Entry {
             approval_request: Some(Box::new(step)),
             record: None,
+            search: None,
             seq: 7,
+        };
+        same_bytes(fast, &entry);
+        // A search.
+        let search = SearchRecord {
+            action: Some("read".into()),
+            approval_presented: None,
+            caller: Some("127.0.0.1:5000".into()),
+            caller_identity: None,
+            examined: 10_000,
+            facts_version: "f-\u{e9}".into(),
+            include_approvable: true,
+            more: true,
+            paged: false,
+            policy_version: "p1".into(),
+            principal: Some(EntityRef::new("ApiKey", "pipeline-etl")),
+            request_id: None,
+            resource: None,
+            results: 100,
+            search_id: "01a24b43-bc4a-754d-8353-cc53f8a61c7d".into(),
+            searched: "resource".into(),
+            searched_type: Some("Dataset".into()),
+            time: "2026-01-01T00:00:00Z".into(),
+            trace_id: None,
+            transport: "grpc".into(),
+        };
+        let mut fast = Vec::new();
+        write_entry(8, "search", &canonical_entry(&search).unwrap(), &mut fast);
+        let entry = Entry {
+            approval_request: None,
+            record: None,
+            search: Some(Box::new(search)),
+            seq: 8,
         };
         same_bytes(fast, &entry);
     }

@@ -257,12 +257,7 @@ impl Writer {
             let entry_start = bytes.len();
             write_entry(
                 first_seq + i as u64,
-                // The entry's key for what it holds.
-                if pending.decision_id.is_some() {
-                    "record"
-                } else {
-                    "approval_request"
-                },
+                pending.key,
                 &pending.record,
                 &mut bytes,
             );

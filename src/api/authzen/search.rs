@@ -16,11 +16,14 @@ use axum::response::Response;
 use serde_json::{Map, Value, json};
 use warrant_engine::engine::search::Searched;
 
-use super::{AuthZen, Evaluation, Refused, authzen_field, engine_request, json_object};
+use super::{
+    AnswerContext, AuthZen, Evaluation, Refused, authzen_field, engine_request, json_object,
+};
 use crate::api::edge::CallGuard;
 use crate::api::search::{SearchAsk, SearchRefused};
 use crate::observability::metrics::Api;
-use crate::observability::traces::TraceHeaders;
+use crate::observability::traces::{self, TraceHeaders};
+use tracing::Instrument as _;
 
 pub const SUBJECT_PATH: &str = "/access/v1/search/subject";
 pub const RESOURCE_PATH: &str = "/access/v1/search/resource";
@@ -81,17 +84,19 @@ async fn search(
         for request in ask.per_action.iter_mut().flat_map(HashMap::values_mut) {
             request.caller_identity = ask.template.caller_identity.clone();
         }
-        let page =
-            authzen
-                .searcher
-                .search(ask, "authzen")
-                .await
-                .map_err(|refused| match refused {
-                    SearchRefused::Invalid(error) => Refused::bad(authzen_field(error)),
-                    SearchRefused::Unavailable(message) => {
-                        Refused(StatusCode::SERVICE_UNAVAILABLE, message, None)
-                    }
-                })?;
+        let span = traces::api_span("search", &trace);
+        let trace_id = traces::trace_id(&span, &trace);
+        let page = authzen
+            .searcher
+            .search(ask, "authzen", peer.caller(), trace_id)
+            .instrument(span)
+            .await
+            .map_err(|refused| match refused {
+                SearchRefused::Invalid(error) => Refused::bad(authzen_field(error)),
+                SearchRefused::Unavailable(message) => {
+                    Refused(StatusCode::SERVICE_UNAVAILABLE, message, None)
+                }
+            })?;
         let results: Vec<Value> = page
             .found
             .iter()
@@ -111,10 +116,15 @@ async fn search(
                 result
             })
             .collect();
-        Ok(json!({
+        let mut answer = json!({
             "page": { "next_token": page.next_token, "count": results.len() },
             "results": results,
-        }))
+        });
+        // The page's entry in the ledger (`warrant log show ID`).
+        if authzen.answer_context == AnswerContext::Full {
+            answer["context"] = json!({ "search_id": page.search_id });
+        }
+        Ok(answer)
     }
     .await;
     authzen

@@ -69,6 +69,9 @@ pub struct SearchPage {
     pub resume_after: Option<String>,
     /// How many candidates this page examined.
     pub examined: usize,
+    /// The page's own id (a UUIDv7 stamped with `searched_at`, like a decision's), for its
+    /// record.
+    pub search_id: Uuid,
     pub searched_at: UnixMillis,
     pub policy_version: Arc<str>,
     pub facts_version: Arc<str>,
@@ -106,6 +109,7 @@ impl Engine {
             found: Vec::new(),
             resume_after: None,
             examined: 0,
+            search_id: new_decision_id(now),
             searched_at: now,
             policy_version: Arc::clone(snapshot.policies.version()),
             facts_version: Arc::clone(snapshot.facts.version()),
