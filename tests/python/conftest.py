@@ -84,7 +84,8 @@ def running_server(*extra_args, policies=ROOT / "policies"):
         assert "listening" in addresses, "server did not start"
         token = (pathlib.Path(data) / "admin.token").read_text().strip()
         yield {"check": addresses["listening"], "admin": addresses["admin"],
-               "authzen": addresses["authzen"], "token": token}
+               "authzen": addresses["authzen"], "metrics": addresses.get("metrics"),
+               "token": token}
     finally:
         process.kill()
         process.wait()

@@ -248,3 +248,41 @@ def test_a_denied_agent_asks_for_the_approval_and_proceeds_once_a_human_grants_i
                 assert waited.state == "pending"
 
         asyncio.run(asynchronously())
+
+
+def test_searches_answer_who_can_do_what_across_pages_and_fail_loudly(server):
+    from warrant_client import SearchFailed, SearchResult
+
+    with Client(server["check"], timeout=5, principal="ApiKey::pipeline-etl") as client:
+        assert client.search_resources("Dataset", "read") == [SearchResult("sales-2026")]
+        who = client.search_subjects("ServiceAccount", "update", "Config::payments-api",
+                                     approval="CHG-1042")
+        assert [result.id for result in who] == ["deploy-bot"]
+        what = client.search_actions("Config::payments-api", principal="ServiceAccount::deploy-bot",
+                                     include_approvable=True)
+        assert what == [SearchResult("update", approvable=True)]
+        # Each result is what Check allows.
+        assert client.check(action="read", resource="Dataset::sales-2026").allowed
+        with pytest.raises(SearchFailed) as refused:
+            client.search_resources("Spaceship", "read")
+        assert refused.value.code == "INVALID_ARGUMENT"
+        assert refused.value.message.startswith("request.resource.type: ")
+        with pytest.raises(ValueError, match="of_type"):
+            client.search_resources("", "read")
+
+    async def asynchronous():
+        async with AsyncClient(server["check"], timeout=5) as client:
+            found = await client.search_resources("Dataset", "read",
+                                                  principal="ApiKey::pipeline-etl", limit=1)
+            assert found == [SearchResult("sales-2026")]
+            assert await client.search_actions("Config::payments-api",
+                                               principal="ServiceAccount::deploy-bot") == []
+
+    asyncio.run(asynchronous())
+    # An unreachable server is a failure, never an empty answer.
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{unused.getsockname()[1]}"
+    with Client(address, timeout=0.3, principal="ApiKey::pipeline-etl") as client:
+        with pytest.raises(SearchFailed):
+            client.search_resources("Dataset", "read")

@@ -26,6 +26,18 @@ def vendor_server(warrant_address):
                                  env={**os.environ, "WARRANT_ADDR": warrant_address})
 
 
+def searches(addresses):
+    """Resource searches the server answered over gRPC, from its metrics."""
+    import re
+    import urllib.request
+
+    with urllib.request.urlopen(addresses["metrics"], timeout=5) as page:
+        text = page.read().decode()
+    found = re.search(r'warrant_searches_total\{kind="resource",transport="grpc",outcome="ok"\} '
+                      r'(\d+)', text)
+    return int(found.group(1)) if found else 0
+
+
 def text_of(result):
     return " ".join(part.text for part in result.content if getattr(part, "text", None))
 
@@ -37,6 +49,8 @@ def test_every_tool_call_is_decided_by_warrant_and_the_list_is_filtered():
                 listed = await client.list_tools()
                 assert sorted(tool.name for tool in listed.tools) == ["lookup_vendor",
                                                                       "pay_invoice"]
+                # Filtered with one resource search, not a Check per tool.
+                assert searches(addresses) == 1
 
                 looked_up = await client.call_tool("lookup_vendor", {"name": "acme"})
                 assert not looked_up.is_error, text_of(looked_up)

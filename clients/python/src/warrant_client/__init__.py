@@ -17,11 +17,11 @@ and ledger id) otherwise.
 
 from warrant_client._decision import (
     MALFORMED_ANSWER, REFUSED, TIMEOUT, TRANSPORT_ERROR, UNAVAILABLE, ApprovalRequest,
-    ApprovalRequired, Decision, Denied,
+    ApprovalRequired, Decision, Denied, SearchFailed, SearchResult,
 )
 from warrant_client.client import DEFAULT_TIMEOUT, AsyncClient, Client
 
 __all__ = [
     "ApprovalRequest", "ApprovalRequired", "AsyncClient", "Client", "DEFAULT_TIMEOUT", "Decision", "Denied", "MALFORMED_ANSWER",
-    "REFUSED", "TIMEOUT", "TRANSPORT_ERROR", "UNAVAILABLE",
+    "REFUSED", "SearchFailed", "SearchResult", "TIMEOUT", "TRANSPORT_ERROR", "UNAVAILABLE",
 ]

@@ -101,3 +101,21 @@ class Denied(PermissionError):
 def client_denial(reason: str, failure: str, decision_id: str = "", request_id: str = "") -> Decision:
     return Decision(allowed=False, reasons=(reason,), decision_id=decision_id,
                     request_id=request_id, failure=failure)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchResult:
+    """One result of a search: an entity's id (or an action's name), and whether only a valid
+    approval would allow it (asked for with `include_approvable`)."""
+    id: str
+    approvable: bool = False
+
+
+class SearchFailed(Exception):
+    """A search that could not be answered (refused, unreachable, out of time). Unlike a Check,
+    a search has no deny to fall back to: a failure is never an empty answer."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message

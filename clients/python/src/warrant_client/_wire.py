@@ -175,3 +175,41 @@ def trace_metadata() -> list[tuple[str, str]]:
     propagate.inject(carrier)
     return [(key.lower(), value) for key, value in carrier.items()
             if key.lower() in ("traceparent", "tracestate")]
+
+
+def search_request(
+    searched: str,
+    principal: Entity | None,
+    action: str | None,
+    resource: Entity | None,
+    *,
+    of_type: str | None = None,
+    approval: str | None = None,
+    context: Mapping[str, Any] | None = None,
+    include_approvable: bool = False,
+    page_size: int = 0,
+    credential: str | None = None,
+) -> pb.SearchRequest:
+    """A search's first page: `searched` is "subjects", "resources" or "actions"; the searched
+    part is left out (its type is `of_type`). A `ValueError` names the argument."""
+    def typed(value: str | None, field: str) -> pb.EntityRef:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{field}: a type is required")
+        return pb.EntityRef(type=value, id="")
+
+    if searched == "subjects":
+        principal_ref, resource_ref = typed(of_type, "of_type"), entity_ref(resource, "resource")
+    elif searched == "resources":
+        principal_ref, resource_ref = entity_ref(principal, "principal"), typed(of_type, "of_type")
+    else:
+        principal_ref, resource_ref = entity_ref(principal, "principal"), entity_ref(resource, "resource")
+    if searched != "actions" and (not isinstance(action, str) or not action):
+        raise ValueError("action: a non-empty string is required")
+    if not isinstance(page_size, int) or page_size < 0:
+        raise ValueError("page_size: a non-negative integer is required")
+    return pb.SearchRequest(
+        request=pb.CheckRequest(
+            principal=principal_ref, action=action or "", resource=resource_ref,
+            context=struct_of(context, "context"), approval_id=approval or "",
+            credential=credential or ""),
+        include_approvable=include_approvable, page_size=page_size)

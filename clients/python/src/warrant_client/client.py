@@ -14,18 +14,21 @@ from typing import Any
 import grpc
 
 from warrant_client._decision import (
-    MALFORMED_ANSWER, TIMEOUT, ApprovalRequest, Decision, Denied, client_denial,
+    MALFORMED_ANSWER, TIMEOUT, ApprovalRequest, Decision, Denied, SearchFailed, SearchResult,
+    client_denial,
 )
 from warrant_client._proto.warrant.v1 import authorizer_pb2 as pb
 from warrant_client._proto.warrant.v1 import authorizer_pb2_grpc as pb_grpc
 from warrant_client._wire import (
     Entity, approval_request_message, approval_request_of, check_request, decision_of,
-    denial_of_error, trace_metadata,
+    denial_of_error, search_request, trace_metadata,
 )
 
 DEFAULT_TIMEOUT = 1.0
 _FIRST_RETRY = 0.02
 _LONGEST_RETRY = 0.25
+# Results asked for per search page.
+_SEARCH_PAGE = 500
 
 
 def _channel_settings(root_certificates, certificate_chain, private_key, server_name):
@@ -112,6 +115,17 @@ class _Base:
             else:
                 decisions.append(decision_of(result.response))
         return decisions
+
+    def _search_request(self, searched: str, principal, action, resource, of_type, approval,
+                        context, include_approvable) -> pb.SearchRequest:
+        if searched != "subjects" and principal is None:
+            principal = self.principal
+            if principal is None:
+                raise ValueError("principal: none given, and the client has no default principal")
+        return search_request(searched, principal, action, resource, of_type=of_type,
+                              approval=approval, context=context,
+                              include_approvable=include_approvable, page_size=_SEARCH_PAGE,
+                              credential=self._current_credential())
 
     def _decorate(self, function, action, resource, principal, context, approval,
                   resource_attributes):
@@ -209,6 +223,51 @@ class Client(_Base):
         if not decision.allowed:
             raise Denied(decision)
         return decision
+
+    def search_subjects(self, of_type: str, action: str, resource: Entity, *,
+                        approval: str | None = None, context: Mapping[str, Any] | None = None,
+                        include_approvable: bool = False, limit: int | None = None,
+                        timeout: float | None = None) -> list[SearchResult]:
+        """The principals of `of_type` that may take `action` on `resource` now: exactly those a
+        Check would allow. Follows every page (up to `limit` results); each page has the
+        deadline. Raises `SearchFailed` if the server does not answer, `ValueError` for arguments
+        that cannot make a request."""
+        return self._search(self._stub.SearchSubjects, self._search_request(
+            "subjects", None, action, resource, of_type, approval, context, include_approvable),
+            limit, timeout)
+
+    def search_resources(self, of_type: str, action: str, *, principal: Entity | None = None,
+                         approval: str | None = None, context: Mapping[str, Any] | None = None,
+                         include_approvable: bool = False, limit: int | None = None,
+                         timeout: float | None = None) -> list[SearchResult]:
+        """The resources of `of_type` the principal (the client's by default) may take `action`
+        on now. As `search_subjects`."""
+        return self._search(self._stub.SearchResources, self._search_request(
+            "resources", principal, action, None, of_type, approval, context,
+            include_approvable), limit, timeout)
+
+    def search_actions(self, resource: Entity, *, principal: Entity | None = None,
+                       approval: str | None = None, context: Mapping[str, Any] | None = None,
+                       include_approvable: bool = False, limit: int | None = None,
+                       timeout: float | None = None) -> list[SearchResult]:
+        """The actions the principal (the client's by default) may take on `resource` now. As
+        `search_subjects`."""
+        return self._search(self._stub.SearchActions, self._search_request(
+            "actions", principal, None, resource, None, approval, context, include_approvable),
+            limit, timeout)
+
+    def _search(self, method, message, limit: int | None, timeout: float | None):
+        found: list[SearchResult] = []
+        while True:
+            try:
+                page = self._call(method, message, timeout)
+            except _OutOfTime:
+                raise SearchFailed("DEADLINE_EXCEEDED", "the deadline passed") from None
+            except grpc.RpcError as error:
+                raise SearchFailed(error.code().name, error.details() or "") from None
+            if _gather(found, page, limit):
+                return found
+            message.page_token = page.next_page_token
 
     def requires(self, action: str, resource: Any, *, principal: Any = None, context: Any = None,
                  approval: Any = None, resource_attributes: Any = None) -> Callable:
@@ -351,6 +410,50 @@ class AsyncClient(_Base):
         except Exception as error:
             return [denial_of_error(error)] * len(checks)
 
+    async def search_subjects(self, of_type: str, action: str, resource: Entity, *,
+                              approval: str | None = None,
+                              context: Mapping[str, Any] | None = None,
+                              include_approvable: bool = False, limit: int | None = None,
+                              timeout: float | None = None) -> list[SearchResult]:
+        """As `Client.search_subjects`."""
+        return await self._search("SearchSubjects", self._search_request(
+            "subjects", None, action, resource, of_type, approval, context, include_approvable),
+            limit, timeout)
+
+    async def search_resources(self, of_type: str, action: str, *,
+                               principal: Entity | None = None, approval: str | None = None,
+                               context: Mapping[str, Any] | None = None,
+                               include_approvable: bool = False, limit: int | None = None,
+                               timeout: float | None = None) -> list[SearchResult]:
+        """As `Client.search_resources`."""
+        return await self._search("SearchResources", self._search_request(
+            "resources", principal, action, None, of_type, approval, context,
+            include_approvable), limit, timeout)
+
+    async def search_actions(self, resource: Entity, *, principal: Entity | None = None,
+                             approval: str | None = None,
+                             context: Mapping[str, Any] | None = None,
+                             include_approvable: bool = False, limit: int | None = None,
+                             timeout: float | None = None) -> list[SearchResult]:
+        """As `Client.search_actions`."""
+        return await self._search("SearchActions", self._search_request(
+            "actions", principal, None, resource, None, approval, context, include_approvable),
+            limit, timeout)
+
+    async def _search(self, method_name: str, message, limit: int | None,
+                      timeout: float | None) -> list[SearchResult]:
+        found: list[SearchResult] = []
+        while True:
+            try:
+                page = await self._call(getattr(self._authorizer(), method_name), message, timeout)
+            except _OutOfTime:
+                raise SearchFailed("DEADLINE_EXCEEDED", "the deadline passed") from None
+            except grpc.RpcError as error:
+                raise SearchFailed(error.code().name, error.details() or "") from None
+            if _gather(found, page, limit):
+                return found
+            message.page_token = page.next_page_token
+
     async def guard(self, *args: Any, **kwargs: Any) -> Decision:
         """As `Client.guard`."""
         decision = await self.check(*args, **kwargs)
@@ -409,6 +512,17 @@ async def _async_wait(stub, request_id: str, timeout: float) -> ApprovalRequest:
     finally:
         call.cancel()
     return last
+
+
+def _gather(found: list[SearchResult], page: Any, limit: int | None) -> bool:
+    """Adds a page's results to `found`; whether the search is done (last page, or `limit`)."""
+    if not isinstance(page, pb.SearchResponse):
+        raise SearchFailed("MALFORMED_ANSWER", f"not a SearchResponse: {type(page).__name__}")
+    for result in page.results:
+        if limit is not None and len(found) >= limit:
+            return True
+        found.append(SearchResult(id=result.id, approvable=result.approvable))
+    return not page.next_page_token or (limit is not None and len(found) >= limit)
 
 
 class _OutOfTime(Exception):

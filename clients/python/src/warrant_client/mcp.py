@@ -8,8 +8,10 @@ low-level `Server.middleware`).
   `_meta` (`"warrant/approval"`). A denial reaches the model as a tool error it can read (the
   reasons and the decision id, and when an approval would lift it, that approval and how to
   ask), never as a crash, and the tool does not run.
-- `tools/list`: the listing is filtered to the tools the principal may see (one BatchCheck of
-  `list_action` on each tool). A call is decided on its arguments and approval, which a listing
+- `tools/list`: the listing is filtered to the tools the principal may see: one resource search
+  (`SearchResources`: the tools the principal may `list_action`, exactly those a Check would
+  allow) when each tool is the resource `Type::{tool}`; otherwise one BatchCheck of
+  `list_action` on each tool. A call is decided on its arguments and approval, which a listing
   does not have, so seeing a tool is its own question for the policies.
 
 Everything fails closed: a Warrant that cannot be reached denies the call and hides every tool.
@@ -22,6 +24,7 @@ from typing import Any
 
 import mcp_types
 
+from warrant_client._decision import SearchFailed
 from warrant_client._wire import Entity
 from warrant_client.client import AsyncClient
 
@@ -30,6 +33,15 @@ APPROVAL_META_KEY = "warrant/approval"
 
 def _template(template: str | Callable[[str], Entity | str], tool: str) -> Any:
     return template(tool) if callable(template) else template.replace("{tool}", tool)
+
+
+def _searchable_type(template: str | Callable[[str], Entity | str]) -> str | None:
+    """The entity type of a `Type::{tool}` resource template (each tool's resource is that type
+    with the tool's name as id), which one resource search can list; `None` for any other."""
+    suffix = "::{tool}"
+    if isinstance(template, str) and template.endswith(suffix) and template.count("{tool}") == 1:
+        return template[: -len(suffix)] or None
+    return None
 
 
 class WarrantToolGuard:
@@ -92,17 +104,33 @@ class WarrantToolGuard:
         tools = listed.get("tools", []) if isinstance(listed, dict) else getattr(listed, "tools", [])
         names = [tool.get("name") if isinstance(tool, dict) else tool.name for tool in tools]
         principal = self._principal_of(ctx)
+        listable = await self._listable(principal, [name for name in names if isinstance(name, str)])
+        kept = [tool for tool, name in zip(tools, names) if name in listable]
+        if isinstance(listed, dict):
+            return {**listed, "tools": kept}
+        return listed.model_copy(update={"tools": kept})
+
+    async def _listable(self, principal: Entity, names: list[str]) -> set[str]:
+        """The names of the tools `principal` may list; none if Warrant cannot say."""
+        if not names:
+            return set()
+        of_type = _searchable_type(self.resource)
+        if of_type is not None:
+            try:
+                found = await self.client.search_resources(of_type, self.list_action,
+                                                           principal=principal)
+            except (SearchFailed, ValueError):  # fail closed: no answer lists nothing
+                return set()
+            allowed = {result.id for result in found if not result.approvable}
+            return {name for name in names if name in allowed}
         try:
             decisions = await self.client.batch_check([
                 {"principal": principal, "action": self.list_action,
                  "resource": _template(self.resource, name)} for name in names
-            ]) if names else []
+            ])
         except ValueError:  # a tool that cannot be named to Warrant is not listed, nor the rest
-            decisions = []
-        kept = [tool for tool, decision in zip(tools, decisions) if decision.allowed]
-        if isinstance(listed, dict):
-            return {**listed, "tools": kept}
-        return listed.model_copy(update={"tools": kept})
+            return set()
+        return {name for name, decision in zip(names, decisions) if decision.allowed}
 
 
 def denial_result(tool: str, decision: Any) -> Any:
