@@ -117,6 +117,10 @@ pub trait FactsRead: Send + Sync {
         limit: usize,
     ) -> Result<Vec<EntityUid>, FactsError>;
 
+    /// The keys (`Type::"id"`) of the entities that name the entity of key `key` as a parent,
+    /// at most `limit`. (Keys, not uids: a walk down a hierarchy parses none.)
+    fn children_of(&self, key: &str, limit: usize) -> Result<Vec<String>, FactsError>;
+
     /// An entity other than `uid` that names it as a parent or in an attribute or tag.
     fn namer_of(&self, uid: &EntityUid) -> Result<Option<EntityUid>, FactsError>;
 

@@ -122,7 +122,7 @@ pub(super) enum Placement {
 pub struct PolicyIndex {
     /// The policies in the set's order (positions are what the sides hold), with where each
     /// stands on the principal, action and resource sides.
-    policies: Vec<(Policy, [Placement; 3])>,
+    pub(super) policies: Vec<(Policy, [Placement; 3])>,
     principal: Side,
     action: Side,
     resource: Side,

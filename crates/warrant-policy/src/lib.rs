@@ -25,10 +25,12 @@ use miette::Diagnostic;
 pub mod context_shape;
 mod index;
 mod links;
+mod reach;
 pub use index::PolicyIndex;
 use index::SideOfRequest;
 use links::TemplateScope;
 pub use links::{LINKS_FILE, Link, LinkOrigin, LinkSpec, Links};
+pub use reach::{Reach, SearchedSide};
 use sha2::{Digest, Sha256};
 
 use warrant_domain::EntityRef;

@@ -191,6 +191,9 @@ pub struct Links {
     /// Links by their anchor (`Link::anchor`). Most anchors have one link or a few: a slice,
     /// copied on change, weighs a fraction of a tree node.
     by_anchor: imbl::HashMap<EntityUid, Arc<[Arc<str>]>>,
+    /// Links with both slots, by their resource (their anchor is their principal): so that the
+    /// links on a resource can be found from it (`anchored_at`).
+    by_resource: imbl::HashMap<EntityUid, Arc<[Arc<str>]>>,
     /// Links built from nothing start a lineage; changes stay in it. Revisions compare only
     /// within one lineage.
     lineage: u64,
@@ -210,6 +213,7 @@ impl Default for Links {
         Links {
             by_id: imbl::OrdMap::new(),
             by_anchor: imbl::HashMap::new(),
+            by_resource: imbl::HashMap::new(),
             lineage: LINEAGES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             revision: 0,
             changed: imbl::HashMap::new(),
@@ -282,12 +286,11 @@ impl Links {
         self.revision += 1;
         let id = Arc::clone(&link.id);
         if let Some(anchor) = link.anchor() {
-            let under: Arc<[Arc<str>]> = match self.by_anchor.get(anchor) {
-                Some(ids) => ids.iter().cloned().chain([Arc::clone(&id)]).collect(),
-                None => Arc::from([Arc::clone(&id)]),
-            };
-            self.by_anchor.insert(anchor.clone(), under);
+            file(&mut self.by_anchor, anchor, &id);
             self.changed.insert(anchor.clone(), self.revision);
+        }
+        if let (Some(_), Some(resource)) = (&link.principal, &link.resource) {
+            file(&mut self.by_resource, resource, &id);
         }
         if link.origin == LinkOrigin::Live {
             self.live_count += 1;
@@ -301,21 +304,11 @@ impl Links {
         let link = self.by_id.remove(id)?;
         self.revision += 1;
         if let Some(anchor) = link.anchor() {
-            let rest: Arc<[Arc<str>]> = self
-                .by_anchor
-                .get(anchor)
-                .map(|ids| {
-                    ids.iter()
-                        .filter(|other| ***other != *id)
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_else(|| Arc::from([]));
-            match rest.is_empty() {
-                true => self.by_anchor.remove(anchor),
-                false => self.by_anchor.insert(anchor.clone(), rest),
-            };
+            unfile(&mut self.by_anchor, anchor, id);
             self.changed.insert(anchor.clone(), self.revision);
+        }
+        if let (Some(_), Some(resource)) = (&link.principal, &link.resource) {
+            unfile(&mut self.by_resource, resource, id);
         }
         if link.origin == LinkOrigin::Live {
             self.live_count -= 1;
@@ -349,6 +342,23 @@ impl Links {
             .filter_map(|id| self.by_id.get(id))
     }
 
+    /// The links that name one of `keys` in a slot that finds them: as their anchor, or as the
+    /// resource of a link with both slots. Each at most once.
+    pub(super) fn anchored_at<'a>(
+        &'a self,
+        keys: impl Iterator<Item = &'a EntityUid>,
+    ) -> Vec<&'a Arc<Link>> {
+        let mut found: Vec<&Arc<Link>> = keys
+            .flat_map(|key| [self.by_anchor.get(key), self.by_resource.get(key)])
+            .flatten()
+            .flat_map(|ids| ids.iter())
+            .filter_map(|id| self.by_id.get(id))
+            .collect();
+        found.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        found.dedup_by(|a, b| a.id == b.id);
+        found
+    }
+
     /// The lineage these links belong to (see `revision`).
     pub fn lineage(&self) -> u64 {
         self.lineage
@@ -377,4 +387,30 @@ impl Links {
     pub fn live(&self) -> (usize, u128) {
         (self.live_count, self.live_digest)
     }
+}
+
+/// Adds `id` under `key`.
+fn file(map: &mut imbl::HashMap<EntityUid, Arc<[Arc<str>]>>, key: &EntityUid, id: &Arc<str>) {
+    let under: Arc<[Arc<str>]> = match map.get(key) {
+        Some(ids) => ids.iter().cloned().chain([Arc::clone(id)]).collect(),
+        None => Arc::from([Arc::clone(id)]),
+    };
+    map.insert(key.clone(), under);
+}
+
+/// Removes `id` from under `key`.
+fn unfile(map: &mut imbl::HashMap<EntityUid, Arc<[Arc<str>]>>, key: &EntityUid, id: &str) {
+    let rest: Arc<[Arc<str>]> = map
+        .get(key)
+        .map(|ids| {
+            ids.iter()
+                .filter(|other| ***other != *id)
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_else(|| Arc::from([]));
+    match rest.is_empty() {
+        true => map.remove(key),
+        false => map.insert(key.clone(), rest),
+    };
 }

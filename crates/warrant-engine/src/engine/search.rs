@@ -11,6 +11,7 @@
 //! whatever the store holds; the page says after which candidate the next one starts.
 
 use super::*;
+use warrant_policy::{Reach, SearchedSide};
 
 /// What a search looks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,11 +121,12 @@ impl Engine {
         if self.facts_stale() || verified.is_err() {
             return Ok(page);
         }
+        let plan = self.plan(&snapshot, &query.searched, &template)?;
         let mut after = query.after.clone();
         let mut more = true;
         'pages: while page.examined < query.max_examined {
             let want = CANDIDATE_BATCH.min(query.max_examined - page.examined);
-            let batch = self.candidates(&snapshot, &query.searched, after.as_deref(), want)?;
+            let batch = self.candidates(&snapshot, &plan, after.as_deref(), want)?;
             let exhausted = batch.len() < want;
             let last = batch.len();
             for (i, (key, candidate)) in batch.into_iter().enumerate() {
@@ -149,7 +151,7 @@ impl Engine {
         // last one examined, if any candidate is left.
         if more
             && !self
-                .candidates(&snapshot, &query.searched, after.as_deref(), 1)?
+                .candidates(&snapshot, &plan, after.as_deref(), 1)?
                 .is_empty()
         {
             page.resume_after = after;
@@ -229,52 +231,178 @@ impl Engine {
         Ok(template)
     }
 
-    /// Up to `want` candidates after `after`, in order: each one's key and its request.
-    fn candidates(
+    /// Where this search's candidates come from: for a subject or resource search, the
+    /// entities at or below what the permits that can match name on the searched side
+    /// (`PolicySnapshot::reach`), when they are few enough to list; else every entity of the
+    /// searched type. Either way a superset of what can be allowed, in key order.
+    fn plan(
         &self,
         snapshot: &Snapshot,
         searched: &Searched,
+        template: &CheckRequest,
+    ) -> Result<Plan, SearchError> {
+        let (side, type_name, fixed) = match searched {
+            Searched::Actions => return self.plan_actions(snapshot, template),
+            Searched::Subjects { type_name } => {
+                (SearchedSide::Principal, type_name, &template.resource)
+            }
+            Searched::Resources { type_name } => {
+                (SearchedSide::Resource, type_name, &template.principal)
+            }
+        };
+        let scan = Ok(Plan::Scan(type_name.clone()));
+        let (principal, action, resource) = parse_names(&snapshot.policies, template)?;
+        let fixed_uid = match side {
+            SearchedSide::Principal => resource,
+            SearchedSide::Resource => principal,
+        };
+        // A fixed side the facts do not hold (a resource described by the caller) has ancestors
+        // only the request knows: no narrowing.
+        if !snapshot.facts.contains(&fixed_uid) || fixed.id.is_empty() {
+            return scan;
+        }
+        let slice = snapshot
+            .facts
+            .slice([&fixed_uid, &action], None)
+            .map_err(|error| SearchError::FactsUnreadable(error.to_string()))?;
+        let roots = match snapshot
+            .policies
+            .reach(side, &fixed_uid, &action, slice.entities())
+        {
+            Reach::Anywhere => return scan,
+            Reach::Under(roots) => roots,
+        };
+        let prefix = warrant_facts::type_prefix(type_name);
+        let reader = snapshot.facts.reader();
+        let mut keys = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        // Roots the facts do not hold name nothing below them; every other key comes from the
+        // store's own index of children, so it is held.
+        let mut queue: std::collections::VecDeque<String> = roots
+            .iter()
+            .filter(|root| snapshot.facts.contains(root))
+            .map(ToString::to_string)
+            .collect();
+        while let Some(key) = queue.pop_front() {
+            if !seen.insert(key.clone()) {
+                continue;
+            }
+            if seen.len() > MOST_REACHED {
+                return scan;
+            }
+            let children = reader
+                .children_of(&key, MOST_REACHED)
+                .map_err(|error| SearchError::FactsUnreadable(error.to_string()))?;
+            if key.starts_with(&prefix) {
+                keys.push(key);
+            }
+            queue.extend(children);
+        }
+        keys.sort_unstable();
+        Ok(Plan::Listed(keys))
+    }
+
+    /// An action search's candidates: the declared actions (by name) that a permit can allow
+    /// the principal on the resource (`PolicySnapshot::reach_actions`), each one named or in a
+    /// group named; every declared action where that cannot be narrowed.
+    fn plan_actions(
+        &self,
+        snapshot: &Snapshot,
+        template: &CheckRequest,
+    ) -> Result<Plan, SearchError> {
+        let declared = snapshot.policies.actions();
+        let mut every: Vec<(&String, &EntityUid)> = declared.iter().collect();
+        every.sort_unstable();
+        let all = || Plan::Actions(every.iter().map(|(name, _)| (*name).clone()).collect());
+        let (Ok(principal), Ok(resource)) = (
+            cedar_request::entity_uid(&template.principal, "principal", &snapshot.policies),
+            cedar_request::entity_uid(&template.resource, "resource", &snapshot.policies),
+        ) else {
+            return Ok(all());
+        };
+        if !snapshot.facts.contains(&principal) || !snapshot.facts.contains(&resource) {
+            return Ok(all());
+        }
+        let roots = [&principal, &resource]
+            .into_iter()
+            .chain(every.iter().map(|(_, uid)| *uid));
+        let slice = snapshot
+            .facts
+            .slice(roots, None)
+            .map_err(|error| SearchError::FactsUnreadable(error.to_string()))?;
+        let entities = slice.entities();
+        let Some(named) = snapshot
+            .policies
+            .reach_actions(&principal, &resource, entities)
+        else {
+            return Ok(all());
+        };
+        Ok(Plan::Actions(
+            every
+                .into_iter()
+                .filter(|(_, uid)| {
+                    named.contains(uid)
+                        || entities
+                            .ancestors(uid)
+                            .is_some_and(|mut ancestors| ancestors.any(|a| named.contains(a)))
+                })
+                .map(|(name, _)| name.clone())
+                .collect(),
+        ))
+    }
+
+    /// Up to `want` of the plan's candidates after `after`, in order: each one's key and its
+    /// request.
+    fn candidates(
+        &self,
+        snapshot: &Snapshot,
+        plan: &Plan,
         after: Option<&str>,
         want: usize,
     ) -> Result<Vec<(String, Candidate)>, SearchError> {
-        let entities = |type_name: &str| -> Result<Vec<(String, EntityRef)>, SearchError> {
-            let uids = snapshot
+        let entity = |key: &str| -> Option<EntityRef> {
+            let uid: EntityUid = key.parse().ok()?;
+            Some(EntityRef::new(
+                uid.type_name().to_string(),
+                uid.id().unescaped(),
+            ))
+        };
+        let keys: Vec<String> = match plan {
+            Plan::Scan(type_name) => snapshot
                 .facts
                 .reader()
                 .uids_after(&[warrant_facts::type_prefix(type_name)], after, want)
-                .map_err(|error| SearchError::FactsUnreadable(error.to_string()))?;
-            Ok(uids
-                .into_iter()
-                .map(|uid| {
-                    let id = EntityRef::new(type_name, uid.id().unescaped());
-                    (uid.to_string(), id)
-                })
-                .collect())
-        };
-        Ok(match searched {
-            Searched::Subjects { type_name } => entities(type_name)?
-                .into_iter()
-                .map(|(key, entity)| (key, Candidate::Principal(entity)))
+                .map_err(|error| SearchError::FactsUnreadable(error.to_string()))?
+                .iter()
+                .map(ToString::to_string)
                 .collect(),
-            Searched::Resources { type_name } => entities(type_name)?
-                .into_iter()
-                .map(|(key, entity)| (key, Candidate::Resource(entity)))
-                .collect(),
-            Searched::Actions => {
-                let mut names: Vec<&String> = snapshot
-                    .policies
-                    .actions()
-                    .keys()
-                    .filter(|name| after.is_none_or(|after| name.as_str() > after))
-                    .collect();
-                names.sort_unstable();
-                names
-                    .into_iter()
+            Plan::Listed(keys) => {
+                let start = match after {
+                    Some(after) => keys.partition_point(|key| key.as_str() <= after),
+                    None => 0,
+                };
+                keys.iter().skip(start).take(want).cloned().collect()
+            }
+            Plan::Actions(names) => {
+                let start = match after {
+                    Some(after) => names.partition_point(|name| name.as_str() <= after),
+                    None => 0,
+                };
+                return Ok(names
+                    .iter()
+                    .skip(start)
                     .take(want)
                     .map(|name| (name.clone(), Candidate::Action(name.clone())))
-                    .collect()
+                    .collect());
             }
-        })
+        };
+        Ok(keys
+            .into_iter()
+            .filter_map(|key| {
+                let found = entity(&key)?;
+                Some((key, Candidate::Entity(found)))
+            })
+            .collect())
     }
 
     /// Whether a Check of `template` with `candidate` filled in would allow it now (or, asked
@@ -293,14 +421,12 @@ impl Engine {
             _ => template.clone(),
         };
         let id = match candidate {
-            Candidate::Principal(principal) => {
-                let id = principal.id.clone();
-                request.principal = principal;
-                id
-            }
-            Candidate::Resource(resource) => {
-                let id = resource.id.clone();
-                request.resource = resource;
+            Candidate::Entity(entity) => {
+                let id = entity.id.clone();
+                match query.searched {
+                    Searched::Subjects { .. } => request.principal = entity,
+                    _ => request.resource = entity,
+                }
                 id
             }
             Candidate::Action(action) => {
@@ -345,9 +471,23 @@ impl Engine {
     }
 }
 
-/// The part of a request one candidate fills in.
+/// The part of a request one candidate fills in: the searched entity (principal or resource),
+/// or the action.
 enum Candidate {
-    Principal(EntityRef),
-    Resource(EntityRef),
+    Entity(EntityRef),
     Action(String),
 }
+
+/// Where a search's candidates come from, in key order.
+enum Plan {
+    /// Every entity of this type.
+    Scan(String),
+    /// These keys (sorted), the entities at or below what the permits name.
+    Listed(Vec<String>),
+    /// These action names (sorted).
+    Actions(Vec<String>),
+}
+
+/// The most entities a plan lists by walking down from what the permits name; past it, the
+/// search scans the searched type instead.
+const MOST_REACHED: usize = 200_000;

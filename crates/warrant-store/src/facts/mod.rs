@@ -514,6 +514,20 @@ impl FactsRead for FactsReader {
     }
 
     /// An entity other than `uid` that names it as a parent or in an attribute or tag.
+    fn children_of(&self, key: &str, limit: usize) -> Result<Vec<String>, FactsError> {
+        let mut children = Vec::new();
+        for child in self.children.get(key).map_err(store_error)? {
+            if children.len() == limit {
+                break;
+            }
+            let child = child.map_err(store_error)?;
+            if child.value() != key {
+                children.push(child.value().to_owned());
+            }
+        }
+        Ok(children)
+    }
+
     fn namer_of(&self, uid: &EntityUid) -> Result<Option<EntityUid>, FactsError> {
         let key = uid.to_string();
         for table in [&self.children, &self.referrers] {
