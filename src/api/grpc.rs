@@ -413,6 +413,7 @@ impl AuthorizerService {
                     .collect(),
                 next_page_token: page.next_token,
                 search_id: page.search_id,
+                candidates: page.candidates,
                 examined: u64::try_from(page.examined).unwrap_or(u64::MAX),
                 searched_at: Some(warrant_proto::convert::timestamp(page.searched_at)),
                 policy_version: page.policy_version.to_string(),

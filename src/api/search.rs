@@ -62,6 +62,8 @@ pub struct SearchAnswer {
     /// The token of the next page; empty on the last.
     pub next_token: String,
     pub examined: usize,
+    /// Where the candidates came from (`SearchPage::candidates`).
+    pub candidates: String,
     pub searched_at: UnixMillis,
     pub policy_version: Arc<str>,
     pub facts_version: Arc<str>,
@@ -196,6 +198,7 @@ impl Searcher {
                 .unwrap_or_default(),
             found: page.found,
             examined: page.examined,
+            candidates: page.candidates,
             searched_at: page.searched_at,
             policy_version: page.policy_version,
             facts_version: page.facts_version,

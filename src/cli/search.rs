@@ -39,6 +39,10 @@ pub struct SearchArgs {
     /// Stop after this many results [default: all of them]
     #[arg(long, global = true)]
     pub limit: Option<u64>,
+    /// Say on stderr where the candidates came from (what the policies narrowed the search to,
+    /// or why every entity of the type was read) and how many each page examined
+    #[arg(long, global = true)]
+    pub explain: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -152,6 +156,15 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
             Ok(page) => page.into_inner(),
             Err(status) => bail!("{:?}: {}", status.code(), status.message()),
         };
+        if args.explain {
+            eprintln!(
+                "candidates: {}; this page examined {} and found {} (search {})",
+                page.candidates,
+                page.examined,
+                page.results.len(),
+                page.search_id
+            );
+        }
         for result in page.results {
             if args.limit.is_some_and(|limit| printed >= limit) {
                 return Ok(ExitCode::SUCCESS);

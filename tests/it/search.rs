@@ -564,3 +564,67 @@ fn a_malformed_search_names_the_field() {
         "context.now"
     );
 }
+
+/// The Todo scenario's users, by their ids in `policies/examples/authzen-todo`.
+const TODO_USERS: [&str; 5] = [
+    "CiRmZDA2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs",
+    "CiRmZDE2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs",
+    "CiRmZDI2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs",
+    "CiRmZDM2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs",
+    "CiRmZDQ2MTRkMy1jMzlhLTQ3ODEtYjdiZC04Yjk2ZjVhNTEwMGQSBWxvY2Fs",
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A resource the facts do not hold, of a `@described_by_caller` type, described in the
+    /// request: who may act on it and what they may do, exactly as Check decides each.
+    #[test]
+    fn a_search_over_a_described_resource_answers_what_check_allows(
+        owner in prop::sample::select(vec![
+            "rick@the-citadel.com", "morty@the-citadel.com", "summer@the-smiths.com",
+            "beth@the-smiths.com", "nobody@example.com",
+        ]),
+        user in prop::sample::select(TODO_USERS.to_vec()),
+        action in prop::sample::select(vec![
+            "can_read_todos", "can_create_todo", "can_update_todo", "can_delete_todo",
+        ]),
+        subjects in any::<bool>(),
+        include_approvable in any::<bool>(),
+        limit in 1..4usize,
+    ) {
+        let dir = crate::common::bundled_policies().join("examples/authzen-todo");
+        let snapshot = warrant::server::load_snapshot(&dir).unwrap();
+        let engine = Engine::new(
+            snapshot,
+            Arc::new(ManualClock::new(UnixMillis(1_790_000_000_000))),
+            EngineSettings::default(),
+            EngineParts::default(),
+        );
+        let search = Search {
+            searched: if subjects {
+                Searched::Subjects { type_name: "user".to_owned() }
+            } else {
+                Searched::Actions
+            },
+            template: CheckRequest {
+                principal: EntityRef::new("user", user),
+                action: action.to_owned(),
+                resource: EntityRef::new("todo", "todo-1"),
+                resource_description: Some(warrant_domain::ResourceDescription {
+                    attributes: BTreeMap::from([(
+                        "ownerID".to_owned(),
+                        ContextValue::String(owner.to_owned()),
+                    )]),
+                    parents: Vec::new(),
+                }),
+                ..CheckRequest::default()
+            },
+            include_approvable,
+            limit,
+            max_examined: 2,
+        };
+        let (found, _) = all_pages(&engine, &search);
+        prop_assert_eq!(&found, &by_check(&engine, &search), "{:?}", search);
+    }
+}

@@ -105,6 +105,14 @@ async fn pages_follow_their_tokens_to_the_end_and_a_token_serves_only_its_own_qu
         }
         page = json!({"limit": 7, "token": next});
     }
+    // Every record is a candidate: the scenario's permits compare attributes (said so).
+    let first = evaluate(&server, path, &alice_views(json!({"limit": 7})))
+        .await
+        .json();
+    assert_eq!(
+        first["context"]["candidates"],
+        "every record: a permit that can match constrains the resource by type or not at all"
+    );
     // Alice is a manager: she views all twenty records, in a stable order, none twice.
     assert_eq!(pages, 3);
     let mut expected: Vec<String> = (101..=120).map(|n| n.to_string()).collect();
@@ -309,6 +317,24 @@ async fn the_bundled_world_over_grpc_pages_and_refuses_as_check_does() {
         token = page.next_page_token;
     }
     assert_eq!(found, ["sales-2026"]);
+    // Found by walking down from what pipeline-etl's grants name, not by reading every dataset.
+    let page = client
+        .search_resources(search(
+            entity("ApiKey", "pipeline-etl"),
+            "read",
+            entity("Dataset", ""),
+            0,
+            String::new(),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        page.candidates
+            .contains("at or below Scope::\"sales-datasets\""),
+        "{}",
+        page.candidates
+    );
     // Each result is what Check allows.
     let check = client
         .check(crate::common::pipeline_read("Dataset::sales-2026"))

@@ -122,7 +122,10 @@ async fn search(
         });
         // The page's entry in the ledger (`warrant log show ID`).
         if authzen.answer_context == AnswerContext::Full {
-            answer["context"] = json!({ "search_id": page.search_id });
+            answer["context"] = json!({
+                "search_id": page.search_id,
+                "candidates": page.candidates,
+            });
         }
         Ok(answer)
     }

@@ -70,6 +70,9 @@ pub struct SearchPage {
     pub resume_after: Option<String>,
     /// How many candidates this page examined.
     pub examined: usize,
+    /// Where the candidates came from, as a person reads it: what the policies narrowed the
+    /// search to, or why every entity of the type is a candidate.
+    pub candidates: String,
     /// The page's own id (a UUIDv7 stamped with `searched_at`, like a decision's), for its
     /// record.
     pub search_id: Uuid,
@@ -110,6 +113,7 @@ impl Engine {
             found: Vec::new(),
             resume_after: None,
             examined: 0,
+            candidates: String::new(),
             search_id: new_decision_id(now),
             searched_at: now,
             policy_version: Arc::clone(snapshot.policies.version()),
@@ -121,7 +125,8 @@ impl Engine {
         if self.facts_stale() || verified.is_err() {
             return Ok(page);
         }
-        let plan = self.plan(&snapshot, &query.searched, &template)?;
+        let (plan, candidates) = self.plan(&snapshot, &query.searched, &template)?;
+        page.candidates = candidates;
         let mut after = query.after.clone();
         let mut more = true;
         'pages: while page.examined < query.max_examined {
@@ -240,9 +245,10 @@ impl Engine {
         snapshot: &Snapshot,
         searched: &Searched,
         template: &CheckRequest,
-    ) -> Result<Plan, SearchError> {
+    ) -> Result<(Plan, String), SearchError> {
         let (side, type_name, fixed) = match searched {
             Searched::Actions => return self.plan_actions(snapshot, template),
+
             Searched::Subjects { type_name } => {
                 (SearchedSide::Principal, type_name, &template.resource)
             }
@@ -250,7 +256,16 @@ impl Engine {
                 (SearchedSide::Resource, type_name, &template.principal)
             }
         };
-        let scan = Ok(Plan::Scan(type_name.clone()));
+        let side_name = match side {
+            SearchedSide::Principal => "principal",
+            SearchedSide::Resource => "resource",
+        };
+        let scan = |because: String| {
+            Ok((
+                Plan::Scan(type_name.clone()),
+                format!("every {type_name}: {because}"),
+            ))
+        };
         let (principal, action, resource) = parse_names(&snapshot.policies, template)?;
         let fixed_uid = match side {
             SearchedSide::Principal => resource,
@@ -259,7 +274,14 @@ impl Engine {
         // A fixed side the facts do not hold (a resource described by the caller) has ancestors
         // only the request knows: no narrowing.
         if !snapshot.facts.contains(&fixed_uid) || fixed.id.is_empty() {
-            return scan;
+            return scan(format!(
+                "the {} is not in the facts, so the policies cannot narrow the search",
+                if side_name == "principal" {
+                    "resource"
+                } else {
+                    "principal"
+                }
+            ));
         }
         let slice = snapshot
             .facts
@@ -269,8 +291,18 @@ impl Engine {
             .policies
             .reach(side, &fixed_uid, &action, slice.entities())
         {
-            Reach::Anywhere => return scan,
+            Reach::Anywhere => {
+                return scan(format!(
+                    "a permit that can match constrains the {side_name} by type or not at all"
+                ));
+            }
             Reach::Under(roots) => roots,
+        };
+        let named = match roots.as_slice() {
+            [] => "nothing".to_owned(),
+            [one] => one.to_string(),
+            [one, two] => format!("{one} and {two}"),
+            [one, two, rest @ ..] => format!("{one}, {two} and {} more", rest.len()),
         };
         let prefix = warrant_facts::type_prefix(type_name);
         let reader = snapshot.facts.reader();
@@ -288,7 +320,9 @@ impl Engine {
                 continue;
             }
             if seen.len() > MOST_REACHED {
-                return scan;
+                return scan(format!(
+                    "more than {MOST_REACHED} entities lie at or below what the permits name"
+                ));
             }
             let children = reader
                 .children_of(&key, MOST_REACHED)
@@ -299,7 +333,11 @@ impl Engine {
             queue.extend(children);
         }
         keys.sort_unstable();
-        Ok(Plan::Listed(keys))
+        let described = format!(
+            "the {} {type_name} at or below {named}, which the permits that can match name",
+            keys.len()
+        );
+        Ok((Plan::Listed(keys), described))
     }
 
     /// An action search's candidates: the declared actions (by name) that a permit can allow
@@ -309,19 +347,28 @@ impl Engine {
         &self,
         snapshot: &Snapshot,
         template: &CheckRequest,
-    ) -> Result<Plan, SearchError> {
+    ) -> Result<(Plan, String), SearchError> {
         let declared = snapshot.policies.actions();
         let mut every: Vec<(&String, &EntityUid)> = declared.iter().collect();
         every.sort_unstable();
-        let all = || Plan::Actions(every.iter().map(|(name, _)| (*name).clone()).collect());
+        let total = every.len();
+        let all = |because: &str| {
+            (
+                Plan::Actions(every.iter().map(|(name, _)| (*name).clone()).collect()),
+                format!("every action ({total}): {because}"),
+            )
+        };
         let (Ok(principal), Ok(resource)) = (
             cedar_request::entity_uid(&template.principal, "principal", &snapshot.policies),
             cedar_request::entity_uid(&template.resource, "resource", &snapshot.policies),
         ) else {
-            return Ok(all());
+            return Ok(all("the principal or the resource cannot be named"));
         };
         if !snapshot.facts.contains(&principal) || !snapshot.facts.contains(&resource) {
-            return Ok(all());
+            return Ok(all(
+                "the principal or the resource is not in the facts, so the policies cannot \
+                 narrow the search",
+            ));
         }
         let roots = [&principal, &resource]
             .into_iter()
@@ -335,20 +382,25 @@ impl Engine {
             .policies
             .reach_actions(&principal, &resource, entities)
         else {
-            return Ok(all());
+            return Ok(all(
+                "a permit that can match constrains the action not at all",
+            ));
         };
-        Ok(Plan::Actions(
-            every
-                .into_iter()
-                .filter(|(_, uid)| {
-                    named.contains(uid)
-                        || entities
-                            .ancestors(uid)
-                            .is_some_and(|mut ancestors| ancestors.any(|a| named.contains(a)))
-                })
-                .map(|(name, _)| name.clone())
-                .collect(),
-        ))
+        let names: Vec<String> = every
+            .into_iter()
+            .filter(|(_, uid)| {
+                named.contains(uid)
+                    || entities
+                        .ancestors(uid)
+                        .is_some_and(|mut ancestors| ancestors.any(|a| named.contains(a)))
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        let described = format!(
+            "the {} of {total} actions that the permits that can match name",
+            names.len()
+        );
+        Ok((Plan::Actions(names), described))
     }
 
     /// Up to `want` of the plan's candidates after `after`, in order: each one's key and its
