@@ -37,6 +37,10 @@ pub struct Settings {
     /// [default: 10000]
     #[arg(long, env = "WARRANT_SEARCH_MAX_EXAMINED")]
     pub search_max_examined: Option<usize>,
+    /// Most search pages evaluated at once; more wait their turn (a page is CPU work beside the
+    /// Checks) [default: 2]
+    #[arg(long, env = "WARRANT_SEARCH_MAX_IN_FLIGHT")]
+    pub search_max_in_flight: Option<usize>,
     /// Largest request message accepted, in bytes [default: 1048576]
     #[arg(long, env = "WARRANT_MAX_MESSAGE_BYTES")]
     pub max_message_bytes: Option<usize>,
@@ -482,6 +486,7 @@ impl Settings {
             batch_max_items: self.batch_max_items.or(under.batch_max_items),
             search_max_page: self.search_max_page.or(under.search_max_page),
             search_max_examined: self.search_max_examined.or(under.search_max_examined),
+            search_max_in_flight: self.search_max_in_flight.or(under.search_max_in_flight),
             max_message_bytes: self.max_message_bytes.or(under.max_message_bytes),
             request_timeout_ms: self.request_timeout_ms.or(under.request_timeout_ms),
             max_name_bytes: self.max_name_bytes.or(under.max_name_bytes),
@@ -631,6 +636,7 @@ impl Settings {
                     default_page: defaults.default_page,
                     max_page: self.search_max_page.unwrap_or(defaults.max_page),
                     max_examined: self.search_max_examined.unwrap_or(defaults.max_examined),
+                    max_in_flight: self.search_max_in_flight.unwrap_or(defaults.max_in_flight),
                 }
             },
             max_message_bytes: self.max_message_bytes.unwrap_or(1024 * 1024),
@@ -842,6 +848,7 @@ fn check_positive(config: &Config, max_validity_hours: u64) -> Result<(), Config
         ("batch_max_items", config.batch_max_items as u128),
         ("search_max_page", config.search.max_page as u128),
         ("search_max_examined", config.search.max_examined as u128),
+        ("search_max_in_flight", config.search.max_in_flight as u128),
         ("max_message_bytes", config.max_message_bytes as u128),
         ("request_timeout_ms", config.request_timeout.as_millis()),
         ("tls_reload_ms", config.tls_reload.as_millis()),
@@ -993,6 +1000,10 @@ mod tests {
             (
                 "search_max_examined",
                 config.search.max_examined.to_string(),
+            ),
+            (
+                "search_max_in_flight",
+                config.search.max_in_flight.to_string(),
             ),
             ("max_message_bytes", config.max_message_bytes.to_string()),
             ("request_timeout_ms", ms(config.request_timeout)),

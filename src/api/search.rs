@@ -26,6 +26,8 @@ pub struct SearchLimits {
     /// The most candidates one page examines; a search that reads that many without filling
     /// its page answers what it found and a token to go on.
     pub max_examined: usize,
+    /// The most pages evaluated at once (each is CPU work beside the Checks); the others wait.
+    pub max_in_flight: usize,
 }
 
 impl Default for SearchLimits {
@@ -34,6 +36,7 @@ impl Default for SearchLimits {
             default_page: 100,
             max_page: 1_000,
             max_examined: 10_000,
+            max_in_flight: 2,
         }
     }
 }
@@ -84,6 +87,8 @@ pub struct Searcher {
     decider: Arc<Decider>,
     tokens: PageTokens,
     limits: SearchLimits,
+    /// One permit per page being evaluated (`SearchLimits::max_in_flight`).
+    evaluating: Arc<tokio::sync::Semaphore>,
 }
 
 impl Searcher {
@@ -91,6 +96,7 @@ impl Searcher {
         Searcher {
             decider,
             tokens,
+            evaluating: Arc::new(tokio::sync::Semaphore::new(limits.max_in_flight.max(1))),
             limits,
         }
     }
@@ -165,14 +171,22 @@ impl Searcher {
             limit,
             max_examined: self.limits.max_examined,
         };
+        let waiting = Waiting::start(&self.decider);
+        let permit = Arc::clone(&self.evaluating).acquire_owned().await;
+        drop(waiting);
+        let permit =
+            permit.map_err(|_| SearchRefused::Unavailable("the server is stopping".to_owned()))?;
         let decider = Arc::clone(&self.decider);
-        let page = tokio::task::spawn_blocking(move || decider.engine().search(&query))
-            .await
-            .map_err(|error| SearchRefused::Unavailable(format!("the search failed: {error}")))?
-            .map_err(|error| match error {
-                SearchError::Invalid(invalid) => SearchRefused::Invalid(invalid),
-                SearchError::FactsUnreadable(_) => SearchRefused::Unavailable(error.to_string()),
-            })?;
+        let page = tokio::task::spawn_blocking(move || {
+            let _evaluating = permit;
+            decider.engine().search(&query)
+        })
+        .await
+        .map_err(|error| SearchRefused::Unavailable(format!("the search failed: {error}")))?
+        .map_err(|error| match error {
+            SearchError::Invalid(invalid) => SearchRefused::Invalid(invalid),
+            SearchError::FactsUnreadable(_) => SearchRefused::Unavailable(error.to_string()),
+        })?;
         record.examined = u64::try_from(page.examined).unwrap_or(u64::MAX);
         record.results = u64::try_from(page.found.len()).unwrap_or(u64::MAX);
         record.more = page.resume_after.is_some();
@@ -255,6 +269,22 @@ fn search_record(
         time: String::new(),
         trace_id,
         transport: transport.to_owned(),
+    }
+}
+
+/// A page waiting for its turn, counted until it has it or its caller goes away.
+struct Waiting<'a>(&'a Decider);
+
+impl<'a> Waiting<'a> {
+    fn start(decider: &'a Decider) -> Self {
+        decider.metrics().search_waiting(1);
+        Waiting(decider)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.metrics().search_waiting(-1);
     }
 }
 

@@ -160,6 +160,8 @@ pub struct Metrics {
     /// Candidates searches examined, and the results they answered.
     search_examined: AtomicU64,
     search_results: AtomicU64,
+    /// Search pages waiting for their turn to be evaluated (`search_max_in_flight`).
+    searches_waiting: std::sync::atomic::AtomicI64,
     /// Time to get a batch of records accepted by the ledger (durable: on disk).
     ledger_append: Histogram,
     /// Decisions in which a policy failed to evaluate (each a deny).
@@ -288,6 +290,11 @@ impl Metrics {
         *searches.entry((kind, transport, outcome)).or_default() += 1;
     }
 
+    /// A search page starts (`1`) or stops (`-1`) waiting for its turn.
+    pub fn search_waiting(&self, change: i64) {
+        self.searches_waiting.fetch_add(change, Ordering::Relaxed);
+    }
+
     /// What an answered search page cost and gave.
     pub fn search_examined(&self, examined: usize, results: usize) {
         let count = |n: usize| u64::try_from(n).unwrap_or(u64::MAX);
@@ -337,6 +344,17 @@ impl Metrics {
             out,
             "warrant_search_candidates_examined_total {}",
             self.search_examined.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "warrant_searches_waiting",
+            "gauge",
+            "Search pages waiting for their turn (at most search_max_in_flight are evaluated at once).",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_searches_waiting {}",
+            self.searches_waiting.load(Ordering::Relaxed)
         );
         family(
             out,

@@ -536,3 +536,46 @@ async fn the_shell_prints_one_json_line_per_result_across_pages() {
         [json!({"name": "delete"})]
     );
 }
+
+#[tokio::test]
+async fn searches_beyond_the_in_flight_bound_wait_their_turn_and_all_answer() {
+    let policies = crate::common::bundled_policies().join("examples/authzen-search");
+    let server = Server::start_with(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--policies",
+        policies.to_str().unwrap(),
+        "--search-max-in-flight",
+        "1",
+    ])
+    .unwrap();
+    let asks = (0..8).map(|n| {
+        let server = &server;
+        async move {
+            let mut client = server.client().await;
+            client
+                .search_resources(proto::SearchRequest {
+                    request: Some(proto::CheckRequest {
+                        principal: entity("user", ["alice", "bob", "carol", "dan"][n % 4]),
+                        action: "view".to_owned(),
+                        resource: entity("record", ""),
+                        ..proto::CheckRequest::default()
+                    }),
+                    ..proto::SearchRequest::default()
+                })
+                .await
+                .map(|page| page.into_inner().results.len())
+        }
+    });
+    let answered = futures_util::future::join_all(asks).await;
+    assert!(answered.iter().all(|a| a.as_ref().is_ok_and(|n| *n > 0)), "{answered:?}");
+    let scrape = crate::common::scrape(&server).await;
+    assert_eq!(crate::common::value(&scrape, "warrant_searches_waiting", &[]), 0.0);
+    let ok = crate::common::value(
+        &scrape,
+        "warrant_searches_total",
+        &[("kind", "resource"), ("transport", "grpc"), ("outcome", "ok")],
+    );
+    assert_eq!(ok, 8.0);
+}
