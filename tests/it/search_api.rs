@@ -569,13 +569,23 @@ async fn searches_beyond_the_in_flight_bound_wait_their_turn_and_all_answer() {
         }
     });
     let answered = futures_util::future::join_all(asks).await;
-    assert!(answered.iter().all(|a| a.as_ref().is_ok_and(|n| *n > 0)), "{answered:?}");
+    assert!(
+        answered.iter().all(|a| a.as_ref().is_ok_and(|n| *n > 0)),
+        "{answered:?}"
+    );
     let scrape = crate::common::scrape(&server).await;
-    assert_eq!(crate::common::value(&scrape, "warrant_searches_waiting", &[]), 0.0);
+    assert_eq!(
+        crate::common::value(&scrape, "warrant_searches_waiting", &[]),
+        0.0
+    );
     let ok = crate::common::value(
         &scrape,
         "warrant_searches_total",
-        &[("kind", "resource"), ("transport", "grpc"), ("outcome", "ok")],
+        &[
+            ("kind", "resource"),
+            ("transport", "grpc"),
+            ("outcome", "ok"),
+        ],
     );
     assert_eq!(ok, 8.0);
 }

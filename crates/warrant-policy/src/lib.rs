@@ -1,6 +1,8 @@
 //! The policy store: loads a directory's Cedar schema and `*.cedar` files, gives every policy its
 //! `@id` as its Cedar policy id (so reasons name stable ids), validates the set against the
-//! schema in strict mode and reports every problem with file, line and column.
+//! schema in strict mode and reports every problem with file, line and column. `reach` says
+//! where on one side of a request the permits that can match the other side name anything (for
+//! searches).
 //!
 //! May depend on: `warrant-domain`.
 //! Invariant: a loaded policy set is strictly valid against its schema, and every action's context
