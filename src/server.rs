@@ -80,6 +80,21 @@ pub fn load_snapshot(dir: &Path) -> anyhow::Result<Snapshot> {
     })
 }
 
+/// The metrics listener's routes, reading the control plane only through its stats.
+fn metrics_routes(
+    metrics: &Arc<Metrics>,
+    control: &Arc<Control>,
+    ledger: Option<Arc<Ledger>>,
+) -> axum::Router {
+    let stats_of = Arc::clone(control);
+    metrics_router(
+        Arc::clone(metrics),
+        Arc::new(move || stats_of.stats()),
+        Arc::clone(control.engine()),
+        ledger,
+    )
+}
+
 /// Health for the Check listener's services, SERVING: called once policies, facts and the ledger
 /// are loaded (the decider turns it NOT_SERVING if the ledger fails).
 async fn serving_health() -> (
@@ -121,7 +136,7 @@ pub async fn serve(
     let (health, health_service) = serving_health().await;
     let metrics = metrics(&config, &control, &credentials)?;
     let (metrics_listener, metrics_bound) = bind(config.metrics_listen, "for metrics on").await?;
-    let metrics_routes = metrics_router(Arc::clone(&metrics), Arc::clone(&control), ledger.clone());
+    let metrics_routes = metrics_routes(&metrics, &control, ledger.clone());
     let ledger_at_exit = ledger.clone();
     let decider = Arc::new(Decider::new(
         engine,

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use super::scrape::{self, family};
 use crate::listeners::ListenerCounters;
-use warrant_control::Control;
+use warrant_control::ControlStats;
 use warrant_domain::{Effect, Reason};
+use warrant_engine::engine::Engine;
 use warrant_ledger::Ledger;
 
 /// Upper bounds of the latency buckets, in seconds: from a cached decision's few microseconds
@@ -375,13 +376,17 @@ impl Metrics {
 
     /// The Prometheus text exposition of these metrics and of the engine's, the control
     /// plane's and the ledger's.
-    pub fn render(&self, control: &Control, ledger: Option<&Ledger>) -> String {
-        let engine = control.engine();
+    pub fn render(
+        &self,
+        control: &ControlStats,
+        engine: &Engine,
+        ledger: Option<&Ledger>,
+    ) -> String {
         let mut out = String::new();
         self.write_calls_answered(&mut out);
         scrape::write_cache(engine, &mut out);
         scrape::write_snapshot(engine, &mut out);
-        scrape::write_fleet(control, &mut out);
+        scrape::write_fleet(control.fleet.as_ref(), &mut out);
         scrape::write_control(control, &mut out);
         self.write_admin(&mut out);
         self.write_searches(&mut out);
@@ -739,19 +744,24 @@ impl Metrics {
     }
 }
 
-/// The metrics listener's routes: `GET /metrics`, `/healthz` and `/readyz`.
+/// What the control plane shows at scrape time: a value made when Prometheus asks.
+pub type ControlStatsSource = Arc<dyn Fn() -> ControlStats + Send + Sync>;
+
+/// The metrics listener's routes: `GET /metrics`, `/healthz` and `/readyz`. The control plane is
+/// read only through `control_stats`, the engine only for its own counters.
 pub fn metrics_router(
     metrics: Arc<Metrics>,
-    control: Arc<Control>,
+    control_stats: ControlStatsSource,
+    engine: Arc<Engine>,
     ledger: Option<Arc<Ledger>>,
 ) -> axum::Router {
     let ready_ledger = ledger.clone();
-    let ready_control = Arc::clone(&control);
+    let ready_engine = Arc::clone(&engine);
     axum::Router::new()
         .route(
             "/metrics",
             axum::routing::get(move || {
-                let text = metrics.render(&control, ledger.as_deref());
+                let text = metrics.render(&control_stats(), &engine, ledger.as_deref());
                 async move { ([("content-type", "text/plain; version=0.0.4")], text) }
             }),
         )
@@ -763,7 +773,7 @@ pub fn metrics_router(
             "/readyz",
             axum::routing::get(move || {
                 let failed = ready_ledger.as_ref().is_some_and(|l| l.stats().failed);
-                let stale = ready_control.engine().facts_stale();
+                let stale = ready_engine.facts_stale();
                 async move {
                     if failed {
                         (

@@ -7,9 +7,8 @@ use std::sync::atomic::Ordering;
 
 use crate::credentials::Credentials;
 
-use warrant_control::Control;
+use warrant_control::{ControlStats, FleetStats};
 use warrant_domain::clock::{Clock as _, SystemClock};
-use warrant_domain::ports::FactsFreshness as _;
 use warrant_engine::engine::Engine;
 
 /// One metric family's HELP and TYPE lines.
@@ -119,73 +118,62 @@ pub(super) fn write_snapshot(engine: &Engine, out: &mut String) {
 }
 
 /// A replica's replication of the shared database.
-pub(super) fn write_fleet(control: &Control, out: &mut String) {
-    if let Some(replication) = control.replication() {
-        use std::sync::atomic::Ordering::Relaxed;
-        let stats = &replication.stats;
-        let (head, applied) = (stats.head.load(Relaxed), stats.applied.load(Relaxed));
-        let lag = replication.freshness.lag_ms(control.clock().now());
-        for (name, kind, help, value) in [
-            (
-                "warrant_replication_lag_seconds",
-                "gauge",
-                "How long ago this replica last held every change the shared database had committed.",
-                format!("{:.3}", lag as f64 / 1000.0),
-            ),
-            (
-                "warrant_replication_changes_behind",
-                "gauge",
-                "Changes of the shared database's log this replica has heard of and not applied.",
-                (head - applied).max(0).to_string(),
-            ),
-            (
-                "warrant_replication_applied_change",
-                "gauge",
-                "The id of the last change of the shared database's log applied here.",
-                applied.to_string(),
-            ),
-            (
-                "warrant_replication_reconnects_total",
-                "counter",
-                "Times the connection that hears the shared database's notifications was made again.",
-                stats.reconnects.load(Relaxed).to_string(),
-            ),
-            (
-                "warrant_replication_failures_total",
-                "counter",
-                "Catch-ups with the shared database's log that failed.",
-                stats.failures.load(Relaxed).to_string(),
-            ),
-        ] {
-            family(out, name, kind, help);
-            let _ = writeln!(
-                out,
-                "{name}{{replica=\"{}\"}} {value}",
-                label_value(replication.postgres.replica())
-            );
-        }
+pub(super) fn write_fleet(fleet: Option<&FleetStats>, out: &mut String) {
+    let Some(fleet) = fleet else {
+        return;
+    };
+    for (name, kind, help, value) in [
+        (
+            "warrant_replication_lag_seconds",
+            "gauge",
+            "How long ago this replica last held every change the shared database had committed.",
+            format!("{:.3}", fleet.lag_ms as f64 / 1000.0),
+        ),
+        (
+            "warrant_replication_changes_behind",
+            "gauge",
+            "Changes of the shared database's log this replica has heard of and not applied.",
+            (fleet.head - fleet.applied).max(0).to_string(),
+        ),
+        (
+            "warrant_replication_applied_change",
+            "gauge",
+            "The id of the last change of the shared database's log applied here.",
+            fleet.applied.to_string(),
+        ),
+        (
+            "warrant_replication_reconnects_total",
+            "counter",
+            "Times the connection that hears the shared database's notifications was made again.",
+            fleet.reconnects.to_string(),
+        ),
+        (
+            "warrant_replication_failures_total",
+            "counter",
+            "Catch-ups with the shared database's log that failed.",
+            fleet.failures.to_string(),
+        ),
+    ] {
+        family(out, name, kind, help);
+        let _ = writeln!(
+            out,
+            "{name}{{replica=\"{}\"}} {value}",
+            label_value(&fleet.replica)
+        );
     }
 }
 
 /// Approval requests, changes and reloads of the control plane.
-pub(super) fn write_control(control: &Control, out: &mut String) {
-    let status = control.status();
+pub(super) fn write_control(stats: &ControlStats, out: &mut String) {
+    let status = &stats.status;
     let now = SystemClock.now();
-    // Approval requests waiting for a human, read from the store at scrape time.
-    let requests = control.approval_requests(None, None).unwrap_or_default();
     family(
         out,
         "warrant_approval_requests",
         "gauge",
         "Approval requests kept, by state (pending ones wait for a human's decision).",
     );
-    for state in [
-        warrant_control::requests::RequestState::Pending,
-        warrant_control::requests::RequestState::Approved,
-        warrant_control::requests::RequestState::Rejected,
-        warrant_control::requests::RequestState::Expired,
-    ] {
-        let count = requests.iter().filter(|r| r.state == state).count();
+    for (state, count) in &stats.requests_by_state {
         let _ = writeln!(
             out,
             "warrant_approval_requests{{state=\"{}\"}} {count}",
@@ -198,11 +186,8 @@ pub(super) fn write_control(control: &Control, out: &mut String) {
         "gauge",
         "How long the oldest pending approval request has waited (0 when none is pending).",
     );
-    let oldest = requests
-        .iter()
-        .filter(|r| r.state == warrant_control::requests::RequestState::Pending)
-        .map(|r| r.requested_at)
-        .min()
+    let oldest = stats
+        .oldest_pending_at
         .map_or(0.0, |at| (now.0 - at).max(0) as f64 / 1000.0);
     let _ = writeln!(
         out,

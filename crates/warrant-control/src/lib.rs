@@ -141,6 +141,32 @@ pub struct ReplicaView {
     pub stale: bool,
 }
 
+/// What the control plane shows its metrics at one moment (`Control::stats`): the status, the
+/// approval requests by state, and a replica's replication. A value: whoever reports it holds
+/// no part of the control plane.
+#[derive(Debug, Clone)]
+pub struct ControlStats {
+    pub status: StatusView,
+    /// How many approval requests are kept in each state.
+    pub requests_by_state: Vec<(requests::RequestState, usize)>,
+    /// When the oldest pending approval request was filed (Unix ms), if one is pending.
+    pub oldest_pending_at: Option<i64>,
+    pub fleet: Option<FleetStats>,
+}
+
+/// A replica's replication of its shared database, counted.
+#[derive(Debug, Clone)]
+pub struct FleetStats {
+    pub replica: String,
+    /// The newest change of the log this replica has heard of, and the last one applied.
+    pub head: i64,
+    pub applied: i64,
+    /// How long ago (ms) the facts were last known to hold every committed change.
+    pub lag_ms: i64,
+    pub reconnects: u64,
+    pub failures: u64,
+}
+
 /// What the control plane holds between changes. Guarded by one mutex: changes are serialised.
 struct State {
     /// The policy folder's policies, as last loaded successfully, with the live links.
@@ -380,6 +406,43 @@ impl Control {
 
     pub fn status(&self) -> StatusView {
         self.status_of(&self.state())
+    }
+
+    /// What the metrics show of the control plane now.
+    pub fn stats(&self) -> ControlStats {
+        use requests::RequestState;
+        use std::sync::atomic::Ordering::Relaxed;
+        // Read from the store at scrape time; none kept means none counted.
+        let requests = self.approval_requests(None, None).unwrap_or_default();
+        let states = [
+            RequestState::Pending,
+            RequestState::Approved,
+            RequestState::Rejected,
+            RequestState::Expired,
+        ];
+        ControlStats {
+            status: self.status(),
+            requests_by_state: states
+                .into_iter()
+                .map(|state| (state, requests.iter().filter(|r| r.state == state).count()))
+                .collect(),
+            oldest_pending_at: requests
+                .iter()
+                .filter(|r| r.state == RequestState::Pending)
+                .map(|r| r.requested_at)
+                .min(),
+            fleet: self.replication.as_ref().map(|replication| {
+                use warrant_domain::ports::FactsFreshness as _;
+                FleetStats {
+                    replica: replication.postgres.replica().to_owned(),
+                    head: replication.stats.head.load(Relaxed),
+                    applied: replication.stats.applied.load(Relaxed),
+                    lag_ms: replication.freshness.lag_ms(self.clock.now()),
+                    reconnects: replication.stats.reconnects.load(Relaxed),
+                    failures: replication.stats.failures.load(Relaxed),
+                }
+            }),
+        }
     }
 
     fn status_of(&self, state: &State) -> StatusView {
