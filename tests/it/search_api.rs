@@ -387,6 +387,28 @@ async fn the_bundled_world_over_grpc_pages_and_refuses_as_check_does() {
         }]
     );
 
+    // A credential that does not verify denies every Check it comes with: nothing is found,
+    // and the answer says why.
+    let mut presented = search(
+        entity("ApiKey", "pipeline-etl"),
+        "read",
+        entity("Dataset", ""),
+        0,
+        String::new(),
+    );
+    presented.request.as_mut().unwrap().credential = "not.a.jwt".to_owned();
+    let page = client
+        .search_resources(presented)
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(page.results.is_empty());
+    assert!(
+        page.candidates
+            .starts_with("none: the credential presented does not verify"),
+        "{}",
+        page.candidates
+    );
     // Malformed: INVALID_ARGUMENT naming the field.
     for (request, field) in [
         (

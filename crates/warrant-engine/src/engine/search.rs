@@ -122,7 +122,17 @@ impl Engine {
         // A stale replica denies every Check, and an unverifiable credential denies every
         // Check it is presented with: nothing to examine.
         let verified = self.verify_credential(template.credential.as_ref(), now);
-        if self.facts_stale() || verified.is_err() {
+        if self.facts_stale() {
+            page.candidates = "none: this replica's facts are stale, so every Check is denied \
+                               (warrant:facts-stale)"
+                .to_owned();
+            return Ok(page);
+        }
+        if let Err(reason) = &verified {
+            page.candidates = format!(
+                "none: the credential presented does not verify, so every Check is denied ({})",
+                reason.as_str()
+            );
             return Ok(page);
         }
         let (plan, candidates) = self.plan(&snapshot, &query.searched, &template)?;
