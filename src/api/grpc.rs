@@ -389,42 +389,46 @@ impl AuthorizerService {
                 limit: (search.page_size != 0).then_some(u64::from(search.page_size)),
             })
         });
-        let answered = match asked {
-            Ok(ask) => self
+        let invalid = match asked {
+            Ok(ask) => match self
                 .searcher
                 .search(ask, "grpc", caller.clone(), trace_id.clone())
                 .instrument(span.clone())
                 .await
-                .map_err(|refused| match refused {
-                    SearchRefused::Invalid(invalid) => Ok(grpc_field(invalid)),
-                    SearchRefused::Unavailable(message) => Err(Status::unavailable(message)),
-                }),
-            Err(invalid) => Err(Ok(invalid)),
+            {
+                Ok(page) => return Ok(Response::new(search_response(page))),
+                Err(SearchRefused::Unavailable(message)) => {
+                    return Err(Status::unavailable(message));
+                }
+                Err(SearchRefused::Invalid(invalid)) => grpc_field(invalid),
+            },
+            Err(invalid) => invalid,
         };
-        match answered {
-            Ok(page) => Ok(Response::new(proto::SearchResponse {
-                results: page
-                    .found
-                    .into_iter()
-                    .map(|found| proto::SearchResult {
-                        id: found.id,
-                        approvable: found.approvable,
-                    })
-                    .collect(),
-                next_page_token: page.next_token,
-                search_id: page.search_id,
-                candidates: page.candidates,
-                examined: u64::try_from(page.examined).unwrap_or(u64::MAX),
-                searched_at: Some(warrant_proto::convert::timestamp(page.searched_at)),
-                policy_version: page.policy_version.to_string(),
-                facts_version: page.facts_version.to_string(),
-            })),
-            Err(Err(status)) => Err(status),
-            Err(Ok(invalid)) => Err(self
-                .refuse_call(Api::Check, &readable, invalid, caller, trace_id)
-                .instrument(span)
-                .await),
-        }
+        Err(self
+            .refuse_call(Api::Check, &readable, invalid, caller, trace_id)
+            .instrument(span)
+            .await)
+    }
+}
+
+/// A page of a search as this API answers it.
+fn search_response(page: crate::api::search::SearchAnswer) -> proto::SearchResponse {
+    proto::SearchResponse {
+        results: page
+            .found
+            .into_iter()
+            .map(|found| proto::SearchResult {
+                id: found.id,
+                approvable: found.approvable,
+            })
+            .collect(),
+        next_page_token: page.next_token,
+        search_id: page.search_id,
+        candidates: page.candidates,
+        examined: u64::try_from(page.examined).unwrap_or(u64::MAX),
+        searched_at: Some(warrant_proto::convert::timestamp(page.searched_at)),
+        policy_version: page.policy_version.to_string(),
+        facts_version: page.facts_version.to_string(),
     }
 }
 

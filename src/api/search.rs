@@ -123,7 +123,7 @@ impl Searcher {
                 metrics.searched(kind, transport, "invalid", started.elapsed());
             }
             Err(SearchRefused::Unavailable(error)) => {
-                tracing::error!(%error, kind, "a search cannot read the facts");
+                tracing::error!(%error, kind, "a search page could not be answered");
                 metrics.searched(kind, transport, "unavailable", started.elapsed());
             }
         }

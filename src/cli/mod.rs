@@ -77,29 +77,26 @@ pub fn parse_entity(text: &str, flag: &str) -> anyhow::Result<proto::EntityRef> 
     }
 }
 
+/// A `--FLAG` given as a JSON object, as a protobuf `Struct`.
+pub(crate) fn json_struct(
+    text: Option<&str>,
+    flag: &str,
+) -> anyhow::Result<Option<prost_types::Struct>> {
+    let Some(text) = text else {
+        return Ok(None);
+    };
+    let value: Value = serde_json::from_str(text).with_context(|| format!("--{flag}: not JSON"))?;
+    match proto::json_to_value(value).kind {
+        Some(prost_types::value::Kind::StructValue(fields)) => Ok(Some(fields)),
+        _ => bail!("--{flag}: must be a JSON object"),
+    }
+}
+
 /// The protobuf request the arguments describe.
 pub fn check_request(args: &CheckArgs) -> anyhow::Result<proto::CheckRequest> {
-    let context = match &args.context {
-        Some(text) => {
-            let value: Value = serde_json::from_str(text).context("--context: not JSON")?;
-            match proto::json_to_value(value).kind {
-                Some(prost_types::value::Kind::StructValue(fields)) => Some(fields),
-                _ => bail!("--context: must be a JSON object"),
-            }
-        }
-        None => None,
-    };
-    let resource_attributes = match &args.resource_attributes {
-        Some(text) => {
-            let value: Value =
-                serde_json::from_str(text).context("--resource-attributes: not JSON")?;
-            match proto::json_to_value(value).kind {
-                Some(prost_types::value::Kind::StructValue(fields)) => Some(fields),
-                _ => bail!("--resource-attributes: must be a JSON object"),
-            }
-        }
-        None => None,
-    };
+    let context = json_struct(args.context.as_deref(), "context")?;
+    let resource_attributes =
+        json_struct(args.resource_attributes.as_deref(), "resource-attributes")?;
     let resource_parents = args
         .resource_parents
         .iter()

@@ -5,8 +5,8 @@
 use std::io::Write as _;
 use std::process::ExitCode;
 
-use anyhow::{Context as _, bail};
-use serde_json::{Value, json};
+use anyhow::bail;
+use serde_json::json;
 
 use warrant_proto as proto;
 use warrant_proto::authorizer_client::AuthorizerClient;
@@ -114,16 +114,7 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
             parse_entity(resource, "resource")?,
         ),
     };
-    let context = match &args.context {
-        Some(text) => {
-            let value: Value = serde_json::from_str(text).context("--context: not JSON")?;
-            match proto::json_to_value(value).kind {
-                Some(prost_types::value::Kind::StructValue(fields)) => Some(fields),
-                _ => bail!("--context: must be a JSON object"),
-            }
-        }
-        None => None,
-    };
+    let context = super::json_struct(args.context.as_deref(), "context")?;
     let (result_type, by_name) = match &args.searched {
         SearchCommand::Subjects { type_name, .. } | SearchCommand::Resources { type_name, .. } => {
             (type_name.clone(), false)

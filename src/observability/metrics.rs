@@ -335,39 +335,29 @@ impl Metrics {
         );
         self.search_latency
             .render(out, "warrant_search_duration_seconds", "");
-        family(
-            out,
-            "warrant_search_candidates_examined_total",
-            "counter",
-            "Candidates search pages evaluated (each one a Check's evaluation, taking nothing).",
-        );
-        let _ = writeln!(
-            out,
-            "warrant_search_candidates_examined_total {}",
-            self.search_examined.load(Ordering::Relaxed)
-        );
-        family(
-            out,
-            "warrant_searches_waiting",
-            "gauge",
-            "Search pages waiting for their turn (at most search_max_in_flight are evaluated at once).",
-        );
-        let _ = writeln!(
-            out,
-            "warrant_searches_waiting {}",
-            self.searches_waiting.load(Ordering::Relaxed)
-        );
-        family(
-            out,
-            "warrant_search_results_total",
-            "counter",
-            "Results search pages answered.",
-        );
-        let _ = writeln!(
-            out,
-            "warrant_search_results_total {}",
-            self.search_results.load(Ordering::Relaxed)
-        );
+        for (name, kind, help, value) in [
+            (
+                "warrant_search_candidates_examined_total",
+                "counter",
+                "Candidates search pages evaluated (each one a Check's evaluation, taking nothing).",
+                self.search_examined.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "warrant_searches_waiting",
+                "gauge",
+                "Search pages waiting for their turn (at most search_max_in_flight are evaluated at once).",
+                self.searches_waiting.load(Ordering::Relaxed).to_string(),
+            ),
+            (
+                "warrant_search_results_total",
+                "counter",
+                "Results search pages answered.",
+                self.search_results.load(Ordering::Relaxed).to_string(),
+            ),
+        ] {
+            family(out, name, kind, help);
+            let _ = writeln!(out, "{name} {value}");
+        }
     }
 
     pub fn admin_unauthenticated(&self) {
@@ -386,7 +376,7 @@ impl Metrics {
         self.write_calls_answered(&mut out);
         scrape::write_cache(engine, &mut out);
         scrape::write_snapshot(engine, &mut out);
-        scrape::write_fleet(control.fleet.as_ref(), &mut out);
+        scrape::write_fleet(control, &mut out);
         scrape::write_control(control, &mut out);
         self.write_admin(&mut out);
         self.write_searches(&mut out);

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use crate::credentials::Credentials;
 
-use warrant_control::{ControlStats, FleetStats};
+use warrant_control::ControlStats;
 use warrant_domain::clock::{Clock as _, SystemClock};
 use warrant_engine::engine::Engine;
 
@@ -118,8 +118,8 @@ pub(super) fn write_snapshot(engine: &Engine, out: &mut String) {
 }
 
 /// A replica's replication of the shared database.
-pub(super) fn write_fleet(fleet: Option<&FleetStats>, out: &mut String) {
-    let Some(fleet) = fleet else {
+pub(super) fn write_fleet(stats: &ControlStats, out: &mut String) {
+    let (Some(replica), Some(fleet)) = (&stats.status.replica, &stats.fleet) else {
         return;
     };
     for (name, kind, help, value) in [
@@ -133,13 +133,15 @@ pub(super) fn write_fleet(fleet: Option<&FleetStats>, out: &mut String) {
             "warrant_replication_changes_behind",
             "gauge",
             "Changes of the shared database's log this replica has heard of and not applied.",
-            (fleet.head - fleet.applied).max(0).to_string(),
+            (replica.head_change - replica.applied_change)
+                .max(0)
+                .to_string(),
         ),
         (
             "warrant_replication_applied_change",
             "gauge",
             "The id of the last change of the shared database's log applied here.",
-            fleet.applied.to_string(),
+            replica.applied_change.to_string(),
         ),
         (
             "warrant_replication_reconnects_total",
@@ -158,7 +160,7 @@ pub(super) fn write_fleet(fleet: Option<&FleetStats>, out: &mut String) {
         let _ = writeln!(
             out,
             "{name}{{replica=\"{}\"}} {value}",
-            label_value(&fleet.replica)
+            label_value(&replica.id)
         );
     }
 }

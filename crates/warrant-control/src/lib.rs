@@ -154,13 +154,10 @@ pub struct ControlStats {
     pub fleet: Option<FleetStats>,
 }
 
-/// A replica's replication of its shared database, counted.
+/// A replica's replication of its shared database, counted (where it stands in the log is in
+/// `StatusView::replica`).
 #[derive(Debug, Clone)]
 pub struct FleetStats {
-    pub replica: String,
-    /// The newest change of the log this replica has heard of, and the last one applied.
-    pub head: i64,
-    pub applied: i64,
     /// How long ago (ms) the facts were last known to hold every committed change.
     pub lag_ms: i64,
     pub reconnects: u64,
@@ -434,9 +431,6 @@ impl Control {
             fleet: self.replication.as_ref().map(|replication| {
                 use warrant_domain::ports::FactsFreshness as _;
                 FleetStats {
-                    replica: replication.postgres.replica().to_owned(),
-                    head: replication.stats.head.load(Relaxed),
-                    applied: replication.stats.applied.load(Relaxed),
                     lag_ms: replication.freshness.lag_ms(self.clock.now()),
                     reconnects: replication.stats.reconnects.load(Relaxed),
                     failures: replication.stats.failures.load(Relaxed),

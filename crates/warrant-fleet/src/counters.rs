@@ -75,22 +75,8 @@ impl UseCounter for Postgres {
     }
 
     fn would_take(&self, approval_id: &str, take: Take) -> Result<Taken, UseCountError> {
-        let approval = approval_id.to_owned();
-        let (used, spent) = self
-            .with_client(move |client| async move {
-                let row = client
-                    .query_opt(
-                        "SELECT used, spent FROM warrant_approval_uses WHERE approval = $1",
-                        &[&approval],
-                    )
-                    .await?;
-                Ok(row.map_or((0, 0), |row| (row.get::<_, i64>(0), row.get::<_, i64>(1))))
-            })
-            .map_err(counted)?;
-        Ok(take.against(
-            u64::try_from(used).unwrap_or(0),
-            u64::try_from(spent).unwrap_or(0),
-        ))
+        let (used, spent) = self.counts(approval_id).map_err(counted)?;
+        Ok(take.against(used, spent))
     }
 
     fn give_back(

@@ -106,6 +106,18 @@ pub(super) enum TemplateSide {
     Slot,
 }
 
+impl TemplateSide {
+    /// Whether this side of a link whose slot here holds `value` (if it is a slot) can match
+    /// `side` of a request.
+    pub(super) fn admits(&self, value: Option<&EntityUid>, side: &SideOfRequest<'_>) -> bool {
+        match (self, value) {
+            (TemplateSide::Fixed(placement), _) => side.admits(placement),
+            (TemplateSide::Slot, Some(uid)) => side.admits_entity(uid),
+            (TemplateSide::Slot, None) => false,
+        }
+    }
+}
+
 /// A template and where its links stand: its scope with the slots still open.
 pub(super) struct TemplateScope {
     pub(super) template: Template,
@@ -165,17 +177,9 @@ impl TemplateScope {
 
     /// Whether `link` of this template can match a request with these sides.
     pub(super) fn admits(&self, link: &Link, request: &[SideOfRequest<'_>; 3]) -> bool {
-        let side = |template_side: &TemplateSide, value: Option<&EntityUid>, at: usize| match (
-            template_side,
-            value,
-        ) {
-            (TemplateSide::Fixed(placement), _) => request[at].admits(placement),
-            (TemplateSide::Slot, Some(uid)) => request[at].admits_entity(uid),
-            (TemplateSide::Slot, None) => false,
-        };
-        side(&self.principal, link.principal.as_ref(), 0)
+        self.principal.admits(link.principal.as_ref(), &request[0])
             && request[1].admits(&self.action)
-            && side(&self.resource, link.resource.as_ref(), 2)
+            && self.resource.admits(link.resource.as_ref(), &request[2])
     }
 
     pub(super) fn id(&self) -> PolicyId {

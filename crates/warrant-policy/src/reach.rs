@@ -82,12 +82,8 @@ impl PolicySnapshot {
                 SearchedSide::Principal => (&link.resource, &link.principal),
                 SearchedSide::Resource => (&link.principal, &link.resource),
             };
-            let admitted = matches!(fixed_of(scope), TemplateSide::Slot)
-                && fixed_value
-                    .as_ref()
-                    .is_some_and(|uid| fixed_side.admits_entity(uid));
             if scope.template.effect() != Effect::Permit
-                || !admitted
+                || !fixed_of(scope).admits(fixed_value.as_ref(), &fixed_side)
                 || !action_side.admits(&scope.action)
             {
                 continue;
@@ -106,9 +102,7 @@ impl PolicySnapshot {
         under.dedup();
         Reach::Under(under)
     }
-}
 
-impl PolicySnapshot {
     /// The actions a permit can allow `principal` on `resource` (each named by an `==` or `in`
     /// constraint: an action in a group named is allowed too), their ancestors read from
     /// `entities`; `None` when some permit that can match constrains the action not at all.
@@ -130,13 +124,6 @@ impl PolicySnapshot {
                 return None;
             }
         }
-        let admits =
-            |side: &SideOfRequest<'_>, template: &TemplateSide, value: &Option<EntityUid>| {
-                match template {
-                    TemplateSide::Fixed(placement) => side.admits(placement),
-                    TemplateSide::Slot => value.as_ref().is_some_and(|uid| side.admits_entity(uid)),
-                }
-            };
         // Templates without slots have no links; every link is found from a slot value.
         for link in self
             .links
@@ -146,8 +133,12 @@ impl PolicySnapshot {
                 continue;
             };
             if scope.template.effect() == Effect::Permit
-                && admits(&principal_side, &scope.principal, &link.principal)
-                && admits(&resource_side, &scope.resource, &link.resource)
+                && scope
+                    .principal
+                    .admits(link.principal.as_ref(), &principal_side)
+                && scope
+                    .resource
+                    .admits(link.resource.as_ref(), &resource_side)
                 && !add(&mut named, &scope.action)
             {
                 return None;

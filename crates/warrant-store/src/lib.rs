@@ -542,23 +542,9 @@ impl LiveStore {
         Ok(taken)
     }
 
-    /// What `take` would give now, read in one transaction that takes nothing.
+    /// What `take` would give now, taking nothing.
     pub fn would_take(&self, approval_id: &str, take: Take) -> Result<Taken, StoreError> {
-        let txn = self.counters.begin_read().map_err(io)?;
-        let used = txn
-            .open_table(USES)
-            .map_err(io)?
-            .get(approval_id)
-            .map_err(io)?;
-        let spent = txn
-            .open_table(SPENT)
-            .map_err(io)?
-            .get(approval_id)
-            .map_err(io)?;
-        Ok(take.against(
-            used.map_or(0, |count| count.value()),
-            spent.map_or(0, |amount| amount.value()),
-        ))
+        Ok(take.against(self.uses(approval_id)?, self.spent(approval_id)?))
     }
 
     /// Gives back a use and an amount taken for a decision that could not be recorded, so that

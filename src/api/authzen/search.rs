@@ -79,11 +79,7 @@ async fn search(
         authzen.authenticate(&headers)?;
         let body = json_object(&body)?;
         let id = request_id.and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let mut ask = authzen.search_ask(&body, endpoint, id)?;
-        ask.template.caller_identity = peer.caller().identity.clone();
-        for request in ask.per_action.iter_mut().flat_map(HashMap::values_mut) {
-            request.caller_identity = ask.template.caller_identity.clone();
-        }
+        let ask = authzen.search_ask(&body, endpoint, id, peer.caller().identity)?;
         let span = traces::api_span("search", &trace);
         let trace_id = traces::trace_id(&span, &trace);
         let page = authzen
@@ -143,13 +139,15 @@ fn text<'a>(body: &'a Map<String, Value>, part: &str, key: &str) -> &'a str {
 }
 
 impl AuthZen {
-    /// The search a request body asks for, read as an evaluation is (the searched entity's id,
-    /// or the action, left for the candidates to fill in).
+    /// The search a request body from a caller of `caller_identity` asks for, read as an
+    /// evaluation is (the searched entity's id, or the action, left for the candidates to fill
+    /// in).
     fn search_ask(
         &self,
         body: &Map<String, Value>,
         endpoint: Endpoint,
         request_id: Option<String>,
+        caller_identity: Option<Arc<str>>,
     ) -> Result<SearchAsk, Refused> {
         let part = |name: &str| -> Result<Map<String, Value>, Refused> {
             match body.get(name) {
@@ -238,6 +236,10 @@ impl AuthZen {
                 contexts,
                 &request_id,
             )
+            .map(|request| warrant_domain::CheckRequest {
+                caller_identity: caller_identity.clone(),
+                ..request
+            })
         };
         // Each action passes on the context it declares, as its evaluation would; one whose
         // evaluation would be refused as malformed is no candidate.

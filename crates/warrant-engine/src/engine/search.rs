@@ -188,29 +188,28 @@ impl Engine {
         }
         let mut template = query.template.clone();
         // The searched part is each candidate's: a placeholder keeps the checks below whole.
-        match &query.searched {
+        // The action is checked here only where the query fixes it.
+        let action = match &query.searched {
             Searched::Subjects { type_name } => {
                 template.principal = EntityRef::new(type_name.clone(), "_");
+                Some(template.action.clone())
             }
             Searched::Resources { type_name } => {
                 template.resource = EntityRef::new(type_name.clone(), "_");
+                Some(template.action.clone())
             }
-            Searched::Actions => {}
-        }
-        let action = match &query.searched {
-            Searched::Actions => None,
-            _ => Some(template.action.clone()),
+            Searched::Actions => {
+                // Any declared action, for the checks of the names; each candidate sets its own.
+                template.action = snapshot
+                    .policies
+                    .actions()
+                    .keys()
+                    .min()
+                    .cloned()
+                    .unwrap_or_default();
+                None
+            }
         };
-        if action.is_none() {
-            // Any declared action, for the checks of the names; each candidate sets its own.
-            template.action = snapshot
-                .policies
-                .actions()
-                .keys()
-                .min()
-                .cloned()
-                .unwrap_or_default();
-        }
         self.settings.limits.check(&template)?;
         cedar_request::entity_uid(&template.principal, "principal", &snapshot.policies)?;
         cedar_request::entity_uid(&template.resource, "resource", &snapshot.policies)?;
@@ -256,19 +255,14 @@ impl Engine {
         searched: &Searched,
         template: &CheckRequest,
     ) -> Result<(Plan, String), SearchError> {
-        let (side, type_name, fixed) = match searched {
+        let (side, type_name, side_name, fixed_name) = match searched {
             Searched::Actions => return self.plan_actions(snapshot, template),
-
             Searched::Subjects { type_name } => {
-                (SearchedSide::Principal, type_name, &template.resource)
+                (SearchedSide::Principal, type_name, "principal", "resource")
             }
             Searched::Resources { type_name } => {
-                (SearchedSide::Resource, type_name, &template.principal)
+                (SearchedSide::Resource, type_name, "resource", "principal")
             }
-        };
-        let side_name = match side {
-            SearchedSide::Principal => "principal",
-            SearchedSide::Resource => "resource",
         };
         let scan = |because: String| {
             Ok((
@@ -283,14 +277,9 @@ impl Engine {
         };
         // A fixed side the facts do not hold (a resource described by the caller) has ancestors
         // only the request knows: no narrowing.
-        if !snapshot.facts.contains(&fixed_uid) || fixed.id.is_empty() {
+        if !snapshot.facts.contains(&fixed_uid) {
             return scan(format!(
-                "the {} is not in the facts, so the policies cannot narrow the search",
-                if side_name == "principal" {
-                    "resource"
-                } else {
-                    "principal"
-                }
+                "the {fixed_name} is not in the facts, so the policies cannot narrow the search"
             ));
         }
         let slice = snapshot
@@ -413,8 +402,8 @@ impl Engine {
         Ok((Plan::Actions(names), described))
     }
 
-    /// Up to `want` of the plan's candidates after `after`, in order: each one's key and its
-    /// request.
+    /// Up to `want` of the plan's candidates after `after`, in order: each one's key and what
+    /// it fills in.
     fn candidates(
         &self,
         snapshot: &Snapshot,
@@ -422,49 +411,27 @@ impl Engine {
         after: Option<&str>,
         want: usize,
     ) -> Result<Vec<(String, Candidate)>, SearchError> {
-        let entity = |key: &str| -> Option<EntityRef> {
-            let uid: EntityUid = key.parse().ok()?;
-            Some(EntityRef::new(
-                uid.type_name().to_string(),
-                uid.id().unescaped(),
-            ))
+        let entity = |uid: EntityUid| {
+            let found = EntityRef::new(uid.type_name().to_string(), uid.id().unescaped());
+            (uid.to_string(), Candidate::Entity(found))
         };
-        let keys: Vec<String> = match plan {
+        Ok(match plan {
             Plan::Scan(type_name) => snapshot
                 .facts
                 .reader()
                 .uids_after(&[warrant_facts::type_prefix(type_name)], after, want)
                 .map_err(|error| SearchError::FactsUnreadable(error.to_string()))?
-                .iter()
-                .map(ToString::to_string)
+                .into_iter()
+                .map(entity)
                 .collect(),
-            Plan::Listed(keys) => {
-                let start = match after {
-                    Some(after) => keys.partition_point(|key| key.as_str() <= after),
-                    None => 0,
-                };
-                keys.iter().skip(start).take(want).cloned().collect()
-            }
-            Plan::Actions(names) => {
-                let start = match after {
-                    Some(after) => names.partition_point(|name| name.as_str() <= after),
-                    None => 0,
-                };
-                return Ok(names
-                    .iter()
-                    .skip(start)
-                    .take(want)
-                    .map(|name| (name.clone(), Candidate::Action(name.clone())))
-                    .collect());
-            }
-        };
-        Ok(keys
-            .into_iter()
-            .filter_map(|key| {
-                let found = entity(&key)?;
-                Some((key, Candidate::Entity(found)))
-            })
-            .collect())
+            Plan::Listed(keys) => following(keys, after, want)
+                .filter_map(|key| key.parse().ok())
+                .map(entity)
+                .collect(),
+            Plan::Actions(names) => following(names, after, want)
+                .map(|name| (name.clone(), Candidate::Action(name.clone())))
+                .collect(),
+        })
     }
 
     /// Whether a Check of `template` with `candidate` filled in would allow it now (or, asked
@@ -538,6 +505,18 @@ impl Engine {
 enum Candidate {
     Entity(EntityRef),
     Action(String),
+}
+
+/// Up to `want` of `sorted` after `after`.
+fn following<'a>(
+    sorted: &'a [String],
+    after: Option<&str>,
+    want: usize,
+) -> impl Iterator<Item = &'a String> {
+    let start = after.map_or(0, |after| {
+        sorted.partition_point(|key| key.as_str() <= after)
+    });
+    sorted.iter().skip(start).take(want)
 }
 
 /// Where a search's candidates come from, in key order.
