@@ -12,7 +12,7 @@ use warrant_control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, A
 use warrant_control::entities::{ChangeReason, EntitySpec, EntityView, ImportSummary};
 use warrant_control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
 use warrant_control::links::LinkView;
-use warrant_control::requests::{ApprovalRequest, RequestState, Verdict};
+use warrant_control::requests::{ApprovalRequest, ApproverProof, RequestState, Verdict};
 use warrant_control::{Control, ControlError, Origin, StatusView};
 use warrant_domain::EntityRef;
 use warrant_domain::clock::UnixMillis;
@@ -404,11 +404,14 @@ impl proto::admin_server::Admin for AdminService {
     ) -> Result<Response<proto::ApprovalRequestRecord>, Status> {
         let request = request.into_inner();
         let approver = entity(request.approver).unwrap_or_default();
-        let approver_credential = approver_credential(request.approver_credential)?;
+        let approver_proof = match approver_credential(request.approver_credential)? {
+            Some(token) => ApproverProof::Credential(token),
+            None => ApproverProof::Named,
+        };
         let verdict = if request.approve {
             Verdict::Approve {
                 approver,
-                approver_credential,
+                approver_proof,
                 duration_ms: Some(request.duration_seconds)
                     .filter(|s| *s != 0)
                     .map(|s| s.saturating_mul(1000)),
@@ -421,7 +424,7 @@ impl proto::admin_server::Admin for AdminService {
         } else {
             Verdict::Reject {
                 approver,
-                approver_credential,
+                approver_proof,
                 reason: request.reason,
             }
         };

@@ -7,6 +7,7 @@
 //! the oldest decided ones are forgotten first). Every change wakes the watchers.
 
 use super::approvals::ApprovalGrant;
+use super::change_rules::Approver;
 use super::*;
 
 /// The most requests kept, pending and decided.
@@ -47,13 +48,24 @@ pub struct Idempotency {
     pub submission_sha256: String,
 }
 
+/// How the human deciding a request is known.
+#[derive(Debug, Clone)]
+pub enum ApproverProof {
+    /// Named by the admin caller: asserted, refused under `require_authenticated_approver`.
+    Named,
+    /// Their own credential, a JWT naming a Human.
+    Credential(String),
+    /// Signed in to the console as that Human: the digest of the sign-in (`console:sha256:..`),
+    /// which the request keeps as `decided_by_credential`.
+    SignedIn(String),
+}
+
 /// A human's decision on a request.
 #[derive(Debug, Clone)]
 pub enum Verdict {
     Approve {
         approver: EntityRef,
-        /// The approver's own credential (a JWT naming a Human), if presented.
-        approver_credential: Option<String>,
+        approver_proof: ApproverProof,
         /// At most the duration asked for; that duration when `None`.
         duration_ms: Option<i64>,
         max_uses: Option<u64>,
@@ -62,7 +74,7 @@ pub enum Verdict {
     },
     Reject {
         approver: EntityRef,
-        approver_credential: Option<String>,
+        approver_proof: ApproverProof,
         reason: String,
     },
 }
@@ -383,14 +395,23 @@ impl Control {
         let approver = match &verdict {
             Verdict::Approve {
                 approver,
-                approver_credential,
+                approver_proof,
                 ..
             }
             | Verdict::Reject {
                 approver,
-                approver_credential,
+                approver_proof,
                 ..
-            } => self.approver(Some(approver), approver_credential.as_deref(), "approver")?,
+            } => match approver_proof {
+                ApproverProof::Named => self.approver(Some(approver), None, "approver")?,
+                ApproverProof::Credential(token) => {
+                    self.approver(Some(approver), Some(token), "approver")?
+                }
+                ApproverProof::SignedIn(sign_in) => Approver {
+                    entity: approver.clone(),
+                    credential: Some(sign_in.clone()),
+                },
+            },
         };
         {
             let state = self.state();

@@ -62,7 +62,12 @@ impl SchemaShape {
             .map_err(|error| FactsError::Invalid(error_chain(&error)))?;
         let core: cedar_policy_core::entities::Entities = actions.as_ref().clone();
         Ok(SchemaShape {
-            principal_types: schema.principals().map(|t| t.to_string()).collect(),
+            // A Human is a principal only of the console's actions, never an identity.
+            principal_types: schema
+                .principals()
+                .map(|t| t.to_string())
+                .filter(|t| t != warrant_domain::HUMAN_TYPE)
+                .collect(),
             resource_types: schema.resources().map(|t| t.to_string()).collect(),
             actions: core
                 .into_iter()

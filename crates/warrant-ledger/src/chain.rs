@@ -82,7 +82,7 @@ pub struct SignedHead {
 /// The canonical JSON of a line's `entry` as it stands in the file, which is what was hashed.
 /// (Not the typed `Entry` serialised again: a field added to records since the line was written
 /// would change that, and every older ledger would read as edited.)
-fn written_entry_bytes(line: &[u8]) -> Option<Vec<u8>> {
+pub(super) fn written_entry_bytes(line: &[u8]) -> Option<Vec<u8>> {
     let value: serde_json::Value = serde_json::from_slice(line).ok()?;
     let mut bytes = Vec::new();
     super::record::canonical_value(value.get("entry")?, &mut bytes).ok()?;

@@ -13,6 +13,7 @@ mod chain;
 mod damage;
 mod export;
 mod index;
+mod proof;
 mod record;
 mod writer;
 
@@ -37,6 +38,7 @@ pub use chain::{
 };
 pub use damage::{Damage, Place};
 pub use export::export;
+pub use proof::{Proof, Standing};
 pub use record::{
     ApprovalAdviceRecord, ApprovalRecord, ApprovalRequestRecord, ErrorRecord, OwnerRecord, Record,
     Recorded, SearchRecord, canonical_json,
@@ -227,6 +229,8 @@ pub struct Ledger {
     failed: Arc<AtomicBool>,
     /// Records appended but not yet on disk (for the async mode's bound).
     pending: Arc<AtomicU64>,
+    /// The key its checkpoints verify with.
+    verifying: VerifyingKey,
     written: Arc<AtomicU64>,
 }
 
@@ -396,6 +400,7 @@ impl Ledger {
             replica: settings.replica.clone(),
             failed,
             pending,
+            verifying,
             written,
         })
     }
@@ -455,23 +460,7 @@ impl Ledger {
 
     /// The record of one decision.
     pub fn get(&self, decision_id: &str) -> Result<Option<StoredRecord>, LedgerError> {
-        // The active segment's records are indexed in memory; every sealed segment has an index
-        // file (written when the writer left it).
-        let in_memory = self
-            .index
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(decision_id)
-            .cloned();
-        let found = match in_memory {
-            Some(location) => Some(location),
-            None => {
-                let mut sealed = segments(&self.dir)?;
-                sealed.pop();
-                index::lookup(&sealed, decision_id)?
-            }
-        };
-        let Some(location) = found else {
+        let Some(location) = self.locate(decision_id)? else {
             return Ok(None);
         };
         let path = location.segment.as_path();
@@ -499,6 +488,39 @@ impl Ledger {
                 location.offset
             ))),
         }
+    }
+
+    /// Where the record of decision `decision_id` is. The active segment's records are indexed
+    /// in memory; every sealed segment has an index file (written when the writer left it).
+    fn locate(&self, decision_id: &str) -> Result<Option<Location>, LedgerError> {
+        let in_memory = self
+            .index
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(decision_id)
+            .cloned();
+        match in_memory {
+            Some(location) => Ok(Some(location)),
+            None => {
+                let mut sealed = segments(&self.dir)?;
+                sealed.pop();
+                index::lookup(&sealed, decision_id)
+            }
+        }
+    }
+
+    /// The proof that decision `decision_id`'s record is as written: the chain from it to the
+    /// first signed checkpoint after it, checked against this ledger's key.
+    pub fn proof(&self, decision_id: &str) -> Result<Option<Proof>, LedgerError> {
+        match self.locate(decision_id)? {
+            Some(location) => proof::prove(&location, &self.verifying).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// The public key checkpoints verify with (hex), and its fingerprint (`key_id`).
+    pub fn public_key(&self) -> (String, String) {
+        (hex::encode(self.verifying.as_bytes()), key_id(&self.verifying))
     }
 
     /// Up to `limit` records after sequence number `after` that match `filter`, in order.
