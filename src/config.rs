@@ -200,6 +200,15 @@ pub struct Settings {
     /// Address of the AuthZEN Authorization API (HTTP/1.1 and HTTP/2) [default: 127.0.0.1:8080]
     #[arg(long, env = "WARRANT_AUTHZEN_LISTEN")]
     pub authzen_listen: Option<SocketAddr>,
+    /// Address of the web console for people (/console) [default: 127.0.0.1:8090]
+    #[arg(long, env = "WARRANT_CONSOLE_LISTEN")]
+    pub console_listen: Option<SocketAddr>,
+    /// Turn the web console off [default: false]
+    #[arg(long, env = "WARRANT_NO_CONSOLE", num_args = 0..=1, default_missing_value = "true")]
+    pub no_console: Option<bool>,
+    /// The console's sessions and sign-in links (file only: `[console]`).
+    #[arg(skip)]
+    pub console: Option<crate::api::console::ConsoleSettings>,
     /// The PDP's URL in the AuthZEN metadata, e.g. https://pdp.example.com [default: from the
     /// request's Host header]
     #[arg(long, env = "WARRANT_AUTHZEN_BASE_URL")]
@@ -320,6 +329,8 @@ pub struct ListenerCallers {
     pub authzen: crate::tls::AllowedCallers,
     #[serde(default)]
     pub metrics: crate::tls::AllowedCallers,
+    #[serde(default)]
+    pub console: crate::tls::AllowedCallers,
 }
 
 /// A value that is never printed (the admin token).
@@ -342,6 +353,13 @@ pub struct WebhookTarget {
     pub allow_local: bool,
 }
 
+/// The console's listener and settings.
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    pub listen: SocketAddr,
+    pub settings: crate::api::console::ConsoleSettings,
+}
+
 /// The settings in force.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -358,6 +376,8 @@ pub struct Config {
     pub ext_authz: ExtAuthz,
     pub shadow_policies: Option<PathBuf>,
     pub authzen_listen: SocketAddr,
+    /// The web console; `None` when it is off.
+    pub console: Option<ConsoleConfig>,
     pub authzen_base_url: Option<String>,
     pub authzen_token: Option<Secret>,
     pub authzen_answer_context: AnswerContext,
@@ -545,6 +565,9 @@ impl Settings {
             ext_authz: self.ext_authz.or(under.ext_authz),
             shadow_policies: self.shadow_policies.or(under.shadow_policies),
             authzen_listen: self.authzen_listen.or(under.authzen_listen),
+            console_listen: self.console_listen.or(under.console_listen),
+            no_console: self.no_console.or(under.no_console),
+            console: self.console.or(under.console),
             authzen_base_url: self.authzen_base_url.or(under.authzen_base_url),
             authzen_token: self.authzen_token.or(under.authzen_token),
             authzen_answer_context: self.authzen_answer_context.or(under.authzen_answer_context),
@@ -606,6 +629,12 @@ impl Settings {
             authzen_listen: self
                 .authzen_listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            console: (!self.no_console.unwrap_or(false)).then(|| ConsoleConfig {
+                listen: self
+                    .console_listen
+                    .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
+                settings: self.console.clone().unwrap_or_default(),
+            }),
             authzen_base_url: self.authzen_base_url.clone(),
             authzen_token: self.authzen_token.clone().filter(|t| !t.0.is_empty()),
             authzen_answer_context: self.authzen_answer_context.unwrap_or_default(),
@@ -827,7 +856,14 @@ fn check_loopback(config: &Config) -> Result<(), ConfigError> {
         ("admin_listen", config.admin_listen),
         ("authzen_listen", config.authzen_listen),
         ("metrics_listen", config.metrics_listen),
-    ];
+    ]
+    .into_iter()
+    .chain(
+        config
+            .console
+            .as_ref()
+            .map(|console| ("console_listen", console.listen)),
+    );
     for (setting, address) in listeners {
         if !address.ip().is_loopback() {
             return Err(invalid(
@@ -1031,6 +1067,11 @@ mod tests {
             ("data_dir", config.data_dir.display().to_string()),
             ("admin_listen", config.admin_listen.to_string()),
             ("authzen_listen", config.authzen_listen.to_string()),
+            (
+                "console_listen",
+                config.console.as_ref().unwrap().listen.to_string(),
+            ),
+            ("no_console", false.to_string()),
             (
                 "authzen_answer_context",
                 config

@@ -77,6 +77,8 @@ enum Command {
     Identity(IdentityArgs),
     /// Put, show and remove any other entity (resources, scopes, humans) on a running Warrant.
     Entity(EntityArgs),
+    /// The web console: `console invite Human::carol` prints a one-time sign-in link.
+    Console(warrant::cli::admin::ConsoleArgs),
     /// Link a template to the entities of a grant, unlink it, and list the links, on a running
     /// Warrant.
     Policy(PolicyArgs),
@@ -155,6 +157,7 @@ fn main() -> ExitCode {
             Command::Entity(args) => warrant::cli::admin::entity(args).await,
             Command::Facts(args) => warrant::cli::admin::facts(args).await,
             Command::Policy(args) => warrant::cli::admin::policy(args).await,
+            Command::Console(args) => warrant::cli::admin::console(args).await,
             Command::Reload(connection) => warrant::cli::admin::reload(connection).await,
             Command::Validate { dir } => warrant::authoring::validate(&dir),
             Command::Test { dir } => warrant::authoring::policy_tests::run(&dir),
@@ -239,6 +242,11 @@ async fn serve(
                 None => println!("warrant admin on {} (token as configured)", bound.admin),
             }
             println!("warrant authzen on http://{}", bound.authzen);
+            if let Some(url) = &bound.console {
+                println!(
+                    "warrant console on {url} (sign in with a link from: warrant console invite Human::<you>)"
+                );
+            }
             println!("warrant listening on {}", bound.check);
         },
         async {

@@ -38,6 +38,8 @@ pub struct Bound {
     pub admin: SocketAddr,
     pub metrics: SocketAddr,
     pub authzen: SocketAddr,
+    /// The web console's address (`.../console`); `None` when it is off.
+    pub console: Option<String>,
     /// `None` when the token was configured rather than kept in the data folder.
     pub admin_token_file: Option<std::path::PathBuf>,
 }
@@ -145,6 +147,15 @@ pub async fn serve(
         Arc::clone(&metrics),
     ));
     tokio::spawn(Arc::clone(&decider).follow_freshness(std::time::Duration::from_millis(100)));
+    let searcher = Arc::new(crate::api::search::Searcher::new(
+        Arc::clone(&decider),
+        crate::api::page_token::PageTokens::open(&config.data_dir)?,
+        config.search,
+    ));
+    let console = match &config.console {
+        Some(settings) => Some(console(&config, settings, &control, &decider, &searcher).await?),
+        None => None,
+    };
     let (admin_router, admin_token_file) = admin_router(
         &config,
         &control,
@@ -152,12 +163,8 @@ pub async fn serve(
         &metrics,
         &decider,
         ledger.as_ref(),
+        console.as_ref().map(|(_, _, invites)| Arc::clone(invites)),
     )?;
-    let searcher = Arc::new(crate::api::search::Searcher::new(
-        Arc::clone(&decider),
-        crate::api::page_token::PageTokens::open(&config.data_dir)?,
-        config.search,
-    ));
     let authzen = authzen_router(&config, &control, &decider, &searcher, ledger);
     let check_router = check_router(
         &config,
@@ -182,6 +189,7 @@ pub async fn serve(
         admin: admin_bound,
         metrics: metrics_bound,
         authzen: authzen_bound,
+        console: console.as_ref().map(|(_, url, _)| url.clone()),
         admin_token_file,
     });
     // On shutdown, calls in flight get `SHUTDOWN_GRACE` to finish; connections a client keeps
@@ -237,6 +245,18 @@ pub async fn serve(
         stop.clone(),
         SHUTDOWN_GRACE,
     ));
+    let mut tasks = vec![admin_task, authzen_task, metrics_task];
+    if let Some(((listener, routes), _, _)) = console {
+        tasks.push(tokio::spawn(serve_http(
+            listener,
+            routes,
+            limits,
+            Arc::clone(&counters.console),
+            security("console", &callers.console),
+            stop.clone(),
+            SHUTDOWN_GRACE,
+        )));
+    }
     // The server's time limit for a call is applied by `Edge` around each decision service,
     // which answers (and records) a time-out as Warrant's own refusal.
     let serving = check_router.serve_with_incoming_shutdown(
@@ -256,7 +276,7 @@ pub async fn serve(
         }
     }
     stop.cancel();
-    shut_down([admin_task, authzen_task, metrics_task], ledger_at_exit).await;
+    shut_down(tasks, ledger_at_exit).await;
     Ok(())
 }
 
@@ -270,7 +290,7 @@ async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, S
 }
 
 /// Gives the other listeners `SHUTDOWN_GRACE` to stop, then seals the ledger.
-async fn shut_down(listeners: [tokio::task::JoinHandle<()>; 3], ledger: Option<Arc<Ledger>>) {
+async fn shut_down(listeners: Vec<tokio::task::JoinHandle<()>>, ledger: Option<Arc<Ledger>>) {
     for listener in listeners {
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, listener).await;
     }
@@ -293,6 +313,7 @@ fn admin_router(
     metrics: &Arc<Metrics>,
     decider: &Arc<Decider>,
     ledger: Option<&Arc<Ledger>>,
+    invites: Option<Arc<crate::api::console::Invites>>,
 ) -> anyhow::Result<(tonic::transport::server::Router, Option<std::path::PathBuf>)> {
     let (token, admin_token_file) = admin_token(
         config.admin_token.as_ref().map(|t| t.0.as_str()),
@@ -306,6 +327,7 @@ fn admin_router(
             credentials.clone(),
             Arc::clone(metrics),
             page_tokens.clone(),
+            invites,
         ),
         bearer.clone(),
     );
@@ -322,6 +344,44 @@ fn admin_router(
         .add_service(admin)
         .add_optional_service(decision_log);
     Ok((router, admin_token_file))
+}
+
+/// The console's listener, bound (its address is in its sign-in links), its routes, and what
+/// makes its sign-in links.
+async fn console(
+    config: &Config,
+    settings: &crate::config::ConsoleConfig,
+    control: &Arc<Control>,
+    decider: &Arc<Decider>,
+    searcher: &Arc<crate::api::search::Searcher>,
+) -> anyhow::Result<(
+    (TcpListener, axum::Router),
+    String,
+    Arc<crate::api::console::Invites>,
+)> {
+    let (listener, bound) = bind(settings.listen, "for the console on").await?;
+    let tls = config.tls.is_some();
+    let url = settings
+        .settings
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("{}://{bound}/console", if tls { "https" } else { "http" }));
+    let (console, invites) = crate::api::console::Console::new(
+        Arc::clone(control),
+        Arc::clone(decider),
+        Arc::clone(searcher),
+        settings.settings.limits(),
+        url.clone(),
+        // Browsers keep `Secure` cookies over plaintext only on loopback, which is where
+        // plaintext listeners are (or `plaintext_beyond_loopback` said otherwise).
+        tls || bound.ip().is_loopback(),
+    );
+    tracing::info!(%bound, %url, "serving the web console; sign in with `warrant console invite Human::<you>`");
+    Ok((
+        (listener, crate::api::console::router(console)),
+        url,
+        invites,
+    ))
 }
 
 /// The AuthZEN listener's routes. Its access request endpoints resolve denials in the ledger:

@@ -27,6 +27,8 @@ pub struct AdminService {
     credentials: Option<Arc<crate::credentials::Credentials>>,
     metrics: Arc<Metrics>,
     page_tokens: PageTokens,
+    /// The console's sign-in links; `None` when the console is off.
+    invites: Option<Arc<crate::api::console::Invites>>,
 }
 
 impl AdminService {
@@ -35,12 +37,14 @@ impl AdminService {
         credentials: Option<Arc<crate::credentials::Credentials>>,
         metrics: Arc<Metrics>,
         page_tokens: PageTokens,
+        invites: Option<Arc<crate::api::console::Invites>>,
     ) -> Self {
         AdminService {
             control,
             credentials,
             metrics,
             page_tokens,
+            invites,
         }
     }
 
@@ -420,6 +424,7 @@ impl proto::admin_server::Admin for AdminService {
                     attribute: request.budget_attribute,
                     total: request.budget_total,
                 }),
+                note: None,
             }
         } else {
             Verdict::Reject {
@@ -433,6 +438,32 @@ impl proto::admin_server::Admin for AdminService {
                 .decide_approval_request(&request.id, verdict)
                 .map(|decided| approval_request_proto(&decided))
                 .map_err(control_status)
+        })
+        .await
+    }
+
+    async fn create_console_invite(
+        &self,
+        request: Request<proto::CreateConsoleInviteRequest>,
+    ) -> Result<Response<proto::ConsoleInvite>, Status> {
+        let human = entity(request.into_inner().human).unwrap_or_default();
+        let Some(invites) = self.invites.clone() else {
+            self.metrics
+                .admin_call("CreateConsoleInvite", tonic::Code::FailedPrecondition);
+            return Err(Status::failed_precondition(
+                "the console is off (console_listen is not set to an address)",
+            ));
+        };
+        self.run("CreateConsoleInvite", move |_| {
+            use crate::api::console::InviteRefused;
+            let (url, expires_at) = invites.create(&human).map_err(|refused| match refused {
+                InviteRefused::Invalid(_) => Status::invalid_argument(refused.to_string()),
+                InviteRefused::Unavailable(_) => Status::resource_exhausted(refused.to_string()),
+            })?;
+            Ok(proto::ConsoleInvite {
+                url,
+                expires_at: Some(timestamp(expires_at)),
+            })
         })
         .await
     }

@@ -162,6 +162,7 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
             decision: decision_filter(request.decision)?.map(str::to_owned),
             since: request.since.as_ref().map(unix_millis),
             until: request.until.as_ref().map(unix_millis),
+            ..warrant_ledger::Filter::default()
         };
         let ledger = Arc::clone(&self.ledger);
         // One more than a page tells whether another page follows.

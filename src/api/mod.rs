@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod auth;
 pub mod authzen;
+pub mod console;
 pub mod decider;
 pub mod decision_log;
 pub mod edge;

@@ -355,6 +355,7 @@ fn search_filter(
         decision: decision.clone(),
         since: bound(since, "since")?,
         until: bound(until, "until")?,
+        ..warrant_ledger::Filter::default()
     })
 }
 

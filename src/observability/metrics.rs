@@ -75,10 +75,18 @@ pub enum Api {
     ExtAuthz,
     /// AuthZEN's evaluation and evaluations endpoints.
     AuthZen,
+    /// The console's own questions: may this signed-in person see or do this?
+    Console,
 }
 
 impl Api {
-    const ALL: [Api; 4] = [Api::Check, Api::BatchCheck, Api::ExtAuthz, Api::AuthZen];
+    const ALL: [Api; 5] = [
+        Api::Check,
+        Api::BatchCheck,
+        Api::ExtAuthz,
+        Api::AuthZen,
+        Api::Console,
+    ];
 
     fn label(self) -> &'static str {
         match self {
@@ -86,6 +94,7 @@ impl Api {
             Api::BatchCheck => "batch_check",
             Api::ExtAuthz => "ext_authz",
             Api::AuthZen => "authzen",
+            Api::Console => "console",
         }
     }
 }
@@ -129,15 +138,17 @@ pub struct Listeners {
     pub admin: Arc<ListenerCounters>,
     pub authzen: Arc<ListenerCounters>,
     pub metrics: Arc<ListenerCounters>,
+    pub console: Arc<ListenerCounters>,
 }
 
 impl Listeners {
-    fn all(&self) -> [(&'static str, &ListenerCounters); 4] {
+    fn all(&self) -> [(&'static str, &ListenerCounters); 5] {
         [
             ("check", &self.check),
             ("admin", &self.admin),
             ("authzen", &self.authzen),
             ("metrics", &self.metrics),
+            ("console", &self.console),
         ]
     }
 }
@@ -147,7 +158,7 @@ impl Listeners {
 pub struct Metrics {
     /// Connections, by listener.
     pub listeners: Listeners,
-    apis: [ApiMetrics; 4],
+    apis: [ApiMetrics; Api::ALL.len()],
     /// Refusals by API and reason (`REFUSAL_REASONS`).
     refusals: [[AtomicU64; REFUSAL_REASONS.len()]; 4],
     /// Admin calls by method and gRPC status code (admin calls are rare: a lock is fine).

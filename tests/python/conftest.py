@@ -61,21 +61,21 @@ def decision_record(addresses, decision_id):
 
 
 @contextlib.contextmanager
-def running_server(*extra_args, policies=ROOT / "policies"):
+def running_server(*extra_args, policies=ROOT / "policies", data=None):
     """`warrant serve` on `policies` (the bundled ones unless given) with ephemeral ports, a data
-    folder of its own and `extra_args`: yields the Check, admin and AuthZEN addresses and the
-    admin token; killed afterwards."""
-    data = tempfile.mkdtemp(prefix="warrant-data-")
+    folder of its own (or `data`) and `extra_args`: yields the Check, admin, AuthZEN and console
+    addresses, the admin token and the data folder; killed afterwards."""
+    data = data or tempfile.mkdtemp(prefix="warrant-data-")
     process = subprocess.Popen(
         [BINARY, "serve", "--listen", "127.0.0.1:0", "--policies", str(policies),
          "--data-dir", data, "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-         "--authzen-listen", "127.0.0.1:0", *extra_args],
+         "--authzen-listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0", *extra_args],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     try:
         addresses = {}
         for line in process.stdout:
-            for name in ("metrics", "admin", "authzen", "listening"):
+            for name in ("metrics", "admin", "authzen", "console", "listening"):
                 prefix = f"warrant {name} on "
                 if line.startswith(prefix):
                     addresses[name] = line.removeprefix(prefix).split()[0]
@@ -85,7 +85,7 @@ def running_server(*extra_args, policies=ROOT / "policies"):
         token = (pathlib.Path(data) / "admin.token").read_text().strip()
         yield {"check": addresses["listening"], "admin": addresses["admin"],
                "authzen": addresses["authzen"], "metrics": addresses.get("metrics"),
-               "token": token}
+               "console": addresses.get("console"), "token": token, "data": data}
     finally:
         process.kill()
         process.wait()

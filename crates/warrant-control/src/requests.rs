@@ -71,6 +71,8 @@ pub enum Verdict {
         max_uses: Option<u64>,
         /// A budget over the approval's uses.
         budget: Option<warrant_domain::Budget>,
+        /// Why the approver approves, kept as the request's `reason`.
+        note: Option<String>,
     },
     Reject {
         approver: EntityRef,
@@ -136,6 +138,7 @@ pub struct ApprovalRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decided_by_credential: Option<String>,
     pub decided_at: Option<i64>,
+    /// The approver's reason: why it was rejected, or their note approving it.
     pub reason: Option<String>,
     /// The approval an approved request became.
     pub approval_id: Option<String>,
@@ -443,8 +446,13 @@ impl Control {
                 duration_ms,
                 max_uses,
                 budget,
+                note,
                 ..
             } => {
+                request.reason = note
+                    .map(|note| text(&note, "note", false))
+                    .transpose()?
+                    .filter(|note| !note.is_empty());
                 let duration = duration_ms.unwrap_or(request.duration_ms);
                 if duration <= 0 || duration > request.duration_ms {
                     return Err(invalid(

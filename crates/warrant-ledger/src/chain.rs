@@ -229,7 +229,7 @@ pub(super) struct Scan {
 }
 
 /// The first sequence number in a segment, from its name.
-fn first_seq(segment: &Path) -> Option<u64> {
+pub(super) fn first_seq(segment: &Path) -> Option<u64> {
     segment
         .file_name()?
         .to_str()?

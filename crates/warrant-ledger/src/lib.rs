@@ -13,6 +13,7 @@ mod chain;
 mod damage;
 mod export;
 mod index;
+mod newest;
 mod proof;
 mod record;
 mod writer;
@@ -169,6 +170,11 @@ pub struct StoredRecord {
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub principal: Option<EntityRef>,
+    /// The action's id, e.g. `read`.
+    pub action: Option<String>,
+    pub resource: Option<EntityRef>,
+    /// One of the decision's reasons (a policy id or a `warrant:*` reason).
+    pub reason: Option<String>,
     /// An approval id as presented, or a ticket.
     pub approval: Option<String>,
     /// "ALLOW" or "DENY", any case.
@@ -183,6 +189,12 @@ impl Filter {
         self.principal
             .as_ref()
             .is_none_or(|p| &record.principal == p)
+            && self.action.as_ref().is_none_or(|a| &record.action == a)
+            && self.resource.as_ref().is_none_or(|r| &record.resource == r)
+            && self
+                .reason
+                .as_ref()
+                .is_none_or(|r| record.reasons.iter().any(|x| x == r))
             && self.approval.as_ref().is_none_or(|a| {
                 record.approval_presented.as_ref() == Some(a)
                     || record.approval.as_ref().is_some_and(|x| &x.ticket == a)
@@ -520,7 +532,10 @@ impl Ledger {
 
     /// The public key checkpoints verify with (hex), and its fingerprint (`key_id`).
     pub fn public_key(&self) -> (String, String) {
-        (hex::encode(self.verifying.as_bytes()), key_id(&self.verifying))
+        (
+            hex::encode(self.verifying.as_bytes()),
+            key_id(&self.verifying),
+        )
     }
 
     /// Up to `limit` records after sequence number `after` that match `filter`, in order.
@@ -531,6 +546,17 @@ impl Ledger {
         limit: usize,
     ) -> Result<Vec<StoredRecord>, LedgerError> {
         stored_records(&self.dir, filter, after, limit)
+    }
+
+    /// Up to `limit` records before sequence number `before` (all when `None`) that match
+    /// `filter`, newest first.
+    pub fn newest(
+        &self,
+        filter: &Filter,
+        before: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<StoredRecord>, LedgerError> {
+        newest::newest(&self.dir, filter, before, limit)
     }
 
     /// Appends records (one decision's, or a batch's). In durable mode this resolves once all

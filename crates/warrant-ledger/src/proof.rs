@@ -5,7 +5,9 @@
 
 use ed25519_dalek::VerifyingKey;
 
-use super::chain::{Checkpoint, Line, SegmentLines, chain_hash, verify_signature, written_entry_bytes};
+use super::chain::{
+    Checkpoint, Line, SegmentLines, chain_hash, verify_signature, written_entry_bytes,
+};
 use super::{LedgerError, Location};
 
 /// The most lines read after a record looking for the checkpoint that signs it.
@@ -89,8 +91,7 @@ pub(super) fn prove(location: &Location, key: &VerifyingKey) -> Result<Proof, Le
                 checkpoint,
                 signature,
             }) => {
-                proof.standing = if checkpoint.seq != last || checkpoint.head != hex::encode(head)
-                {
+                proof.standing = if checkpoint.seq != last || checkpoint.head != hex::encode(head) {
                     Standing::DoesNotVerify(format!(
                         "the checkpoint after record {last} does not name the chain's head there"
                     ))

@@ -1,5 +1,5 @@
 //! The shell's admin client: `warrant approval ...`, `warrant identity ...`,
-//! `warrant entity ...`, `warrant facts ...`, `warrant reload`
+//! `warrant entity ...`, `warrant facts ...`, `warrant console invite`, `warrant reload`
 //! and `warrant status` call a running server's `warrant.v1.Admin` with the admin token and print
 //! what it answers as JSON.
 
@@ -301,6 +301,44 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(error.starts_with("--attributes:"), "{bad}: {error}");
+        }
+    }
+}
+
+/// `warrant console ...`: the web console's sign-in links.
+#[derive(Debug, clap::Args)]
+pub struct ConsoleArgs {
+    #[command(flatten)]
+    pub connection: AdminConnection,
+    #[command(subcommand)]
+    pub command: ConsoleCommand,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ConsoleCommand {
+    /// Print a one-time link that signs HUMAN in to the console (for a team without an identity
+    /// provider). It works once, for `[console] invite_minutes`.
+    Invite {
+        /// The Human to sign in, e.g. Human::carol.
+        human: String,
+    },
+}
+
+pub async fn console(args: ConsoleArgs) -> anyhow::Result<ExitCode> {
+    let mut client = args.connection.connect().await?;
+    match args.command {
+        ConsoleCommand::Invite { human } => {
+            let invite = client
+                .create_console_invite(proto::CreateConsoleInviteRequest {
+                    human: Some(parse_entity(&human, "human")?),
+                })
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            print(json!({
+                "url": invite.url,
+                "expires_at": time_json(&invite.expires_at),
+            }))
         }
     }
 }

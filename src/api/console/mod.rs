@@ -1,0 +1,530 @@
+//! The console: Warrant's web pages for the people in the loop (approvers, security teams,
+//! auditors, SREs), served by Warrant itself on a listener of its own. Server-rendered HTML
+//! (maud, which escapes every value it writes), one small script of our own for live updates,
+//! no asset from anywhere else: it works air-gapped. A person signs in as their `Human` entity
+//! (`sessions`); every page and form first asks Warrant's own policies whether they may
+//! (`Console::may`, recorded in the ledger like any decision), and every form carries its
+//! session's CSRF token. Pages: the decision log and one decision's story, provenance and proof
+//! (`decisions`), the approval inbox (`approvals`), identities (`identities`).
+
+mod approvals;
+mod decisions;
+mod identities;
+mod pages;
+pub mod sessions;
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use maud::{Markup, html};
+
+use crate::api::decider::Decider;
+use crate::api::search::Searcher;
+use crate::observability::metrics::Api;
+use sessions::{InviteError, Session, SessionLimits, Sessions};
+use warrant_control::Control;
+use warrant_domain::clock::UnixMillis;
+use warrant_domain::{Caller, CheckRequest, Decision, Effect, EntityRef, HUMAN_TYPE};
+use warrant_ledger::Ledger;
+
+/// The session cookie's name.
+const COOKIE: &str = "warrant_console";
+/// The most a form may send.
+const MAX_FORM_BYTES: usize = 64 * 1024;
+/// The resource of the console's actions that are not about one identity.
+fn console_resource() -> EntityRef {
+    EntityRef::new("Console", "warrant")
+}
+
+/// The console's settings (`[console]` in the configuration file).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    /// How long a sign-in lasts, in hours [default: 8].
+    pub session_hours: Option<u64>,
+    /// How long a sign-in link made by `warrant console invite` works, in minutes [default: 15].
+    pub invite_minutes: Option<u64>,
+    /// Most people signed in at once [default: 1000].
+    pub max_sessions: Option<usize>,
+    /// The console's address as people's browsers reach it, for sign-in links, e.g.
+    /// `https://warrant.example.com/console` [default: this listener's own address].
+    pub public_url: Option<String>,
+}
+
+impl ConsoleSettings {
+    pub fn limits(&self) -> SessionLimits {
+        let defaults = SessionLimits::default();
+        let millis = |value: Option<u64>, unit: i64, default: i64| {
+            value.map_or(default, |v| {
+                i64::try_from(v).unwrap_or(i64::MAX).saturating_mul(unit)
+            })
+        };
+        SessionLimits {
+            session_ms: millis(self.session_hours, 3_600_000, defaults.session_ms),
+            invite_ms: millis(self.invite_minutes, 60_000, defaults.invite_ms),
+            max_sessions: self.max_sessions.unwrap_or(defaults.max_sessions),
+            max_invites: defaults.max_invites,
+        }
+    }
+}
+
+pub struct Console {
+    control: Arc<Control>,
+    decider: Arc<Decider>,
+    /// For what an identity can reach.
+    searcher: Arc<Searcher>,
+    sessions: Arc<Sessions>,
+    /// Whether cookies are sent only over TLS (`Secure`); loopback plaintext is a secure
+    /// context to browsers, so it holds there too.
+    secure_cookies: bool,
+}
+
+/// Makes one-time sign-in links (for the admin API's `CreateConsoleInvite`).
+pub struct Invites {
+    control: Arc<Control>,
+    sessions: Arc<Sessions>,
+    url: String,
+}
+
+/// Why a sign-in link was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum InviteRefused {
+    #[error("human: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Unavailable(#[from] InviteError),
+}
+
+impl Invites {
+    /// A link that signs `human` in once, and when it stops working.
+    pub fn create(&self, human: &EntityRef) -> Result<(String, UnixMillis), InviteRefused> {
+        if human.type_name != HUMAN_TYPE {
+            return Err(InviteRefused::Invalid(format!(
+                "{human} is not a {HUMAN_TYPE}: only people sign in to the console"
+            )));
+        }
+        if self.control.entity(human).is_err() {
+            return Err(InviteRefused::Invalid(format!("the facts hold no {human}")));
+        }
+        let (token, expires_at) = self.sessions.invite(human.clone(), self.control.now())?;
+        tracing::info!(human = %human, "console sign-in link made");
+        Ok((
+            format!("{}/invite/{token}", self.url.trim_end_matches('/')),
+            expires_at,
+        ))
+    }
+}
+
+impl Console {
+    /// The console, and what makes its sign-in links (which send people to `url`).
+    pub fn new(
+        control: Arc<Control>,
+        decider: Arc<Decider>,
+        searcher: Arc<Searcher>,
+        limits: SessionLimits,
+        url: String,
+        secure_cookies: bool,
+    ) -> (Arc<Console>, Arc<Invites>) {
+        let sessions = Arc::new(Sessions::new(limits));
+        let invites = Arc::new(Invites {
+            control: Arc::clone(&control),
+            sessions: Arc::clone(&sessions),
+            url,
+        });
+        let console = Arc::new(Console {
+            control,
+            decider,
+            searcher,
+            sessions,
+            secure_cookies,
+        });
+        (console, invites)
+    }
+
+    fn ledger(&self) -> Option<&Arc<Ledger>> {
+        self.decider.ledger()
+    }
+
+    fn now(&self) -> UnixMillis {
+        self.control.now()
+    }
+
+    /// Whether the signed-in person may do `action` on `resource`: asked of the policies like
+    /// any Check, and recorded. A deny is a page that says so, with the decision's id.
+    async fn may(
+        &self,
+        session: &Session,
+        action: &str,
+        resource: &EntityRef,
+    ) -> Result<Decision, PageError> {
+        let Some((_, decision)) = self
+            .ask(session, action, vec![resource.clone()])
+            .await
+            .pop()
+        else {
+            return Err(PageError::Failed("no decision was made".into()));
+        };
+        match decision.effect {
+            Effect::Allow => Ok(decision),
+            Effect::Deny => Err(PageError::Forbidden {
+                action: action.to_owned(),
+                resource: resource.clone(),
+                reasons: decision.reasons.clone(),
+                decision_id: decision.decision_id.to_string(),
+            }),
+        }
+    }
+
+    /// Whether the signed-in person may do `action` on each of `resources` (what a page shows
+    /// only to those who may): one decision each, recorded together.
+    async fn may_each(
+        &self,
+        session: &Session,
+        action: &str,
+        resources: Vec<EntityRef>,
+    ) -> Vec<bool> {
+        self.ask(session, action, resources)
+            .await
+            .iter()
+            .map(|(_, decision)| decision.effect == Effect::Allow)
+            .collect()
+    }
+
+    /// The policies' decisions on the person doing `action` on each resource, recorded in one
+    /// append before they are used (a request Warrant cannot decide is a recorded refusal).
+    async fn ask(
+        &self,
+        session: &Session,
+        action: &str,
+        resources: Vec<EntityRef>,
+    ) -> Vec<(CheckRequest, Decision)> {
+        let mut decided: Vec<(CheckRequest, Decision)> = resources
+            .into_iter()
+            .map(|resource| {
+                let request = CheckRequest {
+                    principal: session.human.clone(),
+                    action: action.to_owned(),
+                    resource,
+                    context: Default::default(),
+                    approval_id: None,
+                    request_id: None,
+                    resource_description: None,
+                    caller_identity: None,
+                    credential: None,
+                };
+                match self.decider.decide(Api::Console, &request) {
+                    Ok(decision) => (request, decision),
+                    Err(invalid) => self.decider.refusal(
+                        Api::Console,
+                        &request,
+                        warrant_domain::Reason::InvalidRequest.as_str(),
+                        Some(format!("{}: {}", invalid.field, invalid.message)),
+                    ),
+                }
+            })
+            .collect();
+        let caller = Caller {
+            address: Some(format!("console session of {}", session.human)),
+            identity: None,
+            identity_from: None,
+        };
+        self.decider
+            .record(Api::Console, &mut decided, caller, None)
+            .await;
+        decided
+    }
+}
+
+/// A signed-in person, from the session cookie; anyone else is sent to sign in.
+pub(crate) struct SignedIn(Session);
+
+impl FromRequestParts<Arc<Console>> for SignedIn {
+    type Rejection = Response;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        console: &Arc<Console>,
+    ) -> Result<Self, Self::Rejection> {
+        cookie(&parts.headers)
+            .and_then(|token| console.sessions.session(token, console.now()))
+            .map(SignedIn)
+            .ok_or_else(|| Redirect::to("/console/sign-in").into_response())
+    }
+}
+
+/// The session cookie's secret, if the request carries one.
+fn cookie(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == COOKIE)
+        .map(|(_, value)| value)
+}
+
+/// What a page could not do, as the page that says so.
+#[derive(Debug)]
+pub(crate) enum PageError {
+    Forbidden {
+        action: String,
+        resource: EntityRef,
+        reasons: Vec<String>,
+        decision_id: String,
+    },
+    NotFound(String),
+    /// The form or the query was wrong: says what.
+    Bad(String),
+    /// A refused change (a rule of Warrant's, a conflict): says why.
+    Refused(String),
+    Failed(String),
+}
+
+impl From<warrant_control::ControlError> for PageError {
+    fn from(error: warrant_control::ControlError) -> Self {
+        use warrant_control::ControlError as E;
+        match error {
+            E::NotFound(message) => PageError::NotFound(message),
+            E::Invalid { .. } | E::Conflict(_) | E::Refused(_) => {
+                PageError::Refused(error.to_string())
+            }
+            other => {
+                tracing::error!(error = %other, "a console page failed");
+                PageError::Failed(other.to_string())
+            }
+        }
+    }
+}
+
+impl From<warrant_ledger::LedgerError> for PageError {
+    fn from(error: warrant_ledger::LedgerError) -> Self {
+        tracing::error!(%error, "a console page could not read the ledger");
+        PageError::Failed(error.to_string())
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        let (status, title, body) = match &self {
+            PageError::Forbidden {
+                action,
+                resource,
+                reasons,
+                decision_id,
+            } => (
+                StatusCode::FORBIDDEN,
+                "Not allowed",
+                html! {
+                    p { "The console's policies do not let you " code { (action) } " on " code { (resource) } "." }
+                    p { "Reasons: " @for reason in reasons { code.reason { (reason) } " " } }
+                    p { "This refusal is decision " code { (decision_id) } " in the ledger. Ask your security team to change "
+                        code { "console.cedar" } " if you need this right." }
+                },
+            ),
+            PageError::NotFound(what) => {
+                (StatusCode::NOT_FOUND, "Not found", html! { p { (what) } })
+            }
+            PageError::Bad(what) => (
+                StatusCode::BAD_REQUEST,
+                "Not understood",
+                html! { p { (what) } },
+            ),
+            PageError::Refused(what) => (StatusCode::CONFLICT, "Refused", html! { p { (what) } }),
+            PageError::Failed(what) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something failed",
+                html! { p { (what) } },
+            ),
+        };
+        (status, Page(pages::bare(title, body))).into_response()
+    }
+}
+
+/// An HTML page.
+pub(crate) struct Page(Markup);
+
+impl IntoResponse for Page {
+    fn into_response(self) -> Response {
+        (
+            [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+            self.0.into_string(),
+        )
+            .into_response()
+    }
+}
+
+/// Headers on every answer: no script but ours, no framing, no caching, no sniffing.
+async fn security_headers(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+             connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        (header::CACHE_CONTROL, "no-store"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+pub fn router(console: Arc<Console>) -> axum::Router {
+    use axum::routing::{get, post};
+    axum::Router::new()
+        .route("/console", get(home))
+        .route("/console/", get(home))
+        .route("/console/sign-in", get(sign_in_page))
+        .route("/console/invite/{token}", get(invite_page))
+        .route("/console/invite", post(redeem_invite))
+        .route("/console/sign-out", post(sign_out))
+        .route("/console/decisions", get(decisions::list))
+        .route("/console/decisions/{id}", get(decisions::page))
+        .route("/console/approvals", get(approvals::inbox))
+        .route("/console/approvals/{id}", post(approvals::decide))
+        .route("/console/identities", get(identities::list))
+        .route(
+            "/console/identities/{type_name}/{id}",
+            get(identities::page),
+        )
+        .route(
+            "/console/identities/{type_name}/{id}/status",
+            post(identities::set_status),
+        )
+        .route("/console/events", get(approvals::events))
+        .route("/console/static/console.css", get(pages::css))
+        .route("/console/static/console.js", get(pages::script))
+        .fallback(|| async { PageError::NotFound("No such page.".into()) })
+        .layer(axum::middleware::map_response(security_headers))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_FORM_BYTES))
+        .with_state(console)
+}
+
+async fn home(State(console): State<Arc<Console>>, headers: HeaderMap) -> Redirect {
+    let signed_in = cookie(&headers)
+        .and_then(|token| console.sessions.session(token, console.now()))
+        .is_some();
+    Redirect::to(if signed_in {
+        "/console/approvals"
+    } else {
+        "/console/sign-in"
+    })
+}
+
+async fn sign_in_page() -> Page {
+    Page(pages::bare(
+        "Sign in",
+        html! {
+            p { "Sign in to Warrant's console as yourself, the " code { "Human" } " the facts name you as." }
+            p { "Ask an administrator for a one-time sign-in link:" }
+            pre { "warrant console invite Human::<you>" }
+            p { "The link works once, for a few minutes. What you may see and do here is decided by the "
+                code { "console.cedar" } " policies." }
+        },
+    ))
+}
+
+/// An invite's page: a button, not a sign-in on GET (link previews and scanners open links).
+async fn invite_page(
+    State(console): State<Arc<Console>>,
+    axum::extract::Path(token): axum::extract::Path<String>,
+) -> Result<Page, PageError> {
+    let human = console
+        .sessions
+        .invited(&token, console.now())
+        .ok_or_else(|| {
+            PageError::NotFound(
+                "This sign-in link was used already, has expired, or was never made. Ask for a \
+                 new one."
+                    .into(),
+            )
+        })?;
+    Ok(Page(pages::bare(
+        "Sign in",
+        html! {
+            form method="post" action="/console/invite" {
+                input type="hidden" name="token" value=(token);
+                p { "This link signs you in as " code { (human) } "." }
+                button type="submit" id="sign-in" { "Sign in as " (human.id) }
+            }
+        },
+    )))
+}
+
+#[derive(serde::Deserialize)]
+struct InviteForm {
+    token: String,
+}
+
+async fn redeem_invite(
+    State(console): State<Arc<Console>>,
+    axum::extract::Form(form): axum::extract::Form<InviteForm>,
+) -> Result<Response, PageError> {
+    let (token, session) = console
+        .sessions
+        .redeem(&form.token, console.now())
+        .ok_or_else(|| {
+            PageError::NotFound("This sign-in link was used already or has expired.".into())
+        })?
+        .map_err(|error| PageError::Failed(format!("no randomness: {error}")))?;
+    tracing::info!(human = %session.human, how = session.how, "signed in to the console");
+    let max_age = console.sessions.limits().session_ms / 1000;
+    let secure = if console.secure_cookies {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{COOKIE}={token}; HttpOnly{secure}; SameSite=Strict; Path=/console; Max-Age={max_age}"
+    );
+    Ok((
+        [(header::SET_COOKIE, cookie)],
+        Redirect::to("/console/approvals"),
+    )
+        .into_response())
+}
+
+#[derive(serde::Deserialize)]
+struct CsrfForm {
+    csrf: String,
+}
+
+async fn sign_out(
+    State(console): State<Arc<Console>>,
+    SignedIn(session): SignedIn,
+    headers: HeaderMap,
+    axum::extract::Form(form): axum::extract::Form<CsrfForm>,
+) -> Result<Response, PageError> {
+    checked_csrf(&session, &form.csrf)?;
+    if let Some(token) = cookie(&headers) {
+        console.sessions.end(token);
+    }
+    Ok((
+        [(
+            header::SET_COOKIE,
+            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/console; Max-Age=0"),
+        )],
+        Redirect::to("/console/sign-in"),
+    )
+        .into_response())
+}
+
+/// Refuses a form whose CSRF token is not its session's.
+fn checked_csrf(session: &Session, token: &str) -> Result<(), PageError> {
+    if session.csrf_matches(token) {
+        Ok(())
+    } else {
+        Err(PageError::Bad(
+            "This form's CSRF token is missing or not this session's: reload the page and send \
+             it again."
+                .into(),
+        ))
+    }
+}
