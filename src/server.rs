@@ -192,6 +192,68 @@ pub async fn serve(
         console: console.as_ref().map(|(_, url, _)| url.clone()),
         admin_token_file,
     });
+    let counters = &metrics.listeners;
+    let callers = &config.allowed_callers;
+    // The HTTP listeners: AuthZEN, metrics and, when it is on, the console.
+    let mut http = vec![
+        HttpListener(
+            "authzen",
+            authzen_listener,
+            authzen,
+            Arc::clone(&counters.authzen),
+            callers.authzen.clone(),
+        ),
+        HttpListener(
+            "metrics",
+            metrics_listener,
+            metrics_routes,
+            Arc::clone(&counters.metrics),
+            callers.metrics.clone(),
+        ),
+    ];
+    if let Some(((listener, routes), _, _)) = console {
+        http.push(HttpListener(
+            "console",
+            listener,
+            routes,
+            Arc::clone(&counters.console),
+            callers.console.clone(),
+        ));
+    }
+    serve_listeners(
+        &config,
+        &metrics,
+        credentials.as_ref(),
+        (admin_listener, admin_router),
+        http,
+        (listener, check_router),
+        shutdown,
+    )
+    .await?;
+    shut_down(ledger_at_exit).await;
+    Ok(())
+}
+
+/// An HTTP listener: its name, socket, routes, counters and the callers it serves.
+struct HttpListener(
+    &'static str,
+    TcpListener,
+    axum::Router,
+    Arc<listeners::ListenerCounters>,
+    crate::tls::AllowedCallers,
+);
+
+/// Serves every listener until `shutdown` completes, then gives calls in flight
+/// `SHUTDOWN_GRACE` to finish.
+async fn serve_listeners(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    credentials: Option<&Arc<crate::credentials::Credentials>>,
+    (admin_listener, admin_router): (TcpListener, tonic::transport::server::Router),
+    http: Vec<HttpListener>,
+    (listener, check_router): (TcpListener, tonic::transport::server::Router),
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     // On shutdown, calls in flight get `SHUTDOWN_GRACE` to finish; connections a client keeps
     // open (gateways do) do not hold the process past it. One token stops every listener.
     let stop = tokio_util::sync::CancellationToken::new();
@@ -202,13 +264,13 @@ pub async fn serve(
     });
     let limits = config.connections;
     let counters = &metrics.listeners;
-    if let Some(credentials) = &credentials {
+    if let Some(credentials) = credentials {
         credentials.watch_files(
             std::time::Duration::from_millis(config.credentials.jwks_file_poll_ms),
             stop.clone(),
         );
     }
-    let tls = server_tls(&config, &metrics, &stop)?;
+    let tls = server_tls(config, metrics, &stop)?;
     let security =
         |listener: &'static str, allowed: &crate::tls::AllowedCallers| listeners::Security {
             listener,
@@ -216,7 +278,7 @@ pub async fn serve(
             allowed: allowed.clone(),
         };
     let callers = &config.allowed_callers;
-    let admin_task = tokio::spawn(serve_admin(
+    let mut tasks = vec![tokio::spawn(serve_admin(
         admin_router,
         listeners::incoming(listeners::accept(
             admin_listener,
@@ -226,33 +288,14 @@ pub async fn serve(
             stop.clone(),
         )),
         stop.clone(),
-    ));
-    let authzen_task = tokio::spawn(serve_http(
-        authzen_listener,
-        authzen,
-        limits,
-        Arc::clone(&counters.authzen),
-        security("authzen", &callers.authzen),
-        stop.clone(),
-        SHUTDOWN_GRACE,
-    ));
-    let metrics_task = tokio::spawn(serve_http(
-        metrics_listener,
-        metrics_routes,
-        limits,
-        Arc::clone(&counters.metrics),
-        security("metrics", &callers.metrics),
-        stop.clone(),
-        SHUTDOWN_GRACE,
-    ));
-    let mut tasks = vec![admin_task, authzen_task, metrics_task];
-    if let Some(((listener, routes), _, _)) = console {
+    ))];
+    for HttpListener(name, listener, routes, counted, allowed) in http {
         tasks.push(tokio::spawn(serve_http(
             listener,
             routes,
             limits,
-            Arc::clone(&counters.console),
-            security("console", &callers.console),
+            counted,
+            security(name, &allowed),
             stop.clone(),
             SHUTDOWN_GRACE,
         )));
@@ -276,7 +319,9 @@ pub async fn serve(
         }
     }
     stop.cancel();
-    shut_down(tasks, ledger_at_exit).await;
+    for task in tasks {
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, task).await;
+    }
     Ok(())
 }
 
@@ -289,11 +334,8 @@ async fn bind(address: SocketAddr, what: &str) -> anyhow::Result<(TcpListener, S
     Ok((listener, bound))
 }
 
-/// Gives the other listeners `SHUTDOWN_GRACE` to stop, then seals the ledger.
-async fn shut_down(listeners: Vec<tokio::task::JoinHandle<()>>, ledger: Option<Arc<Ledger>>) {
-    for listener in listeners {
-        let _ = tokio::time::timeout(SHUTDOWN_GRACE, listener).await;
-    }
+/// Seals the ledger once the listeners have stopped.
+async fn shut_down(ledger: Option<Arc<Ledger>>) {
     if let Some(ledger) = ledger {
         match ledger.seal().await {
             Ok(()) => tracing::info!("ledger sealed"),
