@@ -28,7 +28,7 @@ run() { # name, the folder holding runner.ts, policies, extra serve flags, runne
   (cd "$dir" && "$work/node_modules/.bin/tsc" -p . && find test -maxdepth 1 -name "*.json" -exec cp {} build/ \;)
   # shellcheck disable=SC2086
   "$W" serve --policies "$policies" $flags --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --metrics-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0 --data-dir "$dir/data" --ledger off \
+    --metrics-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0 --console-listen 127.0.0.1:0 --data-dir "$dir/data" --ledger off \
     > "$dir/out" 2> "$dir/err" &
   local pid=$!
   until grep -q "listening on" "$dir/out" 2>/dev/null; do

@@ -17,7 +17,7 @@ for identities in $identity_counts; do
   dir="$work/i$identities"
   python3 scripts/scale.py "$dir" --policies 10 --identities "$identities"
   export WARRANT_DATA_DIR="$work/data-$identities"
-  "$W" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0 \
+  "$W" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0 --console-listen 127.0.0.1:0 \
     --ledger off --policies "$dir" > "$work/out" 2> "$work/err" &
   pid=$!
   until grep -q "listening on" "$work/out" 2>/dev/null; do

@@ -26,7 +26,7 @@ for identities in $identity_counts; do
   python3 scripts/scale.py "$dir" --policies 10 --identities "$identities" --links "$links"
   data="$work/data-$identities"
   "$W" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --authzen-listen 127.0.0.1:0 --ledger off --data-dir "$data" --policies "$dir" \
+    --authzen-listen 127.0.0.1:0 --console-listen 127.0.0.1:0 --ledger off --data-dir "$data" --policies "$dir" \
     > "$work/out" 2> "$work/err" &
   pid=$!
   until grep -q "listening on" "$work/out" 2>/dev/null; do

@@ -12,7 +12,7 @@ run() { # binary ledger method hit
   local bin=$1 ledger=$2 method=$3 hit=$4
   local data; data=$(mktemp -d)
   $bin serve --policies policies --data-dir "$data" --ledger "$ledger" --listen 127.0.0.1:50061 \
-    --admin-listen 127.0.0.1:50062 --metrics-listen 127.0.0.1:9474 --authzen-listen 127.0.0.1:8090 > /dev/null 2>&1 &
+    --admin-listen 127.0.0.1:50062 --metrics-listen 127.0.0.1:9474 --authzen-listen 127.0.0.1:8090 --console-listen 127.0.0.1:0 > /dev/null 2>&1 &
   local pid=$!
   sleep 1.5
   local out

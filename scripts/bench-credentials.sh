@@ -42,7 +42,7 @@ algorithms = ["ES256"]
 principal = "ApiKey::{sub}"
 TOML
 "$W" serve --config "$work/warrant.toml" --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \
-  --admin-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0 --data-dir "$work/data" \
+  --admin-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0 --console-listen 127.0.0.1:0 --data-dir "$work/data" \
   --policies policies > "$work/out" 2> "$work/err" &
 pid=$!
 until grep -q "listening on" "$work/out" 2>/dev/null; do

@@ -19,7 +19,7 @@ start_server() { # dir data -> sets pid addr admin; prints seconds to serving
   local started
   started=$(date +%s.%N)
   "$W" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --authzen-listen 127.0.0.1:0 --ledger off --data-dir "$2" --policies "$1" \
+    --authzen-listen 127.0.0.1:0 --console-listen 127.0.0.1:0 --ledger off --data-dir "$2" --policies "$1" \
     > "$work/out" 2> "$work/err" &
   pid=$!
   until grep -q "listening on" "$work/out" 2>/dev/null; do

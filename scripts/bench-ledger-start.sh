@@ -11,7 +11,7 @@ fill=$1
 load=${LOAD:-$(dirname "$fill")/warrant-bench}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-ports=(--listen 127.0.0.1:50071 --admin-listen 127.0.0.1:50072 --metrics-listen 127.0.0.1:50073 --authzen-listen 127.0.0.1:50074)
+ports=(--listen 127.0.0.1:50071 --admin-listen 127.0.0.1:50072 --metrics-listen 127.0.0.1:50073 --authzen-listen 127.0.0.1:50074 --console-listen 127.0.0.1:0)
 cd "$(dirname "$0")/.."
 
 "$fill" serve --policies policies --data-dir "$work/data" --ledger async "${ports[@]}" > "$work/fill.log" 2>&1 &

@@ -62,7 +62,7 @@ warrant() { # ledger mode
   DATA=$(mktemp -d)
   start "warrant-$1" "$WARRANT" serve --policies policies --data-dir "$DATA" \
     --ledger "$1" --listen 127.0.0.1:$PORT --admin-listen 127.0.0.1:0 \
-    --metrics-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0
+    --metrics-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0 --console-listen 127.0.0.1:0
 }
 load() { # clients streams -> "req/s mean_us"
   local out

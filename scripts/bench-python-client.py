@@ -34,7 +34,7 @@ def start():
         [str(ROOT / "target" / "release" / "warrant"), "serve", "--listen", "127.0.0.1:0",
          "--policies", str(ROOT / "policies"), "--data-dir", data, "--ledger", "off",
          "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-         "--authzen-listen", "127.0.0.1:0"],
+         "--authzen-listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0"],
         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     for line in process.stdout:
         if line.startswith("warrant listening on "):

@@ -41,7 +41,7 @@ url="postgres://postgres@127.0.0.1:$pg_port/warrant"
 start() { # name [extra args] -> sets addr_NAME admin_NAME token_NAME
   local name=$1; shift
   "$W" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --authzen-listen 127.0.0.1:0 --data-dir "$work/$name" --policies policies "$@" \
+    --authzen-listen 127.0.0.1:0 --console-listen 127.0.0.1:0 --data-dir "$work/$name" --policies policies "$@" \
     > "$work/$name.out" 2> "$work/$name.err" &
   local pid=$!
   until grep -q "listening on" "$work/$name.out" 2>/dev/null; do

@@ -19,7 +19,7 @@ run() {
   local dir="$work/p$policies-l$links-i$identities"
   python3 scripts/scale.py "$dir" --policies "$policies" --links "$links" --identities "$identities"
   start=$(date +%s.%N)
-  "$W" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0 \
+  "$W" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --authzen-listen 127.0.0.1:0 --console-listen 127.0.0.1:0 \
     --ledger off --data-dir "$work/data-$policies-$links-$identities" --policies "$dir" > "$work/out" 2> "$work/err" &
   pid=$!
   until grep -q "listening on" "$work/out" 2>/dev/null; do

@@ -48,7 +48,7 @@ run() {
   local mode=$1; shift
   local data="$work/data-$mode"
   "$W" serve --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 \
-    --authzen-listen 127.0.0.1:0 --data-dir "$data" --policies policies "$@" \
+    --authzen-listen 127.0.0.1:0 --console-listen 127.0.0.1:0 --data-dir "$data" --policies policies "$@" \
     > "$work/out" 2> "$work/err" &
   local pid=$!
   until grep -q "listening on" "$work/out" 2>/dev/null; do

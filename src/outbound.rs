@@ -179,6 +179,16 @@ impl Url {
     /// Sends `method` with `body` (JSON) and returns the answer's body if its status is 2xx:
     /// HTTP/1.1, over TLS unless plain loopback, bounded in size and time.
     pub fn send(&self, method: &str, body: Option<&[u8]>) -> Result<Vec<u8>, String> {
+        self.send_with(method, &[], body.map(|body| ("application/json", body)))
+    }
+
+    /// `send` with more headers (`Authorization`, say) and a body of a given content type.
+    pub fn send_with(
+        &self,
+        method: &str,
+        headers: &[(&str, &str)],
+        body: Option<(&str, &[u8])>,
+    ) -> Result<Vec<u8>, String> {
         let deadline = Instant::now() + FETCH_TIMEOUT;
         let left = || {
             deadline
@@ -206,17 +216,23 @@ impl Url {
             self.path
         )
         .into_bytes();
-        if let Some(body) = body {
+        for (name, value) in headers {
+            if name.contains(['\r', '\n', ':']) || value.contains(['\r', '\n']) {
+                return Err(format!("a header that cannot be sent: {name}"));
+            }
+            request.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        if let Some((content_type, body)) = body {
             request.extend_from_slice(
                 format!(
-                    "Content-Type: application/json\r\nContent-Length: {}\r\n",
+                    "Content-Type: {content_type}\r\nContent-Length: {}\r\n",
                     body.len()
                 )
                 .as_bytes(),
             );
         }
         request.extend_from_slice(b"\r\n");
-        request.extend_from_slice(body.unwrap_or_default());
+        request.extend_from_slice(body.map(|(_, body)| body).unwrap_or_default());
         stream
             .write_all(&request)
             .map_err(|error| format!("cannot send the request: {error}"))?;
@@ -268,7 +284,10 @@ fn http_body(received: &[u8]) -> Result<Vec<u8>, String> {
         Err(error) => return Err(format!("not an HTTP answer: {error}")),
     };
     if !response.code.is_some_and(|code| (200..300).contains(&code)) {
-        return Err(format!("answered with status {:?}", response.code));
+        // What the server said of it (an OAuth error, say), cut short.
+        let said = String::from_utf8_lossy(&received[head..]);
+        let said: String = said.chars().take(200).collect();
+        return Err(format!("answered with status {:?}: {said}", response.code));
     }
     let header = |name: &str| {
         response

@@ -412,12 +412,13 @@ async fn console(
         Arc::clone(control),
         Arc::clone(decider),
         Arc::clone(searcher),
-        settings.settings.limits(),
+        &settings.settings,
         url.clone(),
         // Browsers keep `Secure` cookies over plaintext only on loopback, which is where
         // plaintext listeners are (or `plaintext_beyond_loopback` said otherwise).
         tls || bound.ip().is_loopback(),
-    );
+    )
+    .map_err(|error| anyhow::anyhow!(error))?;
     tracing::info!(%bound, %url, "serving the web console; sign in with `warrant console invite Human::<you>`");
     Ok((
         (listener, crate::api::console::router(console)),

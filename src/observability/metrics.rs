@@ -160,7 +160,7 @@ pub struct Metrics {
     pub listeners: Listeners,
     apis: [ApiMetrics; Api::ALL.len()],
     /// Refusals by API and reason (`REFUSAL_REASONS`).
-    refusals: [[AtomicU64; REFUSAL_REASONS.len()]; 4],
+    refusals: [[AtomicU64; REFUSAL_REASONS.len()]; Api::ALL.len()],
     /// Admin calls by method and gRPC status code (admin calls are rare: a lock is fine).
     admin_calls: Mutex<BTreeMap<(&'static str, i32), u64>>,
     admin_unauthenticated: AtomicU64,
@@ -236,6 +236,14 @@ impl Metrics {
 
     pub fn ledger_append(&self, elapsed: Duration) {
         self.ledger_append.observe(elapsed);
+    }
+
+    /// Decisions the shadow policies agreed and disagreed with, since start.
+    pub fn shadow_counts(&self) -> (u64, u64) {
+        (
+            self.shadow_agreed.load(Ordering::Relaxed),
+            self.shadow_disagreed.load(Ordering::Relaxed),
+        )
     }
 
     /// One decision that the shadow policies also judged.

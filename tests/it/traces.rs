@@ -257,6 +257,7 @@ fn logs_can_be_json_lines() {
             "127.0.0.1:0",
         ])
         .args(["--authzen-listen", "127.0.0.1:0"])
+        .args(["--console-listen", "127.0.0.1:0"])
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())

@@ -31,8 +31,15 @@ CHROMIUM = os.environ.get("WARRANT_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("WARRANT_CHROMEDRIVER", "/usr/bin/chromedriver")
 SCREENSHOTS = ROOT / "target" / "console-screenshots"
 
+# scripts/test installs the browser and the provider and sets WARRANT_REQUIRE_BROWSER: there, a
+# missing one fails these tests rather than skipping them.
+REQUIRED = os.environ.get("WARRANT_REQUIRE_BROWSER") == "1"
+BROWSER_MISSING = not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER))
+if BROWSER_MISSING and REQUIRED:
+    raise RuntimeError(f"{CHROMIUM} or {CHROMEDRIVER} is missing (apt-get install chromium "
+                       "chromium-driver)")
 pytestmark = pytest.mark.skipif(
-    not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)),
+    BROWSER_MISSING,
     reason="Debian's chromium and chromium-driver are not installed (scripts/test installs them)",
 )
 
@@ -83,6 +90,12 @@ def sign_in(browser, server, human):
 def screenshot(browser, name):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     browser.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+
+
+def submit(browser, button):
+    """Presses a form's button and waits for the page it leads to."""
+    button.click()
+    WebDriverWait(browser, 10).until(seen.staleness_of(button))
 
 
 def text_of(browser):
@@ -137,7 +150,7 @@ def test_an_approver_approves_in_the_inbox_and_the_waiting_agent_is_allowed(serv
         target=lambda: waited.update(decided=client.wait_for_approval(filed, timeout=30)))
     waiter.start()
     card.find_element(By.NAME, "note").send_keys("the fix is reviewed")
-    card.find_element(By.CSS_SELECTOR, "button.approve").click()
+    submit(browser, card.find_element(By.CSS_SELECTOR, "button.approve"))
     notice = WebDriverWait(browser, 10).until(
         seen.presence_of_element_located((By.ID, "done")))
     assert "approved" in notice.text
@@ -171,18 +184,15 @@ def test_separation_of_duties_a_viewer_and_a_form_without_its_token_are_refused(
     browser.get(server["console"] + "/approvals")
     card = browser.find_element(By.ID, f"request-{filed.id}")
 
-    # A form sent without its CSRF token is refused, and changes nothing.
-    browser.execute_script(
-        "arguments[0].querySelectorAll('input[name=csrf]').forEach(i => i.remove());", card)
-    card.find_element(By.NAME, "reason").send_keys("no")
-    card.find_element(By.CSS_SELECTOR, "button.reject").click()
-    assert "CSRF token" in text_of(browser)
+    # The reject form, sent as the browser would but without its CSRF token, is refused and
+    # changes nothing.
+    status, page = post_form(server, browser, f"/console/approvals/{filed.id}",
+                             {"verdict": "reject", "reason": "no"})
+    assert status == 400 and "CSRF token" in page
     assert client.wait_for_approval(filed, timeout=1).state == "pending"
 
     # Bob asked (the agent acts for him): he cannot approve it himself.
-    browser.get(server["console"] + "/approvals")
-    card = browser.find_element(By.ID, f"request-{filed.id}")
-    card.find_element(By.CSS_SELECTOR, "button.approve").click()
+    submit(browser, card.find_element(By.CSS_SELECTOR, "button.approve"))
     assert "separation of duties" in text_of(browser)
     assert client.wait_for_approval(filed, timeout=1).state == "pending"
 
@@ -260,3 +270,157 @@ def test_a_tampered_ledger_shows_a_record_that_does_not_verify(browser, tmp_path
         assert "Signature verifies" in browser.find_element(By.ID, "verdict").text
         screenshot(browser, "tampered")
     shutil.rmtree(data, ignore_errors=True)
+
+
+OIDC_PROVIDER = ROOT / "tests" / "oidc" / "provider.mjs"
+
+
+def free_port():
+    import socket
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture()
+def with_identity_provider(tmp_path):
+    """A running oidc-provider (npm) and a Warrant whose console signs people in with it."""
+    if not (OIDC_PROVIDER.parent / "node_modules" / "oidc-provider").exists():
+        assert not REQUIRED, "tests/oidc has no node_modules: run `npm ci` there"
+        pytest.skip("tests/oidc has no node_modules: run `npm ci` there (scripts/test does)")
+    port = free_port()
+    secret = tmp_path / "client-secret"
+    secret.write_text("test-client-secret\n")
+    config = tmp_path / "warrant.toml"
+    config.write_text(
+        "[console.oidc]\n"
+        f'issuer = "http://127.0.0.1:{port}"\n'
+        'client_id = "warrant-console"\n'
+        f'client_secret_file = "{secret}"\n'
+        'name = "the test provider"\n')
+    with running_server("--config", str(config)) as server:
+        provider = subprocess.Popen(
+            ["node", str(OIDC_PROVIDER), str(port), server["console"] + "/oidc/callback",
+             "test-client-secret"],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            assert provider.stdout.readline().startswith("oidc-provider on "), "no provider"
+            yield server
+        finally:
+            provider.kill()
+            provider.wait()
+
+
+def through_the_provider(browser, server, login):
+    """Signs in on the console's page through the provider's own login and consent pages."""
+    browser.delete_all_cookies()
+    browser.get(server["console"] + "/sign-in")
+    browser.find_element(By.ID, "oidc-sign-in").click()
+    WebDriverWait(browser, 10).until(seen.presence_of_element_located((By.NAME, "login")))
+    browser.find_element(By.NAME, "login").send_keys(login)
+    browser.find_element(By.NAME, "password").send_keys("any password")
+    browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    # The provider asks to share the account with Warrant's console.
+    WebDriverWait(browser, 10).until(lambda b: "/console/" in b.current_url or
+                                     b.find_elements(By.CSS_SELECTOR, "button[type=submit]"))
+    if "/console/" not in browser.current_url:
+        browser.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+    WebDriverWait(browser, 15).until(seen.url_contains("/console/"))
+
+
+def test_people_sign_in_through_the_identity_provider_as_their_human(with_identity_provider,
+                                                                      browser):
+    server = with_identity_provider
+    through_the_provider(browser, server, "carol")
+    WebDriverWait(browser, 10).until(seen.url_contains("/console/approvals"))
+    assert browser.find_element(By.ID, "signed-in-as").text == 'Human::"carol"'
+    cookies = {c["name"]: c for c in browser.get_cookies()}
+    session = cookies["warrant_console"]
+    assert session["httpOnly"] and session["secure"] and session["sameSite"] == "Strict"
+    # Carol owns the procurement agent: its page is hers to see.
+    browser.get(server["console"] + "/identities/Agent/procurement-agent")
+    assert "Agent::\"procurement-agent\"" in browser.find_element(By.ID, "identity-name").text
+    # Signing out ends the session: its cookie no longer opens a page.
+    status, _, _ = get_page(server, "/console/approvals", f"warrant_console={session['value']}")
+    assert status == 200
+    browser.find_element(By.CSS_SELECTOR, "form.sign-out button").click()
+    WebDriverWait(browser, 10).until(seen.url_contains("/console/sign-in"))
+    status, headers, _ = get_page(server, "/console/approvals",
+                                  f"warrant_console={session['value']}")
+    assert status == 303 and headers["location"] == "/console/sign-in"
+
+    # Someone the provider knows but the facts do not is not signed in.
+    through_the_provider(browser, server, "mallory")
+    assert "no Human has email \"mallory@example.com\"" in text_of(browser)
+    browser.get(server["console"] + "/approvals")
+    assert "/console/sign-in" in browser.current_url
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+def get_page(server, path, cookie=None):
+    """GETs `path` of the console with `cookie`, following no redirect: status, headers, body."""
+    base = server["console"].removesuffix("/console")
+    request = urllib.request.Request(base + path, headers={"Cookie": cookie} if cookie else {})
+    try:
+        with urllib.request.build_opener(NoRedirect).open(request, timeout=10) as answer:
+            return answer.status, {k.lower(): v for k, v in answer.headers.items()}, \
+                answer.read().decode()
+    except urllib.error.HTTPError as answer:
+        return answer.code, {k.lower(): v for k, v in answer.headers.items()}, \
+            answer.read().decode()
+
+
+def test_the_console_answers_with_its_security_headers_and_refuses_strangers(server):
+    def get(path, cookie=None):
+        return get_page(server, path, cookie)
+
+    status, headers, _ = get("/console/sign-in")
+    assert status == 200
+    policy = headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+    assert "'unsafe-inline'" not in policy
+    assert headers["x-frame-options"] == "DENY" and headers["cache-control"] == "no-store"
+    # No session, or a made-up one: sent to sign in.
+    for cookie in (None, "warrant_console=" + "0" * 64):
+        status, headers, _ = get("/console/decisions", cookie)
+        assert status == 303 and headers["location"] == "/console/sign-in"
+    # A used or unknown sign-in link says so.
+    status, _, page = get("/console/invite/" + "1" * 64)
+    assert status == 404 and "was used already" in page
+    # The admin token is no sign-in.
+    status, headers, _ = get("/console/approvals", "warrant_console=" + server["token"])
+    assert status == 303
+
+
+
+def test_the_playground_explains_a_check_without_deciding_it(server, browser):
+    def recorded():
+        done = subprocess.run([BINARY, "log", "--data-dir", server["data"], "search",
+                               "--principal", "ApiKey::pipeline-etl", "--json"],
+                              capture_output=True, text=True, check=True)
+        return len(json.loads(done.stdout))
+
+    before = recorded()
+    sign_in(browser, server, "Human::erin")
+    browser.get(server["console"] + "/policies")
+    assert "console-auditors" in browser.find_element(By.ID, "policies").text
+    form = browser.find_element(By.ID, "playground")
+    form.find_element(By.NAME, "principal").send_keys("ApiKey::pipeline-etl")
+    form.find_element(By.NAME, "action").send_keys("read")
+    form.find_element(By.NAME, "resource").send_keys("Dataset::salaries")
+    submit(browser, form.find_element(By.CSS_SELECTOR, "button[type=submit]"))
+    errors = browser.find_elements(By.ID, "playground-error")
+    assert not errors, errors[0].text
+    answer = browser.find_element(By.ID, "playground-answer").text
+    assert "DENY" in answer and "dataset-outside-identity-scopes" in answer
+    assert "satisfied" in answer
+    screenshot(browser, "policies")
+    assert recorded() == before, "the playground recorded a decision"
+    # An approver may not look at the policies.
+    sign_in(browser, server, "Human::bob")
+    browser.get(server["console"] + "/policies")
+    assert "Not allowed" in browser.title and "view_policies" in text_of(browser)

@@ -22,7 +22,7 @@ export async function startServer({ policies = join(ROOT, "policies"), args = []
     [
       "serve", "--listen", "127.0.0.1:0", "--policies", policies, "--data-dir", data,
       "--metrics-listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0",
-      "--authzen-listen", "127.0.0.1:0", ...args,
+      "--authzen-listen", "127.0.0.1:0", "--console-listen", "127.0.0.1:0", ...args,
     ],
     { stdio: ["ignore", "pipe", "ignore"] },
   );

@@ -181,6 +181,8 @@ pub struct Filter {
     pub decision: Option<String>,
     pub since: Option<UnixMillis>,
     pub until: Option<UnixMillis>,
+    /// Only decisions the shadow (candidate) policies would have decided otherwise.
+    pub shadow_disagreed: bool,
 }
 
 impl Filter {
@@ -203,6 +205,11 @@ impl Filter {
                 .decision
                 .as_ref()
                 .is_none_or(|d| record.decision.eq_ignore_ascii_case(d))
+            && (!self.shadow_disagreed
+                || record
+                    .shadow
+                    .as_ref()
+                    .is_some_and(|shadow| !shadow.decision.eq_ignore_ascii_case(&record.decision)))
             && self.since.is_none_or(|s| time.is_some_and(|t| t >= s))
             && self.until.is_none_or(|u| time.is_some_and(|t| t < u))
     }

@@ -39,6 +39,9 @@ pub(super) struct LogQuery {
     since: String,
     #[serde(default)]
     until: String,
+    /// Only where the shadow policies disagree ("on").
+    #[serde(default)]
+    shadow: String,
     /// The page before this sequence number.
     before: Option<u64>,
 }
@@ -87,6 +90,7 @@ impl LogQuery {
             decision,
             since: time_field(&self.since, "since")?,
             until: time_field(&self.until, "until")?,
+            shadow_disagreed: self.shadow == "on",
         })
     }
 
@@ -101,6 +105,7 @@ impl LogQuery {
             ("approval", &self.approval),
             ("since", &self.since),
             ("until", &self.until),
+            ("shadow", &self.shadow),
         ];
         let mut link = format!("/console/decisions?before={seq}");
         for (name, value) in fields {
@@ -153,6 +158,7 @@ pub(super) async fn list(
             (field("approval", "Approval or ticket", &query.approval, "CHG-1042"))
             (field("since", "Since", &query.since, "2026-12-01T00:00:00Z"))
             (field("until", "Until", &query.until, ""))
+            label { "Shadow disagrees" input type="checkbox" name="shadow" checked[query.shadow == "on"]; }
             button type="submit" { "Search" }
         }
         div data-live=[query.before.is_none().then_some("decisions")] {

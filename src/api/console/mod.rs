@@ -10,8 +10,11 @@
 mod approvals;
 mod decisions;
 mod identities;
+mod oidc;
 mod pages;
+mod policies;
 pub mod sessions;
+mod sign_in;
 
 use std::sync::Arc;
 
@@ -52,6 +55,8 @@ pub struct ConsoleSettings {
     /// The console's address as people's browsers reach it, for sign-in links, e.g.
     /// `https://warrant.example.com/console` [default: this listener's own address].
     pub public_url: Option<String>,
+    /// Sign-in with an OpenID Connect provider (`[console.oidc]`).
+    pub oidc: Option<oidc::OidcSettings>,
 }
 
 impl ConsoleSettings {
@@ -80,6 +85,8 @@ pub struct Console {
     /// Whether cookies are sent only over TLS (`Secure`); loopback plaintext is a secure
     /// context to browsers, so it holds there too.
     secure_cookies: bool,
+    /// Sign-in with an identity provider, when one is configured.
+    oidc: Option<Arc<oidc::Oidc>>,
 }
 
 /// Makes one-time sign-in links (for the admin API's `CreateConsoleInvite`).
@@ -124,11 +131,21 @@ impl Console {
         control: Arc<Control>,
         decider: Arc<Decider>,
         searcher: Arc<Searcher>,
-        limits: SessionLimits,
+        settings: &ConsoleSettings,
         url: String,
         secure_cookies: bool,
-    ) -> (Arc<Console>, Arc<Invites>) {
-        let sessions = Arc::new(Sessions::new(limits));
+    ) -> Result<(Arc<Console>, Arc<Invites>), String> {
+        let oidc = match &settings.oidc {
+            Some(oidc) => Some(Arc::new(
+                oidc::Oidc::new(
+                    oidc.clone(),
+                    format!("{}/oidc/callback", url.trim_end_matches('/')),
+                )
+                .map_err(|error| format!("[console.oidc] {error}"))?,
+            )),
+            None => None,
+        };
+        let sessions = Arc::new(Sessions::new(settings.limits()));
         let invites = Arc::new(Invites {
             control: Arc::clone(&control),
             sessions: Arc::clone(&sessions),
@@ -140,8 +157,9 @@ impl Console {
             searcher,
             sessions,
             secure_cookies,
+            oidc,
         });
-        (console, invites)
+        Ok((console, invites))
     }
 
     fn ledger(&self) -> Option<&Arc<Ledger>> {
@@ -257,13 +275,17 @@ impl FromRequestParts<Arc<Console>> for SignedIn {
 
 /// The session cookie's secret, if the request carries one.
 fn cookie(headers: &HeaderMap) -> Option<&str> {
+    named_cookie(headers, COOKIE)
+}
+
+fn named_cookie<'a>(headers: &'a HeaderMap, wanted: &str) -> Option<&'a str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|value| value.to_str().ok())
         .flat_map(|value| value.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(name, _)| *name == COOKIE)
+        .find(|(name, _)| *name == wanted)
         .map(|(_, value)| value)
 }
 
@@ -381,10 +403,12 @@ pub fn router(console: Arc<Console>) -> axum::Router {
     axum::Router::new()
         .route("/console", get(home))
         .route("/console/", get(home))
-        .route("/console/sign-in", get(sign_in_page))
-        .route("/console/invite/{token}", get(invite_page))
-        .route("/console/invite", post(redeem_invite))
-        .route("/console/sign-out", post(sign_out))
+        .route("/console/sign-in", get(sign_in::sign_in_page))
+        .route("/console/invite/{token}", get(sign_in::invite_page))
+        .route("/console/invite", post(sign_in::redeem_invite))
+        .route("/console/sign-out", post(sign_in::sign_out))
+        .route("/console/oidc/start", get(sign_in::oidc_start))
+        .route("/console/oidc/callback", get(sign_in::oidc_callback))
         .route("/console/decisions", get(decisions::list))
         .route("/console/decisions/{id}", get(decisions::page))
         .route("/console/approvals", get(approvals::inbox))
@@ -398,6 +422,7 @@ pub fn router(console: Arc<Console>) -> axum::Router {
             "/console/identities/{type_name}/{id}/status",
             post(identities::set_status),
         )
+        .route("/console/policies", get(policies::page))
         .route("/console/events", get(approvals::events))
         .route("/console/static/console.css", get(pages::css))
         .route("/console/static/console.js", get(pages::script))
@@ -416,104 +441,6 @@ async fn home(State(console): State<Arc<Console>>, headers: HeaderMap) -> Redire
     } else {
         "/console/sign-in"
     })
-}
-
-async fn sign_in_page() -> Page {
-    Page(pages::bare(
-        "Sign in",
-        html! {
-            p { "Sign in to Warrant's console as yourself, the " code { "Human" } " the facts name you as." }
-            p { "Ask an administrator for a one-time sign-in link:" }
-            pre { "warrant console invite Human::<you>" }
-            p { "The link works once, for a few minutes. What you may see and do here is decided by the "
-                code { "console.cedar" } " policies." }
-        },
-    ))
-}
-
-/// An invite's page: a button, not a sign-in on GET (link previews and scanners open links).
-async fn invite_page(
-    State(console): State<Arc<Console>>,
-    axum::extract::Path(token): axum::extract::Path<String>,
-) -> Result<Page, PageError> {
-    let human = console
-        .sessions
-        .invited(&token, console.now())
-        .ok_or_else(|| {
-            PageError::NotFound(
-                "This sign-in link was used already, has expired, or was never made. Ask for a \
-                 new one."
-                    .into(),
-            )
-        })?;
-    Ok(Page(pages::bare(
-        "Sign in",
-        html! {
-            form method="post" action="/console/invite" {
-                input type="hidden" name="token" value=(token);
-                p { "This link signs you in as " code { (human) } "." }
-                button type="submit" id="sign-in" { "Sign in as " (human.id) }
-            }
-        },
-    )))
-}
-
-#[derive(serde::Deserialize)]
-struct InviteForm {
-    token: String,
-}
-
-async fn redeem_invite(
-    State(console): State<Arc<Console>>,
-    axum::extract::Form(form): axum::extract::Form<InviteForm>,
-) -> Result<Response, PageError> {
-    let (token, session) = console
-        .sessions
-        .redeem(&form.token, console.now())
-        .ok_or_else(|| {
-            PageError::NotFound("This sign-in link was used already or has expired.".into())
-        })?
-        .map_err(|error| PageError::Failed(format!("no randomness: {error}")))?;
-    tracing::info!(human = %session.human, how = session.how, "signed in to the console");
-    let max_age = console.sessions.limits().session_ms / 1000;
-    let secure = if console.secure_cookies {
-        "; Secure"
-    } else {
-        ""
-    };
-    let cookie = format!(
-        "{COOKIE}={token}; HttpOnly{secure}; SameSite=Strict; Path=/console; Max-Age={max_age}"
-    );
-    Ok((
-        [(header::SET_COOKIE, cookie)],
-        Redirect::to("/console/approvals"),
-    )
-        .into_response())
-}
-
-#[derive(serde::Deserialize)]
-struct CsrfForm {
-    csrf: String,
-}
-
-async fn sign_out(
-    State(console): State<Arc<Console>>,
-    SignedIn(session): SignedIn,
-    headers: HeaderMap,
-    axum::extract::Form(form): axum::extract::Form<CsrfForm>,
-) -> Result<Response, PageError> {
-    checked_csrf(&session, &form.csrf)?;
-    if let Some(token) = cookie(&headers) {
-        console.sessions.end(token);
-    }
-    Ok((
-        [(
-            header::SET_COOKIE,
-            format!("{COOKIE}=; HttpOnly; SameSite=Strict; Path=/console; Max-Age=0"),
-        )],
-        Redirect::to("/console/sign-in"),
-    )
-        .into_response())
 }
 
 /// Refuses a form whose CSRF token is not its session's.

@@ -57,6 +57,7 @@ pub(super) enum Section {
     Approvals,
     Decisions,
     Identities,
+    Policies,
 }
 
 /// A page for a signed-in person.
@@ -75,6 +76,7 @@ pub(super) fn layout(title: &str, section: Section, session: &Session, body: Mar
                         (tab(Section::Approvals, "/console/approvals", "Approvals"))
                         (tab(Section::Decisions, "/console/decisions", "Decisions"))
                         (tab(Section::Identities, "/console/identities", "Identities"))
+                        (tab(Section::Policies, "/console/policies", "Policies"))
                     }
                     form.sign-out method="post" action="/console/sign-out" {
                         span.who { "Signed in as " code #signed-in-as { (session.human) } }

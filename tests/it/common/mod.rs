@@ -101,6 +101,7 @@ impl Server {
             .args(["--metrics-listen", "127.0.0.1:0"])
             .args(["--admin-listen", "127.0.0.1:0"])
             .args(["--authzen-listen", "127.0.0.1:0"])
+            .args(["--console-listen", "127.0.0.1:0"])
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -34,12 +34,13 @@ pub struct Explanation {
 
 impl Engine {
     /// Decides `request` afresh (never from the cache) and evaluates each policy alone against
-    /// the same Cedar request, for `warrant check --explain`.
+    /// the same Cedar request, for `warrant check --explain` and the console's playground. It
+    /// changes nothing: a limited approval's uses are looked at, never taken.
     pub fn explain(&self, request: &CheckRequest) -> Result<Explanation, InvalidRequest> {
         self.settings.limits.check(request)?;
         let snapshot = self.snapshot.load_full();
         let now = self.clock.now();
-        let (decision, _) = self.evaluate(&snapshot, None, request, now, false)?;
+        let (decision, _) = self.evaluate(&snapshot, None, request, now, false, Uses::Peek)?;
         let (principal_uid, action_uid, resource_uid) = parse_names(&snapshot.policies, request)?;
         let resolved = Resolved::of(&snapshot, request, principal_uid, resource_uid)?;
         let cedar_request =

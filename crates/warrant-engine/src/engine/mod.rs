@@ -428,7 +428,7 @@ impl Engine {
         let shadow = self.shadow.load_full();
         let Some(cache) = &self.cache else {
             return self
-                .evaluate(snapshot, shadow.as_ref(), request, now, false)
+                .evaluate(snapshot, shadow.as_ref(), request, now, false, Uses::Take)
                 .map(|(decision, _)| decision);
         };
         // A malformed request is never cached, so looking up before validating is safe.
@@ -480,8 +480,14 @@ impl Engine {
         // anything about a limited approval (each allow must take a use).
         let arithmetic = snapshot.policies.time_use().arithmetic
             || shadow.as_ref().is_some_and(|s| s.time_use().arithmetic);
-        let (decision, reads) =
-            self.evaluate(snapshot, shadow.as_ref(), request, now, !arithmetic)?;
+        let (decision, reads) = self.evaluate(
+            snapshot,
+            shadow.as_ref(),
+            request,
+            now,
+            !arithmetic,
+            Uses::Take,
+        )?;
         let limited = decision
             .provenance
             .approval
@@ -531,6 +537,7 @@ impl Engine {
         request: &CheckRequest,
         now: UnixMillis,
         track_reads: bool,
+        uses: Uses,
     ) -> Result<(Decision, Option<Reads>), InvalidRequest> {
         let (principal_uid, action_uid, resource_uid) = parse_names(&snapshot.policies, request)?;
         for key in RESERVED_CONTEXT_KEYS {
@@ -550,16 +557,10 @@ impl Engine {
         let read_times = reached
             .as_ref()
             .map_or(&[][..], |reached| reached.datetimes.as_slice());
-        let verdict = match self.verdict(
-            snapshot,
-            request,
-            &resolved,
-            action_uid.clone(),
-            now,
-            Uses::Take,
-        )? {
-            Ok(verdict) | Err(verdict) => verdict,
-        };
+        let verdict =
+            match self.verdict(snapshot, request, &resolved, action_uid.clone(), now, uses)? {
+                Ok(verdict) | Err(verdict) => verdict,
+            };
         let advice = (verdict.effect == Effect::Deny && advisable(&verdict.reasons))
             .then(|| self.approval_advice(snapshot, request, &resolved, &action_uid, now))
             .flatten();
