@@ -4,7 +4,9 @@ guardrail policies, plus one generated permit per identity, scoped by principal 
 as many links of one per-identity grant template as asked (links.json), and as many service
 accounts and datasets as asked.
 
-    scripts/scale.py OUT_DIR --policies 1000 --identities 1000 [--links 100000]
+    scripts/scale.py OUT_DIR --policies 1000 --identities 1000 [--links 100000] [--console]
+
+With --console, the console's policies too (console.cedar), and the owner in Team::"security".
 """
 
 import argparse
@@ -21,12 +23,15 @@ def main():
     parser.add_argument("--policies", type=int, default=10)
     parser.add_argument("--identities", type=int, default=1000)
     parser.add_argument("--links", type=int, default=0)
+    parser.add_argument("--console", action="store_true")
     args = parser.parse_args()
     out = pathlib.Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     bundled = ROOT / "policies"
     for name in ["schema.cedarschema", "identity.cedar", "approvals.cedar"]:
         shutil.copy(bundled / name, out / name)
+    if args.console:
+        shutil.copy(bundled / "console.cedar", out / "console.cedar")
 
     with open(out / "generated.cedar", "w") as policies:
         for i in range(args.policies):
@@ -57,10 +62,16 @@ def main():
     count = max(args.identities, args.policies, args.links)
     with open(out / "entities.json", "w") as entities:
         entities.write("[\n")
+        teams = [{"type": "Team", "id": "security"}] if args.console else []
         rows = [
-            {"uid": {"type": "Human", "id": "owner"}, "attrs": {"name": "Owner", "email": "owner@example.com"}, "parents": []},
+            {"uid": {"type": "Human", "id": "owner"}, "attrs": {"name": "Owner", "email": "owner@example.com"}, "parents": teams},
             {"uid": {"type": "Scope", "id": "data"}, "attrs": {"kind": "dataset-family"}, "parents": []},
         ]
+        if args.console:
+            rows += [
+                {"uid": {"type": "Team", "id": "security"}, "attrs": {}, "parents": []},
+                {"uid": {"type": "Console", "id": "warrant"}, "attrs": {}, "parents": []},
+            ]
         for row in rows:
             entities.write(json.dumps(row) + ",\n")
         for i in range(count):

@@ -114,6 +114,9 @@ pub struct Settings {
     /// Start a new segment file past this size [default: 67108864]
     #[arg(long, env = "WARRANT_LEDGER_SEGMENT_BYTES")]
     pub ledger_segment_bytes: Option<u64>,
+    /// The most bytes of the decision log's search index held in memory [default: 134217728]
+    #[arg(long, env = "WARRANT_LEDGER_INDEX_CACHE_BYTES")]
+    pub ledger_index_cache_bytes: Option<usize>,
     /// Records waiting for the ledger writer, at most; in async mode, the most a crash can lose
     /// [default: 10000]
     #[arg(long, env = "WARRANT_LEDGER_QUEUE")]
@@ -529,6 +532,9 @@ impl Settings {
                 .or(under.ledger_checkpoint_records),
             ledger_checkpoint_ms: self.ledger_checkpoint_ms.or(under.ledger_checkpoint_ms),
             ledger_segment_bytes: self.ledger_segment_bytes.or(under.ledger_segment_bytes),
+            ledger_index_cache_bytes: self
+                .ledger_index_cache_bytes
+                .or(under.ledger_index_cache_bytes),
             ledger_queue: self.ledger_queue.or(under.ledger_queue),
             ledger_mask_keys: self.ledger_mask_keys.or(under.ledger_mask_keys),
             ledger_signing_key: self.ledger_signing_key.or(under.ledger_signing_key),
@@ -763,6 +769,7 @@ impl Settings {
             checkpoint_records: self.ledger_checkpoint_records.unwrap_or(1_000),
             checkpoint_interval: Duration::from_millis(self.ledger_checkpoint_ms.unwrap_or(5_000)),
             segment_bytes: self.ledger_segment_bytes.unwrap_or(64 * 1024 * 1024),
+            index_cache_bytes: self.ledger_index_cache_bytes.unwrap_or(128 * 1024 * 1024),
             queue: self.ledger_queue.unwrap_or(10_000),
             mask_keys: self.ledger_mask_keys.clone().unwrap_or_else(|| {
                 ["token", "password", "secret", "authorization", "api_key"]
@@ -1121,6 +1128,10 @@ mod tests {
             ),
             ("ledger_checkpoint_ms", ms(ledger.checkpoint_interval)),
             ("ledger_segment_bytes", ledger.segment_bytes.to_string()),
+            (
+                "ledger_index_cache_bytes",
+                ledger.index_cache_bytes.to_string(),
+            ),
             ("ledger_queue", ledger.queue.to_string()),
             ("ledger_mask_keys", ledger.mask_keys.join(",")),
         ]

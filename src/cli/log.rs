@@ -83,26 +83,10 @@ pub enum LogCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Decisions matching every filter given, oldest first.
-    Search {
-        /// Type::id
-        #[arg(long)]
-        principal: Option<String>,
-        /// An approval id or ticket.
-        #[arg(long)]
-        approval: Option<String>,
-        /// allow or deny
-        #[arg(long)]
-        decision: Option<String>,
-        /// RFC 3339; decisions at or after it.
-        #[arg(long)]
-        since: Option<String>,
-        /// RFC 3339; decisions before it.
-        #[arg(long)]
-        until: Option<String>,
-        #[arg(long)]
-        json: bool,
-    },
+    /// The newest decisions matching every filter given (at most --limit), printed oldest
+    /// first. Read through the decision log's search index (segment-N.terms files beside the
+    /// segments, built the first time a search needs them).
+    Search(SearchFlags),
     /// Print the ledger's public key (hex), for verifying elsewhere.
     PublicKey,
     /// Follow decisions as a running Warrant records them, one line each (or JSON), until
@@ -278,17 +262,7 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             archives,
         ),
         LogCommand::Show { id, json } => show(&args, id, *json),
-        LogCommand::Search {
-            principal,
-            approval,
-            decision,
-            since,
-            until,
-            json,
-        } => {
-            let filter = search_filter(principal, approval, decision, since, until)?;
-            search(&args, &filter, *json)
-        }
+        LogCommand::Search(flags) => search(&args, &flags.filter()?, flags.limit, flags.json),
     }
 }
 
@@ -326,52 +300,96 @@ fn show(args: &LogArgs, id: &str, json: bool) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// `warrant log search`'s filter from its flags.
-fn search_filter(
-    principal: &Option<String>,
-    approval: &Option<String>,
-    decision: &Option<String>,
-    since: &Option<String>,
-    until: &Option<String>,
-) -> anyhow::Result<warrant_ledger::Filter> {
-    let bound = |text: &Option<String>, flag: &str| {
-        text.as_deref()
-            .map(|t| {
-                warrant_domain::clock::UnixMillis::parse_rfc3339(t)
-                    .with_context(|| format!("--{flag}: not an RFC 3339 time"))
-            })
-            .transpose()
-    };
-    Ok(warrant_ledger::Filter {
-        principal: principal
-            .as_deref()
-            .map(|p| parse_entity(p, "principal"))
-            .transpose()?
-            .map(|p| EntityRef {
-                id: p.id,
-                type_name: p.r#type,
-            }),
-        approval: approval.clone(),
-        decision: decision.clone(),
-        since: bound(since, "since")?,
-        until: bound(until, "until")?,
-        ..warrant_ledger::Filter::default()
-    })
+/// `warrant log search`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct SearchFlags {
+    /// Type::id
+    #[arg(long)]
+    principal: Option<String>,
+    /// The action, e.g. read
+    #[arg(long)]
+    action: Option<String>,
+    /// Type::id
+    #[arg(long)]
+    resource: Option<String>,
+    /// One of the decision's reasons: a policy id or a warrant:* reason
+    #[arg(long)]
+    reason: Option<String>,
+    /// An approval id or ticket.
+    #[arg(long)]
+    approval: Option<String>,
+    /// allow or deny
+    #[arg(long)]
+    decision: Option<String>,
+    /// RFC 3339; decisions at or after it.
+    #[arg(long)]
+    since: Option<String>,
+    /// RFC 3339; decisions before it.
+    #[arg(long)]
+    until: Option<String>,
+    /// The most decisions printed (the newest that match).
+    #[arg(long, default_value_t = 100)]
+    limit: usize,
+    #[arg(long)]
+    json: bool,
 }
 
-/// `warrant log search`: the decisions that match `filter`.
-fn search(args: &LogArgs, filter: &warrant_ledger::Filter, json: bool) -> anyhow::Result<ExitCode> {
-    let entries = fleet_records(args)?;
-    let matching: Vec<_> = entries
-        .iter()
-        .filter_map(|entry| match entry {
-            warrant_ledger::Recorded::Decision(record) => Some(&**record),
-            warrant_ledger::Recorded::ApprovalRequest(_) | warrant_ledger::Recorded::Search(_) => {
-                None
-            }
+impl SearchFlags {
+    fn filter(&self) -> anyhow::Result<warrant_ledger::Filter> {
+        let bound = |text: &Option<String>, flag: &str| {
+            text.as_deref()
+                .map(|t| {
+                    warrant_domain::clock::UnixMillis::parse_rfc3339(t)
+                        .with_context(|| format!("--{flag}: not an RFC 3339 time"))
+                })
+                .transpose()
+        };
+        let entity = |text: &Option<String>, flag: &str| {
+            text.as_deref()
+                .map(|p| parse_entity(p, flag))
+                .transpose()
+                .map(|found| found.map(|p| EntityRef::new(p.r#type, p.id)))
+        };
+        Ok(warrant_ledger::Filter {
+            principal: entity(&self.principal, "principal")?,
+            action: self.action.clone(),
+            resource: entity(&self.resource, "resource")?,
+            reason: self.reason.clone(),
+            approval: self.approval.clone(),
+            decision: self.decision.clone(),
+            since: bound(&self.since, "since")?,
+            until: bound(&self.until, "until")?,
+            shadow_disagreed: false,
         })
-        .filter(|r| filter.matches(r))
-        .collect();
+    }
+}
+
+/// `warrant log search`: the newest `limit` decisions that match `filter`, across the data
+/// folders given (merged by time), printed oldest first.
+fn search(
+    args: &LogArgs,
+    filter: &warrant_ledger::Filter,
+    limit: usize,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    let mut found = Vec::new();
+    for data_dir in &args.data_dirs {
+        let newest = warrant_ledger::search_ledger(
+            &data_dir.join("ledger"),
+            filter,
+            warrant_ledger::Order::NewestFirst { before: None },
+            limit,
+        )
+        .with_context(|| format!("the ledger in {}", data_dir.display()))?;
+        found.extend(newest.into_iter().map(|stored| stored.record));
+    }
+    let time = |record: &warrant_ledger::Record| {
+        warrant_domain::clock::UnixMillis::parse_rfc3339(&record.time).map(|t| t.0)
+    };
+    found.sort_by_key(|record| std::cmp::Reverse(time(record)));
+    found.truncate(limit);
+    found.reverse();
+    let matching: Vec<&warrant_ledger::Record> = found.iter().collect();
     if json {
         println!("{}", serde_json::to_string_pretty(&matching)?);
     } else {

@@ -716,6 +716,17 @@ impl Metrics {
         let _ = writeln!(out, "warrant_ledger_failed {}", u8::from(stats.failed));
         family(
             out,
+            "warrant_ledger_index_cache_bytes",
+            "gauge",
+            "Bytes of the decision log's search index held in memory (ledger_index_cache_bytes).",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_ledger_index_cache_bytes {}",
+            stats.index_cache_bytes
+        );
+        family(
+            out,
             "warrant_ledger_append_duration_seconds",
             "histogram",
             "Time for the ledger to accept a call's records (in durable mode: until on disk).",

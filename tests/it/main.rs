@@ -19,6 +19,7 @@ mod envoy;
 mod fuzz_decoders;
 mod human_loop;
 mod ledger;
+mod ledger_search;
 mod links;
 mod loadgen;
 mod metrics;

@@ -143,6 +143,7 @@ def test_an_approver_approves_in_the_inbox_and_the_waiting_agent_is_allowed(serv
     assert "roll out the fix <b>now</b>" in card.find_element(By.CLASS_NAME, "justification").text
     assert card.find_elements(By.TAG_NAME, "b") == []
     assert "Approving allows" in card.text
+    assert browser.find_element(By.ID, "pending-by-age").get_attribute("role") == "img"
     screenshot(browser, "inbox")
 
     waited = {}
@@ -160,6 +161,16 @@ def test_an_approver_approves_in_the_inbox_and_the_waiting_agent_is_allowed(serv
     allowed = client.check("ServiceAccount::deploy-bot", "update", "Config::payments-api",
                            approval=decided.approval_id)
     assert allowed, allowed.describe()
+
+    # The log's pictures count what was decided: the denial is among the last hour's, and its
+    # reason among the denials.
+    browser.get(server["console"] + "/decisions")
+    over_time = browser.find_element(By.ID, "decisions-over-time")
+    denies = int(over_time.get_attribute("aria-label").split(" and ")[1].split()[0])
+    assert denies >= 1
+    assert "production-change-needs-approval" in \
+        browser.find_element(By.ID, "denials-by-reason").text
+    screenshot(browser, "decisions")
 
     # The denial's page tells the story, the provenance and the proof.
     browser.get(f"{server['console']}/decisions/{denied.decision_id}")

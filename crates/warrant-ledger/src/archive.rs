@@ -138,6 +138,12 @@ pub fn archive(
         if index.exists() {
             std::fs::remove_file(&index).map_err(io_error(&index))?;
         }
+        // The search index is built again where it is needed (an archive is searched by
+        // `warrant log search --data-dir` on it).
+        let terms = super::terms::terms_path(segment);
+        if terms.exists() {
+            std::fs::remove_file(&terms).map_err(io_error(&terms))?;
+        }
     }
     File::open(dir)
         .and_then(|d| d.sync_all())

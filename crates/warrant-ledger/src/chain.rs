@@ -783,48 +783,6 @@ pub(super) fn read_checkpoint_file(
     )))
 }
 
-/// Records after `after` matching `filter`, read in order without re-verifying the chain (the
-/// server verified it at start and has written it since).
-pub(super) fn stored_records(
-    dir: &Path,
-    filter: &Filter,
-    after: u64,
-    limit: usize,
-) -> Result<Vec<StoredRecord>, LedgerError> {
-    let mut found = Vec::new();
-    let mut segments = segments(dir)?;
-    // Segments are named by their first sequence number: skip those wholly at or before `after`.
-    let start = segments
-        .iter()
-        .rposition(|s| first_seq(s).is_some_and(|first| first <= after + 1))
-        .unwrap_or(0);
-    segments.drain(..start);
-    for path in segments {
-        let file = File::open(&path).map_err(io_error(&path))?;
-        for line in BufReader::new(file).lines() {
-            let line = line.map_err(io_error(&path))?;
-            let Ok(Line::Entry { entry, hash, .. }) = serde_json::from_str::<Line>(&line) else {
-                continue;
-            };
-            let seq = entry.seq;
-            if seq > after
-                && let Some(Recorded::Decision(record)) = entry.recorded()
-                && filter.matches(&record)
-            {
-                found.push(StoredRecord {
-                    seq,
-                    hash,
-                    record: *record,
-                });
-                if found.len() >= limit {
-                    return Ok(found);
-                }
-            }
-        }
-    }
-    Ok(found)
-}
-
 /// Every entry in the ledger, in order (for `warrant log show` and `search`).
 pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Recorded>, LedgerError> {
     let anchor = read_checkpoint_file(&dir.join(ANCHOR_FILE), key)?.and_then(Result::ok);

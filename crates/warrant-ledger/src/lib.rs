@@ -13,9 +13,10 @@ mod chain;
 mod damage;
 mod export;
 mod index;
-mod newest;
 mod proof;
 mod record;
+mod search;
+mod terms;
 mod writer;
 
 use std::collections::HashMap;
@@ -44,10 +45,32 @@ pub use record::{
     ApprovalAdviceRecord, ApprovalRecord, ApprovalRequestRecord, ErrorRecord, OwnerRecord, Record,
     Recorded, SearchRecord, canonical_json,
 };
+pub use search::{Activity, Order};
 
-use chain::{Line, segments, stored_records};
+use chain::{Line, segments};
 use record::{canonical, canonical_entry};
 use writer::Writer;
+
+/// Up to `limit` records of the ledger in `dir` that match `filter`, in `order`, through its
+/// search index (for `warrant log search`, which reads a ledger without a server; the index
+/// files it builds are the server's too).
+pub fn search_ledger(
+    dir: &Path,
+    filter: &Filter,
+    order: Order,
+    limit: usize,
+) -> Result<Vec<StoredRecord>, LedgerError> {
+    search::find(
+        dir,
+        &terms::TermsCache::new(SHELL_INDEX_CACHE_BYTES),
+        filter,
+        order,
+        limit,
+    )
+}
+
+/// What one `warrant log search` holds of the index in memory.
+const SHELL_INDEX_CACHE_BYTES: usize = 256 << 20;
 
 /// The hash before the first entry.
 const GENESIS: [u8; 32] = [0; 32];
@@ -114,6 +137,8 @@ pub struct LedgerSettings {
     pub signing_key: Option<PathBuf>,
     /// Retention: what the server itself moves to archive folders. `None`: keep everything.
     pub retention: Option<Retention>,
+    /// The most bytes of the search index held in memory (the rest is read from its files).
+    pub index_cache_bytes: usize,
 }
 
 /// Keep in the ledger only what is younger than `max_age` and/or the newest `max_bytes`;
@@ -250,6 +275,8 @@ pub struct Ledger {
     pending: Arc<AtomicU64>,
     /// The key its checkpoints verify with.
     verifying: VerifyingKey,
+    /// The search index's segments held in memory.
+    terms: Arc<terms::TermsCache>,
     written: Arc<AtomicU64>,
 }
 
@@ -261,6 +288,8 @@ pub struct LedgerStats {
     pub written: u64,
     pub pending: u64,
     pub failed: bool,
+    /// The search index's bytes held in memory.
+    pub index_cache_bytes: u64,
 }
 
 /// Where each decision of the active (last) segment is: what is kept in memory. Sealed
@@ -408,6 +437,15 @@ impl Ledger {
             .name("ledger-writer".into())
             .spawn(move || writer.run(receiver))
             .map_err(|e| LedgerError::Unavailable(format!("cannot start the writer: {e}")))?;
+        let terms = Arc::new(terms::TermsCache::new(settings.index_cache_bytes));
+        {
+            let dir = settings.dir.clone();
+            let cache = Arc::downgrade(&terms);
+            std::thread::Builder::new()
+                .name("ledger-indexer".into())
+                .spawn(move || terms::follow(dir, cache))
+                .map_err(|e| LedgerError::Unavailable(format!("cannot start the indexer: {e}")))?;
+        }
         Ok(Ledger {
             archived,
             dir: settings.dir.clone(),
@@ -420,6 +458,7 @@ impl Ledger {
             failed,
             pending,
             verifying,
+            terms,
             written,
         })
     }
@@ -461,6 +500,7 @@ impl Ledger {
             written: self.written.load(Ordering::Relaxed),
             pending: self.pending.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
+            index_cache_bytes: self.terms.bytes() as u64,
         }
     }
 
@@ -552,7 +592,13 @@ impl Ledger {
         after: u64,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, LedgerError> {
-        stored_records(&self.dir, filter, after, limit)
+        search::find(
+            &self.dir,
+            &self.terms,
+            filter,
+            Order::OldestFirst { after },
+            limit,
+        )
     }
 
     /// Up to `limit` records before sequence number `before` (all when `None`) that match
@@ -563,7 +609,24 @@ impl Ledger {
         before: Option<u64>,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, LedgerError> {
-        newest::newest(&self.dir, filter, before, limit)
+        search::find(
+            &self.dir,
+            &self.terms,
+            filter,
+            Order::NewestFirst { before },
+            limit,
+        )
+    }
+
+    /// Decisions by outcome in `buckets` buckets of `bucket_ms` up to `until`, and denials by
+    /// reason, counted from the search index.
+    pub fn activity(
+        &self,
+        until: UnixMillis,
+        bucket_ms: i64,
+        buckets: usize,
+    ) -> Result<Activity, LedgerError> {
+        search::activity(&self.dir, &self.terms, until.0, bucket_ms, buckets)
     }
 
     /// Appends records (one decision's, or a batch's). In durable mode this resolves once all

@@ -13,6 +13,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{Markup, html};
 
+use super::charts;
 use super::pages::{self, Section};
 use super::{Console, Page, PageError, SignedIn, checked_csrf};
 use warrant_control::requests::{ApprovalRequest, ApproverProof, RequestState, Verdict};
@@ -55,8 +56,22 @@ pub(super) async fn inbox(
         .collect();
     recent.sort_by_key(|r| std::cmp::Reverse(r.decided_at.unwrap_or(r.expires_at)));
     recent.truncate(RECENT);
+    // Decided requests are shown to those who may see their identity.
+    let visible = console
+        .may_each(
+            &session,
+            "view_identity",
+            recent.iter().map(|r| r.identity.clone()).collect(),
+        )
+        .await;
+    let recent: Vec<&ApprovalRequest> = recent
+        .into_iter()
+        .zip(visible)
+        .filter_map(|(request, may)| may.then_some(request))
+        .collect();
     let hidden = pending.len() - decidable.iter().filter(|d| **d).count();
     let now = console.now().0;
+    let ages = pending_by_age(&all, now);
     let body = html! {
         @if let Some(done) = &query.done {
             @if let Some(request) = all.iter().find(|r| &r.id == done) {
@@ -65,6 +80,7 @@ pub(super) async fn inbox(
         }
         div data-live="approvals" {
             h2 { "Pending" }
+            @if ages.iter().any(|(_, n)| *n > 0) { (charts::bars("pending-by-age", &ages)) }
             @if pending.is_empty() {
                 p.muted #inbox-empty { "Nothing is waiting for a decision." }
             }
@@ -100,6 +116,28 @@ pub(super) async fn inbox(
         &session,
         body,
     )))
+}
+
+/// Pending requests (all of them, not only this page's) by how long they have waited.
+fn pending_by_age(all: &[ApprovalRequest], now: i64) -> Vec<(String, u64)> {
+    let limits = [
+        ("waiting under 5 min", 5 * 60_000),
+        ("5 to 60 min", 3_600_000),
+        ("1 to 24 h", 86_400_000),
+        ("over a day", i64::MAX),
+    ];
+    let mut counts = vec![0u64; limits.len()];
+    for request in all.iter().filter(|r| r.state == RequestState::Pending) {
+        let waited = now - request.requested_at;
+        if let Some(at) = limits.iter().position(|(_, limit)| waited < *limit) {
+            counts[at] += 1;
+        }
+    }
+    limits
+        .iter()
+        .zip(counts)
+        .map(|((name, _), count)| ((*name).to_owned(), count))
+        .collect()
 }
 
 /// One pending request: who asks, for what, why, what prompted it, what approving allows.

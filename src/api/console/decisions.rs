@@ -9,6 +9,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use maud::{Markup, html};
 
+use super::charts;
 use super::pages::{self, Section};
 use super::{Console, Page, PageError, SignedIn, console_resource};
 use warrant_domain::EntityRef;
@@ -139,12 +140,43 @@ pub(super) async fn list(
     let found = tokio::task::spawn_blocking(move || ledger.newest(&filter, before, PAGE + 1))
         .await
         .map_err(|error| PageError::Failed(error.to_string()))??;
+    // The pictures, on the first page: the last hour by minute, and the last day's denials.
+    let pictures = match (query.before, console.ledger().cloned()) {
+        (None, Some(ledger)) => {
+            let now = console.now();
+            tokio::task::spawn_blocking(move || {
+                Ok::<_, warrant_ledger::LedgerError>((
+                    ledger.activity(now, 60_000, 60)?,
+                    ledger.activity(now, 3_600_000, 24)?,
+                ))
+            })
+            .await
+            .map_err(|error| PageError::Failed(error.to_string()))?
+            .map(Some)?
+        }
+        _ => None,
+    };
     let more = found.len() > PAGE;
     let rows = &found[..found.len().min(PAGE)];
     let field = |name: &str, label: &str, value: &str, hint: &str| {
         html! { label { (label) input type="text" name=(name) value=(value) placeholder=(hint); } }
     };
     let body = html! {
+        @if let Some((hour, day)) = &pictures {
+            div.pictures {
+                div {
+                    h2 { "The last hour, by minute" }
+                    (charts::decisions_over_time("decisions-over-time", &hour.buckets.iter().map(|(start, allows, denies)| {
+                        (pages::time(*start).get(11..16).unwrap_or_default().to_owned(), *allows, *denies)
+                    }).collect::<Vec<_>>()))
+                }
+                div {
+                    h2 { "Denials by reason, the last day" }
+                    @if day.deny_reasons.is_empty() { p.muted { "No denial." } }
+                    @else { (charts::bars("denials-by-reason", &day.deny_reasons.iter().take(10).cloned().collect::<Vec<_>>())) }
+                }
+            }
+        }
         form.filters method="get" action="/console/decisions" {
             (field("principal", "Principal", &query.principal, "Agent::procurement-agent"))
             (field("action", "Action", &query.action, "read"))

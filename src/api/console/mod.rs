@@ -8,6 +8,7 @@
 //! (`decisions`), the approval inbox (`approvals`), identities (`identities`).
 
 mod approvals;
+mod charts;
 mod decisions;
 mod identities;
 mod oidc;

@@ -90,8 +90,11 @@ pub(super) fn layout(title: &str, section: Section, session: &Session, body: Mar
     }
 }
 
-/// An identity's name, linked to its page.
+/// An identity's name, linked to its page (a Human's is not: a person is no identity).
 pub(super) fn identity_link(entity: &EntityRef) -> Markup {
+    if entity.type_name == warrant_domain::HUMAN_TYPE {
+        return html! { code { (entity) } };
+    }
     html! {
         a href=(format!("/console/identities/{}/{}", path_part(&entity.type_name), path_part(&entity.id))) {
             code { (entity) }

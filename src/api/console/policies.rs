@@ -132,6 +132,13 @@ pub(super) async fn page(
             @if let Some((at, error)) = &status.last_reload_error {
                 dt { "Last reload error" } dd.unverified #reload-error { (pages::time(at.0)) ": " pre { (error) } }
             }
+            @if let Some(replica) = &status.replica {
+                dt { "This replica" } dd #replica {
+                    code { (replica.id) } ": change " (replica.applied_change) " of the fleet's " (replica.head_change) " applied; facts known fresh as of "
+                    (pages::time(replica.fresh_as_of.0))
+                    @if replica.stale { " " span.unverified { "(stale: every decision is a deny)" } }
+                }
+            }
             @if let Some(shadow) = &shadow {
                 dt { "Shadow set" } dd { code { (shadow.version()) } ": " (agreed) " decisions agreed, " (disagreed) " would have gone the other way" }
             }

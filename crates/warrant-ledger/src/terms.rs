@@ -1,0 +1,430 @@
+//! The search index of the decision log: for each segment, where each record is (offset,
+//! length, sequence number, time) and, for each term a filter can ask (the principal, action,
+//! resource, outcome, each reason, the approval presented and its ticket, a shadow
+//! disagreement), the records that carry it. A sealed segment's index is kept beside it
+//! (`segment-N.terms`), built the first time a search needs it; the active segment's grows as
+//! searches read the lines appended since the last one. Nothing here is on the writer's path.
+//! Indexes in memory are held within a byte budget (`TermsCache`), the least recently used
+//! dropped first: a dropped sealed one is read back from its file.
+//!
+//! Index files are derived data: one that is missing or unreadable is built again from its
+//! segment, and a search checks every record it returns against the whole filter, so an index
+//! can only make a search faster, never change its answer.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use warrant_domain::clock::UnixMillis;
+
+use super::chain::{Line, SegmentLines};
+use super::{Filter, LedgerError, Record, Recorded, io_error};
+
+const MAGIC: &[u8; 5] = b"WTRM\x01";
+
+/// Where one record is, and when it was decided.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct RecordAt {
+    pub(super) offset: u64,
+    pub(super) length: u32,
+    pub(super) seq: u64,
+    pub(super) time: i64,
+}
+
+/// One segment's index.
+#[derive(Debug, Default)]
+pub(super) struct SegmentTerms {
+    pub(super) records: Vec<RecordAt>,
+    postings: HashMap<Box<str>, Vec<u32>>,
+    /// How far into the segment it has read (the active segment's grows).
+    read_to: u64,
+}
+
+/// The index file of a segment.
+pub(super) fn terms_path(segment: &Path) -> PathBuf {
+    segment.with_extension("terms")
+}
+
+/// The terms a record carries (what `Filter::matches` can ask of it).
+fn terms_of(record: &Record) -> Vec<String> {
+    let mut terms = vec![
+        format!("p:{}::{}", record.principal.type_name, record.principal.id),
+        format!("a:{}", record.action),
+        format!("r:{}::{}", record.resource.type_name, record.resource.id),
+        format!("d:{}", record.decision.to_ascii_uppercase()),
+    ];
+    terms.extend(record.reasons.iter().map(|reason| format!("why:{reason}")));
+    if let Some(presented) = &record.approval_presented {
+        terms.push(format!("ap:{presented}"));
+    }
+    if let Some(approval) = &record.approval {
+        terms.push(format!("ap:{}", approval.ticket));
+    }
+    if record
+        .shadow
+        .as_ref()
+        .is_some_and(|shadow| !shadow.decision.eq_ignore_ascii_case(&record.decision))
+    {
+        terms.push("shadow:disagreed".to_owned());
+    }
+    terms.sort();
+    terms.dedup();
+    terms
+}
+
+/// The terms a filter asks for: every record it matches carries all of them.
+pub(super) fn terms_asked(filter: &Filter) -> Vec<String> {
+    let mut terms = Vec::new();
+    if let Some(principal) = &filter.principal {
+        terms.push(format!("p:{}::{}", principal.type_name, principal.id));
+    }
+    if let Some(action) = &filter.action {
+        terms.push(format!("a:{action}"));
+    }
+    if let Some(resource) = &filter.resource {
+        terms.push(format!("r:{}::{}", resource.type_name, resource.id));
+    }
+    if let Some(decision) = &filter.decision {
+        terms.push(format!("d:{}", decision.to_ascii_uppercase()));
+    }
+    if let Some(reason) = &filter.reason {
+        terms.push(format!("why:{reason}"));
+    }
+    if let Some(approval) = &filter.approval {
+        terms.push(format!("ap:{approval}"));
+    }
+    if filter.shadow_disagreed {
+        terms.push("shadow:disagreed".to_owned());
+    }
+    terms
+}
+
+impl SegmentTerms {
+    /// Reads the lines appended since it last read (complete lines only).
+    fn read_more(&mut self, segment: &Path) -> Result<(), LedgerError> {
+        let mut lines = SegmentLines::open(segment, self.read_to)?;
+        while let Some((offset, line)) = lines.next_line()? {
+            if !line.ends_with(b"\n") {
+                break;
+            }
+            self.read_to = offset + line.len() as u64;
+            let Ok(Line::Entry { entry, .. }) = serde_json::from_slice::<Line>(line) else {
+                continue;
+            };
+            let seq = entry.seq;
+            let Some(Recorded::Decision(record)) = entry.recorded() else {
+                continue;
+            };
+            let Ok(ordinal) = u32::try_from(self.records.len()) else {
+                break;
+            };
+            self.records.push(RecordAt {
+                offset,
+                length: u32::try_from(line.len()).unwrap_or(u32::MAX),
+                seq,
+                time: UnixMillis::parse_rfc3339(&record.time).map_or(0, |t| t.0),
+            });
+            for term in terms_of(&record) {
+                self.postings
+                    .entry(term.into_boxed_str())
+                    .or_default()
+                    .push(ordinal);
+            }
+        }
+        Ok(())
+    }
+
+    /// The ordinals of the records that carry every term, ascending; every record for none.
+    pub(super) fn candidates(&self, terms: &[String]) -> Vec<u32> {
+        let Some((first, rest)) = terms.split_first() else {
+            return (0..u32::try_from(self.records.len()).unwrap_or(u32::MAX)).collect();
+        };
+        let mut found = self
+            .postings
+            .get(first.as_str())
+            .cloned()
+            .unwrap_or_default();
+        for term in rest {
+            let Some(posting) = self.postings.get(term.as_str()) else {
+                return Vec::new();
+            };
+            found.retain(|ordinal| posting.binary_search(ordinal).is_ok());
+        }
+        found
+    }
+
+    /// The ordinals that carry `term`, ascending.
+    pub(super) fn posting(&self, term: &str) -> &[u32] {
+        self.postings.get(term).map_or(&[], Vec::as_slice)
+    }
+
+    /// Each term that starts with `prefix` (the prefix cut off) and its ordinals.
+    pub(super) fn postings_with_prefix<'a>(
+        &'a self,
+        prefix: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a [u32])> + 'a {
+        self.postings.iter().filter_map(move |(term, posting)| {
+            term.strip_prefix(prefix)
+                .map(|rest| (rest, posting.as_slice()))
+        })
+    }
+
+    /// What it holds in memory, roughly.
+    fn bytes(&self) -> usize {
+        self.records.len() * std::mem::size_of::<RecordAt>()
+            + self
+                .postings
+                .iter()
+                .map(|(term, posting)| term.len() + posting.len() * 4 + 64)
+                .sum::<usize>()
+    }
+
+    fn write(&self, path: &Path) -> Result<(), LedgerError> {
+        let mut bytes = Vec::with_capacity(self.bytes() + 64);
+        bytes.extend_from_slice(MAGIC);
+        bytes.extend_from_slice(&self.read_to.to_le_bytes());
+        // Ordinals are u32 (`read_more` stops there), so the counts fit.
+        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX).to_le_bytes();
+        bytes.extend_from_slice(&count(self.records.len()));
+        for at in &self.records {
+            bytes.extend_from_slice(&at.offset.to_le_bytes());
+            bytes.extend_from_slice(&at.length.to_le_bytes());
+            bytes.extend_from_slice(&at.seq.to_le_bytes());
+            bytes.extend_from_slice(&at.time.to_le_bytes());
+        }
+        bytes.extend_from_slice(&count(self.postings.len()));
+        for (term, posting) in &self.postings {
+            let term = term.as_bytes();
+            let term = &term[..term.len().min(usize::from(u16::MAX))];
+            bytes.extend_from_slice(&u16::try_from(term.len()).unwrap_or(u16::MAX).to_le_bytes());
+            bytes.extend_from_slice(term);
+            bytes.extend_from_slice(&count(posting.len()));
+            for ordinal in posting {
+                bytes.extend_from_slice(&ordinal.to_le_bytes());
+            }
+        }
+        warrant_files::write_atomically(path, &bytes).map_err(io_error(path))
+    }
+
+    /// An index file as written; `None` if it is not one (it is then built again).
+    fn read(bytes: &[u8]) -> Option<SegmentTerms> {
+        let mut at = 0usize;
+        let mut take = |n: usize| -> Option<&[u8]> {
+            let slice = bytes.get(at..at.checked_add(n)?)?;
+            at += n;
+            Some(slice)
+        };
+        if take(MAGIC.len())? != MAGIC {
+            return None;
+        }
+        let u64_of = |b: &[u8]| b.try_into().ok().map(u64::from_le_bytes);
+        let u32_of = |b: &[u8]| b.try_into().ok().map(u32::from_le_bytes);
+        let read_to = u64_of(take(8)?)?;
+        let count = u32_of(take(4)?)? as usize;
+        let mut records = Vec::with_capacity(count.min(bytes.len() / 28));
+        for _ in 0..count {
+            records.push(RecordAt {
+                offset: u64_of(take(8)?)?,
+                length: u32_of(take(4)?)?,
+                seq: u64_of(take(8)?)?,
+                time: i64::from_le_bytes(take(8)?.try_into().ok()?),
+            });
+        }
+        let term_count = u32_of(take(4)?)? as usize;
+        let mut postings = HashMap::with_capacity(term_count.min(bytes.len() / 8));
+        for _ in 0..term_count {
+            let length = u16::from_le_bytes(take(2)?.try_into().ok()?) as usize;
+            let term = std::str::from_utf8(take(length)?).ok()?.into();
+            let entries = u32_of(take(4)?)? as usize;
+            let raw = take(entries.checked_mul(4)?)?;
+            let posting: Vec<u32> = raw
+                .chunks_exact(4)
+                .filter_map(|chunk| chunk.try_into().ok().map(u32::from_le_bytes))
+                .collect();
+            postings.insert(term, posting);
+        }
+        Some(SegmentTerms {
+            records,
+            postings,
+            read_to,
+        })
+    }
+}
+
+/// The indexes held in memory, within a byte budget.
+pub(super) struct TermsCache {
+    budget: usize,
+    held: Mutex<Held>,
+    /// When a search last used it: the indexer works only while people search.
+    last_search: Mutex<Option<Instant>>,
+}
+
+/// How long after a search the indexer keeps the index current.
+const FOLLOW_FOR: Duration = Duration::from_secs(600);
+/// How often it catches up.
+const FOLLOW_EVERY: Duration = Duration::from_millis(500);
+
+/// Keeps `dir`'s index current while people search (within `FOLLOW_FOR` of the last search):
+/// builds the files of sealed segments that have none and reads what the writer appended to
+/// the active one, so a search pays for at most `FOLLOW_EVERY` of new records. When nobody
+/// searches it does nothing, so recording a decision costs nothing more. Ends with the cache.
+pub(super) fn follow(dir: PathBuf, cache: std::sync::Weak<TermsCache>) {
+    loop {
+        std::thread::sleep(FOLLOW_EVERY);
+        let Some(cache) = cache.upgrade() else { return };
+        let searched = cache
+            .last_search
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .is_some_and(|at| at.elapsed() < FOLLOW_FOR);
+        if !searched {
+            continue;
+        }
+        let Ok(all) = super::chain::segments(&dir) else {
+            continue;
+        };
+        let last = all.len().saturating_sub(1);
+        for (at, segment) in all.iter().enumerate() {
+            let sealed = at != last;
+            if sealed && terms_path(segment).exists() {
+                continue;
+            }
+            if let Err(error) = cache.terms(segment, sealed) {
+                tracing::warn!(%error, segment = %segment.display(), "cannot index a ledger segment");
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Held {
+    by_segment: HashMap<PathBuf, (Arc<RwLock<SegmentTerms>>, u64)>,
+    /// A counter for least-recently-used order.
+    clock: u64,
+}
+
+impl TermsCache {
+    pub(super) fn new(budget: usize) -> Self {
+        TermsCache {
+            budget,
+            held: Mutex::new(Held::default()),
+            last_search: Mutex::new(None),
+        }
+    }
+
+    /// A search is about to use it.
+    pub(super) fn searched(&self) {
+        *self
+            .last_search
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(Instant::now());
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, Held> {
+        self.held
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Bytes held now (for the metrics).
+    pub(super) fn bytes(&self) -> usize {
+        self.held()
+            .by_segment
+            .values()
+            .map(|(terms, _)| {
+                terms
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .bytes()
+            })
+            .sum()
+    }
+
+    /// `segment`'s index, complete up to the segment's last whole line. `sealed`: the writer
+    /// has left it, so its index is kept in a file.
+    pub(super) fn terms(
+        &self,
+        segment: &Path,
+        sealed: bool,
+    ) -> Result<Arc<RwLock<SegmentTerms>>, LedgerError> {
+        let found = {
+            let mut held = self.held();
+            held.clock += 1;
+            let now = held.clock;
+            held.by_segment.get_mut(segment).map(|(terms, used)| {
+                *used = now;
+                Arc::clone(terms)
+            })
+        };
+        let terms = match found {
+            Some(terms) => terms,
+            None => {
+                let loaded = if sealed {
+                    std::fs::read(terms_path(segment))
+                        .ok()
+                        .and_then(|bytes| SegmentTerms::read(&bytes))
+                        .unwrap_or_default()
+                } else {
+                    SegmentTerms::default()
+                };
+                let terms = Arc::new(RwLock::new(loaded));
+                self.keep(segment, Arc::clone(&terms));
+                terms
+            }
+        };
+        let length = std::fs::metadata(segment).map_err(io_error(segment))?.len();
+        let behind = terms
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .read_to
+            < length;
+        // A sealed segment's index goes to its file once complete (the active segment's index
+        // is complete when the writer leaves it, and written at its next use).
+        let unwritten = sealed && (behind || !terms_path(segment).exists());
+        if behind || unwritten {
+            let mut writing = terms
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            writing.read_more(segment)?;
+            if sealed && writing.read_to >= length {
+                writing.write(&terms_path(segment))?;
+            }
+            drop(writing);
+            self.trim();
+        }
+        Ok(terms)
+    }
+
+    fn keep(&self, segment: &Path, terms: Arc<RwLock<SegmentTerms>>) {
+        let mut held = self.held();
+        held.clock += 1;
+        let now = held.clock;
+        held.by_segment.insert(segment.to_path_buf(), (terms, now));
+    }
+
+    /// Drops the least recently used indexes past the budget (never the last one left).
+    fn trim(&self) {
+        let mut held = self.held();
+        let size = |terms: &Arc<RwLock<SegmentTerms>>| {
+            terms
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .bytes()
+        };
+        let mut total: usize = held.by_segment.values().map(|(t, _)| size(t)).sum();
+        while total > self.budget && held.by_segment.len() > 1 {
+            let Some(oldest) = held
+                .by_segment
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(path, _)| path.clone())
+            else {
+                break;
+            };
+            if let Some((terms, _)) = held.by_segment.remove(&oldest) {
+                total = total.saturating_sub(size(&terms));
+            }
+        }
+    }
+}
