@@ -152,8 +152,19 @@ pub async fn serve(
         crate::api::page_token::PageTokens::open(&config.data_dir)?,
         config.search,
     ));
+    let (admin_listener, admin_bound) = bind(config.admin_listen, "for admin calls on").await?;
     let console = match &config.console {
-        Some(settings) => Some(console(&config, settings, &control, &decider, &searcher).await?),
+        Some(settings) => Some(
+            console(
+                &config,
+                settings,
+                &control,
+                &decider,
+                &searcher,
+                admin_bound,
+            )
+            .await?,
+        ),
         None => None,
     };
     let (admin_router, admin_token_file) = admin_router(
@@ -173,7 +184,6 @@ pub async fn serve(
         &searcher,
         tonic::transport::Server::builder().add_service(health_service),
     )?;
-    let (admin_listener, admin_bound) = bind(config.admin_listen, "for admin calls on").await?;
     tracing::info!(%admin_bound, token_file = ?admin_token_file, "serving warrant.v1.Admin");
     tracing::info!(%metrics_bound, "serving Prometheus metrics at /metrics");
     let (authzen_listener, authzen_bound) = bind(config.authzen_listen, "for AuthZEN on").await?;
@@ -396,6 +406,7 @@ async fn console(
     control: &Arc<Control>,
     decider: &Arc<Decider>,
     searcher: &Arc<crate::api::search::Searcher>,
+    admin_bound: SocketAddr,
 ) -> anyhow::Result<(
     (TcpListener, axum::Router),
     String,
@@ -403,11 +414,28 @@ async fn console(
 )> {
     let (listener, bound) = bind(settings.listen, "for the console on").await?;
     let tls = config.tls.is_some();
+    let scheme = if tls { "https" } else { "http" };
     let url = settings
         .settings
         .public_url
         .clone()
-        .unwrap_or_else(|| format!("{}://{bound}/console", if tls { "https" } else { "http" }));
+        .unwrap_or_else(|| format!("{scheme}://{bound}/console"));
+    let peers = match control.replication() {
+        Some(_) => {
+            let peers = fleet_peers(
+                config,
+                settings,
+                url.clone(),
+                format!("{scheme}://{admin_bound}"),
+            )?;
+            tokio::spawn(crate::api::console::fleet::announce(
+                Arc::clone(control),
+                peers.clone(),
+            ));
+            Some(peers)
+        }
+        None => None,
+    };
     let (console, invites) = crate::api::console::Console::new(
         Arc::clone(control),
         Arc::clone(decider),
@@ -417,6 +445,7 @@ async fn console(
         // Browsers keep `Secure` cookies over plaintext only on loopback, which is where
         // plaintext listeners are (or `plaintext_beyond_loopback` said otherwise).
         tls || bound.ip().is_loopback(),
+        peers,
     )
     .map_err(|error| anyhow::anyhow!(error))?;
     tracing::info!(%bound, %url, "serving the web console; sign in with `warrant console invite Human::<you>`");
@@ -425,6 +454,30 @@ async fn console(
         url,
         invites,
     ))
+}
+
+/// In a fleet, how the console reads the other replicas' decisions: from their admin APIs, with
+/// the admin token (which the fleet shares) and the listeners' own certificate.
+fn fleet_peers(
+    config: &Config,
+    settings: &crate::config::ConsoleConfig,
+    console_url: String,
+    admin_url: String,
+) -> anyhow::Result<crate::api::console::fleet::Peers> {
+    let (token, _) = admin_token(
+        config.admin_token.as_ref().map(|t| t.0.as_str()),
+        &config.data_dir,
+    )?;
+    Ok(crate::api::console::fleet::Peers {
+        token,
+        ca: config.tls.as_ref().and_then(|tls| tls.client_ca.clone()),
+        identity: config
+            .tls
+            .as_ref()
+            .map(|tls| (tls.cert.clone(), tls.key.clone())),
+        admin_url: settings.settings.admin_url.clone().unwrap_or(admin_url),
+        console_url,
+    })
 }
 
 /// The AuthZEN listener's routes. Its access request endpoints resolve denials in the ledger:

@@ -360,6 +360,37 @@ impl AllowedCallers {
     }
 }
 
+/// A connected gRPC channel to `address`, over TLS when it is `https://`: trusting the CA
+/// certificates in `ca` (PEM) or else the system's, and presenting `identity` (certificate and
+/// key, PEM) for mutual TLS. (The shell's clients, and a replica's console asking the others.)
+pub async fn client_channel(
+    address: &str,
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> anyhow::Result<tonic::transport::Channel> {
+    use anyhow::Context as _;
+    use tonic::transport::{Certificate, ClientTlsConfig, Identity};
+    let read = |path: &Path| {
+        std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+    };
+    let mut endpoint = tonic::transport::Channel::from_shared(address.to_owned())
+        .with_context(|| format!("not an address: {address}"))?;
+    if address.starts_with("https://") {
+        let mut tls = ClientTlsConfig::new();
+        if let Some(ca) = ca {
+            tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
+        }
+        if let Some((cert, key)) = identity {
+            tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        endpoint = endpoint.tls_config(tls)?;
+    }
+    endpoint
+        .connect()
+        .await
+        .with_context(|| format!("cannot connect to {address}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -140,11 +140,17 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
         request: Request<proto::ListDecisionsRequest>,
     ) -> Result<Response<proto::ListDecisionsResponse>, Status> {
         let request = request.into_inner();
-        let after = match self.page_tokens.read("decisions", &request.page_token)? {
-            None => 0,
-            Some(position) => position.parse::<u64>().map_err(|_| {
+        // Each direction has tokens of its own: a token names a sequence number to go on from.
+        let list = if request.newest_first {
+            "decisions-newest"
+        } else {
+            "decisions"
+        };
+        let position = match self.page_tokens.read(list, &request.page_token)? {
+            None => None,
+            Some(position) => Some(position.parse::<u64>().map_err(|_| {
                 Status::invalid_argument("page_token: not a token this server gave")
-            })?,
+            })?),
         };
         let limit = match request.page_size {
             0 => 100,
@@ -154,26 +160,33 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
             n => n as usize,
         };
         let filter = warrant_ledger::Filter {
-            principal: request.principal.map(|p| EntityRef {
-                id: p.id,
-                type_name: p.r#type,
-            }),
+            principal: request.principal.map(|p| EntityRef::new(p.r#type, p.id)),
+            action: non_empty(request.action),
+            resource: request.resource.map(|r| EntityRef::new(r.r#type, r.id)),
+            reason: non_empty(request.reason),
             approval: non_empty(request.approval),
             decision: decision_filter(request.decision)?.map(str::to_owned),
             since: request.since.as_ref().map(unix_millis),
             until: request.until.as_ref().map(unix_millis),
-            ..warrant_ledger::Filter::default()
+            shadow_disagreed: false,
         };
         let ledger = Arc::clone(&self.ledger);
+        let newest_first = request.newest_first;
         // One more than a page tells whether another page follows.
-        let mut found = tokio::task::spawn_blocking(move || ledger.list(&filter, after, limit + 1))
-            .await
-            .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(ledger_status)?;
+        let mut found = tokio::task::spawn_blocking(move || {
+            if newest_first {
+                ledger.newest(&filter, position, limit + 1)
+            } else {
+                ledger.list(&filter, position.unwrap_or(0), limit + 1)
+            }
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(ledger_status)?;
         let more = found.len() > limit;
         found.truncate(limit);
         let next_page_token = match (more, found.last()) {
-            (true, Some(last)) => self.page_tokens.issue("decisions", &last.seq.to_string()),
+            (true, Some(last)) => self.page_tokens.issue(list, &last.seq.to_string()),
             _ => String::new(),
         };
         let records = found

@@ -132,30 +132,12 @@ pub struct ClientTls {
 impl ClientTls {
     /// A connected channel to `address`, over TLS when it is `https://`.
     pub async fn connect(&self, address: &str) -> anyhow::Result<tonic::transport::Channel> {
-        use tonic::transport::{Certificate, ClientTlsConfig, Identity};
-        let read = |path: &std::path::Path| {
-            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        let identity = match (&self.client_cert, &self.client_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            (None, None) => None,
+            _ => bail!("--client-cert and --client-key go together"),
         };
-        let mut endpoint = tonic::transport::Channel::from_shared(address.to_owned())
-            .with_context(|| format!("not an address: {address}"))?;
-        if address.starts_with("https://") {
-            let mut tls = ClientTlsConfig::new();
-            if let Some(ca) = &self.tls_ca {
-                tls = tls.ca_certificate(Certificate::from_pem(read(ca)?));
-            }
-            match (&self.client_cert, &self.client_key) {
-                (Some(cert), Some(key)) => {
-                    tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
-                }
-                (None, None) => {}
-                _ => bail!("--client-cert and --client-key go together"),
-            }
-            endpoint = endpoint.tls_config(tls)?;
-        }
-        endpoint
-            .connect()
-            .await
-            .with_context(|| format!("cannot connect to {address}"))
+        crate::tls::client_channel(address, self.tls_ca.as_deref(), identity).await
     }
 }
 

@@ -857,3 +857,129 @@ async fn changes_made_at_once_on_several_replicas_are_all_made_once() {
         until(replica, &deploy("only-once"), true).await;
     }
 }
+
+/// An HTTP exchange with a console: (status, the session cookie it set, body).
+async fn console_http(
+    method: &str,
+    url: &str,
+    form: Option<String>,
+    cookie: Option<&str>,
+) -> (u16, Option<String>, String) {
+    use http_body_util::BodyExt as _;
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<http_body_util::Full<hyper::body::Bytes>>();
+    let mut request = hyper::Request::builder().method(method).uri(url);
+    if let Some(cookie) = cookie {
+        request = request.header("cookie", cookie);
+    }
+    if form.is_some() {
+        request = request.header("content-type", "application/x-www-form-urlencoded");
+    }
+    let request = request
+        .body(http_body_util::Full::new(hyper::body::Bytes::from(
+            form.unwrap_or_default(),
+        )))
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let set_cookie = response.headers().get("set-cookie").map(|value| {
+        value
+            .to_str()
+            .unwrap()
+            .split(';')
+            .next()
+            .unwrap()
+            .to_owned()
+    });
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        set_cookie,
+        String::from_utf8_lossy(&body).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn a_replicas_console_shows_the_fleets_decisions_and_names_a_replica_it_cannot_ask() {
+    let cluster = PgCluster::start();
+    let url = cluster.database("console");
+    // A fleet shares its admin token: a replica's console reads the others' decision logs.
+    let token = "a-fleet-wide-admin-token-for-every-replica";
+    let start = |name: &str| {
+        let args = replica_args(&url, &["--replica-id", name]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Server::start_with_env(&args, &[("WARRANT_ADMIN_TOKEN", token)])
+            .unwrap_or_else(|stderr| panic!("replica did not start:\n{stderr}"))
+    };
+    let a = start("a");
+    let b = start("b");
+    let on_a = check(&a, deploy("")).await;
+    let on_b = check(
+        &b,
+        crate::common::request("ApiKey::pipeline-etl", "read", "Dataset::sales-2026", ""),
+    )
+    .await;
+
+    let invite = Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(["console", "invite", "Human::alice", "--admin"])
+        .arg(format!("http://{}", a.admin))
+        .env("WARRANT_ADMIN_TOKEN", token)
+        .output()
+        .unwrap();
+    assert!(invite.status.success(), "{invite:?}");
+    let invite: serde_json::Value = serde_json::from_slice(&invite.stdout).unwrap();
+    let link = invite["url"].as_str().unwrap();
+    let secret = link.rsplit('/').next().unwrap();
+    let (status, cookie, _) = console_http(
+        "POST",
+        &format!("{}/invite", a.console),
+        Some(format!("token={secret}")),
+        None,
+    )
+    .await;
+    assert_eq!(status, 303);
+    let cookie = cookie.expect("a session cookie");
+
+    // Each replica announces itself at start: a's log soon holds b's decision too.
+    let short = |id: &str| id[id.len() - 8..].to_owned();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let page = loop {
+        let (status, _, page) = console_http(
+            "GET",
+            &format!("{}/decisions", a.console),
+            None,
+            Some(&cookie),
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        if page.contains(&short(&on_b.decision_id)) || Instant::now() > deadline {
+            break page;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(page.contains(&short(&on_a.decision_id)), "{page}");
+    assert!(page.contains(&short(&on_b.decision_id)), "{page}");
+    // b's decision links to b's own console, where its proof is; each row names its replica.
+    assert!(
+        page.contains(&format!("{}/decisions/{}", b.console, on_b.decision_id)),
+        "{page}"
+    );
+    assert!(page.contains("<td><code>b</code></td>"), "{page}");
+    assert!(!page.contains("could not be asked"), "{page}");
+
+    // A replica that stops answering is named, its decisions missing rather than invented.
+    drop(b.kill());
+    let (_, _, page) = console_http(
+        "GET",
+        &format!("{}/decisions", a.console),
+        None,
+        Some(&cookie),
+    )
+    .await;
+    assert!(
+        page.contains("Replica <code>b</code> could not be asked"),
+        "{page}"
+    );
+    assert!(!page.contains(&short(&on_b.decision_id)), "{page}");
+    assert!(page.contains(&short(&on_a.decision_id)), "{page}");
+}

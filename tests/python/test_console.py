@@ -177,6 +177,8 @@ def test_an_approver_approves_in_the_inbox_and_the_waiting_agent_is_allowed(serv
     story = browser.find_element(By.ID, "story").text
     assert filed.id in story and "approved by Human::\"bob\"" in story
     assert "the fix is reviewed" in story
+    # ... and the approval's use, the allowed update.
+    assert allowed.decision_id[-8:] in story
     assert "ServiceAccount::\"deploy-bot\"" in browser.find_element(By.ID, "provenance").text
     # Durable mode signs each batch as it is written: the record is signed already.
     verdict = browser.find_element(By.ID, "verdict")

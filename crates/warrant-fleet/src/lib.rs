@@ -23,9 +23,11 @@ use warrant_store::{LiveEntity, LiveLink};
 
 mod counters;
 mod freshness;
+mod members;
 mod migrations;
 
 pub use freshness::Freshness;
+pub use members::Member;
 
 pub use migrations::SCHEMA_VERSION;
 

@@ -46,6 +46,12 @@ const MIGRATIONS: &[&str] = &[
          files jsonb NOT NULL,
          pushed_at timestamptz NOT NULL DEFAULT now(),
          change_id bigint NOT NULL DEFAULT 0);",
+    // 2: the replicas that make themselves known, for the console's fleet-wide decision log.
+    "CREATE TABLE warrant_replicas (
+         id text PRIMARY KEY,
+         admin_url text NOT NULL,
+         console_url text,
+         seen_at timestamptz NOT NULL DEFAULT now());",
 ];
 
 impl Postgres {

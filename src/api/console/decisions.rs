@@ -10,18 +10,22 @@ use axum::extract::{Path, Query, State};
 use maud::{Markup, html};
 
 use super::charts;
+use super::fleet;
 use super::pages::{self, Section};
 use super::{Console, Page, PageError, SignedIn, console_resource};
 use warrant_domain::EntityRef;
 use warrant_domain::clock::UnixMillis;
-use warrant_ledger::{Filter, Ledger, Proof, Standing, StoredRecord};
+use warrant_ledger::{Filter, Ledger, Proof, Record, Standing, StoredRecord};
+use warrant_proto as proto;
 
 /// Rows per page of the log.
 const PAGE: usize = 50;
+/// The same, as the `ListDecisions` API counts.
+const PAGE_SIZE: u32 = 50;
 /// Uses of an approval listed on a decision's page.
 const USES: usize = 20;
 
-#[derive(serde::Deserialize, Default)]
+#[derive(serde::Deserialize, Default, Clone)]
 pub(super) struct LogQuery {
     #[serde(default)]
     principal: String,
@@ -95,26 +99,38 @@ impl LogQuery {
         })
     }
 
+    /// This query's link for the decisions before `time` (a fleet's pages go back by time).
+    fn until_before(&self, time: &str) -> String {
+        self.link(None, Some(time))
+    }
+
     /// This query's link for the page before `seq`.
     fn before(&self, seq: u64) -> String {
+        self.link(Some(seq), None)
+    }
+
+    fn link(&self, before: Option<u64>, until: Option<&str>) -> String {
         let fields = [
-            ("principal", &self.principal),
+            ("principal", self.principal.as_str()),
             ("action", &self.action),
             ("resource", &self.resource),
             ("decision", &self.decision),
             ("reason", &self.reason),
             ("approval", &self.approval),
             ("since", &self.since),
-            ("until", &self.until),
+            ("until", until.unwrap_or(&self.until)),
             ("shadow", &self.shadow),
         ];
-        let mut link = format!("/console/decisions?before={seq}");
+        let mut parts: Vec<String> = before
+            .map(|seq| format!("before={seq}"))
+            .into_iter()
+            .collect();
         for (name, value) in fields {
             if !value.is_empty() {
-                link.push_str(&format!("&{name}={}", pages::path_part(value)));
+                parts.push(format!("{name}={}", pages::path_part(value)));
             }
         }
-        link
+        format!("/console/decisions?{}", parts.join("&"))
     }
 }
 
@@ -137,9 +153,15 @@ pub(super) async fn list(
     let ledger = ledger_of(&console)?;
     let filter = query.filter()?;
     let before = query.before;
-    let found = tokio::task::spawn_blocking(move || ledger.newest(&filter, before, PAGE + 1))
+    let local = filter.clone();
+    let found = tokio::task::spawn_blocking(move || ledger.newest(&local, before, PAGE + 1))
         .await
         .map_err(|error| PageError::Failed(error.to_string()))??;
+    let fleet = console
+        .peers
+        .as_ref()
+        .filter(|_| console.control.replication().is_some());
+    let (rows, more, unreachable) = rows_of(&console, fleet, &filter, found).await;
     // The pictures, on the first page: the last hour by minute, and the last day's denials.
     let pictures = match (query.before, console.ledger().cloned()) {
         (None, Some(ledger)) => {
@@ -156,8 +178,6 @@ pub(super) async fn list(
         }
         _ => None,
     };
-    let more = found.len() > PAGE;
-    let rows = &found[..found.len().min(PAGE)];
     let field = |name: &str, label: &str, value: &str, hint: &str| {
         html! { label { (label) input type="text" name=(name) value=(value) placeholder=(hint); } }
     };
@@ -193,18 +213,25 @@ pub(super) async fn list(
             label { "Shadow disagrees" input type="checkbox" name="shadow" checked[query.shadow == "on"]; }
             button type="submit" { "Search" }
         }
-        div data-live=[query.before.is_none().then_some("decisions")] {
+        @for (replica, why) in &unreachable {
+            p.unverified.unreachable { "Replica " code { (replica) } " could not be asked; its decisions are missing here: " (why) }
+        }
+        div data-live=[(query.before.is_none() && query.until.is_empty()).then_some("decisions")] {
             table #decisions {
-                thead { tr { th { "Time" } th { "Outcome" } th { "Principal" } th { "Action" } th { "Resource" } th { "Reasons" } th { "Decision" } } }
+                thead { tr { th { "Time" } th { "Outcome" } th { "Principal" } th { "Action" } th { "Resource" } th { "Reasons" }
+                    @if fleet.is_some() { th { "Replica" } } th { "Decision" } } }
                 tbody {
-                    @for stored in rows { (row(stored)) }
+                    @for row in &rows { (row_of(row, fleet.is_some())) }
                 }
             }
             @if rows.is_empty() { p.muted { "No decision matches." } }
         }
         @if more {
             @if let Some(last) = rows.last() {
-                p { a #older href=(query.before(last.seq)) { "Older decisions" } }
+                p { a #older href=(match last.seq {
+                    Some(seq) if fleet.is_none() => query.before(seq),
+                    _ => query.until_before(&last.record.time),
+                }) { "Older decisions" } }
             }
         }
     };
@@ -216,8 +243,85 @@ pub(super) async fn list(
     )))
 }
 
-fn row(stored: &StoredRecord) -> Markup {
-    let record = &stored.record;
+/// A row of the log: a record, where its page is (this replica's, or the one that decided it),
+/// and its place in this replica's chain.
+struct Row {
+    record: Record,
+    link: Option<String>,
+    seq: Option<u64>,
+}
+
+/// This replica's page of records and, in a fleet, the others' merged in by time: the rows,
+/// whether more follow, and the replicas that could not be asked.
+async fn rows_of(
+    console: &Console,
+    fleet: Option<&fleet::Peers>,
+    filter: &Filter,
+    found: Vec<StoredRecord>,
+) -> (Vec<Row>, bool, Vec<(String, String)>) {
+    let mut more = found.len() > PAGE;
+    let mut rows: Vec<Row> = found
+        .into_iter()
+        .take(PAGE)
+        .map(|stored| Row {
+            link: Some(format!(
+                "/console/decisions/{}",
+                pages::path_part(&stored.record.decision_id)
+            )),
+            seq: Some(stored.seq),
+            record: stored.record,
+        })
+        .collect();
+    let Some(peers) = fleet else {
+        return (rows, more, Vec::new());
+    };
+    let (remote, unreachable) =
+        fleet::others(&console.control, peers, remote_request(filter)).await;
+    for (record, member) in remote {
+        if filter.matches(&record) {
+            rows.push(Row {
+                link: member.console_url.as_ref().map(|url| {
+                    format!("{url}/decisions/{}", pages::path_part(&record.decision_id))
+                }),
+                seq: None,
+                record,
+            });
+        }
+    }
+    let time = |row: &Row| UnixMillis::parse_rfc3339(&row.record.time).map(|t| t.0);
+    rows.sort_by_key(|row| std::cmp::Reverse(time(row)));
+    more |= rows.len() > PAGE;
+    rows.truncate(PAGE);
+    (rows, more, unreachable)
+}
+
+/// The filter as another replica's `ListDecisions` takes it, newest first.
+fn remote_request(filter: &Filter) -> proto::ListDecisionsRequest {
+    let entity = |e: &EntityRef| proto::EntityRef {
+        r#type: e.type_name.clone(),
+        id: e.id.clone(),
+    };
+    proto::ListDecisionsRequest {
+        principal: filter.principal.as_ref().map(entity),
+        approval: filter.approval.clone().unwrap_or_default(),
+        decision: match filter.decision.as_deref() {
+            Some("ALLOW") => proto::Decision::Allow as i32,
+            Some("DENY") => proto::Decision::Deny as i32,
+            _ => proto::Decision::Unspecified as i32,
+        },
+        since: filter.since.map(warrant_proto::convert::timestamp),
+        until: filter.until.map(warrant_proto::convert::timestamp),
+        page_size: PAGE_SIZE,
+        page_token: String::new(),
+        newest_first: true,
+        action: filter.action.clone().unwrap_or_default(),
+        resource: filter.resource.as_ref().map(entity),
+        reason: filter.reason.clone().unwrap_or_default(),
+    }
+}
+
+fn row_of(row: &Row, fleet: bool) -> Markup {
+    let record = &row.record;
     html! {
         tr {
             td { (record.time) }
@@ -226,7 +330,11 @@ fn row(stored: &StoredRecord) -> Markup {
             td { code { (record.action) } }
             td { code { (record.resource) } }
             td { @for reason in &record.reasons { code.reason { (reason) } " " } }
-            td { (pages::decision_link(&record.decision_id)) }
+            @if fleet { td { code { (record.replica.as_deref().unwrap_or("")) } } }
+            td { @match &row.link {
+                Some(link) => { a href=(link) { code { (pages::short(&record.decision_id)) } } },
+                None => { code { (pages::short(&record.decision_id)) } },
+            } }
         }
     }
 }
@@ -258,18 +366,28 @@ pub(super) async fn page(
                         .is_some_and(|a| r.approval_id.as_deref() == Some(a.id.as_str()))
             })
             .collect();
-        let uses = match &stored.record.approval {
-            Some(approval) => ledger.newest(
+        // The uses of the approval it was decided under, or that its request became.
+        let mut approvals: Vec<String> = stored
+            .record
+            .approval
+            .iter()
+            .map(|a| a.id.clone())
+            .chain(requests.iter().filter_map(|r| r.approval_id.clone()))
+            .collect();
+        approvals.sort();
+        approvals.dedup();
+        let mut uses = Vec::new();
+        for approval in approvals {
+            uses.extend(ledger.newest(
                 &Filter {
-                    approval: Some(approval.id.clone()),
+                    approval: Some(approval),
                     decision: Some("ALLOW".into()),
                     ..Filter::default()
                 },
                 None,
                 USES,
-            )?,
-            None => Vec::new(),
-        };
+            )?);
+        }
         Ok(Some((stored, proof, requests, uses)))
     })
     .await

@@ -10,6 +10,7 @@
 mod approvals;
 mod charts;
 mod decisions;
+pub mod fleet;
 mod identities;
 mod oidc;
 mod pages;
@@ -56,6 +57,9 @@ pub struct ConsoleSettings {
     /// The console's address as people's browsers reach it, for sign-in links, e.g.
     /// `https://warrant.example.com/console` [default: this listener's own address].
     pub public_url: Option<String>,
+    /// In a fleet: this replica's admin API as the other replicas reach it, for the fleet-wide
+    /// decision log, e.g. `https://warrant-2.internal:50052` [default: its listener's address].
+    pub admin_url: Option<String>,
     /// Sign-in with an OpenID Connect provider (`[console.oidc]`).
     pub oidc: Option<oidc::OidcSettings>,
 }
@@ -88,6 +92,8 @@ pub struct Console {
     secure_cookies: bool,
     /// Sign-in with an identity provider, when one is configured.
     oidc: Option<Arc<oidc::Oidc>>,
+    /// How to ask the other replicas of a fleet for their decisions.
+    peers: Option<fleet::Peers>,
 }
 
 /// Makes one-time sign-in links (for the admin API's `CreateConsoleInvite`).
@@ -135,6 +141,7 @@ impl Console {
         settings: &ConsoleSettings,
         url: String,
         secure_cookies: bool,
+        peers: Option<fleet::Peers>,
     ) -> Result<(Arc<Console>, Arc<Invites>), String> {
         let oidc = match &settings.oidc {
             Some(oidc) => Some(Arc::new(
@@ -159,6 +166,7 @@ impl Console {
             sessions,
             secure_cookies,
             oidc,
+            peers,
         });
         Ok((console, invites))
     }

@@ -46,6 +46,8 @@ pub struct Server {
     pub admin: String,
     /// The AuthZEN API's base URL.
     pub authzen: String,
+    /// The console's URL (`.../console`).
+    pub console: String,
     pub data: tempfile::TempDir,
 }
 
@@ -113,7 +115,11 @@ impl Server {
             let mut metrics = String::new();
             let mut admin = String::new();
             let mut authzen = String::new();
+            let mut console = String::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("warrant console on ") {
+                    console = rest.split(' ').next().unwrap_or_default().to_owned();
+                }
                 if let Some(url) = line.strip_prefix("warrant metrics on ") {
                     metrics = url.to_owned();
                 }
@@ -129,13 +135,14 @@ impl Server {
                         metrics.clone(),
                         admin.clone(),
                         authzen.clone(),
+                        console.clone(),
                     ));
                 }
             }
         });
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if let Ok((addr, metrics, admin, authzen)) =
+            if let Ok((addr, metrics, admin, authzen, console)) =
                 receiver.recv_timeout(Duration::from_millis(50))
             {
                 return Ok(Server {
@@ -144,6 +151,7 @@ impl Server {
                     metrics,
                     admin,
                     authzen,
+                    console,
                     data,
                 });
             }
