@@ -181,6 +181,8 @@ pub struct Metrics {
     /// Decisions the shadow policies agreed and disagreed with.
     shadow_agreed: AtomicU64,
     shadow_disagreed: AtomicU64,
+    /// People signed in to the console now (sessions held, live or not yet swept).
+    console_sessions: AtomicU64,
     /// The TLS configuration, when the listeners serve TLS: its reloads are counted there.
     tls: std::sync::OnceLock<Arc<crate::tls::ServerTls>>,
     /// The approval request webhook, when one is configured: its deliveries are counted there.
@@ -236,6 +238,12 @@ impl Metrics {
 
     pub fn ledger_append(&self, elapsed: Duration) {
         self.ledger_append.observe(elapsed);
+    }
+
+    /// How many console sessions are held (after a sign-in or sign-out).
+    pub fn console_sessions(&self, held: usize) {
+        self.console_sessions
+            .store(u64::try_from(held).unwrap_or(u64::MAX), Ordering::Relaxed);
     }
 
     /// Decisions the shadow policies agreed and disagreed with, since start.
@@ -526,6 +534,17 @@ impl Metrics {
             "warrant_shadow_decisions_total{{agreement=\"agree\"}} {}\nwarrant_shadow_decisions_total{{agreement=\"disagree\"}} {}",
             self.shadow_agreed.load(Ordering::Relaxed),
             self.shadow_disagreed.load(Ordering::Relaxed)
+        );
+        family(
+            out,
+            "warrant_console_sessions",
+            "gauge",
+            "Console sessions held (at most [console] max_sessions).",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_console_sessions {}",
+            self.console_sessions.load(Ordering::Relaxed)
         );
         family(
             out,

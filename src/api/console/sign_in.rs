@@ -76,6 +76,10 @@ pub(super) async fn redeem_invite(
         })?
         .map_err(|error| PageError::Failed(format!("no randomness: {error}")))?;
     tracing::info!(human = %session.human, how = session.how, "signed in to the console");
+    console
+        .decider
+        .metrics()
+        .console_sessions(console.sessions.count());
     Ok((
         [(header::SET_COOKIE, console.session_cookie(&token))],
         Redirect::to("/console/approvals"),
@@ -98,6 +102,10 @@ pub(super) async fn sign_out(
     if let Some(token) = cookie(&headers) {
         console.sessions.end(token);
     }
+    console
+        .decider
+        .metrics()
+        .console_sessions(console.sessions.count());
     Ok((
         [(
             header::SET_COOKIE,
@@ -200,6 +208,10 @@ pub(super) async fn oidc_callback(
         .start(human, "oidc", now)
         .map_err(|error| PageError::Failed(format!("no randomness: {error}")))?;
     tracing::info!(human = %session.human, how = session.how, "signed in to the console");
+    console
+        .decider
+        .metrics()
+        .console_sessions(console.sessions.count());
     // A page that moves on, rather than a redirect: a redirect chain that began at the provider
     // is cross-site, and the browser would not send the SameSite=Strict session cookie on it.
     let page = pages::bare(
