@@ -387,6 +387,7 @@ impl AuthorizerService {
                 include_approvable: search.include_approvable,
                 token: search.page_token,
                 limit: (search.page_size != 0).then_some(u64::from(search.page_size)),
+                max_examined: None,
             })
         });
         let invalid = match asked {

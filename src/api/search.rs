@@ -54,6 +54,9 @@ pub struct SearchAsk {
     pub token: String,
     /// The most results on this page; `None` for the default.
     pub limit: Option<u64>,
+    /// The most candidates this page examines, if fewer than `search_max_examined` (a preview,
+    /// such as the console's).
+    pub max_examined: Option<usize>,
 }
 
 /// One page of results.
@@ -169,7 +172,9 @@ impl Searcher {
             include_approvable: ask.include_approvable,
             after,
             limit,
-            max_examined: self.limits.max_examined,
+            max_examined: ask.max_examined.map_or(self.limits.max_examined, |most| {
+                most.min(self.limits.max_examined)
+            }),
         };
         let waiting = Waiting::start(&self.decider);
         let permit = Arc::clone(&self.evaluating).acquire_owned().await;

@@ -144,6 +144,22 @@ fn filter_choice() -> impl Strategy<Value = FilterChoice> {
     )
 }
 
+/// The buckets `Ledger::activity(until, 60_000, 60)` should give, counted by a scan.
+fn ledger_activity_buckets(all: &[StoredRecord], until: i64) -> Vec<(i64, u64, u64)> {
+    let since = until - 3_600_000;
+    let mut buckets: Vec<(i64, u64, u64)> = (0..60).map(|i| (since + i * 60_000, 0, 0)).collect();
+    for stored in all {
+        let time = warrant_domain::clock::UnixMillis::parse_rfc3339(&stored.record.time).unwrap();
+        let bucket = &mut buckets[((time.0 - since) / 60_000) as usize];
+        if stored.record.decision == "ALLOW" {
+            bucket.1 += 1;
+        } else {
+            bucket.2 += 1;
+        }
+    }
+    buckets
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
 
@@ -182,6 +198,28 @@ proptest! {
             .collect();
             prop_assert_eq!(&found, &scanned(&everything, &filter, order, *limit), "{:?} {:?}", filter, order);
         }
+        // The pictures' counts: by minute and outcome, and denials by reason, as a scan counts.
+        let until = warrant_domain::clock::UnixMillis::parse_rfc3339("2026-12-06T11:00:00.000Z").unwrap();
+        let activity = ledger.activity(until, 60_000, 60).unwrap();
+        let mut by_minute = vec![(0u64, 0u64); 60];
+        let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
+        for stored in &everything {
+            let time = warrant_domain::clock::UnixMillis::parse_rfc3339(&stored.record.time).unwrap();
+            let minute = ((time.0 - (until.0 - 3_600_000)) / 60_000) as usize;
+            if stored.record.decision == "ALLOW" {
+                by_minute[minute].0 += 1;
+            } else {
+                by_minute[minute].1 += 1;
+                for reason in &stored.record.reasons {
+                    *reasons.entry(reason.clone()).or_default() += 1;
+                }
+            }
+        }
+        let counted: Vec<(u64, u64)> = activity.buckets.iter().map(|(_, a, d)| (*a, *d)).collect();
+        prop_assert_eq!(counted, by_minute);
+        let named: std::collections::BTreeMap<String, u64> = activity.deny_reasons.into_iter().collect();
+        prop_assert_eq!(named, reasons);
+
         // Damaged and missing index files are built again, with the same answers.
         drop(ledger);
         let mut damaged = 0;
@@ -197,6 +235,10 @@ proptest! {
             }
         }
         let reopened = Ledger::open(&settings(dir.path())).unwrap();
+        prop_assert_eq!(
+            reopened.activity(until, 60_000, 60).unwrap().buckets,
+            ledger_activity_buckets(&everything, until.0)
+        );
         for (choice, _, _, limit) in &filters {
             let filter = filter_of(*choice);
             let found: Vec<u64> = reopened.newest(&filter, None, *limit).unwrap().iter().map(|s| s.seq).collect();

@@ -72,10 +72,7 @@ pub(super) fn find(
         let index = index
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut candidates = index.candidates(&terms);
-        if matches!(order, Order::NewestFirst { .. }) {
-            candidates.reverse();
-        }
+        let candidates = index.matching(&terms, matches!(order, Order::NewestFirst { .. }));
         let mut file: Option<File> = None;
         for ordinal in candidates {
             let Some(place) = index.records.get(ordinal as usize) else {
@@ -126,6 +123,12 @@ pub struct Activity {
     pub deny_reasons: Vec<(String, u64)>,
 }
 
+fn buckets_counts(counts: &mut [(u64, u64)], bucket: usize) -> Option<(&mut u64, &mut u64)> {
+    counts
+        .get_mut(bucket)
+        .map(|(allows, denies)| (allows, denies))
+}
+
 /// Counts from the index alone (no record is read): `buckets` buckets of `bucket_ms` ending at
 /// `until`.
 pub(super) fn activity(
@@ -137,7 +140,7 @@ pub(super) fn activity(
 ) -> Result<Activity, LedgerError> {
     let bucket_ms = bucket_ms.max(1);
     let since = until - bucket_ms * buckets as i64;
-    let mut counts = vec![(0u64, 0u64); buckets];
+    let mut counts_of = vec![(0u64, 0u64); buckets];
     let mut reasons: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     cache.searched();
     let all = segments(dir)?;
@@ -147,31 +150,20 @@ pub(super) fn activity(
         let index = index
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let in_window = |ordinal: u32| {
-            index
-                .records
-                .get(ordinal as usize)
-                .map(|place| place.time)
-                .filter(|time| (since..until).contains(time))
-        };
-        for (term, allow) in [("d:ALLOW", true), ("d:DENY", false)] {
-            for ordinal in index.posting(term) {
-                if let Some(time) = in_window(*ordinal) {
-                    let bucket = usize::try_from((time - since) / bucket_ms).unwrap_or(usize::MAX);
-                    if let Some((allows, denies)) = counts.get_mut(bucket) {
-                        *(if allow { allows } else { denies }) += 1;
-                    }
-                }
+        // Minutes are counted by their start: those that start in the window.
+        let first_minute = since.div_euclid(60_000) + i64::from(since.rem_euclid(60_000) != 0);
+        for (minute, counts) in index.minutes.range(first_minute..) {
+            let start = minute * 60_000;
+            if start >= until {
+                break;
             }
-        }
-        let denied = index.posting("d:DENY");
-        for (term, posting) in index.postings_with_prefix("why:") {
-            let count = posting
-                .iter()
-                .filter(|o| in_window(**o).is_some() && denied.binary_search(o).is_ok())
-                .count() as u64;
-            if count > 0 {
-                *reasons.entry(term.to_owned()).or_default() += count;
+            let bucket = usize::try_from((start - since) / bucket_ms).unwrap_or(usize::MAX);
+            if let Some((allows, denies)) = buckets_counts(&mut counts_of, bucket) {
+                *allows += counts.allowed;
+                *denies += counts.denied;
+            }
+            for (reason, count) in &counts.deny_reasons {
+                *reasons.entry(reason.to_string()).or_default() += count;
             }
         }
         // Segments are in time order: one that starts before the window is the last to read.
@@ -186,7 +178,7 @@ pub(super) fn activity(
     let mut deny_reasons: Vec<(String, u64)> = reasons.into_iter().collect();
     deny_reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     Ok(Activity {
-        buckets: counts
+        buckets: counts_of
             .into_iter()
             .enumerate()
             .map(|(i, (allows, denies))| (since + bucket_ms * i as i64, allows, denies))

@@ -37,9 +37,21 @@ pub(super) struct RecordAt {
 pub(super) struct SegmentTerms {
     pub(super) records: Vec<RecordAt>,
     postings: HashMap<Box<str>, Vec<u32>>,
+    /// What was decided in each minute (by its start, Unix ms / 60,000), for the pictures.
+    pub(super) minutes: std::collections::BTreeMap<i64, Minute>,
     /// How far into the segment it has read (the active segment's grows).
     read_to: u64,
 }
+
+/// One minute's decisions: allowed, denied, and the denials' reasons.
+#[derive(Debug, Default)]
+pub(super) struct Minute {
+    pub(super) allowed: u64,
+    pub(super) denied: u64,
+    pub(super) deny_reasons: HashMap<Box<str>, u64>,
+}
+
+const MINUTE_MS: i64 = 60_000;
 
 /// The index file of a segment.
 pub(super) fn terms_path(segment: &Path) -> PathBuf {
@@ -119,12 +131,25 @@ impl SegmentTerms {
             let Ok(ordinal) = u32::try_from(self.records.len()) else {
                 break;
             };
+            let time = UnixMillis::parse_rfc3339(&record.time).map_or(0, |t| t.0);
             self.records.push(RecordAt {
                 offset,
                 length: u32::try_from(line.len()).unwrap_or(u32::MAX),
                 seq,
-                time: UnixMillis::parse_rfc3339(&record.time).map_or(0, |t| t.0),
+                time,
             });
+            let minute = self.minutes.entry(time.div_euclid(MINUTE_MS)).or_default();
+            if record.decision.eq_ignore_ascii_case("allow") {
+                minute.allowed += 1;
+            } else {
+                minute.denied += 1;
+                for reason in &record.reasons {
+                    *minute
+                        .deny_reasons
+                        .entry(reason.as_str().into())
+                        .or_default() += 1;
+                }
+            }
             for term in terms_of(&record) {
                 self.postings
                     .entry(term.into_boxed_str())
@@ -135,23 +160,39 @@ impl SegmentTerms {
         Ok(())
     }
 
-    /// The ordinals of the records that carry every term, ascending; every record for none.
-    pub(super) fn candidates(&self, terms: &[String]) -> Vec<u32> {
-        let Some((first, rest)) = terms.split_first() else {
-            return (0..u32::try_from(self.records.len()).unwrap_or(u32::MAX)).collect();
+    /// The ordinals of the records that carry every term (every record for none), ascending or,
+    /// `newest_first`, descending: lazily, so a page stops reading at its limit. The shortest
+    /// posting leads; each of its ordinals is looked up in the others.
+    pub(super) fn matching<'a>(
+        &'a self,
+        terms: &[String],
+        newest_first: bool,
+    ) -> Box<dyn Iterator<Item = u32> + 'a> {
+        let all = u32::try_from(self.records.len()).unwrap_or(u32::MAX);
+        let Some(mut postings) = terms
+            .iter()
+            .map(|term| self.postings.get(term.as_str()).map(Vec::as_slice))
+            .collect::<Option<Vec<&[u32]>>>()
+        else {
+            // A term no record carries.
+            return Box::new(std::iter::empty());
         };
-        let mut found = self
-            .postings
-            .get(first.as_str())
-            .cloned()
-            .unwrap_or_default();
-        for term in rest {
-            let Some(posting) = self.postings.get(term.as_str()) else {
-                return Vec::new();
+        postings.sort_by_key(|posting| posting.len());
+        let Some((lead, rest)) = postings.split_first() else {
+            return if newest_first {
+                Box::new((0..all).rev())
+            } else {
+                Box::new(0..all)
             };
-            found.retain(|ordinal| posting.binary_search(ordinal).is_ok());
+        };
+        let (lead, rest) = (*lead, rest.to_vec());
+        let carries_all =
+            move |ordinal: &u32| rest.iter().all(|p| p.binary_search(ordinal).is_ok());
+        if newest_first {
+            Box::new(lead.iter().rev().copied().filter(carries_all))
+        } else {
+            Box::new(lead.iter().copied().filter(carries_all))
         }
-        found
     }
 
     /// The ordinals that carry `term`, ascending.
@@ -172,7 +213,11 @@ impl SegmentTerms {
 
     /// What it holds in memory, roughly.
     fn bytes(&self) -> usize {
-        self.records.len() * std::mem::size_of::<RecordAt>()
+        self.minutes
+            .values()
+            .map(|minute| 96 + minute.deny_reasons.len() * 48)
+            .sum::<usize>()
+            + self.records.len() * std::mem::size_of::<RecordAt>()
             + self
                 .postings
                 .iter()
@@ -244,11 +289,50 @@ impl SegmentTerms {
                 .collect();
             postings.insert(term, posting);
         }
-        Some(SegmentTerms {
+        let mut terms = SegmentTerms {
             records,
             postings,
+            minutes: std::collections::BTreeMap::new(),
             read_to,
-        })
+        };
+        terms.count_minutes();
+        Some(terms)
+    }
+
+    /// The minutes' counts, from the postings (for an index read from its file).
+    fn count_minutes(&mut self) {
+        let minute_of = |records: &[RecordAt], ordinal: &u32| {
+            records
+                .get(*ordinal as usize)
+                .map(|at| at.time.div_euclid(MINUTE_MS))
+        };
+        let mut minutes: std::collections::BTreeMap<i64, Minute> = Default::default();
+        for ordinal in self.posting("d:ALLOW") {
+            if let Some(minute) = minute_of(&self.records, ordinal) {
+                minutes.entry(minute).or_default().allowed += 1;
+            }
+        }
+        let denied = self.posting("d:DENY");
+        for ordinal in denied {
+            if let Some(minute) = minute_of(&self.records, ordinal) {
+                minutes.entry(minute).or_default().denied += 1;
+            }
+        }
+        for (reason, posting) in self.postings_with_prefix("why:") {
+            for ordinal in posting {
+                if denied.binary_search(ordinal).is_ok()
+                    && let Some(minute) = minute_of(&self.records, ordinal)
+                {
+                    *minutes
+                        .entry(minute)
+                        .or_default()
+                        .deny_reasons
+                        .entry(reason.into())
+                        .or_default() += 1;
+                }
+            }
+        }
+        self.minutes = minutes;
     }
 }
 

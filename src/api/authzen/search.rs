@@ -262,6 +262,7 @@ impl AuthZen {
             include_approvable,
             token,
             limit,
+            max_examined: None,
         })
     }
 }

@@ -22,6 +22,8 @@ use warrant_ledger::Filter;
 const PAGE: usize = 50;
 /// Approvals, decisions and reached resources shown on an identity's page.
 const SHOWN: usize = 20;
+/// Candidates each of the page's searches examines: a preview (`warrant search` goes on).
+const REACH_EXAMINED: usize = 500;
 
 #[derive(serde::Deserialize, Default)]
 pub(super) struct ListQuery {
@@ -260,6 +262,7 @@ async fn reach(
             include_approvable: false,
             token: String::new(),
             limit: Some(SHOWN as u64),
+            max_examined: Some(REACH_EXAMINED),
         };
         let caller = Caller {
             address: Some(format!("console session of {}", session.human)),
@@ -277,9 +280,15 @@ async fn reach(
                     td { code { (action) } }
                     @match found {
                         Ok(answer) => {
-                            td { @if answer.found.is_empty() { span.muted { "none of type " (resource_type) } }
-                                 @for item in &answer.found { code { (resource_type) "::" (item.id) } " " }
-                                 @if !answer.next_token.is_empty() { " and more" } }
+                            td {
+                                @for item in &answer.found { code { (resource_type) "::" (item.id) } " " }
+                                @match (answer.found.is_empty(), answer.next_token.is_empty()) {
+                                    (true, true) => { span.muted { "none of type " (resource_type) } },
+                                    (true, false) => { span.muted { "none among the first " (answer.examined) " examined; " code { "warrant search" } " goes on" } },
+                                    (false, false) => { " and perhaps more (" code { "warrant search" } " goes on)" },
+                                    (false, true) => {},
+                                }
+                            }
                             td { code { (pages::short(&answer.search_id)) } }
                         }
                         Err(SearchRefused::Invalid(invalid)) => {
