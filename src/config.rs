@@ -114,7 +114,7 @@ pub struct Settings {
     /// Start a new segment file past this size [default: 67108864]
     #[arg(long, env = "WARRANT_LEDGER_SEGMENT_BYTES")]
     pub ledger_segment_bytes: Option<u64>,
-    /// The most bytes of the decision log's search index held in memory [default: 134217728]
+    /// The most bytes of the decision log's search index held in memory [default: 268435456]
     #[arg(long, env = "WARRANT_LEDGER_INDEX_CACHE_BYTES")]
     pub ledger_index_cache_bytes: Option<usize>,
     /// Records waiting for the ledger writer, at most; in async mode, the most a crash can lose
@@ -769,7 +769,7 @@ impl Settings {
             checkpoint_records: self.ledger_checkpoint_records.unwrap_or(1_000),
             checkpoint_interval: Duration::from_millis(self.ledger_checkpoint_ms.unwrap_or(5_000)),
             segment_bytes: self.ledger_segment_bytes.unwrap_or(64 * 1024 * 1024),
-            index_cache_bytes: self.ledger_index_cache_bytes.unwrap_or(128 * 1024 * 1024),
+            index_cache_bytes: self.ledger_index_cache_bytes.unwrap_or(256 * 1024 * 1024),
             queue: self.ledger_queue.unwrap_or(10_000),
             mask_keys: self.ledger_mask_keys.clone().unwrap_or_else(|| {
                 ["token", "password", "secret", "authorization", "api_key"]

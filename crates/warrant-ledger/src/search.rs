@@ -145,14 +145,11 @@ pub(super) fn activity(
     cache.searched();
     let all = segments(dir)?;
     let last = all.len().saturating_sub(1);
+    // Minutes are counted by their start: those that start in the window.
+    let first_minute = since.div_euclid(60_000) + i64::from(since.rem_euclid(60_000) != 0);
     for (at, segment) in all.iter().enumerate().rev() {
-        let index = cache.terms(segment, at != last)?;
-        let index = index
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Minutes are counted by their start: those that start in the window.
-        let first_minute = since.div_euclid(60_000) + i64::from(since.rem_euclid(60_000) != 0);
-        for (minute, counts) in index.minutes.range(first_minute..) {
+        let minutes = cache.minutes(segment, at != last)?;
+        for (minute, counts) in minutes.range(first_minute..) {
             let start = minute * 60_000;
             if start >= until {
                 break;
@@ -167,10 +164,10 @@ pub(super) fn activity(
             }
         }
         // Segments are in time order: one that starts before the window is the last to read.
-        if index
-            .records
-            .first()
-            .is_some_and(|first| first.time < since)
+        if minutes
+            .keys()
+            .next()
+            .is_some_and(|first| first * 60_000 < since)
         {
             break;
         }

@@ -44,7 +44,7 @@ pub(super) struct SegmentTerms {
 }
 
 /// One minute's decisions: allowed, denied, and the denials' reasons.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Minute {
     pub(super) allowed: u64,
     pub(super) denied: u64,
@@ -336,10 +336,16 @@ impl SegmentTerms {
     }
 }
 
+/// A sealed segment's per-minute summary, kept apart from its postings: a few entries per
+/// minute it spans, so the pictures never need a segment's whole index in memory.
+pub(super) type Minutes = Arc<std::collections::BTreeMap<i64, Minute>>;
+
 /// The indexes held in memory, within a byte budget.
 pub(super) struct TermsCache {
     budget: usize,
     held: Mutex<Held>,
+    /// Sealed segments' summaries (small, and read by every page of the decision log).
+    minutes: Mutex<HashMap<PathBuf, Minutes>>,
     /// When a search last used it: the indexer works only while people search.
     last_search: Mutex<Option<Instant>>,
 }
@@ -393,8 +399,41 @@ impl TermsCache {
         TermsCache {
             budget,
             held: Mutex::new(Held::default()),
+            minutes: Mutex::new(HashMap::new()),
             last_search: Mutex::new(None),
         }
+    }
+
+    /// `segment`'s per-minute summary: a sealed segment's is kept once read; the active one's
+    /// is read from its index, brought up to date.
+    pub(super) fn minutes(&self, segment: &Path, sealed: bool) -> Result<Minutes, LedgerError> {
+        if sealed
+            && let Some(minutes) = self
+                .minutes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .get(segment)
+        {
+            return Ok(Arc::clone(minutes));
+        }
+        let terms = self.terms(segment, sealed)?;
+        let minutes: Minutes = Arc::new(
+            terms
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .minutes
+                .clone(),
+        );
+        if sealed {
+            let mut held = self
+                .minutes
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            // Segments archived away leave their summaries behind: drop those.
+            held.retain(|path, _| path.exists());
+            held.insert(segment.to_path_buf(), Arc::clone(&minutes));
+        }
+        Ok(minutes)
     }
 
     /// A search is about to use it.
