@@ -150,7 +150,7 @@ fn ledger_activity_buckets(all: &[StoredRecord], until: i64) -> Vec<(i64, u64, u
     let mut buckets: Vec<(i64, u64, u64)> = (0..60).map(|i| (since + i * 60_000, 0, 0)).collect();
     for stored in all {
         let time = warrant_domain::clock::UnixMillis::parse_rfc3339(&stored.record.time).unwrap();
-        let bucket = &mut buckets[((time.0 - since) / 60_000) as usize];
+        let bucket = &mut buckets[usize::try_from((time.0 - since) / 60_000).unwrap()];
         if stored.record.decision == "ALLOW" {
             bucket.1 += 1;
         } else {
@@ -205,7 +205,7 @@ proptest! {
         let mut reasons: std::collections::BTreeMap<String, u64> = Default::default();
         for stored in &everything {
             let time = warrant_domain::clock::UnixMillis::parse_rfc3339(&stored.record.time).unwrap();
-            let minute = ((time.0 - (until.0 - 3_600_000)) / 60_000) as usize;
+            let minute = usize::try_from((time.0 - (until.0 - 3_600_000)) / 60_000).unwrap();
             if stored.record.decision == "ALLOW" {
                 by_minute[minute].0 += 1;
             } else {
