@@ -251,12 +251,7 @@ async fn reach(
                 principal: entity.clone(),
                 action: action.clone(),
                 resource: EntityRef::new(resource_type.clone(), ""),
-                context: Default::default(),
-                approval_id: None,
-                request_id: None,
-                resource_description: None,
-                caller_identity: None,
-                credential: None,
+                ..CheckRequest::default()
             },
             per_action: None,
             include_approvable: false,

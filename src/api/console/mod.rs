@@ -235,12 +235,7 @@ impl Console {
                     principal: session.human.clone(),
                     action: action.to_owned(),
                     resource,
-                    context: Default::default(),
-                    approval_id: None,
-                    request_id: None,
-                    resource_description: None,
-                    caller_identity: None,
-                    credential: None,
+                    ..CheckRequest::default()
                 };
                 match self.decider.decide(Api::Console, &request) {
                     Ok(decision) => (request, decision),

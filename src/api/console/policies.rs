@@ -72,10 +72,7 @@ impl PlaygroundQuery {
             resource: entity(&self.resource, "resource")?,
             context,
             approval_id: Some(self.approval.trim().to_owned()).filter(|a| !a.is_empty()),
-            request_id: None,
-            resource_description: None,
-            caller_identity: None,
-            credential: None,
+            ..CheckRequest::default()
         })
     }
 }
