@@ -446,6 +446,7 @@ async fn console(
         // plaintext listeners are (or `plaintext_beyond_loopback` said otherwise).
         tls || bound.ip().is_loopback(),
         peers,
+        config.credentials.clone(),
     )
     .map_err(|error| anyhow::anyhow!(error))?;
     tracing::info!(%bound, %url, "serving the web console; sign in with `warrant console invite Human::<you>`");

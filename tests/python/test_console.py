@@ -247,6 +247,7 @@ def test_an_owner_suspends_their_agent_and_nobody_else_can(server, browser):
     sign_in(browser, server, "Human::carol")
     browser.get(server["console"] + "/identities/Agent/procurement-agent")
     assert browser.find_element(By.ID, "status").text == "active"
+    assert "no configured issuer" in browser.find_element(By.ID, "credentials").text
     browser.find_element(By.ID, "set-status").click()
     reloaded = WebDriverWait(browser, 10, ignored_exceptions=(StaleElementReferenceException,))
     reloaded.until(lambda b: b.find_element(By.ID, "status").text == "suspended")

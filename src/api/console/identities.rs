@@ -169,6 +169,7 @@ pub(super) async fn page(
             dt { "Status" } dd #status { (status) }
             @if let Some(expires) = view.identity.expires_at { dt { "Credential expires" } dd { (pages::time(expires.0)) } }
             @for (name, value) in &view.attributes { dt { (name) } dd { code { (pages::cedar_value(value)) } } }
+            dt { "Credentials" } dd #credentials { (credentials(&console.credentials, &view.entity.type_name)) }
         } }
         @if status != "retired" {
             form method="post" action=(format!("/console/identities/{}/{}/status", pages::path_part(&view.entity.type_name), pages::path_part(&view.entity.id))) {
@@ -216,6 +217,25 @@ pub(super) async fn page(
         &session,
         body,
     )))
+}
+
+/// Which configured issuers' tokens name an identity of this type, and whether its Checks must
+/// carry one.
+fn credentials(settings: &crate::credentials::CredentialSettings, type_name: &str) -> Markup {
+    let issuers: Vec<&crate::credentials::IssuerSettings> = settings
+        .issuers
+        .iter()
+        .filter(|issuer| issuer.principal.split("::").next() == Some(type_name))
+        .collect();
+    let required = settings.required_for.iter().any(|t| t == type_name);
+    html! {
+        @if issuers.is_empty() { span.muted { "no configured issuer's tokens name a " code { (type_name) } } }
+        @for issuer in &issuers {
+            code { (issuer.issuer) } " (as " code { (issuer.principal) } ")"
+            @if issuer.single_use { " single-use" } " "
+        }
+        @if required { br; strong { "Its Checks must carry a credential." } }
+    }
 }
 
 /// For each action the identity's type may be asked and each resource type of it: the first

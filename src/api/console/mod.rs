@@ -94,6 +94,8 @@ pub struct Console {
     oidc: Option<Arc<oidc::Oidc>>,
     /// How to ask the other replicas of a fleet for their decisions.
     peers: Option<fleet::Peers>,
+    /// The configured credential issuers, for an identity's page.
+    credentials: crate::credentials::CredentialSettings,
 }
 
 /// Makes one-time sign-in links (for the admin API's `CreateConsoleInvite`).
@@ -142,6 +144,7 @@ impl Console {
         url: String,
         secure_cookies: bool,
         peers: Option<fleet::Peers>,
+        credentials: crate::credentials::CredentialSettings,
     ) -> Result<(Arc<Console>, Arc<Invites>), String> {
         let oidc = match &settings.oidc {
             Some(oidc) => Some(Arc::new(
@@ -167,6 +170,7 @@ impl Console {
             secure_cookies,
             oidc,
             peers,
+            credentials,
         });
         Ok((console, invites))
     }
