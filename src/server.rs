@@ -440,13 +440,15 @@ async fn console(
         Arc::clone(control),
         Arc::clone(decider),
         Arc::clone(searcher),
-        &settings.settings,
-        url.clone(),
-        // Browsers keep `Secure` cookies over plaintext only on loopback, which is where
-        // plaintext listeners are (or `plaintext_beyond_loopback` said otherwise).
-        tls || bound.ip().is_loopback(),
-        peers,
-        config.credentials.clone(),
+        crate::api::console::Setup {
+            settings: settings.settings.clone(),
+            url: url.clone(),
+            // Browsers keep `Secure` cookies over plaintext only on loopback, which is where
+            // plaintext listeners are (or `plaintext_beyond_loopback` said otherwise).
+            secure_cookies: tls || bound.ip().is_loopback(),
+            peers,
+            credentials: config.credentials.clone(),
+        },
     )
     .map_err(|error| anyhow::anyhow!(error))?;
     tracing::info!(%bound, %url, "serving the web console; sign in with `warrant console invite Human::<you>`");

@@ -134,18 +134,34 @@ impl Invites {
     }
 }
 
+/// Where the console is and what it may reach, as the server settles it.
+pub struct Setup {
+    pub settings: ConsoleSettings,
+    /// The console's address as browsers reach it (`.../console`).
+    pub url: String,
+    /// Whether cookies are sent only over TLS (`Secure`).
+    pub secure_cookies: bool,
+    /// In a fleet: how to ask the other replicas for their decisions.
+    pub peers: Option<fleet::Peers>,
+    /// The configured credential issuers.
+    pub credentials: crate::credentials::CredentialSettings,
+}
+
 impl Console {
-    /// The console, and what makes its sign-in links (which send people to `url`).
+    /// The console, and what makes its sign-in links (which send people to `setup.url`).
     pub fn new(
         control: Arc<Control>,
         decider: Arc<Decider>,
         searcher: Arc<Searcher>,
-        settings: &ConsoleSettings,
-        url: String,
-        secure_cookies: bool,
-        peers: Option<fleet::Peers>,
-        credentials: crate::credentials::CredentialSettings,
+        setup: Setup,
     ) -> Result<(Arc<Console>, Arc<Invites>), String> {
+        let Setup {
+            settings,
+            url,
+            secure_cookies,
+            peers,
+            credentials,
+        } = setup;
         let oidc = match &settings.oidc {
             Some(oidc) => Some(Arc::new(
                 oidc::Oidc::new(
