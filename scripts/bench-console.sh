@@ -17,7 +17,7 @@ cargo build --release --quiet --bin warrant --bin warrant-bench
 W=$PWD/target/release/warrant
 B=$PWD/target/release/warrant-bench
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; wait 2>/dev/null; rm -rf "$work"' EXIT
 server_core=() client_core=()
 if [ "$(nproc)" -ge 2 ]; then server_core=(taskset -c 0); client_core=(taskset -c 1); fi
 
