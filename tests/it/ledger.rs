@@ -293,7 +293,7 @@ async fn a_sigkill_under_load_loses_no_acknowledged_decision() {
     let data = restarted.kill();
     let (ok, text) = log(data.path(), &["verify"]);
     assert!(ok, "{text}");
-    let (ok, text) = log(data.path(), &["search", "--json"]);
+    let (ok, text) = log(data.path(), &["search", "--json", "--limit", "1000000"]);
     assert!(ok, "{text}");
     let recorded: std::collections::HashSet<String> =
         serde_json::from_str::<Vec<serde_json::Value>>(&text)
