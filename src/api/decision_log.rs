@@ -171,18 +171,18 @@ impl proto::decision_log_server::DecisionLog for DecisionLogService {
             shadow_disagreed: false,
         };
         let ledger = Arc::clone(&self.ledger);
-        let newest_first = request.newest_first;
-        // One more than a page tells whether another page follows.
-        let mut found = tokio::task::spawn_blocking(move || {
-            if newest_first {
-                ledger.newest(&filter, position, limit + 1)
-            } else {
-                ledger.list(&filter, position.unwrap_or(0), limit + 1)
+        let order = if request.newest_first {
+            warrant_ledger::Order::NewestFirst { before: position }
+        } else {
+            warrant_ledger::Order::OldestFirst {
+                after: position.unwrap_or(0),
             }
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(ledger_status)?;
+        };
+        // One more than a page tells whether another page follows.
+        let mut found = tokio::task::spawn_blocking(move || ledger.find(&filter, order, limit + 1))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(ledger_status)?;
         let more = found.len() > limit;
         found.truncate(limit);
         let next_page_token = match (more, found.last()) {

@@ -175,7 +175,9 @@ proptest! {
         // In a few appends, so some pages are taken with part of it written.
         let (first, rest) = written.split_at(written.len() / 2);
         runtime.block_on(ledger.append(first)).unwrap();
-        let all = |ledger: &Ledger| ledger.list(&Filter::default(), 0, usize::MAX).unwrap();
+        let all = |ledger: &Ledger| {
+            ledger.find(&Filter::default(), Order::OldestFirst { after: 0 }, usize::MAX).unwrap()
+        };
         let half = all(&ledger);
         prop_assert_eq!(half.len(), first.len());
         runtime.block_on(ledger.append(rest)).unwrap();
@@ -188,11 +190,9 @@ proptest! {
             } else {
                 Order::OldestFirst { after: *bound }
             };
-            let found: Vec<u64> = match order {
-                Order::NewestFirst { before } => ledger.newest(&filter, before, *limit),
-                Order::OldestFirst { after } => ledger.list(&filter, after, *limit),
-            }
-            .unwrap()
+            let found: Vec<u64> = ledger
+                .find(&filter, order, *limit)
+                .unwrap()
             .iter()
             .map(|s| s.seq)
             .collect();
@@ -241,7 +241,7 @@ proptest! {
         );
         for (choice, _, _, limit) in &filters {
             let filter = filter_of(*choice);
-            let found: Vec<u64> = reopened.newest(&filter, None, *limit).unwrap().iter().map(|s| s.seq).collect();
+            let found: Vec<u64> = reopened.find(&filter, Order::NewestFirst { before: None }, *limit).unwrap().iter().map(|s| s.seq).collect();
             prop_assert_eq!(&found, &scanned(&everything, &filter, Order::NewestFirst { before: None }, *limit));
         }
     }

@@ -585,37 +585,15 @@ impl Ledger {
         )
     }
 
-    /// Up to `limit` records after sequence number `after` that match `filter`, in order.
-    pub fn list(
+    /// Up to `limit` records that match `filter`, in `order` (newest first from a sequence
+    /// number, or oldest first after one), through the search index.
+    pub fn find(
         &self,
         filter: &Filter,
-        after: u64,
+        order: Order,
         limit: usize,
     ) -> Result<Vec<StoredRecord>, LedgerError> {
-        search::find(
-            &self.dir,
-            &self.terms,
-            filter,
-            Order::OldestFirst { after },
-            limit,
-        )
-    }
-
-    /// Up to `limit` records before sequence number `before` (all when `None`) that match
-    /// `filter`, newest first.
-    pub fn newest(
-        &self,
-        filter: &Filter,
-        before: Option<u64>,
-        limit: usize,
-    ) -> Result<Vec<StoredRecord>, LedgerError> {
-        search::find(
-            &self.dir,
-            &self.terms,
-            filter,
-            Order::NewestFirst { before },
-            limit,
-        )
+        search::find(&self.dir, &self.terms, filter, order, limit)
     }
 
     /// Decisions by outcome in `buckets` buckets of `bucket_ms` up to `until`, and denials by

@@ -123,12 +123,6 @@ pub struct Activity {
     pub deny_reasons: Vec<(String, u64)>,
 }
 
-fn buckets_counts(counts: &mut [(u64, u64)], bucket: usize) -> Option<(&mut u64, &mut u64)> {
-    counts
-        .get_mut(bucket)
-        .map(|(allows, denies)| (allows, denies))
-}
-
 /// Counts from the index alone (no record is read): `buckets` buckets of `bucket_ms` ending at
 /// `until`.
 pub(super) fn activity(
@@ -140,7 +134,7 @@ pub(super) fn activity(
 ) -> Result<Activity, LedgerError> {
     let bucket_ms = bucket_ms.max(1);
     let since = until - bucket_ms * buckets as i64;
-    let mut counts_of = vec![(0u64, 0u64); buckets];
+    let mut counts = vec![(0u64, 0u64); buckets];
     let mut reasons: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     cache.searched();
     let all = segments(dir)?;
@@ -149,17 +143,17 @@ pub(super) fn activity(
     let first_minute = since.div_euclid(60_000) + i64::from(since.rem_euclid(60_000) != 0);
     for (at, segment) in all.iter().enumerate().rev() {
         let minutes = cache.minutes(segment, at != last)?;
-        for (minute, counts) in minutes.range(first_minute..) {
+        for (minute, decided) in minutes.range(first_minute..) {
             let start = minute * 60_000;
             if start >= until {
                 break;
             }
             let bucket = usize::try_from((start - since) / bucket_ms).unwrap_or(usize::MAX);
-            if let Some((allows, denies)) = buckets_counts(&mut counts_of, bucket) {
-                *allows += counts.allowed;
-                *denies += counts.denied;
+            if let Some((allows, denies)) = counts.get_mut(bucket) {
+                *allows += decided.allowed;
+                *denies += decided.denied;
             }
-            for (reason, count) in &counts.deny_reasons {
+            for (reason, count) in &decided.deny_reasons {
                 *reasons.entry(reason.to_string()).or_default() += count;
             }
         }
@@ -175,7 +169,7 @@ pub(super) fn activity(
     let mut deny_reasons: Vec<(String, u64)> = reasons.into_iter().collect();
     deny_reasons.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     Ok(Activity {
-        buckets: counts_of
+        buckets: counts
             .into_iter()
             .enumerate()
             .map(|(i, (allows, denies))| (since + bucket_ms * i as i64, allows, denies))

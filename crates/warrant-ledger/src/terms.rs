@@ -389,9 +389,16 @@ pub(super) fn follow(dir: PathBuf, cache: std::sync::Weak<TermsCache>) {
 
 #[derive(Default)]
 struct Held {
-    by_segment: HashMap<PathBuf, (Arc<RwLock<SegmentTerms>>, u64)>,
+    by_segment: HashMap<PathBuf, Kept>,
     /// A counter for least-recently-used order.
     clock: u64,
+}
+
+/// A segment's index in memory, when it was last used, and its size as of its last change.
+struct Kept {
+    terms: Arc<RwLock<SegmentTerms>>,
+    used: u64,
+    bytes: usize,
 }
 
 impl TermsCache {
@@ -452,16 +459,7 @@ impl TermsCache {
 
     /// Bytes held now (for the metrics).
     pub(super) fn bytes(&self) -> usize {
-        self.held()
-            .by_segment
-            .values()
-            .map(|(terms, _)| {
-                terms
-                    .read()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .bytes()
-            })
-            .sum()
+        self.held().by_segment.values().map(|kept| kept.bytes).sum()
     }
 
     /// `segment`'s index, complete up to the segment's last whole line. `sealed`: the writer
@@ -475,9 +473,9 @@ impl TermsCache {
             let mut held = self.held();
             held.clock += 1;
             let now = held.clock;
-            held.by_segment.get_mut(segment).map(|(terms, used)| {
-                *used = now;
-                Arc::clone(terms)
+            held.by_segment.get_mut(segment).map(|kept| {
+                kept.used = now;
+                Arc::clone(&kept.terms)
             })
         };
         let terms = match found {
@@ -491,8 +489,9 @@ impl TermsCache {
                 } else {
                     SegmentTerms::default()
                 };
+                let bytes = loaded.bytes();
                 let terms = Arc::new(RwLock::new(loaded));
-                self.keep(segment, Arc::clone(&terms));
+                self.keep(segment, Arc::clone(&terms), bytes);
                 terms
             }
         };
@@ -513,40 +512,38 @@ impl TermsCache {
             if sealed && writing.read_to >= length {
                 writing.write(&terms_path(segment))?;
             }
+            let bytes = writing.bytes();
             drop(writing);
+            self.keep(segment, Arc::clone(&terms), bytes);
             self.trim();
         }
         Ok(terms)
     }
 
-    fn keep(&self, segment: &Path, terms: Arc<RwLock<SegmentTerms>>) {
+    /// Holds `terms` for `segment` (again, after it changed), as just used.
+    fn keep(&self, segment: &Path, terms: Arc<RwLock<SegmentTerms>>, bytes: usize) {
         let mut held = self.held();
         held.clock += 1;
-        let now = held.clock;
-        held.by_segment.insert(segment.to_path_buf(), (terms, now));
+        let used = held.clock;
+        held.by_segment
+            .insert(segment.to_path_buf(), Kept { terms, used, bytes });
     }
 
     /// Drops the least recently used indexes past the budget (never the last one left).
     fn trim(&self) {
         let mut held = self.held();
-        let size = |terms: &Arc<RwLock<SegmentTerms>>| {
-            terms
-                .read()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .bytes()
-        };
-        let mut total: usize = held.by_segment.values().map(|(t, _)| size(t)).sum();
+        let mut total: usize = held.by_segment.values().map(|kept| kept.bytes).sum();
         while total > self.budget && held.by_segment.len() > 1 {
             let Some(oldest) = held
                 .by_segment
                 .iter()
-                .min_by_key(|(_, (_, used))| *used)
+                .min_by_key(|(_, kept)| kept.used)
                 .map(|(path, _)| path.clone())
             else {
                 break;
             };
-            if let Some((terms, _)) = held.by_segment.remove(&oldest) {
-                total = total.saturating_sub(size(&terms));
+            if let Some(kept) = held.by_segment.remove(&oldest) {
+                total = total.saturating_sub(kept.bytes);
             }
         }
     }

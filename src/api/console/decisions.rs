@@ -15,7 +15,7 @@ use super::pages::{self, Section};
 use super::{Console, Page, PageError, SignedIn, console_resource};
 use warrant_domain::EntityRef;
 use warrant_domain::clock::UnixMillis;
-use warrant_ledger::{Filter, Ledger, Proof, Record, Standing, StoredRecord};
+use warrant_ledger::{Filter, Ledger, Order, Proof, Record, Standing, StoredRecord};
 use warrant_proto as proto;
 
 /// Rows per page of the log.
@@ -25,7 +25,7 @@ const PAGE_SIZE: u32 = 50;
 /// Uses of an approval listed on a decision's page.
 const USES: usize = 20;
 
-#[derive(serde::Deserialize, Default, Clone)]
+#[derive(serde::Deserialize, Default)]
 pub(super) struct LogQuery {
     #[serde(default)]
     principal: String,
@@ -154,9 +154,11 @@ pub(super) async fn list(
     let filter = query.filter()?;
     let before = query.before;
     let local = filter.clone();
-    let found = tokio::task::spawn_blocking(move || ledger.newest(&local, before, PAGE + 1))
-        .await
-        .map_err(|error| PageError::Failed(error.to_string()))??;
+    let found = tokio::task::spawn_blocking(move || {
+        ledger.find(&local, Order::NewestFirst { before }, PAGE + 1)
+    })
+    .await
+    .map_err(|error| PageError::Failed(error.to_string()))??;
     let fleet = console
         .peers
         .as_ref()
@@ -378,13 +380,13 @@ pub(super) async fn page(
         approvals.dedup();
         let mut uses = Vec::new();
         for approval in approvals {
-            uses.extend(ledger.newest(
+            uses.extend(ledger.find(
                 &Filter {
                     approval: Some(approval),
                     decision: Some("ALLOW".into()),
                     ..Filter::default()
                 },
-                None,
+                Order::NewestFirst { before: None },
                 USES,
             )?);
         }

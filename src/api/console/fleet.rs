@@ -67,10 +67,13 @@ pub(super) async fn others(
         return (Vec::new(), Vec::new());
     };
     let me = postgres.replica().to_owned();
-    let members = match tokio::task::spawn_blocking(move || postgres.members(HEARD_WITHIN)).await {
-        Ok(Ok(members)) => members,
-        Ok(Err(error)) => return (Vec::new(), vec![("the fleet".into(), error.to_string())]),
-        Err(error) => return (Vec::new(), vec![("the fleet".into(), error.to_string())]),
+    let members = tokio::task::spawn_blocking(move || postgres.members(HEARD_WITHIN))
+        .await
+        .map_err(|error| error.to_string())
+        .and_then(|members| members.map_err(|error| error.to_string()));
+    let members = match members {
+        Ok(members) => members,
+        Err(why) => return (Vec::new(), vec![("the fleet".into(), why)]),
     };
     let asks = members
         .into_iter()

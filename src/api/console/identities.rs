@@ -16,7 +16,7 @@ use warrant_control::approvals::ApprovalFilter;
 use warrant_control::identities::{IdentityFilter, IdentityUpdate};
 use warrant_domain::{Caller, CheckRequest, EntityRef};
 use warrant_engine::engine::search::Searched;
-use warrant_ledger::Filter;
+use warrant_ledger::{Filter, Order};
 
 /// Identities per page of the list.
 const PAGE: usize = 50;
@@ -137,12 +137,12 @@ pub(super) async fn page(
             )?
             .items;
         let decisions = match &ledger {
-            Some(ledger) => ledger.newest(
+            Some(ledger) => ledger.find(
                 &Filter {
                     principal: Some(looked_up),
                     ..Filter::default()
                 },
-                None,
+                Order::NewestFirst { before: None },
                 SHOWN,
             )?,
             None => Vec::new(),

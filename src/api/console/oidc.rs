@@ -370,9 +370,12 @@ impl Oidc {
         let attribute = self.settings.human_attribute.as_deref().unwrap_or("email");
         if attribute == "id" {
             let human = EntityRef::new(HUMAN_TYPE, claim);
-            let known = format!("{HUMAN_TYPE}::{:?}", claim)
-                .parse::<cedar_policy::EntityUid>()
-                .is_ok_and(|uid| facts.contains(&uid));
+            let known = HUMAN_TYPE.parse().is_ok_and(|type_name| {
+                facts.contains(&cedar_policy::EntityUid::from_type_name_and_id(
+                    type_name,
+                    cedar_policy::EntityId::new(claim),
+                ))
+            });
             return known
                 .then_some(human)
                 .ok_or_else(|| format!("no {HUMAN_TYPE} has the id {claim:?}"));

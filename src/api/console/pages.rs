@@ -129,24 +129,23 @@ pub(super) fn short(id: &str) -> &str {
 /// An attribute's value as Cedar's JSON holds it, written for people: an entity reference as
 /// `Type::"id"`, a set as its members, a string as itself.
 pub(super) fn cedar_value(value: &serde_json::Value) -> String {
+    use serde::Deserialize as _;
     use serde_json::Value;
     match value {
         Value::String(text) => text.clone(),
         Value::Array(items) => items.iter().map(cedar_value).collect::<Vec<_>>().join(", "),
-        Value::Object(fields) => match fields.get("__entity").or_else(|| fields.get("__extn")) {
-            Some(Value::Object(entity)) if fields.contains_key("__entity") => format!(
-                "{}::{:?}",
-                entity
-                    .get("type")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default(),
-                entity.get("id").and_then(Value::as_str).unwrap_or_default()
-            ),
-            Some(Value::Object(extension)) => {
-                extension.get("arg").map(cedar_value).unwrap_or_default()
+        Value::Object(fields) => {
+            if let Some(entity) = fields
+                .get("__entity")
+                .and_then(|entity| EntityRef::deserialize(entity).ok())
+            {
+                entity.to_string()
+            } else if let Some(argument) = fields.get("__extn").and_then(|e| e.get("arg")) {
+                cedar_value(argument)
+            } else {
+                value.to_string()
             }
-            _ => value.to_string(),
-        },
+        }
         other => other.to_string(),
     }
 }

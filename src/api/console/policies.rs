@@ -15,7 +15,7 @@ use super::pages::{self, Section};
 use super::{Console, Page, PageError, SignedIn, console_resource};
 use warrant_domain::{CheckRequest, EntityRef};
 use warrant_engine::engine::explain::{Explanation, PolicyOutcome};
-use warrant_ledger::Filter;
+use warrant_ledger::{Filter, Order};
 
 /// Disagreements of the shadow set listed.
 const DISAGREEMENTS: usize = 20;
@@ -92,12 +92,12 @@ pub(super) async fn page(
     let ledger = console.ledger().cloned();
     let disagreements = match (&shadow, ledger) {
         (Some(_), Some(ledger)) => tokio::task::spawn_blocking(move || {
-            ledger.newest(
+            ledger.find(
                 &Filter {
                     shadow_disagreed: true,
                     ..Filter::default()
                 },
-                None,
+                Order::NewestFirst { before: None },
                 DISAGREEMENTS,
             )
         })

@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{AppendHeaders, IntoResponse, Redirect, Response};
 use maud::html;
 
+use super::sessions::Session;
 use super::{
     COOKIE, Console, Page, PageError, SignedIn, checked_csrf, cookie, named_cookie, pages,
 };
@@ -68,18 +69,14 @@ pub(super) async fn redeem_invite(
     State(console): State<Arc<Console>>,
     Form(form): Form<InviteForm>,
 ) -> Result<Response, PageError> {
-    let (token, session) = console
-        .sessions
-        .redeem(&form.token, console.now())
-        .ok_or_else(|| {
-            PageError::NotFound("This sign-in link was used already or has expired.".into())
-        })?
-        .map_err(|error| PageError::Failed(format!("no randomness: {error}")))?;
-    tracing::info!(human = %session.human, how = session.how, "signed in to the console");
-    console
-        .decider
-        .metrics()
-        .console_sessions(console.sessions.count());
+    let (token, _) = console.started(
+        console
+            .sessions
+            .redeem(&form.token, console.now())
+            .ok_or_else(|| {
+                PageError::NotFound("This sign-in link was used already or has expired.".into())
+            })?,
+    )?;
     Ok((
         [(header::SET_COOKIE, console.session_cookie(&token))],
         Redirect::to("/console/approvals"),
@@ -117,6 +114,20 @@ pub(super) async fn sign_out(
 }
 
 impl Console {
+    /// A session just started (its secret and itself), logged and counted.
+    fn started(
+        &self,
+        started: Result<(String, Session), String>,
+    ) -> Result<(String, Session), PageError> {
+        let (token, session) =
+            started.map_err(|error| PageError::Failed(format!("no randomness: {error}")))?;
+        tracing::info!(human = %session.human, how = session.how, "signed in to the console");
+        self.decider
+            .metrics()
+            .console_sessions(self.sessions.count());
+        Ok((token, session))
+    }
+
     /// The `Set-Cookie` value of a new session.
     fn session_cookie(&self, token: &str) -> String {
         let max_age = self.sessions.limits().session_ms / 1000;
@@ -203,15 +214,7 @@ pub(super) async fn oidc_callback(
         tracing::warn!(%error, "a sign-in with the identity provider was refused");
         PageError::Refused(format!("You are not signed in: {error}"))
     })?;
-    let (token, session) = console
-        .sessions
-        .start(human, "oidc", now)
-        .map_err(|error| PageError::Failed(format!("no randomness: {error}")))?;
-    tracing::info!(human = %session.human, how = session.how, "signed in to the console");
-    console
-        .decider
-        .metrics()
-        .console_sessions(console.sessions.count());
+    let (token, session) = console.started(console.sessions.start(human, "oidc", now))?;
     // A page that moves on, rather than a redirect: a redirect chain that began at the provider
     // is cross-site, and the browser would not send the SameSite=Strict session cookie on it.
     let page = pages::bare(
