@@ -117,6 +117,10 @@ pub struct Settings {
     /// The most bytes of the decision log's search index held in memory [default: 268435456]
     #[arg(long, env = "WARRANT_LEDGER_INDEX_CACHE_BYTES")]
     pub ledger_index_cache_bytes: Option<usize>,
+    /// The most identities, approvals and policies the ledger's usage summary keeps (what an
+    /// access review reads) [default: 10000000]
+    #[arg(long, env = "WARRANT_LEDGER_USAGE_MAX_ENTRIES")]
+    pub ledger_usage_max_entries: Option<usize>,
     /// Records waiting for the ledger writer, at most; in async mode, the most a crash can lose
     /// [default: 10000]
     #[arg(long, env = "WARRANT_LEDGER_QUEUE")]
@@ -535,6 +539,9 @@ impl Settings {
             ledger_index_cache_bytes: self
                 .ledger_index_cache_bytes
                 .or(under.ledger_index_cache_bytes),
+            ledger_usage_max_entries: self
+                .ledger_usage_max_entries
+                .or(under.ledger_usage_max_entries),
             ledger_queue: self.ledger_queue.or(under.ledger_queue),
             ledger_mask_keys: self.ledger_mask_keys.or(under.ledger_mask_keys),
             ledger_signing_key: self.ledger_signing_key.or(under.ledger_signing_key),
@@ -770,6 +777,7 @@ impl Settings {
             checkpoint_interval: Duration::from_millis(self.ledger_checkpoint_ms.unwrap_or(5_000)),
             segment_bytes: self.ledger_segment_bytes.unwrap_or(64 * 1024 * 1024),
             index_cache_bytes: self.ledger_index_cache_bytes.unwrap_or(256 * 1024 * 1024),
+            usage_max_entries: self.ledger_usage_max_entries.unwrap_or(10_000_000),
             queue: self.ledger_queue.unwrap_or(10_000),
             mask_keys: self.ledger_mask_keys.clone().unwrap_or_else(|| {
                 ["token", "password", "secret", "authorization", "api_key"]
@@ -1131,6 +1139,10 @@ mod tests {
             (
                 "ledger_index_cache_bytes",
                 ledger.index_cache_bytes.to_string(),
+            ),
+            (
+                "ledger_usage_max_entries",
+                ledger.usage_max_entries.to_string(),
             ),
             ("ledger_queue", ledger.queue.to_string()),
             ("ledger_mask_keys", ledger.mask_keys.join(",")),

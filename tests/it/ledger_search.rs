@@ -78,6 +78,7 @@ fn settings(dir: &std::path::Path) -> LedgerSettings {
         signing_key: None,
         retention: None,
         index_cache_bytes: 64 * 1024,
+        usage_max_entries: 1000,
     }
 }
 

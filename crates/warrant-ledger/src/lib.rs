@@ -17,6 +17,7 @@ mod proof;
 mod record;
 mod search;
 mod terms;
+mod usage;
 mod writer;
 
 use std::collections::HashMap;
@@ -46,6 +47,9 @@ pub use record::{
     Recorded, SearchRecord, canonical_json,
 };
 pub use search::{Activity, Order};
+pub use usage::{
+    ATTEST_APPROVAL, ATTEST_IDENTITY, Allows, Attestation, Day, IdentityUse, KEEP_DAYS, Usage,
+};
 
 use chain::{Line, segments};
 use record::{canonical, canonical_entry};
@@ -139,6 +143,8 @@ pub struct LedgerSettings {
     pub retention: Option<Retention>,
     /// The most bytes of the search index held in memory (the rest is read from its files).
     pub index_cache_bytes: usize,
+    /// The most identities, approvals and policies the usage summary keeps (see `usage`).
+    pub usage_max_entries: usize,
 }
 
 /// Keep in the ledger only what is younger than `max_age` and/or the newest `max_bytes`;
@@ -255,6 +261,8 @@ struct Pending {
     key: &'static str,
     /// Its canonical JSON, made by the caller's thread so the writer only chains.
     record: Vec<u8>,
+    /// What the usage summary takes from a decision's record.
+    seen: Option<Box<usage::Seen>>,
     done: Option<oneshot::Sender<Result<u64, LedgerError>>>,
 }
 
@@ -277,6 +285,8 @@ pub struct Ledger {
     verifying: VerifyingKey,
     /// The search index's segments held in memory.
     terms: Arc<terms::TermsCache>,
+    /// The usage summary, kept by the writer.
+    usage: Arc<usage::UsageBook>,
     written: Arc<AtomicU64>,
 }
 
@@ -402,7 +412,9 @@ impl Ledger {
         let failed = Arc::new(AtomicBool::new(false));
         let pending = Arc::new(AtomicU64::new(0));
         let written = Arc::new(AtomicU64::new(0));
+        let usage = usage::UsageBook::start(&settings.dir, next_seq, settings.usage_max_entries)?;
         let mut writer = Writer {
+            usage: Arc::clone(&usage),
             replica: settings.replica.clone(),
             written: Arc::clone(&written),
             index: Arc::clone(&index),
@@ -459,6 +471,7 @@ impl Ledger {
             pending,
             verifying,
             terms,
+            usage,
             written,
         })
     }
@@ -607,6 +620,12 @@ impl Ledger {
         search::activity(&self.dir, &self.terms, until.0, bucket_ms, buckets)
     }
 
+    /// Calls `read` with the usage summary, up to the last batch written; `None` while it is
+    /// still being read at start.
+    pub fn usage<T>(&self, read: impl FnOnce(&Usage) -> T) -> Option<T> {
+        self.usage.read(read)
+    }
+
     /// Appends records (one decision's, or a batch's). In durable mode this resolves once all
     /// are on disk; in async mode once they are queued.
     pub async fn append(&self, records: &[Record]) -> Result<(), LedgerError> {
@@ -617,9 +636,10 @@ impl Ledger {
         let mut waits = Vec::new();
         for record in records {
             let decision_id = record.decision_id.clone();
-            let record = canonical(record)
+            let bytes = canonical(record)
                 .map_err(|e| LedgerError::Unavailable(format!("cannot serialise a record: {e}")))?;
-            let (pending, wait) = self.pending_entry(Some(decision_id), "record", record);
+            let (mut pending, wait) = self.pending_entry(Some(decision_id), "record", bytes);
+            pending.seen = usage::Seen::of(record).map(Box::new);
             waits.extend(wait);
             // A full queue makes the caller wait: backpressure, never a dropped record.
             match self.sender.try_send(Message::Record(pending)) {
@@ -698,6 +718,7 @@ impl Ledger {
             decision_id,
             key,
             record,
+            seen: None,
             done,
         };
         (pending, wait)

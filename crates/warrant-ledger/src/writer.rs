@@ -42,6 +42,8 @@ pub(super) struct Writer {
     pub(super) last_signed: Option<SignedHead>,
     /// The replica named in checkpoints.
     pub(super) replica: Option<String>,
+    /// The usage summary: each written batch is folded in.
+    pub(super) usage: Arc<super::usage::UsageBook>,
 }
 
 impl Writer {
@@ -90,6 +92,8 @@ impl Writer {
                 Ok(first_seq) => {
                     self.written
                         .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                    self.usage
+                        .note_batch(first_seq, batch.iter().map(|p| p.seen.as_deref()));
                     for (i, pending) in batch.into_iter().enumerate() {
                         if let Some(done) = pending.done {
                             let _ = done.send(Ok(first_seq + i as u64));
@@ -109,6 +113,7 @@ impl Writer {
         if !self.failed.load(Ordering::Relaxed) {
             let _ = self.seal();
         }
+        self.usage.close();
     }
 
     /// A checkpoint over everything written, unless there is nothing new to sign, and the
