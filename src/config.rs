@@ -216,6 +216,9 @@ pub struct Settings {
     /// The console's sessions and sign-in links (file only: `[console]`).
     #[arg(skip)]
     pub console: Option<crate::api::console::ConsoleSettings>,
+    /// Access reviews' periods (file only: `[review]`).
+    #[arg(skip)]
+    pub review: Option<warrant_review::ReviewSettings>,
     /// The PDP's URL in the AuthZEN metadata, e.g. https://pdp.example.com [default: from the
     /// request's Host header]
     #[arg(long, env = "WARRANT_AUTHZEN_BASE_URL")]
@@ -385,6 +388,8 @@ pub struct Config {
     pub authzen_listen: SocketAddr,
     /// The web console; `None` when it is off.
     pub console: Option<ConsoleConfig>,
+    /// Access reviews' periods.
+    pub review: warrant_review::ReviewSettings,
     pub authzen_base_url: Option<String>,
     pub authzen_token: Option<Secret>,
     pub authzen_answer_context: AnswerContext,
@@ -581,6 +586,7 @@ impl Settings {
             console_listen: self.console_listen.or(under.console_listen),
             no_console: self.no_console.or(under.no_console),
             console: self.console.or(under.console),
+            review: self.review.or(under.review),
             authzen_base_url: self.authzen_base_url.or(under.authzen_base_url),
             authzen_token: self.authzen_token.or(under.authzen_token),
             authzen_answer_context: self.authzen_answer_context.or(under.authzen_answer_context),
@@ -648,6 +654,7 @@ impl Settings {
                     .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
                 settings: self.console.clone().unwrap_or_default(),
             }),
+            review: self.review.clone().unwrap_or_default(),
             authzen_base_url: self.authzen_base_url.clone(),
             authzen_token: self.authzen_token.clone().filter(|t| !t.0.is_empty()),
             authzen_answer_context: self.authzen_answer_context.unwrap_or_default(),

@@ -79,6 +79,9 @@ enum Command {
     Entity(EntityArgs),
     /// The web console: `console invite Human::carol` prints a one-time sign-in link.
     Console(warrant::cli::admin::ConsoleArgs),
+    /// An access review: the ownerless, the dormant and the over-granted, as an HTML report
+    /// and findings (`--out DIR`); `review attest` records an owner's attestation.
+    Review(warrant::cli::admin::ReviewArgs),
     /// Link a template to the entities of a grant, unlink it, and list the links, on a running
     /// Warrant.
     Policy(PolicyArgs),
@@ -158,6 +161,7 @@ fn main() -> ExitCode {
             Command::Facts(args) => warrant::cli::admin::facts(args).await,
             Command::Policy(args) => warrant::cli::admin::policy(args).await,
             Command::Console(args) => warrant::cli::admin::console(args).await,
+            Command::Review(args) => warrant::cli::admin::review(args).await,
             Command::Reload(connection) => warrant::cli::admin::reload(connection).await,
             Command::Validate { dir } => warrant::authoring::validate(&dir),
             Command::Test { dir } => warrant::authoring::policy_tests::run(&dir),

@@ -147,6 +147,10 @@ pub async fn serve(
         Arc::clone(&metrics),
     ));
     tokio::spawn(Arc::clone(&decider).follow_freshness(std::time::Duration::from_millis(100)));
+    tokio::spawn(crate::api::review::count_periodically(
+        Arc::clone(&decider),
+        config.review.clone(),
+    ));
     let searcher = Arc::new(crate::api::search::Searcher::new(
         Arc::clone(&decider),
         crate::api::page_token::PageTokens::open(&config.data_dir)?,
@@ -351,6 +355,8 @@ async fn shut_down(ledger: Option<Arc<Ledger>>) {
             Ok(()) => tracing::info!("ledger sealed"),
             Err(error) => tracing::error!(%error, "could not seal the ledger at shutdown"),
         }
+        // Saved now, the next start reads no record again to bring it up to date.
+        let _ = tokio::task::spawn_blocking(move || ledger.save_usage()).await;
     }
     tracing::info!("shut down");
 }
@@ -380,6 +386,11 @@ fn admin_router(
             Arc::clone(metrics),
             page_tokens.clone(),
             invites,
+            Arc::new(crate::api::review::Reviews {
+                decider: Arc::clone(decider),
+                control: Arc::clone(control),
+                settings: config.review.clone(),
+            }),
         ),
         bearer.clone(),
     );
@@ -448,6 +459,7 @@ async fn console(
             secure_cookies: tls || bound.ip().is_loopback(),
             peers,
             credentials: config.credentials.clone(),
+            review: config.review.clone(),
         },
     )
     .map_err(|error| anyhow::anyhow!(error))?;

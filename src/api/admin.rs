@@ -29,6 +29,8 @@ pub struct AdminService {
     page_tokens: PageTokens,
     /// The console's sign-in links; `None` when the console is off.
     invites: Option<Arc<crate::api::console::Invites>>,
+    /// Access reviews and attestations.
+    reviews: Arc<crate::api::review::Reviews>,
 }
 
 impl AdminService {
@@ -38,6 +40,7 @@ impl AdminService {
         metrics: Arc<Metrics>,
         page_tokens: PageTokens,
         invites: Option<Arc<crate::api::console::Invites>>,
+        reviews: Arc<crate::api::review::Reviews>,
     ) -> Self {
         AdminService {
             control,
@@ -45,6 +48,7 @@ impl AdminService {
             metrics,
             page_tokens,
             invites,
+            reviews,
         }
     }
 
@@ -822,6 +826,29 @@ impl proto::admin_server::Admin for AdminService {
     }
 
     type ExportFactsStream = ExportStream;
+    type ReviewStream = crate::api::review::ReviewStream;
+
+    async fn review(
+        &self,
+        request: Request<proto::ReviewRequest>,
+    ) -> Result<Response<Self::ReviewStream>, Status> {
+        self.metrics.admin_call("Review", tonic::Code::Ok);
+        Ok(Response::new(
+            self.reviews.stream(request.into_inner().since_seconds),
+        ))
+    }
+
+    async fn attest(
+        &self,
+        request: Request<proto::AttestRequest>,
+    ) -> Result<Response<proto::AttestResponse>, Status> {
+        let outcome = self.reviews.attest_call(request.into_inner()).await;
+        self.metrics.admin_call(
+            "Attest",
+            outcome.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok),
+        );
+        outcome.map(Response::new)
+    }
 
     async fn export_facts(
         &self,

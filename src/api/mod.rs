@@ -12,6 +12,7 @@ pub mod envoy;
 pub mod grpc;
 pub mod mcp;
 pub mod page_token;
+pub mod review;
 pub mod routes;
 pub mod search;
 

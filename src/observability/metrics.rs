@@ -153,6 +153,13 @@ impl Listeners {
     }
 }
 
+/// The access review's last count (`api::review::count_periodically`).
+struct ReviewCount {
+    findings: BTreeMap<warrant_review::Kind, u64>,
+    took: Duration,
+    at_unix_seconds: u64,
+}
+
 /// Everything the api layer counts.
 #[derive(Default)]
 pub struct Metrics {
@@ -183,6 +190,8 @@ pub struct Metrics {
     shadow_disagreed: AtomicU64,
     /// People signed in to the console now (sessions held, live or not yet swept).
     console_sessions: AtomicU64,
+    /// The last count of the access review's findings: by kind, how long it took, and when.
+    review: Mutex<Option<ReviewCount>>,
     /// The TLS configuration, when the listeners serve TLS: its reloads are counted there.
     tls: std::sync::OnceLock<Arc<crate::tls::ServerTls>>,
     /// The approval request webhook, when one is configured: its deliveries are counted there.
@@ -244,6 +253,58 @@ impl Metrics {
     pub fn console_sessions(&self, held: usize) {
         self.console_sessions
             .store(u64::try_from(held).unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
+    /// The access review's findings as just counted, and how long counting took.
+    pub fn review_counted(&self, findings: &BTreeMap<warrant_review::Kind, u64>, took: Duration) {
+        let at_unix_seconds = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        *self.review.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReviewCount {
+            findings: findings.clone(),
+            took,
+            at_unix_seconds,
+        });
+    }
+
+    fn write_review(&self, out: &mut String) {
+        let held = self.review.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(count) = held.as_ref() else { return };
+        family(
+            out,
+            "warrant_review_findings",
+            "gauge",
+            "Access review findings by kind, as last counted (every [review] interval_seconds).",
+        );
+        for (kind, found) in &count.findings {
+            let _ = writeln!(
+                out,
+                "warrant_review_findings{{kind=\"{}\"}} {found}",
+                kind.as_str()
+            );
+        }
+        family(
+            out,
+            "warrant_review_duration_seconds",
+            "gauge",
+            "How long the last count of the access review's findings took.",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_review_duration_seconds {}",
+            count.took.as_secs_f64()
+        );
+        family(
+            out,
+            "warrant_review_last_run_timestamp_seconds",
+            "gauge",
+            "When the access review's findings were last counted (Unix seconds).",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_review_last_run_timestamp_seconds {}",
+            count.at_unix_seconds
+        );
     }
 
     /// Decisions the shadow policies agreed and disagreed with, since start.
@@ -408,6 +469,7 @@ impl Metrics {
         self.write_admin(&mut out);
         self.write_searches(&mut out);
         self.write_listeners(&mut out);
+        self.write_review(&mut out);
         if let Some(credentials) = self.credentials.get() {
             scrape::write_credentials(credentials, &mut out);
         }
@@ -743,6 +805,24 @@ impl Metrics {
             out,
             "warrant_ledger_index_cache_bytes {}",
             stats.index_cache_bytes
+        );
+        family(
+            out,
+            "warrant_ledger_usage_entries",
+            "gauge",
+            "Identities, approvals and policies the ledger's usage summary holds (at most ledger_usage_max_entries).",
+        );
+        let _ = writeln!(out, "warrant_ledger_usage_entries {}", stats.usage_entries);
+        family(
+            out,
+            "warrant_ledger_usage_dropped_total",
+            "counter",
+            "Identities, approvals and policies the usage summary did not keep: past ledger_usage_max_entries.",
+        );
+        let _ = writeln!(
+            out,
+            "warrant_ledger_usage_dropped_total {}",
+            stats.usage_dropped
         );
         family(
             out,

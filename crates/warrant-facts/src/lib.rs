@@ -278,6 +278,67 @@ impl Facts {
         all
     }
 
+    /// A text attribute of `entity`: `None` when the facts do not hold the entity, `Some(None)`
+    /// when it lacks the attribute (or holds something else there).
+    pub fn text_attribute(&self, entity: &EntityRef, name: &str) -> Option<Option<String>> {
+        let stored = self.entity(&uid_of(entity)?)?;
+        Some(evidence::string_attr(stored.as_entity(), name).ok().flatten())
+    }
+
+    /// What Warrant knows of the identity `entity` (see `identity`).
+    pub fn identity_named(&self, entity: &EntityRef) -> Option<Arc<Identity>> {
+        self.identity(&uid_of(entity)?)
+    }
+
+    /// Calls `each` with every identity the facts hold, reading them a page at a time (an
+    /// identity that cannot be read is logged and skipped).
+    pub fn each_identity(&self, each: &mut dyn FnMut(&EntityUid, &Identity)) {
+        for type_name in self
+            .shape
+            .principal_types
+            .iter()
+            .filter(|t| *t != APPROVAL_TYPE)
+        {
+            self.each_uid(&type_prefix(type_name), &mut |uid| {
+                if let Some(identity) = self.identity(uid) {
+                    each(uid, &identity);
+                }
+            });
+        }
+    }
+
+    /// Calls `each` with every approval the facts hold, a page at a time.
+    pub fn each_approval(&self, each: &mut dyn FnMut(&Approval)) {
+        self.each_uid(&type_prefix(APPROVAL_TYPE), &mut |uid| {
+            if let Some(approval) = self.approval(uid.id().unescaped()) {
+                each(&approval);
+            }
+        });
+    }
+
+    /// Every uid whose key starts with `prefix`, in pages.
+    fn each_uid(&self, prefix: &str, each: &mut dyn FnMut(&EntityUid)) {
+        const PAGE: usize = 10_000;
+        let prefixes = [prefix.to_owned()];
+        let mut after: Option<String> = None;
+        loop {
+            let page = match self.reader.uids_after(&prefixes, after.as_deref(), PAGE) {
+                Ok(page) => page,
+                Err(error) => {
+                    tracing::error!(%error, prefix, "cannot read the facts' entities");
+                    return;
+                }
+            };
+            for uid in &page {
+                each(uid);
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = Some(last.to_string()),
+                _ => return,
+            }
+        }
+    }
+
     /// Every approval the facts hold.
     pub fn approvals(&self) -> Vec<Arc<Approval>> {
         self.reader
@@ -559,6 +620,15 @@ type ReachedUid = (EntityUid, Option<Arc<StoredEntity>>);
 /// The start of the keys of every entity of type `type_name` in the store (`Type::"`).
 pub fn type_prefix(type_name: &str) -> String {
     format!("{type_name}::\"")
+}
+
+/// The uid `entity` names, if its type name is one Cedar can parse.
+fn uid_of(entity: &EntityRef) -> Option<EntityUid> {
+    let type_name = entity.type_name.parse().ok()?;
+    Some(EntityUid::from_type_name_and_id(
+        type_name,
+        cedar_policy::EntityId::new(&entity.id),
+    ))
 }
 
 /// The uid of the approval of id `id`.

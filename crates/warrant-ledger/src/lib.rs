@@ -300,6 +300,9 @@ pub struct LedgerStats {
     pub failed: bool,
     /// The search index's bytes held in memory.
     pub index_cache_bytes: u64,
+    /// Entries the usage summary holds, and those it did not keep (as of its last merge).
+    pub usage_entries: u64,
+    pub usage_dropped: u64,
 }
 
 /// Where each decision of the active (last) segment is: what is kept in memory. Sealed
@@ -514,6 +517,8 @@ impl Ledger {
             pending: self.pending.load(Ordering::Relaxed),
             failed: self.failed.load(Ordering::Relaxed),
             index_cache_bytes: self.terms.bytes() as u64,
+            usage_entries: self.usage.entries.load(Ordering::Relaxed),
+            usage_dropped: self.usage.dropped.load(Ordering::Relaxed),
         }
     }
 
@@ -624,6 +629,11 @@ impl Ledger {
     /// still being read at start.
     pub fn usage<T>(&self, read: impl FnOnce(&Usage) -> T) -> Option<T> {
         self.usage.read(read)
+    }
+
+    /// Saves the usage summary now (at shutdown: the next start then reads no records again).
+    pub fn save_usage(&self) {
+        self.usage.save();
     }
 
     /// Appends records (one decision's, or a batch's). In durable mode this resolves once all

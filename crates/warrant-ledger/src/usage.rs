@@ -17,7 +17,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -370,6 +370,9 @@ pub(super) struct UsageBook {
     delta: Mutex<Usage>,
     whole: Mutex<Option<Usage>>,
     closing: AtomicBool,
+    /// As of the last merge: entries held, and entries not kept (for metrics).
+    pub(super) entries: AtomicU64,
+    pub(super) dropped: AtomicU64,
     wake: Condvar,
     wake_lock: Mutex<()>,
 }
@@ -389,6 +392,8 @@ impl UsageBook {
             delta: Mutex::new(Usage::default()),
             whole: Mutex::new(None),
             closing: AtomicBool::new(false),
+            entries: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
             wake: Condvar::new(),
             wake_lock: Mutex::new(()),
         });
@@ -419,8 +424,7 @@ impl UsageBook {
     pub(super) fn read<T>(&self, read: impl FnOnce(&Usage) -> T) -> Option<T> {
         let mut whole = self.whole.lock().unwrap_or_else(PoisonError::into_inner);
         let usage = whole.as_mut()?;
-        let delta = std::mem::take(&mut *self.delta.lock().unwrap_or_else(PoisonError::into_inner));
-        usage.merge(delta, self.max_entries);
+        self.merge_into(usage);
         Some(read(usage))
     }
 
@@ -462,15 +466,25 @@ impl UsageBook {
         }
     }
 
+    /// Merges what the writer folded in since the last merge into `usage`; whether there was
+    /// anything.
+    fn merge_into(&self, usage: &mut Usage) -> bool {
+        let delta = std::mem::take(&mut *self.delta.lock().unwrap_or_else(PoisonError::into_inner));
+        let any = delta.decisions > 0;
+        usage.merge(delta, self.max_entries);
+        self.entries
+            .store(usage.entries() as u64, Ordering::Relaxed);
+        self.dropped.store(usage.dropped, Ordering::Relaxed);
+        any
+    }
+
     /// Merges and writes the summary, if it has been read and anything changed since.
-    fn save(&self) {
+    pub(super) fn save(&self) {
         let mut whole = self.whole.lock().unwrap_or_else(PoisonError::into_inner);
         let Some(usage) = whole.as_mut() else {
             return;
         };
-        let delta = std::mem::take(&mut *self.delta.lock().unwrap_or_else(PoisonError::into_inner));
-        let changed = delta.decisions > 0 || !self.path().exists();
-        usage.merge(delta, self.max_entries);
+        let changed = self.merge_into(usage) || !self.path().exists();
         if changed && let Err(error) = write_file(&self.path(), usage) {
             tracing::error!(%error, "cannot save the usage summary (it is built again from the records at the next start)");
         }

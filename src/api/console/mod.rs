@@ -15,6 +15,7 @@ mod identities;
 mod oidc;
 mod pages;
 mod policies;
+pub(crate) mod review;
 pub mod sessions;
 mod sign_in;
 
@@ -96,6 +97,9 @@ pub struct Console {
     peers: Option<fleet::Peers>,
     /// The configured credential issuers, for an identity's page.
     credentials: crate::credentials::CredentialSettings,
+    /// The access review's periods, and the last review the pages showed.
+    review: warrant_review::ReviewSettings,
+    reviewed: review::Reviewed,
 }
 
 /// Makes one-time sign-in links (for the admin API's `CreateConsoleInvite`).
@@ -145,6 +149,8 @@ pub struct Setup {
     pub peers: Option<fleet::Peers>,
     /// The configured credential issuers.
     pub credentials: crate::credentials::CredentialSettings,
+    /// The access review's periods.
+    pub review: warrant_review::ReviewSettings,
 }
 
 impl Console {
@@ -161,6 +167,7 @@ impl Console {
             secure_cookies,
             peers,
             credentials,
+            review,
         } = setup;
         let oidc = match &settings.oidc {
             Some(oidc) => Some(Arc::new(
@@ -187,6 +194,8 @@ impl Console {
             oidc,
             peers,
             credentials,
+            review,
+            reviewed: review::Reviewed::default(),
         });
         Ok((console, invites))
     }
@@ -447,6 +456,8 @@ pub fn router(console: Arc<Console>) -> axum::Router {
             post(identities::set_status),
         )
         .route("/console/policies", get(policies::page))
+        .route("/console/review", get(review::page))
+        .route("/console/review/attest", post(review::attest))
         .route("/console/events", get(approvals::events))
         .route("/console/static/console.css", get(pages::css))
         .route("/console/static/console.js", get(pages::script))

@@ -11,7 +11,7 @@ use super::sessions::Session;
 use warrant_domain::EntityRef;
 use warrant_domain::clock::UnixMillis;
 
-const CSS: &str = include_str!("assets/console.css");
+pub(super) const CSS: &str = include_str!("assets/console.css");
 const SCRIPT: &str = include_str!("assets/console.js");
 
 pub(super) async fn css() -> impl IntoResponse {
@@ -58,6 +58,7 @@ pub(super) enum Section {
     Decisions,
     Identities,
     Policies,
+    Review,
 }
 
 /// A page for a signed-in person.
@@ -77,6 +78,7 @@ pub(super) fn layout(title: &str, section: Section, session: &Session, body: Mar
                         (tab(Section::Decisions, "/console/decisions", "Decisions"))
                         (tab(Section::Identities, "/console/identities", "Identities"))
                         (tab(Section::Policies, "/console/policies", "Policies"))
+                        (tab(Section::Review, "/console/review", "Review"))
                     }
                     form.sign-out method="post" action="/console/sign-out" {
                         span.who { "Signed in as " code #signed-in-as { (session.human) } }

@@ -21,11 +21,13 @@ mod approvals;
 mod facts;
 mod identities;
 mod policies;
+mod review;
 
 pub use approvals::{ApprovalArgs, ApprovalCommand, ApproverArgs, approval};
 pub use facts::{EntityArgs, EntityCommand, FactsArgs, FactsCommand, entity, facts};
 pub use identities::{IdentityArgs, IdentityCommand, identity};
 pub use policies::{PolicyArgs, PolicyCommand, policy};
+pub use review::{ReviewArgs, ReviewCommand, review};
 
 type Client = AdminClient<InterceptedService<Channel, AddToken>>;
 
@@ -107,21 +109,26 @@ fn time(text: &str, flag: &str) -> anyhow::Result<prost_types::Timestamp> {
     Ok(warrant_proto::convert::timestamp(at))
 }
 
-/// `90s`, `30m`, `2h`, `1d` in milliseconds.
+/// `90s`, `30m`, `2h`, `1d` in milliseconds (for `--for`).
 fn duration_millis(text: &str) -> anyhow::Result<i64> {
+    length_millis(text, "for")
+}
+
+/// `90s`, `30m`, `2h`, `1d` in milliseconds, for the flag `--flag`.
+fn length_millis(text: &str, flag: &str) -> anyhow::Result<i64> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let number: i64 = number
         .parse()
-        .with_context(|| format!("--for: expected e.g. 30m or 2h, got {text:?}"))?;
+        .with_context(|| format!("--{flag}: expected e.g. 30m or 2h, got {text:?}"))?;
     let unit = match unit {
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => bail!("--for: the unit must be s, m, h or d, got {text:?}"),
+        _ => bail!("--{flag}: the unit must be s, m, h or d, got {text:?}"),
     };
     Ok(number.saturating_mul(unit))
 }

@@ -291,6 +291,11 @@ impl Engine {
         }
     }
 
+    /// The time decisions are made at, now (the engine's clock).
+    pub fn now(&self) -> UnixMillis {
+        self.clock.now()
+    }
+
     /// The policies and facts decisions are made from right now.
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
