@@ -845,7 +845,9 @@ impl proto::admin_server::Admin for AdminService {
         let outcome = self.reviews.attest_call(request.into_inner()).await;
         self.metrics.admin_call(
             "Attest",
-            outcome.as_ref().map_or_else(|s| s.code(), |_| tonic::Code::Ok),
+            outcome
+                .as_ref()
+                .map_or_else(|s| s.code(), |_| tonic::Code::Ok),
         );
         outcome.map(Response::new)
     }

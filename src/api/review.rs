@@ -18,8 +18,8 @@ use warrant_ledger::{ATTEST_APPROVAL, ATTEST_IDENTITY};
 use warrant_review::{Finding, Inputs, ReviewSettings, Summary};
 
 use crate::api::decider::Decider;
-use warrant_proto as proto;
 use crate::observability::metrics::Api;
+use warrant_proto as proto;
 
 /// Runs a review of the last `window_ms` now, handing each finding to `found`. Blocking: call
 /// it off the async threads.
@@ -45,7 +45,9 @@ pub fn run(
     let mut review = Some(inputs);
     let reviewed = decider
         .ledger()
-        .and_then(|ledger| ledger.usage(|usage| review.take().map(|mut review| review(Some(usage)))))
+        .and_then(|ledger| {
+            ledger.usage(|usage| review.take().map(|mut review| review(Some(usage))))
+        })
         .flatten();
     match (reviewed, review) {
         (Some(summary), _) => summary,
@@ -161,7 +163,9 @@ pub async fn attest(
             Some(format!("{}: {}", invalid.field, invalid.message)),
         ),
     }];
-    decider.record(Api::Console, &mut decided, caller, None).await;
+    decider
+        .record(Api::Console, &mut decided, caller, None)
+        .await;
     let [(request, decision)] = decided;
     if decision.effect != Effect::Allow {
         return Ok(Attestation {
@@ -301,7 +305,9 @@ impl Reviews {
             return Err(invalid("note", "at most 1024 bytes"));
         }
         let attested = match (request.identity, request.approval_id.is_empty()) {
-            (Some(identity), true) => Attested::Identity(EntityRef::new(identity.r#type, identity.id)),
+            (Some(identity), true) => {
+                Attested::Identity(EntityRef::new(identity.r#type, identity.id))
+            }
             (None, false) => Attested::Approval(request.approval_id),
             _ => {
                 return Err(invalid(

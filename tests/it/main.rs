@@ -26,6 +26,7 @@ mod metrics;
 mod policy_index;
 mod reload;
 mod replicas;
+mod review;
 mod search;
 mod search_api;
 mod shadow;

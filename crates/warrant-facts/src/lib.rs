@@ -258,12 +258,7 @@ impl Facts {
     /// Every identity the facts hold, by uid.
     pub fn identities(&self) -> Vec<(EntityUid, Arc<Identity>)> {
         let mut all = Vec::new();
-        for type_name in self
-            .shape
-            .principal_types
-            .iter()
-            .filter(|t| *t != APPROVAL_TYPE)
-        {
+        for type_name in self.identity_types() {
             for uid in self
                 .reader
                 .uids_after(&[type_prefix(type_name)], None, usize::MAX)
@@ -282,7 +277,11 @@ impl Facts {
     /// when it lacks the attribute (or holds something else there).
     pub fn text_attribute(&self, entity: &EntityRef, name: &str) -> Option<Option<String>> {
         let stored = self.entity(&uid_of(entity)?)?;
-        Some(evidence::string_attr(stored.as_entity(), name).ok().flatten())
+        Some(
+            evidence::string_attr(stored.as_entity(), name)
+                .ok()
+                .flatten(),
+        )
     }
 
     /// What Warrant knows of the identity `entity` (see `identity`).
@@ -290,15 +289,19 @@ impl Facts {
         self.identity(&uid_of(entity)?)
     }
 
-    /// Calls `each` with every identity the facts hold, reading them a page at a time (an
-    /// identity that cannot be read is logged and skipped).
-    pub fn each_identity(&self, each: &mut dyn FnMut(&EntityUid, &Identity)) {
-        for type_name in self
-            .shape
+    /// The principal types whose entities may be identities, each once.
+    fn identity_types(&self) -> std::collections::BTreeSet<&String> {
+        self.shape
             .principal_types
             .iter()
             .filter(|t| *t != APPROVAL_TYPE)
-        {
+            .collect()
+    }
+
+    /// Calls `each` with every identity the facts hold, reading them a page at a time (an
+    /// identity that cannot be read is logged and skipped).
+    pub fn each_identity(&self, each: &mut dyn FnMut(&EntityUid, &Identity)) {
+        for type_name in self.identity_types() {
             self.each_uid(&type_prefix(type_name), &mut |uid| {
                 if let Some(identity) = self.identity(uid) {
                     each(uid, &identity);

@@ -207,7 +207,10 @@ impl Usage {
         }
         if let Some(approval) = &seen.approval {
             match room || self.approvals.contains_key(approval) {
-                true => stretch(self.approvals.entry(approval.clone()).or_default(), seen.time),
+                true => stretch(
+                    self.approvals.entry(approval.clone()).or_default(),
+                    seen.time,
+                ),
                 false => dropped = true,
             }
         }
@@ -401,7 +404,9 @@ impl UsageBook {
         std::thread::Builder::new()
             .name("ledger-usage".into())
             .spawn(move || running.run(next_seq))
-            .map_err(|e| LedgerError::Unavailable(format!("cannot start the usage summary: {e}")))?;
+            .map_err(|e| {
+                LedgerError::Unavailable(format!("cannot start the usage summary: {e}"))
+            })?;
         Ok(book)
     }
 
@@ -454,7 +459,10 @@ impl UsageBook {
         *self.whole.lock().unwrap_or_else(PoisonError::into_inner) = Some(usage);
         self.save();
         loop {
-            let guard = self.wake_lock.lock().unwrap_or_else(PoisonError::into_inner);
+            let guard = self
+                .wake_lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             let _ = self
                 .wake
                 .wait_timeout(guard, SAVE_EVERY)
@@ -529,7 +537,11 @@ fn fold_records(
         }
     }
     if folded > 0 {
-        tracing::info!(records = folded, seconds = started.elapsed().as_secs_f64(), "usage summary brought up to date from the ledger");
+        tracing::info!(
+            records = folded,
+            seconds = started.elapsed().as_secs_f64(),
+            "usage summary brought up to date from the ledger"
+        );
     }
     Ok(())
 }
@@ -660,7 +672,9 @@ impl<R: Read> In<R> {
     fn text(&mut self) -> std::io::Result<Box<str>> {
         let length = u32::from_le_bytes(self.bytes()?) as usize;
         if length > 1 << 20 {
-            return Err(std::io::Error::other("a text longer than any Warrant writes"));
+            return Err(std::io::Error::other(
+                "a text longer than any Warrant writes",
+            ));
         }
         let mut bytes = vec![0u8; length];
         self.0.read_exact(&mut bytes)?;
@@ -796,7 +810,13 @@ mod tests {
             seen("Agent::a", "read", true, 5 * DAY_MS, &["p1"]),
             seen("Agent::b", "read", false, 6 * DAY_MS, &[replayed]),
             seen("Agent::a", "update", true, 7 * DAY_MS, &["link-1"]),
-            seen("ApiKey::k", "read", false, 3 * DAY_MS, &["warrant:no-permitting-policy"]),
+            seen(
+                "ApiKey::k",
+                "read",
+                false,
+                3 * DAY_MS,
+                &["warrant:no-permitting-policy"],
+            ),
         ];
         let whole = folded(&all);
         let mut first = folded(&all[..2]);

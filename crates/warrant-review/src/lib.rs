@@ -360,7 +360,7 @@ pub fn review(
             uses,
             owner,
         };
-        review_approval(&about, &mut people, usage.is_some(), settings, now, &mut emit);
+        review_approval(&about, &mut people, ledger_first, settings, now, &mut emit);
     });
     summary.approvals = approvals;
     summary.approvals_by_age = ages;
@@ -431,7 +431,10 @@ fn age_buckets() -> Vec<AgeBucket> {
         .collect()
 }
 
-#[expect(clippy::too_many_arguments, reason = "one identity's review, in its parts")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one identity's review, in its parts"
+)]
 fn review_identity(
     subject: &str,
     identity: &Identity,
@@ -560,7 +563,8 @@ struct Approved<'a> {
 fn review_approval(
     about: &Approved<'_>,
     people: &mut People<'_>,
-    usage_known: bool,
+    // When the ledger's first record was (uses before it are unknown); `None` without one.
+    ledger_first: Option<i64>,
     settings: &ReviewSettings,
     now: i64,
     emit: &mut dyn FnMut(Finding),
@@ -585,26 +589,28 @@ fn review_approval(
     let started = approval.not_before.0;
     let ends = approval.expires_at.0;
     let ticket = &approval.ticket;
-    if usage_known && now - started >= settings.unused_ms() {
+    // Uses are counted from the later of its start and the ledger's first record.
+    let counted_from = ledger_first.map(|first| first.max(started));
+    if let Some(counted_from) = counted_from
+        && now - counted_from >= settings.unused_ms()
+    {
+        let period = match counted_from > started {
+            true => format!("since the ledger began ({})", date(counted_from)),
+            false => format!("in {} days", days_between(started, now)),
+        };
         match (uses, approval.max_uses) {
             (0, max) => emit(finding(
                 Kind::ApprovalUnused,
                 format!(
-                    "ticket {ticket}: used 0{} times in {} days",
+                    "ticket {ticket}: used 0{} times {period}",
                     max.map(|m| format!(" of {m}")).unwrap_or_default(),
-                    days_between(started, now)
                 ),
                 revoke.clone(),
             )),
-            (used, Some(max))
-                if max >= 10 && used * 100 <= max * settings.underused_percent() =>
-            {
+            (used, Some(max)) if max >= 10 && used * 100 <= max * settings.underused_percent() => {
                 emit(finding(
                     Kind::ApprovalUnderused,
-                    format!(
-                        "ticket {ticket}: used {used} of {max} times in {} days",
-                        days_between(started, now)
-                    ),
+                    format!("ticket {ticket}: used {used} of {max} times {period}"),
                     revoke.clone(),
                 ));
             }

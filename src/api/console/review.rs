@@ -41,7 +41,10 @@ impl Held {
     pub(crate) fn keep(&mut self, finding: Finding) {
         let attestable = matches!(
             finding.kind,
-            Kind::NotAttested | Kind::ApprovalUnused | Kind::ApprovalUnderused | Kind::ApprovalTooLong
+            Kind::NotAttested
+                | Kind::ApprovalUnused
+                | Kind::ApprovalUnderused
+                | Kind::ApprovalTooLong
         );
         if attestable
             && let Some(owner) = &finding.owner
@@ -96,7 +99,11 @@ impl Console {
         })
         .await
         .map_err(|error| PageError::Failed(error.to_string()))?;
-        *self.reviewed.0.lock().unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&held));
+        *self
+            .reviewed
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&held));
         Ok(held)
     }
 }
@@ -114,7 +121,10 @@ pub(super) async fn page(
     let held = console.reviewed(false).await?;
     let mine = held
         .by_owner
-        .get(&format!("{}::{}", session.human.type_name, session.human.id))
+        .get(&format!(
+            "{}::{}",
+            session.human.type_name, session.human.id
+        ))
         .cloned()
         .unwrap_or_default();
     let body = html! {
@@ -142,7 +152,13 @@ pub(super) async fn page(
             (findings_body(&held.summary, &held.shown))
         }
     };
-    Ok(Page(pages::layout("Access review", Section::Review, &session, body)).into_response())
+    Ok(Page(pages::layout(
+        "Access review",
+        Section::Review,
+        &session,
+        body,
+    ))
+    .into_response())
 }
 
 fn attest_form(csrf: &str, finding: &Finding) -> Markup {

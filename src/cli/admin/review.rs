@@ -114,7 +114,11 @@ pub async fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
             match &mut files {
                 None => {
                     let mut out = std::io::stdout().lock();
-                    if out.write_all(line).and_then(|()| out.write_all(b"\n")).is_err() {
+                    if out
+                        .write_all(line)
+                        .and_then(|()| out.write_all(b"\n"))
+                        .is_err()
+                    {
                         // The reader went away (a closed pipe): stop quietly.
                         return Ok(ExitCode::SUCCESS);
                     }
@@ -159,9 +163,10 @@ impl Files {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let open = |name: &str| -> anyhow::Result<std::io::BufWriter<std::fs::File>> {
             let path = dir.join(name);
-            Ok(std::io::BufWriter::new(std::fs::File::create(&path).with_context(
-                || format!("cannot write {}", path.display()),
-            )?))
+            Ok(std::io::BufWriter::new(
+                std::fs::File::create(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+            ))
         };
         let mut json = open("findings.json")?;
         json.write_all(b"[")?;
