@@ -404,7 +404,7 @@ pub fn review(
         }
     }
     if let Some(usage) = usage {
-        summarise_days(&mut summary, usage, since);
+        summarise_days(&mut summary, usage, (since, now));
     }
     let mut by_owner: Vec<(String, u64)> = not_attested.into_iter().collect();
     by_owner.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
@@ -654,17 +654,27 @@ fn review_approval(
 }
 
 /// The window's days: decisions by identity type, and denials by reason.
-fn summarise_days(summary: &mut Summary, usage: &Usage, since: i64) {
+fn summarise_days(summary: &mut Summary, usage: &Usage, (since, now): (i64, i64)) {
     let mut reasons: HashMap<&str, u64> = HashMap::new();
-    for (day, counts) in usage.days.range(since.div_euclid(DAY_MS)..) {
+    // Every day of the window, those without decisions too, so that pictures keep time.
+    let types: std::collections::BTreeSet<&str> = usage
+        .days
+        .range(since.div_euclid(DAY_MS)..)
+        .flat_map(|(_, counts)| counts.by_type.keys().map(|k| &**k))
+        .collect();
+    for day in since.div_euclid(DAY_MS)..=now.div_euclid(DAY_MS) {
+        let counts = usage.days.get(&day);
         summary.days.push(DayCounts {
             day: date(day * DAY_MS),
-            by_type: counts
-                .by_type
+            by_type: types
                 .iter()
-                .map(|(kind, counts)| (kind.to_string(), *counts))
+                .map(|kind| {
+                    let held = counts.and_then(|c| c.by_type.get(*kind)).copied();
+                    ((*kind).to_owned(), held.unwrap_or((0, 0)))
+                })
                 .collect(),
         });
+        let Some(counts) = counts else { continue };
         for (reason, count) in &counts.denied_by_reason {
             *reasons.entry(reason).or_default() += count;
         }
