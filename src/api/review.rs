@@ -7,6 +7,7 @@
 //! or revokes the approval.
 
 use std::collections::BTreeMap;
+use std::io::{BufRead as _, Read as _, Seek as _, Write as _};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -214,9 +215,8 @@ pub async fn count_periodically(decider: Arc<Decider>, settings: ReviewSettings)
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        let ready = decider
-            .ledger()
-            .is_none_or(|ledger| ledger.usage(|_| ()).is_some());
+        // Not on this thread: the summary's lock may be held by a review for a while.
+        let ready = decider.ledger().is_none_or(|ledger| ledger.usage_ready());
         if !ready {
             continue;
         }
@@ -254,6 +254,9 @@ pub struct Reviews {
 
 impl Reviews {
     /// `Review`: the findings of the last `since_seconds` (90 days for 0), then the summary.
+    /// The review writes its lines to an unlinked temporary file, and they are sent from there
+    /// once it is done: the usage summary is held only while the review computes, never while
+    /// a slow caller reads, and a million findings take disk, not memory.
     pub fn stream(&self, since_seconds: u64) -> ReviewStream {
         let window_ms = match since_seconds {
             0 => 90 * 86_400_000,
@@ -263,25 +266,41 @@ impl Reviews {
         let decider = Arc::clone(&self.decider);
         let settings = self.settings.clone();
         tokio::task::spawn_blocking(move || {
-            let mut chunk = Vec::with_capacity(CHUNK_BYTES + 1024);
-            let mut open = true;
-            let mut send = |chunk: &mut Vec<u8>| {
-                if open && !chunk.is_empty() {
-                    let data = std::mem::replace(chunk, Vec::with_capacity(CHUNK_BYTES + 1024));
-                    // The caller hung up: nothing more is sent (the review still ends).
-                    open = sender
-                        .blocking_send(Ok(proto::ReviewChunk { data }))
-                        .is_ok();
+            let lines = match review_to_file(&decider, &settings, window_ms) {
+                Ok(lines) => lines,
+                Err(error) => {
+                    tracing::error!(%error, "cannot write a review's findings to a temporary file");
+                    let status = tonic::Status::internal(format!("the review failed: {error}"));
+                    let _ = sender.blocking_send(Err(status));
+                    return;
                 }
             };
-            let summary = run(&decider, &settings, window_ms, &mut |finding| {
-                json_line(&mut chunk, "finding", &finding);
-                if chunk.len() >= CHUNK_BYTES {
-                    send(&mut chunk);
+            let mut reader = std::io::BufReader::with_capacity(CHUNK_BYTES, lines);
+            loop {
+                let mut data = Vec::with_capacity(CHUNK_BYTES + 4096);
+                // Whole lines: up to the chunk's size, then to the end of the line.
+                let read = (&mut reader)
+                    .take(CHUNK_BYTES as u64)
+                    .read_to_end(&mut data)
+                    .and_then(|_| reader.read_until(b'\n', &mut data));
+                match read {
+                    Ok(_) if data.is_empty() => return,
+                    Ok(_) => {
+                        // The caller hung up: nothing more is sent.
+                        if sender
+                            .blocking_send(Ok(proto::ReviewChunk { data }))
+                            .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Err(error) => {
+                        let status = tonic::Status::internal(format!("the review failed: {error}"));
+                        let _ = sender.blocking_send(Err(status));
+                        return;
+                    }
                 }
-            });
-            json_line(&mut chunk, "summary", &summary);
-            send(&mut chunk);
+            }
         });
         Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
     }
@@ -342,6 +361,36 @@ impl Reviews {
             outcome: attestation.outcome.to_owned(),
         })
     }
+}
+
+/// Runs a review into an unlinked temporary file of JSON lines (the findings, then the
+/// summary), rewound for reading.
+fn review_to_file(
+    decider: &Decider,
+    settings: &ReviewSettings,
+    window_ms: i64,
+) -> std::io::Result<std::fs::File> {
+    let mut file = std::io::BufWriter::with_capacity(CHUNK_BYTES, tempfile::tempfile()?);
+    let mut line = Vec::with_capacity(1024);
+    let mut failed = None;
+    let summary = run(decider, settings, window_ms, &mut |finding| {
+        line.clear();
+        json_line(&mut line, "finding", &finding);
+        if failed.is_none()
+            && let Err(error) = file.write_all(&line)
+        {
+            failed = Some(error);
+        }
+    });
+    if let Some(error) = failed {
+        return Err(error);
+    }
+    line.clear();
+    json_line(&mut line, "summary", &summary);
+    file.write_all(&line)?;
+    let mut file = file.into_inner().map_err(|e| e.into_error())?;
+    file.seek(std::io::SeekFrom::Start(0))?;
+    Ok(file)
 }
 
 /// Appends `{"<key>": value}` and a newline.

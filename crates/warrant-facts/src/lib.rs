@@ -209,17 +209,37 @@ impl Facts {
         }
     }
 
+    /// The entity of `uid`, parsed and not cached (see `FactsRead::peek`).
+    fn peek(&self, uid: &EntityUid) -> Option<Arc<StoredEntity>> {
+        match self.reader.peek(uid) {
+            Ok(found) => found,
+            Err(error) => {
+                tracing::error!(%error, entity = %uid, "cannot read an entity of the facts");
+                None
+            }
+        }
+    }
+
     /// What Warrant knows of the identity `uid`: `None` if it is not one the facts hold.
     pub fn identity(&self, uid: &EntityUid) -> Option<Arc<Identity>> {
+        self.identity_read(uid, Self::entity)
+    }
+
+    /// `identity`, read with `read` (cached or not).
+    fn identity_read(
+        &self,
+        uid: &EntityUid,
+        read: fn(&Self, &EntityUid) -> Option<Arc<StoredEntity>>,
+    ) -> Option<Arc<Identity>> {
         if !self.shape.is_identity_type(&uid.type_name().to_string()) {
             return None;
         }
-        let stored = self.entity(uid)?;
+        let stored = read(self, uid)?;
         let entity = stored.as_entity();
         let owner = evidence::entity_attr(entity, "owner")
             .ok()
             .flatten()
-            .and_then(|owner| self.entity(&owner));
+            .and_then(|owner| read(self, &owner));
         match evidence::read_identity(entity, owner.as_ref().map(|o| o.as_entity())) {
             Ok(identity) => Some(Arc::new(identity)),
             Err(message) => {
@@ -231,8 +251,16 @@ impl Facts {
 
     /// The approval of id `id`.
     pub fn approval(&self, id: &str) -> Option<Arc<Approval>> {
+        self.approval_read(id, Self::entity)
+    }
+
+    fn approval_read(
+        &self,
+        id: &str,
+        read: fn(&Self, &EntityUid) -> Option<Arc<StoredEntity>>,
+    ) -> Option<Arc<Approval>> {
         let uid = approval_uid(id)?;
-        let stored = self.entity(&uid)?;
+        let stored = read(self, &uid)?;
         match evidence::read_approval(stored.as_entity(), &self.shape.principal_types) {
             Ok(approval) => Some(Arc::new(approval)),
             Err(message) => {
@@ -298,12 +326,13 @@ impl Facts {
             .collect()
     }
 
-    /// Calls `each` with every identity the facts hold, reading them a page at a time (an
-    /// identity that cannot be read is logged and skipped).
+    /// Calls `each` with every identity the facts hold, reading them a page at a time and
+    /// keeping none in the parsed-entity cache (an identity that cannot be read is logged and
+    /// skipped).
     pub fn each_identity(&self, each: &mut dyn FnMut(&EntityUid, &Identity)) {
         for type_name in self.identity_types() {
             self.each_uid(&type_prefix(type_name), &mut |uid| {
-                if let Some(identity) = self.identity(uid) {
+                if let Some(identity) = self.identity_read(uid, Self::peek) {
                     each(uid, &identity);
                 }
             });
@@ -313,7 +342,7 @@ impl Facts {
     /// Calls `each` with every approval the facts hold, a page at a time.
     pub fn each_approval(&self, each: &mut dyn FnMut(&Approval)) {
         self.each_uid(&type_prefix(APPROVAL_TYPE), &mut |uid| {
-            if let Some(approval) = self.approval(uid.id().unescaped()) {
+            if let Some(approval) = self.approval_read(uid.id().unescaped(), Self::peek) {
                 each(&approval);
             }
         });

@@ -97,6 +97,12 @@ pub trait FactsRead: Send + Sync {
     /// The entity of `uid`, parsed.
     fn get(&self, uid: &EntityUid) -> Result<Option<Arc<StoredEntity>>, FactsError>;
 
+    /// The entity of `uid`, parsed, without keeping it in any cache (for a scan of them all,
+    /// which must not push out what decisions read).
+    fn peek(&self, uid: &EntityUid) -> Result<Option<Arc<StoredEntity>>, FactsError> {
+        self.get(uid)
+    }
+
     fn contains(&self, uid: &EntityUid) -> Result<bool, FactsError>;
 
     /// The JSON form of `uid` and its origin.

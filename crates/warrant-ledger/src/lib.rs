@@ -631,6 +631,12 @@ impl Ledger {
         self.usage.read(read)
     }
 
+    /// Whether the usage summary has been read at start (`usage` then answers), without
+    /// waiting for its lock.
+    pub fn usage_ready(&self) -> bool {
+        self.usage.ready()
+    }
+
     /// Saves the usage summary now (at shutdown: the next start then reads no records again).
     pub fn save_usage(&self) {
         self.usage.save();

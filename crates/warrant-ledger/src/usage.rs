@@ -373,6 +373,8 @@ pub(super) struct UsageBook {
     delta: Mutex<Usage>,
     whole: Mutex<Option<Usage>>,
     closing: AtomicBool,
+    /// Set once `whole` has been read from disk and brought up to date.
+    loaded: AtomicBool,
     /// As of the last merge: entries held, and entries not kept (for metrics).
     pub(super) entries: AtomicU64,
     pub(super) dropped: AtomicU64,
@@ -395,6 +397,7 @@ impl UsageBook {
             delta: Mutex::new(Usage::default()),
             whole: Mutex::new(None),
             closing: AtomicBool::new(false),
+            loaded: AtomicBool::new(false),
             entries: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             wake: Condvar::new(),
@@ -433,6 +436,10 @@ impl UsageBook {
         Some(read(usage))
     }
 
+    pub(super) fn ready(&self) -> bool {
+        self.loaded.load(Ordering::SeqCst)
+    }
+
     /// Saves what is folded in, and stops the saving thread (the writer calls it as it stops).
     pub(super) fn close(&self) {
         self.closing.store(true, Ordering::SeqCst);
@@ -457,6 +464,7 @@ impl UsageBook {
             tracing::error!(%error, "cannot bring the usage summary up to date from the records");
         }
         *self.whole.lock().unwrap_or_else(PoisonError::into_inner) = Some(usage);
+        self.loaded.store(true, Ordering::SeqCst);
         self.save();
         loop {
             let guard = self

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod history;
 mod loadgen;
 mod propagation;
 
@@ -27,6 +28,9 @@ struct Cli {
 enum Mode {
     /// Time how long changes made on one replica of a fleet take to be in force on the others.
     Propagation(propagation::PropagationArgs),
+    /// Write a ledger's history of decisions into a data folder no server runs on (for the
+    /// access review's benchmark).
+    History(history::HistoryArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +45,10 @@ fn main() -> ExitCode {
     let outcome = match cli.mode {
         Some(Mode::Propagation(args)) => runtime.block_on(async {
             print!("{}", propagation::run(args).await?);
+            Ok(ExitCode::SUCCESS)
+        }),
+        Some(Mode::History(args)) => runtime.block_on(async {
+            print!("{}", history::run(args).await?);
             Ok(ExitCode::SUCCESS)
         }),
         None => runtime.block_on(bench(cli.args)),

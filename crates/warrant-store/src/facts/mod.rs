@@ -442,6 +442,21 @@ impl FactsRead for FactsReader {
         Ok(Some(parsed))
     }
 
+    fn peek(&self, uid: &EntityUid) -> Result<Option<Arc<StoredEntity>>, FactsError> {
+        let key = uid.to_string();
+        let Some(row) = self.entities.get(key.as_str()).map_err(store_error)? else {
+            return Ok(None);
+        };
+        let row = row.value();
+        let (revision, _) = header(&key, row)?;
+        if let Some(cached) = self.cache.get(&key)
+            && cached.revision == revision
+        {
+            return Ok(Some(cached));
+        }
+        Ok(Some(Arc::new(parse(&key, row)?)))
+    }
+
     fn contains(&self, uid: &EntityUid) -> Result<bool, FactsError> {
         Ok(self
             .entities
