@@ -57,8 +57,13 @@ sample() {
 serve
 kill -TERM $pid; wait $pid 2>/dev/null || true
 serve
-# Wait until the usage summary is read (the review needs it).
-sleep 2
+# The server counts the findings for its metrics once the usage summary is read (and then every
+# [review] interval_seconds): wait for that count, which is a whole review without the
+# sending, so that it does not run beside the timed ones (one review holds the summary at a
+# time).
+metrics=$(sed -n 's/warrant metrics on //p' "$work/out")
+until curl -sf "$metrics" | grep -q '^warrant_review_duration_seconds'; do sleep 1; done
+echo "server's own count: $(curl -sf "$metrics" | grep '^warrant_review_duration_seconds') rss_mib=$(rss)"
 for round in 1 2; do
   before=$(rss)
   ( sleep 0.1; sample $pid ) & sampler=$!

@@ -902,6 +902,8 @@ fn check_loopback(config: &Config) -> Result<(), ConfigError> {
 
 /// Every count, size and duration is greater than zero.
 fn check_positive(config: &Config, max_validity_hours: u64) -> Result<(), ConfigError> {
+    let (limits, connections, rules) = (&config.engine.limits, &config.connections, &config.rules);
+    let cache = config.engine.cache;
     let positive = [
         ("batch_max_items", config.batch_max_items as u128),
         ("search_max_page", config.search.max_page as u128),
@@ -910,33 +912,18 @@ fn check_positive(config: &Config, max_validity_hours: u64) -> Result<(), Config
         ("max_message_bytes", config.max_message_bytes as u128),
         ("request_timeout_ms", config.request_timeout.as_millis()),
         ("tls_reload_ms", config.tls_reload.as_millis()),
-        (
-            "max_name_bytes",
-            config.engine.limits.max_name_bytes as u128,
-        ),
-        (
-            "max_context_bytes",
-            config.engine.limits.max_context_bytes as u128,
-        ),
-        (
-            "max_context_depth",
-            config.engine.limits.max_context_depth as u128,
-        ),
-        (
-            "max_connections",
-            config.connections.max_connections as u128,
-        ),
-        (
-            "idle_timeout_ms",
-            config.connections.idle_timeout.as_millis(),
-        ),
+        ("max_name_bytes", limits.max_name_bytes as u128),
+        ("max_context_bytes", limits.max_context_bytes as u128),
+        ("max_context_depth", limits.max_context_depth as u128),
+        ("max_connections", connections.max_connections as u128),
+        ("idle_timeout_ms", connections.idle_timeout.as_millis()),
         (
             "header_read_timeout_ms",
-            config.connections.header_read_timeout.as_millis(),
+            connections.header_read_timeout.as_millis(),
         ),
         (
             "http2_keepalive_ms",
-            config.connections.http2_keepalive.as_millis(),
+            connections.http2_keepalive.as_millis(),
         ),
         (
             "decision_max_age_ms",
@@ -947,22 +934,16 @@ fn check_positive(config: &Config, max_validity_hours: u64) -> Result<(), Config
             "approval_max_validity_hours",
             u128::from(max_validity_hours),
         ),
-        (
-            "max_import_bytes",
-            u128::from(config.rules.max_import_bytes),
-        ),
-        (
-            "facts_cache_bytes",
-            u128::from(config.rules.facts_cache_bytes),
-        ),
+        ("max_import_bytes", u128::from(rules.max_import_bytes)),
+        ("facts_cache_bytes", u128::from(rules.facts_cache_bytes)),
         ("store_cache_bytes", u128::from(config.store_cache_bytes)),
         (
             "approval_request_ttl_seconds",
-            config.rules.approval_request_ttl_ms as u128,
+            rules.approval_request_ttl_ms as u128,
         ),
         (
             "approval_requests_max_pending",
-            config.rules.max_pending_requests_per_identity as u128,
+            rules.max_pending_requests_per_identity as u128,
         ),
         (
             "authzen_access_request_window_seconds",
@@ -970,11 +951,12 @@ fn check_positive(config: &Config, max_validity_hours: u64) -> Result<(), Config
         ),
         (
             "cache_max_entries",
-            config.engine.cache.map_or(1, |c| c.max_entries) as u128,
+            cache.map_or(1, |c| c.max_entries) as u128,
         ),
+        ("cache_max_bytes", cache.map_or(1, |c| c.max_bytes) as u128),
         (
-            "cache_max_bytes",
-            config.engine.cache.map_or(1, |c| c.max_bytes) as u128,
+            "ledger_usage_max_entries",
+            config.ledger.as_ref().map_or(1, |l| l.usage_max_entries) as u128,
         ),
     ];
     for (setting, value) in positive {

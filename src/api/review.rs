@@ -215,10 +215,10 @@ pub async fn count_periodically(decider: Arc<Decider>, settings: ReviewSettings)
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;
-        // Not on this thread: the summary's lock may be held by a review for a while.
-        let ready = decider.ledger().is_none_or(|ledger| ledger.usage_ready());
-        if !ready {
-            continue;
+        // Asked without its lock (a review may hold it for a while, and this is an async
+        // thread): the summary is read at start, usually within seconds.
+        while !decider.ledger().is_none_or(|ledger| ledger.usage_ready()) {
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         let decider = Arc::clone(&decider);
         let settings = settings.clone();
@@ -226,9 +226,11 @@ pub async fn count_periodically(decider: Arc<Decider>, settings: ReviewSettings)
             let started = std::time::Instant::now();
             let window = settings.dormant_ms();
             let summary = run(&decider, &settings, window, &mut |_| {});
-            decider
-                .metrics()
-                .review_counted(&summary.counts, started.elapsed());
+            decider.metrics().review_counted(
+                &summary.counts,
+                started.elapsed(),
+                decider.engine().now(),
+            );
         })
         .await;
         if let Err(error) = counted {

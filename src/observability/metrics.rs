@@ -256,10 +256,13 @@ impl Metrics {
     }
 
     /// The access review's findings as just counted, and how long counting took.
-    pub fn review_counted(&self, findings: &BTreeMap<warrant_review::Kind, u64>, took: Duration) {
-        let at_unix_seconds = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+    pub fn review_counted(
+        &self,
+        findings: &BTreeMap<warrant_review::Kind, u64>,
+        took: Duration,
+        at: warrant_domain::clock::UnixMillis,
+    ) {
+        let at_unix_seconds = u64::try_from(at.0 / 1000).unwrap_or(0);
         *self.review.lock().unwrap_or_else(|e| e.into_inner()) = Some(ReviewCount {
             findings: findings.clone(),
             took,

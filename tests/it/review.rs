@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::json;
-use warrant_domain::clock::UnixMillis;
+use warrant_domain::clock::{Clock as _, SystemClock, UnixMillis};
 use warrant_ledger::{Ledger, LedgerMode, LedgerSettings, Record};
 
 use crate::common::{self, Server};
@@ -19,13 +19,7 @@ use crate::common::{self, Server};
 const DAY_MS: i64 = 86_400_000;
 
 fn now_ms() -> i64 {
-    i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap()
+    SystemClock.now().0
 }
 
 fn at(offset_days: i64) -> String {
@@ -117,21 +111,7 @@ fn planted_policies(dir: &Path) {
 
 /// Writes old-key's one decision, 100 days ago, into the ledger of `data`.
 async fn write_old_decision(data: &Path) {
-    let ledger = Ledger::open(&LedgerSettings {
-        dir: data.join("ledger"),
-        mode: LedgerMode::Durable,
-        checkpoint_records: 1000,
-        checkpoint_interval: std::time::Duration::from_secs(5),
-        segment_bytes: 64 << 20,
-        queue: 100,
-        mask_keys: Vec::new(),
-        replica: None,
-        signing_key: None,
-        retention: None,
-        index_cache_bytes: 1 << 20,
-        usage_max_entries: 1000,
-    })
-    .unwrap();
+    let ledger = small_ledger(&data.join("ledger"));
     let record: Record = serde_json::from_value(json!({
         "action": "read", "answered_from_cache": false, "approval": null,
         "approval_presented": null, "caller": null, "context": {}, "decision": "DENY",
@@ -364,4 +344,95 @@ async fn a_world_with_planted_findings_yields_exactly_those() {
     let again = tempfile::tempdir().unwrap();
     let (found, _) = review(&server, again.path());
     assert_eq!(found, expected);
+}
+
+fn small_ledger(dir: &Path) -> Ledger {
+    Ledger::open(&LedgerSettings {
+        dir: dir.to_path_buf(),
+        mode: LedgerMode::Durable,
+        checkpoint_records: 10,
+        checkpoint_interval: std::time::Duration::from_secs(5),
+        segment_bytes: 8 * 1024,
+        queue: 100,
+        mask_keys: Vec::new(),
+        replica: None,
+        signing_key: None,
+        retention: None,
+        index_cache_bytes: 1 << 20,
+        usage_max_entries: 1000,
+    })
+    .unwrap()
+}
+
+/// Decisions folded in, and identities held, once the summary has been read.
+fn usage_of(ledger: &Ledger) -> (u64, usize) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(held) = ledger.usage(|u| (u.decisions, u.identities.len())) {
+            return held;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the usage summary was never read"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test]
+async fn the_usage_summary_outlives_archived_segments_and_is_rebuilt_from_what_remains() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger_dir = dir.path().join("ledger");
+    let ledger = small_ledger(&ledger_dir);
+    let start = now_ms() - 50 * DAY_MS;
+    for i in 0..200i64 {
+        let record: Record = serde_json::from_value(json!({
+            "action": "read", "answered_from_cache": false, "approval": null,
+            "approval_presented": null, "caller": null, "context": {}, "decision": "ALLOW",
+            "decision_id": uuid::Uuid::now_v7().to_string(), "errors": [], "evaluation_id": "e",
+            "facts_version": "f", "owner": null, "policy_version": "v",
+            "principal": {"type": "ApiKey", "id": format!("key-{}", i % 20)},
+            "principal_status": "active", "reasons": ["some-link"], "request_id": null,
+            "resource": {"type": "Dataset", "id": "d"}, "resource_scopes": [],
+            "time": UnixMillis(start + i * 60_000).to_rfc3339(), "trace_id": null,
+            "valid_until": UnixMillis(start + i * 60_000).to_rfc3339(),
+        }))
+        .unwrap();
+        ledger.append(&[record]).await.unwrap();
+    }
+    ledger.seal().await.unwrap();
+    assert_eq!(usage_of(&ledger), (200, 20));
+    ledger.save_usage();
+    drop(ledger);
+    // The writer ends on its own thread once the ledger is dropped.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let key = warrant_ledger::load_or_create_signing_key(&ledger_dir.join("ledger-signing.key"))
+        .unwrap()
+        .verifying_key();
+    let archived = warrant_ledger::archive(
+        &ledger_dir,
+        &key,
+        warrant_ledger::Cut {
+            before: None,
+            max_bytes: Some(16 * 1024),
+        },
+        &dir.path().join("archive"),
+    )
+    .unwrap();
+    assert!(archived.is_some(), "segments were archived");
+
+    // Archived records stay summarised: the summary is kept apart from the segments.
+    let ledger = small_ledger(&ledger_dir);
+    assert_eq!(usage_of(&ledger), (200, 20));
+    let archived_summary = ledger.usage(|u| u.clone()).unwrap();
+    drop(ledger);
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Lost, it is built again from the records that remain (fewer: the rest were archived).
+    std::fs::remove_file(ledger_dir.join("usage.summary")).unwrap();
+    let ledger = small_ledger(&ledger_dir);
+    let (decisions, _) = usage_of(&ledger);
+    assert!(decisions > 0 && decisions < 200, "{decisions}");
+    let rebuilt = ledger.usage(|u| u.clone()).unwrap();
+    assert_eq!(rebuilt.covers, archived_summary.covers);
 }

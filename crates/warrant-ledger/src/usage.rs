@@ -375,6 +375,8 @@ pub(super) struct UsageBook {
     closing: AtomicBool,
     /// Set once `whole` has been read from disk and brought up to date.
     loaded: AtomicBool,
+    /// `whole` holds decisions the saved file does not.
+    unsaved: AtomicBool,
     /// As of the last merge: entries held, and entries not kept (for metrics).
     pub(super) entries: AtomicU64,
     pub(super) dropped: AtomicU64,
@@ -398,6 +400,7 @@ impl UsageBook {
             whole: Mutex::new(None),
             closing: AtomicBool::new(false),
             loaded: AtomicBool::new(false),
+            unsaved: AtomicBool::new(false),
             entries: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
             wake: Condvar::new(),
@@ -463,6 +466,8 @@ impl UsageBook {
         if let Err(error) = fold_records(&self.dir, &mut usage, next_seq, self.max_entries) {
             tracing::error!(%error, "cannot bring the usage summary up to date from the records");
         }
+        // What was read from the records is not in the file yet.
+        self.unsaved.store(true, Ordering::SeqCst);
         *self.whole.lock().unwrap_or_else(PoisonError::into_inner) = Some(usage);
         self.loaded.store(true, Ordering::SeqCst);
         self.save();
@@ -482,16 +487,17 @@ impl UsageBook {
         }
     }
 
-    /// Merges what the writer folded in since the last merge into `usage`; whether there was
-    /// anything.
-    fn merge_into(&self, usage: &mut Usage) -> bool {
+    /// Merges what the writer folded in since the last merge into `usage` (which the file then
+    /// lacks).
+    fn merge_into(&self, usage: &mut Usage) {
         let delta = std::mem::take(&mut *self.delta.lock().unwrap_or_else(PoisonError::into_inner));
-        let any = delta.decisions > 0;
+        if delta.decisions > 0 {
+            self.unsaved.store(true, Ordering::SeqCst);
+        }
         usage.merge(delta, self.max_entries);
         self.entries
             .store(usage.entries() as u64, Ordering::Relaxed);
         self.dropped.store(usage.dropped, Ordering::Relaxed);
-        any
     }
 
     /// Merges and writes the summary, if it has been read and anything changed since.
@@ -500,8 +506,10 @@ impl UsageBook {
         let Some(usage) = whole.as_mut() else {
             return;
         };
-        let changed = self.merge_into(usage) || !self.path().exists();
+        self.merge_into(usage);
+        let changed = self.unsaved.swap(false, Ordering::SeqCst) || !self.path().exists();
         if changed && let Err(error) = write_file(&self.path(), usage) {
+            self.unsaved.store(true, Ordering::SeqCst);
             tracing::error!(%error, "cannot save the usage summary (it is built again from the records at the next start)");
         }
     }

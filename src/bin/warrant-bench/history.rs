@@ -10,7 +10,7 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use serde_json::json;
-use warrant_domain::clock::UnixMillis;
+use warrant_domain::clock::{Clock as _, SystemClock, UnixMillis};
 use warrant_ledger::{Ledger, LedgerMode, LedgerSettings, Record};
 
 #[derive(Debug, clap::Args)]
@@ -70,11 +70,7 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<String> {
         usage_max_entries: 10_000_000,
     })
     .context("cannot open the ledger")?;
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)?
-            .as_millis(),
-    )?;
+    let now = SystemClock.now().0;
     let span = i64::try_from(args.days)? * 86_400_000;
     let start = now - span;
     let step = span / i64::try_from(args.records.max(1))?;
@@ -96,11 +92,11 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<String> {
         let late = time > start + span / 6;
         let identity = loop {
             let i = pick.next() % args.identities.max(1);
-            if !late || i % 10 != 0 {
+            if !late || !i.is_multiple_of(10) {
                 break i;
             }
         };
-        let allowed = pick.next() % 5 != 0;
+        let allowed = !pick.next().is_multiple_of(5);
         let mut record = template.clone();
         record.principal.id = format!("sa-{identity}");
         record.resource.id = format!("ds-{identity}");
