@@ -208,10 +208,9 @@ pub async fn attest(
 
 /// Counts the findings every `settings.interval()` for the metrics (`warrant_review_findings`).
 pub async fn count_periodically(decider: Arc<Decider>, settings: ReviewSettings) {
-    // The first count waits a little: start-up has other work, and the usage summary may
-    // still be read from disk.
-    let first = tokio::time::Instant::now() + settings.interval().min(Duration::from_secs(10));
-    let mut ticks = tokio::time::interval_at(first, settings.interval());
+    // The first count is made as soon as the usage summary is read, so that the gauges exist
+    // from the start; then one every interval.
+    let mut ticks = tokio::time::interval(settings.interval());
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticks.tick().await;

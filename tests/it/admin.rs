@@ -721,7 +721,7 @@ async fn admin_calls_need_the_token_and_never_reach_the_check_port() {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!(status.policy_count, 23);
+    assert_eq!(status.policy_count, 24);
     assert_eq!((status.template_count, status.link_count), (1, 3));
     let metrics = scrape(&server).await;
     assert_eq!(
@@ -894,7 +894,7 @@ async fn the_shell_commands_grant_revoke_suspend_and_report() {
             status["policy_count"].as_u64(),
             status["live_changes"].as_u64()
         ),
-        (Some(23), Some(2))
+        (Some(24), Some(2))
     );
 
     // Without the token the shell is refused.

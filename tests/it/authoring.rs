@@ -50,7 +50,7 @@ fn the_bundled_policies_validate_and_pass_their_tests() {
     );
     let (code, out) = warrant(&["test", path(&bundled)]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.trim_end().ends_with("37 passed, 0 failed"), "{out}");
+    assert!(out.trim_end().ends_with("40 passed, 0 failed"), "{out}");
     let (code, out) = warrant(&["fmt", "--check", path(&bundled)]);
     assert_eq!(code, 0, "{out}");
 }
@@ -71,7 +71,7 @@ fn a_failing_case_is_one_line_with_expected_and_actual() {
         out.contains("FAIL tests/datasets.toml: \"a dataset outside the key's scope\": expected allow, got deny (reasons: dataset-outside-identity-scopes)"),
         "{out}"
     );
-    assert!(out.trim_end().ends_with("36 passed, 1 failed"), "{out}");
+    assert!(out.trim_end().ends_with("39 passed, 1 failed"), "{out}");
 
     // Right decision, wrong policy: also a failure.
     std::fs::write(
@@ -157,7 +157,7 @@ entities = [{ uid = { type = "ApiKey", id = "pipeline-etl" }, attrs = { colour =
         ),
         "{out}"
     );
-    assert!(out.trim_end().ends_with("37 passed, 4 failed"), "{out}");
+    assert!(out.trim_end().ends_with("40 passed, 4 failed"), "{out}");
 }
 
 #[test]
@@ -259,7 +259,7 @@ fn explain_shows_every_policy_and_the_resolved_facts() {
     );
     assert_eq!(outcome("approval-expired"), "satisfied");
     assert_eq!(outcome("approval-revoked"), "not satisfied");
-    assert_eq!(answer["policies"].as_array().unwrap().len(), 23);
+    assert_eq!(answer["policies"].as_array().unwrap().len(), 24);
     let provenance = &answer["provenance"];
     assert_eq!(provenance["owner"]["name"], "Alice Martin");
     assert_eq!(provenance["approval"]["ticket"], "CHG-0990");

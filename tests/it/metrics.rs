@@ -173,12 +173,21 @@ async fn every_metric_the_dashboard_and_alerts_use_is_exported() {
         .status(warrant_proto::StatusRequest {})
         .await
         .unwrap();
-    let exported: std::collections::BTreeSet<String> = scrape(&server)
-        .await
-        .samples
-        .into_iter()
-        .map(|s| s.metric)
-        .collect();
+    // The access review's gauges come with its first count, made once the server has read its
+    // ledger's usage summary.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let exported: std::collections::BTreeSet<String> = loop {
+        let exported: std::collections::BTreeSet<String> = scrape(&server)
+            .await
+            .samples
+            .into_iter()
+            .map(|s| s.metric)
+            .collect();
+        if exported.contains("warrant_review_findings") || std::time::Instant::now() > deadline {
+            break exported;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
     let examples = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/grafana");
     let mut used = std::collections::BTreeSet::new();
     for file in ["dashboard.json", "alerts.yaml"] {
