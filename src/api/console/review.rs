@@ -21,8 +21,9 @@ use warrant_review::{Finding, Kind, ReviewSettings, Summary};
 
 /// Findings of one kind a page shows (the report's files hold them all).
 pub(crate) const SHOWN_PER_KIND: usize = 200;
-/// A review the console ran is shown again for this long before it is run anew.
-const FRESH_FOR: Duration = Duration::from_secs(60);
+/// A review the console ran is shown again for this long before it is run anew (at a million
+/// identities a review takes about half a minute: people should not each wait for one).
+const FRESH_FOR: Duration = Duration::from_secs(300);
 /// Findings kept per owner for their attestation list, and owners kept.
 const PER_OWNER: usize = 200;
 const OWNERS: usize = 100_000;
@@ -71,20 +72,46 @@ impl Held {
     }
 }
 
-/// The console's last review.
+/// The console's last review, and what was attested since it was made (left out of the pages
+/// until the next review, which counts them).
 #[derive(Default)]
-pub(super) struct Reviewed(Mutex<Option<Arc<Held>>>);
+pub(super) struct Reviewed {
+    held: Mutex<Option<Arc<Held>>>,
+    attested_since: Mutex<std::collections::HashSet<(Kind, String)>>,
+}
+
+impl Reviewed {
+    fn attested(&self, kind: Kind, subject: &str) {
+        self.attested_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert((kind, subject.to_owned()));
+    }
+
+    /// `findings` without those attested since the review.
+    fn current(&self, findings: &[Finding]) -> Vec<Finding> {
+        let attested = self
+            .attested_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        findings
+            .iter()
+            .filter(|f| !attested.contains(&(f.kind, f.subject.clone())))
+            .cloned()
+            .collect()
+    }
+}
 
 impl Console {
-    /// The last review, or a new one if it is older than `FRESH_FOR` (or `fresh` is asked).
-    async fn reviewed(&self, fresh: bool) -> Result<Arc<Held>, PageError> {
+    /// The last review, or a new one if it is older than `FRESH_FOR`.
+    async fn reviewed(&self) -> Result<Arc<Held>, PageError> {
         let held = self
             .reviewed
-            .0
+            .held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
-        if let Some(held) = held.filter(|h| !fresh && h.at.elapsed() < FRESH_FOR) {
+        if let Some(held) = held.filter(|h| h.at.elapsed() < FRESH_FOR) {
             return Ok(held);
         }
         let decider = Arc::clone(&self.decider);
@@ -99,11 +126,18 @@ impl Console {
         })
         .await
         .map_err(|error| PageError::Failed(error.to_string()))?;
-        *self
+        let mut kept = self
             .reviewed
-            .0
+            .held
             .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some(Arc::clone(&held));
+            .unwrap_or_else(PoisonError::into_inner);
+        // What was attested while it ran is in it (the attestations were on record before).
+        self.reviewed
+            .attested_since
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
+        *kept = Some(Arc::clone(&held));
         Ok(held)
     }
 }
@@ -118,15 +152,20 @@ pub(super) async fn page(
         .first()
         .copied()
         .unwrap_or(false);
-    let held = console.reviewed(false).await?;
+    let held = console.reviewed().await?;
     let mine = held
         .by_owner
         .get(&format!(
             "{}::{}",
             session.human.type_name, session.human.id
         ))
-        .cloned()
+        .map(|theirs| console.reviewed.current(theirs))
         .unwrap_or_default();
+    let shown: BTreeMap<Kind, Vec<Finding>> = held
+        .shown
+        .iter()
+        .map(|(kind, findings)| (*kind, console.reviewed.current(findings)))
+        .collect();
     let body = html! {
         section #attest {
             h2 { "Waiting for your attestation" }
@@ -149,7 +188,8 @@ pub(super) async fn page(
             }
         }
         @if may_see_all {
-            (findings_body(&held.summary, &held.shown))
+            p.muted { "Reviewed at " (held.summary.generated_at) " (again every five minutes); counts do not yet include what was attested since." }
+            (findings_body(&held.summary, &shown))
         }
     };
     Ok(Page(pages::layout(
@@ -224,8 +264,10 @@ pub(super) async fn attest(
             decision_id: attestation.decision.decision_id.to_string(),
         });
     }
-    // The attestation is on record: the next page shows the review without it.
-    console.reviewed(true).await?;
+    // The attestation is on record: the pages leave it out until the next review counts it.
+    if let Some(kind) = Kind::parse(&form.kind) {
+        console.reviewed.attested(kind, &form.subject);
+    }
     Ok(Redirect::to("/console/review").into_response())
 }
 
