@@ -164,6 +164,33 @@ fn is_policy(reason: &str) -> bool {
     !reason.starts_with("warrant:")
 }
 
+/// Changes `map`'s value for `key`: the one held, or a new one when there is `room` (the key
+/// is allocated only then: most decisions are on what the summary already holds). `false` when
+/// it is neither held nor has room.
+fn held<V: Default>(
+    map: &mut HashMap<Box<str>, V>,
+    key: &str,
+    room: bool,
+    change: impl FnOnce(&mut V),
+) -> bool {
+    if let Some(value) = map.get_mut(key) {
+        change(value);
+        return true;
+    }
+    if room {
+        change(map.entry(key.into()).or_default());
+    }
+    room
+}
+
+/// `held` for the per-day counts, which are always kept.
+fn counted<V: Default>(map: &mut BTreeMap<Box<str>, V>, key: &str, change: impl FnOnce(&mut V)) {
+    match map.get_mut(key) {
+        Some(value) => change(value),
+        None => change(map.entry(key.into()).or_default()),
+    }
+}
+
 fn stretch(allows: &mut Allows, time: i64) {
     if allows.count == 0 || time < allows.first {
         allows.first = time;
@@ -185,41 +212,35 @@ impl Usage {
         let room = self.entries() < max_entries;
         let mut dropped = false;
         let day = self.days.entry(seen.time.div_euclid(DAY_MS)).or_default();
-        let counts = day.by_type.entry(seen.principal_type.clone()).or_default();
-        match seen.allowed {
-            true => counts.0 += 1,
-            false => {
-                counts.1 += 1;
-                for reason in &seen.reasons {
-                    *day.denied_by_reason.entry(reason.clone()).or_default() += 1;
-                }
+        let allowed = seen.allowed;
+        counted(
+            &mut day.by_type,
+            &seen.principal_type,
+            |counts| match allowed {
+                true => counts.0 += 1,
+                false => counts.1 += 1,
+            },
+        );
+        if !allowed {
+            for reason in &seen.reasons {
+                counted(&mut day.denied_by_reason, reason, |count| *count += 1);
             }
         }
         if seen.identity {
-            let known = self.identities.contains_key(&seen.principal);
-            match known || room {
-                true => note_identity(
-                    self.identities.entry(seen.principal.clone()).or_default(),
-                    seen,
-                ),
-                false => dropped = true,
-            }
+            dropped |= !held(&mut self.identities, &seen.principal, room, |used| {
+                note_identity(used, seen);
+            });
         }
         if let Some(approval) = &seen.approval {
-            match room || self.approvals.contains_key(approval) {
-                true => stretch(
-                    self.approvals.entry(approval.clone()).or_default(),
-                    seen.time,
-                ),
-                false => dropped = true,
-            }
+            dropped |= !held(&mut self.approvals, approval, room, |allows| {
+                stretch(allows, seen.time);
+            });
         }
-        if seen.allowed {
+        if allowed {
             for policy in seen.reasons.iter().filter(|r| is_policy(r)) {
-                match room || self.policies.contains_key(policy) {
-                    true => stretch(self.policies.entry(policy.clone()).or_default(), seen.time),
-                    false => dropped = true,
-                }
+                dropped |= !held(&mut self.policies, policy, room, |allows| {
+                    stretch(allows, seen.time);
+                });
             }
         }
         if let Some((target, verdict)) = &seen.attests {
