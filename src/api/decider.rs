@@ -148,6 +148,31 @@ impl Decider {
         decision
     }
 
+    /// Decides each request (a malformed one is a recorded refusal naming its field), then
+    /// records them all in one append: for Warrant's own questions (the console's rights, an
+    /// attestation), whose answers are used only once on record.
+    pub async fn decide_and_record(
+        &self,
+        api: Api,
+        requests: Vec<warrant_domain::CheckRequest>,
+        caller: warrant_domain::Caller,
+    ) -> Vec<(warrant_domain::CheckRequest, warrant_domain::Decision)> {
+        let mut decided: Vec<_> = requests
+            .into_iter()
+            .map(|request| match self.decide(api, &request) {
+                Ok(decision) => (request, decision),
+                Err(invalid) => self.refusal(
+                    api,
+                    &request,
+                    warrant_domain::Reason::InvalidRequest.as_str(),
+                    Some(format!("{}: {}", invalid.field, invalid.message)),
+                ),
+            })
+            .collect();
+        self.record(api, &mut decided, caller, None).await;
+        decided
+    }
+
     /// Records the decisions in the ledger before they are answered, then counts them. If the
     /// ledger cannot take them, they are answered as denies: nothing is allowed that is not on
     /// record.

@@ -155,19 +155,13 @@ pub async fn attest(
         context,
         ..CheckRequest::default()
     };
-    let mut decided = [match decider.decide(Api::Console, &request) {
-        Ok(decision) => (request, decision),
-        Err(invalid) => decider.refusal(
-            Api::Console,
-            &request,
-            warrant_domain::Reason::InvalidRequest.as_str(),
-            Some(format!("{}: {}", invalid.field, invalid.message)),
-        ),
-    }];
-    decider
-        .record(Api::Console, &mut decided, caller, None)
-        .await;
-    let [(request, decision)] = decided;
+    let Some((request, decision)) = decider
+        .decide_and_record(Api::Console, vec![request], caller)
+        .await
+        .pop()
+    else {
+        return Err(AttestError::Failed("no decision was made".into()));
+    };
     if decision.effect != Effect::Allow {
         return Ok(Attestation {
             decision,

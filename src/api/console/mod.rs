@@ -257,24 +257,13 @@ impl Console {
         action: &str,
         resources: Vec<EntityRef>,
     ) -> Vec<(CheckRequest, Decision)> {
-        let mut decided: Vec<(CheckRequest, Decision)> = resources
+        let requests = resources
             .into_iter()
-            .map(|resource| {
-                let request = CheckRequest {
-                    principal: session.human.clone(),
-                    action: action.to_owned(),
-                    resource,
-                    ..CheckRequest::default()
-                };
-                match self.decider.decide(Api::Console, &request) {
-                    Ok(decision) => (request, decision),
-                    Err(invalid) => self.decider.refusal(
-                        Api::Console,
-                        &request,
-                        warrant_domain::Reason::InvalidRequest.as_str(),
-                        Some(format!("{}: {}", invalid.field, invalid.message)),
-                    ),
-                }
+            .map(|resource| CheckRequest {
+                principal: session.human.clone(),
+                action: action.to_owned(),
+                resource,
+                ..CheckRequest::default()
             })
             .collect();
         let caller = Caller {
@@ -283,9 +272,8 @@ impl Console {
             identity_from: None,
         };
         self.decider
-            .record(Api::Console, &mut decided, caller, None)
-            .await;
-        decided
+            .decide_and_record(Api::Console, requests, caller)
+            .await
     }
 }
 

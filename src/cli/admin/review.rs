@@ -111,22 +111,28 @@ pub async fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
         };
         let lines: Vec<u8> = pending.drain(..=end).collect();
         for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            match &mut files {
-                None => {
-                    let mut out = std::io::stdout().lock();
-                    if out
-                        .write_all(line)
-                        .and_then(|()| out.write_all(b"\n"))
-                        .is_err()
-                    {
-                        // The reader went away (a closed pipe): stop quietly.
-                        return Ok(ExitCode::SUCCESS);
-                    }
+            let Some(files) = &mut files else {
+                let mut out = std::io::stdout().lock();
+                if out
+                    .write_all(line)
+                    .and_then(|()| out.write_all(b"\n"))
+                    .is_err()
+                {
+                    // The reader went away (a closed pipe): stop quietly.
+                    return Ok(ExitCode::SUCCESS);
                 }
-                Some(files) => files.line(line)?,
-            }
-            if let Ok(Line::Summary(read)) = serde_json::from_slice::<Line>(line) {
-                summary = Some(read);
+                // Printed as it came: only the summary is read.
+                if line.starts_with(b"{\"summary\"")
+                    && let Ok(Line::Summary(read)) = serde_json::from_slice::<Line>(line)
+                {
+                    summary = Some(read);
+                }
+                continue;
+            };
+            match serde_json::from_slice::<Line>(line) {
+                Ok(Line::Finding(finding)) => files.finding(finding)?,
+                Ok(Line::Summary(read)) => summary = Some(read),
+                Err(error) => anyhow::bail!("the server sent a line that is no finding: {error}"),
             }
         }
     }
@@ -181,10 +187,7 @@ impl Files {
         })
     }
 
-    fn line(&mut self, line: &[u8]) -> anyhow::Result<()> {
-        let Ok(Line::Finding(finding)) = serde_json::from_slice::<Line>(line) else {
-            return Ok(());
-        };
+    fn finding(&mut self, finding: Finding) -> anyhow::Result<()> {
         if self.count > 0 {
             self.json.write_all(b",")?;
         }

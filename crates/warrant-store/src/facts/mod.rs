@@ -403,6 +403,29 @@ impl FactsSource for FactsStore {
     }
 }
 
+impl FactsReader {
+    /// The entity of `uid`, parsed: from the cache when it holds this revision of it, else
+    /// parsed from its row, and put in the cache if `keep`.
+    fn read(&self, uid: &EntityUid, keep: bool) -> Result<Option<Arc<StoredEntity>>, FactsError> {
+        let key = uid.to_string();
+        let Some(row) = self.entities.get(key.as_str()).map_err(store_error)? else {
+            return Ok(None);
+        };
+        let row = row.value();
+        let (revision, _) = header(&key, row)?;
+        if let Some(cached) = self.cache.get(&key)
+            && cached.revision == revision
+        {
+            return Ok(Some(cached));
+        }
+        let parsed = Arc::new(parse(&key, row)?);
+        if keep {
+            self.cache.insert(key, Arc::clone(&parsed));
+        }
+        Ok(Some(parsed))
+    }
+}
+
 impl FactsRead for FactsReader {
     fn revision(&self) -> u64 {
         self.revision
@@ -426,35 +449,11 @@ impl FactsRead for FactsReader {
 
     /// The entity of `uid`, parsed (from the cache when it holds this revision of it).
     fn get(&self, uid: &EntityUid) -> Result<Option<Arc<StoredEntity>>, FactsError> {
-        let key = uid.to_string();
-        let Some(row) = self.entities.get(key.as_str()).map_err(store_error)? else {
-            return Ok(None);
-        };
-        let row = row.value();
-        let (revision, _) = header(&key, row)?;
-        if let Some(cached) = self.cache.get(&key)
-            && cached.revision == revision
-        {
-            return Ok(Some(cached));
-        }
-        let parsed = Arc::new(parse(&key, row)?);
-        self.cache.insert(key, Arc::clone(&parsed));
-        Ok(Some(parsed))
+        self.read(uid, true)
     }
 
     fn peek(&self, uid: &EntityUid) -> Result<Option<Arc<StoredEntity>>, FactsError> {
-        let key = uid.to_string();
-        let Some(row) = self.entities.get(key.as_str()).map_err(store_error)? else {
-            return Ok(None);
-        };
-        let row = row.value();
-        let (revision, _) = header(&key, row)?;
-        if let Some(cached) = self.cache.get(&key)
-            && cached.revision == revision
-        {
-            return Ok(Some(cached));
-        }
-        Ok(Some(Arc::new(parse(&key, row)?)))
+        self.read(uid, false)
     }
 
     fn contains(&self, uid: &EntityUid) -> Result<bool, FactsError> {
