@@ -79,8 +79,10 @@ fn tampered(original: &Path, tamper: impl FnOnce(&mut Vec<String>)) -> tempfile:
         .unwrap();
     }
     let segment = segment(copy.path());
+    // Without the zeros a durable writer lays ahead of its records (it was killed).
     let mut lines: Vec<String> = std::fs::read_to_string(&segment)
         .unwrap()
+        .trim_end_matches('\0')
         .lines()
         .map(str::to_owned)
         .collect();
@@ -272,14 +274,27 @@ async fn a_sigkill_under_load_loses_no_acknowledged_decision() {
         acknowledged.len()
     );
 
-    // A torn last write, as a crash in the middle of one would leave.
+    // The durable writer laid zeros ahead of its records, so that each batch's fdatasync
+    // overwrites blocks the file has; the kill left them. A torn last write, as a crash in the
+    // middle of one would leave: over those zeros.
     let segment = segment(data.path());
-    let mut file = std::fs::OpenOptions::new()
-        .append(true)
+    let bytes = std::fs::read(&segment).unwrap();
+    let records_end = bytes
+        .iter()
+        .position(|&b| b == 0)
+        .expect("zeros laid ahead");
+    assert!(bytes[records_end..].iter().all(|&b| b == 0));
+    assert_eq!(bytes[records_end - 1], b'\n');
+    let file = std::fs::OpenOptions::new()
+        .write(true)
         .open(&segment)
         .unwrap();
-    std::io::Write::write_all(&mut file, b"{\"entry\":{\"seq\":").unwrap();
+    std::os::unix::fs::FileExt::write_all_at(&file, b"{\"entry\":{\"seq\":", records_end as u64)
+        .unwrap();
     drop(file);
+    // `verify` of the crashed ledger names the torn write.
+    let (ok, text) = log(data.path(), &["verify"]);
+    assert!(!ok && text.contains("torn"), "{text}");
 
     // The restarted server cuts the torn write and carries on from a sound chain.
     let restarted = Server::restart_in(data);
@@ -523,6 +538,10 @@ async fn a_graceful_stop_seals_every_record() {
         ok && text.starts_with("ok: 3 records, 3 checkpoints, 0 records after"),
         "{text}"
     );
+    // The zeros laid ahead of the records are cut when the writer stops.
+    let bytes = std::fs::read(segment(data.path())).unwrap();
+    assert_eq!(bytes.last(), Some(&b'\n'));
+    assert!(!bytes.contains(&0));
 }
 
 #[tokio::test]
@@ -722,6 +741,7 @@ async fn a_disk_that_fills_mid_batch_leaves_no_record_saying_allow_for_a_deny() 
         .flat_map(|p| {
             std::fs::read_to_string(p)
                 .unwrap()
+                .trim_end_matches('\0')
                 .lines()
                 .map(str::to_owned)
                 .collect::<Vec<_>>()
@@ -761,6 +781,14 @@ fn forge_allow(data: &Path) -> String {
     use sha2::Digest as _;
     let segment = segment(data);
     let text = std::fs::read_to_string(&segment).unwrap();
+    // The forger writes where the records end, over any zeros laid ahead of them.
+    let text = text.trim_end_matches('\0');
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap();
+    file.set_len(text.len() as u64).unwrap();
+    drop(file);
     let last: serde_json::Value = text
         .lines()
         .rev()

@@ -4,12 +4,11 @@
 //! starts and verifies from it.
 
 use std::fs::File;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
 use ed25519_dalek::VerifyingKey;
 
-use super::chain::{Line, SignedHead, read_checkpoint_file, segments};
+use super::chain::{Line, SegmentLines, SignedHead, read_checkpoint_file, segments};
 use super::{ANCHOR_FILE, HEAD_FILE, LedgerError, io_error};
 use warrant_domain::clock::UnixMillis;
 
@@ -27,13 +26,12 @@ pub struct Archived {
 /// A sealed segment's last record (its sequence number and time) and its last line, if that is
 /// a checkpoint covering that record (a clean place to cut).
 fn segment_end(segment: &Path) -> Result<Option<(u64, u64, String, SignedHead)>, LedgerError> {
-    let file = File::open(segment).map_err(io_error(segment))?;
+    let mut lines = SegmentLines::open(segment, 0)?;
     let mut first = None;
     let mut last_entry: Option<(u64, String)> = None;
     let mut last_checkpoint = None;
-    for line in BufReader::new(file).lines() {
-        let line = line.map_err(io_error(segment))?;
-        match serde_json::from_str::<Line>(&line) {
+    while let Some((_, line)) = lines.next_line()? {
+        match serde_json::from_slice::<Line>(line) {
             Ok(Line::Entry { entry, .. }) => {
                 first.get_or_insert(entry.seq);
                 let seq = entry.seq;

@@ -226,6 +226,9 @@ pub(super) struct Scan {
     pub(super) last_checkpoint_batch: bool,
     /// The last segment's path and the length of its sound prefix, if its end is torn.
     pub(super) torn_tail: Option<(PathBuf, u64)>,
+    /// The last segment's path and where its preallocated zeros start, if it has any (a
+    /// durable writer's live segment, or one it left when it stopped without closing).
+    pub(super) padding: Option<(PathBuf, u64)>,
 }
 
 /// The first sequence number in a segment, from its name.
@@ -285,7 +288,7 @@ pub(super) fn scan_segments(
             .unwrap_or(0);
         segments.drain(..from);
     }
-    let (raw, torn_tail) = match read_lines(&segments, keep_records)? {
+    let (raw, torn_tail, padding) = match read_lines(&segments, keep_records)? {
         Ok(read) => read,
         Err(damage) => return Ok(Err(damage)),
     };
@@ -349,10 +352,12 @@ pub(super) fn scan_segments(
         last_checkpoint_seq: walk.last_checkpoint_seq,
         last_checkpoint_batch: walk.last_checkpoint_batch,
         torn_tail,
+        padding,
     }))
 }
 
-/// A torn last line: the segment and the offset it starts at.
+/// A torn last line: the segment and the offset it starts at. (The same shape says where a
+/// segment's preallocated zeros start.)
 type TornTail = Option<(PathBuf, u64)>;
 
 /// The first pass: every line of `segments` with its place (an entry's hash computed from its
@@ -364,10 +369,11 @@ type TornTail = Option<(PathBuf, u64)>;
 fn read_lines(
     segments: &[PathBuf],
     keep_records: bool,
-) -> Result<Result<(Vec<(RawLine, Place)>, TornTail), Damage>, LedgerError> {
+) -> Result<Result<(Vec<(RawLine, Place)>, TornTail, TornTail), Damage>, LedgerError> {
     // Each line and where it is.
     let mut raw: Vec<(RawLine, Place)> = Vec::new();
     let mut torn_tail = None;
+    let mut padding = None;
     for (index, path) in segments.iter().enumerate() {
         let mut lines = SegmentLines::open(path, 0)?;
         let mut line_number = 0;
@@ -427,9 +433,12 @@ fn read_lines(
                 _ => return Ok(Err(Damage::Unreadable { place })),
             }
         }
+        if index + 1 == segments.len() && torn_tail.is_none() {
+            padding = lines.padding_at().map(|at| (path.clone(), at));
+        }
     }
 
-    Ok(Ok((raw, torn_tail)))
+    Ok(Ok((raw, torn_tail, padding)))
 }
 
 /// The second pass as it goes: the chain's head, the record expected next, what was read.
@@ -804,11 +813,18 @@ pub fn records(dir: &Path, key: &VerifyingKey) -> Result<Vec<Recorded>, LedgerEr
 
 /// A segment's lines from a byte offset, each with the offset it starts at. The last line may
 /// lack its newline (a line being written, or a torn tail): callers tell by its last byte.
+///
+/// A durable ledger's live segment is preallocated with zeros ahead of what is written (so that
+/// each batch's fdatasync overwrites blocks the file already has, instead of growing it), and
+/// canonical JSON never holds a NUL byte: the first NUL ends what can be read. A line cut by one
+/// comes back without its newline, like a torn line; a NUL where a line would start is the end.
 pub(super) struct SegmentLines {
     path: PathBuf,
     reader: BufReader<File>,
     offset: u64,
     buffer: Vec<u8>,
+    /// Where the zeros ahead of the written lines start, once reached.
+    padding_at: Option<u64>,
 }
 
 impl SegmentLines {
@@ -822,22 +838,52 @@ impl SegmentLines {
             reader: BufReader::new(file),
             offset: from,
             buffer: Vec::new(),
+            padding_at: None,
         })
     }
 
-    /// The next line (newline included when there is one) and its offset; `None` at the end.
+    /// The next line (newline included when there is one) and its offset; `None` at the end
+    /// (of the file, or of what was written before the preallocated zeros).
     pub(super) fn next_line(&mut self) -> Result<Option<(u64, &[u8])>, LedgerError> {
         self.buffer.clear();
-        let read = self
-            .reader
-            .read_until(b'\n', &mut self.buffer)
-            .map_err(io_error(&self.path))?;
-        if read == 0 {
+        if self.padding_at.is_some() {
+            return Ok(None);
+        }
+        loop {
+            let available = self.reader.fill_buf().map_err(io_error(&self.path))?;
+            if available.is_empty() {
+                break;
+            }
+            match available.iter().position(|&b| b == b'\n' || b == 0) {
+                Some(at) if available[at] == 0 => {
+                    self.buffer.extend_from_slice(&available[..at]);
+                    self.reader.consume(at);
+                    self.padding_at = Some(self.offset + self.buffer.len() as u64);
+                    break;
+                }
+                Some(at) => {
+                    self.buffer.extend_from_slice(&available[..=at]);
+                    self.reader.consume(at + 1);
+                    break;
+                }
+                None => {
+                    let length = available.len();
+                    self.buffer.extend_from_slice(available);
+                    self.reader.consume(length);
+                }
+            }
+        }
+        if self.buffer.is_empty() {
             return Ok(None);
         }
         let start = self.offset;
-        self.offset += read as u64;
+        self.offset += self.buffer.len() as u64;
         Ok(Some((start, &self.buffer)))
+    }
+
+    /// Where the segment's preallocated zeros start, if reading reached them.
+    pub(super) fn padding_at(&self) -> Option<u64> {
+        self.padding_at
     }
 }
 

@@ -374,8 +374,15 @@ impl Ledger {
             }
         };
         let scan = scan_sound(&settings.dir, &verifying, start)?;
-        if let Some((segment, length)) = &scan.torn_tail {
-            tracing::warn!(segment = %segment.display(), length, "cutting a torn last record left by a crash");
+        let cut = match (&scan.torn_tail, &scan.padding) {
+            (Some((segment, length)), _) => {
+                tracing::warn!(segment = %segment.display(), length, "cutting a torn last record left by a crash");
+                scan.torn_tail.as_ref()
+            }
+            // Zeros a durable writer laid ahead of its records: the writer lays them afresh.
+            (None, padding) => padding.as_ref(),
+        };
+        if let Some((segment, length)) = cut {
             let file = OpenOptions::new()
                 .write(true)
                 .open(segment)
@@ -425,6 +432,7 @@ impl Ledger {
             segment: None,
             segment_path: last_segment,
             segment_len: 0,
+            segment_laid: 0,
             segment_bytes: settings.segment_bytes,
             next_seq,
             head,

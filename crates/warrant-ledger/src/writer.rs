@@ -2,7 +2,7 @@
 //! batch with one write and (in durable mode) one fsync, signs checkpoints, keeps the index.
 
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt as _;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, mpsc};
@@ -17,14 +17,27 @@ use super::*;
 /// queue is at most this much more.
 const ASYNC_GATHER: Duration = Duration::from_micros(500);
 
+/// How far ahead of its records a durable writer lays zeros in its segment. Each batch then
+/// overwrites blocks the file already has, so its fdatasync flushes data without growing the
+/// file (on this project's test machine, ext4: p50 150 us instead of 220 us for a 1.7 KiB
+/// record). Readers stop at the first NUL (`chain::SegmentLines`); a segment the writer leaves,
+/// and the live one when it stops, are cut back to their records.
+const PREALLOCATE: u64 = 1 << 20;
+
+/// Zeros to lay ahead of the records, a piece at a time.
+static ZEROS: [u8; 64 * 1024] = [0; 64 * 1024];
+
 pub(super) struct Writer {
     pub(super) written: Arc<AtomicU64>,
     pub(super) index: Index,
     pub(super) dir: PathBuf,
     pub(super) segment: Option<File>,
     pub(super) segment_path: Option<PathBuf>,
-    /// The open segment's length, kept here rather than asked of the file on every batch.
+    /// The open segment's length, kept here rather than asked of the file on every batch: where
+    /// its records end.
     pub(super) segment_len: u64,
+    /// The open segment's length on disk, zeros laid ahead of its records included.
+    pub(super) segment_laid: u64,
     pub(super) segment_bytes: u64,
     pub(super) next_seq: u64,
     pub(super) head: [u8; 32],
@@ -112,6 +125,9 @@ impl Writer {
         }
         if !self.failed.load(Ordering::Relaxed) {
             let _ = self.seal();
+            if let Err(error) = self.cut_zeros() {
+                tracing::warn!(%error, "cannot cut the zeros laid ahead in the last segment; the next start does");
+            }
         }
         self.usage.close();
     }
@@ -176,6 +192,7 @@ impl Writer {
             (_, None) => true,
         };
         if rotate {
+            self.cut_zeros()?;
             if let Some(sealed) = self.segment_path.take() {
                 self.seal_index(&sealed)?;
             }
@@ -193,12 +210,15 @@ impl Writer {
         let file = match self.segment.take() {
             Some(file) => file,
             None => {
+                // Written at `segment_len`, not appended: zeros may lie ahead of it.
                 let file = warrant_files::private_file()
                     .create(true)
-                    .append(true)
+                    .write(true)
+                    .truncate(false)
                     .open(&path)
                     .map_err(io_error(&path))?;
                 self.segment_len = file.metadata().map_err(io_error(&path))?.len();
+                self.segment_laid = self.segment_len;
                 if rotate {
                     // The new file's name must survive a crash too.
                     File::open(&self.dir)
@@ -210,6 +230,62 @@ impl Writer {
         };
         let length = self.segment_len;
         Ok((path, length, self.segment.insert(file)))
+    }
+
+    /// Writes `bytes` after the open segment's records (over zeros laid ahead, in durable mode)
+    /// and syncs them when `sync`: the segment and where they start. If that fails, part of them
+    /// may be on disk and their callers will be told DENY: the segment is cut back to its last
+    /// acknowledged record so that nothing on disk says otherwise. (If even that fails, the torn
+    /// tail is cut at the next start, and the ledger stops taking records either way.)
+    fn write(&mut self, bytes: &[u8], sync: bool) -> Result<(PathBuf, u64), LedgerError> {
+        let (path, base, _) = self.open_segment()?;
+        let (durable, laid) = (self.durable, self.segment_laid);
+        let Some(file) = &self.segment else {
+            return Err(LedgerError::Unavailable("no segment open to write".into()));
+        };
+        let end = base + bytes.len() as u64;
+        let mut laid_to = laid;
+        // Not past where the segment is left for the next one.
+        let ahead = (end + PREALLOCATE).min(self.segment_bytes.max(end));
+        if durable && end > laid && ahead > end {
+            match lay_zeros(file, laid, ahead) {
+                Ok(()) => laid_to = ahead,
+                // Only a speed-up: a disk too full for the zeros may still take the records.
+                Err(error) => {
+                    tracing::debug!(path = %path.display(), %error, "cannot lay zeros ahead of the records");
+                    let _ = file.set_len(laid);
+                }
+            }
+        }
+        let written = file
+            .write_all_at(bytes, base)
+            .and_then(|()| if sync { file.sync_data() } else { Ok(()) });
+        if let Err(error) = written {
+            let cut = file.set_len(base).and_then(|()| file.sync_data());
+            if let Err(cut_error) = cut {
+                tracing::error!(path = %path.display(), error = %cut_error, "cannot cut a failed batch back off the ledger");
+            }
+            self.segment_laid = base;
+            return Err(io_error(&path)(error));
+        }
+        self.segment_len = end;
+        self.segment_laid = laid_to.max(end);
+        Ok((path, base))
+    }
+
+    /// Cuts the zeros laid ahead of the open segment's records, as it is left.
+    fn cut_zeros(&mut self) -> Result<(), LedgerError> {
+        if self.segment_laid <= self.segment_len {
+            return Ok(());
+        }
+        let (Some(file), Some(path)) = (&self.segment, &self.segment_path) else {
+            return Ok(());
+        };
+        file.set_len(self.segment_len)
+            .and_then(|()| file.sync_data())
+            .map_err(io_error(path))?;
+        self.segment_laid = self.segment_len;
+        Ok(())
     }
 
     /// Moves a segment the writer is leaving from the in-memory index to its index file: the
@@ -289,22 +365,7 @@ impl Writer {
             bytes.extend_from_slice(&line);
             signed
         });
-        let (path, base, file) = self.open_segment()?;
-        let written = file
-            .write_all(&bytes)
-            .and_then(|()| if durable { file.sync_data() } else { Ok(()) });
-        if let Err(error) = written {
-            // Part of the batch may be on disk, and its callers will be told DENY: cut the
-            // segment back to the last acknowledged record so that nothing on disk says
-            // otherwise. (If even that fails, the torn tail is cut at the next start, and the
-            // ledger stops taking records either way.)
-            let cut = file.set_len(base).and_then(|()| file.sync_data());
-            if let Err(cut_error) = cut {
-                tracing::error!(path = %path.display(), error = %cut_error, "cannot cut a failed batch back off the ledger");
-            }
-            return Err(io_error(&path)(error));
-        }
-        self.segment_len = base + bytes.len() as u64;
+        let (path, base) = self.write(&bytes, durable)?;
         let segment = Arc::new(path);
         let mut index = self.index.write().unwrap_or_else(PoisonError::into_inner);
         for (decision_id, start, length) in lines {
@@ -357,11 +418,7 @@ impl Writer {
     /// Signs the chain's head, appends the checkpoint and makes it the head file.
     fn checkpoint(&mut self) -> Result<(), LedgerError> {
         let (signed, bytes) = self.sign(false, self.next_seq - 1, &self.head);
-        let (path, _, file) = self.open_segment()?;
-        file.write_all(&bytes)
-            .and_then(|()| file.sync_data())
-            .map_err(io_error(&path))?;
-        self.segment_len += bytes.len() as u64;
+        self.write(&bytes, true)?;
         self.since_checkpoint = 0;
         self.last_signed = Some(signed.clone());
         self.publish(signed)
@@ -389,4 +446,15 @@ impl Writer {
         self.last_checkpoint = Instant::now();
         Ok(())
     }
+}
+
+/// Writes zeros into `file` from `from` to `to`.
+fn lay_zeros(file: &File, from: u64, to: u64) -> std::io::Result<()> {
+    let mut at = from;
+    while at < to {
+        let piece = usize::try_from(to - at).map_or(ZEROS.len(), |left| left.min(ZEROS.len()));
+        file.write_all_at(&ZEROS[..piece], at)?;
+        at += piece as u64;
+    }
+    Ok(())
 }
