@@ -81,28 +81,13 @@ to_us() { # "123.45us" or "1.23ms" -> microseconds
   python3 -c "import sys; v=sys.argv[1]; print(round(float(v[:-2])*1000) if v.endswith('ms') else round(float(v[:-2])))" "$1"
 }
 
-declare -A THROUGHPUT ONE
-for round in $(seq "$ROUNDS"); do
-  for config in $CONFIGS; do
-    if [ "$config" = echo ]; then
-      start echo target/release/examples/echo 127.0.0.1:$PORT
-    else
-      warrant "$config"
-    fi
-    many=$(load 2 64)
-    single=$(load 1 1)
-    stop
-    [ "$config" = echo ] || rm -rf "$DATA"
-    THROUGHPUT[$config]+="${many%%|*} "
-    ONE[$config]+="$(to_us "${single#*|}") "
-    echo "round $round $config: ${many%%|*} req/s, one in flight ${single#*|}" >&2
-  done
-done
-
 # fdatasync on the data folder's disk, on the server's core (the disk's interrupts may be taken
 # by the other one, and the server pays that crossing too): 1 KiB appended and synced, and
 # written over zeros laid ahead (as the durable writer does).
-PROBE=$(taskset -c 0 python3 - "$(mktemp -d)" <<'PY'
+probe() { # -> "append_us laid_us"
+  local folder
+  folder=$(mktemp -d)
+  taskset -c 0 python3 - "$folder" <<'PY'
 import os, statistics, sys, time
 def probe(path, laid_ahead):
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -121,20 +106,66 @@ def probe(path, laid_ahead):
 folder = sys.argv[1]
 print(f"{probe(os.path.join(folder, 'append'), False):.0f} {probe(os.path.join(folder, 'laid'), True):.0f}")
 PY
-)
+  rm -rf "$folder"
+}
 
-range_of() { python3 -c "import sys; v=sorted(float(x) for x in sys.argv[1:]); print(f'{v[0]:,.0f}' if v[0]==v[-1] else f'{v[0]:,.0f} - {v[-1]:,.0f}')" $1; }
-ratio_of() { python3 -c "import sys; a=[float(x) for x in sys.argv[1].split()]; e=[float(x) for x in sys.argv[2].split()]; lo=min(a)/max(e); hi=max(a)/min(e); print(f'{lo:.2f} - {hi:.2f}')" "$1" "$2"; }
-echo "| configuration | cached Check req/s | vs echo | one in flight µs | vs echo |"
-echo "|---|---:|---:|---:|---:|"
-for config in $CONFIGS; do
-  extra=$(python3 -c "import sys; a=[float(x) for x in sys.argv[1].split()]; e=[float(x) for x in sys.argv[2].split()]; print(f'+{min(a)-max(e):.0f} - +{max(a)-min(e):.0f}')" "${ONE[$config]}" "${ONE[echo]}")
-  [ "$config" = echo ] && extra=""
-  echo "| $config | $(range_of "${THROUGHPUT[$config]}") | $(ratio_of "${THROUGHPUT[$config]}" "${THROUGHPUT[echo]}") | $(range_of "${ONE[$config]}") | $extra |"
+declare -A THROUGHPUT ONE
+PROBES=""
+for round in $(seq "$ROUNDS"); do
+  for config in $CONFIGS; do
+    if [ "$config" = echo ]; then
+      start echo target/release/examples/echo 127.0.0.1:$PORT
+    else
+      warrant "$config"
+    fi
+    many=$(load 2 64)
+    single=$(load 1 1)
+    stop
+    [ "$config" = echo ] || rm -rf "$DATA"
+    THROUGHPUT[$config]+="${many%%|*} "
+    ONE[$config]+="$(to_us "${single#*|}") "
+    echo "round $round $config: ${many%%|*} req/s, one in flight ${single#*|}" >&2
+  done
+  probed=$(probe)
+  PROBES+="${probed/ /,} "
+  echo "round $round fdatasync p50 (append, over zeros): $probed µs" >&2
 done
-echo
-echo "fdatasync of a 1 KiB append on core 0, p50: ${PROBE% *} µs (over zeros laid ahead: ${PROBE#* } µs)"
 
+# Each round's configurations ran one after the other, so each is compared with that round's
+# echo (and fdatasync probe): the machine's noise moves whole rounds.
+python3 - "$CONFIGS" "$PROBES" <<PY
+import statistics, sys
+configs, probes = sys.argv[1].split(), [tuple(map(float, p.split(","))) for p in sys.argv[2].split()]
+throughput = {$(for c in $CONFIGS; do printf '"%s": [%s], ' "$c" "$(echo ${THROUGHPUT[$c]} | tr ' ' ',')"; done)}
+one = {$(for c in $CONFIGS; do printf '"%s": [%s], ' "$c" "$(echo ${ONE[$c]} | tr ' ' ',')"; done)}
+def spread(values, form):
+    values = sorted(values)
+    if values[0] == values[-1]:
+        return form(values[0])
+    return f"{form(values[0])} - {form(values[-1])} ({form(statistics.median(values))})"
+count = lambda v: f"{v:,.0f}"
+ratio = lambda v: f"{v:.2f}"
+plus = lambda v: f"{v:+.0f}"
+print("| configuration | cached Check req/s | vs echo | one in flight µs | vs echo |")
+print("|---|---:|---:|---:|---:|")
+for config in configs:
+    pair = lambda f, table: [f(a, e) for a, e in zip(table[config], table["echo"])]
+    row = [config, spread(throughput[config], count), "1", spread(one[config], count), ""]
+    if config != "echo":
+        row[2] = spread(pair(lambda a, e: a / e, throughput), ratio)
+        row[4] = spread(pair(lambda a, e: a - e, one), plus)
+    print("| " + " | ".join(row) + " |")
+print()
+print("Ranges over the rounds, medians in brackets; each ratio and difference is against the same")
+print("round's echo.")
+print()
+print(f"fdatasync of a 1 KiB append on core 0, p50: {spread([p[0] for p in probes], count)} µs"
+      f" (over zeros laid ahead: {spread([p[1] for p in probes], count)} µs)")
+if "durable" in configs:
+    limit = [e + 1.2 * p[0] for e, p in zip(one["echo"], probes)]
+    print("one durable Check in flight against the echo plus 1.2 fdatasyncs, per round: "
+          + ", ".join(f"{d:.0f} vs {l:.0f} µs" for d, l in zip(one["durable"], limit)))
+PY
 if [ "${PROFILE:-0}" = 1 ]; then
   warrant durable
   taskset -c 1 h2load -c 2 -m 64 -D 12 -d "$OUT/check.bin" -H 'content-type: application/grpc' \

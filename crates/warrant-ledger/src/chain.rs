@@ -908,3 +908,45 @@ pub(super) fn chain_hash(prev: &[u8; 32], entry: &[u8]) -> [u8; 32] {
     hasher.update(entry);
     hasher.finalize().into()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SegmentLines;
+
+    fn lines_of(bytes: &[u8]) -> (Vec<(u64, Vec<u8>)>, Option<u64>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("segment");
+        std::fs::write(&path, bytes).unwrap();
+        let mut lines = SegmentLines::open(&path, 0).unwrap();
+        let mut read = Vec::new();
+        while let Some((offset, line)) = lines.next_line().unwrap() {
+            read.push((offset, line.to_vec()));
+        }
+        (read, lines.padding_at())
+    }
+
+    #[test]
+    fn reading_stops_at_the_zeros_laid_ahead_and_a_line_they_cut_reads_as_torn() {
+        let zeros = vec![0u8; 100_000];
+        // Whole lines, then zeros: the lines, and where the zeros start.
+        let (read, padding) = lines_of(&[b"{\"a\":1}\n{\"b\":2}\n".as_slice(), &zeros].concat());
+        assert_eq!(
+            read,
+            [(0, b"{\"a\":1}\n".to_vec()), (8, b"{\"b\":2}\n".to_vec())]
+        );
+        assert_eq!(padding, Some(16));
+        // A line cut by zeros (and bytes after them, as an unflushed page would leave): the
+        // line without its newline, and nothing after it.
+        let (read, padding) =
+            lines_of(&[b"{\"a\":1}\n{\"b\"".as_slice(), &zeros, b"2}\n{\"c\":3}\n"].concat());
+        assert_eq!(
+            read,
+            [(0, b"{\"a\":1}\n".to_vec()), (8, b"{\"b\"".to_vec())]
+        );
+        assert_eq!(padding, Some(12));
+        // No zeros: every line, the last one without its newline as written.
+        let (read, padding) = lines_of(b"{\"a\":1}\n{\"b\"");
+        assert_eq!(read.len(), 2);
+        assert_eq!(padding, None);
+    }
+}
