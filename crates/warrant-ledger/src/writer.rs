@@ -246,9 +246,12 @@ impl Writer {
         };
         let end = base + bytes.len() as u64;
         let mut laid_to = laid;
-        // Not past where the segment is left for the next one.
+        // Not past where the segment is left for the next one; and only for a small batch: a
+        // large one's fdatasync is shared by many callers, and zeros under it would double
+        // what the disk writes when it is busiest.
         let ahead = (end + PREALLOCATE).min(self.segment_bytes.max(end));
-        if durable && end > laid && ahead > end {
+        let small = (bytes.len() as u64) < PREALLOCATE / 8;
+        if durable && small && end > laid && ahead > end {
             match lay_zeros(file, laid, ahead) {
                 Ok(()) => laid_to = ahead,
                 // Only a speed-up: a disk too full for the zeros may still take the records.
