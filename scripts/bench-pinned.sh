@@ -6,7 +6,8 @@
 # streams, and the latency of one request in flight; ROUNDS rounds (2). Then an fdatasync probe
 # on the data folder's disk, on the server's core (1 KiB appends, and over zeros laid ahead).
 # PROFILE=1 also records where a cached durable Check's CPU goes (perf, call graphs) into
-# target/bench-pinned/.
+# target/bench-pinned/; PROFILE=one, where one durable Check in flight spends its time (the
+# core's busy time and context switches per Check, and the samples by thread and symbol).
 #
 #   scripts/bench-pinned.sh            # prints a Markdown table
 #   WARRANT=/tmp/old/warrant CONFIGS="echo durable" scripts/bench-pinned.sh   # another build, fewer rows
@@ -179,4 +180,27 @@ if [ "${PROFILE:-0}" = 1 ]; then
   perf report -i "$OUT/perf.data" --no-children --sort comm,dso,symbol --stdio 2> /dev/null \
     | grep -v '^$' | head -80 > "$OUT/profile.txt"
   echo "profile: $OUT/profile.txt"
+fi
+
+if [ "${PROFILE:-0}" = one ]; then
+  warrant durable
+  taskset -c 1 h2load -c 1 -m 1 -D 10 -d "$OUT/check.bin" -H 'content-type: application/grpc' \
+    -H 'te: trailers' "http://127.0.0.1:$PORT/warrant.v1.Authorizer/Check" > "$OUT/one.h2load" 2>&1 &
+  LOAD=$!
+  sleep 2
+  perf stat -e task-clock,context-switches -p "$SERVER" -o "$OUT/one.stat" -- sleep 3 > /dev/null 2>&1
+  perf record -F 9999 -p "$SERVER" -o "$OUT/one.data" -- sleep 3 > /dev/null 2>&1
+  wait "$LOAD" || true
+  stop
+  rm -rf "$DATA"
+  rps=$(awk '/^finished in/ {gsub(",", "", $4); print $4}' "$OUT/one.h2load")
+  busy=$(awk '/task-clock/ {gsub(",", "", $1); print $1}' "$OUT/one.stat")
+  switches=$(awk '/context-switches/ {gsub(",", "", $1); print $1}' "$OUT/one.stat")
+  {
+    python3 -c "import sys; r, b, c = map(float, sys.argv[1:]); print(f'{r:,.0f} Checks/s; the core busy {b / 3 / r * 1000:.0f} us and {c / 3 / r:.1f} context switches per Check')" \
+      "$rps" "$busy" "$switches"
+    perf report -i "$OUT/one.data" --no-children --sort comm,symbol --stdio 2> /dev/null \
+      | grep -E '^ +[0-9]' | sed -E 's/ +- +- *$//; s/ +$//' | head -40
+  } > "$OUT/profile-one.txt"
+  echo "one in flight: $OUT/profile-one.txt"
 fi
