@@ -886,6 +886,9 @@ async fn the_shell_commands_grant_revoke_suspend_and_report() {
     );
     assert!(allowed(&decide(&server, deploy("CHG-1042")).await));
 
+    // A reload of a folder that has not changed succeeds, and `status` counts it.
+    let (ok, _, err) = shell(&server, &["reload"]);
+    assert!(ok, "{err}");
     let (ok, out, _) = shell(&server, &["status"]);
     assert!(ok);
     let status: serde_json::Value = serde_json::from_str(&out).unwrap();
@@ -896,6 +899,28 @@ async fn the_shell_commands_grant_revoke_suspend_and_report() {
         ),
         (Some(24), Some(2))
     );
+    assert!(status["reloads"].as_u64() >= Some(1), "{status}");
+
+    // A reader that has gone (`warrant status | true`): the shell ends quietly, with the status
+    // a shell gives a process that SIGPIPE ended.
+    let mut gone = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(["status"])
+        .env("WARRANT_ADMIN", format!("http://{}", server.admin))
+        .env("WARRANT_DATA_DIR", server.data.path())
+        .env_remove("WARRANT_ADMIN_TOKEN")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(gone.stdout.take());
+    let ended = gone.wait_with_output().unwrap();
+    assert_eq!(
+        ended.status.code(),
+        Some(141),
+        "{}",
+        String::from_utf8_lossy(&ended.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ended.stderr), "");
 
     // Without the token the shell is refused.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))

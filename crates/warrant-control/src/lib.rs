@@ -125,6 +125,7 @@ pub struct StatusView {
     pub approval_count: u64,
     pub live_changes: u64,
     pub last_reload_error: Option<(UnixMillis, String)>,
+    /// Successful reloads since start, whether or not they changed anything.
     pub reloads: u64,
     pub reload_failures: u64,
     /// On a replica of a fleet: where it stands in the shared database.

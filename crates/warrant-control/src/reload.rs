@@ -143,8 +143,9 @@ impl Control {
                     });
                     state.policies = policies;
                     state.policies_loaded_at = now;
-                    state.reloads += 1;
                 }
+                // A reload that found the folder as it was still succeeded.
+                state.reloads += 1;
                 state.last_reload_error = None;
                 Ok(self.status_of(state))
             }
