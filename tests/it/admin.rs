@@ -934,6 +934,34 @@ async fn the_shell_commands_grant_revoke_suspend_and_report() {
 }
 
 #[tokio::test]
+async fn a_second_server_on_the_same_data_folder_names_the_first_and_the_way_out() {
+    let server = Server::start(&[]);
+    let second = std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
+        .args(["serve", "--data-dir"])
+        .arg(server.data.path())
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--authzen-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--console-listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!second.status.success());
+    let said = String::from_utf8_lossy(&second.stderr);
+    let first = format!("(pid {}, warrant)", server.pid());
+    assert!(
+        said.contains("is open in another process") && said.contains(&first),
+        "{said}"
+    );
+    assert!(said.contains("--data-dir"), "{said}");
+    // Said once, not once more as its cause.
+    assert_eq!(said.matches("another process").count(), 1, "{said}");
+}
+
+#[tokio::test]
 async fn a_use_counts_only_if_its_decision_was_recorded() {
     // Every batch starts a new segment, so the next one's name is known: make it /dev/full.
     let server = Server::start(&["--ledger-segment-bytes", "1"]);

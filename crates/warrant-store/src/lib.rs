@@ -114,12 +114,18 @@ pub struct LiveLink {
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    #[error("the live facts store {path}: {source}")]
+    /// (The cause is in the message, not the error's source, so that it is printed once.)
+    #[error("the live facts store {path}: {cause}")]
     Open {
         path: PathBuf,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
+        cause: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error(
+        "the live facts store {path} is open in another process{holders}: one data folder serves \
+         one Warrant at a time; stop that one, or give this one a folder of its own with \
+         --data-dir (or data_dir in the settings file)"
+    )]
+    InUse { path: PathBuf, holders: String },
     #[error("the live facts store: {0}")]
     Database(#[from] redb::Error),
     #[error("the live facts store: cannot write an entity: {0}")]
@@ -135,16 +141,61 @@ pub enum StoreError {
     },
 }
 
+/// Why `path` could not be opened; when another process holds it, which (by pid and name, as
+/// `/proc` tells, where it can be read).
+fn opening(path: &Path, error: redb::DatabaseError) -> StoreError {
+    if !matches!(error, redb::DatabaseError::DatabaseAlreadyOpen) {
+        return StoreError::Open {
+            path: path.to_path_buf(),
+            cause: error.into(),
+        };
+    }
+    let holders = holders_of(path);
+    StoreError::InUse {
+        path: path.to_path_buf(),
+        holders: match holders.is_empty() {
+            true => String::new(),
+            false => format!(" ({})", holders.join(", ")),
+        },
+    }
+}
+
+/// The processes (other than this one) with `path` open: "pid 123, warrant".
+fn holders_of(path: &Path) -> Vec<String> {
+    let Ok(target) = path.canonicalize() else {
+        return Vec::new();
+    };
+    let me = std::process::id().to_string();
+    let Ok(processes) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    processes
+        .flatten()
+        .filter_map(|process| {
+            let pid = process.file_name().into_string().ok()?;
+            if pid == me || !pid.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            let holds = std::fs::read_dir(process.path().join("fd"))
+                .ok()?
+                .flatten()
+                .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|link| link == target));
+            let name = std::fs::read_to_string(process.path().join("comm")).unwrap_or_default();
+            holds.then(|| format!("pid {pid}, {}", name.trim()))
+        })
+        .collect()
+}
+
 /// Opens (or creates) `dir/counters.redb`. Data folders from before it kept the counters in
 /// `facts.redb`: they are copied over once, in the transaction that marks the copy done, and
 /// then dropped from `facts.redb`.
 fn open_counters(dir: &Path, old: &Database) -> Result<Database, StoreError> {
     let path = dir.join(COUNTERS_FILE);
-    let open_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+    let open_error = |cause: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
         path: path.clone(),
-        source,
+        cause,
     };
-    let counters = Database::create(&path).map_err(|e| open_error(e.into()))?;
+    let counters = Database::create(&path).map_err(|e| opening(&path, e))?;
     warrant_files::make_private(&path).map_err(|e| open_error(e.into()))?;
     let txn = counters.begin_write().map_err(io)?;
     let moved = {
@@ -222,15 +273,15 @@ impl LiveStore {
     /// redb recovers from a crash on open.
     pub fn open_with_cache(dir: &Path, cache_bytes: u64) -> Result<Self, StoreError> {
         let path = dir.join(STORE_FILE);
-        let open_error = |source: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
+        let open_error = |cause: Box<dyn std::error::Error + Send + Sync>| StoreError::Open {
             path: path.clone(),
-            source,
+            cause,
         };
         warrant_files::private_dir(dir).map_err(|e| open_error(e.into()))?;
         let db = Database::builder()
             .set_cache_size(usize::try_from(cache_bytes).unwrap_or(usize::MAX))
             .create(&path)
-            .map_err(|e| open_error(e.into()))?;
+            .map_err(|e| opening(&path, e))?;
         warrant_files::make_private(&path).map_err(|e| open_error(e.into()))?;
         let txn = db.begin_write().map_err(|e| open_error(e.into()))?;
         txn.open_table(ENTITIES).map_err(|e| open_error(e.into()))?;

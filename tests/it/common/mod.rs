@@ -208,6 +208,11 @@ impl Server {
             .expect("connect to the admin API")
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// An admin client that sends the server's token.
     pub async fn admin_client(&self) -> Admin {
         AdminClient::with_interceptor(
