@@ -17,11 +17,27 @@ use warrant::config::Settings;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// What the shell's exit status says, for scripts (shown under `--help`).
+const EXIT_STATUS: &str = "Exit status:
+  0    done; for `check`, allowed
+  1    an error (the message says which)
+  2    `check`: denied; `review`: findings; `log verify`: verified with an unpinned key
+  64   the command line is wrong (an unknown flag, a missing argument)
+  69   the server could not be reached
+  141  whoever read the output went away (a closed pipe)";
+
+/// The exit status of a command line that cannot be parsed (sysexits' EX_USAGE): apart from
+/// 2, which `check` gives a deny.
+const EXIT_USAGE: u8 = 64;
+/// The exit status when the server cannot be reached (sysexits' EX_UNAVAILABLE).
+const EXIT_UNAVAILABLE: u8 = 69;
+
 #[derive(Parser)]
 #[command(
     name = "warrant",
     version,
-    about = "A zero-trust policy decision point for non-human identities"
+    about = "A zero-trust policy decision point for non-human identities",
+    after_help = EXIT_STATUS
 )]
 struct Cli {
     /// How logs are written to stderr (the level comes from RUST_LOG).
@@ -126,7 +142,17 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // --help and --version are "errors" that go to stdout and succeed.
+        Err(error) => {
+            let _ = error.print();
+            return match error.use_stderr() {
+                true => ExitCode::from(EXIT_USAGE),
+                false => ExitCode::SUCCESS,
+            };
+        }
+    };
     if !matches!(cli.command, Command::Serve { .. }) {
         end_quietly_on_a_closed_pipe();
     }
@@ -208,9 +234,23 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
-            ExitCode::FAILURE
+            match unreachable(&error) {
+                true => ExitCode::from(EXIT_UNAVAILABLE),
+                false => ExitCode::FAILURE,
+            }
         }
     }
+}
+
+/// Whether `error` is the server not being reached: a connection that failed, or a call the
+/// transport answered UNAVAILABLE.
+fn unreachable(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause.is::<tonic::transport::Error>()
+            || cause
+                .downcast_ref::<tonic::Status>()
+                .is_some_and(|status| status.code() == tonic::Code::Unavailable)
+    })
 }
 
 /// The shell ends quietly when whoever reads its output has gone (`warrant log search | head`),

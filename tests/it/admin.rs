@@ -961,6 +961,40 @@ async fn a_second_server_on_the_same_data_folder_names_the_first_and_the_way_out
     assert_eq!(said.matches("another process").count(), 1, "{said}");
 }
 
+#[test]
+fn the_exit_status_tells_a_usage_error_and_an_unreachable_server_from_a_deny() {
+    let warrant = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
+            .args(args)
+            .env(
+                "WARRANT_ADMIN_TOKEN",
+                "a-token-long-enough-to-be-accepted-here",
+            )
+            .output()
+            .unwrap()
+    };
+    // A mistyped command line: 64, never the 2 a deny gives.
+    let mistyped = warrant(&["check", "--principl", "ApiKey::x"]);
+    assert_eq!(mistyped.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&mistyped.stderr).contains("--principl"));
+    // A port nobody listens on: 69.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let unreachable = warrant(&["status", "--admin", &format!("http://{closed}")]);
+    assert_eq!(
+        unreachable.status.code(),
+        Some(69),
+        "{}",
+        String::from_utf8_lossy(&unreachable.stderr)
+    );
+    // --help says so, and succeeds.
+    let help = warrant(&["--help"]);
+    assert!(help.status.success());
+    assert!(String::from_utf8_lossy(&help.stdout).contains("64   the command line is wrong"));
+}
+
 #[tokio::test]
 async fn a_use_counts_only_if_its_decision_was_recorded() {
     // Every batch starts a new segment, so the next one's name is known: make it /dev/full.
