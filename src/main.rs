@@ -1,10 +1,11 @@
 //! The `warrant` command: `serve` runs the decision point; `check`, `approval`, `identity`,
-//! `reload` and `status` talk to a running one; `log` reads the ledger. The load generator is `warrant-bench`.
+//! `reload` and `status` talk to a running one; `log` reads the ledger; `completions` and `man`
+//! print what shells and man read. The load generator is `warrant-bench`.
 
 use std::process::ExitCode;
 
 use anyhow::Context as _;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory as _, Parser, Subcommand};
 use warrant::observability::traces::LogFormat;
 
 use warrant::cli::admin::{
@@ -132,6 +133,17 @@ enum Command {
     Reload(AdminConnection),
     /// What a running Warrant is serving: versions, counts, the last reload error.
     Status(AdminConnection),
+    /// Print the completion script for a shell, e.g. `warrant completions bash >
+    /// /etc/bash_completion.d/warrant`.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Write the manual pages: warrant.1, and one for each command (warrant-log-verify.1, ...).
+    Man {
+        /// The folder to write them to (made if missing), e.g. /usr/local/share/man/man1.
+        dir: std::path::PathBuf,
+    },
     /// A fleet's shared database: `store migrate`.
     Store {
         #[command(flatten)]
@@ -214,6 +226,14 @@ fn main() -> ExitCode {
                 },
             ),
             Command::Status(connection) => warrant::cli::admin::status(connection).await,
+            Command::Completions { shell } => {
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut Cli::command(), "warrant", &mut script);
+                // Printed, not generated onto stdout: a closed pipe then ends quietly.
+                print!("{}", String::from_utf8_lossy(&script));
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Man { dir } => write_man_pages(&dir).map(|()| ExitCode::SUCCESS),
             Command::Store {
                 connection,
                 command,
@@ -251,6 +271,29 @@ fn unreachable(error: &anyhow::Error) -> bool {
                 .downcast_ref::<tonic::Status>()
                 .is_some_and(|status| status.code() == tonic::Code::Unavailable)
     })
+}
+
+/// Writes a manual page for the shell and for each of its commands, down to the last level
+/// (`warrant-log-verify.1`), into `dir`.
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<()> {
+    fn write(dir: &std::path::Path, command: clap::Command) -> anyhow::Result<()> {
+        let path = dir.join(format!("{}.1", command.get_name()));
+        let mut page = Vec::new();
+        clap_mangen::Man::new(command.clone()).render(&mut page)?;
+        std::fs::write(&path, page).with_context(|| format!("cannot write {}", path.display()))?;
+        for sub in command
+            .get_subcommands()
+            .filter(|sub| sub.get_name() != "help")
+        {
+            let name = format!("{}-{}", command.get_name(), sub.get_name());
+            write(dir, sub.clone().name(name))?;
+        }
+        Ok(())
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot make {}", dir.display()))?;
+    let mut command = Cli::command();
+    command.build();
+    write(dir, command)
 }
 
 /// The shell ends quietly when whoever reads its output has gone (`warrant log search | head`),

@@ -995,6 +995,52 @@ fn the_exit_status_tells_a_usage_error_and_an_unreachable_server_from_a_deny() {
     assert!(String::from_utf8_lossy(&help.stdout).contains("64   the command line is wrong"));
 }
 
+#[test]
+fn completions_complete_in_bash_and_man_pages_cover_every_command() {
+    let warrant = env!("CARGO_BIN_EXE_warrant");
+    // Bash, given the script, completes `warrant lo` to `log` and `warrant log ver` to `verify`.
+    let completed = std::process::Command::new("bash")
+        .arg("-c")
+        .arg(format!(
+            "source <('{warrant}' completions bash) && \
+             COMP_WORDS=(warrant lo) COMP_CWORD=1 && _warrant warrant lo warrant && \
+             echo \"${{COMPREPLY[@]}}\" && \
+             COMP_WORDS=(warrant log ver) COMP_CWORD=2 && _warrant warrant ver log && \
+             echo \"${{COMPREPLY[@]}}\""
+        ))
+        .output()
+        .unwrap();
+    assert!(completed.status.success(), "{completed:?}");
+    assert_eq!(String::from_utf8_lossy(&completed.stdout), "log\nverify\n");
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let script = std::process::Command::new(warrant)
+            .args(["completions", shell])
+            .output()
+            .unwrap();
+        assert!(
+            script.status.success() && script.stdout.len() > 1000,
+            "{shell}"
+        );
+    }
+
+    let pages = tempfile::tempdir().unwrap();
+    let wrote = std::process::Command::new(warrant)
+        .arg("man")
+        .arg(pages.path().join("man1"))
+        .output()
+        .unwrap();
+    assert!(wrote.status.success(), "{wrote:?}");
+    let page = |name: &str| std::fs::read_to_string(pages.path().join("man1").join(name)).unwrap();
+    assert!(page("warrant.1").starts_with(".ie \\n(.g .ds Aq \\(aq"));
+    assert!(page("warrant.1").contains(".TH warrant 1"));
+    let verify = page("warrant-log-verify.1");
+    assert!(verify.contains(".TH warrant-log-verify 1"), "{verify}");
+    assert!(verify.contains("expect\\-head"), "{verify}");
+    // One page for every command, down to the last level.
+    assert!(pages.path().join("man1/warrant-approval-grant.1").exists());
+    assert!(pages.path().join("man1/warrant-store-migrate.1").exists());
+}
+
 #[tokio::test]
 async fn a_use_counts_only_if_its_decision_was_recorded() {
     // Every batch starts a new segment, so the next one's name is known: make it /dev/full.
