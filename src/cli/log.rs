@@ -321,10 +321,10 @@ pub struct SearchFlags {
     /// allow or deny
     #[arg(long)]
     decision: Option<String>,
-    /// RFC 3339; decisions at or after it.
+    /// Decisions at or after it: an RFC 3339 time, or a length back from now (30m, 2h, 7d).
     #[arg(long)]
     since: Option<String>,
-    /// RFC 3339; decisions before it.
+    /// Decisions before it: an RFC 3339 time, or a length back from now (30m, 2h, 7d).
     #[arg(long)]
     until: Option<String>,
     /// The most decisions printed (the newest that match).
@@ -336,11 +336,18 @@ pub struct SearchFlags {
 
 impl SearchFlags {
     fn filter(&self) -> anyhow::Result<warrant_ledger::Filter> {
+        use warrant_domain::clock::{Clock as _, SystemClock, UnixMillis};
         let bound = |text: &Option<String>, flag: &str| {
             text.as_deref()
-                .map(|t| {
-                    warrant_domain::clock::UnixMillis::parse_rfc3339(t)
-                        .with_context(|| format!("--{flag}: not an RFC 3339 time"))
+                .map(|t| match UnixMillis::parse_rfc3339(t) {
+                    Some(at) => Ok(at),
+                    None if t.starts_with(|c: char| c.is_ascii_digit()) && !t.contains('-') => {
+                        let back = super::admin::length_millis(t, flag).with_context(|| {
+                            format!("--{flag}: neither an RFC 3339 time nor a length (2h, 7d)")
+                        })?;
+                        Ok(UnixMillis(SystemClock.now().0.saturating_sub(back)))
+                    }
+                    None => bail!("--{flag}: not an RFC 3339 time: {t:?}"),
                 })
                 .transpose()
         };

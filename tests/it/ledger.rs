@@ -538,6 +538,20 @@ async fn a_graceful_stop_seals_every_record() {
         ok && text.starts_with("ok: 3 records, 3 checkpoints, 0 records after"),
         "{text}"
     );
+    // `log search --since` takes a length back from now as well as a time.
+    let found = |since: &str| {
+        let (ok, text) = log(data.path(), &["search", "--json", "--since", since]);
+        assert!(ok, "{text}");
+        serde_json::from_str::<Vec<serde_json::Value>>(&text)
+            .unwrap()
+            .len()
+    };
+    assert_eq!(
+        (found("1h"), found("0s"), found("2000-01-01T00:00:00Z")),
+        (3, 0, 3)
+    );
+    let (ok, text) = log(data.path(), &["search", "--since", "2x"]);
+    assert!(!ok && text.contains("--since"), "{text}");
     // The zeros laid ahead of the records are cut when the writer stops.
     let bytes = std::fs::read(segment(data.path())).unwrap();
     assert_eq!(bytes.last(), Some(&b'\n'));

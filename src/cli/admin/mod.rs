@@ -115,7 +115,7 @@ fn duration_millis(text: &str) -> anyhow::Result<i64> {
 }
 
 /// `90s`, `30m`, `2h`, `1d` in milliseconds, for the flag `--flag`.
-fn length_millis(text: &str, flag: &str) -> anyhow::Result<i64> {
+pub(crate) fn length_millis(text: &str, flag: &str) -> anyhow::Result<i64> {
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
