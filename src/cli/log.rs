@@ -341,13 +341,11 @@ impl SearchFlags {
             text.as_deref()
                 .map(|t| match UnixMillis::parse_rfc3339(t) {
                     Some(at) => Ok(at),
-                    None if t.starts_with(|c: char| c.is_ascii_digit()) && !t.contains('-') => {
-                        let back = super::admin::length_millis(t, flag).with_context(|| {
+                    None => super::admin::length_millis(t, flag)
+                        .map(|back| UnixMillis(SystemClock.now().0.saturating_sub(back)))
+                        .with_context(|| {
                             format!("--{flag}: neither an RFC 3339 time nor a length (2h, 7d)")
-                        })?;
-                        Ok(UnixMillis(SystemClock.now().0.saturating_sub(back)))
-                    }
-                    None => bail!("--{flag}: not an RFC 3339 time: {t:?}"),
+                        }),
                 })
                 .transpose()
         };

@@ -374,15 +374,12 @@ impl Ledger {
             }
         };
         let scan = scan_sound(&settings.dir, &verifying, start)?;
-        let cut = match (&scan.torn_tail, &scan.padding) {
-            (Some((segment, length)), _) => {
-                tracing::warn!(segment = %segment.display(), length, "cutting a torn last record left by a crash");
-                scan.torn_tail.as_ref()
-            }
-            // Zeros a durable writer laid ahead of its records: the writer lays them afresh.
-            (None, padding) => padding.as_ref(),
-        };
-        if let Some((segment, length)) = cut {
+        if let Some((segment, length)) = &scan.torn_tail {
+            tracing::warn!(segment = %segment.display(), length, "cutting a torn last record left by a crash");
+        }
+        // Zeros a durable writer laid ahead of its records are cut the same way (it lays them
+        // afresh).
+        if let Some((segment, length)) = scan.torn_tail.as_ref().or(scan.padding.as_ref()) {
             let file = OpenOptions::new()
                 .write(true)
                 .open(segment)

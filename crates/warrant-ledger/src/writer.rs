@@ -182,8 +182,8 @@ impl Writer {
         }
     }
 
-    /// The segment to write to, its length, and the file (a new one once it is full).
-    fn open_segment(&mut self) -> Result<(PathBuf, u64, &mut File), LedgerError> {
+    /// Opens the segment to write to (a new one once it is full) as `self.segment`: its path.
+    fn open_segment(&mut self) -> Result<PathBuf, LedgerError> {
         let rotate = match (&self.segment, &self.segment_path) {
             (None, Some(path)) => path
                 .metadata()
@@ -208,29 +208,25 @@ impl Writer {
                 "no segment chosen to write".into(),
             ));
         };
-        let file = match self.segment.take() {
-            Some(file) => file,
-            None => {
-                // Written at `segment_len`, not appended: zeros may lie ahead of it.
-                let file = warrant_files::private_file()
-                    .create(true)
-                    .write(true)
-                    .truncate(false)
-                    .open(&path)
-                    .map_err(io_error(&path))?;
-                self.segment_len = file.metadata().map_err(io_error(&path))?.len();
-                self.segment_laid = self.segment_len;
-                if rotate {
-                    // The new file's name must survive a crash too.
-                    File::open(&self.dir)
-                        .and_then(|d| d.sync_all())
-                        .map_err(io_error(&self.dir))?;
-                }
-                file
+        if self.segment.is_none() {
+            // Written at `segment_len`, not appended: zeros may lie ahead of it.
+            let file = warrant_files::private_file()
+                .create(true)
+                .write(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(io_error(&path))?;
+            self.segment_len = file.metadata().map_err(io_error(&path))?.len();
+            self.segment_laid = self.segment_len;
+            if rotate {
+                // The new file's name must survive a crash too.
+                File::open(&self.dir)
+                    .and_then(|d| d.sync_all())
+                    .map_err(io_error(&self.dir))?;
             }
-        };
-        let length = self.segment_len;
-        Ok((path, length, self.segment.insert(file)))
+            self.segment = Some(file);
+        }
+        Ok(path)
     }
 
     /// Writes `bytes` after the open segment's records (over zeros laid ahead, in durable mode)
@@ -239,8 +235,8 @@ impl Writer {
     /// acknowledged record so that nothing on disk says otherwise. (If even that fails, the torn
     /// tail is cut at the next start, and the ledger stops taking records either way.)
     fn write(&mut self, bytes: &[u8], sync: bool) -> Result<(PathBuf, u64), LedgerError> {
-        let (path, base, _) = self.open_segment()?;
-        let (durable, laid) = (self.durable, self.segment_laid);
+        let path = self.open_segment()?;
+        let (base, laid) = (self.segment_len, self.segment_laid);
         let Some(file) = &self.segment else {
             return Err(LedgerError::Unavailable("no segment open to write".into()));
         };
@@ -251,7 +247,7 @@ impl Writer {
         // what the disk writes when it is busiest.
         let ahead = (end + PREALLOCATE).min(self.segment_bytes.max(end));
         let small = (bytes.len() as u64) < PREALLOCATE / 8;
-        if durable && small && end > laid && ahead > end {
+        if self.durable && small && end > laid && ahead > end {
             match lay_zeros(file, laid, ahead) {
                 Ok(()) => laid_to = ahead,
                 // Only a speed-up: a disk too full for the zeros may still take the records.

@@ -112,15 +112,8 @@ pub async fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
         let lines: Vec<u8> = pending.drain(..=end).collect();
         for line in lines.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let Some(files) = &mut files else {
-                let mut out = std::io::stdout().lock();
-                if out
-                    .write_all(line)
-                    .and_then(|()| out.write_all(b"\n"))
-                    .is_err()
-                {
-                    // The reader went away (a closed pipe): stop quietly.
-                    return Ok(ExitCode::SUCCESS);
-                }
+                // Printed like every shell command's output (a closed pipe ends it quietly).
+                println!("{}", String::from_utf8_lossy(line));
                 // Printed as it came: only the summary is read.
                 if line.starts_with(b"{\"summary\"")
                     && let Ok(Line::Summary(read)) = serde_json::from_slice::<Line>(line)
