@@ -18,27 +18,14 @@ use warrant::config::Settings;
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// What the shell's exit status says, for scripts (shown under `--help`).
-const EXIT_STATUS: &str = "Exit status:
-  0    done; for `check`, allowed
-  1    an error (the message says which)
-  2    `check`: denied; `review`: findings; `log verify`: verified with an unpinned key
-  64   the command line is wrong (an unknown flag, a missing argument)
-  69   the server could not be reached
-  141  whoever read the output went away (a closed pipe)";
-
-/// The exit status of a command line that cannot be parsed (sysexits' EX_USAGE): apart from
-/// 2, which `check` gives a deny.
-const EXIT_USAGE: u8 = 64;
-/// The exit status when the server cannot be reached (sysexits' EX_UNAVAILABLE).
-const EXIT_UNAVAILABLE: u8 = 69;
+use warrant::cli::exit;
 
 #[derive(Parser)]
 #[command(
     name = "warrant",
     version,
     about = "A zero-trust policy decision point for non-human identities",
-    after_help = EXIT_STATUS
+    after_help = exit::HELP
 )]
 struct Cli {
     /// How logs are written to stderr (the level comes from RUST_LOG).
@@ -160,7 +147,7 @@ fn main() -> ExitCode {
         Err(error) => {
             let _ = error.print();
             return match error.use_stderr() {
-                true => ExitCode::from(EXIT_USAGE),
+                true => ExitCode::from(exit::USAGE),
                 false => ExitCode::SUCCESS,
             };
         }
@@ -255,7 +242,7 @@ fn main() -> ExitCode {
         Err(error) => {
             eprintln!("error: {error:#}");
             match unreachable(&error) {
-                true => ExitCode::from(EXIT_UNAVAILABLE),
+                true => ExitCode::from(exit::UNAVAILABLE),
                 false => ExitCode::FAILURE,
             }
         }
@@ -310,7 +297,7 @@ fn end_quietly_on_a_closed_pipe() {
             .or_else(|| payload.downcast_ref::<&str>().copied())
             .unwrap_or_default();
         if message.starts_with("failed printing to stdout") && message.contains("Broken pipe") {
-            std::process::exit(141);
+            std::process::exit(i32::from(exit::CLOSED_PIPE));
         }
         report(info);
     }));

@@ -61,9 +61,5 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         answer["note"] = json!("Warrant decided before any policy ran; see reasons");
     }
     println!("{}", serde_json::to_string_pretty(&answer)?);
-    Ok(if allowed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    Ok(crate::cli::exit::decision(allowed))
 }

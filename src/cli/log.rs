@@ -17,7 +17,7 @@ pub struct LogArgs {
     /// The ledger's public key (hex), kept apart from the data folder: once for every folder,
     /// or once per --data-dir, in their order. Without it (or --signing-key), it is derived
     /// from the signing key in each ledger folder, which whoever can write that folder can
-    /// replace: `verify` then says so and exits 2.
+    /// replace: `verify` then says so and exits 3.
     #[arg(long = "public-key", global = true)]
     pub public_keys: Vec<String>,
     /// The server's signing key file, when it is configured outside the data folder
@@ -31,7 +31,7 @@ pub struct LogArgs {
 #[derive(Debug, clap::Subcommand)]
 pub enum LogCommand {
     /// Check the whole ledger: hash chain, sequence, checkpoint signatures, truncation,
-    /// unsigned records; exit 1 on damage, 2 if the key was not pinned.
+    /// unsigned records; exit 4 on damage, 3 if the key was not pinned.
     Verify {
         /// A head kept from earlier (`warrant log head`, the server's log, DecisionLog/GetHead):
         /// the ledger must contain record SEQ with chain hash HASH, or it was rolled back.
@@ -185,7 +185,8 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
         for (index, data_dir) in args.data_dirs.iter().enumerate() {
             print!("{}: ", data_dir.display());
             let code = verify_one(&args, index, None, *allow_unsigned_tail, &[])?;
-            if code != ExitCode::SUCCESS && worst != ExitCode::FAILURE {
+            // A damaged folder outweighs an unpinned one.
+            if code != ExitCode::SUCCESS && worst != ExitCode::from(super::exit::DAMAGED) {
                 worst = code;
             }
         }
@@ -417,8 +418,9 @@ fn search(
     Ok(ExitCode::SUCCESS)
 }
 
-/// Verifies the ledger of the `index`th data folder and prints what came of it: success, 1 on
-/// damage, 2 when the key was not pinned.
+/// Verifies the ledger of the `index`th data folder and prints what came of it: success,
+/// [`DAMAGED`](super::exit::DAMAGED), or [`UNPINNED`](super::exit::UNPINNED) when the key was
+/// not pinned.
 fn verify_one(
     args: &LogArgs,
     index: usize,
@@ -464,7 +466,7 @@ fn verify_one(
         }
         Err(damage) => {
             println!("FAILED: {damage}");
-            return Ok(ExitCode::FAILURE);
+            return Ok(ExitCode::from(super::exit::DAMAGED));
         }
     }
     if !pinned {
@@ -474,7 +476,7 @@ fn verify_one(
              ledger. Pass --public-key (from `warrant log public-key`, kept elsewhere) or \
              --signing-key outside the folder."
         );
-        return Ok(ExitCode::from(2));
+        return Ok(ExitCode::from(super::exit::UNPINNED));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -12,6 +12,7 @@ use warrant_proto as proto;
 use warrant_proto::authorizer_client::AuthorizerClient;
 
 pub mod admin;
+pub mod exit;
 pub mod fleet;
 mod log;
 mod search;
@@ -155,11 +156,7 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         serde_json::to_string_pretty(&response_to_json(&response))?
     );
     // Like `test`: success means allowed, so scripts can branch on the exit status.
-    Ok(if allowed {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(2)
-    })
+    Ok(exit::decision(allowed))
 }
 
 pub(crate) fn entity_json(entity: &Option<proto::EntityRef>) -> Value {

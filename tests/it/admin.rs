@@ -992,7 +992,16 @@ fn the_exit_status_tells_a_usage_error_and_an_unreachable_server_from_a_deny() {
     // --help says so, and succeeds.
     let help = warrant(&["--help"]);
     assert!(help.status.success());
-    assert!(String::from_utf8_lossy(&help.stdout).contains("64   the command line is wrong"));
+    let help = String::from_utf8_lossy(&help.stdout);
+    for line in [
+        "2    denied",
+        "3    `log verify`: intact, but checked with the key found in the folder",
+        "4    `log verify`: the ledger is damaged",
+        "64   the command line is wrong",
+        "69   the server could not be reached",
+    ] {
+        assert!(help.contains(line), "{line}: {help}");
+    }
 }
 
 #[test]

@@ -930,16 +930,16 @@ async fn a_kept_head_catches_a_rollback_and_a_missing_head_or_unpinned_key_fails
         earlier.path(),
         &["verify", "--public-key", &key, "--expect-head", &kept],
     );
-    assert_eq!(code, 1, "{text}");
+    assert_eq!(code, 4, "{text}");
     assert!(text.contains("rolled back"), "{text}");
     // Without the head file, truncation cannot be told: a failure, not a skipped check.
     std::fs::remove_file(data.path().join("ledger/ledger.head")).unwrap();
     let (code, text) = log_raw(data.path(), &["verify", "--public-key", &key]);
-    assert_eq!(code, 1, "{text}");
+    assert_eq!(code, 4, "{text}");
     assert!(text.contains("ledger.head is missing"), "{text}");
     // A key read from the folder under test is not trusted quietly.
     let (code, text) = log_raw(earlier.path(), &["verify"]);
-    assert_eq!(code, 2, "{text}");
+    assert_eq!(code, 3, "{text}");
     assert!(text.contains("UNPINNED"), "{text}");
 }
 
@@ -1213,7 +1213,7 @@ async fn archived_segments_verify_alone_and_joined_and_the_ledger_restarts_from_
             archive.path().to_str().unwrap(),
         ],
     );
-    assert_eq!(code, 1, "{text}");
+    assert_eq!(code, 4, "{text}");
 }
 
 #[tokio::test]

@@ -735,7 +735,7 @@ async fn a_pushed_policy_bundle_is_loaded_by_every_replica_and_their_ledgers_mer
         verify.extend(["--data-dir", dir.as_str()]);
     }
     let (code, said) = warrant(&verify);
-    assert_eq!(code, 2, "unpinned keys: {said}");
+    assert_eq!(code, 3, "unpinned keys: {said}");
     for name in ["replica a", "replica b", "replica c"] {
         assert!(said.contains(name), "{said}");
     }

@@ -87,11 +87,7 @@ pub async fn review(args: ReviewArgs) -> anyhow::Result<ExitCode> {
             "reasons": answer.reasons,
             "outcome": answer.outcome,
         }))?;
-        return Ok(if allowed {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(2)
-        });
+        return Ok(crate::cli::exit::decision(allowed));
     }
     let window_ms = length_millis(&args.since, "since")?;
     let mut stream = client
