@@ -31,6 +31,10 @@ struct Cli {
     /// How logs are written to stderr (the level comes from RUST_LOG).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "WARRANT_LOG_FORMAT")]
     log_format: LogFormat,
+    /// How lists and records are printed: `table` for people, `json` for scripts [default:
+    /// JSON, but tables for `log show`, `log search` and `log tail`]
+    #[arg(long, global = true, value_enum, env = "WARRANT_OUTPUT")]
+    output: Option<warrant::cli::output::Output>,
     #[command(subcommand)]
     command: Command,
 }
@@ -155,6 +159,7 @@ fn main() -> ExitCode {
     if !matches!(cli.command, Command::Serve { .. }) {
         end_quietly_on_a_closed_pipe();
     }
+    warrant::cli::output::choose(cli.output);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {

@@ -78,10 +78,9 @@ pub enum LogCommand {
     /// denial that prompted a request, the request, who decided it, and each use of the
     /// approval it became.
     Show {
-        /// A decision id, or an approval request's id.
-        id: String,
-        #[arg(long)]
-        json: bool,
+        /// A decision id, a search's id, or an approval request's id [default: the newest
+        /// decision]
+        id: Option<String>,
     },
     /// The newest decisions matching every filter given (at most --limit), printed oldest
     /// first. Read through the decision log's search index (segment-N.terms files beside the
@@ -106,9 +105,6 @@ pub enum LogCommand {
         /// An action id.
         #[arg(long)]
         action: Option<String>,
-        /// Each decision's whole record, as one line of JSON.
-        #[arg(long)]
-        json: bool,
     },
 }
 
@@ -262,18 +258,30 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
             *allow_unsigned_tail,
             archives,
         ),
-        LogCommand::Show { id, json } => show(&args, id, *json),
-        LogCommand::Search(flags) => search(&args, &flags.filter()?, flags.limit, flags.json),
+        LogCommand::Show { id } => show(&args, id.as_deref()),
+        LogCommand::Search(flags) => search(&args, &flags.filter()?, flags.limit),
     }
 }
 
-/// `warrant log show`: one decision or approval request, and its story.
-fn show(args: &LogArgs, id: &str, json: bool) -> anyhow::Result<ExitCode> {
+/// `warrant log show`: one decision, search or approval request (the newest decision when no
+/// id is given), and its story.
+fn show(args: &LogArgs, id: Option<&str>) -> anyhow::Result<ExitCode> {
     let entries = fleet_records(args)?;
-    let Some((asked, story)) = story(&entries, id) else {
-        bail!("no decision or approval request {id} in the ledger");
+    let id = match id {
+        Some(id) => id,
+        None => entries
+            .iter()
+            .rev()
+            .find_map(|entry| match entry {
+                warrant_ledger::Recorded::Decision(record) => Some(record.decision_id.as_str()),
+                _ => None,
+            })
+            .context("the ledger holds no decision yet")?,
     };
-    if json {
+    let Some((asked, story)) = story(&entries, id) else {
+        bail!("no decision, search or approval request {id} in the ledger");
+    };
+    if super::output::chosen_or(super::output::Output::Table) == super::output::Output::Json {
         let story: Vec<Value> = story.iter().map(|&i| entry_json(&entries[i])).collect();
         println!(
             "{}",
@@ -331,8 +339,6 @@ pub struct SearchFlags {
     /// The most decisions printed (the newest that match).
     #[arg(long, default_value_t = 100)]
     limit: usize,
-    #[arg(long)]
-    json: bool,
 }
 
 impl SearchFlags {
@@ -376,7 +382,6 @@ fn search(
     args: &LogArgs,
     filter: &warrant_ledger::Filter,
     limit: usize,
-    json: bool,
 ) -> anyhow::Result<ExitCode> {
     let mut found = Vec::new();
     for data_dir in &args.data_dirs {
@@ -396,7 +401,7 @@ fn search(
     found.truncate(limit);
     found.reverse();
     let matching: Vec<&warrant_ledger::Record> = found.iter().collect();
-    if json {
+    if super::output::chosen_or(super::output::Output::Table) == super::output::Output::Json {
         println!("{}", serde_json::to_string_pretty(&matching)?);
     } else {
         for r in &matching {

@@ -15,6 +15,7 @@ pub mod admin;
 pub mod exit;
 pub mod fleet;
 mod log;
+pub mod output;
 mod search;
 
 pub use log::{LogArgs, LogCommand, log};
@@ -151,10 +152,11 @@ pub async fn check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         Err(status) => bail!("{:?}: {}", status.code(), status.message()),
     };
     let allowed = response.decision == proto::Decision::Allow as i32;
-    println!(
-        "{}",
-        serde_json::to_string_pretty(&response_to_json(&response))?
-    );
+    let answer = response_to_json(&response);
+    match output::chosen_or(output::Output::Json) {
+        output::Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+        output::Output::Table => print!("{}", decision_summary(&args, &answer)),
+    }
     // Like `test`: success means allowed, so scripts can branch on the exit status.
     Ok(exit::decision(allowed))
 }
@@ -174,6 +176,57 @@ pub(crate) fn time_json(at: &Option<prost_types::Timestamp>) -> Value {
 }
 
 /// The answer as JSON, with the protobuf field names.
+/// A Check's answer in a few lines for a person: the decision on the request, its id, why,
+/// and who stands behind it. `warrant log show ID` has the whole record.
+fn decision_summary(args: &CheckArgs, answer: &Value) -> String {
+    let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    let decision = text(&answer["decision"]).replace("DECISION_", "");
+    let mut lines = vec![
+        format!(
+            "{decision}  {} {} {}",
+            args.principal, args.action, args.resource
+        ),
+        format!("decision  {}", text(&answer["decision_id"])),
+    ];
+    let reasons: Vec<String> = answer["reasons"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(text)
+        .collect();
+    lines.push(format!("because   {}", reasons.join(", ")));
+    let provenance = &answer["provenance"];
+    if let Some(owner) = provenance["owner"].as_object() {
+        lines.push(format!(
+            "owner     {} ({}::{})",
+            owner["name"].as_str().unwrap_or_default(),
+            text(&owner["entity"]["type"]),
+            text(&owner["entity"]["id"])
+        ));
+    }
+    if let Some(approval) = provenance["approval"].as_object() {
+        lines.push(format!(
+            "approval  {} approved by {}::{}, {}",
+            text(&approval["ticket"]),
+            text(&approval["approver"]["type"]),
+            text(&approval["approver"]["id"]),
+            match approval["valid_at_decision"].as_bool() {
+                Some(true) => "valid at decision",
+                _ => "not valid at decision",
+            }
+        ));
+    }
+    if let Some(needed) = answer["approval_required"].as_object() {
+        lines.push(format!(
+            "lifted by an approval for {} over {}::{}",
+            text(&needed["action"]),
+            text(&needed["scope"]["type"]),
+            text(&needed["scope"]["id"])
+        ));
+    }
+    lines.iter().map(|line| format!("{line}\n")).collect()
+}
+
 pub fn response_to_json(response: &proto::CheckResponse) -> Value {
     let decision = proto::Decision::try_from(response.decision)
         .map(|d| d.as_str_name())

@@ -160,14 +160,30 @@ pub async fn search(args: SearchArgs) -> anyhow::Result<ExitCode> {
             if args.limit.is_some_and(|limit| printed >= limit) {
                 return Ok(ExitCode::SUCCESS);
             }
-            let mut line = if by_name {
-                json!({ "name": result.id })
-            } else {
-                json!({ "type": result_type, "id": result.id })
+            let line = match super::output::chosen_or(super::output::Output::Json) {
+                super::output::Output::Json => {
+                    let mut line = if by_name {
+                        json!({ "name": result.id })
+                    } else {
+                        json!({ "type": result_type, "id": result.id })
+                    };
+                    if result.approvable {
+                        line["approvable"] = json!(true);
+                    }
+                    line.to_string()
+                }
+                super::output::Output::Table => {
+                    let approvable = if result.approvable {
+                        "  (approvable)"
+                    } else {
+                        ""
+                    };
+                    match by_name {
+                        true => format!("{}{approvable}", result.id),
+                        false => format!("{result_type}::{}{approvable}", result.id),
+                    }
+                }
             };
-            if result.approvable {
-                line["approvable"] = json!(true);
-            }
             // A reader that goes away (`| head`) ends the listing, not the process with a panic.
             if writeln!(out, "{line}").is_err() {
                 return Ok(ExitCode::SUCCESS);

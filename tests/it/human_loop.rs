@@ -227,7 +227,10 @@ async fn a_denied_agent_asks_a_human_approves_and_the_agent_proceeds_once() {
     let data = server.kill();
     let (ok, text) = crate::ledger::log(data.path(), &["verify"]);
     assert!(ok, "{text}");
-    let (ok, text) = crate::ledger::log(data.path(), &["show", &exhausted.decision_id, "--json"]);
+    let (ok, text) = crate::ledger::log(
+        data.path(),
+        &["show", &exhausted.decision_id, "--output", "json"],
+    );
     assert!(ok, "{text}");
     let shown: serde_json::Value = serde_json::from_str(&text).unwrap();
     let story: Vec<(String, String)> = shown["story"]

@@ -199,7 +199,10 @@ async fn a_record_ties_the_action_to_identity_owner_approval_and_scope() {
     ask.request_id = "req-7".into();
     let answer = server.client().await.check(ask).await.unwrap().into_inner();
     let data = server.kill();
-    let (ok, text) = log(data.path(), &["show", &answer.decision_id, "--json"]);
+    let (ok, text) = log(
+        data.path(),
+        &["show", &answer.decision_id, "--output", "json"],
+    );
     assert!(ok, "{text}");
     let shown: serde_json::Value = serde_json::from_str(&text).unwrap();
     // An approval granted by hand links no story beyond the decision itself.
@@ -308,7 +311,10 @@ async fn a_sigkill_under_load_loses_no_acknowledged_decision() {
     let data = restarted.kill();
     let (ok, text) = log(data.path(), &["verify"]);
     assert!(ok, "{text}");
-    let (ok, text) = log(data.path(), &["search", "--json", "--limit", "1000000"]);
+    let (ok, text) = log(
+        data.path(),
+        &["search", "--output", "json", "--limit", "1000000"],
+    );
     assert!(ok, "{text}");
     let recorded: std::collections::HashSet<String> =
         serde_json::from_str::<Vec<serde_json::Value>>(&text)
@@ -545,7 +551,10 @@ async fn a_graceful_stop_seals_every_record() {
     );
     // `log search --since` takes a length back from now as well as a time.
     let found = |since: &str| {
-        let (ok, text) = log(data.path(), &["search", "--json", "--since", since]);
+        let (ok, text) = log(
+            data.path(),
+            &["search", "--output", "json", "--since", since],
+        );
         assert!(ok, "{text}");
         serde_json::from_str::<Vec<serde_json::Value>>(&text)
             .unwrap()

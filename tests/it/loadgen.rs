@@ -13,7 +13,8 @@ fn bench(server: &Server, extra: &[&str]) -> serde_json::Value {
             "0.5",
             "--warmup",
             "0.1",
-            "--json",
+            "--output",
+            "json",
         ])
         .args(extra)
         .output()

@@ -740,7 +740,7 @@ async fn a_pushed_policy_bundle_is_loaded_by_every_replica_and_their_ledgers_mer
         assert!(said.contains(name), "{said}");
     }
     assert_eq!(said.matches("ok: ").count(), 3, "{said}");
-    let mut search = vec!["log", "search", "--json"];
+    let mut search = vec!["log", "search", "--output", "json"];
     for dir in &dirs {
         search.extend(["--data-dir", dir.as_str()]);
     }

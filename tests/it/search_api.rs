@@ -249,7 +249,7 @@ async fn each_search_page_is_on_record_and_the_ledger_verifies() {
     assert_eq!(page.results.len(), 3);
     drop(client);
     let data = server.terminate();
-    let (ok, text) = crate::ledger::log(data.path(), &["show", &search_id, "--json"]);
+    let (ok, text) = crate::ledger::log(data.path(), &["show", &search_id, "--output", "json"]);
     assert!(ok, "{text}");
     let entry: Value = serde_json::from_str(&text).unwrap();
     let search = &entry["entry"]["search"];

@@ -416,7 +416,7 @@ def test_the_console_answers_with_its_security_headers_and_refuses_strangers(ser
 def test_the_playground_explains_a_check_without_deciding_it(server, browser):
     def recorded():
         done = subprocess.run([BINARY, "log", "--data-dir", server["data"], "search",
-                               "--principal", "ApiKey::pipeline-etl", "--json"],
+                               "--principal", "ApiKey::pipeline-etl", "--output", "json"],
                               capture_output=True, text=True, check=True)
         return len(json.loads(done.stdout))
 

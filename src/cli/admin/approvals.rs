@@ -267,9 +267,20 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                 .await
                 .map_err(call_failed)?
                 .into_inner();
-            print(Value::Array(
+            output::print_list(
                 found.requests.iter().map(approval_request_json).collect(),
-            ))
+                &[
+                    "id",
+                    "state",
+                    "identity",
+                    "action",
+                    "resource",
+                    "requested_at",
+                    "expires_at",
+                ],
+                output::Output::Json,
+            )?;
+            Ok(ExitCode::SUCCESS)
         }
         ApprovalCommand::Approve {
             request,
@@ -409,7 +420,22 @@ async fn list(
         }
         page_token = page.next_page_token;
     }
-    print(Value::Array(all))
+    output::print_list(
+        all,
+        &[
+            "id",
+            "state",
+            "subject",
+            "actions",
+            "scope",
+            "ticket",
+            "approver",
+            "expires_at",
+            "uses",
+        ],
+        output::Output::Json,
+    )?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `ATTRIBUTE=TOTAL`, e.g. `amount=5000`.

@@ -176,7 +176,12 @@ pub async fn identity(args: IdentityArgs) -> anyhow::Result<ExitCode> {
                 }
                 page_token = page.next_page_token;
             }
-            return print(Value::Array(all));
+            output::print_list(
+                all,
+                &["entity", "owner", "status", "origin", "updated_at"],
+                output::Output::Json,
+            )?;
+            return Ok(ExitCode::SUCCESS);
         }
     };
     print(identity_json(&record.map_err(call_failed)?.into_inner()))

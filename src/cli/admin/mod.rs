@@ -12,7 +12,7 @@ use tonic::metadata::MetadataValue;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
-use crate::cli::{entity_json, parse_entity, time_json};
+use crate::cli::{entity_json, output, parse_entity, time_json};
 use warrant_domain::clock::{Clock as _, SystemClock, UnixMillis};
 use warrant_proto as proto;
 use warrant_proto::admin_client::AdminClient;
@@ -95,7 +95,7 @@ impl AdminConnection {
 }
 
 fn print(value: Value) -> anyhow::Result<ExitCode> {
-    println!("{}", serde_json::to_string_pretty(&value)?);
+    super::output::print(&value, super::output::Output::Json)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -204,7 +204,6 @@ pub async fn tail(args: crate::cli::LogArgs) -> anyhow::Result<ExitCode> {
         principal,
         decision,
         action,
-        json,
     } = args.command
     else {
         bail!("not a tail command");
@@ -239,7 +238,9 @@ pub async fn tail(args: crate::cli::LogArgs) -> anyhow::Result<ExitCode> {
         .into_inner();
     use std::io::Write as _;
     while let Some(record) = stream.message().await.map_err(call_failed)? {
-        let line = if json {
+        let line = if super::output::chosen_or(super::output::Output::Table)
+            == super::output::Output::Json
+        {
             record.record_json
         } else {
             tail_line(&record.record_json)?
