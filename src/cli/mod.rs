@@ -175,7 +175,6 @@ pub(crate) fn time_json(at: &Option<prost_types::Timestamp>) -> Value {
     }
 }
 
-/// The answer as JSON, with the protobuf field names.
 /// A Check's answer in a few lines for a person: the decision on the request, its id, why,
 /// and who stands behind it. `warrant log show ID` has the whole record.
 fn decision_summary(args: &CheckArgs, answer: &Value) -> String {
@@ -218,7 +217,7 @@ fn decision_summary(args: &CheckArgs, answer: &Value) -> String {
     }
     if let Some(needed) = answer["approval_required"].as_object() {
         lines.push(format!(
-            "lifted by an approval for {} over {}::{}",
+            "needs     an approval for {} over {}::{}",
             text(&needed["action"]),
             text(&needed["scope"]["type"]),
             text(&needed["scope"]["id"])
@@ -227,6 +226,7 @@ fn decision_summary(args: &CheckArgs, answer: &Value) -> String {
     lines.iter().map(|line| format!("{line}\n")).collect()
 }
 
+/// The answer as JSON, with the protobuf field names.
 pub fn response_to_json(response: &proto::CheckResponse) -> Value {
     let decision = proto::Decision::try_from(response.decision)
         .map(|d| d.as_str_name())

@@ -13,6 +13,8 @@ mod cache;
 mod check_api;
 mod common;
 mod credentials;
+mod docs;
+mod docs_reference;
 mod edges;
 mod engine;
 mod envoy;
