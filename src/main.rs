@@ -244,6 +244,8 @@ fn main() -> ExitCode {
     }
     match outcome {
         Ok(code) => code,
+        // A reader that went away ends the command quietly, whichever write noticed.
+        Err(error) if closed_pipe(&error) => ExitCode::from(exit::CLOSED_PIPE),
         Err(error) => {
             eprintln!("error: {error:#}");
             match unreachable(&error) {
@@ -252,6 +254,15 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// Whether `error` is a write to a reader that went away (a closed pipe).
+fn closed_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// Whether `error` is the server not being reached: a connection that failed, or a call the
@@ -370,4 +381,16 @@ async fn serve(
     .await
     .context("warrant serve")?;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Clap's own checks of the whole command line: no two flags of one command share a name
+    /// (a global one included), every default parses.
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
 }

@@ -581,6 +581,7 @@ fn open_control(config: &Config, replica_id: &str) -> anyhow::Result<(Arc<Contro
     )?);
     let replication = replication(config, replica_id)?;
     let credentials = credentials(config, replication.as_ref(), &store)?;
+    let live = store.entity_count().unwrap_or(0);
     let mut control = Control::open(
         &config.policies,
         Arc::clone(&store),
@@ -591,7 +592,21 @@ fn open_control(config: &Config, replica_id: &str) -> anyhow::Result<(Arc<Contro
         credentials
             .clone()
             .map(|credentials| credentials as Arc<dyn warrant_domain::ports::CredentialVerifier>),
-    )?;
+    )
+    .map_err(|error| {
+        // Live changes made under other policies (another example's, say) are the usual cause.
+        let error = anyhow::Error::from(error);
+        match live {
+            0 => error,
+            n => error.context(format!(
+                "{} holds {n} live change(s) that these policies' schema must also fit; to \
+                 serve {} apart from them, give it a data folder of its own (--data-dir, or \
+                 data_dir in the settings file)",
+                config.data_dir.display(),
+                config.policies.display()
+            )),
+        }
+    })?;
     if let Some(dir) = &config.shadow_policies {
         control = control.with_shadow(dir)?;
     }

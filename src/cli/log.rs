@@ -14,8 +14,8 @@ pub struct LogArgs {
         env = "WARRANT_DATA_DIR"
     )]
     pub data_dirs: Vec<std::path::PathBuf>,
-    /// The ledger's public key (hex), kept apart from the data folder: once for every folder,
-    /// or once per --data-dir, in their order. Without it (or --signing-key), it is derived
+    /// The ledger's public key (hex), or a file holding it, kept apart from the data folder:
+    /// once for every folder, or once per --data-dir, in their order. Without it (or --signing-key), it is derived
     /// from the signing key in each ledger folder, which whoever can write that folder can
     /// replace: `verify` then says so and exits 3.
     #[arg(long = "public-key", global = true)]
@@ -122,12 +122,28 @@ fn ledger_key(args: &LogArgs, index: usize) -> anyhow::Result<(ed25519_dalek::Ve
             args.data_dirs.len()
         ),
     };
-    if let Some(text) = given {
+    if let Some(given) = given {
+        // The key itself, or a file that holds it (as `warrant log public-key` printed it). A
+        // file inside the folder under test is no more pinned than the key found there.
+        let (text, pinned) = match hex::decode(given.trim()) {
+            Ok(_) => (given.clone(), true),
+            Err(_) => {
+                let path = std::path::Path::new(given);
+                let text = std::fs::read_to_string(path).with_context(|| {
+                    format!("--public-key: {given:?} is neither a hex key nor a file to read")
+                })?;
+                let inside = std::fs::canonicalize(path)
+                    .ok()
+                    .zip(std::fs::canonicalize(data_dir).ok())
+                    .is_some_and(|(file, folder)| file.starts_with(folder));
+                (text, !inside)
+            }
+        };
         let bytes: [u8; 32] = hex::decode(text.trim())
             .ok()
             .and_then(|b| b.try_into().ok())
             .context("--public-key: not a hex Ed25519 public key")?;
-        return Ok((ed25519_dalek::VerifyingKey::from_bytes(&bytes)?, true));
+        return Ok((ed25519_dalek::VerifyingKey::from_bytes(&bytes)?, pinned));
     }
     let (path, pinned) = match &args.signing_key {
         Some(path) => (path.clone(), !path.starts_with(&ledger_dir)),
@@ -418,7 +434,10 @@ fn search(
                 r.reasons.join(",")
             );
         }
-        println!("{} decisions", matching.len());
+        match matching.len() {
+            1 => println!("1 decision"),
+            n => println!("{n} decisions"),
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -962,6 +962,40 @@ async fn a_second_server_on_the_same_data_folder_names_the_first_and_the_way_out
 }
 
 #[test]
+fn other_policies_on_a_data_folder_with_live_changes_are_refused_naming_the_way_out() {
+    let server = Server::start(&[]);
+    let (ok, _, err) = shell(
+        &server,
+        &[
+            "identity",
+            "create",
+            "Agent::triage-bot",
+            "--owner",
+            "Human::erin",
+            "--attributes",
+            r#"{"environment": "production", "scopes": []}"#,
+        ],
+    );
+    assert!(ok, "{err}");
+    let data = server.terminate();
+    let gateway = crate::common::bundled_policies().join("examples/authzen-gateway");
+    let refused = Server::start_in(
+        data,
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--policies",
+            gateway.to_str().unwrap(),
+        ],
+    )
+    .err()
+    .expect("the gateway's schema has no Agent");
+    assert!(refused.contains("holds 1 live change(s)"), "{refused}");
+    assert!(refused.contains("--data-dir"), "{refused}");
+}
+
+#[test]
 fn the_exit_status_tells_a_usage_error_and_an_unreachable_server_from_a_deny() {
     let warrant = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_warrant"))
@@ -1610,12 +1644,7 @@ async fn the_shell_imports_a_cedar_entities_file_and_a_file_broken_half_way_impo
     let exported_file = dir.path().join("export.jsonl");
     let (ok, _, err) = shell(
         &server,
-        &[
-            "facts",
-            "export",
-            "--output",
-            exported_file.to_str().unwrap(),
-        ],
+        &["facts", "export", "--to", exported_file.to_str().unwrap()],
     );
     assert!(ok, "{err}");
     let lines = std::fs::read_to_string(&exported_file).unwrap();

@@ -2,7 +2,7 @@
 //! server, so an example cannot drift from the product.
 //!
 //! An example is a ```` ```console ```` block: a line starting with `$ ` is a command (a line
-//! ending in `\` goes on to the next), the lines after it are what it prints, stdout and stderr
+//! ending in `\` or inside quotes goes on to the next), the lines after it are what it prints, stdout and stderr
 //! together. In what it prints, `[..]` stands for any text within a line (an id, a time) and a
 //! line `...` for any number of lines; a command followed by no lines may print anything. A
 //! command must succeed, unless the next one is `echo $?`, which then shows its exit status.
@@ -84,7 +84,7 @@ fn parse(root: &Path, path: &Path) -> Page {
         }
         if let Some(command) = line.strip_prefix("$ ") {
             let mut command = command.to_owned();
-            while command.ends_with('\\') {
+            while command.ends_with('\\') || quote_left_open(&command) {
                 let (_, next) = lines.next().expect("a command ends the page with `\\`");
                 command.push('\n');
                 command.push_str(next);
@@ -103,6 +103,25 @@ fn parse(root: &Path, path: &Path) -> Page {
         }
     }
     page
+}
+
+/// Whether a command's text ends inside quotes, so that it goes on to the next line (a JSON body
+/// written over several lines, say).
+fn quote_left_open(command: &str) -> bool {
+    let mut open: Option<char> = None;
+    let mut escaped = false;
+    for c in command.chars() {
+        match (open, c) {
+            (_, _) if escaped => escaped = false,
+            (Some('\''), '\'') => open = None,
+            (Some('\''), _) => {}
+            (_, '\\') => escaped = true,
+            (Some('"'), '"') => open = None,
+            (None, '\'' | '"') => open = Some(c),
+            _ => {}
+        }
+    }
+    open.is_some()
 }
 
 /// Whether one printed line fits one expected line, `[..]` standing for any text.
@@ -279,4 +298,7 @@ fn expected_output_fits_with_its_wildcards() {
     assert!(!fits(&expected(&["a"]), &["a", "b"]));
     assert!(fits(&expected(&["...", "b"]), &["a", "b"]));
     assert!(!line_fits("ab[..]ba", "aba"));
+    assert!(quote_left_open("curl -d '{"));
+    assert!(!quote_left_open("curl -d '{\"a\": 1}' \"it's\""));
+    assert!(quote_left_open("echo \"a"));
 }

@@ -230,7 +230,7 @@ async fn a_record_ties_the_action_to_identity_owner_approval_and_scope() {
         &["search", "--approval", "CHG-1042", "--decision", "allow"],
     );
     assert!(
-        text.contains(&answer.decision_id) && text.contains("1 decisions"),
+        text.contains(&answer.decision_id) && text.contains("1 decision"),
         "{text}"
     );
 }

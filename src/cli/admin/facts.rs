@@ -77,9 +77,9 @@ pub enum FactsCommand {
     },
     /// Write every entity as JSON lines, ordered by uid: what `import` takes back.
     Export {
-        /// Write here instead of standard output.
-        #[arg(long)]
-        output: Option<PathBuf>,
+        /// The file to write instead of standard output.
+        #[arg(long, value_name = "FILE")]
+        to: Option<PathBuf>,
     },
 }
 
@@ -201,14 +201,14 @@ pub async fn facts(args: FactsArgs) -> anyhow::Result<ExitCode> {
                 "facts_version": summary.facts_version,
             }))
         }
-        FactsCommand::Export { output } => {
+        FactsCommand::Export { to } => {
             use std::io::Write as _;
             let mut stream = client
                 .export_facts(proto::ExportFactsRequest {})
                 .await
                 .map_err(call_failed)?
                 .into_inner();
-            let mut out: Box<dyn std::io::Write> = match &output {
+            let mut out: Box<dyn std::io::Write> = match &to {
                 Some(path) => Box::new(std::io::BufWriter::new(
                     std::fs::File::create(path)
                         .with_context(|| format!("cannot create {}", path.display()))?,
