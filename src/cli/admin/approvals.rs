@@ -477,6 +477,42 @@ fn approval_request_json(record: &proto::ApprovalRequestRecord) -> Value {
     })
 }
 
+/// A call about approval `id` that failed, with a hint when `id` is a ticket rather than an
+/// approval's id (`approval revoke CHG-2100` for the approval granted under ticket CHG-2100):
+/// the approvals that carry it, by id.
+async fn with_ticket_hint(client: &mut Client, id: &str, status: tonic::Status) -> anyhow::Error {
+    let failed = call_failed(status.clone());
+    if status.code() != tonic::Code::NotFound {
+        return failed;
+    }
+    let carrying = client
+        .list_approvals(proto::ListApprovalsRequest {
+            ticket: id.to_owned(),
+            page_size: 10,
+            ..proto::ListApprovalsRequest::default()
+        })
+        .await;
+    let ids: Vec<String> = match carrying {
+        Ok(page) => page
+            .into_inner()
+            .approvals
+            .into_iter()
+            .filter_map(|record| record.approval.map(|a| a.id))
+            .collect(),
+        Err(_) => return failed,
+    };
+    match ids.as_slice() {
+        [] => failed,
+        [one] => failed.context(format!(
+            "{id} is a ticket: approval {one} carries it (approvals are named by their id)"
+        )),
+        many => failed.context(format!(
+            "{id} is a ticket: approvals {} carry it (approvals are named by their id)",
+            many.join(", ")
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -566,41 +602,5 @@ mod tests {
         assert_eq!(printed["not_before"], Value::Null);
         assert_eq!(printed["uses"], 2);
         assert_eq!(printed["unchecked"], false);
-    }
-}
-
-/// A call about approval `id` that failed, with a hint when `id` is a ticket rather than an
-/// approval's id (`approval revoke CHG-2100` for the approval granted under ticket CHG-2100):
-/// the approvals that carry it, by id.
-async fn with_ticket_hint(client: &mut Client, id: &str, status: tonic::Status) -> anyhow::Error {
-    let failed = call_failed(status.clone());
-    if status.code() != tonic::Code::NotFound {
-        return failed;
-    }
-    let carrying = client
-        .list_approvals(proto::ListApprovalsRequest {
-            ticket: id.to_owned(),
-            page_size: 10,
-            ..proto::ListApprovalsRequest::default()
-        })
-        .await;
-    let ids: Vec<String> = match carrying {
-        Ok(page) => page
-            .into_inner()
-            .approvals
-            .into_iter()
-            .filter_map(|record| record.approval.map(|a| a.id))
-            .collect(),
-        Err(_) => return failed,
-    };
-    match ids.as_slice() {
-        [] => failed,
-        [one] => failed.context(format!(
-            "{id} is a ticket: approval {one} carries it (approvals are named by their id)"
-        )),
-        many => failed.context(format!(
-            "{id} is a ticket: approvals {} carry it (approvals are named by their id)",
-            many.join(", ")
-        )),
     }
 }
