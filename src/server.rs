@@ -595,7 +595,6 @@ fn open_control(config: &Config, replica_id: &str) -> anyhow::Result<(Arc<Contro
     )
     .map_err(|error| {
         // Live changes made under other policies (another example's, say) are the usual cause.
-        let error = anyhow::Error::from(error);
         match live {
             0 => error,
             n => error.context(format!(
