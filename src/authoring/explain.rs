@@ -8,7 +8,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 
 use crate::authoring::load_facts;
-use crate::cli::{CheckArgs, check_request, response_to_json};
+use crate::cli::{CheckArgs, check_request, output, response_to_json};
 use warrant_domain::Effect;
 use warrant_domain::clock::{Clock as _, ManualClock, SystemClock, UnixMillis};
 use warrant_engine::engine::explain::PolicyOutcome;
@@ -16,7 +16,8 @@ use warrant_engine::engine::{Engine, EngineParts, EngineSettings, Snapshot};
 use warrant_policy::PolicySnapshot;
 use warrant_proto::convert::{check_request_from_proto, check_response_to_proto};
 
-/// Prints the explanation as JSON; exit status 0 on allow, 2 on deny (as `warrant check`).
+/// Prints the explanation (JSON, or a table with `--output table`); exit status 0 on allow, 2 on
+/// deny (as `warrant check`).
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let policies = Arc::new(PolicySnapshot::load(&args.policies)?);
     let facts = load_facts(&args.policies, &policies).map_err(|p| anyhow::anyhow!("{p}"))?;
@@ -60,6 +61,33 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if explanation.policies.is_empty() {
         answer["note"] = json!("Warrant decided before any policy ran; see reasons");
     }
-    println!("{}", serde_json::to_string_pretty(&answer)?);
+    match output::chosen_or(output::Output::Json) {
+        output::Output::Json => println!("{}", serde_json::to_string_pretty(&answer)?),
+        output::Output::Table => print!("{}", explanation_table(args, &answer)),
+    }
     Ok(crate::cli::exit::decision(allowed))
+}
+
+/// The decision in a few lines, then the policies that matched or failed; the ones whose
+/// condition did not hold are only counted.
+fn explanation_table(args: &CheckArgs, answer: &Value) -> String {
+    let mut text = crate::cli::decision_summary(args, answer);
+    let policies = answer["policies"].as_array().cloned().unwrap_or_default();
+    let (quiet, told): (Vec<Value>, Vec<Value>) = policies
+        .into_iter()
+        .partition(|policy| policy["outcome"] == "not satisfied");
+    if !told.is_empty() {
+        text.push('\n');
+        text.push_str(&output::table(&Value::Array(told)));
+    }
+    if !quiet.is_empty() {
+        text.push_str(&format!(
+            "({} more whose condition did not hold)\n",
+            quiet.len()
+        ));
+    }
+    if let Some(note) = answer["note"].as_str() {
+        text.push_str(&format!("{note}\n"));
+    }
+    text
 }

@@ -177,7 +177,7 @@ pub(crate) fn time_json(at: &Option<prost_types::Timestamp>) -> Value {
 
 /// A Check's answer in a few lines for a person: the decision on the request, its id, why,
 /// and who stands behind it. `warrant log show ID` has the whole record.
-fn decision_summary(args: &CheckArgs, answer: &Value) -> String {
+pub(crate) fn decision_summary(args: &CheckArgs, answer: &Value) -> String {
     let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
     let decision = text(&answer["decision"]).replace("DECISION_", "");
     let mut lines = vec![

@@ -42,17 +42,32 @@ fn the_bundled_policies_validate_and_pass_their_tests() {
     let bundled = crate::common::bundled_policies();
     let (code, out) = warrant(&["validate", path(&bundled)]);
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(": 0 error(s), "), "{out}");
-    // The guardrails apply to every request on purpose; validate says so.
-    assert!(
-        out.contains("policy \"identity-not-active\" constrains neither principal nor resource"),
-        "{out}"
-    );
+    // The guardrails (forbids) are broad on purpose, and the one broad permit says why.
+    assert!(out.contains(": 0 error(s), 0 warning(s)"), "{out}");
     let (code, out) = warrant(&["test", path(&bundled)]);
     assert_eq!(code, 0, "{out}");
     assert!(out.trim_end().ends_with("40 passed, 0 failed"), "{out}");
     let (code, out) = warrant(&["fmt", "--check", path(&bundled)]);
     assert_eq!(code, 0, "{out}");
+}
+
+#[test]
+fn a_permit_that_constrains_neither_side_is_a_warning_until_it_says_why() {
+    let dir = copy();
+    let file = dir.path().join("console.cedar");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let unexplained = text.replace("@broad(", "@note(");
+    std::fs::write(&file, &unexplained).unwrap();
+    let (code, out) = warrant(&["validate", path(dir.path())]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("console.cedar:43:1: permit \"console-owner-of-identity\" constrains neither"),
+        "{out}"
+    );
+    assert!(out.contains(": 0 error(s), 1 warning(s)"), "{out}");
+    std::fs::write(&file, text).unwrap();
+    let (_, out) = warrant(&["validate", path(dir.path())]);
+    assert!(out.contains(": 0 error(s), 0 warning(s)"), "{out}");
 }
 
 #[test]

@@ -806,17 +806,8 @@ fn parse_policies(sources: &[SourceFile]) -> Result<Parsed, Vec<Problem>> {
             origin.insert(id.clone(), (file_index, offset));
             let added = match item {
                 Ok(policy) => {
-                    if matches!(policy.principal_constraint(), PrincipalConstraint::Any)
-                        && matches!(policy.resource_constraint(), ResourceConstraint::Any)
-                    {
-                        warnings.push(source.problem_at(
-                            offset,
-                            format!(
-                                "policy \"{id}\" constrains neither principal nor resource in \
-                                 its scope: it is evaluated for every request for its action \
-                                 (the policy index can place it by action only)"
-                            ),
-                        ));
+                    if let Some(warning) = broad_permit(&policy, &id) {
+                        warnings.push(source.problem_at(offset, warning));
                     }
                     policies.add(policy.new_id(id))
                 }
@@ -944,6 +935,25 @@ fn locate(file_text: &str, policy_text: &str, search_from: &mut usize) -> usize 
         }
         None => *search_from,
     }
+}
+
+/// The warning a permit deserves when its scope constrains neither principal nor resource: it
+/// can allow any principal on any resource for its actions (its condition alone decides), and
+/// is evaluated for every such request. A `forbid` that broad is a guardrail, broad on purpose;
+/// a permit says so with `@broad("why")`.
+fn broad_permit(policy: &Policy, id: &PolicyId) -> Option<String> {
+    let broad = policy.effect() == cedar_policy::Effect::Permit
+        && matches!(policy.principal_constraint(), PrincipalConstraint::Any)
+        && matches!(policy.resource_constraint(), ResourceConstraint::Any)
+        && policy.annotation("broad").is_none();
+    broad.then(|| {
+        format!(
+            "permit \"{id}\" constrains neither principal nor resource in its scope: its \
+             condition alone stands between any principal and any resource for its actions, \
+             and it is evaluated for every such request; narrow its scope, or say why it is \
+             broad with @broad(\"...\")"
+        )
+    })
 }
 
 #[cfg(test)]

@@ -125,6 +125,44 @@ pub enum ApprovalCommand {
         #[arg(long)]
         identity: Option<String>,
     },
+    /// Ask for an approval as the identity, on the Check port, as an agent does after a deny
+    /// (RequestApproval): the request waits for a human to `approve` or `reject` it, here or in
+    /// the console. Needs no admin token; an identity whose type needs a credential gives it.
+    Ask {
+        /// The identity that needs the approval, as Type::id.
+        #[arg(long)]
+        identity: String,
+        /// The action it must cover.
+        #[arg(long)]
+        action: String,
+        /// The resource it is needed for, as Type::id.
+        #[arg(long)]
+        resource: String,
+        /// The scope to approve, as Type::id [default: the resource's nearest scope]
+        #[arg(long)]
+        scope: Option<String>,
+        /// Why, for the human who decides.
+        #[arg(long)]
+        justification: String,
+        /// A change ticket to link.
+        #[arg(long)]
+        ticket: Option<String>,
+        /// How long it is needed for: 90s, 30m, 2h, 1d.
+        #[arg(long = "for")]
+        needed_for: String,
+        /// The human the identity acts for, as Human::id (never its approver).
+        #[arg(long)]
+        on_behalf_of: Option<String>,
+        /// The id of the denied decision that prompted it.
+        #[arg(long)]
+        decision: Option<String>,
+        /// The Check port to ask.
+        #[arg(long, default_value = "http://127.0.0.1:50051", env = "WARRANT_SERVER")]
+        server: String,
+        /// The identity's credential (a JWT), where a Check for its type needs one.
+        #[arg(long, env = "WARRANT_CREDENTIAL", hide_env_values = true)]
+        credential: Option<String>,
+    },
     /// Approve a pending request: an approval is granted to the identity that asked, with every
     /// rule of `grant`.
     Approve {
@@ -187,8 +225,13 @@ fn approval_json(record: &proto::ApprovalRecord) -> Value {
 }
 
 pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
+    // Asking is the identity's call on the Check port: no admin token is read for it.
+    if let ApprovalCommand::Ask { .. } = &args.command {
+        return ask(args).await;
+    }
     let mut client = args.connection.connect().await?;
     match args.command {
+        ApprovalCommand::Ask { .. } => bail!("`approval ask` is answered on the Check port"),
         ApprovalCommand::Grant {
             id,
             ticket,
@@ -475,6 +518,49 @@ fn approval_request_json(record: &proto::ApprovalRequestRecord) -> Value {
         "reason": record.reason,
         "approval_id": record.approval_id,
     })
+}
+
+/// `approval ask`: files an approval request on the Check port, as the identity.
+async fn ask(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
+    let ApprovalCommand::Ask {
+        identity,
+        action,
+        resource,
+        scope,
+        justification,
+        ticket,
+        needed_for,
+        on_behalf_of,
+        decision,
+        server,
+        credential,
+    } = args.command
+    else {
+        bail!("not an ask");
+    };
+    let duration_seconds =
+        i64::try_from(length_millis(&needed_for, "for")? / 1000).context("--for: too long")?;
+    let request = proto::RequestApprovalRequest {
+        identity: Some(parse_entity(&identity, "identity")?),
+        action,
+        resource: Some(parse_entity(&resource, "resource")?),
+        scope: scope.map(|s| parse_entity(&s, "scope")).transpose()?,
+        justification,
+        ticket: ticket.unwrap_or_default(),
+        duration_seconds,
+        on_behalf_of: on_behalf_of
+            .map(|h| parse_entity(&h, "on-behalf-of"))
+            .transpose()?,
+        decision_id: decision.unwrap_or_default(),
+        credential: credential.unwrap_or_default(),
+    };
+    let channel = args.connection.tls.connect(&server).await?;
+    let filed = warrant_proto::authorizer_client::AuthorizerClient::new(channel)
+        .request_approval(request)
+        .await
+        .map_err(call_failed)?
+        .into_inner();
+    print(approval_request_json(&filed))
 }
 
 /// A call about approval `id` that failed, with a hint when `id` is a ticket rather than an

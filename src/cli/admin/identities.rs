@@ -44,16 +44,12 @@ pub enum IdentityCommand {
         parents: Option<Vec<String>>,
     },
     /// Suspend an identity (status "suspended").
-    Suspend {
-        entity: String,
-    },
+    Suspend { entity: String },
     /// Retire an identity (status "retired").
-    Retire {
-        entity: String,
-    },
-    Show {
-        entity: String,
-    },
+    Retire { entity: String },
+    /// One identity: its owner, status, attributes, and who changed it last.
+    Show { entity: String },
+    /// Every identity, in uid order.
     List {
         #[arg(long = "type")]
         type_name: Option<String>,

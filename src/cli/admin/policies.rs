@@ -106,6 +106,9 @@ pub async fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                 .await
         }
         PolicyCommand::Links { template } => {
+            // JSON lines as the pages come; a table once every row is known, for its widths.
+            let table = output::chosen_or(output::Output::Json) == output::Output::Table;
+            let mut rows = Vec::new();
             let mut page_token = String::new();
             loop {
                 let page = client
@@ -118,9 +121,19 @@ pub async fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
                     .map_err(call_failed)?
                     .into_inner();
                 for link in &page.links {
-                    println!("{}", link_record_json(link));
+                    match table {
+                        true => rows.push(link_record_json(link)),
+                        false => println!("{}", link_record_json(link)),
+                    }
                 }
                 if page.next_page_token.is_empty() {
+                    if table {
+                        output::print_list(
+                            rows,
+                            &["link_id", "template_id", "principal", "resource", "origin"],
+                            output::Output::Table,
+                        )?;
+                    }
                     return Ok(ExitCode::SUCCESS);
                 }
                 page_token = page.next_page_token;
