@@ -806,7 +806,7 @@ fn parse_policies(sources: &[SourceFile]) -> Result<Parsed, Vec<Problem>> {
             origin.insert(id.clone(), (file_index, offset));
             let added = match item {
                 Ok(policy) => {
-                    if let Some(warning) = broad_permit(&policy, &id) {
+                    if let Some(warning) = broad_permit(policy, &id) {
                         warnings.push(source.problem_at(offset, warning));
                     }
                     policies.add(policy.new_id(id))
