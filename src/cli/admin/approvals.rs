@@ -538,8 +538,7 @@ async fn ask(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
     else {
         bail!("not an ask");
     };
-    let duration_seconds =
-        i64::try_from(length_millis(&needed_for, "for")? / 1000).context("--for: too long")?;
+    let duration_seconds = length_millis(&needed_for, "for")? / 1000;
     let request = proto::RequestApprovalRequest {
         identity: Some(parse_entity(&identity, "identity")?),
         action,
