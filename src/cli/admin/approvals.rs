@@ -46,10 +46,6 @@ impl ApproverArgs {
 }
 
 #[derive(Debug, clap::Subcommand)]
-#[expect(
-    clippy::large_enum_variant,
-    reason = "parsed once per command; `grant` simply has many flags"
-)]
 pub enum ApprovalCommand {
     /// Grant an approval to an identity.
     Grant {
