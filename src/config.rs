@@ -248,13 +248,15 @@ pub struct Settings {
     /// How often the TLS files are checked for new contents, in milliseconds [default: 10000]
     #[arg(long, env = "WARRANT_TLS_RELOAD_MS")]
     pub tls_reload_ms: Option<u64>,
-    /// Mutual TLS: the caller identities each listener serves (file only; see the README).
+    /// Mutual TLS: the caller identities each listener serves (file only; the book's "Zero
+    /// trust on the wire").
     #[arg(skip)]
     pub allowed_callers: Option<ListenerCallers>,
     /// Serve plaintext on addresses other than loopback (refused unless set) [default: false]
     #[arg(long, env = "WARRANT_PLAINTEXT_BEYOND_LOOPBACK")]
     pub plaintext_beyond_loopback: Option<bool>,
-    /// The issuers whose credentials (JWTs) requests may carry (file only; see the README).
+    /// The issuers whose credentials (JWTs) requests may carry (file only; the book's "Zero
+    /// trust on the wire").
     #[arg(skip)]
     pub credentials: Option<crate::credentials::CredentialSettings>,
     /// A shared database for a fleet of replicas: postgres://USER@HOST:PORT/DB (add
@@ -1010,7 +1012,7 @@ mod tests {
         assert!(no_cache.resolve().unwrap().engine.cache.is_none());
     }
 
-    /// Every default as `resolve` puts it in force, written as the README and `--help` state it.
+    /// Every default as `resolve` puts it in force, written as the book and `--help` state it.
     fn defaults_in_force() -> Vec<(&'static str, String)> {
         use clap::ValueEnum as _;
         let config = Settings::default().resolve().unwrap();
@@ -1139,7 +1141,7 @@ mod tests {
     }
 
     #[test]
-    fn the_readme_and_help_state_the_defaults_in_force() {
+    fn the_book_and_help_state_the_defaults_in_force() {
         use clap::CommandFactory as _;
         #[derive(clap::Parser)]
         struct Serve {
@@ -1147,16 +1149,16 @@ mod tests {
             settings: Settings,
         }
         let command = Serve::command();
-        let readme = include_str!("../README.md");
+        // The book's settings table, generated from --help (tests/it/docs_reference.rs).
+        let book = include_str!("../docs/book/src/configuration.md");
         for (setting, value) in defaults_in_force() {
-            let row = readme
+            let row = book
                 .lines()
                 .find(|line| line.starts_with(&format!("| `{setting}` |")))
-                .unwrap_or_else(|| panic!("README's settings table has no row for {setting}"));
-            let stated = row.split('|').nth(3).unwrap().trim().replace('`', "");
+                .unwrap_or_else(|| panic!("the book's settings table has no row for {setting}"));
             assert!(
-                stated.starts_with(&value),
-                "README says {setting} defaults to {stated:?}; it is {value}"
+                row.contains(&format!("[default: {value}")),
+                "the book says of {setting}: {row:?}; its default is {value}"
             );
             let help = command
                 .get_arguments()

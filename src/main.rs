@@ -120,6 +120,9 @@ enum Command {
         #[command(subcommand)]
         command: SchemaCommand,
     },
+    /// Whether a running Warrant is ready to decide: the standard gRPC health check on its Check
+    /// port (a readiness probe; `--live` for a liveness one).
+    Health(warrant::cli::HealthArgs),
     /// Reload the policy folder of a running Warrant now (all or nothing).
     Reload(AdminConnection),
     /// What a running Warrant is serving: versions, counts, the last reload error.
@@ -184,6 +187,7 @@ fn main() -> ExitCode {
             Command::Check(args) if args.explain => warrant::authoring::explain::run(&args),
             Command::Check(args) => warrant::cli::check(args).await,
             Command::Search(args) => warrant::cli::search(args).await,
+            Command::Health(args) => warrant::cli::health(args).await,
             Command::Log(args) if matches!(args.command, warrant::cli::LogCommand::Tail { .. }) => {
                 warrant::cli::admin::tail(args).await
             }

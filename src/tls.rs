@@ -367,6 +367,7 @@ pub async fn client_channel(
     address: &str,
     ca: Option<&Path>,
     identity: Option<(&Path, &Path)>,
+    server_name: Option<&str>,
 ) -> anyhow::Result<tonic::transport::Channel> {
     use anyhow::Context as _;
     use tonic::transport::{Certificate, ClientTlsConfig, Identity};
@@ -382,6 +383,9 @@ pub async fn client_channel(
         }
         if let Some((cert, key)) = identity {
             tls = tls.identity(Identity::from_pem(read(cert)?, read(key)?));
+        }
+        if let Some(name) = server_name {
+            tls = tls.domain_name(name);
         }
         endpoint = endpoint.tls_config(tls)?;
     }

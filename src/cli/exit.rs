@@ -15,6 +15,8 @@ pub const DENIED: u8 = 2;
 pub const UNPINNED: u8 = 3;
 /// `log verify`: the ledger is damaged or forged (the output names the first problem).
 pub const DAMAGED: u8 = 4;
+/// `health`: the server answered, but is not ready to decide (NOT_SERVING).
+pub const NOT_SERVING: u8 = 5;
 /// The command line is wrong: an unknown flag, a missing argument (sysexits' EX_USAGE).
 pub const USAGE: u8 = 64;
 /// The server could not be reached (sysexits' EX_UNAVAILABLE).
@@ -29,6 +31,7 @@ pub const HELP: &str = "Exit status:
   2    denied (`check`, `review attest`)
   3    `log verify`: intact, but checked with the key found in the folder (unpinned)
   4    `log verify`: the ledger is damaged or forged
+  5    `health`: the server answered, but is not ready to decide
   64   the command line is wrong (an unknown flag, a missing argument)
   69   the server could not be reached
   141  whoever read the output went away (a closed pipe)";

@@ -129,6 +129,10 @@ pub struct ClientTls {
     /// Mutual TLS: the key (PEM) of --client-cert
     #[arg(long, global = true, env = "WARRANT_CLIENT_KEY")]
     pub client_key: Option<std::path::PathBuf>,
+    /// The name the server's certificate must carry, when the address does not say it (a
+    /// probe that calls 127.0.0.1, say) [default: the address's host]
+    #[arg(long, global = true, env = "WARRANT_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
 }
 
 impl ClientTls {
@@ -139,8 +143,49 @@ impl ClientTls {
             (None, None) => None,
             _ => bail!("--client-cert and --client-key go together"),
         };
-        crate::tls::client_channel(address, self.tls_ca.as_deref(), identity).await
+        crate::tls::client_channel(
+            address,
+            self.tls_ca.as_deref(),
+            identity,
+            self.tls_server_name.as_deref(),
+        )
+        .await
     }
+}
+
+/// `warrant health`: the standard gRPC health check, as a load balancer or an orchestrator's
+/// probe asks it.
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    #[command(flatten)]
+    pub tls: ClientTls,
+    /// The server to ask (its Check port).
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "WARRANT_SERVER")]
+    pub server: String,
+    /// Succeed on any answer, SERVING or not: the process is up (a liveness probe). Without
+    /// it, only SERVING succeeds (a readiness probe).
+    #[arg(long)]
+    pub live: bool,
+}
+
+/// Asks `grpc.health.v1.Health/Check` for the whole server and prints its status.
+pub async fn health(args: HealthArgs) -> anyhow::Result<ExitCode> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let channel = args.tls.connect(&args.server).await?;
+    let answer = tonic_health::pb::health_client::HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!(status))
+        .context("the health check")?
+        .into_inner();
+    let status = ServingStatus::try_from(answer.status).unwrap_or(ServingStatus::Unknown);
+    println!("{}", status.as_str_name());
+    Ok(match status == ServingStatus::Serving || args.live {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(exit::NOT_SERVING),
+    })
 }
 
 /// `warrant check` against a server (`--explain` is `authoring::explain::run`, in process).

@@ -49,7 +49,7 @@ fn socket(ip: &str, port: u32) -> Option<Address> {
 
 /// A CheckRequest as Envoy's ext_authz filter sends it for `method path` from a client whose
 /// mTLS certificate carries `peer` (empty for plain TLS / no client certificate).
-fn envoy_check(
+pub(crate) fn envoy_check(
     method: &str,
     path: &str,
     peer: &str,
@@ -108,7 +108,7 @@ fn envoy_check(
     }
 }
 
-async fn ask(server: &Server, request: CheckRequest) -> CheckResponse {
+pub(crate) async fn ask(server: &Server, request: CheckRequest) -> CheckResponse {
     AuthorizationClient::connect(server.url())
         .await
         .unwrap()
@@ -118,7 +118,7 @@ async fn ask(server: &Server, request: CheckRequest) -> CheckResponse {
         .into_inner()
 }
 
-fn grpc_code(response: &CheckResponse) -> tonic::Code {
+pub(crate) fn grpc_code(response: &CheckResponse) -> tonic::Code {
     tonic::Code::from(response.status.as_ref().unwrap().code)
 }
 

@@ -387,6 +387,18 @@ async fn a_ledger_that_cannot_be_written_makes_checks_deny_and_keeps_what_it_had
     let (code, body) =
         crate::common::http_get(&format!("{}/readyz", crate::common::metrics_base(&server))).await;
     assert_eq!(code, 503, "{body}");
+    // And the shell's probe: not ready (5), though alive.
+    let probe = |live: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_warrant"))
+            .args(["health", "--server", &server.url()])
+            .args(live)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+        (output.status.code(), said)
+    };
+    assert_eq!(probe(&[]), (Some(5), "NOT_SERVING".to_owned()));
+    assert_eq!(probe(&["--live"]), (Some(0), "NOT_SERVING".to_owned()));
     let data = server.kill();
     std::fs::remove_file(&next).unwrap();
     let (ok, text) = log(data.path(), &["verify"]);

@@ -983,3 +983,38 @@ async fn a_replicas_console_shows_the_fleets_decisions_and_names_a_replica_it_ca
     assert!(!page.contains(&short(&on_b.decision_id)), "{page}");
     assert!(page.contains(&short(&on_a.decision_id)), "{page}");
 }
+
+#[tokio::test]
+async fn the_fleet_examples_settings_start_a_replica_that_decides_for_envoy() {
+    // examples/replicas/warrant.toml as the compose file gives it to each replica; only what
+    // points at that compose network (the database, the listeners) is replaced here.
+    let cluster = PgCluster::start();
+    let url = cluster.database("example");
+    let settings =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/replicas/warrant.toml");
+    let mut args = replica_args(&url, &["--config", settings.to_str().unwrap()]);
+    args.extend(["--replica-id".to_owned(), "warrant-a".to_owned()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    // The password file the compose secret would mount: the test database takes any password.
+    let server = Server::start_with_env(&args, &[("WARRANT_STORE_PASSWORD", "unused")])
+        .unwrap_or_else(|stderr| panic!("the example's settings did not start:\n{stderr}"));
+    assert_eq!(serving(&server).await, 1);
+    // Its route table decides Envoy's requests, the principal in the header the example names.
+    let mut admin = server.admin_client().await;
+    grant(&mut admin, deploy_grant("CHG-7")).await;
+    let request = crate::envoy::envoy_check(
+        "PUT",
+        "/configs/payments-api",
+        "",
+        &[
+            ("x-warrant-principal", "ServiceAccount::deploy-bot"),
+            ("x-approval-id", "CHG-7"),
+        ],
+    );
+    let answer = crate::envoy::ask(&server, request).await;
+    assert_eq!(
+        crate::envoy::grpc_code(&answer),
+        tonic::Code::Ok,
+        "{answer:?}"
+    );
+}

@@ -495,8 +495,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_reason_is_warrants_own_distinct_and_in_the_readme() {
-        let readme = include_str!("../../../README.md");
+    fn every_reason_is_warrants_own_distinct_and_in_the_book() {
+        // The book's page on the API lists them, with what each means.
+        let readme = include_str!("../../../docs/book/src/api.md");
         let mut seen = std::collections::HashSet::new();
         for reason in Reason::ALL.iter().copied() {
             let text = reason.as_str();
@@ -504,7 +505,7 @@ mod tests {
             assert!(seen.insert(text), "{text} twice");
             assert!(
                 readme.contains(&format!("`{text}`")),
-                "README does not list {text}"
+                "docs/book/src/api.md does not list {text}"
             );
         }
     }

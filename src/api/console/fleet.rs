@@ -114,9 +114,10 @@ async fn ask_one(
         .identity
         .as_ref()
         .map(|(cert, key)| (cert.as_path(), key.as_path()));
-    let channel = crate::tls::client_channel(&member.admin_url, peers.ca.as_deref(), identity)
-        .await
-        .map_err(|error| format!("{error:#}"))?;
+    let channel =
+        crate::tls::client_channel(&member.admin_url, peers.ca.as_deref(), identity, None)
+            .await
+            .map_err(|error| format!("{error:#}"))?;
     let mut client = proto::decision_log_client::DecisionLogClient::new(channel);
     let mut request = tonic::Request::new(ask);
     let bearer = format!("Bearer {}", peers.token)
