@@ -386,15 +386,3 @@ async fn serve(
     .context("warrant serve")?;
     Ok(ExitCode::SUCCESS)
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// Clap's own checks of the whole command line: no two flags of one command share a name
-    /// (a global one included), every default parses.
-    #[test]
-    fn the_command_line_is_consistent() {
-        Cli::command().debug_assert();
-    }
-}

@@ -1038,6 +1038,8 @@ fn the_exit_status_tells_a_usage_error_and_an_unreachable_server_from_a_deny() {
     }
 }
 
+/// Writing the man pages builds every command of the shell, and in a debug build clap then checks
+/// each (two flags of one command with one name, a global one included, panic here).
 #[test]
 fn completions_complete_in_bash_and_man_pages_cover_every_command() {
     let warrant = env!("CARGO_BIN_EXE_warrant");

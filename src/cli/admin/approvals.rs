@@ -228,51 +228,7 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
     let mut client = args.connection.connect().await?;
     match args.command {
         ApprovalCommand::Ask { .. } => bail!("`approval ask` is answered on the Check port"),
-        ApprovalCommand::Grant {
-            id,
-            ticket,
-            approver,
-            requester,
-            subject,
-            actions,
-            scope,
-            not_before,
-            expires_at,
-            valid_for,
-            max_uses,
-            budget,
-            playbook,
-            justification,
-            attributes,
-        } => {
-            let not_before = not_before.map(|t| time(&t, "not-before")).transpose()?;
-            let expires_at = expiry(not_before.as_ref(), expires_at, valid_for)?;
-            let (approver, approver_credential) = approver.resolve()?;
-            let spec = proto::ApprovalSpec {
-                id: id.unwrap_or_default(),
-                ticket,
-                approver,
-                requester: Some(parse_entity(&requester, "requester")?),
-                subject: Some(parse_entity(&subject, "subject")?),
-                actions,
-                scope: Some(parse_entity(&scope, "scope")?),
-                not_before,
-                expires_at: Some(expires_at),
-                max_uses: max_uses.unwrap_or(0),
-                playbook: playbook.unwrap_or_default(),
-                justification: justification.unwrap_or_default(),
-                attributes: grant_attributes(attributes.as_deref(), budget.as_deref())?,
-            };
-            let record = client
-                .grant_approval(proto::GrantApprovalRequest {
-                    approval: Some(spec),
-                    approver_credential,
-                })
-                .await
-                .map_err(call_failed)?
-                .into_inner();
-            print(approval_json(&record))
-        }
+        grant @ ApprovalCommand::Grant { .. } => grant_approval(&mut client, grant).await,
         ApprovalCommand::Revoke { id, reason } => {
             let answer = client
                 .revoke_approval(proto::RevokeApprovalRequest {
@@ -514,6 +470,57 @@ fn approval_request_json(record: &proto::ApprovalRequestRecord) -> Value {
         "reason": record.reason,
         "approval_id": record.approval_id,
     })
+}
+
+/// `approval grant`: the approval as the flags describe it, granted by the admin API.
+async fn grant_approval(client: &mut Client, grant: ApprovalCommand) -> anyhow::Result<ExitCode> {
+    let ApprovalCommand::Grant {
+        id,
+        ticket,
+        approver,
+        requester,
+        subject,
+        actions,
+        scope,
+        not_before,
+        expires_at,
+        valid_for,
+        max_uses,
+        budget,
+        playbook,
+        justification,
+        attributes,
+    } = grant
+    else {
+        bail!("not a grant");
+    };
+    let not_before = not_before.map(|t| time(&t, "not-before")).transpose()?;
+    let expires_at = expiry(not_before.as_ref(), expires_at, valid_for)?;
+    let (approver, approver_credential) = approver.resolve()?;
+    let spec = proto::ApprovalSpec {
+        id: id.unwrap_or_default(),
+        ticket,
+        approver,
+        requester: Some(parse_entity(&requester, "requester")?),
+        subject: Some(parse_entity(&subject, "subject")?),
+        actions,
+        scope: Some(parse_entity(&scope, "scope")?),
+        not_before,
+        expires_at: Some(expires_at),
+        max_uses: max_uses.unwrap_or(0),
+        playbook: playbook.unwrap_or_default(),
+        justification: justification.unwrap_or_default(),
+        attributes: grant_attributes(attributes.as_deref(), budget.as_deref())?,
+    };
+    let record = client
+        .grant_approval(proto::GrantApprovalRequest {
+            approval: Some(spec),
+            approver_credential,
+        })
+        .await
+        .map_err(call_failed)?
+        .into_inner();
+    print(approval_json(&record))
 }
 
 /// `approval ask`: files an approval request on the Check port, as the identity.
