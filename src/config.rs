@@ -185,7 +185,8 @@ pub struct Settings {
     /// system's]
     #[arg(long, env = "WARRANT_APPROVAL_REQUEST_WEBHOOK_CA")]
     pub approval_request_webhook_ca: Option<PathBuf>,
-    /// Most bytes one facts import (`warrant facts import`, ImportFacts) may send
+    /// Most bytes one facts import (`warrant facts import`, ImportFacts) may send; an import is
+    /// spooled in the data folder's imports/ while it arrives, not held in memory
     /// [default: 268435456]
     #[arg(long, env = "WARRANT_MAX_IMPORT_BYTES")]
     pub max_import_bytes: Option<u64>,

@@ -379,6 +379,8 @@ fn admin_router(
     )?;
     let bearer = BearerToken::new(token, Arc::clone(metrics));
     let page_tokens = crate::api::page_token::PageTokens::open(&config.data_dir)?;
+    // Imports a crash cut short left their spool files behind.
+    crate::api::import_spool::ImportSpool::clean(&config.data_dir)?;
     let admin = proto::admin_server::AdminServer::with_interceptor(
         AdminService::new(
             Arc::clone(control),
@@ -391,6 +393,7 @@ fn admin_router(
                 control: Arc::clone(control),
                 settings: config.review.clone(),
             }),
+            config.data_dir.clone(),
         ),
         bearer.clone(),
     );

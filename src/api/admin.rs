@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
+use crate::api::import_spool::ImportSpool;
 use crate::api::page_token::PageTokens;
 use crate::observability::metrics::Metrics;
 use warrant_control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
@@ -31,6 +32,8 @@ pub struct AdminService {
     invites: Option<Arc<crate::api::console::Invites>>,
     /// Access reviews and attestations.
     reviews: Arc<crate::api::review::Reviews>,
+    /// The data folder, where an import is spooled on its way in.
+    data_dir: std::path::PathBuf,
 }
 
 impl AdminService {
@@ -41,6 +44,7 @@ impl AdminService {
         page_tokens: PageTokens,
         invites: Option<Arc<crate::api::console::Invites>>,
         reviews: Arc<crate::api::review::Reviews>,
+        data_dir: std::path::PathBuf,
     ) -> Self {
         AdminService {
             control,
@@ -49,6 +53,7 @@ impl AdminService {
             page_tokens,
             invites,
             reviews,
+            data_dir,
         }
     }
 
@@ -204,79 +209,6 @@ fn change_reason(requester: Option<proto::EntityRef>, justification: String) -> 
         requester: entity(requester),
         justification: non_empty(justification),
     }
-}
-
-/// The lines of an import as they arrive, each parsed as JSON when it is whole. Bounded by the
-/// import's byte limit, which the caller enforces.
-#[derive(Default)]
-struct JsonLines {
-    /// The start of a line whose end has not arrived yet.
-    pending: Vec<u8>,
-    line: usize,
-    entities: Vec<(usize, serde_json::Value)>,
-}
-
-impl JsonLines {
-    fn push(&mut self, data: &[u8]) -> Result<(), Status> {
-        self.pending.extend_from_slice(data);
-        let mut start = 0;
-        while let Some(length) = self.pending[start..].iter().position(|b| *b == b'\n') {
-            self.take(start, start + length)?;
-            start += length + 1;
-        }
-        self.pending.drain(..start);
-        Ok(())
-    }
-
-    fn take(&mut self, start: usize, end: usize) -> Result<(), Status> {
-        self.line += 1;
-        let text = &self.pending[start..end];
-        if text.iter().all(u8::is_ascii_whitespace) {
-            return Ok(());
-        }
-        let value = serde_json::from_slice(text).map_err(|error| {
-            Status::invalid_argument(format!("line {}: not JSON: {error}", self.line))
-        })?;
-        self.entities.push((self.line, value));
-        Ok(())
-    }
-
-    fn finish(mut self) -> Result<Vec<(usize, serde_json::Value)>, Status> {
-        if !self.pending.is_empty() {
-            let end = self.pending.len();
-            self.take(0, end)?;
-        }
-        Ok(self.entities)
-    }
-}
-
-/// Reads an import's stream: its entities by line, and the reason its first message gives.
-async fn read_import(
-    mut stream: tonic::Streaming<proto::ImportFactsRequest>,
-    max_bytes: u64,
-) -> Result<(Vec<(usize, serde_json::Value)>, ChangeReason, bool), Status> {
-    let mut lines = JsonLines::default();
-    let mut reason = None;
-    let mut unchecked = None;
-    let mut received: u64 = 0;
-    while let Some(message) = stream.message().await? {
-        unchecked.get_or_insert(message.unchecked);
-        received = received.saturating_add(message.data.len() as u64);
-        if received > max_bytes {
-            return Err(Status::resource_exhausted(format!(
-                "the import is larger than max_import_bytes ({max_bytes})"
-            )));
-        }
-        if reason.is_none() && (message.requester.is_some() || !message.justification.is_empty()) {
-            reason = Some(change_reason(message.requester, message.justification));
-        }
-        lines.push(&message.data)?;
-    }
-    Ok((
-        lines.finish()?,
-        reason.unwrap_or_default(),
-        unchecked.unwrap_or(false),
-    ))
 }
 
 /// Entities as JSON lines, in chunks of about 64 KiB that end with a whole line.
@@ -804,17 +736,26 @@ impl proto::admin_server::Admin for AdminService {
         request: Request<tonic::Streaming<proto::ImportFactsRequest>>,
     ) -> Result<Response<proto::ImportFactsResponse>, Status> {
         let max_bytes = self.control.rules().max_import_bytes;
-        let (entities, reason, unchecked) = match read_import(request.into_inner(), max_bytes).await
-        {
-            Ok(read) => read,
+        // Spooled to disk as it arrives, then read back one line at a time under the change:
+        // the import's size costs disk for the length of the call, not memory.
+        let received = ImportSpool::receive(
+            &self.data_dir,
+            request.into_inner(),
+            max_bytes,
+            change_reason,
+        )
+        .await;
+        let spool = match received {
+            Ok(spool) => spool,
             Err(status) => {
                 self.metrics.admin_call("ImportFacts", status.code());
                 return Err(status);
             }
         };
         self.run("ImportFacts", move |control| {
+            let entities = spool.entities()?;
             control
-                .import_entities(entities, reason, unchecked)
+                .import_entities(entities, spool.reason.clone(), spool.unchecked)
                 .map(|summary: ImportSummary| proto::ImportFactsResponse {
                     entities: summary.entities as u64,
                     created: summary.created as u64,

@@ -10,6 +10,7 @@ pub mod decision_log;
 pub mod edge;
 pub mod envoy;
 pub mod grpc;
+pub mod import_spool;
 pub mod mcp;
 pub mod page_token;
 pub mod review;

@@ -16,6 +16,7 @@ pub mod exit;
 pub mod fleet;
 mod log;
 pub mod output;
+mod progress;
 mod search;
 
 pub use log::{LogArgs, LogCommand, log};

@@ -1573,6 +1573,13 @@ async fn facts_import_all_or_nothing_and_export_round_trips() {
         .collect();
     let too_big = import_lines(&mut admin, &many).await.unwrap_err();
     assert_eq!(too_big.code(), tonic::Code::ResourceExhausted);
+    // Each import was spooled on disk and its file removed when its call ended, refused or not.
+    let spooled = |data: &std::path::Path| {
+        std::fs::read_dir(data.join("imports"))
+            .map(|files| files.count())
+            .unwrap_or(0)
+    };
+    assert_eq!(spooled(server.data.path()), 0);
 
     // Export, then import everything into a fresh server: the same facts.
     let after = exported(&mut admin).await;
@@ -1584,10 +1591,13 @@ async fn facts_import_all_or_nothing_and_export_round_trips() {
     assert_eq!(exported(&mut other_admin).await, after);
     assert!(allowed(&decide(&other, read("d-1")).await));
 
-    // A restart keeps the import.
+    // A restart keeps the import, and clears what a crash left in the spool.
     drop(admin);
     let data = server.kill();
+    std::fs::create_dir_all(data.path().join("imports")).unwrap();
+    std::fs::write(data.path().join("imports/import-cut.jsonl"), "{\"uid\"").unwrap();
     let server = Server::restart_in(data);
+    assert_eq!(spooled(server.data.path()), 0);
     let mut admin = server.admin_client().await;
     assert_eq!(exported(&mut admin).await, after);
 }

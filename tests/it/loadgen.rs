@@ -13,8 +13,7 @@ fn bench(server: &Server, extra: &[&str]) -> serde_json::Value {
             "0.5",
             "--warmup",
             "0.1",
-            "--output",
-            "json",
+            "--json",
         ])
         .args(extra)
         .output()

@@ -243,6 +243,9 @@ pub struct ImportSummary {
     pub facts_version: Arc<str>,
 }
 
+/// How many live records an import writes into its transaction at once.
+const LIVE_RECORDS_PER_WRITE: usize = 1024;
+
 impl Control {
     /// Adds or replaces every entity of `entities` (Cedar's JSON form, each with the line it
     /// came from, for errors), all or nothing, held to the rules of the facts file: each fits
@@ -259,7 +262,7 @@ impl Control {
     /// as the successor of the current ones.
     pub fn import_entities(
         &self,
-        entities: Vec<(usize, Value)>,
+        entities: impl IntoIterator<Item = Result<(usize, Value), ControlError>>,
         reason: ChangeReason,
         unchecked: bool,
     ) -> Result<ImportSummary, ControlError> {
@@ -270,9 +273,14 @@ impl Control {
         meta.unchecked = unchecked;
         let schema = policies.schema();
         let mut writer = self.facts_store.writer(schema).map_err(unavailable)?;
-        let mut imported: BTreeMap<String, (usize, EntityUid, LiveEntity)> = BTreeMap::new();
+        // Each entity goes into the write transaction as it is read, its live record too; only
+        // its key and line stay in memory (and, in a fleet, the change to publish).
+        let mut imported: BTreeMap<String, usize> = BTreeMap::new();
+        let mut ops = Vec::new();
+        let mut pending: Vec<(String, LiveEntity)> = Vec::with_capacity(LIVE_RECORDS_PER_WRITE);
         let mut created = 0;
-        for (line, json) in entities {
+        for entity in entities {
+            let (line, json) = entity?;
             let at = format!("line {line}");
             let uid = EntityUid::from_json(json["uid"].clone())
                 .map_err(|error| invalid(format!("{at}: uid"), error.to_string()))?;
@@ -284,7 +292,7 @@ impl Control {
                 ));
             }
             let key = uid.to_string();
-            if let Some((first, _, _)) = imported.get(&key) {
+            if let Some(first) = imported.get(&key) {
                 return Err(invalid(at, format!("{key} is also on line {first}")));
             }
             writer
@@ -297,10 +305,33 @@ impl Control {
                 entity: json,
                 meta: meta.clone(),
             };
-            imported.insert(key, (line, uid, live));
+            if publishing.is_some() {
+                ops.push(warrant_fleet::ChangeOp::Entity {
+                    uid: key.clone(),
+                    record: live.clone(),
+                });
+            }
+            imported.insert(key.clone(), line);
+            pending.push((key, live));
+            if pending.len() == LIVE_RECORDS_PER_WRITE {
+                LiveStore::put_in(writer.transaction(), &pending)?;
+                pending.clear();
+            }
         }
+        LiveStore::put_in(writer.transaction(), &pending)?;
+        drop(pending);
+        // Read back one at a time: the keys stay the only thing held per entity.
+        let imported_uids = || {
+            imported.iter().map(|(key, line)| {
+                key.parse::<EntityUid>()
+                    .map(|uid| (*line, uid))
+                    .map_err(|error| invalid(format!("line {line}: uid"), error.to_string()))
+            })
+        };
         check_rules(&writer, schema).map_err(|error| invalid("entities", error.to_string()))?;
-        for (line, uid, _) in imported.values() {
+        for entry in imported_uids() {
+            let (line, uid) = entry?;
+            let uid = &uid;
             let Some(stored) = writer.get(uid).map_err(unavailable)? else {
                 continue;
             };
@@ -321,7 +352,9 @@ impl Control {
         }
         if !unchecked {
             let identity_types = identity_types(schema);
-            for (line, uid, _) in imported.values() {
+            for entry in imported_uids() {
+                let (line, uid) = entry?;
+                let uid = &uid;
                 let Some(stored) = writer.get(uid).map_err(unavailable)? else {
                     continue;
                 };
@@ -346,26 +379,14 @@ impl Control {
                 }
             }
         }
-        let writes: Vec<(String, LiveEntity)> = imported
-            .into_iter()
-            .map(|(key, (_, _, live))| (key, live))
-            .collect();
-        let ops = writes
-            .iter()
-            .map(|(uid, record)| warrant_fleet::ChangeOp::Entity {
-                uid: uid.clone(),
-                record: record.clone(),
-            })
-            .collect();
         let published = self.end_change(publishing, ops)?;
-        LiveStore::put_in(writer.transaction(), &writes)?;
         if let Some(id) = published {
             LiveStore::set_applied_in(writer.transaction(), id)?;
         }
         let committed = writer.commit().map_err(unavailable)?;
         let facts = current.after(&committed, None).map_err(unavailable)?;
         self.applied(published);
-        let count = writes.len();
+        let count = imported.len();
         let facts_version = Arc::clone(facts.version());
         self.engine.replace_snapshot(Snapshot {
             policies,

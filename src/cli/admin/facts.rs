@@ -177,8 +177,13 @@ pub async fn facts(args: FactsArgs) -> anyhow::Result<ExitCode> {
             // The file is read on a thread of its own while the call streams what it sent. The
             // sender outlives a read error until the call is dropped (cancelled), so that a
             // file that breaks half-way never ends the stream as if it were whole.
+            let size = (file.as_os_str() != "-")
+                .then(|| std::fs::metadata(&file).ok().map(|m| m.len()))
+                .flatten();
+            let upload = crate::cli::progress::bytes(size, "sending");
+            let sent = upload.clone();
             let reading = tokio::task::spawn_blocking(move || {
-                let result = send_import(&file, &sender);
+                let result = send_import(&file, &sender, &sent);
                 (result, sender)
             });
             let call = client.import_facts(tokio_stream::wrappers::ReceiverStream::new(receiver));
@@ -191,9 +196,15 @@ pub async fn facts(args: FactsArgs) -> anyhow::Result<ExitCode> {
                         return Err(error.context("nothing was imported"));
                     }
                     drop(sender);
-                    call.await
+                    upload.finish_and_clear();
+                    // The server checks the whole import, then writes it in one transaction.
+                    let waiting = crate::cli::progress::waiting("the server is importing");
+                    let answer = call.await;
+                    waiting.finish_and_clear();
+                    answer
                 }
             };
+            upload.finish_and_clear();
             let summary = answer.map_err(call_failed)?.into_inner();
             print(json!({
                 "entities": summary.entities,
@@ -215,10 +226,13 @@ pub async fn facts(args: FactsArgs) -> anyhow::Result<ExitCode> {
                 )),
                 None => Box::new(std::io::stdout().lock()),
             };
+            let received = crate::cli::progress::counting("entities received");
             while let Some(chunk) = stream.message().await.map_err(call_failed)? {
+                received.inc(chunk.data.iter().filter(|b| **b == b'\n').count() as u64);
                 out.write_all(&chunk.data)?;
             }
             out.flush()?;
+            received.finish_and_clear();
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -229,6 +243,7 @@ pub async fn facts(args: FactsArgs) -> anyhow::Result<ExitCode> {
 fn send_import(
     file: &std::path::Path,
     sender: &tokio::sync::mpsc::Sender<proto::ImportFactsRequest>,
+    progress: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
     use std::io::{BufRead as _, Read as _};
     let input: Box<dyn std::io::Read> = if file.as_os_str() == "-" {
@@ -238,7 +253,8 @@ fn send_import(
             std::fs::File::open(file).with_context(|| format!("cannot read {}", file.display()))?,
         )
     };
-    let mut reader = std::io::BufReader::with_capacity(IMPORT_CHUNK_BYTES, input);
+    let mut reader =
+        std::io::BufReader::with_capacity(IMPORT_CHUNK_BYTES, progress.wrap_read(input));
     let send = |data: Vec<u8>| {
         sender
             .blocking_send(proto::ImportFactsRequest {
