@@ -133,7 +133,16 @@ async fn metrics_page() -> String {
         .check(pipeline_read("Dataset::sales-2026"))
         .await
         .unwrap();
-    let (_, text) = http_get(&server.metrics).await;
+    // The access review's families appear once its first count, run in the background at
+    // start, is done.
+    let mut text = String::new();
+    for _ in 0..200 {
+        text = http_get(&server.metrics).await.1;
+        if text.contains("# HELP warrant_review_last_run_timestamp_seconds") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
     let mut help: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut labels: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
     for line in text.lines() {
