@@ -244,7 +244,10 @@ pub fn log(args: LogArgs) -> anyhow::Result<ExitCode> {
                 before: Some(before),
                 max_bytes: None,
             };
-            match warrant_ledger::archive(&dir, &key, cut, to)? {
+            let working = super::progress::waiting("archiving sealed segments");
+            let archived = warrant_ledger::archive(&dir, &key, cut, to);
+            working.finish_and_clear();
+            match archived? {
                 Some(moved) => {
                     println!(
                         "archived {} segments (records {} to {}) to {}; the ledger now starts after {}:{}",
@@ -442,6 +445,18 @@ fn search(
     Ok(ExitCode::SUCCESS)
 }
 
+/// The bytes of the ledger's segments in `dir`, for a person waiting on its verification.
+fn ledger_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".jsonl"))
+        .filter_map(|entry| entry.metadata().ok())
+        .map(|metadata| metadata.len())
+        .sum()
+}
+
 /// Verifies the ledger of the `index`th data folder and prints what came of it: success,
 /// [`DAMAGED`](super::exit::DAMAGED), or [`UNPINNED`](super::exit::UNPINNED) when the key was
 /// not pinned.
@@ -468,7 +483,15 @@ fn verify_one(
         expect_head: expect,
         allow_unsigned_tail,
     };
-    match warrant_ledger::verify(&dir, &key, &checks)? {
+    let size = ledger_bytes(&dir);
+    let working = super::progress::waiting(&format!(
+        "verifying {} of ledger in {}",
+        indicatif::BinaryBytes(size),
+        dir.display()
+    ));
+    let verified = warrant_ledger::verify(&dir, &key, &checks);
+    working.finish_and_clear();
+    match verified? {
         Ok(verified) => {
             let replica = warrant_ledger::read_head(&dir, &key)
                 .ok()

@@ -1844,3 +1844,44 @@ async fn with_owner_may_approve_off_an_identity_s_owner_approves_for_it_on_no_pa
     imported["attrs"]["approver"] = serde_json::json!({"type": "Human", "id": "carol"});
     import_lines(&mut admin, &[imported]).await.unwrap();
 }
+
+#[test]
+fn an_import_shows_its_progress_on_a_terminal_and_nothing_in_a_pipe() {
+    let server = Server::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("datasets.jsonl");
+    let lines: Vec<String> = (0..2_000)
+        .map(|i| {
+            format!(
+                r#"{{"uid":{{"type":"Dataset","id":"p-{i}"}},"attrs":{{}},"parents":[{{"type":"Scope","id":"sales-datasets"}}]}}"#
+            )
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n")).unwrap();
+    let warrant = env!("CARGO_BIN_EXE_warrant");
+    let import = format!("{warrant} facts import {}", file.display());
+    let run = |program: &str, args: &[&str]| {
+        std::process::Command::new(program)
+            .args(args)
+            .env("WARRANT_ADMIN", format!("http://{}", server.admin))
+            .env("WARRANT_DATA_DIR", server.data.path())
+            .env_remove("WARRANT_ADMIN_TOKEN")
+            .output()
+            .unwrap()
+    };
+    // In a pipe: the summary on stdout, nothing on stderr.
+    let piped = run("sh", &["-c", &import]);
+    assert!(piped.status.success(), "{piped:?}");
+    assert!(
+        piped.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&piped.stderr)
+    );
+    assert!(String::from_utf8_lossy(&piped.stdout).contains("\"entities\": 2000"));
+    // On a terminal (script(1) gives the command one): the upload's bar is drawn.
+    let shown = run("script", &["-qec", &import, "/dev/null"]);
+    assert!(shown.status.success(), "{shown:?}");
+    let screen = String::from_utf8_lossy(&shown.stdout);
+    assert!(screen.contains("sending"), "{screen}");
+    assert!(screen.contains("\"entities\": 2000"), "{screen}");
+}
