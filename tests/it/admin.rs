@@ -1885,3 +1885,58 @@ fn an_import_shows_its_progress_on_a_terminal_and_nothing_in_a_pipe() {
     assert!(screen.contains("sending"), "{screen}");
     assert!(screen.contains("\"entities\": 2000"), "{screen}");
 }
+
+#[test]
+fn an_unknown_id_is_answered_with_the_ids_it_may_have_meant() {
+    let server = Server::start(&[]);
+    let (ok, _, err) = shell(
+        &server,
+        &["identity", "show", "ServiceAccount::deploy-bott"],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(r#"no identity ServiceAccount::"deploy-bott"; did you mean ServiceAccount::"deploy-bot"?"#),
+        "{err}"
+    );
+    let (ok, _, err) = shell(&server, &["entity", "get", "Dataset::sales-2062"]);
+    assert!(!ok);
+    assert!(
+        err.contains(r#"did you mean Dataset::"sales-2026"?"#),
+        "{err}"
+    );
+    // Nothing near: no guess.
+    let (ok, _, err) = shell(&server, &["entity", "get", "Dataset::nothing-like-it"]);
+    assert!(!ok);
+    assert!(!err.contains("did you mean"), "{err}");
+    // A ticket where an approval's id belongs names the approval that carries it.
+    let (ok, out, err) = shell(
+        &server,
+        &[
+            "approval",
+            "grant",
+            "--ticket",
+            "CHG-2100",
+            "--approver",
+            "Human::alice",
+            "--requester",
+            "Human::bob",
+            "--subject",
+            "ServiceAccount::deploy-bot",
+            "--action",
+            "update",
+            "--scope",
+            "Scope::production",
+            "--for",
+            "2h",
+        ],
+    );
+    assert!(ok, "{err}");
+    let granted: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (ok, _, err) = shell(&server, &["approval", "revoke", "CHG-2100"]);
+    assert!(!ok);
+    let id = granted["id"].as_str().unwrap();
+    assert!(
+        err.contains(&format!("CHG-2100 is a ticket: approval {id} carries it")),
+        "{err}"
+    );
+}

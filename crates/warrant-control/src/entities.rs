@@ -129,7 +129,7 @@ impl Control {
         let (json, _, _) = self
             .current(&key)
             .filter(|_| facts.contains(&uid))
-            .ok_or_else(|| ControlError::NotFound(format!("no {entity}")))?;
+            .ok_or_else(|| crate::not_found(&facts, "", entity))?;
         if let Some(referrer) = facts.referrer_of(&uid) {
             return Err(invalid(
                 "entity",
@@ -180,7 +180,7 @@ impl Control {
         let (json, meta, origin) = self
             .current(&uid.to_string())
             .filter(|_| facts.contains(&uid))
-            .ok_or_else(|| ControlError::NotFound(format!("no {entity}")))?;
+            .ok_or_else(|| crate::not_found(&facts, "", entity))?;
         Ok(self.view_of(entity, &json, meta, origin))
     }
 

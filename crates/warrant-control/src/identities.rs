@@ -107,12 +107,12 @@ impl Control {
         let facts = Arc::clone(&self.engine.snapshot().facts);
         let uid = uid_of(entity);
         if facts.identity(&uid).is_none() {
-            return Err(ControlError::NotFound(format!("no identity {entity}")));
+            return Err(crate::not_found(&facts, "identity ", entity));
         }
         let key = uid.to_string();
         let (mut json, mut meta, _) = self
             .current(&key)
-            .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
+            .ok_or_else(|| crate::not_found(&facts, "identity ", entity))?;
         let mut attrs = json["attrs"].as_object().cloned().unwrap_or_default();
         for (key, value) in update.attributes {
             if key == "owner" || key == "status" {
@@ -175,10 +175,10 @@ impl Control {
         let uid = uid_of(entity);
         let identity = facts
             .identity(&uid)
-            .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
+            .ok_or_else(|| crate::not_found(&facts, "identity ", entity))?;
         let (json, meta, origin) = self
             .current(&uid.to_string())
-            .ok_or_else(|| ControlError::NotFound(format!("no identity {entity}")))?;
+            .ok_or_else(|| crate::not_found(&facts, "identity ", entity))?;
         let parents = parents_of(&json);
         Ok(IdentityView {
             entity: entity.clone(),

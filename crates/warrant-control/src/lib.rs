@@ -823,6 +823,27 @@ fn other_attributes(entity: &Value, known: &[&str]) -> Map<String, Value> {
         .unwrap_or_default()
 }
 
+/// NOT_FOUND for `entity` (`what` says what it was asked as: "identity ", or ""), naming the
+/// entities of its type whose ids are within two edits of its own, when there are any.
+pub(crate) fn not_found(
+    facts: &warrant_facts::Facts,
+    what: &str,
+    entity: &EntityRef,
+) -> ControlError {
+    let near: Vec<String> = facts
+        .similar(&uid_of(entity), 3)
+        .iter()
+        .map(|uid| EntityRef::from_uid(uid).to_string())
+        .collect();
+    match near.as_slice() {
+        [] => ControlError::NotFound(format!("no {what}{entity}")),
+        _ => ControlError::NotFound(format!(
+            "no {what}{entity}; did you mean {}?",
+            near.join(" or ")
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The control plane in process, on the bundled policies, with a manual clock: what each

@@ -348,6 +348,44 @@ impl Facts {
         });
     }
 
+    /// Entities of `uid`'s type whose ids are within two edits of `uid`'s, for a "did you
+    /// mean": read in key order from a little before where `uid` would be, a few keys at most,
+    /// so it costs the same at any size (and finds a typo near the end of an id, not one at its
+    /// start).
+    pub fn similar(&self, uid: &EntityUid, max: usize) -> Vec<EntityUid> {
+        const READ: usize = 32;
+        let key = uid.to_string();
+        let prefix = format!("{}::\"", uid.type_name());
+        let Some(id) = key
+            .strip_prefix(&prefix)
+            .and_then(|rest| rest.strip_suffix('"'))
+        else {
+            return Vec::new();
+        };
+        let kept: String = {
+            let chars: Vec<char> = id.chars().collect();
+            chars[..chars.len().saturating_sub(3)].iter().collect()
+        };
+        let after = format!("{prefix}{kept}");
+        let Ok(near) = self
+            .reader
+            .uids_after(std::slice::from_ref(&prefix), Some(&after), READ)
+        else {
+            return Vec::new();
+        };
+        near.into_iter()
+            .filter(|candidate| {
+                let text = candidate.to_string();
+                let other = text
+                    .strip_prefix(&prefix)
+                    .and_then(|rest| rest.strip_suffix('"'))
+                    .unwrap_or_default();
+                other != id && edits_within(id, other, 2)
+            })
+            .take(max)
+            .collect()
+    }
+
     /// Every uid whose key starts with `prefix`, in pages.
     fn each_uid(&self, prefix: &str, each: &mut dyn FnMut(&EntityUid)) {
         const PAGE: usize = 10_000;
@@ -879,8 +917,36 @@ impl FactsFileError {
     }
 }
 
+/// Whether `a` becomes `b` in at most `limit` insertions, deletions or substitutions of a
+/// character (Levenshtein), for short texts such as ids.
+fn edits_within(a: &str, b: &str, limit: usize) -> bool {
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    if a.len().abs_diff(b.len()) > limit {
+        return false;
+    }
+    let mut previous: Vec<usize> = (0..=b.len()).collect();
+    for (i, x) in a.iter().enumerate() {
+        let mut current = vec![i + 1; b.len() + 1];
+        for (j, y) in b.iter().enumerate() {
+            let substitution = previous[j] + usize::from(x != y);
+            current[j + 1] = substitution.min(previous[j + 1] + 1).min(current[j] + 1);
+        }
+        previous = current;
+    }
+    previous[b.len()] <= limit
+}
+
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn edits_are_counted_as_levenshtein_does() {
+        assert!(edits_within("deploy-bot", "deploy-bott", 1));
+        assert!(edits_within("deploy-bot", "depoly-bot", 2));
+        assert!(!edits_within("deploy-bot", "depoly-bot", 1));
+        assert!(!edits_within("a", "abcd", 2));
+        assert!(edits_within("", "ab", 2));
+    }
 
     use super::*;
 
