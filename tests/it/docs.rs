@@ -285,6 +285,31 @@ fn every_shell_example_in_the_readme_and_the_book_runs_as_shown() {
     assert!(problems.is_empty(), "{}", problems.join("\n\n"));
 }
 
+/// Every fenced block says what it holds (```` console ```` runs; ```` sh ````, ```` toml ````,
+/// ```` text ```` and the rest are shown), so that no shell example slips by untested as a
+/// block with no tag.
+#[test]
+fn every_fenced_block_says_what_it_holds() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut untagged = Vec::new();
+    for page in pages() {
+        let text = std::fs::read_to_string(&page.path).unwrap();
+        let mut open = false;
+        for (number, line) in text.lines().enumerate() {
+            let fence = line.trim_start();
+            if !fence.starts_with("```") {
+                continue;
+            }
+            if !open && fence == "```" {
+                let name = page.path.strip_prefix(root).unwrap().display().to_string();
+                untagged.push(format!("{name}:{}", number + 1));
+            }
+            open = !open;
+        }
+    }
+    assert!(untagged.is_empty(), "untagged blocks at {untagged:?}");
+}
+
 #[test]
 fn expected_output_fits_with_its_wildcards() {
     let expected = |lines: &[&str]| lines.iter().map(|l| (*l).to_owned()).collect::<Vec<_>>();
