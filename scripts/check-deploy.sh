@@ -54,7 +54,7 @@ tls="$work/envoy-tls"
   --metrics-listen 127.0.0.1:0 --tls-cert "$tls/server.crt" --tls-key "$tls/server.key" \
   --tls-client-ca "$tls/workload-ca.crt" > "$work/serve.out" 2> "$work/serve.err" &
 server=$!
-trap 'kill $server 2> /dev/null; rm -rf "$work"' EXIT
+trap 'kill "$server" 2> /dev/null || true; rm -rf "$work"' EXIT
 for _ in $(seq 100); do
   grep -q "^warrant listening on" "$work/serve.out" && break
   kill -0 "$server" 2> /dev/null || { cat "$work/serve.err" >&2; exit 1; }
@@ -71,6 +71,7 @@ decision=$(python3 -c 'import json,sys; print(json.load(sys.stdin)["decision_id"
   || { echo "check-deploy: the workload's SPIFFE ID is not the recorded caller" >&2; exit 1; }
 kill "$server"
 wait "$server" 2> /dev/null || true
+trap 'rm -rf "$work"' EXIT
 echo "check-deploy: examples/envoy/make-certs.sh: mutual TLS with the workload's SPIFFE ID as the caller"
 
 scripts/test-container.sh "$given"
