@@ -10,7 +10,7 @@ use crate::api::import_spool::ImportSpool;
 use crate::api::page_token::PageTokens;
 use crate::observability::metrics::Metrics;
 use warrant_control::approvals::{ApprovalFilter, ApprovalGrant, ApprovalState, ApprovalView};
-use warrant_control::entities::{ChangeReason, EntitySpec, EntityView, ImportSummary};
+use warrant_control::entities::{ChangeReason, EntitySpec, EntityView};
 use warrant_control::identities::{IdentityFilter, IdentitySpec, IdentityUpdate, IdentityView};
 use warrant_control::links::LinkView;
 use warrant_control::requests::{ApprovalRequest, ApproverProof, RequestState, Verdict};
@@ -229,6 +229,91 @@ fn export_chunks(entities: Vec<serde_json::Value>) -> Vec<proto::ExportFactsChun
         chunks.push(proto::ExportFactsChunk { data });
     }
     chunks
+}
+
+type ImportStream = std::pin::Pin<
+    Box<dyn tokio_stream::Stream<Item = Result<proto::ImportFactsProgress, Status>> + Send>,
+>;
+
+/// How often an import's caller hears how far it has come.
+const IMPORT_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// An import: spooled to disk as it arrives, then read back one line at a time into the store
+/// under the change (the import's size costs disk for the length of the call, not memory),
+/// its progress sent to the caller as it goes, its outcome last. A caller that goes away does
+/// not stop it: it is all or nothing, and ends either way.
+async fn import_with_progress(
+    control: Arc<Control>,
+    metrics: Arc<Metrics>,
+    data_dir: std::path::PathBuf,
+    stream: tonic::Streaming<proto::ImportFactsRequest>,
+    answer: tokio::sync::mpsc::Sender<Result<proto::ImportFactsProgress, Status>>,
+) {
+    use crate::api::import_spool::ImportProgress;
+    use std::sync::atomic::Ordering::Relaxed;
+    let max_bytes = control.rules().max_import_bytes;
+    let spool = match ImportSpool::receive(&data_dir, stream, max_bytes, change_reason).await {
+        Ok(spool) => spool,
+        Err(status) => {
+            metrics.admin_call("ImportFacts", status.code());
+            let _ = answer.send(Err(status)).await;
+            return;
+        }
+    };
+    let total = spool.bytes;
+    let progress = Arc::new(ImportProgress::default());
+    let work = {
+        let progress = Arc::clone(&progress);
+        tokio::task::spawn_blocking(move || {
+            let entities = spool.entities(progress)?;
+            control
+                .import_entities(entities, spool.reason.clone(), spool.unchecked)
+                .map_err(control_status)
+        })
+    };
+    let so_far = |done: Option<proto::ImportFactsResponse>| proto::ImportFactsProgress {
+        bytes_read: progress.bytes_read.load(Relaxed),
+        bytes_total: total,
+        entities: progress.entities.load(Relaxed),
+        done,
+    };
+    tokio::pin!(work);
+    let mut every = tokio::time::interval(IMPORT_PROGRESS_EVERY);
+    let outcome = loop {
+        tokio::select! {
+            ended = &mut work => {
+                break ended.unwrap_or_else(|error| {
+                    Err(Status::internal(format!("admin call failed: {error}")))
+                });
+            }
+            _ = every.tick() => {
+                // A caller that stopped listening is no reason to stop: the import ends whole.
+                let _ = answer.try_send(Ok(so_far(None)));
+            }
+        }
+    };
+    let code = outcome
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok);
+    metrics.admin_call("ImportFacts", code);
+    let last = match outcome {
+        Ok(summary) => Ok(so_far(Some(proto::ImportFactsResponse {
+            entities: summary.entities as u64,
+            created: summary.created as u64,
+            facts_version: summary.facts_version.to_string(),
+        }))),
+        Err(status) => {
+            if status.code() == tonic::Code::Internal {
+                tracing::error!(
+                    method = "ImportFacts",
+                    error = status.message(),
+                    "admin call failed"
+                );
+            }
+            Err(status)
+        }
+    };
+    let _ = answer.send(last).await;
 }
 
 type ExportStream = std::pin::Pin<
@@ -731,39 +816,23 @@ impl proto::admin_server::Admin for AdminService {
         .await
     }
 
+    type ImportFactsStream = ImportStream;
+
     async fn import_facts(
         &self,
         request: Request<tonic::Streaming<proto::ImportFactsRequest>>,
-    ) -> Result<Response<proto::ImportFactsResponse>, Status> {
-        let max_bytes = self.control.rules().max_import_bytes;
-        // Spooled to disk as it arrives, then read back one line at a time under the change:
-        // the import's size costs disk for the length of the call, not memory.
-        let received = ImportSpool::receive(
-            &self.data_dir,
+    ) -> Result<Response<Self::ImportFactsStream>, Status> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(import_with_progress(
+            Arc::clone(&self.control),
+            Arc::clone(&self.metrics),
+            self.data_dir.clone(),
             request.into_inner(),
-            max_bytes,
-            change_reason,
-        )
-        .await;
-        let spool = match received {
-            Ok(spool) => spool,
-            Err(status) => {
-                self.metrics.admin_call("ImportFacts", status.code());
-                return Err(status);
-            }
-        };
-        self.run("ImportFacts", move |control| {
-            let entities = spool.entities()?;
-            control
-                .import_entities(entities, spool.reason.clone(), spool.unchecked)
-                .map(|summary: ImportSummary| proto::ImportFactsResponse {
-                    entities: summary.entities as u64,
-                    created: summary.created as u64,
-                    facts_version: summary.facts_version.to_string(),
-                })
-                .map_err(control_status)
-        })
-        .await
+            sender,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 
     type ExportFactsStream = ExportStream;

@@ -5,6 +5,8 @@
 
 use std::io::{BufRead as _, BufReader, BufWriter, Write as _};
 use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use tonic::Status;
 use warrant_control::ControlError;
@@ -13,6 +15,13 @@ use warrant_proto as proto;
 
 /// The folder under the data folder that holds imports on their way in.
 const FOLDER: &str = "imports";
+
+/// How far the reading back has come, for the caller's progress.
+#[derive(Default)]
+pub struct ImportProgress {
+    pub bytes_read: AtomicU64,
+    pub entities: AtomicU64,
+}
 
 /// An import written to its file (removed when this is dropped), with what its first messages
 /// said.
@@ -85,9 +94,10 @@ impl ImportSpool {
     }
 
     /// The import's entities in order, each with its line number; a line that is not JSON is
-    /// an error naming it. Blank lines are skipped.
+    /// an error naming it. Blank lines are skipped. `progress` counts what was read.
     pub fn entities(
         &self,
+        progress: Arc<ImportProgress>,
     ) -> Result<
         impl Iterator<Item = Result<(usize, serde_json::Value), ControlError>> + use<>,
         Status,
@@ -102,6 +112,11 @@ impl ImportSpool {
             loop {
                 let (index, line) = lines.next()?;
                 let number = index + 1;
+                if let Ok(line) = &line {
+                    progress
+                        .bytes_read
+                        .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
+                }
                 let line = match line {
                     Ok(line) => line,
                     Err(error) => {
@@ -114,6 +129,7 @@ impl ImportSpool {
                 if line.iter().all(u8::is_ascii_whitespace) {
                     continue;
                 }
+                progress.entities.fetch_add(1, Ordering::Relaxed);
                 return Some(
                     serde_json::from_slice(&line)
                         .map(|value| (number, value))

@@ -1484,10 +1484,21 @@ async fn import_lines_as(
             ..Default::default()
         },
     ];
-    admin
+    let mut answers = admin
         .import_facts(tokio_stream::iter(messages))
-        .await
-        .map(tonic::Response::into_inner)
+        .await?
+        .into_inner();
+    // Progress, then the outcome: `done`, or the refusal's status.
+    let mut read = 0;
+    while let Some(progress) = answers.message().await? {
+        assert!(progress.bytes_read >= read && progress.bytes_read <= progress.bytes_total);
+        read = progress.bytes_read;
+        if let Some(done) = &progress.done {
+            assert_eq!(progress.bytes_read, progress.bytes_total, "{progress:?}");
+            return Ok(done.clone());
+        }
+    }
+    panic!("the import's answers ended without its outcome");
 }
 
 #[tokio::test]

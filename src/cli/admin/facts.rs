@@ -186,26 +186,45 @@ pub async fn facts(args: FactsArgs) -> anyhow::Result<ExitCode> {
                 let result = send_import(&file, &sender, &sent);
                 (result, sender)
             });
-            let call = client.import_facts(tokio_stream::wrappers::ReceiverStream::new(receiver));
-            tokio::pin!(call);
-            let answer = tokio::select! {
-                answer = &mut call => answer,
-                read = reading => {
-                    let (result, sender) = read?;
-                    if let Err(error) = result {
-                        return Err(error.context("nothing was imported"));
-                    }
-                    drop(sender);
+            let mut answers = client
+                .import_facts(tokio_stream::wrappers::ReceiverStream::new(receiver))
+                .await
+                .map_err(call_failed)?
+                .into_inner();
+            tokio::pin!(reading);
+            // Until the file is sent whole, the server speaks only to refuse (too large, say).
+            let read = tokio::select! {
+                read = &mut reading => read?,
+                refused = answers.message() => {
                     upload.finish_and_clear();
-                    // The server checks the whole import, then writes it in one transaction.
-                    let waiting = crate::cli::progress::waiting("the server is importing");
-                    let answer = call.await;
-                    waiting.finish_and_clear();
-                    answer
+                    refused.map_err(call_failed)?;
+                    anyhow::bail!("the server ended the import before it was sent");
                 }
             };
+            let (result, sender) = read;
             upload.finish_and_clear();
-            let summary = answer.map_err(call_failed)?.into_inner();
+            if let Err(error) = result {
+                // Dropping the answers cancels the call while the import is still open, so a
+                // file that broke half-way is never taken for a whole one.
+                drop(answers);
+                drop(sender);
+                return Err(error.context("nothing was imported"));
+            }
+            drop(sender);
+            // The server reads the import back into the store, then writes it in one
+            // transaction; it says how far it has come.
+            let importing = crate::cli::progress::bytes(Some(0), "importing");
+            let summary = loop {
+                let Some(progress) = answers.message().await.map_err(call_failed)? else {
+                    anyhow::bail!("the server ended the import without saying how it ended");
+                };
+                if let Some(done) = progress.done {
+                    break done;
+                }
+                importing.set_length(progress.bytes_total);
+                importing.set_position(progress.bytes_read);
+            };
+            importing.finish_and_clear();
             print(json!({
                 "entities": summary.entities,
                 "created": summary.created,
