@@ -597,17 +597,21 @@ fn open_control(config: &Config, replica_id: &str) -> anyhow::Result<(Arc<Contro
             .map(|credentials| credentials as Arc<dyn warrant_domain::ports::CredentialVerifier>),
     )
     .map_err(|error| {
-        // Live changes made under other policies (another example's, say) are the usual cause.
-        match live {
-            0 => error,
-            n => error.context(format!(
-                "{} holds {n} live change(s) that these policies' schema must also fit; to \
-                 serve {} apart from them, give it a data folder of its own (--data-dir, or \
-                 data_dir in the settings file)",
-                config.data_dir.display(),
-                config.policies.display()
-            )),
+        // Facts that do not fit these policies, where the data folder holds live changes: those
+        // were made under other policies (another example's, say).
+        let unfit = error
+            .chain()
+            .any(|cause| cause.is::<warrant_facts::FactsError>());
+        if live == 0 || !unfit {
+            return error;
         }
+        error.context(format!(
+            "{} holds {live} live change(s) that these policies' schema must also fit; to \
+             serve {} apart from them, give it a data folder of its own (--data-dir, or \
+             data_dir in the settings file)",
+            config.data_dir.display(),
+            config.policies.display()
+        ))
     })?;
     if let Some(dir) = &config.shadow_policies {
         control = control.with_shadow(dir)?;
