@@ -15,9 +15,9 @@ pub struct LogArgs {
     )]
     pub data_dirs: Vec<std::path::PathBuf>,
     /// The ledger's public key (hex), or a file holding it, kept apart from the data folder:
-    /// once for every folder, or once per --data-dir, in their order. Without it (or --signing-key), it is derived
-    /// from the signing key in each ledger folder, which whoever can write that folder can
-    /// replace: `verify` then says so and exits 3.
+    /// once for every folder, or once per --data-dir, in their order. Without it (or
+    /// --signing-key), it is derived from the signing key in each ledger folder, which whoever
+    /// can write that folder can replace: `verify` then says so and exits 3.
     #[arg(long = "public-key", global = true)]
     pub public_keys: Vec<String>,
     /// The server's signing key file, when it is configured outside the data folder
@@ -300,7 +300,7 @@ fn show(args: &LogArgs, id: Option<&str>) -> anyhow::Result<ExitCode> {
     let Some((asked, story)) = story(&entries, id) else {
         bail!("no decision, search or approval request {id} in the ledger");
     };
-    if super::output::chosen_or(super::output::Output::Table) == super::output::Output::Json {
+    if super::output::asked(super::output::Output::Json) {
         let story: Vec<Value> = story.iter().map(|&i| entry_json(&entries[i])).collect();
         println!(
             "{}",
@@ -420,7 +420,7 @@ fn search(
     found.truncate(limit);
     found.reverse();
     let matching: Vec<&warrant_ledger::Record> = found.iter().collect();
-    if super::output::chosen_or(super::output::Output::Table) == super::output::Output::Json {
+    if super::output::asked(super::output::Output::Json) {
         println!("{}", serde_json::to_string_pretty(&matching)?);
     } else {
         for r in &matching {

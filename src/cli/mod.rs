@@ -225,6 +225,7 @@ pub(crate) fn time_json(at: &Option<prost_types::Timestamp>) -> Value {
 /// and who stands behind it. `warrant log show ID` has the whole record.
 pub(crate) fn decision_summary(args: &CheckArgs, answer: &Value) -> String {
     let text = |value: &Value| value.as_str().unwrap_or_default().to_owned();
+    let entity = |value: &Value| output::entity(value).unwrap_or_default();
     let decision = text(&answer["decision"]).replace("DECISION_", "");
     let mut lines = vec![
         format!(
@@ -243,18 +244,16 @@ pub(crate) fn decision_summary(args: &CheckArgs, answer: &Value) -> String {
     let provenance = &answer["provenance"];
     if let Some(owner) = provenance["owner"].as_object() {
         lines.push(format!(
-            "owner     {} ({}::{})",
-            owner["name"].as_str().unwrap_or_default(),
-            text(&owner["entity"]["type"]),
-            text(&owner["entity"]["id"])
+            "owner     {} ({})",
+            text(&owner["name"]),
+            entity(&owner["entity"])
         ));
     }
     if let Some(approval) = provenance["approval"].as_object() {
         lines.push(format!(
-            "approval  {} approved by {}::{}, {}",
+            "approval  {} approved by {}, {}",
             text(&approval["ticket"]),
-            text(&approval["approver"]["type"]),
-            text(&approval["approver"]["id"]),
+            entity(&approval["approver"]),
             match approval["valid_at_decision"].as_bool() {
                 Some(true) => "valid at decision",
                 _ => "not valid at decision",
@@ -263,10 +262,9 @@ pub(crate) fn decision_summary(args: &CheckArgs, answer: &Value) -> String {
     }
     if let Some(needed) = answer["approval_required"].as_object() {
         lines.push(format!(
-            "needs     an approval for {} over {}::{}",
+            "needs     an approval for {} over {}",
             text(&needed["action"]),
-            text(&needed["scope"]["type"]),
-            text(&needed["scope"]["id"])
+            entity(&needed["scope"])
         ));
     }
     lines.iter().map(|line| format!("{line}\n")).collect()

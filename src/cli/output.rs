@@ -26,6 +26,11 @@ pub fn choose(output: Option<Output>) {
     }
 }
 
+/// Whether the command line asked for `output` (a command's own default aside).
+pub fn asked(output: Output) -> bool {
+    CHOSEN.get() == Some(&output)
+}
+
 /// The command line's choice, or the command's own `default`.
 pub fn chosen_or(default: Output) -> Output {
     CHOSEN.get().copied().unwrap_or(default)
@@ -173,7 +178,7 @@ fn cell(value: &Value) -> Option<String> {
 }
 
 /// `{"type": T, "id": I}` (and nothing else) as `T::I`.
-fn entity(value: &Value) -> Option<String> {
+pub(crate) fn entity(value: &Value) -> Option<String> {
     let fields = value.as_object()?;
     let (Some(Value::String(type_name)), Some(Value::String(id)), 2) =
         (fields.get("type"), fields.get("id"), fields.len())

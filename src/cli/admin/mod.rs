@@ -238,9 +238,7 @@ pub async fn tail(args: crate::cli::LogArgs) -> anyhow::Result<ExitCode> {
         .into_inner();
     use std::io::Write as _;
     while let Some(record) = stream.message().await.map_err(call_failed)? {
-        let line = if super::output::chosen_or(super::output::Output::Table)
-            == super::output::Output::Json
-        {
+        let line = if super::output::asked(super::output::Output::Json) {
             record.record_json
         } else {
             tail_line(&record.record_json)?

@@ -107,7 +107,7 @@ pub async fn policy(args: PolicyArgs) -> anyhow::Result<ExitCode> {
         }
         PolicyCommand::Links { template } => {
             // JSON lines as the pages come; a table once every row is known, for its widths.
-            let table = output::chosen_or(output::Output::Json) == output::Output::Table;
+            let table = output::asked(output::Output::Table);
             let mut rows = Vec::new();
             let mut page_token = String::new();
             loop {
