@@ -354,18 +354,12 @@ impl Facts {
     /// start).
     pub fn similar(&self, uid: &EntityUid, max: usize) -> Vec<EntityUid> {
         const READ: usize = 32;
-        let key = uid.to_string();
+        let id: &str = uid.id().as_ref();
         let prefix = format!("{}::\"", uid.type_name());
-        let Some(id) = key
-            .strip_prefix(&prefix)
-            .and_then(|rest| rest.strip_suffix('"'))
-        else {
-            return Vec::new();
-        };
-        let kept: String = {
-            let chars: Vec<char> = id.chars().collect();
-            chars[..chars.len().saturating_sub(3)].iter().collect()
-        };
+        let kept: String = id
+            .chars()
+            .take(id.chars().count().saturating_sub(3))
+            .collect();
         let after = format!("{prefix}{kept}");
         let Ok(near) = self
             .reader
@@ -375,11 +369,7 @@ impl Facts {
         };
         near.into_iter()
             .filter(|candidate| {
-                let text = candidate.to_string();
-                let other = text
-                    .strip_prefix(&prefix)
-                    .and_then(|rest| rest.strip_suffix('"'))
-                    .unwrap_or_default();
+                let other: &str = candidate.id().as_ref();
                 other != id && edits_within(id, other, 2)
             })
             .take(max)
@@ -938,6 +928,7 @@ fn edits_within(a: &str, b: &str, limit: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn edits_are_counted_as_levenshtein_does() {
@@ -947,8 +938,6 @@ mod tests {
         assert!(!edits_within("a", "abcd", 2));
         assert!(edits_within("", "ab", 2));
     }
-
-    use super::*;
 
     #[test]
     fn an_error_names_its_entity_whether_warrant_or_cedar_found_it() {
