@@ -81,17 +81,21 @@ impl AdminService {
         let outcome = tokio::task::spawn_blocking(move || call(&control))
             .await
             .unwrap_or_else(|error| Err(Status::internal(format!("admin call failed: {error}"))));
-        let code = match &outcome {
-            Ok(_) => tonic::Code::Ok,
-            Err(status) => status.code(),
-        };
-        self.metrics.admin_call(method, code);
-        if let Err(status) = &outcome
-            && code == tonic::Code::Internal
-        {
-            tracing::error!(method, error = status.message(), "admin call failed");
-        }
+        counted(&self.metrics, method, &outcome);
         outcome.map(Response::new)
+    }
+}
+
+/// Counts a finished admin call by its status code, and logs one that failed inside Warrant.
+fn counted<T>(metrics: &Metrics, method: &'static str, outcome: &Result<T, Status>) {
+    let code = outcome
+        .as_ref()
+        .map_or_else(Status::code, |_| tonic::Code::Ok);
+    metrics.admin_call(method, code);
+    if let Err(status) = outcome
+        && code == tonic::Code::Internal
+    {
+        tracing::error!(method, error = status.message(), "admin call failed");
     }
 }
 
@@ -271,8 +275,9 @@ async fn import_with_progress(
                 .map_err(control_status)
         })
     };
+    // (A last line without its newline is counted one byte long: hence the cap.)
     let so_far = |done: Option<proto::ImportFactsResponse>| proto::ImportFactsProgress {
-        bytes_read: progress.bytes_read.load(Relaxed),
+        bytes_read: progress.bytes_read.load(Relaxed).min(total),
         bytes_total: total,
         entities: progress.entities.load(Relaxed),
         done,
@@ -292,27 +297,14 @@ async fn import_with_progress(
             }
         }
     };
-    let code = outcome
-        .as_ref()
-        .map_or_else(Status::code, |_| tonic::Code::Ok);
-    metrics.admin_call("ImportFacts", code);
-    let last = match outcome {
-        Ok(summary) => Ok(so_far(Some(proto::ImportFactsResponse {
+    counted(&metrics, "ImportFacts", &outcome);
+    let last = outcome.map(|summary| {
+        so_far(Some(proto::ImportFactsResponse {
             entities: summary.entities as u64,
             created: summary.created as u64,
             facts_version: summary.facts_version.to_string(),
-        }))),
-        Err(status) => {
-            if status.code() == tonic::Code::Internal {
-                tracing::error!(
-                    method = "ImportFacts",
-                    error = status.message(),
-                    "admin call failed"
-                );
-            }
-            Err(status)
-        }
-    };
+        }))
+    });
     let _ = answer.send(last).await;
 }
 

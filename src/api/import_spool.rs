@@ -112,13 +112,12 @@ impl ImportSpool {
             loop {
                 let (index, line) = lines.next()?;
                 let number = index + 1;
-                if let Ok(line) = &line {
-                    progress
-                        .bytes_read
-                        .fetch_add(line.len() as u64 + 1, Ordering::Relaxed);
-                }
                 let line = match line {
-                    Ok(line) => line,
+                    Ok(line) => {
+                        let read = line.len() as u64 + 1;
+                        progress.bytes_read.fetch_add(read, Ordering::Relaxed);
+                        line
+                    }
                     Err(error) => {
                         return Some(Err(ControlError::Invalid {
                             field: format!("line {number}"),
