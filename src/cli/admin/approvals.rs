@@ -45,54 +45,26 @@ impl ApproverArgs {
     }
 }
 
+/// What `warrant approval` does: the admin API's calls, and the identity's own request.
 #[derive(Debug, clap::Subcommand)]
 pub enum ApprovalCommand {
+    #[command(flatten)]
+    Admin(ApprovalAdminCommand),
+    /// Ask for an approval as the identity, on the Check port, as an agent does after a deny
+    /// (RequestApproval): the request waits for a human to `approve` or `reject` it, here or in
+    /// the console. Needs no admin token; an identity whose type needs a credential gives it.
+    Ask(AskArgs),
+}
+
+/// The calls on the admin API (with its token).
+#[derive(Debug, clap::Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once per command; `grant` simply has many flags"
+)]
+pub enum ApprovalAdminCommand {
     /// Grant an approval to an identity.
-    Grant {
-        /// Its id; Warrant picks one when not given.
-        #[arg(long)]
-        id: Option<String>,
-        /// The change or task ticket.
-        #[arg(long)]
-        ticket: String,
-        #[command(flatten)]
-        approver: ApproverArgs,
-        /// Who asked for it, as Type::id.
-        #[arg(long)]
-        requester: String,
-        /// The identity it is granted to, as Type::id.
-        #[arg(long)]
-        subject: String,
-        /// An action it covers (repeat for more).
-        #[arg(long = "action", required = true)]
-        actions: Vec<String>,
-        /// The scope that bounds it, as Scope::id.
-        #[arg(long)]
-        scope: String,
-        /// Start of validity, RFC 3339 [default: now]
-        #[arg(long)]
-        not_before: Option<String>,
-        /// End of validity, RFC 3339.
-        #[arg(long, conflicts_with = "valid_for")]
-        expires_at: Option<String>,
-        /// Or how long from not_before it lasts: 90s, 30m, 2h, 1d.
-        #[arg(long = "for")]
-        valid_for: Option<String>,
-        /// Allowed uses it grants (1: single use) [default: unlimited]
-        #[arg(long)]
-        max_uses: Option<u64>,
-        /// A budget over all its uses, ATTRIBUTE=TOTAL: each allowed decision spends the
-        /// context's ATTRIBUTE, e.g. amount=5000 [default: none]
-        #[arg(long)]
-        budget: Option<String>,
-        #[arg(long)]
-        playbook: Option<String>,
-        #[arg(long)]
-        justification: Option<String>,
-        /// Further attributes as a JSON object, e.g. '{"max_amount": 5000}'.
-        #[arg(long)]
-        attributes: Option<String>,
-    },
+    Grant(GrantArgs),
     /// Revoke an approval.
     Revoke {
         id: String,
@@ -121,44 +93,6 @@ pub enum ApprovalCommand {
         #[arg(long)]
         identity: Option<String>,
     },
-    /// Ask for an approval as the identity, on the Check port, as an agent does after a deny
-    /// (RequestApproval): the request waits for a human to `approve` or `reject` it, here or in
-    /// the console. Needs no admin token; an identity whose type needs a credential gives it.
-    Ask {
-        /// The identity that needs the approval, as Type::id.
-        #[arg(long)]
-        identity: String,
-        /// The action it must cover.
-        #[arg(long)]
-        action: String,
-        /// The resource it is needed for, as Type::id.
-        #[arg(long)]
-        resource: String,
-        /// The scope to approve, as Type::id [default: the resource's nearest scope]
-        #[arg(long)]
-        scope: Option<String>,
-        /// Why, for the human who decides.
-        #[arg(long)]
-        justification: String,
-        /// A change ticket to link.
-        #[arg(long)]
-        ticket: Option<String>,
-        /// How long it is needed for: 90s, 30m, 2h, 1d.
-        #[arg(long = "for")]
-        needed_for: String,
-        /// The human the identity acts for, as Human::id (never its approver).
-        #[arg(long)]
-        on_behalf_of: Option<String>,
-        /// The id of the denied decision that prompted it.
-        #[arg(long)]
-        decision: Option<String>,
-        /// The Check port to ask.
-        #[arg(long, default_value = "http://127.0.0.1:50051", env = "WARRANT_SERVER")]
-        server: String,
-        /// The identity's credential (a JWT), where a Check for its type needs one.
-        #[arg(long, env = "WARRANT_CREDENTIAL", hide_env_values = true)]
-        credential: Option<String>,
-    },
     /// Approve a pending request: an approval is granted to the identity that asked, with every
     /// rule of `grant`.
     Approve {
@@ -183,6 +117,92 @@ pub enum ApprovalCommand {
         #[arg(long)]
         reason: String,
     },
+}
+
+/// `approval grant`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct GrantArgs {
+    /// Its id; Warrant picks one when not given.
+    #[arg(long)]
+    pub id: Option<String>,
+    /// The change or task ticket.
+    #[arg(long)]
+    pub ticket: String,
+    #[command(flatten)]
+    pub approver: ApproverArgs,
+    /// Who asked for it, as Type::id.
+    #[arg(long)]
+    pub requester: String,
+    /// The identity it is granted to, as Type::id.
+    #[arg(long)]
+    pub subject: String,
+    /// An action it covers (repeat for more).
+    #[arg(long = "action", required = true)]
+    pub actions: Vec<String>,
+    /// The scope that bounds it, as Scope::id.
+    #[arg(long)]
+    pub scope: String,
+    /// Start of validity, RFC 3339 [default: now]
+    #[arg(long)]
+    pub not_before: Option<String>,
+    /// End of validity, RFC 3339.
+    #[arg(long, conflicts_with = "valid_for")]
+    pub expires_at: Option<String>,
+    /// Or how long from not_before it lasts: 90s, 30m, 2h, 1d.
+    #[arg(long = "for")]
+    pub valid_for: Option<String>,
+    /// Allowed uses it grants (1: single use) [default: unlimited]
+    #[arg(long)]
+    pub max_uses: Option<u64>,
+    /// A budget over all its uses, ATTRIBUTE=TOTAL: each allowed decision spends the
+    /// context's ATTRIBUTE, e.g. amount=5000 [default: none]
+    #[arg(long)]
+    pub budget: Option<String>,
+    #[arg(long)]
+    pub playbook: Option<String>,
+    #[arg(long)]
+    pub justification: Option<String>,
+    /// Further attributes as a JSON object, e.g. '{"max_amount": 5000}'.
+    #[arg(long)]
+    pub attributes: Option<String>,
+}
+
+/// `approval ask`'s flags.
+#[derive(Debug, clap::Args)]
+pub struct AskArgs {
+    /// The identity that needs the approval, as Type::id.
+    #[arg(long)]
+    pub identity: String,
+    /// The action it must cover.
+    #[arg(long)]
+    pub action: String,
+    /// The resource it is needed for, as Type::id.
+    #[arg(long)]
+    pub resource: String,
+    /// The scope to approve, as Type::id [default: the resource's nearest scope]
+    #[arg(long)]
+    pub scope: Option<String>,
+    /// Why, for the human who decides.
+    #[arg(long)]
+    pub justification: String,
+    /// A change ticket to link.
+    #[arg(long)]
+    pub ticket: Option<String>,
+    /// How long it is needed for: 90s, 30m, 2h, 1d.
+    #[arg(long = "for")]
+    pub needed_for: String,
+    /// The human the identity acts for, as Human::id (never its approver).
+    #[arg(long)]
+    pub on_behalf_of: Option<String>,
+    /// The id of the denied decision that prompted it.
+    #[arg(long)]
+    pub decision: Option<String>,
+    /// The Check port to ask.
+    #[arg(long, default_value = "http://127.0.0.1:50051", env = "WARRANT_SERVER")]
+    pub server: String,
+    /// The identity's credential (a JWT), where a Check for its type needs one.
+    #[arg(long, env = "WARRANT_CREDENTIAL", hide_env_values = true)]
+    pub credential: Option<String>,
 }
 
 fn approval_json(record: &proto::ApprovalRecord) -> Value {
@@ -221,15 +241,15 @@ fn approval_json(record: &proto::ApprovalRecord) -> Value {
 }
 
 pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
-    // Asking is the identity's call on the Check port: no admin token is read for it.
-    if let ApprovalCommand::Ask { .. } = &args.command {
-        return ask(args).await;
-    }
+    let command = match args.command {
+        // Asking is the identity's call on the Check port: no admin token is read for it.
+        ApprovalCommand::Ask(asked) => return ask(asked, &args.connection.tls).await,
+        ApprovalCommand::Admin(command) => command,
+    };
     let mut client = args.connection.connect().await?;
-    match args.command {
-        ApprovalCommand::Ask { .. } => bail!("`approval ask` is answered on the Check port"),
-        grant @ ApprovalCommand::Grant { .. } => grant_approval(&mut client, grant).await,
-        ApprovalCommand::Revoke { id, reason } => {
+    match command {
+        ApprovalAdminCommand::Grant(granted) => grant_approval(&mut client, granted).await,
+        ApprovalAdminCommand::Revoke { id, reason } => {
             let answer = client
                 .revoke_approval(proto::RevokeApprovalRequest {
                     id: id.clone(),
@@ -242,7 +262,7 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             };
             print(approval_json(&record))
         }
-        ApprovalCommand::Show { id } => {
+        ApprovalAdminCommand::Show { id } => {
             let record = match client
                 .get_approval(proto::GetApprovalRequest { id: id.clone() })
                 .await
@@ -252,12 +272,12 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             };
             print(approval_json(&record))
         }
-        ApprovalCommand::List {
+        ApprovalAdminCommand::List {
             subject,
             ticket,
             state,
         } => list(&mut client, subject, ticket, state).await,
-        ApprovalCommand::Requests { state, identity } => {
+        ApprovalAdminCommand::Requests { state, identity } => {
             let found = client
                 .list_approval_requests(proto::ListApprovalRequestsRequest {
                     state: state.unwrap_or_default(),
@@ -281,7 +301,7 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
             )?;
             Ok(ExitCode::SUCCESS)
         }
-        ApprovalCommand::Approve {
+        ApprovalAdminCommand::Approve {
             request,
             approver,
             valid_for,
@@ -314,7 +334,7 @@ pub async fn approval(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
                 .into_inner();
             print(approval_request_json(&decided))
         }
-        ApprovalCommand::Reject {
+        ApprovalAdminCommand::Reject {
             request,
             approver,
             reason,
@@ -473,8 +493,8 @@ fn approval_request_json(record: &proto::ApprovalRequestRecord) -> Value {
 }
 
 /// `approval grant`: the approval as the flags describe it, granted by the admin API.
-async fn grant_approval(client: &mut Client, grant: ApprovalCommand) -> anyhow::Result<ExitCode> {
-    let ApprovalCommand::Grant {
+async fn grant_approval(client: &mut Client, grant: GrantArgs) -> anyhow::Result<ExitCode> {
+    let GrantArgs {
         id,
         ticket,
         approver,
@@ -490,10 +510,7 @@ async fn grant_approval(client: &mut Client, grant: ApprovalCommand) -> anyhow::
         playbook,
         justification,
         attributes,
-    } = grant
-    else {
-        bail!("not a grant");
-    };
+    } = grant;
     let not_before = not_before.map(|t| time(&t, "not-before")).transpose()?;
     let expires_at = expiry(not_before.as_ref(), expires_at, valid_for)?;
     let (approver, approver_credential) = approver.resolve()?;
@@ -524,8 +541,8 @@ async fn grant_approval(client: &mut Client, grant: ApprovalCommand) -> anyhow::
 }
 
 /// `approval ask`: files an approval request on the Check port, as the identity.
-async fn ask(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
-    let ApprovalCommand::Ask {
+async fn ask(asked: AskArgs, tls: &crate::cli::ClientTls) -> anyhow::Result<ExitCode> {
+    let AskArgs {
         identity,
         action,
         resource,
@@ -537,10 +554,7 @@ async fn ask(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
         decision,
         server,
         credential,
-    } = args.command
-    else {
-        bail!("not an ask");
-    };
+    } = asked;
     let duration_seconds = length_millis(&needed_for, "for")? / 1000;
     let request = proto::RequestApprovalRequest {
         identity: Some(parse_entity(&identity, "identity")?),
@@ -556,7 +570,7 @@ async fn ask(args: ApprovalArgs) -> anyhow::Result<ExitCode> {
         decision_id: decision.unwrap_or_default(),
         credential: credential.unwrap_or_default(),
     };
-    let channel = args.connection.tls.connect(&server).await?;
+    let channel = tls.connect(&server).await?;
     let filed = warrant_proto::authorizer_client::AuthorizerClient::new(channel)
         .request_approval(request)
         .await
